@@ -1,1 +1,4 @@
-
+//! multijob: a declarative, GitOps-style job runner.
+pub mod spec {
+    pub mod model;
+}

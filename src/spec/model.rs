@@ -1,0 +1,585 @@
+//! The normalized resource model: what a document means once aliases are
+//! resolved and defaults applied. Pure data; no IO.
+//!
+//! Specs are deserialized from a `serde_json::Value` that already passed the
+//! JSON Schema in `schemas/`, so the serde attributes here only supply
+//! defaults and names; the schema is what rejects bad input with a position.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The four document kinds of a config directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    Job,
+    Flow,
+    Connector,
+    Skill,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Job, Kind::Flow, Kind::Connector, Kind::Skill];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Job => "Job",
+            Kind::Flow => "Flow",
+            Kind::Connector => "Connector",
+            Kind::Skill => "Skill",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// File name stem of this kind's schema in `schemas/`.
+    pub fn schema_name(self) -> &'static str {
+        match self {
+            Kind::Job => "job",
+            Kind::Flow => "flow",
+            Kind::Connector => "connector",
+            Kind::Skill => "skill",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Job types the runtime knows (SPEC section 4).
+pub const JOB_TYPES: [&str; 8] = [
+    "agent.workflow",
+    "http.request",
+    "monitor.channel",
+    "report.daily",
+    "backup.export",
+    "command",
+    "simulation.heavy",
+    "noop",
+];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub retry_policy: RetryPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
+    /// `None` means: the flow's priority, else `normal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    #[serde(default)]
+    pub overlap: Overlap,
+    #[serde(default)]
+    pub failure_memory: FailureMemory,
+    #[serde(default)]
+    pub requires_approval: bool,
+    #[serde(default, skip_serializing_if = "ToolPolicy::is_empty")]
+    pub tools: ToolPolicy,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub inputs: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_timeout_ms() -> u64 {
+    60_000
+}
+
+/// When a job fires. Exactly one of `interval_sec`, `every`, `cron` is set
+/// (checked by validation, which names the offending key).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_sec: Option<u64>,
+    /// A duration such as `30s`, `5m`, `1h30m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<String>,
+    /// 5 fields, or 6 with seconds first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// IANA zone name; `None` means UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_sec: Option<u64>,
+    #[serde(default)]
+    pub misfire: Misfire,
+    #[serde(default = "default_catchup_window_sec")]
+    pub catchup_window_sec: u64,
+    #[serde(default = "default_max_catchup_runs")]
+    pub max_catchup_runs: u32,
+    #[serde(default)]
+    pub dst: DstPolicy,
+    /// RFC 3339 instant; slots before it do not fire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<String>,
+    /// RFC 3339 instant; slots after it do not fire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_at: Option<String>,
+}
+
+pub fn default_catchup_window_sec() -> u64 {
+    86_400
+}
+
+pub fn default_max_catchup_runs() -> u32 {
+    10
+}
+
+/// What to do with slots missed while the daemon was down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Misfire {
+    #[default]
+    RunOnce,
+    Skip,
+    RunAll,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DstPolicy {
+    #[serde(default)]
+    pub gap: DstGap,
+    #[serde(default)]
+    pub overlap: DstOverlap,
+}
+
+/// A wall time that a spring-forward transition skips.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DstGap {
+    /// Run at the first instant after the gap.
+    #[default]
+    Shift,
+    Skip,
+}
+
+/// A wall time that a fall-back transition repeats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DstOverlap {
+    #[default]
+    First,
+    Last,
+    Both,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    #[serde(default)]
+    pub max_retry: u32,
+    /// Seconds before each retry; the last entry repeats.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backoff_sec: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Critical,
+    High,
+    Normal,
+    Low,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// Skip the slot while a run is active.
+    #[default]
+    Forbid,
+    Allow,
+    /// Cancel the active run and start the new one.
+    Replace,
+    /// Run once more right after the active run.
+    BufferOne,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailureMemory {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_failure_threshold")]
+    pub threshold: u32,
+    #[serde(default = "default_cooldown_sec")]
+    pub cooldown_sec: u64,
+    #[serde(default = "default_cooldown_max_sec")]
+    pub cooldown_max_sec: u64,
+}
+
+impl Default for FailureMemory {
+    fn default() -> Self {
+        FailureMemory {
+            enabled: true,
+            threshold: default_failure_threshold(),
+            cooldown_sec: default_cooldown_sec(),
+            cooldown_max_sec: default_cooldown_max_sec(),
+        }
+    }
+}
+
+fn default_failure_threshold() -> u32 {
+    3
+}
+
+fn default_cooldown_sec() -> u64 {
+    120
+}
+
+fn default_cooldown_max_sec() -> u64 {
+    3600
+}
+
+/// Narrows a job type's default tool allowlist.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+}
+
+impl ToolPolicy {
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_none() && self.deny.is_empty()
+    }
+}
+
+/// Per-run budgets; exceeding one fails the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_calls: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<u64>,
+    #[serde(default = "default_chain_depth")]
+    pub chain_depth: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            llm_tokens: None,
+            http_calls: None,
+            messages: None,
+            chain_depth: default_chain_depth(),
+        }
+    }
+}
+
+fn default_chain_depth() -> u32 {
+    10
+}
+
+/// One workflow step: common controls plus exactly one action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<Value>,
+    /// A list, or a template that yields one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub foreach: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub continue_on_error: bool,
+    /// Arguments of a `uses` step (a skill's params).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with: Option<Map<String, Value>>,
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+/// The action of a step. Field values are templates, hence `Value` where a
+/// template may stand for a number, list or object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Http(HttpAction),
+    Llm(LlmAction),
+    Agent(AgentAction),
+    Message(MessageAction),
+    Kv(KvAction),
+    Files(FilesAction),
+    Metric(MetricAction),
+    Set(Map<String, Value>),
+    ScheduleJob(ScheduleJobAction),
+    Approval(ApprovalAction),
+    /// A skill id.
+    Uses(String),
+}
+
+impl Action {
+    pub const NAMES: [&'static str; 11] = [
+        "http",
+        "llm",
+        "agent",
+        "message",
+        "kv",
+        "files",
+        "metric",
+        "set",
+        "schedule_job",
+        "approval",
+        "uses",
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Http(_) => "http",
+            Action::Llm(_) => "llm",
+            Action::Agent(_) => "agent",
+            Action::Message(_) => "message",
+            Action::Kv(_) => "kv",
+            Action::Files(_) => "files",
+            Action::Metric(_) => "metric",
+            Action::Set(_) => "set",
+            Action::ScheduleJob(_) => "schedule_job",
+            Action::Approval(_) => "approval",
+            Action::Uses(_) => "uses",
+        }
+    }
+
+    /// The connector this action names, if any.
+    pub fn connector(&self) -> Option<&str> {
+        match self {
+            Action::Http(a) => a.connector.as_deref(),
+            Action::Llm(a) => Some(&a.connector),
+            Action::Agent(a) => Some(&a.connector),
+            Action::Message(a) => Some(&a.connector),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HttpAction {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_status: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LlmAction {
+    pub connector: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<Value>,
+    pub prompt: Value,
+    #[serde(default)]
+    pub json: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentAction {
+    pub connector: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<Value>,
+    pub goal: Value,
+    #[serde(default)]
+    pub tools: Vec<String>,
+    #[serde(default = "default_max_steps")]
+    pub max_steps: u32,
+}
+
+fn default_max_steps() -> u32 {
+    5
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MessageAction {
+    pub connector: String,
+    pub text: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedupe_key: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KvAction {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub get: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incr: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_sec: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FilesAction {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetricAction {
+    pub name: Value,
+    pub value: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleJobAction {
+    pub job: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_sec: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalAction {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Value>,
+}
+
+/// A concurrency lane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Flow {
+    pub id: String,
+    /// Runs of this lane's jobs active at once; `None` is unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_active_runs: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// True for a lane no Flow document declares (seed behaviour).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub implicit: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    Telegram,
+    Slack,
+    Webhook,
+    Smtp,
+    Whatsapp,
+    Sms,
+    Http,
+    Openai,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Connector {
+    pub id: String,
+    pub provider: Provider,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Secret references (`${env:NAME}`, `${file:PATH}`), never values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub config: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub per_minute: u32,
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+fn default_burst() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Skill {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub default_inputs: Map<String, Value>,
+    #[serde(default)]
+    pub requires_approval: bool,
+    #[serde(default)]
+    pub sensitive: bool,
+    /// JSON Schema of a caller's `with`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
+}

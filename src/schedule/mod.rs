@@ -1,0 +1,3 @@
+mod cron_clock;
+mod cron_fields;
+pub mod slots;

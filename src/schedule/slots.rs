@@ -444,3 +444,360 @@ fn from_nanos(n: i128) -> Timestamp {
         Timestamp::MAX
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::model::{DstGap, DstOverlap};
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn interval(seconds: u64) -> Schedule {
+        Schedule {
+            interval_sec: Some(seconds),
+            ..Schedule::default()
+        }
+    }
+
+    fn cron(expr: &str, zone: &str) -> Schedule {
+        Schedule {
+            cron: Some(expr.to_string()),
+            timezone: Some(zone.to_string()),
+            ..Schedule::default()
+        }
+    }
+
+    fn rule(schedule: &Schedule) -> SlotRule {
+        SlotRule::compile(schedule, "job-a").unwrap()
+    }
+
+    fn error(schedule: &Schedule) -> ScheduleError {
+        SlotRule::compile(schedule, "job-a").unwrap_err()
+    }
+
+    /// Nominal times of the first `n` slots after `after`, as RFC 3339 UTC.
+    fn nominals(rule: &SlotRule, after: &str, n: usize) -> Vec<String> {
+        rule.next_slots(ts(after), n)
+            .iter()
+            .map(|s| s.nominal.to_string())
+            .collect()
+    }
+
+    fn dst_rule(expr: &str, zone: &str, gap: DstGap, overlap: DstOverlap) -> SlotRule {
+        let mut schedule = cron(expr, zone);
+        schedule.dst = DstPolicy { gap, overlap };
+        rule(&schedule)
+    }
+
+    // ---- DST: one table per zone, gap and overlap, every policy ----------
+
+    /// (zone, cron, after, gap, overlap, expected nominal times in UTC)
+    type DstCase = (
+        &'static str,
+        &'static str,
+        &'static str,
+        DstGap,
+        DstOverlap,
+        &'static [&'static str],
+    );
+
+    fn check_dst_table(cases: &[DstCase]) {
+        for (zone, expr, after, gap, overlap, expected) in cases {
+            let r = dst_rule(expr, zone, *gap, *overlap);
+            assert_eq!(
+                nominals(&r, after, expected.len()),
+                *expected,
+                "{zone} '{expr}' after {after} gap={gap:?} overlap={overlap:?}"
+            );
+        }
+    }
+
+    use DstGap::{Shift, Skip};
+    use DstOverlap::{Both, First, Last};
+
+    #[test]
+    fn dst_europe_berlin() {
+        // 2026-03-29 02:00 CET -> 03:00 CEST (01:00Z); 2026-10-25 03:00 CEST -> 02:00 CET (01:00Z).
+        let gap_shift: &[&str] = &[
+            "2026-03-28T01:30:00Z",
+            "2026-03-29T01:00:00Z",
+            "2026-03-30T00:30:00Z",
+        ];
+        let gap_skip: &[&str] = &[
+            "2026-03-28T01:30:00Z",
+            "2026-03-30T00:30:00Z",
+            "2026-03-31T00:30:00Z",
+        ];
+        let first: &[&str] = &[
+            "2026-10-24T00:30:00Z",
+            "2026-10-25T00:30:00Z",
+            "2026-10-26T01:30:00Z",
+        ];
+        let last: &[&str] = &[
+            "2026-10-24T00:30:00Z",
+            "2026-10-25T01:30:00Z",
+            "2026-10-26T01:30:00Z",
+        ];
+        let both: &[&str] = &[
+            "2026-10-24T00:30:00Z",
+            "2026-10-25T00:30:00Z",
+            "2026-10-25T01:30:00Z",
+            "2026-10-26T01:30:00Z",
+        ];
+        let z = "Europe/Berlin";
+        let (spring, fall) = ("2026-03-27T12:00:00Z", "2026-10-23T12:00:00Z");
+        check_dst_table(&[
+            (z, "30 2 * * *", spring, Shift, First, gap_shift),
+            (z, "30 2 * * *", spring, Skip, First, gap_skip),
+            (z, "30 2 * * *", fall, Shift, First, first),
+            (z, "30 2 * * *", fall, Shift, Last, last),
+            (z, "30 2 * * *", fall, Shift, Both, both),
+        ]);
+    }
+
+    #[test]
+    fn dst_america_new_york() {
+        // 2026-03-08 02:00 EST -> 03:00 EDT (07:00Z); 2026-11-01 02:00 EDT -> 01:00 EST (06:00Z).
+        let z = "America/New_York";
+        let (spring, fall) = ("2026-03-06T12:00:00Z", "2026-10-30T12:00:00Z");
+        check_dst_table(&[
+            (
+                z,
+                "30 2 * * *",
+                spring,
+                Shift,
+                First,
+                &[
+                    "2026-03-07T07:30:00Z",
+                    "2026-03-08T07:00:00Z",
+                    "2026-03-09T06:30:00Z",
+                ],
+            ),
+            (
+                z,
+                "30 2 * * *",
+                spring,
+                Skip,
+                First,
+                &[
+                    "2026-03-07T07:30:00Z",
+                    "2026-03-09T06:30:00Z",
+                    "2026-03-10T06:30:00Z",
+                ],
+            ),
+            (
+                z,
+                "30 1 * * *",
+                fall,
+                Shift,
+                First,
+                &[
+                    "2026-10-31T05:30:00Z",
+                    "2026-11-01T05:30:00Z",
+                    "2026-11-02T06:30:00Z",
+                ],
+            ),
+            (
+                z,
+                "30 1 * * *",
+                fall,
+                Shift,
+                Last,
+                &[
+                    "2026-10-31T05:30:00Z",
+                    "2026-11-01T06:30:00Z",
+                    "2026-11-02T06:30:00Z",
+                ],
+            ),
+            (
+                z,
+                "30 1 * * *",
+                fall,
+                Shift,
+                Both,
+                &[
+                    "2026-10-31T05:30:00Z",
+                    "2026-11-01T05:30:00Z",
+                    "2026-11-01T06:30:00Z",
+                    "2026-11-02T06:30:00Z",
+                ],
+            ),
+            // Sub-hourly through the fold: `both` interleaves the two passes.
+            (
+                z,
+                "*/30 * * * *",
+                "2026-11-01T04:00:00Z",
+                Shift,
+                Both,
+                &[
+                    "2026-11-01T04:30:00Z",
+                    "2026-11-01T05:00:00Z",
+                    "2026-11-01T05:30:00Z",
+                    "2026-11-01T06:00:00Z",
+                    "2026-11-01T06:30:00Z",
+                    "2026-11-01T07:00:00Z",
+                ],
+            ),
+            (
+                z,
+                "*/30 * * * *",
+                "2026-11-01T04:00:00Z",
+                Shift,
+                First,
+                &[
+                    "2026-11-01T04:30:00Z",
+                    "2026-11-01T05:00:00Z",
+                    "2026-11-01T05:30:00Z",
+                    "2026-11-01T07:00:00Z",
+                ],
+            ),
+            (
+                z,
+                "*/30 * * * *",
+                "2026-11-01T04:00:00Z",
+                Shift,
+                Last,
+                &[
+                    "2026-11-01T04:30:00Z",
+                    "2026-11-01T06:00:00Z",
+                    "2026-11-01T06:30:00Z",
+                    "2026-11-01T07:00:00Z",
+                ],
+            ),
+        ]);
+    }
+
+    #[test]
+    fn dst_australia_sydney() {
+        // Southern hemisphere: 2026-04-05 03:00 AEDT -> 02:00 AEST (2026-04-04T16:00Z),
+        // 2026-10-04 02:00 AEST -> 03:00 AEDT (2026-10-03T16:00Z).
+        let z = "Australia/Sydney";
+        let (fall, spring) = ("2026-04-03T12:00:00Z", "2026-10-02T12:00:00Z");
+        check_dst_table(&[
+            (
+                z,
+                "30 2 * * *",
+                fall,
+                Shift,
+                First,
+                &[
+                    "2026-04-03T15:30:00Z",
+                    "2026-04-04T15:30:00Z",
+                    "2026-04-05T16:30:00Z",
+                ],
+            ),
+            (
+                z,
+                "30 2 * * *",
+                fall,
+                Shift,
+                Last,
+                &[
+                    "2026-04-03T15:30:00Z",
+                    "2026-04-04T16:30:00Z",
+                    "2026-04-05T16:30:00Z",
+                ],
+            ),
+            (
+                z,
+                "30 2 * * *",
+                fall,
+                Shift,
+                Both,
+                &[
+                    "2026-04-03T15:30:00Z",
+                    "2026-04-04T15:30:00Z",
+                    "2026-04-04T16:30:00Z",
+                    "2026-04-05T16:30:00Z",
+                ],
+            ),
+            (
+                z,
+                "30 2 * * *",
+                spring,
+                Shift,
+                First,
+                &[
+                    "2026-10-02T16:30:00Z",
+                    "2026-10-03T16:00:00Z",
+                    "2026-10-04T15:30:00Z",
+                ],
+            ),
+            (
+                z,
+                "30 2 * * *",
+                spring,
+                Skip,
+                First,
+                &[
+                    "2026-10-02T16:30:00Z",
+                    "2026-10-04T15:30:00Z",
+                    "2026-10-05T15:30:00Z",
+                ],
+            ),
+        ]);
+    }
+
+    #[test]
+    fn wall_times_sharing_a_gap_make_one_slot() {
+        // 02:00, 02:15, 02:30, 02:45 and 03:00 all mean 01:00Z on 2026-03-29.
+        let r = dst_rule("*/15 2-3 * * *", "Europe/Berlin", Shift, First);
+        assert_eq!(
+            nominals(&r, "2026-03-29T00:00:00Z", 4),
+            [
+                "2026-03-29T01:00:00Z",
+                "2026-03-29T01:15:00Z",
+                "2026-03-29T01:30:00Z",
+                "2026-03-29T01:45:00Z",
+            ]
+        );
+        let r = dst_rule("0,30 2 * * *", "Europe/Berlin", Shift, First);
+        assert_eq!(
+            nominals(&r, "2026-03-28T12:00:00Z", 3),
+            [
+                "2026-03-29T01:00:00Z",
+                "2026-03-30T00:00:00Z",
+                "2026-03-30T00:30:00Z",
+            ]
+        );
+    }
+
+    #[test]
+    fn next_slot_from_inside_a_fold_keeps_its_pass() {
+        // NY 2026-11-01: 05:10Z is 01:10 EDT (first pass), 06:10Z is 01:10 EST (second).
+        let last = dst_rule("30 1 * * *", "America/New_York", Shift, Last);
+        assert_eq!(
+            nominals(&last, "2026-11-01T05:10:00Z", 1),
+            ["2026-11-01T06:30:00Z"]
+        );
+        assert_eq!(
+            nominals(&last, "2026-11-01T05:40:00Z", 1),
+            ["2026-11-01T06:30:00Z"]
+        );
+        let first = dst_rule("30 1 * * *", "America/New_York", Shift, First);
+        assert_eq!(
+            nominals(&first, "2026-11-01T06:10:00Z", 1),
+            ["2026-11-02T06:30:00Z"]
+        );
+        let both = dst_rule("30 1 * * *", "America/New_York", Shift, Both);
+        assert_eq!(
+            nominals(&both, "2026-11-01T05:40:00Z", 2),
+            ["2026-11-01T06:30:00Z", "2026-11-02T06:30:00Z"]
+        );
+    }
+
+    /// The `cron` crate skipped a `30 2 * * *` job on a spring-forward day
+    /// and ran it twice on fall-back (DESIGN.md, section 6).
+    #[test]
+    fn regression_cron_crate_skipped_0230_on_spring_forward_and_ran_it_twice_on_fall_back() {
+        let r = dst_rule("30 2 * * *", "Europe/Berlin", Shift, First);
+        let spring = r.next_slots(ts("2026-03-28T12:00:00Z"), 2);
+        assert_eq!(spring[0].nominal, ts("2026-03-29T01:00:00Z"), "not skipped");
+        assert_eq!(spring[1].nominal, ts("2026-03-30T00:30:00Z"));
+        let fall = r.next_slots(ts("2026-10-24T12:00:00Z"), 2);
+        assert_eq!(fall[0].nominal, ts("2026-10-25T00:30:00Z"));
+        assert_eq!(fall[1].nominal, ts("2026-10-26T01:30:00Z"), "not twice");
+    }
+}

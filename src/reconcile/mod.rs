@@ -1,0 +1,2 @@
+//! Desired state from disk against running state.
+pub mod source;

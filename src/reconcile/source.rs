@@ -1,0 +1,206 @@
+//! Reading a config directory from disk: the only IO the spec path needs.
+//!
+//! Follows symlinks (git-sync and Kubernetes ConfigMaps swap a symlinked
+//! directory) and skips names starting with `.` or `_` (which also skips
+//! ConfigMaps' `..data` indirection and editors' swap files).
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::spec::SourceFile;
+use crate::spec::diagnostic::{Diagnostic, Severity};
+
+/// The folders a config directory holds.
+pub const CONFIG_FOLDERS: [&str; 2] = ["jobs.d", "skills.d"];
+
+const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
+
+/// Deeper than this is a symlink loop or a mistake.
+const MAX_DEPTH: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{dir}: no such directory")]
+    Missing { dir: String },
+    #[error("{dir}: has neither jobs.d/ nor skills.d/ (run `multijob init {dir}` to start one)")]
+    Empty { dir: String },
+    #[error("{dir}: {source}")]
+    Io {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Every config file's text, in a stable order, plus findings for files
+/// that could not be read (they make the revision invalid).
+#[derive(Debug, Default)]
+pub struct DirContents {
+    pub files: Vec<SourceFile>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+pub fn read_config_dir(dir: &Path) -> Result<DirContents, SourceError> {
+    let display = dir.display().to_string();
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(SourceError::Missing { dir: display }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(SourceError::Missing { dir: display });
+        }
+        Err(source) => {
+            return Err(SourceError::Io {
+                dir: display,
+                source,
+            });
+        }
+    }
+    let mut paths = Vec::new();
+    let mut found_folder = false;
+    for folder in CONFIG_FOLDERS {
+        let root = dir.join(folder);
+        if root.is_dir() {
+            found_folder = true;
+            let mut seen = HashSet::new();
+            collect(&root, folder, 0, &mut seen, &mut paths);
+        }
+    }
+    if !found_folder {
+        return Err(SourceError::Empty { dir: display });
+    }
+    paths.sort();
+    let mut out = DirContents::default();
+    for (relative, path) in paths {
+        match fs::read(&path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => out.files.push(SourceFile {
+                    path: relative,
+                    text,
+                }),
+                Err(e) => out.diagnostics.push(io_finding(
+                    &relative,
+                    format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+                )),
+            },
+            // Deleted between listing and reading: it is simply gone.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => out
+                .diagnostics
+                .push(io_finding(&relative, format!("cannot read: {e}"))),
+        }
+    }
+    Ok(out)
+}
+
+fn io_finding(file: &str, message: String) -> Diagnostic {
+    Diagnostic {
+        file: file.to_string(),
+        line: 1,
+        column: 1,
+        kind: None,
+        id: None,
+        severity: Severity::Error,
+        code: "io".into(),
+        message,
+        pointer: String::new(),
+    }
+}
+
+fn is_hidden(name: &str) -> bool {
+    name.starts_with('.') || name.starts_with('_')
+}
+
+fn collect(
+    dir: &Path,
+    relative: &str,
+    depth: usize,
+    seen: &mut HashSet<PathBuf>,
+    out: &mut Vec<(String, PathBuf)>,
+) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    // A directory reached twice through symlinks is read once.
+    if let Ok(canonical) = fs::canonicalize(dir)
+        && !seen.insert(canonical)
+    {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if is_hidden(name) {
+            continue;
+        }
+        let path = entry.path();
+        let child = format!("{relative}/{name}");
+        // metadata() follows symlinks; a dangling link is skipped.
+        let Ok(meta) = fs::metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            collect(&path, &child, depth + 1, seen, out);
+        } else if meta.is_file()
+            && path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| EXTENSIONS.contains(&e))
+        {
+            out.push((child, path));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_nested_files_and_skips_hidden_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        fs::create_dir_all(d.join("jobs.d/team/_drafts")).unwrap();
+        fs::create_dir_all(d.join("skills.d")).unwrap();
+        fs::write(d.join("jobs.d/a.yaml"), "id: a\ntype: noop\n").unwrap();
+        fs::write(d.join("jobs.d/team/b.yml"), "id: b\ntype: noop\n").unwrap();
+        fs::write(d.join("jobs.d/team/_drafts/c.yaml"), "id: c\n").unwrap();
+        fs::write(d.join("jobs.d/.a.yaml.swp"), "x").unwrap();
+        fs::write(d.join("jobs.d/notes.txt"), "x").unwrap();
+        fs::write(d.join("skills.d/s.json"), "{}").unwrap();
+        let got = read_config_dir(d).unwrap();
+        let names: Vec<_> = got.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            names,
+            ["jobs.d/a.yaml", "jobs.d/team/b.yml", "skills.d/s.json"]
+        );
+    }
+
+    #[test]
+    fn missing_and_empty_dirs_are_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            read_config_dir(&tmp.path().join("nope")),
+            Err(SourceError::Missing { .. })
+        ));
+        assert!(matches!(
+            read_config_dir(tmp.path()),
+            Err(SourceError::Empty { .. })
+        ));
+    }
+
+    #[test]
+    fn follows_symlinked_folders() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        fs::create_dir_all(d.join("rev1/jobs.d")).unwrap();
+        fs::write(d.join("rev1/jobs.d/a.yaml"), "id: a\ntype: noop\n").unwrap();
+        fs::create_dir_all(d.join("conf")).unwrap();
+        std::os::unix::fs::symlink(d.join("rev1/jobs.d"), d.join("conf/jobs.d")).unwrap();
+        let got = read_config_dir(&d.join("conf")).unwrap();
+        assert_eq!(got.files.len(), 1);
+    }
+}

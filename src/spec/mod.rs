@@ -1,0 +1,340 @@
+//! PURE. Config text → validated [`Snapshot`] plus every finding, each with
+//! `file:line:column`.
+//!
+//! The path: [`yaml`] parses each file into documents with a position index;
+//! [`schema`] checks each against its kind's JSON Schema; [`aliases`] rewrites
+//! seed spellings; the document becomes a typed [`model`] resource; then
+//! [`validate`] checks what a schema cannot (cron, templates, references,
+//! cycles, secrets). All findings are collected, never only the first.
+
+pub mod aliases;
+pub mod diagnostic;
+pub mod model;
+pub mod schema;
+pub mod snapshot;
+pub mod templates;
+pub mod validate;
+pub mod yaml;
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use diagnostic::{Diagnostic, DocContext, Severity};
+use model::Kind;
+use snapshot::{Resource, Snapshot};
+use yaml::Positions;
+
+/// One config file's text. `path` is relative to the config directory.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub path: String,
+    pub text: String,
+}
+
+/// The outcome of loading a directory: the snapshot of every resource that
+/// loaded, and the findings. Apply the snapshot only when `!has_errors()`.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub snapshot: Snapshot,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Loaded {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    pub fn error_count(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+
+    pub fn warning_count(&self) -> usize {
+        self.diagnostics.len() - self.error_count()
+    }
+}
+
+/// Where each loaded resource's document is, for findings about it.
+#[derive(Debug, Default)]
+pub struct SourceMap {
+    docs: HashMap<(Kind, String), (String, Positions)>,
+}
+
+impl SourceMap {
+    /// The file and position index of a resource's document.
+    pub fn get(&self, kind: Kind, id: &str) -> Option<(&str, &Positions)> {
+        self.docs
+            .get(&(kind, id.to_string()))
+            .map(|(f, p)| (f.as_str(), p))
+    }
+}
+
+/// Load, check and assemble every file.
+pub fn build(files: &[SourceFile]) -> Loaded {
+    let mut snapshot = Snapshot::default();
+    let mut diagnostics = Vec::new();
+    let mut sources = SourceMap::default();
+    for file in files {
+        load_file(file, &mut snapshot, &mut sources, &mut diagnostics);
+    }
+    validate::check_snapshot(&mut snapshot, &sources, &mut diagnostics);
+    diagnostic::sort(&mut diagnostics);
+    Loaded {
+        snapshot,
+        diagnostics,
+    }
+}
+
+fn load_file(
+    file: &SourceFile,
+    snapshot: &mut Snapshot,
+    sources: &mut SourceMap,
+    out: &mut Vec<Diagnostic>,
+) {
+    let in_skills_dir = file.path.starts_with("skills.d/");
+    let docs = match yaml::parse_documents(&file.text) {
+        Ok(docs) => docs,
+        Err(e) => {
+            out.push(Diagnostic {
+                file: file.path.clone(),
+                line: e.pos.line,
+                column: e.pos.column,
+                kind: None,
+                id: None,
+                severity: Severity::Error,
+                code: "syntax".into(),
+                message: e.message,
+                pointer: String::new(),
+            });
+            return;
+        }
+    };
+    for doc in docs {
+        let positions = doc.positions;
+        let Value::Object(mut map) = doc.value else {
+            out.push(
+                DocContext {
+                    file: &file.path,
+                    kind: None,
+                    id: None,
+                }
+                .at(
+                    doc.start,
+                    "",
+                    Severity::Error,
+                    "schema",
+                    "a document must be a mapping with `kind` and `id`",
+                ),
+            );
+            continue;
+        };
+        let default_kind = if in_skills_dir {
+            Kind::Skill
+        } else {
+            Kind::Job
+        };
+        let kind = match map.get("kind") {
+            None => default_kind,
+            Some(Value::String(k)) => match Kind::parse(k) {
+                Some(kind) => kind,
+                None => {
+                    out.push(
+                        DocContext {
+                            file: &file.path,
+                            kind: None,
+                            id: map.get("id").and_then(Value::as_str),
+                        }
+                        .at(
+                            positions.value_pos("/kind"),
+                            "/kind",
+                            Severity::Error,
+                            "schema",
+                            format!("unknown kind `{k}`: use Job, Flow, Connector or Skill"),
+                        ),
+                    );
+                    continue;
+                }
+            },
+            Some(other) => {
+                out.push(
+                    DocContext {
+                        file: &file.path,
+                        kind: None,
+                        id: None,
+                    }
+                    .at(
+                        positions.value_pos("/kind"),
+                        "/kind",
+                        Severity::Error,
+                        "schema",
+                        format!("`kind` must be a string, not {other}"),
+                    ),
+                );
+                continue;
+            }
+        };
+        let id = map
+            .get("id")
+            .or_else(|| {
+                if kind == Kind::Job {
+                    map.get("job_id")
+                } else {
+                    None
+                }
+            })
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let ctx = DocContext {
+            file: &file.path,
+            kind: Some(kind),
+            id: id.as_deref(),
+        };
+        if (kind == Kind::Skill) != in_skills_dir {
+            let place = if kind == Kind::Skill {
+                "skills.d/"
+            } else {
+                "jobs.d/"
+            };
+            out.push(ctx.at(
+                doc.start,
+                "",
+                Severity::Warning,
+                "placement",
+                format!("{kind} documents belong in {place}"),
+            ));
+        }
+        let Some(id) = id.clone() else {
+            out.push(ctx.at(
+                doc.start,
+                "",
+                Severity::Error,
+                "schema",
+                "missing required key `id`",
+            ));
+            continue;
+        };
+        let value = Value::Object(map.clone());
+        let schema_errors: Vec<Diagnostic> = schema::check(kind, &value, &positions, &ctx)
+            .into_iter()
+            // The id/job_id alternative was handled above with a clearer message.
+            .filter(|d| !(d.pointer.is_empty() && d.message.contains("does not match any")))
+            .collect();
+        let mut schema_errors = schema_errors;
+        validate::check_raw_steps(&value, &positions, &ctx, &mut schema_errors);
+        let schema_failed = schema_errors.iter().any(Diagnostic::is_error);
+        out.extend(schema_errors);
+        if kind == Kind::Job {
+            let alias_findings = aliases::normalize_job(&mut map, &positions, &ctx);
+            out.extend(alias_findings);
+        }
+        if schema_failed {
+            // The document is wrong in shape; keep its id known so that
+            // references to it do not cascade into more errors.
+            sources
+                .docs
+                .entry((kind, id.clone()))
+                .or_insert_with(|| (file.path.clone(), positions.clone()));
+            continue;
+        }
+        let value = Value::Object(map);
+        let pos = doc.start;
+        let inserted = match kind {
+            Kind::Job => typed(value, &ctx, &positions, out).map(|spec| {
+                insert(
+                    &mut snapshot.jobs,
+                    id.clone(),
+                    spec,
+                    file,
+                    pos.line,
+                    pos.column,
+                )
+            }),
+            Kind::Flow => typed(value, &ctx, &positions, out).map(|spec| {
+                insert(
+                    &mut snapshot.flows,
+                    id.clone(),
+                    spec,
+                    file,
+                    pos.line,
+                    pos.column,
+                )
+            }),
+            Kind::Connector => typed(value, &ctx, &positions, out).map(|spec| {
+                insert(
+                    &mut snapshot.connectors,
+                    id.clone(),
+                    spec,
+                    file,
+                    pos.line,
+                    pos.column,
+                )
+            }),
+            Kind::Skill => typed(value, &ctx, &positions, out).map(|spec| {
+                insert(
+                    &mut snapshot.skills,
+                    id.clone(),
+                    spec,
+                    file,
+                    pos.line,
+                    pos.column,
+                )
+            }),
+        };
+        match inserted {
+            Some(None) => {
+                sources
+                    .docs
+                    .insert((kind, id), (file.path.clone(), positions));
+            }
+            Some(Some(first)) => out.push(ctx.at(
+                positions.value_pos("/id"),
+                "/id",
+                Severity::Error,
+                "duplicate-id",
+                format!("{kind} id `{id}` is already defined at {first}"),
+            )),
+            None => {}
+        }
+    }
+}
+
+/// Deserialize a schema-valid document into its typed spec.
+fn typed<T: serde::de::DeserializeOwned>(
+    value: Value,
+    ctx: &DocContext<'_>,
+    positions: &Positions,
+    out: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    match serde_json::from_value(value) {
+        Ok(spec) => Some(spec),
+        Err(e) => {
+            out.push(ctx.at(
+                positions.value_pos(""),
+                "",
+                Severity::Error,
+                "schema",
+                format!(
+                    "does not fit the {} model: {e}",
+                    ctx.kind.map_or("", Kind::as_str)
+                ),
+            ));
+            None
+        }
+    }
+}
+
+/// Insert unless the id exists; on a duplicate return where the first is.
+fn insert<T: serde::Serialize>(
+    map: &mut std::collections::BTreeMap<String, Resource<T>>,
+    id: String,
+    spec: T,
+    file: &SourceFile,
+    line: u32,
+    column: u32,
+) -> Option<String> {
+    if let Some(first) = map.get(&id) {
+        return Some(format!("{}:{}", first.file, first.line));
+    }
+    map.insert(id, Resource::new(spec, file.path.clone(), line, column));
+    None
+}

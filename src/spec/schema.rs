@@ -1,0 +1,278 @@
+//! The JSON Schemas of `schemas/`, embedded, compiled once, and their errors
+//! turned into diagnostics that point at the offending YAML key or value.
+
+use std::collections::BTreeSet;
+use std::sync::LazyLock;
+
+use jsonschema::error::ValidationErrorKind;
+use jsonschema::{ValidationError, Validator};
+use serde_json::Value;
+
+use super::diagnostic::{Diagnostic, DocContext, Severity};
+use super::model::Kind;
+use super::yaml::{Positions, escape_token};
+
+/// The schema files exactly as checked in under `schemas/`.
+pub fn schema_text(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Job => include_str!("../../schemas/job.schema.json"),
+        Kind::Flow => include_str!("../../schemas/flow.schema.json"),
+        Kind::Connector => include_str!("../../schemas/connector.schema.json"),
+        Kind::Skill => include_str!("../../schemas/skill.schema.json"),
+    }
+}
+
+struct Compiled {
+    validator: Validator,
+    /// Every property name the schema declares, for "did you mean".
+    known_keys: BTreeSet<String>,
+}
+
+static COMPILED: LazyLock<Vec<Result<Compiled, String>>> =
+    LazyLock::new(|| Kind::ALL.iter().map(|k| compile(*k)).collect());
+
+fn compile(kind: Kind) -> Result<Compiled, String> {
+    let schema: Value = serde_json::from_str(schema_text(kind))
+        .map_err(|e| format!("embedded {} schema is not JSON: {e}", kind.schema_name()))?;
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .build(&schema)
+        .map_err(|e| {
+            format!(
+                "embedded {} schema does not compile: {e}",
+                kind.schema_name()
+            )
+        })?;
+    let mut known_keys = BTreeSet::new();
+    collect_property_names(&schema, &mut known_keys);
+    Ok(Compiled {
+        validator,
+        known_keys,
+    })
+}
+
+fn collect_property_names(schema: &Value, out: &mut BTreeSet<String>) {
+    match schema {
+        Value::Object(map) => {
+            if let Some(Value::Object(props)) = map.get("properties") {
+                out.extend(props.keys().cloned());
+            }
+            for v in map.values() {
+                collect_property_names(v, out);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_property_names(v, out)),
+        _ => {}
+    }
+}
+
+/// Check that every embedded schema compiles (used by tests and `schema`).
+pub fn self_check() -> Result<(), String> {
+    for c in COMPILED.iter() {
+        if let Err(e) = c {
+            return Err(e.clone());
+        }
+    }
+    Ok(())
+}
+
+/// Validate one document against its kind's schema.
+pub fn check(
+    kind: Kind,
+    value: &Value,
+    positions: &Positions,
+    ctx: &DocContext<'_>,
+) -> Vec<Diagnostic> {
+    let compiled = match &COMPILED[kind as usize] {
+        Ok(c) => c,
+        Err(e) => {
+            return vec![ctx.at(
+                positions.value_pos(""),
+                "",
+                Severity::Error,
+                "internal",
+                e.clone(),
+            )];
+        }
+    };
+    let mut out = Vec::new();
+    for error in compiled.validator.iter_errors(value) {
+        describe(&error, compiled, positions, ctx, &mut out);
+    }
+    out
+}
+
+fn describe(
+    error: &ValidationError<'_>,
+    compiled: &Compiled,
+    positions: &Positions,
+    ctx: &DocContext<'_>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let pointer = error.instance_path().as_str();
+    let value_pos = positions.value_pos(pointer);
+    let err = |pos, pointer: &str, message: String| {
+        ctx.at(pos, pointer, Severity::Error, "schema", message)
+    };
+    match error.kind() {
+        ValidationErrorKind::AdditionalProperties { unexpected }
+        | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
+            for key in unexpected {
+                let child = format!("{pointer}/{}", escape_token(key));
+                let mut message = format!("unknown key `{key}`");
+                if let Some(near) = did_you_mean(key, &compiled.known_keys) {
+                    message.push_str(&format!(" (did you mean `{near}`?)"));
+                }
+                out.push(err(positions.key_pos(&child), &child, message));
+            }
+        }
+        ValidationErrorKind::Required { property } => {
+            let name = property.as_str().unwrap_or("?");
+            out.push(err(
+                value_pos,
+                pointer,
+                format!("missing required key `{name}`"),
+            ));
+        }
+        ValidationErrorKind::Enum { options } => {
+            let allowed = match options.as_ref() {
+                Value::Array(items) => items
+                    .iter()
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                other => other.to_string(),
+            };
+            out.push(err(
+                value_pos,
+                pointer,
+                format!("{} is not one of: {allowed}", short(error.instance())),
+            ));
+        }
+        ValidationErrorKind::Pattern { pattern } => {
+            let what = pointer.rsplit('/').next().unwrap_or("");
+            let message = if pointer.contains("/steps/") && what == "id" {
+                format!(
+                    "invalid step id {}: use letters, digits and `_`, starting with a letter or `_` (templates read it as steps.<id>)",
+                    short(error.instance())
+                )
+            } else if what == "id" || what == "job_id" {
+                format!(
+                    "invalid id {}: use letters, digits, `.`, `_`, `-` (at most 128), starting with a letter or digit",
+                    short(error.instance())
+                )
+            } else {
+                format!("{} does not match `{pattern}`", short(error.instance()))
+            };
+            out.push(err(value_pos, pointer, message));
+        }
+        ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
+            // Report the branch that got furthest into the value: it is the
+            // one the author most likely meant.
+            let best = context.iter().max_by_key(|branch| {
+                branch
+                    .iter()
+                    .map(|e| e.instance_path().as_str().len())
+                    .max()
+                    .unwrap_or(0)
+            });
+            match best {
+                Some(branch)
+                    if branch
+                        .iter()
+                        .any(|e| e.instance_path().as_str().len() > pointer.len()) =>
+                {
+                    for e in branch {
+                        describe(e, compiled, positions, ctx, out);
+                    }
+                }
+                _ => out.push(err(
+                    value_pos,
+                    pointer,
+                    format!(
+                        "{} does not match any allowed form ({})",
+                        short(error.instance()),
+                        allowed_forms(context)
+                    ),
+                )),
+            }
+        }
+        ValidationErrorKind::Not { schema } => {
+            // Our schemas use `not: {required: [a, b]}` for "not both".
+            let both: Vec<&str> = schema
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let message = match both.as_slice() {
+                [a, b] => format!("give either `{a}` or `{b}`, not both"),
+                _ => error.to_string(),
+            };
+            out.push(err(value_pos, pointer, message));
+        }
+        _ => out.push(err(value_pos, pointer, error.to_string())),
+    }
+}
+
+fn allowed_forms(context: &[Vec<ValidationError<'static>>]) -> String {
+    context
+        .iter()
+        .filter_map(|branch| branch.first().map(|e| e.to_string()))
+        .collect::<Vec<_>>()
+        .join("; or ")
+}
+
+/// A value for a message: short, one line.
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 60 {
+        let cut: String = s.chars().take(57).collect();
+        format!("{cut}...")
+    } else {
+        s
+    }
+}
+
+/// The closest known key within edit distance 2, if any.
+fn did_you_mean(key: &str, known: &BTreeSet<String>) -> Option<String> {
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| k.clone())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_schemas_compile() {
+        self_check().unwrap();
+    }
+
+    #[test]
+    fn edit_distance_suggests_close_keys() {
+        let known: BTreeSet<String> = ["schedule", "steps", "timeout_ms"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(did_you_mean("schedul", &known).as_deref(), Some("schedule"));
+        assert_eq!(did_you_mean("timeout", &known), None);
+    }
+}

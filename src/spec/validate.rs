@@ -1,0 +1,737 @@
+//! Checks beyond the schema: schedules, the step grammar, templates,
+//! references between resources, `uses` cycles, tool policies, skill
+//! params and literal secrets. Every finding is collected.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde_json::{Map, Value};
+
+use super::SourceMap;
+use super::diagnostic::{Diagnostic, DocContext, Severity};
+use super::model::{Action, Flow, Job, Kind, Provider, Skill, Step, ToolPolicy};
+use super::snapshot::{Resource, Snapshot};
+use super::templates::{self, TemplateUse};
+use super::yaml::Positions;
+use crate::schedule::slots::SlotRule;
+
+/// Step checks that must run on the raw document, before it becomes typed:
+/// exactly one action per step, and `with` only beside `uses`.
+pub fn check_raw_steps(
+    doc: &Value,
+    positions: &Positions,
+    ctx: &DocContext<'_>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let Some(steps) = doc.get("steps").and_then(Value::as_array) else {
+        return;
+    };
+    for (i, step) in steps.iter().enumerate() {
+        let Some(step) = step.as_object() else {
+            continue;
+        };
+        let base = format!("/steps/{i}");
+        let actions: Vec<&str> = Action::NAMES
+            .iter()
+            .copied()
+            .filter(|a| step.contains_key(*a))
+            .collect();
+        match actions.as_slice() {
+            [] => out.push(ctx.at(
+                positions.value_pos(&base),
+                &base,
+                Severity::Error,
+                "step-action",
+                format!(
+                    "step has no action: give exactly one of {}",
+                    Action::NAMES.join(", ")
+                ),
+            )),
+            [_] => {}
+            [_, second, ..] => {
+                let pointer = format!("{base}/{second}");
+                out.push(ctx.at(
+                    positions.key_pos(&pointer),
+                    &pointer,
+                    Severity::Error,
+                    "step-action",
+                    format!(
+                        "step has {} actions ({}): a step does exactly one; split it into steps",
+                        actions.len(),
+                        actions.join(", ")
+                    ),
+                ));
+            }
+        }
+        if step.contains_key("with") && !step.contains_key("uses") {
+            let pointer = format!("{base}/with");
+            out.push(ctx.at(
+                positions.key_pos(&pointer),
+                &pointer,
+                Severity::Error,
+                "step-action",
+                "`with` passes a skill's params and needs `uses`",
+            ));
+        }
+    }
+}
+
+/// Checks over the assembled snapshot. Adds implicit flows for lanes that
+/// jobs name but no Flow document declares (seed behaviour).
+pub fn check_snapshot(snapshot: &mut Snapshot, sources: &SourceMap, out: &mut Vec<Diagnostic>) {
+    let env = templates::environment();
+    let mut implicit: BTreeMap<String, Resource<Flow>> = BTreeMap::new();
+
+    for (id, job) in &snapshot.jobs {
+        let Some((file, positions)) = sources.get(Kind::Job, id) else {
+            continue;
+        };
+        let ctx = DocContext {
+            file,
+            kind: Some(Kind::Job),
+            id: Some(id),
+        };
+        let mut c = Checker {
+            ctx: &ctx,
+            positions,
+            out,
+        };
+        check_job(&job.spec, snapshot, &env, &mut c);
+        if let Some(flow) = &job.spec.flow
+            && !snapshot.flows.contains_key(flow)
+        {
+            let max = job
+                .spec
+                .inputs
+                .get("flow_max_active_runs")
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n > 0);
+            let pointer = if positions.get("/flow").is_some() {
+                "/flow"
+            } else {
+                "/inputs/flow_group"
+            };
+            c.warn(
+                pointer,
+                "implicit-flow",
+                format!(
+                    "no Flow `{flow}` is declared: an implicit lane is used ({}); declare `kind: Flow` with `id: {flow}`",
+                    match max {
+                        Some(n) => format!("max_active_runs {n} from inputs.flow_max_active_runs"),
+                        None => "unlimited".to_string(),
+                    }
+                ),
+            );
+            let entry = implicit.entry(flow.clone()).or_insert_with(|| {
+                Resource::new(
+                    Flow {
+                        id: flow.clone(),
+                        max_active_runs: max,
+                        priority: None,
+                        description: None,
+                        implicit: true,
+                    },
+                    job.file.clone(),
+                    job.line,
+                    job.column,
+                )
+            });
+            // Several jobs may name the lane: the tightest limit wins.
+            if let Some(n) = max
+                && entry.spec.max_active_runs.is_none_or(|m| n < m)
+            {
+                *entry = Resource::new(
+                    Flow {
+                        max_active_runs: Some(n),
+                        ..entry.spec.clone()
+                    },
+                    entry.file.clone(),
+                    entry.line,
+                    entry.column,
+                );
+            }
+        } else if job.spec.flow.is_some() && job.spec.inputs.contains_key("flow_max_active_runs") {
+            c.warn(
+                "/inputs/flow_max_active_runs",
+                "alias",
+                "ignored: the declared Flow's max_active_runs applies".to_string(),
+            );
+        }
+    }
+
+    for (id, skill) in &snapshot.skills {
+        let Some((file, positions)) = sources.get(Kind::Skill, id) else {
+            continue;
+        };
+        let ctx = DocContext {
+            file,
+            kind: Some(Kind::Skill),
+            id: Some(id),
+        };
+        let mut c = Checker {
+            ctx: &ctx,
+            positions,
+            out,
+        };
+        check_skill(&skill.spec, snapshot, &env, &mut c);
+    }
+    check_uses_cycles(snapshot, sources, out);
+
+    for (id, connector) in &snapshot.connectors {
+        let Some((file, positions)) = sources.get(Kind::Connector, id) else {
+            continue;
+        };
+        let ctx = DocContext {
+            file,
+            kind: Some(Kind::Connector),
+            id: Some(id),
+        };
+        let mut c = Checker {
+            ctx: &ctx,
+            positions,
+            out,
+        };
+        for (name, reference) in &connector.spec.secrets {
+            if !is_secret_reference(reference) {
+                // Never echo the value: it may be a real secret.
+                c.error(
+                    &format!("/secrets/{name}"),
+                    "literal-secret",
+                    format!(
+                        "secret `{name}` holds a literal value; secrets never live in git: write `${{env:NAME}}` or `${{file:PATH}}`"
+                    ),
+                );
+            }
+        }
+        if let Some(url) = &connector.spec.base_url {
+            let schemes: &[&str] = if connector.spec.provider == Provider::Smtp {
+                &["smtp", "smtps"]
+            } else {
+                &["http", "https"]
+            };
+            match reqwest::Url::parse(url) {
+                Ok(u) if schemes.contains(&u.scheme()) && u.host().is_some() => {}
+                Ok(_) => c.error(
+                    "/base_url",
+                    "url",
+                    format!(
+                        "base_url `{url}` must be a {} URL with a host",
+                        schemes.join("/")
+                    ),
+                ),
+                Err(e) => c.error("/base_url", "url", format!("base_url `{url}`: {e}")),
+            }
+        }
+    }
+
+    snapshot.flows.extend(implicit);
+}
+
+/// `${env:NAME}` or `${file:PATH}`, nothing else.
+pub fn is_secret_reference(s: &str) -> bool {
+    let Some(inner) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}')) else {
+        return false;
+    };
+    match inner.split_once(':') {
+        Some(("env", name)) => {
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        }
+        Some(("file", path)) => !path.is_empty() && !path.contains('}'),
+        _ => false,
+    }
+}
+
+struct Checker<'a, 'b> {
+    ctx: &'a DocContext<'a>,
+    positions: &'a Positions,
+    out: &'b mut Vec<Diagnostic>,
+}
+
+impl Checker<'_, '_> {
+    fn push(&mut self, pointer: &str, severity: Severity, code: &str, message: String) {
+        let pos = self.positions.value_pos(pointer);
+        self.out
+            .push(self.ctx.at(pos, pointer, severity, code, message));
+    }
+
+    /// At the key naming `pointer` (for "this key is wrong" findings).
+    fn push_at_key(&mut self, pointer: &str, severity: Severity, code: &str, message: String) {
+        let pos = self.positions.key_pos(pointer);
+        self.out
+            .push(self.ctx.at(pos, pointer, severity, code, message));
+    }
+
+    fn error(&mut self, pointer: &str, code: &str, message: String) {
+        self.push(pointer, Severity::Error, code, message);
+    }
+
+    fn warn(&mut self, pointer: &str, code: &str, message: String) {
+        self.push_at_key(pointer, Severity::Warning, code, message);
+    }
+}
+
+fn check_job(job: &Job, snapshot: &Snapshot, env: &minijinja::Environment<'_>, c: &mut Checker) {
+    if let Some(schedule) = &job.schedule
+        && let Err(e) = SlotRule::compile(schedule, &job.id)
+    {
+        let pointer = if e.field == "schedule" {
+            "/schedule".to_string()
+        } else {
+            format!("/schedule/{}", e.field)
+        };
+        c.error(&pointer, "schedule", e.message);
+    }
+    let memory = &job.failure_memory;
+    if memory.cooldown_max_sec < memory.cooldown_sec {
+        c.error(
+            "/failure_memory/cooldown_max_sec",
+            "failure-memory",
+            format!(
+                "cooldown_max_sec {} is below cooldown_sec {}",
+                memory.cooldown_max_sec, memory.cooldown_sec
+            ),
+        );
+    }
+
+    let is_workflow = job.job_type == "agent.workflow";
+    if !is_workflow && !job.steps.is_empty() {
+        c.push_at_key(
+            "/steps",
+            Severity::Error,
+            "steps",
+            format!(
+                "`steps` run only in agent.workflow jobs, not {}",
+                job.job_type
+            ),
+        );
+    }
+    if is_workflow && job.steps.is_empty() {
+        match job.inputs.get("prompt") {
+            None => c.push_at_key(
+                "/type",
+                Severity::Error,
+                "steps",
+                "an agent.workflow job needs `steps`, or `inputs.prompt` to run as an implicit agent"
+                    .to_string(),
+            ),
+            Some(_) => check_implicit_agent(job, snapshot, c),
+        }
+    }
+    if job.job_type == "command" {
+        let argv_ok = job
+            .inputs
+            .get("argv")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty() && a.iter().all(Value::is_string));
+        if !argv_ok {
+            c.push_at_key(
+                "/inputs",
+                Severity::Error,
+                "command",
+                "a command job needs `inputs.argv`: a non-empty list of strings (no shell)"
+                    .to_string(),
+            );
+        }
+    }
+    check_steps(&job.steps, snapshot, env, Some(&job.tools), c);
+}
+
+fn check_implicit_agent(job: &Job, snapshot: &Snapshot, c: &mut Checker) {
+    let openai: Vec<&String> = snapshot
+        .connectors
+        .iter()
+        .filter(|(_, r)| r.spec.provider == Provider::Openai)
+        .map(|(id, _)| id)
+        .collect();
+    match job.inputs.get("llm_connector") {
+        Some(Value::String(name)) => match snapshot.connectors.get(name) {
+            Some(r) if r.spec.provider == Provider::Openai => {}
+            Some(_) => c.error(
+                "/inputs/llm_connector",
+                "reference",
+                format!("connector `{name}` is not an openai connector"),
+            ),
+            None => c.error(
+                "/inputs/llm_connector",
+                "reference",
+                format!("no Connector `{name}`"),
+            ),
+        },
+        Some(other) => c.error(
+            "/inputs/llm_connector",
+            "reference",
+            format!("`llm_connector` must be a connector id, not {other}"),
+        ),
+        None if openai.len() == 1 => {}
+        None if openai.is_empty() => c.warn(
+            "/inputs/prompt",
+            "implicit-agent",
+            "this job runs its prompt as an implicit agent, but no openai connector is configured: its runs will fail".to_string(),
+        ),
+        None => c.warn(
+            "/inputs/prompt",
+            "implicit-agent",
+            format!(
+                "several openai connectors ({}): set `inputs.llm_connector` to choose one",
+                openai
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+    }
+}
+
+fn check_skill(
+    skill: &Skill,
+    snapshot: &Snapshot,
+    env: &minijinja::Environment<'_>,
+    c: &mut Checker,
+) {
+    if let Some(params) = &skill.params
+        && let Err(e) = jsonschema::validator_for(params)
+    {
+        c.error(
+            "/params",
+            "params",
+            format!("params is not a valid JSON Schema: {e}"),
+        );
+    }
+    check_steps(&skill.steps, snapshot, env, None, c);
+}
+
+fn check_steps(
+    steps: &[Step],
+    snapshot: &Snapshot,
+    env: &minijinja::Environment<'_>,
+    tools: Option<&ToolPolicy>,
+    c: &mut Checker,
+) {
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let base = format!("/steps/{i}");
+        let action = step.action.name();
+        if seen.contains(&step.id.as_str()) {
+            c.error(
+                &format!("{base}/id"),
+                "duplicate-step-id",
+                format!("step id `{}` is used twice in this list", step.id),
+            );
+        }
+        if let Some(policy) = tools {
+            let allowed = policy
+                .allow
+                .as_ref()
+                .is_none_or(|a| a.iter().any(|t| t == action));
+            if !allowed || policy.deny.iter().any(|t| t == action) {
+                c.push_at_key(
+                    &format!("{base}/{action}"),
+                    Severity::Error,
+                    "tools",
+                    format!(
+                        "step `{}` uses `{action}`, which this job's `tools` policy does not allow",
+                        step.id
+                    ),
+                );
+            }
+        }
+        if step.concurrency.is_some() && step.foreach.is_none() {
+            c.warn(
+                &format!("{base}/concurrency"),
+                "foreach",
+                "`concurrency` only applies with `foreach`".to_string(),
+            );
+        }
+        if let Some(foreach) = &step.foreach
+            && !(foreach.is_array() || foreach.as_str().is_some_and(templates::is_template))
+        {
+            c.error(
+                &format!("{base}/foreach"),
+                "foreach",
+                "`foreach` takes a list, or a `{{ expr }}` that yields one".to_string(),
+            );
+        }
+        // Templates: `when` is a condition; every other string a value.
+        if let Some(Value::String(when)) = &step.when {
+            check_template(
+                env,
+                when,
+                TemplateUse::Condition,
+                &seen,
+                &format!("{base}/when"),
+                c,
+            );
+        }
+        let mut body = serde_json::to_value(step).unwrap_or(Value::Null);
+        if let Value::Object(map) = &mut body {
+            map.remove("id");
+            map.remove("when");
+        }
+        walk_strings(&body, &base, &mut |pointer, s| {
+            if templates::is_template(s) {
+                check_template(env, s, TemplateUse::Value, &seen, pointer, c);
+            }
+        });
+        check_action(step, &base, snapshot, c);
+        seen.push(step.id.as_str());
+    }
+}
+
+fn check_template(
+    env: &minijinja::Environment<'_>,
+    source: &str,
+    usage: TemplateUse,
+    earlier: &[&str],
+    pointer: &str,
+    c: &mut Checker,
+) {
+    if let Err(issue) = templates::check(env, source, usage, earlier) {
+        let mut pos = c.positions.value_pos(pointer);
+        if let (Some(line), Some(node)) = (issue.line, c.positions.get(pointer)) {
+            // Lines of a block scalar are lines of the file; a quoted
+            // multi-line string folds, so this is then approximate.
+            pos.line = node.value.line + u32::try_from(line.saturating_sub(1)).unwrap_or(0);
+            if line > 1 && !node.block_scalar {
+                pos.column = 1;
+            }
+        }
+        c.out.push(
+            c.ctx
+                .at(pos, pointer, Severity::Error, "template", issue.message),
+        );
+    }
+}
+
+fn walk_strings(v: &Value, pointer: &str, f: &mut dyn FnMut(&str, &str)) {
+    match v {
+        Value::String(s) => f(pointer, s),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                walk_strings(item, &format!("{pointer}/{i}"), f);
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map {
+                walk_strings(
+                    item,
+                    &format!("{pointer}/{}", super::yaml::escape_token(k)),
+                    f,
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+const MESSAGE_PROVIDERS: [Provider; 6] = [
+    Provider::Telegram,
+    Provider::Slack,
+    Provider::Webhook,
+    Provider::Smtp,
+    Provider::Whatsapp,
+    Provider::Sms,
+];
+
+fn check_action(step: &Step, base: &str, snapshot: &Snapshot, c: &mut Checker) {
+    let action = step.action.name();
+    if let Some(name) = step.action.connector()
+        && !templates::is_template(name)
+    {
+        let pointer = format!("{base}/{action}/connector");
+        match snapshot.connectors.get(name) {
+            None => c.error(&pointer, "reference", format!("no Connector `{name}`")),
+            Some(r) => {
+                let provider = r.spec.provider;
+                let fits = match &step.action {
+                    Action::Llm(_) | Action::Agent(_) => provider == Provider::Openai,
+                    Action::Message(_) => MESSAGE_PROVIDERS.contains(&provider),
+                    _ => true,
+                };
+                if !fits {
+                    c.error(
+                        &pointer,
+                        "reference",
+                        format!(
+                            "connector `{name}` is a {} connector and cannot serve a `{action}` step",
+                            serde_json::to_value(provider)
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_string))
+                                .unwrap_or_default()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    match &step.action {
+        Action::Http(http) => {
+            if http.url.is_none() && http.path.is_none() {
+                c.push_at_key(
+                    &format!("{base}/http"),
+                    Severity::Error,
+                    "http",
+                    "an http step needs `url`, or `path` with a `connector`".to_string(),
+                );
+            }
+            if http.path.is_some() && http.connector.is_none() {
+                c.error(
+                    &format!("{base}/http/path"),
+                    "http",
+                    "`path` is joined to a connector's base_url: add `connector`".to_string(),
+                );
+            }
+        }
+        Action::ScheduleJob(s)
+            if !templates::is_template(&s.job) && !snapshot.jobs.contains_key(&s.job) =>
+        {
+            c.error(
+                &format!("{base}/schedule_job/job"),
+                "reference",
+                format!("schedule_job names no Job `{}`", s.job),
+            );
+        }
+        Action::Uses(skill_id) => {
+            let pointer = format!("{base}/uses");
+            match snapshot.skills.get(skill_id) {
+                None => c.error(&pointer, "reference", format!("no Skill `{skill_id}`")),
+                Some(skill) => check_with(step, base, &skill.spec, c),
+            }
+        }
+        Action::Agent(agent) => {
+            for (i, tool) in agent.tools.iter().enumerate() {
+                if tool == "agent" || tool == "uses" {
+                    c.error(
+                        &format!("{base}/agent/tools/{i}"),
+                        "agent",
+                        format!("an agent cannot offer `{tool}` as a tool"),
+                    );
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A `uses` step's `with` against the skill's params. Values that are
+/// templates are only known at run time; the rest are checked now.
+fn check_with(step: &Step, base: &str, skill: &Skill, c: &mut Checker) {
+    let Some(params) = &skill.params else {
+        return;
+    };
+    let Ok(validator) = jsonschema::validator_for(params) else {
+        return; // reported on the skill itself
+    };
+    let with = step.with.clone().unwrap_or_default();
+    let mut literal = Map::new();
+    let mut templated = HashSet::new();
+    for (k, v) in with {
+        if v.as_str().is_some_and(templates::is_template) {
+            templated.insert(k);
+        } else {
+            literal.insert(k, v);
+        }
+    }
+    // Templated params count as present for `required`.
+    for k in &templated {
+        literal.insert(k.clone(), Value::Null);
+    }
+    let instance = Value::Object(literal);
+    for e in validator.iter_errors(&instance) {
+        let path = e.instance_path().as_str().to_string();
+        let top = path.trim_start_matches('/').split('/').next().unwrap_or("");
+        if !top.is_empty() && templated.contains(top) {
+            continue;
+        }
+        let pointer = format!("{base}/with{path}");
+        let message = format!("`with` does not match skill `{}` params: {e}", skill.id);
+        if path.is_empty() && c.positions.get(&pointer).is_some() {
+            // About `with` as a whole (a missing param): point at its key.
+            c.push_at_key(&pointer, Severity::Error, "params", message);
+        } else if c.positions.get(&pointer).is_some() {
+            c.error(&pointer, "params", message);
+        } else {
+            c.error(&format!("{base}/uses"), "params", message);
+        }
+    }
+}
+
+/// `uses` edges between skills must not loop.
+fn check_uses_cycles(snapshot: &Snapshot, sources: &SourceMap, out: &mut Vec<Diagnostic>) {
+    let edges = |id: &str| -> Vec<(usize, String)> {
+        snapshot
+            .skills
+            .get(id)
+            .map(|s| {
+                s.spec
+                    .steps
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, st)| match &st.action {
+                        Action::Uses(target) => Some((i, target.clone())),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut reported: HashSet<String> = HashSet::new();
+    for start in snapshot.skills.keys() {
+        // Depth-first from `start`, looking for a path back to it.
+        let mut stack: Vec<(String, Vec<String>)> = vec![(start.clone(), vec![start.clone()])];
+        let mut visited: HashSet<String> = HashSet::new();
+        while let Some((node, path)) = stack.pop() {
+            for (_, next) in edges(&node) {
+                if next == *start {
+                    let mut cycle = path.clone();
+                    cycle.push(next.clone());
+                    let mut members: Vec<String> = path.clone();
+                    members.sort();
+                    if reported.insert(members.join(",")) {
+                        let step_index = edges(start)
+                            .iter()
+                            .find(|(_, t)| Some(t) == path.get(1).or(Some(start)))
+                            .map(|(i, _)| *i)
+                            .unwrap_or(0);
+                        if let Some((file, positions)) = sources.get(Kind::Skill, start) {
+                            let pointer = format!("/steps/{step_index}/uses");
+                            out.push(
+                                DocContext {
+                                    file,
+                                    kind: Some(Kind::Skill),
+                                    id: Some(start),
+                                }
+                                .at(
+                                    positions.value_pos(&pointer),
+                                    &pointer,
+                                    Severity::Error,
+                                    "uses-cycle",
+                                    format!("`uses` forms a cycle: {}", cycle.join(" → ")),
+                                ),
+                            );
+                        }
+                    }
+                } else if visited.insert(next.clone()) {
+                    let mut p = path.clone();
+                    p.push(next.clone());
+                    stack.push((next, p));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_references() {
+        assert!(is_secret_reference("${env:TELEGRAM_BOT_TOKEN}"));
+        assert!(is_secret_reference("${file:/run/secrets/token}"));
+        assert!(!is_secret_reference("123456789:AAabc"));
+        assert!(!is_secret_reference("${env:}"));
+        assert!(!is_secret_reference("${vault:x}"));
+        assert!(!is_secret_reference("prefix ${env:X}"));
+    }
+}

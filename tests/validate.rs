@@ -1,0 +1,547 @@
+//! `multijob validate`: one test per check of SPEC section 2, each with a
+//! fixture that breaks it, asserting exit 1 and the exact file:line.
+
+mod common;
+
+use common::ConfigDir;
+
+fn dir_with(file: &str, text: &str) -> ConfigDir {
+    let d = ConfigDir::new();
+    d.write(file, text);
+    d
+}
+
+#[test]
+fn a_clean_directory_is_valid() {
+    let d = dir_with(
+        "jobs.d/a.yaml",
+        "id: a\ntype: noop\nschedule: {every: 5s}\n---\nkind: Flow\nid: lane\nmax_active_runs: 2\n",
+    );
+    d.run(&["validate"]).assert_code(0).assert_line(
+        "valid:",
+        "1 job, 1 flow, 0 connectors, 0 skills in 1 file, 0 warnings",
+    );
+}
+
+#[test]
+fn unknown_key_points_at_the_key_with_a_suggestion() {
+    let d = dir_with(
+        "jobs.d/a.yaml",
+        "id: a\ntype: noop\nschedul:\n  every: 5s\n",
+    );
+    d.run(&["validate"]).assert_code(1).assert_line(
+        "jobs.d/a.yaml:3:1: error[schema] Job a:",
+        "unknown key `schedul` (did you mean `schedule`?)",
+    );
+}
+
+#[test]
+fn nested_schema_error_points_at_the_nested_line() {
+    let d = dir_with(
+        "jobs.d/a.yaml",
+        "kind: Job\nid: a\ntype: agent.workflow\nsteps:\n  - id: fetch\n    http:\n      url: http://x\n      methd: GET\n",
+    );
+    d.run(&["validate"]).assert_code(1).assert_line(
+        "jobs.d/a.yaml:8:7: error[schema] Job a:",
+        "unknown key `methd`",
+    );
+}
+
+#[test]
+fn bad_enum_value_lists_the_allowed_ones() {
+    let d = dir_with("jobs.d/a.yaml", "id: a\ntype: noop\npriority: urgent\n");
+    d.run(&["validate"]).assert_code(1).assert_line(
+        "jobs.d/a.yaml:3:11: error[schema] Job a:",
+        "\"urgent\" is not one of: critical, high, normal, low",
+    );
+}
+
+#[test]
+fn unknown_job_type_is_rejected() {
+    let d = dir_with("jobs.d/a.yaml", "id: a\ntype: shell\n");
+    d.run(&["validate"]).assert_code(1).assert_line(
+        "jobs.d/a.yaml:2:7: error[schema] Job a:",
+        "\"shell\" is not one of",
+    );
+}
+
+#[test]
+fn invalid_id_is_rejected() {
+    let d = dir_with("jobs.d/a.yaml", "id: -bad id\ntype: noop\n");
+    d.run(&["validate"])
+        .assert_code(1)
+        .assert_line("jobs.d/a.yaml:1:5: error[schema]", "invalid id");
+}
+
+#[test]
+fn duplicate_ids_name_both_places() {
+    let d = ConfigDir::new();
+    d.write("jobs.d/a.yaml", "id: same\ntype: noop\n");
+    d.write("jobs.d/b.yaml", "# second\n\nid: same\ntype: noop\n");
+    d.run(&["validate"]).assert_code(1).assert_line(
+        "jobs.d/b.yaml:3:5: error[duplicate-id] Job same:",
+        "already defined at jobs.d/a.yaml:1",
+    );
+}
+
+#[test]
+fn same_id_in_different_kinds_is_fine() {
+    let d = dir_with(
+        "jobs.d/a.yaml",
+        "id: ops\ntype: noop\nflow: ops\n---\nkind: Flow\nid: ops\n",
+    );
+    d.run(&["validate"]).assert_code(0);
+}
+
+#[test]
+fn undeclared_flow_is_an_implicit_lane_with_a_warning() {
+    let d = dir_with(
+        "jobs.d/a.yaml",
+        "id: a\ntype: noop\nflow: team\ninputs: {flow_max_active_runs: 2}\n",
+    );
+    d.run(&["validate"]).assert_code(0).assert_line(
+        "jobs.d/a.yaml:3:1: warning[implicit-flow] Job a:",
+        "max_active_runs 2 from inputs.flow_max_active_runs",
+    );
+}
+
+#[test]
+fn missing_connector_reference() {
+    let d = dir_with(
+        "jobs.d/a.yaml",
+        "id: a\ntype: agent.workflow\nsteps:\n  - id: tell\n    message:\n      connector: nowhere\n      text: hi\n",
+    );
+    d.run(&["validate"]).assert_code(1).assert_line(
+        "jobs.d/a.yaml:6:18: error[reference] Job a:",
+        "no Connector `nowhere`",
+    );
+}
+
+#[test]
+fn connector_of_the_wrong_provider() {
+    let d = dir_with(
+        "jobs.d/a.yaml",
+        "kind: Connector\nid: tg\nprovider: telegram\nbase_url: http://127.0.0.1:9\n---\nid: a\ntype: agent.workflow\nsteps:\n  - id: think\n    llm: {connector: tg, prompt: hi}\n",
+    );
+    d.run(&["validate"]).assert_code(1).assert_line(
+        "jobs.d/a.yaml:10:22: error[reference] Job a:",
+        "is a telegram connector and cannot serve a `llm` step",
+    );
+}
+
+#[test]
+fn missing_skill_reference() {
+    let d = dir_with(
+        "jobs.d/a.yaml",
+        "id: a\ntype: agent.workflow\nsteps:\n  - id: s\n    uses: nope\n",
+    );
+    d.run(&["validate"]).assert_code(1).assert_line(
+        "jobs.d/a.yaml:5:11: error[reference] Job a:",
+        "no Skill `nope`",
+    );
+}
+
+#[test]
+fn missing_schedule_job_target() {
+    let d = dir_with(
+        "jobs.d/a.yaml",
+        "id: a\ntype: agent.workflow\nsteps:\n  - id: later\n    schedule_job: {job: ghost, delay_sec: 60}\n",
+    );
+    d.run(&["validate"]).assert_code(1).assert_line(
+        "jobs.d/a.yaml:5:25: error[reference] Job a:",
+        "no Job `ghost`",
+    );
+}
+
+#[test]
+fn black_friday_cron_day_of_week_out_of_range() {
+    let d = dir_with(
+        "jobs.d/bf.yaml",
+        "id: bf\ntype: noop\nschedule:\n  cron: \"0 9 * * 11-24\"\n",
+    );
+    d.run(&["validate"])
+        .assert_code(1)
+        .assert_line("jobs.d/bf.yaml:4:9: error[schedule] Job bf:", "day-of-week");
+}
+
+#[test]
+fn cron_syntax_error() {
+    let d = dir_with(
+        "jobs.d/a.yaml",
+        "id: a\ntype: noop\nschedule: {cron: \"61 * * * *\"}\n",
+    );
+    d.run(&["validate"])
+        .assert_code(1)
+        .assert_line("jobs.d/a.yaml:3:18: error[schedule] Job a:", "minute");
+}
+
+#[test]
+fn unknown_timezone() {
+    let d = dir_with(
+        "jobs.d/a.yaml",
+        "id: a\ntype: noop\nschedule:\n  cron: \"0 7 * * *\"\n  timezone: Asia/Jakartaa\n",
+    );
+    d.run(&["validate"]).assert_code(1).assert_line(
+        "jobs.d/a.yaml:5:13: error[schedule] Job a:",
+        "Asia/Jakartaa",
+    );
+}
+
+#[test]
+fn schedule_needs_exactly_one_kind() {
+    let d = dir_with(
+        "jobs.d/a.yaml",
+        "id: a\ntype: noop\nschedule:\n  every: 5s\n  cron: \"* * * * *\"\n",
+    );
+    d.run(&["validate"])
+        .assert_code(1)
+        .assert_line("jobs.d/a.yaml:4:3: error[schedule] Job a:", "");
+}
+
+#[test]
+fn template_syntax_error_points_at_its_line() {
+    let d = dir_with(
+        "jobs.d/a.yaml",
+        "id: a\ntype: agent.workflow\nsteps:\n  - id: s\n    set:\n      note: |\n        first line\n        {{ inputs.x + }}\n        last\n",
+    );
+    d.run(&["validate"]).assert_code(1).assert_line(
+        "jobs.d/a.yaml:8:9: error[template] Job a:",
+        "template does not compile",
+    );
+}
+
+#[test]
+fn template_reading_a_later_step_is_rejected() {
+    let d = dir_with(
+        "jobs.d/a.yaml",
+        "id: a\ntype: agent.workflow\nsteps:\n  - id: first\n    set: {x: \"{{ steps.second.output }}\"}\n  - id: second\n    set: {y: 1}\n",
+    );
+    d.run(&["validate"]).assert_code(1).assert_line(
+        "jobs.d/a.yaml:5:14: error[template] Job a:",
+        "`steps.second`: no step runs before this one",
+    );
+}
+
+#[test]
+fn template_cannot_read_env() {
+    let d = dir_with(
+        "jobs.d/a.yaml",
+        "id: a\ntype: agent.workflow\nsteps:\n  - id: s\n    set: {x: \"{{ env.HOME }}\"}\n",
+    );
+    d.run(&["validate"])
+        .assert_code(1)
+        .assert_line("jobs.d/a.yaml:5:14: error[template]", "unknown name `env`");
+}
+
+const SKILL: &str = "kind: Skill\nid: brief\nparams:\n  type: object\n  required: [topic]\n  properties:\n    topic: {type: string}\n    words: {type: integer}\nsteps:\n  - id: out\n    set: {t: \"{{ inputs.topic }}\"}\n";
+
+#[test]
+fn skill_with_must_match_params() {
+    let d = ConfigDir::new();
+    d.write("skills.d/brief.yaml", SKILL);
+    d.write(
+        "jobs.d/a.yaml",
+        "id: a\ntype: agent.workflow\nsteps:\n  - id: s\n    uses: brief\n    with:\n      words: many\n",
+    );
+    let run = d.run(&["validate"]);
+    run.assert_code(1)
+        .assert_line(
+            "jobs.d/a.yaml:7:14: error[params] Job a:",
+            "\"many\" is not of type",
+        )
+        .assert_line(
+            "jobs.d/a.yaml:6:5: error[params] Job a:",
+            "\"topic\" is a required property",
+        );
+}
+
+#[test]
+fn skill_with_templates_are_checked_at_run_time() {
+    let d = ConfigDir::new();
+    d.write("skills.d/brief.yaml", SKILL);
+    d.write(
+        "jobs.d/a.yaml",
+        "id: a\ntype: agent.workflow\ninputs: {t: x}\nsteps:\n  - id: s\n    uses: brief\n    with:\n      topic: \"{{ inputs.t }}\"\n      words: \"{{ 3 }}\"\n",
+    );
+    d.run(&["validate"]).assert_code(0);
+}
+
+#[test]
+fn uses_cycles_are_rejected() {
+    let d = ConfigDir::new();
+    d.write(
+        "skills.d/loop.yaml",
+        "kind: Skill\nid: one\nsteps:\n  - id: a\n    uses: two\n---\nkind: Skill\nid: two\nsteps:\n  - id: b\n    uses: one\n",
+    );
+    d.run(&["validate"]).assert_code(1).assert_line(
+        "skills.d/loop.yaml:5:11: error[uses-cycle] Skill one:",
+        "one → two → one",
+    );
+}
+
+#[test]
+fn literal_secrets_are_rejected_without_echoing_them() {
+    let d = dir_with(
+        "jobs.d/c.yaml",
+        "kind: Connector\nid: tg\nprovider: telegram\nsecrets:\n  bot_token: 123456789:AAsupersecretvalue\n",
+    );
+    d.run(&["validate"])
+        .assert_code(1)
+        .assert_line(
+            "jobs.d/c.yaml:5:14: error[literal-secret] Connector tg:",
+            "secrets never live in git",
+        )
+        .assert_stdout_lacks("AAsupersecretvalue");
+}
+
+#[test]
+fn step_needs_exactly_one_action() {
+    let d = dir_with(
+        "jobs.d/a.yaml",
+        "id: a\ntype: agent.workflow\nsteps:\n  - id: two\n    set: {a: 1}\n    kv: {get: k}\n  - id: none\n    when: \"true\"\n",
+    );
+    d.run(&["validate"])
+        .assert_code(1)
+        .assert_line(
+            "jobs.d/a.yaml:5:5: error[step-action] Job a:",
+            "2 actions (kv, set)",
+        )
+        .assert_line("jobs.d/a.yaml:7:5: error[step-action] Job a:", "no action");
+}
+
+#[test]
+fn steps_on_a_non_workflow_job() {
+    let d = dir_with(
+        "jobs.d/a.yaml",
+        "id: a\ntype: noop\nsteps:\n  - id: s\n    set: {a: 1}\n",
+    );
+    d.run(&["validate"]).assert_code(1).assert_line(
+        "jobs.d/a.yaml:3:1: error[steps] Job a:",
+        "only in agent.workflow",
+    );
+}
+
+#[test]
+fn tools_policy_forbids_an_action_used_by_a_step() {
+    let d = dir_with(
+        "jobs.d/a.yaml",
+        "id: a\ntype: agent.workflow\ntools: {deny: [kv]}\nsteps:\n  - id: s\n    kv: {get: k}\n",
+    );
+    d.run(&["validate"])
+        .assert_code(1)
+        .assert_line("jobs.d/a.yaml:6:5: error[tools] Job a:", "does not allow");
+}
+
+#[test]
+fn yaml_syntax_error_has_a_position() {
+    let d = dir_with("jobs.d/a.yaml", "id: a\ntype: noop\nschedule: {every: 5s\n");
+    let run = d.run(&["validate"]);
+    run.assert_code(1);
+    assert!(
+        run.stdout()
+            .lines()
+            .any(|l| l.starts_with("jobs.d/a.yaml:") && l.contains("error[syntax]")),
+        "{}",
+        run.explain()
+    );
+}
+
+#[test]
+fn duplicate_yaml_keys_are_errors() {
+    let d = dir_with("jobs.d/a.yaml", "id: a\ntype: noop\ntype: noop\n");
+    d.run(&["validate"])
+        .assert_code(1)
+        .assert_line("jobs.d/a.yaml:3:1: error[syntax]", "duplicate key `type`");
+}
+
+#[test]
+fn every_error_is_reported_not_only_the_first() {
+    let d = ConfigDir::new();
+    d.write("jobs.d/a.yaml", "id: a\ntype: noop\npriority: urgent\n");
+    d.write(
+        "jobs.d/b.yaml",
+        "id: b\ntype: noop\nschedule: {cron: \"0 9 * * 11-24\"}\n",
+    );
+    d.write("jobs.d/c.yaml", "id: c\ntype: nope\n");
+    let run = d.run(&["validate"]);
+    run.assert_code(1).assert_line("invalid:", "3 errors");
+}
+
+#[test]
+fn json_output_has_the_documented_fields() {
+    let d = dir_with("jobs.d/a.yaml", "id: a\ntype: noop\npriority: urgent\n");
+    let run = d.run(&["validate", "--output", "json"]);
+    run.assert_code(1);
+    let v = run.json();
+    let first = &v[0];
+    for field in [
+        "file", "line", "column", "kind", "id", "severity", "code", "message", "pointer",
+    ] {
+        assert!(first.get(field).is_some(), "missing {field}: {v}");
+    }
+    assert_eq!(first["file"], "jobs.d/a.yaml");
+    assert_eq!(first["line"], 3);
+    assert_eq!(first["kind"], "Job");
+    assert_eq!(first["id"], "a");
+    assert_eq!(first["severity"], "error");
+    assert_eq!(first["pointer"], "/priority");
+}
+
+#[test]
+fn hidden_files_and_keys_are_ignored() {
+    let d = ConfigDir::new();
+    d.write("jobs.d/_draft.yaml", "this is: [not valid\n");
+    d.write("jobs.d/.hidden/x.yaml", "nor: {this\n");
+    d.write(
+        "jobs.d/a.yaml",
+        "id: a\ntype: noop\n_note: free text\n.x: 1\n",
+    );
+    d.run(&["validate"]).assert_code(0);
+}
+
+#[test]
+fn seed_aliases_warn_with_the_preferred_spelling() {
+    let d = dir_with(
+        "jobs.d/seed.json",
+        "{\n  \"job_id\": \"monitor-247\",\n  \"type\": \"monitor.channel\",\n  \"schedule\": {\"interval_sec\": 30},\n  \"failure_threshold\": 5\n}\n",
+    );
+    d.run(&["validate"])
+        .assert_code(0)
+        .assert_line("jobs.d/seed.json:2:3: warning[alias]", "write `id`")
+        .assert_line(
+            "jobs.d/seed.json:5:3: warning[alias]",
+            "write `failure_memory: {threshold: ...}`",
+        );
+}
+
+#[test]
+fn missing_directory_is_a_clear_error() {
+    let run = common::run(
+        &[
+            "validate".into(),
+            "--dir".into(),
+            "/nonexistent/multijob".into(),
+        ],
+        None,
+    );
+    run.assert_code(1);
+    assert!(
+        run.stderr().contains("no such directory"),
+        "{}",
+        run.explain()
+    );
+}
+
+#[test]
+fn every_seed_job_spec_validates_except_black_friday() {
+    let seeds = common::repo().join("tests/fixtures/seeds");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&seeds).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        count += 1;
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let d = ConfigDir::new();
+        d.write(
+            &format!("jobs.d/{name}"),
+            &std::fs::read_to_string(&path).unwrap(),
+        );
+        let run = d.run(&["validate"]);
+        if name.contains("black-friday") {
+            run.assert_code(1).assert_line(
+                &format!("jobs.d/{name}:"),
+                "error[schedule] Job black-friday-campaign-2026: day-of-week",
+            );
+        } else {
+            run.assert_code(0)
+                .assert_line(&format!("jobs.d/{name}:"), "warning[alias]");
+        }
+    }
+    assert!(count >= 20, "expected the seed fixtures, found {count}");
+}
+
+#[test]
+fn every_example_and_the_bundled_demo_validate() {
+    let root = common::repo();
+    let mut dirs = vec![root.clone()];
+    for entry in std::fs::read_dir(root.join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            dirs.push(path);
+        }
+    }
+    assert!(dirs.len() >= 3, "examples missing: {dirs:?}");
+    for dir in dirs {
+        let run = common::run(
+            &["validate".into(), "--dir".into(), dir.display().to_string()],
+            Some(&dir),
+        );
+        run.assert_code(0);
+        assert!(
+            !run.stdout().contains("warning["),
+            "examples use the preferred spellings; warnings found:\n{}",
+            run.explain()
+        );
+    }
+}
+
+#[test]
+fn schema_out_writes_the_checked_in_schemas() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = common::run(
+        &[
+            "schema".into(),
+            "--out".into(),
+            tmp.path().display().to_string(),
+        ],
+        None,
+    );
+    run.assert_code(0);
+    for kind in ["job", "flow", "connector", "skill"] {
+        let name = format!("{kind}.schema.json");
+        let written = std::fs::read_to_string(tmp.path().join(&name)).unwrap();
+        let checked_in =
+            std::fs::read_to_string(common::repo().join("schemas").join(&name)).unwrap();
+        assert_eq!(written, checked_in, "{name} differs from schemas/");
+    }
+    let printed = common::run(&["schema".into()], None);
+    printed.assert_code(0);
+    assert!(printed.json()["Job"]["$schema"].is_string());
+}
+
+#[test]
+fn init_scaffolds_a_directory_that_validates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = tmp.path().join("ops");
+    let run = common::run(&["init".into(), target.display().to_string()], None);
+    run.assert_code(0);
+    assert!(
+        target.join("jobs.d/heartbeat.yaml").is_file(),
+        "{}",
+        run.explain()
+    );
+    assert!(target.join("schemas/job.schema.json").is_file());
+    let v = common::run(
+        &[
+            "validate".into(),
+            "--dir".into(),
+            target.display().to_string(),
+        ],
+        Some(&target),
+    );
+    v.assert_code(0);
+    // A second init keeps what exists.
+    std::fs::write(
+        target.join("jobs.d/heartbeat.yaml"),
+        "id: mine\ntype: noop\n",
+    )
+    .unwrap();
+    let again = common::run(&["init".into(), target.display().to_string()], None);
+    again.assert_code(0);
+    assert_eq!(
+        std::fs::read_to_string(target.join("jobs.d/heartbeat.yaml")).unwrap(),
+        "id: mine\ntype: noop\n"
+    );
+}

@@ -800,4 +800,330 @@ mod tests {
         assert_eq!(fall[0].nominal, ts("2026-10-25T00:30:00Z"));
         assert_eq!(fall[1].nominal, ts("2026-10-26T01:30:00Z"), "not twice");
     }
+
+    // ---- cron syntax and semantics ---------------------------------------
+
+    #[test]
+    fn five_and_six_field_cron() {
+        let five = rule(&cron("*/20 * * * *", "UTC"));
+        assert_eq!(
+            nominals(&five, "2026-01-01T00:00:00Z", 3),
+            [
+                "2026-01-01T00:20:00Z",
+                "2026-01-01T00:40:00Z",
+                "2026-01-01T01:00:00Z",
+            ]
+        );
+        let six = rule(&cron("*/20 * * * * *", "UTC"));
+        assert_eq!(
+            nominals(&six, "2026-01-01T00:00:00Z", 3),
+            [
+                "2026-01-01T00:00:20Z",
+                "2026-01-01T00:00:40Z",
+                "2026-01-01T00:01:00Z",
+            ]
+        );
+    }
+
+    #[test]
+    fn ranges_steps_lists_and_names() {
+        // 2026-01-02 is a Friday.
+        let r = rule(&cron("0 9-17/4 * * MON-FRI", "UTC"));
+        assert_eq!(
+            nominals(&r, "2026-01-02T10:00:00Z", 4),
+            [
+                "2026-01-02T13:00:00Z",
+                "2026-01-02T17:00:00Z",
+                "2026-01-05T09:00:00Z",
+                "2026-01-05T13:00:00Z",
+            ]
+        );
+        let r = rule(&cron("15,45 6 * jan,feb *", "UTC"));
+        assert_eq!(
+            nominals(&r, "2026-01-31T07:00:00Z", 3),
+            [
+                "2026-02-01T06:15:00Z",
+                "2026-02-01T06:45:00Z",
+                "2026-02-02T06:15:00Z",
+            ]
+        );
+        let r = rule(&cron("@hourly", "UTC"));
+        assert_eq!(
+            nominals(&r, "2026-01-01T00:00:00Z", 1),
+            ["2026-01-01T01:00:00Z"]
+        );
+        let r = rule(&cron("0 0 L * *", "UTC"));
+        assert_eq!(
+            nominals(&r, "2026-02-01T00:00:00Z", 1),
+            ["2026-02-28T00:00:00Z"]
+        );
+    }
+
+    #[test]
+    fn day_of_month_or_day_of_week() {
+        // POSIX: the 13th OR a Friday. January 2026: Fridays 2, 9, 16, 23, 30.
+        let r = rule(&cron("0 0 13 * 5", "UTC"));
+        assert_eq!(
+            nominals(&r, "2026-01-01T00:00:00Z", 6),
+            [
+                "2026-01-02T00:00:00Z",
+                "2026-01-09T00:00:00Z",
+                "2026-01-13T00:00:00Z",
+                "2026-01-16T00:00:00Z",
+                "2026-01-23T00:00:00Z",
+                "2026-01-30T00:00:00Z",
+            ]
+        );
+    }
+
+    #[test]
+    fn cron_runs_on_the_wall_clock_of_its_zone() {
+        let r = rule(&cron("0 7 * * *", "Asia/Jakarta"));
+        assert_eq!(
+            nominals(&r, "2026-01-01T00:00:00Z", 2),
+            ["2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z"]
+        );
+        assert_eq!(r.timezone(), &TimeZone::get("Asia/Jakarta").unwrap());
+        assert_eq!(rule(&interval(60)).timezone(), &TimeZone::UTC);
+    }
+
+    #[test]
+    fn black_friday_cron_is_rejected_naming_the_field() {
+        let e = error(&cron("0 9 * * 11-24", "Asia/Jakarta"));
+        assert_eq!(e.field, "cron");
+        assert_eq!(e.message, "day-of-week 11-24 is out of range (0-7)");
+        assert_eq!(
+            e.to_string(),
+            "cron: day-of-week 11-24 is out of range (0-7)"
+        );
+    }
+
+    #[test]
+    fn compile_rejects_what_cannot_run() {
+        let cases: Vec<(Schedule, &str, &str)> = vec![
+            (
+                cron("0 7 * * *", "Mars/Olympus_Mons"),
+                "timezone",
+                "unknown time zone 'Mars/Olympus_Mons': use an IANA name such as Europe/Berlin or UTC",
+            ),
+            (
+                cron("0 0 30 2 *", "UTC"),
+                "cron",
+                "'0 0 30 2 *' never fires: no date has that day of the month in those months",
+            ),
+            (
+                Schedule::default(),
+                "schedule",
+                "set one of interval_sec, every or cron",
+            ),
+            (
+                Schedule {
+                    cron: Some("0 7 * * *".into()),
+                    interval_sec: Some(30),
+                    ..Schedule::default()
+                },
+                "schedule",
+                "set exactly one of interval_sec, every or cron, not interval_sec and cron",
+            ),
+            (
+                interval(0),
+                "interval_sec",
+                "interval_sec must be at least 1",
+            ),
+            (
+                Schedule {
+                    jitter_sec: Some(60),
+                    ..interval(60)
+                },
+                "jitter_sec",
+                "jitter_sec 60 must be less than the interval (60 s)",
+            ),
+            (
+                Schedule {
+                    start_at: Some("tomorrow".into()),
+                    ..interval(60)
+                },
+                "start_at",
+                "'tomorrow' is not an RFC 3339 instant such as 2026-11-24T00:00:00Z",
+            ),
+            (
+                Schedule {
+                    start_at: Some("2026-11-24T00:00:00Z".into()),
+                    end_at: Some("2026-11-23T00:00:00Z".into()),
+                    ..interval(60)
+                },
+                "end_at",
+                "end_at 2026-11-23T00:00:00Z must be after start_at 2026-11-24T00:00:00Z",
+            ),
+        ];
+        for (schedule, field, message) in cases {
+            let e = error(&schedule);
+            assert_eq!((e.field, e.message.as_str()), (field, message));
+        }
+        for (every, message) in [
+            (
+                "soon",
+                "'soon' is not a duration: write e.g. 30s, 5m, 1h30m or 2h",
+            ),
+            ("0s", "'0s' must be a positive duration"),
+            ("-5m", "'-5m' must be a positive duration"),
+            ("1.5s", "'1.5s' must be a whole number of seconds"),
+        ] {
+            let e = error(&Schedule {
+                every: Some(every.into()),
+                ..Schedule::default()
+            });
+            assert_eq!((e.field, e.message.as_str()), ("every", message));
+        }
+    }
+
+    #[test]
+    fn compile_accepts_the_whole_cron_grammar() {
+        for expr in [
+            "0 0 LW * *",
+            "0 0 15W * *",
+            "0 0 * * 5L",
+            "0 0 * * 5#2",
+            "0 0 * * FRI-SUN",
+            "0 0 ? * 7",
+            "0-30/10 0 0 * * *",
+            "@weekly",
+            "0 0 29 2 *",
+        ] {
+            assert!(SlotRule::compile(&cron(expr, "UTC"), "j").is_ok(), "{expr}");
+        }
+    }
+
+    // ---- intervals -------------------------------------------------------
+
+    #[test]
+    fn intervals_align_to_the_epoch() {
+        let r = rule(&interval(3600));
+        assert_eq!(
+            nominals(&r, "2026-01-01T00:30:00Z", 2),
+            ["2026-01-01T01:00:00Z", "2026-01-01T02:00:00Z"]
+        );
+        // Strictly after: a slot at `after` itself is not returned.
+        assert_eq!(
+            nominals(&r, "2026-01-01T01:00:00Z", 1),
+            ["2026-01-01T02:00:00Z"]
+        );
+        // Interval schedules ignore the zone and its DST.
+        let r = rule(&Schedule {
+            timezone: Some("Europe/Berlin".into()),
+            ..interval(3600)
+        });
+        assert_eq!(
+            nominals(&r, "2026-03-29T00:30:00Z", 3),
+            [
+                "2026-03-29T01:00:00Z",
+                "2026-03-29T02:00:00Z",
+                "2026-03-29T03:00:00Z",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_90s() {
+        let r = rule(&Schedule {
+            every: Some("90s".into()),
+            ..Schedule::default()
+        });
+        let slots = r.next_slots(ts("2026-01-01T00:00:00Z"), 3);
+        let seconds: Vec<i64> = slots.iter().map(|s| s.nominal.as_second()).collect();
+        assert!(seconds.iter().all(|s| s % 90 == 0), "{seconds:?}");
+        assert_eq!(seconds[1] - seconds[0], 90);
+        for (every, step) in [
+            ("30s", 30),
+            ("5m", 300),
+            ("1h30m", 5400),
+            ("2h", 7200),
+            ("1d", 86_400),
+        ] {
+            let r = rule(&Schedule {
+                every: Some(every.into()),
+                ..Schedule::default()
+            });
+            let s = r.next_slots(ts("2026-01-01T00:00:01Z"), 2);
+            assert_eq!(
+                s[1].nominal.as_second() - s[0].nominal.as_second(),
+                step,
+                "{every}"
+            );
+        }
+    }
+
+    #[test]
+    fn jitter_is_bounded_stable_and_differs_by_job() {
+        let schedule = Schedule {
+            jitter_sec: Some(30),
+            ..interval(60)
+        };
+        let offsets: Vec<SignedDuration> = (0..20)
+            .map(|i| {
+                SlotRule::compile(&schedule, &format!("job-{i}"))
+                    .unwrap()
+                    .jitter()
+            })
+            .collect();
+        for offset in &offsets {
+            assert!(*offset >= SignedDuration::ZERO && *offset < SignedDuration::from_secs(30));
+        }
+        let again = SlotRule::compile(&schedule, "job-0").unwrap();
+        assert_eq!(again.jitter(), offsets[0]);
+        let mut distinct = offsets.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert!(distinct.len() > 10, "{offsets:?}");
+        // fire_at = nominal + jitter; the nominal time is untouched.
+        let slot = again.next_slot(ts("2026-01-01T00:00:30Z")).unwrap();
+        assert_eq!(slot.nominal, ts("2026-01-01T00:01:00Z"));
+        assert_eq!(slot.fire_at, slot.nominal + offsets[0]);
+        // Fixed forever: a change here reshuffles every deployment's start times.
+        let pinned = SlotRule::compile(&schedule, "monitor-telegram-a01").unwrap();
+        assert_eq!(
+            pinned.jitter(),
+            SignedDuration::from_millis(PINNED_JITTER_MS)
+        );
+        // Jitter applies to cron slots too, and is zero when unset.
+        let c = rule(&Schedule {
+            jitter_sec: Some(5),
+            ..cron("0 7 * * *", "UTC")
+        });
+        let slot = c.next_slot(ts("2026-01-01T00:00:00Z")).unwrap();
+        assert_eq!(slot.fire_at, slot.nominal + c.jitter());
+        assert_eq!(rule(&interval(60)).jitter(), SignedDuration::ZERO);
+    }
+
+    const PINNED_JITTER_MS: i64 = 24_362;
+
+    #[test]
+    fn start_and_end_bound_the_slots() {
+        // An interval with start_at counts from start_at.
+        let r = rule(&Schedule {
+            start_at: Some("2026-01-01T00:15:00Z".into()),
+            end_at: Some("2026-01-01T02:15:00Z".into()),
+            ..interval(3600)
+        });
+        assert_eq!(
+            nominals(&r, "2025-12-01T00:00:00Z", 5),
+            [
+                "2026-01-01T00:15:00Z",
+                "2026-01-01T01:15:00Z",
+                "2026-01-01T02:15:00Z",
+            ]
+        );
+        assert_eq!(r.next_slot(ts("2026-01-01T02:15:00Z")), None);
+        // The seed's Black Friday window, written as it was meant.
+        let r = rule(&Schedule {
+            start_at: Some("2026-11-24T00:00:00Z".into()),
+            end_at: Some("2026-11-24T23:59:59Z".into()),
+            ..cron("0 9 24 11 *", "UTC")
+        });
+        assert_eq!(
+            nominals(&r, "2026-01-01T00:00:00Z", 5),
+            ["2026-11-24T09:00:00Z"]
+        );
+        assert_eq!(r.next_slot(ts("2026-11-24T09:00:00Z")), None);
+    }
 }

@@ -454,10 +454,20 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// A schedule with the defaults serde gives a YAML `schedule:` block
+    /// (`Schedule::default()` zeroes the catchup window and run cap).
+    fn base() -> Schedule {
+        Schedule {
+            catchup_window_sec: crate::spec::model::default_catchup_window_sec(),
+            max_catchup_runs: crate::spec::model::default_max_catchup_runs(),
+            ..Schedule::default()
+        }
+    }
+
     fn interval(seconds: u64) -> Schedule {
         Schedule {
             interval_sec: Some(seconds),
-            ..Schedule::default()
+            ..base()
         }
     }
 
@@ -465,7 +475,7 @@ mod tests {
         Schedule {
             cron: Some(expr.to_string()),
             timezone: Some(zone.to_string()),
-            ..Schedule::default()
+            ..base()
         }
     }
 
@@ -911,16 +921,12 @@ mod tests {
                 "cron",
                 "'0 0 30 2 *' never fires: no date has that day of the month in those months",
             ),
-            (
-                Schedule::default(),
-                "schedule",
-                "set one of interval_sec, every or cron",
-            ),
+            (base(), "schedule", "set one of interval_sec, every or cron"),
             (
                 Schedule {
                     cron: Some("0 7 * * *".into()),
                     interval_sec: Some(30),
-                    ..Schedule::default()
+                    ..base()
                 },
                 "schedule",
                 "set exactly one of interval_sec, every or cron, not interval_sec and cron",
@@ -971,7 +977,7 @@ mod tests {
         ] {
             let e = error(&Schedule {
                 every: Some(every.into()),
-                ..Schedule::default()
+                ..base()
             });
             assert_eq!((e.field, e.message.as_str()), ("every", message));
         }
@@ -1027,7 +1033,7 @@ mod tests {
     fn every_90s() {
         let r = rule(&Schedule {
             every: Some("90s".into()),
-            ..Schedule::default()
+            ..base()
         });
         let slots = r.next_slots(ts("2026-01-01T00:00:00Z"), 3);
         let seconds: Vec<i64> = slots.iter().map(|s| s.nominal.as_second()).collect();
@@ -1042,7 +1048,7 @@ mod tests {
         ] {
             let r = rule(&Schedule {
                 every: Some(every.into()),
-                ..Schedule::default()
+                ..base()
             });
             let s = r.next_slots(ts("2026-01-01T00:00:01Z"), 2);
             assert_eq!(
@@ -1125,5 +1131,181 @@ mod tests {
             ["2026-11-24T09:00:00Z"]
         );
         assert_eq!(r.next_slot(ts("2026-11-24T09:00:00Z")), None);
+    }
+
+    // ---- misfire ---------------------------------------------------------
+
+    const T0: &str = "2026-01-01T00:00:00Z";
+
+    fn misfire_rule(misfire: Misfire, window: u64, max_runs: u32) -> SlotRule {
+        rule(&Schedule {
+            misfire,
+            catchup_window_sec: window,
+            max_catchup_runs: max_runs,
+            ..interval(60)
+        })
+    }
+
+    /// (minutes after T0 of the runs, of the listed skips, skipped_more)
+    fn minutes(m: &Misfired) -> (Vec<i64>, Vec<i64>, u64) {
+        let t0 = ts(T0).as_second();
+        let of = |slots: &[Slot]| -> Vec<i64> {
+            slots
+                .iter()
+                .map(|s| (s.nominal.as_second() - t0) / 60)
+                .collect()
+        };
+        (of(&m.run), of(&m.skipped), m.skipped_more)
+    }
+
+    #[test]
+    fn misfire_policies_after_ten_missed_minutes() {
+        // Last outcome at T0, back at T0 + 10m30s: slots at minutes 1..=10 were missed.
+        let (last, now) = (Some(ts(T0)), ts("2026-01-01T00:10:30Z"));
+        let day = 86_400;
+        let cases = [
+            (
+                Misfire::RunOnce,
+                day,
+                10,
+                vec![10],
+                (1..=9).collect::<Vec<_>>(),
+            ),
+            (Misfire::Skip, day, 10, vec![], (1..=10).collect()),
+            (Misfire::RunAll, day, 3, vec![8, 9, 10], (1..=7).collect()),
+            (Misfire::RunAll, day, 100, (1..=10).collect(), vec![]),
+            (Misfire::RunAll, day, 0, vec![], (1..=10).collect()),
+            // The catchup window (now - 150 s = minute 8) skips older slots.
+            (Misfire::RunAll, 150, 10, vec![8, 9, 10], (1..=7).collect()),
+            (Misfire::RunOnce, 150, 10, vec![10], (1..=9).collect()),
+            // Nothing young enough: everything is skipped.
+            (Misfire::RunOnce, 10, 10, vec![], (1..=10).collect()),
+        ];
+        for (misfire, window, max_runs, run, skipped) in cases {
+            let m = misfire_rule(misfire, window, max_runs).missed(last, now);
+            assert_eq!(
+                minutes(&m),
+                (run, skipped, 0),
+                "{misfire:?} window={window} max={max_runs}"
+            );
+        }
+    }
+
+    #[test]
+    fn misfire_edges() {
+        let r = misfire_rule(Misfire::RunAll, 86_400, 10);
+        // Never ran: nothing was missed.
+        assert_eq!(
+            r.missed(None, ts("2026-01-01T00:10:30Z")),
+            Misfired::default()
+        );
+        // Nothing due since the last slot, or a clock that went back.
+        assert_eq!(
+            r.missed(Some(ts(T0)), ts("2026-01-01T00:00:59Z")),
+            Misfired::default()
+        );
+        assert_eq!(
+            r.missed(Some(ts(T0)), ts("2025-12-31T00:00:00Z")),
+            Misfired::default()
+        );
+        // A slot exactly at `now` is missed; one exactly at `last` is not.
+        let m = r.missed(Some(ts(T0)), ts("2026-01-01T00:02:00Z"));
+        assert_eq!(minutes(&m), (vec![1, 2], vec![], 0));
+        // A slot exactly at the window's edge is young enough.
+        let r = misfire_rule(Misfire::RunAll, 120, 10);
+        let m = r.missed(Some(ts(T0)), ts("2026-01-01T00:03:00Z"));
+        assert_eq!(minutes(&m), (vec![1, 2, 3], vec![], 0));
+        // Runs keep their jitter.
+        let r = rule(&Schedule {
+            jitter_sec: Some(30),
+            ..interval(60)
+        });
+        let m = r.missed(Some(ts(T0)), ts("2026-01-01T00:02:00Z"));
+        assert_eq!(m.run[0].fire_at, m.run[0].nominal + r.jitter());
+    }
+
+    #[test]
+    fn a_week_down_for_a_one_second_job_stays_bounded() {
+        let r = rule(&interval(1));
+        let last = ts(T0);
+        let now = ts("2026-01-08T00:00:00Z");
+        let started = std::time::Instant::now();
+        let m = r.missed(Some(last), now);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(m.run.len(), 1);
+        assert_eq!(m.run[0].nominal, now);
+        assert_eq!(m.skipped_total(), 604_800 - 1);
+        assert_eq!(m.skipped.len() as u64, MISSED_LIST_CAP - 1);
+        // The listed skips are the newest, right before the run, in order.
+        assert_eq!(
+            m.skipped.last().unwrap().nominal,
+            ts("2026-01-07T23:59:59Z")
+        );
+        assert!(m.skipped.windows(2).all(|w| w[0].nominal < w[1].nominal));
+        // run_all caps the runs at max_catchup_runs, newest first chosen.
+        let r = rule(&Schedule {
+            misfire: Misfire::RunAll,
+            max_catchup_runs: 3,
+            ..interval(1)
+        });
+        let m = r.missed(Some(last), now);
+        let runs: Vec<String> = m.run.iter().map(|s| s.nominal.to_string()).collect();
+        assert_eq!(
+            runs,
+            [
+                "2026-01-07T23:59:58Z",
+                "2026-01-07T23:59:59Z",
+                "2026-01-08T00:00:00Z",
+            ]
+        );
+        assert_eq!(m.skipped_total(), 604_800 - 3);
+    }
+
+    #[test]
+    fn a_week_down_for_a_per_second_cron_counts_instead_of_listing() {
+        // Every second of the week, Berlin time, across the 2026-10-25 fold:
+        // `both` has a slot at every instant, `first` skips the second pass.
+        let (last, now) = (ts("2026-10-20T00:00:00Z"), ts("2026-10-27T00:00:00Z"));
+        for (overlap, total) in [
+            (Both, 604_800),
+            (First, 604_800 - 3600),
+            (Last, 604_800 - 3600),
+        ] {
+            let r = rule(&Schedule {
+                dst: DstPolicy {
+                    gap: Shift,
+                    overlap,
+                },
+                ..cron("* * * * * *", "Europe/Berlin")
+            });
+            let started = std::time::Instant::now();
+            let m = r.missed(Some(last), now);
+            assert!(started.elapsed() < std::time::Duration::from_secs(5));
+            assert_eq!(m.skipped_total() + m.run.len() as u64, total, "{overlap:?}");
+            assert_eq!(m.run.len(), 1);
+            assert_eq!(m.run[0].nominal, now);
+            assert_eq!(m.skipped.len() as u64, MISSED_LIST_CAP - 1);
+        }
+        // Across the spring-forward gap every instant is a slot too.
+        let r = rule(&cron("* * * * * *", "Europe/Berlin"));
+        let (last, now) = (ts("2026-03-26T00:00:00Z"), ts("2026-04-02T00:00:00Z"));
+        assert_eq!(r.count_between(last, now), 604_800);
+    }
+
+    #[test]
+    fn misfire_for_a_daily_cron_across_a_gap() {
+        // Down from 2026-03-27 to 2026-03-31 in Berlin, `30 2 * * *`, shift:
+        // missed 03-28 01:30Z, 03-29 01:00Z (shifted), 03-30 00:30Z.
+        let r = rule(&Schedule {
+            misfire: Misfire::RunAll,
+            max_catchup_runs: 2,
+            catchup_window_sec: 7 * 86_400,
+            ..cron("30 2 * * *", "Europe/Berlin")
+        });
+        let m = r.missed(Some(ts("2026-03-27T01:30:00Z")), ts("2026-03-30T12:00:00Z"));
+        let of = |s: &[Slot]| s.iter().map(|s| s.nominal.to_string()).collect::<Vec<_>>();
+        assert_eq!(of(&m.run), ["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"]);
+        assert_eq!(of(&m.skipped), ["2026-03-28T01:30:00Z"]);
+        assert_eq!(m.skipped_more, 0);
     }
 }

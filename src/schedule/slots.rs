@@ -1308,4 +1308,93 @@ mod tests {
         assert_eq!(of(&m.skipped), ["2026-03-28T01:30:00Z"]);
         assert_eq!(m.skipped_more, 0);
     }
+
+    // ---- properties ------------------------------------------------------
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const PATTERNS: [&str; 8] = [
+            "30 2 * * *",
+            "*/7 * * * *",
+            "0 0 13 * 5",
+            "15 1-3 * * SUN",
+            "0 30 2 * * *",
+            "0 0 L * *",
+            "*/20 0-3 * * * *",
+            "0 */2 * * *",
+        ];
+        const ZONES: [&str; 7] = [
+            "UTC",
+            "Europe/Berlin",
+            "America/New_York",
+            "Australia/Sydney",
+            "Australia/Lord_Howe",
+            "Pacific/Chatham",
+            "Asia/Jakarta",
+        ];
+        const GAPS: [DstGap; 2] = [Shift, Skip];
+        const OVERLAPS: [DstOverlap; 3] = [First, Last, Both];
+
+        /// 50 slots after `after`: increasing, all after it, each the
+        /// successor of the one before, and as many as `count_between` says.
+        fn check_sequence(r: &SlotRule, after: Timestamp) -> Result<(), TestCaseError> {
+            let slots = r.next_slots(after, 50);
+            prop_assert_eq!(slots.len(), 50);
+            prop_assert!(slots[0].nominal > after);
+            for pair in slots.windows(2) {
+                prop_assert!(pair[0].nominal < pair[1].nominal, "{:?}", pair);
+                prop_assert_eq!(r.next_slot(pair[0].nominal), Some(pair[1]));
+            }
+            prop_assert_eq!(r.count_between(after, slots[49].nominal), 50);
+            Ok(())
+        }
+
+        proptest! {
+            #[test]
+            fn interval_slots_increase(
+                seconds in 1u64..86_400,
+                after_ns in 1_600_000_000_000_000_000i128..1_900_000_000_000_000_000,
+                jitter in 0u64..2,
+                anchored in any::<bool>(),
+            ) {
+                let r = rule(&Schedule {
+                    jitter_sec: Some(jitter.min(seconds - 1)),
+                    start_at: anchored.then(|| "2020-02-29T12:34:56.789Z".to_string()),
+                    ..interval(seconds)
+                });
+                let after = Timestamp::from_nanosecond(after_ns).unwrap();
+                check_sequence(&r, after)?;
+                for slot in r.next_slots(after, 3) {
+                    prop_assert!(slot.fire_at >= slot.nominal);
+                    prop_assert!(slot.fire_at < slot.nominal + SignedDuration::from_secs(seconds as i64));
+                }
+            }
+
+            #[test]
+            fn cron_slots_increase_across_dst(
+                pattern in 0..PATTERNS.len(),
+                zone in 0..ZONES.len(),
+                gap in 0..2usize,
+                overlap in 0..3usize,
+                day in 0i64..730,
+                offset in -3 * 86_400i64..86_400,
+                near_transition in any::<bool>(),
+            ) {
+                let r = dst_rule(PATTERNS[pattern], ZONES[zone], GAPS[gap], OVERLAPS[overlap]);
+                let start = ts("2026-01-01T00:00:00Z") + SignedDuration::from_hours(24 * day);
+                // Half the cases start within a few days before a transition.
+                let base = if near_transition {
+                    r.timezone()
+                        .following(start)
+                        .next()
+                        .map_or(start, |t| t.timestamp())
+                } else {
+                    start
+                };
+                check_sequence(&r, base + SignedDuration::from_secs(offset))?;
+            }
+        }
+    }
 }

@@ -503,251 +503,74 @@ mod tests {
 
     // ---- DST: one table per zone, gap and overlap, every policy ----------
 
-    /// (zone, cron, after, gap, overlap, expected nominal times in UTC)
-    type DstCase = (
-        &'static str,
-        &'static str,
-        &'static str,
-        DstGap,
-        DstOverlap,
-        &'static [&'static str],
-    );
+    use DstGap::{Shift, Skip};
+    use DstOverlap::{Both, First, Last};
 
-    fn check_dst_table(cases: &[DstCase]) {
-        for (zone, expr, after, gap, overlap, expected) in cases {
+    /// (cron, after, gap, overlap, the expected nominal times). Times are
+    /// 2026 UTC, written `MM-DDTHH:MM`, so that a row fits on a line.
+    type DstRow = (&'static str, &'static str, DstGap, DstOverlap, &'static str);
+
+    fn check_dst_table(zone: &str, rows: &[DstRow]) {
+        let utc = |t: &str| format!("2026-{t}:00Z");
+        for (expr, after, gap, overlap, expected) in rows {
+            let expected: Vec<String> = expected.split_whitespace().map(utc).collect();
             let r = dst_rule(expr, zone, *gap, *overlap);
             assert_eq!(
-                nominals(&r, after, expected.len()),
-                *expected,
+                nominals(&r, &utc(after), expected.len()),
+                expected,
                 "{zone} '{expr}' after {after} gap={gap:?} overlap={overlap:?}"
             );
         }
     }
 
-    use DstGap::{Shift, Skip};
-    use DstOverlap::{Both, First, Last};
-
     #[test]
     fn dst_europe_berlin() {
-        // 2026-03-29 02:00 CET -> 03:00 CEST (01:00Z); 2026-10-25 03:00 CEST -> 02:00 CET (01:00Z).
-        let gap_shift: &[&str] = &[
-            "2026-03-28T01:30:00Z",
-            "2026-03-29T01:00:00Z",
-            "2026-03-30T00:30:00Z",
+        // Gap: 2026-03-29 02:00 CET -> 03:00 CEST, at 01:00Z.
+        // Fold: 2026-10-25 03:00 CEST -> 02:00 CET, at 01:00Z; 02:xx happens twice.
+        #[rustfmt::skip]
+        let rows: &[DstRow] = &[
+            ("30 2 * * *", "03-27T12:00", Shift, First, "03-28T01:30 03-29T01:00 03-30T00:30"),
+            ("30 2 * * *", "03-27T12:00", Skip, First,  "03-28T01:30 03-30T00:30 03-31T00:30"),
+            ("30 2 * * *", "10-23T12:00", Shift, First, "10-24T00:30 10-25T00:30 10-26T01:30"),
+            ("30 2 * * *", "10-23T12:00", Shift, Last,  "10-24T00:30 10-25T01:30 10-26T01:30"),
+            ("30 2 * * *", "10-24T12:00", Shift, Both,  "10-25T00:30 10-25T01:30 10-26T01:30"),
         ];
-        let gap_skip: &[&str] = &[
-            "2026-03-28T01:30:00Z",
-            "2026-03-30T00:30:00Z",
-            "2026-03-31T00:30:00Z",
-        ];
-        let first: &[&str] = &[
-            "2026-10-24T00:30:00Z",
-            "2026-10-25T00:30:00Z",
-            "2026-10-26T01:30:00Z",
-        ];
-        let last: &[&str] = &[
-            "2026-10-24T00:30:00Z",
-            "2026-10-25T01:30:00Z",
-            "2026-10-26T01:30:00Z",
-        ];
-        let both: &[&str] = &[
-            "2026-10-24T00:30:00Z",
-            "2026-10-25T00:30:00Z",
-            "2026-10-25T01:30:00Z",
-            "2026-10-26T01:30:00Z",
-        ];
-        let z = "Europe/Berlin";
-        let (spring, fall) = ("2026-03-27T12:00:00Z", "2026-10-23T12:00:00Z");
-        check_dst_table(&[
-            (z, "30 2 * * *", spring, Shift, First, gap_shift),
-            (z, "30 2 * * *", spring, Skip, First, gap_skip),
-            (z, "30 2 * * *", fall, Shift, First, first),
-            (z, "30 2 * * *", fall, Shift, Last, last),
-            (z, "30 2 * * *", fall, Shift, Both, both),
-        ]);
+        check_dst_table("Europe/Berlin", rows);
     }
 
     #[test]
     fn dst_america_new_york() {
-        // 2026-03-08 02:00 EST -> 03:00 EDT (07:00Z); 2026-11-01 02:00 EDT -> 01:00 EST (06:00Z).
-        let z = "America/New_York";
-        let (spring, fall) = ("2026-03-06T12:00:00Z", "2026-10-30T12:00:00Z");
-        check_dst_table(&[
-            (
-                z,
-                "30 2 * * *",
-                spring,
-                Shift,
-                First,
-                &[
-                    "2026-03-07T07:30:00Z",
-                    "2026-03-08T07:00:00Z",
-                    "2026-03-09T06:30:00Z",
-                ],
-            ),
-            (
-                z,
-                "30 2 * * *",
-                spring,
-                Skip,
-                First,
-                &[
-                    "2026-03-07T07:30:00Z",
-                    "2026-03-09T06:30:00Z",
-                    "2026-03-10T06:30:00Z",
-                ],
-            ),
-            (
-                z,
-                "30 1 * * *",
-                fall,
-                Shift,
-                First,
-                &[
-                    "2026-10-31T05:30:00Z",
-                    "2026-11-01T05:30:00Z",
-                    "2026-11-02T06:30:00Z",
-                ],
-            ),
-            (
-                z,
-                "30 1 * * *",
-                fall,
-                Shift,
-                Last,
-                &[
-                    "2026-10-31T05:30:00Z",
-                    "2026-11-01T06:30:00Z",
-                    "2026-11-02T06:30:00Z",
-                ],
-            ),
-            (
-                z,
-                "30 1 * * *",
-                fall,
-                Shift,
-                Both,
-                &[
-                    "2026-10-31T05:30:00Z",
-                    "2026-11-01T05:30:00Z",
-                    "2026-11-01T06:30:00Z",
-                    "2026-11-02T06:30:00Z",
-                ],
-            ),
-            // Sub-hourly through the fold: `both` interleaves the two passes.
-            (
-                z,
-                "*/30 * * * *",
-                "2026-11-01T04:00:00Z",
-                Shift,
-                Both,
-                &[
-                    "2026-11-01T04:30:00Z",
-                    "2026-11-01T05:00:00Z",
-                    "2026-11-01T05:30:00Z",
-                    "2026-11-01T06:00:00Z",
-                    "2026-11-01T06:30:00Z",
-                    "2026-11-01T07:00:00Z",
-                ],
-            ),
-            (
-                z,
-                "*/30 * * * *",
-                "2026-11-01T04:00:00Z",
-                Shift,
-                First,
-                &[
-                    "2026-11-01T04:30:00Z",
-                    "2026-11-01T05:00:00Z",
-                    "2026-11-01T05:30:00Z",
-                    "2026-11-01T07:00:00Z",
-                ],
-            ),
-            (
-                z,
-                "*/30 * * * *",
-                "2026-11-01T04:00:00Z",
-                Shift,
-                Last,
-                &[
-                    "2026-11-01T04:30:00Z",
-                    "2026-11-01T06:00:00Z",
-                    "2026-11-01T06:30:00Z",
-                    "2026-11-01T07:00:00Z",
-                ],
-            ),
-        ]);
+        // Gap: 2026-03-08 02:00 EST -> 03:00 EDT, at 07:00Z.
+        // Fold: 2026-11-01 02:00 EDT -> 01:00 EST, at 06:00Z; 01:xx happens twice.
+        #[rustfmt::skip]
+        let rows: &[DstRow] = &[
+            ("30 2 * * *", "03-06T12:00", Shift, First, "03-07T07:30 03-08T07:00 03-09T06:30"),
+            ("30 2 * * *", "03-06T12:00", Skip, First,  "03-07T07:30 03-09T06:30 03-10T06:30"),
+            ("30 1 * * *", "10-30T12:00", Shift, First, "10-31T05:30 11-01T05:30 11-02T06:30"),
+            ("30 1 * * *", "10-30T12:00", Shift, Last,  "10-31T05:30 11-01T06:30 11-02T06:30"),
+            ("30 1 * * *", "10-31T12:00", Shift, Both,  "11-01T05:30 11-01T06:30 11-02T06:30"),
+            // Half-hourly through the fold: `both` interleaves the two passes.
+            ("*/30 * * * *", "11-01T04:00", Shift, First, "11-01T04:30 11-01T05:00 11-01T05:30 11-01T07:00"),
+            ("*/30 * * * *", "11-01T04:00", Shift, Last,  "11-01T04:30 11-01T06:00 11-01T06:30 11-01T07:00"),
+            ("*/30 * * * *", "11-01T04:50", Shift, Both,  "11-01T05:00 11-01T05:30 11-01T06:00 11-01T06:30"),
+        ];
+        check_dst_table("America/New_York", rows);
     }
 
     #[test]
     fn dst_australia_sydney() {
-        // Southern hemisphere: 2026-04-05 03:00 AEDT -> 02:00 AEST (2026-04-04T16:00Z),
-        // 2026-10-04 02:00 AEST -> 03:00 AEDT (2026-10-03T16:00Z).
-        let z = "Australia/Sydney";
-        let (fall, spring) = ("2026-04-03T12:00:00Z", "2026-10-02T12:00:00Z");
-        check_dst_table(&[
-            (
-                z,
-                "30 2 * * *",
-                fall,
-                Shift,
-                First,
-                &[
-                    "2026-04-03T15:30:00Z",
-                    "2026-04-04T15:30:00Z",
-                    "2026-04-05T16:30:00Z",
-                ],
-            ),
-            (
-                z,
-                "30 2 * * *",
-                fall,
-                Shift,
-                Last,
-                &[
-                    "2026-04-03T15:30:00Z",
-                    "2026-04-04T16:30:00Z",
-                    "2026-04-05T16:30:00Z",
-                ],
-            ),
-            (
-                z,
-                "30 2 * * *",
-                fall,
-                Shift,
-                Both,
-                &[
-                    "2026-04-03T15:30:00Z",
-                    "2026-04-04T15:30:00Z",
-                    "2026-04-04T16:30:00Z",
-                    "2026-04-05T16:30:00Z",
-                ],
-            ),
-            (
-                z,
-                "30 2 * * *",
-                spring,
-                Shift,
-                First,
-                &[
-                    "2026-10-02T16:30:00Z",
-                    "2026-10-03T16:00:00Z",
-                    "2026-10-04T15:30:00Z",
-                ],
-            ),
-            (
-                z,
-                "30 2 * * *",
-                spring,
-                Skip,
-                First,
-                &[
-                    "2026-10-02T16:30:00Z",
-                    "2026-10-04T15:30:00Z",
-                    "2026-10-05T15:30:00Z",
-                ],
-            ),
-        ]);
+        // Southern hemisphere, the other way round.
+        // Fold: 2026-04-05 03:00 AEDT -> 02:00 AEST, at 04-04T16:00Z.
+        // Gap: 2026-10-04 02:00 AEST -> 03:00 AEDT, at 10-03T16:00Z.
+        #[rustfmt::skip]
+        let rows: &[DstRow] = &[
+            ("30 2 * * *", "04-03T12:00", Shift, First, "04-03T15:30 04-04T15:30 04-05T16:30"),
+            ("30 2 * * *", "04-03T12:00", Shift, Last,  "04-03T15:30 04-04T16:30 04-05T16:30"),
+            ("30 2 * * *", "04-04T12:00", Shift, Both,  "04-04T15:30 04-04T16:30 04-05T16:30"),
+            ("30 2 * * *", "10-02T12:00", Shift, First, "10-02T16:30 10-03T16:00 10-04T15:30"),
+            ("30 2 * * *", "10-02T12:00", Skip, First,  "10-02T16:30 10-04T15:30 10-05T15:30"),
+        ];
+        check_dst_table("Australia/Sydney", rows);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! multijob: a declarative, GitOps-style job runner.
-pub mod schedule;
 pub mod spec {
     pub mod model;
 }
+pub mod schedule;

@@ -129,49 +129,7 @@ impl SlotRule {
                 format!("end_at {end} must be after start_at {start}"),
             ));
         }
-        let anchor = start_at.map_or(0, |s| s.as_nanosecond());
-        let kind = match (schedule.interval_sec, &schedule.every, &schedule.cron) {
-            (Some(0), None, None) => {
-                return Err(ScheduleError::new(
-                    "interval_sec",
-                    "interval_sec must be at least 1",
-                ));
-            }
-            (Some(seconds), None, None) => Kind::Interval {
-                anchor,
-                step: i128::from(seconds) * NANOS_PER_SECOND,
-            },
-            (None, Some(every), None) => Kind::Interval {
-                anchor,
-                step: parse_every(every).map_err(|m| ScheduleError::new("every", m))?,
-            },
-            (None, None, Some(expr)) => {
-                Kind::Cron(Arc::new(compile_cron(expr, tz.clone(), schedule.dst)?))
-            }
-            (None, None, None) => {
-                return Err(ScheduleError::new(
-                    "schedule",
-                    "set one of interval_sec, every or cron",
-                ));
-            }
-            (interval, every, cron) => {
-                let set: Vec<&str> = [
-                    interval.map(|_| "interval_sec"),
-                    every.as_ref().map(|_| "every"),
-                    cron.as_ref().map(|_| "cron"),
-                ]
-                .into_iter()
-                .flatten()
-                .collect();
-                return Err(ScheduleError::new(
-                    "schedule",
-                    format!(
-                        "set exactly one of interval_sec, every or cron, not {}",
-                        set.join(" and ")
-                    ),
-                ));
-            }
-        };
+        let kind = compile_kind(schedule, start_at, &tz)?;
         let jitter = jitter_for(job_id, schedule.jitter_sec.unwrap_or(0), &kind)?;
         let window = i64::try_from(schedule.catchup_window_sec).unwrap_or(i64::MAX);
         Ok(SlotRule {
@@ -338,6 +296,56 @@ impl SlotRule {
             slots.push(slot);
         }
         slots
+    }
+}
+
+/// Exactly one of `interval_sec`, `every` and `cron`. Intervals count from
+/// `start_at` when it is set, else from the Unix epoch.
+fn compile_kind(
+    schedule: &Schedule,
+    start_at: Option<Timestamp>,
+    tz: &TimeZone,
+) -> Result<Kind, ScheduleError> {
+    let anchor = start_at.map_or(0, |s| s.as_nanosecond());
+    match (schedule.interval_sec, &schedule.every, &schedule.cron) {
+        (Some(0), None, None) => Err(ScheduleError::new(
+            "interval_sec",
+            "interval_sec must be at least 1",
+        )),
+        (Some(seconds), None, None) => Ok(Kind::Interval {
+            anchor,
+            step: i128::from(seconds) * NANOS_PER_SECOND,
+        }),
+        (None, Some(every), None) => Ok(Kind::Interval {
+            anchor,
+            step: parse_every(every).map_err(|m| ScheduleError::new("every", m))?,
+        }),
+        (None, None, Some(expr)) => Ok(Kind::Cron(Arc::new(compile_cron(
+            expr,
+            tz.clone(),
+            schedule.dst,
+        )?))),
+        (None, None, None) => Err(ScheduleError::new(
+            "schedule",
+            "set one of interval_sec, every or cron",
+        )),
+        (interval, every, cron) => {
+            let set: Vec<&str> = [
+                interval.map(|_| "interval_sec"),
+                every.as_ref().map(|_| "every"),
+                cron.as_ref().map(|_| "cron"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            Err(ScheduleError::new(
+                "schedule",
+                format!(
+                    "set exactly one of interval_sec, every or cron, not {}",
+                    set.join(" and ")
+                ),
+            ))
+        }
     }
 }
 

@@ -210,8 +210,8 @@ impl SlotRule {
         let listed = skipped.min(MISSED_LIST_CAP - runs);
         let skip_from = self.seek_back(last, run_from, listed);
         Misfired {
-            run: self.slots_between(run_from, now),
-            skipped: self.slots_between(skip_from, run_from),
+            run: self.slots_between(run_from, now, runs),
+            skipped: self.slots_between(skip_from, run_from, listed),
             skipped_more: skipped - listed,
         }
     }
@@ -287,11 +287,13 @@ impl SlotRule {
         from_nanos(enough_at)
     }
 
-    /// Every slot in `(lo, hi]`; callers bound their number first.
-    fn slots_between(&self, lo: Timestamp, hi: Timestamp) -> Vec<Slot> {
+    /// The first `limit` slots in `(lo, hi]`.
+    fn slots_between(&self, lo: Timestamp, hi: Timestamp, limit: u64) -> Vec<Slot> {
         let mut slots = Vec::new();
         let mut at = lo;
-        while let Some(slot) = self.next_slot(at).filter(|s| s.nominal <= hi) {
+        while (slots.len() as u64) < limit
+            && let Some(slot) = self.next_slot(at).filter(|s| s.nominal <= hi)
+        {
             at = slot.nominal;
             slots.push(slot);
         }
@@ -1182,7 +1184,90 @@ mod tests {
             Ok(())
         }
 
+        /// Every slot in `(last, now]` is run or skipped, once, in order.
+        fn check_missed(
+            r: &SlotRule,
+            last: Timestamp,
+            now: Timestamp,
+        ) -> Result<(), TestCaseError> {
+            let m = r.missed(Some(last), now);
+            let total = r.count_between(last, now);
+            prop_assert_eq!(m.run.len() as u64 + m.skipped_total(), total);
+            prop_assert!(m.run.len() as u64 + m.skipped.len() as u64 <= MISSED_LIST_CAP);
+            let listed: Vec<Slot> = m.skipped.iter().chain(&m.run).copied().collect();
+            if m.skipped_more == 0 {
+                prop_assert_eq!(&listed, &r.next_slots(last, total as usize));
+            }
+            for pair in listed.windows(2) {
+                prop_assert_eq!(r.next_slot(pair[0].nominal), Some(pair[1]));
+            }
+            if let Some(newest) = listed.last() {
+                prop_assert_eq!(
+                    r.next_slot(newest.nominal).filter(|s| s.nominal <= now),
+                    None
+                );
+            }
+            let cutoff = now - r.catchup_window;
+            prop_assert!(
+                m.run
+                    .iter()
+                    .all(|s| s.nominal >= cutoff && s.nominal > last)
+            );
+            let young = r.count_between(last.max(just_before(cutoff)), now);
+            let wanted = match r.misfire {
+                Misfire::Skip => 0,
+                Misfire::RunOnce => 1,
+                Misfire::RunAll => u64::from(r.max_catchup_runs),
+            };
+            prop_assert_eq!(m.run.len() as u64, wanted.min(young));
+            Ok(())
+        }
+
+        fn misfire_schedule(policy: usize, window: u64, max_runs: u32, base: Schedule) -> Schedule {
+            Schedule {
+                misfire: [Misfire::RunOnce, Misfire::Skip, Misfire::RunAll][policy],
+                catchup_window_sec: window,
+                max_catchup_runs: max_runs,
+                ..base
+            }
+        }
+
         proptest! {
+            #[test]
+            fn missed_sorts_every_interval_slot_once(
+                seconds in 1u64..7200,
+                last in 1_700_000_000i64..1_800_000_000,
+                down in 0i64..3 * 86_400,
+                policy in 0..3usize,
+                window in 0u64..2 * 86_400,
+                max_runs in 0u32..20,
+            ) {
+                let r = rule(&misfire_schedule(policy, window, max_runs, interval(seconds)));
+                let last = Timestamp::from_second(last).unwrap();
+                check_missed(&r, last, last + SignedDuration::from_secs(down))?;
+            }
+
+            #[test]
+            fn missed_sorts_every_cron_slot_once(
+                pattern in 0..PATTERNS.len(),
+                zone in 0..ZONES.len(),
+                overlap in 0..3usize,
+                day in 0i64..730,
+                down in 0i64..5 * 86_400,
+                policy in 0..3usize,
+                window in 0u64..3 * 86_400,
+                max_runs in 0u32..20,
+            ) {
+                let mut schedule = cron(PATTERNS[pattern], ZONES[zone]);
+                schedule.dst.overlap = OVERLAPS[overlap];
+                let r = rule(&misfire_schedule(policy, window, max_runs, schedule));
+                let start = ts("2026-01-01T00:00:00Z") + SignedDuration::from_hours(24 * day);
+                // Downtime that ends a day or two after a transition.
+                let now = r.timezone().following(start).next().map_or(start, |t| t.timestamp())
+                    + SignedDuration::from_hours(30);
+                check_missed(&r, now - SignedDuration::from_secs(down), now)?;
+            }
+
             #[test]
             fn interval_slots_increase(
                 seconds in 1u64..86_400,

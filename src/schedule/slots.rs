@@ -918,12 +918,11 @@ mod tests {
         let slot = again.next_slot(ts("2026-01-01T00:00:30Z")).unwrap();
         assert_eq!(slot.nominal, ts("2026-01-01T00:01:00Z"));
         assert_eq!(slot.fire_at, slot.nominal + offsets[0]);
-        // Fixed forever: a change here reshuffles every deployment's start times.
+        // Fixed forever: a change here reshuffles every deployment's start
+        // times. SHA-256 of the id, first 8 bytes big-endian, mod 30,000 ms
+        // (Python's hashlib gives the same).
         let pinned = SlotRule::compile(&schedule, "monitor-telegram-a01").unwrap();
-        assert_eq!(
-            pinned.jitter(),
-            SignedDuration::from_millis(PINNED_JITTER_MS)
-        );
+        assert_eq!(pinned.jitter(), SignedDuration::from_millis(24_362));
         // Jitter applies to cron slots too, and is zero when unset.
         let c = rule(&Schedule {
             jitter_sec: Some(5),
@@ -933,8 +932,6 @@ mod tests {
         assert_eq!(slot.fire_at, slot.nominal + c.jitter());
         assert_eq!(rule(&interval(60)).jitter(), SignedDuration::ZERO);
     }
-
-    const PINNED_JITTER_MS: i64 = 24_362;
 
     #[test]
     fn start_and_end_bound_the_slots() {

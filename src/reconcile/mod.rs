@@ -1,2 +1,3 @@
 //! Desired state from disk against running state.
+pub mod diff;
 pub mod source;

@@ -1,2 +1,3 @@
 //! Desired state from disk against running state.
+pub mod git;
 pub mod source;

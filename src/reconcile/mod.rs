@@ -1,3 +1,4 @@
 //! Desired state from disk against running state.
 pub mod git;
 pub mod source;
+pub mod watch;

@@ -14,6 +14,8 @@
 //! holds one signal, so a busy reconciler finds one reload waiting, not a queue.
 
 mod plan;
+#[cfg(test)]
+mod tests;
 
 use std::io;
 use std::path::PathBuf;

@@ -3,12 +3,23 @@
 //! Start here, in pipeline order:
 //! - [`spec`]: config text → validated [`spec::snapshot::Snapshot`] with
 //!   `file:line:column` findings (pure).
-//! - [`reconcile`]: reads the config directory from disk.
-//! - [`schedule`]: slot math (pure).
-//! - [`jobs`]: what a run of each job type does.
-//! - [`cli`]: one file per command; each calls into the modules above.
+//! - [`reconcile`]: reads the config directory, diffs it against what runs
+//!   ([`reconcile::diff`], pure) and applies it; watches for changes.
+//! - [`store`]: the durable state (embedded SQLite).
+//! - [`schedule`]: slot math and guards (pure) and the scheduler.
+//! - [`queue`]: unfinished runs in memory over the store.
+//! - [`worker`]: the pool that executes [`jobs`] handlers.
+//! - [`status`]: the read-only API.
+//! - [`app`] assembles the daemon; [`cli`] has one file per command.
+pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod jobs;
+pub mod queue;
 pub mod reconcile;
 pub mod schedule;
 pub mod spec;
+pub mod state;
+pub mod status;
+pub mod store;
+pub mod worker;

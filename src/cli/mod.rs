@@ -1,8 +1,13 @@
 //! One file per command: its arguments and a short `exec` that calls the
 //! library. Nothing here decides what a config means.
 
+pub mod approvals;
 pub mod init;
+pub mod plan;
+pub mod run;
 pub mod schema;
+pub mod status;
+pub mod trigger;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -27,6 +32,25 @@ pub enum Command {
     /// Reports every error and warning with file:line:column, kind and id.
     /// Exit code 0 when valid (warnings allowed), 1 when invalid.
     Validate(validate::Args),
+    /// Dry run: diff the directory against what runs.
+    ///
+    /// Prints `N to create, N to update, N to delete, N unchanged`, a line per
+    /// change with the changed fields, the next fire times of new or
+    /// rescheduled jobs. With --detailed-exitcode: 0 no changes, 2 changes.
+    Plan(plan::Args),
+    /// The daemon: reconcile, watch, serve the status API.
+    ///
+    /// Applies the directory on start, on file changes and on SIGHUP; a
+    /// revision with any error is rejected and the last good one keeps
+    /// running. Stops on SIGINT/SIGTERM.
+    Run(run::Args),
+    /// Jobs, next fire times, last results, the revision: from a running
+    /// daemon's API.
+    Status(status::Args),
+    /// Queue one run of a job now (the daemon picks it up within a second).
+    Trigger(trigger::Args),
+    /// List, approve or reject pending approvals.
+    Approvals(approvals::Args),
     /// Print the JSON Schemas of the four kinds, or write them to a folder.
     ///
     /// Point editors at them with `# yaml-language-server: $schema=...`.
@@ -62,10 +86,35 @@ pub enum Outcome {
     Changes,
 }
 
+/// The embedded store's default place inside a config directory.
+pub fn default_state(dir: &std::path::Path) -> PathBuf {
+    dir.join(".multijob").join("state.db")
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`), `MULTIJOB_LOG=json`
+/// switches to JSON lines.
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if std::env::var("MULTIJOB_LOG").is_ok_and(|v| v == "json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Validate(args) => validate::exec(args),
+        Command::Plan(args) => plan::exec(args),
+        Command::Run(args) => run::exec(args),
         Command::Schema(args) => schema::exec(args),
+        Command::Status(args) => status::exec(args),
+        Command::Trigger(args) => trigger::exec(args),
+        Command::Approvals(args) => approvals::exec(args),
         Command::Init(args) => init::exec(args),
     }
 }

@@ -112,7 +112,7 @@ fn default_timeout_ms() -> u64 {
 
 /// When a job fires. Exactly one of `interval_sec`, `every`, `cron` is set
 /// (checked by validation, which names the offending key).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Schedule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval_sec: Option<u64>,
@@ -141,6 +141,25 @@ pub struct Schedule {
     /// RFC 3339 instant; slots after it do not fire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_at: Option<String>,
+}
+
+impl Default for Schedule {
+    /// The same defaults a YAML `schedule:` block gets.
+    fn default() -> Self {
+        Schedule {
+            interval_sec: None,
+            every: None,
+            cron: None,
+            timezone: None,
+            jitter_sec: None,
+            misfire: Misfire::default(),
+            catchup_window_sec: default_catchup_window_sec(),
+            max_catchup_runs: default_max_catchup_runs(),
+            dst: DstPolicy::default(),
+            start_at: None,
+            end_at: None,
+        }
+    }
 }
 
 pub fn default_catchup_window_sec() -> u64 {

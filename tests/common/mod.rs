@@ -159,3 +159,202 @@ fn listing(dir: &Path) -> String {
     }
     out
 }
+
+/// A running `multijob run` on a free port, killed on drop (its stderr is
+/// kept in a file and shown when an assertion fails).
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub url: String,
+    pub log: PathBuf,
+    _log_dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    pub fn start(dir: &Path, extra: &[&str]) -> Daemon {
+        Self::start_env(dir, extra, &[])
+    }
+
+    pub fn start_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        use std::io::BufRead;
+        let log_dir = tempfile::tempdir().expect("log dir");
+        let log = log_dir.path().join("daemon.log");
+        let stderr = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(dir)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env_remove("MULTIJOB_API_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn daemon");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("read first line");
+        let url = match line.trim().strip_prefix("listening on ") {
+            Some(u) => u.to_string(),
+            None => {
+                let _ = child.kill();
+                panic!(
+                    "daemon did not start: first line {line:?}\n--- log ---\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        // Keep draining stdout so the daemon never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while reader.read_line(&mut sink).unwrap_or(0) > 0 {
+                sink.clear();
+            }
+        });
+        Daemon {
+            child,
+            url,
+            log,
+            _log_dir: log_dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET a path; (status, JSON body or Null).
+    pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        http(&self.url, "GET", path, &[])
+    }
+
+    /// Poll `f` on a path's JSON until it holds, or fail with the log.
+    #[track_caller]
+    pub fn wait_until(
+        &self,
+        path: &str,
+        what: &str,
+        f: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = std::time::Instant::now();
+        let mut last = serde_json::Value::Null;
+        while start.elapsed() < std::time::Duration::from_secs(20) {
+            let (code, body) = self.get(path);
+            if code == 200 && f(&body) {
+                return body;
+            }
+            last = body;
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!(
+            "timed out waiting for {what} on {path}\nlast: {last:#}\n--- daemon log ---\n{}",
+            self.log()
+        );
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{sig}"), self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 client (std only): (status, JSON body or Null).
+pub fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
+    let (code, body) = http_raw(base, method, path, headers);
+    (
+        code,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+pub fn http_raw(base: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let host = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = match std::net::TcpStream::connect(host) {
+        Ok(s) => s,
+        Err(_) => return (0, String::new()),
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return (0, text);
+    };
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (code, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Run git in `dir` with a fixed identity.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

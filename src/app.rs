@@ -1,0 +1,318 @@
+//! Builds the daemon from its parts and owns startup and graceful shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::queue::{NewRun, QueueConfig, RunQueue};
+use crate::reconcile::Reconciler;
+use crate::reconcile::watch::{self, ChangeSignal, WatchOptions};
+use crate::schedule::scheduler::{Scheduler, SchedulerConfig};
+use crate::state::Shared;
+use crate::status::api;
+use crate::store::runs::InboxCommand;
+use crate::store::{Mutation, NewEvent, Store, format_ts};
+use crate::worker::{WorkerContext, WorkerPool};
+
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub dir: PathBuf,
+    pub state: PathBuf,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Watch the directory for changes (off: reload on SIGHUP only).
+    pub watch: bool,
+    /// Poll instead of inotify, at this interval.
+    pub watch_poll: Option<Duration>,
+    pub api_token: Option<String>,
+    pub workers: usize,
+    pub allow_command: bool,
+    /// Time in-flight runs get to finish on SIGTERM.
+    pub grace: Duration,
+    pub keep_runs: usize,
+    pub keep_events_days: u64,
+    pub scheduler: SchedulerConfig,
+    pub pressure_high: usize,
+    pub pressure_low: usize,
+}
+
+/// Run until SIGINT or SIGTERM.
+pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
+    let store = Store::open_sqlite(&opts.state)
+        .with_context(|| format!("opening the store at {}", opts.state.display()))?;
+    let applied = store.applied().await.context("reading the applied state")?;
+    if let Some(r) = &applied.revision {
+        tracing::info!(revision = %r.id, resources = applied.snapshot.len(), "resuming the last applied revision");
+    }
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("creating the data dir {}", opts.data_dir.display()))?;
+    let queue_config = QueueConfig {
+        pressure_high: opts.pressure_high,
+        pressure_low: opts.pressure_low,
+        keep_runs: opts.keep_runs,
+        ..QueueConfig::default()
+    };
+    let shared = Shared::new(
+        store.clone(),
+        opts.dir.clone(),
+        applied,
+        opts.api_token.clone(),
+        queue_config,
+        Clock::Wall,
+    );
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.listen))?;
+    let local = listener.local_addr().context("reading the bound address")?;
+    let cancel = CancellationToken::new();
+
+    let reconciler = Arc::new(Reconciler {
+        dir: opts.dir.clone(),
+        shared: shared.clone(),
+    });
+    if let Err(e) = reconciler.reconcile("start").await {
+        tracing::error!(error = %e, "first reconcile could not reach the store");
+    }
+
+    // Runs left unfinished by the last process come back first.
+    let queue = shared.queue.clone();
+    queue.set_applied(shared.applied.load_full());
+    let recovery = queue
+        .recover()
+        .await
+        .context("recovering unfinished runs")?;
+    if recovery.orphaned + recovery.requeued + recovery.retrying + recovery.awaiting_approval > 0 {
+        tracing::info!(?recovery, "recovered unfinished runs");
+    }
+    shared.recovery.store(Arc::new(Some(recovery)));
+    let last_slots: HashMap<String, jiff::Timestamp> = store
+        .job_slots()
+        .await
+        .context("reading the last slots")?
+        .into_iter()
+        .filter_map(|(job, slot)| slot.parse().ok().map(|t| (job, t)))
+        .collect();
+
+    let scheduler = Scheduler::new(
+        queue.clone(),
+        opts.scheduler.clone(),
+        shared.scheduler.clone(),
+    );
+    let scheduler_task =
+        tokio::spawn(scheduler.run(shared.applied_tx.subscribe(), last_slots, cancel.clone()));
+    let worker_ctx = WorkerContext {
+        data_dir: opts.data_dir.clone(),
+        allow_command: opts.allow_command,
+        shutdown: CancellationToken::new(),
+    };
+    let pool = WorkerPool::spawn(
+        opts.workers,
+        queue.clone(),
+        worker_ctx.clone(),
+        shared.workers_busy.clone(),
+    );
+    shared
+        .workers_total
+        .store(pool.total(), std::sync::atomic::Ordering::Relaxed);
+    tokio::spawn(inbox_loop(queue.clone(), store.clone(), cancel.clone()));
+    tokio::spawn(retention_loop(
+        store.clone(),
+        opts.keep_events_days,
+        cancel.clone(),
+    ));
+
+    let signals = if opts.watch {
+        let wopts = WatchOptions {
+            poll: opts.watch_poll,
+            ..WatchOptions::default()
+        };
+        Some(
+            watch::spawn(opts.dir.clone(), wopts, cancel.clone())
+                .with_context(|| format!("watching {}", opts.dir.display()))?,
+        )
+    } else {
+        None
+    };
+    let loop_task = tokio::spawn(reconcile_loop(reconciler, signals, cancel.clone()));
+
+    let stopping = CancellationToken::new();
+    let stop = stopping.clone();
+    tokio::spawn(async move {
+        wait_for_stop().await;
+        stop.cancel();
+    });
+
+    tracing::info!(listen = %local, dir = %opts.dir.display(), store = %shared.store.describe(), workers = opts.workers, "multijob is running");
+    // Tests and scripts read this line to find the port when --listen ends in :0.
+    println!("listening on http://{local}");
+    let app = api::router(shared.clone());
+    let server_cancel = cancel.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(server_cancel.cancelled_owned())
+            .await
+    });
+
+    stopping.cancelled().await;
+    tracing::info!(
+        grace_sec = opts.grace.as_secs_f64(),
+        "stopping: no new runs; draining"
+    );
+    // Stop dispatching first, then drain the workers, then the rest.
+    scheduler_task.abort();
+    pool.drain(&queue, &worker_ctx, opts.grace).await;
+    cancel.cancel();
+    let _ = loop_task.await;
+    let _ = server.await;
+    if let Err(e) = store.flush().await {
+        tracing::error!(error = %e, "final store flush failed");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Commands the CLI left in the store: triggers and approval decisions.
+async fn inbox_loop(queue: Arc<RunQueue>, store: Store, cancel: CancellationToken) {
+    let mut after = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let commands = match store.inbox(after).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "inbox unreadable");
+                continue;
+            }
+        };
+        for (id, command) in commands {
+            after = after.max(id);
+            handle_command(&queue, &store, command).await;
+            if let Err(e) = store.submit(vec![Mutation::InboxDone(id)]) {
+                tracing::warn!(error = %e, "inbox: could not mark a command done");
+            }
+        }
+    }
+}
+
+async fn handle_command(queue: &RunQueue, store: &Store, command: InboxCommand) {
+    match command {
+        InboxCommand::Trigger {
+            run_id,
+            job_id,
+            inputs,
+        } => {
+            let mut run = NewRun::manual(&job_id, inputs);
+            run.run_key = format!("manual:{run_id}");
+            run.id = run_id.clone();
+            if queue.enqueue(vec![run]).is_empty() {
+                let event = NewEvent::new(
+                    "trigger.rejected",
+                    json!({"run_id": run_id, "reason": format!("no job {job_id} in the applied revision")}),
+                )
+                .job(job_id);
+                let _ = store.submit(vec![Mutation::Event(event)]);
+            }
+        }
+        InboxCommand::Decide {
+            approval_id,
+            approve,
+            by,
+        } => {
+            let approvals = store.approvals(false).await.unwrap_or_default();
+            let result = match approvals.iter().find(|a| a.id == approval_id) {
+                Some(a) => queue.decide(a, approve, &by),
+                None => Err(format!("no approval {approval_id}")),
+            };
+            if let Err(reason) = result {
+                tracing::warn!(approval = %approval_id, %reason, "approval decision not applied");
+                let _ = store.submit(vec![Mutation::Event(NewEvent::new(
+                    "approval.failed",
+                    json!({"approval_id": approval_id, "reason": reason}),
+                ))]);
+            }
+        }
+    }
+}
+
+/// Old events go; run history is pruned per job as runs finish.
+async fn retention_loop(store: Store, keep_days: u64, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let keep = jiff::SignedDuration::from_hours(
+            i64::try_from(keep_days.saturating_mul(24)).unwrap_or(i64::MAX),
+        );
+        if let Ok(before) = jiff::Timestamp::now().checked_sub(keep) {
+            let _ = store.submit(vec![Mutation::PruneEvents {
+                before: format_ts(before),
+            }]);
+        }
+    }
+}
+
+async fn wait_for_stop() {
+    let term = signal(SignalKind::terminate());
+    match term {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// The one reconcile loop: file changes, periodic resyncs and SIGHUP all
+/// funnel here, so reloads never overlap.
+async fn reconcile_loop(
+    reconciler: Arc<Reconciler>,
+    mut signals: Option<tokio::sync::mpsc::Receiver<ChangeSignal>>,
+    cancel: CancellationToken,
+) {
+    let mut hup = signal(SignalKind::hangup()).ok();
+    loop {
+        let cause = tokio::select! {
+            _ = cancel.cancelled() => return,
+            s = async {
+                match signals.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => match s {
+                Some(ChangeSignal::Files) => "files",
+                Some(ChangeSignal::Resync) => "resync",
+                None => {
+                    tracing::warn!("the watcher stopped; reload with SIGHUP");
+                    signals = None;
+                    continue;
+                }
+            },
+            _ = async {
+                match hup.as_mut() {
+                    Some(h) => { h.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => "sighup",
+        };
+        if let Err(e) = reconciler.reconcile(cause).await {
+            tracing::error!(error = %e, cause, "reconcile could not reach the store; will retry on the next change");
+        }
+    }
+}

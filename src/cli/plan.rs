@@ -1,0 +1,118 @@
+//! `multijob plan`: what applying the directory would change.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::reconcile::{git, render, source::read_config_dir};
+use crate::spec::{self, snapshot::Snapshot};
+use crate::status::api::snapshot_from_json;
+use crate::store::sqlite::{SqliteStore, read_applied};
+
+use super::{DirArg, Outcome, OutputFormat};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// Running state from this embedded store [default: DIR/.multijob/state.db;
+    /// a missing store means nothing runs yet].
+    #[arg(long, conflicts_with = "server")]
+    pub state: Option<PathBuf>,
+    /// Running state from a daemon's /api/v1/snapshot (uses MULTIJOB_API_TOKEN).
+    #[arg(long)]
+    pub server: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+    /// Exit 0 when nothing would change, 2 when something would (1 on error).
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+pub fn exec(args: Args) -> anyhow::Result<Outcome> {
+    let dir = &args.dir.dir;
+    let contents = read_config_dir(dir)?;
+    let mut loaded = spec::build(&contents.files);
+    loaded.diagnostics.extend(contents.diagnostics);
+    spec::diagnostic::sort(&mut loaded.diagnostics);
+    if loaded.has_errors() {
+        let mut err = std::io::stderr().lock();
+        for d in loaded.diagnostics.iter().filter(|d| d.is_error()) {
+            writeln!(err, "{d}")?;
+        }
+        writeln!(
+            err,
+            "plan: the directory is invalid ({} errors); run `multijob validate` for details",
+            loaded.error_count()
+        )?;
+        return Ok(Outcome::Failure);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let running = match &args.server {
+        Some(url) => runtime.block_on(fetch_snapshot(url))?,
+        None => {
+            let path = args
+                .state
+                .clone()
+                .unwrap_or_else(|| super::default_state(dir));
+            if path.exists() {
+                let conn = SqliteStore::open_read_only(&path)?;
+                read_applied(&conn, &path)?.snapshot
+            } else {
+                Snapshot::default()
+            }
+        }
+    };
+    let git_state = runtime.block_on(git::git_state(dir));
+    let revision = git::revision_id(git_state.as_ref(), &loaded.snapshot.content_hash());
+    let ctx = render::PlanContext {
+        now: jiff::Timestamp::now(),
+        last_slots: HashMap::new(),
+        active_runs_by_job: HashMap::new(),
+        active_runs_by_flow: HashMap::new(),
+    };
+    let report = render::report(&revision, &running, &loaded.snapshot, &ctx);
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        OutputFormat::Text => write!(out, "{}", render::render_text(&report, &loaded.snapshot))?,
+        OutputFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, &render::render_json(&report))?;
+            writeln!(out)?;
+        }
+    }
+    Ok(if args.detailed_exitcode && !report.plan.is_empty() {
+        Outcome::Changes
+    } else {
+        Outcome::Success
+    })
+}
+
+async fn fetch_snapshot(server: &str) -> anyhow::Result<Snapshot> {
+    let url = format!("{}/api/v1/snapshot", server.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    let mut request = client.get(&url);
+    if let Ok(token) = std::env::var("MULTIJOB_API_TOKEN")
+        && !token.is_empty()
+    {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.with_context(|| format!("GET {url}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .with_context(|| format!("GET {url}: not JSON"))?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "GET {url}: {status}: {}",
+            body["error"].as_str().unwrap_or("")
+        );
+    }
+    snapshot_from_json(&body).map_err(|e| anyhow::anyhow!("GET {url}: {e}"))
+}

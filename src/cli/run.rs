@@ -1,0 +1,114 @@
+//! `multijob run`: the daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::app::{self, DaemonOptions};
+use crate::schedule::scheduler::SchedulerConfig;
+
+use super::{DirArg, Outcome};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// The embedded store [default: DIR/.multijob/state.db].
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Where `files` steps, reports and backups write [default: DIR/.multijob/data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the status API and dashboard.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Runs executed at once.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 5)]
+    pub workers: usize,
+    /// Do not watch the directory; reload only on SIGHUP.
+    #[arg(long)]
+    pub no_watch: bool,
+    /// Poll the directory every SEC seconds instead of using inotify (for
+    /// file systems without change events).
+    #[arg(long, value_name = "SEC")]
+    pub watch_poll: Option<f64>,
+    /// Allow `command` jobs (argv, no shell, cleared environment).
+    #[arg(long)]
+    pub allow_command: bool,
+    /// Seconds runs in flight get to finish on SIGTERM before they are
+    /// interrupted (they run again after the restart).
+    #[arg(long, value_name = "SEC", default_value_t = 30.0)]
+    pub grace: f64,
+    /// Finished runs kept per job.
+    #[arg(long, default_value_t = 1000)]
+    pub keep_runs: usize,
+    /// Days of events kept.
+    #[arg(long, default_value_t = 7)]
+    pub keep_events_days: u64,
+    /// Most slots dispatched per scheduler tick; the rest wait for the next
+    /// tick, earliest due first.
+    #[arg(long, env = "SCHEDULER_MAX_DISPATCH_PER_TICK", default_value_t = 80)]
+    pub max_dispatch_per_tick: usize,
+    /// Runs waiting to start at which pressure mode turns on (only
+    /// `critical` jobs dispatch).
+    #[arg(long, env = "SCHEDULER_PRESSURE_DEPTH_HIGH", default_value_t = 300)]
+    pub pressure_high: usize,
+    /// Runs waiting to start at which pressure mode turns off again.
+    #[arg(long, env = "SCHEDULER_PRESSURE_DEPTH_LOW", default_value_t = 180)]
+    pub pressure_low: usize,
+}
+
+fn seconds(name: &str, s: f64) -> anyhow::Result<Duration> {
+    if s.is_finite() && s >= 0.0 {
+        Ok(Duration::from_secs_f64(s))
+    } else {
+        anyhow::bail!("{name} must be a number of seconds >= 0, not {s}")
+    }
+}
+
+pub fn exec(args: Args) -> anyhow::Result<Outcome> {
+    let dir = args.dir.dir;
+    let state = args.state.unwrap_or_else(|| super::default_state(&dir));
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(|| dir.join(".multijob").join("data"));
+    let watch_poll = match args.watch_poll {
+        Some(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
+        Some(s) => anyhow::bail!("--watch-poll must be a positive number of seconds, not {s}"),
+        None => None,
+    };
+    if args.workers == 0 {
+        anyhow::bail!("--workers must be at least 1");
+    }
+    if args.max_dispatch_per_tick == 0 {
+        anyhow::bail!("SCHEDULER_MAX_DISPATCH_PER_TICK must be at least 1");
+    }
+    let opts = DaemonOptions {
+        dir,
+        state,
+        data_dir,
+        listen: args.listen,
+        watch: !args.no_watch,
+        watch_poll,
+        api_token: std::env::var("MULTIJOB_API_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+        workers: args.workers,
+        allow_command: args.allow_command,
+        grace: seconds("--grace", args.grace)?,
+        keep_runs: args.keep_runs.max(1),
+        keep_events_days: args.keep_events_days,
+        scheduler: SchedulerConfig {
+            max_dispatch_per_tick: args.max_dispatch_per_tick,
+            ..SchedulerConfig::default()
+        },
+        pressure_high: args.pressure_high,
+        pressure_low: args.pressure_low.min(args.pressure_high),
+    };
+    super::init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(app::run(opts))?;
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,131 @@
+//! `multijob status`: what a running daemon is doing, from its API.
+
+use std::io::Write;
+
+use anyhow::Context;
+use serde_json::Value;
+
+use super::{Outcome, OutputFormat};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The daemon's address (uses MULTIJOB_API_TOKEN when set).
+    #[arg(long, env = "MULTIJOB_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    #[arg(long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+pub fn exec(args: Args) -> anyhow::Result<Outcome> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (status, jobs) = runtime.block_on(fetch(&args.server))?;
+    let mut out = std::io::stdout().lock();
+    if args.output == OutputFormat::Json {
+        serde_json::to_writer_pretty(
+            &mut out,
+            &serde_json::json!({"status": status, "jobs": jobs}),
+        )?;
+        writeln!(out)?;
+        return Ok(Outcome::Success);
+    }
+    let s = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| "-".into());
+    writeln!(out, "revision  {}", s(&status["revision"]))?;
+    let last = &status["last_reconcile"];
+    writeln!(
+        out,
+        "reconcile {} at {}{}",
+        s(&last["result"]),
+        s(&last["at"]),
+        match last["errors"].as_array().map(Vec::len) {
+            Some(n) if n > 0 => format!(
+                " ({n} errors; first: {} line {})",
+                s(&last["errors"][0]["file"]),
+                last["errors"][0]["line"]
+            ),
+            _ => String::new(),
+        }
+    )?;
+    writeln!(
+        out,
+        "queue     {} waiting, {} running, pressure {}, workers {}/{}",
+        status["queue_depth"],
+        status["running"],
+        if status["pressure_mode"] == true {
+            "ON"
+        } else {
+            "off"
+        },
+        status["workers"]["busy"],
+        status["workers"]["total"]
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<32} {:<16} {:<8} {:<25} {:<12} {:<8} FAILURES",
+        "JOB", "TYPE", "ENABLED", "NEXT FIRE", "LAST", "ACTIVE"
+    )?;
+    for j in &jobs {
+        let fm = &j["failure_memory"];
+        let failures = match (
+            fm["consecutive_failures"].as_u64(),
+            fm["cooldown_until"].as_str(),
+        ) {
+            (Some(0) | None, _) => "-".to_string(),
+            (Some(n), Some(until)) => format!("{n} (cooling until {until})"),
+            (Some(n), None) => n.to_string(),
+        };
+        writeln!(
+            out,
+            "{:<32} {:<16} {:<8} {:<25} {:<12} {:<8} {}",
+            s(&j["id"]),
+            s(&j["type"]),
+            j["enabled"],
+            s(&j["next_fire_at"]),
+            s(&j["last_run"]["status"]),
+            j["active_runs"],
+            failures
+        )?;
+    }
+    Ok(Outcome::Success)
+}
+
+async fn fetch(server: &str) -> anyhow::Result<(Value, Vec<Value>)> {
+    let base = server.trim_end_matches('/');
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()?;
+    let token = std::env::var("MULTIJOB_API_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let get = |path: String| {
+        let mut r = client.get(format!("{base}{path}"));
+        if let Some(t) = &token {
+            r = r.bearer_auth(t);
+        }
+        r
+    };
+    let status: Value = get("/api/v1/status".into())
+        .send()
+        .await
+        .with_context(|| format!("is the daemon running? GET {base}/api/v1/status"))?
+        .error_for_status()?
+        .json()
+        .await?;
+    let mut jobs = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/jobs?limit=1000&cursor={c}"),
+            None => "/api/v1/jobs?limit=1000".into(),
+        };
+        let page: Value = get(path).send().await?.error_for_status()?.json().await?;
+        jobs.extend(page["items"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    Ok((status, jobs))
+}

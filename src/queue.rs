@@ -1,0 +1,1175 @@
+//! The run queue: every unfinished run, in memory, over the durable store.
+//!
+//! The scheduler and `trigger` enqueue; workers claim and finish. The queue
+//! keeps what guards need to decide in O(1): active runs per job and lane,
+//! runs waiting to start (pressure), failure memory, pending approvals.
+//! Every state change is submitted to the store as it happens (group
+//! commit), and on start [`RunQueue::recover`] rebuilds the queue from the
+//! store: queued runs are queued again, runs that were `running` when the
+//! process died are retried or failed per their retry policy.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::jobs::RunError;
+use crate::schedule::guards::{LaneLoad, Pressure};
+use crate::spec::model::{Job, Priority};
+use crate::store::runs::{
+    Approval, ApprovalStatus, Attempt, FailureState, Run, RunStatus, Trigger, Usage,
+};
+use crate::store::{Applied, Mutation, NewEvent, Store, format_ts};
+use crate::worker::retry;
+
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Runs waiting to start at which pressure mode turns on.
+    pub pressure_high: usize,
+    /// ... and at which it turns off again.
+    pub pressure_low: usize,
+    /// Finished runs kept per job.
+    pub keep_runs: usize,
+    /// Identifies this process as the holder of the runs it executes.
+    pub owner: String,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            pressure_high: 300,
+            pressure_low: 180,
+            keep_runs: 1000,
+            owner: format!("pid-{}", std::process::id()),
+        }
+    }
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Succeeded(Value),
+    Failed(RunError),
+    TimedOut,
+    /// Cancelled by `overlap: replace` or an operator.
+    Cancelled(String),
+    /// The daemon is shutting down: the run goes back to the queue and
+    /// this attempt does not count against its retries.
+    Interrupted,
+}
+
+/// A run handed to a worker.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub run: Run,
+    /// The job's spec as applied when the attempt started.
+    pub job: Arc<Job>,
+    /// Fired on timeout, replace, or shutdown after the grace period.
+    pub cancel: CancellationToken,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ReadyKey {
+    rank: u8,
+    seq: u64,
+}
+
+impl Ord for ReadyKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Max-heap: higher priority (lower rank) first, then older first.
+        other
+            .rank
+            .cmp(&self.rank)
+            .then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+impl PartialOrd for ReadyKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+fn rank(p: Priority) -> u8 {
+    match p {
+        Priority::Critical => 0,
+        Priority::High => 1,
+        Priority::Normal => 2,
+        Priority::Low => 3,
+    }
+}
+
+struct Entry {
+    run: Run,
+    cancel: CancellationToken,
+    /// Key in the ready heap while ready (stale heap keys are skipped).
+    ready_seq: Option<u64>,
+}
+
+#[derive(Default)]
+struct Counts {
+    active_by_job: HashMap<String, usize>,
+    active_by_flow: HashMap<String, usize>,
+    running_by_flow: HashMap<String, usize>,
+    approvals_by_job: HashMap<String, usize>,
+    /// Queued and not started: what pressure measures.
+    waiting: usize,
+    running: usize,
+}
+
+impl Counts {
+    fn add(map: &mut HashMap<String, usize>, key: &str, delta: isize) {
+        if delta >= 0 {
+            *map.entry(key.to_string()).or_default() += delta as usize;
+        } else if let Some(v) = map.get_mut(key) {
+            *v = v.saturating_sub(delta.unsigned_abs());
+            if *v == 0 {
+                map.remove(key);
+            }
+        }
+    }
+}
+
+struct State {
+    runs: HashMap<String, Entry>,
+    ready: BinaryHeap<(ReadyKey, String)>,
+    delayed: BinaryHeap<Reverse<(Timestamp, String)>>,
+    /// Ready runs held back because their lane is full of running runs.
+    parked: HashMap<String, VecDeque<String>>,
+    counts: Counts,
+    pressure: Pressure,
+    failure: HashMap<String, FailureState>,
+    finished_since_prune: HashMap<String, usize>,
+    applied: Arc<Applied>,
+    draining: bool,
+    seq: u64,
+    dispatched: u64,
+    finished: u64,
+}
+
+pub struct RunQueue {
+    state: Mutex<State>,
+    /// Workers wait here for ready runs.
+    work: Notify,
+    /// The scheduler waits here for runs to finish (buffered slots).
+    released: Notify,
+    store: Store,
+    config: QueueConfig,
+    clock: Clock,
+}
+
+/// A read-only view of the queue for guard decisions and the API.
+pub struct QueueView<'a> {
+    state: MutexGuard<'a, State>,
+}
+
+impl QueueView<'_> {
+    pub fn active_runs(&self, job: &str) -> usize {
+        self.state
+            .counts
+            .active_by_job
+            .get(job)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn lane(&self, flow: &str) -> LaneLoad {
+        LaneLoad {
+            active: self
+                .state
+                .counts
+                .active_by_flow
+                .get(flow)
+                .copied()
+                .unwrap_or(0),
+            max: self
+                .state
+                .applied
+                .snapshot
+                .flows
+                .get(flow)
+                .and_then(|f| f.spec.max_active_runs),
+        }
+    }
+
+    pub fn pressure(&self) -> bool {
+        self.state.pressure.on
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.state.counts.waiting
+    }
+
+    pub fn running(&self) -> usize {
+        self.state.counts.running
+    }
+
+    pub fn approval_pending(&self, job: &str) -> bool {
+        self.state
+            .counts
+            .approvals_by_job
+            .get(job)
+            .copied()
+            .unwrap_or(0)
+            > 0
+    }
+
+    pub fn failure(&self, job: &str) -> Option<&FailureState> {
+        self.state.failure.get(job)
+    }
+
+    pub fn cooldown_until(&self, job: &str) -> Option<Timestamp> {
+        self.failure(job)
+            .and_then(|f| f.cooldown_until.as_ref())
+            .and_then(|t| t.parse().ok())
+    }
+
+    /// Active runs per flow (for `plan`).
+    pub fn active_by_flow(&self) -> HashMap<String, usize> {
+        self.state.counts.active_by_flow.clone()
+    }
+
+    pub fn active_by_job(&self) -> HashMap<String, usize> {
+        self.state.counts.active_by_job.clone()
+    }
+
+    /// Runs that have started since the daemon did, and finished.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.state.dispatched, self.state.finished)
+    }
+}
+
+/// A new run's description; the queue fills in the rest.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: String,
+    pub job_id: String,
+    pub trigger: Trigger,
+    pub inputs: Value,
+    pub run_key: String,
+    pub scheduled_at: Option<Timestamp>,
+    pub chain_depth: u32,
+    /// Not ready before this time (delayed follow-ups).
+    pub due_at: Option<Timestamp>,
+    /// Event data merged into `run.queued` (e.g. schedule lateness).
+    pub extra: Value,
+}
+
+impl NewRun {
+    pub fn manual(job_id: &str, inputs: Value) -> NewRun {
+        let id = new_run_id();
+        NewRun {
+            run_key: format!("manual:{id}"),
+            id,
+            job_id: job_id.to_string(),
+            trigger: Trigger::Manual,
+            inputs,
+            scheduled_at: None,
+            chain_depth: 0,
+            due_at: None,
+            extra: Value::Null,
+        }
+    }
+}
+
+/// A new run id: UUID v7, so ids sort by creation time.
+pub fn new_run_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// The job's inputs overlaid with a trigger's inputs (templates only; the
+/// trigger never changes policy).
+fn merged_inputs(job: &Job, extra: &Value) -> Value {
+    let mut base = job.inputs.clone();
+    if let Value::Object(extra) = extra {
+        for (k, v) in extra {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+    Value::Object(base)
+}
+
+impl RunQueue {
+    pub fn new(
+        store: Store,
+        applied: Arc<Applied>,
+        config: QueueConfig,
+        clock: Clock,
+    ) -> Arc<RunQueue> {
+        Arc::new(RunQueue {
+            state: Mutex::new(State {
+                runs: HashMap::new(),
+                ready: BinaryHeap::new(),
+                delayed: BinaryHeap::new(),
+                parked: HashMap::new(),
+                counts: Counts::default(),
+                pressure: Pressure::new(config.pressure_high, config.pressure_low),
+                failure: HashMap::new(),
+                finished_since_prune: HashMap::new(),
+                applied,
+                draining: false,
+                seq: 0,
+                dispatched: 0,
+                finished: 0,
+            }),
+            work: Notify::new(),
+            released: Notify::new(),
+            store,
+            config,
+            clock,
+        })
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves counts possibly off by one;
+        // keeping the daemon up is worth more than refusing all work.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn view(&self) -> QueueView<'_> {
+        QueueView { state: self.lock() }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Wait until a run finishes (the scheduler's buffered slots).
+    pub async fn released(&self) {
+        self.released.notified().await
+    }
+
+    /// A new revision: specs for runs not yet started, lane limits.
+    pub fn set_applied(&self, applied: Arc<Applied>) {
+        let mut st = self.lock();
+        st.applied = applied;
+        drop(st);
+        // Lane limits may have grown: parked runs may start.
+        self.work.notify_waiters();
+    }
+
+    fn submit(&self, mutations: Vec<Mutation>) {
+        if let Err(e) = self.store.submit(mutations) {
+            tracing::error!(error = %e, "queue: store write failed");
+        }
+    }
+
+    /// Load failure memory and unfinished runs from the store. Runs that
+    /// were `running` belonged to a process that died: their attempt
+    /// failed (lease lost) and they are retried or failed by policy.
+    pub async fn recover(&self) -> Result<RecoverySummary, crate::store::StoreError> {
+        let failures = self.store.failure_states().await?;
+        let approvals = self.store.approvals(true).await?;
+        let runs = self.store.active_runs().await?;
+        let mut summary = RecoverySummary::default();
+        let mut mutations = Vec::new();
+        let t = self.now();
+        {
+            let mut st = self.lock();
+            st.failure = failures.into_iter().collect();
+            for mut run in runs {
+                let job = st
+                    .applied
+                    .snapshot
+                    .jobs
+                    .get(&run.job_id)
+                    .map(|r| r.spec.clone());
+                match run.status {
+                    RunStatus::Running => {
+                        summary.orphaned += 1;
+                        close_attempt(
+                            &mut run,
+                            RunStatus::Failed,
+                            Some("worker lost: the process stopped while running (lease expired)"),
+                            t,
+                        );
+                        let policy = job
+                            .as_ref()
+                            .map(|j| j.retry_policy.clone())
+                            .unwrap_or_default();
+                        match retry::backoff(&policy, run.attempt) {
+                            Some(wait) => {
+                                run.status = RunStatus::Retrying;
+                                let due =
+                                    t + jiff::SignedDuration::try_from(wait).unwrap_or_default();
+                                run.due_at = Some(format_ts(due));
+                                mutations.push(Mutation::Event(
+                                    NewEvent::new("run.retrying", json!({"attempt": run.attempt, "reason": "worker lost", "due_at": run.due_at}))
+                                        .job(run.job_id.clone())
+                                        .run(run.id.clone()),
+                                ));
+                                summary.retried += 1;
+                            }
+                            None => {
+                                let error = "worker lost: the process stopped while running, and no retries are left".to_string();
+                                finish_record(
+                                    &mut run,
+                                    RunStatus::Failed,
+                                    Some(error.clone()),
+                                    None,
+                                    t,
+                                );
+                                if let Some(job) = &job {
+                                    let prev =
+                                        st.failure.get(&run.job_id).cloned().unwrap_or_default();
+                                    let next = retry::after_run(
+                                        &prev,
+                                        &job.failure_memory,
+                                        Some(&error),
+                                        t,
+                                    );
+                                    mutations
+                                        .push(Mutation::Failure(run.job_id.clone(), next.clone()));
+                                    st.failure.insert(run.job_id.clone(), next);
+                                }
+                                mutations.push(Mutation::Event(
+                                    NewEvent::new(
+                                        "run.failed",
+                                        json!({"attempt": run.attempt, "error": error}),
+                                    )
+                                    .job(run.job_id.clone())
+                                    .run(run.id.clone()),
+                                ));
+                                mutations.push(Mutation::PutRun(Box::new(run)));
+                                summary.failed += 1;
+                                continue;
+                            }
+                        }
+                    }
+                    RunStatus::Queued => summary.requeued += 1,
+                    RunStatus::Retrying => summary.retrying += 1,
+                    RunStatus::AwaitingApproval => summary.awaiting_approval += 1,
+                    _ => continue,
+                }
+                mutations.push(Mutation::PutRun(Box::new(run.clone())));
+                self.insert_locked(&mut st, run);
+            }
+            for a in &approvals {
+                if !st.runs.contains_key(&a.run_id) {
+                    continue;
+                }
+                Counts::add(&mut st.counts.approvals_by_job, &a.job_id, 1);
+            }
+        }
+        self.submit(mutations);
+        self.work.notify_waiters();
+        Ok(summary)
+    }
+
+    /// Track a run (not yet in the queue) in the right structure.
+    fn insert_locked(&self, st: &mut State, run: Run) {
+        let id = run.id.clone();
+        Counts::add(&mut st.counts.active_by_job, &run.job_id, 1);
+        if let Some(flow) = &run.flow {
+            Counts::add(&mut st.counts.active_by_flow, flow, 1);
+        }
+        let mut entry = Entry {
+            run,
+            cancel: CancellationToken::new(),
+            ready_seq: None,
+        };
+        match entry.run.status {
+            RunStatus::Queued => {
+                let due = entry
+                    .run
+                    .due_at
+                    .as_ref()
+                    .and_then(|d| d.parse::<Timestamp>().ok());
+                st.counts.waiting += 1;
+                match due {
+                    Some(due) if due > self.now() => st.delayed.push(Reverse((due, id.clone()))),
+                    _ => {
+                        st.seq += 1;
+                        entry.ready_seq = Some(st.seq);
+                        st.ready.push((
+                            ReadyKey {
+                                rank: rank(entry.run.priority),
+                                seq: st.seq,
+                            },
+                            id.clone(),
+                        ));
+                    }
+                }
+            }
+            RunStatus::Retrying => {
+                let due = entry
+                    .run
+                    .due_at
+                    .as_ref()
+                    .and_then(|d| d.parse::<Timestamp>().ok())
+                    .unwrap_or_else(|| self.now());
+                st.delayed.push(Reverse((due, id.clone())));
+            }
+            _ => {}
+        }
+        st.runs.insert(id, entry);
+    }
+
+    /// Add runs. Returns the runs as recorded. Pressure is measured after.
+    pub fn enqueue(&self, new_runs: Vec<NewRun>) -> Vec<Run> {
+        if new_runs.is_empty() {
+            return Vec::new();
+        }
+        let t = self.now();
+        let queued_at = format_ts(t);
+        let mut mutations = Vec::with_capacity(new_runs.len() * 2 + 2);
+        let mut out = Vec::with_capacity(new_runs.len());
+        let mut ready = 0;
+        {
+            let mut st = self.lock();
+            for n in new_runs {
+                let Some(job) = st
+                    .applied
+                    .snapshot
+                    .jobs
+                    .get(&n.job_id)
+                    .map(|r| (r.spec.clone(), r.hash.clone()))
+                else {
+                    tracing::warn!(job = %n.job_id, "enqueue: no such job; run dropped");
+                    continue;
+                };
+                let (job, hash) = job;
+                let revision = st
+                    .applied
+                    .revision
+                    .as_ref()
+                    .map(|r| r.id.clone())
+                    .unwrap_or_default();
+                let priority = st.applied.snapshot.effective_priority(&job);
+                let status = if job.requires_approval {
+                    RunStatus::AwaitingApproval
+                } else {
+                    RunStatus::Queued
+                };
+                let run = Run {
+                    id: n.id,
+                    job_id: n.job_id,
+                    status,
+                    trigger: n.trigger,
+                    inputs: merged_inputs(&job, &n.inputs),
+                    attempt: 0,
+                    attempts: Vec::new(),
+                    scheduled_at: n.scheduled_at.map(format_ts),
+                    queued_at: queued_at.clone(),
+                    started_at: None,
+                    finished_at: None,
+                    duration_ms: None,
+                    error: None,
+                    spec_hash: hash,
+                    revision,
+                    steps: Vec::new(),
+                    usage: Usage::default(),
+                    output: None,
+                    run_key: n.run_key,
+                    due_at: n.due_at.map(format_ts),
+                    priority,
+                    flow: job.flow.clone(),
+                    chain_depth: n.chain_depth,
+                    lease_owner: None,
+                };
+                let mut data = json!({"trigger": run.trigger, "scheduled_at": run.scheduled_at, "priority": run.priority});
+                if let (Value::Object(d), Value::Object(extra)) = (&mut data, &n.extra) {
+                    d.extend(extra.clone());
+                }
+                mutations.push(Mutation::Event(
+                    NewEvent::new("run.queued", data)
+                        .job(run.job_id.clone())
+                        .run(run.id.clone()),
+                ));
+                if status == RunStatus::AwaitingApproval {
+                    let approval = Approval {
+                        id: format!("ap-{}", run.id),
+                        run_id: run.id.clone(),
+                        job_id: run.job_id.clone(),
+                        step_id: None,
+                        reason: Some(format!(
+                            "job {} requires approval for every run",
+                            run.job_id
+                        )),
+                        status: ApprovalStatus::Pending,
+                        requested_at: queued_at.clone(),
+                        decided_at: None,
+                        decided_by: None,
+                    };
+                    Counts::add(&mut st.counts.approvals_by_job, &run.job_id, 1);
+                    mutations.push(Mutation::Event(
+                        NewEvent::new(
+                            "approval.requested",
+                            json!({"approval_id": approval.id, "reason": approval.reason}),
+                        )
+                        .job(run.job_id.clone())
+                        .run(run.id.clone()),
+                    ));
+                    mutations.push(Mutation::PutApproval(approval));
+                } else {
+                    ready += 1;
+                }
+                mutations.push(Mutation::PutRun(Box::new(run.clone())));
+                out.push(run.clone());
+                self.insert_locked(&mut st, run);
+            }
+            let waiting = st.counts.waiting;
+            if let Some(on) = st.pressure.update(waiting) {
+                mutations.push(pressure_event(on, waiting, &st.pressure));
+            }
+        }
+        self.submit(mutations);
+        for _ in 0..ready {
+            self.work.notify_one();
+        }
+        out
+    }
+
+    /// Wait for a ready run and start it. `None` once draining.
+    pub async fn claim(&self) -> Option<Claim> {
+        loop {
+            let notified = self.work.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let next_due = {
+                let mut st = self.lock();
+                if st.draining {
+                    return None;
+                }
+                if let Some(claim) = self.try_claim_locked(&mut st) {
+                    return Some(claim);
+                }
+                st.delayed.peek().map(|Reverse((due, _))| *due)
+            };
+            match next_due {
+                Some(due) => {
+                    let wait = self.clock.until(due).max(Duration::from_millis(1));
+                    tokio::select! {
+                        _ = &mut notified => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    fn try_claim_locked(&self, st: &mut State) -> Option<Claim> {
+        let t = self.now();
+        // Delayed runs whose time has come become ready.
+        while let Some(Reverse((due, _))) = st.delayed.peek() {
+            if *due > t {
+                break;
+            }
+            let Some(Reverse((_, id))) = st.delayed.pop() else {
+                break;
+            };
+            let Some(entry) = st.runs.get_mut(&id) else {
+                continue;
+            };
+            if entry.run.status == RunStatus::Retrying {
+                entry.run.status = RunStatus::Queued;
+                st.counts.waiting += 1;
+            }
+            entry.run.due_at = None;
+            st.seq += 1;
+            let seq = st.seq;
+            if let Some(entry) = st.runs.get_mut(&id) {
+                entry.ready_seq = Some(seq);
+                let key = ReadyKey {
+                    rank: rank(entry.run.priority),
+                    seq,
+                };
+                st.ready.push((key, id));
+            }
+        }
+        while let Some((key, id)) = st.ready.pop() {
+            let Some(entry) = st.runs.get(&id) else {
+                continue;
+            };
+            if entry.ready_seq != Some(key.seq) || entry.run.status != RunStatus::Queued {
+                continue;
+            }
+            let job_id = entry.run.job_id.clone();
+            let Some(job) = st
+                .applied
+                .snapshot
+                .jobs
+                .get(&job_id)
+                .map(|r| (Arc::new(r.spec.clone()), r.hash.clone()))
+            else {
+                // The job was deleted before this run started.
+                let run_id = id.clone();
+                self.finish_locked(
+                    st,
+                    &run_id,
+                    Outcome::Cancelled("the job was deleted before the run started".into()),
+                    t,
+                );
+                continue;
+            };
+            let (job, hash) = job;
+            if let Some(flow) = &job.flow {
+                let max = st
+                    .applied
+                    .snapshot
+                    .flows
+                    .get(flow)
+                    .and_then(|f| f.spec.max_active_runs);
+                let running = st.counts.running_by_flow.get(flow).copied().unwrap_or(0);
+                if max.is_some_and(|m| running >= m as usize) {
+                    if let Some(entry) = st.runs.get_mut(&id) {
+                        entry.ready_seq = None;
+                    }
+                    st.parked.entry(flow.clone()).or_default().push_back(id);
+                    continue;
+                }
+                Counts::add(&mut st.counts.running_by_flow, flow, 1);
+            }
+            st.counts.waiting = st.counts.waiting.saturating_sub(1);
+            st.counts.running += 1;
+            st.dispatched += 1;
+            let started = format_ts(t);
+            let owner = self.config.owner.clone();
+            let entry = st.runs.get_mut(&id)?;
+            let run = &mut entry.run;
+            run.status = RunStatus::Running;
+            run.attempt += 1;
+            run.started_at.get_or_insert_with(|| started.clone());
+            run.spec_hash = hash;
+            run.lease_owner = Some(owner);
+            run.attempts.push(Attempt {
+                n: run.attempt,
+                started_at: started,
+                finished_at: None,
+                status: RunStatus::Running,
+                error: None,
+            });
+            entry.ready_seq = None;
+            let claim = Claim {
+                run: run.clone(),
+                job,
+                cancel: entry.cancel.clone(),
+            };
+            let event = NewEvent::new("run.started", json!({"attempt": claim.run.attempt}))
+                .job(claim.run.job_id.clone())
+                .run(claim.run.id.clone());
+            let waiting = st.counts.waiting;
+            let flip = st.pressure.update(waiting);
+            let mut mutations = vec![
+                Mutation::PutRun(Box::new(claim.run.clone())),
+                Mutation::Event(event),
+            ];
+            if let Some(on) = flip {
+                mutations.push(pressure_event(on, waiting, &st.pressure));
+            }
+            self.submit(mutations);
+            return Some(claim);
+        }
+        None
+    }
+
+    /// Record how an attempt ended: success, retry, failure, cancel.
+    pub fn finish(&self, run_id: &str, outcome: Outcome) {
+        let t = self.now();
+        {
+            let mut st = self.lock();
+            self.finish_locked(&mut st, run_id, outcome, t);
+        }
+        self.released.notify_waiters();
+    }
+
+    fn finish_locked(&self, st: &mut State, run_id: &str, outcome: Outcome, t: Timestamp) {
+        let Some(entry) = st.runs.get_mut(run_id) else {
+            return;
+        };
+        let was = entry.run.status;
+        let run = &mut entry.run;
+        let job = st
+            .applied
+            .snapshot
+            .jobs
+            .get(&run.job_id)
+            .map(|r| r.spec.clone());
+        let mut mutations = Vec::with_capacity(3);
+        let ev = |t: &str, data: Value, run: &Run| {
+            Mutation::Event(
+                NewEvent::new(t, data)
+                    .job(run.job_id.clone())
+                    .run(run.id.clone()),
+            )
+        };
+        // Leaving `running` frees a worker and a lane place.
+        if was == RunStatus::Running {
+            st.counts.running = st.counts.running.saturating_sub(1);
+            if let Some(flow) = &run.flow {
+                Counts::add(&mut st.counts.running_by_flow, flow, -1);
+            }
+        } else if was == RunStatus::Queued {
+            st.counts.waiting = st.counts.waiting.saturating_sub(1);
+        } else if was == RunStatus::AwaitingApproval {
+            Counts::add(&mut st.counts.approvals_by_job, &run.job_id, -1);
+        }
+        let final_failure: Option<String>;
+        match outcome {
+            Outcome::Succeeded(output) => {
+                close_attempt(run, RunStatus::Succeeded, None, t);
+                finish_record(run, RunStatus::Succeeded, None, Some(output), t);
+                mutations.push(ev(
+                    "run.completed",
+                    json!({"attempt": run.attempt, "duration_ms": run.duration_ms}),
+                    run,
+                ));
+                final_failure = None;
+                if let Some(job) = &job {
+                    let prev = st.failure.get(&run.job_id).cloned().unwrap_or_default();
+                    if prev != FailureState::default() {
+                        let next = retry::after_run(&prev, &job.failure_memory, None, t);
+                        mutations.push(Mutation::Failure(run.job_id.clone(), next.clone()));
+                        st.failure.insert(run.job_id.clone(), next);
+                    }
+                }
+            }
+            Outcome::Interrupted => {
+                close_attempt(
+                    run,
+                    RunStatus::Cancelled,
+                    Some("interrupted by shutdown; the run is queued again"),
+                    t,
+                );
+                // Does not count against retries.
+                run.attempt = run.attempt.saturating_sub(1);
+                run.status = RunStatus::Queued;
+                run.lease_owner = None;
+                mutations.push(ev(
+                    "run.queued",
+                    json!({"trigger": run.trigger, "reason": "interrupted by shutdown"}),
+                    run,
+                ));
+                mutations.push(Mutation::PutRun(Box::new(run.clone())));
+                self.submit(mutations);
+                // Stays active; it runs after the restart.
+                return;
+            }
+            Outcome::Cancelled(reason) => {
+                close_attempt(run, RunStatus::Cancelled, Some(&reason), t);
+                finish_record(run, RunStatus::Cancelled, Some(reason.clone()), None, t);
+                mutations.push(ev("run.cancelled", json!({"reason": reason}), run));
+                final_failure = None;
+            }
+            outcome @ (Outcome::Failed(_) | Outcome::TimedOut) => {
+                let (attempt_status, error, retryable) = match &outcome {
+                    Outcome::TimedOut => (
+                        RunStatus::TimedOut,
+                        format!(
+                            "timed out after {} ms",
+                            job.as_ref().map(|j| j.timeout_ms).unwrap_or(0)
+                        ),
+                        true,
+                    ),
+                    Outcome::Failed(e) => (RunStatus::Failed, e.to_string(), e.is_retryable()),
+                    _ => (RunStatus::Failed, String::new(), false),
+                };
+                close_attempt(run, attempt_status, Some(&error), t);
+                if attempt_status == RunStatus::TimedOut {
+                    mutations.push(ev(
+                        "run.timed_out",
+                        json!({"attempt": run.attempt, "error": error}),
+                        run,
+                    ));
+                }
+                let policy = job
+                    .as_ref()
+                    .map(|j| j.retry_policy.clone())
+                    .unwrap_or_default();
+                let wait = if retryable {
+                    retry::backoff(&policy, run.attempt)
+                } else {
+                    None
+                };
+                match wait {
+                    Some(wait) => {
+                        let due = t + jiff::SignedDuration::try_from(wait).unwrap_or_default();
+                        run.status = RunStatus::Retrying;
+                        run.error = Some(error.clone());
+                        run.due_at = Some(format_ts(due));
+                        run.lease_owner = None;
+                        mutations.push(ev(
+                            "run.retrying",
+                            json!({"attempt": run.attempt, "error": error, "due_at": run.due_at}),
+                            run,
+                        ));
+                        mutations.push(Mutation::PutRun(Box::new(run.clone())));
+                        st.delayed.push(Reverse((due, run_id.to_string())));
+                        self.submit(mutations);
+                        // Still active: counts for overlap and lanes.
+                        self.work.notify_one();
+                        return;
+                    }
+                    None => {
+                        finish_record(run, attempt_status, Some(error.clone()), None, t);
+                        if attempt_status == RunStatus::Failed {
+                            mutations.push(ev(
+                                "run.failed",
+                                json!({"attempt": run.attempt, "error": error}),
+                                run,
+                            ));
+                        }
+                        final_failure = Some(error);
+                    }
+                }
+            }
+        }
+        // Terminal from here: the run leaves the queue.
+        if let Some(error) = &final_failure
+            && let Some(job) = &job
+        {
+            let prev = st.failure.get(&run.job_id).cloned().unwrap_or_default();
+            let next = retry::after_run(&prev, &job.failure_memory, Some(error), t);
+            if next.cooldown_until.is_some() && next.cooldown_until != prev.cooldown_until {
+                mutations.push(ev(
+                    "job.cooldown",
+                    json!({"consecutive_failures": next.consecutive_failures, "cooldown_until": next.cooldown_until}),
+                    run,
+                ));
+            }
+            mutations.push(Mutation::Failure(run.job_id.clone(), next.clone()));
+            st.failure.insert(run.job_id.clone(), next);
+        }
+        let run = run.clone();
+        mutations.push(Mutation::PutRun(Box::new(run.clone())));
+        st.runs.remove(run_id);
+        st.finished += 1;
+        Counts::add(&mut st.counts.active_by_job, &run.job_id, -1);
+        if let Some(flow) = &run.flow {
+            Counts::add(&mut st.counts.active_by_flow, flow, -1);
+            // A lane place is free: a parked run of the lane may start.
+            if let Some(parked) = st.parked.get_mut(flow)
+                && let Some(next) = parked.pop_front()
+            {
+                st.seq += 1;
+                let seq = st.seq;
+                if let Some(entry) = st.runs.get_mut(&next) {
+                    entry.ready_seq = Some(seq);
+                    st.ready.push((
+                        ReadyKey {
+                            rank: rank(entry.run.priority),
+                            seq,
+                        },
+                        next,
+                    ));
+                    self.work.notify_one();
+                }
+            }
+        }
+        let count = st
+            .finished_since_prune
+            .entry(run.job_id.clone())
+            .or_default();
+        *count += 1;
+        // Prune in batches: one delete per `keep/10` finished runs.
+        if *count >= (self.config.keep_runs / 10).max(1) {
+            *count = 0;
+            mutations.push(Mutation::PruneRuns {
+                job_id: run.job_id.clone(),
+                keep: self.config.keep_runs,
+            });
+        }
+        let waiting = st.counts.waiting;
+        if let Some(on) = st.pressure.update(waiting) {
+            mutations.push(pressure_event(on, waiting, &st.pressure));
+        }
+        self.submit(mutations);
+    }
+
+    /// Cancel a job's active runs (`overlap: replace`): queued ones at
+    /// once, running ones through their token (the worker then finishes
+    /// them as cancelled).
+    pub fn cancel_job_runs(&self, job_id: &str, reason: &str) -> usize {
+        let t = self.now();
+        let mut cancelled = 0;
+        {
+            let mut st = self.lock();
+            let ids: Vec<(String, RunStatus)> = st
+                .runs
+                .values()
+                .filter(|e| e.run.job_id == job_id)
+                .map(|e| (e.run.id.clone(), e.run.status))
+                .collect();
+            for (id, status) in ids {
+                cancelled += 1;
+                if status == RunStatus::Running {
+                    if let Some(e) = st.runs.get(&id) {
+                        e.cancel.cancel();
+                    }
+                } else {
+                    self.finish_locked(&mut st, &id, Outcome::Cancelled(reason.to_string()), t);
+                }
+            }
+        }
+        self.released.notify_waiters();
+        cancelled
+    }
+
+    /// Why a running run's token fired: replace (cancelled) or not.
+    pub fn cancel_reason(&self, run_id: &str) -> Option<String> {
+        let st = self.lock();
+        st.runs
+            .get(run_id)
+            .filter(|e| e.cancel.is_cancelled())
+            .map(|e| format!("replaced by a newer run of {}", e.run.job_id))
+    }
+
+    /// Approve or reject a pending approval.
+    pub fn decide(&self, approval: &Approval, approve: bool, by: &str) -> Result<(), String> {
+        let t = self.now();
+        let mut mutations = Vec::new();
+        {
+            let mut st = self.lock();
+            let Some(entry) = st.runs.get_mut(&approval.run_id) else {
+                return Err(format!("run {} is not waiting", approval.run_id));
+            };
+            if entry.run.status != RunStatus::AwaitingApproval {
+                return Err(format!(
+                    "run {} is {}, not awaiting approval",
+                    approval.run_id,
+                    entry.run.status.as_str()
+                ));
+            }
+            let decided = Approval {
+                status: if approve {
+                    ApprovalStatus::Approved
+                } else {
+                    ApprovalStatus::Rejected
+                },
+                decided_at: Some(format_ts(t)),
+                decided_by: Some(by.to_string()),
+                ..approval.clone()
+            };
+            let event = if approve {
+                "approval.approved"
+            } else {
+                "approval.rejected"
+            };
+            mutations.push(Mutation::Event(
+                NewEvent::new(event, json!({"approval_id": decided.id, "by": by}))
+                    .job(decided.job_id.clone())
+                    .run(decided.run_id.clone()),
+            ));
+            mutations.push(Mutation::PutApproval(decided));
+            if approve {
+                Counts::add(&mut st.counts.approvals_by_job, &approval.job_id, -1);
+                st.counts.waiting += 1;
+                st.seq += 1;
+                let seq = st.seq;
+                if let Some(entry) = st.runs.get_mut(&approval.run_id) {
+                    entry.run.status = RunStatus::Queued;
+                    entry.ready_seq = Some(seq);
+                    mutations.push(Mutation::PutRun(Box::new(entry.run.clone())));
+                    let key = ReadyKey {
+                        rank: rank(entry.run.priority),
+                        seq,
+                    };
+                    st.ready.push((key, approval.run_id.clone()));
+                }
+            } else {
+                self.submit(std::mem::take(&mut mutations));
+                let reason = format!("approval {} rejected by {by}", approval.id);
+                self.finish_locked(
+                    &mut st,
+                    &approval.run_id,
+                    Outcome::Failed(RunError::Permanent(reason)),
+                    t,
+                );
+            }
+        }
+        self.submit(mutations);
+        self.work.notify_one();
+        self.released.notify_waiters();
+        Ok(())
+    }
+
+    /// Stop handing out runs (shutdown).
+    pub fn drain(&self) {
+        self.lock().draining = true;
+        self.work.notify_waiters();
+    }
+
+    /// Tokens of the runs executing now (to interrupt them after the grace).
+    pub fn running_tokens(&self) -> Vec<CancellationToken> {
+        self.lock()
+            .runs
+            .values()
+            .filter(|e| e.run.status == RunStatus::Running)
+            .map(|e| e.cancel.clone())
+            .collect()
+    }
+
+    /// A run as the queue holds it (unfinished runs only).
+    pub fn get(&self, run_id: &str) -> Option<Run> {
+        self.lock().runs.get(run_id).map(|e| e.run.clone())
+    }
+}
+
+fn pressure_event(on: bool, waiting: usize, p: &Pressure) -> Mutation {
+    let t = if on {
+        "scheduler.pressure_on"
+    } else {
+        "scheduler.pressure_off"
+    };
+    Mutation::Event(NewEvent::new(
+        t,
+        json!({"waiting": waiting, "high": p.high, "low": p.low}),
+    ))
+}
+
+fn close_attempt(run: &mut Run, status: RunStatus, error: Option<&str>, t: Timestamp) {
+    if let Some(a) = run.attempts.last_mut()
+        && a.finished_at.is_none()
+    {
+        a.finished_at = Some(format_ts(t));
+        a.status = status;
+        a.error = error.map(str::to_string);
+    }
+}
+
+fn finish_record(
+    run: &mut Run,
+    status: RunStatus,
+    error: Option<String>,
+    output: Option<Value>,
+    t: Timestamp,
+) {
+    run.status = status;
+    run.error = error;
+    run.output = output;
+    run.due_at = None;
+    run.lease_owner = None;
+    run.finished_at = Some(format_ts(t));
+    run.duration_ms = run
+        .started_at
+        .as_ref()
+        .and_then(|s| s.parse::<Timestamp>().ok())
+        .map(|s| t.duration_since(s).as_millis().max(0) as u64);
+}
+
+/// What recovery found on start.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RecoverySummary {
+    pub requeued: usize,
+    pub retrying: usize,
+    pub awaiting_approval: usize,
+    /// Runs that were `running` when the process died.
+    pub orphaned: usize,
+    pub retried: usize,
+    pub failed: usize,
+}

@@ -1,0 +1,586 @@
+//! The scheduler: a timer heap of each job's next slot, earliest first.
+//!
+//! It sleeps until the earliest slot is due, then gives every due slot
+//! exactly one outcome: dispatched (a run keyed `job@slot` is queued) or
+//! skipped with a reason event. At most `max_dispatch_per_tick` slots
+//! dispatch per wake-up; the rest keep their place (earliest due first, so
+//! no job starves whatever its id) and wait for the next tick, and a
+//! deferred slot whose successor is already due is skipped (`tick_limit`)
+//! rather than piling up.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::guards::{self, Decision, GuardInput, SkipReason};
+use super::slots::{Slot, SlotRule};
+use crate::queue::{NewRun, RunQueue, new_run_id};
+use crate::spec::model::Job;
+use crate::store::runs::Trigger;
+use crate::store::{Applied, Mutation, NewEvent, format_ts};
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// `SCHEDULER_MAX_DISPATCH_PER_TICK`.
+    pub max_dispatch_per_tick: usize,
+    /// After a capped wake-up, the rest waits this long (the seeds' tick).
+    pub tick: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            max_dispatch_per_tick: 80,
+            tick: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct HeapEntry {
+    /// When the job started waiting: the fire time, or for a slot that
+    /// replaced one the tick cap held back, that older slot's wait. Ordering
+    /// by it first is what keeps the cap fair: a job held back goes ahead
+    /// of jobs that just ran, whatever its id.
+    waiting_since: Timestamp,
+    fire_at: Timestamp,
+    nominal: Timestamp,
+    job: String,
+    generation: u64,
+}
+
+struct JobSchedule {
+    rule: SlotRule,
+    /// Hash of the schedule block: a change reschedules from now.
+    schedule_hash: String,
+    generation: u64,
+    /// The slot in the heap was held back by the tick cap.
+    deferred: bool,
+}
+
+/// What the scheduler has done since start, for status and benchmarks.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct SchedulerStats {
+    pub dispatched: u64,
+    pub skipped: HashMap<&'static str, u64>,
+    pub lateness: LatenessSummary,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct LatenessSummary {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Dispatch lateness (enqueue time − fire time), log-linear buckets of
+/// 1/16 of a power of two: ~6% precision, fixed memory.
+#[derive(Debug, Clone)]
+pub struct Lateness {
+    buckets: Vec<u64>,
+    count: u64,
+    max_us: u64,
+}
+
+impl Default for Lateness {
+    fn default() -> Self {
+        Lateness {
+            buckets: vec![0; 64 * 16],
+            count: 0,
+            max_us: 0,
+        }
+    }
+}
+
+impl Lateness {
+    fn index(us: u64) -> usize {
+        if us < 16 {
+            return us as usize;
+        }
+        let power = 63 - us.leading_zeros() as usize; // >= 4
+        let sub = ((us >> (power - 4)) & 15) as usize;
+        (power - 3) * 16 + sub
+    }
+
+    fn upper(index: usize) -> u64 {
+        if index < 16 {
+            return index as u64;
+        }
+        let power = index / 16 + 3;
+        let sub = (index % 16) as u64;
+        ((16 + sub + 1) << (power - 4)).saturating_sub(1)
+    }
+
+    pub fn record(&mut self, us: u64) {
+        let i = Self::index(us).min(self.buckets.len() - 1);
+        self.buckets[i] += 1;
+        self.count += 1;
+        self.max_us = self.max_us.max(us);
+    }
+
+    pub fn quantile_us(&self, q: f64) -> u64 {
+        if self.count == 0 {
+            return 0;
+        }
+        let rank = ((self.count as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Self::upper(i).min(self.max_us);
+            }
+        }
+        self.max_us
+    }
+
+    pub fn summary(&self) -> LatenessSummary {
+        LatenessSummary {
+            count: self.count,
+            p50_ms: self.quantile_us(0.5) as f64 / 1000.0,
+            p99_ms: self.quantile_us(0.99) as f64 / 1000.0,
+            max_ms: self.max_us as f64 / 1000.0,
+        }
+    }
+}
+
+/// Shared, read by the API.
+#[derive(Default)]
+pub struct StatsCell {
+    inner: Mutex<(u64, HashMap<&'static str, u64>, Lateness)>,
+}
+
+impl StatsCell {
+    pub fn snapshot(&self) -> SchedulerStats {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        SchedulerStats {
+            dispatched: g.0,
+            skipped: g.1.clone(),
+            lateness: g.2.summary(),
+        }
+    }
+}
+
+pub struct Scheduler {
+    queue: Arc<RunQueue>,
+    config: SchedulerConfig,
+    jobs: HashMap<String, JobSchedule>,
+    heap: BinaryHeap<Reverse<HeapEntry>>,
+    /// `buffer_one` slots waiting for the job's active run to finish.
+    buffered: HashMap<String, Slot>,
+    next_generation: u64,
+    applied: Arc<Applied>,
+    stats: Arc<StatsCell>,
+    /// Earliest time the next capped tick may run.
+    not_before: Option<Timestamp>,
+}
+
+fn schedule_hash(job: &Job) -> String {
+    crate::spec::snapshot::spec_hash(&job.schedule)
+}
+
+impl Scheduler {
+    pub fn new(queue: Arc<RunQueue>, config: SchedulerConfig, stats: Arc<StatsCell>) -> Self {
+        Scheduler {
+            queue,
+            config,
+            jobs: HashMap::new(),
+            heap: BinaryHeap::new(),
+            buffered: HashMap::new(),
+            next_generation: 0,
+            applied: Arc::new(Applied::default()),
+            stats,
+            not_before: None,
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.queue.clock().now()
+    }
+
+    /// Run until cancelled, following applied revisions.
+    pub async fn run(
+        mut self,
+        mut applied_rx: watch::Receiver<Arc<Applied>>,
+        last_slots: HashMap<String, Timestamp>,
+        cancel: CancellationToken,
+    ) {
+        let first = applied_rx.borrow_and_update().clone();
+        self.apply(first, &last_slots);
+        loop {
+            let now = self.now();
+            let mut wake = self.heap.peek().map(|Reverse(e)| e.fire_at);
+            if let (Some(w), Some(nb)) = (wake, self.not_before) {
+                wake = Some(w.max(nb));
+            }
+            let sleep = match wake {
+                Some(w) => self.queue.clock().until(w),
+                None => Duration::from_secs(3600),
+            };
+            let _ = now;
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(sleep) => {}
+                changed = applied_rx.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let applied = applied_rx.borrow_and_update().clone();
+                    self.apply(applied, &HashMap::new());
+                }
+                _ = self.queue.released(), if !self.buffered.is_empty() => {}
+            }
+            self.tick();
+        }
+    }
+
+    /// Follow a new applied snapshot: new and rescheduled jobs get slots
+    /// from now; deleted and disabled jobs lose theirs; on start, slots
+    /// missed since `last_slots` follow each job's misfire policy.
+    pub fn apply(&mut self, applied: Arc<Applied>, last_slots: &HashMap<String, Timestamp>) {
+        self.queue.set_applied(applied.clone());
+        let now = self.now();
+        let mut catchup: Vec<(String, Slot)> = Vec::new();
+        let mut mutations = Vec::new();
+        let mut wanted: HashMap<&str, &Job> = HashMap::new();
+        for (id, r) in &applied.snapshot.jobs {
+            if r.spec.enabled && r.spec.schedule.is_some() {
+                wanted.insert(id.as_str(), &r.spec);
+            }
+        }
+        self.jobs.retain(|id, _| wanted.contains_key(id.as_str()));
+        self.buffered
+            .retain(|id, _| wanted.contains_key(id.as_str()));
+        for (id, job) in wanted {
+            let hash = schedule_hash(job);
+            if self.jobs.get(id).is_some_and(|j| j.schedule_hash == hash) {
+                continue;
+            }
+            let Some(schedule) = &job.schedule else {
+                continue;
+            };
+            let rule = match SlotRule::compile(schedule, id) {
+                Ok(rule) => rule,
+                Err(e) => {
+                    // Validation rejects this; a stored spec from an older
+                    // binary could still carry it.
+                    tracing::error!(job = id, error = %e, "schedule does not compile; job not scheduled");
+                    continue;
+                }
+            };
+            let is_new = !self.jobs.contains_key(id);
+            self.next_generation += 1;
+            let generation = self.next_generation;
+            let from = now;
+            if is_new && let Some(last) = last_slots.get(id) {
+                let missed = rule.missed(Some(*last), now);
+                for slot in &missed.skipped {
+                    mutations.push(skip_event(id, SkipReason::Missed, slot, json!({})));
+                }
+                if missed.skipped_more > 0 {
+                    mutations.push(Mutation::Event(
+                        NewEvent::new(
+                            SkipReason::Missed.event_type(),
+                            json!({"count": missed.skipped_more, "note": "older missed slots, counted"}),
+                        )
+                        .job(id.to_string()),
+                    ));
+                }
+                self.count_skips(SkipReason::Missed, missed.skipped_total());
+                if let Some(last_skipped) = missed.skipped.last() {
+                    mutations.push(Mutation::JobSlot(
+                        id.to_string(),
+                        format_ts(last_skipped.nominal),
+                    ));
+                }
+                catchup.extend(missed.run.into_iter().map(|s| (id.to_string(), s)));
+            }
+            if let Some(slot) = rule.next_slot(from) {
+                self.heap.push(Reverse(HeapEntry {
+                    waiting_since: slot.fire_at,
+                    fire_at: slot.fire_at,
+                    nominal: slot.nominal,
+                    job: id.to_string(),
+                    generation,
+                }));
+            }
+            self.jobs.insert(
+                id.to_string(),
+                JobSchedule {
+                    rule,
+                    schedule_hash: hash,
+                    generation,
+                    deferred: false,
+                },
+            );
+        }
+        if let Err(e) = self.queue.store().submit(mutations) {
+            tracing::error!(error = %e, "scheduler: store write failed");
+        }
+        self.applied = applied;
+        // Catch-up runs go through the guards like any slot.
+        if !catchup.is_empty() {
+            let mut batch = Vec::new();
+            let mut mutations = Vec::new();
+            for (job, slot) in catchup {
+                self.dispatch_slot(&job, slot, true, now, &mut batch, &mut mutations);
+            }
+            self.flush(batch, mutations);
+        }
+    }
+
+    fn count_skips(&self, reason: SkipReason, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let mut g = self.stats.inner.lock().unwrap_or_else(|p| p.into_inner());
+        *g.1.entry(reason.as_str()).or_default() += n;
+    }
+
+    /// Give every due slot its outcome, up to the tick cap.
+    pub fn tick(&mut self) {
+        let now = self.now();
+        if self.not_before.is_some_and(|nb| now < nb) {
+            return;
+        }
+        self.not_before = None;
+        let mut batch: Vec<(NewRun, Timestamp)> = Vec::new();
+        let mut mutations = Vec::new();
+
+        // Buffered slots whose job went idle dispatch first: they are oldest.
+        let idle: Vec<String> = {
+            let view = self.queue.view();
+            self.buffered
+                .keys()
+                .filter(|j| view.active_runs(j) == 0)
+                .cloned()
+                .collect()
+        };
+        for job in idle {
+            if let Some(slot) = self.buffered.remove(&job) {
+                self.dispatch_slot(&job, slot, false, now, &mut batch, &mut mutations);
+            }
+        }
+
+        let mut dispatched = batch.len();
+        while let Some(Reverse(top)) = self.heap.peek() {
+            if top.fire_at > now {
+                break;
+            }
+            let Some(Reverse(entry)) = self.heap.pop() else {
+                break;
+            };
+            let Some(js) = self.jobs.get(&entry.job) else {
+                continue;
+            };
+            if js.generation != entry.generation {
+                continue;
+            }
+            if dispatched >= self.config.max_dispatch_per_tick {
+                // Keep its place; mark every job left waiting as deferred.
+                self.heap.push(Reverse(entry));
+                let waiting: Vec<String> = self
+                    .heap
+                    .iter()
+                    .filter(|Reverse(e)| e.fire_at <= now)
+                    .map(|Reverse(e)| e.job.clone())
+                    .collect();
+                for j in waiting {
+                    if let Some(js) = self.jobs.get_mut(&j) {
+                        js.deferred = true;
+                    }
+                }
+                self.not_before = Some(
+                    now + jiff::SignedDuration::try_from(self.config.tick).unwrap_or_default(),
+                );
+                break;
+            }
+            let slot = Slot {
+                nominal: entry.nominal,
+                fire_at: entry.fire_at,
+            };
+            let next = js.rule.next_slot(entry.nominal);
+            let deferred = js.deferred;
+            let superseded = next.is_some_and(|n| n.fire_at <= now);
+            if let Some(n) = next {
+                self.heap.push(Reverse(HeapEntry {
+                    // The successor of a held-back slot inherits its wait.
+                    waiting_since: if superseded {
+                        entry.waiting_since
+                    } else {
+                        n.fire_at
+                    },
+                    fire_at: n.fire_at,
+                    nominal: n.nominal,
+                    job: entry.job.clone(),
+                    generation: entry.generation,
+                }));
+            }
+            // A newer slot is already due: this one is too late to matter.
+            if superseded {
+                let reason = if deferred {
+                    SkipReason::TickLimit
+                } else {
+                    SkipReason::Missed
+                };
+                mutations.push(skip_event(&entry.job, reason, &slot, json!({})));
+                mutations.push(Mutation::JobSlot(
+                    entry.job.clone(),
+                    format_ts(slot.nominal),
+                ));
+                self.count_skips(reason, 1);
+                continue;
+            }
+            if let Some(js) = self.jobs.get_mut(&entry.job) {
+                js.deferred = false;
+            }
+            let before = batch.len();
+            self.dispatch_slot(&entry.job, slot, false, now, &mut batch, &mut mutations);
+            dispatched += batch.len() - before;
+        }
+        self.flush(batch, mutations);
+    }
+
+    /// Decide one slot; a dispatch is added to `batch`.
+    fn dispatch_slot(
+        &mut self,
+        job_id: &str,
+        slot: Slot,
+        catchup: bool,
+        now: Timestamp,
+        batch: &mut Vec<(NewRun, Timestamp)>,
+        mutations: &mut Vec<Mutation>,
+    ) {
+        let Some(job) = self.applied.snapshot.jobs.get(job_id).map(|r| &r.spec) else {
+            return;
+        };
+        let pending_in_batch = batch.iter().filter(|(r, _)| r.job_id == job_id).count();
+        let lane_in_batch = |flow: &str| {
+            batch
+                .iter()
+                .filter(|(r, _)| {
+                    self.applied
+                        .snapshot
+                        .jobs
+                        .get(&r.job_id)
+                        .and_then(|j| j.spec.flow.as_deref())
+                        == Some(flow)
+                })
+                .count()
+        };
+        let decision = {
+            let view = self.queue.view();
+            let lane = job.flow.as_ref().map(|f| {
+                let mut l = view.lane(f);
+                l.active += lane_in_batch(f);
+                l
+            });
+            guards::decide(&GuardInput {
+                priority: self.applied.snapshot.effective_priority(job),
+                overlap: job.overlap,
+                active_runs: view.active_runs(job_id) + pending_in_batch,
+                buffered: self.buffered.contains_key(job_id),
+                lane,
+                pressure: view.pressure(),
+                cooldown_until: view.cooldown_until(job_id),
+                approval_pending: view.approval_pending(job_id),
+                now,
+            })
+        };
+        match decision {
+            Decision::Skip(reason) => {
+                mutations.push(skip_event(job_id, reason, &slot, json!({})));
+                mutations.push(Mutation::JobSlot(
+                    job_id.to_string(),
+                    format_ts(slot.nominal),
+                ));
+                self.count_skips(reason, 1);
+            }
+            Decision::Buffer => {
+                self.buffered.insert(job_id.to_string(), slot);
+            }
+            Decision::Dispatch | Decision::Replace => {
+                if decision == Decision::Replace {
+                    let n = self
+                        .queue
+                        .cancel_job_runs(job_id, "replaced by a newer slot (overlap: replace)");
+                    tracing::debug!(job = job_id, cancelled = n, "overlap replace");
+                }
+                let nominal = format_ts(slot.nominal);
+                let run = NewRun {
+                    id: new_run_id(),
+                    job_id: job_id.to_string(),
+                    trigger: Trigger::Schedule,
+                    inputs: serde_json::Value::Null,
+                    run_key: format!("{job_id}@{nominal}"),
+                    scheduled_at: Some(slot.nominal),
+                    chain_depth: 0,
+                    due_at: None,
+                    extra: if catchup {
+                        json!({"catchup": true})
+                    } else {
+                        serde_json::Value::Null
+                    },
+                };
+                mutations.push(Mutation::JobSlot(job_id.to_string(), nominal));
+                batch.push((run, slot.fire_at));
+            }
+        }
+    }
+
+    fn flush(&mut self, batch: Vec<(NewRun, Timestamp)>, mutations: Vec<Mutation>) {
+        if let Err(e) = self.queue.store().submit(mutations) {
+            tracing::error!(error = %e, "scheduler: store write failed");
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let fires: Vec<Timestamp> = batch.iter().map(|(_, f)| *f).collect();
+        let runs: Vec<NewRun> = batch.into_iter().map(|(r, _)| r).collect();
+        let queued = self.queue.enqueue(runs);
+        // Lateness: from the fire time to the moment the run is queued.
+        let at = self.now();
+        let mut g = self.stats.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 += queued.len() as u64;
+        for fire in fires {
+            let late = at.duration_since(fire).as_micros().max(0) as u64;
+            g.2.record(late);
+        }
+    }
+}
+
+fn skip_event(job: &str, reason: SkipReason, slot: &Slot, extra: serde_json::Value) -> Mutation {
+    let mut data = json!({"slot": format_ts(slot.nominal), "reason": reason.as_str()});
+    if let (serde_json::Value::Object(d), serde_json::Value::Object(e)) = (&mut data, extra) {
+        d.extend(e);
+    }
+    Mutation::Event(NewEvent::new(reason.event_type(), data).job(job.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lateness_quantiles_are_close() {
+        let mut l = Lateness::default();
+        for us in 1..=10_000u64 {
+            l.record(us);
+        }
+        let p50 = l.quantile_us(0.5) as f64;
+        let p99 = l.quantile_us(0.99) as f64;
+        assert!((p50 - 5000.0).abs() / 5000.0 < 0.07, "{p50}");
+        assert!((p99 - 9900.0).abs() / 9900.0 < 0.07, "{p99}");
+        assert_eq!(l.quantile_us(1.0), 10_000);
+        for us in [0, 1, 15, 16, 17, 1000, 123_456, u32::MAX as u64] {
+            let i = Lateness::index(us);
+            assert!(Lateness::upper(i) >= us, "{us} -> {i}");
+        }
+    }
+}

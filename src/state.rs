@@ -1,0 +1,87 @@
+//! What the running daemon shares between its tasks: the store, the applied
+//! snapshot, the last reconcile result and the live event feed.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{broadcast, watch};
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::queue::{RecoverySummary, RunQueue};
+use crate::reconcile::ReconcileStatus;
+use crate::reconcile::diff::Plan;
+use crate::schedule::scheduler::StatsCell;
+use crate::store::{Applied, Event, Store};
+
+pub struct Shared {
+    pub store: Store,
+    /// The config directory.
+    pub dir: PathBuf,
+    /// The applied snapshot and its revision; swapped whole on apply.
+    pub applied: ArcSwap<Applied>,
+    pub last_reconcile: ArcSwap<Option<ReconcileStatus>>,
+    /// The applied snapshot, for tasks that react to a new revision.
+    pub applied_tx: watch::Sender<Arc<Applied>>,
+    pub started_at: Instant,
+    /// Bearer token for the API (`MULTIJOB_API_TOKEN`).
+    pub api_token: Option<String>,
+    pub queue: Arc<RunQueue>,
+    pub scheduler: Arc<StatsCell>,
+    pub workers_busy: Arc<AtomicUsize>,
+    pub workers_total: AtomicUsize,
+    pub recovery: ArcSwap<Option<RecoverySummary>>,
+}
+
+impl Shared {
+    pub fn new(
+        store: Store,
+        dir: PathBuf,
+        applied: Applied,
+        api_token: Option<String>,
+        queue_config: crate::queue::QueueConfig,
+        clock: crate::clock::Clock,
+    ) -> Arc<Self> {
+        let applied = Arc::new(applied);
+        let queue = RunQueue::new(store.clone(), applied.clone(), queue_config, clock);
+        let (applied_tx, _) = watch::channel(applied.clone());
+        Arc::new(Shared {
+            store,
+            dir,
+            applied: ArcSwap::new(applied),
+            last_reconcile: ArcSwap::new(Arc::new(None)),
+            applied_tx,
+            started_at: Instant::now(),
+            api_token,
+            queue,
+            scheduler: Arc::new(StatsCell::default()),
+            workers_busy: Arc::new(AtomicUsize::new(0)),
+            workers_total: AtomicUsize::new(0),
+            recovery: ArcSwap::new(Arc::new(None)),
+        })
+    }
+
+    /// Committed events, in id order, as they commit.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.store.subscribe()
+    }
+
+    /// A new revision was applied.
+    pub fn on_applied(&self, applied: Arc<Applied>, _plan: &Plan) {
+        self.applied_tx.send_replace(applied);
+    }
+
+    pub fn workers(&self) -> (usize, usize) {
+        (
+            self.workers_busy.load(Ordering::Relaxed),
+            self.workers_total.load(Ordering::Relaxed),
+        )
+    }
+
+    /// True once a revision is applied (from the store or this run).
+    pub fn has_revision(&self) -> bool {
+        self.applied.load().revision.is_some()
+    }
+}

@@ -1,0 +1,620 @@
+//! The read-only status API. Only GET; errors are `{"error": "..."}`;
+//! lists are `{"items": [...], "next_cursor": ...}`; times RFC 3339 UTC.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::reconcile::{load_dir, render};
+use crate::schedule::slots::SlotRule;
+use crate::spec::model::{Job, Kind};
+use crate::spec::snapshot::{Resource, Snapshot};
+use crate::state::Shared;
+use crate::store::format_ts;
+use crate::store::runs::{Run, RunQuery, RunStatus};
+
+type AppState = Arc<Shared>;
+
+/// An API error: a status and a one-line reason.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+/// Build the router; tests call this in-process.
+pub fn router(shared: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/jobs", get(jobs))
+        .route("/api/v1/jobs/{id}", get(job))
+        .route("/api/v1/snapshot", get(snapshot))
+        .route("/api/v1/revisions", get(revisions))
+        .route("/api/v1/plan", get(plan))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/jobs/{id}/runs", get(job_runs))
+        .route("/api/v1/runs", get(runs))
+        .route("/api/v1/runs/{id}", get(run))
+        .route("/api/v1/approvals", get(approvals))
+        .route("/api/v1/flows", get(flows))
+        .route("/api/v1/connectors", get(connectors))
+        .route("/api/v1/skills", get(skills))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(shared.clone(), auth))
+        .with_state(shared)
+}
+
+async fn not_found() -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "no such path".into())
+}
+
+async fn method_not_allowed() -> Response {
+    let mut r = ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "the status API is read-only: only GET".into(),
+    )
+    .into_response();
+    r.headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
+    r
+}
+
+/// With a token configured, every path but the probes needs it.
+async fn auth(State(shared): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(token) = shared.api_token.as_deref() else {
+        return next.run(request).await;
+    };
+    let path = request.uri().path();
+    if path == "/healthz" || path == "/readyz" {
+        return next.run(request).await;
+    }
+    let presented = bearer(request.headers()).unwrap_or_default();
+    if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
+        next.run(request).await
+    } else {
+        let mut r = ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (Authorization: Bearer <MULTIJOB_API_TOKEN>)".into(),
+        )
+        .into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        r
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+}
+
+/// Compare without an early exit, so timing does not reveal the prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(shared): State<AppState>) -> Response {
+    let store_ok = tokio::time::timeout(Duration::from_secs(2), shared.store.ping())
+        .await
+        .map(|r| r.is_ok())
+        .unwrap_or(false);
+    let applied = shared.applied.load();
+    let revision = applied.revision.as_ref().map(|r| r.id.clone());
+    let ready = store_ok && revision.is_some();
+    let reason = if !store_ok {
+        Some("store unreachable")
+    } else if revision.is_none() {
+        Some("no revision applied yet")
+    } else {
+        None
+    };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(json!({"ready": ready, "store": store_ok, "revision": revision, "reason": reason})),
+    )
+        .into_response()
+}
+
+async fn status(State(shared): State<AppState>) -> ApiResult {
+    let applied = shared.applied.load();
+    let s = &applied.snapshot;
+    let revision = applied.revision.as_ref();
+    let last = shared.last_reconcile.load();
+    let (queue_depth, running, pressure) = {
+        let view = shared.queue.view();
+        (view.waiting(), view.running(), view.pressure())
+    };
+    let (busy, total) = shared.workers();
+    Ok(Json(json!({
+        "revision": revision.map(|r| &r.id),
+        "applied_at": revision.map(|r| &r.at),
+        "git": revision.and_then(|r| r.git_commit.as_ref().map(|c| json!({"commit": c, "dirty": r.git_dirty}))),
+        "content_hash": revision.map(|r| &r.content_hash),
+        "last_reconcile": last.as_ref().as_ref(),
+        "counts": {
+            "jobs": s.jobs.len(),
+            "enabled_jobs": s.jobs.values().filter(|j| j.spec.enabled).count(),
+            "flows": s.flows.len(),
+            "connectors": s.connectors.len(),
+            "skills": s.skills.len(),
+        },
+        "queue_depth": queue_depth,
+        "running": running,
+        "pressure_mode": pressure,
+        "workers": {"busy": busy, "total": total},
+        "scheduler": shared.scheduler.snapshot(),
+        "recovery": shared.recovery.load().as_ref().as_ref(),
+        "dir": shared.dir.display().to_string(),
+        "store": shared.store.describe(),
+        "uptime_sec": shared.started_at.elapsed().as_secs(),
+        "version": env!("CARGO_PKG_VERSION"),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+    flow: Option<String>,
+    enabled: Option<bool>,
+}
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+fn limit(q: Option<usize>) -> Result<usize, ApiError> {
+    match q {
+        None => Ok(DEFAULT_LIMIT),
+        Some(0) => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "limit must be at least 1".into(),
+        )),
+        Some(n) => Ok(n.min(MAX_LIMIT)),
+    }
+}
+
+/// What the queue knows about a job right now.
+struct JobLive {
+    active_runs: usize,
+    failure: Option<crate::store::runs::FailureState>,
+    last_run: Option<Value>,
+}
+
+fn job_live(shared: &Shared, id: &str, last_run: Option<Value>) -> JobLive {
+    let view = shared.queue.view();
+    JobLive {
+        active_runs: view.active_runs(id),
+        failure: view.failure(id).cloned(),
+        last_run,
+    }
+}
+
+/// The short form of a run, for job views and lists.
+pub fn run_summary(r: &Run) -> Value {
+    json!({
+        "id": r.id, "status": r.status, "trigger": r.trigger, "attempt": r.attempt,
+        "scheduled_at": r.scheduled_at, "queued_at": r.queued_at, "started_at": r.started_at,
+        "finished_at": r.finished_at, "duration_ms": r.duration_ms, "error": r.error,
+    })
+}
+
+/// A job as the API shows it (SPEC section 6).
+fn job_view(snapshot: &Snapshot, r: &Resource<Job>, now: jiff::Timestamp, live: JobLive) -> Value {
+    let job = &r.spec;
+    let next_fire_at = job
+        .schedule
+        .as_ref()
+        .filter(|_| job.enabled)
+        .and_then(|s| SlotRule::compile(s, &job.id).ok())
+        .and_then(|rule| rule.next_slot(now))
+        .map(|slot| format_ts(slot.fire_at));
+    json!({
+        "id": job.id,
+        "type": job.job_type,
+        "enabled": job.enabled,
+        "file": r.file,
+        "line": r.line,
+        "spec": job,
+        "spec_hash": r.hash,
+        "flow": job.flow,
+        "priority": snapshot.effective_priority(job),
+        "next_fire_at": next_fire_at,
+        "last_run": live.last_run,
+        "failure_memory": {
+            "consecutive_failures": live.failure.as_ref().map_or(0, |f| f.consecutive_failures),
+            "cooldown_until": live.failure.as_ref().and_then(|f| f.cooldown_until.clone()),
+            "last_error": live.failure.as_ref().and_then(|f| f.last_error.clone()),
+        },
+        "active_runs": live.active_runs,
+    })
+}
+
+async fn jobs(State(shared): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult {
+    let limit = limit(q.limit)?;
+    let applied = shared.applied.load();
+    let s = &applied.snapshot;
+    let now = jiff::Timestamp::now();
+    let start = q.cursor.clone().unwrap_or_default();
+    let mut items = Vec::new();
+    let mut next_cursor = None;
+    let matching = s
+        .jobs
+        .range::<String, _>((
+            std::ops::Bound::Excluded(&start),
+            std::ops::Bound::Unbounded,
+        ))
+        .filter(|(_, r)| {
+            q.flow
+                .as_ref()
+                .is_none_or(|f| r.spec.flow.as_ref() == Some(f))
+        })
+        .filter(|(_, r)| q.enabled.is_none_or(|e| r.spec.enabled == e));
+    let mut page = Vec::new();
+    for (id, r) in matching {
+        if page.len() == limit {
+            next_cursor = page.last().map(|(id, _): &(&String, _)| id.to_string());
+            break;
+        }
+        page.push((id, r));
+    }
+    let ids: Vec<String> = page.iter().map(|(id, _)| id.to_string()).collect();
+    let mut last = shared.store.last_runs(ids).await?;
+    for (id, r) in page {
+        let last_run = last.remove(id.as_str()).map(|run| run_summary(&run));
+        items.push(job_view(s, r, now, job_live(&shared, id, last_run)));
+    }
+    Ok(Json(json!({"items": items, "next_cursor": next_cursor})))
+}
+
+async fn job(State(shared): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let applied = shared.applied.load();
+    let s = &applied.snapshot;
+    let r = s
+        .jobs
+        .get(&id)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no job `{id}`")))?;
+    let mut last = shared.store.last_runs(vec![id.clone()]).await?;
+    let last_run = last.remove(&id).map(|run| run_summary(&run));
+    Ok(Json(job_view(
+        s,
+        r,
+        jiff::Timestamp::now(),
+        job_live(&shared, &id, last_run),
+    )))
+}
+
+async fn snapshot(State(shared): State<AppState>) -> ApiResult {
+    let applied = shared.applied.load();
+    Ok(Json(snapshot_json(
+        &applied.snapshot,
+        applied.revision.as_ref().map(|r| r.id.as_str()),
+    )))
+}
+
+/// The applied snapshot as `/api/v1/snapshot` serves it and `plan
+/// --server` reads it back.
+pub fn snapshot_json(s: &Snapshot, revision: Option<&str>) -> Value {
+    let mut items = Vec::with_capacity(s.len());
+    fn push<T: serde::Serialize>(
+        kind: Kind,
+        m: &std::collections::BTreeMap<String, Resource<T>>,
+        items: &mut Vec<Value>,
+    ) {
+        for (id, r) in m {
+            items.push(json!({
+                "kind": kind, "id": id, "spec": r.spec, "hash": r.hash,
+                "file": r.file, "line": r.line, "column": r.column,
+            }));
+        }
+    }
+    push(Kind::Job, &s.jobs, &mut items);
+    push(Kind::Flow, &s.flows, &mut items);
+    push(Kind::Connector, &s.connectors, &mut items);
+    push(Kind::Skill, &s.skills, &mut items);
+    json!({"revision": revision, "content_hash": s.content_hash(), "items": items})
+}
+
+/// Rebuild a snapshot from [`snapshot_json`] output.
+pub fn snapshot_from_json(v: &Value) -> Result<Snapshot, String> {
+    let mut s = Snapshot::default();
+    let items = v["items"].as_array().ok_or("no `items` list")?;
+    for item in items {
+        let kind = item["kind"]
+            .as_str()
+            .and_then(Kind::parse)
+            .ok_or_else(|| format!("bad kind in {item}"))?;
+        let id = item["id"].as_str().ok_or("item without id")?.to_string();
+        let file = item["file"].as_str().unwrap_or_default().to_string();
+        let line = item["line"].as_u64().unwrap_or(0) as u32;
+        let column = item["column"].as_u64().unwrap_or(0) as u32;
+        let hash = item["hash"].as_str().unwrap_or_default().to_string();
+        fn typed<T: serde::de::DeserializeOwned>(
+            spec: &Value,
+            hash: String,
+            file: String,
+            line: u32,
+            column: u32,
+        ) -> Result<Resource<T>, String> {
+            Ok(Resource {
+                spec: serde_json::from_value(spec.clone()).map_err(|e| e.to_string())?,
+                file,
+                line,
+                column,
+                hash,
+            })
+        }
+        let spec = &item["spec"];
+        match kind {
+            Kind::Job => {
+                s.jobs.insert(id, typed(spec, hash, file, line, column)?);
+            }
+            Kind::Flow => {
+                s.flows.insert(id, typed(spec, hash, file, line, column)?);
+            }
+            Kind::Connector => {
+                s.connectors
+                    .insert(id, typed(spec, hash, file, line, column)?);
+            }
+            Kind::Skill => {
+                s.skills.insert(id, typed(spec, hash, file, line, column)?);
+            }
+        }
+    }
+    Ok(s)
+}
+
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    limit: Option<usize>,
+    cursor: Option<i64>,
+}
+
+async fn revisions(State(shared): State<AppState>, Query(q): Query<PageQuery>) -> ApiResult {
+    let limit = limit(q.limit)?;
+    let mut items = shared
+        .store
+        .revisions(q.cursor.unwrap_or(0), limit + 1)
+        .await?;
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|r| r.seq)
+    } else {
+        None
+    };
+    Ok(Json(json!({"items": items, "next_cursor": next_cursor})))
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    after: Option<i64>,
+    limit: Option<usize>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    job: Option<String>,
+}
+
+async fn events(State(shared): State<AppState>, Query(q): Query<EventsQuery>) -> ApiResult {
+    let limit = limit(q.limit)?;
+    let items = shared
+        .store
+        .events(crate::store::EventQuery {
+            after: q.after.unwrap_or(0),
+            limit,
+            event_type: q.event_type,
+            job_id: q.job,
+        })
+        .await?;
+    let next_cursor = (items.len() == limit)
+        .then(|| items.last().map(|e| e.id))
+        .flatten();
+    Ok(Json(json!({"items": items, "next_cursor": next_cursor})))
+}
+
+#[derive(Debug, Deserialize)]
+struct RunsQuery {
+    job: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<i64>,
+}
+
+async fn list_runs(shared: &Shared, q: RunsQuery) -> ApiResult {
+    let limit = limit(q.limit)?;
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("unknown status `{s}`: queued, awaiting_approval, running, succeeded, failed, timed_out, cancelled, retrying"),
+            )
+        })?),
+    };
+    let mut rows = shared
+        .store
+        .runs(RunQuery {
+            job_id: q.job,
+            status,
+            limit: limit + 1,
+            before: q.cursor,
+        })
+        .await?;
+    let next_cursor = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|(seq, _)| *seq)
+    } else {
+        None
+    };
+    let items: Vec<Run> = rows.into_iter().map(|(_, r)| fresher(shared, r)).collect();
+    Ok(Json(json!({"items": items, "next_cursor": next_cursor})))
+}
+
+/// The queue's copy of an unfinished run is newer than the store's by the
+/// group-commit delay.
+fn fresher(shared: &Shared, run: Run) -> Run {
+    if run.status.is_active() {
+        shared.queue.get(&run.id).unwrap_or(run)
+    } else {
+        run
+    }
+}
+
+async fn runs(State(shared): State<AppState>, Query(q): Query<RunsQuery>) -> ApiResult {
+    list_runs(&shared, q).await
+}
+
+async fn job_runs(
+    State(shared): State<AppState>,
+    Path(id): Path<String>,
+    Query(mut q): Query<RunsQuery>,
+) -> ApiResult {
+    if !shared.applied.load().snapshot.jobs.contains_key(&id) && q.job.is_none() {
+        // History of a deleted job is kept and still listed.
+        tracing::debug!(job = %id, "runs of a job not in the applied revision");
+    }
+    q.job = Some(id);
+    list_runs(&shared, q).await
+}
+
+async fn run(State(shared): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let run = match shared.queue.get(&id) {
+        Some(r) => Some(r),
+        None => shared.store.run(&id).await?.map(|(_, r)| r),
+    };
+    let run = run.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no run `{id}`")))?;
+    Ok(Json(serde_json::to_value(run).unwrap_or_default()))
+}
+
+async fn approvals(State(shared): State<AppState>) -> ApiResult {
+    let items = shared.store.approvals(false).await?;
+    Ok(Json(json!({"items": items, "next_cursor": null})))
+}
+
+async fn flows(State(shared): State<AppState>) -> ApiResult {
+    let applied = shared.applied.load();
+    let view = shared.queue.view();
+    let items: Vec<Value> = applied
+        .snapshot
+        .flows
+        .iter()
+        .map(|(id, r)| {
+            let lane = view.lane(id);
+            json!({"id": id, "spec": r.spec, "file": r.file, "line": r.line, "hash": r.hash,
+                   "active_runs": lane.active})
+        })
+        .collect();
+    Ok(Json(json!({"items": items, "next_cursor": null})))
+}
+
+async fn connectors(State(shared): State<AppState>) -> ApiResult {
+    let applied = shared.applied.load();
+    let items: Vec<Value> = applied
+        .snapshot
+        .connectors
+        .iter()
+        .map(|(id, r)| {
+            let mut spec = serde_json::to_value(&r.spec).unwrap_or_default();
+            // Secret references are masked too: the API never hints at them.
+            if let Some(Value::Object(secrets)) = spec.get_mut("secrets") {
+                for v in secrets.values_mut() {
+                    *v = Value::String("***".into());
+                }
+            }
+            json!({"id": id, "spec": spec, "file": r.file, "line": r.line, "hash": r.hash})
+        })
+        .collect();
+    Ok(Json(json!({"items": items, "next_cursor": null})))
+}
+
+async fn skills(State(shared): State<AppState>) -> ApiResult {
+    let applied = shared.applied.load();
+    let items: Vec<Value> = applied
+        .snapshot
+        .skills
+        .iter()
+        .map(|(id, r)| json!({"id": id, "spec": r.spec, "file": r.file, "line": r.line, "hash": r.hash}))
+        .collect();
+    Ok(Json(json!({"items": items, "next_cursor": null})))
+}
+
+async fn plan(State(shared): State<AppState>) -> ApiResult {
+    let loaded = load_dir(shared.dir.clone()).await;
+    if loaded.has_errors() {
+        let errors: Vec<_> = loaded
+            .diagnostics
+            .into_iter()
+            .filter(|d| d.is_error())
+            .collect();
+        return Ok(Json(json!({"valid": false, "errors": errors})));
+    }
+    let applied = shared.applied.load();
+    let ctx = render::PlanContext {
+        now: jiff::Timestamp::now(),
+        last_slots: HashMap::new(),
+        active_runs_by_job: HashMap::new(),
+        active_runs_by_flow: HashMap::new(),
+    };
+    let git = crate::reconcile::git::git_state(&shared.dir).await;
+    let revision =
+        crate::reconcile::git::revision_id(git.as_ref(), &loaded.snapshot.content_hash());
+    let report = render::report(&revision, &applied.snapshot, &loaded.snapshot, &ctx);
+    let mut out = render::render_json(&report);
+    if let Value::Object(m) = &mut out {
+        m.insert("valid".into(), Value::Bool(true));
+    }
+    Ok(Json(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

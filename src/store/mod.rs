@@ -1,0 +1,433 @@
+//! The durable state behind a deployment: the applied snapshot, revision
+//! history, and the event timeline (runs, queue and leases join them in the
+//! scheduler's store tables).
+//!
+//! # Semantics every backend keeps
+//! - **Atomic apply.** [`Store::apply_revision`] writes a revision's resource
+//!   changes, its history record and its events in one transaction: a crash
+//!   leaves either the old revision or the new one, never a mix.
+//! - **Acknowledged means durable.** A call that returned `Ok` survives
+//!   `kill -9` of any process (SQLite: WAL, synchronous=NORMAL is enough for
+//!   process crashes; FULL for power loss is a flag away).
+//! - **Events are ordered.** Event ids strictly increase in commit order; a
+//!   reader paging with `after` never misses or repeats one.
+//! - **Readers never block the writer**, and several processes may open the
+//!   same store: the daemon writes while `plan` or `trigger` read.
+//!
+//! Callers hold a [`Store`]; the backend is chosen at startup.
+
+pub mod runs;
+pub mod sqlite;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use runs::{Approval, FailureState, InboxCommand, Run, RunQuery};
+
+use crate::spec::diagnostic::Diagnostic;
+use crate::spec::model::Kind;
+use crate::spec::snapshot::Snapshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {source}")]
+    Sqlite {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("store {path}: {message}")]
+    Open { path: String, message: String },
+    #[error(
+        "store {path} was written by a newer multijob (schema {found}, this binary knows {known})"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("stored {what} is corrupt: {message}")]
+    Corrupt { what: String, message: String },
+    #[error("the store is shut down")]
+    Closed,
+}
+
+/// A revision as recorded: applied or rejected, with what it changed or why
+/// it was refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevisionRecord {
+    /// Sequence number in the history (assigned by the store).
+    #[serde(default)]
+    pub seq: i64,
+    /// `<git sha>[-dirty]+<content hash>` or `nogit+<content hash>`.
+    pub id: String,
+    pub status: RevisionStatus,
+    /// RFC 3339 UTC.
+    pub at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub git_commit: Option<String>,
+    #[serde(default)]
+    pub git_dirty: bool,
+    pub content_hash: String,
+    /// `{create, update, delete, unchanged}` for an applied revision.
+    pub summary: Value,
+    /// `[{action, kind, id}]`, the changes applied.
+    pub changes: Value,
+    /// Findings that rejected it (empty when applied).
+    pub errors: Vec<Diagnostic>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevisionStatus {
+    Applied,
+    Rejected,
+}
+
+impl RevisionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevisionStatus::Applied => "applied",
+            RevisionStatus::Rejected => "rejected",
+        }
+    }
+}
+
+/// The applied state: the snapshot that runs and the revision it came from.
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    pub revision: Option<RevisionRecord>,
+    pub snapshot: Snapshot,
+}
+
+/// One resource row to upsert (its spec as JSON).
+#[derive(Debug, Clone)]
+pub struct ResourceRow {
+    pub kind: Kind,
+    pub id: String,
+    pub spec: Value,
+    pub hash: String,
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+}
+
+/// What applying a revision writes: rows to upsert and rows to delete.
+#[derive(Debug, Clone, Default)]
+pub struct ResourceWrites {
+    pub upserts: Vec<ResourceRow>,
+    pub deletes: Vec<(Kind, String)>,
+}
+
+impl ResourceWrites {
+    /// Rows that differ between two snapshots (by hash or source position).
+    pub fn between(running: &Snapshot, desired: &Snapshot) -> ResourceWrites {
+        fn kind_writes<T: Serialize>(
+            kind: Kind,
+            old: &std::collections::BTreeMap<String, crate::spec::snapshot::Resource<T>>,
+            new: &std::collections::BTreeMap<String, crate::spec::snapshot::Resource<T>>,
+            w: &mut ResourceWrites,
+        ) {
+            for (id, r) in new {
+                let same = old.get(id).is_some_and(|o| {
+                    o.hash == r.hash && o.file == r.file && o.line == r.line && o.column == r.column
+                });
+                if !same {
+                    w.upserts.push(ResourceRow {
+                        kind,
+                        id: id.clone(),
+                        spec: serde_json::to_value(&r.spec).unwrap_or(Value::Null),
+                        hash: r.hash.clone(),
+                        file: r.file.clone(),
+                        line: r.line,
+                        column: r.column,
+                    });
+                }
+            }
+            for id in old.keys() {
+                if !new.contains_key(id) {
+                    w.deletes.push((kind, id.clone()));
+                }
+            }
+        }
+        let mut w = ResourceWrites::default();
+        kind_writes(Kind::Job, &running.jobs, &desired.jobs, &mut w);
+        kind_writes(Kind::Flow, &running.flows, &desired.flows, &mut w);
+        kind_writes(
+            Kind::Connector,
+            &running.connectors,
+            &desired.connectors,
+            &mut w,
+        );
+        kind_writes(Kind::Skill, &running.skills, &desired.skills, &mut w);
+        w
+    }
+}
+
+/// Committed events a live subscriber may fall behind by before it is told
+/// it lagged (it then resumes from the store by id).
+pub const EVENT_BUFFER: usize = 16_384;
+
+/// A write the runtime does not wait for. Writes of one process commit in
+/// the order they were submitted; several writes to the same run or job in
+/// one batch collapse into the last.
+#[derive(Debug, Clone)]
+pub enum Mutation {
+    /// Insert or replace a run record (keyed by run id; a second run with
+    /// the same `run_key` is refused).
+    PutRun(Box<Run>),
+    Event(NewEvent),
+    Failure(String, FailureState),
+    /// The nominal time (RFC 3339) of the last slot a job got an outcome for.
+    JobSlot(String, String),
+    PutApproval(Approval),
+    /// An inbox command was handled.
+    InboxDone(i64),
+    /// Keep only the newest `keep` finished runs of a job.
+    PruneRuns {
+        job_id: String,
+        keep: usize,
+    },
+    /// Drop events older than this RFC 3339 time.
+    PruneEvents {
+        before: String,
+    },
+}
+
+/// An event to append; the store assigns its id.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewEvent {
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// RFC 3339 UTC.
+    pub at: String,
+    pub job_id: Option<String>,
+    pub run_id: Option<String>,
+    pub data: Value,
+}
+
+impl NewEvent {
+    pub fn new(event_type: impl Into<String>, data: Value) -> Self {
+        NewEvent {
+            event_type: event_type.into(),
+            at: now_rfc3339(),
+            job_id: None,
+            run_id: None,
+            data,
+        }
+    }
+
+    pub fn job(mut self, job_id: impl Into<String>) -> Self {
+        self.job_id = Some(job_id.into());
+        self
+    }
+
+    pub fn run(mut self, run_id: impl Into<String>) -> Self {
+        self.run_id = Some(run_id.into());
+        self
+    }
+}
+
+/// An event as stored (SPEC section 6 shape).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: i64,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub at: String,
+    pub job_id: Option<String>,
+    pub run_id: Option<String>,
+    pub data: Value,
+}
+
+/// Which events to read.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Only events with a larger id.
+    pub after: i64,
+    pub limit: usize,
+    /// Exact type, or a prefix ending in `*` (`scheduler.*`).
+    pub event_type: Option<String>,
+    pub job_id: Option<String>,
+}
+
+/// RFC 3339 UTC with milliseconds, the one time format of the store and API.
+pub fn now_rfc3339() -> String {
+    format_ts(jiff::Timestamp::now())
+}
+
+pub fn format_ts(t: jiff::Timestamp) -> String {
+    // Millisecond precision keeps times sortable as text and short.
+    let ms = t.as_millisecond();
+    jiff::Timestamp::from_millisecond(ms)
+        .unwrap_or(t)
+        .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+/// The store a process uses. Cheap to clone.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(sqlite::SqliteStore),
+}
+
+impl Store {
+    /// Open (creating and migrating) the embedded store at `path`.
+    pub fn open_sqlite(path: &std::path::Path) -> Result<Store, StoreError> {
+        Ok(Store::Sqlite(sqlite::SqliteStore::open(path)?))
+    }
+
+    /// A human name for logs and errors.
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Sqlite(s) => format!("sqlite:{}", s.path().display()),
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.ping().await,
+        }
+    }
+
+    /// Committed events, in id order, as they commit.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        match self {
+            Store::Sqlite(s) => s.subscribe(),
+        }
+    }
+
+    /// Queue writes without waiting for them (see [`Mutation`]).
+    pub fn submit(&self, mutations: Vec<Mutation>) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.submit(mutations),
+        }
+    }
+
+    /// Wait until everything submitted before is committed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.flush().await,
+        }
+    }
+
+    /// One run and its seq (the list cursor).
+    pub async fn run(&self, id: &str) -> Result<Option<(i64, Run)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.run(id.to_string()).await,
+        }
+    }
+
+    /// Runs newest first.
+    pub async fn runs(&self, query: RunQuery) -> Result<Vec<(i64, Run)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.runs(query).await,
+        }
+    }
+
+    /// The newest run of each of `jobs` (jobs without runs are absent).
+    pub async fn last_runs(
+        &self,
+        jobs: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, Run>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.last_runs(jobs).await,
+        }
+    }
+
+    /// Every unfinished run, oldest first (recovery on start).
+    pub async fn active_runs(&self) -> Result<Vec<Run>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.active_runs().await,
+        }
+    }
+
+    /// `(job, status, count)` over all stored runs.
+    pub async fn run_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.run_counts().await,
+        }
+    }
+
+    pub async fn failure_states(&self) -> Result<Vec<(String, FailureState)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.failure_states().await,
+        }
+    }
+
+    /// `(job, last slot RFC 3339)` for every job that had a slot.
+    pub async fn job_slots(&self) -> Result<Vec<(String, String)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.job_slots().await,
+        }
+    }
+
+    pub async fn approvals(&self, pending_only: bool) -> Result<Vec<Approval>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.approvals(pending_only).await,
+        }
+    }
+
+    /// Commands other processes left for the daemon, after `after`.
+    pub async fn inbox(&self, after: i64) -> Result<Vec<(i64, InboxCommand)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.inbox(after).await,
+        }
+    }
+
+    /// The applied snapshot and its revision (empty before the first apply).
+    pub async fn applied(&self) -> Result<Applied, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.applied().await,
+        }
+    }
+
+    /// Record an applied revision with its resource writes and events, in
+    /// one transaction. Returns the revision's seq and the events' ids.
+    pub async fn apply_revision(
+        &self,
+        revision: RevisionRecord,
+        writes: ResourceWrites,
+        events: Vec<NewEvent>,
+    ) -> Result<(i64, Vec<Event>), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.apply_revision(revision, writes, events).await,
+        }
+    }
+
+    /// Record a rejected revision and its events; resources are untouched.
+    pub async fn reject_revision(
+        &self,
+        revision: RevisionRecord,
+        events: Vec<NewEvent>,
+    ) -> Result<(i64, Vec<Event>), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.reject_revision(revision, events).await,
+        }
+    }
+
+    /// Revision history, newest first, with seq below `before` (0 = from
+    /// the newest).
+    pub async fn revisions(
+        &self,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<RevisionRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.revisions(before, limit).await,
+        }
+    }
+
+    pub async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.append_events(events).await,
+        }
+    }
+
+    /// Events in id order after `query.after`.
+    pub async fn events(&self, query: EventQuery) -> Result<Vec<Event>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.events(query).await,
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Runs as recorded: one record per run, attempts inside it (SPEC section 6
+//! shape), plus the per-job state the scheduler keeps durable.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::spec::model::Priority;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    AwaitingApproval,
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+    Retrying,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::AwaitingApproval => "awaiting_approval",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::TimedOut => "timed_out",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Retrying => "retrying",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        [
+            RunStatus::Queued,
+            RunStatus::AwaitingApproval,
+            RunStatus::Running,
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::TimedOut,
+            RunStatus::Cancelled,
+            RunStatus::Retrying,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
+    /// Active runs count for overlap and lanes; a run waiting for its
+    /// retry is active.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Queued
+                | RunStatus::AwaitingApproval
+                | RunStatus::Running
+                | RunStatus::Retrying
+        )
+    }
+
+    pub fn is_terminal(self) -> bool {
+        !self.is_active()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Schedule,
+    Manual,
+    Workflow,
+    Retry,
+}
+
+/// One attempt of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub n: u32,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub status: RunStatus,
+    pub error: Option<String>,
+}
+
+/// A workflow step's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub id: String,
+    pub status: String,
+    pub output: Value,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub llm_tokens: u64,
+}
+
+/// A run (SPEC section 6 fields, plus what the runtime needs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: String,
+    pub job_id: String,
+    pub status: RunStatus,
+    pub trigger: Trigger,
+    pub inputs: Value,
+    /// 1-based; 0 before the first attempt starts.
+    pub attempt: u32,
+    pub attempts: Vec<Attempt>,
+    pub scheduled_at: Option<String>,
+    pub queued_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub error: Option<String>,
+    pub spec_hash: String,
+    pub revision: String,
+    pub steps: Vec<StepRecord>,
+    pub usage: Usage,
+    pub output: Option<Value>,
+    /// `job@slot` for scheduled runs, unique: a slot is dispatched once.
+    pub run_key: String,
+    /// When a retrying or delayed run becomes ready.
+    pub due_at: Option<String>,
+    pub priority: Priority,
+    pub flow: Option<String>,
+    /// `schedule_job` follow-up depth.
+    pub chain_depth: u32,
+    /// Process holding the run while it is `running`.
+    pub lease_owner: Option<String>,
+}
+
+/// A job's failure memory (SPEC section 4).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FailureState {
+    pub consecutive_failures: u32,
+    pub cooldown_until: Option<String>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+impl ApprovalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Rejected => "rejected",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    pub id: String,
+    pub run_id: String,
+    pub job_id: String,
+    /// The workflow step that asked, or None for `requires_approval`.
+    pub step_id: Option<String>,
+    pub reason: Option<String>,
+    pub status: ApprovalStatus,
+    pub requested_at: String,
+    pub decided_at: Option<String>,
+    pub decided_by: Option<String>,
+}
+
+/// A request from another process (the CLI) for the daemon to act on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum InboxCommand {
+    Trigger {
+        run_id: String,
+        job_id: String,
+        inputs: Value,
+    },
+    Decide {
+        approval_id: String,
+        approve: bool,
+        by: String,
+    },
+}
+
+/// Which runs to list.
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery {
+    pub job_id: Option<String>,
+    pub status: Option<RunStatus>,
+    pub limit: usize,
+    /// Only runs older than this cursor (a run's seq).
+    pub before: Option<i64>,
+}

@@ -1,0 +1,1340 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! One writer thread owns the write connection and commits every write that
+//! queued up while the previous transaction ran in one transaction (group
+//! commit), each inside its own savepoint so one failing write does not fail
+//! its neighbours. Reads run on a small pool of read connections on
+//! tokio's blocking threads, so the API never waits behind the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use serde_json::Value;
+use tokio::sync::{broadcast, oneshot};
+
+use super::runs::{Approval, FailureState, InboxCommand, Run, RunQuery};
+use super::{
+    Applied, Event, EventQuery, Mutation, NewEvent, ResourceWrites, RevisionRecord, RevisionStatus,
+    StoreError,
+};
+use crate::spec::model::{Connector, Flow, Job, Kind, Skill};
+use crate::spec::snapshot::{Resource, Snapshot};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` is the index
+/// of the last one applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: applied resources, revision history, events.
+    "CREATE TABLE resources (
+        kind TEXT NOT NULL,
+        id TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        file TEXT NOT NULL,
+        line INTEGER NOT NULL,
+        col INTEGER NOT NULL,
+        PRIMARY KEY (kind, id)
+    ) WITHOUT ROWID;
+    CREATE TABLE revisions (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        at TEXT NOT NULL,
+        git_commit TEXT,
+        git_dirty INTEGER NOT NULL DEFAULT 0,
+        content_hash TEXT NOT NULL,
+        summary TEXT NOT NULL,
+        changes TEXT NOT NULL,
+        errors TEXT NOT NULL
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        type TEXT NOT NULL,
+        at TEXT NOT NULL,
+        job_id TEXT,
+        run_id TEXT,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX events_job ON events (job_id, id);",
+    // 2: runs (the record as JSON plus the columns queries need), per-job
+    // scheduler state, approvals, and the inbox other processes write to.
+    "CREATE TABLE runs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        run_key TEXT NOT NULL UNIQUE,
+        job_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX runs_job ON runs (job_id, seq);
+    CREATE INDEX runs_active ON runs (status)
+        WHERE status IN ('queued', 'awaiting_approval', 'running', 'retrying');
+    CREATE TABLE failure_memory (
+        job_id TEXT PRIMARY KEY,
+        state TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE job_slots (
+        job_id TEXT PRIMARY KEY,
+        last_slot TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE approvals (
+        id TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        record TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE inbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        command TEXT NOT NULL
+    );",
+];
+
+/// Most writes one transaction takes; the rest wait for the next one.
+const MAX_BATCH: usize = 4096;
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// Tells a write's caller its result once the transaction's fate is known.
+type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+enum WriteOp {
+    ApplyRevision {
+        revision: RevisionRecord,
+        writes: ResourceWrites,
+        events: Vec<NewEvent>,
+        reply: Reply<(i64, Vec<Event>)>,
+    },
+    RejectRevision {
+        revision: RevisionRecord,
+        events: Vec<NewEvent>,
+        reply: Reply<(i64, Vec<Event>)>,
+    },
+    AppendEvents {
+        events: Vec<NewEvent>,
+        reply: Reply<Vec<Event>>,
+    },
+    /// Fire-and-forget writes, coalesced with the rest of the batch.
+    Mutations(Vec<Mutation>),
+    /// Replies once everything sent before it is committed.
+    Barrier(Reply<()>),
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<WriteOp>>>,
+    readers: Mutex<Vec<Connection>>,
+    events: broadcast::Sender<Event>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer thread after its last batch.
+        if let Ok(mut w) = self.writer.lock() {
+            w.take();
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |source| StoreError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(sql_err(path))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;",
+    )
+    .map_err(sql_err(path))
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let known = MIGRATIONS.len() as i64;
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql_err(path))?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sql_err(path))?;
+    if version > known {
+        return Err(StoreError::TooNew {
+            path: path.display().to_string(),
+            found: version,
+            known,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql).map_err(sql_err(path))?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+            .map_err(sql_err(path))?;
+    }
+    tx.commit().map_err(sql_err(path))
+}
+
+impl SqliteStore {
+    /// Open or create the store, migrating it to this binary's schema.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                message: format!("creating {}: {e}", parent.display()),
+            })?;
+        }
+        let mut conn = Connection::open(path).map_err(sql_err(path))?;
+        configure(&conn, path)?;
+        migrate(&mut conn, path)?;
+        let (tx, rx) = mpsc::channel();
+        let thread_path = path.to_path_buf();
+        let (events, _) = broadcast::channel(super::EVENT_BUFFER);
+        let publisher = events.clone();
+        std::thread::Builder::new()
+            .name("multijob-store-writer".into())
+            .spawn(move || writer_loop(conn, rx, &thread_path, &publisher))
+            .map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                message: format!("starting the writer thread: {e}"),
+            })?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                writer: Mutex::new(Some(tx)),
+                readers: Mutex::new(Vec::new()),
+                events,
+            }),
+        })
+    }
+
+    /// Open an existing store for reading only (the CLI, while a daemon
+    /// may be writing). Fails when the file does not exist.
+    pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql_err(path))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sql_err(path))?;
+        Ok(conn)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> WriteOp,
+    ) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let guard = self.inner.writer.lock().map_err(|_| StoreError::Closed)?;
+            let sender = guard.as_ref().ok_or(StoreError::Closed)?;
+            sender.send(make(reply)).map_err(|_| StoreError::Closed)?;
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Run `f` on a pooled read connection on a blocking thread.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().ok().and_then(|mut p| p.pop());
+            let conn = match pooled {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open(&inner.path).map_err(sql_err(&inner.path))?;
+                    c.busy_timeout(std::time::Duration::from_secs(10))
+                        .map_err(sql_err(&inner.path))?;
+                    c
+                }
+            };
+            let result = f(&conn, &inner.path);
+            if let Ok(mut pool) = inner.readers.lock()
+                && pool.len() < 8
+            {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Committed events, in id order, as they commit.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Queue writes without waiting; they commit with the next batch, in
+    /// order with every other write of this process.
+    pub fn submit(&self, mutations: Vec<Mutation>) -> Result<(), StoreError> {
+        if mutations.is_empty() {
+            return Ok(());
+        }
+        let guard = self.inner.writer.lock().map_err(|_| StoreError::Closed)?;
+        let sender = guard.as_ref().ok_or(StoreError::Closed)?;
+        sender
+            .send(WriteOp::Mutations(mutations))
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Wait until everything submitted before this call is committed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.write(WriteOp::Barrier).await
+    }
+
+    pub async fn run(&self, id: String) -> Result<Option<(i64, Run)>, StoreError> {
+        self.read(move |c, p| {
+            c.query_row("SELECT seq, record FROM runs WHERE id = ?1", [&id], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .optional()
+            .map_err(sql_err(p))?
+            .map(|(seq, rec)| Ok((seq, parse_run(&rec, seq)?)))
+            .transpose()
+        })
+        .await
+    }
+
+    /// Runs newest first.
+    pub async fn runs(&self, q: RunQuery) -> Result<Vec<(i64, Run)>, StoreError> {
+        self.read(move |c, p| read_runs(c, p, &q)).await
+    }
+
+    /// The newest run of each of `jobs`.
+    pub async fn last_runs(
+        &self,
+        jobs: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, Run>, StoreError> {
+        self.read(move |c, p| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT seq, record FROM runs WHERE job_id = ?1 ORDER BY seq DESC LIMIT 1",
+                )
+                .map_err(sql_err(p))?;
+            let mut out = std::collections::HashMap::new();
+            for job in jobs {
+                let row = stmt
+                    .query_row([&job], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                    })
+                    .optional()
+                    .map_err(sql_err(p))?;
+                if let Some((seq, rec)) = row {
+                    out.insert(job, parse_run(&rec, seq)?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Every run that is not finished (recovery on start).
+    pub async fn active_runs(&self) -> Result<Vec<Run>, StoreError> {
+        self.read(|c, p| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT seq, record FROM runs
+                     WHERE status IN ('queued', 'awaiting_approval', 'running', 'retrying')
+                     ORDER BY seq",
+                )
+                .map_err(sql_err(p))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .map_err(sql_err(p))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, rec) = row.map_err(sql_err(p))?;
+                out.push(parse_run(&rec, seq)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Runs per job and status (for counts and retention).
+    pub async fn run_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        self.read(|c, p| {
+            let mut stmt = c
+                .prepare("SELECT job_id, status, count(*) FROM runs GROUP BY job_id, status")
+                .map_err(sql_err(p))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+                })
+                .map_err(sql_err(p))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(sql_err(p))
+        })
+        .await
+    }
+
+    pub async fn failure_states(&self) -> Result<Vec<(String, FailureState)>, StoreError> {
+        self.read(|c, p| {
+            let mut stmt = c
+                .prepare("SELECT job_id, state FROM failure_memory")
+                .map_err(sql_err(p))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(sql_err(p))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (job, state) = row.map_err(sql_err(p))?;
+                let state = serde_json::from_str(&state)
+                    .map_err(|e| corrupt(&format!("failure memory of {job}"), e))?;
+                out.push((job, state));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The last slot each job got an outcome for.
+    pub async fn job_slots(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(|c, p| {
+            let mut stmt = c
+                .prepare("SELECT job_id, last_slot FROM job_slots")
+                .map_err(sql_err(p))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(sql_err(p))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(sql_err(p))
+        })
+        .await
+    }
+
+    pub async fn approvals(&self, pending_only: bool) -> Result<Vec<Approval>, StoreError> {
+        self.read(move |c, p| read_approvals(c, p, pending_only))
+            .await
+    }
+
+    /// Commands from other processes with an id above `after`.
+    pub async fn inbox(&self, after: i64) -> Result<Vec<(i64, InboxCommand)>, StoreError> {
+        self.read(move |c, p| read_inbox(c, p, after)).await
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c, p| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err(p)))
+            .await
+    }
+
+    pub async fn applied(&self) -> Result<Applied, StoreError> {
+        self.read(read_applied).await
+    }
+
+    pub async fn apply_revision(
+        &self,
+        revision: RevisionRecord,
+        writes: ResourceWrites,
+        events: Vec<NewEvent>,
+    ) -> Result<(i64, Vec<Event>), StoreError> {
+        self.write(|reply| WriteOp::ApplyRevision {
+            revision,
+            writes,
+            events,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn reject_revision(
+        &self,
+        revision: RevisionRecord,
+        events: Vec<NewEvent>,
+    ) -> Result<(i64, Vec<Event>), StoreError> {
+        self.write(|reply| WriteOp::RejectRevision {
+            revision,
+            events,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
+        self.write(|reply| WriteOp::AppendEvents { events, reply })
+            .await
+    }
+
+    pub async fn revisions(
+        &self,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<RevisionRecord>, StoreError> {
+        self.read(move |c, p| read_revisions(c, p, before, limit))
+            .await
+    }
+
+    pub async fn events(&self, query: EventQuery) -> Result<Vec<Event>, StoreError> {
+        self.read(move |c, p| read_events(c, p, &query)).await
+    }
+}
+
+/// Fire-and-forget writes of one batch, coalesced: the latest record of
+/// each run, the latest state of each job.
+#[derive(Default)]
+struct Coalesced {
+    runs: Vec<Run>,
+    run_index: std::collections::HashMap<String, usize>,
+    events: Vec<NewEvent>,
+    failure: std::collections::HashMap<String, FailureState>,
+    slots: std::collections::HashMap<String, String>,
+    approvals: Vec<Approval>,
+    inbox_done: Vec<i64>,
+    prune_runs: Vec<(String, usize)>,
+    prune_events_before: Option<String>,
+}
+
+impl Coalesced {
+    fn add(&mut self, m: Mutation) {
+        match m {
+            Mutation::PutRun(run) => match self.run_index.get(&run.id) {
+                Some(&i) => self.runs[i] = *run,
+                None => {
+                    self.run_index.insert(run.id.clone(), self.runs.len());
+                    self.runs.push(*run);
+                }
+            },
+            Mutation::Event(e) => self.events.push(e),
+            Mutation::Failure(job, state) => {
+                self.failure.insert(job, state);
+            }
+            Mutation::JobSlot(job, slot) => {
+                self.slots.insert(job, slot);
+            }
+            Mutation::PutApproval(a) => self.approvals.push(a),
+            Mutation::InboxDone(id) => self.inbox_done.push(id),
+            Mutation::PruneRuns { job_id, keep } => self.prune_runs.push((job_id, keep)),
+            Mutation::PruneEvents { before } => self.prune_events_before = Some(before),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+            && self.events.is_empty()
+            && self.failure.is_empty()
+            && self.slots.is_empty()
+            && self.approvals.is_empty()
+            && self.inbox_done.is_empty()
+            && self.prune_runs.is_empty()
+            && self.prune_events_before.is_none()
+    }
+}
+
+fn writer_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<WriteOp>,
+    path: &Path,
+    publisher: &broadcast::Sender<Event>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut coalesced = Coalesced::default();
+        let mut ops = Vec::with_capacity(batch.len());
+        let mut barriers = Vec::new();
+        for op in batch {
+            match op {
+                WriteOp::Mutations(ms) => ms.into_iter().for_each(|m| coalesced.add(m)),
+                WriteOp::Barrier(reply) => barriers.push(reply),
+                other => ops.push(other),
+            }
+        }
+        let mut tx = match conn.transaction() {
+            Ok(tx) => tx,
+            Err(e) => {
+                let message = e.to_string();
+                tracing::error!(error = %message, "store: cannot begin a transaction");
+                for op in ops {
+                    fail(op, path, &message);
+                }
+                continue;
+            }
+        };
+        let mut done: Vec<Finish> = Vec::new();
+        let mut published: Vec<Event> = Vec::new();
+        for op in ops {
+            done.push(run_op(&mut tx, op, path, &mut published));
+        }
+        if !coalesced.is_empty() {
+            match in_savepoint(&mut tx, path, |sp| write_coalesced(sp, path, coalesced)) {
+                Ok(events) => published.extend(events),
+                Err(e) => tracing::error!(error = %e, "store: a batch of runtime writes failed"),
+            }
+        }
+        let committed = tx.commit().map_err(|e| e.to_string());
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, "store: commit failed");
+        } else {
+            for e in published {
+                let _ = publisher.send(e);
+            }
+        }
+        for finish in done {
+            finish(committed.clone());
+        }
+        for b in barriers {
+            let _ = b.send(committed.clone().map_err(|message| StoreError::Open {
+                path: path.display().to_string(),
+                message,
+            }));
+        }
+    }
+}
+
+fn write_coalesced(c: &Connection, path: &Path, w: Coalesced) -> Result<Vec<Event>, StoreError> {
+    if !w.runs.is_empty() {
+        let mut put = c
+            .prepare_cached(
+                "INSERT INTO runs (id, run_key, job_id, status, record) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, record = excluded.record",
+            )
+            .map_err(sql_err(path))?;
+        for run in &w.runs {
+            let record = serde_json::to_string(run).map_err(|e| corrupt(&run.id, e))?;
+            if let Err(e) = put.execute(params![
+                run.id,
+                run.run_key,
+                run.job_id,
+                run.status.as_str(),
+                record
+            ]) {
+                // A second run for the same slot: the first one stands.
+                tracing::warn!(run = %run.id, key = %run.run_key, error = %e, "store: run not written");
+            }
+        }
+    }
+    if !w.failure.is_empty() {
+        let mut put = c
+            .prepare_cached(
+                "INSERT INTO failure_memory (job_id, state) VALUES (?1, ?2)
+                 ON CONFLICT (job_id) DO UPDATE SET state = excluded.state",
+            )
+            .map_err(sql_err(path))?;
+        for (job, state) in &w.failure {
+            let state = serde_json::to_string(state).map_err(|e| corrupt(job, e))?;
+            put.execute(params![job, state]).map_err(sql_err(path))?;
+        }
+    }
+    if !w.slots.is_empty() {
+        let mut put = c
+            .prepare_cached(
+                "INSERT INTO job_slots (job_id, last_slot) VALUES (?1, ?2)
+                 ON CONFLICT (job_id) DO UPDATE SET last_slot = max(last_slot, excluded.last_slot)",
+            )
+            .map_err(sql_err(path))?;
+        for (job, slot) in &w.slots {
+            put.execute(params![job, slot]).map_err(sql_err(path))?;
+        }
+    }
+    if !w.approvals.is_empty() {
+        let mut put = c
+            .prepare_cached(
+                "INSERT INTO approvals (id, run_id, status, record) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, record = excluded.record",
+            )
+            .map_err(sql_err(path))?;
+        for a in &w.approvals {
+            let record = serde_json::to_string(a).map_err(|e| corrupt(&a.id, e))?;
+            put.execute(params![a.id, a.run_id, a.status.as_str(), record])
+                .map_err(sql_err(path))?;
+        }
+    }
+    if !w.inbox_done.is_empty() {
+        let mut del = c
+            .prepare_cached("DELETE FROM inbox WHERE id = ?1")
+            .map_err(sql_err(path))?;
+        for id in &w.inbox_done {
+            del.execute([id]).map_err(sql_err(path))?;
+        }
+    }
+    for (job, keep) in &w.prune_runs {
+        c.prepare_cached(
+            "DELETE FROM runs WHERE job_id = ?1
+               AND status NOT IN ('queued', 'awaiting_approval', 'running', 'retrying')
+               AND seq < (SELECT seq FROM runs WHERE job_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+        )
+        .and_then(|mut st| st.execute(params![job, (*keep as i64).saturating_sub(1)]))
+        .map_err(sql_err(path))?;
+    }
+    if let Some(before) = &w.prune_events_before {
+        // Events are appended in time order, so ids order them by time too.
+        c.prepare_cached(
+            "DELETE FROM events WHERE id < (SELECT coalesce(min(id), 0) FROM events WHERE at >= ?1)",
+        )
+        .and_then(|mut st| st.execute([before]))
+        .map_err(sql_err(path))?;
+    }
+    insert_events(c, path, w.events)
+}
+
+/// Execute one write in a savepoint; return what to tell its caller once
+/// the transaction's outcome is known.
+fn run_op(
+    tx: &mut Transaction<'_>,
+    op: WriteOp,
+    path: &Path,
+    published: &mut Vec<Event>,
+) -> Finish {
+    fn finish<T: Send + 'static>(
+        reply: Reply<T>,
+        result: Result<T, StoreError>,
+        path: PathBuf,
+    ) -> Finish {
+        Box::new(move |committed| {
+            let outcome = match (result, committed) {
+                (Ok(v), Ok(())) => Ok(v),
+                (Err(e), _) => Err(e),
+                (Ok(_), Err(message)) => Err(StoreError::Open {
+                    path: path.display().to_string(),
+                    message: format!("commit failed: {message}"),
+                }),
+            };
+            let _ = reply.send(outcome);
+        })
+    }
+    let owned = path.to_path_buf();
+    match op {
+        WriteOp::ApplyRevision {
+            revision,
+            writes,
+            events,
+            reply,
+        } => {
+            let r = in_savepoint(tx, path, |sp| {
+                write_resources(sp, path, &writes)?;
+                let seq = insert_revision(sp, path, &revision)?;
+                let events = insert_events(sp, path, events)?;
+                Ok((seq, events))
+            });
+            if let Ok((_, events)) = &r {
+                published.extend(events.iter().cloned());
+            }
+            finish(reply, r, owned)
+        }
+        WriteOp::RejectRevision {
+            revision,
+            events,
+            reply,
+        } => {
+            let r = in_savepoint(tx, path, |sp| {
+                let seq = insert_revision(sp, path, &revision)?;
+                let events = insert_events(sp, path, events)?;
+                Ok((seq, events))
+            });
+            if let Ok((_, events)) = &r {
+                published.extend(events.iter().cloned());
+            }
+            finish(reply, r, owned)
+        }
+        WriteOp::AppendEvents { events, reply } => {
+            let r = in_savepoint(tx, path, |sp| insert_events(sp, path, events));
+            if let Ok(events) = &r {
+                published.extend(events.iter().cloned());
+            }
+            finish(reply, r, owned)
+        }
+        WriteOp::Mutations(_) | WriteOp::Barrier(_) => Box::new(|_| {}),
+    }
+}
+
+fn in_savepoint<T>(
+    tx: &mut Transaction<'_>,
+    path: &Path,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let sp = tx.savepoint().map_err(sql_err(path))?;
+    match f(&sp) {
+        Ok(v) => {
+            sp.commit().map_err(sql_err(path))?;
+            Ok(v)
+        }
+        Err(e) => Err(e), // dropping the savepoint rolls it back
+    }
+}
+
+fn fail(op: WriteOp, path: &Path, message: &str) {
+    let err = || StoreError::Open {
+        path: path.display().to_string(),
+        message: message.to_string(),
+    };
+    match op {
+        WriteOp::ApplyRevision { reply, .. } | WriteOp::RejectRevision { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        WriteOp::AppendEvents { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        WriteOp::Barrier(reply) => {
+            let _ = reply.send(Err(err()));
+        }
+        WriteOp::Mutations(ms) => {
+            tracing::error!(count = ms.len(), error = message, "store: writes lost");
+        }
+    }
+}
+
+fn write_resources(c: &Connection, path: &Path, w: &ResourceWrites) -> Result<(), StoreError> {
+    let mut upsert = c
+        .prepare_cached(
+            "INSERT INTO resources (kind, id, spec, hash, file, line, col)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (kind, id) DO UPDATE SET spec = excluded.spec, hash = excluded.hash,
+               file = excluded.file, line = excluded.line, col = excluded.col",
+        )
+        .map_err(sql_err(path))?;
+    for row in &w.upserts {
+        upsert
+            .execute(params![
+                row.kind.as_str(),
+                row.id,
+                row.spec.to_string(),
+                row.hash,
+                row.file,
+                row.line,
+                row.column
+            ])
+            .map_err(sql_err(path))?;
+    }
+    let mut delete = c
+        .prepare_cached("DELETE FROM resources WHERE kind = ?1 AND id = ?2")
+        .map_err(sql_err(path))?;
+    for (kind, id) in &w.deletes {
+        delete
+            .execute(params![kind.as_str(), id])
+            .map_err(sql_err(path))?;
+    }
+    Ok(())
+}
+
+fn insert_revision(c: &Connection, path: &Path, r: &RevisionRecord) -> Result<i64, StoreError> {
+    c.prepare_cached(
+        "INSERT INTO revisions (id, status, at, git_commit, git_dirty, content_hash, summary, changes, errors)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            r.id,
+            r.status.as_str(),
+            r.at,
+            r.git_commit,
+            r.git_dirty,
+            r.content_hash,
+            r.summary.to_string(),
+            r.changes.to_string(),
+            serde_json::to_string(&r.errors).unwrap_or_else(|_| "[]".into()),
+        ])
+    })
+    .map_err(sql_err(path))?;
+    Ok(c.last_insert_rowid())
+}
+
+fn insert_events(
+    c: &Connection,
+    path: &Path,
+    events: Vec<NewEvent>,
+) -> Result<Vec<Event>, StoreError> {
+    let mut stmt = c
+        .prepare_cached(
+            "INSERT INTO events (type, at, job_id, run_id, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(sql_err(path))?;
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        stmt.execute(params![
+            e.event_type,
+            e.at,
+            e.job_id,
+            e.run_id,
+            e.data.to_string()
+        ])
+        .map_err(sql_err(path))?;
+        out.push(Event {
+            id: c.last_insert_rowid(),
+            event_type: e.event_type,
+            at: e.at,
+            job_id: e.job_id,
+            run_id: e.run_id,
+            data: e.data,
+        });
+    }
+    Ok(out)
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        what: what.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// The applied snapshot from a connection (also used by `plan --state`
+/// through a read-only connection).
+pub fn read_applied(c: &Connection, path: &Path) -> Result<Applied, StoreError> {
+    let mut snapshot = Snapshot::default();
+    let mut stmt = c
+        .prepare("SELECT kind, id, spec, hash, file, line, col FROM resources")
+        .map_err(sql_err(path))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, u32>(5)?,
+                r.get::<_, u32>(6)?,
+            ))
+        })
+        .map_err(sql_err(path))?;
+    for row in rows {
+        let (kind, id, spec, hash, file, line, column) = row.map_err(sql_err(path))?;
+        let what = format!("{kind} {id}");
+        let kind = Kind::parse(&kind).ok_or_else(|| corrupt(&what, "unknown kind"))?;
+        fn typed<T: serde::de::DeserializeOwned>(
+            spec: &str,
+            hash: String,
+            file: String,
+            line: u32,
+            column: u32,
+            what: &str,
+        ) -> Result<Resource<T>, StoreError> {
+            Ok(Resource {
+                spec: serde_json::from_str(spec).map_err(|e| corrupt(what, e))?,
+                file,
+                line,
+                column,
+                hash,
+            })
+        }
+        match kind {
+            Kind::Job => {
+                snapshot
+                    .jobs
+                    .insert(id, typed::<Job>(&spec, hash, file, line, column, &what)?);
+            }
+            Kind::Flow => {
+                snapshot
+                    .flows
+                    .insert(id, typed::<Flow>(&spec, hash, file, line, column, &what)?);
+            }
+            Kind::Connector => {
+                snapshot.connectors.insert(
+                    id,
+                    typed::<Connector>(&spec, hash, file, line, column, &what)?,
+                );
+            }
+            Kind::Skill => {
+                snapshot
+                    .skills
+                    .insert(id, typed::<Skill>(&spec, hash, file, line, column, &what)?);
+            }
+        }
+    }
+    let revision = c
+        .query_row(
+            &format!("{REVISION_COLUMNS} WHERE status = 'applied' ORDER BY seq DESC LIMIT 1"),
+            [],
+            revision_from_row,
+        )
+        .optional()
+        .map_err(sql_err(path))?
+        .transpose()?;
+    Ok(Applied { revision, snapshot })
+}
+
+const REVISION_COLUMNS: &str = "SELECT seq, id, status, at, git_commit, git_dirty, content_hash, summary, changes, errors FROM revisions";
+
+fn revision_from_row(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<Result<RevisionRecord, StoreError>> {
+    let status: String = r.get(2)?;
+    let summary: String = r.get(7)?;
+    let changes: String = r.get(8)?;
+    let errors: String = r.get(9)?;
+    let seq: i64 = r.get(0)?;
+    let build = || -> Result<RevisionRecord, StoreError> {
+        let what = format!("revision {seq}");
+        Ok(RevisionRecord {
+            seq,
+            id: r.get(1).map_err(|e| corrupt(&what, e))?,
+            status: if status == "applied" {
+                RevisionStatus::Applied
+            } else {
+                RevisionStatus::Rejected
+            },
+            at: r.get(3).map_err(|e| corrupt(&what, e))?,
+            git_commit: r.get(4).map_err(|e| corrupt(&what, e))?,
+            git_dirty: r.get(5).map_err(|e| corrupt(&what, e))?,
+            content_hash: r.get(6).map_err(|e| corrupt(&what, e))?,
+            summary: serde_json::from_str(&summary).map_err(|e| corrupt(&what, e))?,
+            changes: serde_json::from_str(&changes).map_err(|e| corrupt(&what, e))?,
+            errors: serde_json::from_str(&errors).map_err(|e| corrupt(&what, e))?,
+        })
+    };
+    Ok(build())
+}
+
+fn read_revisions(
+    c: &Connection,
+    path: &Path,
+    before: i64,
+    limit: usize,
+) -> Result<Vec<RevisionRecord>, StoreError> {
+    let before = if before <= 0 { i64::MAX } else { before };
+    let mut stmt = c
+        .prepare(&format!(
+            "{REVISION_COLUMNS} WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2"
+        ))
+        .map_err(sql_err(path))?;
+    let rows = stmt
+        .query_map(params![before, limit as i64], revision_from_row)
+        .map_err(sql_err(path))?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row.map_err(sql_err(path))??);
+    }
+    Ok(out)
+}
+
+fn read_events(c: &Connection, path: &Path, q: &EventQuery) -> Result<Vec<Event>, StoreError> {
+    let mut sql =
+        String::from("SELECT id, type, at, job_id, run_id, data FROM events WHERE id > ?1");
+    let mut args: Vec<rusqlite::types::Value> = vec![q.after.into()];
+    if let Some(t) = &q.event_type {
+        if let Some(prefix) = t.strip_suffix('*') {
+            sql.push_str(&format!(
+                " AND substr(type, 1, {}) = ?{}",
+                prefix.len(),
+                args.len() + 1
+            ));
+            args.push(prefix.to_string().into());
+        } else {
+            sql.push_str(&format!(" AND type = ?{}", args.len() + 1));
+            args.push(t.clone().into());
+        }
+    }
+    if let Some(job) = &q.job_id {
+        sql.push_str(&format!(" AND job_id = ?{}", args.len() + 1));
+        args.push(job.clone().into());
+    }
+    sql.push_str(&format!(" ORDER BY id LIMIT ?{}", args.len() + 1));
+    args.push((q.limit.max(1) as i64).into());
+    let mut stmt = c.prepare_cached(&sql).map_err(sql_err(path))?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })
+        .map_err(sql_err(path))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, event_type, at, job_id, run_id, data) = row.map_err(sql_err(path))?;
+        let data: Value =
+            serde_json::from_str(&data).map_err(|e| corrupt(&format!("event {id}"), e))?;
+        out.push(Event {
+            id,
+            event_type,
+            at,
+            job_id,
+            run_id,
+            data,
+        });
+    }
+    Ok(out)
+}
+
+fn parse_run(record: &str, seq: i64) -> Result<Run, StoreError> {
+    serde_json::from_str(record).map_err(|e| corrupt(&format!("run #{seq}"), e))
+}
+
+fn read_runs(c: &Connection, path: &Path, q: &RunQuery) -> Result<Vec<(i64, Run)>, StoreError> {
+    let mut sql = String::from("SELECT seq, record FROM runs WHERE seq < ?1");
+    let mut args: Vec<rusqlite::types::Value> = vec![q.before.unwrap_or(i64::MAX).into()];
+    if let Some(job) = &q.job_id {
+        sql.push_str(&format!(" AND job_id = ?{}", args.len() + 1));
+        args.push(job.clone().into());
+    }
+    if let Some(status) = q.status {
+        sql.push_str(&format!(" AND status = ?{}", args.len() + 1));
+        args.push(status.as_str().to_string().into());
+    }
+    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", args.len() + 1));
+    args.push((q.limit.max(1) as i64).into());
+    let mut stmt = c.prepare_cached(&sql).map_err(sql_err(path))?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })
+        .map_err(sql_err(path))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, rec) = row.map_err(sql_err(path))?;
+        out.push((seq, parse_run(&rec, seq)?));
+    }
+    Ok(out)
+}
+
+/// Approvals, pending first then newest (also used by the CLI).
+pub fn read_approvals(
+    c: &Connection,
+    path: &Path,
+    pending_only: bool,
+) -> Result<Vec<Approval>, StoreError> {
+    let sql = if pending_only {
+        "SELECT id, record FROM approvals WHERE status = 'pending'"
+    } else {
+        "SELECT id, record FROM approvals"
+    };
+    let mut stmt = c.prepare(sql).map_err(sql_err(path))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(sql_err(path))?;
+    let mut out: Vec<Approval> = Vec::new();
+    for row in rows {
+        let (id, rec) = row.map_err(sql_err(path))?;
+        out.push(serde_json::from_str(&rec).map_err(|e| corrupt(&format!("approval {id}"), e))?);
+    }
+    out.sort_by(|a, b| {
+        (
+            a.status != super::runs::ApprovalStatus::Pending,
+            std::cmp::Reverse(&a.requested_at),
+        )
+            .cmp(&(
+                b.status != super::runs::ApprovalStatus::Pending,
+                std::cmp::Reverse(&b.requested_at),
+            ))
+    });
+    Ok(out)
+}
+
+fn read_inbox(
+    c: &Connection,
+    path: &Path,
+    after: i64,
+) -> Result<Vec<(i64, InboxCommand)>, StoreError> {
+    let mut stmt = c
+        .prepare_cached("SELECT id, command FROM inbox WHERE id > ?1 ORDER BY id LIMIT 1000")
+        .map_err(sql_err(path))?;
+    let rows = stmt
+        .query_map([after], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })
+        .map_err(sql_err(path))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, text) = row.map_err(sql_err(path))?;
+        match serde_json::from_str(&text) {
+            Ok(cmd) => out.push((id, cmd)),
+            Err(e) => tracing::warn!(id, error = %e, "store: unreadable inbox command skipped"),
+        }
+    }
+    Ok(out)
+}
+
+/// Append a command for the daemon (from another process, e.g. the CLI).
+/// Opens its own connection: the daemon may be running.
+pub fn post_to_inbox(path: &Path, command: &InboxCommand) -> Result<i64, StoreError> {
+    let mut conn = Connection::open(path).map_err(sql_err(path))?;
+    configure(&conn, path)?;
+    migrate(&mut conn, path)?;
+    let text = serde_json::to_string(command).map_err(|e| corrupt("inbox command", e))?;
+    conn.execute(
+        "INSERT INTO inbox (at, command) VALUES (?1, ?2)",
+        params![super::now_rfc3339(), text],
+    )
+    .map_err(sql_err(path))?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Runs of one job or all, newest first, from a read-only connection (CLI).
+pub fn read_runs_blocking(
+    c: &Connection,
+    path: &Path,
+    q: &RunQuery,
+) -> Result<Vec<(i64, Run)>, StoreError> {
+    read_runs(c, path, q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{SourceFile, build};
+    use serde_json::json;
+
+    fn snapshot(text: &str) -> Snapshot {
+        let loaded = build(&[SourceFile {
+            path: "jobs.d/a.yaml".into(),
+            text: text.into(),
+        }]);
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        loaded.snapshot
+    }
+
+    fn revision(id: &str, status: RevisionStatus) -> RevisionRecord {
+        RevisionRecord {
+            seq: 0,
+            id: id.into(),
+            status,
+            at: super::super::now_rfc3339(),
+            git_commit: None,
+            git_dirty: false,
+            content_hash: "h".into(),
+            summary: json!({"create": 1}),
+            changes: json!([]),
+            errors: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn apply_then_reopen_keeps_the_snapshot_and_history() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state.db");
+        let desired =
+            snapshot("id: a\ntype: noop\n---\nkind: Flow\nid: lane\nmax_active_runs: 2\n");
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            let writes = ResourceWrites::between(&Snapshot::default(), &desired);
+            assert_eq!(writes.upserts.len(), 2);
+            let (seq, events) = store
+                .apply_revision(
+                    revision("r1", RevisionStatus::Applied),
+                    writes,
+                    vec![NewEvent::new("reconcile.applied", json!({})).job("a")],
+                )
+                .await
+                .unwrap();
+            assert_eq!(seq, 1);
+            assert_eq!(events[0].id, 1);
+            store
+                .reject_revision(revision("r2", RevisionStatus::Rejected), vec![])
+                .await
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let applied = store.applied().await.unwrap();
+        assert_eq!(applied.snapshot, desired);
+        assert_eq!(applied.revision.unwrap().id, "r1");
+        let history = store.revisions(0, 10).await.unwrap();
+        assert_eq!(
+            history.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["r2", "r1"]
+        );
+        // Deletes remove rows; unchanged rows are not rewritten.
+        let smaller = snapshot("id: a\ntype: noop\n");
+        let writes = ResourceWrites::between(&desired, &smaller);
+        assert!(writes.upserts.is_empty());
+        assert_eq!(writes.deletes, vec![(Kind::Flow, "lane".to_string())]);
+        store
+            .apply_revision(revision("r3", RevisionStatus::Applied), writes, vec![])
+            .await
+            .unwrap();
+        assert_eq!(store.applied().await.unwrap().snapshot, smaller);
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_get_increasing_ids_and_filters_work() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&tmp.path().join("s.db")).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let t = if i % 2 == 0 {
+                    "run.queued"
+                } else {
+                    "scheduler.pressure_on"
+                };
+                s.append_events(vec![
+                    NewEvent::new(t, json!({"i": i})).job(format!("j{}", i % 5)),
+                ])
+                .await
+                .unwrap()
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let all = store
+            .events(EventQuery {
+                after: 0,
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 50);
+        assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+        let page = store
+            .events(EventQuery {
+                after: all[9].id,
+                limit: 5,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page[0].id, all[10].id);
+        assert_eq!(page.len(), 5);
+        let sched = store
+            .events(EventQuery {
+                after: 0,
+                limit: 1000,
+                event_type: Some("scheduler.*".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(sched.len(), 25);
+        let job = store
+            .events(EventQuery {
+                after: 0,
+                limit: 1000,
+                job_id: Some("j1".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(job.len(), 10);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("s.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch("PRAGMA user_version = 999").unwrap();
+        }
+        assert!(matches!(
+            SqliteStore::open(&path),
+            Err(StoreError::TooNew { .. })
+        ));
+    }
+}

@@ -1,0 +1,518 @@
+//! The scheduler and worker pool through the real binary: slots, guards,
+//! retries, timeouts, failure memory, lanes, pressure, crash recovery.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{ConfigDir, Daemon};
+use serde_json::Value;
+
+fn runs(d: &Daemon, query: &str) -> Vec<Value> {
+    let (_, v) = d.get(&format!("/api/v1/runs?limit=1000{query}"));
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn events(d: &Daemon, query: &str) -> Vec<Value> {
+    let (_, v) = d.get(&format!("/api/v1/events?limit=1000{query}"));
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn wait_for<T>(what: &str, d: &Daemon, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if let Some(v) = f() {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "timed out waiting for {what}\n--- daemon log ---\n{}",
+        d.log()
+    );
+}
+
+fn ts(v: &Value) -> jiff::Timestamp {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a timestamp: {v}"))
+}
+
+fn trigger(d: &ConfigDir, job: &str, inputs: Option<&str>) -> String {
+    let mut args = vec!["trigger", job];
+    if let Some(i) = inputs {
+        args.push("--inputs");
+        args.push(i);
+    }
+    let run = d.run(&args);
+    run.assert_code(0);
+    run.stdout()
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_else(|| panic!("no run id in {}", run.stdout()))
+        .to_string()
+}
+
+fn run_of(d: &Daemon, id: &str) -> Value {
+    d.get(&format!("/api/v1/runs/{id}")).1
+}
+
+fn wait_run_status(d: &Daemon, id: &str, status: &str) -> Value {
+    wait_for(&format!("run {id} to be {status}"), d, || {
+        let r = run_of(d, id);
+        (r["status"] == status).then_some(r)
+    })
+}
+
+#[test]
+fn an_interval_job_runs_about_once_per_second() {
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/tick.yaml",
+        "id: tick\ntype: noop\nschedule: {every: 1s}\n",
+    );
+    let daemon = Daemon::start(d.path(), &[]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    std::thread::sleep(Duration::from_millis(4_300));
+    let done = runs(&daemon, "&job=tick&status=succeeded");
+    assert!(
+        (3..=6).contains(&done.len()),
+        "expected ~4 runs in ~4 s, got {}\n{}",
+        done.len(),
+        daemon.log()
+    );
+    // Each run is keyed by its slot and scheduled on whole seconds.
+    for r in &done {
+        assert_eq!(r["trigger"], "schedule");
+        let at = ts(&r["scheduled_at"]);
+        assert_eq!(at.subsec_nanosecond(), 0, "{r}");
+    }
+    let status = daemon.get("/api/v1/status").1;
+    assert!(
+        status["scheduler"]["dispatched"].as_u64().unwrap_or(0) >= 3,
+        "{status:#}"
+    );
+}
+
+#[test]
+fn overlap_forbid_skips_slots_with_events() {
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/slow.yaml",
+        "id: slow\ntype: simulation.heavy\nschedule: {every: 1s}\ninputs: {work_ms: 2500}\n",
+    );
+    let daemon = Daemon::start(d.path(), &[]);
+    let skipped = wait_for("an overlap skip", &daemon, || {
+        let e = events(&daemon, "&type=scheduler.dispatch_skipped_overlap");
+        (!e.is_empty()).then_some(e)
+    });
+    assert_eq!(skipped[0]["job_id"], "slow");
+    assert_eq!(skipped[0]["data"]["reason"], "overlap");
+    // Never two runs of the job at once.
+    let all = runs(&daemon, "&job=slow");
+    let active = all
+        .iter()
+        .filter(|r| r["status"] == "running" || r["status"] == "queued")
+        .count();
+    assert!(active <= 1, "{all:#?}");
+}
+
+#[test]
+fn a_lane_of_one_never_overlaps() {
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/lane.yaml",
+        "kind: Flow\nid: one\nmax_active_runs: 1\n---\nid: a\ntype: simulation.heavy\nflow: one\noverlap: allow\nschedule: {every: 1s}\ninputs: {work_ms: 400}\n---\nid: b\ntype: simulation.heavy\nflow: one\noverlap: allow\nschedule: {every: 1s}\ninputs: {work_ms: 400}\n",
+    );
+    let daemon = Daemon::start(d.path(), &["--workers", "4"]);
+    std::thread::sleep(Duration::from_millis(4_500));
+    let mut spans: Vec<(jiff::Timestamp, jiff::Timestamp, String)> =
+        runs(&daemon, "&status=succeeded")
+            .iter()
+            .map(|r| {
+                (
+                    ts(&r["started_at"]),
+                    ts(&r["finished_at"]),
+                    r["job_id"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+    spans.sort();
+    assert!(spans.len() >= 3, "{spans:?}\n{}", daemon.log());
+    for w in spans.windows(2) {
+        assert!(
+            w[0].1 <= w[1].0,
+            "lane runs overlap: {:?} and {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    let flow_skips = events(&daemon, "&type=scheduler.dispatch_skipped_flow_limit");
+    assert!(
+        !flow_skips.is_empty(),
+        "a full lane skips slots with flow_limit"
+    );
+}
+
+#[test]
+fn retries_succeed_on_the_right_attempt_with_backoff() {
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/flaky.yaml",
+        "id: flaky\ntype: simulation.heavy\nretry_policy: {max_retry: 3, backoff_sec: [0.2, 0.4]}\ninputs: {fail_attempts: 2}\n",
+    );
+    let daemon = Daemon::start(d.path(), &[]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let id = trigger(&d, "flaky", None);
+    let run = wait_run_status(&daemon, &id, "succeeded");
+    assert_eq!(run["attempt"], 3, "{run:#}");
+    let attempts = run["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3);
+    assert_eq!(attempts[0]["status"], "failed");
+    assert_eq!(attempts[1]["status"], "failed");
+    assert_eq!(attempts[2]["status"], "succeeded");
+    assert!(attempts[0]["error"].as_str().unwrap().contains("attempt 1"));
+    // The second attempt waited the first backoff (0.2 s), the third the second (0.4 s).
+    let gap1 = ts(&attempts[1]["started_at"]).duration_since(ts(&attempts[0]["finished_at"]));
+    let gap2 = ts(&attempts[2]["started_at"]).duration_since(ts(&attempts[1]["finished_at"]));
+    assert!(gap1.as_millis() >= 190, "{gap1:?}");
+    assert!(gap2.as_millis() >= 390, "{gap2:?}");
+    let retrying = events(&daemon, "&type=run.retrying");
+    assert_eq!(retrying.len(), 2);
+    assert_eq!(run["trigger"], "manual");
+}
+
+#[test]
+fn a_timeout_ends_as_timed_out() {
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/hang.yaml",
+        "id: hang\ntype: simulation.heavy\ntimeout_ms: 300\ninputs: {work_ms: 10000}\n",
+    );
+    let daemon = Daemon::start(d.path(), &[]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let started = Instant::now();
+    let id = trigger(&d, "hang", None);
+    let run = wait_run_status(&daemon, &id, "timed_out");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(run["attempts"][0]["status"], "timed_out");
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 300 ms"),
+        "{run:#}"
+    );
+    assert!(!events(&daemon, "&type=run.timed_out").is_empty());
+}
+
+#[test]
+fn failure_memory_cools_a_job_down_and_counts_a_run_once() {
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/broken.yaml",
+        "id: broken\ntype: simulation.heavy\nschedule: {every: 1s}\noverlap: allow\nretry_policy: {max_retry: 1, backoff_sec: [0.05]}\nfailure_memory: {threshold: 2, cooldown_sec: 60, cooldown_max_sec: 600}\ninputs: {fail_attempts: 100}\n",
+    );
+    let daemon = Daemon::start(d.path(), &[]);
+    let job = daemon.wait_until("/api/v1/jobs/broken", "the cooldown", |v| {
+        v["failure_memory"]["cooldown_until"].is_string()
+    });
+    // Two runs of two attempts each: counted as two failures, not four.
+    assert_eq!(job["failure_memory"]["consecutive_failures"], 2, "{job:#}");
+    assert!(
+        job["failure_memory"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("simulated failure")
+    );
+    let until = ts(&job["failure_memory"]["cooldown_until"]);
+    let secs = until.duration_since(jiff::Timestamp::now()).as_secs();
+    assert!((50..=61).contains(&secs), "cooldown ~60 s, got {secs}");
+    wait_for("a cooldown skip", &daemon, || {
+        let e = events(&daemon, "&type=scheduler.dispatch_skipped_cooldown");
+        (!e.is_empty()).then_some(())
+    });
+    assert!(!events(&daemon, "&type=job.cooldown").is_empty());
+}
+
+#[test]
+fn a_run_waiting_for_its_retry_counts_as_active() {
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/r.yaml",
+        "id: r\ntype: simulation.heavy\nschedule: {every: 1s}\nretry_policy: {max_retry: 1, backoff_sec: [3]}\nfailure_memory: {enabled: false}\ninputs: {fail_attempts: 1}\n",
+    );
+    let daemon = Daemon::start(d.path(), &[]);
+    let retrying = wait_for("a retrying run", &daemon, || {
+        runs(&daemon, "&job=r&status=retrying").into_iter().next()
+    });
+    // While it waits for its retry, slots are skipped as overlaps.
+    wait_for("an overlap skip during the retry wait", &daemon, || {
+        let e = events(&daemon, "&type=scheduler.dispatch_skipped_overlap");
+        (!e.is_empty()).then_some(())
+    });
+    let now_retrying = run_of(&daemon, retrying["id"].as_str().unwrap());
+    assert_eq!(
+        now_retrying["status"], "retrying",
+        "still waiting: {now_retrying:#}"
+    );
+}
+
+#[test]
+fn two_hundred_jobs_under_a_tick_cap_of_eighty_all_run() {
+    let d = ConfigDir::new();
+    let mut text = String::new();
+    for i in 0..200 {
+        text.push_str(&format!(
+            "id: job-{i:03}\ntype: noop\nschedule: {{every: 1s}}\noverlap: allow\n---\n"
+        ));
+    }
+    d.write("jobs.d/many.yaml", &text);
+    let daemon = Daemon::start_env(
+        d.path(),
+        &["--workers", "8"],
+        &[("SCHEDULER_MAX_DISPATCH_PER_TICK", "80")],
+    );
+    wait_for("every job to have run", &daemon, || {
+        let (_, jobs) = daemon.get("/api/v1/jobs?limit=1000");
+        let items = jobs["items"].as_array()?.clone();
+        (items.len() == 200 && items.iter().all(|j| j["last_run"]["status"] == "succeeded"))
+            .then_some(())
+    });
+    let status = daemon.get("/api/v1/status").1;
+    assert!(
+        status["scheduler"]["skipped"]["tick_limit"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "the cap must have deferred and skipped some slots: {status:#}"
+    );
+}
+
+#[test]
+fn pressure_mode_switches_on_and_off_again() {
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/p.yaml",
+        "id: p\ntype: simulation.heavy\noverlap: allow\ninputs: {work_ms: 30}\n",
+    );
+    let daemon = Daemon::start_env(
+        d.path(),
+        &["--workers", "1"],
+        &[
+            ("SCHEDULER_PRESSURE_DEPTH_HIGH", "5"),
+            ("SCHEDULER_PRESSURE_DEPTH_LOW", "2"),
+        ],
+    );
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    for _ in 0..12 {
+        trigger(&d, "p", None);
+    }
+    wait_for("pressure on then off", &daemon, || {
+        let on = events(&daemon, "&type=scheduler.pressure_on");
+        let off = events(&daemon, "&type=scheduler.pressure_off");
+        (!on.is_empty() && !off.is_empty()).then_some(())
+    });
+    let status = daemon.wait_until("/api/v1/status", "the queue drained", |v| {
+        v["queue_depth"] == 0
+    });
+    assert_eq!(status["pressure_mode"], false);
+}
+
+#[test]
+fn kill_9_mid_run_then_restart_retries_the_run_and_keeps_history() {
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/long.yaml",
+        "id: long\ntype: simulation.heavy\nretry_policy: {max_retry: 2, backoff_sec: [0.1]}\ninputs: {work_ms: 1500}\n---\nid: quick\ntype: noop\n",
+    );
+    let id;
+    {
+        let daemon = Daemon::start(d.path(), &[]);
+        daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+        let q = trigger(&d, "quick", None);
+        wait_run_status(&daemon, &q, "succeeded");
+        id = trigger(&d, "long", None);
+        wait_run_status(&daemon, &id, "running");
+        // Give the group commit a moment to make `running` durable.
+        std::thread::sleep(Duration::from_millis(200));
+        daemon.signal("KILL");
+    }
+    let daemon = Daemon::start(d.path(), &[]);
+    let run = wait_run_status(&daemon, &id, "succeeded");
+    let attempts = run["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{run:#}");
+    assert_eq!(attempts[0]["status"], "failed");
+    assert!(
+        attempts[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("worker lost"),
+        "{run:#}"
+    );
+    // History from before the crash is intact, and nothing stays running.
+    assert_eq!(runs(&daemon, "&job=quick&status=succeeded").len(), 1);
+    assert!(runs(&daemon, "&status=running").is_empty());
+    let status = daemon.get("/api/v1/status").1;
+    assert_eq!(status["recovery"]["orphaned"], 1, "{status:#}");
+}
+
+#[test]
+fn approvals_gate_runs_of_jobs_that_require_them() {
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/gated.yaml",
+        "id: gated\ntype: noop\nrequires_approval: true\n",
+    );
+    let daemon = Daemon::start(d.path(), &[]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let first = trigger(&d, "gated", Some("{\"note\": \"one\"}"));
+    wait_run_status(&daemon, &first, "awaiting_approval");
+    let list = d.run(&["approvals", "list"]);
+    list.assert_code(0)
+        .assert_line(&format!("ap-{first}"), "pending");
+    d.run(&["approvals", "approve", &format!("ap-{first}")])
+        .assert_code(0);
+    let run = wait_run_status(&daemon, &first, "succeeded");
+    assert_eq!(run["inputs"]["note"], "one");
+
+    let second = trigger(&d, "gated", None);
+    wait_run_status(&daemon, &second, "awaiting_approval");
+    d.run(&["approvals", "reject", &format!("ap-{second}")])
+        .assert_code(0);
+    let run = wait_run_status(&daemon, &second, "failed");
+    assert!(run["error"].as_str().unwrap().contains("rejected"));
+    // Deciding twice is refused.
+    d.run(&["approvals", "approve", &format!("ap-{second}")])
+        .assert_code(1);
+    let (_, approvals) = daemon.get("/api/v1/approvals");
+    assert_eq!(approvals["items"].as_array().map(Vec::len), Some(2));
+    for t in [
+        "approval.requested",
+        "approval.approved",
+        "approval.rejected",
+    ] {
+        assert!(
+            !events(&daemon, &format!("&type={t}")).is_empty(),
+            "missing {t}"
+        );
+    }
+}
+
+#[test]
+fn trigger_refuses_unknown_jobs_and_bad_inputs() {
+    let d = ConfigDir::new();
+    d.write("jobs.d/a.yaml", "id: a\ntype: noop\n");
+    d.run(&["trigger", "a"]).assert_code(1);
+    let daemon = Daemon::start(d.path(), &[]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let r = d.run(&["trigger", "nope"]);
+    r.assert_code(1);
+    assert!(r.stderr().contains("no job `nope`"), "{}", r.explain());
+    let r = d.run(&["trigger", "a", "--inputs", "[1]"]);
+    r.assert_code(1);
+    assert!(r.stderr().contains("JSON object"), "{}", r.explain());
+}
+
+#[test]
+fn command_jobs_need_allow_command() {
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/c.yaml",
+        "id: c\ntype: command\ninputs: {argv: [/bin/echo, hello]}\n",
+    );
+    {
+        let daemon = Daemon::start(d.path(), &[]);
+        daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+        let id = trigger(&d, "c", None);
+        let run = wait_run_status(&daemon, &id, "failed");
+        assert!(
+            run["error"].as_str().unwrap().contains("--allow-command"),
+            "{run:#}"
+        );
+    }
+    let daemon = Daemon::start(d.path(), &["--allow-command"]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let id = trigger(&d, "c", None);
+    let run = wait_run_status(&daemon, &id, "succeeded");
+    assert_eq!(run["output"]["stdout"], "hello\n");
+}
+
+#[test]
+fn history_is_bounded_by_keep_runs() {
+    let d = ConfigDir::new();
+    d.write("jobs.d/n.yaml", "id: n\ntype: noop\n");
+    let daemon = Daemon::start(d.path(), &["--keep-runs", "5"]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let mut last = String::new();
+    for _ in 0..15 {
+        last = trigger(&d, "n", None);
+    }
+    wait_run_status(&daemon, &last, "succeeded");
+    std::thread::sleep(Duration::from_millis(300));
+    let kept = runs(&daemon, "&job=n");
+    assert!(kept.len() <= 6, "kept {} runs", kept.len());
+    assert!(
+        kept.iter().any(|r| r["id"] == last.as_str()),
+        "the newest run is kept"
+    );
+}
+
+#[test]
+fn status_prints_a_table_of_jobs() {
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/a.yaml",
+        "id: alpha\ntype: noop\nschedule: {cron: \"0 7 * * *\"}\n",
+    );
+    let daemon = Daemon::start(d.path(), &[]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let r = common::run(
+        &["status".into(), "--server".into(), daemon.url.clone()],
+        None,
+    );
+    r.assert_code(0)
+        .assert_line("revision  nogit+", "")
+        .assert_line("alpha", "T07:00:00");
+    let down = common::run(
+        &[
+            "status".into(),
+            "--server".into(),
+            "http://127.0.0.1:9".into(),
+        ],
+        None,
+    );
+    down.assert_code(1);
+}
+
+#[test]
+fn sigterm_drains_and_interrupted_runs_run_again_after_restart() {
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/long.yaml",
+        "id: long\ntype: simulation.heavy\ninputs: {work_ms: 3000}\n",
+    );
+    let id;
+    {
+        let mut daemon = Daemon::start(d.path(), &["--grace", "0.2"]);
+        daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+        id = trigger(&d, "long", None);
+        wait_run_status(&daemon, &id, "running");
+        daemon.signal("TERM");
+        let start = Instant::now();
+        while daemon.is_running() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            !daemon.is_running(),
+            "daemon did not stop\n{}",
+            daemon.log()
+        );
+        assert!(daemon.log().contains("interrupting"), "{}", daemon.log());
+    }
+    let daemon = Daemon::start(d.path(), &[]);
+    let run = wait_run_status(&daemon, &id, "succeeded");
+    // The interrupted attempt is recorded but not counted against retries.
+    assert_eq!(run["attempt"], 1, "{run:#}");
+    assert_eq!(run["attempts"][0]["status"], "cancelled");
+}

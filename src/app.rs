@@ -211,11 +211,21 @@ async fn handle_command(queue: &RunQueue, store: &Store, command: InboxCommand) 
             run_id,
             job_id,
             inputs,
+            count,
         } => {
-            let mut run = NewRun::manual(&job_id, inputs);
-            run.run_key = format!("manual:{run_id}");
-            run.id = run_id.clone();
-            if queue.enqueue(vec![run]).is_empty() {
+            let runs: Vec<NewRun> = (0..count.max(1))
+                .map(|i| {
+                    let mut run = NewRun::manual(&job_id, inputs.clone());
+                    run.id = if i == 0 {
+                        run_id.clone()
+                    } else {
+                        format!("{run_id}-{i}")
+                    };
+                    run.run_key = format!("manual:{}", run.id);
+                    run
+                })
+                .collect();
+            if queue.enqueue(runs).is_empty() {
                 let event = NewEvent::new(
                     "trigger.rejected",
                     json!({"run_id": run_id, "reason": format!("no job {job_id} in the applied revision")}),

@@ -406,3 +406,48 @@ fn restart_resumes_the_applied_revision_from_the_store() {
     assert_eq!(code, 200, "a stored revision counts as applied");
     assert_eq!(job_field(&daemon, "heartbeat", "/type"), "noop");
 }
+
+#[test]
+fn plan_reports_runs_in_flight_and_slots_to_catch_up() {
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/slow.yaml",
+        "id: slow\ntype: simulation.heavy\ninputs: {work_ms: 20000}\n",
+    );
+    d.write(
+        "jobs.d/tick.yaml",
+        "id: tick\ntype: noop\nschedule: {every: 1s}\n",
+    );
+    {
+        let daemon = Daemon::start(d.path(), &["--no-watch"]);
+        daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+        let run = d.run(&["trigger", "slow"]);
+        run.assert_code(0);
+        daemon.wait_until("/api/v1/runs?status=running", "slow running", |v| {
+            v["items"].as_array().is_some_and(|a| !a.is_empty())
+        });
+        daemon.wait_until("/api/v1/jobs/tick", "tick ran", |v| {
+            v["last_run"]["status"] == "succeeded"
+        });
+        // Deleting a job with a run in flight: plan says so (also --server).
+        d.remove("jobs.d/slow.yaml");
+        for args in [vec!["plan"], vec!["plan", "--server", daemon.url.as_str()]] {
+            d.run(&args)
+                .assert_code(0)
+                .assert_line("Runs in flight of jobs being deleted or disabled:", "")
+                .assert_line("    slow: 1 active run (delete)", "");
+        }
+        daemon.signal("KILL");
+    }
+    // Down for a while, then a rescheduled job with misfire run_all shows
+    // the slots it would catch up.
+    std::thread::sleep(std::time::Duration::from_millis(3_200));
+    d.write(
+        "jobs.d/tick.yaml",
+        "id: tick\ntype: noop\nschedule: {every: 1s, misfire: run_all, max_catchup_runs: 2}\n",
+    );
+    d.run(&["plan"])
+        .assert_code(0)
+        .assert_line("Missed slots that would be caught up:", "")
+        .assert_line("    tick: 2 to run", "misfire run_all");
+}

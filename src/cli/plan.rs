@@ -1,6 +1,5 @@
 //! `multijob plan`: what applying the directory would change.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -8,8 +7,8 @@ use anyhow::Context;
 
 use crate::reconcile::{git, render, source::read_config_dir};
 use crate::spec::{self, snapshot::Snapshot};
-use crate::status::api::snapshot_from_json;
-use crate::store::sqlite::{SqliteStore, read_applied};
+use crate::status::api::{plan_context_from_json, snapshot_from_json};
+use crate::store::sqlite::{SqliteStore, read_applied, read_plan_context};
 
 use super::{DirArg, Outcome, OutputFormat};
 
@@ -52,8 +51,9 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let running = match &args.server {
-        Some(url) => runtime.block_on(fetch_snapshot(url))?,
+    let now = jiff::Timestamp::now();
+    let (running, ctx) = match &args.server {
+        Some(url) => runtime.block_on(fetch_snapshot(url, now))?,
         None => {
             let path = args
                 .state
@@ -61,20 +61,15 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
                 .unwrap_or_else(|| super::default_state(dir));
             if path.exists() {
                 let conn = SqliteStore::open_read_only(&path)?;
-                read_applied(&conn, &path)?.snapshot
+                let snapshot = read_applied(&conn, &path)?.snapshot;
+                (snapshot, read_plan_context(&conn, &path, now)?)
             } else {
-                Snapshot::default()
+                (Snapshot::default(), render::PlanContext::empty(now))
             }
         }
     };
     let git_state = runtime.block_on(git::git_state(dir));
     let revision = git::revision_id(git_state.as_ref(), &loaded.snapshot.content_hash());
-    let ctx = render::PlanContext {
-        now: jiff::Timestamp::now(),
-        last_slots: HashMap::new(),
-        active_runs_by_job: HashMap::new(),
-        active_runs_by_flow: HashMap::new(),
-    };
     let report = render::report(&revision, &running, &loaded.snapshot, &ctx);
     let mut out = std::io::stdout().lock();
     match args.output {
@@ -91,7 +86,10 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     })
 }
 
-async fn fetch_snapshot(server: &str) -> anyhow::Result<Snapshot> {
+async fn fetch_snapshot(
+    server: &str,
+    now: jiff::Timestamp,
+) -> anyhow::Result<(Snapshot, render::PlanContext)> {
     let url = format!("{}/api/v1/snapshot", server.trim_end_matches('/'));
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
@@ -114,5 +112,6 @@ async fn fetch_snapshot(server: &str) -> anyhow::Result<Snapshot> {
             body["error"].as_str().unwrap_or("")
         );
     }
-    snapshot_from_json(&body).map_err(|e| anyhow::anyhow!("GET {url}: {e}"))
+    let snapshot = snapshot_from_json(&body).map_err(|e| anyhow::anyhow!("GET {url}: {e}"))?;
+    Ok((snapshot, plan_context_from_json(&body, now)))
 }

@@ -18,6 +18,9 @@ pub struct Args {
     /// never change the job's policy).
     #[arg(long)]
     pub inputs: Option<String>,
+    /// Queue this many runs at once (load and capacity tests).
+    #[arg(long, default_value_t = 1)]
+    pub count: u32,
     #[command(flatten)]
     pub dir: DirArg,
     /// The embedded store [default: DIR/.multijob/state.db].
@@ -72,9 +75,18 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
             run_id: run_id.clone(),
             job_id: job.spec.id.clone(),
             inputs,
+            count: args.count.max(1),
         },
     )?;
-    println!("queued run {run_id} of job {}", job.spec.id);
+    if args.count > 1 {
+        println!(
+            "queued run {run_id} of job {} (and {} more: {run_id}-1 ...)",
+            job.spec.id,
+            args.count - 1
+        );
+    } else {
+        println!("queued run {run_id} of job {}", job.spec.id);
+    }
     if job.spec.requires_approval {
         println!("the job requires approval: `multijob approvals list` shows the request");
     }

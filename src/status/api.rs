@@ -1,7 +1,6 @@
 //! The read-only status API. Only GET; errors are `{"error": "..."}`;
 //! lists are `{"items": [...], "next_cursor": ...}`; times RFC 3339 UTC.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -162,9 +161,14 @@ async fn status(State(shared): State<AppState>) -> ApiResult {
     let s = &applied.snapshot;
     let revision = applied.revision.as_ref();
     let last = shared.last_reconcile.load();
-    let (queue_depth, running, pressure) = {
+    let (queue_depth, running, pressure, (started, finished)) = {
         let view = shared.queue.view();
-        (view.waiting(), view.running(), view.pressure())
+        (
+            view.waiting(),
+            view.running(),
+            view.pressure(),
+            view.totals(),
+        )
     };
     let (busy, total) = shared.workers();
     Ok(Json(json!({
@@ -182,6 +186,7 @@ async fn status(State(shared): State<AppState>) -> ApiResult {
         },
         "queue_depth": queue_depth,
         "running": running,
+        "runs_since_start": {"started": started, "finished": finished},
         "pressure_mode": pressure,
         "workers": {"busy": busy, "total": total},
         "scheduler": shared.scheduler.snapshot(),
@@ -327,10 +332,61 @@ async fn job(State(shared): State<AppState>, Path(id): Path<String>) -> ApiResul
 
 async fn snapshot(State(shared): State<AppState>) -> ApiResult {
     let applied = shared.applied.load();
-    Ok(Json(snapshot_json(
+    let mut out = snapshot_json(
         &applied.snapshot,
         applied.revision.as_ref().map(|r| r.id.as_str()),
-    )))
+    );
+    let ctx = plan_context(&shared).await?;
+    if let Value::Object(m) = &mut out {
+        // What `plan --server` needs to say what applying would do.
+        m.insert(
+            "runtime".into(),
+            json!({
+                "last_slots": ctx.last_slots.iter().map(|(k, v)| (k.clone(), json!(format_ts(*v)))).collect::<serde_json::Map<_, _>>(),
+                "active_runs_by_job": ctx.active_runs_by_job,
+                "active_runs_by_flow": ctx.active_runs_by_flow,
+            }),
+        );
+    }
+    Ok(Json(out))
+}
+
+/// The live state a plan reports against.
+async fn plan_context(shared: &Shared) -> Result<render::PlanContext, ApiError> {
+    let mut ctx = render::PlanContext::empty(jiff::Timestamp::now());
+    for (job, slot) in shared.store.job_slots().await? {
+        if let Ok(t) = slot.parse() {
+            ctx.last_slots.insert(job, t);
+        }
+    }
+    let view = shared.queue.view();
+    ctx.active_runs_by_job = view.active_by_job();
+    ctx.active_runs_by_flow = view.active_by_flow();
+    Ok(ctx)
+}
+
+/// The live state `/api/v1/snapshot` carries, for `plan --server`.
+pub fn plan_context_from_json(v: &Value, now: jiff::Timestamp) -> render::PlanContext {
+    let mut ctx = render::PlanContext::empty(now);
+    let rt = &v["runtime"];
+    if let Some(m) = rt["last_slots"].as_object() {
+        for (k, t) in m {
+            if let Some(t) = t.as_str().and_then(|t| t.parse().ok()) {
+                ctx.last_slots.insert(k.clone(), t);
+            }
+        }
+    }
+    for (field, map) in [
+        ("active_runs_by_job", &mut ctx.active_runs_by_job),
+        ("active_runs_by_flow", &mut ctx.active_runs_by_flow),
+    ] {
+        if let Some(m) = rt[field].as_object() {
+            for (k, n) in m {
+                map.insert(k.clone(), n.as_u64().unwrap_or(0) as usize);
+            }
+        }
+    }
+    ctx
 }
 
 /// The applied snapshot as `/api/v1/snapshot` serves it and `plan
@@ -589,12 +645,7 @@ async fn plan(State(shared): State<AppState>) -> ApiResult {
         return Ok(Json(json!({"valid": false, "errors": errors})));
     }
     let applied = shared.applied.load();
-    let ctx = render::PlanContext {
-        now: jiff::Timestamp::now(),
-        last_slots: HashMap::new(),
-        active_runs_by_job: HashMap::new(),
-        active_runs_by_flow: HashMap::new(),
-    };
+    let ctx = plan_context(&shared).await?;
     let git = crate::reconcile::git::git_state(&shared.dir).await;
     let revision =
         crate::reconcile::git::revision_id(git.as_ref(), &loaded.snapshot.content_hash());

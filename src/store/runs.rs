@@ -181,12 +181,19 @@ pub enum InboxCommand {
         run_id: String,
         job_id: String,
         inputs: Value,
+        /// Runs to queue (load tests); ids after the first get a suffix.
+        #[serde(default = "one")]
+        count: u32,
     },
     Decide {
         approval_id: String,
         approve: bool,
         by: String,
     },
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// Which runs to list.

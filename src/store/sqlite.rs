@@ -1174,6 +1174,48 @@ pub fn post_to_inbox(path: &Path, command: &InboxCommand) -> Result<i64, StoreEr
     Ok(conn.last_insert_rowid())
 }
 
+/// What `plan` needs of the live state: each job's last slot and the
+/// active runs per job and lane (from a read-only connection).
+pub fn read_plan_context(
+    c: &Connection,
+    path: &Path,
+    now: jiff::Timestamp,
+) -> Result<crate::reconcile::render::PlanContext, StoreError> {
+    let mut ctx = crate::reconcile::render::PlanContext::empty(now);
+    let mut stmt = c
+        .prepare("SELECT job_id, last_slot FROM job_slots")
+        .map_err(sql_err(path))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(sql_err(path))?;
+    for row in rows {
+        let (job, slot) = row.map_err(sql_err(path))?;
+        if let Ok(t) = slot.parse() {
+            ctx.last_slots.insert(job, t);
+        }
+    }
+    let mut stmt = c
+        .prepare(
+            "SELECT seq, record FROM runs
+             WHERE status IN ('queued', 'awaiting_approval', 'running', 'retrying')",
+        )
+        .map_err(sql_err(path))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+        .map_err(sql_err(path))?;
+    for row in rows {
+        let (seq, rec) = row.map_err(sql_err(path))?;
+        let run = parse_run(&rec, seq)?;
+        *ctx.active_runs_by_job
+            .entry(run.job_id.clone())
+            .or_default() += 1;
+        if let Some(flow) = run.flow {
+            *ctx.active_runs_by_flow.entry(flow).or_default() += 1;
+        }
+    }
+    Ok(ctx)
+}
+
 /// Runs of one job or all, newest first, from a read-only connection (CLI).
 pub fn read_runs_blocking(
     c: &Connection,

@@ -1,0 +1,647 @@
+//! End-to-end benchmark scenarios against the real binary.
+//!
+//! `cargo bench --bench scenarios` runs every scenario at full size and prints
+//! a table (figure, value, unit, target, pass/fail); `-- --scale small` is the
+//! seconds-long smoke, which is also what `cargo test --bench scenarios` (CI)
+//! runs; `-- --only NAME[,NAME]` picks scenarios; results are also written to
+//! `target/bench-results.json`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Figure {
+    scenario: &'static str,
+    name: String,
+    value: f64,
+    unit: &'static str,
+    /// (comparison, target): "<=" or ">=".
+    target: Option<(&'static str, f64)>,
+}
+
+impl Figure {
+    fn pass(&self) -> Option<bool> {
+        self.target.map(|(cmp, t)| match cmp {
+            "<=" => self.value <= t,
+            _ => self.value >= t,
+        })
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Scale {
+    Small,
+    Full,
+}
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_multijob"))
+}
+
+/// Run a child to completion; return (wall, peak RSS in MB, success).
+fn measure(cmd: &mut Command) -> (Duration, f64, bool) {
+    let start = Instant::now();
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn multijob");
+    let (status, rss_kb) = wait_rusage(child);
+    (start.elapsed(), rss_kb as f64 / 1024.0, status == 0)
+}
+
+fn wait_rusage(child: Child) -> (i32, i64) {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: wait4 writes into the two out-parameters we own.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4 failed");
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    std::mem::forget(child);
+    (code, usage.ru_maxrss)
+}
+
+/// Peak RSS (VmHWM) and current RSS (VmRSS) of a live process, in MB.
+fn rss_of(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(0.0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// A config dir with `jobs` jobs over `files` files, mixing features.
+fn generate(dir: &Path, jobs: usize, files: usize) {
+    let jobs_dir = dir.join("jobs.d");
+    std::fs::create_dir_all(&jobs_dir).unwrap();
+    let per_file = jobs.div_ceil(files);
+    let mut n = 0;
+    for f in 0..files {
+        let mut text = String::new();
+        if f == 0 {
+            text.push_str("kind: Flow\nid: lane\nmax_active_runs: 5\n---\nkind: Connector\nid: shop\nprovider: http\nbase_url: http://127.0.0.1:9\n---\n");
+        }
+        for _ in 0..per_file {
+            if n == jobs {
+                break;
+            }
+            let schedule = match n % 3 {
+                0 => format!("  every: {}s\n", 1 + n % 300),
+                1 => "  cron: \"*/5 * * * *\"\n  timezone: Europe/Berlin\n".to_string(),
+                _ => format!("  interval_sec: {}\n  jitter_sec: 1\n", 60 + n % 60),
+            };
+            let body = if n % 4 == 0 {
+                format!(
+                    "type: agent.workflow\nflow: lane\ninputs: {{sku: \"P{n:05}\", n: {n}}}\nsteps:\n  - id: fetch\n    http: {{connector: shop, path: \"/p/{{{{ inputs.sku }}}}\"}}\n  - id: sum\n    set: {{total: \"{{{{ steps.fetch.output.body | length }}}}\"}}\n"
+                )
+            } else {
+                "type: noop\n".to_string()
+            };
+            text.push_str(&format!(
+                "id: job-{n:05}\n{body}schedule:\n{schedule}retry_policy: {{max_retry: 2, backoff_sec: [1, 5]}}\n---\n"
+            ));
+            n += 1;
+        }
+        std::fs::write(jobs_dir.join(format!("f{f:04}.yaml")), text).unwrap();
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+fn scenario_validate(scale: Scale, out: &mut Vec<Figure>) {
+    let (jobs, files, reps) = match scale {
+        Scale::Full => (10_000, 1_000, 5),
+        Scale::Small => (500, 50, 1),
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    generate(tmp.path(), jobs, files);
+    let mut walls = Vec::new();
+    let mut rss = 0.0f64;
+    for _ in 0..reps {
+        let (wall, peak, ok) = measure(
+            Command::new(bin())
+                .args(["validate", "--output", "json", "--dir"])
+                .arg(tmp.path()),
+        );
+        assert!(ok, "validate failed on generated config");
+        walls.push(wall.as_secs_f64());
+        rss = rss.max(peak);
+    }
+    let full = scale == Scale::Full;
+    out.push(Figure {
+        scenario: "validate",
+        name: format!("validate {jobs} jobs in {files} files, wall (median of {reps})"),
+        value: median(walls),
+        unit: "s",
+        target: full.then_some(("<=", 0.5)),
+    });
+    out.push(Figure {
+        scenario: "validate",
+        name: format!("validate {jobs} jobs, peak RSS"),
+        value: rss,
+        unit: "MB",
+        target: full.then_some(("<=", 100.0)),
+    });
+}
+
+fn scenario_plan(scale: Scale, out: &mut Vec<Figure>) {
+    let (jobs, files) = match scale {
+        Scale::Full => (10_000, 1_000),
+        Scale::Small => (500, 50),
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    generate(tmp.path(), jobs, files);
+    // A fresh plan: everything is a create.
+    let (wall, peak, _) = measure(
+        Command::new(bin())
+            .args(["plan", "--output", "json", "--dir"])
+            .arg(tmp.path()),
+    );
+    let full = scale == Scale::Full;
+    out.push(Figure {
+        scenario: "plan",
+        name: format!("plan {jobs} jobs (all creates), wall"),
+        value: wall.as_secs_f64(),
+        unit: "s",
+        target: full.then_some(("<=", 1.0)),
+    });
+    out.push(Figure {
+        scenario: "plan",
+        name: format!("plan {jobs} jobs, peak RSS"),
+        value: peak,
+        unit: "MB",
+        target: None,
+    });
+}
+
+/// A daemon on a free port; killed on drop.
+struct Daemon {
+    child: Child,
+    url: String,
+}
+
+impl Daemon {
+    fn start(dir: &Path, extra: &[&str]) -> Daemon {
+        Self::start_env(dir, extra, &[])
+    }
+
+    fn start_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut child = Command::new(bin())
+            .args(["run", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(dir)
+            .args(extra)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn daemon");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Daemon { child, url }
+    }
+
+    fn get(&self, path: &str) -> Option<serde_json::Value> {
+        http_get(&format!("{}{path}", self.url))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tiny blocking HTTP GET (no client crate in benches' hot loop).
+fn http_get(url: &str) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}")))?;
+    let mut s = std::net::TcpStream::connect(host).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let body = buf.split_once("\r\n\r\n")?.1;
+    serde_json::from_str(body).ok()
+}
+
+fn wait_for(mut f: impl FnMut() -> bool, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    false
+}
+
+fn scenario_reload(scale: Scale, out: &mut Vec<Figure>) {
+    let edits = match scale {
+        Scale::Full => 100,
+        Scale::Small => 10,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    generate(tmp.path(), 50, 5);
+    let daemon = Daemon::start(tmp.path(), &[]);
+    assert!(
+        wait_for(
+            || daemon.get("/readyz").is_some_and(|v| v["ready"] == true),
+            Duration::from_secs(20)
+        ),
+        "daemon never became ready"
+    );
+    let target = tmp.path().join("jobs.d/edit.yaml");
+    let mut latencies = Vec::new();
+    for i in 0..edits {
+        let text = format!("id: edited\ntype: noop\nschedule: {{every: {}s}}\n", 10 + i);
+        let start = Instant::now();
+        std::fs::write(&target, text).unwrap();
+        let want = format!("{}", 10 + i);
+        let ok = wait_for(
+            || {
+                daemon.get("/api/v1/jobs/edited").is_some_and(|v| {
+                    v["spec"]["schedule"]["every"].as_str() == Some(&format!("{want}s"))
+                })
+            },
+            Duration::from_secs(10),
+        );
+        assert!(ok, "edit {i} never applied");
+        latencies.push(start.elapsed().as_secs_f64() * 1000.0);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let full = scale == Scale::Full;
+    out.push(Figure {
+        scenario: "reload",
+        name: format!("hot reload write → applied, p50 over {edits} edits"),
+        value: percentile(&mut latencies, 0.5),
+        unit: "ms",
+        target: full.then_some(("<=", 100.0)),
+    });
+    out.push(Figure {
+        scenario: "reload",
+        name: format!("hot reload write → applied, p99 over {edits} edits"),
+        value: percentile(&mut latencies, 0.99),
+        unit: "ms",
+        target: full.then_some(("<=", 300.0)),
+    });
+}
+
+fn scenario_rss(scale: Scale, out: &mut Vec<Figure>) {
+    let jobs = match scale {
+        Scale::Full => 10_000,
+        Scale::Small => 500,
+    };
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(empty.path().join("jobs.d")).unwrap();
+    let start = Instant::now();
+    let idle = Daemon::start(empty.path(), &[]);
+    assert!(wait_for(
+        || idle.get("/readyz").is_some_and(|v| v["ready"] == true),
+        Duration::from_secs(20)
+    ));
+    let startup = start.elapsed().as_secs_f64() * 1000.0;
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, idle_rss) = rss_of(idle.child.id());
+    drop(idle);
+
+    let tmp = tempfile::tempdir().unwrap();
+    generate(tmp.path(), jobs, jobs / 10);
+    let loaded = Daemon::start(tmp.path(), &[]);
+    assert!(wait_for(
+        || loaded.get("/readyz").is_some_and(|v| v["ready"] == true),
+        Duration::from_secs(60)
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    let (peak, now) = rss_of(loaded.child.id());
+    let full = scale == Scale::Full;
+    out.push(Figure {
+        scenario: "rss",
+        name: "startup to ready (empty dir)".into(),
+        value: startup,
+        unit: "ms",
+        target: full.then_some(("<=", 100.0)),
+    });
+    out.push(Figure {
+        scenario: "rss",
+        name: "daemon RSS idle (empty dir)".into(),
+        value: idle_rss,
+        unit: "MB",
+        target: full.then_some(("<=", 20.0)),
+    });
+    out.push(Figure {
+        scenario: "rss",
+        name: format!("daemon RSS with {jobs} jobs loaded"),
+        value: now,
+        unit: "MB",
+        target: full.then_some(("<=", 150.0)),
+    });
+    out.push(Figure {
+        scenario: "rss",
+        name: format!("daemon peak RSS loading {jobs} jobs"),
+        value: peak,
+        unit: "MB",
+        target: None,
+    });
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of /proc/PID/stat: 11 and 12 here.
+    let hz = 100.0; // sysconf(_SC_CLK_TCK) is 100 on Linux
+    (ticks(11) + ticks(12)) / hz
+}
+
+fn scenario_lateness(scale: Scale, out: &mut Vec<Figure>) {
+    let (jobs, secs) = match scale {
+        Scale::Full => (10_000, 30),
+        Scale::Small => (500, 3),
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let jobs_dir = tmp.path().join("jobs.d");
+    std::fs::create_dir_all(&jobs_dir).unwrap();
+    for f in 0..(jobs / 100) {
+        let mut text = String::new();
+        for i in 0..100 {
+            text.push_str(&format!("id: tick-{f:03}-{i:02}\ntype: noop\nschedule: {{every: 1s}}\n---\n"));
+        }
+        std::fs::write(jobs_dir.join(format!("f{f:03}.yaml")), text).unwrap();
+    }
+    let daemon = Daemon::start_env(
+        tmp.path(),
+        &["--workers", "16", "--keep-runs", "100"],
+        &[
+            ("SCHEDULER_MAX_DISPATCH_PER_TICK", "1000000"),
+            ("SCHEDULER_PRESSURE_DEPTH_HIGH", "100000000"),
+            ("SCHEDULER_PRESSURE_DEPTH_LOW", "1"),
+        ],
+    );
+    assert!(
+        wait_for(|| daemon.get("/readyz").is_some_and(|v| v["ready"] == true), Duration::from_secs(60)),
+        "daemon never became ready"
+    );
+    // Let it settle, then measure a window of whole seconds.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = daemon.get("/api/v1/status").unwrap_or_default();
+    let cpu0 = cpu_seconds(daemon.child.id());
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    let after = daemon.get("/api/v1/status").unwrap_or_default();
+    let cpu = (cpu_seconds(daemon.child.id()) - cpu0) / t0.elapsed().as_secs_f64();
+    let (_, rss) = rss_of(daemon.child.id());
+    let dispatched = after["scheduler"]["dispatched"].as_f64().unwrap_or(0.0)
+        - before["scheduler"]["dispatched"].as_f64().unwrap_or(0.0);
+    let skipped: f64 = after["scheduler"]["skipped"]
+        .as_object()
+        .map(|m| m.values().filter_map(|v| v.as_f64()).sum())
+        .unwrap_or(0.0);
+    let lateness = &after["scheduler"]["lateness"];
+    let full = scale == Scale::Full;
+    out.push(Figure {
+        scenario: "lateness",
+        name: format!("{jobs} jobs at 1 s: dispatch lateness p50"),
+        value: lateness["p50_ms"].as_f64().unwrap_or(f64::NAN),
+        unit: "ms",
+        target: None,
+    });
+    out.push(Figure {
+        scenario: "lateness",
+        name: format!("{jobs} jobs at 1 s: dispatch lateness p99"),
+        value: lateness["p99_ms"].as_f64().unwrap_or(f64::NAN),
+        unit: "ms",
+        target: full.then_some(("<=", 5.0)),
+    });
+    out.push(Figure {
+        scenario: "lateness",
+        name: format!("{jobs} jobs at 1 s: slots skipped (missed)"),
+        value: skipped,
+        unit: "slots",
+        target: full.then_some(("<=", 0.0)),
+    });
+    out.push(Figure {
+        scenario: "lateness",
+        name: format!("{jobs} jobs at 1 s: runs dispatched per second"),
+        value: dispatched / secs as f64,
+        unit: "1/s",
+        target: None,
+    });
+    out.push(Figure {
+        scenario: "lateness",
+        name: format!("{jobs} jobs at 1 s: daemon CPU (cores)"),
+        value: cpu,
+        unit: "cores",
+        target: None,
+    });
+    out.push(Figure {
+        scenario: "lateness",
+        name: format!("{jobs} jobs at 1 s: daemon RSS under load"),
+        value: rss,
+        unit: "MB",
+        target: None,
+    });
+}
+
+fn scenario_throughput(scale: Scale, out: &mut Vec<Figure>) {
+    let runs: u64 = match scale {
+        Scale::Full => 300_000,
+        Scale::Small => 5_000,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("jobs.d")).unwrap();
+    std::fs::write(tmp.path().join("jobs.d/n.yaml"), "id: n\ntype: noop\noverlap: allow\n").unwrap();
+    let daemon = Daemon::start_env(
+        tmp.path(),
+        &["--workers", "16", "--keep-runs", "100000000"],
+        &[("SCHEDULER_PRESSURE_DEPTH_HIGH", "100000000"), ("SCHEDULER_PRESSURE_DEPTH_LOW", "1")],
+    );
+    assert!(wait_for(|| daemon.get("/readyz").is_some_and(|v| v["ready"] == true), Duration::from_secs(30)));
+    let cpu0 = cpu_seconds(daemon.child.id());
+    let start = Instant::now();
+    let trig = Command::new(bin())
+        .args(["trigger", "n", "--count", &runs.to_string(), "--dir"])
+        .arg(tmp.path())
+        .output()
+        .expect("trigger");
+    assert!(trig.status.success(), "{}", String::from_utf8_lossy(&trig.stderr));
+    let mut peak = 0.0f64;
+    let done = wait_for(
+        || {
+            peak = peak.max(rss_of(daemon.child.id()).1);
+            daemon
+                .get("/api/v1/status")
+                .is_some_and(|v| v["runs_since_start"]["finished"].as_u64() == Some(runs))
+        },
+        Duration::from_secs(600),
+    );
+    assert!(done, "not every run finished");
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(daemon.child.id()) - cpu0;
+    // Every run recorded: count them in the store after a clean stop.
+    let pid = daemon.child.id();
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    drop(daemon);
+    let conn = rusqlite::Connection::open(tmp.path().join(".multijob/state.db")).unwrap();
+    let recorded: u64 = conn
+        .query_row("SELECT count(*) FROM runs WHERE status = 'succeeded'", [], |r| r.get(0))
+        .unwrap_or(0);
+    let full = scale == Scale::Full;
+    out.push(Figure {
+        scenario: "throughput",
+        name: format!("noop runs/s, embedded store ({runs} runs, 16 workers)"),
+        value: runs as f64 / wall,
+        unit: "1/s",
+        target: full.then_some((">=", 50_000.0)),
+    });
+    out.push(Figure {
+        scenario: "throughput",
+        name: "runs recorded as succeeded in the store".into(),
+        value: recorded as f64,
+        unit: "runs",
+        target: Some((">=", runs as f64)),
+    });
+    out.push(Figure {
+        scenario: "throughput",
+        name: "daemon CPU per run".into(),
+        value: cpu / runs as f64 * 1e6,
+        unit: "µs",
+        target: None,
+    });
+    out.push(Figure {
+        scenario: "throughput",
+        name: "daemon peak RSS during the run".into(),
+        value: peak,
+        unit: "MB",
+        target: None,
+    });
+}
+
+type Scenario = (&'static str, fn(Scale, &mut Vec<Figure>));
+
+const SCENARIOS: [Scenario; 6] = [
+    ("validate", scenario_validate),
+    ("plan", scenario_plan),
+    ("reload", scenario_reload),
+    ("rss", scenario_rss),
+    ("lateness", scenario_lateness),
+    ("throughput", scenario_throughput),
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo bench` passes --bench: full size. `cargo test --bench
+    // scenarios` (CI) does not: the seconds-long smoke.
+    let mut scale = if args.iter().any(|a| a == "--bench") {
+        Scale::Full
+    } else {
+        Scale::Small
+    };
+    let mut only: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--scale" => {
+                i += 1;
+                scale = match args.get(i).map(String::as_str) {
+                    Some("small") => Scale::Small,
+                    Some("full") | None => Scale::Full,
+                    Some(other) => panic!("--scale small|full, not {other}"),
+                };
+            }
+            "--only" => {
+                i += 1;
+                only.extend(
+                    args.get(i)
+                        .into_iter()
+                        .flat_map(|s| s.split(','))
+                        .map(str::to_string),
+                );
+            }
+            // cargo passes --bench; ignore anything else it adds.
+            _ => {}
+        }
+        i += 1;
+    }
+    let mut figures = Vec::new();
+    for (name, run) in SCENARIOS {
+        if !only.is_empty() && !only.iter().any(|o| o == name) {
+            continue;
+        }
+        eprintln!("scenario {name}...");
+        run(scale, &mut figures);
+    }
+    println!(
+        "{:<60} {:>12} {:<5} {:>10} {:>6}",
+        "figure", "value", "unit", "target", "pass"
+    );
+    for f in &figures {
+        let target = f
+            .target
+            .map(|(c, t)| format!("{c} {t}"))
+            .unwrap_or_else(|| "-".into());
+        let pass = match f.pass() {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "-",
+        };
+        println!(
+            "{:<60} {:>12.3} {:<5} {:>10} {:>6}",
+            f.name, f.value, f.unit, target, pass
+        );
+    }
+    let json: Vec<serde_json::Value> = figures
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "scenario": f.scenario, "figure": f.name, "value": f.value, "unit": f.unit,
+                "target": f.target.map(|(c, t)| format!("{c} {t}")), "pass": f.pass(),
+            })
+        })
+        .collect();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-results.json");
+    if let Err(e) = std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&json).unwrap_or_default(),
+    ) {
+        eprintln!("could not write {}: {e}", path.display());
+    } else {
+        eprintln!("wrote {}", path.display());
+    }
+}

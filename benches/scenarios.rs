@@ -384,7 +384,12 @@ fn cpu_seconds(pid: u32) -> f64 {
     // Fields after the command name (which may contain spaces).
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 of /proc/PID/stat: 11 and 12 here.
     let hz = 100.0; // sysconf(_SC_CLK_TCK) is 100 on Linux
     (ticks(11) + ticks(12)) / hz
@@ -401,7 +406,9 @@ fn scenario_lateness(scale: Scale, out: &mut Vec<Figure>) {
     for f in 0..(jobs / 100) {
         let mut text = String::new();
         for i in 0..100 {
-            text.push_str(&format!("id: tick-{f:03}-{i:02}\ntype: noop\nschedule: {{every: 1s}}\n---\n"));
+            text.push_str(&format!(
+                "id: tick-{f:03}-{i:02}\ntype: noop\nschedule: {{every: 1s}}\n---\n"
+            ));
         }
         std::fs::write(jobs_dir.join(format!("f{f:03}.yaml")), text).unwrap();
     }
@@ -415,7 +422,10 @@ fn scenario_lateness(scale: Scale, out: &mut Vec<Figure>) {
         ],
     );
     assert!(
-        wait_for(|| daemon.get("/readyz").is_some_and(|v| v["ready"] == true), Duration::from_secs(60)),
+        wait_for(
+            || daemon.get("/readyz").is_some_and(|v| v["ready"] == true),
+            Duration::from_secs(60)
+        ),
         "daemon never became ready"
     );
     // Let it settle, then measure a window of whole seconds.
@@ -486,13 +496,23 @@ fn scenario_throughput(scale: Scale, out: &mut Vec<Figure>) {
     };
     let tmp = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(tmp.path().join("jobs.d")).unwrap();
-    std::fs::write(tmp.path().join("jobs.d/n.yaml"), "id: n\ntype: noop\noverlap: allow\n").unwrap();
+    std::fs::write(
+        tmp.path().join("jobs.d/n.yaml"),
+        "id: n\ntype: noop\noverlap: allow\n",
+    )
+    .unwrap();
     let daemon = Daemon::start_env(
         tmp.path(),
         &["--workers", "16", "--keep-runs", "100000000"],
-        &[("SCHEDULER_PRESSURE_DEPTH_HIGH", "100000000"), ("SCHEDULER_PRESSURE_DEPTH_LOW", "1")],
+        &[
+            ("SCHEDULER_PRESSURE_DEPTH_HIGH", "100000000"),
+            ("SCHEDULER_PRESSURE_DEPTH_LOW", "1"),
+        ],
     );
-    assert!(wait_for(|| daemon.get("/readyz").is_some_and(|v| v["ready"] == true), Duration::from_secs(30)));
+    assert!(wait_for(
+        || daemon.get("/readyz").is_some_and(|v| v["ready"] == true),
+        Duration::from_secs(30)
+    ));
     let cpu0 = cpu_seconds(daemon.child.id());
     let start = Instant::now();
     let trig = Command::new(bin())
@@ -500,7 +520,11 @@ fn scenario_throughput(scale: Scale, out: &mut Vec<Figure>) {
         .arg(tmp.path())
         .output()
         .expect("trigger");
-    assert!(trig.status.success(), "{}", String::from_utf8_lossy(&trig.stderr));
+    assert!(
+        trig.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trig.stderr)
+    );
     let mut peak = 0.0f64;
     let done = wait_for(
         || {
@@ -516,11 +540,17 @@ fn scenario_throughput(scale: Scale, out: &mut Vec<Figure>) {
     let cpu = cpu_seconds(daemon.child.id()) - cpu0;
     // Every run recorded: count them in the store after a clean stop.
     let pid = daemon.child.id();
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     drop(daemon);
     let conn = rusqlite::Connection::open(tmp.path().join(".multijob/state.db")).unwrap();
-    let recorded: u64 = conn
-        .query_row("SELECT count(*) FROM runs WHERE status = 'succeeded'", [], |r| r.get(0))
+    let recorded: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM runs WHERE status = 'succeeded'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap_or(0);
     let full = scale == Scale::Full;
     out.push(Figure {

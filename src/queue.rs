@@ -28,6 +28,9 @@ use crate::store::runs::{
 use crate::store::{Applied, Mutation, NewEvent, Store, format_ts};
 use crate::worker::retry;
 
+/// Uncommitted store writes above which workers stop claiming.
+const MAX_STORE_BACKLOG: usize = 50_000;
+
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
     /// Runs waiting to start at which pressure mode turns on.
@@ -147,6 +150,9 @@ struct State {
     failure: HashMap<String, FailureState>,
     finished_since_prune: HashMap<String, usize>,
     applied: Arc<Applied>,
+    /// Each job's spec, shared by its runs (built once per revision, so a
+    /// run never deep-copies its job).
+    jobs: HashMap<String, (Arc<Job>, String)>,
     draining: bool,
     seq: u64,
     dispatched: u64,
@@ -312,6 +318,7 @@ impl RunQueue {
                 pressure: Pressure::new(config.pressure_high, config.pressure_low),
                 failure: HashMap::new(),
                 finished_since_prune: HashMap::new(),
+                jobs: job_cache(&applied),
                 applied,
                 draining: false,
                 seq: 0,
@@ -355,8 +362,10 @@ impl RunQueue {
 
     /// A new revision: specs for runs not yet started, lane limits.
     pub fn set_applied(&self, applied: Arc<Applied>) {
+        let jobs = job_cache(&applied);
         let mut st = self.lock();
         st.applied = applied;
+        st.jobs = jobs;
         drop(st);
         // Lane limits may have grown: parked runs may start.
         self.work.notify_waiters();
@@ -382,12 +391,7 @@ impl RunQueue {
             let mut st = self.lock();
             st.failure = failures.into_iter().collect();
             for mut run in runs {
-                let job = st
-                    .applied
-                    .snapshot
-                    .jobs
-                    .get(&run.job_id)
-                    .map(|r| r.spec.clone());
+                let job = st.jobs.get(&run.job_id).map(|(j, _)| j.clone());
                 match run.status {
                     RunStatus::Running => {
                         summary.orphaned += 1;
@@ -532,13 +536,7 @@ impl RunQueue {
         {
             let mut st = self.lock();
             for n in new_runs {
-                let Some(job) = st
-                    .applied
-                    .snapshot
-                    .jobs
-                    .get(&n.job_id)
-                    .map(|r| (r.spec.clone(), r.hash.clone()))
-                else {
+                let Some(job) = st.jobs.get(&n.job_id).cloned() else {
                     tracing::warn!(job = %n.job_id, "enqueue: no such job; run dropped");
                     continue;
                 };
@@ -636,6 +634,9 @@ impl RunQueue {
 
     /// Wait for a ready run and start it. `None` once draining.
     pub async fn claim(&self) -> Option<Claim> {
+        // Start no more work than the store can record: a run's outcome
+        // must not outrun its durability (and memory stays bounded).
+        self.store.wait_for_backlog(MAX_STORE_BACKLOG).await;
         loop {
             let notified = self.work.notified();
             tokio::pin!(notified);
@@ -700,13 +701,7 @@ impl RunQueue {
                 continue;
             }
             let job_id = entry.run.job_id.clone();
-            let Some(job) = st
-                .applied
-                .snapshot
-                .jobs
-                .get(&job_id)
-                .map(|r| (Arc::new(r.spec.clone()), r.hash.clone()))
-            else {
+            let Some(job) = st.jobs.get(&job_id).cloned() else {
                 // The job was deleted before this run started.
                 let run_id = id.clone();
                 self.finish_locked(
@@ -794,12 +789,7 @@ impl RunQueue {
         };
         let was = entry.run.status;
         let run = &mut entry.run;
-        let job = st
-            .applied
-            .snapshot
-            .jobs
-            .get(&run.job_id)
-            .map(|r| r.spec.clone());
+        let job = st.jobs.get(&run.job_id).map(|(j, _)| j.clone());
         let mut mutations = Vec::with_capacity(3);
         let ev = |t: &str, data: Value, run: &Run| {
             Mutation::Event(
@@ -1118,6 +1108,15 @@ impl RunQueue {
     pub fn get(&self, run_id: &str) -> Option<Run> {
         self.lock().runs.get(run_id).map(|e| e.run.clone())
     }
+}
+
+fn job_cache(applied: &Applied) -> HashMap<String, (Arc<Job>, String)> {
+    applied
+        .snapshot
+        .jobs
+        .iter()
+        .map(|(id, r)| (id.clone(), (Arc::new(r.spec.clone()), r.hash.clone())))
+        .collect()
 }
 
 fn pressure_event(on: bool, waiting: usize, p: &Pressure) -> Mutation {

@@ -326,7 +326,7 @@ impl Scheduler {
         self.applied = applied;
         // Catch-up runs go through the guards like any slot.
         if !catchup.is_empty() {
-            let mut batch = Vec::new();
+            let mut batch = Batch::default();
             let mut mutations = Vec::new();
             for (job, slot) in catchup {
                 self.dispatch_slot(&job, slot, true, now, &mut batch, &mut mutations);
@@ -350,7 +350,7 @@ impl Scheduler {
             return;
         }
         self.not_before = None;
-        let mut batch: Vec<(NewRun, Timestamp)> = Vec::new();
+        let mut batch = Batch::default();
         let mut mutations = Vec::new();
 
         // Buffered slots whose job went idle dispatch first: they are oldest.
@@ -454,26 +454,14 @@ impl Scheduler {
         slot: Slot,
         catchup: bool,
         now: Timestamp,
-        batch: &mut Vec<(NewRun, Timestamp)>,
+        batch: &mut Batch,
         mutations: &mut Vec<Mutation>,
     ) {
         let Some(job) = self.applied.snapshot.jobs.get(job_id).map(|r| &r.spec) else {
             return;
         };
-        let pending_in_batch = batch.iter().filter(|(r, _)| r.job_id == job_id).count();
-        let lane_in_batch = |flow: &str| {
-            batch
-                .iter()
-                .filter(|(r, _)| {
-                    self.applied
-                        .snapshot
-                        .jobs
-                        .get(&r.job_id)
-                        .and_then(|j| j.spec.flow.as_deref())
-                        == Some(flow)
-                })
-                .count()
-        };
+        let pending_in_batch = batch.by_job.get(job_id).copied().unwrap_or(0);
+        let lane_in_batch = |flow: &str| batch.by_flow.get(flow).copied().unwrap_or(0);
         let decision = {
             let view = self.queue.view();
             let lane = job.flow.as_ref().map(|f| {
@@ -529,12 +517,14 @@ impl Scheduler {
                     },
                 };
                 mutations.push(Mutation::JobSlot(job_id.to_string(), nominal));
-                batch.push((run, slot.fire_at));
+                let flow = job.flow.clone();
+                batch.push(run, slot.fire_at, flow);
             }
         }
     }
 
-    fn flush(&mut self, batch: Vec<(NewRun, Timestamp)>, mutations: Vec<Mutation>) {
+    fn flush(&mut self, batch: Batch, mutations: Vec<Mutation>) {
+        let batch = batch.runs;
         if let Err(e) = self.queue.store().submit(mutations) {
             tracing::error!(error = %e, "scheduler: store write failed");
         }
@@ -552,6 +542,29 @@ impl Scheduler {
             let late = at.duration_since(fire).as_micros().max(0) as u64;
             g.2.record(late);
         }
+    }
+}
+
+/// Runs a tick dispatches, with counts per job and lane so guards see
+/// them in O(1).
+#[derive(Default)]
+struct Batch {
+    runs: Vec<(NewRun, Timestamp)>,
+    by_job: HashMap<String, usize>,
+    by_flow: HashMap<String, usize>,
+}
+
+impl Batch {
+    fn push(&mut self, run: NewRun, fire_at: Timestamp, flow: Option<String>) {
+        *self.by_job.entry(run.job_id.clone()).or_default() += 1;
+        if let Some(flow) = flow {
+            *self.by_flow.entry(flow).or_default() += 1;
+        }
+        self.runs.push((run, fire_at));
+    }
+
+    fn len(&self) -> usize {
+        self.runs.len()
     }
 }
 

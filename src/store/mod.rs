@@ -304,6 +304,21 @@ impl Store {
         }
     }
 
+    /// Wait while more than `limit` submitted writes are uncommitted
+    /// (backpressure: producers slow to the writer's pace).
+    pub async fn wait_for_backlog(&self, limit: usize) {
+        match self {
+            Store::Sqlite(s) => s.wait_for_backlog(limit).await,
+        }
+    }
+
+    /// Submitted writes not yet committed.
+    pub fn backlog(&self) -> usize {
+        match self {
+            Store::Sqlite(s) => s.backlog(),
+        }
+    }
+
     /// Wait until everything submitted before is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
         match self {

@@ -125,6 +125,15 @@ struct Inner {
     writer: Mutex<Option<mpsc::Sender<WriteOp>>>,
     readers: Mutex<Vec<Connection>>,
     events: broadcast::Sender<Event>,
+    backlog: Arc<Backlog>,
+}
+
+/// Writes submitted and not yet committed, so producers can wait for the
+/// writer instead of growing its queue without bound.
+#[derive(Default)]
+struct Backlog {
+    pending: std::sync::atomic::AtomicUsize,
+    drained: tokio::sync::Notify,
 }
 
 impl Drop for Inner {
@@ -201,9 +210,11 @@ impl SqliteStore {
         let thread_path = path.to_path_buf();
         let (events, _) = broadcast::channel(super::EVENT_BUFFER);
         let publisher = events.clone();
+        let backlog = Arc::new(Backlog::default());
+        let writer_backlog = backlog.clone();
         std::thread::Builder::new()
             .name("multijob-store-writer".into())
-            .spawn(move || writer_loop(conn, rx, &thread_path, &publisher))
+            .spawn(move || writer_loop(conn, rx, &thread_path, &publisher, &writer_backlog))
             .map_err(|e| StoreError::Open {
                 path: path.display().to_string(),
                 message: format!("starting the writer thread: {e}"),
@@ -214,6 +225,7 @@ impl SqliteStore {
                 writer: Mutex::new(Some(tx)),
                 readers: Mutex::new(Vec::new()),
                 events,
+                backlog,
             }),
         })
     }
@@ -290,9 +302,36 @@ impl SqliteStore {
         }
         let guard = self.inner.writer.lock().map_err(|_| StoreError::Closed)?;
         let sender = guard.as_ref().ok_or(StoreError::Closed)?;
+        let n = mutations.len();
+        self.inner
+            .backlog
+            .pending
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         sender
             .send(WriteOp::Mutations(mutations))
             .map_err(|_| StoreError::Closed)
+    }
+
+    /// Wait while more than `limit` submitted writes are uncommitted.
+    pub async fn wait_for_backlog(&self, limit: usize) {
+        let b = &self.inner.backlog;
+        loop {
+            let drained = b.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if b.pending.load(std::sync::atomic::Ordering::Relaxed) <= limit {
+                return;
+            }
+            drained.await;
+        }
+    }
+
+    /// Submitted writes not yet committed.
+    pub fn backlog(&self) -> usize {
+        self.inner
+            .backlog
+            .pending
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Wait until everything submitted before this call is committed.
@@ -541,6 +580,7 @@ fn writer_loop(
     rx: mpsc::Receiver<WriteOp>,
     path: &Path,
     publisher: &broadcast::Sender<Event>,
+    backlog: &Backlog,
 ) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -553,9 +593,13 @@ fn writer_loop(
         let mut coalesced = Coalesced::default();
         let mut ops = Vec::with_capacity(batch.len());
         let mut barriers = Vec::new();
+        let mut mutation_count = 0;
         for op in batch {
             match op {
-                WriteOp::Mutations(ms) => ms.into_iter().for_each(|m| coalesced.add(m)),
+                WriteOp::Mutations(ms) => {
+                    mutation_count += ms.len();
+                    ms.into_iter().for_each(|m| coalesced.add(m));
+                }
                 WriteOp::Barrier(reply) => barriers.push(reply),
                 other => ops.push(other),
             }
@@ -568,6 +612,10 @@ fn writer_loop(
                 for op in ops {
                     fail(op, path, &message);
                 }
+                backlog
+                    .pending
+                    .fetch_sub(mutation_count, std::sync::atomic::Ordering::Relaxed);
+                backlog.drained.notify_waiters();
                 continue;
             }
         };
@@ -599,6 +647,10 @@ fn writer_loop(
                 message,
             }));
         }
+        backlog
+            .pending
+            .fetch_sub(mutation_count, std::sync::atomic::Ordering::Relaxed);
+        backlog.drained.notify_waiters();
     }
 }
 

@@ -543,6 +543,12 @@ fn scenario_throughput(scale: Scale, out: &mut Vec<Figure>) {
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
+    let mut daemon = daemon;
+    // A clean stop flushes the store; wait for it before counting.
+    let _ = wait_for(
+        || matches!(daemon.child.try_wait(), Ok(Some(_))),
+        Duration::from_secs(60),
+    );
     drop(daemon);
     let conn = rusqlite::Connection::open(tmp.path().join(".multijob/state.db")).unwrap();
     let recorded: i64 = conn

@@ -17,6 +17,8 @@ use crate::reconcile::Reconciler;
 use crate::reconcile::watch::{self, ChangeSignal, WatchOptions};
 use crate::schedule::scheduler::{Scheduler, SchedulerConfig};
 use crate::state::Shared;
+use crate::status::listener::StallGuardListener;
+use crate::status::sse::SseConfig;
 use crate::status::api;
 use crate::store::runs::InboxCommand;
 use crate::store::{Mutation, NewEvent, Store, format_ts};
@@ -72,7 +74,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
     let local = listener.local_addr().context("reading the bound address")?;
-    let cancel = CancellationToken::new();
+    let cancel = shared.shutdown.clone();
 
     let reconciler = Arc::new(Reconciler {
         dir: opts.dir.clone(),
@@ -155,6 +157,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     println!("listening on http://{local}");
     let app = api::router(shared.clone());
     let server_cancel = cancel.clone();
+    let listener = StallGuardListener::new(listener, SseConfig::from_env().stall);
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(server_cancel.cancelled_owned())

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -33,6 +34,9 @@ pub struct Shared {
     pub workers_busy: Arc<AtomicUsize>,
     pub workers_total: AtomicUsize,
     pub recovery: ArcSwap<Option<RecoverySummary>>,
+    /// Cancelled when the daemon stops: long-lived responses (SSE) end so
+    /// the server can shut down gracefully.
+    pub shutdown: CancellationToken,
 }
 
 impl Shared {
@@ -60,6 +64,7 @@ impl Shared {
             workers_busy: Arc::new(AtomicUsize::new(0)),
             workers_total: AtomicUsize::new(0),
             recovery: ArcSwap::new(Arc::new(None)),
+            shutdown: CancellationToken::new(),
         })
     }
 

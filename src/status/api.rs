@@ -18,6 +18,7 @@ use crate::schedule::slots::SlotRule;
 use crate::spec::model::{Job, Kind};
 use crate::spec::snapshot::{Resource, Snapshot};
 use crate::state::Shared;
+use crate::status::sse;
 use crate::store::format_ts;
 use crate::store::runs::{Run, RunQuery, RunStatus};
 
@@ -25,6 +26,12 @@ type AppState = Arc<Shared>;
 
 /// An API error: a status and a one-line reason.
 pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    pub fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        ApiError(status, reason.into())
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -491,7 +498,20 @@ struct EventsQuery {
     job: Option<String>,
 }
 
-async fn events(State(shared): State<AppState>, Query(q): Query<EventsQuery>) -> ApiResult {
+/// A page of events, or with `Accept: text/event-stream` the live stream.
+async fn events(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> Result<Response, ApiError> {
+    if sse::wants_stream(&headers) {
+        let filter = crate::store::EventQuery {
+            event_type: q.event_type,
+            job_id: q.job,
+            ..Default::default()
+        };
+        return sse::stream(shared, &headers, q.after, filter).await;
+    }
     let limit = limit(q.limit)?;
     let items = shared
         .store
@@ -505,7 +525,7 @@ async fn events(State(shared): State<AppState>, Query(q): Query<EventsQuery>) ->
     let next_cursor = (items.len() == limit)
         .then(|| items.last().map(|e| e.id))
         .flatten();
-    Ok(Json(json!({"items": items, "next_cursor": next_cursor})))
+    Ok(Json(json!({"items": items, "next_cursor": next_cursor})).into_response())
 }
 
 #[derive(Debug, Deserialize)]

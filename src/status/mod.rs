@@ -1,2 +1,5 @@
-//! The read-only status surface: API (and later SSE, metrics, dashboard).
+//! The read-only status surface: the JSON API and the SSE event stream
+//! (later: metrics, dashboard).
 pub mod api;
+pub mod listener;
+pub mod sse;

@@ -19,9 +19,10 @@ use crate::schedule::scheduler::{Scheduler, SchedulerConfig};
 use crate::state::Shared;
 use crate::status::listener::StallGuardListener;
 use crate::status::sse::SseConfig;
-use crate::status::api;
+use crate::status::{api, metrics};
+use crate::store::feed::Feed;
 use crate::store::runs::InboxCommand;
-use crate::store::{Mutation, NewEvent, Store, format_ts};
+use crate::store::{EventQuery, Mutation, NewEvent, Store, format_ts};
 use crate::worker::{WorkerContext, WorkerPool};
 
 #[derive(Debug, Clone)]
@@ -75,6 +76,13 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", opts.listen))?;
     let local = listener.local_addr().context("reading the bound address")?;
     let cancel = shared.shutdown.clone();
+
+    // Metrics count every event this process commits: subscribe before the
+    // first reconcile.
+    let feed = Feed::subscribe(store.clone(), None, EventQuery::default())
+        .await
+        .context("subscribing the metrics to the event feed")?;
+    let metrics_task = tokio::spawn(metrics::follow(shared.clone(), feed, cancel.clone()));
 
     let reconciler = Arc::new(Reconciler {
         dir: opts.dir.clone(),
@@ -174,6 +182,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     pool.drain(&queue, &worker_ctx, opts.grace).await;
     cancel.cancel();
     let _ = loop_task.await;
+    let _ = metrics_task.await;
     let _ = server.await;
     if let Err(e) = store.flush().await {
         tracing::error!(error = %e, "final store flush failed");

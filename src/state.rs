@@ -15,6 +15,7 @@ use crate::queue::{RecoverySummary, RunQueue};
 use crate::reconcile::ReconcileStatus;
 use crate::reconcile::diff::Plan;
 use crate::schedule::scheduler::StatsCell;
+use crate::status::metrics::Metrics;
 use crate::store::{Applied, Event, Store};
 
 pub struct Shared {
@@ -34,6 +35,8 @@ pub struct Shared {
     pub workers_busy: Arc<AtomicUsize>,
     pub workers_total: AtomicUsize,
     pub recovery: ArcSwap<Option<RecoverySummary>>,
+    /// The Prometheus registry and its metrics.
+    pub metrics: Metrics,
     /// Cancelled when the daemon stops: long-lived responses (SSE) end so
     /// the server can shut down gracefully.
     pub shutdown: CancellationToken,
@@ -64,6 +67,7 @@ impl Shared {
             workers_busy: Arc::new(AtomicUsize::new(0)),
             workers_total: AtomicUsize::new(0),
             recovery: ArcSwap::new(Arc::new(None)),
+            metrics: Metrics::new(),
             shutdown: CancellationToken::new(),
         })
     }

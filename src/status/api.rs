@@ -18,7 +18,7 @@ use crate::schedule::slots::SlotRule;
 use crate::spec::model::{Job, Kind};
 use crate::spec::snapshot::{Resource, Snapshot};
 use crate::state::Shared;
-use crate::status::sse;
+use crate::status::{metrics, sse};
 use crate::store::format_ts;
 use crate::store::runs::{Run, RunQuery, RunStatus};
 
@@ -52,6 +52,7 @@ pub fn router(shared: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::handler))
         .route("/api/v1/status", get(status))
         .route("/api/v1/jobs", get(jobs))
         .route("/api/v1/jobs/{id}", get(job))

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -18,7 +18,7 @@ use crate::schedule::slots::SlotRule;
 use crate::spec::model::{Job, Kind};
 use crate::spec::snapshot::{Resource, Snapshot};
 use crate::state::Shared;
-use crate::status::{metrics, sse};
+use crate::status::{metrics, openapi, sse};
 use crate::store::format_ts;
 use crate::store::runs::{Run, RunQuery, RunStatus};
 
@@ -47,26 +47,60 @@ impl From<crate::store::StoreError> for ApiError {
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
+/// Every path the API serves. The router is built from this list and the
+/// OpenAPI document is checked against it, so a route cannot be added
+/// without being documented.
+pub const ROUTES: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/api/v1/openapi.json",
+    "/api/v1/status",
+    "/api/v1/jobs",
+    "/api/v1/jobs/{id}",
+    "/api/v1/jobs/{id}/runs",
+    "/api/v1/runs",
+    "/api/v1/runs/{id}",
+    "/api/v1/snapshot",
+    "/api/v1/revisions",
+    "/api/v1/plan",
+    "/api/v1/events",
+    "/api/v1/approvals",
+    "/api/v1/flows",
+    "/api/v1/connectors",
+    "/api/v1/skills",
+];
+
+/// The handler of one of [`ROUTES`].
+fn handler(path: &str) -> MethodRouter<AppState> {
+    match path {
+        "/healthz" => get(healthz),
+        "/readyz" => get(readyz),
+        "/metrics" => get(metrics::handler),
+        "/api/v1/openapi.json" => get(openapi::handler),
+        "/api/v1/status" => get(status),
+        "/api/v1/jobs" => get(jobs),
+        "/api/v1/jobs/{id}" => get(job),
+        "/api/v1/jobs/{id}/runs" => get(job_runs),
+        "/api/v1/runs" => get(runs),
+        "/api/v1/runs/{id}" => get(run),
+        "/api/v1/snapshot" => get(snapshot),
+        "/api/v1/revisions" => get(revisions),
+        "/api/v1/plan" => get(plan),
+        "/api/v1/events" => get(events),
+        "/api/v1/approvals" => get(approvals),
+        "/api/v1/flows" => get(flows),
+        "/api/v1/connectors" => get(connectors),
+        "/api/v1/skills" => get(skills),
+        other => panic!("ROUTES lists {other} but no handler is mapped to it"),
+    }
+}
+
 /// Build the router; tests call this in-process.
 pub fn router(shared: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics::handler))
-        .route("/api/v1/status", get(status))
-        .route("/api/v1/jobs", get(jobs))
-        .route("/api/v1/jobs/{id}", get(job))
-        .route("/api/v1/snapshot", get(snapshot))
-        .route("/api/v1/revisions", get(revisions))
-        .route("/api/v1/plan", get(plan))
-        .route("/api/v1/events", get(events))
-        .route("/api/v1/jobs/{id}/runs", get(job_runs))
-        .route("/api/v1/runs", get(runs))
-        .route("/api/v1/runs/{id}", get(run))
-        .route("/api/v1/approvals", get(approvals))
-        .route("/api/v1/flows", get(flows))
-        .route("/api/v1/connectors", get(connectors))
-        .route("/api/v1/skills", get(skills))
+    ROUTES
+        .iter()
+        .fold(Router::new(), |r, path| r.route(path, handler(path)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(shared.clone(), auth))

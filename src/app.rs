@@ -17,9 +17,12 @@ use crate::reconcile::Reconciler;
 use crate::reconcile::watch::{self, ChangeSignal, WatchOptions};
 use crate::schedule::scheduler::{Scheduler, SchedulerConfig};
 use crate::state::Shared;
-use crate::status::api;
+use crate::status::listener::StallGuardListener;
+use crate::status::sse::SseConfig;
+use crate::status::{api, metrics};
+use crate::store::feed::Feed;
 use crate::store::runs::InboxCommand;
-use crate::store::{Mutation, NewEvent, Store, format_ts};
+use crate::store::{EventQuery, Mutation, NewEvent, Store, format_ts};
 use crate::worker::{WorkerContext, WorkerPool};
 
 #[derive(Debug, Clone)]
@@ -72,7 +75,14 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
     let local = listener.local_addr().context("reading the bound address")?;
-    let cancel = CancellationToken::new();
+    let cancel = shared.shutdown.clone();
+
+    // Metrics count every event this process commits: subscribe before the
+    // first reconcile.
+    let feed = Feed::subscribe(store.clone(), None, EventQuery::default())
+        .await
+        .context("subscribing the metrics to the event feed")?;
+    let metrics_task = tokio::spawn(metrics::follow(shared.clone(), feed, cancel.clone()));
 
     let reconciler = Arc::new(Reconciler {
         dir: opts.dir.clone(),
@@ -155,6 +165,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     println!("listening on http://{local}");
     let app = api::router(shared.clone());
     let server_cancel = cancel.clone();
+    let listener = StallGuardListener::new(listener, SseConfig::from_env().stall);
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(server_cancel.cancelled_owned())
@@ -171,6 +182,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     pool.drain(&queue, &worker_ctx, opts.grace).await;
     cancel.cancel();
     let _ = loop_task.await;
+    let _ = metrics_task.await;
     let _ = server.await;
     if let Err(e) = store.flush().await {
         tracing::error!(error = %e, "final store flush failed");

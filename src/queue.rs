@@ -870,13 +870,6 @@ impl RunQueue {
                     _ => (RunStatus::Failed, String::new(), false),
                 };
                 close_attempt(run, attempt_status, Some(&error), t);
-                if attempt_status == RunStatus::TimedOut {
-                    mutations.push(ev(
-                        "run.timed_out",
-                        json!({"attempt": run.attempt, "error": error}),
-                        run,
-                    ));
-                }
                 let policy = job
                     .as_ref()
                     .map(|j| j.retry_policy.clone())
@@ -886,6 +879,15 @@ impl RunQueue {
                 } else {
                     None
                 };
+                if attempt_status == RunStatus::TimedOut {
+                    // `retrying` tells a final timeout (a run outcome) from
+                    // an attempt's.
+                    mutations.push(ev(
+                        "run.timed_out",
+                        json!({"attempt": run.attempt, "error": error, "retrying": wait.is_some()}),
+                        run,
+                    ));
+                }
                 match wait {
                     Some(wait) => {
                         let due = t + jiff::SignedDuration::try_from(wait).unwrap_or_default();

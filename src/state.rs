@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -14,6 +15,7 @@ use crate::queue::{RecoverySummary, RunQueue};
 use crate::reconcile::ReconcileStatus;
 use crate::reconcile::diff::Plan;
 use crate::schedule::scheduler::StatsCell;
+use crate::status::metrics::Metrics;
 use crate::store::{Applied, Event, Store};
 
 pub struct Shared {
@@ -33,6 +35,11 @@ pub struct Shared {
     pub workers_busy: Arc<AtomicUsize>,
     pub workers_total: AtomicUsize,
     pub recovery: ArcSwap<Option<RecoverySummary>>,
+    /// The Prometheus registry and its metrics.
+    pub metrics: Metrics,
+    /// Cancelled when the daemon stops: long-lived responses (SSE) end so
+    /// the server can shut down gracefully.
+    pub shutdown: CancellationToken,
 }
 
 impl Shared {
@@ -60,6 +67,8 @@ impl Shared {
             workers_busy: Arc::new(AtomicUsize::new(0)),
             workers_total: AtomicUsize::new(0),
             recovery: ArcSwap::new(Arc::new(None)),
+            metrics: Metrics::new(),
+            shutdown: CancellationToken::new(),
         })
     }
 

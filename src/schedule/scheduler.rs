@@ -531,16 +531,30 @@ impl Scheduler {
         if batch.is_empty() {
             return;
         }
-        let fires: Vec<Timestamp> = batch.iter().map(|(_, f)| *f).collect();
-        let runs: Vec<NewRun> = batch.into_iter().map(|(r, _)| r).collect();
-        let queued = self.queue.enqueue(runs);
-        // Lateness: from the fire time to the moment the run is queued.
+        // Lateness: from the fire time to the moment the run is queued. It
+        // rides on the `run.queued` event (`late_ms`) for the metrics.
         let at = self.now();
+        let mut lateness = Vec::with_capacity(batch.len());
+        let runs: Vec<NewRun> = batch
+            .into_iter()
+            .map(|(mut run, fire)| {
+                let late_us = at.duration_since(fire).as_micros().max(0) as u64;
+                lateness.push(late_us);
+                let late_ms = serde_json::Value::from(late_us as f64 / 1000.0);
+                match &mut run.extra {
+                    serde_json::Value::Object(m) => {
+                        m.insert("late_ms".into(), late_ms);
+                    }
+                    other => *other = json!({ "late_ms": late_ms }),
+                }
+                run
+            })
+            .collect();
+        let queued = self.queue.enqueue(runs);
         let mut g = self.stats.inner.lock().unwrap_or_else(|p| p.into_inner());
         g.0 += queued.len() as u64;
-        for fire in fires {
-            let late = at.duration_since(fire).as_micros().max(0) as u64;
-            g.2.record(late);
+        for late_us in lateness {
+            g.2.record(late_us);
         }
     }
 }

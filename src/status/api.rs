@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -18,6 +18,7 @@ use crate::schedule::slots::SlotRule;
 use crate::spec::model::{Job, Kind};
 use crate::spec::snapshot::{Resource, Snapshot};
 use crate::state::Shared;
+use crate::status::{metrics, openapi, sse};
 use crate::store::format_ts;
 use crate::store::runs::{Run, RunQuery, RunStatus};
 
@@ -25,6 +26,12 @@ type AppState = Arc<Shared>;
 
 /// An API error: a status and a one-line reason.
 pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    pub fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        ApiError(status, reason.into())
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -40,25 +47,60 @@ impl From<crate::store::StoreError> for ApiError {
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
+/// Every path the API serves. The router is built from this list and the
+/// OpenAPI document is checked against it, so a route cannot be added
+/// without being documented.
+pub const ROUTES: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/api/v1/openapi.json",
+    "/api/v1/status",
+    "/api/v1/jobs",
+    "/api/v1/jobs/{id}",
+    "/api/v1/jobs/{id}/runs",
+    "/api/v1/runs",
+    "/api/v1/runs/{id}",
+    "/api/v1/snapshot",
+    "/api/v1/revisions",
+    "/api/v1/plan",
+    "/api/v1/events",
+    "/api/v1/approvals",
+    "/api/v1/flows",
+    "/api/v1/connectors",
+    "/api/v1/skills",
+];
+
+/// The handler of one of [`ROUTES`].
+fn handler(path: &str) -> MethodRouter<AppState> {
+    match path {
+        "/healthz" => get(healthz),
+        "/readyz" => get(readyz),
+        "/metrics" => get(metrics::handler),
+        "/api/v1/openapi.json" => get(openapi::handler),
+        "/api/v1/status" => get(status),
+        "/api/v1/jobs" => get(jobs),
+        "/api/v1/jobs/{id}" => get(job),
+        "/api/v1/jobs/{id}/runs" => get(job_runs),
+        "/api/v1/runs" => get(runs),
+        "/api/v1/runs/{id}" => get(run),
+        "/api/v1/snapshot" => get(snapshot),
+        "/api/v1/revisions" => get(revisions),
+        "/api/v1/plan" => get(plan),
+        "/api/v1/events" => get(events),
+        "/api/v1/approvals" => get(approvals),
+        "/api/v1/flows" => get(flows),
+        "/api/v1/connectors" => get(connectors),
+        "/api/v1/skills" => get(skills),
+        other => panic!("ROUTES lists {other} but no handler is mapped to it"),
+    }
+}
+
 /// Build the router; tests call this in-process.
 pub fn router(shared: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/api/v1/status", get(status))
-        .route("/api/v1/jobs", get(jobs))
-        .route("/api/v1/jobs/{id}", get(job))
-        .route("/api/v1/snapshot", get(snapshot))
-        .route("/api/v1/revisions", get(revisions))
-        .route("/api/v1/plan", get(plan))
-        .route("/api/v1/events", get(events))
-        .route("/api/v1/jobs/{id}/runs", get(job_runs))
-        .route("/api/v1/runs", get(runs))
-        .route("/api/v1/runs/{id}", get(run))
-        .route("/api/v1/approvals", get(approvals))
-        .route("/api/v1/flows", get(flows))
-        .route("/api/v1/connectors", get(connectors))
-        .route("/api/v1/skills", get(skills))
+    ROUTES
+        .iter()
+        .fold(Router::new(), |r, path| r.route(path, handler(path)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(shared.clone(), auth))
@@ -491,7 +533,20 @@ struct EventsQuery {
     job: Option<String>,
 }
 
-async fn events(State(shared): State<AppState>, Query(q): Query<EventsQuery>) -> ApiResult {
+/// A page of events, or with `Accept: text/event-stream` the live stream.
+async fn events(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> Result<Response, ApiError> {
+    if sse::wants_stream(&headers) {
+        let filter = crate::store::EventQuery {
+            event_type: q.event_type,
+            job_id: q.job,
+            ..Default::default()
+        };
+        return sse::stream(shared, &headers, q.after, filter).await;
+    }
     let limit = limit(q.limit)?;
     let items = shared
         .store
@@ -505,7 +560,7 @@ async fn events(State(shared): State<AppState>, Query(q): Query<EventsQuery>) ->
     let next_cursor = (items.len() == limit)
         .then(|| items.last().map(|e| e.id))
         .flatten();
-    Ok(Json(json!({"items": items, "next_cursor": next_cursor})))
+    Ok(Json(json!({"items": items, "next_cursor": next_cursor})).into_response())
 }
 
 #[derive(Debug, Deserialize)]

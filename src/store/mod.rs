@@ -16,6 +16,7 @@
 //!
 //! Callers hold a [`Store`]; the backend is chosen at startup.
 
+pub mod feed;
 pub mod runs;
 pub mod sqlite;
 
@@ -251,6 +252,25 @@ pub struct EventQuery {
     pub job_id: Option<String>,
 }
 
+impl EventQuery {
+    /// Whether `event` passes the type and job filters (the same test the
+    /// store applies when it reads; `after` and `limit` are not looked at).
+    pub fn matches(&self, event: &Event) -> bool {
+        let type_ok = match self.event_type.as_deref() {
+            None => true,
+            Some(t) => match t.strip_suffix('*') {
+                Some(prefix) => event.event_type.starts_with(prefix),
+                None => event.event_type == t,
+            },
+        };
+        type_ok
+            && self
+                .job_id
+                .as_ref()
+                .is_none_or(|j| event.job_id.as_ref() == Some(j))
+    }
+}
+
 /// RFC 3339 UTC with milliseconds, the one time format of the store and API.
 pub fn now_rfc3339() -> String {
     format_ts(jiff::Timestamp::now())
@@ -443,6 +463,13 @@ impl Store {
     pub async fn events(&self, query: EventQuery) -> Result<Vec<Event>, StoreError> {
         match self {
             Store::Sqlite(s) => s.events(query).await,
+        }
+    }
+
+    /// The id of the newest committed event (0 when there is none).
+    pub async fn last_event_id(&self) -> Result<i64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.last_event_id().await,
         }
     }
 }

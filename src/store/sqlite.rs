@@ -522,6 +522,14 @@ impl SqliteStore {
     pub async fn events(&self, query: EventQuery) -> Result<Vec<Event>, StoreError> {
         self.read(move |c, p| read_events(c, p, &query)).await
     }
+
+    pub async fn last_event_id(&self) -> Result<i64, StoreError> {
+        self.read(|c, p| {
+            c.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))
+                .map_err(sql_err(p))
+        })
+        .await
+    }
 }
 
 /// Fire-and-forget writes of one batch, coalesced: the latest record of

@@ -358,3 +358,203 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// One Server-Sent Events message (or a comment, like `: keep-alive`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SseMessage {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+    pub comment: Option<String>,
+}
+
+impl SseMessage {
+    /// The `data:` field as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.data)
+            .unwrap_or_else(|e| panic!("SSE data is not JSON ({e}): {self:?}"))
+    }
+
+    pub fn id(&self) -> i64 {
+        self.id
+            .as_deref()
+            .and_then(|i| i.parse().ok())
+            .unwrap_or_else(|| panic!("SSE message without a numeric id: {self:?}"))
+    }
+}
+
+/// How reading the next SSE message ended without one.
+#[derive(Debug, PartialEq)]
+pub enum SseEnd {
+    Timeout,
+    Closed,
+}
+
+/// A raw HTTP/1.1 connection reading an SSE response as it streams
+/// (chunked transfer encoding decoded incrementally), one message at a time.
+pub struct SseStream {
+    stream: std::net::TcpStream,
+    pub status: u16,
+    pub head: String,
+    /// Bytes received, not yet decoded.
+    raw: Vec<u8>,
+    /// Decoded body, not yet split into messages.
+    text: String,
+    closed: bool,
+}
+
+impl SseStream {
+    /// GET `path` with `Accept: text/event-stream` and `headers`; returns
+    /// once the response head has arrived.
+    pub fn open(base: &str, path: &str, headers: &[(&str, &str)]) -> SseStream {
+        use std::io::Write;
+        let host = base.trim_start_matches("http://").trim_end_matches('/');
+        let mut stream = std::net::TcpStream::connect(host).expect("connect");
+        let mut req =
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        stream.write_all(req.as_bytes()).expect("send request");
+        let mut s = SseStream {
+            stream,
+            status: 0,
+            head: String::new(),
+            raw: Vec::new(),
+            text: String::new(),
+            closed: false,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(end) = find(&s.raw, b"\r\n\r\n") {
+                s.head = String::from_utf8_lossy(&s.raw[..end]).into_owned();
+                s.raw.drain(..end + 4);
+                break;
+            }
+            assert!(
+                s.fill(deadline),
+                "no response head for {path}: {:?}",
+                String::from_utf8_lossy(&s.raw)
+            );
+        }
+        s.status = s
+            .head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        s
+    }
+
+    /// Read more bytes until `deadline`; false on EOF or timeout.
+    fn fill(&mut self, deadline: std::time::Instant) -> bool {
+        use std::io::Read;
+        let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else {
+            return false;
+        };
+        let _ = self
+            .stream
+            .set_read_timeout(Some(left.max(std::time::Duration::from_millis(1))));
+        let mut buf = [0u8; 16 * 1024];
+        match self.stream.read(&mut buf) {
+            Ok(0) => {
+                self.closed = true;
+                false
+            }
+            Ok(n) => {
+                self.raw.extend_from_slice(&buf[..n]);
+                true
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                false
+            }
+            Err(_) => {
+                self.closed = true;
+                false
+            }
+        }
+    }
+
+    /// Move complete chunks from `raw` to `text`.
+    fn decode(&mut self) {
+        while let Some(line_end) = find(&self.raw, b"\r\n") {
+            let size_text = String::from_utf8_lossy(&self.raw[..line_end]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .unwrap_or_else(|_| panic!("bad chunk size {size_text:?}"));
+            if size == 0 {
+                self.closed = true;
+                self.raw.clear();
+                return;
+            }
+            let need = line_end + 2 + size + 2;
+            if self.raw.len() < need {
+                return;
+            }
+            let chunk = self.raw[line_end + 2..line_end + 2 + size].to_vec();
+            self.text
+                .push_str(&String::from_utf8(chunk).expect("utf-8 body"));
+            self.raw.drain(..need);
+        }
+    }
+
+    /// The next message within `timeout`.
+    pub fn next(&mut self, timeout: std::time::Duration) -> Result<SseMessage, SseEnd> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            self.decode();
+            if let Some(end) = self.text.find("\n\n") {
+                let block: String = self.text.drain(..end + 2).collect();
+                return Ok(parse_sse(&block));
+            }
+            if self.closed {
+                return Err(SseEnd::Closed);
+            }
+            if !self.fill(deadline) {
+                if self.closed {
+                    continue;
+                }
+                return Err(SseEnd::Timeout);
+            }
+        }
+    }
+
+    /// The next message that is an event (comments skipped), or panic.
+    #[track_caller]
+    pub fn next_event(&mut self, timeout: std::time::Duration) -> SseMessage {
+        loop {
+            match self.next(timeout) {
+                Ok(m) if m.comment.is_some() && m.event.is_none() => continue,
+                Ok(m) => return m,
+                Err(end) => panic!("no SSE event within {timeout:?}: {end:?}"),
+            }
+        }
+    }
+}
+
+fn parse_sse(block: &str) -> SseMessage {
+    let mut m = SseMessage::default();
+    let mut data = Vec::new();
+    for line in block.lines().filter(|l| !l.is_empty()) {
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "" => m.comment = Some(value.to_string()),
+            "id" => m.id = Some(value.to_string()),
+            "event" => m.event = Some(value.to_string()),
+            "data" => data.push(value.to_string()),
+            _ => {}
+        }
+    }
+    m.data = data.join("\n");
+    m
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}

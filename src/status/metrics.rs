@@ -1,0 +1,374 @@
+//! `GET /metrics`: Prometheus metrics (OpenMetrics text), no global registry.
+//!
+//! Counters and histograms follow the committed event timeline: one task
+//! reads an exact [`Feed`] from daemon start (caught up from the store by id
+//! if it ever lags), so a count equals the number of matching events this
+//! process committed. Gauges are read from [`Shared`] at scrape time, so
+//! they are never stale.
+//!
+//! Only what exists is registered: connector requests, LLM tokens and rate
+//! limits get their metrics with their features.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use tokio_util::sync::CancellationToken;
+
+use crate::spec::model::Kind;
+use crate::state::Shared;
+use crate::store::Event;
+use crate::store::feed::{Feed, Item};
+
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    job: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+/// The terminal statuses `multijob_runs_total` counts, and their events.
+const RUN_OUTCOMES: [(&str, &str); 4] = [
+    ("run.completed", "succeeded"),
+    ("run.failed", "failed"),
+    ("run.timed_out", "timed_out"),
+    ("run.cancelled", "cancelled"),
+];
+
+const SKIPPED_PREFIX: &str = "scheduler.dispatch_skipped_";
+
+/// The registry and every metric in it; one per daemon, held by [`Shared`].
+pub struct Metrics {
+    registry: Registry,
+    runs_total: Family<RunLabels, Counter>,
+    run_duration: Histogram,
+    lateness: Histogram,
+    dispatch_skipped: Family<ReasonLabels, Counter>,
+    reconcile: Family<ResultLabels, Counter>,
+    queue_depth: Gauge,
+    runs_running: Gauge,
+    resources: Family<KindLabels, Gauge>,
+    pressure_mode: Gauge,
+    workers_busy: Gauge,
+    workers_total: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let m = Metrics {
+            registry: Registry::default(),
+            runs_total: Family::default(),
+            // 5 ms .. ~1 h: noop runs to long workflows.
+            run_duration: Histogram::new([
+                0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+            ]),
+            // 1 ms .. 5 min: a healthy scheduler stays in the first buckets.
+            lateness: Histogram::new([
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+            dispatch_skipped: Family::default(),
+            reconcile: Family::default(),
+            queue_depth: Gauge::default(),
+            runs_running: Gauge::default(),
+            resources: Family::default(),
+            pressure_mode: Gauge::default(),
+            workers_busy: Gauge::default(),
+            workers_total: Gauge::default(),
+        };
+        let mut registry = Registry::default();
+        // Counter names get `_total` from the encoder.
+        registry.register(
+            "multijob_runs",
+            "Runs that reached a final status, by job and status",
+            m.runs_total.clone(),
+        );
+        registry.register_with_unit(
+            "multijob_run_duration",
+            "Duration of succeeded runs",
+            Unit::Seconds,
+            m.run_duration.clone(),
+        );
+        registry.register(
+            "multijob_queue_depth",
+            "Runs waiting to start (queued, not yet claimed)",
+            m.queue_depth.clone(),
+        );
+        registry.register_with_unit(
+            "multijob_schedule_lateness",
+            "Time from a slot's fire time to its run being queued",
+            Unit::Seconds,
+            m.lateness.clone(),
+        );
+        registry.register(
+            "multijob_dispatch_skipped",
+            "Schedule slots skipped, by reason",
+            m.dispatch_skipped.clone(),
+        );
+        registry.register(
+            "multijob_reconcile",
+            "Reconciles by result (applied or rejected)",
+            m.reconcile.clone(),
+        );
+        registry.register(
+            "multijob_resources",
+            "Resources in the applied revision, by kind",
+            m.resources.clone(),
+        );
+        registry.register(
+            "multijob_pressure_mode",
+            "1 while pressure mode is on (only critical jobs dispatch)",
+            m.pressure_mode.clone(),
+        );
+        registry.register(
+            "multijob_workers_busy",
+            "Workers running a run",
+            m.workers_busy.clone(),
+        );
+        registry.register(
+            "multijob_workers_total",
+            "Workers in the pool",
+            m.workers_total.clone(),
+        );
+        registry.register(
+            "multijob_runs_running",
+            "Runs running now",
+            m.runs_running.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Count one committed event.
+    pub fn observe(&self, e: &Event) {
+        let job = || e.job_id.clone().unwrap_or_default();
+        if let Some((_, status)) = RUN_OUTCOMES.iter().find(|(t, _)| *t == e.event_type) {
+            // A timed-out attempt that will be retried is not an outcome.
+            if e.event_type == "run.timed_out" && e.data["retrying"] == true {
+                return;
+            }
+            self.runs_total
+                .get_or_create(&RunLabels {
+                    job: job(),
+                    status: status.to_string(),
+                })
+                .inc();
+            if e.event_type == "run.completed"
+                && let Some(ms) = e.data["duration_ms"].as_f64()
+            {
+                self.run_duration.observe(ms / 1000.0);
+            }
+            return;
+        }
+        if let Some(suffix) = e.event_type.strip_prefix(SKIPPED_PREFIX) {
+            let reason = e.data["reason"].as_str().unwrap_or(suffix).to_string();
+            // Older missed slots are summarised in one event with a count.
+            let n = e.data["count"].as_u64().unwrap_or(1);
+            self.dispatch_skipped
+                .get_or_create(&ReasonLabels { reason })
+                .inc_by(n);
+            return;
+        }
+        match e.event_type.as_str() {
+            "run.queued" => {
+                if let Some(ms) = e.data["late_ms"].as_f64() {
+                    self.lateness.observe(ms.max(0.0) / 1000.0);
+                }
+            }
+            "reconcile.applied" | "reconcile.rejected" => {
+                let result = e.event_type.trim_start_matches("reconcile.").to_string();
+                self.reconcile.get_or_create(&ResultLabels { result }).inc();
+            }
+            "job.deleted" => {
+                // A deleted job's series go with it (a run still in flight
+                // brings its series back when it finishes).
+                for (_, status) in RUN_OUTCOMES {
+                    self.runs_total.remove(&RunLabels {
+                        job: job(),
+                        status: status.to_string(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Read the gauges from `shared`, then encode everything.
+    pub fn render(&self, shared: &Shared) -> String {
+        {
+            let view = shared.queue.view();
+            self.queue_depth.set(view.waiting() as i64);
+            self.runs_running.set(view.running() as i64);
+            self.pressure_mode.set(i64::from(view.pressure()));
+        }
+        let (busy, total) = shared.workers();
+        self.workers_busy.set(busy as i64);
+        self.workers_total.set(total as i64);
+        let applied = shared.applied.load();
+        let s = &applied.snapshot;
+        for kind in Kind::ALL {
+            let n = match kind {
+                Kind::Job => s.jobs.len(),
+                Kind::Flow => s.flows.len(),
+                Kind::Connector => s.connectors.len(),
+                Kind::Skill => s.skills.len(),
+            };
+            self.resources
+                .get_or_create(&KindLabels {
+                    kind: kind.as_str().to_ascii_lowercase(),
+                })
+                .set(n as i64);
+        }
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "metrics: encoding failed");
+        }
+        out
+    }
+}
+
+/// Feed every committed event into `shared.metrics` until `cancel`.
+/// `feed` must be subscribed before the daemon commits anything it should
+/// count.
+pub async fn follow(shared: Arc<Shared>, mut feed: Feed, cancel: CancellationToken) {
+    loop {
+        let next = tokio::select! {
+            _ = cancel.cancelled() => return,
+            next = feed.next() => next,
+        };
+        match next {
+            Ok(Some(Item::Event(e))) => shared.metrics.observe(&e),
+            Ok(Some(Item::Lagged { resume_after })) => {
+                tracing::info!(
+                    resume_after,
+                    "metrics fell behind the event feed; counting from the store"
+                );
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: store unreadable; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+pub async fn handler(State(shared): State<Arc<Shared>>) -> Response {
+    let body = shared.metrics.render(&shared);
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn event(event_type: &str, job: Option<&str>, data: Value) -> Event {
+        Event {
+            id: 1,
+            event_type: event_type.into(),
+            at: "2025-01-01T00:00:00.000Z".into(),
+            job_id: job.map(str::to_string),
+            run_id: None,
+            data,
+        }
+    }
+
+    fn encoded(m: &Metrics) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &m.registry).expect("encode");
+        out
+    }
+
+    #[test]
+    fn events_become_counts() {
+        let m = Metrics::new();
+        m.observe(&event(
+            "run.completed",
+            Some("a"),
+            json!({"duration_ms": 1500}),
+        ));
+        m.observe(&event("run.failed", Some("a"), json!({})));
+        m.observe(&event(
+            "run.timed_out",
+            Some("b"),
+            json!({"retrying": true}),
+        ));
+        m.observe(&event(
+            "run.timed_out",
+            Some("b"),
+            json!({"retrying": false}),
+        ));
+        m.observe(&event(
+            "scheduler.dispatch_skipped_overlap",
+            Some("a"),
+            json!({"reason": "overlap"}),
+        ));
+        m.observe(&event(
+            "scheduler.dispatch_skipped_missed",
+            Some("a"),
+            json!({"count": 5}),
+        ));
+        m.observe(&event("reconcile.applied", None, json!({})));
+        m.observe(&event("reconcile.rejected", None, json!({})));
+        m.observe(&event("run.queued", Some("a"), json!({"late_ms": 3.5})));
+        let text = encoded(&m);
+        for line in [
+            r#"multijob_runs_total{job="a",status="succeeded"} 1"#,
+            r#"multijob_runs_total{job="a",status="failed"} 1"#,
+            r#"multijob_runs_total{job="b",status="timed_out"} 1"#,
+            r#"multijob_dispatch_skipped_total{reason="overlap"} 1"#,
+            r#"multijob_dispatch_skipped_total{reason="missed"} 5"#,
+            r#"multijob_reconcile_total{result="applied"} 1"#,
+            r#"multijob_reconcile_total{result="rejected"} 1"#,
+            "multijob_run_duration_seconds_sum 1.5",
+            "multijob_run_duration_seconds_count 1",
+            r#"multijob_schedule_lateness_seconds_bucket{le="0.005"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_deleted_job_loses_its_series() {
+        let m = Metrics::new();
+        m.observe(&event("run.completed", Some("gone"), json!({})));
+        m.observe(&event("run.failed", Some("gone"), json!({})));
+        m.observe(&event("run.completed", Some("kept"), json!({})));
+        m.observe(&event("job.deleted", Some("gone"), json!({})));
+        let text = encoded(&m);
+        assert!(!text.contains(r#"job="gone""#), "{text}");
+        assert!(text.contains(r#"job="kept""#), "{text}");
+    }
+}

@@ -589,15 +589,192 @@ fn scenario_throughput(scale: Scale, out: &mut Vec<Figure>) {
     });
 }
 
+/// Requests per connection-thread: GET `path` repeatedly for `secs`.
+fn hammer(url: &str, paths: &[&str], threads: usize, secs: f64) -> Vec<f64> {
+    let stop = Instant::now() + Duration::from_secs_f64(secs);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let url = url.to_string();
+            let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+            std::thread::spawn(move || {
+                let mut lat = Vec::new();
+                let mut i = t;
+                while Instant::now() < stop {
+                    let path = &paths[i % paths.len()];
+                    i += 1;
+                    let t0 = Instant::now();
+                    if http_get(&format!("{url}{path}")).is_some() {
+                        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+                    }
+                }
+                lat
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap_or_default())
+        .collect()
+}
+
+fn scenario_api(scale: Scale, out: &mut Vec<Figure>) {
+    let (jobs, secs, conns, sse_clients, events) = match scale {
+        Scale::Full => (1_000, 10.0, 100, 200, 2_000u64),
+        Scale::Small => (100, 1.0, 10, 10, 100u64),
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let jobs_dir = tmp.path().join("jobs.d");
+    std::fs::create_dir_all(&jobs_dir).unwrap();
+    let mut text = String::from("id: load\ntype: noop\noverlap: allow\n---\n");
+    for i in 0..jobs {
+        text.push_str(&format!(
+            "id: job-{i:04}\ntype: noop\nschedule: {{every: 5s}}\n---\n"
+        ));
+    }
+    std::fs::write(jobs_dir.join("jobs.yaml"), text).unwrap();
+    let daemon = Daemon::start_env(tmp.path(), &["--workers", "8"], &[]);
+    assert!(wait_for(
+        || daemon.get("/readyz").is_some_and(|v| v["ready"] == true),
+        Duration::from_secs(30)
+    ));
+    std::thread::sleep(Duration::from_secs(1));
+    // Runs keep flowing while the API is measured: the scheduled jobs
+    // (~200 runs/s at full size) plus a backlog of manual runs.
+    let trig = Command::new(bin())
+        .args([
+            "trigger",
+            "load",
+            "--count",
+            &(events * 10).to_string(),
+            "--dir",
+        ])
+        .arg(tmp.path())
+        .output()
+        .expect("trigger");
+    assert!(trig.status.success());
+    let mut jobs_lat = hammer(&daemon.url, &["/api/v1/jobs?limit=1000"], conns, secs);
+    let mut runs_lat = hammer(&daemon.url, &["/api/v1/runs?limit=100"], conns, secs);
+    let full = scale == Scale::Full;
+    let jobs_name = format!("/api/v1/jobs ({jobs} jobs)");
+    for (name, lat) in [
+        (jobs_name.as_str(), &mut jobs_lat),
+        ("/api/v1/runs", &mut runs_lat),
+    ] {
+        if lat.is_empty() {
+            continue;
+        }
+        out.push(Figure {
+            scenario: "api",
+            name: format!("{name}, {conns} connections: p50"),
+            value: percentile(lat, 0.5),
+            unit: "ms",
+            target: None,
+        });
+        out.push(Figure {
+            scenario: "api",
+            name: format!("{name}, {conns} connections: p99"),
+            value: percentile(lat, 0.99),
+            unit: "ms",
+            target: None,
+        });
+        out.push(Figure {
+            scenario: "api",
+            name: format!("{name}, {conns} connections: requests/s"),
+            value: lat.len() as f64 / secs,
+            unit: "1/s",
+            target: None,
+        });
+    }
+
+    // SSE fan-out: every client must see every new run.completed event.
+    let url = daemon.url.clone();
+    let host = url.trim_start_matches("http://").to_string();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let clients: Vec<_> = (0..sse_clients)
+        .map(|_| {
+            let host = host.clone();
+            let ready = ready_tx.clone();
+            std::thread::spawn(move || -> (u64, f64) {
+                use std::io::{BufRead, Write};
+                let Ok(mut s) = std::net::TcpStream::connect(&host) else { return (0, 0.0) };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+                let _ = write!(
+                    s,
+                    "GET /api/v1/events?type=run.completed HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"
+                );
+                let mut reader = std::io::BufReader::new(s);
+                let mut line = String::new();
+                let mut seen = 0;
+                let mut announced = false;
+                let start = Instant::now();
+                while seen < events {
+                    line.clear();
+                    match reader.read_line(&mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    if !announced && line == "\r\n" {
+                        announced = true;
+                        let _ = ready.send(());
+                    }
+                    if line.starts_with("event: run.completed") {
+                        seen += 1;
+                    }
+                }
+                (seen, start.elapsed().as_secs_f64())
+            })
+        })
+        .collect();
+    for _ in 0..sse_clients {
+        let _ = ready_rx.recv_timeout(Duration::from_secs(30));
+    }
+    // Let the earlier backlog finish so the counted events are the new ones.
+    wait_for(
+        || {
+            daemon
+                .get("/api/v1/status")
+                .is_some_and(|v| v["queue_depth"] == 0 && v["running"] == 0)
+        },
+        Duration::from_secs(120),
+    );
+    let t0 = Instant::now();
+    let trig = Command::new(bin())
+        .args(["trigger", "load", "--count", &events.to_string(), "--dir"])
+        .arg(tmp.path())
+        .output()
+        .expect("trigger");
+    assert!(trig.status.success());
+    let results: Vec<(u64, f64)> = clients
+        .into_iter()
+        .map(|c| c.join().unwrap_or((0, 0.0)))
+        .collect();
+    let complete = results.iter().filter(|(n, _)| *n >= events).count();
+    out.push(Figure {
+        scenario: "api",
+        name: format!("SSE: clients that got all {events} events (of {sse_clients})"),
+        value: complete as f64,
+        unit: "clients",
+        target: full.then_some((">=", sse_clients as f64)),
+    });
+    out.push(Figure {
+        scenario: "api",
+        name: format!("SSE: {events} events to {sse_clients} clients, wall"),
+        value: t0.elapsed().as_secs_f64(),
+        unit: "s",
+        target: None,
+    });
+}
+
 type Scenario = (&'static str, fn(Scale, &mut Vec<Figure>));
 
-const SCENARIOS: [Scenario; 6] = [
+const SCENARIOS: [Scenario; 7] = [
     ("validate", scenario_validate),
     ("plan", scenario_plan),
     ("reload", scenario_reload),
     ("rss", scenario_rss),
     ("lateness", scenario_lateness),
     ("throughput", scenario_throughput),
+    ("api", scenario_api),
 ];
 
 fn main() {

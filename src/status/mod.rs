@@ -1,2 +1,4 @@
-//! The read-only status surface: API (and later SSE, metrics, dashboard).
+//! The read-only status surface: API (and later SSE, metrics) and the live
+//! dashboard.
 pub mod api;
+pub mod dashboard;

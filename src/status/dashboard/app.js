@@ -480,20 +480,24 @@
   };
 
   /**
-   * The events API lists forward from a cursor. To open at the tail, find
-   * the newest id with one-item probes (exponential, then binary search:
-   * about 2·log2(n) tiny requests), then read the last few hundred.
+   * The events API lists forward from a cursor. To open at the tail of a
+   * long history, find the newest id with one-item probes (exponential,
+   * then binary search: about 2·log2(n) tiny requests), then read the last
+   * few hundred. A short history is one request.
    */
   async function loadEventTail() {
+    const first = await api('/events?limit=' + EVENT_BUFFER + '&after=0');
+    const items = first.items || [];
+    if (first.next_cursor === null || first.next_cursor === undefined || !items.length) {
+      live.lastId = 0;
+      receive(items, true);
+      return;
+    }
     const next = async (after) => {
       const r = await api('/events?limit=1&after=' + after);
       return r.items && r.items.length ? r.items[0].id : null;
     };
-    let lo = await next(0);
-    if (lo === null) {
-      live.lastId = 0;
-      return;
-    }
+    let lo = items[items.length - 1].id;
     let step = 256;
     let hi;
     for (;;) {
@@ -547,9 +551,7 @@
     paused: false,
   };
 
-  let current = null; // {name, route, ctl, ctx}
-  let refreshing = null;
-  let refreshAgain = false;
+  let current = null; // {name, route, ctl, ctx, refreshing, again}
   let throttle = null;
   let periodic = null;
   let lastUpdated = null;
@@ -563,15 +565,15 @@
     }, (current && current.ctl.throttle) || VIEW_THROTTLE_MS);
   }
 
-  /** Re-read the current page's data. One at a time; a request during one runs after it. */
+  /** Re-read the current page's data. One at a time per page; a request during one runs after it. */
   async function refreshView(full) {
-    if (!current) return;
-    if (refreshing) {
-      refreshAgain = true;
-      return refreshing;
-    }
     const view = current;
-    refreshing = (async () => {
+    if (!view) return;
+    if (view.refreshing) {
+      view.again = view.again || (full ? 'full' : 'live');
+      return view.refreshing;
+    }
+    view.refreshing = (async () => {
       try {
         await view.ctl.refresh(Boolean(full));
         if (view === current) {
@@ -583,11 +585,12 @@
         if (view === current) showBanner(e.message);
       }
     })();
-    await refreshing;
-    refreshing = null;
-    if (refreshAgain) {
-      refreshAgain = false;
-      return refreshView(false);
+    await view.refreshing;
+    view.refreshing = null;
+    if (view.again && view === current) {
+      const again = view.again;
+      view.again = null;
+      return refreshView(again === 'full');
     }
   }
 
@@ -635,7 +638,7 @@
     root.replaceChildren();
     const ctx = {alive: true};
     const ctl = pages[page](root, route, ctx);
-    current = {name: page, route, ctl, ctx};
+    current = {name: page, route, ctl, ctx, refreshing: null, again: null};
     $('#page-title').textContent = ctl.title;
     document.title = ctl.title + ' · multijob';
     for (const a of document.querySelectorAll('#nav a')) {
@@ -654,6 +657,23 @@
     return el;
   }
 
+  /**
+   * Replace a slot's content, keeping where the reader was: each table's
+   * scroll position and which <details> are open (when the shape is the same).
+   */
+  function swap(el, ...nodes) {
+    const scrolls = Array.from(el.querySelectorAll('.table-wrap'), (w) => [w.scrollTop, w.scrollLeft]);
+    const open = Array.from(el.querySelectorAll('details'), (d) => d.open);
+    el.replaceChildren(...nodes);
+    el.querySelectorAll('.table-wrap').forEach((w, i) => {
+      if (!scrolls[i]) return;
+      w.scrollTop = scrolls[i][0];
+      w.scrollLeft = scrolls[i][1];
+    });
+    const details = el.querySelectorAll('details');
+    if (details.length === open.length) details.forEach((d, i) => { d.open = open[i]; });
+  }
+
   // ------------------------------------------------------------- pages
 
   const pages = {
@@ -665,7 +685,7 @@
         async refresh() {
           const [st, runs] = await Promise.all([api('/status'), api('/runs?limit=1000')]);
           if (!ctx.alive) return;
-          body.replaceChildren(overview(st, runs.items || []));
+          swap(body, overview(st, runs.items || []));
         },
       };
     },
@@ -679,7 +699,7 @@
         const q = filter.value.trim().toLowerCase();
         const shown = q ? rows.filter((j) => [j.id, j.type, j.flow || '', (j.spec && j.spec.description) || '']
           .some((x) => x.toLowerCase().includes(q))) : rows;
-        body.replaceChildren(jobsTable(shown));
+        swap(body, jobsTable(shown));
       };
       filter.addEventListener('input', render);
       root.insertBefore(h('div', {class: 'toolbar'}, filter), body);
@@ -738,7 +758,7 @@
           if (statusSel.value) q.set('status', statusSel.value);
           const page = await api('/runs?' + q);
           if (!ctx.alive) return;
-          body.replaceChildren(runsTable(page.items || [], {showJob: true}));
+          swap(body, runsTable(page.items || [], {showJob: true}));
           more.classList.toggle('hidden', page.next_cursor === null || page.next_cursor === undefined || limit >= 1000);
         },
       };
@@ -763,7 +783,7 @@
         const shown = eventLog.filter(matches).reverse();
         const wrap = eventsTable(shown);
         tbody = wrap.querySelector('tbody');
-        body.replaceChildren(wrap);
+        swap(body, wrap);
         count.textContent = `${shown.length} of the last ${eventLog.length} events`;
       };
       typeIn.addEventListener('input', render);
@@ -788,7 +808,7 @@
           count.textContent = `${tbody.children.length} of the last ${eventLog.length} events`;
         },
         async refresh(full) {
-          if (live.lastId === null) await waitForTail();
+          if (live.lastId === null) await waitForTail(ctx);
           if (!ctx.alive) return;
           if (full || !tbody) render();
         },
@@ -804,7 +824,7 @@
           if (!ctx.alive) return;
           const byFlow = {};
           for (const j of jobs) if (j.flow) (byFlow[j.flow] = byFlow[j.flow] || []).push(j.id);
-          body.replaceChildren(table([
+          swap(body, table([
             {label: 'Flow', cell: (f) => h('strong', null, f.id)},
             {label: 'Description', cell: (f) => f.spec.description || ''},
             {label: 'Priority', cell: (f) => f.spec.priority || 'normal'},
@@ -828,7 +848,7 @@
         async refresh() {
           const items = await apiAll('/connectors');
           if (!ctx.alive) return;
-          body.replaceChildren(table([
+          swap(body, table([
             {label: 'Connector', cell: (c) => h('strong', null, c.id)},
             {label: 'Provider', cell: (c) => c.spec.provider || ''},
             {label: 'Endpoint', cell: (c) => c.spec.base_url ? h('code', null, c.spec.base_url) : h('span', {class: 'muted'}, '—')},
@@ -848,7 +868,7 @@
         async refresh() {
           const items = await apiAll('/skills');
           if (!ctx.alive) return;
-          body.replaceChildren(table([
+          swap(body, table([
             {label: 'Skill', cell: (k) => h('strong', null, k.id)},
             {label: 'Description', cell: (k) => k.spec.description || ''},
             {label: 'Tags', cell: (k) => (k.spec.tags || []).map((t) => h('span', {class: 'tag'}, t))},
@@ -872,7 +892,7 @@
           if (!ctx.alive) return;
           // Pending first; the API's order (newest first) within each group.
           items.sort((a, b) => (b.status === 'pending') - (a.status === 'pending'));
-          body.replaceChildren(
+          swap(body,
             h('p', {class: 'note'}, 'This page is read-only. Decide an approval with the CLI, on a machine that reaches the same state store.'),
             table([
               {label: 'Status', cell: (a) => badge(a.status)},
@@ -905,10 +925,10 @@
           ]);
           if (!ctx.alive) return;
           if (plan) {
-            planSlot.replaceChildren(planCard(plan));
+            swap(planSlot, planCard(plan));
             planLoaded = true;
           }
-          histSlot.replaceChildren(card('History', revisionsTable(revs)));
+          swap(histSlot, card('History', revisionsTable(revs)));
         },
       };
     },
@@ -1097,12 +1117,12 @@
         ]);
         if (!ctx.alive) return;
         if (!job) {
-          head.replaceChildren(card(null, h('p', {class: 'bad'}, `No job "${id}" in the applied revision.`),
+          swap(head, card(null, h('p', {class: 'bad'}, `No job "${id}" in the applied revision.`),
             h('p', {class: 'muted'}, 'It may have been deleted; its run history is kept and listed below.')));
         } else {
           const spec = job.spec || {};
           const sched = spec.schedule;
-          head.replaceChildren(h('div', {class: 'split'},
+          swap(head, h('div', {class: 'split'},
             card(null, h('div', {class: 'headline'}, h('strong', {class: 'big'}, job.id), ' ', h('code', null, job.type),
               job.enabled ? null : h('span', {class: 'badge st-cancelled'}, 'disabled')),
             spec.description ? h('p', null, spec.description) : null,
@@ -1123,7 +1143,7 @@
             h('p', {class: 'muted'}, 'Queue a run now: ', command('multijob trigger ' + job.id))),
             card('Spec', pre(spec))));
         }
-        runsSlot.replaceChildren(card('Runs', runsTable(runs.items || [], {showJob: false})));
+        swap(runsSlot, card('Runs', runsTable(runs.items || [], {showJob: false})));
       },
     };
   }
@@ -1190,7 +1210,7 @@
               ['LLM tokens', r.usage ? String(r.usage.llm_tokens || 0) : undefined],
             ]));
         summary.querySelector('dl').classList.add('cols2');
-        body.replaceChildren(h('div', {class: 'stack', dataset: {runId: r.id, status: r.status}},
+        swap(body, h('div', {class: 'stack', dataset: {runId: r.id, status: r.status}},
           summary,
           card('Attempts', table([
             {label: '#', class: 'num', cell: (a) => String(a.n)},
@@ -1243,8 +1263,8 @@
     return h('details', null, h('summary', null, h('code', null, text)), pre(data));
   }
 
-  async function waitForTail() {
-    while (live.lastId === null) await new Promise((r) => setTimeout(r, 100));
+  async function waitForTail(ctx) {
+    while (live.lastId === null && ctx.alive) await new Promise((r) => setTimeout(r, 100));
   }
 
   // ---------------------------------------------------------- revisions

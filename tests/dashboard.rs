@@ -402,8 +402,8 @@ fn base64_decode(s: &str) -> Vec<u8> {
     out
 }
 
-fn trigger(d: &ConfigDir, job: &str) -> String {
-    let run = d.run(&["trigger", job]);
+fn trigger(d: &ConfigDir, job: &str, inputs: &str) -> String {
+    let run = d.run(&["trigger", job, "--inputs", inputs]);
     run.assert_code(0);
     run.stdout()
         .split_whitespace()
@@ -462,7 +462,12 @@ fn the_page_shows_a_triggered_run_without_a_reload() {
     // Anything that reloads the page drops this.
     b.eval("window.__sameDocument = 'yes'; true");
 
-    let id = trigger(&d, "hello");
+    // Markup in API strings must stay text.
+    let id = trigger(
+        &d,
+        "hello",
+        r#"{"note": "<img src=x onerror=\"window.__xss=1\">"}"#,
+    );
     let status = b.wait(
         &format!("run {id} to appear as succeeded"),
         Duration::from_secs(20),
@@ -479,6 +484,20 @@ fn the_page_shows_a_triggered_run_without_a_reload() {
         "the page reloaded instead of updating itself"
     );
     b.screenshot("runs");
+
+    // Its detail page shows the inputs as text.
+    b.eval(&format!("location.hash = '#/runs/{id}'; true"));
+    b.wait(
+        "the run's inputs",
+        Duration::from_secs(20),
+        "Array.from(document.querySelectorAll('pre.json')).some((p) => p.textContent.includes('<img src=x'))",
+        |v| v == true,
+    );
+    assert_eq!(
+        b.eval("window.__xss === undefined && document.querySelector('img') === null"),
+        true,
+        "markup from the API was rendered as HTML"
+    );
 
     // The jobs page (a hash change, still no reload) shows it as the last run.
     b.eval("location.hash = '#/jobs'; true");
@@ -557,7 +576,7 @@ fn a_token_protected_daemon_asks_for_the_token_once() {
         "document.querySelector('.slot .table-wrap') !== null",
         |v| v == true,
     );
-    let id = trigger(&d, "hello");
+    let id = trigger(&d, "hello", "{}");
     b.wait(
         &format!("run {id} to appear"),
         Duration::from_secs(20),

@@ -101,6 +101,8 @@ pub fn router(shared: AppState) -> Router {
     ROUTES
         .iter()
         .fold(Router::new(), |r, path| r.route(path, handler(path)))
+        // The page and its assets (served without a token).
+        .merge(super::dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(shared.clone(), auth))
@@ -122,16 +124,28 @@ async fn method_not_allowed() -> Response {
     r
 }
 
-/// With a token configured, every path but the probes needs it.
+/// With a token configured, every path but the probes and the dashboard's
+/// static files needs it. The page holds no data; it asks for the token on
+/// its first 401 and sends it with every API call.
 async fn auth(State(shared): State<AppState>, request: Request, next: Next) -> Response {
     let Some(token) = shared.api_token.as_deref() else {
         return next.run(request).await;
     };
     let path = request.uri().path();
-    if path == "/healthz" || path == "/readyz" {
+    if path == "/healthz" || path == "/readyz" || super::dashboard::is_public(path) {
         return next.run(request).await;
     }
-    let presented = bearer(request.headers()).unwrap_or_default();
+    // A browser's EventSource cannot send headers, so the event stream (and
+    // only it) also takes the token as `?access_token=` (RFC 6750 section
+    // 2.3). Everywhere else a token in a URL would be an invitation to leak
+    // it through logs and history; the dashboard uses the header there.
+    let presented = bearer(request.headers())
+        .or_else(|| {
+            (path == EVENTS_PATH)
+                .then(|| query_token(request.uri()))
+                .flatten()
+        })
+        .unwrap_or_default();
     if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
         next.run(request).await
     } else {
@@ -146,6 +160,13 @@ async fn auth(State(shared): State<AppState>, request: Request, next: Next) -> R
         );
         r
     }
+}
+
+const EVENTS_PATH: &str = "/api/v1/events";
+
+fn query_token(uri: &axum::http::Uri) -> Option<String> {
+    let Query(q) = Query::<std::collections::HashMap<String, String>>::try_from_uri(uri).ok()?;
+    q.get("access_token").cloned()
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {

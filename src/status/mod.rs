@@ -1,6 +1,7 @@
 //! The read-only status surface: the JSON API, the SSE event stream,
-//! Prometheus metrics and the OpenAPI document (later: the dashboard).
+//! Prometheus metrics, the OpenAPI document and the live dashboard.
 pub mod api;
+pub mod dashboard;
 pub mod listener;
 pub mod metrics;
 pub mod openapi;

@@ -288,11 +288,22 @@ pub fn http(
 }
 
 pub fn http_raw(base: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let (code, _, body) = http_full(base, method, path, headers);
+    (code, body)
+}
+
+/// (status, response headers with lowercased names, body).
+pub fn http_full(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, String) {
     use std::io::{Read, Write};
     let host = base.trim_start_matches("http://").trim_end_matches('/');
     let mut s = match std::net::TcpStream::connect(host) {
         Ok(s) => s,
-        Err(_) => return (0, String::new()),
+        Err(_) => return (0, Vec::new(), String::new()),
     };
     let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
     let mut req = format!(
@@ -303,19 +314,25 @@ pub fn http_raw(base: &str, method: &str, path: &str, headers: &[(&str, &str)]) 
     }
     req.push_str("\r\n");
     if s.write_all(req.as_bytes()).is_err() {
-        return (0, String::new());
+        return (0, Vec::new(), String::new());
     }
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf).into_owned();
     let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return (0, text);
+        return (0, Vec::new(), text);
     };
     let code = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
+    let response_headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
     let body = if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
@@ -324,7 +341,7 @@ pub fn http_raw(base: &str, method: &str, path: &str, headers: &[(&str, &str)]) 
     } else {
         body.to_string()
     };
-    (code, body)
+    (code, response_headers, body)
 }
 
 fn dechunk(mut body: &str) -> String {

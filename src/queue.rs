@@ -149,6 +149,8 @@ struct State {
     pressure: Pressure,
     failure: HashMap<String, FailureState>,
     finished_since_prune: HashMap<String, usize>,
+    /// Each job's last finished run (the API shows it with the job).
+    last_finished: HashMap<String, Arc<Run>>,
     applied: Arc<Applied>,
     /// Each job's spec, shared by its runs (built once per revision, so a
     /// run never deep-copies its job).
@@ -245,6 +247,11 @@ impl QueueView<'_> {
         self.state.counts.active_by_job.clone()
     }
 
+    /// A job's last finished run.
+    pub fn last_finished(&self, job: &str) -> Option<Arc<Run>> {
+        self.state.last_finished.get(job).cloned()
+    }
+
     /// Runs that have started since the daemon did, and finished.
     pub fn totals(&self) -> (u64, u64) {
         (self.state.dispatched, self.state.finished)
@@ -318,6 +325,7 @@ impl RunQueue {
                 pressure: Pressure::new(config.pressure_high, config.pressure_low),
                 failure: HashMap::new(),
                 finished_since_prune: HashMap::new(),
+                last_finished: HashMap::new(),
                 jobs: job_cache(&applied),
                 applied,
                 draining: false,
@@ -382,6 +390,8 @@ impl RunQueue {
     /// failed (lease lost) and they are retried or failed by policy.
     pub async fn recover(&self) -> Result<RecoverySummary, crate::store::StoreError> {
         let failures = self.store.failure_states().await?;
+        let job_ids: Vec<String> = self.lock().jobs.keys().cloned().collect();
+        let last = self.store.last_runs(job_ids).await?;
         let approvals = self.store.approvals(true).await?;
         let runs = self.store.active_runs().await?;
         let mut summary = RecoverySummary::default();
@@ -390,6 +400,11 @@ impl RunQueue {
         {
             let mut st = self.lock();
             st.failure = failures.into_iter().collect();
+            st.last_finished = last
+                .into_iter()
+                .filter(|(_, r)| r.status.is_terminal())
+                .map(|(job, r)| (job, Arc::new(r)))
+                .collect();
             for mut run in runs {
                 let job = st.jobs.get(&run.job_id).map(|(j, _)| j.clone());
                 match run.status {
@@ -939,6 +954,8 @@ impl RunQueue {
         }
         let run = run.clone();
         mutations.push(Mutation::PutRun(Box::new(run.clone())));
+        st.last_finished
+            .insert(run.job_id.clone(), Arc::new(run.clone()));
         st.runs.remove(run_id);
         st.finished += 1;
         Counts::add(&mut st.counts.active_by_job, &run.job_id, -1);

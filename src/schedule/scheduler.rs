@@ -154,9 +154,43 @@ impl Lateness {
 #[derive(Default)]
 pub struct StatsCell {
     inner: Mutex<(u64, HashMap<&'static str, u64>, Lateness)>,
+    /// Each scheduled job's next fire time, as the heap holds it.
+    next_fire: Mutex<HashMap<String, Timestamp>>,
 }
 
 impl StatsCell {
+    /// The next fire time of a job the scheduler holds a slot for.
+    pub fn next_fire(&self, job: &str) -> Option<Timestamp> {
+        self.next_fire
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(job)
+            .copied()
+    }
+
+    fn set_next_fire(&self, job: &str, at: Option<Timestamp>) {
+        let mut m = self.next_fire.lock().unwrap_or_else(|p| p.into_inner());
+        match at {
+            Some(t) => {
+                if let Some(v) = m.get_mut(job) {
+                    *v = t;
+                } else {
+                    m.insert(job.to_string(), t);
+                }
+            }
+            None => {
+                m.remove(job);
+            }
+        }
+    }
+
+    fn retain_next_fire(&self, keep: impl Fn(&str) -> bool) {
+        self.next_fire
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| keep(k));
+    }
+
     pub fn snapshot(&self) -> SchedulerStats {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         SchedulerStats {
@@ -255,6 +289,7 @@ impl Scheduler {
             }
         }
         self.jobs.retain(|id, _| wanted.contains_key(id.as_str()));
+        self.stats.retain_next_fire(|id| wanted.contains_key(id));
         self.buffered
             .retain(|id, _| wanted.contains_key(id.as_str()));
         for (id, job) in wanted {
@@ -301,7 +336,9 @@ impl Scheduler {
                 }
                 catchup.extend(missed.run.into_iter().map(|s| (id.to_string(), s)));
             }
-            if let Some(slot) = rule.next_slot(from) {
+            let first = rule.next_slot(from);
+            self.stats.set_next_fire(id, first.map(|s| s.fire_at));
+            if let Some(slot) = first {
                 self.heap.push(Reverse(HeapEntry {
                     waiting_since: slot.fire_at,
                     fire_at: slot.fire_at,
@@ -408,6 +445,8 @@ impl Scheduler {
             let next = js.rule.next_slot(entry.nominal);
             let deferred = js.deferred;
             let superseded = next.is_some_and(|n| n.fire_at <= now);
+            self.stats
+                .set_next_fire(&entry.job, next.map(|n| n.fire_at));
             if let Some(n) = next {
                 self.heap.push(Reverse(HeapEntry {
                     // The successor of a held-back slot inherits its wait.
@@ -539,7 +578,10 @@ impl Scheduler {
             .into_iter()
             .map(|(mut run, fire)| {
                 let late_us = at.duration_since(fire).as_micros().max(0) as u64;
-                lateness.push(late_us);
+                // A misfire catch-up is late by design, not by the scheduler.
+                if run.extra.get("catchup").is_none() {
+                    lateness.push(late_us);
+                }
                 let late_ms = serde_json::Value::from(late_us as f64 / 1000.0);
                 match &mut run.extra {
                     serde_json::Value::Object(m) => {

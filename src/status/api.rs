@@ -285,17 +285,20 @@ fn limit(q: Option<usize>) -> Result<usize, ApiError> {
 
 /// What the queue knows about a job right now.
 struct JobLive {
+    /// From the scheduler's heap, when it holds a slot for the job.
+    next_fire: Option<jiff::Timestamp>,
     active_runs: usize,
     failure: Option<crate::store::runs::FailureState>,
     last_run: Option<Value>,
 }
 
-fn job_live(shared: &Shared, id: &str, last_run: Option<Value>) -> JobLive {
+fn job_live(shared: &Shared, id: &str) -> JobLive {
     let view = shared.queue.view();
     JobLive {
         active_runs: view.active_runs(id),
         failure: view.failure(id).cloned(),
-        last_run,
+        last_run: view.last_finished(id).map(|r| run_summary(&r)),
+        next_fire: shared.scheduler.next_fire(id),
     }
 }
 
@@ -311,13 +314,21 @@ pub fn run_summary(r: &Run) -> Value {
 /// A job as the API shows it (SPEC section 6).
 fn job_view(snapshot: &Snapshot, r: &Resource<Job>, now: jiff::Timestamp, live: JobLive) -> Value {
     let job = &r.spec;
+    // The scheduler's own next slot; computed here only for a job it does
+    // not hold yet (a revision applied a moment ago).
     let next_fire_at = job
         .schedule
         .as_ref()
         .filter(|_| job.enabled)
-        .and_then(|s| SlotRule::compile(s, &job.id).ok())
-        .and_then(|rule| rule.next_slot(now))
-        .map(|slot| format_ts(slot.fire_at));
+        .and_then(|s| {
+            live.next_fire.or_else(|| {
+                SlotRule::compile(s, &job.id)
+                    .ok()
+                    .and_then(|rule| rule.next_slot(now))
+                    .map(|slot| slot.fire_at)
+            })
+        })
+        .map(format_ts);
     json!({
         "id": job.id,
         "type": job.job_type,
@@ -367,11 +378,8 @@ async fn jobs(State(shared): State<AppState>, Query(q): Query<ListQuery>) -> Api
         }
         page.push((id, r));
     }
-    let ids: Vec<String> = page.iter().map(|(id, _)| id.to_string()).collect();
-    let mut last = shared.store.last_runs(ids).await?;
     for (id, r) in page {
-        let last_run = last.remove(id.as_str()).map(|run| run_summary(&run));
-        items.push(job_view(s, r, now, job_live(&shared, id, last_run)));
+        items.push(job_view(s, r, now, job_live(&shared, id)));
     }
     Ok(Json(json!({"items": items, "next_cursor": next_cursor})))
 }
@@ -383,13 +391,11 @@ async fn job(State(shared): State<AppState>, Path(id): Path<String>) -> ApiResul
         .jobs
         .get(&id)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no job `{id}`")))?;
-    let mut last = shared.store.last_runs(vec![id.clone()]).await?;
-    let last_run = last.remove(&id).map(|run| run_summary(&run));
     Ok(Json(job_view(
         s,
         r,
         jiff::Timestamp::now(),
-        job_live(&shared, &id, last_run),
+        job_live(&shared, &id),
     )))
 }
 

@@ -289,7 +289,7 @@ struct JobLive {
     next_fire: Option<jiff::Timestamp>,
     active_runs: usize,
     failure: Option<crate::store::runs::FailureState>,
-    last_run: Option<Value>,
+    last_run: Option<Arc<Run>>,
 }
 
 fn job_live(shared: &Shared, id: &str) -> JobLive {
@@ -297,22 +297,76 @@ fn job_live(shared: &Shared, id: &str) -> JobLive {
     JobLive {
         active_runs: view.active_runs(id),
         failure: view.failure(id).cloned(),
-        last_run: view.last_finished(id).map(|r| run_summary(&r)),
+        last_run: view.last_finished(id),
         next_fire: shared.scheduler.next_fire(id),
     }
 }
 
 /// The short form of a run, for job views and lists.
-pub fn run_summary(r: &Run) -> Value {
-    json!({
-        "id": r.id, "status": r.status, "trigger": r.trigger, "attempt": r.attempt,
-        "scheduled_at": r.scheduled_at, "queued_at": r.queued_at, "started_at": r.started_at,
-        "finished_at": r.finished_at, "duration_ms": r.duration_ms, "error": r.error,
-    })
+#[derive(serde::Serialize)]
+pub struct RunSummary<'a> {
+    id: &'a str,
+    status: RunStatus,
+    trigger: crate::store::runs::Trigger,
+    attempt: u32,
+    scheduled_at: &'a Option<String>,
+    queued_at: &'a str,
+    started_at: &'a Option<String>,
+    finished_at: &'a Option<String>,
+    duration_ms: Option<u64>,
+    error: &'a Option<String>,
 }
 
-/// A job as the API shows it (SPEC section 6).
-fn job_view(snapshot: &Snapshot, r: &Resource<Job>, now: jiff::Timestamp, live: JobLive) -> Value {
+impl<'a> RunSummary<'a> {
+    pub fn of(r: &'a Run) -> Self {
+        RunSummary {
+            id: &r.id,
+            status: r.status,
+            trigger: r.trigger,
+            attempt: r.attempt,
+            scheduled_at: &r.scheduled_at,
+            queued_at: &r.queued_at,
+            started_at: &r.started_at,
+            finished_at: &r.finished_at,
+            duration_ms: r.duration_ms,
+            error: &r.error,
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct FailureView {
+    consecutive_failures: u32,
+    cooldown_until: Option<String>,
+    last_error: Option<String>,
+}
+
+/// A job as the API shows it (SPEC section 6). Serialized straight from
+/// the applied spec, without an intermediate JSON tree.
+#[derive(serde::Serialize)]
+struct JobView<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    job_type: &'a str,
+    enabled: bool,
+    file: &'a str,
+    line: u32,
+    spec: &'a Job,
+    spec_hash: &'a str,
+    flow: &'a Option<String>,
+    priority: crate::spec::model::Priority,
+    next_fire_at: Option<String>,
+    last_run: Option<RunSummary<'a>>,
+    failure_memory: FailureView,
+    active_runs: usize,
+}
+
+fn job_view<'a>(
+    snapshot: &Snapshot,
+    r: &'a Resource<Job>,
+    now: jiff::Timestamp,
+    live: &'a JobLive,
+) -> JobView<'a> {
     let job = &r.spec;
     // The scheduler's own next slot; computed here only for a job it does
     // not hold yet (a revision applied a moment ago).
@@ -329,34 +383,37 @@ fn job_view(snapshot: &Snapshot, r: &Resource<Job>, now: jiff::Timestamp, live: 
             })
         })
         .map(format_ts);
-    json!({
-        "id": job.id,
-        "type": job.job_type,
-        "enabled": job.enabled,
-        "file": r.file,
-        "line": r.line,
-        "spec": job,
-        "spec_hash": r.hash,
-        "flow": job.flow,
-        "priority": snapshot.effective_priority(job),
-        "next_fire_at": next_fire_at,
-        "last_run": live.last_run,
-        "failure_memory": {
-            "consecutive_failures": live.failure.as_ref().map_or(0, |f| f.consecutive_failures),
-            "cooldown_until": live.failure.as_ref().and_then(|f| f.cooldown_until.clone()),
-            "last_error": live.failure.as_ref().and_then(|f| f.last_error.clone()),
+    let f = live.failure.as_ref();
+    JobView {
+        id: &job.id,
+        job_type: &job.job_type,
+        enabled: job.enabled,
+        file: &r.file,
+        line: r.line,
+        spec: job,
+        spec_hash: &r.hash,
+        flow: &job.flow,
+        priority: snapshot.effective_priority(job),
+        next_fire_at,
+        last_run: live.last_run.as_deref().map(RunSummary::of),
+        failure_memory: FailureView {
+            consecutive_failures: f.map_or(0, |f| f.consecutive_failures),
+            cooldown_until: f.and_then(|f| f.cooldown_until.clone()),
+            last_error: f.and_then(|f| f.last_error.clone()),
         },
-        "active_runs": live.active_runs,
-    })
+        active_runs: live.active_runs,
+    }
 }
 
-async fn jobs(State(shared): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult {
+async fn jobs(
+    State(shared): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
     let limit = limit(q.limit)?;
     let applied = shared.applied.load();
     let s = &applied.snapshot;
     let now = jiff::Timestamp::now();
     let start = q.cursor.clone().unwrap_or_default();
-    let mut items = Vec::new();
     let mut next_cursor = None;
     let matching = s
         .jobs
@@ -373,30 +430,34 @@ async fn jobs(State(shared): State<AppState>, Query(q): Query<ListQuery>) -> Api
     let mut page = Vec::new();
     for (id, r) in matching {
         if page.len() == limit {
-            next_cursor = page.last().map(|(id, _): &(&String, _)| id.to_string());
+            next_cursor = page
+                .last()
+                .map(|(id, _, _): &(&String, _, _)| id.to_string());
             break;
         }
-        page.push((id, r));
+        page.push((id, r, job_live(&shared, id)));
     }
-    for (id, r) in page {
-        items.push(job_view(s, r, now, job_live(&shared, id)));
+    #[derive(serde::Serialize)]
+    struct Page<'a> {
+        items: Vec<JobView<'a>>,
+        next_cursor: Option<String>,
     }
-    Ok(Json(json!({"items": items, "next_cursor": next_cursor})))
+    let items = page
+        .iter()
+        .map(|(_, r, live)| job_view(s, r, now, live))
+        .collect();
+    Ok(Json(Page { items, next_cursor }).into_response())
 }
 
-async fn job(State(shared): State<AppState>, Path(id): Path<String>) -> ApiResult {
+async fn job(State(shared): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let applied = shared.applied.load();
     let s = &applied.snapshot;
     let r = s
         .jobs
         .get(&id)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no job `{id}`")))?;
-    Ok(Json(job_view(
-        s,
-        r,
-        jiff::Timestamp::now(),
-        job_live(&shared, &id),
-    )))
+    let live = job_live(&shared, &id);
+    Ok(Json(job_view(s, r, jiff::Timestamp::now(), &live)).into_response())
 }
 
 async fn snapshot(State(shared): State<AppState>) -> ApiResult {
@@ -598,7 +659,7 @@ struct RunsQuery {
     cursor: Option<i64>,
 }
 
-async fn list_runs(shared: &Shared, q: RunsQuery) -> ApiResult {
+async fn list_runs(shared: &Shared, q: RunsQuery) -> Result<Response, ApiError> {
     let limit = limit(q.limit)?;
     let status = match q.status.as_deref() {
         None | Some("") => None,
@@ -625,7 +686,12 @@ async fn list_runs(shared: &Shared, q: RunsQuery) -> ApiResult {
         None
     };
     let items: Vec<Run> = rows.into_iter().map(|(_, r)| fresher(shared, r)).collect();
-    Ok(Json(json!({"items": items, "next_cursor": next_cursor})))
+    #[derive(serde::Serialize)]
+    struct Page {
+        items: Vec<Run>,
+        next_cursor: Option<i64>,
+    }
+    Ok(Json(Page { items, next_cursor }).into_response())
 }
 
 /// The queue's copy of an unfinished run is newer than the store's by the
@@ -638,7 +704,10 @@ fn fresher(shared: &Shared, run: Run) -> Run {
     }
 }
 
-async fn runs(State(shared): State<AppState>, Query(q): Query<RunsQuery>) -> ApiResult {
+async fn runs(
+    State(shared): State<AppState>,
+    Query(q): Query<RunsQuery>,
+) -> Result<Response, ApiError> {
     list_runs(&shared, q).await
 }
 
@@ -646,7 +715,7 @@ async fn job_runs(
     State(shared): State<AppState>,
     Path(id): Path<String>,
     Query(mut q): Query<RunsQuery>,
-) -> ApiResult {
+) -> Result<Response, ApiError> {
     if !shared.applied.load().snapshot.jobs.contains_key(&id) && q.job.is_none() {
         // History of a deleted job is kept and still listed.
         tracing::debug!(job = %id, "runs of a job not in the applied revision");

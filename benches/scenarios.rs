@@ -469,8 +469,10 @@ fn scenario_lateness(scale: Scale, out: &mut Vec<Figure>) {
         - before["scheduler"]["dispatched"].as_f64().unwrap_or(0.0);
     let skipped: f64 = after["scheduler"]["skipped"]
         .as_object()
-        .map(|m| m.values().filter_map(|v| v.as_f64()).sum())
-        .unwrap_or(0.0);
+        .map(|m| m.values().filter_map(|v| v.as_f64()).sum::<f64>())
+        .unwrap_or(0.0)
+        // An empty f64 sum is -0.0; print 0.
+        + 0.0;
     let lateness = &after["scheduler"]["lateness"];
     let full = scale == Scale::Full;
     out.push(Figure {

@@ -18,7 +18,7 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::spec::diagnostic::{Diagnostic, Severity};
+use crate::spec::diagnostic::Diagnostic;
 use crate::spec::model::Kind;
 use crate::spec::{self, Loaded};
 use crate::state::Shared;
@@ -50,17 +50,12 @@ pub struct Reconciler {
 fn unreadable(dir: &std::path::Path, message: String) -> Loaded {
     Loaded {
         snapshot: Default::default(),
-        diagnostics: vec![Diagnostic {
-            file: dir.display().to_string(),
-            line: 1,
-            column: 1,
-            kind: None,
-            id: None,
-            severity: Severity::Error,
-            code: "io".into(),
+        diagnostics: vec![Diagnostic::file_error(
+            &dir.display().to_string(),
+            crate::spec::yaml::Pos { line: 1, column: 1 },
+            "io",
             message,
-            pointer: String::new(),
-        }],
+        )],
     }
 }
 

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::spec::SourceFile;
-use crate::spec::diagnostic::{Diagnostic, Severity};
+use crate::spec::diagnostic::Diagnostic;
 
 /// The folders a config directory holds.
 pub const CONFIG_FOLDERS: [&str; 2] = ["jobs.d", "skills.d"];
@@ -94,17 +94,12 @@ pub fn read_config_dir(dir: &Path) -> Result<DirContents, SourceError> {
 }
 
 fn io_finding(file: &str, message: String) -> Diagnostic {
-    Diagnostic {
-        file: file.to_string(),
-        line: 1,
-        column: 1,
-        kind: None,
-        id: None,
-        severity: Severity::Error,
-        code: "io".into(),
+    Diagnostic::file_error(
+        file,
+        crate::spec::yaml::Pos { line: 1, column: 1 },
+        "io",
         message,
-        pointer: String::new(),
-    }
+    )
 }
 
 fn is_hidden(name: &str) -> bool {

@@ -31,6 +31,21 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
+    /// An error about a file as a whole (unreadable, not YAML, missing).
+    pub fn file_error(file: &str, pos: Pos, code: &str, message: impl Into<String>) -> Self {
+        Diagnostic {
+            file: file.to_string(),
+            line: pos.line,
+            column: pos.column,
+            kind: None,
+            id: None,
+            severity: Severity::Error,
+            code: code.to_string(),
+            message: message.into(),
+            pointer: String::new(),
+        }
+    }
+
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }

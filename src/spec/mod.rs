@@ -95,17 +95,9 @@ fn load_file(
     let docs = match yaml::parse_documents(&file.text) {
         Ok(docs) => docs,
         Err(e) => {
-            out.push(Diagnostic {
-                file: file.path.clone(),
-                line: e.pos.line,
-                column: e.pos.column,
-                kind: None,
-                id: None,
-                severity: Severity::Error,
-                code: "syntax".into(),
-                message: e.message,
-                pointer: String::new(),
-            });
+            out.push(Diagnostic::file_error(
+                &file.path, e.pos, "syntax", e.message,
+            ));
             return;
         }
     };

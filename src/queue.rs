@@ -341,6 +341,11 @@ impl RunQueue {
         })
     }
 
+    /// The applied snapshot runs start under.
+    pub fn applied(&self) -> Arc<Applied> {
+        self.lock().applied.clone()
+    }
+
     pub fn clock(&self) -> Clock {
         self.clock
     }

@@ -516,3 +516,60 @@ fn sigterm_drains_and_interrupted_runs_run_again_after_restart() {
     assert_eq!(run["attempt"], 1, "{run:#}");
     assert_eq!(run["attempts"][0]["status"], "cancelled");
 }
+
+#[test]
+fn backup_export_writes_specs_and_history_and_rotates() {
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/b.yaml",
+        "id: backup\ntype: backup.export\ninputs: {keep: 2}\n---\nid: work\ntype: noop\n---\nkind: Flow\nid: lane\n",
+    );
+    let daemon = Daemon::start(d.path(), &[]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let w = trigger(&d, "work", None);
+    wait_run_status(&daemon, &w, "succeeded");
+    let mut outputs = Vec::new();
+    for _ in 0..3 {
+        let id = trigger(&d, "backup", None);
+        let run = wait_run_status(&daemon, &id, "succeeded");
+        outputs.push(run["output"].clone());
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let last = outputs.last().unwrap();
+    let path = d
+        .path()
+        .join(".multijob/data")
+        .join(last["path"].as_str().unwrap());
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(doc["format"], "multijob-backup/1");
+    let kinds: Vec<&str> = doc["snapshot"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"Job") && kinds.contains(&"Flow"),
+        "{kinds:?}"
+    );
+    let run_ids: Vec<&str> = doc["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert!(
+        run_ids.contains(&w.as_str()),
+        "the history holds the earlier run"
+    );
+    assert_eq!(last["runs"].as_u64(), Some(run_ids.len() as u64));
+    // keep: 2 — the oldest of three backups was rotated out.
+    let dir = d.path().join(".multijob/data/backups/backup");
+    let files = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(
+        files,
+        2,
+        "{:?}",
+        std::fs::read_dir(&dir).unwrap().collect::<Vec<_>>()
+    );
+}

@@ -4,6 +4,7 @@
 //! cancellation token (fired on timeout, `overlap: replace` and shutdown)
 //! and returns the run's output or a classified error.
 
+pub mod backup;
 pub mod command;
 pub mod simulation;
 
@@ -25,6 +26,11 @@ pub struct RunContext {
     pub data_dir: std::path::PathBuf,
     /// `--allow-command`: the daemon's operator allows `command` jobs.
     pub allow_command: bool,
+    /// The store, for handlers that read history (`backup.export`);
+    /// `None` where a handler needs none (unit tests).
+    pub store: Option<crate::store::Store>,
+    /// The applied snapshot the run started under.
+    pub applied: Option<std::sync::Arc<crate::store::Applied>>,
 }
 
 /// Why a run failed, and so whether retrying can help.
@@ -51,7 +57,7 @@ pub type RunResult = Result<Value, RunError>;
 
 /// The job types [`execute`] runs. The runtime asks [`handles`] before it
 /// dispatches, so a type missing here is reported, never silently dropped.
-pub const HANDLED_TYPES: [&str; 3] = ["noop", "simulation.heavy", "command"];
+pub const HANDLED_TYPES: [&str; 4] = ["noop", "simulation.heavy", "command", "backup.export"];
 
 pub fn handles(job_type: &str) -> bool {
     HANDLED_TYPES.contains(&job_type)
@@ -67,6 +73,7 @@ pub async fn execute(job: &Job, ctx: &RunContext, cancel: &CancellationToken) ->
         // `execute` future, noop's included, as large as the largest.
         "simulation.heavy" => Box::pin(simulation::run(job, ctx, cancel)).await,
         "command" => Box::pin(command::run(job, ctx, cancel)).await,
+        "backup.export" => Box::pin(backup::run(job, ctx, cancel)).await,
         other => Err(RunError::Permanent(format!(
             "no handler for job type {other}"
         ))),
@@ -92,6 +99,8 @@ mod tests {
             inputs: json!({}),
             data_dir: std::env::temp_dir(),
             allow_command: false,
+            store: None,
+            applied: None,
         }
     }
 

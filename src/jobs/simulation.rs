@@ -274,6 +274,8 @@ mod tests {
             inputs,
             data_dir: std::env::temp_dir(),
             allow_command: false,
+            store: None,
+            applied: None,
         }
     }
 

@@ -291,6 +291,12 @@ pub enum Store {
     Sqlite(sqlite::SqliteStore),
 }
 
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
 impl Store {
     /// Open (creating and migrating) the embedded store at `path`.
     pub fn open_sqlite(path: &std::path::Path) -> Result<Store, StoreError> {

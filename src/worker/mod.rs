@@ -108,6 +108,8 @@ async fn execute(queue: &RunQueue, ctx: &WorkerContext, claim: Claim) -> Outcome
         inputs: run.inputs.clone(),
         data_dir: ctx.data_dir.clone(),
         allow_command: ctx.allow_command,
+        store: Some(queue.store().clone()),
+        applied: Some(queue.applied()),
     };
     let timeout = Duration::from_millis(job.timeout_ms.max(1));
     let handler_cancel = cancel.clone();

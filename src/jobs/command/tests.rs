@@ -22,6 +22,8 @@ fn ctx(data_dir: &TempDir) -> RunContext {
         inputs: json!({}),
         data_dir: data_dir.path().to_path_buf(),
         allow_command: true,
+        store: None,
+        applied: None,
     }
 }
 

@@ -19,7 +19,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// Keep jobs, flows (lanes), connectors and skills as YAML in a git repo:
 /// `validate` checks them, `plan` shows what would change, `run` runs them.
 #[derive(Debug, Parser)]
-#[command(name = "multijob", version, about, long_about = None)]
+#[command(
+    name = "multijob",
+    version,
+    about,
+    long_about = None,
+    after_help = "Getting started:\n  multijob init ops && cd ops     # jobs.d/, skills.d/, schemas/ with working examples\n  multijob validate               # file:line errors; exit 1 when invalid\n  multijob plan                   # what would change (--detailed-exitcode for CI)\n  multijob run                    # the daemon; dashboard on http://127.0.0.1:8080\n  multijob status                 # jobs, next fires, last results"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -38,7 +44,7 @@ pub enum Command {
     /// change with the changed fields, the next fire times of new or
     /// rescheduled jobs. With --detailed-exitcode: 0 no changes, 2 changes.
     Plan(plan::Args),
-    /// The daemon: reconcile, watch, serve the status API.
+    /// The daemon: reconcile, watch, schedule, run jobs, serve the API and dashboard.
     ///
     /// Applies the directory on start, on file changes and on SIGHUP; a
     /// revision with any error is rejected and the last good one keeps

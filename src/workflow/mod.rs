@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::future::{Future, poll_fn};
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ pub use template::{TemplateError, eval_condition, render_value, to_template_valu
 
 use crate::clock::Clock;
 use crate::jobs::RunError;
-use crate::spec::model::{Action, Skill, Step};
+use crate::spec::model::{Action, Limits, Skill, Step};
 use crate::spec::snapshot::Resource;
 use crate::spec::templates::environment;
 use crate::store::format_ts;
@@ -64,6 +65,27 @@ pub struct Engine<'a> {
     skills: &'a BTreeMap<String, Resource<Skill>>,
     data_dir: PathBuf,
     clock: Clock,
+    limits: Limits,
+}
+
+/// Calls a run made that its [`Limits`] bound.
+#[derive(Default)]
+struct Counters {
+    http_calls: AtomicU64,
+    messages: AtomicU64,
+}
+
+impl Counters {
+    /// Counts one call, or refuses it once `limit` calls were made.
+    fn take(counter: &AtomicU64, limit: Option<u64>, name: &str) -> Result<(), RunError> {
+        let made = counter.fetch_add(1, Ordering::SeqCst);
+        match limit {
+            Some(limit) if made >= limit => Err(RunError::Permanent(format!(
+                "the run reached its limit of {limit} {name} (limits.{name})"
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// One step list being run: the job's, or a skill's under `uses`.
@@ -71,6 +93,7 @@ struct Frame<'r> {
     run: &'r RunInfo,
     actions: &'r dyn Actions,
     cancel: &'r CancellationToken,
+    counters: &'r Counters,
     depth: usize,
 }
 
@@ -85,7 +108,15 @@ impl<'a> Engine<'a> {
             skills,
             data_dir: data_dir.into(),
             clock,
+            limits: Limits::default(),
         }
+    }
+
+    /// The job's per-run budgets: `http_calls` and `messages` are counted
+    /// here (every attempt is a call); the default is unlimited.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Runs `steps` in order; the result is the last step's output. Every
@@ -98,10 +129,12 @@ impl<'a> Engine<'a> {
         actions: &dyn Actions,
         cancel: &CancellationToken,
     ) -> (Result<Value, RunError>, Vec<StepRecord>) {
+        let counters = Counters::default();
         let frame = Frame {
             run: &run,
             actions,
             cancel,
+            counters: &counters,
             depth: 0,
         };
         let mut records = Vec::with_capacity(steps.len());
@@ -288,6 +321,14 @@ impl<'a> Engine<'a> {
             },
         };
         let actions = frame.actions;
+        let (counters, limits) = (frame.counters, &self.limits);
+        match &step.action {
+            Action::Http(_) => {
+                Counters::take(&counters.http_calls, limits.http_calls, "http_calls")?
+            }
+            Action::Message(_) => Counters::take(&counters.messages, limits.messages, "messages")?,
+            _ => {}
+        }
         let result = match &step.action {
             Action::Set(map) => return render(Value::Object(map.clone())),
             Action::Files(f) => {
@@ -355,17 +396,24 @@ impl<'a> Engine<'a> {
                 "skill `{skill_id}`: `uses` nests deeper than {MAX_USES_DEPTH}"
             )));
         }
-        let mut inputs = skill.default_inputs.clone();
-        if let Some(with) = &step.with {
-            match render_value(&self.env, &Value::Object(with.clone()), ctx).map_err(permanent)? {
-                Value::Object(with) => inputs.extend(with),
-                _ => unreachable!("an object renders to an object"),
+        let with = match &step.with {
+            Some(with) => {
+                render_value(&self.env, &Value::Object(with.clone()), ctx).map_err(permanent)?
             }
+            None => Value::Object(Map::new()),
+        };
+        if let Some(params) = &skill.params {
+            check_params(skill_id, params, &with)?;
+        }
+        let mut inputs = skill.default_inputs.clone();
+        if let Value::Object(with) = with {
+            inputs.extend(with);
         }
         let inner = Frame {
             run: frame.run,
             actions: frame.actions,
             cancel: frame.cancel,
+            counters: frame.counters,
             depth: frame.depth + 1,
         };
         // The skill's own step records stay inside it: the caller's record
@@ -473,6 +521,32 @@ fn record(
     }
 }
 
+/// The rendered `with` against the skill's `params` (validation checked
+/// only its literal values).
+fn check_params(skill_id: &str, params: &Value, with: &Value) -> Result<(), RunError> {
+    let validator = jsonschema::validator_for(params)
+        .map_err(|e| RunError::Permanent(format!("skill `{skill_id}`: bad params schema: {e}")))?;
+    let problems: Vec<String> = validator
+        .iter_errors(with)
+        .map(|e| {
+            let path = e.instance_path().as_str().to_string();
+            if path.is_empty() {
+                e.to_string()
+            } else {
+                format!("{path}: {e}")
+            }
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(RunError::Permanent(format!(
+            "`with` does not match skill `{skill_id}` params: {}",
+            problems.join("; ")
+        )))
+    }
+}
+
 fn permanent(e: TemplateError) -> RunError {
     RunError::Permanent(e.to_string())
 }
@@ -519,8 +593,11 @@ mod tests {
         fn agent<'a>(&'a self, _: &'a ActionCall<'a>, _: Value) -> ActionFuture<'a> {
             refuse("agent")
         }
-        fn message<'a>(&'a self, _: &'a ActionCall<'a>, _: Value) -> ActionFuture<'a> {
-            refuse("message")
+        /// Delivery is recorded in process; no peer is involved.
+        fn message<'a>(&'a self, call: &'a ActionCall<'a>, _: Value) -> ActionFuture<'a> {
+            Box::pin(async move {
+                Ok(json!({"delivered": true, "provider_message_id": call.idempotency_key}))
+            })
         }
         fn schedule_job<'a>(&'a self, _: &'a ActionCall<'a>, _: Value) -> ActionFuture<'a> {
             refuse("schedule_job")
@@ -869,6 +946,8 @@ mod tests {
                                       {"id": "last", "set": {"text": "{{ steps.up.output.v }}!"}}]},
             {"id": "loop", "steps": [{"id": "again", "uses": "loop"}]},
             {"id": "broken", "steps": [{"id": "oops", "set": {"x": "{{ inputs.nothing }}"}}]},
+            {"id": "typed", "params": {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}},
+             "steps": [{"id": "n", "set": {"n": "{{ inputs.n }}"}}]},
         ]));
         let dir = std::env::temp_dir();
         let (result, records) = run_with(
@@ -922,6 +1001,56 @@ mod tests {
         assert_eq!(
             result,
             Err(RunError::Permanent("step `call`: no skill `absent`".into()))
+        );
+
+        // A templated `with` is checked against params once rendered.
+        let call = |n: &str| json!([{"id": "call", "uses": "typed", "with": {"n": n}}]);
+        let (result, _) = run_with(
+            &skills,
+            &dir,
+            call("{{ inputs.n }}"),
+            json!({"n": 4}),
+            &Stub::default(),
+        )
+        .await;
+        assert_eq!(result.unwrap(), json!({"n": 4}));
+        let (result, _) = run_with(
+            &skills,
+            &dir,
+            call("{{ inputs.n }}"),
+            json!({"n": "four"}),
+            &Stub::default(),
+        )
+        .await;
+        let message = result.unwrap_err().to_string();
+        assert!(
+            message.contains("does not match skill `typed` params: /n:"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn limits_bound_messages_per_run() {
+        let no_skills = BTreeMap::new();
+        let engine =
+            Engine::new(&no_skills, std::env::temp_dir(), Clock::Wall).with_limits(Limits {
+                messages: Some(2),
+                ..Limits::default()
+            });
+        let list = steps(json!([
+            {"id": "send", "foreach": [1, 2], "message": {"connector": "c", "text": "{{ item }}"}},
+            {"id": "more", "message": {"connector": "c", "text": "three"}},
+        ]));
+        let token = CancellationToken::new();
+        let (result, records) = engine
+            .run(&list, json!({}), run_info(), &Stub::default(), &token)
+            .await;
+        assert_eq!(records[0].output[1]["provider_message_id"], "run-1:send:1");
+        assert_eq!(
+            result,
+            Err(RunError::Permanent(
+                "step `more`: the run reached its limit of 2 messages (limits.messages)".into()
+            ))
         );
     }
 

@@ -30,8 +30,9 @@ pub struct ActionCall<'a> {
     pub step_id: &'a str,
     /// 0-based index of the `foreach` item, if any.
     pub item_index: Option<usize>,
-    /// Run id + step id (+ item index): a retried or reclaimed run calls
-    /// with the same key, so a message or follow-up is not sent twice.
+    /// `run:step` or `run:step:item`, with the enclosing `uses` steps as a
+    /// path (`run:call:2/send`): a retried or reclaimed run calls with the
+    /// same key, so a message or follow-up is not sent twice.
     pub idempotency_key: String,
 }
 

@@ -95,6 +95,9 @@ struct Frame<'r> {
     cancel: &'r CancellationToken,
     counters: &'r Counters,
     depth: usize,
+    /// The `uses` steps (and items) this list runs under, as `call/` or
+    /// `call:2/`: it keeps idempotency keys of a skill used twice apart.
+    scope: String,
 }
 
 impl<'a> Engine<'a> {
@@ -136,6 +139,7 @@ impl<'a> Engine<'a> {
             cancel,
             counters: &counters,
             depth: 0,
+            scope: String::new(),
         };
         let mut records = Vec::with_capacity(steps.len());
         let result = self.run_steps(steps, inputs, &frame, &mut records).await;
@@ -315,10 +319,12 @@ impl<'a> Engine<'a> {
             run: frame.run,
             step_id: &step.id,
             item_index,
-            idempotency_key: match item_index {
-                Some(i) => format!("{}:{}:{i}", frame.run.id, step.id),
-                None => format!("{}:{}", frame.run.id, step.id),
-            },
+            idempotency_key: format!(
+                "{}:{}{}",
+                frame.run.id,
+                frame.scope,
+                item_key(step, item_index)
+            ),
         };
         let actions = frame.actions;
         let (counters, limits) = (frame.counters, &self.limits);
@@ -336,7 +342,7 @@ impl<'a> Engine<'a> {
                     .files(&render(serde_json::to_value(f).unwrap_or_default())?)
                     .await;
             }
-            Action::Uses(skill) => return self.uses(skill, step, ctx, frame).await,
+            Action::Uses(skill) => return self.uses(skill, step, ctx, item_index, frame).await,
             Action::Http(a) => actions.http(&call, args(a)?).await,
             Action::Llm(a) => actions.llm(&call, args(a)?).await,
             Action::Agent(a) => actions.agent(&call, args(a)?).await,
@@ -384,6 +390,7 @@ impl<'a> Engine<'a> {
         skill_id: &str,
         step: &Step,
         ctx: &minijinja::Value,
+        item_index: Option<usize>,
         frame: &Frame<'_>,
     ) -> StepResult {
         let skill = &self
@@ -415,6 +422,7 @@ impl<'a> Engine<'a> {
             cancel: frame.cancel,
             counters: frame.counters,
             depth: frame.depth + 1,
+            scope: format!("{}{}/", frame.scope, item_key(step, item_index)),
         };
         // The skill's own step records stay inside it: the caller's record
         // is the `uses` step, and an error names the inner step.
@@ -544,6 +552,14 @@ fn check_params(skill_id: &str, params: &Value, with: &Value) -> Result<(), RunE
             "`with` does not match skill `{skill_id}` params: {}",
             problems.join("; ")
         )))
+    }
+}
+
+/// `step` or `step:index`.
+fn item_key(step: &Step, item_index: Option<usize>) -> String {
+    match item_index {
+        Some(i) => format!("{}:{i}", step.id),
+        None => step.id.clone(),
     }
 }
 
@@ -1051,6 +1067,30 @@ mod tests {
             Err(RunError::Permanent(
                 "step `more`: the run reached its limit of 2 messages (limits.messages)".into()
             ))
+        );
+    }
+
+    #[tokio::test]
+    async fn idempotency_keys_keep_skill_calls_apart() {
+        let skills = skills(json!([
+            {"id": "notify", "steps": [{"id": "send", "message": {"connector": "c", "text": "x"}}]},
+        ]));
+        let (result, records) = run_with(
+            &skills,
+            &std::env::temp_dir(),
+            json!([
+                {"id": "a", "uses": "notify"},
+                {"id": "b", "foreach": [1, 2], "uses": "notify"},
+            ]),
+            json!({}),
+            &Stub::default(),
+        )
+        .await;
+        result.unwrap();
+        assert_eq!(records[0].output["provider_message_id"], "run-1:a/send");
+        assert_eq!(
+            records[1].output[1]["provider_message_id"],
+            "run-1:b:1/send"
         );
     }
 

@@ -23,3 +23,4 @@ pub mod state;
 pub mod status;
 pub mod store;
 pub mod worker;
+pub mod workflow;

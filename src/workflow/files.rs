@@ -1,0 +1,179 @@
+//! The `files` action: read and write under the run's data directory.
+//!
+//! A path is relative, has no `..`, and may not leave the data directory
+//! through a symlink: an existing ancestor is resolved and must stay inside,
+//! and the file itself is opened without following a final symlink.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use serde_json::{Value, json};
+
+/// Files read back into a step output are bounded like rendered strings.
+pub const MAX_READ_BYTES: u64 = super::template::MAX_OUTPUT_BYTES as u64;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilesError {
+    #[error("path `{0}` must be relative, without `..`, and name a file")]
+    BadPath(String),
+    #[error("path `{0}` leaves the data directory")]
+    Escapes(String),
+    #[error("`{path}`: {message}")]
+    Io { path: String, message: String },
+}
+
+fn io(path: &str, e: impl std::fmt::Display) -> FilesError {
+    FilesError::Io {
+        path: path.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// `rel` checked lexically: only normal components.
+fn checked(rel: &str) -> Result<PathBuf, FilesError> {
+    let path = Path::new(rel);
+    let ok = !rel.is_empty()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        && path.file_name().is_some();
+    if ok {
+        Ok(path.to_path_buf())
+    } else {
+        Err(FilesError::BadPath(rel.to_string()))
+    }
+}
+
+/// Creates the missing directories of `dir` (inside `root`), refusing a
+/// symlinked ancestor that resolves outside `root`.
+fn ensure_dir_inside(root: &Path, rel_dir: &Path, rel: &str) -> Result<PathBuf, FilesError> {
+    let mut current = root.to_path_buf();
+    for part in rel_dir.components() {
+        current.push(part);
+        match fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() || meta.is_dir() => {
+                let resolved = current.canonicalize().map_err(|e| io(rel, e))?;
+                if !resolved.starts_with(root) {
+                    return Err(FilesError::Escapes(rel.to_string()));
+                }
+                if !resolved.is_dir() {
+                    return Err(io(rel, "an ancestor is not a directory"));
+                }
+            }
+            Ok(_) => return Err(io(rel, "an ancestor is not a directory")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir(&current).map_err(|e| io(rel, e))?;
+            }
+            Err(e) => return Err(io(rel, e)),
+        }
+    }
+    Ok(current)
+}
+
+fn root(data_dir: &Path) -> Result<PathBuf, FilesError> {
+    let shown = data_dir.display().to_string();
+    fs::create_dir_all(data_dir).map_err(|e| io(&shown, e))?;
+    data_dir.canonicalize().map_err(|e| io(&shown, e))
+}
+
+/// Writes `content` to `rel`; output `{path, bytes}`.
+pub fn write(data_dir: &Path, rel: &str, content: &[u8]) -> Result<Value, FilesError> {
+    let path = checked(rel)?;
+    let root = root(data_dir)?;
+    let dir = ensure_dir_inside(&root, path.parent().unwrap_or(Path::new("")), rel)?;
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| FilesError::BadPath(rel.into()))?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        // A final symlink is refused rather than followed.
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dir.join(file_name))
+        .map_err(|e| escape_or_io(rel, e))?;
+    file.write_all(content).map_err(|e| io(rel, e))?;
+    Ok(json!({"path": rel, "bytes": content.len()}))
+}
+
+/// Reads `rel` as UTF-8 text.
+pub fn read(data_dir: &Path, rel: &str) -> Result<Value, FilesError> {
+    let path = checked(rel)?;
+    let root = root(data_dir)?;
+    let full = root.join(&path);
+    let resolved = full.canonicalize().map_err(|e| io(rel, e))?;
+    if !resolved.starts_with(&root) {
+        return Err(FilesError::Escapes(rel.to_string()));
+    }
+    let file = fs::File::open(&resolved).map_err(|e| io(rel, e))?;
+    let mut text = String::new();
+    file.take(MAX_READ_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| io(rel, e))?;
+    if text.len() as u64 > MAX_READ_BYTES {
+        return Err(io(rel, format!("larger than {MAX_READ_BYTES} bytes")));
+    }
+    Ok(Value::String(text))
+}
+
+fn escape_or_io(rel: &str, e: std::io::Error) -> FilesError {
+    // O_NOFOLLOW on a symlink fails with ELOOP.
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        FilesError::Escapes(rel.to_string())
+    } else {
+        io(rel, e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_and_reads_inside_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let out = write(&data, "reports/a/b.txt", b"hello").unwrap();
+        assert_eq!(out, json!({"path": "reports/a/b.txt", "bytes": 5}));
+        assert_eq!(read(&data, "reports/a/b.txt").unwrap(), json!("hello"));
+        assert_eq!(read(&data, "./reports/a/b.txt").unwrap(), json!("hello"));
+    }
+
+    #[test]
+    fn refuses_absolute_and_parent_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["/etc/passwd", "../x", "a/../../x", "a/..", ""] {
+            assert_eq!(
+                write(dir.path(), bad, b"x").unwrap_err(),
+                FilesError::BadPath(bad.into()),
+                "{bad}"
+            );
+            assert!(read(dir.path(), bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn refuses_symlink_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(&data).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("secret"), "s").unwrap();
+        std::os::unix::fs::symlink(&outside, data.join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), data.join("file")).unwrap();
+
+        let escapes = |r: Result<Value, FilesError>| matches!(r, Err(FilesError::Escapes(_)));
+        assert!(escapes(write(&data, "link/new/x", b"x")));
+        assert!(
+            !outside.join("new").exists(),
+            "no directory created outside"
+        );
+        assert!(escapes(write(&data, "file", b"x")));
+        assert_eq!(fs::read_to_string(outside.join("secret")).unwrap(), "s");
+        assert!(escapes(read(&data, "link/secret")));
+        assert!(escapes(read(&data, "file")));
+    }
+}

@@ -1,0 +1,1121 @@
+//! The workflow engine: runs a job's (or a skill's) `steps` (SPEC section 5).
+//!
+//! Templates render with [`crate::spec::templates::environment`], the same
+//! environment validation compiles with. Side effects go through
+//! [`Actions`]; the engine itself does `set`, `files` and `uses`.
+
+pub mod actions;
+pub mod files;
+pub mod template;
+
+use std::collections::BTreeMap;
+use std::future::{Future, poll_fn};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use minijinja::Environment;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub use actions::{ActionCall, ActionError, ActionFuture, ActionResult, Actions};
+pub use template::{TemplateError, eval_condition, render_value, to_template_value};
+
+use crate::clock::Clock;
+use crate::jobs::RunError;
+use crate::spec::model::{Action, Limits, Skill, Step};
+use crate::spec::snapshot::Resource;
+use crate::spec::templates::environment;
+use crate::store::format_ts;
+use crate::store::runs::StepRecord;
+use crate::worker::retry::backoff;
+
+/// `uses` may nest this deep (a skill using a skill ...).
+pub const MAX_USES_DEPTH: usize = 10;
+
+/// What templates see as `run` and `job`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunInfo {
+    pub id: String,
+    pub job_id: String,
+    pub job_type: String,
+    /// 1-based.
+    pub attempt: u32,
+    /// RFC 3339; `None` for a manual trigger.
+    pub scheduled_at: Option<String>,
+}
+
+/// Step statuses in a [`StepRecord`].
+pub mod status {
+    pub const SUCCEEDED: &str = "succeeded";
+    pub const FAILED: &str = "failed";
+    pub const SKIPPED: &str = "skipped";
+    pub const CANCELLED: &str = "cancelled";
+}
+
+type StepResult = Result<Value, RunError>;
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+pub struct Engine<'a> {
+    env: Environment<'static>,
+    skills: &'a BTreeMap<String, Resource<Skill>>,
+    data_dir: PathBuf,
+    clock: Clock,
+    limits: Limits,
+}
+
+/// Calls a run made that its [`Limits`] bound.
+#[derive(Default)]
+struct Counters {
+    http_calls: AtomicU64,
+    messages: AtomicU64,
+}
+
+impl Counters {
+    /// Counts one call, or refuses it once `limit` calls were made.
+    fn take(counter: &AtomicU64, limit: Option<u64>, name: &str) -> Result<(), RunError> {
+        let made = counter.fetch_add(1, Ordering::SeqCst);
+        match limit {
+            Some(limit) if made >= limit => Err(RunError::Permanent(format!(
+                "the run reached its limit of {limit} {name} (limits.{name})"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One step list being run: the job's, or a skill's under `uses`.
+struct Frame<'r> {
+    run: &'r RunInfo,
+    actions: &'r dyn Actions,
+    cancel: &'r CancellationToken,
+    counters: &'r Counters,
+    depth: usize,
+    /// The `uses` steps (and items) this list runs under, as `call/` or
+    /// `call:2/`: it keeps idempotency keys of a skill used twice apart.
+    scope: String,
+}
+
+impl<'a> Engine<'a> {
+    pub fn new(
+        skills: &'a BTreeMap<String, Resource<Skill>>,
+        data_dir: impl Into<PathBuf>,
+        clock: Clock,
+    ) -> Self {
+        Engine {
+            env: environment(),
+            skills,
+            data_dir: data_dir.into(),
+            clock,
+            limits: Limits::default(),
+        }
+    }
+
+    /// The job's per-run budgets: `http_calls` and `messages` are counted
+    /// here (every attempt is a call); the default is unlimited.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Runs `steps` in order; the result is the last step's output. Every
+    /// step that started (or was skipped) has a record.
+    pub async fn run(
+        &self,
+        steps: &[Step],
+        inputs: Value,
+        run: RunInfo,
+        actions: &dyn Actions,
+        cancel: &CancellationToken,
+    ) -> (Result<Value, RunError>, Vec<StepRecord>) {
+        let counters = Counters::default();
+        let frame = Frame {
+            run: &run,
+            actions,
+            cancel,
+            counters: &counters,
+            depth: 0,
+            scope: String::new(),
+        };
+        let mut records = Vec::with_capacity(steps.len());
+        let result = self.run_steps(steps, inputs, &frame, &mut records).await;
+        (result, records)
+    }
+
+    fn run_steps<'s>(
+        &'s self,
+        steps: &'s [Step],
+        inputs: Value,
+        frame: &'s Frame<'s>,
+        records: &'s mut Vec<StepRecord>,
+    ) -> BoxFuture<'s, StepResult> {
+        Box::pin(async move {
+            let inputs = to_template_value(&inputs);
+            let mut outputs = Map::new();
+            let mut last = Value::Null;
+            for step in steps {
+                if frame.cancel.is_cancelled() {
+                    return Err(RunError::Cancelled);
+                }
+                let started = Instant::now();
+                let base = self.context(&inputs, &outputs, frame.run);
+                let result = self.run_step(step, &base, frame).await;
+                let duration_ms = started.elapsed().as_millis() as u64;
+                let (status, output, error) = match result {
+                    Ok(Some(output)) => (status::SUCCEEDED, output, None),
+                    Ok(None) => (status::SKIPPED, Value::Null, None),
+                    Err(RunError::Cancelled) => {
+                        records.push(record(
+                            step,
+                            status::CANCELLED,
+                            Value::Null,
+                            None,
+                            duration_ms,
+                        ));
+                        return Err(RunError::Cancelled);
+                    }
+                    Err(e) => {
+                        let message = format!("step `{}`: {e}", step.id);
+                        records.push(record(
+                            step,
+                            status::FAILED,
+                            Value::Null,
+                            Some(message.clone()),
+                            duration_ms,
+                        ));
+                        if !step.continue_on_error {
+                            return Err(match e {
+                                RunError::Retryable(_) => RunError::Retryable(message),
+                                _ => RunError::Permanent(message),
+                            });
+                        }
+                        outputs.insert(step.id.clone(), json!({"output": null}));
+                        last = Value::Null;
+                        continue;
+                    }
+                };
+                outputs.insert(step.id.clone(), json!({"output": output}));
+                records.push(record(step, status, output.clone(), error, duration_ms));
+                last = output;
+            }
+            Ok(last)
+        })
+    }
+
+    fn context(
+        &self,
+        inputs: &minijinja::Value,
+        outputs: &Map<String, Value>,
+        run: &RunInfo,
+    ) -> Base {
+        Base {
+            inputs: inputs.clone(),
+            steps: to_template_value(outputs),
+            run: to_template_value(run),
+            job: to_template_value(json!({"id": run.job_id, "type": run.job_type})),
+            now: minijinja::Value::from(format_ts(self.clock.now())),
+        }
+    }
+
+    /// `Ok(None)`: skipped by `when`.
+    async fn run_step(
+        &self,
+        step: &Step,
+        base: &Base,
+        frame: &Frame<'_>,
+    ) -> Result<Option<Value>, RunError> {
+        let ctx = base.with_item(None);
+        if let Some(when) = &step.when
+            && !eval_condition(&self.env, when, &ctx).map_err(permanent)?
+        {
+            return Ok(None);
+        }
+        let Some(foreach) = &step.foreach else {
+            return self.attempts(step, &ctx, None, frame).await.map(Some);
+        };
+        let items = match render_value(&self.env, foreach, &ctx).map_err(permanent)? {
+            Value::Array(items) => items,
+            other => {
+                return Err(RunError::Permanent(format!(
+                    "foreach must yield a list, got {}",
+                    type_name(&other)
+                )));
+            }
+        };
+        let limit = Semaphore::new(step.concurrency.unwrap_or(1).max(1) as usize);
+        let length = items.len();
+        let futures: Vec<BoxFuture<'_, StepResult>> = items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| {
+                let ctx = base.with_item(Some((item, index, length)));
+                let limit = &limit;
+                Box::pin(async move {
+                    let _permit = limit.acquire().await.map_err(|_| RunError::Cancelled)?;
+                    self.attempts(step, &ctx, Some(index), frame).await
+                }) as BoxFuture<'_, StepResult>
+            })
+            .collect();
+        try_join_ordered(futures)
+            .await
+            .map(|outs| Some(Value::Array(outs)))
+    }
+
+    /// One action call with the step's `retry` and `timeout_ms`, aborted
+    /// when the run is cancelled.
+    async fn attempts(
+        &self,
+        step: &Step,
+        ctx: &minijinja::Value,
+        item_index: Option<usize>,
+        frame: &Frame<'_>,
+    ) -> StepResult {
+        let mut failed = 0;
+        loop {
+            let attempt = async {
+                let call = self.perform(step, ctx, item_index, frame);
+                match step.timeout_ms {
+                    Some(ms) => tokio::time::timeout(Duration::from_millis(ms), call)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(RunError::Retryable(format!("timed out after {ms} ms")))
+                        }),
+                    None => call.await,
+                }
+            };
+            let result = tokio::select! {
+                biased;
+                _ = frame.cancel.cancelled() => Err(RunError::Cancelled),
+                r = attempt => r,
+            };
+            failed += 1;
+            let wait = match (&result, &step.retry) {
+                (Err(RunError::Retryable(_)), Some(policy)) => backoff(policy, failed),
+                _ => None,
+            };
+            let Some(wait) = wait else { return result };
+            tokio::select! {
+                biased;
+                _ = frame.cancel.cancelled() => return Err(RunError::Cancelled),
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn perform(
+        &self,
+        step: &Step,
+        ctx: &minijinja::Value,
+        item_index: Option<usize>,
+        frame: &Frame<'_>,
+    ) -> StepResult {
+        let render = |v: Value| render_value(&self.env, &v, ctx).map_err(permanent);
+        let args = |a: &dyn erased::Args| render(a.to_json());
+        let call = ActionCall {
+            run: frame.run,
+            step_id: &step.id,
+            item_index,
+            idempotency_key: format!(
+                "{}:{}{}",
+                frame.run.id,
+                frame.scope,
+                item_key(step, item_index)
+            ),
+        };
+        let actions = frame.actions;
+        let (counters, limits) = (frame.counters, &self.limits);
+        match &step.action {
+            Action::Http(_) => {
+                Counters::take(&counters.http_calls, limits.http_calls, "http_calls")?
+            }
+            Action::Message(_) => Counters::take(&counters.messages, limits.messages, "messages")?,
+            _ => {}
+        }
+        let result = match &step.action {
+            Action::Set(map) => return render(Value::Object(map.clone())),
+            Action::Files(f) => {
+                return self
+                    .files(&render(serde_json::to_value(f).unwrap_or_default())?)
+                    .await;
+            }
+            Action::Uses(skill) => return self.uses(skill, step, ctx, item_index, frame).await,
+            Action::Http(a) => actions.http(&call, args(a)?).await,
+            Action::Llm(a) => actions.llm(&call, args(a)?).await,
+            Action::Agent(a) => actions.agent(&call, args(a)?).await,
+            Action::Message(a) => actions.message(&call, args(a)?).await,
+            Action::Kv(a) => actions.kv(&call, args(a)?).await,
+            Action::Metric(a) => actions.metric(&call, args(a)?).await,
+            Action::ScheduleJob(a) => actions.schedule_job(&call, args(a)?).await,
+            Action::Approval(a) => actions.approval(&call, args(a)?).await,
+        };
+        result.map_err(|e| match e {
+            ActionError::Retryable(m) => RunError::Retryable(m),
+            ActionError::Permanent(m) => RunError::Permanent(m),
+        })
+    }
+
+    async fn files(&self, args: &Value) -> StepResult {
+        let text = |key: &str| args.get(key).filter(|v| !v.is_null());
+        let data_dir = self.data_dir.clone();
+        let op = match (text("write"), text("read")) {
+            (Some(Value::String(path)), None) => {
+                let content = match text("content") {
+                    None => Vec::new(),
+                    Some(Value::String(s)) => s.clone().into_bytes(),
+                    Some(other) => serde_json::to_vec(other).unwrap_or_default(),
+                };
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || files::write(&data_dir, &path, &content)).await
+            }
+            (None, Some(Value::String(path))) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || files::read(&data_dir, &path)).await
+            }
+            _ => {
+                return Err(RunError::Permanent(
+                    "files takes `write: PATH` with `content`, or `read: PATH`".into(),
+                ));
+            }
+        };
+        op.map_err(|e| RunError::Retryable(format!("files: {e}")))?
+            .map_err(|e| RunError::Permanent(format!("files: {e}")))
+    }
+
+    async fn uses(
+        &self,
+        skill_id: &str,
+        step: &Step,
+        ctx: &minijinja::Value,
+        item_index: Option<usize>,
+        frame: &Frame<'_>,
+    ) -> StepResult {
+        let skill = &self
+            .skills
+            .get(skill_id)
+            .ok_or_else(|| RunError::Permanent(format!("no skill `{skill_id}`")))?
+            .spec;
+        if frame.depth + 1 > MAX_USES_DEPTH {
+            return Err(RunError::Permanent(format!(
+                "skill `{skill_id}`: `uses` nests deeper than {MAX_USES_DEPTH}"
+            )));
+        }
+        let with = match &step.with {
+            Some(with) => {
+                render_value(&self.env, &Value::Object(with.clone()), ctx).map_err(permanent)?
+            }
+            None => Value::Object(Map::new()),
+        };
+        if let Some(params) = &skill.params {
+            check_params(skill_id, params, &with)?;
+        }
+        let mut inputs = skill.default_inputs.clone();
+        if let Value::Object(with) = with {
+            inputs.extend(with);
+        }
+        let inner = Frame {
+            run: frame.run,
+            actions: frame.actions,
+            cancel: frame.cancel,
+            counters: frame.counters,
+            depth: frame.depth + 1,
+            scope: format!("{}{}/", frame.scope, item_key(step, item_index)),
+        };
+        // The skill's own step records stay inside it: the caller's record
+        // is the `uses` step, and an error names the inner step.
+        let mut records = Vec::new();
+        self.run_steps(&skill.steps, Value::Object(inputs), &inner, &mut records)
+            .await
+            .map_err(|e| match e {
+                RunError::Retryable(m) => RunError::Retryable(format!("skill `{skill_id}`: {m}")),
+                RunError::Permanent(m) => RunError::Permanent(format!("skill `{skill_id}`: {m}")),
+                RunError::Cancelled => RunError::Cancelled,
+            })
+    }
+}
+
+/// The parts of a step's template context shared by its `foreach` items.
+struct Base {
+    inputs: minijinja::Value,
+    steps: minijinja::Value,
+    run: minijinja::Value,
+    job: minijinja::Value,
+    now: minijinja::Value,
+}
+
+impl Base {
+    fn with_item(&self, item: Option<(Value, usize, usize)>) -> minijinja::Value {
+        let (item, looping) = match item {
+            Some((item, index0, length)) => (
+                to_template_value(item),
+                to_template_value(json!({
+                    "index": index0 + 1,
+                    "index0": index0,
+                    "first": index0 == 0,
+                    "last": index0 + 1 == length,
+                    "length": length,
+                })),
+            ),
+            None => (minijinja::Value::UNDEFINED, minijinja::Value::UNDEFINED),
+        };
+        minijinja::context! {
+            inputs => self.inputs.clone(),
+            steps => self.steps.clone(),
+            run => self.run.clone(),
+            job => self.job.clone(),
+            now => self.now.clone(),
+            item => item,
+            loop => looping,
+        }
+    }
+}
+
+/// Action structs rendered as their JSON form.
+mod erased {
+    pub trait Args {
+        fn to_json(&self) -> serde_json::Value;
+    }
+    impl<T: serde::Serialize> Args for T {
+        fn to_json(&self) -> serde_json::Value {
+            serde_json::to_value(self).unwrap_or_default()
+        }
+    }
+}
+
+/// Polls all `futures` together; the outputs in input order, or the first
+/// error to happen (the rest are dropped, which aborts them).
+async fn try_join_ordered<T>(
+    mut futures: Vec<BoxFuture<'_, Result<T, RunError>>>,
+) -> Result<Vec<T>, RunError> {
+    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    poll_fn(|cx| {
+        let mut pending = false;
+        for (future, slot) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if slot.is_some() {
+                continue;
+            }
+            match future.as_mut().poll(cx) {
+                Poll::Ready(Ok(v)) => *slot = Some(v),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => pending = true,
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    })
+    .await?;
+    Ok(outputs.into_iter().flatten().collect())
+}
+
+fn record(
+    step: &Step,
+    status: &str,
+    output: Value,
+    error: Option<String>,
+    duration_ms: u64,
+) -> StepRecord {
+    StepRecord {
+        id: step.id.clone(),
+        status: status.to_string(),
+        output,
+        error,
+        duration_ms,
+    }
+}
+
+/// The rendered `with` against the skill's `params` (validation checked
+/// only its literal values).
+fn check_params(skill_id: &str, params: &Value, with: &Value) -> Result<(), RunError> {
+    let validator = jsonschema::validator_for(params)
+        .map_err(|e| RunError::Permanent(format!("skill `{skill_id}`: bad params schema: {e}")))?;
+    let problems: Vec<String> = validator
+        .iter_errors(with)
+        .map(|e| {
+            let path = e.instance_path().as_str().to_string();
+            if path.is_empty() {
+                e.to_string()
+            } else {
+                format!("{path}: {e}")
+            }
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(RunError::Permanent(format!(
+            "`with` does not match skill `{skill_id}` params: {}",
+            problems.join("; ")
+        )))
+    }
+}
+
+/// `step` or `step:index`.
+fn item_key(step: &Step, item_index: Option<usize>) -> String {
+    match item_index {
+        Some(i) => format!("{}:{i}", step.id),
+        None => step.id.clone(),
+    }
+}
+
+fn permanent(e: TemplateError) -> RunError {
+    RunError::Permanent(e.to_string())
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a bool",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// In-process side effects: only `kv` does anything, which is all these
+    /// tests need (no HTTP peer is involved).
+    #[derive(Default)]
+    struct Stub {
+        finished: Mutex<Vec<i64>>,
+        in_flight: AtomicU32,
+        max_in_flight: AtomicU32,
+        flaky_calls: AtomicU32,
+    }
+
+    fn refuse<'a>(what: &'static str) -> ActionFuture<'a> {
+        Box::pin(async move { Err(ActionError::Permanent(format!("{what} is not stubbed"))) })
+    }
+
+    impl Actions for Stub {
+        fn http<'a>(&'a self, _: &'a ActionCall<'a>, _: Value) -> ActionFuture<'a> {
+            refuse("http")
+        }
+        fn llm<'a>(&'a self, _: &'a ActionCall<'a>, _: Value) -> ActionFuture<'a> {
+            refuse("llm")
+        }
+        fn agent<'a>(&'a self, _: &'a ActionCall<'a>, _: Value) -> ActionFuture<'a> {
+            refuse("agent")
+        }
+        /// Delivery is recorded in process; no peer is involved.
+        fn message<'a>(&'a self, call: &'a ActionCall<'a>, _: Value) -> ActionFuture<'a> {
+            Box::pin(async move {
+                Ok(json!({"delivered": true, "provider_message_id": call.idempotency_key}))
+            })
+        }
+        fn schedule_job<'a>(&'a self, _: &'a ActionCall<'a>, _: Value) -> ActionFuture<'a> {
+            refuse("schedule_job")
+        }
+        fn approval<'a>(&'a self, _: &'a ActionCall<'a>, _: Value) -> ActionFuture<'a> {
+            refuse("approval")
+        }
+        fn metric<'a>(&'a self, _: &'a ActionCall<'a>, _: Value) -> ActionFuture<'a> {
+            refuse("metric")
+        }
+
+        /// `get: N` sleeps (10 - N) * 10 ms and returns N * 10; `incr:
+        /// flaky` fails twice, retryably; `get: slow` sleeps an hour;
+        /// `get: key` returns the idempotency key.
+        fn kv<'a>(&'a self, call: &'a ActionCall<'a>, args: Value) -> ActionFuture<'a> {
+            Box::pin(async move {
+                if args["incr"] == "flaky" {
+                    let n = self.flaky_calls.fetch_add(1, Ordering::SeqCst) + 1;
+                    return if n < 3 {
+                        Err(ActionError::Retryable(format!("flaky call {n}")))
+                    } else {
+                        Ok(json!(n))
+                    };
+                }
+                match &args["get"] {
+                    Value::Number(n) => {
+                        let n = n.as_i64().unwrap();
+                        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis((10 - n as u64) * 10)).await;
+                        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                        self.finished.lock().unwrap().push(n);
+                        Ok(json!(n * 10))
+                    }
+                    Value::String(s) if s == "slow" => {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        Ok(json!("late"))
+                    }
+                    Value::String(s) if s == "key" => Ok(json!(call.idempotency_key)),
+                    other => Err(ActionError::Permanent(format!("unknown key {other}"))),
+                }
+            })
+        }
+    }
+
+    fn steps(v: Value) -> Vec<Step> {
+        serde_json::from_value(v).expect("steps deserialize")
+    }
+
+    fn run_info() -> RunInfo {
+        RunInfo {
+            id: "run-1".into(),
+            job_id: "job-a".into(),
+            job_type: "agent.workflow".into(),
+            attempt: 2,
+            scheduled_at: Some("2026-11-24T07:00:00Z".into()),
+        }
+    }
+
+    fn skills(list: Value) -> BTreeMap<String, Resource<Skill>> {
+        let list: Vec<Skill> = serde_json::from_value(list).expect("skills deserialize");
+        list.into_iter()
+            .map(|s| {
+                (
+                    s.id.clone(),
+                    Resource::new(s, "skills.d/s.yaml".into(), 1, 1),
+                )
+            })
+            .collect()
+    }
+
+    async fn run_with(
+        skills: &BTreeMap<String, Resource<Skill>>,
+        data_dir: &std::path::Path,
+        list: Value,
+        inputs: Value,
+        stub: &Stub,
+    ) -> (Result<Value, RunError>, Vec<StepRecord>) {
+        let engine = Engine::new(skills, data_dir, Clock::Wall);
+        let token = CancellationToken::new();
+        engine
+            .run(&steps(list), inputs, run_info(), stub, &token)
+            .await
+    }
+
+    async fn run(
+        list: Value,
+        inputs: Value,
+        stub: &Stub,
+    ) -> (Result<Value, RunError>, Vec<StepRecord>) {
+        run_with(&BTreeMap::new(), &std::env::temp_dir(), list, inputs, stub).await
+    }
+
+    fn statuses(records: &[StepRecord]) -> Vec<(&str, &str)> {
+        records
+            .iter()
+            .map(|r| (r.id.as_str(), r.status.as_str()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn set_and_templates_across_steps() {
+        let (result, records) = run(
+            json!([
+                {"id": "a", "set": {"n": "{{ inputs.n }}", "label": "n is {{ inputs.n }}"}},
+                {"id": "b", "set": {
+                    "double": "{{ steps.a.output.n * 2 }}",
+                    "who": "{{ run.id }}/{{ run.job_id }}/{{ job.type }}/{{ run.attempt }}",
+                    "at": "{{ run.scheduled_at }}",
+                    "has_now": "{{ now | length > 10 }}",
+                }},
+            ]),
+            json!({"n": 21}),
+            &Stub::default(),
+        )
+        .await;
+        assert_eq!(
+            result.unwrap(),
+            json!({"double": 42, "who": "run-1/job-a/agent.workflow/2",
+                   "at": "2026-11-24T07:00:00Z", "has_now": true})
+        );
+        assert_eq!(statuses(&records), [("a", "succeeded"), ("b", "succeeded")]);
+        assert_eq!(records[0].output, json!({"n": 21, "label": "n is 21"}));
+    }
+
+    #[tokio::test]
+    async fn a_false_condition_skips_the_step() {
+        let (result, records) = run(
+            json!([
+                {"id": "a", "when": "inputs.n > 5", "set": {"x": 1}},
+                {"id": "b", "when": "{{ inputs.n < 5 }}", "set": {"skipped_a": "{{ steps.a.output is none }}"}},
+                {"id": "c", "when": false, "set": {"x": 3}},
+            ]),
+            json!({"n": 2}),
+            &Stub::default(),
+        )
+        .await;
+        // The last step was skipped: its output, null, is the run's.
+        assert_eq!(result.unwrap(), Value::Null);
+        assert_eq!(
+            statuses(&records),
+            [("a", "skipped"), ("b", "succeeded"), ("c", "skipped")]
+        );
+        assert_eq!(records[0].output, Value::Null);
+        assert_eq!(records[1].output, json!({"skipped_a": true}));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn foreach_outputs_follow_item_order_whatever_finishes_first() {
+        let stub = Stub::default();
+        let (result, records) = run(
+            json!([
+                {"id": "list", "set": {"items": [1, 2, 3, 4, 5, 6, 7, 8]}},
+                {"id": "each", "foreach": "{{ steps.list.output.items }}", "concurrency": 4,
+                 "kv": {"get": "{{ item }}"}},
+                {"id": "loops", "foreach": ["a", "b", "c"],
+                 "set": {"v": "{{ item }}{{ loop.index }}/{{ loop.length }}", "first": "{{ loop.first }}",
+                         "last": "{{ loop.last }}", "i0": "{{ loop.index0 }}"}},
+                {"id": "keys", "foreach": [1, 2], "kv": {"get": "key"}},
+            ]),
+            json!({}),
+            &stub,
+        )
+        .await;
+        result.unwrap();
+        assert_eq!(records[1].output, json!([10, 20, 30, 40, 50, 60, 70, 80]));
+        // Later items sleep less, so completion order is not item order.
+        let finished = stub.finished.lock().unwrap().clone();
+        assert_ne!(finished, [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(stub.max_in_flight.load(Ordering::SeqCst), 4);
+        assert_eq!(
+            records[2].output,
+            json!([
+                {"v": "a1/3", "first": true, "last": false, "i0": 0},
+                {"v": "b2/3", "first": false, "last": false, "i0": 1},
+                {"v": "c3/3", "first": false, "last": true, "i0": 2},
+            ])
+        );
+        assert_eq!(records[3].output, json!(["run-1:keys:0", "run-1:keys:1"]));
+    }
+
+    #[tokio::test]
+    async fn foreach_needs_a_list() {
+        let (result, _) = run(
+            json!([{"id": "each", "foreach": "{{ inputs.n }}", "set": {}}]),
+            json!({"n": 3}),
+            &Stub::default(),
+        )
+        .await;
+        let message = result.unwrap_err().to_string();
+        assert!(
+            message.contains("step `each`: foreach must yield a list, got a number"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn continue_on_error_records_the_error_and_goes_on() {
+        let (result, records) = run(
+            json!([
+                {"id": "bad", "continue_on_error": true, "kv": {"get": "nothing"}},
+                {"id": "after", "set": {"bad_output": "{{ steps.bad.output }}"}},
+            ]),
+            json!({}),
+            &Stub::default(),
+        )
+        .await;
+        assert_eq!(result.unwrap(), json!({"bad_output": null}));
+        assert_eq!(
+            statuses(&records),
+            [("bad", "failed"), ("after", "succeeded")]
+        );
+        let error = records[0].error.as_deref().unwrap();
+        assert!(
+            error.contains("step `bad`") && error.contains("unknown key"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_step_retries_retryable_errors() {
+        let stub = Stub::default();
+        let (result, records) = run(
+            json!([{"id": "flaky", "retry": {"max_retry": 2, "backoff_sec": [1]}, "kv": {"incr": "flaky"}}]),
+            json!({}),
+            &stub,
+        )
+        .await;
+        assert_eq!(result.unwrap(), json!(3));
+        assert_eq!(statuses(&records), [("flaky", "succeeded")]);
+
+        // One retry is not enough: the retryable error fails the run as retryable.
+        let stub = Stub::default();
+        let (result, _) = run(
+            json!([{"id": "flaky", "retry": {"max_retry": 1}, "kv": {"incr": "flaky"}}]),
+            json!({}),
+            &stub,
+        )
+        .await;
+        assert_eq!(
+            result,
+            Err(RunError::Retryable("step `flaky`: flaky call 2".into()))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_step_times_out() {
+        let (result, records) = run(
+            json!([
+                {"id": "slow", "timeout_ms": 50, "kv": {"get": "slow"}},
+                {"id": "never", "set": {}},
+            ]),
+            json!({}),
+            &Stub::default(),
+        )
+        .await;
+        assert_eq!(
+            result,
+            Err(RunError::Retryable(
+                "step `slow`: timed out after 50 ms".into()
+            ))
+        );
+        assert_eq!(statuses(&records), [("slow", "failed")]);
+    }
+
+    #[tokio::test]
+    async fn cancellation_aborts_the_current_action() {
+        let engine_skills = BTreeMap::new();
+        let engine = Engine::new(&engine_skills, std::env::temp_dir(), Clock::Wall);
+        let token = CancellationToken::new();
+        let list =
+            steps(json!([{"id": "slow", "kv": {"get": "slow"}}, {"id": "never", "set": {}}]));
+        let stub = Stub::default();
+        let canceller = {
+            let token = token.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                token.cancel();
+            })
+        };
+        let (result, records) = engine
+            .run(&list, json!({}), run_info(), &stub, &token)
+            .await;
+        canceller.await.unwrap();
+        assert_eq!(result, Err(RunError::Cancelled));
+        assert_eq!(statuses(&records), [("slow", "cancelled")]);
+
+        // A cancelled token stops before the first step.
+        let (result, records) = engine
+            .run(&list, json!({}), run_info(), &stub, &token)
+            .await;
+        assert_eq!(result, Err(RunError::Cancelled));
+        assert!(records.is_empty());
+    }
+
+    #[tokio::test]
+    async fn files_write_and_read_inside_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let (result, records) = run_with(
+            &BTreeMap::new(),
+            dir.path(),
+            json!([
+                {"id": "w", "files": {"write": "out/{{ inputs.name }}.txt", "content": "hi {{ inputs.name }}"}},
+                {"id": "j", "files": {"write": "data.json", "content": {"n": "{{ inputs.n }}"}}},
+                {"id": "r", "files": {"read": "{{ steps.w.output.path }}"}},
+            ]),
+            json!({"name": "ada", "n": 1}),
+            &Stub::default(),
+        )
+        .await;
+        assert_eq!(result.unwrap(), json!("hi ada"));
+        assert_eq!(
+            records[0].output,
+            json!({"path": "out/ada.txt", "bytes": 6})
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("data.json")).unwrap(),
+            r#"{"n":1}"#
+        );
+
+        let (result, _) = run_with(
+            &BTreeMap::new(),
+            dir.path(),
+            json!([{"id": "escape", "files": {"write": "../{{ inputs.name }}", "content": "x"}}]),
+            json!({"name": "evil"}),
+            &Stub::default(),
+        )
+        .await;
+        let message = result.unwrap_err().to_string();
+        assert!(
+            message.contains("step `escape`") && message.contains("../evil"),
+            "{message}"
+        );
+        assert!(!dir.path().parent().unwrap().join("evil").exists());
+    }
+
+    #[tokio::test]
+    async fn uses_overlays_default_inputs_and_nests() {
+        let skills = skills(json!([
+            {"id": "greet", "default_inputs": {"tone": "friendly", "name": "you"},
+             "steps": [
+                {"id": "inner", "uses": "shout", "with": {"text": "{{ inputs.tone }} hello {{ inputs.name }}"}},
+                {"id": "done", "set": {"said": "{{ steps.inner.output }}", "tone": "{{ inputs.tone }}"}},
+             ]},
+            {"id": "shout", "steps": [{"id": "up", "set": {"v": "{{ inputs.text | upper }}"}},
+                                      {"id": "last", "set": {"text": "{{ steps.up.output.v }}!"}}]},
+            {"id": "loop", "steps": [{"id": "again", "uses": "loop"}]},
+            {"id": "broken", "steps": [{"id": "oops", "set": {"x": "{{ inputs.nothing }}"}}]},
+            {"id": "typed", "params": {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}},
+             "steps": [{"id": "n", "set": {"n": "{{ inputs.n }}"}}]},
+        ]));
+        let dir = std::env::temp_dir();
+        let (result, records) = run_with(
+            &skills,
+            &dir,
+            json!([{"id": "call", "uses": "greet", "with": {"name": "{{ inputs.who }}"}}]),
+            json!({"who": "ada"}),
+            &Stub::default(),
+        )
+        .await;
+        assert_eq!(
+            result.unwrap(),
+            json!({"said": {"text": "FRIENDLY HELLO ADA!"}, "tone": "friendly"})
+        );
+        assert_eq!(statuses(&records), [("call", "succeeded")]);
+
+        let (result, _) = run_with(
+            &skills,
+            &dir,
+            json!([{"id": "call", "uses": "loop"}]),
+            json!({}),
+            &Stub::default(),
+        )
+        .await;
+        let message = result.unwrap_err().to_string();
+        assert!(message.contains("nests deeper than 10"), "{message}");
+
+        let (result, _) = run_with(
+            &skills,
+            &dir,
+            json!([{"id": "call", "uses": "broken"}]),
+            json!({}),
+            &Stub::default(),
+        )
+        .await;
+        let message = result.unwrap_err().to_string();
+        assert!(
+            message.starts_with("step `call`: skill `broken`: step `oops`:")
+                && message.contains("inputs.nothing"),
+            "{message}"
+        );
+
+        let (result, _) = run_with(
+            &skills,
+            &dir,
+            json!([{"id": "call", "uses": "absent"}]),
+            json!({}),
+            &Stub::default(),
+        )
+        .await;
+        assert_eq!(
+            result,
+            Err(RunError::Permanent("step `call`: no skill `absent`".into()))
+        );
+
+        // A templated `with` is checked against params once rendered.
+        let call = |n: &str| json!([{"id": "call", "uses": "typed", "with": {"n": n}}]);
+        let (result, _) = run_with(
+            &skills,
+            &dir,
+            call("{{ inputs.n }}"),
+            json!({"n": 4}),
+            &Stub::default(),
+        )
+        .await;
+        assert_eq!(result.unwrap(), json!({"n": 4}));
+        let (result, _) = run_with(
+            &skills,
+            &dir,
+            call("{{ inputs.n }}"),
+            json!({"n": "four"}),
+            &Stub::default(),
+        )
+        .await;
+        let message = result.unwrap_err().to_string();
+        assert!(
+            message.contains("does not match skill `typed` params: /n:"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn limits_bound_messages_per_run() {
+        let no_skills = BTreeMap::new();
+        let engine =
+            Engine::new(&no_skills, std::env::temp_dir(), Clock::Wall).with_limits(Limits {
+                messages: Some(2),
+                ..Limits::default()
+            });
+        let list = steps(json!([
+            {"id": "send", "foreach": [1, 2], "message": {"connector": "c", "text": "{{ item }}"}},
+            {"id": "more", "message": {"connector": "c", "text": "three"}},
+        ]));
+        let token = CancellationToken::new();
+        let (result, records) = engine
+            .run(&list, json!({}), run_info(), &Stub::default(), &token)
+            .await;
+        assert_eq!(records[0].output[1]["provider_message_id"], "run-1:send:1");
+        assert_eq!(
+            result,
+            Err(RunError::Permanent(
+                "step `more`: the run reached its limit of 2 messages (limits.messages)".into()
+            ))
+        );
+    }
+
+    #[tokio::test]
+    async fn idempotency_keys_keep_skill_calls_apart() {
+        let skills = skills(json!([
+            {"id": "notify", "steps": [{"id": "send", "message": {"connector": "c", "text": "x"}}]},
+        ]));
+        let (result, records) = run_with(
+            &skills,
+            &std::env::temp_dir(),
+            json!([
+                {"id": "a", "uses": "notify"},
+                {"id": "b", "foreach": [1, 2], "uses": "notify"},
+            ]),
+            json!({}),
+            &Stub::default(),
+        )
+        .await;
+        result.unwrap();
+        assert_eq!(records[0].output["provider_message_id"], "run-1:a/send");
+        assert_eq!(
+            records[1].output[1]["provider_message_id"],
+            "run-1:b:1/send"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_undefined_name_fails_the_step_by_id() {
+        let (result, records) = run(
+            json!([
+                {"id": "ok", "set": {"a": 1}},
+                {"id": "typo", "set": {"b": "{{ steps.ok.output.nope }}"}},
+                {"id": "never", "set": {}},
+            ]),
+            json!({}),
+            &Stub::default(),
+        )
+        .await;
+        let Err(RunError::Permanent(message)) = result else {
+            panic!("{result:?}")
+        };
+        assert!(
+            message.starts_with("step `typo`: template `{{ steps.ok.output.nope }}`"),
+            "{message}"
+        );
+        assert_eq!(
+            statuses(&records),
+            [("ok", "succeeded"), ("typo", "failed")]
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! PURE. Rendering step values: a JSON value whose strings are minijinja
+//! templates over the step context (SPEC section 5).
+//!
+//! A string that is exactly one `{{ expr }}` keeps the expression's type, so
+//! `foreach: "{{ steps.list.output }}"` yields a list, not its text. Every
+//! other string with template syntax renders to a string.
+
+use minijinja::Environment;
+use serde_json::Value;
+
+use crate::spec::templates::is_template;
+
+/// A rendered string longer than this is an error: fuel bounds the work a
+/// template does, this bounds what it may produce.
+pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+
+/// A template that failed, with its text so the step's error shows it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("template `{template}`: {message}")]
+pub struct TemplateError {
+    pub template: String,
+    pub message: String,
+}
+
+impl TemplateError {
+    fn new(template: &str, message: impl Into<String>) -> Self {
+        TemplateError {
+            template: template.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn from_minijinja(template: &str, e: &minijinja::Error) -> Self {
+        let message = match e.detail() {
+            Some(detail) => format!("{}: {detail}", e.kind()),
+            None => e.kind().to_string(),
+        };
+        TemplateError::new(template, message)
+    }
+}
+
+/// A serializable value as templates see it.
+pub fn to_template_value<T: serde::Serialize>(value: T) -> minijinja::Value {
+    minijinja::Value::from(minijinja::value::Serde(value))
+}
+
+/// Renders every string in `value`; objects and arrays recursively, other
+/// values unchanged.
+pub fn render_value(
+    env: &Environment<'_>,
+    value: &Value,
+    ctx: &minijinja::Value,
+) -> Result<Value, TemplateError> {
+    match value {
+        Value::String(s) => render_string(env, s, ctx),
+        Value::Array(items) => items
+            .iter()
+            .map(|v| render_value(env, v, ctx))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        Value::Object(map) => {
+            let mut out = serde_json::Map::with_capacity(map.len());
+            for (k, v) in map {
+                out.insert(k.clone(), render_value(env, v, ctx)?);
+            }
+            Ok(Value::Object(out))
+        }
+        other => Ok(other.clone()),
+    }
+}
+
+fn render_string(
+    env: &Environment<'_>,
+    s: &str,
+    ctx: &minijinja::Value,
+) -> Result<Value, TemplateError> {
+    if !is_template(s) {
+        return Ok(Value::String(s.to_string()));
+    }
+    if let Some(expr) = single_expression(s) {
+        let value = eval_expression(env, s, expr, ctx)?;
+        let json = serde_json::to_value(&value)
+            .map_err(|e| TemplateError::new(s, format!("the value cannot be used as data: {e}")))?;
+        check_size(s, &json)?;
+        return Ok(json);
+    }
+    let text = env
+        .render_str(s, ctx.clone())
+        .map_err(|e| TemplateError::from_minijinja(s, &e))?;
+    if text.len() > MAX_OUTPUT_BYTES {
+        return Err(too_large(s, text.len()));
+    }
+    Ok(Value::String(text))
+}
+
+/// Evaluates a `when`: a bool, a bare expression, or one `{{ expr }}`;
+/// anything else is true or false by minijinja's rules.
+pub fn eval_condition(
+    env: &Environment<'_>,
+    when: &Value,
+    ctx: &minijinja::Value,
+) -> Result<bool, TemplateError> {
+    match when {
+        Value::Bool(b) => Ok(*b),
+        Value::String(s) => {
+            let expr = match single_expression(s) {
+                Some(expr) => expr,
+                None if is_template(s) => {
+                    return Err(TemplateError::new(
+                        s,
+                        "a condition is a bare expression or one {{ expr }}",
+                    ));
+                }
+                None => s.as_str(),
+            };
+            Ok(eval_expression(env, s, expr, ctx)?.is_true())
+        }
+        other => Ok(to_template_value(other).is_true()),
+    }
+}
+
+/// The expression inside `s` when `s` is exactly one `{{ expr }}`
+/// (whitespace and whitespace-control marks allowed).
+fn single_expression(s: &str) -> Option<&str> {
+    let inner = s.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    if inner.contains("{{") || inner.contains("}}") || inner.contains("{%") || inner.contains("{#")
+    {
+        return None;
+    }
+    let inner = inner.strip_prefix(['-', '+']).unwrap_or(inner);
+    let inner = inner.strip_suffix(['-', '+']).unwrap_or(inner);
+    let inner = inner.trim();
+    (!inner.is_empty()).then_some(inner)
+}
+
+fn eval_expression(
+    env: &Environment<'_>,
+    template: &str,
+    expr: &str,
+    ctx: &minijinja::Value,
+) -> Result<minijinja::Value, TemplateError> {
+    let compiled = env
+        .compile_expression(expr)
+        .map_err(|e| TemplateError::from_minijinja(template, &e))?;
+    let value = compiled
+        .eval(ctx.clone())
+        .map_err(|e| TemplateError::from_minijinja(template, &e))?;
+    // Strict mode fails on most uses of an undefined value, but a bare
+    // lookup evaluates to it: report it the same way.
+    if value.is_undefined() {
+        return Err(TemplateError::new(template, "undefined value"));
+    }
+    Ok(value)
+}
+
+fn check_size(template: &str, value: &Value) -> Result<(), TemplateError> {
+    match value {
+        Value::String(s) if s.len() > MAX_OUTPUT_BYTES => Err(too_large(template, s.len())),
+        Value::Array(_) | Value::Object(_) => {
+            let len = serde_json::to_vec(value).map(|v| v.len()).unwrap_or(0);
+            if len > MAX_OUTPUT_BYTES {
+                Err(too_large(template, len))
+            } else {
+                Ok(())
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+fn too_large(template: &str, len: usize) -> TemplateError {
+    TemplateError::new(
+        template,
+        format!("renders {len} bytes, over the {MAX_OUTPUT_BYTES}-byte limit"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::spec::templates::environment;
+
+    fn ctx() -> minijinja::Value {
+        to_template_value(json!({
+            "inputs": {"n": 3, "name": "ada", "flag": false, "items": [1, 2]},
+        }))
+    }
+
+    fn render(v: Value) -> Result<Value, TemplateError> {
+        render_value(&environment(), &v, &ctx())
+    }
+
+    #[test]
+    fn a_single_expression_keeps_its_type() {
+        assert_eq!(render(json!("{{ 3 }}")).unwrap(), json!(3));
+        assert_eq!(render(json!("  {{ [1,2] }} ")).unwrap(), json!([1, 2]));
+        assert_eq!(render(json!("{{ inputs.items }}")).unwrap(), json!([1, 2]));
+        assert_eq!(render(json!("{{- inputs.flag -}}")).unwrap(), json!(false));
+        assert_eq!(render(json!("{{ none }}")).unwrap(), json!(null));
+        assert_eq!(
+            render(json!("{{ {'a': inputs.n} }}")).unwrap(),
+            json!({"a": 3})
+        );
+    }
+
+    #[test]
+    fn other_templates_render_to_strings() {
+        assert_eq!(render(json!("n={{ 3 }}")).unwrap(), json!("n=3"));
+        assert_eq!(
+            render(json!("{{ inputs.name }}{{ inputs.n }}")).unwrap(),
+            json!("ada3")
+        );
+        assert_eq!(
+            render(json!({"a": ["x {{ inputs.n + 1 }}", 5, true, null], "b": "plain"})).unwrap(),
+            json!({"a": ["x 4", 5, true, null], "b": "plain"})
+        );
+    }
+
+    #[test]
+    fn undefined_names_are_errors_naming_the_template() {
+        for t in ["{{ inputs.missing }}", "x {{ nope.y }}", "{{ nope }}"] {
+            let e = render(json!(t)).unwrap_err();
+            assert_eq!(e.template, t);
+            assert!(e.to_string().contains(t), "{e}");
+        }
+    }
+
+    #[test]
+    fn fuel_stops_runaway_loops() {
+        let e = render(json!("{% for i in range(100000000) %}{{ i }}{% endfor %}")).unwrap_err();
+        assert!(!e.message.is_empty());
+        // Within range()'s own limit, fuel is what stops it.
+        let e = render(json!(
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("fuel"), "{e}");
+    }
+
+    #[test]
+    fn output_over_the_limit_is_an_error() {
+        let e = render(json!(
+            "{% for i in range(3000) %}{{ 'x' * 1000 }}{% endfor %}"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("byte limit"), "{e}");
+    }
+
+    #[test]
+    fn conditions() {
+        let env = environment();
+        let c = |v: Value| eval_condition(&env, &v, &ctx());
+        assert!(c(json!(true)).unwrap());
+        assert!(!c(json!(false)).unwrap());
+        assert!(c(json!("inputs.n > 2")).unwrap());
+        assert!(!c(json!("{{ inputs.n > 5 }}")).unwrap());
+        assert!(!c(json!("inputs.flag")).unwrap());
+        assert!(c(json!("inputs.items")).unwrap());
+        assert!(!c(json!("inputs.items | length == 0")).unwrap());
+        assert!(c(json!("inputs.missing")).is_err());
+        assert!(c(json!("x {{ inputs.n }}")).is_err());
+        assert!(!c(json!(0)).unwrap());
+        assert!(!c(json!(null)).unwrap());
+    }
+}

@@ -195,6 +195,15 @@ pub enum Mutation {
     },
 }
 
+/// One key-value operation (workflow `kv` steps, idempotency records).
+#[derive(Debug, Clone, PartialEq)]
+pub enum KvOp {
+    Get,
+    Set { value: Value, ttl_sec: Option<u64> },
+    Incr { by: i64 },
+    Delete,
+}
+
 /// An event to append; the store assigns its id.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NewEvent {
@@ -342,6 +351,14 @@ impl Store {
     pub fn backlog(&self) -> usize {
         match self {
             Store::Sqlite(s) => s.backlog(),
+        }
+    }
+
+    /// A key-value operation; returns the value after it (a delete returns
+    /// the removed value, a get of a missing or expired key `None`).
+    pub async fn kv(&self, key: &str, op: KvOp) -> Result<Option<Value>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.kv(key.to_string(), op).await,
         }
     }
 

@@ -88,6 +88,12 @@ const MIGRATIONS: &[&str] = &[
         at TEXT NOT NULL,
         command TEXT NOT NULL
     );",
+    // 3: the workflow key-value store (and idempotency records).
+    "CREATE TABLE kv (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        expires_at TEXT
+    ) WITHOUT ROWID;",
 ];
 
 /// Most writes one transaction takes; the rest wait for the next one.
@@ -118,6 +124,12 @@ enum WriteOp {
     Mutations(Vec<Mutation>),
     /// Replies once everything sent before it is committed.
     Barrier(Reply<()>),
+    /// A key-value operation, on the writer so it sees every earlier write.
+    Kv {
+        key: String,
+        op: super::KvOp,
+        reply: Reply<Option<Value>>,
+    },
 }
 
 struct Inner {
@@ -332,6 +344,11 @@ impl SqliteStore {
             .backlog
             .pending
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A key-value operation; see [`super::KvOp`].
+    pub async fn kv(&self, key: String, op: super::KvOp) -> Result<Option<Value>, StoreError> {
+        self.write(|reply| WriteOp::Kv { key, op, reply }).await
     }
 
     /// Wait until everything submitted before this call is committed.
@@ -814,6 +831,10 @@ fn run_op(
             }
             finish(reply, r, owned)
         }
+        WriteOp::Kv { key, op, reply } => {
+            let r = in_savepoint(tx, path, |sp| kv_op(sp, path, &key, op));
+            finish(reply, r, owned)
+        }
         WriteOp::Mutations(_) | WriteOp::Barrier(_) => Box::new(|_| {}),
     }
 }
@@ -846,6 +867,9 @@ fn fail(op: WriteOp, path: &Path, message: &str) {
             let _ = reply.send(Err(err()));
         }
         WriteOp::Barrier(reply) => {
+            let _ = reply.send(Err(err()));
+        }
+        WriteOp::Kv { reply, .. } => {
             let _ = reply.send(Err(err()));
         }
         WriteOp::Mutations(ms) => {
@@ -1129,6 +1153,72 @@ fn read_events(c: &Connection, path: &Path, q: &EventQuery) -> Result<Vec<Event>
         });
     }
     Ok(out)
+}
+
+/// Get, set (with an optional TTL), increment or delete one key. Expired
+/// keys read as absent. Returns the value after the operation (a delete
+/// returns the value it removed).
+fn kv_op(
+    c: &Connection,
+    path: &Path,
+    key: &str,
+    op: super::KvOp,
+) -> Result<Option<Value>, StoreError> {
+    use super::KvOp;
+    let now = super::now_rfc3339();
+    let current: Option<Value> = c
+        .prepare_cached(
+            "SELECT value FROM kv WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+        )
+        .and_then(|mut st| {
+            st.query_row(params![key, now], |r| r.get::<_, String>(0))
+                .optional()
+        })
+        .map_err(sql_err(path))?
+        .map(|text| serde_json::from_str(&text).map_err(|e| corrupt(&format!("kv {key}"), e)))
+        .transpose()?;
+    let put = |value: &Value, expires_at: Option<String>| -> Result<(), StoreError> {
+        c.prepare_cached(
+            "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+        )
+        .and_then(|mut st| st.execute(params![key, value.to_string(), expires_at]))
+        .map_err(sql_err(path))?;
+        Ok(())
+    };
+    match op {
+        KvOp::Get => Ok(current),
+        KvOp::Set { value, ttl_sec } => {
+            let expires_at = ttl_sec
+                .and_then(|t| i64::try_from(t).ok())
+                .and_then(|t| {
+                    jiff::Timestamp::now()
+                        .checked_add(jiff::SignedDuration::from_secs(t))
+                        .ok()
+                })
+                .map(super::format_ts);
+            put(&value, expires_at)?;
+            Ok(Some(value))
+        }
+        KvOp::Incr { by } => {
+            let base = match &current {
+                None => 0,
+                Some(v) => v.as_i64().ok_or_else(|| StoreError::Corrupt {
+                    what: format!("kv {key}"),
+                    message: format!("incr needs a whole number, the key holds {v}"),
+                })?,
+            };
+            let next = Value::from(base.saturating_add(by));
+            put(&next, None)?;
+            Ok(Some(next))
+        }
+        KvOp::Delete => {
+            c.prepare_cached("DELETE FROM kv WHERE key = ?1")
+                .and_then(|mut st| st.execute([key]))
+                .map_err(sql_err(path))?;
+            Ok(current)
+        }
+    }
 }
 
 fn parse_run(record: &str, seq: i64) -> Result<Run, StoreError> {
@@ -1424,6 +1514,46 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(job.len(), 10);
+    }
+
+    #[tokio::test]
+    async fn kv_get_set_incr_delete_and_ttl() {
+        use crate::store::KvOp;
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&tmp.path().join("s.db")).unwrap();
+        let kv = |k: &str, op| store.kv(k.to_string(), op);
+        assert_eq!(kv("a", KvOp::Get).await.unwrap(), None);
+        let v = json!({"x": [1, 2]});
+        kv(
+            "a",
+            KvOp::Set {
+                value: v.clone(),
+                ttl_sec: None,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(kv("a", KvOp::Get).await.unwrap(), Some(v.clone()));
+        assert_eq!(kv("n", KvOp::Incr { by: 2 }).await.unwrap(), Some(json!(2)));
+        assert_eq!(kv("n", KvOp::Incr { by: 3 }).await.unwrap(), Some(json!(5)));
+        assert!(
+            kv("a", KvOp::Incr { by: 1 }).await.is_err(),
+            "incr of a non-number"
+        );
+        assert_eq!(kv("a", KvOp::Delete).await.unwrap(), Some(v));
+        assert_eq!(kv("a", KvOp::Get).await.unwrap(), None);
+        kv(
+            "t",
+            KvOp::Set {
+                value: json!(1),
+                ttl_sec: Some(1),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(kv("t", KvOp::Get).await.unwrap(), Some(json!(1)));
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        assert_eq!(kv("t", KvOp::Get).await.unwrap(), None, "expired");
     }
 
     #[test]

@@ -766,3 +766,27 @@ async fn smtp_delivers_through_the_sink_with_message_id_from_the_key() {
     );
     assert!(mail.contains("nightly report ready"), "{mail}");
 }
+
+#[tokio::test]
+async fn smtp_to_a_metadata_address_is_refused_and_providers_are_checked() {
+    let mut c = connector("mail-meta", Provider::Smtp, "smtp://169.254.169.254:25");
+    c.config.insert("from".into(), json!("a@example.com"));
+    let mut msg = message("x", "k");
+    msg.to = Some("b@example.com".into());
+    let conns = build(vec![c]);
+    let err = conns.send_message("mail-meta", msg).await.unwrap_err();
+    assert!(
+        matches!(&err, ConnectorError::Permanent(m) if m.contains("metadata")),
+        "{err:?}"
+    );
+
+    let req = ChatRequest {
+        model: "m".into(),
+        ..Default::default()
+    };
+    let err = conns.chat("mail-meta", req).await.unwrap_err();
+    assert!(
+        matches!(&err, ConnectorError::Permanent(m) if m.contains("Openai")),
+        "{err:?}"
+    );
+}

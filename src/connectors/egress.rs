@@ -3,9 +3,12 @@
 //! Two checks. The host must be on the call's allow list (the connector's
 //! base_url host and `allowed_hosts`). And whatever the list says, link-local
 //! and cloud metadata addresses are refused after resolving the name, so a
-//! DNS name pointing at 169.254.169.254 is refused too.
+//! DNS name pointing at 169.254.169.254 is refused too. The client's own
+//! resolver ([`GuardedResolver`]) applies the same rule when it connects, so
+//! a name that changes its answer between the check and the connect (DNS
+//! rebinding) is still refused.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use reqwest::Url;
 
@@ -59,11 +62,19 @@ pub fn check_allowed(url: &Url, allowed: &[String], whose: &str) -> Result<(), C
 /// Resolves the URL's host and refuses link-local and metadata addresses.
 pub async fn check_resolved(url: &str) -> Result<(), ConnectorError> {
     let parsed = parse_url(url)?;
-    let host = host_of(&parsed);
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    check_host(&host_of(&parsed), port).await
+}
+
+/// [`check_resolved`] for a host and port (SMTP servers too).
+pub async fn check_host(host: &str, port: u16) -> Result<(), ConnectorError> {
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
     if METADATA_HOSTS.contains(&host.as_str()) {
         return Err(refused(&host, "a cloud metadata endpoint"));
     }
-    let port = parsed.port_or_known_default().unwrap_or(80);
     let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![ip],
         Err(_) => tokio::net::lookup_host((host.as_str(), port))
@@ -78,6 +89,34 @@ pub async fn check_resolved(url: &str) -> Result<(), ConnectorError> {
         }
     }
     Ok(())
+}
+
+/// The HTTP client's resolver: drops forbidden addresses from every answer.
+pub struct GuardedResolver;
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let kept = keep_reachable(addrs);
+            if kept.is_empty() {
+                let msg = format!(
+                    "egress to host `{host}` refused: it resolves only to link-local or metadata addresses"
+                );
+                return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, msg).into());
+            }
+            Ok(Box::new(kept.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+fn keep_reachable(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    addrs
+        .into_iter()
+        .filter(|a| forbidden(a.ip()).is_none())
+        .collect()
 }
 
 fn refused(host: &str, why: &str) -> ConnectorError {
@@ -128,6 +167,19 @@ mod tests {
         assert!(forbidden("::ffff:169.254.169.254".parse().unwrap()).is_some());
         assert!(forbidden("127.0.0.1".parse().unwrap()).is_none());
         assert!(forbidden("fec0::1".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn resolver_drops_forbidden_addresses() {
+        let addrs = vec![
+            "169.254.169.254:80".parse().unwrap(),
+            "10.0.0.1:80".parse().unwrap(),
+            "[fe80::1]:80".parse().unwrap(),
+        ];
+        assert_eq!(
+            keep_reachable(addrs),
+            vec!["10.0.0.1:80".parse::<SocketAddr>().unwrap()]
+        );
     }
 
     #[test]

@@ -272,6 +272,14 @@ async fn smtp(call: &Call<'_>, msg: &OutboundMessage) -> Result<Delivery, Connec
         .header(ContentType::TEXT_PLAIN)
         .body(msg.text.clone())
         .map_err(|e| ConnectorError::Permanent(format!("cannot build the e-mail: {e}")))?;
+    if let Ok(url) = reqwest::Url::parse(base)
+        && let Some(host) = url.host_str()
+    {
+        let port = url
+            .port()
+            .unwrap_or(if url.scheme() == "smtps" { 465 } else { 25 });
+        super::egress::check_host(host, port).await?;
+    }
     let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(base).map_err(|e| {
         ConnectorError::Permanent(format!(
             "connector `{id}`: base_url is not an SMTP URL ({e}); use smtp://host:port"

@@ -83,6 +83,7 @@ impl ConnectorError {
     }
 }
 
+#[derive(Clone)]
 struct Entry {
     spec: Connector,
     limiter: Option<ratelimit::Limiter>,
@@ -90,6 +91,7 @@ struct Entry {
 
 /// The connectors of one applied revision. Cheap to rebuild per revision: the
 /// HTTP client is shared and rate limiters outlive it (see [`ratelimit`]).
+#[derive(Clone)]
 pub struct Connectors {
     client: reqwest::Client,
     entries: BTreeMap<String, Entry>,
@@ -239,6 +241,7 @@ fn shared_client() -> reqwest::Client {
         reqwest::Client::builder()
             // A redirect could lead past the egress policy, so none are followed.
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(egress::GuardedResolver)
             .user_agent(concat!("multijob/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the HTTP client builds with static settings")

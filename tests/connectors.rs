@@ -786,7 +786,7 @@ async fn smtp_to_a_metadata_address_is_refused_and_providers_are_checked() {
     };
     let err = conns.chat("mail-meta", req).await.unwrap_err();
     assert!(
-        matches!(&err, ConnectorError::Permanent(m) if m.contains("Openai")),
+        matches!(&err, ConnectorError::Permanent(m) if m.contains("provider smtp") && m.contains("openai")),
         "{err:?}"
     );
 }

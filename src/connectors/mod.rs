@@ -174,8 +174,14 @@ impl Connectors {
         })?;
         if !providers.contains(&entry.spec.provider) {
             return Err(ConnectorError::Permanent(format!(
-                "connector `{id}` has provider {:?}, which cannot do this; use one of {providers:?}",
-                entry.spec.provider
+                "connector `{id}` has provider {}, which cannot do this; use a connector with \
+                 provider {}",
+                provider_name(entry.spec.provider),
+                providers
+                    .iter()
+                    .map(|p| provider_name(*p))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
             )));
         }
         if let Some(limiter) = &entry.limiter {
@@ -264,6 +270,14 @@ fn header_map(headers: &reqwest::header::HeaderMap, redactor: &Redactor) -> Map<
         }
     }
     out
+}
+
+/// The provider as written in YAML (`openai`, `telegram`, ...).
+fn provider_name(p: Provider) -> String {
+    serde_json::to_value(p)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{p:?}"))
 }
 
 /// A scalar JSON value as text (strings unquoted).

@@ -9,11 +9,14 @@
 //! - [`schedule`]: slot math and guards (pure) and the scheduler.
 //! - [`queue`]: unfinished runs in memory over the store.
 //! - [`worker`]: the pool that executes [`jobs`] handlers.
+//! - [`connectors`]: every outbound call of a run (HTTP, messages, LLM),
+//!   with secrets by reference, egress policy and rate limits.
 //! - [`status`]: the read-only API.
 //! - [`app`] assembles the daemon; [`cli`] has one file per command.
 pub mod app;
 pub mod cli;
 pub mod clock;
+pub mod connectors;
 pub mod jobs;
 pub mod queue;
 pub mod reconcile;

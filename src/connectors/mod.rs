@@ -1,0 +1,289 @@
+//! The connector layer: every outbound call a run makes (the `http`,
+//! `message`, `llm` and `agent` actions) goes through [`Connectors`].
+//!
+//! Per call it: looks the connector up in the applied snapshot, waits on the
+//! connector's rate limiter ([`ratelimit`]), resolves its secrets
+//! ([`secrets`]), checks egress ([`egress`]), sends, and scrubs resolved
+//! secret values from whatever it returns, errors included.
+//!
+//! Errors encode the retry decision: [`ConnectorError::Retryable`] for 429,
+//! 5xx, timeouts and connection failures; [`ConnectorError::Permanent`] for
+//! other 4xx, policy refusals and configuration problems.
+
+pub mod chat;
+pub mod egress;
+pub mod http;
+pub mod message;
+pub mod ratelimit;
+pub mod secrets;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::spec::model::{Connector, Provider};
+use crate::spec::snapshot::Resource;
+
+pub use chat::{ChatRequest, ChatResponse, ToolCall};
+pub use http::{HttpRequest, HttpResponse};
+pub use message::{Delivery, OutboundMessage};
+use secrets::{Redactor, Secrets};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Error messages quote at most this much of a peer's reply.
+const BODY_SNIPPET: usize = 300;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("{0}")]
+    Retryable(String),
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl ConnectorError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ConnectorError::Retryable(_))
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            ConnectorError::Retryable(m) | ConnectorError::Permanent(m) => m,
+        }
+    }
+
+    fn redacted(self, redactor: &Redactor) -> Self {
+        match self {
+            ConnectorError::Retryable(m) => ConnectorError::Retryable(redactor.redact(&m)),
+            ConnectorError::Permanent(m) => ConnectorError::Permanent(redactor.redact(&m)),
+        }
+    }
+
+    /// The decision for a reply outside the expected statuses.
+    fn from_status(status: u16, what: &str, body: &str) -> Self {
+        let snippet: String = body.chars().take(BODY_SNIPPET).collect();
+        let msg = format!("{what} returned HTTP {status}: {snippet}");
+        if status == 429 || status >= 500 {
+            ConnectorError::Retryable(msg)
+        } else {
+            ConnectorError::Permanent(msg)
+        }
+    }
+
+    fn from_reqwest(e: reqwest::Error, what: &str) -> Self {
+        // reqwest's Display includes the URL, which may carry a token (Telegram
+        // puts it in the path); callers redact every error on the way out.
+        let msg = format!("{what} failed: {e}");
+        if e.is_builder() {
+            ConnectorError::Permanent(msg)
+        } else {
+            ConnectorError::Retryable(msg)
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Entry {
+    spec: Connector,
+    limiter: Option<ratelimit::Limiter>,
+}
+
+/// The connectors of one applied revision. Cheap to rebuild per revision: the
+/// HTTP client is shared and rate limiters outlive it (see [`ratelimit`]).
+#[derive(Clone)]
+pub struct Connectors {
+    client: reqwest::Client,
+    entries: BTreeMap<String, Entry>,
+}
+
+/// One call's view of a connector: its spec and freshly resolved secrets.
+struct Call<'a> {
+    spec: &'a Connector,
+    secrets: Secrets,
+}
+
+impl Call<'_> {
+    fn redactor(&self) -> &Redactor {
+        self.secrets.redactor()
+    }
+
+    fn config_str(&self, key: &str) -> Option<String> {
+        match self.spec.config.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Null => None,
+            other => Some(other.to_string()),
+        }
+    }
+
+    fn base_url(&self) -> Result<&str, ConnectorError> {
+        self.spec.base_url.as_deref().ok_or_else(|| {
+            ConnectorError::Permanent(format!(
+                "connector `{}` has no base_url; set one in its YAML",
+                self.spec.id
+            ))
+        })
+    }
+
+    fn require_secret(&self, name: &str) -> Result<&str, ConnectorError> {
+        self.secrets.get(name).ok_or_else(|| {
+            ConnectorError::Permanent(format!(
+                "connector `{}` needs secret `{name}`; add `secrets: {{{name}: ${{env:NAME}}}}` \
+                 to its YAML",
+                self.spec.id
+            ))
+        })
+    }
+}
+
+impl Connectors {
+    pub fn new(connectors: &BTreeMap<String, Resource<Connector>>) -> Self {
+        Connectors::with_client(connectors, shared_client())
+    }
+
+    /// For callers that already hold a client (one per process is enough).
+    pub fn with_client(
+        connectors: &BTreeMap<String, Resource<Connector>>,
+        client: reqwest::Client,
+    ) -> Self {
+        let entries = connectors
+            .iter()
+            .map(|(id, res)| {
+                let limiter = res
+                    .spec
+                    .rate_limit
+                    .as_ref()
+                    .map(|l| ratelimit::shared(id, l));
+                let entry = Entry {
+                    spec: res.spec.clone(),
+                    limiter,
+                };
+                (id.clone(), entry)
+            })
+            .collect();
+        Connectors { client, entries }
+    }
+
+    /// Looks the connector up, waits for its rate limit, resolves its secrets.
+    async fn begin(&self, id: &str, providers: &[Provider]) -> Result<Call<'_>, ConnectorError> {
+        let entry = self.entries.get(id).ok_or_else(|| {
+            ConnectorError::Permanent(format!(
+                "no connector `{id}` in the applied config; add it under connectors or fix the \
+                 step's `connector`"
+            ))
+        })?;
+        if !providers.contains(&entry.spec.provider) {
+            return Err(ConnectorError::Permanent(format!(
+                "connector `{id}` has provider {}, which cannot do this; use a connector with \
+                 provider {}",
+                provider_name(entry.spec.provider),
+                providers
+                    .iter()
+                    .map(|p| provider_name(*p))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )));
+        }
+        if let Some(limiter) = &entry.limiter {
+            limiter.until_ready().await;
+        }
+        let secrets = Secrets::resolve_all(&entry.spec)
+            .map_err(|e| ConnectorError::Permanent(e.to_string()))?;
+        Ok(Call {
+            spec: &entry.spec,
+            secrets,
+        })
+    }
+
+    /// Sends a prepared request and returns status, headers and the redacted
+    /// body text. `what` names the call in errors.
+    async fn send(
+        &self,
+        builder: reqwest::RequestBuilder,
+        timeout: Option<Duration>,
+        what: &str,
+        redactor: &Redactor,
+    ) -> Result<(u16, Map<String, Value>, String), ConnectorError> {
+        let result = async {
+            let resp = builder
+                .timeout(timeout.unwrap_or(DEFAULT_TIMEOUT))
+                .send()
+                .await
+                .map_err(|e| ConnectorError::from_reqwest(e, what))?;
+            let status = resp.status().as_u16();
+            let headers = header_map(resp.headers(), redactor);
+            let text = resp
+                .text()
+                .await
+                .map_err(|e| ConnectorError::from_reqwest(e, what))?;
+            Ok((status, headers, redactor.redact(&text)))
+        }
+        .await;
+        result.map_err(|e: ConnectorError| e.redacted(redactor))
+    }
+
+    /// POST a JSON body to a provider endpoint; any non-2xx reply is an error.
+    async fn post_provider(
+        &self,
+        call: &Call<'_>,
+        url: &str,
+        builder: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<Value, ConnectorError> {
+        let redactor = call.redactor();
+        egress::check_resolved(url)
+            .await
+            .map_err(|e| e.redacted(redactor))?;
+        let (status, _, text) = self.send(builder, None, what, redactor).await?;
+        if !(200..300).contains(&status) {
+            return Err(ConnectorError::from_status(status, what, &text));
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+}
+
+fn shared_client() -> reqwest::Client {
+    static CLIENT: std::sync::LazyLock<reqwest::Client> = std::sync::LazyLock::new(|| {
+        reqwest::Client::builder()
+            // A redirect could lead past the egress policy, so none are followed.
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(egress::GuardedResolver)
+            .user_agent(concat!("multijob/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client builds with static settings")
+    });
+    CLIENT.clone()
+}
+
+fn header_map(headers: &reqwest::header::HeaderMap, redactor: &Redactor) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (name, value) in headers {
+        let value = redactor.redact(&String::from_utf8_lossy(value.as_bytes()));
+        match out.get_mut(name.as_str()) {
+            Some(Value::String(existing)) => {
+                existing.push_str(", ");
+                existing.push_str(&value);
+            }
+            _ => {
+                out.insert(name.as_str().to_string(), Value::String(value));
+            }
+        }
+    }
+    out
+}
+
+/// The provider as written in YAML (`openai`, `telegram`, ...).
+fn provider_name(p: Provider) -> String {
+    serde_json::to_value(p)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{p:?}"))
+}
+
+/// A scalar JSON value as text (strings unquoted).
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}

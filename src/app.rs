@@ -119,9 +119,8 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     let scheduler_task =
         tokio::spawn(scheduler.run(shared.applied_tx.subscribe(), last_slots, cancel.clone()));
     let worker_ctx = WorkerContext {
-        data_dir: opts.data_dir.clone(),
-        allow_command: opts.allow_command,
-        shutdown: CancellationToken::new(),
+        workflow_metrics: Some(shared.metrics.workflow_gauge()),
+        ..WorkerContext::new(opts.data_dir.clone(), opts.allow_command)
     };
     let pool = WorkerPool::spawn(
         opts.workers,

@@ -1128,6 +1128,14 @@ impl RunQueue {
             .collect()
     }
 
+    /// Attach a workflow's step records to a running run (kept with its
+    /// record when it finishes).
+    pub fn record_steps(&self, run_id: &str, steps: Vec<crate::store::runs::StepRecord>) {
+        if let Some(entry) = self.lock().runs.get_mut(run_id) {
+            entry.run.steps = steps;
+        }
+    }
+
     /// A run as the queue holds it (unfinished runs only).
     pub fn get(&self, run_id: &str) -> Option<Run> {
         self.lock().runs.get(run_id).map(|e| e.run.clone())

@@ -16,7 +16,6 @@ use multijob::store::runs::RunStatus;
 use multijob::store::{Applied, RevisionRecord, RevisionStatus, Store};
 use multijob::worker::{WorkerContext, WorkerPool};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 struct Rig {
     _tmp: tempfile::TempDir,
@@ -96,11 +95,7 @@ impl Rig {
         WorkerPool::spawn(
             n,
             self.queue.clone(),
-            WorkerContext {
-                data_dir: self._tmp.path().join("data"),
-                allow_command: false,
-                shutdown: CancellationToken::new(),
-            },
+            WorkerContext::new(self._tmp.path().join("data"), false),
             Arc::new(AtomicUsize::new(0)),
         )
     }

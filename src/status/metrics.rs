@@ -75,7 +75,12 @@ pub struct Metrics {
     pressure_mode: Gauge,
     workers_busy: Gauge,
     workers_total: Gauge,
+    workflow: WorkflowGauge,
 }
+
+/// Values set by workflow `metric` steps, labelled by job, metric name and
+/// the step's own labels. Cheap to clone (shared series).
+pub type WorkflowGauge = Family<Vec<(String, String)>, Gauge<f64, std::sync::atomic::AtomicU64>>;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -104,6 +109,7 @@ impl Metrics {
             pressure_mode: Gauge::default(),
             workers_busy: Gauge::default(),
             workers_total: Gauge::default(),
+            workflow: Family::default(),
         };
         let mut registry = Registry::default();
         // Counter names get `_total` from the encoder.
@@ -164,7 +170,17 @@ impl Metrics {
             "Runs running now",
             m.runs_running.clone(),
         );
+        registry.register(
+            "multijob_workflow_metric",
+            "Values set by workflow metric steps, by job, metric name and the step's labels",
+            m.workflow.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// The family workflow `metric` steps write to.
+    pub fn workflow_gauge(&self) -> WorkflowGauge {
+        self.workflow.clone()
     }
 
     /// Count one committed event.

@@ -15,16 +15,61 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::connectors::Connectors;
 use crate::jobs::{self, RunContext, RunError};
 use crate::queue::{Claim, Outcome, RunQueue};
+use crate::spec::model::Job;
+use crate::status::metrics::WorkflowGauge;
+use crate::store::Applied;
+use crate::store::runs::Run;
+use crate::workflow::runtime::RuntimeActions;
+use crate::workflow::{Engine, RunInfo};
 
 /// What every run of this process shares.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WorkerContext {
     pub data_dir: std::path::PathBuf,
     pub allow_command: bool,
     /// Fired when the grace period after SIGTERM ends.
     pub shutdown: CancellationToken,
+    /// Where workflow `metric` steps write (the daemon's registry).
+    pub workflow_metrics: Option<WorkflowGauge>,
+    /// The connectors of the applied revision, rebuilt when it changes.
+    pub connectors: Arc<std::sync::Mutex<Option<ConnectorsOf>>>,
+}
+
+/// Connectors built for one revision id.
+type ConnectorsOf = (String, Arc<Connectors>);
+
+impl WorkerContext {
+    pub fn new(data_dir: std::path::PathBuf, allow_command: bool) -> Self {
+        WorkerContext {
+            data_dir,
+            allow_command,
+            shutdown: CancellationToken::new(),
+            workflow_metrics: None,
+            connectors: Arc::default(),
+        }
+    }
+
+    /// The connectors of `applied`, built once per revision (rate limits
+    /// are process-wide and survive the rebuild).
+    fn connectors_for(&self, applied: &Applied) -> Arc<Connectors> {
+        let key = applied
+            .revision
+            .as_ref()
+            .map(|r| r.id.clone())
+            .unwrap_or_default();
+        let mut cache = self.connectors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((k, c)) = cache.as_ref()
+            && *k == key
+        {
+            return c.clone();
+        }
+        let built = Arc::new(Connectors::new(&applied.snapshot.connectors));
+        *cache = Some((key, built.clone()));
+        built
+    }
 }
 
 pub struct WorkerPool {
@@ -89,11 +134,14 @@ async fn worker_loop(queue: Arc<RunQueue>, ctx: WorkerContext, busy: Arc<AtomicU
     }
 }
 
-async fn execute(queue: &RunQueue, ctx: &WorkerContext, claim: Claim) -> Outcome {
+async fn execute(queue: &Arc<RunQueue>, ctx: &WorkerContext, claim: Claim) -> Outcome {
     let Claim { run, job, cancel } = claim;
     // noop does nothing: no task, no timer.
     if job.job_type == "noop" {
         return Outcome::Succeeded(json!({}));
+    }
+    if job.job_type == "agent.workflow" {
+        return run_workflow(queue, ctx, run, job, cancel).await;
     }
     if !jobs::handles(&job.job_type) {
         return Outcome::Failed(RunError::Permanent(format!(
@@ -135,6 +183,61 @@ async fn execute(queue: &RunQueue, ctx: &WorkerContext, claim: Claim) -> Outcome
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
             Outcome::TimedOut
         }
+    }
+}
+
+/// An `agent.workflow` run: its steps through the engine, side effects
+/// through the connectors, the store and the queue.
+async fn run_workflow(
+    queue: &Arc<RunQueue>,
+    ctx: &WorkerContext,
+    run: Run,
+    job: Arc<Job>,
+    cancel: CancellationToken,
+) -> Outcome {
+    if job.steps.is_empty() {
+        return Outcome::Failed(RunError::Permanent(
+            "this agent.workflow job has no steps: its inputs.prompt would run as an implicit \
+             agent, which has no handler in this build of multijob"
+                .into(),
+        ));
+    }
+    let applied = queue.applied();
+    let actions = RuntimeActions {
+        connectors: ctx.connectors_for(&applied),
+        store: queue.store().clone(),
+        queue: queue.clone(),
+        job: job.clone(),
+        chain_depth: run.chain_depth,
+        metrics: ctx.workflow_metrics.clone(),
+    };
+    let engine = Engine::new(
+        &applied.snapshot.skills,
+        ctx.data_dir.clone(),
+        queue.clock(),
+    )
+    .with_limits(job.limits.clone());
+    let info = RunInfo {
+        id: run.id.clone(),
+        job_id: run.job_id.clone(),
+        job_type: job.job_type.clone(),
+        attempt: run.attempt,
+        scheduled_at: run.scheduled_at.clone(),
+    };
+    let timeout = Duration::from_millis(job.timeout_ms.max(1));
+    let steps = engine.run(&job.steps, run.inputs.clone(), info, &actions, &cancel);
+    let (result, records) = match tokio::time::timeout(timeout, steps).await {
+        Ok(done) => done,
+        Err(_) => {
+            cancel.cancel();
+            return Outcome::TimedOut;
+        }
+    };
+    queue.record_steps(&run.id, records);
+    match result {
+        Ok(output) => Outcome::Succeeded(output),
+        Err(RunError::Cancelled) => cancelled(queue, ctx, &run.id),
+        Err(e) => Outcome::Failed(e),
     }
 }
 

@@ -1,0 +1,316 @@
+//! The workflow engine wired to the daemon: [`Actions`] backed by the
+//! connectors, the store's key-value table and the run queue.
+//!
+//! Messages and follow-ups record their idempotency key in the store before
+//! returning, so a retried step, a retried attempt or a run reclaimed after
+//! a crash returns the recorded result instead of sending again.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use super::actions::{ActionCall, ActionError, ActionFuture, ActionResult, Actions};
+use crate::connectors::{ChatRequest, ConnectorError, Connectors, HttpRequest, OutboundMessage};
+use crate::queue::{NewRun, RunQueue, new_run_id};
+use crate::spec::model::Job;
+use crate::status::metrics::WorkflowGauge;
+use crate::store::runs::Trigger;
+use crate::store::{KvOp, Store, format_ts};
+
+/// How long idempotency records are kept.
+const IDEMPOTENCY_TTL_SEC: u64 = 30 * 24 * 3600;
+
+/// User keys live apart from the runtime's own records.
+fn user_key(key: &str) -> String {
+    format!("kv:{key}")
+}
+
+pub struct RuntimeActions {
+    pub connectors: Arc<Connectors>,
+    pub store: Store,
+    pub queue: Arc<RunQueue>,
+    pub job: Arc<Job>,
+    /// Follow-up depth of the run executing (0 for a scheduled or manual run).
+    pub chain_depth: u32,
+    pub metrics: Option<WorkflowGauge>,
+}
+
+fn from_connector(e: ConnectorError) -> ActionError {
+    match e {
+        ConnectorError::Retryable(m) => ActionError::Retryable(m),
+        ConnectorError::Permanent(m) => ActionError::Permanent(m),
+    }
+}
+
+fn store_error(e: crate::store::StoreError) -> ActionError {
+    ActionError::Retryable(format!("store: {e}"))
+}
+
+fn text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+fn number(v: Option<&Value>, what: &str) -> Result<Option<f64>, ActionError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => Ok(n.as_f64()),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| ActionError::Permanent(format!("{what} must be a number, not {s:?}"))),
+        Some(other) => Err(ActionError::Permanent(format!(
+            "{what} must be a number, not {other}"
+        ))),
+    }
+}
+
+impl RuntimeActions {
+    /// The recorded result of an idempotent call, if it already happened.
+    async fn recorded(&self, key: &str) -> Result<Option<Value>, ActionError> {
+        self.store
+            .kv(&format!("idem:{key}"), KvOp::Get)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn record(&self, key: &str, value: &Value) -> Result<(), ActionError> {
+        self.store
+            .kv(
+                &format!("idem:{key}"),
+                KvOp::Set {
+                    value: value.clone(),
+                    ttl_sec: Some(IDEMPOTENCY_TTL_SEC),
+                },
+            )
+            .await
+            .map(|_| ())
+            .map_err(store_error)
+    }
+
+    async fn http_impl(&self, args: Value) -> ActionResult {
+        let connector = text(args.get("connector"));
+        let req: HttpRequest = serde_json::from_value(args)
+            .map_err(|e| ActionError::Permanent(format!("http step arguments: {e}")))?;
+        let response = self
+            .connectors
+            .http(connector.as_deref(), req, &[])
+            .await
+            .map_err(from_connector)?;
+        serde_json::to_value(response).map_err(|e| ActionError::Permanent(e.to_string()))
+    }
+
+    async fn message_impl(&self, call: &ActionCall<'_>, args: Value) -> ActionResult {
+        let connector = text(args.get("connector"))
+            .ok_or_else(|| ActionError::Permanent("a message step needs `connector`".into()))?;
+        let key = text(args.get("dedupe_key")).unwrap_or_else(|| call.idempotency_key.clone());
+        let record_key = format!("message:{connector}:{key}");
+        if let Some(done) = self.recorded(&record_key).await? {
+            return Ok(done);
+        }
+        let msg = OutboundMessage {
+            text: text(args.get("text")).unwrap_or_default(),
+            to: text(args.get("to")),
+            subject: text(args.get("subject")),
+            idempotency_key: key,
+        };
+        let delivery = self
+            .connectors
+            .send_message(&connector, msg)
+            .await
+            .map_err(from_connector)?;
+        let output = serde_json::to_value(delivery).unwrap_or(Value::Null);
+        self.record(&record_key, &output).await?;
+        Ok(output)
+    }
+
+    async fn llm_impl(&self, args: Value) -> ActionResult {
+        let connector = text(args.get("connector"))
+            .ok_or_else(|| ActionError::Permanent("an llm step needs `connector`".into()))?;
+        let json_mode = args.get("json").and_then(Value::as_bool).unwrap_or(false);
+        let mut messages = Vec::new();
+        if let Some(system) = text(args.get("system")) {
+            messages.push(json!({"role": "system", "content": system}));
+        }
+        messages
+            .push(json!({"role": "user", "content": text(args.get("prompt")).unwrap_or_default()}));
+        let req = ChatRequest {
+            model: text(args.get("model")).unwrap_or_else(|| "gpt-4o-mini".to_string()),
+            messages,
+            json_mode,
+            tools: Vec::new(),
+            temperature: number(args.get("temperature"), "temperature")?,
+            max_tokens: number(args.get("max_tokens"), "max_tokens")?.map(|n| n as u64),
+        };
+        let reply = self
+            .connectors
+            .chat(&connector, req)
+            .await
+            .map_err(from_connector)?;
+        let content = reply.content.unwrap_or_default();
+        if json_mode {
+            serde_json::from_str(&content).map_err(|e| {
+                ActionError::Retryable(format!("the model's reply is not the JSON asked for: {e}"))
+            })
+        } else {
+            Ok(Value::String(content))
+        }
+    }
+
+    async fn kv_impl(&self, args: Value) -> ActionResult {
+        let field = |name: &str| text(args.get(name));
+        let (key, op) = if let Some(k) = field("get") {
+            (k, KvOp::Get)
+        } else if let Some(k) = field("set") {
+            let ttl = number(args.get("ttl_sec"), "ttl_sec")?.map(|t| t.max(0.0) as u64);
+            (
+                k,
+                KvOp::Set {
+                    value: args.get("value").cloned().unwrap_or(Value::Null),
+                    ttl_sec: ttl,
+                },
+            )
+        } else if let Some(k) = field("incr") {
+            let by = number(args.get("value"), "value")?.unwrap_or(1.0) as i64;
+            (k, KvOp::Incr { by })
+        } else if let Some(k) = field("delete") {
+            (k, KvOp::Delete)
+        } else {
+            return Err(ActionError::Permanent(
+                "a kv step needs one of get, set, incr, delete".into(),
+            ));
+        };
+        let value = self
+            .store
+            .kv(&user_key(&key), op)
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Corrupt { message, .. } => {
+                    ActionError::Permanent(format!("kv {key}: {message}"))
+                }
+                other => store_error(other),
+            })?;
+        Ok(value.unwrap_or(Value::Null))
+    }
+
+    async fn schedule_job_impl(&self, call: &ActionCall<'_>, args: Value) -> ActionResult {
+        let target = text(args.get("job"))
+            .ok_or_else(|| ActionError::Permanent("schedule_job needs `job`".into()))?;
+        let depth = self.chain_depth + 1;
+        if depth > self.job.limits.chain_depth {
+            return Err(ActionError::Permanent(format!(
+                "schedule_job: follow-up depth {depth} exceeds limits.chain_depth {}",
+                self.job.limits.chain_depth
+            )));
+        }
+        let record_key = format!("follow-up:{}", call.idempotency_key);
+        if let Some(done) = self.recorded(&record_key).await? {
+            return Ok(done);
+        }
+        let delay = number(args.get("delay_sec"), "delay_sec")?
+            .unwrap_or(0.0)
+            .max(0.0);
+        let now = self.queue.clock().now();
+        let due = now
+            .checked_add(jiff::SignedDuration::from_secs_f64(delay))
+            .map_err(|e| ActionError::Permanent(format!("delay_sec {delay}: {e}")))?;
+        let inputs = match args.get("inputs") {
+            None | Some(Value::Null) => Value::Object(Map::new()),
+            Some(Value::Object(m)) => Value::Object(m.clone()),
+            Some(other) => {
+                return Err(ActionError::Permanent(format!(
+                    "schedule_job inputs must be a map, not {other}"
+                )));
+            }
+        };
+        let run_id = new_run_id();
+        let queued = self.queue.enqueue(vec![NewRun {
+            id: run_id.clone(),
+            job_id: target.clone(),
+            trigger: Trigger::Workflow,
+            inputs,
+            run_key: format!("follow-up:{}", call.idempotency_key),
+            scheduled_at: None,
+            chain_depth: depth,
+            due_at: Some(due),
+            extra: json!({"from_run": call.run.id, "from_step": call.step_id}),
+        }]);
+        if queued.is_empty() {
+            return Err(ActionError::Permanent(format!(
+                "schedule_job: no job `{target}` in the applied revision"
+            )));
+        }
+        let output = json!({"run_id": run_id, "due_at": format_ts(due)});
+        self.record(&record_key, &output).await?;
+        Ok(output)
+    }
+
+    fn metric_impl(&self, call: &ActionCall<'_>, args: Value) -> ActionResult {
+        let name = text(args.get("name"))
+            .ok_or_else(|| ActionError::Permanent("a metric step needs `name`".into()))?;
+        let value = number(args.get("value"), "value")?
+            .ok_or_else(|| ActionError::Permanent("a metric step needs `value`".into()))?;
+        if let Some(gauge) = &self.metrics {
+            let mut labels = vec![
+                ("job".to_string(), call.run.job_id.clone()),
+                ("name".to_string(), name),
+            ];
+            if let Some(Value::Object(extra)) = args.get("labels") {
+                for (k, v) in extra {
+                    if k != "job" && k != "name" {
+                        labels.push((k.clone(), text(Some(v)).unwrap_or_default()));
+                    }
+                }
+            }
+            gauge.get_or_create(&labels).set(value);
+        }
+        Ok(json!(value))
+    }
+}
+
+impl Actions for RuntimeActions {
+    fn http<'a>(&'a self, _call: &'a ActionCall<'a>, args: Value) -> ActionFuture<'a> {
+        Box::pin(self.http_impl(args))
+    }
+
+    fn llm<'a>(&'a self, _call: &'a ActionCall<'a>, args: Value) -> ActionFuture<'a> {
+        Box::pin(self.llm_impl(args))
+    }
+
+    fn agent<'a>(&'a self, _call: &'a ActionCall<'a>, _args: Value) -> ActionFuture<'a> {
+        Box::pin(async {
+            Err(ActionError::Permanent(
+                "the `agent` action has no handler in this build of multijob".into(),
+            ))
+        })
+    }
+
+    fn message<'a>(&'a self, call: &'a ActionCall<'a>, args: Value) -> ActionFuture<'a> {
+        Box::pin(self.message_impl(call, args))
+    }
+
+    fn kv<'a>(&'a self, _call: &'a ActionCall<'a>, args: Value) -> ActionFuture<'a> {
+        Box::pin(self.kv_impl(args))
+    }
+
+    fn schedule_job<'a>(&'a self, call: &'a ActionCall<'a>, args: Value) -> ActionFuture<'a> {
+        Box::pin(self.schedule_job_impl(call, args))
+    }
+
+    fn approval<'a>(&'a self, _call: &'a ActionCall<'a>, _args: Value) -> ActionFuture<'a> {
+        Box::pin(async {
+            Err(ActionError::Permanent(
+                "the `approval` step has no handler in this build of multijob (use requires_approval on the job)".into(),
+            ))
+        })
+    }
+
+    fn metric<'a>(&'a self, call: &'a ActionCall<'a>, args: Value) -> ActionFuture<'a> {
+        let result = self.metric_impl(call, args);
+        Box::pin(async move { result })
+    }
+}

@@ -1,0 +1,215 @@
+//! agent.workflow runs end to end: real local HTTP peers, the store's kv,
+//! the data dir, a webhook message sent once across attempts, a follow-up.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use common::{ConfigDir, Daemon};
+use serde_json::{Value, json};
+
+#[derive(Default)]
+struct Peer {
+    hooks: Mutex<Vec<(Option<String>, Value)>>,
+    flaky_calls: AtomicUsize,
+}
+
+/// A shop API and a webhook sink on 127.0.0.1:0, recording what they got.
+fn start_peer() -> (String, Arc<Peer>) {
+    let peer = Arc::new(Peer::default());
+    let state = peer.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let app = axum::Router::new()
+                .route(
+                    "/prices/{sku}",
+                    get(|Path(sku): Path<String>| async move {
+                        let price = match sku.as_str() {
+                            "A" => 10,
+                            "B" => 20,
+                            _ => 30,
+                        };
+                        Json(json!({"sku": sku, "price": price}))
+                    }),
+                )
+                .route(
+                    "/flaky",
+                    get(|State(p): State<Arc<Peer>>| async move {
+                        // The first call fails: the run's first attempt fails.
+                        if p.flaky_calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                            (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                Json(json!({"error": "try again"})),
+                            )
+                        } else {
+                            (StatusCode::OK, Json(json!({"ok": true})))
+                        }
+                    }),
+                )
+                .route(
+                    "/hook",
+                    post(
+                        |State(p): State<Arc<Peer>>,
+                         headers: HeaderMap,
+                         Json(body): Json<Value>| async move {
+                            let key = headers
+                                .get("idempotency-key")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_string);
+                            p.hooks.lock().unwrap().push((key, body));
+                            Json(json!({"ok": true}))
+                        },
+                    ),
+                )
+                .with_state(state);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    let addr = rx.recv().unwrap();
+    (format!("http://{addr}"), peer)
+}
+
+#[test]
+fn a_workflow_runs_its_steps_and_sends_its_message_once_across_attempts() {
+    let (base, peer) = start_peer();
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/flow.yaml",
+        &format!(
+            r#"kind: Connector
+id: shop
+provider: http
+base_url: {base}
+---
+kind: Connector
+id: hook
+provider: webhook
+base_url: {base}/hook
+---
+id: followup
+type: noop
+---
+id: flow
+type: agent.workflow
+retry_policy: {{max_retry: 1, backoff_sec: [0.1]}}
+inputs: {{skus: [A, B, C]}}
+steps:
+  - id: prices
+    foreach: "{{{{ inputs.skus }}}}"
+    concurrency: 2
+    http: {{connector: shop, path: "/prices/{{{{ item }}}}"}}
+  - id: total
+    set:
+      sum: "{{{{ steps.prices.output | map(attribute='body') | map(attribute='price') | sum }}}}"
+      first: "{{{{ steps.prices.output[0].body.sku }}}}"
+  - id: remember
+    kv: {{set: last_total, value: "{{{{ steps.total.output.sum }}}}"}}
+  - id: recall
+    kv: {{get: last_total}}
+  - id: write
+    files: {{write: reports/total.txt, content: "total={{{{ steps.recall.output }}}}"}}
+  - id: notify
+    message: {{connector: hook, text: "total is {{{{ steps.total.output.sum }}}}"}}
+  - id: later
+    schedule_job: {{job: followup, delay_sec: 0}}
+  - id: gauge
+    metric: {{name: basket_total, value: "{{{{ steps.total.output.sum }}}}", labels: {{shop: demo}}}}
+  - id: check
+    http: {{connector: shop, path: /flaky}}
+"#
+        ),
+    );
+    d.run(&["validate"]).assert_code(0);
+    let daemon = Daemon::start(d.path(), &[]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let r = d.run(&["trigger", "flow"]);
+    r.assert_code(0);
+    let id = r.stdout().split_whitespace().nth(2).unwrap().to_string();
+    let run = daemon.wait_until(
+        &format!("/api/v1/runs/{id}"),
+        "the workflow to succeed",
+        |v| v["status"] == "succeeded" || v["status"] == "failed",
+    );
+    assert_eq!(run["status"], "succeeded", "{run:#}\n{}", daemon.log());
+    // The first attempt failed at the last step; the second passed.
+    assert_eq!(run["attempt"], 2, "{run:#}");
+    let steps = run["steps"].as_array().unwrap();
+    let output = |id: &str| {
+        steps
+            .iter()
+            .find(|s| s["id"] == id)
+            .map(|s| s["output"].clone())
+            .unwrap_or(Value::Null)
+    };
+    // foreach outputs in item order, typed template values.
+    let prices = output("prices");
+    let skus: Vec<&str> = prices
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["body"]["sku"].as_str().unwrap())
+        .collect();
+    assert_eq!(skus, ["A", "B", "C"]);
+    assert_eq!(output("total")["sum"], 60);
+    assert_eq!(output("recall"), 60);
+    assert_eq!(output("write")["path"], "reports/total.txt");
+    let file = std::fs::read_to_string(d.path().join(".multijob/data/reports/total.txt")).unwrap();
+    assert_eq!(file, "total=60");
+    // The message went out once, with its idempotency key, even though
+    // the run ran its steps twice.
+    let hooks = peer.hooks.lock().unwrap().clone();
+    assert_eq!(hooks.len(), 1, "{hooks:#?}");
+    assert_eq!(hooks[0].1["text"], "total is 60");
+    assert_eq!(hooks[0].0.as_deref(), Some(format!("{id}:notify").as_str()));
+    // One follow-up run, despite two attempts.
+    let followups = daemon.wait_until("/api/v1/runs?job=followup", "the follow-up", |v| {
+        v["items"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|r| r["status"] == "succeeded"))
+    });
+    let items = followups["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{followups:#}");
+    assert_eq!(items[0]["trigger"], "workflow");
+    // The metric step's value is on /metrics.
+    let (_, metrics) = common::http_raw(&daemon.url, "GET", "/metrics", &[]);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("multijob_workflow_metric{")
+                && l.contains("name=\"basket_total\"")
+                && l.contains("shop=\"demo\"")
+                && l.ends_with(" 60.0")),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_workflow_step_error_names_the_step_and_egress_is_refused() {
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/bad.yaml",
+        "kind: Connector\nid: api\nprovider: http\nbase_url: http://127.0.0.1:9\n---\nid: bad\ntype: agent.workflow\nsteps:\n  - id: steal\n    http: {connector: api, url: \"http://169.254.169.254/latest/meta-data\"}\n",
+    );
+    let daemon = Daemon::start(d.path(), &[]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let r = d.run(&["trigger", "bad"]);
+    let id = r.stdout().split_whitespace().nth(2).unwrap().to_string();
+    let run = daemon.wait_until(&format!("/api/v1/runs/{id}"), "the failure", |v| {
+        v["status"] == "failed"
+    });
+    let error = run["error"].as_str().unwrap();
+    assert!(error.contains("step `steal`"), "{error}");
+    assert_eq!(run["steps"][0]["status"], "failed", "{run:#}");
+}

@@ -213,3 +213,65 @@ fn a_workflow_step_error_names_the_step_and_egress_is_refused() {
     assert!(error.contains("step `steal`"), "{error}");
     assert_eq!(run["steps"][0]["status"], "failed", "{run:#}");
 }
+
+#[test]
+fn report_daily_summarises_runs_into_files_and_delivers_once() {
+    let (base, peer) = start_peer();
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/r.yaml",
+        &format!(
+            "kind: Connector\nid: hook\nprovider: webhook\nbase_url: {base}/hook\n---\nid: ok\ntype: noop\n---\nid: broken\ntype: simulation.heavy\ninputs: {{fail_attempts: 5}}\n---\nid: report\ntype: report.daily\ninputs: {{period: 1h, deliver_to: [hook], title: Ops report}}\n"
+        ),
+    );
+    let daemon = Daemon::start(d.path(), &[]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    for job in ["ok", "ok", "broken"] {
+        d.run(&["trigger", job]).assert_code(0);
+    }
+    daemon.wait_until("/api/v1/runs?job=broken", "the failure", |v| {
+        v["items"][0]["status"] == "failed"
+    });
+    daemon.wait_until("/api/v1/runs?job=ok&status=succeeded", "two runs", |v| {
+        v["items"].as_array().is_some_and(|a| a.len() == 2)
+    });
+    let r = d.run(&["trigger", "report"]);
+    let id = r.stdout().split_whitespace().nth(2).unwrap().to_string();
+    let run = daemon.wait_until(&format!("/api/v1/runs/{id}"), "the report", |v| {
+        v["status"] == "succeeded" || v["status"] == "failed"
+    });
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let out = &run["output"];
+    assert_eq!(out["runs"]["by_status"]["succeeded"], 2, "{out:#}");
+    assert_eq!(out["runs"]["by_status"]["failed"], 1, "{out:#}");
+    assert_eq!(out["delivered"], json!(["hook"]));
+    let files: Vec<String> = out["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(files.len(), 2);
+    let md_path = files.iter().find(|f| f.ends_with(".md")).unwrap();
+    let md = std::fs::read_to_string(d.path().join(".multijob/data").join(md_path)).unwrap();
+    assert!(md.starts_with("# Ops report"), "{md}");
+    assert!(
+        md.contains("| broken | 1 | 0 | 1 | simulated failure"),
+        "{md}"
+    );
+    let json_path = files.iter().find(|f| f.ends_with(".json")).unwrap();
+    let doc: Value = serde_json::from_str(
+        &std::fs::read_to_string(d.path().join(".multijob/data").join(json_path)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(doc["jobs"]["ok"]["runs"], 2);
+    let hooks = peer.hooks.lock().unwrap().clone();
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0].1["subject"], "Ops report");
+    assert!(
+        hooks[0].1["text"]
+            .as_str()
+            .unwrap()
+            .contains("| ok | 2 | 2 | 0 |")
+    );
+}

@@ -6,6 +6,7 @@
 
 pub mod backup;
 pub mod command;
+pub mod report;
 pub mod simulation;
 
 use serde_json::Value;

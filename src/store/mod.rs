@@ -383,6 +383,13 @@ impl Store {
         }
     }
 
+    /// Events per type since an RFC 3339 time.
+    pub async fn event_counts_since(&self, since: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.event_counts_since(since.to_string()).await,
+        }
+    }
+
     /// The newest run of each of `jobs` (jobs without runs are absent).
     pub async fn last_runs(
         &self,

@@ -374,6 +374,27 @@ impl SqliteStore {
         self.read(move |c, p| read_runs(c, p, &q)).await
     }
 
+    /// Events per type since `since` (RFC 3339), for reports.
+    pub async fn event_counts_since(
+        &self,
+        since: String,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(move |c, p| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT type, count(*) FROM events WHERE at >= ?1 GROUP BY type ORDER BY type",
+                )
+                .map_err(sql_err(p))?;
+            let rows = stmt
+                .query_map([since], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                })
+                .map_err(sql_err(p))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(sql_err(p))
+        })
+        .await
+    }
+
     /// The newest run of each of `jobs`.
     pub async fn last_runs(
         &self,

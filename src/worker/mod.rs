@@ -143,6 +143,31 @@ async fn execute(queue: &Arc<RunQueue>, ctx: &WorkerContext, claim: Claim) -> Ou
     if job.job_type == "agent.workflow" {
         return run_workflow(queue, ctx, run, job, cancel).await;
     }
+    if job.job_type == "report.daily" {
+        let applied = queue.applied();
+        let connectors = ctx.connectors_for(&applied);
+        let rc = RunContext {
+            run_id: run.id.clone(),
+            job_id: run.job_id.clone(),
+            attempt: run.attempt,
+            inputs: run.inputs.clone(),
+            data_dir: ctx.data_dir.clone(),
+            allow_command: ctx.allow_command,
+            store: Some(queue.store().clone()),
+            applied: Some(applied),
+        };
+        let timeout = Duration::from_millis(job.timeout_ms.max(1));
+        let report = jobs::report::run(&job, &rc, Some(&connectors), &cancel);
+        return match tokio::time::timeout(timeout, report).await {
+            Ok(Ok(output)) => Outcome::Succeeded(output),
+            Ok(Err(RunError::Cancelled)) => cancelled(queue, ctx, &run.id),
+            Ok(Err(e)) => Outcome::Failed(e),
+            Err(_) => {
+                cancel.cancel();
+                Outcome::TimedOut
+            }
+        };
+    }
     if !jobs::handles(&job.job_type) {
         return Outcome::Failed(RunError::Permanent(format!(
             "job type {} has no handler in this build of multijob",

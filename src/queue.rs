@@ -1136,6 +1136,13 @@ impl RunQueue {
         }
     }
 
+    /// Record the LLM tokens a run used (kept with its record).
+    pub fn record_usage(&self, run_id: &str, llm_tokens: u64) {
+        if let Some(entry) = self.lock().runs.get_mut(run_id) {
+            entry.run.usage.llm_tokens = llm_tokens;
+        }
+    }
+
     /// A run as the queue holds it (unfinished runs only).
     pub fn get(&self, run_id: &str) -> Option<Run> {
         self.lock().runs.get(run_id).map(|e| e.run.clone())

@@ -275,3 +275,123 @@ fn report_daily_summarises_runs_into_files_and_delivers_once() {
             .contains("| ok | 2 | 2 | 0 |")
     );
 }
+
+/// Requests a peer saw: (Authorization header, JSON body).
+type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+
+/// An OpenAI-compatible peer: asks for two tool calls (kv, message), then,
+/// once it sees tool results, answers "done". Records every request.
+fn start_llm() -> (String, Seen) {
+    let seen: Seen = Arc::default();
+    let state = seen.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let app = axum::Router::new()
+                .route(
+                    "/v1/chat/completions",
+                    post(
+                        |State(seen): State<Seen>,
+                         headers: HeaderMap,
+                         Json(body): Json<Value>| async move {
+                            let auth = headers
+                                .get("authorization")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_string);
+                            seen.lock().unwrap().push((auth, body.clone()));
+                            let last_role = body["messages"]
+                                .as_array()
+                                .and_then(|m| m.last())
+                                .map(|m| m["role"].clone())
+                                .unwrap_or(Value::Null);
+                            let message = if last_role == "tool" {
+                                json!({"role": "assistant", "content": "done"})
+                            } else {
+                                json!({"role": "assistant", "content": null, "tool_calls": [
+                                    {"id": "c1", "type": "function", "function": {"name": "kv",
+                                        "arguments": "{\"set\": \"agent_note\", \"value\": \"hello\"}"}},
+                                    {"id": "c2", "type": "function", "function": {"name": "message",
+                                        "arguments": "{\"connector\": \"nowhere\", \"text\": \"hi\"}"}}
+                                ]})
+                            };
+                            Json(json!({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                                        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}))
+                        },
+                    ),
+                )
+                .with_state(state);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    let addr = rx.recv().unwrap();
+    (format!("http://{addr}/v1"), seen)
+}
+
+#[test]
+fn an_agent_calls_an_allowed_tool_is_refused_another_and_finishes() {
+    let (base, seen) = start_llm();
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/a.yaml",
+        &format!(
+            "kind: Connector\nid: ai\nprovider: openai\nbase_url: {base}\nsecrets: {{api_key: \"${{env:AI_TEST_KEY}}\"}}\n---\nid: agentjob\ntype: agent.workflow\nlimits: {{llm_tokens: 1000}}\nsteps:\n  - id: think\n    agent: {{connector: ai, goal: Note it down, tools: [kv], max_steps: 3}}\n---\nid: seed\ntype: agent.workflow\ninputs: {{prompt: Check the shop}}\n"
+        ),
+    );
+    let daemon = Daemon::start_env(d.path(), &[], &[("AI_TEST_KEY", "sk-test-123")]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let r = d.run(&["trigger", "agentjob"]);
+    let id = r.stdout().split_whitespace().nth(2).unwrap().to_string();
+    let run = daemon.wait_until(&format!("/api/v1/runs/{id}"), "the agent", |v| {
+        v["status"] == "succeeded" || v["status"] == "failed"
+    });
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let out = &run["output"];
+    assert_eq!(out["answer"], "done");
+    let calls = out["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 2, "{out:#}");
+    assert_eq!(calls[0]["tool"], "kv");
+    assert_eq!(calls[0]["output"], "hello");
+    assert_eq!(calls[1]["tool"], "message");
+    assert!(
+        calls[1]["output"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not allowed"),
+        "{out:#}"
+    );
+    // Two model calls of 7 tokens each, recorded on the run.
+    assert_eq!(run["usage"]["llm_tokens"], 14, "{run:#}");
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(requests[0].0.as_deref(), Some("Bearer sk-test-123"));
+    let offered: Vec<&str> = requests[0].1["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["function"]["name"].as_str())
+        .collect();
+    assert_eq!(offered, ["kv"], "only the allowed tool is offered");
+    let refusal = requests[1].1["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| {
+            m["role"] == "tool" && m["content"].as_str().unwrap_or("").contains("not allowed")
+        });
+    assert!(refusal, "the refusal is reported to the model");
+
+    // A seed-style job with only inputs.prompt runs as an implicit agent.
+    let r = d.run(&["trigger", "seed"]);
+    let id = r.stdout().split_whitespace().nth(2).unwrap().to_string();
+    let run = daemon.wait_until(&format!("/api/v1/runs/{id}"), "the implicit agent", |v| {
+        v["status"] == "succeeded" || v["status"] == "failed"
+    });
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(run["output"]["answer"], "done");
+    assert_eq!(run["steps"][0]["id"], "agent");
+}

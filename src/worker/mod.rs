@@ -220,14 +220,19 @@ async fn run_workflow(
     job: Arc<Job>,
     cancel: CancellationToken,
 ) -> Outcome {
-    if job.steps.is_empty() {
-        return Outcome::Failed(RunError::Permanent(
-            "this agent.workflow job has no steps: its inputs.prompt would run as an implicit \
-             agent, which has no handler in this build of multijob"
-                .into(),
-        ));
-    }
     let applied = queue.applied();
+    let implicit;
+    let steps: &[crate::spec::model::Step] = if job.steps.is_empty() {
+        match implicit_agent(&job, &applied) {
+            Ok(step) => {
+                implicit = [step];
+                &implicit
+            }
+            Err(e) => return Outcome::Failed(e),
+        }
+    } else {
+        &job.steps
+    };
     let actions = RuntimeActions {
         connectors: ctx.connectors_for(&applied),
         store: queue.store().clone(),
@@ -235,6 +240,7 @@ async fn run_workflow(
         job: job.clone(),
         chain_depth: run.chain_depth,
         metrics: ctx.workflow_metrics.clone(),
+        tokens: std::sync::atomic::AtomicU64::new(0),
     };
     let engine = Engine::new(
         &applied.snapshot.skills,
@@ -250,20 +256,72 @@ async fn run_workflow(
         scheduled_at: run.scheduled_at.clone(),
     };
     let timeout = Duration::from_millis(job.timeout_ms.max(1));
-    let steps = engine.run(&job.steps, run.inputs.clone(), info, &actions, &cancel);
-    let (result, records) = match tokio::time::timeout(timeout, steps).await {
+    let running = engine.run(steps, run.inputs.clone(), info, &actions, &cancel);
+    let finished = tokio::time::timeout(timeout, running).await;
+    let tokens = actions.tokens.load(Ordering::SeqCst);
+    let (result, records) = match finished {
         Ok(done) => done,
         Err(_) => {
             cancel.cancel();
+            queue.record_usage(&run.id, tokens);
             return Outcome::TimedOut;
         }
     };
     queue.record_steps(&run.id, records);
+    queue.record_usage(&run.id, tokens);
     match result {
         Ok(output) => Outcome::Succeeded(output),
         Err(RunError::Cancelled) => cancelled(queue, ctx, &run.id),
         Err(e) => Outcome::Failed(e),
     }
+}
+
+/// A seed-style job with `inputs.prompt` and no steps runs as one agent
+/// step on `inputs.llm_connector`, or on the only openai connector.
+fn implicit_agent(job: &Job, applied: &Applied) -> Result<crate::spec::model::Step, RunError> {
+    let Some(prompt) = job.inputs.get("prompt").and_then(|p| p.as_str()) else {
+        return Err(RunError::Permanent(
+            "an agent.workflow job needs `steps`, or `inputs.prompt` to run as an implicit agent"
+                .into(),
+        ));
+    };
+    let connector = match job.inputs.get("llm_connector").and_then(|c| c.as_str()) {
+        Some(c) => c.to_string(),
+        None => {
+            let openai: Vec<&String> = applied
+                .snapshot
+                .connectors
+                .iter()
+                .filter(|(_, r)| r.spec.provider == crate::spec::model::Provider::Openai)
+                .map(|(id, _)| id)
+                .collect();
+            match openai.as_slice() {
+                [one] => one.to_string(),
+                [] => {
+                    return Err(RunError::Permanent(
+                        "this job runs its prompt as an implicit agent, but no openai connector is \
+                         configured (add a Connector with provider: openai)"
+                            .into(),
+                    ));
+                }
+                _ => {
+                    return Err(RunError::Permanent(
+                        "several openai connectors: set inputs.llm_connector to choose one".into(),
+                    ));
+                }
+            }
+        }
+    };
+    let max_steps = job
+        .inputs
+        .get("max_steps")
+        .and_then(|m| m.as_u64())
+        .unwrap_or(5);
+    serde_json::from_value(json!({
+        "id": "agent",
+        "agent": {"connector": connector, "goal": prompt, "tools": [], "max_steps": max_steps},
+    }))
+    .map_err(|e| RunError::Permanent(format!("implicit agent: {e}")))
 }
 
 fn cancelled(queue: &RunQueue, ctx: &WorkerContext, run_id: &str) -> Outcome {

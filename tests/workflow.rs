@@ -395,3 +395,57 @@ fn an_agent_calls_an_allowed_tool_is_refused_another_and_finishes() {
     assert_eq!(run["output"]["answer"], "done");
     assert_eq!(run["steps"][0]["id"], "agent");
 }
+
+#[test]
+fn http_request_and_monitor_channel_jobs() {
+    let (base, peer) = start_peer();
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/m.yaml",
+        &format!(
+            "kind: Connector\nid: shop\nprovider: http\nbase_url: {base}\n---\nkind: Connector\nid: dead\nprovider: http\nbase_url: http://127.0.0.1:9\n---\nkind: Connector\nid: hook\nprovider: webhook\nbase_url: {base}/hook\n---\nid: price\ntype: http.request\ninputs: {{connector: shop, path: \"/prices/{{{{ inputs.sku }}}}\", sku: B}}\n---\nid: watch\ntype: monitor.channel\nretry_policy: {{max_retry: 1, backoff_sec: [0.1]}}\ninputs: {{connectors: [shop, dead], alert_connector: hook, timeout_ms: 2000}}\n"
+        ),
+    );
+    d.run(&["validate"]).assert_code(0);
+    let daemon = Daemon::start(d.path(), &[]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let trigger = |job: &str| {
+        let r = d.run(&["trigger", job]);
+        r.assert_code(0);
+        r.stdout().split_whitespace().nth(2).unwrap().to_string()
+    };
+    let id = trigger("price");
+    let run = daemon.wait_until(&format!("/api/v1/runs/{id}"), "the request", |v| {
+        v["status"] == "succeeded"
+    });
+    assert_eq!(run["output"]["status"], 200);
+    assert_eq!(run["output"]["body"]["price"], 20, "{run:#}");
+
+    let id = trigger("watch");
+    let run = daemon.wait_until(&format!("/api/v1/runs/{id}"), "the monitor to fail", |v| {
+        v["status"] == "failed"
+    });
+    assert_eq!(run["attempt"], 2, "retried once: {run:#}");
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap()
+            .contains("1 of 2 connectors down: dead"),
+        "{run:#}"
+    );
+    let hooks = peer.hooks.lock().unwrap().clone();
+    assert_eq!(hooks.len(), 1, "one alert across both attempts: {hooks:#?}");
+    assert!(hooks[0].1["text"].as_str().unwrap().contains("dead"));
+    let (_, metrics) = common::http_raw(&daemon.url, "GET", "/metrics", &[]);
+    let up = |connector: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.contains("name=\"connector_up\"")
+                    && l.contains(&format!("connector=\"{connector}\""))
+            })
+            .map(|l| l.rsplit(' ').next().unwrap_or("").to_string())
+    };
+    assert_eq!(up("shop").as_deref(), Some("1.0"), "{metrics}");
+    assert_eq!(up("dead").as_deref(), Some("0.0"), "{metrics}");
+}

@@ -6,6 +6,7 @@
 
 pub mod backup;
 pub mod command;
+pub mod monitor;
 pub mod report;
 pub mod simulation;
 

@@ -317,6 +317,28 @@ fn check_job(job: &Job, snapshot: &Snapshot, env: &minijinja::Environment<'_>, c
             Some(_) => check_implicit_agent(job, snapshot, c),
         }
     }
+    if job.job_type == "http.request" {
+        let has = |k: &str| job.inputs.get(k).is_some_and(|v| !v.is_null());
+        if !has("url") && !has("path") {
+            c.push_at_key(
+                "/inputs",
+                Severity::Error,
+                "http",
+                "an http.request job needs `inputs.url`, or `inputs.path` with `inputs.connector`"
+                    .to_string(),
+            );
+        }
+        if let Some(Value::String(name)) = job.inputs.get("connector")
+            && !templates::is_template(name)
+            && !snapshot.connectors.contains_key(name)
+        {
+            c.error(
+                "/inputs/connector",
+                "reference",
+                format!("no Connector `{name}`"),
+            );
+        }
+    }
     if job.job_type == "command" {
         let argv_ok = job
             .inputs

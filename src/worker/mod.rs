@@ -140,22 +140,28 @@ async fn execute(queue: &Arc<RunQueue>, ctx: &WorkerContext, claim: Claim) -> Ou
     if job.job_type == "noop" {
         return Outcome::Succeeded(json!({}));
     }
-    if job.job_type == "agent.workflow" {
+    if job.job_type == "agent.workflow" || job.job_type == "http.request" {
         return run_workflow(queue, ctx, run, job, cancel).await;
+    }
+    if job.job_type == "monitor.channel" {
+        let applied = queue.applied();
+        let connectors = ctx.connectors_for(&applied);
+        let rc = run_context(queue, ctx, &run, applied);
+        let timeout = Duration::from_millis(job.timeout_ms.max(1));
+        let check = jobs::monitor::run(&job, &rc, &connectors, ctx.workflow_metrics.as_ref());
+        return match tokio::time::timeout(timeout, check).await {
+            Ok(Ok(output)) => Outcome::Succeeded(output),
+            Ok(Err(e)) => Outcome::Failed(e),
+            Err(_) => {
+                cancel.cancel();
+                Outcome::TimedOut
+            }
+        };
     }
     if job.job_type == "report.daily" {
         let applied = queue.applied();
         let connectors = ctx.connectors_for(&applied);
-        let rc = RunContext {
-            run_id: run.id.clone(),
-            job_id: run.job_id.clone(),
-            attempt: run.attempt,
-            inputs: run.inputs.clone(),
-            data_dir: ctx.data_dir.clone(),
-            allow_command: ctx.allow_command,
-            store: Some(queue.store().clone()),
-            applied: Some(applied),
-        };
+        let rc = run_context(queue, ctx, &run, applied);
         let timeout = Duration::from_millis(job.timeout_ms.max(1));
         let report = jobs::report::run(&job, &rc, Some(&connectors), &cancel);
         return match tokio::time::timeout(timeout, report).await {
@@ -211,6 +217,49 @@ async fn execute(queue: &Arc<RunQueue>, ctx: &WorkerContext, claim: Claim) -> Ou
     }
 }
 
+fn run_context(
+    queue: &RunQueue,
+    ctx: &WorkerContext,
+    run: &Run,
+    applied: Arc<Applied>,
+) -> RunContext {
+    RunContext {
+        run_id: run.id.clone(),
+        job_id: run.job_id.clone(),
+        attempt: run.attempt,
+        inputs: run.inputs.clone(),
+        data_dir: ctx.data_dir.clone(),
+        allow_command: ctx.allow_command,
+        store: Some(queue.store().clone()),
+        applied: Some(applied),
+    }
+}
+
+/// An `http.request` job is one templated `http` step built from its
+/// inputs (`connector`, `method`, `url` or `path`, `query`, `headers`,
+/// `json` or `body`, `expect_status`, `timeout_ms`).
+fn http_request_step(job: &Job) -> Result<crate::spec::model::Step, RunError> {
+    const FIELDS: [&str; 9] = [
+        "connector",
+        "method",
+        "url",
+        "path",
+        "query",
+        "headers",
+        "json",
+        "body",
+        "expect_status",
+    ];
+    let mut http = serde_json::Map::new();
+    for field in FIELDS {
+        if let Some(v) = job.inputs.get(field) {
+            http.insert(field.to_string(), v.clone());
+        }
+    }
+    serde_json::from_value(json!({"id": "request", "http": http}))
+        .map_err(|e| RunError::Permanent(format!("http.request inputs: {e}")))
+}
+
 /// An `agent.workflow` run: its steps through the engine, side effects
 /// through the connectors, the store and the queue.
 async fn run_workflow(
@@ -222,7 +271,15 @@ async fn run_workflow(
 ) -> Outcome {
     let applied = queue.applied();
     let implicit;
-    let steps: &[crate::spec::model::Step] = if job.steps.is_empty() {
+    let steps: &[crate::spec::model::Step] = if job.job_type == "http.request" {
+        match http_request_step(&job) {
+            Ok(step) => {
+                implicit = [step];
+                &implicit
+            }
+            Err(e) => return Outcome::Failed(e),
+        }
+    } else if job.steps.is_empty() {
         match implicit_agent(&job, &applied) {
             Ok(step) => {
                 implicit = [step];

@@ -1,0 +1,154 @@
+//! `monitor.channel`: health-check connectors, record each one's state as a
+//! metric, and alert through a message connector when a check fails.
+//!
+//! Inputs: `connector` or `connectors` (ids; default: every connector of the
+//! applied revision except the alert's), `check_path` (default `/`),
+//! `alert_connector` (a message connector), `alert_to`. A connector is up
+//! when its base_url answers with a status below 500 within `timeout_ms`
+//! (default 5000). The run fails when any check fails, so failure memory
+//! and retries apply; the alert is sent once per run.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::{RunContext, RunError, RunResult};
+use crate::connectors::{Connectors, HttpRequest, OutboundMessage};
+use crate::spec::model::Job;
+use crate::status::metrics::WorkflowGauge;
+use crate::store::KvOp;
+
+fn ids(inputs: &Value, applied: &crate::store::Applied, alert: Option<&str>) -> Vec<String> {
+    if let Some(one) = inputs.get("connector").and_then(Value::as_str) {
+        return vec![one.to_string()];
+    }
+    if let Some(list) = inputs.get("connectors").and_then(Value::as_array) {
+        return list
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+    }
+    applied
+        .snapshot
+        .connectors
+        .keys()
+        .filter(|id| Some(id.as_str()) != alert)
+        .cloned()
+        .collect()
+}
+
+pub async fn run(
+    job: &Job,
+    ctx: &RunContext,
+    connectors: &Connectors,
+    metrics: Option<&WorkflowGauge>,
+) -> RunResult {
+    let (Some(store), Some(applied)) = (&ctx.store, &ctx.applied) else {
+        return Err(RunError::Permanent(
+            "monitor.channel needs the store; this run has none".into(),
+        ));
+    };
+    let alert = ctx.inputs.get("alert_connector").and_then(Value::as_str);
+    let targets = ids(&ctx.inputs, applied, alert);
+    if targets.is_empty() {
+        return Err(RunError::Permanent(
+            "monitor.channel: no connector to check (set inputs.connector or add connectors)"
+                .into(),
+        ));
+    }
+    let path = ctx
+        .inputs
+        .get("check_path")
+        .and_then(Value::as_str)
+        .unwrap_or("/")
+        .to_string();
+    let timeout_ms = ctx
+        .inputs
+        .get("timeout_ms")
+        .and_then(Value::as_u64)
+        .unwrap_or(5000);
+    let mut checks = Vec::new();
+    let mut down = Vec::new();
+    for id in &targets {
+        let started = Instant::now();
+        let req = HttpRequest {
+            method: "GET".into(),
+            path: Some(path.clone()),
+            expect_status: Some(json!("100-499")),
+            timeout_ms: Some(timeout_ms),
+            ..HttpRequest::default()
+        };
+        let result = connectors.http(Some(id), req, &[]).await;
+        let latency_ms = started.elapsed().as_millis() as u64;
+        let (ok, status, error) = match result {
+            Ok(r) => (true, Some(r.status), None),
+            Err(e) => (false, None, Some(e.to_string())),
+        };
+        if let Some(gauge) = metrics {
+            let labels = |name: &str| {
+                vec![
+                    ("job".to_string(), job.id.clone()),
+                    ("name".to_string(), name.to_string()),
+                    ("connector".to_string(), id.clone()),
+                ]
+            };
+            gauge
+                .get_or_create(&labels("connector_up"))
+                .set(if ok { 1.0 } else { 0.0 });
+            gauge
+                .get_or_create(&labels("connector_check_ms"))
+                .set(latency_ms as f64);
+        }
+        if !ok {
+            down.push(format!(
+                "{id}: {}",
+                error.clone().unwrap_or_else(|| "down".into())
+            ));
+        }
+        checks.push(json!({"connector": id, "ok": ok, "status": status, "latency_ms": latency_ms, "error": error}));
+    }
+    if down.is_empty() {
+        return Ok(json!({"checks": checks, "down": 0}));
+    }
+    if let Some(alert) = alert {
+        let key = format!("{}:alert", ctx.run_id);
+        let record = format!("idem:monitor:{key}");
+        let sent = store
+            .kv(&record, KvOp::Get)
+            .await
+            .map_err(|e| RunError::Retryable(format!("store: {e}")))?;
+        if sent.is_none() {
+            let msg = OutboundMessage {
+                text: format!("[{}] {} down:\n{}", job.id, down.len(), down.join("\n")),
+                to: ctx
+                    .inputs
+                    .get("alert_to")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                subject: Some(format!("{}: {} connector(s) down", job.id, down.len())),
+                idempotency_key: key,
+            };
+            let delivery = connectors
+                .send_message(alert, msg)
+                .await
+                .map_err(|e| RunError::Retryable(format!("alert via {alert}: {e}")))?;
+            let value = serde_json::to_value(delivery).unwrap_or(Value::Null);
+            store
+                .kv(
+                    &record,
+                    KvOp::Set {
+                        value,
+                        ttl_sec: Some(30 * 24 * 3600),
+                    },
+                )
+                .await
+                .map_err(|e| RunError::Retryable(format!("store: {e}")))?;
+        }
+    }
+    Err(RunError::Retryable(format!(
+        "{} of {} connectors down: {}",
+        down.len(),
+        targets.len(),
+        down.join("; ")
+    )))
+}

@@ -120,6 +120,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         tokio::spawn(scheduler.run(shared.applied_tx.subscribe(), last_slots, cancel.clone()));
     let worker_ctx = WorkerContext {
         workflow_metrics: Some(shared.metrics.workflow_gauge()),
+        connector_metrics: Some(shared.metrics.connector_metrics()),
         ..WorkerContext::new(opts.data_dir.clone(), opts.allow_command)
     };
     let pool = WorkerPool::spawn(

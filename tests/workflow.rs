@@ -394,6 +394,24 @@ fn an_agent_calls_an_allowed_tool_is_refused_another_and_finishes() {
     assert_eq!(run["status"], "succeeded", "{run:#}");
     assert_eq!(run["output"]["answer"], "done");
     assert_eq!(run["steps"][0]["id"], "agent");
+    // Both agents' model calls are counted per connector.
+    let (_, metrics) = common::http_raw(&daemon.url, "GET", "/metrics", &[]);
+    let line = |prefix: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .map(|l| l.rsplit(' ').next().unwrap_or("").to_string())
+    };
+    assert_eq!(
+        line("multijob_llm_tokens_total{connector=\"ai\"}").as_deref(),
+        Some("28"),
+        "{metrics}"
+    );
+    assert_eq!(
+        line("multijob_connector_requests_total{connector=\"ai\",status=\"ok\"}").as_deref(),
+        Some("4"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -403,7 +421,7 @@ fn http_request_and_monitor_channel_jobs() {
     d.write(
         "jobs.d/m.yaml",
         &format!(
-            "kind: Connector\nid: shop\nprovider: http\nbase_url: {base}\n---\nkind: Connector\nid: dead\nprovider: http\nbase_url: http://127.0.0.1:9\n---\nkind: Connector\nid: hook\nprovider: webhook\nbase_url: {base}/hook\n---\nid: price\ntype: http.request\ninputs: {{connector: shop, path: \"/prices/{{{{ inputs.sku }}}}\", sku: B}}\n---\nid: watch\ntype: monitor.channel\nretry_policy: {{max_retry: 1, backoff_sec: [0.1]}}\ninputs: {{connectors: [shop, dead], alert_connector: hook, timeout_ms: 2000}}\n"
+            "kind: Connector\nid: shop\nprovider: http\nbase_url: {base}\nrate_limit: {{per_minute: 60, burst: 1}}\n---\nkind: Connector\nid: dead\nprovider: http\nbase_url: http://127.0.0.1:9\n---\nkind: Connector\nid: hook\nprovider: webhook\nbase_url: {base}/hook\n---\nid: price\ntype: http.request\ninputs: {{connector: shop, path: \"/prices/{{{{ inputs.sku }}}}\", sku: B}}\n---\nid: watch\ntype: monitor.channel\nretry_policy: {{max_retry: 1, backoff_sec: [0.1]}}\ninputs: {{connectors: [shop, dead], alert_connector: hook, timeout_ms: 2000}}\n"
         ),
     );
     d.run(&["validate"]).assert_code(0);
@@ -448,4 +466,34 @@ fn http_request_and_monitor_channel_jobs() {
     };
     assert_eq!(up("shop").as_deref(), Some("1.0"), "{metrics}");
     assert_eq!(up("dead").as_deref(), Some("0.0"), "{metrics}");
+    let count = |prefix: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        count("multijob_connector_requests_total{connector=\"dead\",status=\"error\"}"),
+        2,
+        "{metrics}"
+    );
+    // The price request (200) and the two checks of `/`, which this peer
+    // answers with 404: reachable, so up.
+    assert_eq!(
+        count("multijob_connector_requests_total{connector=\"shop\",status=\"404\"}"),
+        2,
+        "{metrics}"
+    );
+    assert_eq!(
+        count("multijob_connector_requests_total{connector=\"shop\",status=\"200\"}"),
+        1,
+        "{metrics}"
+    );
+    // shop allows one call a second: the monitor's checks waited for it.
+    assert!(
+        count("multijob_rate_limited_total{connector=\"shop\"}") >= 1,
+        "{metrics}"
+    );
 }

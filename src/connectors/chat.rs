@@ -45,6 +45,22 @@ impl Connectors {
         connector: &str,
         req: ChatRequest,
     ) -> Result<ChatResponse, ConnectorError> {
+        let result = self.chat_inner(connector, req).await;
+        match &result {
+            Ok(r) => {
+                self.count(connector, "ok");
+                self.count_tokens(connector, r.total_tokens);
+            }
+            Err(_) => self.count(connector, "error"),
+        }
+        result
+    }
+
+    async fn chat_inner(
+        &self,
+        connector: &str,
+        req: ChatRequest,
+    ) -> Result<ChatResponse, ConnectorError> {
         let call = self.begin(connector, &[Provider::Openai]).await?;
         let result = async {
             let url = join(call.base_url()?, "chat/completions");

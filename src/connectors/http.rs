@@ -68,6 +68,21 @@ impl Connectors {
         req: HttpRequest,
         allowed_hosts: &[String],
     ) -> Result<HttpResponse, ConnectorError> {
+        let result = self.http_inner(connector, req, allowed_hosts).await;
+        let status = match &result {
+            Ok(r) => r.status.to_string(),
+            Err(_) => "error".to_string(),
+        };
+        self.count(connector.unwrap_or("-"), &status);
+        result
+    }
+
+    async fn http_inner(
+        &self,
+        connector: Option<&str>,
+        req: HttpRequest,
+        allowed_hosts: &[String],
+    ) -> Result<HttpResponse, ConnectorError> {
         let expected = StatusSet::parse(req.expect_status.as_ref())?;
         let Some(id) = connector else {
             let url = req.url.as_deref().ok_or_else(|| {

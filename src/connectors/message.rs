@@ -60,6 +60,16 @@ impl Connectors {
         connector: &str,
         msg: OutboundMessage,
     ) -> Result<Delivery, ConnectorError> {
+        let result = self.send_message_inner(connector, msg).await;
+        self.count(connector, if result.is_ok() { "ok" } else { "error" });
+        result
+    }
+
+    async fn send_message_inner(
+        &self,
+        connector: &str,
+        msg: OutboundMessage,
+    ) -> Result<Delivery, ConnectorError> {
         let call = self.begin(connector, MESSAGE_PROVIDERS).await?;
         let result = match call.spec.provider {
             Provider::Telegram => self.telegram(&call, &msg).await,

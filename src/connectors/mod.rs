@@ -95,6 +95,7 @@ struct Entry {
 pub struct Connectors {
     client: reqwest::Client,
     entries: BTreeMap<String, Entry>,
+    metrics: Option<crate::status::metrics::ConnectorMetrics>,
 }
 
 /// One call's view of a connector: its spec and freshly resolved secrets.
@@ -161,7 +162,29 @@ impl Connectors {
                 (id.clone(), entry)
             })
             .collect();
-        Connectors { client, entries }
+        Connectors {
+            client,
+            entries,
+            metrics: None,
+        }
+    }
+
+    /// Count calls, tokens and rate-limit waits into the daemon's metrics.
+    pub fn with_metrics(mut self, metrics: crate::status::metrics::ConnectorMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count(&self, connector: &str, status: &str) {
+        if let Some(m) = &self.metrics {
+            m.request(connector, status);
+        }
+    }
+
+    fn count_tokens(&self, connector: &str, n: u64) {
+        if let Some(m) = &self.metrics {
+            m.tokens(connector, n);
+        }
     }
 
     /// Looks the connector up, waits for its rate limit, resolves its secrets.
@@ -185,6 +208,11 @@ impl Connectors {
             )));
         }
         if let Some(limiter) = &entry.limiter {
+            if limiter.check().is_err()
+                && let Some(m) = &self.metrics
+            {
+                m.limited(id);
+            }
             limiter.until_ready().await;
         }
         let secrets = Secrets::resolve_all(&entry.spec)

@@ -76,6 +76,39 @@ pub struct Metrics {
     workers_busy: Gauge,
     workers_total: Gauge,
     workflow: WorkflowGauge,
+    connectors: ConnectorMetrics,
+}
+
+/// What the connector layer counts: requests by connector and outcome
+/// (HTTP status, `ok` or `error`), LLM tokens and rate-limit waits.
+#[derive(Clone, Default)]
+pub struct ConnectorMetrics {
+    pub requests: Family<Vec<(String, String)>, Counter>,
+    pub llm_tokens: Family<Vec<(String, String)>, Counter>,
+    pub rate_limited: Family<Vec<(String, String)>, Counter>,
+}
+
+impl ConnectorMetrics {
+    pub fn request(&self, connector: &str, status: &str) {
+        self.requests
+            .get_or_create(&vec![
+                ("connector".to_string(), connector.to_string()),
+                ("status".to_string(), status.to_string()),
+            ])
+            .inc();
+    }
+
+    pub fn tokens(&self, connector: &str, n: u64) {
+        self.llm_tokens
+            .get_or_create(&vec![("connector".to_string(), connector.to_string())])
+            .inc_by(n);
+    }
+
+    pub fn limited(&self, connector: &str) {
+        self.rate_limited
+            .get_or_create(&vec![("connector".to_string(), connector.to_string())])
+            .inc();
+    }
 }
 
 /// Values set by workflow `metric` steps, labelled by job, metric name and
@@ -110,6 +143,7 @@ impl Metrics {
             workers_busy: Gauge::default(),
             workers_total: Gauge::default(),
             workflow: Family::default(),
+            connectors: ConnectorMetrics::default(),
         };
         let mut registry = Registry::default();
         // Counter names get `_total` from the encoder.
@@ -175,7 +209,27 @@ impl Metrics {
             "Values set by workflow metric steps, by job, metric name and the step's labels",
             m.workflow.clone(),
         );
+        registry.register(
+            "multijob_connector_requests",
+            "Connector calls by connector and outcome (HTTP status, ok or error)",
+            m.connectors.requests.clone(),
+        );
+        registry.register(
+            "multijob_llm_tokens",
+            "LLM tokens used, by connector",
+            m.connectors.llm_tokens.clone(),
+        );
+        registry.register(
+            "multijob_rate_limited",
+            "Connector calls that waited for their rate limit, by connector",
+            m.connectors.rate_limited.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// The families the connector layer counts into.
+    pub fn connector_metrics(&self) -> ConnectorMetrics {
+        self.connectors.clone()
     }
 
     /// The family workflow `metric` steps write to.

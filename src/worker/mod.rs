@@ -34,6 +34,8 @@ pub struct WorkerContext {
     pub shutdown: CancellationToken,
     /// Where workflow `metric` steps write (the daemon's registry).
     pub workflow_metrics: Option<WorkflowGauge>,
+    /// What connector calls count into.
+    pub connector_metrics: Option<crate::status::metrics::ConnectorMetrics>,
     /// The connectors of the applied revision, rebuilt when it changes.
     pub connectors: Arc<std::sync::Mutex<Option<ConnectorsOf>>>,
 }
@@ -48,6 +50,7 @@ impl WorkerContext {
             allow_command,
             shutdown: CancellationToken::new(),
             workflow_metrics: None,
+            connector_metrics: None,
             connectors: Arc::default(),
         }
     }
@@ -66,7 +69,11 @@ impl WorkerContext {
         {
             return c.clone();
         }
-        let built = Arc::new(Connectors::new(&applied.snapshot.connectors));
+        let mut built = Connectors::new(&applied.snapshot.connectors);
+        if let Some(m) = &self.connector_metrics {
+            built = built.with_metrics(m.clone());
+        }
+        let built = Arc::new(built);
         *cache = Some((key, built.clone()));
         built
     }

@@ -497,3 +497,43 @@ fn http_request_and_monitor_channel_jobs() {
         "{metrics}"
     );
 }
+
+#[test]
+fn a_message_is_sent_once_across_kill_9_and_restart() {
+    let (base, peer) = start_peer();
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/k.yaml",
+        &format!(
+            "kind: Connector\nid: hook\nprovider: webhook\nbase_url: {base}/hook\n---\nid: slow\ntype: simulation.heavy\ninputs: {{work_ms: 100}}\n---\nid: notify\ntype: agent.workflow\nretry_policy: {{max_retry: 2, backoff_sec: [0.1]}}\nsteps:\n  - id: tell\n    message: {{connector: hook, text: before the crash}}\n  - id: wait\n    kv: {{set: marker, value: 1}}\n  - id: sleep\n    schedule_job: {{job: slow, delay_sec: 0}}\n  - id: pause\n    http: {{url: \"{base}/flaky\", connector: hook}}\n"
+        ),
+    );
+    // The last step reaches the peer through the hook connector's host.
+    let id;
+    {
+        let daemon = Daemon::start(d.path(), &[]);
+        daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+        let r = d.run(&["trigger", "notify"]);
+        id = r.stdout().split_whitespace().nth(2).unwrap().to_string();
+        // The first attempt sends, then fails at /flaky (503) and waits for
+        // its retry: kill the daemon during that wait.
+        let start = std::time::Instant::now();
+        while peer.hooks.lock().unwrap().is_empty() {
+            assert!(
+                start.elapsed().as_secs() < 20,
+                "no message\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        daemon.signal("KILL");
+    }
+    let daemon = Daemon::start(d.path(), &[]);
+    let run = daemon.wait_until(&format!("/api/v1/runs/{id}"), "the run to finish", |v| {
+        v["status"] == "succeeded" || v["status"] == "failed"
+    });
+    assert_eq!(run["status"], "succeeded", "{run:#}\n{}", daemon.log());
+    assert!(run["attempt"].as_u64().unwrap() >= 2, "{run:#}");
+    let hooks = peer.hooks.lock().unwrap().clone();
+    assert_eq!(hooks.len(), 1, "sent once across the crash: {hooks:#?}");
+}

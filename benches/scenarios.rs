@@ -797,9 +797,154 @@ fn scenario_api(scale: Scale, out: &mut Vec<Figure>) {
     });
 }
 
+/// A local HTTP sink counting POSTs, on 127.0.0.1:0 (its own threads).
+fn start_sink() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let c = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                loop {
+                    // One keep-alive connection may carry many requests.
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let reply = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}";
+                    if reader.get_mut().write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), count)
+}
+
+fn scenario_workflow(scale: Scale, out: &mut Vec<Figure>) {
+    let (messages, runs_of_100) = match scale {
+        Scale::Full => (10_000u64, 20u64),
+        Scale::Small => (300u64, 3u64),
+    };
+    let (sink, received) = start_sink();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("jobs.d")).unwrap();
+    let mut steps = String::new();
+    for i in 0..100 {
+        steps.push_str(&format!("  - id: s{i}\n    set: {{n: {i}}}\n"));
+    }
+    std::fs::write(
+        tmp.path().join("jobs.d/w.yaml"),
+        format!(
+            "kind: Connector\nid: sink\nprovider: webhook\nbase_url: {sink}/hook\n---\nid: blast\ntype: agent.workflow\ntimeout_ms: 3600000\ninputs: {{n: {messages}}}\nsteps:\n  - id: send\n    foreach: \"{{{{ range(inputs.n) | list }}}}\"\n    concurrency: 32\n    message: {{connector: sink, text: \"offer {{{{ item }}}}\"}}\n---\nid: hundred\ntype: agent.workflow\noverlap: allow\nsteps:\n{steps}"
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start_env(tmp.path(), &["--workers", "4"], &[]);
+    assert!(wait_for(
+        || daemon.get("/readyz").is_some_and(|v| v["ready"] == true),
+        Duration::from_secs(30)
+    ));
+    let start = Instant::now();
+    let trig = Command::new(bin())
+        .args(["trigger", "blast", "--dir"])
+        .arg(tmp.path())
+        .output()
+        .expect("trigger");
+    assert!(trig.status.success());
+    let mut peak = 0.0f64;
+    let ok = wait_for(
+        || {
+            peak = peak.max(rss_of(daemon.child.id()).1);
+            received.load(std::sync::atomic::Ordering::Relaxed) >= messages
+        },
+        Duration::from_secs(600),
+    );
+    let wall = start.elapsed().as_secs_f64();
+    assert!(ok, "not every message arrived");
+    out.push(Figure {
+        scenario: "workflow",
+        name: format!("messages/s through one webhook connector ({messages}, concurrency 32)"),
+        value: messages as f64 / wall,
+        unit: "1/s",
+        target: None,
+    });
+    out.push(Figure {
+        scenario: "workflow",
+        name: "daemon peak RSS while sending".into(),
+        value: peak,
+        unit: "MB",
+        target: None,
+    });
+    // Engine overhead: a 100-step workflow of `set` steps, run N times.
+    let trig = Command::new(bin())
+        .args([
+            "trigger",
+            "hundred",
+            "--count",
+            &runs_of_100.to_string(),
+            "--dir",
+        ])
+        .arg(tmp.path())
+        .output()
+        .expect("trigger");
+    assert!(trig.status.success());
+    let done = wait_for(
+        || {
+            daemon
+                .get("/api/v1/runs?job=hundred&status=succeeded&limit=1000")
+                .and_then(|v| v["items"].as_array().map(|a| a.len() as u64))
+                == Some(runs_of_100)
+        },
+        Duration::from_secs(300),
+    );
+    assert!(done, "100-step runs did not finish");
+    let runs = daemon
+        .get("/api/v1/runs?job=hundred&limit=1000")
+        .unwrap_or_default();
+    // Durations are whole milliseconds: average over all runs.
+    let durations: Vec<f64> = runs["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["duration_ms"].as_f64()).collect())
+        .unwrap_or_default();
+    let mean_ms = durations.iter().sum::<f64>() / durations.len().max(1) as f64;
+    out.push(Figure {
+        scenario: "workflow",
+        name: format!(
+            "workflow engine overhead per step (100 set steps, mean of {runs_of_100} runs)"
+        ),
+        value: mean_ms * 1000.0 / 100.0,
+        unit: "µs",
+        target: None,
+    });
+}
+
 type Scenario = (&'static str, fn(Scale, &mut Vec<Figure>));
 
-const SCENARIOS: [Scenario; 7] = [
+const SCENARIOS: [Scenario; 8] = [
     ("validate", scenario_validate),
     ("plan", scenario_plan),
     ("reload", scenario_reload),
@@ -807,6 +952,7 @@ const SCENARIOS: [Scenario; 7] = [
     ("lateness", scenario_lateness),
     ("throughput", scenario_throughput),
     ("api", scenario_api),
+    ("workflow", scenario_workflow),
 ];
 
 fn main() {

@@ -65,6 +65,14 @@ pub enum Outcome {
     /// The daemon is shutting down: the run goes back to the queue and
     /// this attempt does not count against its retries.
     Interrupted,
+    /// A workflow `approval` step waits: the run parks in
+    /// `awaiting_approval` (the attempt does not count against retries)
+    /// and runs again once approved.
+    AwaitingApproval {
+        approval_id: String,
+        step_id: String,
+        reason: String,
+    },
 }
 
 /// A run handed to a worker.
@@ -870,6 +878,39 @@ impl RunQueue {
                 // Stays active; it runs after the restart.
                 return;
             }
+            Outcome::AwaitingApproval {
+                approval_id,
+                step_id,
+                reason,
+            } => {
+                close_attempt(run, RunStatus::AwaitingApproval, Some(&reason), t);
+                run.attempt = run.attempt.saturating_sub(1);
+                run.status = RunStatus::AwaitingApproval;
+                run.lease_owner = None;
+                let approval = Approval {
+                    id: approval_id.clone(),
+                    run_id: run.id.clone(),
+                    job_id: run.job_id.clone(),
+                    step_id: Some(step_id),
+                    reason: Some(reason.clone()),
+                    status: ApprovalStatus::Pending,
+                    requested_at: format_ts(t),
+                    decided_at: None,
+                    decided_by: None,
+                };
+                mutations.push(ev(
+                    "approval.requested",
+                    json!({"approval_id": approval_id, "reason": reason, "step": approval.step_id}),
+                    run,
+                ));
+                mutations.push(Mutation::PutApproval(approval));
+                mutations.push(Mutation::PutRun(Box::new(run.clone())));
+                let job_id = run.job_id.clone();
+                Counts::add(&mut st.counts.approvals_by_job, &job_id, 1);
+                self.submit(mutations);
+                // Still active: it waits for the decision, not for a worker.
+                return;
+            }
             Outcome::Cancelled(reason) => {
                 close_attempt(run, RunStatus::Cancelled, Some(&reason), t);
                 finish_record(run, RunStatus::Cancelled, Some(reason.clone()), None, t);
@@ -1079,6 +1120,17 @@ impl RunQueue {
                     .job(decided.job_id.clone())
                     .run(decided.run_id.clone()),
             ));
+            if let Some(step) = &decided.step_id {
+                // What the approval step finds when the run runs again.
+                mutations.push(Mutation::PutKv {
+                    key: format!("idem:approval:{step}"),
+                    value: json!({
+                        "decision": if approve { "approved" } else { "rejected" },
+                        "decided_at": decided.decided_at,
+                        "by": by,
+                    }),
+                });
+            }
             mutations.push(Mutation::PutApproval(decided));
             if approve {
                 Counts::add(&mut st.counts.approvals_by_job, &approval.job_id, -1);

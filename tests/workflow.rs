@@ -537,3 +537,94 @@ fn a_message_is_sent_once_across_kill_9_and_restart() {
     let hooks = peer.hooks.lock().unwrap().clone();
     assert_eq!(hooks.len(), 1, "sent once across the crash: {hooks:#?}");
 }
+
+#[test]
+fn an_approval_step_pauses_the_run_until_approved_or_rejected() {
+    let (base, peer) = start_peer();
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/g.yaml",
+        &format!(
+            "kind: Connector\nid: hook\nprovider: webhook\nbase_url: {base}/hook\n---\nid: gated\ntype: agent.workflow\nsteps:\n  - id: draft\n    set: {{text: \"price cut for {{{{ inputs.sku }}}}\"}}\n  - id: tell_before\n    message: {{connector: hook, text: \"asking: {{{{ steps.draft.output.text }}}}\"}}\n  - id: gate\n    approval: {{reason: \"cut the price of {{{{ inputs.sku }}}}?\"}}\n  - id: publish\n    message: {{connector: hook, text: \"published after {{{{ steps.gate.output.decision }}}}\"}}\n"
+        ),
+    );
+    let daemon = Daemon::start(d.path(), &[]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let trigger = |sku: &str| {
+        let r = d.run(&[
+            "trigger",
+            "gated",
+            "--inputs",
+            &format!("{{\"sku\": \"{sku}\"}}"),
+        ]);
+        r.assert_code(0);
+        r.stdout().split_whitespace().nth(2).unwrap().to_string()
+    };
+    let id = trigger("A1");
+    let run = daemon.wait_until(&format!("/api/v1/runs/{id}"), "the pause", |v| {
+        v["status"] == "awaiting_approval"
+    });
+    assert_eq!(run["steps"][2]["status"], "awaiting_approval", "{run:#}");
+    let (_, approvals) = daemon.get("/api/v1/approvals");
+    let ap = approvals["items"][0].clone();
+    assert_eq!(ap["status"], "pending");
+    assert_eq!(ap["reason"], "cut the price of A1?");
+    assert_eq!(ap["run_id"], id.as_str());
+    // The worker is free while the run waits: other runs go on.
+    let status = daemon.get("/api/v1/status").1;
+    assert_eq!(status["workers"]["busy"], 0, "{status:#}");
+    d.run(&["approvals", "approve", ap["id"].as_str().unwrap()])
+        .assert_code(0);
+    let run = daemon.wait_until(&format!("/api/v1/runs/{id}"), "the resume", |v| {
+        v["status"] == "succeeded"
+    });
+    let gate = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "gate")
+        .unwrap()
+        .clone();
+    assert_eq!(gate["output"]["decision"], "approved", "{run:#}");
+    let hooks = peer.hooks.lock().unwrap().clone();
+    let texts: Vec<&str> = hooks
+        .iter()
+        .filter_map(|(_, b)| b["text"].as_str())
+        .collect();
+    // The step before the gate ran twice but sent once.
+    assert_eq!(
+        texts,
+        ["asking: price cut for A1", "published after approved"],
+        "{texts:?}"
+    );
+
+    let id = trigger("B2");
+    daemon.wait_until(&format!("/api/v1/runs/{id}"), "the second pause", |v| {
+        v["status"] == "awaiting_approval"
+    });
+    let (_, approvals) = daemon.get("/api/v1/approvals");
+    let pending = approvals["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["status"] == "pending")
+        .unwrap()
+        .clone();
+    d.run(&["approvals", "reject", pending["id"].as_str().unwrap()])
+        .assert_code(0);
+    let run = daemon.wait_until(&format!("/api/v1/runs/{id}"), "the rejection", |v| {
+        v["status"] == "failed"
+    });
+    assert!(
+        run["error"].as_str().unwrap().contains("rejected"),
+        "{run:#}"
+    );
+    let published = peer
+        .hooks
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, b)| b["text"].as_str().unwrap_or("").starts_with("published"))
+        .count();
+    assert_eq!(published, 1, "a rejected run does not publish");
+}

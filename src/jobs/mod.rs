@@ -47,6 +47,15 @@ pub enum RunError {
     /// The token fired: timeout, replace or shutdown; the caller knows which.
     #[error("cancelled")]
     Cancelled,
+    /// A workflow `approval` step waits for a decision: the run pauses.
+    /// `key` is the step's idempotency key: the decision is recorded
+    /// under it and the step finds it when the run runs again.
+    #[error("waiting for approval {approval_id}: {reason}")]
+    AwaitingApproval {
+        approval_id: String,
+        key: String,
+        reason: String,
+    },
 }
 
 impl RunError {

@@ -193,6 +193,11 @@ pub enum Mutation {
     PruneEvents {
         before: String,
     },
+    /// Set a key-value entry (no expiry), e.g. an approval's decision.
+    PutKv {
+        key: String,
+        value: Value,
+    },
 }
 
 /// One key-value operation (workflow `kv` steps, idempotency records).

@@ -583,6 +583,7 @@ struct Coalesced {
     inbox_done: Vec<i64>,
     prune_runs: Vec<(String, usize)>,
     prune_events_before: Option<String>,
+    kv: Vec<(String, Value)>,
 }
 
 impl Coalesced {
@@ -606,6 +607,7 @@ impl Coalesced {
             Mutation::InboxDone(id) => self.inbox_done.push(id),
             Mutation::PruneRuns { job_id, keep } => self.prune_runs.push((job_id, keep)),
             Mutation::PruneEvents { before } => self.prune_events_before = Some(before),
+            Mutation::PutKv { key, value } => self.kv.push((key, value)),
         }
     }
 
@@ -618,6 +620,7 @@ impl Coalesced {
             && self.inbox_done.is_empty()
             && self.prune_runs.is_empty()
             && self.prune_events_before.is_none()
+            && self.kv.is_empty()
     }
 }
 
@@ -781,6 +784,14 @@ fn write_coalesced(c: &Connection, path: &Path, w: Coalesced) -> Result<Vec<Even
             "DELETE FROM events WHERE id < (SELECT coalesce(min(id), 0) FROM events WHERE at >= ?1)",
         )
         .and_then(|mut st| st.execute([before]))
+        .map_err(sql_err(path))?;
+    }
+    for (key, value) in &w.kv {
+        c.prepare_cached(
+            "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, NULL)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = NULL",
+        )
+        .and_then(|mut st| st.execute(params![key, value.to_string()]))
         .map_err(sql_err(path))?;
     }
     insert_events(c, path, w.events)

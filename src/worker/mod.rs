@@ -335,6 +335,15 @@ async fn run_workflow(
     queue.record_usage(&run.id, tokens);
     match result {
         Ok(output) => Outcome::Succeeded(output),
+        Err(RunError::AwaitingApproval {
+            approval_id,
+            key,
+            reason,
+        }) => Outcome::AwaitingApproval {
+            approval_id,
+            step_id: key,
+            reason,
+        },
         Err(RunError::Cancelled) => cancelled(queue, ctx, &run.id),
         Err(e) => Outcome::Failed(e),
     }

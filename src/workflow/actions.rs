@@ -18,6 +18,13 @@ pub enum ActionError {
     /// Bad arguments, a refused policy, a 4xx: retrying cannot help.
     #[error("{0}")]
     Permanent(String),
+    /// An approval step without a decision yet: the run pauses until one.
+    #[error("waiting for approval {approval_id}")]
+    Pause {
+        approval_id: String,
+        key: String,
+        reason: String,
+    },
 }
 
 pub type ActionResult = Result<Value, ActionError>;

@@ -179,6 +179,17 @@ impl<'a> Engine<'a> {
                         ));
                         return Err(RunError::Cancelled);
                     }
+                    // The run pauses here; it runs again once decided.
+                    Err(pause @ RunError::AwaitingApproval { .. }) => {
+                        records.push(record(
+                            step,
+                            "awaiting_approval",
+                            Value::Null,
+                            None,
+                            duration_ms,
+                        ));
+                        return Err(pause);
+                    }
                     Err(e) => {
                         let message = format!("step `{}`: {e}", step.id);
                         records.push(record(
@@ -356,6 +367,15 @@ impl<'a> Engine<'a> {
         result.map_err(|e| match e {
             ActionError::Retryable(m) => RunError::Retryable(m),
             ActionError::Permanent(m) => RunError::Permanent(m),
+            ActionError::Pause {
+                approval_id,
+                key,
+                reason,
+            } => RunError::AwaitingApproval {
+                approval_id,
+                key,
+                reason,
+            },
         })
     }
 
@@ -434,6 +454,7 @@ impl<'a> Engine<'a> {
                 RunError::Retryable(m) => RunError::Retryable(format!("skill `{skill_id}`: {m}")),
                 RunError::Permanent(m) => RunError::Permanent(format!("skill `{skill_id}`: {m}")),
                 RunError::Cancelled => RunError::Cancelled,
+                pause @ RunError::AwaitingApproval { .. } => pause,
             })
     }
 }

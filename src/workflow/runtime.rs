@@ -300,6 +300,41 @@ impl RuntimeActions {
         Ok(output)
     }
 
+    /// The decision recorded for this step, or a pause until there is one.
+    /// The approval's step id is the step's idempotency key, which is what
+    /// the decision is recorded under.
+    async fn approval_impl(&self, call: &ActionCall<'_>, args: Value) -> ActionResult {
+        let decision = self
+            .store
+            .kv(
+                &format!("idem:approval:{}", call.idempotency_key),
+                KvOp::Get,
+            )
+            .await
+            .map_err(store_error)?;
+        match decision {
+            Some(d) if d["decision"] == "approved" => Ok(json!({
+                "decision": "approved",
+                "decided_at": d["decided_at"],
+                "by": d["by"],
+            })),
+            Some(d) => Err(ActionError::Permanent(format!(
+                "approval rejected by {}",
+                d["by"].as_str().unwrap_or("an operator")
+            ))),
+            None => Err(ActionError::Pause {
+                approval_id: format!("ap-{}", call.idempotency_key.replace([':', '/'], "-")),
+                key: call.idempotency_key.clone(),
+                reason: text(args.get("reason")).unwrap_or_else(|| {
+                    format!(
+                        "step `{}` of job {} asks for approval",
+                        call.step_id, call.run.job_id
+                    )
+                }),
+            }),
+        }
+    }
+
     /// Count tokens against `limits.llm_tokens`.
     fn spend_tokens(&self, n: u64) -> Result<(), ActionError> {
         let total = self.tokens.fetch_add(n, Ordering::SeqCst) + n;
@@ -476,12 +511,8 @@ impl Actions for RuntimeActions {
         Box::pin(self.schedule_job_impl(call, args))
     }
 
-    fn approval<'a>(&'a self, _call: &'a ActionCall<'a>, _args: Value) -> ActionFuture<'a> {
-        Box::pin(async {
-            Err(ActionError::Permanent(
-                "the `approval` step has no handler in this build of multijob (use requires_approval on the job)".into(),
-            ))
-        })
+    fn approval<'a>(&'a self, call: &'a ActionCall<'a>, args: Value) -> ActionFuture<'a> {
+        Box::pin(self.approval_impl(call, args))
     }
 
     fn metric<'a>(&'a self, call: &'a ActionCall<'a>, args: Value) -> ActionFuture<'a> {

@@ -16,7 +16,6 @@ use super::{RunContext, RunError, RunResult};
 use crate::connectors::{Connectors, HttpRequest, OutboundMessage};
 use crate::spec::model::Job;
 use crate::status::metrics::WorkflowGauge;
-use crate::store::KvOp;
 
 fn ids(inputs: &Value, applied: &crate::store::Applied, alert: Option<&str>) -> Vec<String> {
     if let Some(one) = inputs.get("connector").and_then(Value::as_str) {
@@ -112,38 +111,25 @@ pub async fn run(
     }
     if let Some(alert) = alert {
         let key = format!("{}:alert", ctx.run_id);
-        let record = format!("idem:monitor:{key}");
-        let sent = store
-            .kv(&record, KvOp::Get)
-            .await
-            .map_err(|e| RunError::Retryable(format!("store: {e}")))?;
-        if sent.is_none() {
-            let msg = OutboundMessage {
-                text: format!("[{}] {} down:\n{}", job.id, down.len(), down.join("\n")),
-                to: ctx
-                    .inputs
-                    .get("alert_to")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-                subject: Some(format!("{}: {} connector(s) down", job.id, down.len())),
-                idempotency_key: key,
-            };
-            let delivery = connectors
-                .send_message(alert, msg)
-                .await
-                .map_err(|e| RunError::Retryable(format!("alert via {alert}: {e}")))?;
-            let value = serde_json::to_value(delivery).unwrap_or(Value::Null);
-            store
-                .kv(
-                    &record,
-                    KvOp::Set {
-                        value,
-                        ttl_sec: Some(30 * 24 * 3600),
-                    },
-                )
-                .await
-                .map_err(|e| RunError::Retryable(format!("store: {e}")))?;
-        }
+        let msg = OutboundMessage {
+            text: format!("[{}] {} down:\n{}", job.id, down.len(), down.join("\n")),
+            to: ctx
+                .inputs
+                .get("alert_to")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            subject: Some(format!("{}: {} connector(s) down", job.id, down.len())),
+            idempotency_key: key.clone(),
+        };
+        crate::workflow::runtime::send_once(
+            store,
+            connectors,
+            alert,
+            &format!("monitor:{key}"),
+            msg,
+        )
+        .await
+        .map_err(|e| RunError::Retryable(format!("alert via {alert}: {e}")))?;
     }
     Err(RunError::Retryable(format!(
         "{} of {} connectors down: {}",

@@ -16,7 +16,7 @@ use super::{RunContext, RunError, RunResult};
 use crate::connectors::{ConnectorError, Connectors, OutboundMessage};
 use crate::spec::model::Job;
 use crate::store::runs::{Run, RunQuery, RunStatus};
-use crate::store::{KvOp, Store, format_ts};
+use crate::store::{Store, format_ts};
 
 const PAGE: usize = 1000;
 /// Runs read per report at most (history is bounded by --keep-runs anyway).
@@ -154,37 +154,26 @@ pub async fn run(
             RunError::Permanent("report.daily: no connectors for delivery".into())
         })?;
         let key = format!("{}:deliver:{connector}", ctx.run_id);
-        let record = format!("idem:report:{key}");
-        let done = store
-            .kv(&record, KvOp::Get)
-            .await
-            .map_err(|e| RunError::Retryable(format!("store: {e}")))?;
-        if done.is_none() {
-            let msg = OutboundMessage {
-                text: markdown.clone(),
-                to: None,
-                subject: Some(title.clone()),
-                idempotency_key: key,
-            };
-            let delivery = connectors
-                .send_message(connector, msg)
-                .await
-                .map_err(|e| match e {
-                    ConnectorError::Retryable(m) => RunError::Retryable(m),
-                    ConnectorError::Permanent(m) => RunError::Permanent(m),
-                })?;
-            let value = serde_json::to_value(delivery).unwrap_or(Value::Null);
-            store
-                .kv(
-                    &record,
-                    KvOp::Set {
-                        value,
-                        ttl_sec: Some(30 * 24 * 3600),
-                    },
-                )
-                .await
-                .map_err(|e| RunError::Retryable(format!("store: {e}")))?;
-        }
+        let msg = OutboundMessage {
+            text: markdown.clone(),
+            to: None,
+            subject: Some(title.clone()),
+            idempotency_key: key.clone(),
+        };
+        crate::workflow::runtime::send_once(
+            store,
+            connectors,
+            connector,
+            &format!("report:{key}"),
+            msg,
+        )
+        .await
+        .map_err(|e| match e {
+            crate::workflow::runtime::SendOnceError::Connector(ConnectorError::Permanent(m)) => {
+                RunError::Permanent(m)
+            }
+            other => RunError::Retryable(other.to_string()),
+        })?;
         delivered.push(connector.clone());
     }
     Ok(json!({

@@ -26,6 +26,55 @@ fn user_key(key: &str) -> String {
     format!("kv:{key}")
 }
 
+/// Why [`send_once`] failed.
+#[derive(Debug)]
+pub enum SendOnceError {
+    Connector(ConnectorError),
+    Store(String),
+}
+
+impl std::fmt::Display for SendOnceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendOnceError::Connector(e) => write!(f, "{e}"),
+            SendOnceError::Store(m) => write!(f, "store: {m}"),
+        }
+    }
+}
+
+/// Send a message unless one was already sent under `record_key`: the
+/// delivery is recorded in the store before this returns, so a retried or
+/// reclaimed run gets the recorded delivery instead of sending again.
+pub async fn send_once(
+    store: &Store,
+    connectors: &Connectors,
+    connector: &str,
+    record_key: &str,
+    msg: OutboundMessage,
+) -> Result<Value, SendOnceError> {
+    let key = format!("idem:{record_key}");
+    let store_err = |e: crate::store::StoreError| SendOnceError::Store(e.to_string());
+    if let Some(done) = store.kv(&key, KvOp::Get).await.map_err(store_err)? {
+        return Ok(done);
+    }
+    let delivery = connectors
+        .send_message(connector, msg)
+        .await
+        .map_err(SendOnceError::Connector)?;
+    let output = serde_json::to_value(delivery).unwrap_or(Value::Null);
+    store
+        .kv(
+            &key,
+            KvOp::Set {
+                value: output.clone(),
+                ttl_sec: Some(IDEMPOTENCY_TTL_SEC),
+            },
+        )
+        .await
+        .map_err(store_err)?;
+    Ok(output)
+}
+
 pub struct RuntimeActions {
     pub connectors: Arc<Connectors>,
     pub store: Store,
@@ -159,23 +208,18 @@ impl RuntimeActions {
             .ok_or_else(|| ActionError::Permanent("a message step needs `connector`".into()))?;
         let key = text(args.get("dedupe_key")).unwrap_or_else(|| call.idempotency_key.clone());
         let record_key = format!("message:{connector}:{key}");
-        if let Some(done) = self.recorded(&record_key).await? {
-            return Ok(done);
-        }
         let msg = OutboundMessage {
             text: text(args.get("text")).unwrap_or_default(),
             to: text(args.get("to")),
             subject: text(args.get("subject")),
             idempotency_key: key,
         };
-        let delivery = self
-            .connectors
-            .send_message(&connector, msg)
+        send_once(&self.store, &self.connectors, &connector, &record_key, msg)
             .await
-            .map_err(from_connector)?;
-        let output = serde_json::to_value(delivery).unwrap_or(Value::Null);
-        self.record(&record_key, &output).await?;
-        Ok(output)
+            .map_err(|e| match e {
+                SendOnceError::Connector(c) => from_connector(c),
+                SendOnceError::Store(m) => ActionError::Retryable(format!("store: {m}")),
+            })
     }
 
     async fn llm_impl(&self, args: Value) -> ActionResult {

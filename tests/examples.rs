@@ -33,14 +33,7 @@ fn crisis_reply() -> Value {
 fn start_world() -> (String, Calls) {
     let calls: Calls = Arc::default();
     let state = calls.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let app = axum::Router::new()
+    let app = axum::Router::new()
                 .fallback(|State(calls): State<Calls>, req: Request| async move {
                     let method = req.method().clone();
                     let path = req.uri().path().to_string();
@@ -62,13 +55,8 @@ fn start_world() -> (String, Calls) {
                     })
                 })
                 .with_state(state);
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    let addr = rx.recv().unwrap();
-    (format!("http://{addr}"), calls)
+    let addr = common::serve(app);
+    (addr, calls)
 }
 
 /// Copy an example, pointing every connector at `world` (each under its

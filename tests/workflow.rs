@@ -23,14 +23,7 @@ struct Peer {
 fn start_peer() -> (String, Arc<Peer>) {
     let peer = Arc::new(Peer::default());
     let state = peer.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let app = axum::Router::new()
+    let app = axum::Router::new()
                 .route(
                     "/prices/{sku}",
                     get(|Path(sku): Path<String>| async move {
@@ -72,13 +65,8 @@ fn start_peer() -> (String, Arc<Peer>) {
                     ),
                 )
                 .with_state(state);
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    let addr = rx.recv().unwrap();
-    (format!("http://{addr}"), peer)
+    let addr = common::serve(app);
+    (addr, peer)
 }
 
 #[test]
@@ -284,14 +272,7 @@ type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;
 fn start_llm() -> (String, Seen) {
     let seen: Seen = Arc::default();
     let state = seen.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let app = axum::Router::new()
+    let app = axum::Router::new()
                 .route(
                     "/v1/chat/completions",
                     post(
@@ -324,13 +305,8 @@ fn start_llm() -> (String, Seen) {
                     ),
                 )
                 .with_state(state);
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    let addr = rx.recv().unwrap();
-    (format!("http://{addr}/v1"), seen)
+    let addr = common::serve(app);
+    (format!("{addr}/v1"), seen)
 }
 
 #[test]

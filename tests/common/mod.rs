@@ -575,3 +575,26 @@ fn parse_sse(block: &str) -> SseMessage {
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+/// Serve `app` on 127.0.0.1:0 on a thread of its own (a test's HTTP peer);
+/// returns its base URL.
+pub fn serve(app: axum::Router) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the test peer");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind the test peer");
+            tx.send(listener.local_addr().expect("its address"))
+                .expect("send the address");
+            axum::serve(listener, app)
+                .await
+                .expect("serve the test peer");
+        });
+    });
+    format!("http://{}", rx.recv().expect("the peer's address"))
+}

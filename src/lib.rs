@@ -12,6 +12,7 @@
 //! - [`connectors`]: every outbound call of a run (HTTP, messages, LLM),
 //!   with secrets by reference, egress policy and rate limits.
 //! - [`status`]: the read-only API.
+//! - [`testkit`]: a real redis-server for tests and benchmarks.
 //! - [`app`] assembles the daemon; [`cli`] has one file per command.
 pub mod app;
 pub mod cli;
@@ -25,5 +26,6 @@ pub mod spec;
 pub mod state;
 pub mod status;
 pub mod store;
+pub mod testkit;
 pub mod worker;
 pub mod workflow;

@@ -268,7 +268,18 @@ impl<'a> Engine<'a> {
                 let limit = &limit;
                 Box::pin(async move {
                     let _permit = limit.acquire().await.map_err(|_| RunError::Cancelled)?;
-                    self.attempts(step, &ctx, Some(index), frame).await
+                    match self.attempts(step, &ctx, Some(index), frame).await {
+                        // One failed item must not sink the others (a bad
+                        // phone number in a campaign): it yields null.
+                        Err(RunError::Retryable(e) | RunError::Permanent(e))
+                            if step.continue_on_error =>
+                        {
+                            tracing::warn!(run = %frame.run.id, step = %step.id, index, error = %e,
+                                "foreach item failed; continue_on_error keeps the others");
+                            Ok(Value::Null)
+                        }
+                        other => other,
+                    }
                 }) as BoxFuture<'_, StepResult>
             })
             .collect();
@@ -853,6 +864,21 @@ mod tests {
             error.contains("step `bad`") && error.contains("unknown key"),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn continue_on_error_in_a_foreach_keeps_the_other_items() {
+        let (result, records) = run(
+            json!([
+                {"id": "each", "foreach": [1, "missing", 2], "continue_on_error": true,
+                 "kv": {"get": "{{ item }}"}},
+            ]),
+            json!({}),
+            &Stub::default(),
+        )
+        .await;
+        assert_eq!(result.unwrap(), json!([10, null, 20]));
+        assert_eq!(statuses(&records), [("each", "succeeded")]);
     }
 
     #[tokio::test(start_paused = true)]

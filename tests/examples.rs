@@ -5,15 +5,114 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Request, State};
-use axum::http::Method;
+use axum::extract::Request;
+use axum::http::StatusCode;
 use common::{ConfigDir, Daemon};
 use serde_json::{Value, json};
 
-type Calls = Arc<Mutex<Vec<(Method, String, Value)>>>;
+/// One request the fake world received.
+#[derive(Clone, Debug)]
+struct Call {
+    method: String,
+    path: String,
+    query: Vec<(String, String)>,
+    auth: Option<String>,
+    body: Value,
+    at: Instant,
+}
+
+impl Call {
+    fn q(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+type Calls = Arc<Mutex<Vec<Call>>>;
+
+/// One loopback server for every peer: records each request, then answers
+/// with `reply` (status, JSON body).
+fn world(reply: impl Fn(&Call) -> (u16, Value) + Send + Sync + 'static) -> (String, Calls) {
+    let calls: Calls = Arc::default();
+    let state = calls.clone();
+    let reply = Arc::new(reply);
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let (calls, reply) = (state.clone(), reply.clone());
+        async move {
+            let method = req.method().to_string();
+            let path = req.uri().path().to_string();
+            let query =
+                reqwest::Url::parse(&format!("http://x/?{}", req.uri().query().unwrap_or("")))
+                    .map(|u| {
+                        u.query_pairs()
+                            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+            let auth = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let bytes = axum::body::to_bytes(req.into_body(), 1 << 22)
+                .await
+                .unwrap_or_default();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let call = Call {
+                method,
+                path,
+                query,
+                auth,
+                body,
+                at: Instant::now(),
+            };
+            calls.lock().unwrap().push(call.clone());
+            let (code, body) = reply(&call);
+            (
+                StatusCode::from_u16(code).unwrap_or(StatusCode::OK),
+                Json(body),
+            )
+        }
+    });
+    (common::serve(app), calls)
+}
+
+/// The recorded requests whose path starts with `prefix`.
+fn to(calls: &Calls, prefix: &str) -> Vec<Call> {
+    calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.path.starts_with(prefix))
+        .cloned()
+        .collect()
+}
+
+/// The crisis monitor's fake world (social API, model, Telegram, WhatsApp, SMS).
+fn start_world() -> (String, Calls) {
+    world(|c| {
+        let path = c.path.as_str();
+        (
+            200,
+            if path.starts_with("/social/mentions/search") {
+                json!({"posts": [{"id": "p1", "platform": "twitter", "author": "@angry",
+                              "text": "this is a scam", "url": "https://x.example/p1", "shares": 150}],
+                   "baseline_volume": 1})
+            } else if path.starts_with("/openai/chat/completions") {
+                crisis_reply()
+            } else {
+                provider_ok(path)
+            },
+        )
+    })
+}
 
 fn crisis_reply() -> Value {
     let verdict = json!({
@@ -24,39 +123,117 @@ fn crisis_reply() -> Value {
         "crisis_reason": "a spike of scam reports",
         "recommended_action": "post a statement",
     });
-    json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": verdict.to_string()},
+    completion(&verdict.to_string())
+}
+
+/// What a messaging provider answers when it accepts a message.
+fn provider_ok(path: &str) -> Value {
+    if path.starts_with("/telegram/") {
+        json!({"ok": true, "result": {"message_id": 7}})
+    } else if path.starts_with("/whatsapp/") {
+        json!({"messages": [{"id": "wamid.1"}]})
+    } else {
+        json!({"ok": true})
+    }
+}
+
+/// A chat completion whose reply is `content`.
+fn completion(content: &str) -> Value {
+    json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                         "finish_reason": "stop"}],
            "usage": {"prompt_tokens": 50, "completion_tokens": 30, "total_tokens": 80}})
 }
 
-/// One loopback server for every peer; answers by path prefix.
-fn start_world() -> (String, Calls) {
-    let calls: Calls = Arc::default();
-    let state = calls.clone();
-    let app = axum::Router::new()
-                .fallback(|State(calls): State<Calls>, req: Request| async move {
-                    let method = req.method().clone();
-                    let path = req.uri().path().to_string();
-                    let bytes = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
-                    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                    calls.lock().unwrap().push((method, path.clone(), body));
-                    Json(if path.starts_with("/social/mentions/search") {
-                        json!({"posts": [{"id": "p1", "platform": "twitter", "author": "@angry",
-                                          "text": "this is a scam", "url": "https://x.example/p1", "shares": 150}],
-                               "baseline_volume": 1})
-                    } else if path.starts_with("/openai/chat/completions") {
-                        crisis_reply()
-                    } else if path.starts_with("/telegram/") {
-                        json!({"ok": true, "result": {"message_id": 7}})
-                    } else if path.starts_with("/whatsapp/") {
-                        json!({"messages": [{"id": "wamid.1"}]})
-                    } else {
-                        json!({"ok": true})
-                    })
-                })
-                .with_state(state);
-    let addr = common::serve(app);
-    (addr, calls)
+/// A chat completion asking for tool calls `(name, arguments)`.
+fn tool_calls(calls: &[(&str, Value)]) -> Value {
+    let calls: Vec<Value> = calls
+        .iter()
+        .enumerate()
+        .map(|(i, (name, args))| {
+            json!({"id": format!("call_{i}"), "type": "function",
+            "function": {"name": name, "arguments": args.to_string()}})
+        })
+        .collect();
+    json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": calls},
+                        "finish_reason": "tool_calls"}],
+           "usage": {"prompt_tokens": 50, "completion_tokens": 30, "total_tokens": 80}})
+}
+
+/// A chat request's messages of `role`, their content as text.
+fn said(body: &Value, role: &str) -> Vec<String> {
+    body["messages"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter(|m| m["role"] == role)
+                .map(|m| m["content"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A fake SMTP server (AUTH PLAIN, no TLS); records (recipients, raw message).
+fn smtp_server() -> (u16, Arc<Mutex<Vec<(String, String)>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the SMTP fake");
+    let port = listener.local_addr().expect("its address").port();
+    let mails: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let record = mails.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let record = record.clone();
+            std::thread::spawn(move || smtp_session(conn, &record));
+        }
+    });
+    (port, mails)
+}
+
+fn smtp_session(conn: std::net::TcpStream, mails: &Mutex<Vec<(String, String)>>) {
+    use std::io::{BufRead, Write};
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
+    let mut input = std::io::BufReader::new(conn);
+    let _ = out.write_all(b"220 fake ESMTP\r\n");
+    let (mut rcpt, mut line) = (Vec::new(), String::new());
+    loop {
+        line.clear();
+        if input.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let cmd = line.trim_end().to_ascii_uppercase();
+        let reply: &[u8] = if cmd.starts_with("EHLO") {
+            b"250-fake\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n"
+        } else if cmd.starts_with("AUTH") {
+            b"235 ok\r\n"
+        } else if cmd.starts_with("MAIL") {
+            rcpt.clear();
+            b"250 ok\r\n"
+        } else if cmd.starts_with("RCPT") {
+            let addr = line.split(['<', '>']).nth(1).unwrap_or("").to_string();
+            rcpt.push(addr);
+            b"250 ok\r\n"
+        } else if cmd == "DATA" {
+            let _ = out.write_all(b"354 go on\r\n");
+            let mut data = String::new();
+            loop {
+                line.clear();
+                if input.read_line(&mut line).unwrap_or(0) == 0 || line == ".\r\n" {
+                    break;
+                }
+                data.push_str(&line);
+            }
+            mails.lock().unwrap().push((rcpt.join(","), data));
+            b"250 queued\r\n"
+        } else if cmd == "QUIT" {
+            let _ = out.write_all(b"221 bye\r\n");
+            return;
+        } else {
+            b"250 ok\r\n"
+        };
+        if out.write_all(reply).is_err() {
+            return;
+        }
+    }
 }
 
 /// Copy an example, pointing every connector at `world` (each under its
@@ -105,18 +282,118 @@ fn example_against(name: &str, world: &str, rewrite: &[(&str, &str)]) -> ConfigD
     d
 }
 
-const SECRETS: [(&str, &str); 10] = [
+// Realistic values: resolved secrets are scrubbed from every response body,
+// so a value like "shop" would turn "shopee" into "***ee".
+const SECRETS: [(&str, &str); 12] = [
+    ("SLACK_BOT_TOKEN", "xoxb-test"),
+    ("SOCIAL_API_TOKEN", "social-token-9e0f"),
     ("OPENAI_API_KEY", "sk-test"),
     ("TELEGRAM_BOT_TOKEN", "123:abc"),
     ("WHATSAPP_ACCESS_TOKEN", "wa-token"),
-    ("SMTP_USERNAME", "u"),
-    ("SMTP_PASSWORD", "p"),
+    ("SMTP_USERNAME", "smtp-user-41"),
+    ("SMTP_PASSWORD", "smtp-pass-8c2e"),
     ("SMS_API_KEY", "sms-key"),
-    ("SHOP_API_TOKEN", "shop"),
-    ("CRM_API_TOKEN", "crm"),
-    ("BI_API_TOKEN", "bi"),
-    ("SOCIAL_TOKEN", "social"),
+    ("SHOP_API_TOKEN", "shop-token-5f2a"),
+    ("CRM_API_TOKEN", "crm-token-77b1"),
+    ("BI_API_TOKEN", "bi-token-c3d9"),
+    ("SOCIAL_TOKEN", "social-token-9e0f"),
 ];
+
+/// `example_against`, keeping only the `jobs.d` files in `keep` and without
+/// the kept jobs' schedules, so runs happen only when a test triggers them.
+fn example(name: &str, world: &str, keep: &[&str], rewrite: &[(&str, &str)]) -> ConfigDir {
+    let d = example_against(name, world, rewrite);
+    for e in std::fs::read_dir(d.path().join("jobs.d"))
+        .expect("jobs.d")
+        .flatten()
+    {
+        let file = e.file_name().to_string_lossy().into_owned();
+        if !keep.contains(&file.as_str()) {
+            d.remove(&format!("jobs.d/{file}"));
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path()).expect("read the copy");
+        let mut out = String::new();
+        let mut in_schedule = false;
+        for line in text.lines() {
+            if line == "schedule:" {
+                in_schedule = true;
+                continue;
+            }
+            if in_schedule && line.starts_with("  ") {
+                continue;
+            }
+            in_schedule = false;
+            out.push_str(line);
+            out.push('\n');
+        }
+        d.write(&format!("jobs.d/{file}"), &out);
+    }
+    d
+}
+
+fn start(d: &ConfigDir) -> Daemon {
+    d.run(&["validate"]).assert_code(0);
+    let daemon = Daemon::start_env(d.path(), &["--workers", "4"], &SECRETS);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    daemon
+}
+
+/// Queue a run with `multijob trigger`; its id.
+fn trigger(d: &ConfigDir, job: &str, inputs: Option<&Value>) -> String {
+    let inputs = inputs.map(Value::to_string);
+    let mut args = vec!["trigger", job];
+    if let Some(i) = &inputs {
+        args.extend(["--inputs", i.as_str()]);
+    }
+    let r = d.run(&args);
+    r.assert_code(0);
+    r.stdout()
+        .split_whitespace()
+        .nth(2)
+        .expect("trigger prints the run id")
+        .to_string()
+}
+
+/// The run once it reached a final status.
+#[track_caller]
+fn finished(daemon: &Daemon, run: &str) -> Value {
+    daemon.wait_until(&format!("/api/v1/runs/{run}"), "the run to finish", |v| {
+        ["succeeded", "failed", "timed_out", "cancelled"]
+            .contains(&v["status"].as_str().unwrap_or(""))
+    })
+}
+
+#[track_caller]
+fn succeeded(daemon: &Daemon, run: &str) -> Value {
+    let r = finished(daemon, run);
+    assert_eq!(r["status"], "succeeded", "{r:#}\n{}", daemon.log());
+    r
+}
+
+/// The text of each Telegram message sent to `chat`.
+fn telegram_to(calls: &Calls, chat: &str) -> Vec<String> {
+    to(calls, "/telegram/bot123:abc/sendMessage")
+        .iter()
+        .filter(|c| c.body["chat_id"] == chat)
+        .map(|c| c.body["text"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Calls spread at most `per_sec` after a burst of `burst`.
+#[track_caller]
+fn assert_paced(calls: &[Call], burst: usize, per_sec: f64) {
+    let (Some(first), Some(last)) = (calls.first(), calls.last()) else {
+        return;
+    };
+    let span = last.at.duration_since(first.at).as_secs_f64();
+    let floor = (calls.len().saturating_sub(burst + 1)) as f64 / per_sec;
+    assert!(
+        span >= floor * 0.9,
+        "{} calls in {span:.2} s: faster than {per_sec}/s after a burst of {burst}",
+        calls.len()
+    );
+}
 
 #[test]
 fn the_crisis_monitor_alerts_rechecks_and_escalates() {
@@ -149,29 +426,27 @@ fn the_crisis_monitor_alerts_rechecks_and_escalates() {
         },
     );
     let seen = calls.lock().unwrap().clone();
-    let to = |prefix: &str| {
-        seen.iter()
-            .filter(|(_, p, _)| p.starts_with(prefix))
-            .cloned()
-            .collect::<Vec<_>>()
-    };
+    let to = |prefix: &str| to(&calls, prefix);
     // Mentions were searched per keyword (3), with the accounts.
     assert!(to("/social/mentions/search").len() >= 3);
     // Telegram got the negative mentions, with the bot token in the path.
     let telegram = to("/telegram/bot123:abc/sendMessage");
     assert!(!telegram.is_empty(), "{seen:#?}");
     assert!(
-        telegram[0].2["text"].as_str().unwrap().contains("@angry"),
+        telegram[0].body["text"]
+            .as_str()
+            .unwrap()
+            .contains("@angry"),
         "{:?}",
         telegram[0]
     );
-    assert_eq!(telegram[0].2["chat_id"], "-1001234567890");
+    assert_eq!(telegram[0].body["chat_id"], "-1001234567890");
     // WhatsApp got the crisis alert in the Cloud API shape.
     let whatsapp = to("/whatsapp/109876543210987/messages");
     assert!(!whatsapp.is_empty(), "{seen:#?}");
-    assert_eq!(whatsapp[0].2["messaging_product"], "whatsapp");
+    assert_eq!(whatsapp[0].body["messaging_product"], "whatsapp");
     assert!(
-        whatsapp[0].2["text"]["body"]
+        whatsapp[0].body["text"]["body"]
             .as_str()
             .unwrap()
             .contains("CRISIS: a spike of scam reports")
@@ -180,7 +455,7 @@ fn the_crisis_monitor_alerts_rechecks_and_escalates() {
     let sms = to("/sms");
     assert!(!sms.is_empty(), "the re-check escalates by SMS: {seen:#?}");
     assert!(
-        sms[0].2["text"]
+        sms[0].body["text"]
             .as_str()
             .unwrap()
             .contains("Crisis persists")
@@ -198,4 +473,173 @@ fn the_crisis_monitor_alerts_rechecks_and_escalates() {
             .contains("limits.chain_depth"),
         "{chain:#}"
     );
+}
+
+// ---------------------------------------------------------------- heavy
+
+/// Our price of product `n` (PROD001..).
+fn my_price(n: u64) -> u64 {
+    100_000 + n * 1_000
+}
+
+/// Which products a competitor undercuts, and where: 5 within the rules,
+/// PROD015 so deep that following it would break the discount rule.
+const CHEAPER: [(u64, &str); 5] = [
+    (3, "lazada"),
+    (7, "shopee"),
+    (12, "tokopedia"),
+    (20, "tiktok"),
+    (28, "blibli"),
+];
+
+/// The pricing analyst: reads the offers out of the prompt and proposes
+/// 95% of the cheapest competitor wherever one is cheaper, rules or not.
+fn price_analyst(prompt: &str) -> Value {
+    let data = prompt
+        .split("per marketplace:\n")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .expect("the prompt carries the offers");
+    let products: Value = serde_json::from_str(data).expect("the offers are JSON");
+    let (mut adjustments, mut review) = (Vec::new(), Vec::new());
+    for p in products.as_array().expect("a list of products") {
+        let (mine, cost) = (p["my_price"].as_f64().unwrap(), p["cost"].as_f64().unwrap());
+        for m in p["marketplaces"]
+            .as_array()
+            .expect("offers per marketplace")
+        {
+            let lowest = m["offers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|o| o["price"].as_f64())
+                .fold(f64::MAX, f64::min);
+            if lowest >= mine {
+                continue;
+            }
+            let new = (lowest * 0.95).round();
+            let discount = (mine - new) / mine * 100.0;
+            adjustments.push(
+                json!({"sku": p["sku"], "marketplace": m["marketplace"], "my_price": mine,
+                "competitor_price": lowest, "new_price": new, "discount_percent": discount,
+                "margin_percent": (new - cost) / cost * 100.0, "reason": "competitor cheaper"}),
+            );
+            if discount > 20.0 {
+                review.push(json!({"sku": p["sku"], "reason": "competitor far below our floor"}));
+            }
+        }
+    }
+    json!({"adjustments": adjustments, "flag_for_review": review,
+           "summary": format!("{} price proposals.", adjustments.len())})
+}
+
+#[test]
+fn price_intelligence_reprices_only_the_undercut_products() {
+    let (world, calls) = world(|c| {
+        let path = c.path.as_str();
+        if let Some(rest) = path.strip_prefix("/shop/marketplaces/") {
+            // /shop/marketplaces/<m>/products/<sku>/offers
+            let parts: Vec<&str> = rest.split('/').collect();
+            let (market, sku) = (parts[0], parts[2]);
+            let n: u64 = sku.trim_start_matches("PROD").parse().unwrap_or(0);
+            if c.method == "PUT" {
+                return (200, json!({"sku": sku, "updated": true}));
+            }
+            let mut price = my_price(n) + 5_000;
+            if CHEAPER.contains(&(n, market)) {
+                price = my_price(n) - 10_000;
+            }
+            if (n, market) == (15, "lazada") {
+                price = my_price(n) / 2;
+            }
+            return (
+                200,
+                json!({"marketplace": market, "sku": sku,
+                "offers": [{"seller": "competitor_b", "price": price, "stock": 4},
+                           {"seller": "competitor_a", "price": price + 2_000, "stock": 9}]}),
+            );
+        }
+        if path.starts_with("/openai/") {
+            let prompt = said(&c.body, "user").concat();
+            return (200, completion(&price_analyst(&prompt).to_string()));
+        }
+        (200, provider_ok(path))
+    });
+    let d = example(
+        "heavy",
+        &world,
+        &["connectors.yaml", "flows.yaml", "price-intelligence.yaml"],
+        // Fast: the shop's 1200/min would stretch 150 reads over 5 s.
+        &[(
+            "rate_limit: {per_minute: 1200, burst: 50}",
+            "rate_limit: {per_minute: 60000, burst: 50}",
+        )],
+    );
+    let daemon = start(&d);
+    // Scaled down from 100 products to 30, on the 5 marketplaces.
+    let products: Vec<Value> = (1..=30)
+        .map(|n| {
+            json!({"sku": format!("PROD{n:03}"), "name": format!("Produk {n}"),
+                        "my_price": my_price(n), "cost": 70_000})
+        })
+        .collect();
+    let run = trigger(
+        &d,
+        "ecommerce-price-intelligence",
+        Some(&json!({"products": products})),
+    );
+    let r = succeeded(&daemon, &run);
+    assert!(r["usage"]["llm_tokens"].as_u64().unwrap() >= 80, "{r:#}");
+
+    // Every product on every marketplace, asking for the competitors.
+    let offers: Vec<Call> = to(&calls, "/shop/marketplaces/")
+        .into_iter()
+        .filter(|c| c.method == "GET")
+        .collect();
+    assert_eq!(offers.len(), 30 * 5);
+    assert!(
+        offers.iter().all(
+            |c| c.q("sellers") == Some("competitor_a,competitor_b,competitor_c")
+                && c.q("sort") == Some("price_asc")
+                && c.auth.as_deref() == Some("Bearer shop-token-5f2a")
+        ),
+        "{:?}",
+        offers[0]
+    );
+
+    // Prices change exactly where a competitor is cheaper within the rules:
+    // PROD015's proposal breaks the 20% discount cap and is dropped.
+    let mut puts: Vec<(String, Value)> = to(&calls, "/shop/marketplaces/")
+        .into_iter()
+        .filter(|c| c.method == "PUT")
+        .map(|c| (c.path, c.body))
+        .collect();
+    puts.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut expected: Vec<String> = CHEAPER
+        .iter()
+        .map(|(n, m)| format!("/shop/marketplaces/{m}/products/PROD{n:03}/price"))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        puts.iter().map(|p| p.0.clone()).collect::<Vec<_>>(),
+        expected
+    );
+    for (path, body) in &puts {
+        let n: u64 = path.split("PROD").nth(1).unwrap()[..3].parse().unwrap();
+        let want = ((my_price(n) - 10_000) as f64 * 0.95).round();
+        assert_eq!(body["price"].as_f64(), Some(want), "{path}: {body}");
+        assert_eq!(body["source_run"], run.as_str());
+    }
+
+    // One report to the management chat, listing the changes and the review.
+    let report = telegram_to(&calls, "-1001234567890");
+    assert_eq!(report.len(), 1, "{report:?}");
+    let text = &report[0];
+    assert!(text.contains("(30 products x 5 marketplaces)"), "{text}");
+    assert!(text.contains("Adjusted: 5"), "{text}");
+    for (n, m) in CHEAPER {
+        assert!(text.contains(&format!("PROD{n:03} @ {m}:")), "{text}");
+    }
+    assert!(!text.contains("PROD015 @"), "{text}");
+    assert!(text.contains("Needs review:\n- PROD015"), "{text}");
 }

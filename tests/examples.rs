@@ -643,3 +643,191 @@ fn price_intelligence_reprices_only_the_undercut_products() {
     assert!(!text.contains("PROD015 @"), "{text}");
     assert!(text.contains("Needs review:\n- PROD015"), "{text}");
 }
+
+/// 201 opted-in customers: 41 VIP (the last with a number WhatsApp
+/// refuses), 100 regular, 60 new.
+fn customers() -> Vec<Value> {
+    (1..=201)
+        .map(|id| {
+            let segment = match id {
+                1..=41 => "vip",
+                42..=141 => "regular",
+                _ => "new",
+            };
+            let phone = if id == 41 {
+                "+62000".to_string()
+            } else {
+                format!("+62812{id:06}")
+            };
+            json!({"id": id, "name": format!("Pelanggan {id}"), "segment": segment, "phone": phone,
+                   "telegram_chat_id": 500_000 + id, "email": format!("c{id}@example.com"),
+                   "favourite_category": "fashion"})
+        })
+        .collect()
+}
+
+#[test]
+fn black_friday_delivers_200_messages_once_each_even_across_a_retry() {
+    let report_failed_once = Arc::new(AtomicBool::new(false));
+    let flag = report_failed_once.clone();
+    let (world, calls) = world(move |c| {
+        let path = c.path.as_str();
+        if path.starts_with("/crm/customers") {
+            return (200, json!({"customers": customers()}));
+        }
+        if path.starts_with("/openai/") {
+            // The copywriter echoes the customer and the personal code.
+            let prompt = said(&c.body, "user").concat();
+            let field = |p: &str| {
+                prompt
+                    .split(p)
+                    .nth(1)
+                    .and_then(|r| r.lines().next())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let name = field("Customer: ");
+            let name = name.split(';').next().unwrap_or("");
+            return (
+                200,
+                completion(&format!(
+                    "Halo {name}! Kode kamu {}",
+                    field("Personal code: ")
+                )),
+            );
+        }
+        if path.starts_with("/whatsapp/") && c.body["to"] == "+62000" {
+            return (400, json!({"error": {"message": "invalid recipient"}}));
+        }
+        // The campaign report fails once: the run is retried after sending.
+        if path.starts_with("/telegram/")
+            && c.body["chat_id"] == "-1001234567890"
+            && !flag.swap(true, Ordering::SeqCst)
+        {
+            return (502, json!({"ok": false}));
+        }
+        (200, provider_ok(path))
+    });
+    let (smtp, mails) = smtp_server();
+    let d = example(
+        "heavy",
+        &world,
+        &[
+            "connectors.yaml",
+            "flows.yaml",
+            "black-friday-campaign.yaml",
+        ],
+        &[
+            (
+                "base_url: smtp://127.0.0.1:9",
+                &format!("base_url: smtp://127.0.0.1:{smtp}"),
+            ),
+            // Scaled with the list: 100/min would take 2 minutes; 3000/min
+            // still paces 100 messages over ~2 s.
+            (
+                "rate_limit: {per_minute: 100, burst: 10}",
+                "rate_limit: {per_minute: 3000, burst: 10}",
+            ),
+            (
+                "rate_limit: {per_minute: 300, burst: 20}",
+                "rate_limit: {per_minute: 30000, burst: 20}",
+            ),
+            ("backoff_sec: [300]", "backoff_sec: [1]"),
+        ],
+    );
+    let daemon = start(&d);
+    let run = trigger(
+        &d,
+        "black-friday-campaign-2026",
+        Some(&json!({"max_customers": 201})),
+    );
+    let r = succeeded(&daemon, &run);
+    assert_eq!(r["attempt"], 2, "the failed report retries the run: {r:#}");
+    assert_eq!(to(&calls, "/crm/customers")[0].q("limit"), Some("201"));
+
+    // VIPs: one personal WhatsApp message each, the refused number aside.
+    let whatsapp: Vec<Call> = to(&calls, "/whatsapp/109876543210987/messages")
+        .into_iter()
+        .filter(|c| c.body["to"] != "+62000")
+        .collect();
+    let mut phones: Vec<String> = whatsapp
+        .iter()
+        .map(|c| c.body["to"].as_str().unwrap().to_string())
+        .collect();
+    phones.sort();
+    phones.dedup();
+    assert_eq!(
+        (whatsapp.len(), phones.len()),
+        (40, 40),
+        "one message per VIP, none twice"
+    );
+    let first = whatsapp
+        .iter()
+        .find(|c| c.body["to"] == "+62812000001")
+        .expect("VIP 1");
+    assert_eq!(
+        first.body["text"]["body"],
+        "Halo Pelanggan 1! Kode kamu BF2026-1"
+    );
+
+    // Regular customers: the Telegram template, once per chat.
+    let regular: Vec<Call> = to(&calls, "/telegram/")
+        .into_iter()
+        .filter(|c| c.body["chat_id"] != "-1001234567890")
+        .collect();
+    let mut chats: Vec<String> = regular
+        .iter()
+        .map(|c| c.body["chat_id"].as_str().unwrap().to_string())
+        .collect();
+    chats.sort();
+    chats.dedup();
+    assert_eq!(
+        (regular.len(), chats.len()),
+        (100, 100),
+        "one message per regular customer, none twice"
+    );
+    let one = regular
+        .iter()
+        .find(|c| c.body["chat_id"] == "500042")
+        .expect("customer 42");
+    assert!(
+        one.body["text"]
+            .as_str()
+            .unwrap()
+            .contains("Kode pribadi kamu: BF2026-42"),
+        "{:?}",
+        one.body
+    );
+
+    // New customers: one e-mail each.
+    let mails = mails.lock().unwrap().clone();
+    let mut addresses: Vec<&str> = mails.iter().map(|(to, _)| to.as_str()).collect();
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(
+        (mails.len(), addresses.len()),
+        (60, 60),
+        "one e-mail per new customer, none twice"
+    );
+    assert!(mails.iter().any(|(to, data)| to == "c150@example.com"
+        && data.contains("Subject: Black Friday 2026: hadiah selamat datang untukmu")
+        && data.contains("BF2026-150")));
+    assert_eq!(whatsapp.len() + regular.len() + mails.len(), 200);
+
+    // The connectors' rate limits paced the sending.
+    assert_paced(&regular, 10, 50.0);
+    assert_paced(&whatsapp, 10, 50.0);
+
+    // The report went out once it could, with the tally of both attempts.
+    let report = telegram_to(&calls, "-1001234567890");
+    assert_eq!(report.len(), 2, "failed once, then delivered: {report:?}");
+    let text = &report[1];
+    for line in [
+        "Customers targeted: 201",
+        "WhatsApp (VIP): 40/41",
+        "Telegram (regular): 100/100",
+        "E-mail (new): 60/60",
+    ] {
+        assert!(text.contains(line), "{line:?} in {text}");
+    }
+}

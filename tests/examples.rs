@@ -831,3 +831,219 @@ fn black_friday_delivers_200_messages_once_each_even_across_a_retry() {
         assert!(text.contains(line), "{line:?} in {text}");
     }
 }
+
+#[test]
+fn the_bi_report_survives_a_missing_source_and_reaches_every_recipient() {
+    let (world, calls) = world(|c| {
+        let path = c.path.as_str();
+        if let Some(rest) = path.strip_prefix("/bi/sources/") {
+            let platform = rest.split('/').next().unwrap_or("");
+            if platform == "tiktok" {
+                return (404, json!({"error": "no data for yesterday"}));
+            }
+            return (
+                200,
+                json!({"platform": platform, "date": c.q("date"), "sales": 1_000_000}),
+            );
+        }
+        if path.starts_with("/openai/") {
+            let analysis = json!({"headline": "Sales up 12% on Shopee",
+                "kpis": {"total_sales": 9_000_000, "orders": 420, "roas": 3.5},
+                "anomalies": ["TikTok data missing"], "trends": ["Shopee growing"],
+                "recommendations": ["raise Shopee ads", "fix the TikTok feed", "restock SKU 7", "fourth idea"]});
+            return (200, completion(&analysis.to_string()));
+        }
+        (200, provider_ok(path))
+    });
+    let (smtp, mails) = smtp_server();
+    let d = example(
+        "heavy",
+        &world,
+        &["connectors.yaml", "daily-bi-report.yaml"],
+        &[(
+            "base_url: smtp://127.0.0.1:9",
+            &format!("base_url: smtp://127.0.0.1:{smtp}"),
+        )],
+    );
+    let daemon = start(&d);
+    let run = trigger(&d, "daily-bi-report", None);
+    succeeded(&daemon, &run);
+
+    // Ten sources asked for yesterday, compared with three periods.
+    let fetched = to(&calls, "/bi/sources/");
+    assert_eq!(fetched.len(), 10);
+    assert!(fetched.iter().all(|c| c.q("date") == Some("yesterday")
+        && c.q("compare") == Some("yesterday,last_week,last_month")));
+    // The model saw nine sources' data and `{}` for the missing one.
+    let llm = to(&calls, "/openai/");
+    let prompt = said(&llm[0].body, "user").concat();
+    let data = prompt
+        .split("({} = source unavailable): ")
+        .nth(1)
+        .and_then(|r| r.lines().next())
+        .expect("the data in the prompt");
+    let data: Value = serde_json::from_str(data).expect("JSON data");
+    assert_eq!(data.as_array().map(Vec::len), Some(10));
+    assert_eq!(data[7], json!({}), "tiktok is missing: {data}");
+    assert_eq!(data[0]["platform"], "shopee");
+
+    // Both files in the data dir.
+    let dir = d.path().join(".multijob/data/reports/bi");
+    let saved: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(format!("{run}.json"))).expect("the JSON report"),
+    )
+    .expect("JSON");
+    assert_eq!(saved["analysis"]["headline"], "Sales up 12% on Shopee");
+    let md = std::fs::read_to_string(dir.join("latest.md")).expect("the Markdown report");
+    assert!(
+        md.contains("# BI report yesterday") && md.contains("| total_sales | 9000000 |"),
+        "{md}"
+    );
+    assert!(md.contains("Sources: 10, missing: 1."), "{md}");
+
+    // Each recipient on its channel.
+    let telegram = telegram_to(&calls, "-1001234567890");
+    assert_eq!(telegram.len(), 1);
+    assert!(
+        telegram[0].contains("**Sales up 12% on Shopee**"),
+        "{}",
+        telegram[0]
+    );
+    let whatsapp = to(&calls, "/whatsapp/");
+    assert_eq!(whatsapp.len(), 1);
+    assert_eq!(whatsapp[0].body["to"], "+6281234567890");
+    let text = whatsapp[0].body["text"]["body"].as_str().unwrap();
+    assert!(
+        text.contains("- restock SKU 7") && !text.contains("fourth idea"),
+        "top 3 only: {text}"
+    );
+    let mails = mails.lock().unwrap().clone();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].0, "ceo@company.com");
+    assert!(
+        mails[0]
+            .1
+            .contains("Subject: BI report yesterday: Sales up 12% on Shopee"),
+        "{}",
+        mails[0].1
+    );
+}
+
+#[test]
+fn the_catalog_sync_moves_its_sync_point_only_after_a_complete_sync() {
+    let idealo_down = Arc::new(AtomicBool::new(true));
+    let down = idealo_down.clone();
+    let (world, calls) = world(move |c| {
+        let path = c.path.as_str();
+        if path == "/shop/catalog/products" {
+            let products: Vec<Value> = (1..=5)
+                .map(|n| {
+                    json!({"sku": format!("PROD{n:03}"), "name": format!("Produk {n}"),
+                    "description": "lama", "price": 100_000 + n, "stock": n,
+                    "images": [format!("https://img.example/PROD{n:03}.jpg")]})
+                })
+                .collect();
+            return (200, json!({"products": products}));
+        }
+        if path == "/shop/media/optimize" {
+            return (
+                200,
+                json!({"images": [format!("https://cdn.example/{}.webp", c.body["sku"].as_str().unwrap_or(""))]}),
+            );
+        }
+        if path.starts_with("/shop/platforms/idealo/products/PROD003")
+            && down.load(Ordering::SeqCst)
+        {
+            return (422, json!({"error": "category mapping missing"}));
+        }
+        if path.starts_with("/shop/platforms/") {
+            return (200, json!({"ok": true}));
+        }
+        if path.starts_with("/openai/") {
+            let prompt = said(&c.body, "user").concat();
+            let platforms = prompt
+                .split("Platforms: ")
+                .nth(1)
+                .and_then(|r| r.lines().next())
+                .unwrap_or("");
+            let titles: serde_json::Map<String, Value> = platforms
+                .split(", ")
+                .map(|p| (p.to_string(), json!(format!("Judul SEO {p}"))))
+                .collect();
+            return (
+                200,
+                completion(
+                    &json!({"titles": titles, "descriptions": {}, "tags": ["promo"]}).to_string(),
+                ),
+            );
+        }
+        (200, provider_ok(path))
+    });
+    let d = example(
+        "heavy",
+        &world,
+        &["connectors.yaml", "flows.yaml", "product-catalog-sync.yaml"],
+        &[(
+            "rate_limit: {per_minute: 1200, burst: 50}",
+            "rate_limit: {per_minute: 60000, burst: 50}",
+        )],
+    );
+    let daemon = start(&d);
+    let puts = || {
+        to(&calls, "/shop/platforms/")
+            .into_iter()
+            .filter(|c| c.method == "PUT")
+            .collect::<Vec<_>>()
+    };
+
+    // 1. One push fails: the others go through, the sync point stays.
+    succeeded(&daemon, &trigger(&d, "product-catalog-sync", None));
+    assert_eq!(
+        to(&calls, "/shop/catalog/products")[0].q("updated_since"),
+        Some("1970-01-01T00:00:00Z")
+    );
+    assert_eq!(to(&calls, "/shop/media/optimize").len(), 5);
+    let first = puts();
+    assert_eq!(first.len(), 5 * 10, "every product to every platform");
+    let shopee = first
+        .iter()
+        .find(|c| c.path == "/shop/platforms/shopee/products/PROD002")
+        .expect("PROD002 on shopee");
+    assert_eq!(shopee.body["title"], "Judul SEO shopee");
+    assert_eq!(
+        shopee.body["images"],
+        json!(["https://cdn.example/PROD002.webp"])
+    );
+    assert_eq!(shopee.body["price"], 100_002);
+    let report = telegram_to(&calls, "-1001234567890");
+    assert!(
+        report[0].contains("5 changed product(s) x 10 platforms"),
+        "{}",
+        report[0]
+    );
+    assert!(
+        report[0].contains("platform pushes failed: 1") && report[0].contains("not advanced"),
+        "{}",
+        report[0]
+    );
+
+    // 2. Everything goes through: the same window again, then it advances.
+    idealo_down.store(false, Ordering::SeqCst);
+    succeeded(&daemon, &trigger(&d, "product-catalog-sync", None));
+    assert_eq!(
+        to(&calls, "/shop/catalog/products")[1].q("updated_since"),
+        Some("1970-01-01T00:00:00Z")
+    );
+    assert!(telegram_to(&calls, "-1001234567890")[1].contains("All synced."));
+
+    // 3. The next run asks only for what changed since the complete sync.
+    succeeded(&daemon, &trigger(&d, "product-catalog-sync", None));
+    let since = to(&calls, "/shop/catalog/products")[2]
+        .q("updated_since")
+        .map(str::to_string);
+    let since = since.expect("updated_since");
+    assert!(
+        since.starts_with("20"),
+        "a recent timestamp, not the epoch: {since}"
+    );
+}

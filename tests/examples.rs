@@ -1047,3 +1047,177 @@ fn the_catalog_sync_moves_its_sync_point_only_after_a_complete_sync() {
         "a recent timestamp, not the epoch: {since}"
     );
 }
+
+// ---------------------------------------------------------------- ops-247
+
+#[test]
+fn ops_monitors_alert_elsewhere_once_per_run_and_the_reports_summarise_them() {
+    let telegram_down = Arc::new(AtomicBool::new(true));
+    let down = telegram_down.clone();
+    let (world, calls) = world(move |c| {
+        let path = c.path.as_str();
+        if path == "/telegram/" && down.load(Ordering::SeqCst) {
+            return (502, json!({"ok": false}));
+        }
+        if path.starts_with("/social/mentions/search") {
+            return (
+                200,
+                json!({"posts": [{"platform": "instagram", "text": "penipuan!", "url": "https://ig.example/1"}]}),
+            );
+        }
+        if path.starts_with("/openai/") {
+            let verdict = json!({"negative": [{"platform": "instagram", "text": "penipuan!",
+                "url": "https://ig.example/1", "score": 0.02}], "crisis": true, "reason": "viral scam claim"});
+            return (200, completion(&verdict.to_string()));
+        }
+        (200, provider_ok(path))
+    });
+    let (smtp, mails) = smtp_server();
+    let d = example(
+        "ops-247",
+        &world,
+        &[
+            "connectors.yaml",
+            "monitor-telegram-a01.yaml",
+            "monitor-247.yaml",
+            "instagram-monitor-247.yaml",
+            "social-media-crisis-monitor.yaml",
+            "crisis-monitor-247.yaml",
+            "daily-report.yaml",
+            "hourly-metrics-report.yaml",
+        ],
+        &[
+            (
+                "base_url: smtp://127.0.0.1:9",
+                &format!("base_url: smtp://127.0.0.1:{smtp}"),
+            ),
+            ("backoff_sec: [5, 10, 20]", "backoff_sec: [1, 1, 1]"),
+        ],
+    );
+    let daemon = start(&d);
+    let slack = || to(&calls, "/slack");
+
+    // The bot is down: the a01 monitor fails and says so on Slack, not Telegram.
+    let a01 = finished(&daemon, &trigger(&d, "monitor-telegram-a01", None));
+    assert_eq!(a01["status"], "failed", "{a01:#}");
+    assert!(
+        a01["error"]
+            .as_str()
+            .unwrap()
+            .contains("1 of 1 connectors down"),
+        "{a01:#}"
+    );
+    assert_eq!(slack().len(), 1);
+    assert_eq!(slack()[0].body["channel"], "#ops-alerts");
+    assert!(
+        slack()[0].body["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[monitor-telegram-a01] 1 down")
+    );
+    assert!(
+        to(&calls, "/telegram/bot").is_empty(),
+        "no alert through the broken channel"
+    );
+
+    // monitor-247 retries 3 times (backoff scaled to 1 s) and alerts once.
+    let m247 = finished(&daemon, &trigger(&d, "monitor-247", None));
+    assert_eq!(m247["status"], "failed", "{m247:#}");
+    assert_eq!(
+        m247["attempts"].as_array().map(Vec::len),
+        Some(4),
+        "{m247:#}"
+    );
+    let alerts: Vec<Call> = slack()
+        .into_iter()
+        .filter(|c| {
+            c.body["text"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("[monitor-247]")
+        })
+        .collect();
+    assert_eq!(alerts.len(), 1, "one alert per run, not per attempt");
+    assert_eq!(
+        to(&calls, "/telegram/")
+            .iter()
+            .filter(|c| c.path == "/telegram/")
+            .count(),
+        1 + 4
+    );
+
+    // The social listening feed is up: its monitors pass without alerts.
+    for job in ["instagram-monitor-247", "social-media-crisis-monitor"] {
+        let r = succeeded(&daemon, &trigger(&d, job, None));
+        assert_eq!(r["output"]["checks"][0]["connector"], "social", "{r:#}");
+        assert_eq!(r["output"]["down"], 0);
+    }
+
+    // The bot is back: the check passes and nobody is alerted.
+    telegram_down.store(false, Ordering::SeqCst);
+    succeeded(&daemon, &trigger(&d, "monitor-telegram-a01", None));
+    assert_eq!(slack().len(), 2);
+
+    // Crisis detection: every keyword searched, Telegram for the negative
+    // mention, WhatsApp for the crisis.
+    succeeded(&daemon, &trigger(&d, "crisis-monitor-247", None));
+    let searched: Vec<String> = to(&calls, "/social/mentions/search")
+        .iter()
+        .map(|c| c.q("q").unwrap_or("").to_string())
+        .collect();
+    assert_eq!(searched.len(), 3);
+    for k in ["brand_name", "scam", "complaint"] {
+        assert!(searched.iter().any(|q| q == k), "{searched:?}");
+    }
+    let negative = telegram_to(&calls, "-1001122334455");
+    assert!(
+        negative[0].starts_with("Negative mentions (1):")
+            && negative[0].contains("[instagram] penipuan!"),
+        "{negative:?}"
+    );
+    let whatsapp = to(&calls, "/whatsapp/109876543210987/messages");
+    assert_eq!(
+        whatsapp[0].body["text"]["body"],
+        "URGENT, brand crisis: viral scam claim"
+    );
+
+    // The reports summarise those runs, as files and on Telegram and e-mail.
+    let daily = succeeded(&daemon, &trigger(&d, "daily-report", None));
+    assert_eq!(daily["output"]["delivered"], json!(["telegram", "email"]));
+    let files: Vec<String> = daily["output"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(files.len(), 2, "md and json: {files:?}");
+    for f in &files {
+        assert!(d.path().join(".multijob/data").join(f).is_file(), "{f}");
+    }
+    let report = telegram_to(&calls, "-1001122334455")
+        .into_iter()
+        .find(|t| t.starts_with("# multijob report (daily-report)"))
+        .expect("the daily report on Telegram");
+    assert!(
+        report.contains("| monitor-telegram-a01 | 2 | 1 | 1 |"),
+        "{report}"
+    );
+    assert!(report.contains("| monitor-247 | 1 | 0 | 1 |"), "{report}");
+    let hourly = succeeded(&daemon, &trigger(&d, "hourly-metrics-report", None));
+    assert_eq!(
+        hourly["output"]["files"].as_array().map(Vec::len),
+        Some(1),
+        "md only: {hourly:#}"
+    );
+    let mails = mails.lock().unwrap().clone();
+    let subjects: Vec<bool> = ["daily-report", "hourly-metrics-report"]
+        .iter()
+        .map(|job| {
+            mails.iter().any(|(to, data)| {
+                to == "management@company.example"
+                    && data.contains(&format!("Subject: multijob report ({job})"))
+            })
+        })
+        .collect();
+    assert_eq!(subjects, [true, true], "{mails:?}");
+}

@@ -172,11 +172,14 @@ fn said(body: &Value, role: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// E-mails received: (recipients, raw message).
+type Mails = Arc<Mutex<Vec<(String, String)>>>;
+
 /// A fake SMTP server (AUTH PLAIN, no TLS); records (recipients, raw message).
-fn smtp_server() -> (u16, Arc<Mutex<Vec<(String, String)>>>) {
+fn smtp_server() -> (u16, Mails) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the SMTP fake");
     let port = listener.local_addr().expect("its address").port();
-    let mails: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let mails: Mails = Arc::default();
     let record = mails.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
@@ -1220,4 +1223,250 @@ fn ops_monitors_alert_elsewhere_once_per_run_and_the_reports_summarise_them() {
         })
         .collect();
     assert_eq!(subjects, [true, true], "{mails:?}");
+}
+
+/// The tool results an agent's request carries, parsed.
+fn tool_results(body: &Value) -> Vec<Value> {
+    said(body, "tool")
+        .iter()
+        .map(|t| serde_json::from_str(t).unwrap_or(Value::Null))
+        .collect()
+}
+
+#[test]
+fn the_price_agent_reprices_through_its_tools_and_remembers_what_it_saw() {
+    let (world, calls) = world(|c| {
+        let path = c.path.as_str();
+        if path == "/shop/products" {
+            return (
+                200,
+                json!({"products": [{"sku": "P1", "price": 120_000, "cost": 80_000}]}),
+            );
+        }
+        if path.ends_with("/offers") {
+            return (
+                200,
+                json!({"offers": [{"seller": "competitor_a", "price": 100_000}]}),
+            );
+        }
+        if path.starts_with("/shop/") {
+            return (200, json!({"ok": true}));
+        }
+        if path.starts_with("/openai/") {
+            let results = tool_results(&c.body);
+            return (
+                200,
+                match results.len() {
+                    0 => tool_calls(&[("kv", json!({"get": "price-monitor/last"}))]),
+                    // A remembered price: nothing new to do.
+                    1 if !results[0].is_null() => completion("NO CHANGES"),
+                    1 => tool_calls(&[
+                        ("http", json!({"connector": "shop", "path": "/products"})),
+                        (
+                            "http",
+                            json!({"connector": "shop", "path": "/marketplaces/shopee/products/P1/offers"}),
+                        ),
+                    ]),
+                    3 => tool_calls(&[
+                        (
+                            "http",
+                            json!({"connector": "shop", "method": "PUT",
+                                    "path": "/marketplaces/shopee/products/P1/price", "json": {"price": 95_000}}),
+                        ),
+                        (
+                            "kv",
+                            json!({"set": "price-monitor/last", "value": {"P1": {"shopee": 95_000}}}),
+                        ),
+                    ]),
+                    _ => completion("P1 on shopee: 120000 -> 95000 (competitor_a at 100000)"),
+                },
+            );
+        }
+        (200, provider_ok(path))
+    });
+    let d = example(
+        "ops-247",
+        &world,
+        &["connectors.yaml", "price-monitor-247.yaml"],
+        &[],
+    );
+    let daemon = start(&d);
+
+    let first = succeeded(&daemon, &trigger(&d, "price-monitor-247", None));
+    assert_eq!(first["usage"]["llm_tokens"], 4 * 80, "{first:#}");
+    let llm = to(&calls, "/openai/");
+    let offered: Vec<&str> = llm[0].body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(offered, ["http", "kv"], "only the step's tools");
+    assert!(
+        said(&llm[0].body, "user")[0]
+            .contains("Marketplaces: shopee, tokopedia, lazada, tiktok, blibli")
+    );
+    // The model's reads reached the shop and came back to it.
+    let after_reads = tool_results(&llm[2].body);
+    assert_eq!(
+        after_reads[2]["body"]["offers"][0]["price"], 100_000,
+        "{after_reads:?}"
+    );
+    let put: Vec<Call> = to(&calls, "/shop/marketplaces/shopee/products/P1/price");
+    assert_eq!(put.len(), 1);
+    assert_eq!(
+        (put[0].method.as_str(), put[0].body["price"].as_u64()),
+        ("PUT", Some(95_000))
+    );
+    assert_eq!(
+        telegram_to(&calls, "-1001122334455"),
+        ["Price monitor: P1 on shopee: 120000 -> 95000 (competitor_a at 100000)"]
+    );
+
+    // The next run reads what the first remembered, changes nothing and
+    // reports nothing.
+    succeeded(&daemon, &trigger(&d, "price-monitor-247", None));
+    let llm = to(&calls, "/openai/");
+    let remembered = tool_results(&llm[llm.len() - 1].body);
+    assert_eq!(remembered[0], json!({"P1": {"shopee": 95_000}}));
+    assert_eq!(
+        to(&calls, "/shop/marketplaces/shopee/products/P1/price").len(),
+        1
+    );
+    assert_eq!(telegram_to(&calls, "-1001122334455").len(), 1);
+}
+
+#[test]
+fn the_ceo_agent_schedules_follow_ups_and_its_sensitive_action_waits_for_approval() {
+    let (world, calls) = world(|c| {
+        let path = c.path.as_str();
+        if path == "/bi/branches/metrics" {
+            return (
+                200,
+                json!({"branches": [{"id": "JKT-02", "ad_budget": 0, "orders": 3}]}),
+            );
+        }
+        if path.starts_with("/bi/") {
+            return (200, json!({"ok": true}));
+        }
+        if path.starts_with("/openai/") {
+            let system = said(&c.body, "system").concat();
+            let n = tool_results(&c.body).len();
+            let reply = if system.contains("`proactive-ceo`") {
+                match n {
+                    0 => tool_calls(&[
+                        (
+                            "schedule_job",
+                            json!({"job": "ceo-sensitive-action", "delay_sec": 0,
+                            "inputs": {"action": "set the JKT-02 ad budget to 5000000",
+                                       "reason": "JKT-02 has NO AMMO", "requires_approval": false}}),
+                        ),
+                        (
+                            "schedule_job",
+                            json!({"job": "monitor-telegram-a01", "delay_sec": 0}),
+                        ),
+                        (
+                            "kv",
+                            json!({"set": "ceo/notes", "value": "asked to fund JKT-02"}),
+                        ),
+                    ]),
+                    _ => completion(
+                        "JKT-02 has no ad budget. Health check scheduled. Awaiting approval: JKT-02 budget.",
+                    ),
+                }
+            } else {
+                match n {
+                    0 => tool_calls(&[(
+                        "http",
+                        json!({"connector": "bi", "method": "PUT",
+                        "path": "/branches/JKT-02/budget", "json": {"amount": 5_000_000}}),
+                    )]),
+                    _ => completion("JKT-02 ad budget set to 5000000."),
+                }
+            };
+            return (200, reply);
+        }
+        (200, provider_ok(path))
+    });
+    let d = example(
+        "ops-247",
+        &world,
+        &[
+            "connectors.yaml",
+            "proactive-ceo.yaml",
+            "monitor-telegram-a01.yaml",
+        ],
+        &[],
+    );
+    let daemon = start(&d);
+    succeeded(&daemon, &trigger(&d, "proactive-ceo", None));
+    let goal = said(&to(&calls, "/openai/")[0].body, "user").concat();
+    assert!(
+        goal.contains("JKT-02") && goal.contains("Notes from earlier runs: null"),
+        "{goal}"
+    );
+    let boardroom = telegram_to(&calls, "-1009988776655");
+    assert_eq!(boardroom.len(), 1);
+    assert!(
+        boardroom[0].starts_with("CEO update (")
+            && boardroom[0].contains("Awaiting approval: JKT-02 budget.")
+    );
+    assert!(
+        boardroom[0].contains("(3 tool call(s))"),
+        "{}",
+        boardroom[0]
+    );
+
+    // The safe follow-up ran by itself.
+    daemon.wait_until(
+        "/api/v1/runs?job=monitor-telegram-a01",
+        "the health check follow-up",
+        |v| {
+            v["items"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|r| r["trigger"] == "workflow" && r["status"] == "succeeded")
+            })
+        },
+    );
+    // The sensitive one waits for a human, whatever its inputs say.
+    let waiting = daemon.wait_until(
+        "/api/v1/runs?job=ceo-sensitive-action",
+        "the sensitive action",
+        |v| {
+            v["items"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|r| r["status"] == "awaiting_approval"))
+        },
+    );
+    let action = &waiting["items"][0];
+    assert_eq!(action["trigger"], "workflow");
+    assert_eq!(
+        action["inputs"]["action"],
+        "set the JKT-02 ad budget to 5000000"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        to(&calls, "/bi/branches/JKT-02").is_empty(),
+        "nothing happens before the approval"
+    );
+
+    let pending = d.run(&["approvals", "list", "--output", "json"]);
+    pending.assert_code(0);
+    let pending = pending.json();
+    let approval = pending
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["job_id"] == "ceo-sensitive-action"))
+        .expect("a pending approval");
+    assert_eq!(approval["run_id"], action["id"]);
+    d.run(&["approvals", "approve", approval["id"].as_str().unwrap()])
+        .assert_code(0);
+    succeeded(&daemon, action["id"].as_str().unwrap());
+    let budget = to(&calls, "/bi/branches/JKT-02/budget");
+    assert_eq!(budget.len(), 1);
+    assert_eq!(
+        (budget[0].method.as_str(), &budget[0].body),
+        ("PUT", &json!({"amount": 5_000_000}))
+    );
+    assert!(telegram_to(&calls, "-1009988776655").iter().any(|t| t
+        == "Approved action done: set the JKT-02 ad budget to 5000000 => JKT-02 ad budget set to 5000000."));
 }

@@ -690,3 +690,238 @@ async fn prune_events_and_count_them_by_type(b: &Backend) {
     );
     assert_eq!(store.last_event_id().await.unwrap(), 4);
 }
+
+/// What only the Redis store has: restarts, the leader fence, dispatch.
+mod redis_only {
+    use super::*;
+    use ::redis::AsyncCommands;
+
+    fn redis_of(store: &Store) -> &RedisStore {
+        match store {
+            Store::Redis(r) => r,
+            other => panic!("not Redis: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn kv_sees_earlier_submits_without_a_flush() {
+        let store = Backend::redis().open().await;
+        store
+            .submit(vec![Mutation::PutKv {
+                key: "p".into(),
+                value: json!("v"),
+            }])
+            .unwrap();
+        assert_eq!(store.kv("p", KvOp::Get).await.unwrap(), Some(json!("v")));
+    }
+
+    #[tokio::test]
+    async fn acknowledged_writes_survive_a_restart_and_the_store_reconnects() {
+        let mut server = RedisServer::start_with(true).expect("redis-server");
+        let store = Store::open_redis(&server.url()).await.unwrap();
+        let mut live = store.subscribe();
+        let r1 = run("r1", "a", RunStatus::Succeeded);
+        store
+            .submit(vec![
+                put(&r1),
+                Mutation::Event(NewEvent::new("run.completed", json!({}))),
+            ])
+            .unwrap();
+        store.flush().await.unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(5), live.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        server.kill();
+        // Submitted while Redis is down: the writer retries until it is back.
+        let r2 = run("r2", "a", RunStatus::Queued);
+        store
+            .submit(vec![
+                put(&r2),
+                Mutation::Event(NewEvent::new("run.queued", json!({}))),
+            ])
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        server.restart().expect("restart");
+        tokio::time::timeout(Duration::from_secs(20), store.flush())
+            .await
+            .expect("flush within 20 s of the restart")
+            .unwrap();
+        assert_eq!(store.run("r1").await.unwrap().unwrap().1, r1);
+        assert_eq!(store.run("r2").await.unwrap().unwrap().1, r2);
+        let events = store.events(all_events()).await.unwrap();
+        assert_eq!(
+            events.iter().map(|e| e.id).collect::<Vec<_>>(),
+            [1, 2],
+            "no event lost or written twice"
+        );
+        // The tail reconnected and goes on after the last id it saw.
+        let second = tokio::time::timeout(Duration::from_secs(15), live.recv())
+            .await
+            .expect("the tail reconnects")
+            .unwrap();
+        assert_eq!((first.id, second.id), (1, 2));
+        // A reader's call on a dropped connection may fail once; later ones work.
+        server.kill();
+        server.restart().expect("restart");
+        let mut ok = false;
+        for _ in 0..50 {
+            if store.ping().await.is_ok() {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ok, "the store reconnects by itself");
+        assert_eq!(store.last_event_id().await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_deposed_leader_writes_nothing() {
+        let store = Backend::redis().open().await;
+        let r = redis_of(&store);
+        let mut c = r.connection();
+        let _: () = c.set(r.key("epoch"), 1).await.unwrap();
+        r.set_fence(Some(("epoch".into(), 1)));
+        let fenced = r.fenced();
+        store
+            .submit(vec![Mutation::Event(NewEvent::new("a", json!({})))])
+            .unwrap();
+        store.flush().await.unwrap();
+        assert!(!*fenced.borrow());
+        // Another process took over.
+        let _: () = c.set(r.key("epoch"), 2).await.unwrap();
+        store
+            .submit(vec![
+                Mutation::Event(NewEvent::new("b", json!({}))),
+                put(&run("late", "a", RunStatus::Queued)),
+            ])
+            .unwrap();
+        let flushed = store.flush().await;
+        assert!(
+            matches!(flushed, Err(multijob::store::StoreError::Fenced { .. })),
+            "{flushed:?}"
+        );
+        assert!(*fenced.borrow());
+        let applied = store
+            .append_events(vec![NewEvent::new("c", json!({}))])
+            .await;
+        assert!(matches!(
+            applied,
+            Err(multijob::store::StoreError::Fenced { .. })
+        ));
+        assert_eq!(store.events(all_events()).await.unwrap().len(), 1);
+        assert!(store.run("late").await.unwrap().is_none());
+        assert_eq!(store.backlog(), 0, "fenced writes are not pending forever");
+    }
+
+    #[tokio::test]
+    async fn dispatch_and_ack_follow_the_run_records() {
+        let store = Backend::redis().open().await;
+        let r = redis_of(&store);
+        let mut c = r.connection();
+        let queued = run("d1", "a", RunStatus::Queued);
+        // No results group yet: the ack of nothing must not fail the batch.
+        store
+            .submit(vec![
+                put(&queued),
+                Mutation::Dispatch {
+                    run_id: "d1".into(),
+                    payload: "{\"x\":1}".into(),
+                },
+                Mutation::AckResult {
+                    entry_id: "1-1".into(),
+                    run_id: "none".into(),
+                },
+            ])
+            .unwrap();
+        store.flush().await.unwrap();
+        assert!(store.run("d1").await.unwrap().is_some());
+        let ready: Vec<(String, HashMap<String, String>)> = ::redis::cmd("XRANGE")
+            .arg(r.key("ready"))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(ready.len(), 1);
+        assert_eq!(ready[0].1["run"], "d1");
+        assert_eq!(ready[0].1["p"], "{\"x\":1}");
+        assert!(
+            c.sismember::<_, _, bool>(r.key("dispatched"), "d1")
+                .await
+                .unwrap()
+        );
+        // A worker's result, read by the leader's group, then acknowledged.
+        let results = r.key("results");
+        let _: () = ::redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&results)
+            .arg("leader")
+            .arg("$")
+            .arg("MKSTREAM")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let entry: String = c.xadd(&results, "*", &[("run", "d1")]).await.unwrap();
+        let _: ::redis::Value = ::redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("leader")
+            .arg("me")
+            .arg("STREAMS")
+            .arg(&results)
+            .arg(">")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        store
+            .submit(vec![Mutation::AckResult {
+                entry_id: entry,
+                run_id: "d1".into(),
+            }])
+            .unwrap();
+        store.flush().await.unwrap();
+        let pending: (i64, ::redis::Value, ::redis::Value, ::redis::Value) =
+            ::redis::cmd("XPENDING")
+                .arg(&results)
+                .arg("leader")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+        assert_eq!(pending.0, 0);
+        assert_eq!(c.xlen::<_, i64>(&results).await.unwrap(), 0);
+        assert!(
+            !c.sismember::<_, _, bool>(r.key("dispatched"), "d1")
+                .await
+                .unwrap()
+        );
+    }
+
+    /// Figures for the README: `cargo test --test store_conformance
+    /// writer_throughput -- --ignored --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore]
+    async fn writer_throughput() {
+        for backend in [Backend::sqlite(), Backend::redis()] {
+            let store = backend.open().await;
+            let n = 20_000;
+            let started = std::time::Instant::now();
+            for i in 0..n {
+                let r = run(&format!("t{i}"), &format!("j{}", i % 50), RunStatus::Queued);
+                store
+                    .submit(vec![
+                        put(&r),
+                        Mutation::Event(NewEvent::new("run.queued", json!({})).run(&r.id)),
+                    ])
+                    .unwrap();
+            }
+            store.flush().await.unwrap();
+            let took = started.elapsed();
+            println!(
+                "{}: {n} runs + {n} events in {took:?} = {:.0} mutations/s",
+                store.describe(),
+                (2 * n) as f64 / took.as_secs_f64()
+            );
+        }
+    }
+}

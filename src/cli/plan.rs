@@ -8,6 +8,7 @@ use anyhow::Context;
 use crate::reconcile::{git, render, source::read_config_dir};
 use crate::spec::{self, snapshot::Snapshot};
 use crate::status::api::{plan_context_from_json, snapshot_from_json};
+use crate::store::redis::RedisStore;
 use crate::store::sqlite::{SqliteStore, read_applied, read_plan_context};
 
 use super::{DirArg, Outcome, OutputFormat};
@@ -18,8 +19,11 @@ pub struct Args {
     pub dir: DirArg,
     /// Running state from this embedded store [default: DIR/.multijob/state.db;
     /// a missing store means nothing runs yet].
-    #[arg(long, conflicts_with = "server")]
+    #[arg(long, conflicts_with_all = ["server", "redis"])]
     pub state: Option<PathBuf>,
+    /// Running state from a Redis deployment (`redis://host:6379/`).
+    #[arg(long, conflicts_with = "server")]
+    pub redis: Option<String>,
     /// Running state from a daemon's /api/v1/snapshot (uses MULTIJOB_API_TOKEN).
     #[arg(long)]
     pub server: Option<String>,
@@ -52,9 +56,10 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
         .enable_all()
         .build()?;
     let now = jiff::Timestamp::now();
-    let (running, ctx) = match &args.server {
-        Some(url) => runtime.block_on(fetch_snapshot(url, now))?,
-        None => {
+    let (running, ctx) = match (&args.server, &args.redis) {
+        (Some(url), _) => runtime.block_on(fetch_snapshot(url, now))?,
+        (None, Some(url)) => runtime.block_on(read_redis(url, now))?,
+        (None, None) => {
             let path = args
                 .state
                 .clone()
@@ -84,6 +89,15 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     } else {
         Outcome::Success
     })
+}
+
+async fn read_redis(
+    url: &str,
+    now: jiff::Timestamp,
+) -> anyhow::Result<(Snapshot, render::PlanContext)> {
+    let store = RedisStore::open(url).await?;
+    let snapshot = store.applied().await?.snapshot;
+    Ok((snapshot, store.plan_context(now).await?))
 }
 
 async fn fetch_snapshot(

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::queue::new_run_id;
+use crate::spec::model::Job;
+use crate::store::Applied;
+use crate::store::redis::RedisStore;
 use crate::store::runs::InboxCommand;
 use crate::store::sqlite::{SqliteStore, post_to_inbox, read_applied};
 
@@ -24,8 +27,11 @@ pub struct Args {
     #[command(flatten)]
     pub dir: DirArg,
     /// The embedded store [default: DIR/.multijob/state.db].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "redis")]
     pub state: Option<PathBuf>,
+    /// A Redis deployment (`redis://host:6379/`) instead of the embedded store.
+    #[arg(long)]
+    pub redis: Option<String>,
 }
 
 pub fn exec(args: Args) -> anyhow::Result<Outcome> {
@@ -40,55 +46,82 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
             v
         }
     };
-    let path = args
-        .state
-        .unwrap_or_else(|| super::default_state(&args.dir.dir));
-    if !path.exists() {
-        anyhow::bail!(
-            "no store at {}: start `multijob run --dir {}` once to apply the config",
-            path.display(),
-            args.dir.dir.display()
-        );
-    }
-    let conn = SqliteStore::open_read_only(&path)?;
-    let applied = read_applied(&conn, &path)?;
-    let Some(job) = applied.snapshot.jobs.get(&args.job) else {
-        let known: Vec<&str> = applied
-            .snapshot
-            .jobs
-            .keys()
-            .take(10)
-            .map(String::as_str)
-            .collect();
-        anyhow::bail!(
-            "no job `{}` in the applied revision ({} jobs{}{})",
-            args.job,
-            applied.snapshot.jobs.len(),
-            if known.is_empty() { "" } else { ": " },
-            known.join(", ")
-        );
-    };
     let run_id = new_run_id();
-    post_to_inbox(
-        &path,
-        &InboxCommand::Trigger {
-            run_id: run_id.clone(),
-            job_id: job.spec.id.clone(),
-            inputs,
-            count: args.count.max(1),
-        },
-    )?;
+    let command = |job: &Job| InboxCommand::Trigger {
+        run_id: run_id.clone(),
+        job_id: job.id.clone(),
+        inputs: inputs.clone(),
+        count: args.count.max(1),
+    };
+    let job = match &args.redis {
+        Some(url) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let store = RedisStore::open(url).await?;
+                let applied = store.applied().await?;
+                if applied.revision.is_none() {
+                    anyhow::bail!(
+                        "nothing is applied in Redis at {}: start `multijob run --redis {}` once",
+                        store.url(),
+                        store.url()
+                    );
+                }
+                let job = pick_job(&applied, &args.job)?;
+                store.post_to_inbox(&command(&job)).await?;
+                anyhow::Ok(job)
+            })?
+        }
+        None => {
+            let path = args
+                .state
+                .clone()
+                .unwrap_or_else(|| super::default_state(&args.dir.dir));
+            if !path.exists() {
+                anyhow::bail!(
+                    "no store at {}: start `multijob run --dir {}` once to apply the config",
+                    path.display(),
+                    args.dir.dir.display()
+                );
+            }
+            let conn = SqliteStore::open_read_only(&path)?;
+            let job = pick_job(&read_applied(&conn, &path)?, &args.job)?;
+            post_to_inbox(&path, &command(&job))?;
+            job
+        }
+    };
     if args.count > 1 {
         println!(
             "queued run {run_id} of job {} (and {} more: {run_id}-1 ...)",
-            job.spec.id,
+            job.id,
             args.count - 1
         );
     } else {
-        println!("queued run {run_id} of job {}", job.spec.id);
+        println!("queued run {run_id} of job {}", job.id);
     }
-    if job.spec.requires_approval {
+    if job.requires_approval {
         println!("the job requires approval: `multijob approvals list` shows the request");
     }
     Ok(Outcome::Success)
+}
+
+/// The job's applied spec, or an error listing some that exist.
+fn pick_job(applied: &Applied, id: &str) -> anyhow::Result<Job> {
+    if let Some(job) = applied.snapshot.jobs.get(id) {
+        return Ok(job.spec.clone());
+    }
+    let known: Vec<&str> = applied
+        .snapshot
+        .jobs
+        .keys()
+        .take(10)
+        .map(String::as_str)
+        .collect();
+    anyhow::bail!(
+        "no job `{id}` in the applied revision ({} jobs{}{})",
+        applied.snapshot.jobs.len(),
+        if known.is_empty() { "" } else { ": " },
+        known.join(", ")
+    )
 }

@@ -17,6 +17,7 @@
 //! Callers hold a [`Store`]; the backend is chosen at startup.
 
 pub mod feed;
+pub mod redis;
 pub mod runs;
 pub mod sqlite;
 
@@ -51,6 +52,13 @@ pub enum StoreError {
     Corrupt { what: String, message: String },
     #[error("the store is shut down")]
     Closed,
+    #[error("cannot reach Redis at {url}: {message}")]
+    Unreachable { url: String, message: String },
+    #[error("Redis at {url}: {message}")]
+    Redis { url: String, message: String },
+    /// Another process holds the leader epoch: this one must not write.
+    #[error("the store is fenced: another process leads (epoch key {key})")]
+    Fenced { key: String },
 }
 
 /// A revision as recorded: applied or rejected, with what it changed or why
@@ -198,6 +206,82 @@ pub enum Mutation {
         key: String,
         value: Value,
     },
+    /// Hand a run to the cluster's workers (Redis: the `ready` stream).
+    /// Applied after the batch's run records, so a worker never sees a
+    /// dispatch before its run. Single-process stores ignore it.
+    Dispatch {
+        run_id: String,
+        payload: String,
+    },
+    /// A worker's result was applied: acknowledge and drop it from the
+    /// `results` stream. Single-process stores ignore it.
+    AckResult {
+        entry_id: String,
+        run_id: String,
+    },
+}
+
+/// Fire-and-forget writes of one batch, coalesced: the latest record of
+/// each run, the latest state of each job. Shared by the backends' writers
+/// so both collapse a batch the same way.
+#[derive(Default)]
+pub(crate) struct Coalesced {
+    pub(crate) runs: Vec<Run>,
+    run_index: std::collections::HashMap<String, usize>,
+    pub(crate) events: Vec<NewEvent>,
+    pub(crate) failure: std::collections::HashMap<String, FailureState>,
+    pub(crate) slots: std::collections::HashMap<String, String>,
+    pub(crate) approvals: Vec<Approval>,
+    pub(crate) inbox_done: Vec<i64>,
+    pub(crate) prune_runs: Vec<(String, usize)>,
+    pub(crate) prune_events_before: Option<String>,
+    pub(crate) kv: Vec<(String, Value)>,
+    /// `(run id, payload)`, in submission order.
+    pub(crate) dispatch: Vec<(String, String)>,
+    /// `(results entry id, run id)`.
+    pub(crate) acks: Vec<(String, String)>,
+}
+
+impl Coalesced {
+    pub(crate) fn add(&mut self, m: Mutation) {
+        match m {
+            Mutation::PutRun(run) => match self.run_index.get(&run.id) {
+                Some(&i) => self.runs[i] = *run,
+                None => {
+                    self.run_index.insert(run.id.clone(), self.runs.len());
+                    self.runs.push(*run);
+                }
+            },
+            Mutation::Event(e) => self.events.push(e),
+            Mutation::Failure(job, state) => {
+                self.failure.insert(job, state);
+            }
+            Mutation::JobSlot(job, slot) => {
+                self.slots.insert(job, slot);
+            }
+            Mutation::PutApproval(a) => self.approvals.push(a),
+            Mutation::InboxDone(id) => self.inbox_done.push(id),
+            Mutation::PruneRuns { job_id, keep } => self.prune_runs.push((job_id, keep)),
+            Mutation::PruneEvents { before } => self.prune_events_before = Some(before),
+            Mutation::PutKv { key, value } => self.kv.push((key, value)),
+            Mutation::Dispatch { run_id, payload } => self.dispatch.push((run_id, payload)),
+            Mutation::AckResult { entry_id, run_id } => self.acks.push((entry_id, run_id)),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+            && self.events.is_empty()
+            && self.failure.is_empty()
+            && self.slots.is_empty()
+            && self.approvals.is_empty()
+            && self.inbox_done.is_empty()
+            && self.prune_runs.is_empty()
+            && self.prune_events_before.is_none()
+            && self.kv.is_empty()
+            && self.dispatch.is_empty()
+            && self.acks.is_empty()
+    }
 }
 
 /// One key-value operation (workflow `kv` steps, idempotency records).
@@ -303,6 +387,7 @@ pub fn format_ts(t: jiff::Timestamp) -> String {
 #[derive(Clone)]
 pub enum Store {
     Sqlite(sqlite::SqliteStore),
+    Redis(redis::RedisStore),
 }
 
 impl std::fmt::Debug for Store {
@@ -317,16 +402,23 @@ impl Store {
         Ok(Store::Sqlite(sqlite::SqliteStore::open(path)?))
     }
 
+    /// Connect to a Redis deployment (keys under `{mj}:`).
+    pub async fn open_redis(url: &str) -> Result<Store, StoreError> {
+        Ok(Store::Redis(redis::RedisStore::open(url).await?))
+    }
+
     /// A human name for logs and errors.
     pub fn describe(&self) -> String {
         match self {
             Store::Sqlite(s) => format!("sqlite:{}", s.path().display()),
+            Store::Redis(s) => s.url().to_string(),
         }
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.ping().await,
+            Store::Redis(s) => s.ping().await,
         }
     }
 
@@ -334,6 +426,7 @@ impl Store {
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
         match self {
             Store::Sqlite(s) => s.subscribe(),
+            Store::Redis(s) => s.subscribe(),
         }
     }
 
@@ -341,6 +434,7 @@ impl Store {
     pub fn submit(&self, mutations: Vec<Mutation>) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.submit(mutations),
+            Store::Redis(s) => s.submit(mutations),
         }
     }
 
@@ -349,6 +443,7 @@ impl Store {
     pub async fn wait_for_backlog(&self, limit: usize) {
         match self {
             Store::Sqlite(s) => s.wait_for_backlog(limit).await,
+            Store::Redis(s) => s.wait_for_backlog(limit).await,
         }
     }
 
@@ -356,6 +451,7 @@ impl Store {
     pub fn backlog(&self) -> usize {
         match self {
             Store::Sqlite(s) => s.backlog(),
+            Store::Redis(s) => s.backlog(),
         }
     }
 
@@ -364,6 +460,7 @@ impl Store {
     pub async fn kv(&self, key: &str, op: KvOp) -> Result<Option<Value>, StoreError> {
         match self {
             Store::Sqlite(s) => s.kv(key.to_string(), op).await,
+            Store::Redis(s) => s.kv(key.to_string(), op).await,
         }
     }
 
@@ -371,6 +468,7 @@ impl Store {
     pub async fn flush(&self) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.flush().await,
+            Store::Redis(s) => s.flush().await,
         }
     }
 
@@ -378,6 +476,7 @@ impl Store {
     pub async fn run(&self, id: &str) -> Result<Option<(i64, Run)>, StoreError> {
         match self {
             Store::Sqlite(s) => s.run(id.to_string()).await,
+            Store::Redis(s) => s.run(id.to_string()).await,
         }
     }
 
@@ -385,6 +484,7 @@ impl Store {
     pub async fn runs(&self, query: RunQuery) -> Result<Vec<(i64, Run)>, StoreError> {
         match self {
             Store::Sqlite(s) => s.runs(query).await,
+            Store::Redis(s) => s.runs(query).await,
         }
     }
 
@@ -392,6 +492,7 @@ impl Store {
     pub async fn event_counts_since(&self, since: &str) -> Result<Vec<(String, u64)>, StoreError> {
         match self {
             Store::Sqlite(s) => s.event_counts_since(since.to_string()).await,
+            Store::Redis(s) => s.event_counts_since(since.to_string()).await,
         }
     }
 
@@ -402,6 +503,7 @@ impl Store {
     ) -> Result<std::collections::HashMap<String, Run>, StoreError> {
         match self {
             Store::Sqlite(s) => s.last_runs(jobs).await,
+            Store::Redis(s) => s.last_runs(jobs).await,
         }
     }
 
@@ -409,6 +511,7 @@ impl Store {
     pub async fn active_runs(&self) -> Result<Vec<Run>, StoreError> {
         match self {
             Store::Sqlite(s) => s.active_runs().await,
+            Store::Redis(s) => s.active_runs().await,
         }
     }
 
@@ -416,12 +519,14 @@ impl Store {
     pub async fn run_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
         match self {
             Store::Sqlite(s) => s.run_counts().await,
+            Store::Redis(s) => s.run_counts().await,
         }
     }
 
     pub async fn failure_states(&self) -> Result<Vec<(String, FailureState)>, StoreError> {
         match self {
             Store::Sqlite(s) => s.failure_states().await,
+            Store::Redis(s) => s.failure_states().await,
         }
     }
 
@@ -429,12 +534,14 @@ impl Store {
     pub async fn job_slots(&self) -> Result<Vec<(String, String)>, StoreError> {
         match self {
             Store::Sqlite(s) => s.job_slots().await,
+            Store::Redis(s) => s.job_slots().await,
         }
     }
 
     pub async fn approvals(&self, pending_only: bool) -> Result<Vec<Approval>, StoreError> {
         match self {
             Store::Sqlite(s) => s.approvals(pending_only).await,
+            Store::Redis(s) => s.approvals(pending_only).await,
         }
     }
 
@@ -442,6 +549,21 @@ impl Store {
     pub async fn inbox(&self, after: i64) -> Result<Vec<(i64, InboxCommand)>, StoreError> {
         match self {
             Store::Sqlite(s) => s.inbox(after).await,
+            Store::Redis(s) => s.inbox(after).await,
+        }
+    }
+
+    /// Leave a command for the daemon (the CLI's `trigger` and
+    /// `approvals`); returns its inbox id.
+    pub async fn post_to_inbox(&self, command: &InboxCommand) -> Result<i64, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let (path, command) = (s.path().to_path_buf(), command.clone());
+                tokio::task::spawn_blocking(move || sqlite::post_to_inbox(&path, &command))
+                    .await
+                    .map_err(|_| StoreError::Closed)?
+            }
+            Store::Redis(s) => s.post_to_inbox(command).await,
         }
     }
 
@@ -449,6 +571,7 @@ impl Store {
     pub async fn applied(&self) -> Result<Applied, StoreError> {
         match self {
             Store::Sqlite(s) => s.applied().await,
+            Store::Redis(s) => s.applied().await,
         }
     }
 
@@ -462,6 +585,7 @@ impl Store {
     ) -> Result<(i64, Vec<Event>), StoreError> {
         match self {
             Store::Sqlite(s) => s.apply_revision(revision, writes, events).await,
+            Store::Redis(s) => s.apply_revision(revision, writes, events).await,
         }
     }
 
@@ -473,6 +597,7 @@ impl Store {
     ) -> Result<(i64, Vec<Event>), StoreError> {
         match self {
             Store::Sqlite(s) => s.reject_revision(revision, events).await,
+            Store::Redis(s) => s.reject_revision(revision, events).await,
         }
     }
 
@@ -485,12 +610,14 @@ impl Store {
     ) -> Result<Vec<RevisionRecord>, StoreError> {
         match self {
             Store::Sqlite(s) => s.revisions(before, limit).await,
+            Store::Redis(s) => s.revisions(before, limit).await,
         }
     }
 
     pub async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
         match self {
             Store::Sqlite(s) => s.append_events(events).await,
+            Store::Redis(s) => s.append_events(events).await,
         }
     }
 
@@ -498,6 +625,7 @@ impl Store {
     pub async fn events(&self, query: EventQuery) -> Result<Vec<Event>, StoreError> {
         match self {
             Store::Sqlite(s) => s.events(query).await,
+            Store::Redis(s) => s.events(query).await,
         }
     }
 
@@ -505,6 +633,7 @@ impl Store {
     pub async fn last_event_id(&self) -> Result<i64, StoreError> {
         match self {
             Store::Sqlite(s) => s.last_event_id().await,
+            Store::Redis(s) => s.last_event_id().await,
         }
     }
 }

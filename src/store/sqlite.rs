@@ -15,8 +15,8 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::runs::{Approval, FailureState, InboxCommand, Run, RunQuery};
 use super::{
-    Applied, Event, EventQuery, Mutation, NewEvent, ResourceWrites, RevisionRecord, RevisionStatus,
-    StoreError,
+    Applied, Coalesced, Event, EventQuery, Mutation, NewEvent, ResourceWrites, RevisionRecord,
+    RevisionStatus, StoreError,
 };
 use crate::spec::model::{Connector, Flow, Job, Kind, Skill};
 use crate::spec::snapshot::{Resource, Snapshot};
@@ -567,60 +567,6 @@ impl SqliteStore {
                 .map_err(sql_err(p))
         })
         .await
-    }
-}
-
-/// Fire-and-forget writes of one batch, coalesced: the latest record of
-/// each run, the latest state of each job.
-#[derive(Default)]
-struct Coalesced {
-    runs: Vec<Run>,
-    run_index: std::collections::HashMap<String, usize>,
-    events: Vec<NewEvent>,
-    failure: std::collections::HashMap<String, FailureState>,
-    slots: std::collections::HashMap<String, String>,
-    approvals: Vec<Approval>,
-    inbox_done: Vec<i64>,
-    prune_runs: Vec<(String, usize)>,
-    prune_events_before: Option<String>,
-    kv: Vec<(String, Value)>,
-}
-
-impl Coalesced {
-    fn add(&mut self, m: Mutation) {
-        match m {
-            Mutation::PutRun(run) => match self.run_index.get(&run.id) {
-                Some(&i) => self.runs[i] = *run,
-                None => {
-                    self.run_index.insert(run.id.clone(), self.runs.len());
-                    self.runs.push(*run);
-                }
-            },
-            Mutation::Event(e) => self.events.push(e),
-            Mutation::Failure(job, state) => {
-                self.failure.insert(job, state);
-            }
-            Mutation::JobSlot(job, slot) => {
-                self.slots.insert(job, slot);
-            }
-            Mutation::PutApproval(a) => self.approvals.push(a),
-            Mutation::InboxDone(id) => self.inbox_done.push(id),
-            Mutation::PruneRuns { job_id, keep } => self.prune_runs.push((job_id, keep)),
-            Mutation::PruneEvents { before } => self.prune_events_before = Some(before),
-            Mutation::PutKv { key, value } => self.kv.push((key, value)),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.runs.is_empty()
-            && self.events.is_empty()
-            && self.failure.is_empty()
-            && self.slots.is_empty()
-            && self.approvals.is_empty()
-            && self.inbox_done.is_empty()
-            && self.prune_runs.is_empty()
-            && self.prune_events_before.is_none()
-            && self.kv.is_empty()
     }
 }
 

@@ -1,0 +1,474 @@
+//! The Redis store: the same [`Store`](super::Store) semantics for a
+//! deployment of several processes sharing one Redis.
+//!
+//! Every key starts with one hash-tagged prefix (`{mj}:` by default), so a
+//! Redis Cluster keeps them in one slot and one Lua script may touch them
+//! all. Under the prefix:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `resources` | hash | `kind/id` → `{spec, hash, file, line, column}` |
+//! | `applied_revision` | hash | `seq`, `rec` (the applied revision, never trimmed) |
+//! | `revisions`, `revision_seq` | hash, counter | seq → revision record (last 1000) |
+//! | `events`, `event_seq` | stream, counter | entry `<seq>-1`: `type at data [job] [run]` |
+//! | `run:<id>` | hash | `seq job status key rec` (the run as JSON) |
+//! | `runs`, `runs:job:<job>`, `runs:status:<s>`, `runs:active` | zsets | run ids by seq |
+//! | `run_seq`, `run_counts` | counter, hash | `job\nstatus` → count |
+//! | `runkey:<key>` | string | the run that owns a run key |
+//! | `failure`, `job_slots`, `approvals` | hashes | job or approval id → JSON / slot |
+//! | `kv:<key>` | string | JSON value, with PX for a ttl |
+//! | `inbox`, `inbox_seq` | stream, counter | entry `<id>-1`: `cmd` |
+//! | `ready`, `dispatched`, `results` | stream, set, stream | the cluster's dispatch (see `Mutation::Dispatch`) |
+//! | `batch:<uuid>` | string | a applied batch's result for an hour (retries are no-ops) |
+//!
+//! Writes go through one Lua script per batch (see `batch.lua`): atomic,
+//! fenced, idempotent under retry. Counters incremented inside the script
+//! give events and inbox commands integer ids that increase in commit
+//! order across processes. A background task per store tails the events
+//! stream on its own connection and broadcasts what it reads, so every
+//! process sees every process's events, in id order.
+
+mod batch;
+mod reads;
+mod tail;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::runs::InboxCommand;
+use super::{
+    Coalesced, Event, KvOp, Mutation, NewEvent, ResourceWrites, RevisionRecord, StoreError,
+};
+use batch::{Ops, Outcome, Target};
+
+/// The key prefix of a deployment.
+pub const DEFAULT_PREFIX: &str = "{mj}:";
+
+/// Most submitted writes one script call takes.
+const MAX_BATCH: usize = 4096;
+
+/// Writes to the shared connection; none blocks, a big batch may take a while.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+enum WriteOp {
+    Mutations(Vec<Mutation>),
+    /// Replies once everything sent before it is applied.
+    Barrier(oneshot::Sender<Result<(), StoreError>>),
+    /// On the writer, so it sees every write submitted before it.
+    Kv {
+        key: String,
+        op: KvOp,
+        reply: oneshot::Sender<Result<Option<Value>, StoreError>>,
+    },
+}
+
+/// Submitted writes not yet applied (backpressure, as in SQLite).
+#[derive(Default)]
+struct Backlog {
+    pending: AtomicUsize,
+    drained: tokio::sync::Notify,
+}
+
+type Fence = Arc<Mutex<Option<(String, String)>>>;
+
+struct Inner {
+    target: Target,
+    writer: mpsc::UnboundedSender<WriteOp>,
+    events: broadcast::Sender<Event>,
+    backlog: Arc<Backlog>,
+    fence: Fence,
+    fenced: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Stops the event tail; the writer ends when its channel closes.
+        self.shutdown.cancel();
+    }
+}
+
+/// A Redis-backed store. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+/// The URL without its password, for logs and errors.
+pub fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl RedisStore {
+    /// Connect to the deployment at `url` (keys under [`DEFAULT_PREFIX`]).
+    pub async fn open(url: &str) -> Result<RedisStore, StoreError> {
+        Self::open_with_prefix(url, DEFAULT_PREFIX).await
+    }
+
+    /// Connect with keys under `prefix` (tests give each store its own,
+    /// like `{mj-<uuid>}:`; keep the braces so keys share a cluster slot).
+    pub async fn open_with_prefix(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
+        let shown = redact(url);
+        let client = redis::Client::open(url).map_err(|e| StoreError::Redis {
+            url: shown.clone(),
+            message: format!("not a Redis URL: {e}"),
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(|e| StoreError::Unreachable {
+                url: shown.clone(),
+                message: e.to_string(),
+            })?;
+        let target = Target {
+            conn,
+            prefix: prefix.to_string(),
+            url: shown,
+        };
+        let last = reads::last_event_id(&target).await?;
+        let (events, _) = broadcast::channel(super::EVENT_BUFFER);
+        let shutdown = CancellationToken::new();
+        tokio::spawn(tail::tail(
+            client,
+            target.clone(),
+            last,
+            events.clone(),
+            shutdown.clone(),
+        ));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let backlog = Arc::new(Backlog::default());
+        let fence: Fence = Arc::default();
+        let (fenced_tx, fenced) = watch::channel(false);
+        tokio::spawn(
+            Writer {
+                target: target.clone(),
+                backlog: backlog.clone(),
+                fence: fence.clone(),
+                fenced: fenced_tx,
+                shutdown: shutdown.clone(),
+            }
+            .run(rx),
+        );
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                target,
+                writer: tx,
+                events,
+                backlog,
+                fence,
+                fenced,
+                shutdown,
+            }),
+        })
+    }
+
+    /// The URL (password redacted).
+    pub fn url(&self) -> &str {
+        &self.inner.target.url
+    }
+
+    /// `prefix + name`: the cluster runtime's keys live beside the store's.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.inner.target.prefix)
+    }
+
+    /// The shared, self-reconnecting connection (10 s response timeout:
+    /// blocking reads need a connection of their own).
+    pub fn connection(&self) -> ConnectionManager {
+        self.inner.target.conn.clone()
+    }
+
+    /// Refuse every later write unless `GET <prefix><epoch key>` equals
+    /// `token`, checked atomically with the write (a deposed leader must
+    /// not write). `None` lifts the fence.
+    pub fn set_fence(&self, fence: Option<(String, u64)>) {
+        let full = fence.map(|(name, token)| (self.key(&name), token.to_string()));
+        if let Ok(mut f) = self.inner.fence.lock() {
+            *f = full;
+        }
+    }
+
+    /// Becomes true when a write was refused by the fence.
+    pub fn fenced(&self) -> watch::Receiver<bool> {
+        self.inner.fenced.clone()
+    }
+
+    fn current_fence(&self) -> Option<(String, String)> {
+        self.inner.fence.lock().ok().and_then(|f| f.clone())
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    pub fn submit(&self, mutations: Vec<Mutation>) -> Result<(), StoreError> {
+        if mutations.is_empty() {
+            return Ok(());
+        }
+        let n = mutations.len();
+        self.inner.backlog.pending.fetch_add(n, Ordering::Relaxed);
+        self.inner
+            .writer
+            .send(WriteOp::Mutations(mutations))
+            .map_err(|_| {
+                self.inner.backlog.pending.fetch_sub(n, Ordering::Relaxed);
+                StoreError::Closed
+            })
+    }
+
+    pub async fn wait_for_backlog(&self, limit: usize) {
+        let b = &self.inner.backlog;
+        loop {
+            let drained = b.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if b.pending.load(Ordering::Relaxed) <= limit {
+                return;
+            }
+            drained.await;
+        }
+    }
+
+    pub fn backlog(&self) -> usize {
+        self.inner.backlog.pending.load(Ordering::Relaxed)
+    }
+
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .writer
+            .send(WriteOp::Barrier(reply))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub async fn kv(&self, key: String, op: KvOp) -> Result<Option<Value>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .writer
+            .send(WriteOp::Kv { key, op, reply })
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut c = self.connection();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut c)
+            .await
+            .map_err(reads::err(&self.inner.target, "PING"))?;
+        Ok(())
+    }
+
+    /// Apply ops now (not through the writer), fenced; the caller waits.
+    async fn write_now(&self, ops: Ops) -> Result<batch::Applied, StoreError> {
+        let fence = self.current_fence();
+        // Give up after a few tries: the caller gets the error and decides.
+        match batch::apply(&self.inner.target, fence.as_ref(), &ops, |n| n >= 5).await? {
+            Outcome::Applied(a) => Ok(a),
+            Outcome::Fenced => Err(StoreError::Fenced {
+                key: fence.map(|f| f.0).unwrap_or_default(),
+            }),
+        }
+    }
+
+    pub async fn apply_revision(
+        &self,
+        revision: RevisionRecord,
+        writes: ResourceWrites,
+        events: Vec<NewEvent>,
+    ) -> Result<(i64, Vec<Event>), StoreError> {
+        let mut ops = Ops::default();
+        ops.resources(&writes);
+        ops.revision(&revision)?;
+        ops.events(events.clone());
+        let applied = self.write_now(ops).await?;
+        Ok((applied.revision_seq, numbered(events, applied.first_event)))
+    }
+
+    pub async fn reject_revision(
+        &self,
+        revision: RevisionRecord,
+        events: Vec<NewEvent>,
+    ) -> Result<(i64, Vec<Event>), StoreError> {
+        let mut ops = Ops::default();
+        ops.revision(&revision)?;
+        ops.events(events.clone());
+        let applied = self.write_now(ops).await?;
+        Ok((applied.revision_seq, numbered(events, applied.first_event)))
+    }
+
+    pub async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut ops = Ops::default();
+        ops.events(events.clone());
+        let applied = self.write_now(ops).await?;
+        Ok(numbered(events, applied.first_event))
+    }
+
+    /// Leave a command for the leader (the CLI's `trigger`, `approvals`).
+    pub async fn post_to_inbox(&self, command: &InboxCommand) -> Result<i64, StoreError> {
+        let text = serde_json::to_string(command).map_err(|e| StoreError::Corrupt {
+            what: "inbox command".into(),
+            message: e.to_string(),
+        })?;
+        let script = redis::Script::new(
+            "local id = redis.call('INCR', KEYS[1])
+             redis.call('XADD', KEYS[2], string.format('%d-1', id), 'at', ARGV[1], 'cmd', ARGV[2])
+             return id",
+        );
+        let mut c = self.connection();
+        script
+            .key(self.key("inbox_seq"))
+            .key(self.key("inbox"))
+            .arg(super::now_rfc3339())
+            .arg(text)
+            .invoke_async(&mut c)
+            .await
+            .map_err(reads::err(&self.inner.target, "posting to the inbox"))
+    }
+}
+
+/// Events as stored, given the first id the script assigned (a batch's
+/// ids are contiguous: the script runs alone).
+fn numbered(events: Vec<NewEvent>, first: i64) -> Vec<Event> {
+    events
+        .into_iter()
+        .zip(first..)
+        .map(|(e, id)| Event {
+            id,
+            event_type: e.event_type,
+            at: e.at,
+            job_id: e.job_id,
+            run_id: e.run_id,
+            data: e.data,
+        })
+        .collect()
+}
+
+/// The background writer: takes what queued up, coalesces it, applies it
+/// in one script call, in submission order.
+struct Writer {
+    target: Target,
+    backlog: Arc<Backlog>,
+    fence: Fence,
+    fenced: watch::Sender<bool>,
+    shutdown: CancellationToken,
+}
+
+impl Writer {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            let mut pending = Coalesced::default();
+            let mut count = 0;
+            let mut barriers = Vec::new();
+            let mut failure: Option<StoreError> = None;
+            for op in batch {
+                match op {
+                    WriteOp::Mutations(ms) => {
+                        count += ms.len();
+                        ms.into_iter().for_each(|m| pending.add(m));
+                    }
+                    WriteOp::Barrier(reply) => barriers.push(reply),
+                    WriteOp::Kv { key, op, reply } => {
+                        let before = std::mem::take(&mut pending);
+                        self.commit(before, std::mem::take(&mut count), &mut failure)
+                            .await;
+                        let _ = reply.send(reads::kv_op(&self.target, &key, op).await);
+                    }
+                }
+            }
+            self.commit(pending, count, &mut failure).await;
+            for b in barriers {
+                let _ = b.send(match &failure {
+                    None => Ok(()),
+                    Some(e) => Err(copy_err(e, &self.target.url)),
+                });
+            }
+        }
+    }
+
+    async fn commit(&self, pending: Coalesced, count: usize, failure: &mut Option<StoreError>) {
+        if !pending.is_empty()
+            && let Err(e) = self.apply(pending, count).await
+        {
+            *failure = Some(e);
+        }
+        self.backlog.pending.fetch_sub(count, Ordering::Relaxed);
+        self.backlog.drained.notify_waiters();
+    }
+
+    async fn apply(&self, pending: Coalesced, count: usize) -> Result<(), StoreError> {
+        let mut ops = Ops::default();
+        ops.mutations = count;
+        if let Err(e) = ops.coalesced(pending) {
+            tracing::error!(count, error = %e, "store: writes lost (cannot encode them)");
+            return Err(e);
+        }
+        let fence = self.fence.lock().ok().and_then(|f| f.clone());
+        // Retry a lost connection for as long as the store lives; the
+        // batch id makes a retry of an applied batch a no-op.
+        let shutdown = self.shutdown.clone();
+        let outcome = batch::apply(&self.target, fence.as_ref(), &ops, move |attempt| {
+            shutdown.is_cancelled() && attempt >= 5
+        })
+        .await;
+        match outcome {
+            Ok(Outcome::Applied(a)) => {
+                for run in a.refused {
+                    // A second run for the same slot: the first one stands.
+                    tracing::warn!(run = %run, "store: run not written: its run key is taken");
+                }
+                Ok(())
+            }
+            Ok(Outcome::Fenced) => {
+                let key = fence.map(|f| f.0).unwrap_or_default();
+                tracing::error!(
+                    count, key = %key,
+                    "store: fenced: another process leads; writes not applied"
+                );
+                self.fenced.send_replace(true);
+                Err(StoreError::Fenced { key })
+            }
+            Err(e) => {
+                tracing::error!(count, error = %e, "store: writes lost");
+                Err(e)
+            }
+        }
+    }
+}
+
+fn copy_err(e: &StoreError, url: &str) -> StoreError {
+    match e {
+        StoreError::Fenced { key } => StoreError::Fenced { key: key.clone() },
+        other => StoreError::Redis {
+            url: url.to_string(),
+            message: other.to_string(),
+        },
+    }
+}

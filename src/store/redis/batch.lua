@@ -1,0 +1,183 @@
+-- One batch of store writes, applied atomically (see batch.rs).
+-- KEYS[1]: any key of the prefix (routes the call to the prefix's slot).
+-- ARGV: prefix, fence key ('' = none), fence token, batch id ('' = not
+-- deduplicated), events MAXLEN, revision history cap, then the ops, each
+-- as name, argument count, arguments. Returns {'OK', 'revseq,first,n',
+-- refused run ids...}, {'DUP', same summary} for a batch already applied
+-- (a retry after a lost reply), or {'FENCED'}.
+local P = ARGV[1]
+if ARGV[2] ~= '' and redis.call('GET', ARGV[2]) ~= ARGV[3] then
+  return {'FENCED'}
+end
+local marker = nil
+if ARGV[4] ~= '' then
+  marker = P .. 'batch:' .. ARGV[4]
+  local prev = redis.call('GET', marker)
+  if prev then return {'DUP', prev} end
+end
+local maxlen, revcap = ARGV[5], tonumber(ARGV[6])
+local ACTIVE = {__ACTIVE__}
+local rev_seq, first_event, n_events = 0, 0, 0
+local refused = {}
+
+local function count(job, status, by)
+  local f = job .. '\n' .. status
+  if redis.call('HINCRBY', P .. 'run_counts', f, by) <= 0 then
+    redis.call('HDEL', P .. 'run_counts', f)
+  end
+end
+
+local function put_run(id, job, status, key, rec)
+  local rk = P .. 'run:' .. id
+  local old = redis.call('HMGET', rk, 'seq', 'status', 'job')
+  if not old[1] then
+    -- A second run for the same slot: the first one stands.
+    local kk = P .. 'runkey:' .. key
+    if not redis.call('SET', kk, id, 'NX') and redis.call('GET', kk) ~= id then
+      refused[#refused + 1] = id
+      return
+    end
+    local seq = redis.call('INCR', P .. 'run_seq')
+    redis.call('HSET', rk, 'seq', seq, 'job', job, 'status', status, 'key', key, 'rec', rec)
+    redis.call('ZADD', P .. 'runs', seq, id)
+    redis.call('ZADD', P .. 'runs:job:' .. job, seq, id)
+    redis.call('ZADD', P .. 'runs:status:' .. status, seq, id)
+    if ACTIVE[status] then redis.call('ZADD', P .. 'runs:active', seq, id) end
+    count(job, status, 1)
+    return
+  end
+  local seq, was, ojob = old[1], old[2], old[3]
+  redis.call('HSET', rk, 'status', status, 'rec', rec)
+  if was ~= status then
+    redis.call('ZREM', P .. 'runs:status:' .. was, id)
+    redis.call('ZADD', P .. 'runs:status:' .. status, seq, id)
+    if ACTIVE[status] then
+      redis.call('ZADD', P .. 'runs:active', seq, id)
+    else
+      redis.call('ZREM', P .. 'runs:active', id)
+    end
+    count(ojob, was, -1)
+    count(ojob, status, 1)
+  end
+end
+
+local function delete_run(id)
+  local rk = P .. 'run:' .. id
+  local h = redis.call('HMGET', rk, 'job', 'status', 'key')
+  if not h[1] then return end
+  redis.call('DEL', rk)
+  redis.call('ZREM', P .. 'runs', id)
+  redis.call('ZREM', P .. 'runs:job:' .. h[1], id)
+  redis.call('ZREM', P .. 'runs:status:' .. h[2], id)
+  redis.call('ZREM', P .. 'runs:active', id)
+  count(h[1], h[2], -1)
+  local kk = P .. 'runkey:' .. h[3]
+  if redis.call('GET', kk) == id then redis.call('DEL', kk) end
+end
+
+-- Keep the newest `keep` runs of a job; older finished ones go.
+local function prune_runs(job, keep)
+  local ids = redis.call('ZREVRANGE', P .. 'runs:job:' .. job, keep, -1)
+  for _, id in ipairs(ids) do
+    local st = redis.call('HGET', P .. 'run:' .. id, 'status')
+    if st and not ACTIVE[st] then delete_run(id) end
+  end
+end
+
+-- Events are appended in time order: drop everything before the first
+-- one at or after `before` (nothing when there is none, as in SQLite).
+local function prune_events(before)
+  local key, start = P .. 'events', '-'
+  while true do
+    local page = redis.call('XRANGE', key, start, '+', 'COUNT', 256)
+    if #page == 0 then return end
+    for _, e in ipairs(page) do
+      local f = e[2]
+      for j = 1, #f, 2 do
+        if f[j] == 'at' then
+          if f[j + 1] >= before then
+            redis.call('XTRIM', key, 'MINID', e[1])
+            return
+          end
+          break
+        end
+      end
+    end
+    start = '(' .. page[#page][1]
+  end
+end
+
+-- Optional text arrives as '-' (none) or '+value'.
+local function opt(v)
+  if v == '-' then return nil end
+  return string.sub(v, 2)
+end
+
+local function event(etype, at, job, run, data)
+  local seq = redis.call('INCR', P .. 'event_seq')
+  local cmd = {'XADD', P .. 'events', 'MAXLEN', '~', maxlen, string.format('%d-1', seq),
+    'type', etype, 'at', at, 'data', data}
+  job, run = opt(job), opt(run)
+  if job then cmd[#cmd + 1] = 'job'; cmd[#cmd + 1] = job end
+  if run then cmd[#cmd + 1] = 'run'; cmd[#cmd + 1] = run end
+  redis.call(unpack(cmd))
+  if first_event == 0 then first_event = seq end
+  n_events = n_events + 1
+end
+
+local i = 7
+while i <= #ARGV do
+  local op, a = ARGV[i], i + 2
+  local n = tonumber(ARGV[i + 1])
+  if op == 'run' then
+    put_run(ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
+  elseif op == 'event' then
+    event(ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
+  elseif op == 'failure' then
+    redis.call('HSET', P .. 'failure', ARGV[a], ARGV[a + 1])
+  elseif op == 'slot' then
+    local old = redis.call('HGET', P .. 'job_slots', ARGV[a])
+    if not old or ARGV[a + 1] > old then
+      redis.call('HSET', P .. 'job_slots', ARGV[a], ARGV[a + 1])
+    end
+  elseif op == 'approval' then
+    redis.call('HSET', P .. 'approvals', ARGV[a], ARGV[a + 1])
+  elseif op == 'inbox_done' then
+    redis.call('XDEL', P .. 'inbox', ARGV[a] .. '-1')
+  elseif op == 'prune_runs' then
+    prune_runs(ARGV[a], tonumber(ARGV[a + 1]))
+  elseif op == 'prune_events' then
+    prune_events(ARGV[a])
+  elseif op == 'kv' then
+    redis.call('SET', P .. 'kv:' .. ARGV[a], ARGV[a + 1])
+  elseif op == 'dispatch' then
+    redis.call('XADD', P .. 'ready', '*', 'run', ARGV[a], 'p', ARGV[a + 1])
+    redis.call('SADD', P .. 'dispatched', ARGV[a])
+  elseif op == 'ack' then
+    -- No group yet (a fresh or restarted server) is not a reason to fail
+    -- the rest of the batch.
+    redis.pcall('XACK', P .. 'results', 'leader', ARGV[a])
+    redis.call('XDEL', P .. 'results', ARGV[a])
+    redis.call('SREM', P .. 'dispatched', ARGV[a + 1])
+  elseif op == 'res_put' then
+    redis.call('HSET', P .. 'resources', ARGV[a], ARGV[a + 1])
+  elseif op == 'res_del' then
+    redis.call('HDEL', P .. 'resources', ARGV[a])
+  elseif op == 'revision' then
+    rev_seq = redis.call('INCR', P .. 'revision_seq')
+    redis.call('HSET', P .. 'revisions', rev_seq, ARGV[a + 1])
+    redis.call('HDEL', P .. 'revisions', rev_seq - revcap)
+    if ARGV[a] == 'applied' then
+      redis.call('HSET', P .. 'applied_revision', 'seq', rev_seq, 'rec', ARGV[a + 1])
+    end
+  else
+    return redis.error_reply('multijob batch: unknown op ' .. op)
+  end
+  i = a + n
+end
+
+local summary = string.format('%d,%d,%d', rev_seq, first_event, n_events)
+if marker then redis.call('SET', marker, summary, 'EX', 3600) end
+local out = {'OK', summary}
+for _, id in ipairs(refused) do out[#out + 1] = id end
+return out

@@ -1,0 +1,271 @@
+//! Writes to Redis as one Lua script call per batch: the ops travel as
+//! arguments, the script applies them atomically (no other client sees
+//! half a batch), checks the leader fence first and deduplicates retries.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+
+use super::super::runs::RunStatus;
+use super::super::{Coalesced, NewEvent, ResourceWrites, RevisionRecord, StoreError};
+
+/// Newest events the stream keeps (approximately: `MAXLEN ~`).
+pub const EVENTS_MAXLEN: usize = 100_000;
+/// Revision history records kept (the applied one is kept apart).
+pub const REVISION_CAP: i64 = 1000;
+
+static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
+    // The script's notion of "active" comes from the one in Rust.
+    let active: Vec<String> = [
+        RunStatus::Queued,
+        RunStatus::AwaitingApproval,
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::TimedOut,
+        RunStatus::Cancelled,
+        RunStatus::Retrying,
+    ]
+    .into_iter()
+    .filter(|s| s.is_active())
+    .map(|s| format!("['{}'] = true", s.as_str()))
+    .collect();
+    redis::Script::new(&include_str!("batch.lua").replace("__ACTIVE__", &active.join(", ")))
+});
+
+/// The ops of one script call, encoded as arguments.
+#[derive(Default)]
+pub struct Ops {
+    args: Vec<String>,
+    pub mutations: usize,
+}
+
+fn opt(v: &Option<String>) -> String {
+    match v {
+        None => "-".into(),
+        Some(s) => format!("+{s}"),
+    }
+}
+
+impl Ops {
+    fn push(&mut self, op: &str, fields: Vec<String>) {
+        self.args.push(op.to_string());
+        self.args.push(fields.len().to_string());
+        self.args.extend(fields);
+    }
+
+    pub fn events(&mut self, events: Vec<NewEvent>) {
+        for e in events {
+            self.push(
+                "event",
+                vec![
+                    e.event_type,
+                    e.at,
+                    opt(&e.job_id),
+                    opt(&e.run_id),
+                    e.data.to_string(),
+                ],
+            );
+        }
+    }
+
+    pub fn resources(&mut self, w: &ResourceWrites) {
+        for row in &w.upserts {
+            let record = serde_json::json!({
+                "spec": row.spec, "hash": row.hash, "file": row.file,
+                "line": row.line, "column": row.column,
+            });
+            self.push(
+                "res_put",
+                vec![
+                    resource_field(row.kind.as_str(), &row.id),
+                    record.to_string(),
+                ],
+            );
+        }
+        for (kind, id) in &w.deletes {
+            self.push("res_del", vec![resource_field(kind.as_str(), id)]);
+        }
+    }
+
+    pub fn revision(&mut self, r: &RevisionRecord) -> Result<(), StoreError> {
+        let text = serde_json::to_string(r).map_err(|e| corrupt("revision", e))?;
+        self.push("revision", vec![r.status.as_str().to_string(), text]);
+        Ok(())
+    }
+
+    /// A coalesced batch in the order the SQLite writer applies it, with
+    /// dispatches after the run records they hand out.
+    pub fn coalesced(&mut self, c: Coalesced) -> Result<(), StoreError> {
+        for run in c.runs {
+            let record = serde_json::to_string(&run).map_err(|e| corrupt(&run.id, e))?;
+            self.push(
+                "run",
+                vec![
+                    run.id,
+                    run.job_id,
+                    run.status.as_str().to_string(),
+                    run.run_key,
+                    record,
+                ],
+            );
+        }
+        for (job, state) in c.failure {
+            let text = serde_json::to_string(&state).map_err(|e| corrupt(&job, e))?;
+            self.push("failure", vec![job, text]);
+        }
+        for (job, slot) in c.slots {
+            self.push("slot", vec![job, slot]);
+        }
+        for a in c.approvals {
+            let text = serde_json::to_string(&a).map_err(|e| corrupt(&a.id, e))?;
+            self.push("approval", vec![a.id, text]);
+        }
+        for id in c.inbox_done {
+            self.push("inbox_done", vec![id.to_string()]);
+        }
+        for (job, keep) in c.prune_runs {
+            // SQLite keeps at least the newest run too.
+            self.push("prune_runs", vec![job, keep.max(1).to_string()]);
+        }
+        if let Some(before) = c.prune_events_before {
+            self.push("prune_events", vec![before]);
+        }
+        for (key, value) in c.kv {
+            self.push("kv", vec![key, value.to_string()]);
+        }
+        for (run_id, payload) in c.dispatch {
+            self.push("dispatch", vec![run_id, payload]);
+        }
+        for (entry_id, run_id) in c.acks {
+            self.push("ack", vec![entry_id, run_id]);
+        }
+        self.events(c.events);
+        Ok(())
+    }
+}
+
+/// The `resources` hash field of one resource.
+pub fn resource_field(kind: &str, id: &str) -> String {
+    format!("{kind}/{id}")
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        what: what.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// What one applied batch produced.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Applied {
+    pub revision_seq: i64,
+    /// Ids of the batch's events, contiguous from `first_event`.
+    pub first_event: i64,
+    pub events: usize,
+    /// Runs not written: their run key belongs to another run.
+    pub refused: Vec<String>,
+}
+
+/// What a script call says.
+pub enum Outcome {
+    Applied(Applied),
+    Fenced,
+}
+
+/// Everything a script call needs besides the ops.
+#[derive(Clone)]
+pub struct Target {
+    pub conn: ConnectionManager,
+    pub prefix: String,
+    pub url: String,
+}
+
+/// Apply `ops` once; `batch_id` makes a retry of a call whose reply was
+/// lost a no-op that returns the first call's result.
+pub async fn apply_once(
+    target: &Target,
+    fence: Option<&(String, String)>,
+    batch_id: &str,
+    ops: &Ops,
+) -> Result<Outcome, redis::RedisError> {
+    let mut inv = SCRIPT.prepare_invoke();
+    inv.key(format!("{}event_seq", target.prefix))
+        .arg(&target.prefix)
+        .arg(fence.map(|f| f.0.as_str()).unwrap_or(""))
+        .arg(fence.map(|f| f.1.as_str()).unwrap_or(""))
+        .arg(batch_id)
+        .arg(EVENTS_MAXLEN)
+        .arg(REVISION_CAP);
+    for a in &ops.args {
+        inv.arg(a);
+    }
+    let mut conn = target.conn.clone();
+    let reply: Vec<String> = inv.invoke_async(&mut conn).await?;
+    let mut parts = reply.into_iter();
+    match parts.next().as_deref() {
+        Some("FENCED") => Ok(Outcome::Fenced),
+        Some("OK") | Some("DUP") => {
+            let summary = parts.next().unwrap_or_default();
+            let mut nums = summary.split(',').map(|n| n.parse::<i64>().unwrap_or(0));
+            Ok(Outcome::Applied(Applied {
+                revision_seq: nums.next().unwrap_or(0),
+                first_event: nums.next().unwrap_or(0),
+                events: nums.next().unwrap_or(0).max(0) as usize,
+                refused: parts.collect(),
+            }))
+        }
+        other => Err(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "multijob batch script",
+            format!("unexpected reply {other:?}"),
+        ))),
+    }
+}
+
+/// Whether retrying the same call may succeed (the connection, not the
+/// request, was the problem).
+pub fn retryable(e: &redis::RedisError) -> bool {
+    !matches!(e.retry_method(), redis::RetryMethod::NoRetry)
+}
+
+/// Apply `ops`, retrying connection failures with backoff until `give_up`
+/// says stop. Never returns a connection error silently: every failed
+/// attempt is logged.
+pub async fn apply(
+    target: &Target,
+    fence: Option<&(String, String)>,
+    ops: &Ops,
+    give_up: impl Fn(u32) -> bool,
+) -> Result<Outcome, StoreError> {
+    let batch_id = uuid::Uuid::now_v7().simple().to_string();
+    let mut delay = Duration::from_millis(50);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match apply_once(target, fence, &batch_id, ops).await {
+            Ok(outcome) => {
+                if attempt > 1 {
+                    tracing::warn!(attempt, "store: Redis write succeeded after retries");
+                }
+                return Ok(outcome);
+            }
+            Err(e) if retryable(&e) && !give_up(attempt) => {
+                tracing::error!(
+                    url = %target.url, attempt, error = %e, writes = ops.mutations,
+                    "store: Redis write failed; retrying"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                return Err(StoreError::Redis {
+                    url: target.url.clone(),
+                    message: format!("writing a batch: {e}"),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,586 @@
+//! Reads of the Redis store, and the key-value operations (single keys,
+//! atomic on their own, run on the writer for ordering).
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::super::runs::{Approval, ApprovalStatus, FailureState, InboxCommand, Run, RunQuery};
+use super::super::{Applied, Event, EventQuery, KvOp, RevisionRecord, StoreError};
+use super::RedisStore;
+use super::batch::{Target, retryable};
+use crate::spec::model::Kind;
+use crate::spec::snapshot::{Resource, Snapshot};
+
+/// Runs fetched per page while filtering.
+const RUN_PAGE: usize = 256;
+/// Stream entries read per page while filtering or counting.
+const EVENT_PAGE: usize = 1000;
+
+/// One stream entry as Redis returns it.
+pub type Entry = (String, HashMap<String, String>);
+
+pub fn err(target: &Target, what: &str) -> impl Fn(redis::RedisError) -> StoreError {
+    let url = target.url.clone();
+    let what = what.to_string();
+    move |e| StoreError::Redis {
+        url: url.clone(),
+        message: format!("{what}: {e}"),
+    }
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        what: what.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// The integer before the `-` of a stream id (`<seq>-1`).
+pub fn entry_seq(id: &str) -> Option<i64> {
+    id.split('-').next()?.parse().ok()
+}
+
+pub fn parse_event((id, mut f): Entry) -> Result<Event, StoreError> {
+    let seq = entry_seq(&id).ok_or_else(|| corrupt("event", format!("stream id {id}")))?;
+    let what = format!("event {seq}");
+    let data = f.remove("data").unwrap_or_else(|| "null".into());
+    Ok(Event {
+        id: seq,
+        event_type: f.remove("type").ok_or_else(|| corrupt(&what, "no type"))?,
+        at: f.remove("at").unwrap_or_default(),
+        job_id: f.remove("job"),
+        run_id: f.remove("run"),
+        data: serde_json::from_str(&data).map_err(|e| corrupt(&what, e))?,
+    })
+}
+
+pub async fn last_event_id(target: &Target) -> Result<i64, StoreError> {
+    let mut c = target.conn.clone();
+    let last: Vec<Entry> = redis::cmd("XREVRANGE")
+        .arg(format!("{}events", target.prefix))
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut c)
+        .await
+        .map_err(err(target, "reading the last event"))?;
+    Ok(last.first().and_then(|(id, _)| entry_seq(id)).unwrap_or(0))
+}
+
+/// Get, set (optionally with a ttl), increment or delete one key; the
+/// value after the operation (a delete returns what it removed).
+pub async fn kv_op(target: &Target, key: &str, op: KvOp) -> Result<Option<Value>, StoreError> {
+    let full = format!("{}kv:{key}", target.prefix);
+    let what = format!("kv {key}");
+    let mut c = target.conn.clone();
+    let parse = |text: Option<String>| -> Result<Option<Value>, StoreError> {
+        text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(&what, e)))
+            .transpose()
+    };
+    match op {
+        KvOp::Get => {
+            let v: Option<String> = redis::cmd("GET")
+                .arg(&full)
+                .query_async(&mut c)
+                .await
+                .map_err(err(target, &what))?;
+            parse(v)
+        }
+        KvOp::Set { value, ttl_sec } => {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(&full).arg(value.to_string());
+            match ttl_sec {
+                // Expired at once: it reads as absent, as in SQLite.
+                Some(0) => {
+                    cmd = redis::cmd("DEL");
+                    cmd.arg(&full);
+                }
+                Some(t) => {
+                    cmd.arg("PX").arg(t.saturating_mul(1000));
+                }
+                None => {}
+            }
+            let _: redis::Value = cmd.query_async(&mut c).await.map_err(err(target, &what))?;
+            Ok(Some(value))
+        }
+        KvOp::Incr { by } => {
+            // INCRBY alone would keep a ttl and accept "5" set as a string.
+            let script = redis::Script::new(
+                "local v = redis.call('GET', KEYS[1])
+                 if v and not string.match(v, '^%-?%d+$') then
+                   return redis.error_reply('NOTINT incr needs a whole number, the key holds ' .. v)
+                 end
+                 local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+                 redis.call('PERSIST', KEYS[1])
+                 return n",
+            );
+            let n: i64 = script
+                .key(&full)
+                .arg(by)
+                .invoke_async(&mut c)
+                .await
+                .map_err(|e| {
+                    if retryable(&e) {
+                        err(target, &what)(e)
+                    } else {
+                        corrupt(
+                            &what,
+                            e.detail().map(str::to_string).unwrap_or(e.to_string()),
+                        )
+                    }
+                })?;
+            Ok(Some(Value::from(n)))
+        }
+        KvOp::Delete => {
+            let v: Option<String> = redis::cmd("GETDEL")
+                .arg(&full)
+                .query_async(&mut c)
+                .await
+                .map_err(err(target, &what))?;
+            parse(v)
+        }
+    }
+}
+
+/// Approvals pending first, then newest first (the SQLite order).
+pub fn sort_approvals(items: &mut [Approval]) {
+    items.sort_by(|a, b| {
+        (
+            a.status != ApprovalStatus::Pending,
+            std::cmp::Reverse(&a.requested_at),
+        )
+            .cmp(&(
+                b.status != ApprovalStatus::Pending,
+                std::cmp::Reverse(&b.requested_at),
+            ))
+    });
+}
+
+impl RedisStore {
+    fn target(&self) -> &Target {
+        &self.inner.target
+    }
+
+    /// Records of `ids` (with their list scores), skipping any pruned
+    /// meanwhile; with `status`, only runs in it.
+    async fn fetch_runs(
+        &self,
+        ids: &[(String, f64)],
+        status: Option<&str>,
+    ) -> Result<Vec<(i64, Run)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (id, _) in ids {
+            pipe.cmd("HMGET")
+                .arg(self.key(&format!("run:{id}")))
+                .arg("status")
+                .arg("rec");
+        }
+        let mut c = self.connection();
+        let rows: Vec<(Option<String>, Option<String>)> = pipe
+            .query_async(&mut c)
+            .await
+            .map_err(err(self.target(), "reading runs"))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for ((id, score), (st, rec)) in ids.iter().zip(rows) {
+            let (Some(st), Some(rec)) = (st, rec) else {
+                continue;
+            };
+            if status.is_some_and(|s| s != st) {
+                continue;
+            }
+            let run = serde_json::from_str(&rec).map_err(|e| corrupt(&format!("run {id}"), e))?;
+            out.push((*score as i64, run));
+        }
+        Ok(out)
+    }
+
+    pub async fn run(&self, id: String) -> Result<Option<(i64, Run)>, StoreError> {
+        let mut c = self.connection();
+        let (seq, rec): (Option<i64>, Option<String>) = redis::cmd("HMGET")
+            .arg(self.key(&format!("run:{id}")))
+            .arg("seq")
+            .arg("rec")
+            .query_async(&mut c)
+            .await
+            .map_err(err(self.target(), "reading a run"))?;
+        match (seq, rec) {
+            (Some(seq), Some(rec)) => Ok(Some((
+                seq,
+                serde_json::from_str(&rec).map_err(|e| corrupt(&format!("run {id}"), e))?,
+            ))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Runs newest first, below `before`, by job and/or status.
+    pub async fn runs(&self, q: RunQuery) -> Result<Vec<(i64, Run)>, StoreError> {
+        let limit = q.limit.max(1);
+        let (index, filter) = match (&q.job_id, q.status) {
+            (Some(job), status) => (format!("runs:job:{job}"), status.map(|s| s.as_str())),
+            (None, Some(status)) => (format!("runs:status:{}", status.as_str()), None),
+            (None, None) => ("runs".to_string(), None),
+        };
+        let index = self.key(&index);
+        let mut max = q.before.map_or("+inf".to_string(), |b| format!("({b}"));
+        let mut out = Vec::new();
+        let mut c = self.connection();
+        while out.len() < limit {
+            let page = if filter.is_some() {
+                RUN_PAGE
+            } else {
+                limit - out.len()
+            };
+            let ids: Vec<(String, f64)> = redis::cmd("ZREVRANGEBYSCORE")
+                .arg(&index)
+                .arg(&max)
+                .arg("-inf")
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(page)
+                .query_async(&mut c)
+                .await
+                .map_err(err(self.target(), "listing runs"))?;
+            let Some((_, last)) = ids.last() else { break };
+            max = format!("({}", *last as i64);
+            let full = ids.len() == page;
+            out.extend(self.fetch_runs(&ids, filter).await?);
+            if !full {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    pub async fn last_runs(&self, jobs: Vec<String>) -> Result<HashMap<String, Run>, StoreError> {
+        if jobs.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut pipe = redis::pipe();
+        for job in &jobs {
+            pipe.cmd("ZREVRANGE")
+                .arg(self.key(&format!("runs:job:{job}")))
+                .arg(0)
+                .arg(0)
+                .arg("WITHSCORES");
+        }
+        let mut c = self.connection();
+        let newest: Vec<Vec<(String, f64)>> = pipe
+            .query_async(&mut c)
+            .await
+            .map_err(err(self.target(), "reading last runs"))?;
+        let ids: Vec<(String, f64)> = newest.into_iter().flatten().collect();
+        Ok(self
+            .fetch_runs(&ids, None)
+            .await?
+            .into_iter()
+            .map(|(_, run)| (run.job_id.clone(), run))
+            .collect())
+    }
+
+    /// Unfinished runs, oldest first.
+    pub async fn active_runs(&self) -> Result<Vec<Run>, StoreError> {
+        let mut c = self.connection();
+        let ids: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(self.key("runs:active"))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut c)
+            .await
+            .map_err(err(self.target(), "reading active runs"))?;
+        Ok(self
+            .fetch_runs(&ids, None)
+            .await?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+
+    pub async fn run_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let counts: HashMap<String, u64> = self.hgetall("run_counts").await?;
+        let mut out: Vec<_> = counts
+            .into_iter()
+            .filter_map(|(k, n)| {
+                let (job, status) = k.split_once('\n')?;
+                Some((job.to_string(), status.to_string(), n))
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn hgetall<T: redis::FromRedisValue>(
+        &self,
+        name: &str,
+    ) -> Result<HashMap<String, T>, StoreError> {
+        let mut c = self.connection();
+        redis::cmd("HGETALL")
+            .arg(self.key(name))
+            .query_async(&mut c)
+            .await
+            .map_err(err(self.target(), &format!("reading {name}")))
+    }
+
+    pub async fn failure_states(&self) -> Result<Vec<(String, FailureState)>, StoreError> {
+        let all: HashMap<String, String> = self.hgetall("failure").await?;
+        let mut out = Vec::with_capacity(all.len());
+        for (job, text) in all {
+            let state = serde_json::from_str(&text)
+                .map_err(|e| corrupt(&format!("failure memory of {job}"), e))?;
+            out.push((job, state));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    pub async fn job_slots(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out: Vec<_> = self
+            .hgetall::<String>("job_slots")
+            .await?
+            .into_iter()
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    pub async fn approvals(&self, pending_only: bool) -> Result<Vec<Approval>, StoreError> {
+        let all: HashMap<String, String> = self.hgetall("approvals").await?;
+        let mut out = Vec::new();
+        for (id, text) in all {
+            let a: Approval =
+                serde_json::from_str(&text).map_err(|e| corrupt(&format!("approval {id}"), e))?;
+            if !pending_only || a.status == ApprovalStatus::Pending {
+                out.push(a);
+            }
+        }
+        sort_approvals(&mut out);
+        Ok(out)
+    }
+
+    /// Stream entries of `name` with a seq above `after`, up to `count`.
+    async fn entries_after(
+        &self,
+        name: &str,
+        after: i64,
+        count: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let mut c = self.connection();
+        redis::cmd("XRANGE")
+            .arg(self.key(name))
+            .arg(format!("{}-0", after.saturating_add(1)))
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut c)
+            .await
+            .map_err(err(self.target(), &format!("reading {name}")))
+    }
+
+    pub async fn inbox(&self, after: i64) -> Result<Vec<(i64, InboxCommand)>, StoreError> {
+        let mut out = Vec::new();
+        for (id, fields) in self.entries_after("inbox", after, 1000).await? {
+            let Some(seq) = entry_seq(&id) else { continue };
+            match serde_json::from_str(fields.get("cmd").map_or("", String::as_str)) {
+                Ok(cmd) => out.push((seq, cmd)),
+                Err(e) => {
+                    tracing::warn!(id = seq, error = %e, "store: unreadable inbox command skipped")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn events(&self, q: EventQuery) -> Result<Vec<Event>, StoreError> {
+        let limit = q.limit.max(1);
+        let filtered = q.event_type.is_some() || q.job_id.is_some();
+        let mut after = q.after;
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let page = if filtered {
+                EVENT_PAGE
+            } else {
+                limit - out.len()
+            };
+            let entries = self.entries_after("events", after, page).await?;
+            let full = entries.len() == page;
+            for entry in entries {
+                let event = parse_event(entry)?;
+                after = event.id;
+                if q.matches(&event) && out.len() < limit {
+                    out.push(event);
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn last_event_id(&self) -> Result<i64, StoreError> {
+        last_event_id(self.target()).await
+    }
+
+    /// Events per type since `since`: read newest first until older.
+    pub async fn event_counts_since(
+        &self,
+        since: String,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+        let mut c = self.connection();
+        let mut end = "+".to_string();
+        'pages: loop {
+            let page: Vec<Entry> = redis::cmd("XREVRANGE")
+                .arg(self.key("events"))
+                .arg(&end)
+                .arg("-")
+                .arg("COUNT")
+                .arg(EVENT_PAGE)
+                .query_async(&mut c)
+                .await
+                .map_err(err(self.target(), "counting events"))?;
+            let full = page.len() == EVENT_PAGE;
+            let Some((last_id, _)) = page.last() else {
+                break;
+            };
+            end = format!("({last_id}");
+            for (_, f) in &page {
+                if f.get("at").is_some_and(|at| at.as_str() < since.as_str()) {
+                    break 'pages;
+                }
+                if let Some(t) = f.get("type") {
+                    *counts.entry(t.clone()).or_default() += 1;
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(counts.into_iter().collect())
+    }
+
+    pub async fn applied(&self) -> Result<Applied, StoreError> {
+        let mut c = self.connection();
+        // One transaction: the resources and the revision they came from.
+        let (resources, (seq, rec)): (HashMap<String, String>, (Option<i64>, Option<String>)) =
+            redis::pipe()
+                .atomic()
+                .cmd("HGETALL")
+                .arg(self.key("resources"))
+                .cmd("HMGET")
+                .arg(self.key("applied_revision"))
+                .arg("seq")
+                .arg("rec")
+                .query_async(&mut c)
+                .await
+                .map_err(err(self.target(), "reading the applied snapshot"))?;
+        let mut snapshot = Snapshot::default();
+        for (field, text) in resources {
+            let (kind, id) = field
+                .split_once('/')
+                .ok_or_else(|| corrupt("resource", format!("field {field}")))?;
+            let what = format!("{kind} {id}");
+            let kind = Kind::parse(kind).ok_or_else(|| corrupt(&what, "unknown kind"))?;
+            fn typed<T: serde::de::DeserializeOwned>(
+                text: &str,
+                what: &str,
+            ) -> Result<Resource<T>, StoreError> {
+                serde_json::from_str(text).map_err(|e| corrupt(what, e))
+            }
+            let id = id.to_string();
+            match kind {
+                Kind::Job => {
+                    snapshot.jobs.insert(id, typed(&text, &what)?);
+                }
+                Kind::Flow => {
+                    snapshot.flows.insert(id, typed(&text, &what)?);
+                }
+                Kind::Connector => {
+                    snapshot.connectors.insert(id, typed(&text, &what)?);
+                }
+                Kind::Skill => {
+                    snapshot.skills.insert(id, typed(&text, &what)?);
+                }
+            }
+        }
+        let revision = match (seq, rec) {
+            (Some(seq), Some(rec)) => Some(parse_revision(seq, &rec)?),
+            _ => None,
+        };
+        Ok(Applied { revision, snapshot })
+    }
+
+    /// History newest first, with seq below `before` (0 = from the newest).
+    pub async fn revisions(
+        &self,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<RevisionRecord>, StoreError> {
+        let mut c = self.connection();
+        let top = if before <= 0 {
+            let newest: Option<i64> = redis::cmd("GET")
+                .arg(self.key("revision_seq"))
+                .query_async(&mut c)
+                .await
+                .map_err(err(self.target(), "reading revisions"))?;
+            newest.unwrap_or(0)
+        } else {
+            before - 1
+        };
+        // Seqs are contiguous; the oldest are trimmed, so stop at the cap.
+        let lowest = (top - limit as i64 + 1)
+            .max(top - super::batch::REVISION_CAP + 1)
+            .max(1);
+        if top < lowest {
+            return Ok(Vec::new());
+        }
+        let seqs: Vec<i64> = (lowest..=top).rev().collect();
+        let texts: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.key("revisions"))
+            .arg(&seqs)
+            .query_async(&mut c)
+            .await
+            .map_err(err(self.target(), "reading revisions"))?;
+        seqs.iter()
+            .zip(texts)
+            .filter_map(|(seq, t)| t.map(|t| parse_revision(*seq, &t)))
+            .collect()
+    }
+
+    /// What `plan` needs of the live state (as `read_plan_context` does
+    /// for SQLite).
+    pub async fn plan_context(
+        &self,
+        now: jiff::Timestamp,
+    ) -> Result<crate::reconcile::render::PlanContext, StoreError> {
+        let mut ctx = crate::reconcile::render::PlanContext::empty(now);
+        for (job, slot) in self.job_slots().await? {
+            if let Ok(t) = slot.parse() {
+                ctx.last_slots.insert(job, t);
+            }
+        }
+        for run in self.active_runs().await? {
+            *ctx.active_runs_by_job
+                .entry(run.job_id.clone())
+                .or_default() += 1;
+            if let Some(flow) = run.flow {
+                *ctx.active_runs_by_flow.entry(flow).or_default() += 1;
+            }
+        }
+        Ok(ctx)
+    }
+}
+
+fn parse_revision(seq: i64, text: &str) -> Result<RevisionRecord, StoreError> {
+    let mut r: RevisionRecord =
+        serde_json::from_str(text).map_err(|e| corrupt(&format!("revision {seq}"), e))?;
+    r.seq = seq;
+    Ok(r)
+}

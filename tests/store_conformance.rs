@@ -1,0 +1,927 @@
+//! One suite of store semantics, run against both backends: the embedded
+//! SQLite file and a real redis-server (each test gets its own key prefix
+//! on a shared server; the restart test gets a server of its own).
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use multijob::spec::model::{Kind, Priority};
+use multijob::spec::snapshot::Snapshot;
+use multijob::spec::{SourceFile, build};
+use multijob::store::redis::RedisStore;
+use multijob::store::runs::{
+    Approval, ApprovalStatus, FailureState, InboxCommand, Run, RunQuery, RunStatus, Trigger, Usage,
+};
+use multijob::store::{
+    EventQuery, KvOp, Mutation, NewEvent, ResourceWrites, RevisionRecord, RevisionStatus, Store,
+};
+use multijob::testkit::RedisServer;
+use serde_json::json;
+
+/// Where a test's store lives; `open` may be called again (a reopen).
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Redis { url: String, prefix: String },
+}
+
+impl Backend {
+    fn sqlite() -> Backend {
+        Backend::Sqlite(tempfile::tempdir().expect("temp dir"))
+    }
+
+    fn redis() -> Backend {
+        static SERVER: OnceLock<RedisServer> = OnceLock::new();
+        let server = SERVER.get_or_init(|| RedisServer::start().expect("redis-server"));
+        Backend::Redis {
+            url: server.url(),
+            prefix: format!("{{mj-{}}}:", uuid::Uuid::now_v7().simple()),
+        }
+    }
+
+    async fn open(&self) -> Store {
+        match self {
+            Backend::Sqlite(dir) => Store::open_sqlite(&dir.path().join("state.db")).expect("open"),
+            Backend::Redis { url, prefix } => Store::Redis(
+                RedisStore::open_with_prefix(url, prefix)
+                    .await
+                    .expect("open redis"),
+            ),
+        }
+    }
+}
+
+/// Each check runs once per backend.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(&super::Backend::sqlite()).await; })*
+        }
+        mod redis {
+            $(#[tokio::test] async fn $name() { super::$name(&super::Backend::redis()).await; })*
+        }
+    };
+}
+
+conformance!(
+    apply_then_reopen_keeps_the_snapshot_and_history,
+    concurrent_appends_from_two_handles_get_increasing_ids_and_filters_work,
+    subscribers_see_committed_events_in_order,
+    runs_list_page_filter_and_count,
+    prune_runs_keeps_the_newest_and_active_ones,
+    a_second_run_with_a_taken_run_key_is_refused,
+    failure_states_job_slots_and_approvals,
+    kv_get_set_incr_delete_and_ttl,
+    inbox_post_read_and_done,
+    flush_waits_for_everything_submitted_before_in_order,
+    prune_events_and_count_them_by_type,
+);
+
+fn snapshot(text: &str) -> Snapshot {
+    let loaded = build(&[SourceFile {
+        path: "jobs.d/a.yaml".into(),
+        text: text.into(),
+    }]);
+    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+    loaded.snapshot
+}
+
+fn revision(id: &str, status: RevisionStatus) -> RevisionRecord {
+    RevisionRecord {
+        seq: 0,
+        id: id.into(),
+        status,
+        at: multijob::store::now_rfc3339(),
+        git_commit: None,
+        git_dirty: false,
+        content_hash: "h".into(),
+        summary: json!({"create": 1}),
+        changes: json!([]),
+        errors: vec![],
+    }
+}
+
+fn run(id: &str, job: &str, status: RunStatus) -> Run {
+    Run {
+        id: id.into(),
+        job_id: job.into(),
+        status,
+        trigger: Trigger::Manual,
+        inputs: json!({}),
+        attempt: 0,
+        attempts: vec![],
+        scheduled_at: None,
+        queued_at: multijob::store::now_rfc3339(),
+        started_at: None,
+        finished_at: None,
+        duration_ms: None,
+        error: None,
+        spec_hash: "h".into(),
+        revision: "r".into(),
+        steps: vec![],
+        usage: Usage::default(),
+        output: None,
+        run_key: format!("key-{id}"),
+        due_at: None,
+        priority: Priority::Normal,
+        flow: None,
+        chain_depth: 0,
+        lease_owner: None,
+    }
+}
+
+fn put(r: &Run) -> Mutation {
+    Mutation::PutRun(Box::new(r.clone()))
+}
+
+fn all_events() -> EventQuery {
+    EventQuery {
+        after: 0,
+        limit: 10_000,
+        ..Default::default()
+    }
+}
+
+async fn apply_then_reopen_keeps_the_snapshot_and_history(b: &Backend) {
+    let desired = snapshot("id: a\ntype: noop\n---\nkind: Flow\nid: lane\nmax_active_runs: 2\n");
+    {
+        let store = b.open().await;
+        let writes = ResourceWrites::between(&Snapshot::default(), &desired);
+        let (seq, events) = store
+            .apply_revision(
+                revision("r1", RevisionStatus::Applied),
+                writes,
+                vec![
+                    NewEvent::new("reconcile.applied", json!({})).job("a"),
+                    NewEvent::new("job.created", json!({})).job("a"),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(seq, 1);
+        assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2]);
+        let (seq, _) = store
+            .reject_revision(
+                revision("r2", RevisionStatus::Rejected),
+                vec![NewEvent::new("reconcile.rejected", json!({}))],
+            )
+            .await
+            .unwrap();
+        assert_eq!(seq, 2);
+    }
+    let store = b.open().await;
+    let applied = store.applied().await.unwrap();
+    assert_eq!(applied.snapshot, desired);
+    let rev = applied.revision.expect("applied revision");
+    assert_eq!((rev.id.as_str(), rev.seq), ("r1", 1));
+    let history = store.revisions(0, 10).await.unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|r| (r.id.as_str(), r.seq, r.status))
+            .collect::<Vec<_>>(),
+        [
+            ("r2", 2, RevisionStatus::Rejected),
+            ("r1", 1, RevisionStatus::Applied)
+        ]
+    );
+    assert_eq!(store.revisions(2, 10).await.unwrap().len(), 1, "before 2");
+    assert_eq!(store.revisions(0, 1).await.unwrap()[0].id, "r2", "limit");
+    // A rejected revision changed nothing; a delete removes the row.
+    let smaller = snapshot("id: a\ntype: noop\n");
+    let writes = ResourceWrites::between(&desired, &smaller);
+    assert_eq!(writes.deletes, vec![(Kind::Flow, "lane".to_string())]);
+    store
+        .apply_revision(revision("r3", RevisionStatus::Applied), writes, vec![])
+        .await
+        .unwrap();
+    let applied = store.applied().await.unwrap();
+    assert_eq!(applied.snapshot, smaller);
+    assert_eq!(applied.revision.unwrap().seq, 3);
+    assert_eq!(store.last_event_id().await.unwrap(), 3);
+}
+
+async fn concurrent_appends_from_two_handles_get_increasing_ids_and_filters_work(b: &Backend) {
+    let (one, two) = (b.open().await, b.open().await);
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let s = if i % 3 == 0 { one.clone() } else { two.clone() };
+        tasks.push(tokio::spawn(async move {
+            let t = if i % 2 == 0 {
+                "run.queued"
+            } else {
+                "scheduler.pressure_on"
+            };
+            s.append_events(vec![
+                NewEvent::new(t, json!({"i": i})).job(format!("j{}", i % 5)),
+            ])
+            .await
+            .unwrap()
+        }));
+    }
+    let mut returned = Vec::new();
+    for t in tasks {
+        returned.extend(t.await.unwrap());
+    }
+    let all = one.events(all_events()).await.unwrap();
+    assert_eq!(all.len(), 50);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    returned.sort_by_key(|e| e.id);
+    assert_eq!(returned, all, "ids returned are the ids stored");
+    assert_eq!(two.last_event_id().await.unwrap(), all[49].id);
+    let page = two
+        .events(EventQuery {
+            after: all[9].id,
+            limit: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.id).collect::<Vec<_>>(),
+        all[10..15].iter().map(|e| e.id).collect::<Vec<_>>()
+    );
+    let sched = one
+        .events(EventQuery {
+            event_type: Some("scheduler.*".into()),
+            ..all_events()
+        })
+        .await
+        .unwrap();
+    assert_eq!(sched.len(), 25);
+    let exact = one
+        .events(EventQuery {
+            event_type: Some("run.queued".into()),
+            limit: 3,
+            ..all_events()
+        })
+        .await
+        .unwrap();
+    assert_eq!(exact.len(), 3);
+    assert!(exact.iter().all(|e| e.event_type == "run.queued"));
+    let job = one
+        .events(EventQuery {
+            job_id: Some("j1".into()),
+            ..all_events()
+        })
+        .await
+        .unwrap();
+    assert_eq!(job.len(), 10);
+    assert!(job.iter().all(|e| e.job_id.as_deref() == Some("j1")));
+}
+
+async fn subscribers_see_committed_events_in_order(b: &Backend) {
+    let (reader, writer) = (b.open().await, b.open().await);
+    let mut live = reader.subscribe();
+    // The other handle (for Redis: another connection, as another process).
+    let other = if matches!(b, Backend::Sqlite(_)) {
+        reader.clone()
+    } else {
+        writer.clone()
+    };
+    for i in 0..10 {
+        other
+            .append_events(vec![NewEvent::new("run.queued", json!({"i": i}))])
+            .await
+            .unwrap();
+        other
+            .submit(vec![Mutation::Event(
+                NewEvent::new("run.started", json!({"i": i})).run(format!("r{i}")),
+            )])
+            .unwrap();
+    }
+    other.flush().await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 20 {
+        let e = tokio::time::timeout(Duration::from_secs(5), live.recv())
+            .await
+            .expect("an event within 5 s")
+            .expect("not lagged");
+        seen.push(e);
+    }
+    assert!(seen.windows(2).all(|w| w[0].id < w[1].id), "{seen:?}");
+    assert_eq!(seen, reader.events(all_events()).await.unwrap());
+    assert_eq!(
+        seen.iter().filter(|e| e.run_id.is_some()).count(),
+        10,
+        "run ids kept"
+    );
+}
+
+async fn runs_list_page_filter_and_count(b: &Backend) {
+    let store = b.open().await;
+    let mut runs = Vec::new();
+    for i in 0..6 {
+        let status = if i < 4 {
+            RunStatus::Succeeded
+        } else {
+            RunStatus::Queued
+        };
+        runs.push(run(
+            &format!("r{i}"),
+            if i % 2 == 0 { "a" } else { "b" },
+            status,
+        ));
+    }
+    store.submit(runs.iter().map(put).collect()).unwrap();
+    store.flush().await.unwrap();
+    // SQLite counts a batch done just after it answers the flush.
+    store.wait_for_backlog(0).await;
+    assert_eq!(store.backlog(), 0);
+    let (seq0, r0) = store.run("r0").await.unwrap().expect("r0");
+    assert_eq!(r0, runs[0]);
+    assert!(store.run("nope").await.unwrap().is_none());
+    let newest = store
+        .runs(RunQuery {
+            limit: 4,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids = |v: &[(i64, Run)]| v.iter().map(|(_, r)| r.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&newest), ["r5", "r4", "r3", "r2"]);
+    assert!(newest.windows(2).all(|w| w[0].0 > w[1].0));
+    let next = store
+        .runs(RunQuery {
+            limit: 4,
+            before: Some(newest[3].0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&next), ["r1", "r0"]);
+    assert_eq!(next[1].0, seq0);
+    let a = store
+        .runs(RunQuery {
+            job_id: Some("a".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&a), ["r4", "r2", "r0"]);
+    let queued = store
+        .runs(RunQuery {
+            status: Some(RunStatus::Queued),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&queued), ["r5", "r4"]);
+    let b_done = store
+        .runs(RunQuery {
+            job_id: Some("b".into()),
+            status: Some(RunStatus::Succeeded),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&b_done), ["r3"]);
+    // Updates keep the seq and move the run between statuses.
+    let mut started = runs[4].clone();
+    started.status = RunStatus::Running;
+    let mut done = runs[5].clone();
+    done.status = RunStatus::Failed;
+    store.submit(vec![put(&started), put(&done)]).unwrap();
+    store.flush().await.unwrap();
+    let active = store.active_runs().await.unwrap();
+    assert_eq!(active, vec![started.clone()]);
+    let mut counts = store.run_counts().await.unwrap();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [
+            ("a".to_string(), "running".to_string(), 1),
+            ("a".to_string(), "succeeded".to_string(), 2),
+            ("b".to_string(), "failed".to_string(), 1),
+            ("b".to_string(), "succeeded".to_string(), 2),
+        ]
+    );
+    let last = store
+        .last_runs(vec!["a".into(), "b".into(), "none".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        last.iter()
+            .map(|(j, r)| (j.as_str(), r.id.as_str()))
+            .collect::<HashMap<_, _>>(),
+        HashMap::from([("a", "r4"), ("b", "r5")])
+    );
+    assert_eq!(store.run("r4").await.unwrap().unwrap().0, newest[1].0);
+}
+
+async fn prune_runs_keeps_the_newest_and_active_ones(b: &Backend) {
+    let store = b.open().await;
+    let mut all = Vec::new();
+    for i in 0..8 {
+        // r1 stays active however old it gets.
+        let status = if i == 1 {
+            RunStatus::Retrying
+        } else {
+            RunStatus::Succeeded
+        };
+        all.push(run(&format!("r{i}"), "a", status));
+    }
+    all.push(run("other", "b", RunStatus::Succeeded));
+    store.submit(all.iter().map(put).collect()).unwrap();
+    store
+        .submit(vec![Mutation::PruneRuns {
+            job_id: "a".into(),
+            keep: 3,
+        }])
+        .unwrap();
+    store.flush().await.unwrap();
+    let left: Vec<String> = store
+        .runs(RunQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| r.id)
+        .collect();
+    assert_eq!(left, ["other", "r7", "r6", "r5", "r1"]);
+    let counts = store.run_counts().await.unwrap();
+    assert!(
+        counts.contains(&("a".into(), "succeeded".into(), 3)),
+        "{counts:?}"
+    );
+    assert!(
+        counts.contains(&("a".into(), "retrying".into(), 1)),
+        "{counts:?}"
+    );
+    // A pruned run's key is free again, as in SQLite.
+    store
+        .submit(vec![put(&run("r0", "a", RunStatus::Queued))])
+        .unwrap();
+    store.flush().await.unwrap();
+    assert!(store.run("r0").await.unwrap().is_some());
+}
+
+async fn a_second_run_with_a_taken_run_key_is_refused(b: &Backend) {
+    let store = b.open().await;
+    let first = run("first", "a", RunStatus::Queued);
+    let mut second = run("second", "a", RunStatus::Queued);
+    second.run_key = first.run_key.clone();
+    store.submit(vec![put(&first)]).unwrap();
+    store.flush().await.unwrap();
+    store.submit(vec![put(&second)]).unwrap();
+    let mut again = first.clone();
+    again.status = RunStatus::Running;
+    store.submit(vec![put(&again)]).unwrap();
+    store.flush().await.unwrap();
+    assert!(store.run("second").await.unwrap().is_none(), "refused");
+    assert_eq!(store.run("first").await.unwrap().unwrap().1, again);
+    assert_eq!(store.active_runs().await.unwrap().len(), 1);
+}
+
+async fn failure_states_job_slots_and_approvals(b: &Backend) {
+    let store = b.open().await;
+    let state = FailureState {
+        consecutive_failures: 2,
+        cooldown_until: Some("2030-01-01T00:00:00.000Z".into()),
+        last_error: Some("boom".into()),
+    };
+    let approval = |id: &str, status, at: &str| Approval {
+        id: id.into(),
+        run_id: format!("run-{id}"),
+        job_id: "a".into(),
+        step_id: None,
+        reason: Some("why".into()),
+        status,
+        requested_at: at.into(),
+        decided_at: None,
+        decided_by: None,
+    };
+    store
+        .submit(vec![
+            Mutation::Failure("a".into(), FailureState::default()),
+            Mutation::Failure("a".into(), state.clone()),
+            Mutation::JobSlot("a".into(), "2025-01-01T00:02:00.000Z".into()),
+            Mutation::JobSlot("b".into(), "2025-01-01T00:00:00.000Z".into()),
+            Mutation::PutApproval(approval(
+                "p1",
+                ApprovalStatus::Pending,
+                "2025-01-01T00:00:00Z",
+            )),
+            Mutation::PutApproval(approval(
+                "p2",
+                ApprovalStatus::Pending,
+                "2025-01-02T00:00:00Z",
+            )),
+            Mutation::PutApproval(approval(
+                "d1",
+                ApprovalStatus::Approved,
+                "2025-01-03T00:00:00Z",
+            )),
+        ])
+        .unwrap();
+    store.flush().await.unwrap();
+    // A slot never moves back.
+    store
+        .submit(vec![Mutation::JobSlot(
+            "a".into(),
+            "2025-01-01T00:01:00.000Z".into(),
+        )])
+        .unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(store.failure_states().await.unwrap(), [("a".into(), state)]);
+    let mut slots = store.job_slots().await.unwrap();
+    slots.sort();
+    assert_eq!(
+        slots,
+        [
+            ("a".to_string(), "2025-01-01T00:02:00.000Z".to_string()),
+            ("b".to_string(), "2025-01-01T00:00:00.000Z".to_string())
+        ]
+    );
+    let ids = |v: Vec<Approval>| v.into_iter().map(|a| a.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.approvals(true).await.unwrap()), ["p2", "p1"]);
+    assert_eq!(
+        ids(store.approvals(false).await.unwrap()),
+        ["p2", "p1", "d1"]
+    );
+    let mut decided = approval("p1", ApprovalStatus::Rejected, "2025-01-01T00:00:00Z");
+    decided.decided_by = Some("cli:me".into());
+    store
+        .submit(vec![Mutation::PutApproval(decided.clone())])
+        .unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(ids(store.approvals(true).await.unwrap()), ["p2"]);
+    assert!(store.approvals(false).await.unwrap().contains(&decided));
+}
+
+async fn kv_get_set_incr_delete_and_ttl(b: &Backend) {
+    let store = b.open().await;
+    let kv = |k: &'static str, op| {
+        let s = store.clone();
+        async move { s.kv(k, op).await }
+    };
+    assert_eq!(kv("a", KvOp::Get).await.unwrap(), None);
+    let v = json!({"x": [1, 2]});
+    let set = |value, ttl_sec| KvOp::Set { value, ttl_sec };
+    kv("a", set(v.clone(), None)).await.unwrap();
+    assert_eq!(kv("a", KvOp::Get).await.unwrap(), Some(v.clone()));
+    assert_eq!(kv("n", KvOp::Incr { by: 2 }).await.unwrap(), Some(json!(2)));
+    assert_eq!(
+        kv("n", KvOp::Incr { by: -5 }).await.unwrap(),
+        Some(json!(-3))
+    );
+    let not_a_number = kv("a", KvOp::Incr { by: 1 }).await;
+    assert!(
+        matches!(
+            not_a_number,
+            Err(multijob::store::StoreError::Corrupt { .. })
+        ),
+        "{not_a_number:?}"
+    );
+    assert_eq!(kv("a", KvOp::Delete).await.unwrap(), Some(v));
+    assert_eq!(kv("a", KvOp::Get).await.unwrap(), None);
+    assert_eq!(kv("a", KvOp::Delete).await.unwrap(), None);
+    kv("t", set(json!(1), Some(1))).await.unwrap();
+    assert_eq!(kv("t", KvOp::Get).await.unwrap(), Some(json!(1)));
+    // Incr drops a ttl (SQLite writes it without one).
+    kv("i", set(json!(1), Some(1))).await.unwrap();
+    kv("i", KvOp::Incr { by: 1 }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(kv("t", KvOp::Get).await.unwrap(), None, "expired");
+    assert_eq!(kv("i", KvOp::Get).await.unwrap(), Some(json!(2)));
+    // A submitted write is seen by a later kv call once flushed. (Redis
+    // also without the flush: see redis_kv_sees_earlier_submits.)
+    store
+        .submit(vec![Mutation::PutKv {
+            key: "p".into(),
+            value: json!("v"),
+        }])
+        .unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(kv("p", KvOp::Get).await.unwrap(), Some(json!("v")));
+}
+
+async fn inbox_post_read_and_done(b: &Backend) {
+    let store = b.open().await;
+    let trigger = InboxCommand::Trigger {
+        run_id: "r1".into(),
+        job_id: "a".into(),
+        inputs: json!({"k": 1}),
+        count: 1,
+    };
+    let decide = InboxCommand::Decide {
+        approval_id: "p1".into(),
+        approve: true,
+        by: "cli:me".into(),
+    };
+    let first = store.post_to_inbox(&trigger).await.unwrap();
+    let second = b.open().await.post_to_inbox(&decide).await.unwrap();
+    assert!(second > first);
+    assert_eq!(
+        store.inbox(0).await.unwrap(),
+        [(first, trigger), (second, decide.clone())]
+    );
+    assert_eq!(
+        store.inbox(first).await.unwrap(),
+        [(second, decide.clone())]
+    );
+    store.submit(vec![Mutation::InboxDone(first)]).unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(store.inbox(0).await.unwrap(), [(second, decide)]);
+}
+
+async fn flush_waits_for_everything_submitted_before_in_order(b: &Backend) {
+    let store = b.open().await;
+    for i in 0..300 {
+        store
+            .submit(vec![Mutation::Event(NewEvent::new(
+                "run.queued",
+                json!({"i": i}),
+            ))])
+            .unwrap();
+    }
+    store.flush().await.unwrap();
+    store.wait_for_backlog(0).await;
+    assert_eq!(store.backlog(), 0);
+    let all = store.events(all_events()).await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|e| e.data["i"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        (0..300).collect::<Vec<_>>(),
+        "submission order"
+    );
+}
+
+async fn prune_events_and_count_them_by_type(b: &Backend) {
+    let store = b.open().await;
+    let at = |t: &str, when: &str| {
+        let mut e = NewEvent::new(t, json!({}));
+        e.at = when.into();
+        e
+    };
+    store
+        .append_events(vec![
+            at("run.queued", "2025-01-01T00:00:00.000Z"),
+            at("run.queued", "2025-01-02T00:00:00.000Z"),
+            at("run.failed", "2025-01-03T00:00:00.000Z"),
+            at("run.queued", "2025-01-04T00:00:00.000Z"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .event_counts_since("2025-01-02T00:00:00.000Z")
+            .await
+            .unwrap(),
+        [("run.failed".to_string(), 1), ("run.queued".to_string(), 2)]
+    );
+    store
+        .submit(vec![Mutation::PruneEvents {
+            before: "2025-01-03T00:00:00.000Z".into(),
+        }])
+        .unwrap();
+    store.flush().await.unwrap();
+    let left = store.events(all_events()).await.unwrap();
+    assert_eq!(
+        left.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [3, 4],
+        "older events dropped, ids kept"
+    );
+    assert_eq!(store.last_event_id().await.unwrap(), 4);
+}
+
+/// What only the Redis store has: restarts, the leader fence, dispatch.
+mod redis_only {
+    use super::*;
+    use ::redis::AsyncCommands;
+
+    fn redis_of(store: &Store) -> &RedisStore {
+        match store {
+            Store::Redis(r) => r,
+            other => panic!("not Redis: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn kv_sees_earlier_submits_without_a_flush() {
+        let store = Backend::redis().open().await;
+        store
+            .submit(vec![Mutation::PutKv {
+                key: "p".into(),
+                value: json!("v"),
+            }])
+            .unwrap();
+        assert_eq!(store.kv("p", KvOp::Get).await.unwrap(), Some(json!("v")));
+    }
+
+    #[tokio::test]
+    async fn acknowledged_writes_survive_a_restart_and_the_store_reconnects() {
+        let mut server = RedisServer::start_with(true).expect("redis-server");
+        let store = Store::open_redis(&server.url()).await.unwrap();
+        let mut live = store.subscribe();
+        let r1 = run("r1", "a", RunStatus::Succeeded);
+        store
+            .submit(vec![
+                put(&r1),
+                Mutation::Event(NewEvent::new("run.completed", json!({}))),
+            ])
+            .unwrap();
+        store.flush().await.unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(5), live.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        server.kill();
+        // Submitted while Redis is down: the writer retries until it is back.
+        let r2 = run("r2", "a", RunStatus::Queued);
+        store
+            .submit(vec![
+                put(&r2),
+                Mutation::Event(NewEvent::new("run.queued", json!({}))),
+            ])
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        server.restart().expect("restart");
+        tokio::time::timeout(Duration::from_secs(20), store.flush())
+            .await
+            .expect("flush within 20 s of the restart")
+            .unwrap();
+        assert_eq!(store.run("r1").await.unwrap().unwrap().1, r1);
+        assert_eq!(store.run("r2").await.unwrap().unwrap().1, r2);
+        let events = store.events(all_events()).await.unwrap();
+        assert_eq!(
+            events.iter().map(|e| e.id).collect::<Vec<_>>(),
+            [1, 2],
+            "no event lost or written twice"
+        );
+        // The tail reconnected and goes on after the last id it saw.
+        let second = tokio::time::timeout(Duration::from_secs(15), live.recv())
+            .await
+            .expect("the tail reconnects")
+            .unwrap();
+        assert_eq!((first.id, second.id), (1, 2));
+        // A reader's call on a dropped connection may fail once; later ones work.
+        server.kill();
+        server.restart().expect("restart");
+        let mut ok = false;
+        for _ in 0..50 {
+            if store.ping().await.is_ok() {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ok, "the store reconnects by itself");
+        assert_eq!(store.last_event_id().await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_deposed_leader_writes_nothing() {
+        let store = Backend::redis().open().await;
+        let r = redis_of(&store);
+        let mut c = r.connection();
+        let _: () = c.set(r.key("epoch"), 1).await.unwrap();
+        r.set_fence(Some(("epoch".into(), 1)));
+        let fenced = r.fenced();
+        store
+            .submit(vec![Mutation::Event(NewEvent::new("a", json!({})))])
+            .unwrap();
+        store.flush().await.unwrap();
+        assert!(!*fenced.borrow());
+        // Another process took over.
+        let _: () = c.set(r.key("epoch"), 2).await.unwrap();
+        store
+            .submit(vec![
+                Mutation::Event(NewEvent::new("b", json!({}))),
+                put(&run("late", "a", RunStatus::Queued)),
+            ])
+            .unwrap();
+        let flushed = store.flush().await;
+        assert!(
+            matches!(flushed, Err(multijob::store::StoreError::Fenced { .. })),
+            "{flushed:?}"
+        );
+        assert!(*fenced.borrow());
+        let applied = store
+            .append_events(vec![NewEvent::new("c", json!({}))])
+            .await;
+        assert!(matches!(
+            applied,
+            Err(multijob::store::StoreError::Fenced { .. })
+        ));
+        assert_eq!(store.events(all_events()).await.unwrap().len(), 1);
+        assert!(store.run("late").await.unwrap().is_none());
+        assert_eq!(store.backlog(), 0, "fenced writes are not pending forever");
+    }
+
+    #[tokio::test]
+    async fn dispatch_and_ack_follow_the_run_records() {
+        let store = Backend::redis().open().await;
+        let r = redis_of(&store);
+        let mut c = r.connection();
+        let queued = run("d1", "a", RunStatus::Queued);
+        // No results group yet: the ack of nothing must not fail the batch.
+        store
+            .submit(vec![
+                put(&queued),
+                Mutation::Dispatch {
+                    run_id: "d1".into(),
+                    payload: "{\"x\":1}".into(),
+                },
+                Mutation::AckResult {
+                    entry_id: "1-1".into(),
+                    run_id: "none".into(),
+                },
+            ])
+            .unwrap();
+        store.flush().await.unwrap();
+        assert!(store.run("d1").await.unwrap().is_some());
+        let ready: Vec<(String, HashMap<String, String>)> = ::redis::cmd("XRANGE")
+            .arg(r.key("ready"))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(ready.len(), 1);
+        assert_eq!(ready[0].1["run"], "d1");
+        assert_eq!(ready[0].1["p"], "{\"x\":1}");
+        assert!(
+            c.sismember::<_, _, bool>(r.key("dispatched"), "d1")
+                .await
+                .unwrap()
+        );
+        // A worker's result, read by the leader's group, then acknowledged.
+        let results = r.key("results");
+        let _: () = ::redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&results)
+            .arg("leader")
+            .arg("$")
+            .arg("MKSTREAM")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let entry: String = c.xadd(&results, "*", &[("run", "d1")]).await.unwrap();
+        let _: ::redis::Value = ::redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("leader")
+            .arg("me")
+            .arg("STREAMS")
+            .arg(&results)
+            .arg(">")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        store
+            .submit(vec![Mutation::AckResult {
+                entry_id: entry,
+                run_id: "d1".into(),
+            }])
+            .unwrap();
+        store.flush().await.unwrap();
+        let pending: (i64, ::redis::Value, ::redis::Value, ::redis::Value) =
+            ::redis::cmd("XPENDING")
+                .arg(&results)
+                .arg("leader")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+        assert_eq!(pending.0, 0);
+        assert_eq!(c.xlen::<_, i64>(&results).await.unwrap(), 0);
+        assert!(
+            !c.sismember::<_, _, bool>(r.key("dispatched"), "d1")
+                .await
+                .unwrap()
+        );
+    }
+
+    /// Figures for the README: `cargo test --test store_conformance
+    /// writer_throughput -- --ignored --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore]
+    async fn writer_throughput() {
+        for backend in [Backend::sqlite(), Backend::redis()] {
+            let store = backend.open().await;
+            let n = 20_000;
+            let started = std::time::Instant::now();
+            for i in 0..n {
+                let r = run(&format!("t{i}"), &format!("j{}", i % 50), RunStatus::Queued);
+                store
+                    .submit(vec![
+                        put(&r),
+                        Mutation::Event(NewEvent::new("run.queued", json!({})).run(&r.id)),
+                    ])
+                    .unwrap();
+            }
+            store.flush().await.unwrap();
+            let took = started.elapsed();
+            println!(
+                "{}: {n} runs + {n} events in {took:?} = {:.0} mutations/s",
+                store.describe(),
+                (2 * n) as f64 / took.as_secs_f64()
+            );
+        }
+    }
+}

@@ -8,7 +8,9 @@
 //!   leaves either the old revision or the new one, never a mix.
 //! - **Acknowledged means durable.** A call that returned `Ok` survives
 //!   `kill -9` of any process (SQLite: WAL, synchronous=NORMAL is enough for
-//!   process crashes; FULL for power loss is a flag away).
+//!   process crashes; FULL for power loss is a flag away. Redis: what its
+//!   persistence keeps, so run it with `appendonly yes` and
+//!   `appendfsync always` for this to hold across a Redis crash).
 //! - **Events are ordered.** Event ids strictly increase in commit order; a
 //!   reader paging with `after` never misses or repeats one.
 //! - **Readers never block the writer**, and several processes may open the

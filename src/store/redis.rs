@@ -19,7 +19,7 @@
 //! | `kv:<key>` | string | JSON value, with PX for a ttl |
 //! | `inbox`, `inbox_seq` | stream, counter | entry `<id>-1`: `cmd` |
 //! | `ready`, `dispatched`, `results` | stream, set, stream | the cluster's dispatch (see `Mutation::Dispatch`) |
-//! | `batch:<uuid>` | string | a applied batch's result for an hour (retries are no-ops) |
+//! | `batch:<name>` | string | a writer's last applied batch, for an hour (retries are no-ops) |
 //!
 //! Writes go through one Lua script per batch (see `batch.lua`): atomic,
 //! fenced, idempotent under retry. Counters incremented inside the script
@@ -158,6 +158,7 @@ impl RedisStore {
         tokio::spawn(
             Writer {
                 target: target.clone(),
+                marker: format!("writer:{}", uuid::Uuid::now_v7().simple()),
                 backlog: backlog.clone(),
                 fence: fence.clone(),
                 fenced: fenced_tx,
@@ -280,7 +281,7 @@ impl RedisStore {
     async fn write_now(&self, ops: Ops) -> Result<batch::Applied, StoreError> {
         let fence = self.current_fence();
         // Give up after a few tries: the caller gets the error and decides.
-        match batch::apply(&self.inner.target, fence.as_ref(), &ops, |n| n >= 5).await? {
+        match batch::apply(&self.inner.target, fence.as_ref(), None, &ops, |n| n >= 5).await? {
             Outcome::Applied(a) => Ok(a),
             Outcome::Fenced => Err(StoreError::Fenced {
                 key: fence.map(|f| f.0).unwrap_or_default(),
@@ -368,6 +369,8 @@ fn numbered(events: Vec<NewEvent>, first: i64) -> Vec<Event> {
 /// in one script call, in submission order.
 struct Writer {
     target: Target,
+    /// This writer's retry marker: it has one batch in flight at a time.
+    marker: String,
     backlog: Arc<Backlog>,
     fence: Fence,
     fenced: watch::Sender<bool>,
@@ -434,9 +437,13 @@ impl Writer {
         // Retry a lost connection for as long as the store lives; the
         // batch id makes a retry of an applied batch a no-op.
         let shutdown = self.shutdown.clone();
-        let outcome = batch::apply(&self.target, fence.as_ref(), &ops, move |attempt| {
-            shutdown.is_cancelled() && attempt >= 5
-        })
+        let outcome = batch::apply(
+            &self.target,
+            fence.as_ref(),
+            Some(&self.marker),
+            &ops,
+            move |attempt| shutdown.is_cancelled() && attempt >= 5,
+        )
         .await;
         match outcome {
             Ok(Outcome::Applied(a)) => {

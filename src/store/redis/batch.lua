@@ -1,21 +1,21 @@
 -- One batch of store writes, applied atomically (see batch.rs).
 -- KEYS[1]: any key of the prefix (routes the call to the prefix's slot).
--- ARGV: prefix, fence key ('' = none), fence token, batch id ('' = not
--- deduplicated), events MAXLEN, revision history cap, then the ops, each
--- as name, argument count, arguments. Returns {'OK', 'revseq,first,n',
+-- ARGV: prefix, fence key ('' = none), fence token, marker name, batch
+-- id, events MAXLEN, revision history cap, then the ops, each as name,
+-- argument count, arguments. The marker (`batch:<name>`) remembers the
+-- last batch id applied under that name, so a retry is not applied twice. Returns {'OK', 'revseq,first,n',
 -- refused run ids...}, {'DUP', same summary} for a batch already applied
 -- (a retry after a lost reply), or {'FENCED'}.
 local P = ARGV[1]
 if ARGV[2] ~= '' and redis.call('GET', ARGV[2]) ~= ARGV[3] then
   return {'FENCED'}
 end
-local marker = nil
-if ARGV[4] ~= '' then
-  marker = P .. 'batch:' .. ARGV[4]
-  local prev = redis.call('GET', marker)
-  if prev then return {'DUP', prev} end
+local marker, batch = P .. 'batch:' .. ARGV[4], ARGV[5] .. '|'
+local prev = redis.call('GET', marker)
+if prev and string.sub(prev, 1, #batch) == batch then
+  return {'DUP', string.sub(prev, #batch + 1)}
 end
-local maxlen, revcap = ARGV[5], tonumber(ARGV[6])
+local maxlen, revcap = ARGV[6], tonumber(ARGV[7])
 local ACTIVE = {__ACTIVE__}
 local rev_seq, first_event, n_events = 0, 0, 0
 local refused = {}
@@ -125,7 +125,7 @@ local function event(etype, at, job, run, data)
   n_events = n_events + 1
 end
 
-local i = 7
+local i = 8
 while i <= #ARGV do
   local op, a = ARGV[i], i + 2
   local n = tonumber(ARGV[i + 1])
@@ -177,7 +177,7 @@ while i <= #ARGV do
 end
 
 local summary = string.format('%d,%d,%d', rev_seq, first_event, n_events)
-if marker then redis.call('SET', marker, summary, 'EX', 3600) end
+redis.call('SET', marker, batch .. summary, 'EX', 3600)
 local out = {'OK', summary}
 for _, id in ipairs(refused) do out[#out + 1] = id end
 return out

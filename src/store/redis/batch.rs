@@ -183,11 +183,14 @@ pub struct Target {
     pub url: String,
 }
 
-/// Apply `ops` once; `batch_id` makes a retry of a call whose reply was
-/// lost a no-op that returns the first call's result.
+/// Apply `ops` once. `marker` names where the script remembers the last
+/// batch it applied for this caller (one key per writer, not per batch);
+/// with `batch_id` it makes a retry of a call whose reply was lost a
+/// no-op that returns the first call's result.
 pub async fn apply_once(
     target: &Target,
     fence: Option<&(String, String)>,
+    marker: &str,
     batch_id: &str,
     ops: &Ops,
 ) -> Result<Outcome, redis::RedisError> {
@@ -196,6 +199,7 @@ pub async fn apply_once(
         .arg(&target.prefix)
         .arg(fence.map(|f| f.0.as_str()).unwrap_or(""))
         .arg(fence.map(|f| f.1.as_str()).unwrap_or(""))
+        .arg(marker)
         .arg(batch_id)
         .arg(EVENTS_MAXLEN)
         .arg(REVISION_CAP);
@@ -232,20 +236,23 @@ pub fn retryable(e: &redis::RedisError) -> bool {
 }
 
 /// Apply `ops`, retrying connection failures with backoff until `give_up`
-/// says stop. Never returns a connection error silently: every failed
-/// attempt is logged.
+/// says stop. Never fails silently: every failed attempt is logged. A
+/// caller with one batch in flight at a time passes its own `marker`;
+/// `None` uses the batch id (a key per call, for concurrent callers).
 pub async fn apply(
     target: &Target,
     fence: Option<&(String, String)>,
+    marker: Option<&str>,
     ops: &Ops,
     give_up: impl Fn(u32) -> bool,
 ) -> Result<Outcome, StoreError> {
     let batch_id = uuid::Uuid::now_v7().simple().to_string();
+    let marker = marker.unwrap_or(&batch_id);
     let mut delay = Duration::from_millis(50);
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        match apply_once(target, fence, &batch_id, ops).await {
+        match apply_once(target, fence, marker, &batch_id, ops).await {
             Ok(outcome) => {
                 if attempt > 1 {
                     tracing::warn!(attempt, "store: Redis write succeeded after retries");
@@ -267,5 +274,33 @@ pub async fn apply(
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_retried_batch_is_applied_once() {
+        let server = crate::testkit::RedisServer::start().expect("redis-server");
+        let client = redis::Client::open(server.url()).unwrap();
+        let target = Target {
+            conn: ConnectionManager::new(client).await.unwrap(),
+            prefix: "{t}:".into(),
+            url: server.url(),
+        };
+        let mut ops = Ops::default();
+        ops.events(vec![NewEvent::new("a", serde_json::json!({}))]);
+        let summary = |o: Outcome| match o {
+            Outcome::Applied(a) => (a.first_event, a.events),
+            Outcome::Fenced => panic!("fenced"),
+        };
+        // The same batch id again (a reply lost): the first result, no write.
+        let first = apply_once(&target, None, "w", "b1", &ops).await.unwrap();
+        let again = apply_once(&target, None, "w", "b1", &ops).await.unwrap();
+        assert_eq!((summary(first), summary(again)), ((1, 1), (1, 1)));
+        let next = apply_once(&target, None, "w", "b2", &ops).await.unwrap();
+        assert_eq!(summary(next), (2, 1));
     }
 }

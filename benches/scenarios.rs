@@ -6,6 +6,9 @@
 //! runs; `-- --only NAME[,NAME]` picks scenarios; results are also written to
 //! `target/bench-results.json`.
 
+#[path = "scenarios/redis.rs"]
+mod redis;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -944,7 +947,7 @@ fn scenario_workflow(scale: Scale, out: &mut Vec<Figure>) {
 
 type Scenario = (&'static str, fn(Scale, &mut Vec<Figure>));
 
-const SCENARIOS: [Scenario; 8] = [
+const SCENARIOS: [Scenario; 9] = [
     ("validate", scenario_validate),
     ("plan", scenario_plan),
     ("reload", scenario_reload),
@@ -953,6 +956,7 @@ const SCENARIOS: [Scenario; 8] = [
     ("throughput", scenario_throughput),
     ("api", scenario_api),
     ("workflow", scenario_workflow),
+    ("redis", redis::scenario),
 ];
 
 fn main() {

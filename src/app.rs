@@ -45,10 +45,15 @@ pub struct DaemonOptions {
     pub scheduler: SchedulerConfig,
     pub pressure_high: usize,
     pub pressure_low: usize,
+    /// A Redis deployment's URL (the embedded store otherwise).
+    pub redis: Option<String>,
 }
 
 /// Run until SIGINT or SIGTERM.
 pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
+    if let Some(url) = opts.redis.clone() {
+        return crate::cluster::process::run_replica(opts, url).await;
+    }
     let store = Store::open_sqlite(&opts.state)
         .with_context(|| format!("opening the store at {}", opts.state.display()))?;
     let applied = store.applied().await.context("reading the applied state")?;
@@ -192,7 +197,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
 }
 
 /// Commands the CLI left in the store: triggers and approval decisions.
-async fn inbox_loop(queue: Arc<RunQueue>, store: Store, cancel: CancellationToken) {
+pub(crate) async fn inbox_loop(queue: Arc<RunQueue>, store: Store, cancel: CancellationToken) {
     let mut after = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
@@ -246,6 +251,30 @@ async fn handle_command(queue: &RunQueue, store: &Store, command: InboxCommand) 
                 let _ = store.submit(vec![Mutation::Event(event)]);
             }
         }
+        InboxCommand::FollowUp {
+            run_id,
+            job_id,
+            inputs,
+            run_key,
+            chain_depth,
+            due_at,
+            extra,
+        } => {
+            let run = NewRun {
+                id: run_id.clone(),
+                job_id: job_id.clone(),
+                trigger: crate::store::runs::Trigger::Workflow,
+                inputs,
+                run_key,
+                scheduled_at: None,
+                chain_depth,
+                due_at: due_at.and_then(|d| d.parse().ok()),
+                extra,
+            };
+            if queue.enqueue(vec![run]).is_empty() {
+                tracing::warn!(run = %run_id, job = %job_id, "follow-up not queued: no such job in the applied revision");
+            }
+        }
         InboxCommand::Decide {
             approval_id,
             approve,
@@ -268,7 +297,7 @@ async fn handle_command(queue: &RunQueue, store: &Store, command: InboxCommand) 
 }
 
 /// Old events go; run history is pruned per job as runs finish.
-async fn retention_loop(store: Store, keep_days: u64, cancel: CancellationToken) {
+pub(crate) async fn retention_loop(store: Store, keep_days: u64, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
@@ -286,7 +315,7 @@ async fn retention_loop(store: Store, keep_days: u64, cancel: CancellationToken)
     }
 }
 
-async fn wait_for_stop() {
+pub(crate) async fn wait_for_stop() {
     let term = signal(SignalKind::terminate());
     match term {
         Ok(mut term) => {
@@ -303,7 +332,7 @@ async fn wait_for_stop() {
 
 /// The one reconcile loop: file changes, periodic resyncs and SIGHUP all
 /// funnel here, so reloads never overlap.
-async fn reconcile_loop(
+pub(crate) async fn reconcile_loop(
     reconciler: Arc<Reconciler>,
     mut signals: Option<tokio::sync::mpsc::Receiver<ChangeSignal>>,
     cancel: CancellationToken,

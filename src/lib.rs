@@ -12,11 +12,14 @@
 //! - [`connectors`]: every outbound call of a run (HTTP, messages, LLM),
 //!   with secrets by reference, egress policy and rate limits.
 //! - [`status`]: the read-only API.
+//! - [`cluster`]: the Redis deployment (leader election, stream dispatch,
+//!   worker processes).
 //! - [`testkit`]: a real redis-server for tests and benchmarks.
 //! - [`app`] assembles the daemon; [`cli`] has one file per command.
 pub mod app;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod connectors;
 pub mod jobs;
 pub mod queue;

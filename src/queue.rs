@@ -41,6 +41,10 @@ pub struct QueueConfig {
     pub keep_runs: usize,
     /// Identifies this process as the holder of the runs it executes.
     pub owner: String,
+    /// A Redis deployment: a started run is also handed to the ready
+    /// stream (in the same store batch as its record), where any worker
+    /// process claims it.
+    pub remote_dispatch: bool,
 }
 
 impl Default for QueueConfig {
@@ -50,6 +54,7 @@ impl Default for QueueConfig {
             pressure_low: 180,
             keep_runs: 1000,
             owner: format!("pid-{}", std::process::id()),
+            remote_dispatch: false,
         }
     }
 }
@@ -402,6 +407,17 @@ impl RunQueue {
     /// were `running` belonged to a process that died: their attempt
     /// failed (lease lost) and they are retried or failed by policy.
     pub async fn recover(&self) -> Result<RecoverySummary, crate::store::StoreError> {
+        self.recover_holding(&std::collections::HashSet::new())
+            .await
+    }
+
+    /// [`recover`](Self::recover), except that `running` runs in `held`
+    /// are still owned by a live worker elsewhere (a Redis deployment's
+    /// dispatched runs): they stay `running` and their result is awaited.
+    pub async fn recover_holding(
+        &self,
+        held: &std::collections::HashSet<String>,
+    ) -> Result<RecoverySummary, crate::store::StoreError> {
         let failures = self.store.failure_states().await?;
         let job_ids: Vec<String> = self.lock().jobs.keys().cloned().collect();
         let last = self.store.last_runs(job_ids).await?;
@@ -421,6 +437,11 @@ impl RunQueue {
             for mut run in runs {
                 let job = st.jobs.get(&run.job_id).map(|(j, _)| j.clone());
                 match run.status {
+                    RunStatus::Running if held.contains(&run.id) => {
+                        summary.held += 1;
+                        self.insert_locked(&mut st, run);
+                        continue;
+                    }
                     RunStatus::Running => {
                         summary.orphaned += 1;
                         close_attempt(
@@ -537,6 +558,12 @@ impl RunQueue {
                     }
                 }
             }
+            RunStatus::Running => {
+                st.counts.running += 1;
+                if let Some(flow) = &entry.run.flow {
+                    Counts::add(&mut st.counts.running_by_flow, flow, 1);
+                }
+            }
             RunStatus::Retrying => {
                 let due = entry
                     .run
@@ -564,6 +591,11 @@ impl RunQueue {
         {
             let mut st = self.lock();
             for n in new_runs {
+                // A command handled twice (a new leader re-reads the inbox)
+                // must not track the same run twice.
+                if st.runs.contains_key(&n.id) {
+                    continue;
+                }
                 let Some(job) = st.jobs.get(&n.job_id).cloned() else {
                     tracing::warn!(job = %n.job_id, "enqueue: no such job; run dropped");
                     continue;
@@ -792,6 +824,13 @@ impl RunQueue {
                 Mutation::PutRun(Box::new(claim.run.clone())),
                 Mutation::Event(event),
             ];
+            if self.config.remote_dispatch {
+                let payload = json!({"run": &claim.run}).to_string();
+                mutations.push(Mutation::Dispatch {
+                    run_id: claim.run.id.clone(),
+                    payload,
+                });
+            }
             if let Some(on) = flip {
                 mutations.push(pressure_event(on, waiting, &st.pressure));
             }
@@ -1195,6 +1234,14 @@ impl RunQueue {
         }
     }
 
+    /// An unfinished run's status and attempt.
+    pub fn run_status(&self, run_id: &str) -> Option<(RunStatus, u32)> {
+        self.lock()
+            .runs
+            .get(run_id)
+            .map(|e| (e.run.status, e.run.attempt))
+    }
+
     /// A run as the queue holds it (unfinished runs only).
     pub fn get(&self, run_id: &str) -> Option<Run> {
         self.lock().runs.get(run_id).map(|e| e.run.clone())
@@ -1262,4 +1309,6 @@ pub struct RecoverySummary {
     pub orphaned: usize,
     pub retried: usize,
     pub failed: usize,
+    /// Runs still executing on a live worker elsewhere (Redis).
+    pub held: usize,
 }

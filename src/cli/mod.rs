@@ -9,6 +9,7 @@ pub mod schema;
 pub mod status;
 pub mod trigger;
 pub mod validate;
+pub mod worker;
 
 use std::path::PathBuf;
 
@@ -50,6 +51,12 @@ pub enum Command {
     /// revision with any error is rejected and the last good one keeps
     /// running. Stops on SIGINT/SIGTERM.
     Run(run::Args),
+    /// A worker-only process joining a Redis deployment.
+    ///
+    /// Claims runs from the deployment's ready stream and executes them;
+    /// a worker that dies mid-run loses nothing: its runs are claimed by
+    /// another worker once their lease expires.
+    Worker(worker::Args),
     /// Jobs, next fire times, last results, the revision: from a running
     /// daemon's API.
     Status(status::Args),
@@ -117,6 +124,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Validate(args) => validate::exec(args),
         Command::Plan(args) => plan::exec(args),
         Command::Run(args) => run::exec(args),
+        Command::Worker(args) => worker::exec(args),
         Command::Schema(args) => schema::exec(args),
         Command::Status(args) => status::exec(args),
         Command::Trigger(args) => trigger::exec(args),

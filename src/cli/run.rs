@@ -14,8 +14,13 @@ pub struct Args {
     #[command(flatten)]
     pub dir: DirArg,
     /// The embedded store [default: DIR/.multijob/state.db].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "redis")]
     pub state: Option<PathBuf>,
+    /// Join a Redis deployment instead (redis://host:port/db): every
+    /// replica serves the API and works; one, elected, reconciles and
+    /// schedules. Add worker-only processes with `multijob worker`.
+    #[arg(long, value_name = "URL", env = "MULTIJOB_REDIS_URL")]
+    pub redis: Option<String>,
     /// Where `files` steps, reports and backups write [default: DIR/.multijob/data].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -77,8 +82,10 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
         Some(s) => anyhow::bail!("--watch-poll must be a positive number of seconds, not {s}"),
         None => None,
     };
-    if args.workers == 0 {
-        anyhow::bail!("--workers must be at least 1");
+    // A Redis replica may only schedule and serve, leaving the work to
+    // worker processes; alone, a daemon without workers would run nothing.
+    if args.workers == 0 && args.redis.is_none() {
+        anyhow::bail!("--workers must be at least 1 (0 is allowed only with --redis)");
     }
     if args.max_dispatch_per_tick == 0 {
         anyhow::bail!("SCHEDULER_MAX_DISPATCH_PER_TICK must be at least 1");
@@ -104,6 +111,7 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
         },
         pressure_high: args.pressure_high,
         pressure_low: args.pressure_low.min(args.pressure_high),
+        redis: args.redis,
     };
     super::init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()

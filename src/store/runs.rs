@@ -190,6 +190,19 @@ pub enum InboxCommand {
         approve: bool,
         by: String,
     },
+    /// A `schedule_job` step on a worker process asks the leader to queue
+    /// a follow-up (Redis deployments; one process enqueues directly).
+    FollowUp {
+        run_id: String,
+        job_id: String,
+        inputs: Value,
+        run_key: String,
+        chain_depth: u32,
+        /// RFC 3339; not ready before.
+        due_at: Option<String>,
+        #[serde(default)]
+        extra: Value,
+    },
 }
 
 fn one() -> u32 {

@@ -15,15 +15,64 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::connectors::Connectors;
 use crate::jobs::{self, RunContext, RunError};
-use crate::queue::{Claim, Outcome, RunQueue};
+use crate::queue::{Claim, NewRun, Outcome, RunQueue};
 use crate::spec::model::Job;
 use crate::status::metrics::WorkflowGauge;
-use crate::store::Applied;
-use crate::store::runs::Run;
+use crate::store::runs::{Run, StepRecord};
+use crate::store::{Applied, Store};
 use crate::workflow::runtime::RuntimeActions;
 use crate::workflow::{Engine, RunInfo};
+
+/// What a run needs from whoever handed it out: the local queue in a
+/// single-process deployment, or the link to the leader in a Redis one.
+pub trait RunHost: Send + Sync {
+    /// The applied snapshot the run executes under.
+    fn applied(&self) -> Arc<Applied>;
+    fn store(&self) -> &Store;
+    fn clock(&self) -> Clock;
+    /// Why a run was cancelled (overlap `replace`, an operator), if it was.
+    fn cancel_reason(&self, run_id: &str) -> Option<String>;
+    /// Queue a follow-up run (`schedule_job`). `Ok(false)`: no such job in
+    /// the applied revision.
+    fn follow_up(&self, run: NewRun) -> futures_lite_box::BoxFuture<'_, Result<bool, String>>;
+    /// A workflow's step records, kept with the run's record.
+    fn record_steps(&self, run_id: &str, steps: Vec<StepRecord>);
+    /// LLM tokens the run used.
+    fn record_usage(&self, run_id: &str, llm_tokens: u64);
+}
+
+/// A boxed future without pulling in the `futures` crate.
+pub mod futures_lite_box {
+    pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+}
+
+impl RunHost for RunQueue {
+    fn applied(&self) -> Arc<Applied> {
+        RunQueue::applied(self)
+    }
+    fn store(&self) -> &Store {
+        RunQueue::store(self)
+    }
+    fn clock(&self) -> Clock {
+        RunQueue::clock(self)
+    }
+    fn cancel_reason(&self, run_id: &str) -> Option<String> {
+        RunQueue::cancel_reason(self, run_id)
+    }
+    fn follow_up(&self, run: NewRun) -> futures_lite_box::BoxFuture<'_, Result<bool, String>> {
+        let queued = !self.enqueue(vec![run]).is_empty();
+        Box::pin(async move { Ok(queued) })
+    }
+    fn record_steps(&self, run_id: &str, steps: Vec<StepRecord>) {
+        RunQueue::record_steps(self, run_id, steps)
+    }
+    fn record_usage(&self, run_id: &str, llm_tokens: u64) {
+        RunQueue::record_usage(self, run_id, llm_tokens)
+    }
+}
 
 /// What every run of this process shares.
 #[derive(Clone)]
@@ -132,16 +181,18 @@ impl WorkerPool {
 }
 
 async fn worker_loop(queue: Arc<RunQueue>, ctx: WorkerContext, busy: Arc<AtomicUsize>) {
+    let host: Arc<dyn RunHost> = queue.clone();
     while let Some(claim) = queue.claim().await {
         busy.fetch_add(1, Ordering::SeqCst);
         let run_id = claim.run.id.clone();
-        let outcome = execute(&queue, &ctx, claim).await;
+        let outcome = execute(&host, &ctx, claim).await;
         queue.finish(&run_id, outcome);
         busy.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-async fn execute(queue: &Arc<RunQueue>, ctx: &WorkerContext, claim: Claim) -> Outcome {
+/// Run one attempt of a claimed run under its job's timeout.
+pub async fn execute(queue: &Arc<dyn RunHost>, ctx: &WorkerContext, claim: Claim) -> Outcome {
     let Claim { run, job, cancel } = claim;
     // noop does nothing: no task, no timer.
     if job.job_type == "noop" {
@@ -153,7 +204,7 @@ async fn execute(queue: &Arc<RunQueue>, ctx: &WorkerContext, claim: Claim) -> Ou
     if job.job_type == "monitor.channel" {
         let applied = queue.applied();
         let connectors = ctx.connectors_for(&applied);
-        let rc = run_context(queue, ctx, &run, applied);
+        let rc = run_context(queue.as_ref(), ctx, &run, applied);
         let timeout = Duration::from_millis(job.timeout_ms.max(1));
         let check = jobs::monitor::run(&job, &rc, &connectors, ctx.workflow_metrics.as_ref());
         return match tokio::time::timeout(timeout, check).await {
@@ -168,12 +219,12 @@ async fn execute(queue: &Arc<RunQueue>, ctx: &WorkerContext, claim: Claim) -> Ou
     if job.job_type == "report.daily" {
         let applied = queue.applied();
         let connectors = ctx.connectors_for(&applied);
-        let rc = run_context(queue, ctx, &run, applied);
+        let rc = run_context(queue.as_ref(), ctx, &run, applied);
         let timeout = Duration::from_millis(job.timeout_ms.max(1));
         let report = jobs::report::run(&job, &rc, Some(&connectors), &cancel);
         return match tokio::time::timeout(timeout, report).await {
             Ok(Ok(output)) => Outcome::Succeeded(output),
-            Ok(Err(RunError::Cancelled)) => cancelled(queue, ctx, &run.id),
+            Ok(Err(RunError::Cancelled)) => cancelled(queue.as_ref(), ctx, &run.id),
             Ok(Err(e)) => Outcome::Failed(e),
             Err(_) => {
                 cancel.cancel();
@@ -209,7 +260,7 @@ async fn execute(queue: &Arc<RunQueue>, ctx: &WorkerContext, claim: Claim) -> Ou
     };
     match result {
         Some(Ok(Ok(output))) => Outcome::Succeeded(output),
-        Some(Ok(Err(RunError::Cancelled))) => cancelled(queue, ctx, &run.id),
+        Some(Ok(Err(RunError::Cancelled))) => cancelled(queue.as_ref(), ctx, &run.id),
         Some(Ok(Err(e))) => Outcome::Failed(e),
         Some(Err(join)) => {
             Outcome::Failed(RunError::Retryable(format!("the handler crashed: {join}")))
@@ -225,7 +276,7 @@ async fn execute(queue: &Arc<RunQueue>, ctx: &WorkerContext, claim: Claim) -> Ou
 }
 
 fn run_context(
-    queue: &RunQueue,
+    queue: &dyn RunHost,
     ctx: &WorkerContext,
     run: &Run,
     applied: Arc<Applied>,
@@ -270,7 +321,7 @@ fn http_request_step(job: &Job) -> Result<crate::spec::model::Step, RunError> {
 /// An `agent.workflow` run: its steps through the engine, side effects
 /// through the connectors, the store and the queue.
 async fn run_workflow(
-    queue: &Arc<RunQueue>,
+    queue: &Arc<dyn RunHost>,
     ctx: &WorkerContext,
     run: Run,
     job: Arc<Job>,
@@ -344,7 +395,7 @@ async fn run_workflow(
             step_id: key,
             reason,
         },
-        Err(RunError::Cancelled) => cancelled(queue, ctx, &run.id),
+        Err(RunError::Cancelled) => cancelled(queue.as_ref(), ctx, &run.id),
         Err(e) => Outcome::Failed(e),
     }
 }
@@ -397,7 +448,7 @@ fn implicit_agent(job: &Job, applied: &Applied) -> Result<crate::spec::model::St
     .map_err(|e| RunError::Permanent(format!("implicit agent: {e}")))
 }
 
-fn cancelled(queue: &RunQueue, ctx: &WorkerContext, run_id: &str) -> Outcome {
+fn cancelled(queue: &dyn RunHost, ctx: &WorkerContext, run_id: &str) -> Outcome {
     if ctx.shutdown.is_cancelled() {
         Outcome::Interrupted
     } else {

@@ -12,11 +12,12 @@ use serde_json::{Map, Value, json};
 
 use super::actions::{ActionCall, ActionError, ActionFuture, ActionResult, Actions};
 use crate::connectors::{ChatRequest, ConnectorError, Connectors, HttpRequest, OutboundMessage};
-use crate::queue::{NewRun, RunQueue, new_run_id};
+use crate::queue::{NewRun, new_run_id};
 use crate::spec::model::Job;
 use crate::status::metrics::WorkflowGauge;
 use crate::store::runs::Trigger;
 use crate::store::{KvOp, Store, format_ts};
+use crate::worker::RunHost;
 
 /// How long idempotency records are kept.
 const IDEMPOTENCY_TTL_SEC: u64 = 30 * 24 * 3600;
@@ -78,7 +79,7 @@ pub async fn send_once(
 pub struct RuntimeActions {
     pub connectors: Arc<Connectors>,
     pub store: Store,
-    pub queue: Arc<RunQueue>,
+    pub queue: Arc<dyn RunHost>,
     pub job: Arc<Job>,
     /// Follow-up depth of the run executing (0 for a scheduled or manual run).
     pub chain_depth: u32,
@@ -323,18 +324,22 @@ impl RuntimeActions {
             }
         };
         let run_id = new_run_id();
-        let queued = self.queue.enqueue(vec![NewRun {
-            id: run_id.clone(),
-            job_id: target.clone(),
-            trigger: Trigger::Workflow,
-            inputs,
-            run_key: format!("follow-up:{}", call.idempotency_key),
-            scheduled_at: None,
-            chain_depth: depth,
-            due_at: Some(due),
-            extra: json!({"from_run": call.run.id, "from_step": call.step_id}),
-        }]);
-        if queued.is_empty() {
+        let queued = self
+            .queue
+            .follow_up(NewRun {
+                id: run_id.clone(),
+                job_id: target.clone(),
+                trigger: Trigger::Workflow,
+                inputs,
+                run_key: format!("follow-up:{}", call.idempotency_key),
+                scheduled_at: None,
+                chain_depth: depth,
+                due_at: Some(due),
+                extra: json!({"from_run": call.run.id, "from_step": call.step_id}),
+            })
+            .await
+            .map_err(|e| ActionError::Retryable(format!("schedule_job: {e}")))?;
+        if !queued {
             return Err(ActionError::Permanent(format!(
                 "schedule_job: no job `{target}` in the applied revision"
             )));

@@ -1,0 +1,51 @@
+//! `multijob worker`: a worker-only process of a Redis deployment.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::Outcome;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The deployment's Redis (redis://host:port/db). Job specs come from
+    /// the snapshot the leader applied there: no config directory needed.
+    #[arg(long, value_name = "URL", env = "MULTIJOB_REDIS_URL")]
+    pub redis: String,
+    /// Runs executed at once by this process.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 5)]
+    pub workers: usize,
+    /// Where `files` steps, reports and backups write.
+    #[arg(long, default_value = ".multijob/data")]
+    pub data_dir: PathBuf,
+    /// Allow `command` jobs (argv, no shell, cleared environment).
+    #[arg(long)]
+    pub allow_command: bool,
+    /// Seconds runs in flight get to finish on SIGTERM before they are
+    /// interrupted (the leader queues them again).
+    #[arg(long, value_name = "SEC", default_value_t = 30.0)]
+    pub grace: f64,
+}
+
+pub fn exec(args: Args) -> anyhow::Result<Outcome> {
+    if args.workers == 0 {
+        anyhow::bail!("--workers must be at least 1");
+    }
+    if !(args.grace.is_finite() && args.grace >= 0.0) {
+        anyhow::bail!(
+            "--grace must be a number of seconds >= 0, not {}",
+            args.grace
+        );
+    }
+    super::init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(crate::cluster::process::run_worker(
+        args.redis,
+        args.workers,
+        args.data_dir,
+        args.allow_command,
+        Duration::from_secs_f64(args.grace),
+    ))?;
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,232 @@
+//! The leader's side of dispatch: start runs while the live workers have
+//! room, and apply the results they send back.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use tokio_util::sync::CancellationToken;
+
+use super::stream_worker::HEARTBEAT;
+use super::wire::RunResult;
+use super::{ClusterConfig, Keys, LEADER_GROUP, connect, ensure_group, is_nogroup, now_ms};
+use crate::queue::{Outcome, RunQueue};
+use crate::store::runs::RunStatus;
+use crate::store::{Mutation, Store};
+
+/// Results applied per round trip at most.
+const RESULT_BATCH: usize = 1024;
+/// Runs started per worker slot: one executing, one on its way.
+const RUNS_PER_SLOT: usize = 2;
+
+/// Run ids handed to the ready stream and not finished: on takeover these
+/// stay `running` (a worker has them) instead of counting as lost.
+pub async fn dispatched(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+) -> redis::RedisResult<HashSet<String>> {
+    redis::cmd("SMEMBERS")
+        .arg(&keys.dispatched)
+        .query_async(conn)
+        .await
+}
+
+/// Worker slots of the live worker processes (fresh heartbeats), refreshed
+/// twice a second; stale entries are removed after a minute.
+pub async fn track_capacity(
+    mut conn: ConnectionManager,
+    keys: Keys,
+    capacity: Arc<AtomicUsize>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let entries: redis::RedisResult<Vec<(String, String)>> = redis::cmd("HGETALL")
+            .arg(&keys.workers)
+            .query_async(&mut conn)
+            .await;
+        if let Ok(entries) = entries {
+            let now = now_ms();
+            let fresh_within = 5 * HEARTBEAT.as_millis() as u64;
+            let mut slots = 0usize;
+            for (node, value) in entries {
+                let mut parts = value.split_whitespace();
+                let n: usize = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                let beat: u64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                let age = now.saturating_sub(beat);
+                if age <= fresh_within {
+                    slots += n;
+                } else if age > 60_000 {
+                    let _: redis::RedisResult<i64> = redis::cmd("HDEL")
+                        .arg(&keys.workers)
+                        .arg(&node)
+                        .query_async(&mut conn)
+                        .await;
+                }
+            }
+            capacity.store(slots, Ordering::Relaxed);
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// Start runs (the queue hands each to the ready stream with its record)
+/// while fewer than twice the live slots are running. With no live worker
+/// nothing starts: runs wait in the queue, where pressure mode sees them.
+pub async fn dispatch_loop(
+    queue: Arc<RunQueue>,
+    capacity: Arc<AtomicUsize>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let window = capacity.load(Ordering::Relaxed) * RUNS_PER_SLOT;
+        if queue.view().running() >= window {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = queue.released() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            claim = queue.claim() => if claim.is_none() { return },
+        }
+    }
+}
+
+/// Apply the workers' results, then acknowledge each (in the same store
+/// batch order, so an acknowledged result is a recorded one). First takes
+/// over what earlier leaders left pending.
+pub async fn results_loop(
+    queue: Arc<RunQueue>,
+    store: Store,
+    cfg: ClusterConfig,
+    keys: Keys,
+    cancel: CancellationToken,
+) {
+    let mut conn = loop {
+        match connect(&cfg.url, Duration::from_secs(5)).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(error = %e, "leader: cannot connect to Redis for results; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    };
+    let _ = ensure_group(&mut conn, &keys.results, LEADER_GROUP).await;
+    // Results delivered to an earlier leader that never acknowledged them.
+    let mut start = "0-0".to_string();
+    loop {
+        let claimed: redis::RedisResult<StreamAutoClaimReply> = redis::cmd("XAUTOCLAIM")
+            .arg(&keys.results)
+            .arg(LEADER_GROUP)
+            .arg(&cfg.node)
+            .arg(0)
+            .arg(&start)
+            .arg("COUNT")
+            .arg(RESULT_BATCH)
+            .query_async(&mut conn)
+            .await;
+        match claimed {
+            Ok(reply) => {
+                apply(&queue, &store, reply.claimed);
+                if reply.next_stream_id == "0-0" {
+                    break;
+                }
+                start = reply.next_stream_id;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "leader: taking over pending results failed");
+                break;
+            }
+        }
+    }
+    loop {
+        if cancel.is_cancelled() {
+            return;
+        }
+        let read: redis::RedisResult<StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(LEADER_GROUP)
+            .arg(&cfg.node)
+            .arg("COUNT")
+            .arg(RESULT_BATCH)
+            .arg("BLOCK")
+            .arg(1000)
+            .arg("STREAMS")
+            .arg(&keys.results)
+            .arg(">")
+            .query_async(&mut conn)
+            .await;
+        match read {
+            Ok(reply) => apply(
+                &queue,
+                &store,
+                reply.keys.into_iter().flat_map(|k| k.ids).collect(),
+            ),
+            Err(e) if is_nogroup(&e) => {
+                tracing::warn!(
+                    "leader: the results group is gone (Redis restarted?); recreating it"
+                );
+                let _ = ensure_group(&mut conn, &keys.results, LEADER_GROUP).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "leader: reading results failed; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+        }
+    }
+}
+
+fn apply(queue: &RunQueue, store: &Store, entries: Vec<StreamId>) {
+    let mut acks = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let result: Option<RunResult> = entry
+            .get::<String>("r")
+            .and_then(|text| serde_json::from_str(&text).ok());
+        let Some(result) = result else {
+            tracing::error!(entry = %entry.id, "leader: unreadable result; dropping it");
+            acks.push(Mutation::AckResult {
+                entry_id: entry.id,
+                run_id: String::new(),
+            });
+            continue;
+        };
+        let current = queue.run_status(&result.run_id);
+        match current {
+            Some((RunStatus::Running, attempt)) if attempt == result.attempt => {
+                if !result.steps.is_empty() {
+                    queue.record_steps(&result.run_id, result.steps);
+                }
+                if result.llm_tokens > 0 {
+                    queue.record_usage(&result.run_id, result.llm_tokens);
+                }
+                queue.finish(&result.run_id, Outcome::from(result.outcome));
+            }
+            _ => {
+                // A second execution of a reclaimed run, or a run the
+                // leader already ended (cancelled, replaced): nothing to do.
+                tracing::debug!(run = %result.run_id, worker = %result.worker, "leader: stale result dropped");
+            }
+        }
+        acks.push(Mutation::AckResult {
+            entry_id: entry.id,
+            run_id: result.run_id,
+        });
+    }
+    if let Err(e) = store.submit(acks) {
+        tracing::error!(error = %e, "leader: acknowledging results failed");
+    }
+}

@@ -1,0 +1,145 @@
+//! A Redis deployment: several processes, one leader.
+//!
+//! - **Leader** ([`election`]): exactly one process holds `{mj}:leader`
+//!   (SET NX PX, renewed; a fencing token from `leader:epoch` guards its
+//!   store writes). It reconciles, schedules and owns the run queue: guards,
+//!   retries and failure memory stay in one place, as in one process.
+//! - **Dispatch** ([`leader`]): a run the leader starts is handed to the
+//!   `ready` stream in the same store batch as its record, and no more runs
+//!   are started than the live workers can take (twice their slots), so
+//!   runs wait in the queue, where pressure sees them, not in the stream.
+//! - **Workers** ([`stream_worker`]): every process (leader, `run`
+//!   replicas, `worker`) reads `ready` through one consumer group, executes
+//!   the run, and appends its result to the `results` stream, which the
+//!   leader applies (and only then acknowledges).
+//! - **Leases**: a worker renews its entries' idle time while it runs them;
+//!   an entry idle past the lease (its worker died) is claimed by another
+//!   worker with XAUTOCLAIM and runs again: at-least-once, with message
+//!   steps deduplicated by their idempotency keys in Redis.
+
+pub mod election;
+pub mod leader;
+pub mod process;
+pub mod stream_worker;
+pub mod wire;
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+
+/// Consumer group of the workers on the ready stream.
+pub const WORKERS_GROUP: &str = "workers";
+/// Consumer group of the leader on the results stream.
+pub const LEADER_GROUP: &str = "leader";
+
+/// The Redis keys of the runtime (named by the store, which owns the prefix).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    /// Stream of started runs waiting for a worker.
+    pub ready: String,
+    /// Stream of workers' results waiting for the leader.
+    pub results: String,
+    /// Set of run ids handed to `ready` and not yet finished.
+    pub dispatched: String,
+    /// Hash: worker node → "<slots> <heartbeat ms>".
+    pub workers: String,
+    pub election: election::ElectionKeys,
+}
+
+impl Keys {
+    pub fn new(key: impl Fn(&str) -> String) -> Keys {
+        Keys {
+            ready: key("ready"),
+            results: key("results"),
+            dispatched: key("dispatched"),
+            workers: key("workers"),
+            election: election::ElectionKeys {
+                leader: key("leader"),
+                epoch: key("leader:epoch"),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub url: String,
+    /// This process's name in consumer groups and the leader key.
+    pub node: String,
+    /// An entry not renewed for this long belongs to a dead worker.
+    pub lease: Duration,
+    /// How long a leader's key lives without renewal.
+    pub leader_ttl: Duration,
+}
+
+impl ClusterConfig {
+    /// Defaults, tunable by `MULTIJOB_LEASE_MS` and `MULTIJOB_LEADER_TTL_MS`.
+    pub fn new(url: &str) -> ClusterConfig {
+        let ms = |name: &str, default: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|v| *v >= 100)
+                .unwrap_or(default)
+        };
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        ClusterConfig {
+            url: url.to_string(),
+            node: format!(
+                "{}-{}-{}",
+                if host.is_empty() { "node" } else { &host },
+                std::process::id(),
+                &uuid::Uuid::now_v7().simple().to_string()[24..]
+            ),
+            lease: Duration::from_millis(ms("MULTIJOB_LEASE_MS", 15_000)),
+            leader_ttl: Duration::from_millis(ms("MULTIJOB_LEADER_TTL_MS", 5_000)),
+        }
+    }
+}
+
+/// A connection of our own (reconnecting) whose replies may take up to
+/// `timeout`: blocking stream reads need more than the default 500 ms.
+pub async fn connect(url: &str, timeout: Duration) -> redis::RedisResult<ConnectionManager> {
+    let client = redis::Client::open(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(timeout))
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_with_config(client, config).await
+}
+
+/// Create a stream's consumer group (and the stream) unless it exists.
+/// Called at start and again after `NOGROUP` (Redis restarted empty).
+pub async fn ensure_group(
+    conn: &mut ConnectionManager,
+    stream: &str,
+    group: &str,
+) -> redis::RedisResult<()> {
+    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match created {
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
+    }
+}
+
+/// Whether an error says the consumer group is gone.
+pub fn is_nogroup(e: &redis::RedisError) -> bool {
+    e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP")
+}
+
+/// Milliseconds since the epoch (worker heartbeats).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,385 @@
+//! The two process shapes of a Redis deployment: `run --redis` (a replica
+//! that serves the API, works, and leads when elected) and `worker`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use super::election::{self, Term};
+use super::leader;
+use super::stream_worker::StreamWorkers;
+use super::{ClusterConfig, Keys, connect};
+use crate::app::{DaemonOptions, inbox_loop, reconcile_loop, retention_loop, wait_for_stop};
+use crate::clock::Clock;
+use crate::queue::QueueConfig;
+use crate::reconcile::Reconciler;
+use crate::reconcile::watch::{self, WatchOptions};
+use crate::schedule::scheduler::Scheduler;
+use crate::state::Shared;
+use crate::status::listener::StallGuardListener;
+use crate::status::sse::SseConfig;
+use crate::status::{api, metrics};
+use crate::store::feed::Feed;
+use crate::store::{EventQuery, Store};
+use crate::worker::WorkerContext;
+
+/// Open the Redis store and name the runtime's keys after it.
+async fn open(url: &str) -> anyhow::Result<(Store, Keys)> {
+    let store = Store::open_redis(url)
+        .await
+        .with_context(|| format!("opening the Redis store at {url}"))?;
+    let keys = match &store {
+        Store::Redis(r) => Keys::new(|name| r.key(name)),
+        _ => anyhow::bail!("the Redis store did not open as Redis"),
+    };
+    Ok((store, keys))
+}
+
+/// `multijob run --redis URL`.
+pub async fn run_replica(opts: DaemonOptions, url: String) -> anyhow::Result<()> {
+    let (store, keys) = open(&url).await?;
+    let cfg = ClusterConfig::new(&url);
+    let applied = store.applied().await.context("reading the applied state")?;
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("creating the data dir {}", opts.data_dir.display()))?;
+    let queue_config = QueueConfig {
+        pressure_high: opts.pressure_high,
+        pressure_low: opts.pressure_low,
+        keep_runs: opts.keep_runs,
+        owner: cfg.node.clone(),
+        remote_dispatch: true,
+    };
+    let shared = Shared::new(
+        store.clone(),
+        opts.dir.clone(),
+        applied,
+        opts.api_token.clone(),
+        queue_config,
+        Clock::Wall,
+    );
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.listen))?;
+    let local = listener.local_addr().context("reading the bound address")?;
+    let cancel = shared.shutdown.clone();
+
+    let feed = Feed::subscribe(store.clone(), None, EventQuery::default())
+        .await
+        .context("subscribing the metrics to the event feed")?;
+    let metrics_task = tokio::spawn(metrics::follow(shared.clone(), feed, cancel.clone()));
+
+    let worker_ctx = WorkerContext {
+        workflow_metrics: Some(shared.metrics.workflow_gauge()),
+        connector_metrics: Some(shared.metrics.connector_metrics()),
+        ..WorkerContext::new(opts.data_dir.clone(), opts.allow_command)
+    };
+    let workers = StreamWorkers::start(
+        store.clone(),
+        shared.applied.load_full(),
+        cfg.clone(),
+        keys.clone(),
+        worker_ctx,
+        opts.workers,
+        shared.workers_busy.clone(),
+    )
+    .await
+    .context("starting the workers")?;
+    shared
+        .workers_total
+        .store(workers.total(), Ordering::Relaxed);
+
+    let is_leader = Arc::new(AtomicBool::new(false));
+    tokio::spawn(follow_applied(
+        shared.clone(),
+        is_leader.clone(),
+        cancel.clone(),
+    ));
+
+    tracing::info!(listen = %local, node = %cfg.node, store = %store.describe(), workers = opts.workers, "multijob replica is running");
+    println!("listening on http://{local}");
+    let app = api::router(shared.clone());
+    let server_cancel = cancel.clone();
+    let listener = StallGuardListener::new(listener, SseConfig::from_env().stall);
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(server_cancel.cancelled_owned())
+            .await
+    });
+
+    let stopping = CancellationToken::new();
+    let stop = stopping.clone();
+    tokio::spawn(async move {
+        wait_for_stop().await;
+        stop.cancel();
+    });
+
+    let election_conn = connect(&url, Duration::from_secs(2))
+        .await
+        .with_context(|| format!("connecting to Redis at {url}"))?;
+    let term = election::campaign(
+        election_conn.clone(),
+        keys.election.clone(),
+        cfg.node.clone(),
+        cfg.leader_ttl,
+        stopping.clone(),
+    )
+    .await;
+
+    let leading = match term {
+        Some(term) => {
+            is_leader.store(true, Ordering::SeqCst);
+            Some(
+                lead(
+                    &opts,
+                    &shared,
+                    &store,
+                    &cfg,
+                    &keys,
+                    term,
+                    &stopping,
+                    election_conn,
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
+
+    // Stopping: the leader stops starting runs first, then everyone drains.
+    tracing::info!(
+        grace_sec = opts.grace.as_secs_f64(),
+        "stopping: no new runs; draining"
+    );
+    if let Some(l) = &leading {
+        l.scheduler.abort();
+        l.dispatch.cancel();
+    }
+    workers.drain(opts.grace).await;
+    if let Some(l) = leading {
+        // Give the workers' last results a moment to be applied.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while shared.queue.view().running() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        l.stop.cancel();
+        if let Err(e) = store.flush().await {
+            tracing::error!(error = %e, "final store flush failed");
+        }
+        let mut conn = l.conn.clone();
+        l.term.resign(&mut conn, &keys.election, &cfg.node).await;
+    }
+    cancel.cancel();
+    let _ = metrics_task.await;
+    let _ = server.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// What runs while this process leads.
+struct Leading {
+    term: Term,
+    scheduler: tokio::task::JoinHandle<()>,
+    /// Stops starting runs.
+    dispatch: CancellationToken,
+    /// Stops the rest of the leader's tasks.
+    stop: CancellationToken,
+    conn: redis::aio::ConnectionManager,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn lead(
+    opts: &DaemonOptions,
+    shared: &Arc<Shared>,
+    store: &Store,
+    cfg: &ClusterConfig,
+    keys: &Keys,
+    term: Term,
+    stopping: &CancellationToken,
+    mut conn: redis::aio::ConnectionManager,
+) -> anyhow::Result<Leading> {
+    if let Store::Redis(r) = store {
+        r.set_fence(Some(("leader:epoch".to_string(), term.epoch)));
+    }
+    let stop = CancellationToken::new();
+    let dispatch = CancellationToken::new();
+    let reconciler = Arc::new(Reconciler {
+        dir: opts.dir.clone(),
+        shared: shared.clone(),
+    });
+    if let Err(e) = reconciler.reconcile("start").await {
+        tracing::error!(error = %e, "first reconcile could not reach the store");
+    }
+    let queue = shared.queue.clone();
+    queue.set_applied(shared.applied.load_full());
+    let held = leader::dispatched(&mut conn, keys)
+        .await
+        .context("reading the dispatched runs")?;
+    let recovery = queue
+        .recover_holding(&held)
+        .await
+        .context("recovering unfinished runs")?;
+    tracing::info!(
+        ?recovery,
+        epoch = term.epoch,
+        "leading: recovered unfinished runs"
+    );
+    shared.recovery.store(Arc::new(Some(recovery)));
+    let last_slots: HashMap<String, jiff::Timestamp> = store
+        .job_slots()
+        .await
+        .context("reading the last slots")?
+        .into_iter()
+        .filter_map(|(job, slot)| slot.parse().ok().map(|t| (job, t)))
+        .collect();
+    let scheduler = Scheduler::new(
+        queue.clone(),
+        opts.scheduler.clone(),
+        shared.scheduler.clone(),
+    );
+    let scheduler =
+        tokio::spawn(scheduler.run(shared.applied_tx.subscribe(), last_slots, stop.clone()));
+    let capacity = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(leader::track_capacity(
+        conn.clone(),
+        keys.clone(),
+        capacity.clone(),
+        stop.clone(),
+    ));
+    tokio::spawn(leader::dispatch_loop(
+        queue.clone(),
+        capacity,
+        dispatch.clone(),
+    ));
+    tokio::spawn(leader::results_loop(
+        queue.clone(),
+        store.clone(),
+        cfg.clone(),
+        keys.clone(),
+        stop.clone(),
+    ));
+    tokio::spawn(inbox_loop(queue.clone(), store.clone(), stop.clone()));
+    tokio::spawn(retention_loop(
+        store.clone(),
+        opts.keep_events_days,
+        stop.clone(),
+    ));
+    let signals = if opts.watch {
+        let wopts = WatchOptions {
+            poll: opts.watch_poll,
+            ..WatchOptions::default()
+        };
+        Some(
+            watch::spawn(opts.dir.clone(), wopts, stop.clone())
+                .with_context(|| format!("watching {}", opts.dir.display()))?,
+        )
+    } else {
+        None
+    };
+    tokio::spawn(reconcile_loop(reconciler, signals, stop.clone()));
+
+    // A leader that lost its term must not act on stale state: it exits,
+    // and its supervisor starts it again as a follower.
+    let lost = term.lost.clone();
+    let mut fenced = match store {
+        Store::Redis(r) => Some(r.fenced()),
+        _ => None,
+    };
+    let watch_stop = stopping.clone();
+    tokio::spawn(async move {
+        let fenced_fut = async {
+            match fenced.as_mut() {
+                Some(rx) => {
+                    let _ = rx.wait_for(|f| *f).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = watch_stop.cancelled() => {}
+            _ = lost.cancelled() => {
+                tracing::error!("this process is no longer the leader; exiting so it restarts as a follower");
+                std::process::exit(1);
+            }
+            _ = fenced_fut => {
+                tracing::error!("another process became leader (store writes fenced); exiting so this one restarts as a follower");
+                std::process::exit(1);
+            }
+        }
+    });
+    stopping.cancelled().await;
+    Ok(Leading {
+        term,
+        scheduler,
+        dispatch,
+        stop,
+        conn,
+    })
+}
+
+/// Followers show the applied revision the leader wrote.
+async fn follow_applied(
+    shared: Arc<Shared>,
+    is_leader: Arc<AtomicBool>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if is_leader.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(applied) = shared.store.applied().await else {
+            continue;
+        };
+        let current = shared.applied.load();
+        let id = |a: &crate::store::Applied| a.revision.as_ref().map(|r| r.id.clone());
+        if id(&applied) != id(&current) {
+            let applied = Arc::new(applied);
+            shared.applied.store(applied.clone());
+            shared.applied_tx.send_replace(applied);
+        }
+    }
+}
+
+/// `multijob worker --redis URL`: executes runs, needs no config directory.
+pub async fn run_worker(
+    url: String,
+    workers: usize,
+    data_dir: PathBuf,
+    allow_command: bool,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let (store, keys) = open(&url).await?;
+    let cfg = ClusterConfig::new(&url);
+    let applied = store.applied().await.context("reading the applied state")?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+    let ctx = WorkerContext::new(data_dir, allow_command);
+    let pool = StreamWorkers::start(
+        store.clone(),
+        Arc::new(applied),
+        cfg.clone(),
+        keys,
+        ctx,
+        workers,
+        Arc::new(AtomicUsize::new(0)),
+    )
+    .await
+    .context("starting the workers")?;
+    tracing::info!(node = %cfg.node, workers, "worker joined");
+    println!("worker {} joined {url} with {workers} slots", cfg.node);
+    wait_for_stop().await;
+    tracing::info!(grace_sec = grace.as_secs_f64(), "stopping: draining");
+    pool.drain(grace).await;
+    if let Err(e) = store.flush().await {
+        tracing::error!(error = %e, "final store flush failed");
+    }
+    Ok(())
+}

@@ -1,0 +1,557 @@
+//! The workers of one process in a Redis deployment: read started runs
+//! from the `ready` stream (consumer group `workers`), execute them with
+//! the same handlers as the embedded pool, and append each result to the
+//! `results` stream, acknowledging the ready entry in the same
+//! transaction.
+//!
+//! While a run executes its entry's idle time is reset every third of the
+//! lease; entries idle longer than the lease belong to a dead worker and
+//! are claimed here (XAUTOCLAIM) when a slot is free. The run then executes
+//! again (at-least-once); its message steps find their idempotency keys.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::wire::{RunResult, WireOutcome};
+use super::{ClusterConfig, Keys, WORKERS_GROUP, connect, ensure_group, is_nogroup, now_ms};
+use crate::clock::Clock;
+use crate::jobs::RunError;
+use crate::queue::{Claim, NewRun, Outcome};
+use crate::spec::model::Job;
+use crate::store::runs::{InboxCommand, Run, StepRecord};
+use crate::store::{Applied, Store, format_ts};
+use crate::worker::futures_lite_box::BoxFuture;
+use crate::worker::{RunHost, WorkerContext, execute};
+
+/// Entries read per round trip at most.
+const MAX_BATCH: usize = 256;
+/// How often a worker process says it is alive (and how many slots it has).
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// What a run executing here needs: the applied snapshot (loaded from
+/// the store when a run names a spec this process has not seen), the store,
+/// and a way to hand follow-ups to the leader.
+pub struct RemoteHost {
+    store: Store,
+    applied: ArcSwap<Applied>,
+    /// Job specs by hash, shared by their runs.
+    jobs: std::sync::Mutex<HashMap<String, Arc<Job>>>,
+    reload: tokio::sync::Mutex<()>,
+    /// Step records and token usage of runs in flight, sent with the result.
+    stash: std::sync::Mutex<HashMap<String, (Vec<StepRecord>, u64)>>,
+}
+
+impl RemoteHost {
+    pub fn new(store: Store, applied: Arc<Applied>) -> RemoteHost {
+        RemoteHost {
+            store,
+            applied: ArcSwap::new(applied),
+            jobs: Default::default(),
+            reload: tokio::sync::Mutex::new(()),
+            stash: Default::default(),
+        }
+    }
+
+    /// The spec a run was started with (by hash), reloading the applied
+    /// snapshot once when this process has not seen it yet.
+    async fn job_for(&self, run: &Run) -> Option<Arc<Job>> {
+        if let Some(job) = self.cached(run) {
+            return Some(job);
+        }
+        {
+            let _one_reload = self.reload.lock().await;
+            if let Some(job) = self.cached(run) {
+                return Some(job);
+            }
+            match self.store.applied().await {
+                Ok(applied) => self.applied.store(Arc::new(applied)),
+                Err(e) => tracing::warn!(error = %e, "worker: cannot load the applied snapshot"),
+            }
+        }
+        if let Some(job) = self.cached(run) {
+            return Some(job);
+        }
+        // The job changed again since the run started: run it as applied
+        // now (the leader's queue does the same for runs not yet started).
+        let applied = self.applied.load();
+        applied
+            .snapshot
+            .jobs
+            .get(&run.job_id)
+            .map(|r| Arc::new(r.spec.clone()))
+    }
+
+    fn cached(&self, run: &Run) -> Option<Arc<Job>> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(j) = jobs.get(&run.spec_hash) {
+            return Some(j.clone());
+        }
+        let applied = self.applied.load();
+        let r = applied.snapshot.jobs.get(&run.job_id)?;
+        if r.hash != run.spec_hash {
+            return None;
+        }
+        let job = Arc::new(r.spec.clone());
+        jobs.insert(r.hash.clone(), job.clone());
+        Some(job)
+    }
+
+    fn take_stash(&self, run_id: &str) -> (Vec<StepRecord>, u64) {
+        self.stash
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(run_id)
+            .unwrap_or_default()
+    }
+}
+
+impl RunHost for RemoteHost {
+    fn applied(&self) -> Arc<Applied> {
+        self.applied.load_full()
+    }
+    fn store(&self) -> &Store {
+        &self.store
+    }
+    fn clock(&self) -> Clock {
+        Clock::Wall
+    }
+    fn cancel_reason(&self, _run_id: &str) -> Option<String> {
+        None
+    }
+    fn follow_up(&self, run: NewRun) -> BoxFuture<'_, Result<bool, String>> {
+        Box::pin(async move {
+            if !self.applied.load().snapshot.jobs.contains_key(&run.job_id) {
+                return Ok(false);
+            }
+            let command = InboxCommand::FollowUp {
+                run_id: run.id,
+                job_id: run.job_id,
+                inputs: run.inputs,
+                run_key: run.run_key,
+                chain_depth: run.chain_depth,
+                due_at: run.due_at.map(format_ts),
+                extra: run.extra,
+            };
+            self.store
+                .post_to_inbox(&command)
+                .await
+                .map(|_| true)
+                .map_err(|e| format!("handing the follow-up to the leader: {e}"))
+        })
+    }
+    fn record_steps(&self, run_id: &str, steps: Vec<StepRecord>) {
+        self.stash
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(run_id.to_string())
+            .or_default()
+            .0 = steps;
+    }
+    fn record_usage(&self, run_id: &str, llm_tokens: u64) {
+        self.stash
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(run_id.to_string())
+            .or_default()
+            .1 = llm_tokens;
+    }
+}
+
+struct Node {
+    cfg: ClusterConfig,
+    keys: Keys,
+    ctx: WorkerContext,
+    host: Arc<RemoteHost>,
+    slots: Arc<Semaphore>,
+    total: usize,
+    busy: Arc<AtomicUsize>,
+    /// Entry id → the run's cancel token, for lease renewal and drain.
+    in_flight: std::sync::Mutex<HashMap<String, CancellationToken>>,
+    /// Stop taking new entries.
+    stop: CancellationToken,
+    /// Sends results and renews leases.
+    conn: ConnectionManager,
+}
+
+/// The running workers of this process.
+pub struct StreamWorkers {
+    node: Arc<Node>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl StreamWorkers {
+    /// Start `n` worker slots reading the ready stream.
+    pub async fn start(
+        store: Store,
+        applied: Arc<Applied>,
+        cfg: ClusterConfig,
+        keys: Keys,
+        ctx: WorkerContext,
+        n: usize,
+        busy: Arc<AtomicUsize>,
+    ) -> anyhow::Result<StreamWorkers> {
+        let mut conn = connect(&cfg.url, Duration::from_secs(5)).await?;
+        ensure_group(&mut conn, &keys.ready, WORKERS_GROUP).await?;
+        let node = Arc::new(Node {
+            host: Arc::new(RemoteHost::new(store, applied)),
+            cfg,
+            keys,
+            ctx,
+            slots: Arc::new(Semaphore::new(n)),
+            total: n,
+            busy,
+            in_flight: Default::default(),
+            stop: CancellationToken::new(),
+            conn,
+        });
+        let tasks = vec![
+            tokio::spawn(fetch_loop(node.clone())),
+            tokio::spawn(lease_loop(node.clone())),
+            tokio::spawn(heartbeat_loop(node.clone())),
+        ];
+        Ok(StreamWorkers { node, tasks })
+    }
+
+    pub fn total(&self) -> usize {
+        self.node.total
+    }
+
+    /// Stop taking runs, give those in flight `grace`, then interrupt them
+    /// (their results say so and the leader queues them again).
+    pub async fn drain(self, grace: Duration) {
+        let node = self.node;
+        node.stop.cancel();
+        let deadline = tokio::time::Instant::now() + grace;
+        while node.busy.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if node.busy.load(Ordering::SeqCst) > 0 {
+            tracing::warn!(
+                runs = node.busy.load(Ordering::SeqCst),
+                "grace period over: interrupting runs; they go back to the queue"
+            );
+            node.ctx.shutdown.cancel();
+            let tokens: Vec<CancellationToken> = node
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            for t in tokens {
+                t.cancel();
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while node.busy.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        for t in self.tasks {
+            t.abort();
+        }
+        let mut conn = node.conn.clone();
+        let _: redis::RedisResult<i64> = redis::cmd("HDEL")
+            .arg(&node.keys.workers)
+            .arg(&node.cfg.node)
+            .query_async(&mut conn)
+            .await;
+    }
+}
+
+/// Take free slots (at least one, waiting for it) and fill them: first
+/// with entries whose worker died (every third of the lease), then with
+/// new entries. One task holds the free slots, so the two never compete.
+async fn fetch_loop(node: Arc<Node>) {
+    let mut conn = match connect(&node.cfg.url, Duration::from_secs(5)).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "worker: cannot connect to Redis");
+            return;
+        }
+    };
+    let period = (node.cfg.lease / 3).max(Duration::from_millis(50));
+    let block_ms = period.as_millis().min(1000) as u64;
+    let mut last_reclaim = tokio::time::Instant::now();
+    loop {
+        let first = tokio::select! {
+            _ = node.stop.cancelled() => return,
+            p = node.slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let mut permits = vec![first];
+        while permits.len() < MAX_BATCH {
+            match node.slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        if last_reclaim.elapsed() >= period {
+            last_reclaim = tokio::time::Instant::now();
+            reclaim(&node, &mut conn, &mut permits).await;
+            if permits.is_empty() {
+                continue;
+            }
+        }
+        let read: redis::RedisResult<StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(WORKERS_GROUP)
+            .arg(&node.cfg.node)
+            .arg("COUNT")
+            .arg(permits.len())
+            .arg("BLOCK")
+            .arg(block_ms)
+            .arg("STREAMS")
+            .arg(&node.keys.ready)
+            .arg(">")
+            .query_async(&mut conn)
+            .await;
+        match read {
+            Ok(reply) => {
+                for entry in reply.keys.into_iter().flat_map(|k| k.ids) {
+                    let Some(permit) = permits.pop() else {
+                        // Cannot happen (COUNT bounds the reply); the entry
+                        // stays pending and is reclaimed after the lease.
+                        tracing::error!(entry = %entry.id, "worker: more entries than slots");
+                        break;
+                    };
+                    start_entry(&node, entry, permit);
+                }
+            }
+            Err(e) if is_nogroup(&e) => {
+                tracing::warn!(
+                    "worker: the consumer group is gone (Redis restarted?); recreating it"
+                );
+                let _ = ensure_group(&mut conn, &node.keys.ready, WORKERS_GROUP).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "worker: reading the ready stream failed; retrying");
+                drop(permits);
+                tokio::select! {
+                    _ = node.stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+        }
+    }
+}
+
+fn start_entry(node: &Arc<Node>, entry: StreamId, permit: OwnedSemaphorePermit) {
+    let token = CancellationToken::new();
+    {
+        let mut in_flight = node.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if in_flight.contains_key(&entry.id) {
+            // Already running here (our own renewal lagged and we reclaimed
+            // it): one execution is enough.
+            return;
+        }
+        in_flight.insert(entry.id.clone(), token.clone());
+    }
+    node.busy.fetch_add(1, Ordering::SeqCst);
+    let node = node.clone();
+    tokio::spawn(async move {
+        let entry_id = entry.id.clone();
+        run_entry(&node, entry, token).await;
+        node.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&entry_id);
+        node.busy.fetch_sub(1, Ordering::SeqCst);
+        drop(permit);
+    });
+}
+
+async fn run_entry(node: &Arc<Node>, entry: StreamId, cancel: CancellationToken) {
+    let payload: Option<String> = entry.get("p");
+    let run: Option<Run> = payload.and_then(|p| {
+        serde_json::from_str::<serde_json::Value>(&p)
+            .ok()
+            .and_then(|mut v| serde_json::from_value(v["run"].take()).ok())
+    });
+    let Some(run) = run else {
+        tracing::error!(entry = %entry.id, "worker: unreadable ready entry; dropping it");
+        ack_only(node, &entry.id).await;
+        return;
+    };
+    let outcome = match node.host.job_for(&run).await {
+        None => Outcome::Failed(RunError::Permanent(format!(
+            "job {} is not in the applied snapshot",
+            run.job_id
+        ))),
+        Some(job) => {
+            let host: Arc<dyn RunHost> = node.host.clone();
+            let claim = Claim {
+                run: run.clone(),
+                job,
+                cancel,
+            };
+            execute(&host, &node.ctx, claim).await
+        }
+    };
+    let (steps, llm_tokens) = node.host.take_stash(&run.id);
+    let result = RunResult {
+        run_id: run.id.clone(),
+        attempt: run.attempt,
+        outcome: WireOutcome::from(outcome),
+        steps,
+        llm_tokens,
+        worker: node.cfg.node.clone(),
+    };
+    send_result(node, &entry.id, &result).await;
+}
+
+/// Append the result and acknowledge the entry in one transaction. Retried
+/// for up to a lease; after that the entry is someone else's to run again.
+async fn send_result(node: &Node, entry_id: &str, result: &RunResult) {
+    let text = match serde_json::to_string(result) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(run = %result.run_id, error = %e, "worker: cannot encode a result");
+            return;
+        }
+    };
+    let deadline = tokio::time::Instant::now() + node.cfg.lease;
+    let mut conn = node.conn.clone();
+    loop {
+        let sent: redis::RedisResult<()> = redis::pipe()
+            .atomic()
+            .cmd("XADD")
+            .arg(&node.keys.results)
+            .arg("*")
+            .arg("r")
+            .arg(&text)
+            .ignore()
+            .cmd("XACK")
+            .arg(&node.keys.ready)
+            .arg(WORKERS_GROUP)
+            .arg(entry_id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&node.keys.ready)
+            .arg(entry_id)
+            .ignore()
+            .query_async(&mut conn)
+            .await;
+        match sent {
+            Ok(()) => return,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(run = %result.run_id, error = %e, "worker: sending a result failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                tracing::error!(run = %result.run_id, error = %e, "worker: could not send a result within the lease; the run will execute again elsewhere");
+                return;
+            }
+        }
+    }
+}
+
+async fn ack_only(node: &Node, entry_id: &str) {
+    let mut conn = node.conn.clone();
+    let _: redis::RedisResult<()> = redis::pipe()
+        .atomic()
+        .cmd("XACK")
+        .arg(&node.keys.ready)
+        .arg(WORKERS_GROUP)
+        .arg(entry_id)
+        .ignore()
+        .cmd("XDEL")
+        .arg(&node.keys.ready)
+        .arg(entry_id)
+        .ignore()
+        .query_async(&mut conn)
+        .await;
+}
+
+/// Renew the entries this process is running.
+async fn lease_loop(node: Arc<Node>) {
+    let mut conn = node.conn.clone();
+    let period = (node.cfg.lease / 3).max(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            _ = node.stop.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        let ids: Vec<String> = node
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        if !ids.is_empty() {
+            let renewed: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM")
+                .arg(&node.keys.ready)
+                .arg(WORKERS_GROUP)
+                .arg(&node.cfg.node)
+                .arg(0)
+                .arg(&ids)
+                .arg("JUSTID")
+                .query_async(&mut conn)
+                .await;
+            if let Err(e) = renewed {
+                tracing::warn!(error = %e, "worker: renewing leases failed");
+            }
+        }
+    }
+}
+
+/// Claim entries idle past the lease (their worker died) into `permits`.
+async fn reclaim(
+    node: &Arc<Node>,
+    conn: &mut ConnectionManager,
+    permits: &mut Vec<OwnedSemaphorePermit>,
+) {
+    let claimed: redis::RedisResult<StreamAutoClaimReply> = redis::cmd("XAUTOCLAIM")
+        .arg(&node.keys.ready)
+        .arg(WORKERS_GROUP)
+        .arg(&node.cfg.node)
+        .arg(node.cfg.lease.as_millis() as u64)
+        .arg("0-0")
+        .arg("COUNT")
+        .arg(permits.len())
+        .query_async(conn)
+        .await;
+    match claimed {
+        Ok(reply) => {
+            for entry in reply.claimed {
+                let Some(permit) = permits.pop() else { break };
+                tracing::warn!(entry = %entry.id, "worker: claimed a run whose worker stopped renewing its lease");
+                start_entry(node, entry, permit);
+            }
+        }
+        Err(e) if is_nogroup(&e) => {
+            let _ = ensure_group(conn, &node.keys.ready, WORKERS_GROUP).await;
+        }
+        Err(e) => tracing::warn!(error = %e, "worker: claiming expired leases failed"),
+    }
+}
+
+async fn heartbeat_loop(node: Arc<Node>) {
+    let mut conn = node.conn.clone();
+    loop {
+        let beat: redis::RedisResult<i64> = redis::cmd("HSET")
+            .arg(&node.keys.workers)
+            .arg(&node.cfg.node)
+            .arg(format!("{} {}", node.total, now_ms()))
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = beat {
+            tracing::warn!(error = %e, "worker: heartbeat failed");
+        }
+        tokio::select! {
+            _ = node.stop.cancelled() => return,
+            _ = tokio::time::sleep(HEARTBEAT) => {}
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! What travels between processes on the streams: a worker's result.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::jobs::RunError;
+use crate::queue::Outcome;
+use crate::store::runs::StepRecord;
+
+/// An attempt's outcome, as a worker reports it to the leader.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WireOutcome {
+    Succeeded {
+        output: Value,
+    },
+    Failed {
+        error: String,
+        retryable: bool,
+    },
+    TimedOut,
+    Cancelled {
+        reason: String,
+    },
+    Interrupted,
+    AwaitingApproval {
+        approval_id: String,
+        step_id: String,
+        reason: String,
+    },
+}
+
+impl From<Outcome> for WireOutcome {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Succeeded(output) => WireOutcome::Succeeded { output },
+            Outcome::Failed(e) => match e {
+                RunError::AwaitingApproval {
+                    approval_id,
+                    key,
+                    reason,
+                } => WireOutcome::AwaitingApproval {
+                    approval_id,
+                    step_id: key,
+                    reason,
+                },
+                RunError::Cancelled => WireOutcome::Cancelled {
+                    reason: "cancelled".into(),
+                },
+                other => WireOutcome::Failed {
+                    retryable: other.is_retryable(),
+                    error: other.to_string(),
+                },
+            },
+            Outcome::TimedOut => WireOutcome::TimedOut,
+            Outcome::Cancelled(reason) => WireOutcome::Cancelled { reason },
+            Outcome::Interrupted => WireOutcome::Interrupted,
+            Outcome::AwaitingApproval {
+                approval_id,
+                step_id,
+                reason,
+            } => WireOutcome::AwaitingApproval {
+                approval_id,
+                step_id,
+                reason,
+            },
+        }
+    }
+}
+
+impl From<WireOutcome> for Outcome {
+    fn from(w: WireOutcome) -> Self {
+        match w {
+            WireOutcome::Succeeded { output } => Outcome::Succeeded(output),
+            WireOutcome::Failed { error, retryable } => Outcome::Failed(if retryable {
+                RunError::Retryable(error)
+            } else {
+                RunError::Permanent(error)
+            }),
+            WireOutcome::TimedOut => Outcome::TimedOut,
+            WireOutcome::Cancelled { reason } => Outcome::Cancelled(reason),
+            WireOutcome::Interrupted => Outcome::Interrupted,
+            WireOutcome::AwaitingApproval {
+                approval_id,
+                step_id,
+                reason,
+            } => Outcome::AwaitingApproval {
+                approval_id,
+                step_id,
+                reason,
+            },
+        }
+    }
+}
+
+/// One entry of the results stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    pub run_id: String,
+    /// The attempt this result ends; a stale result (the run moved on) is
+    /// dropped by the leader.
+    pub attempt: u32,
+    pub outcome: WireOutcome,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepRecord>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub llm_tokens: u64,
+    /// The worker process that ran it.
+    pub worker: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn outcomes_survive_the_trip_with_their_retry_class() {
+        let cases = vec![
+            Outcome::Succeeded(json!({"a": 1})),
+            Outcome::Failed(RunError::Retryable("flaky".into())),
+            Outcome::Failed(RunError::Permanent("bad input".into())),
+            Outcome::TimedOut,
+            Outcome::Cancelled("replaced".into()),
+            Outcome::Interrupted,
+            Outcome::AwaitingApproval {
+                approval_id: "ap-1".into(),
+                step_id: "k".into(),
+                reason: "why".into(),
+            },
+        ];
+        for o in cases {
+            let wire = WireOutcome::from(o.clone());
+            let text = serde_json::to_string(&wire).expect("serialize");
+            let back: WireOutcome = serde_json::from_str(&text).expect("parse");
+            assert_eq!(back, wire);
+            let again = WireOutcome::from(Outcome::from(back));
+            assert_eq!(again, wire, "{text}");
+        }
+        let retryable = Outcome::from(WireOutcome::Failed {
+            error: "x".into(),
+            retryable: true,
+        });
+        assert!(matches!(retryable, Outcome::Failed(e) if e.is_retryable()));
+    }
+}

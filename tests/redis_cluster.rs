@@ -1,0 +1,349 @@
+//! A Redis deployment under faults, with real processes: replicas
+//! (`run --redis`), worker-only processes (`worker --redis`), a real
+//! `redis-server`, and a loopback HTTP sink that records what was sent.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Request, State};
+use common::{ConfigDir, Daemon};
+use multijob::testkit::RedisServer;
+use serde_json::{Value, json};
+
+/// Short leases so faults resolve in seconds.
+const FAST: [(&str, &str); 2] = [
+    ("MULTIJOB_LEASE_MS", "1500"),
+    ("MULTIJOB_LEADER_TTL_MS", "1500"),
+];
+
+fn replica(dir: &ConfigDir, redis: &RedisServer, extra: &[&str]) -> Daemon {
+    let url = redis.url();
+    let mut args = vec!["--redis", url.as_str()];
+    args.extend_from_slice(extra);
+    Daemon::start_env(dir.path(), &args, &FAST)
+}
+
+/// A `multijob worker` process, killed on drop.
+struct WorkerProc {
+    child: Child,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl WorkerProc {
+    fn start(redis: &RedisServer, slots: usize) -> WorkerProc {
+        let dir = tempfile::tempdir().expect("worker dir");
+        let log = dir.path().join("worker.log");
+        let stderr = std::fs::File::create(&log).expect("log file");
+        let mut child = Command::new(common::bin())
+            .args(["worker", "--redis", &redis.url(), "--workers"])
+            .arg(slots.to_string())
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .envs(FAST)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn worker");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("first line");
+        assert!(
+            line.starts_with("worker "),
+            "worker did not start: {line:?}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while reader.read_line(&mut sink).unwrap_or(0) > 0 {
+                sink.clear();
+            }
+        });
+        WorkerProc {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn runs(d: &Daemon, query: &str) -> Vec<Value> {
+    let (_, v) = d.get(&format!("/api/v1/runs?limit=1000{query}"));
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn wait_for<T>(
+    what: &str,
+    secs: u64,
+    logs: &dyn Fn() -> String,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        if let Some(v) = f() {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}\n{}", logs());
+}
+
+fn trigger(dir: &ConfigDir, redis: &RedisServer, job: &str, count: u32) {
+    let url = redis.url();
+    let count = count.to_string();
+    dir.run(&["trigger", job, "--redis", &url, "--count", &count])
+        .assert_code(0);
+}
+
+type Received = Arc<Mutex<Vec<(String, Value)>>>;
+
+/// A webhook sink that records each body; `/slow` answers after 4 s.
+fn sink() -> (String, Received) {
+    let received: Received = Arc::default();
+    let state = received.clone();
+    let app = axum::Router::new()
+        .fallback(|State(rx): State<Received>, req: Request| async move {
+            let path = req.uri().path().to_string();
+            let bytes = axum::body::to_bytes(req.into_body(), 1 << 20)
+                .await
+                .unwrap_or_default();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            rx.lock().expect("sink lock").push((path.clone(), body));
+            if path == "/slow" {
+                tokio::time::sleep(Duration::from_secs(4)).await;
+            }
+            Json(json!({"ok": true}))
+        })
+        .with_state(state);
+    (common::serve(app), received)
+}
+
+#[test]
+fn a_worker_killed_mid_run_loses_nothing_and_sends_nothing_twice() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (sink_url, received) = sink();
+    let dir = ConfigDir::new();
+    dir.write(
+        "jobs.d/notify.yaml",
+        &format!(
+            r#"kind: Connector
+id: hook
+provider: webhook
+base_url: {sink_url}
+---
+id: notify
+type: agent.workflow
+timeout_ms: 20000
+overlap: allow
+steps:
+  - id: tell
+    message: {{ connector: hook, text: "run {{{{ run.id }}}}" }}
+  - id: slow
+    http: {{ connector: hook, method: POST, path: /slow, timeout_ms: 10000, json: {{ run: "{{{{ run.id }}}}" }} }}
+"#
+        ),
+    );
+    // The replica only schedules; the workers are separate processes.
+    let leader = replica(&dir, &redis, &["--workers", "0"]);
+    leader.wait_until("/readyz", "ready", |_| true);
+    let mut doomed = WorkerProc::start(&redis, 4);
+    trigger(&dir, &redis, "notify", 3);
+    let logs = || format!("--- leader ---\n{}", leader.log());
+    // All three are in their slow step on the doomed worker.
+    wait_for("three runs in their slow step", 20, &logs, || {
+        let slow = received
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(p, _)| p == "/slow")
+            .count();
+        (slow >= 3).then_some(())
+    });
+    doomed.kill9();
+    let survivor = WorkerProc::start(&redis, 4);
+    let logs = || {
+        format!(
+            "--- leader ---\n{}\n--- doomed ---\n{}\n--- survivor ---\n{}",
+            leader.log(),
+            doomed.log(),
+            survivor.log()
+        )
+    };
+    let done = wait_for("three runs succeeded", 30, &logs, || {
+        let r = runs(&leader, "&job=notify");
+        (r.len() == 3 && r.iter().all(|r| r["status"] == "succeeded")).then_some(r)
+    });
+    // Each run's message went out once, though the run executed twice.
+    let rx = received.lock().expect("lock").clone();
+    let messages: Vec<&Value> = rx
+        .iter()
+        .filter(|(p, _)| p != "/slow")
+        .map(|(_, b)| b)
+        .collect();
+    let ids: HashSet<String> = done
+        .iter()
+        .map(|r| r["id"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(messages.len(), 3, "messages: {messages:#?}\n{}", logs());
+    for id in &ids {
+        let n = messages
+            .iter()
+            .filter(|m| m["text"] == format!("run {id}").as_str())
+            .count();
+        assert_eq!(n, 1, "run {id} messaged {n} times\n{messages:#?}");
+    }
+    // The slow step ran again on the survivor: 3 before the kill, 3 after.
+    assert_eq!(rx.iter().filter(|(p, _)| p == "/slow").count(), 6);
+    assert!(
+        survivor
+            .log()
+            .contains("claimed a run whose worker stopped renewing"),
+        "{}",
+        logs()
+    );
+}
+
+fn every_second(dir: &ConfigDir) {
+    dir.write(
+        "jobs.d/tick.yaml",
+        "id: tick\ntype: noop\nschedule: {every: 1s}\noverlap: allow\n",
+    );
+}
+
+/// The nominal slots of a job's scheduled runs, each once or the test fails.
+fn unique_slots(runs: &[Value]) -> Vec<String> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for r in runs.iter().filter(|r| r["trigger"] == "schedule") {
+        *seen
+            .entry(r["scheduled_at"].as_str().unwrap_or("").to_string())
+            .or_default() += 1;
+    }
+    let dup: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dup.is_empty(), "slots dispatched twice: {dup:?}");
+    let mut slots: Vec<String> = seen.into_keys().collect();
+    slots.sort();
+    slots
+}
+
+#[test]
+fn two_schedulers_dispatch_every_slot_of_thirty_seconds_once() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = ConfigDir::new();
+    every_second(&dir);
+    let a = replica(&dir, &redis, &["--workers", "2"]);
+    let b = replica(&dir, &redis, &["--workers", "2"]);
+    std::thread::sleep(Duration::from_secs(30));
+    let all = runs(&a, "&job=tick");
+    let slots = unique_slots(&all);
+    assert!(
+        (28..=32).contains(&slots.len()),
+        "{} slots in 30 s\n--- a ---\n{}\n--- b ---\n{}",
+        slots.len(),
+        a.log(),
+        b.log()
+    );
+    // Both replicas see the same history.
+    let from_b = runs(&b, "&job=tick");
+    assert!(from_b.len() >= slots.len() - 1);
+    let leaders = [a.log(), b.log()]
+        .iter()
+        .filter(|l| l.contains("became leader"))
+        .count();
+    assert_eq!(leaders, 1, "exactly one process leads");
+}
+
+#[test]
+fn the_leader_killed_hands_over_and_slots_keep_firing_once() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = ConfigDir::new();
+    every_second(&dir);
+    let mut a = replica(&dir, &redis, &["--workers", "2"]);
+    // a leads (it started first and campaigned at once).
+    let logs = || String::new();
+    wait_for("a to lead", 10, &logs, || {
+        a.log().contains("became leader").then_some(())
+    });
+    let b = replica(&dir, &redis, &["--workers", "2"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let before = unique_slots(&runs(&b, "&job=tick")).len();
+    assert!(before >= 2, "a fired {before} slots");
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    let killed_at = Instant::now();
+    let logs = || b.log();
+    wait_for("b to lead", 10, &logs, || {
+        b.log().contains("became leader").then_some(())
+    });
+    let took_over = killed_at.elapsed();
+    assert!(took_over <= Duration::from_secs(5), "took {took_over:?}");
+    std::thread::sleep(Duration::from_secs(4));
+    let all = runs(&b, "&job=tick");
+    let slots = unique_slots(&all);
+    assert!(
+        slots.len() >= before + 3,
+        "slots before the kill {before}, after {}\n{}",
+        slots.len(),
+        b.log()
+    );
+    // Nothing stays running: runs a's workers held were re-claimed.
+    wait_for("no run left running", 15, &logs, || {
+        let r = runs(&b, "&job=tick&status=running");
+        r.is_empty().then_some(())
+    });
+}
+
+#[test]
+fn a_redis_restart_is_survived_and_readyz_says_so() {
+    let mut redis = RedisServer::start_with(true).expect("redis-server");
+    let dir = ConfigDir::new();
+    every_second(&dir);
+    let d = replica(&dir, &redis, &["--workers", "2"]);
+    let logs = || d.log();
+    let before = wait_for("three succeeded runs", 15, &logs, || {
+        let r: Vec<Value> = runs(&d, "&job=tick&status=succeeded");
+        (r.len() >= 3).then_some(r)
+    });
+    redis.kill();
+    wait_for("/readyz to say not ready", 10, &logs, || {
+        let (code, _) = d.get("/readyz");
+        (code == 503).then_some(())
+    });
+    redis.restart().expect("restart redis");
+    wait_for("/readyz ready again", 20, &logs, || {
+        let (code, _) = d.get("/readyz");
+        (code == 200).then_some(())
+    });
+    // What was recorded before the crash is still there, and slots fire.
+    let after = wait_for("new runs after the restart", 20, &logs, || {
+        let r = runs(&d, "&job=tick&status=succeeded");
+        (r.len() >= before.len() + 3).then_some(r)
+    });
+    let ids: HashSet<&str> = after.iter().filter_map(|r| r["id"].as_str()).collect();
+    for r in &before {
+        assert!(ids.contains(r["id"].as_str().unwrap_or("")), "lost {r}");
+    }
+    unique_slots(&after);
+}

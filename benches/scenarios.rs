@@ -6,6 +6,8 @@
 //! runs; `-- --only NAME[,NAME]` picks scenarios; results are also written to
 //! `target/bench-results.json`.
 
+#[path = "scenarios/latency.rs"]
+mod latency;
 #[path = "scenarios/redis.rs"]
 mod redis;
 
@@ -947,7 +949,7 @@ fn scenario_workflow(scale: Scale, out: &mut Vec<Figure>) {
 
 type Scenario = (&'static str, fn(Scale, &mut Vec<Figure>));
 
-const SCENARIOS: [Scenario; 9] = [
+const SCENARIOS: [Scenario; 10] = [
     ("validate", scenario_validate),
     ("plan", scenario_plan),
     ("reload", scenario_reload),
@@ -957,6 +959,7 @@ const SCENARIOS: [Scenario; 9] = [
     ("api", scenario_api),
     ("workflow", scenario_workflow),
     ("redis", redis::scenario),
+    ("latency", latency::scenario),
 ];
 
 fn main() {

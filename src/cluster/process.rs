@@ -34,7 +34,11 @@ async fn open(url: &str) -> anyhow::Result<(Store, Keys)> {
         .await
         .with_context(|| format!("opening the Redis store at {url}"))?;
     let keys = match &store {
-        Store::Redis(r) => Keys::new(|name| r.key(name)),
+        Store::Redis(r) => {
+            // Connector quotas hold for the deployment, not per process.
+            crate::connectors::ratelimit::share_through_redis(r.connection(), r.key(""));
+            Keys::new(|name| r.key(name))
+        }
         _ => anyhow::bail!("the Redis store did not open as Redis"),
     };
     Ok((store, keys))

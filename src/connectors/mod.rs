@@ -207,13 +207,11 @@ impl Connectors {
                     .join(" or ")
             )));
         }
-        if let Some(limiter) = &entry.limiter {
-            if limiter.check().is_err()
-                && let Some(m) = &self.metrics
-            {
-                m.limited(id);
-            }
-            limiter.until_ready().await;
+        if let Some(limiter) = &entry.limiter
+            && limiter.acquire().await
+            && let Some(m) = &self.metrics
+        {
+            m.limited(id);
         }
         let secrets = Secrets::resolve_all(&entry.spec)
             .map_err(|e| ConnectorError::Permanent(e.to_string()))?;

@@ -1,0 +1,142 @@
+//! Scenario 7: enqueue-to-start latency at a steady load, both stores.
+//!
+//! The load is N `noop` jobs every second, each with a fixed jitter in
+//! [0, 1 s) so arrivals spread over the second instead of arriving as one
+//! burst; N is half of the no-op throughput measured for that store (see
+//! the README's table; `MULTIJOB_BENCH_RATE_EMBEDDED` and
+//! `MULTIJOB_BENCH_RATE_REDIS` override it). Latency is each run's
+//! `started_at - queued_at` from its record, over every run of the window.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use multijob::testkit::RedisServer;
+
+use super::{Daemon, Figure, Scale, bin, http_get, percentile, wait_for};
+
+fn rate(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn write_jobs(dir: &std::path::Path, n: usize) {
+    let jobs = dir.join("jobs.d");
+    std::fs::create_dir_all(&jobs).expect("jobs.d");
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(&format!(
+            "id: l{i:05}\ntype: noop\nschedule: {{every: 1s, jitter_sec: 1}}\noverlap: allow\n---\n"
+        ));
+    }
+    std::fs::write(jobs.join("load.yaml"), text).expect("jobs");
+}
+
+/// (started - queued) in ms of every finished run, paging the API.
+fn latencies(url: &str) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("{url}/api/v1/runs?limit=1000&status=succeeded&cursor={c}"),
+            None => format!("{url}/api/v1/runs?limit=1000&status=succeeded"),
+        };
+        let Some(page) = http_get(&path) else { break };
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        for r in &items {
+            let ts = |k: &str| {
+                r[k].as_str()
+                    .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+                    .map(|t| t.as_millisecond() as f64)
+            };
+            if let (Some(q), Some(s)) = (ts("queued_at"), ts("started_at")) {
+                out.push(s - q);
+            }
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) if !items.is_empty() => cursor = Some(c.to_string()),
+            _ => break,
+        }
+    }
+    out
+}
+
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn scenario(scale: Scale, out: &mut Vec<Figure>) {
+    let (secs, embedded_n, redis_n) = match scale {
+        Scale::Full => (
+            10u64,
+            rate("MULTIJOB_BENCH_RATE_EMBEDDED", 8_000),
+            rate("MULTIJOB_BENCH_RATE_REDIS", 4_000),
+        ),
+        Scale::Small => (3, 200, 200),
+    };
+    let env = [
+        ("SCHEDULER_MAX_DISPATCH_PER_TICK", "100000"),
+        ("SCHEDULER_PRESSURE_DEPTH_HIGH", "100000000"),
+        ("SCHEDULER_PRESSURE_DEPTH_LOW", "1"),
+    ];
+    for store in ["embedded", "redis"] {
+        let n = if store == "embedded" {
+            embedded_n
+        } else {
+            redis_n
+        };
+        let tmp = tempfile::tempdir().expect("tmp");
+        write_jobs(tmp.path(), n);
+        let redis = (store == "redis").then(|| RedisServer::start().expect("redis-server"));
+        let url = redis.as_ref().map(|r| r.url());
+        let mut args: Vec<&str> = vec!["--workers", "16", "--keep-runs", "100000000"];
+        let mut _workers = Vec::new();
+        if let Some(u) = &url {
+            args = vec!["--redis", u, "--workers", "0", "--keep-runs", "100000000"];
+            for _ in 0..2 {
+                _workers.push(Worker(
+                    Command::new(bin())
+                        .args(["worker", "--redis", u, "--workers", "64"])
+                        .arg("--data-dir")
+                        .arg(tmp.path().join("data"))
+                        .env("RUST_LOG", "warn")
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("worker"),
+                ));
+            }
+        }
+        let daemon = Daemon::start_env(tmp.path(), &args, &env);
+        assert!(wait_for(
+            || daemon.get("/readyz").is_some_and(|v| v["ready"] == true),
+            Duration::from_secs(60)
+        ));
+        std::thread::sleep(Duration::from_secs(secs + 2));
+        let mut lat = latencies(&daemon.url);
+        assert!(!lat.is_empty(), "no finished run on the {store} store");
+        let p50 = percentile(&mut lat, 0.50);
+        let p99 = percentile(&mut lat, 0.99);
+        let label = format!("{store} store, {n} runs/s");
+        out.push(Figure {
+            scenario: "latency",
+            name: format!("enqueue-to-start p50, {label}"),
+            value: p50,
+            unit: "ms",
+            target: None,
+        });
+        out.push(Figure {
+            scenario: "latency",
+            name: format!("enqueue-to-start p99, {label} ({} runs)", lat.len()),
+            value: p99,
+            unit: "ms",
+            target: None,
+        });
+    }
+}

@@ -1234,6 +1234,23 @@ impl RunQueue {
         }
     }
 
+    /// When a worker elsewhere really began the current attempt (a Redis
+    /// deployment records the hand-off time at claim; the worker's clock
+    /// says when it started executing).
+    pub fn record_start(&self, run_id: &str, started_at: String) {
+        let mut st = self.lock();
+        let Some(entry) = st.runs.get_mut(run_id) else {
+            return;
+        };
+        let run = &mut entry.run;
+        if run.attempt <= 1 {
+            run.started_at = Some(started_at.clone());
+        }
+        if let Some(a) = run.attempts.last_mut() {
+            a.started_at = started_at;
+        }
+    }
+
     /// An unfinished run's status and attempt.
     pub fn run_status(&self, run_id: &str) -> Option<(RunStatus, u32)> {
         self.lock()

@@ -207,6 +207,9 @@ fn apply(queue: &RunQueue, store: &Store, entries: Vec<StreamId>) {
         let current = queue.run_status(&result.run_id);
         match current {
             Some((RunStatus::Running, attempt)) if attempt == result.attempt => {
+                if let Some(at) = result.started_at {
+                    queue.record_start(&result.run_id, at);
+                }
                 if !result.steps.is_empty() {
                     queue.record_steps(&result.run_id, result.steps);
                 }

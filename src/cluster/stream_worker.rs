@@ -383,6 +383,7 @@ async fn run_entry(node: &Arc<Node>, entry: StreamId, cancel: CancellationToken)
         ack_only(node, &entry.id).await;
         return;
     };
+    let started_at = format_ts(jiff::Timestamp::now());
     let outcome = match node.host.job_for(&run).await {
         None => Outcome::Failed(RunError::Permanent(format!(
             "job {} is not in the applied snapshot",
@@ -406,6 +407,7 @@ async fn run_entry(node: &Arc<Node>, entry: StreamId, cancel: CancellationToken)
         steps,
         llm_tokens,
         worker: node.cfg.node.clone(),
+        started_at: Some(started_at),
     };
     send_result(node, &entry.id, &result).await;
 }

@@ -107,6 +107,9 @@ pub struct RunResult {
     pub llm_tokens: u64,
     /// The worker process that ran it.
     pub worker: String,
+    /// When the worker began executing (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -347,3 +347,27 @@ fn a_redis_restart_is_survived_and_readyz_says_so() {
     }
     unique_slots(&after);
 }
+
+#[test]
+fn overlap_replace_cancels_a_run_on_another_process() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = ConfigDir::new();
+    dir.write(
+        "jobs.d/long.yaml",
+        "id: long\ntype: simulation.heavy\nschedule: {every: 2s}\noverlap: replace\ntimeout_ms: 60000\ninputs: {work_ms: 30000}\n",
+    );
+    let leader = replica(&dir, &redis, &["--workers", "0"]);
+    let worker = WorkerProc::start(&redis, 2);
+    let logs = || format!("{}\n--- worker ---\n{}", leader.log(), worker.log());
+    // Each slot replaces the run before it, which runs in the worker
+    // process: the cancellation has to cross to it.
+    let cancelled = wait_for("a replaced run", 20, &logs, || {
+        let r = runs(&leader, "&job=long&status=cancelled");
+        (!r.is_empty()).then_some(r)
+    });
+    let error = cancelled[0]["error"].as_str().unwrap_or("");
+    assert!(error.contains("replace"), "{:#}", cancelled[0]);
+    // At most one attempt of the job runs at a time, and it is recent.
+    let running = runs(&leader, "&job=long&status=running");
+    assert!(running.len() <= 1, "{running:#?}");
+}

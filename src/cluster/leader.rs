@@ -1,7 +1,7 @@
 //! The leader's side of dispatch: start runs while the live workers have
 //! room, and apply the results they send back.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -75,12 +75,16 @@ pub async fn track_capacity(
     }
 }
 
+/// Cancel tokens of dispatched runs, watched by [`forward_cancels`].
+pub type Dispatched = Arc<std::sync::Mutex<HashMap<String, CancellationToken>>>;
+
 /// Start runs (the queue hands each to the ready stream with its record)
 /// while fewer than twice the live slots are running. With no live worker
 /// nothing starts: runs wait in the queue, where pressure mode sees them.
 pub async fn dispatch_loop(
     queue: Arc<RunQueue>,
     capacity: Arc<AtomicUsize>,
+    tokens: Dispatched,
     cancel: CancellationToken,
 ) {
     loop {
@@ -95,7 +99,61 @@ pub async fn dispatch_loop(
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            claim = queue.claim() => if claim.is_none() { return },
+            claim = queue.claim() => match claim {
+                None => return,
+                Some(c) => {
+                    tokens
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(c.run.id, c.cancel);
+                }
+            },
+        }
+    }
+}
+
+/// The queue cancels a running run through its token (overlap `replace`,
+/// a deleted job); in a Redis deployment the run executes elsewhere, so
+/// the cancellation is written to the `cancel` hash the workers watch.
+pub async fn forward_cancels(
+    queue: Arc<RunQueue>,
+    mut conn: ConnectionManager,
+    keys: Keys,
+    tokens: Dispatched,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        let mut fired = Vec::new();
+        {
+            let mut map = tokens.lock().unwrap_or_else(|p| p.into_inner());
+            map.retain(|run_id, token| {
+                if !matches!(queue.run_status(run_id), Some((RunStatus::Running, _))) {
+                    return false;
+                }
+                if token.is_cancelled() {
+                    fired.push(run_id.clone());
+                    return false;
+                }
+                true
+            });
+        }
+        for run_id in fired {
+            let reason = queue
+                .cancel_reason(&run_id)
+                .unwrap_or_else(|| "cancelled".to_string());
+            let sent: redis::RedisResult<i64> = redis::cmd("HSET")
+                .arg(&keys.cancel)
+                .arg(&run_id)
+                .arg(&reason)
+                .query_async(&mut conn)
+                .await;
+            if let Err(e) = sent {
+                tracing::warn!(run = %run_id, error = %e, "leader: could not forward a cancellation");
+            }
         }
     }
 }
@@ -138,7 +196,8 @@ pub async fn results_loop(
             .await;
         match claimed {
             Ok(reply) => {
-                apply(&queue, &store, reply.claimed);
+                let done = apply(&queue, &store, reply.claimed);
+                clear_cancels(&mut conn, &keys, done).await;
                 if reply.next_stream_id == "0-0" {
                     break;
                 }
@@ -168,11 +227,11 @@ pub async fn results_loop(
             .query_async(&mut conn)
             .await;
         match read {
-            Ok(reply) => apply(
-                &queue,
-                &store,
-                reply.keys.into_iter().flat_map(|k| k.ids).collect(),
-            ),
+            Ok(reply) => {
+                let entries = reply.keys.into_iter().flat_map(|k| k.ids).collect();
+                let done = apply(&queue, &store, entries);
+                clear_cancels(&mut conn, &keys, done).await;
+            }
             Err(e) if is_nogroup(&e) => {
                 tracing::warn!(
                     "leader: the results group is gone (Redis restarted?); recreating it"
@@ -190,7 +249,8 @@ pub async fn results_loop(
     }
 }
 
-fn apply(queue: &RunQueue, store: &Store, entries: Vec<StreamId>) {
+fn apply(queue: &RunQueue, store: &Store, entries: Vec<StreamId>) -> Vec<String> {
+    let mut done = Vec::with_capacity(entries.len());
     let mut acks = Vec::with_capacity(entries.len());
     for entry in entries {
         let result: Option<RunResult> = entry
@@ -224,6 +284,7 @@ fn apply(queue: &RunQueue, store: &Store, entries: Vec<StreamId>) {
                 tracing::debug!(run = %result.run_id, worker = %result.worker, "leader: stale result dropped");
             }
         }
+        done.push(result.run_id.clone());
         acks.push(Mutation::AckResult {
             entry_id: entry.id,
             run_id: result.run_id,
@@ -232,4 +293,17 @@ fn apply(queue: &RunQueue, store: &Store, entries: Vec<StreamId>) {
     if let Err(e) = store.submit(acks) {
         tracing::error!(error = %e, "leader: acknowledging results failed");
     }
+    done
+}
+
+/// Cancellations of runs that ended are no longer needed.
+async fn clear_cancels(conn: &mut ConnectionManager, keys: &Keys, done: Vec<String>) {
+    if done.is_empty() {
+        return;
+    }
+    let _: redis::RedisResult<i64> = redis::cmd("HDEL")
+        .arg(&keys.cancel)
+        .arg(&done)
+        .query_async(conn)
+        .await;
 }

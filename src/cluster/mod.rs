@@ -43,6 +43,9 @@ pub struct Keys {
     pub dispatched: String,
     /// Hash: worker node → "<slots> <heartbeat ms>".
     pub workers: String,
+    /// Hash: run id → why the leader cancelled it (overlap `replace`, a
+    /// deleted job); workers cancel those they run.
+    pub cancel: String,
     pub election: election::ElectionKeys,
 }
 
@@ -53,6 +56,7 @@ impl Keys {
             results: key("results"),
             dispatched: key("dispatched"),
             workers: key("workers"),
+            cancel: key("cancel"),
             election: election::ElectionKeys {
                 leader: key("leader"),
                 epoch: key("leader:epoch"),

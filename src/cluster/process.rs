@@ -254,10 +254,19 @@ async fn lead(
         capacity.clone(),
         stop.clone(),
     ));
+    let tokens = leader::Dispatched::default();
     tokio::spawn(leader::dispatch_loop(
         queue.clone(),
         capacity,
+        tokens.clone(),
         dispatch.clone(),
+    ));
+    tokio::spawn(leader::forward_cancels(
+        queue.clone(),
+        conn.clone(),
+        keys.clone(),
+        tokens,
+        stop.clone(),
     ));
     tokio::spawn(leader::results_loop(
         queue.clone(),

@@ -48,6 +48,8 @@ pub struct RemoteHost {
     reload: tokio::sync::Mutex<()>,
     /// Step records and token usage of runs in flight, sent with the result.
     stash: std::sync::Mutex<HashMap<String, (Vec<StepRecord>, u64)>>,
+    /// Why the leader cancelled a run in flight here.
+    cancelled: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl RemoteHost {
@@ -58,6 +60,7 @@ impl RemoteHost {
             jobs: Default::default(),
             reload: tokio::sync::Mutex::new(()),
             stash: Default::default(),
+            cancelled: Default::default(),
         }
     }
 
@@ -106,6 +109,10 @@ impl RemoteHost {
     }
 
     fn take_stash(&self, run_id: &str) -> (Vec<StepRecord>, u64) {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(run_id);
         self.stash
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -124,8 +131,12 @@ impl RunHost for RemoteHost {
     fn clock(&self) -> Clock {
         Clock::Wall
     }
-    fn cancel_reason(&self, _run_id: &str) -> Option<String> {
-        None
+    fn cancel_reason(&self, run_id: &str) -> Option<String> {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(run_id)
+            .cloned()
     }
     fn follow_up(&self, run: NewRun) -> BoxFuture<'_, Result<bool, String>> {
         Box::pin(async move {
@@ -174,8 +185,9 @@ struct Node {
     slots: Arc<Semaphore>,
     total: usize,
     busy: Arc<AtomicUsize>,
-    /// Entry id → the run's cancel token, for lease renewal and drain.
-    in_flight: std::sync::Mutex<HashMap<String, CancellationToken>>,
+    /// Entry id → the run's id (once read) and cancel token, for lease
+    /// renewal, cancellations and drain.
+    in_flight: std::sync::Mutex<HashMap<String, (String, CancellationToken)>>,
     /// Stop taking new entries.
     stop: CancellationToken,
     /// Sends results and renews leases.
@@ -217,6 +229,7 @@ impl StreamWorkers {
             tokio::spawn(fetch_loop(node.clone())),
             tokio::spawn(lease_loop(node.clone())),
             tokio::spawn(heartbeat_loop(node.clone())),
+            tokio::spawn(cancel_loop(node.clone())),
         ];
         Ok(StreamWorkers { node, tasks })
     }
@@ -245,7 +258,7 @@ impl StreamWorkers {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .values()
-                .cloned()
+                .map(|(_, t)| t.clone())
                 .collect();
             for t in tokens {
                 t.cancel();
@@ -355,7 +368,8 @@ fn start_entry(node: &Arc<Node>, entry: StreamId, permit: OwnedSemaphorePermit) 
             // it): one execution is enough.
             return;
         }
-        in_flight.insert(entry.id.clone(), token.clone());
+        let run_id = entry.get::<String>("run").unwrap_or_default();
+        in_flight.insert(entry.id.clone(), (run_id, token.clone()));
     }
     node.busy.fetch_add(1, Ordering::SeqCst);
     let node = node.clone();
@@ -536,6 +550,45 @@ async fn reclaim(
             let _ = ensure_group(conn, &node.keys.ready, WORKERS_GROUP).await;
         }
         Err(e) => tracing::warn!(error = %e, "worker: claiming expired leases failed"),
+    }
+}
+
+/// Cancel runs the leader cancelled (overlap `replace`, a deleted job).
+async fn cancel_loop(node: Arc<Node>) {
+    let mut conn = node.conn.clone();
+    loop {
+        tokio::select! {
+            _ = node.stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        let running: Vec<(String, CancellationToken)> = node
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|(id, t)| !id.is_empty() && !t.is_cancelled())
+            .cloned()
+            .collect();
+        if running.is_empty() {
+            continue;
+        }
+        let ids: Vec<&str> = running.iter().map(|(id, _)| id.as_str()).collect();
+        let reasons: redis::RedisResult<Vec<Option<String>>> = redis::cmd("HMGET")
+            .arg(&node.keys.cancel)
+            .arg(&ids)
+            .query_async(&mut conn)
+            .await;
+        let Ok(reasons) = reasons else { continue };
+        for ((run_id, token), reason) in running.into_iter().zip(reasons) {
+            if let Some(reason) = reason {
+                node.host
+                    .cancelled
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(run_id, reason);
+                token.cancel();
+            }
+        }
     }
 }
 

@@ -228,7 +228,9 @@ pub enum Mutation {
 /// so both collapse a batch the same way.
 #[derive(Default)]
 pub(crate) struct Coalesced {
-    pub(crate) runs: Vec<Run>,
+    /// Boxed as submitted: replacing a run's record moves no bytes.
+    #[allow(clippy::vec_box)]
+    pub(crate) runs: Vec<Box<Run>>,
     run_index: std::collections::HashMap<String, usize>,
     pub(crate) events: Vec<NewEvent>,
     pub(crate) failure: std::collections::HashMap<String, FailureState>,
@@ -248,10 +250,10 @@ impl Coalesced {
     pub(crate) fn add(&mut self, m: Mutation) {
         match m {
             Mutation::PutRun(run) => match self.run_index.get(&run.id) {
-                Some(&i) => self.runs[i] = *run,
+                Some(&i) => self.runs[i] = run,
                 None => {
                     self.run_index.insert(run.id.clone(), self.runs.len());
-                    self.runs.push(*run);
+                    self.runs.push(run);
                 }
             },
             Mutation::Event(e) => self.events.push(e),
@@ -263,7 +265,16 @@ impl Coalesced {
             }
             Mutation::PutApproval(a) => self.approvals.push(a),
             Mutation::InboxDone(id) => self.inbox_done.push(id),
-            Mutation::PruneRuns { job_id, keep } => self.prune_runs.push((job_id, keep)),
+            Mutation::PruneRuns { job_id, keep } => {
+                // One delete per job and batch is enough.
+                if !self
+                    .prune_runs
+                    .iter()
+                    .any(|(j, k)| *j == job_id && *k == keep)
+                {
+                    self.prune_runs.push((job_id, keep));
+                }
+            }
             Mutation::PruneEvents { before } => self.prune_events_before = Some(before),
             Mutation::PutKv { key, value } => self.kv.push((key, value)),
             Mutation::Dispatch { run_id, payload } => self.dispatch.push((run_id, payload)),

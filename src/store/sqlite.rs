@@ -181,6 +181,16 @@ fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     .map_err(sql_err(path))
 }
 
+/// The writer's connection: a page cache that holds the hot index and
+/// table pages (the 2 MB default spilled dirty pages to the WAL mid
+/// transaction and re-read pages from the OS), and room for every
+/// statement it caches.
+fn tune_writer(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    conn.set_prepared_statement_cache_capacity(64);
+    conn.execute_batch("PRAGMA cache_size = -65536;")
+        .map_err(sql_err(path))
+}
+
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let known = MIGRATIONS.len() as i64;
     let tx = conn
@@ -218,6 +228,7 @@ impl SqliteStore {
         let mut conn = Connection::open(path).map_err(sql_err(path))?;
         configure(&conn, path)?;
         migrate(&mut conn, path)?;
+        tune_writer(&conn, path)?;
         let (tx, rx) = mpsc::channel();
         let thread_path = path.to_path_buf();
         let (events, _) = broadcast::channel(super::EVENT_BUFFER);
@@ -619,13 +630,31 @@ fn writer_loop(
         for op in ops {
             done.push(run_op(&mut tx, op, path, &mut published));
         }
+        // Alone in the transaction (the usual case), the runtime writes
+        // need no savepoint of their own: a failure rolls the transaction
+        // back, which loses nothing else. A savepoint copies every page it
+        // touches to its journal first, most of the writer's work.
+        let alone = done.is_empty();
+        let mut roll_back = false;
         if !coalesced.is_empty() {
-            match in_savepoint(&mut tx, path, |sp| write_coalesced(sp, path, coalesced)) {
+            let written = if alone {
+                write_coalesced(&tx, path, coalesced)
+            } else {
+                in_savepoint(&mut tx, path, |sp| write_coalesced(sp, path, coalesced))
+            };
+            match written {
                 Ok(events) => published.extend(events),
-                Err(e) => tracing::error!(error = %e, "store: a batch of runtime writes failed"),
+                Err(e) => {
+                    tracing::error!(error = %e, "store: a batch of runtime writes failed");
+                    roll_back = alone;
+                }
             }
         }
-        let committed = tx.commit().map_err(|e| e.to_string());
+        let committed = if roll_back {
+            tx.rollback().map_err(|e| e.to_string())
+        } else {
+            tx.commit().map_err(|e| e.to_string())
+        };
         if let Err(e) = &committed {
             tracing::error!(error = %e, "store: commit failed");
         } else {
@@ -657,8 +686,13 @@ fn write_coalesced(c: &Connection, path: &Path, w: Coalesced) -> Result<Vec<Even
                  ON CONFLICT (id) DO UPDATE SET status = excluded.status, record = excluded.record",
             )
             .map_err(sql_err(path))?;
+        // One buffer for every record: a fresh String per run grew by
+        // doubling, a malloc and a copy each time.
+        let mut buf = Vec::with_capacity(1024);
         for run in &w.runs {
-            let record = serde_json::to_string(run).map_err(|e| corrupt(&run.id, e))?;
+            buf.clear();
+            serde_json::to_writer(&mut buf, run).map_err(|e| corrupt(&run.id, e))?;
+            let record = std::str::from_utf8(&buf).map_err(|e| corrupt(&run.id, e))?;
             if let Err(e) = put.execute(params![
                 run.id,
                 run.run_key,
@@ -911,36 +945,98 @@ fn insert_revision(c: &Connection, path: &Path, r: &RevisionRecord) -> Result<i6
     Ok(c.last_insert_rowid())
 }
 
+/// Rows per multi-row event insert: one statement execution (and one
+/// AUTOINCREMENT bookkeeping) per 32 events instead of per event.
+const EVENT_ROWS: usize = 32;
+
 fn insert_events(
     c: &Connection,
     path: &Path,
     events: Vec<NewEvent>,
 ) -> Result<Vec<Event>, StoreError> {
-    let mut stmt = c
-        .prepare_cached(
-            "INSERT INTO events (type, at, job_id, run_id, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .map_err(sql_err(path))?;
     let mut out = Vec::with_capacity(events.len());
-    for e in events {
-        stmt.execute(params![
-            e.event_type,
-            e.at,
-            e.job_id,
-            e.run_id,
-            e.data.to_string()
-        ])
-        .map_err(sql_err(path))?;
-        out.push(Event {
-            id: c.last_insert_rowid(),
-            event_type: e.event_type,
-            at: e.at,
-            job_id: e.job_id,
-            run_id: e.run_id,
-            data: e.data,
-        });
+    // Every event's data, serialized into one buffer; `ends[i]` closes
+    // event i's text.
+    let mut data = Vec::with_capacity(events.len() * 64);
+    let mut ends = Vec::with_capacity(events.len());
+    for e in &events {
+        serde_json::to_writer(&mut data, &e.data).map_err(|err| corrupt("event data", err))?;
+        ends.push(data.len());
+    }
+    let text = std::str::from_utf8(&data).map_err(|e| corrupt("event data", e))?;
+    let mut start = 0;
+    let mut rows = events.into_iter().zip(ends).peekable();
+    let mut chunk: Vec<(NewEvent, &str)> = Vec::with_capacity(EVENT_ROWS);
+    while rows.peek().is_some() {
+        chunk.clear();
+        for (e, end) in rows.by_ref().take(EVENT_ROWS) {
+            chunk.push((e, &text[start..end]));
+            start = end;
+        }
+        let sql = if chunk.len() == EVENT_ROWS {
+            multi_row_event_insert()
+        } else {
+            "INSERT INTO events (type, at, job_id, run_id, data) VALUES (?1, ?2, ?3, ?4, ?5)"
+        };
+        let mut stmt = c.prepare_cached(sql).map_err(sql_err(path))?;
+        if chunk.len() == EVENT_ROWS {
+            let mut i = 1;
+            for (e, d) in &chunk {
+                stmt.raw_bind_parameter(i, &e.event_type)
+                    .and_then(|_| stmt.raw_bind_parameter(i + 1, &e.at))
+                    .and_then(|_| stmt.raw_bind_parameter(i + 2, &e.job_id))
+                    .and_then(|_| stmt.raw_bind_parameter(i + 3, &e.run_id))
+                    .and_then(|_| stmt.raw_bind_parameter(i + 4, *d))
+                    .map_err(sql_err(path))?;
+                i += 5;
+            }
+            stmt.raw_execute().map_err(sql_err(path))?;
+        } else {
+            for (e, d) in &chunk {
+                stmt.execute(params![e.event_type, e.at, e.job_id, e.run_id, d])
+                    .map_err(sql_err(path))?;
+            }
+        }
+        // One writer, one statement: the rows took consecutive ids
+        // ending at the last one.
+        let last = c.last_insert_rowid();
+        let first = last - chunk.len() as i64 + 1;
+        for (k, (e, _)) in chunk.drain(..).enumerate() {
+            out.push(Event {
+                id: first + k as i64,
+                event_type: e.event_type,
+                at: e.at,
+                job_id: e.job_id,
+                run_id: e.run_id,
+                data: e.data,
+            });
+        }
     }
     Ok(out)
+}
+
+/// `INSERT INTO events ... VALUES (...), (...)` for [`EVENT_ROWS`] rows.
+fn multi_row_event_insert() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let rows: Vec<String> = (0..EVENT_ROWS)
+            .map(|r| {
+                let b = r * 5;
+                format!(
+                    "(?{}, ?{}, ?{}, ?{}, ?{})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5
+                )
+            })
+            .collect();
+        format!(
+            "INSERT INTO events (type, at, job_id, run_id, data) VALUES {}",
+            rows.join(", ")
+        )
+    })
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -1492,6 +1588,35 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(job.len(), 10);
+    }
+
+    #[tokio::test]
+    async fn many_events_in_one_write_get_the_ids_they_are_stored_under() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&tmp.path().join("s.db")).unwrap();
+        store
+            .append_events(vec![NewEvent::new("a", json!({"first": true}))])
+            .await
+            .unwrap();
+        // Two multi-row chunks and a remainder.
+        let batch: Vec<NewEvent> = (0..2 * EVENT_ROWS + 5)
+            .map(|i| NewEvent::new("run.queued", json!({"i": i, "s": "q\"x"})).job(format!("j{i}")))
+            .collect();
+        let written = store.append_events(batch.clone()).await.unwrap();
+        let stored = store
+            .events(EventQuery {
+                after: 1,
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(written, stored);
+        assert_eq!(stored.first().map(|e| e.id), Some(2));
+        assert!(stored.windows(2).all(|w| w[1].id == w[0].id + 1));
+        for (e, sent) in stored.iter().zip(&batch) {
+            assert_eq!((&e.data, &e.job_id), (&sent.data, &sent.job_id));
+        }
     }
 
     #[tokio::test]

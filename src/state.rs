@@ -18,6 +18,18 @@ use crate::schedule::scheduler::StatsCell;
 use crate::status::metrics::Metrics;
 use crate::store::{Applied, Event, Store};
 
+/// Where this replica stands in a Redis deployment. A follower's queue is
+/// empty (the leader owns it), so its queue figures say nothing: the status
+/// names the leader to ask instead.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterRole {
+    pub node: String,
+    /// `leader` or `follower`.
+    pub role: &'static str,
+    /// The node holding the leader key, as last read.
+    pub leader: Option<String>,
+}
+
 pub struct Shared {
     pub store: Store,
     /// The config directory.
@@ -35,6 +47,9 @@ pub struct Shared {
     pub workers_busy: Arc<AtomicUsize>,
     pub workers_total: AtomicUsize,
     pub recovery: ArcSwap<Option<RecoverySummary>>,
+    /// This process's place in a Redis deployment (none with the embedded
+    /// store).
+    pub cluster: ArcSwap<Option<ClusterRole>>,
     /// The Prometheus registry and its metrics.
     pub metrics: Metrics,
     /// Cancelled when the daemon stops: long-lived responses (SSE) end so
@@ -67,6 +82,7 @@ impl Shared {
             workers_busy: Arc::new(AtomicUsize::new(0)),
             workers_total: AtomicUsize::new(0),
             recovery: ArcSwap::new(Arc::new(None)),
+            cluster: ArcSwap::new(Arc::new(None)),
             metrics: Metrics::new(),
             shutdown: CancellationToken::new(),
         })

@@ -273,6 +273,21 @@ fn two_schedulers_dispatch_every_slot_of_thirty_seconds_once() {
         .filter(|l| l.contains("became leader"))
         .count();
     assert_eq!(leaders, 1, "exactly one process leads");
+    // Each replica's status says who leads, and they agree.
+    let (_, sa) = a.get("/api/v1/status");
+    let (_, sb) = b.get("/api/v1/status");
+    let roles = [&sa["cluster"]["role"], &sb["cluster"]["role"]];
+    assert!(
+        roles.contains(&&json!("leader")) && roles.contains(&&json!("follower")),
+        "{roles:?}"
+    );
+    assert_eq!(sa["cluster"]["leader"], sb["cluster"]["leader"]);
+    let leader = if sa["cluster"]["role"] == "leader" {
+        &sa
+    } else {
+        &sb
+    };
+    assert_eq!(leader["cluster"]["leader"], leader["cluster"]["node"]);
 }
 
 #[test]

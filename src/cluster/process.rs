@@ -20,7 +20,7 @@ use crate::queue::QueueConfig;
 use crate::reconcile::Reconciler;
 use crate::reconcile::watch::{self, WatchOptions};
 use crate::schedule::scheduler::Scheduler;
-use crate::state::Shared;
+use crate::state::{ClusterRole, Shared};
 use crate::status::listener::StallGuardListener;
 use crate::status::sse::SseConfig;
 use crate::status::{api, metrics};
@@ -98,8 +98,14 @@ pub async fn run_replica(opts: DaemonOptions, url: String) -> anyhow::Result<()>
         .store(workers.total(), Ordering::Relaxed);
 
     let is_leader = Arc::new(AtomicBool::new(false));
-    tokio::spawn(follow_applied(
+    shared.cluster.store(Arc::new(Some(ClusterRole {
+        node: cfg.node.clone(),
+        role: "follower",
+        leader: None,
+    })));
+    tokio::spawn(follow_leader(
         shared.clone(),
+        keys.clone(),
         is_leader.clone(),
         cancel.clone(),
     ));
@@ -137,6 +143,11 @@ pub async fn run_replica(opts: DaemonOptions, url: String) -> anyhow::Result<()>
     let leading = match term {
         Some(term) => {
             is_leader.store(true, Ordering::SeqCst);
+            shared.cluster.store(Arc::new(Some(ClusterRole {
+                node: cfg.node.clone(),
+                role: "leader",
+                leader: Some(cfg.node.clone()),
+            })));
             Some(
                 lead(
                     &opts,
@@ -334,12 +345,17 @@ async fn lead(
     })
 }
 
-/// Followers show the applied revision the leader wrote.
-async fn follow_applied(
+/// Followers show the applied revision the leader wrote, and who leads.
+async fn follow_leader(
     shared: Arc<Shared>,
+    keys: Keys,
     is_leader: Arc<AtomicBool>,
     cancel: CancellationToken,
 ) {
+    let mut conn = match &shared.store {
+        Store::Redis(r) => Some(r.connection()),
+        _ => None,
+    };
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -347,6 +363,22 @@ async fn follow_applied(
         }
         if is_leader.load(Ordering::SeqCst) {
             return;
+        }
+        if let Some(c) = conn.as_mut() {
+            let leader: redis::RedisResult<Option<String>> = redis::cmd("GET")
+                .arg(&keys.election.leader)
+                .query_async(c)
+                .await;
+            if let Ok(leader) = leader {
+                // rcu: never overwrite the leader role set meanwhile.
+                shared.cluster.rcu(|current| match current.as_ref() {
+                    Some(role) if role.role == "follower" => Arc::new(Some(ClusterRole {
+                        leader: leader.clone(),
+                        ..role.clone()
+                    })),
+                    _ => current.clone(),
+                });
+            }
         }
         let Ok(applied) = shared.store.applied().await else {
             continue;

@@ -167,7 +167,7 @@ impl<'a> Engine<'a> {
                 let result = self.run_step(step, &base, frame).await;
                 let duration_ms = started.elapsed().as_millis() as u64;
                 let (status, output, error) = match result {
-                    Ok(Some(output)) => (status::SUCCEEDED, output, None),
+                    Ok(Some((output, item_errors))) => (status::SUCCEEDED, output, item_errors),
                     Ok(None) => (status::SKIPPED, Value::Null, None),
                     Err(RunError::Cancelled) => {
                         records.push(record(
@@ -233,13 +233,14 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// `Ok(None)`: skipped by `when`.
+    /// `Ok(None)`: skipped by `when`. With the output comes what failed in
+    /// a `foreach` whose `continue_on_error` kept the other items going.
     async fn run_step(
         &self,
         step: &Step,
         base: &Base,
         frame: &Frame<'_>,
-    ) -> Result<Option<Value>, RunError> {
+    ) -> Result<Option<(Value, Option<String>)>, RunError> {
         let ctx = base.with_item(None);
         if let Some(when) = &step.when
             && !eval_condition(&self.env, when, &ctx).map_err(permanent)?
@@ -247,7 +248,10 @@ impl<'a> Engine<'a> {
             return Ok(None);
         }
         let Some(foreach) = &step.foreach else {
-            return self.attempts(step, &ctx, None, frame).await.map(Some);
+            return self
+                .attempts(step, &ctx, None, frame)
+                .await
+                .map(|v| Some((v, None)));
         };
         let items = match render_value(&self.env, foreach, &ctx).map_err(permanent)? {
             Value::Array(items) => items,
@@ -260,12 +264,14 @@ impl<'a> Engine<'a> {
         };
         let limit = Semaphore::new(step.concurrency.unwrap_or(1).max(1) as usize);
         let length = items.len();
+        let item_errors: std::sync::Mutex<Vec<(usize, String)>> = Default::default();
         let futures: Vec<BoxFuture<'_, StepResult>> = items
             .into_iter()
             .enumerate()
             .map(|(index, item)| {
                 let ctx = base.with_item(Some((item, index, length)));
                 let limit = &limit;
+                let item_errors = &item_errors;
                 Box::pin(async move {
                     let _permit = limit.acquire().await.map_err(|_| RunError::Cancelled)?;
                     match self.attempts(step, &ctx, Some(index), frame).await {
@@ -276,6 +282,10 @@ impl<'a> Engine<'a> {
                         {
                             tracing::warn!(run = %frame.run.id, step = %step.id, index, error = %e,
                                 "foreach item failed; continue_on_error keeps the others");
+                            item_errors
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push((index, e));
                             Ok(Value::Null)
                         }
                         other => other,
@@ -283,9 +293,29 @@ impl<'a> Engine<'a> {
                 }) as BoxFuture<'_, StepResult>
             })
             .collect();
-        try_join_ordered(futures)
-            .await
-            .map(|outs| Some(Value::Array(outs)))
+        let outs = try_join_ordered(futures).await?;
+        let mut failed = item_errors.into_inner().unwrap_or_else(|p| p.into_inner());
+        let summary = (!failed.is_empty()).then(|| {
+            failed.sort_by_key(|(i, _)| *i);
+            // The first few name the cause; the count says how many.
+            let shown: Vec<String> = failed
+                .iter()
+                .take(5)
+                .map(|(i, e)| format!("item {i}: {e}"))
+                .collect();
+            let more = failed.len().saturating_sub(shown.len());
+            let tail = if more > 0 {
+                format!("; and {more} more")
+            } else {
+                String::new()
+            };
+            format!(
+                "{} of {length} items failed (continue_on_error kept the others): {}{tail}",
+                failed.len(),
+                shown.join("; ")
+            )
+        });
+        Ok(Some((Value::Array(outs), summary)))
     }
 
     /// One action call with the step's `retry` and `timeout_ms`, aborted
@@ -879,6 +909,10 @@ mod tests {
         .await;
         assert_eq!(result.unwrap(), json!([10, null, 20]));
         assert_eq!(statuses(&records), [("each", "succeeded")]);
+        // The failed item is on the step's record, not only in the log.
+        let error = records[0].error.as_deref().unwrap_or("");
+        assert!(error.starts_with("1 of 3 items failed"), "{error}");
+        assert!(error.contains("item 1:"), "{error}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -441,7 +441,10 @@ fn the_page_shows_a_triggered_run_without_a_reload() {
     // The periodic full refresh goes to 60 s, so only the live path (event
     // stream or event polling) can bring the run within the wait below.
     b.eval(
-        "localStorage.setItem('multijob.refresh_sec', '60'); window.__old = true; location.reload(); true",
+        // The reload runs after this evaluation has answered: reloading
+        // inside it can destroy its context first, and CDP then fails the
+        // call (seen under load).
+        "localStorage.setItem('multijob.refresh_sec', '60'); window.__old = true; setTimeout(() => location.reload(), 0); true",
     );
     b.wait(
         "the page to come back after the reload",
@@ -585,7 +588,7 @@ fn a_token_protected_daemon_asks_for_the_token_once() {
     );
 
     // Kept: a reload does not ask again.
-    b.eval("window.__old = true; location.reload(); true");
+    b.eval("window.__old = true; setTimeout(() => location.reload(), 0); true");
     b.wait(
         "the runs table after a reload",
         Duration::from_secs(20),

@@ -596,27 +596,22 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let mut coalesced = Coalesced::default();
-        let mut ops = Vec::with_capacity(batch.len());
-        let mut barriers = Vec::new();
-        let mut mutation_count = 0;
-        for op in batch {
-            match op {
-                WriteOp::Mutations(ms) => {
-                    mutation_count += ms.len();
-                    ms.into_iter().for_each(|m| coalesced.add(m));
-                }
-                WriteOp::Barrier(reply) => barriers.push(reply),
-                other => ops.push(other),
-            }
-        }
+        let mutation_count: usize = batch
+            .iter()
+            .map(|op| match op {
+                WriteOp::Mutations(ms) => ms.len(),
+                _ => 0,
+            })
+            .sum();
         let mut tx = match conn.transaction() {
             Ok(tx) => tx,
             Err(e) => {
                 let message = e.to_string();
                 tracing::error!(error = %message, "store: cannot begin a transaction");
-                for op in ops {
-                    fail(op, path, &message);
+                for op in batch {
+                    if !matches!(op, WriteOp::Mutations(_)) {
+                        fail(op, path, &message);
+                    }
                 }
                 backlog
                     .pending
@@ -625,17 +620,38 @@ fn writer_loop(
                 continue;
             }
         };
-        let mut done: Vec<Finish> = Vec::new();
-        let mut published: Vec<Event> = Vec::new();
-        for op in ops {
-            done.push(run_op(&mut tx, op, path, &mut published));
-        }
         // Alone in the transaction (the usual case), the runtime writes
         // need no savepoint of their own: a failure rolls the transaction
         // back, which loses nothing else. A savepoint copies every page it
         // touches to its journal first, most of the writer's work.
-        let alone = done.is_empty();
+        let alone = batch
+            .iter()
+            .all(|op| matches!(op, WriteOp::Mutations(_) | WriteOp::Barrier(_)));
+        let mut coalesced = Coalesced::default();
+        let mut barriers = Vec::new();
+        let mut done: Vec<Finish> = Vec::new();
+        let mut published: Vec<Event> = Vec::new();
         let mut roll_back = false;
+        for op in batch {
+            match op {
+                WriteOp::Mutations(ms) => ms.into_iter().for_each(|m| coalesced.add(m)),
+                WriteOp::Barrier(reply) => barriers.push(reply),
+                other => {
+                    // Writes submitted before this operation land before it
+                    // (a kv read sees the PutKv sent just before it).
+                    if !coalesced.is_empty() {
+                        let earlier = std::mem::take(&mut coalesced);
+                        match in_savepoint(&mut tx, path, |sp| write_coalesced(sp, path, earlier)) {
+                            Ok(events) => published.extend(events),
+                            Err(e) => {
+                                tracing::error!(error = %e, "store: a batch of runtime writes failed")
+                            }
+                        }
+                    }
+                    done.push(run_op(&mut tx, other, path, &mut published));
+                }
+            }
+        }
         if !coalesced.is_empty() {
             let written = if alone {
                 write_coalesced(&tx, path, coalesced)

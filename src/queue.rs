@@ -176,6 +176,9 @@ struct State {
 
 pub struct RunQueue {
     state: Mutex<State>,
+    /// Told how late (µs) a scheduled run decided ahead of its fire time
+    /// became ready, measured when it does.
+    lateness_sink: std::sync::OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
     /// Workers wait here for ready runs.
     work: Notify,
     /// The scheduler waits here for runs to finish (buffered slots).
@@ -346,12 +349,19 @@ impl RunQueue {
                 dispatched: 0,
                 finished: 0,
             }),
+            lateness_sink: std::sync::OnceLock::new(),
             work: Notify::new(),
             released: Notify::new(),
             store,
             config,
             clock,
         })
+    }
+
+    /// Where the lateness of scheduled runs queued ahead goes (the
+    /// scheduler's statistics); set once.
+    pub fn set_lateness_sink(&self, sink: Box<dyn Fn(u64) + Send + Sync>) {
+        let _ = self.lateness_sink.set(sink);
     }
 
     /// The applied snapshot runs start under.
@@ -740,6 +750,17 @@ impl RunQueue {
             if entry.run.status == RunStatus::Retrying {
                 entry.run.status = RunStatus::Queued;
                 st.counts.waiting += 1;
+            } else if entry.run.trigger == Trigger::Schedule
+                && entry.run.attempt == 0
+                && let Some(sink) = self.lateness_sink.get()
+                && let Some(due) = entry
+                    .run
+                    .due_at
+                    .as_ref()
+                    .and_then(|d| d.parse::<Timestamp>().ok())
+            {
+                // A slot decided ahead is dispatched now.
+                sink(t.duration_since(due).as_micros().max(0) as u64);
             }
             entry.run.due_at = None;
             st.seq += 1;

@@ -173,6 +173,12 @@ pub struct StatsCell {
 }
 
 impl StatsCell {
+    /// Record one slot's dispatch lateness (µs).
+    pub fn record_lateness(&self, us: u64) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.2.record(us);
+    }
+
     /// The next fire time of a job the scheduler holds a slot for.
     pub fn next_fire(&self, job: &str) -> Option<Timestamp> {
         self.next_fire
@@ -249,6 +255,39 @@ pub struct Scheduler {
     stats: Arc<StatsCell>,
     /// Earliest time the next capped tick may run.
     not_before: Option<Timestamp>,
+    /// How long before their fire time slots are decided: a tick that
+    /// takes long (10,000 slots due at once take ~100 ms to queue) starts
+    /// that much earlier, and its runs wait in the queue until their fire
+    /// time, so the last slot is not late by the whole batch. Zero while
+    /// ticks are cheap, so small deployments decide at the fire time.
+    lead: Duration,
+}
+
+/// Ticks cheaper than this decide slots at their fire time.
+const LEAD_THRESHOLD: Duration = Duration::from_millis(1);
+/// What deciding and queueing one slot costs, roughly (release build, this
+/// project's machine), for the first tick of a revision.
+const ESTIMATED_SLOT_COST: Duration = Duration::from_micros(10);
+/// A first tick estimated cheaper than this gets no lead up front.
+const PRIOR_THRESHOLD: Duration = Duration::from_millis(5);
+/// The most a slot is decided ahead of its fire time.
+const MAX_LEAD: Duration = Duration::from_millis(250);
+
+/// The lead for the next tick: enough for what the last one cost, and
+/// decaying slowly, so a small tick between two big ones does not make the
+/// next big one late again.
+fn next_lead(previous: Duration, cost: Duration) -> Duration {
+    let needed = if cost < LEAD_THRESHOLD {
+        Duration::ZERO
+    } else {
+        (cost * 3 / 2 + Duration::from_millis(2)).min(MAX_LEAD)
+    };
+    let lead = needed.max(previous * 7 / 8);
+    if lead < LEAD_THRESHOLD {
+        Duration::ZERO
+    } else {
+        lead
+    }
 }
 
 fn schedule_hash(job: &Job) -> String {
@@ -257,6 +296,8 @@ fn schedule_hash(job: &Job) -> String {
 
 impl Scheduler {
     pub fn new(queue: Arc<RunQueue>, config: SchedulerConfig, stats: Arc<StatsCell>) -> Self {
+        let sink = stats.clone();
+        queue.set_lateness_sink(Box::new(move |us| sink.record_lateness(us)));
         Scheduler {
             queue,
             config,
@@ -267,6 +308,7 @@ impl Scheduler {
             applied: Arc::new(Applied::default()),
             stats,
             not_before: None,
+            lead: Duration::ZERO,
         }
     }
 
@@ -284,7 +326,11 @@ impl Scheduler {
         let first = applied_rx.borrow_and_update().clone();
         self.apply(first, &last_slots);
         loop {
-            let mut wake = self.heap.peek().map(|Reverse(e)| e.fire_at);
+            let lead = jiff::SignedDuration::try_from(self.lead).unwrap_or_default();
+            let mut wake = self
+                .heap
+                .peek()
+                .map(|Reverse(e)| e.fire_at.checked_sub(lead).unwrap_or(e.fire_at));
             if let (Some(w), Some(nb)) = (wake, self.not_before) {
                 wake = Some(w.max(nb));
             }
@@ -402,6 +448,21 @@ impl Scheduler {
             self.dispatch_slots(catchup, true, now, &mut batch, &mut mutations);
             self.flush(batch, mutations);
         }
+        // A revision that puts many slots on one instant (10,000 jobs every
+        // second) would make its first tick late by the whole batch, before
+        // any tick was measured: start with the lead such a tick needs.
+        if let Some(Reverse(first)) = self.heap.peek() {
+            let at = first.fire_at;
+            let n = self
+                .heap
+                .iter()
+                .filter(|Reverse(e)| e.fire_at == at)
+                .count();
+            let estimate = ESTIMATED_SLOT_COST * u32::try_from(n).unwrap_or(u32::MAX);
+            if estimate >= PRIOR_THRESHOLD {
+                self.lead = self.lead.max(next_lead(Duration::ZERO, estimate));
+            }
+        }
     }
 
     fn count_skips(&self, reason: SkipReason, n: u64) {
@@ -421,6 +482,10 @@ impl Scheduler {
         let batch = std::mem::take(&mut t.batch);
         let mutations = std::mem::take(&mut t.mutations);
         self.flush(batch, mutations);
+        // The scheduler's clock: a paused test clock measures zero here, so
+        // deterministic tests never decide ahead.
+        let cost = self.now().duration_since(t.now);
+        self.lead = next_lead(self.lead, Duration::try_from(cost).unwrap_or_default());
     }
 
     /// Start a wake-up: `None` while a capped tick's pause lasts. Buffered
@@ -433,6 +498,9 @@ impl Scheduler {
         self.not_before = None;
         let mut t = TickState {
             now,
+            horizon: now
+                .checked_add(jiff::SignedDuration::try_from(self.lead).unwrap_or_default())
+                .unwrap_or(now),
             batch: Batch::default(),
             mutations: Vec::new(),
         };
@@ -459,6 +527,7 @@ impl Scheduler {
     /// when more are due in this tick.
     fn tick_chunk(&mut self, t: &mut TickState) -> bool {
         let now = t.now;
+        let horizon = t.horizon;
         let mut batch = std::mem::take(&mut t.batch);
         let mut mutations = std::mem::take(&mut t.mutations);
         let mut next_fires: Vec<(Arc<str>, Option<Timestamp>)> = Vec::new();
@@ -472,7 +541,7 @@ impl Scheduler {
         let limit = room.min(CHUNK);
         let mut more = false;
         while let Some(Reverse(top)) = self.heap.peek() {
-            if top.fire_at > now {
+            if top.fire_at > horizon {
                 break;
             }
             if room > 0 && due.len() == limit {
@@ -494,7 +563,7 @@ impl Scheduler {
                 let waiting: Vec<Arc<str>> = self
                     .heap
                     .iter()
-                    .filter(|Reverse(e)| e.fire_at <= now)
+                    .filter(|Reverse(e)| e.fire_at <= horizon)
                     .map(|Reverse(e)| e.job.clone())
                     .collect();
                 for j in waiting {
@@ -622,7 +691,9 @@ impl Scheduler {
                             run_key: format!("{job_id}@{nominal}"),
                             scheduled_at: Some(slot.nominal),
                             chain_depth: 0,
-                            due_at: None,
+                            // Decided ahead: it waits in the queue until its
+                            // fire time (the queue records its lateness then).
+                            due_at: (slot.fire_at > now).then_some(slot.fire_at),
                             extra: if catchup {
                                 json!({"catchup": true})
                             } else {
@@ -660,16 +731,23 @@ impl Scheduler {
             .into_iter()
             .map(|(mut run, fire)| {
                 let late_us = at.duration_since(fire).as_micros().max(0) as u64;
-                // A misfire catch-up is late by design, not by the scheduler.
-                if run.extra.get("catchup").is_none() {
+                // A misfire catch-up is late by design, not by the scheduler;
+                // a run decided ahead is measured when it becomes ready.
+                if run.extra.get("catchup").is_none() && run.due_at.is_none() {
                     fires.push(fire);
                 }
-                let late_ms = serde_json::Value::from(late_us as f64 / 1000.0);
+                // A run decided ahead is not late yet: the event says how
+                // far ahead, and its lateness is measured when it is ready.
+                let (field, ms) = match run.due_at {
+                    Some(due) => ("ahead_ms", due.duration_since(at).as_micros().max(0) as f64),
+                    None => ("late_ms", late_us as f64),
+                };
+                let value = serde_json::Value::from(ms / 1000.0);
                 match &mut run.extra {
                     serde_json::Value::Object(m) => {
-                        m.insert("late_ms".into(), late_ms);
+                        m.insert(field.into(), value);
                     }
-                    other => *other = json!({ "late_ms": late_ms }),
+                    other => *other = json!({ field: value }),
                 }
                 run
             })
@@ -687,6 +765,8 @@ impl Scheduler {
 /// A wake-up in progress: its time and what it has decided so far.
 struct TickState {
     now: Timestamp,
+    /// Slots firing up to here are decided now (`now` + the lead).
+    horizon: Timestamp,
     batch: Batch,
     mutations: Vec<Mutation>,
 }
@@ -774,6 +854,34 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn slots_decided_ahead_wait_until_their_fire_time() {
+        // The clock starts at 10:00:00.500; slots fire on whole seconds.
+        let (_tmp, mut s, stats) = rig(3, 1_000_000);
+        s.lead = Duration::from_millis(200);
+        // 10:00:00.850: the 10:00:01 slots are within the lead.
+        tokio::time::advance(Duration::from_millis(350)).await;
+        s.tick();
+        assert_eq!(stats.snapshot().dispatched, 3);
+        let queue = s.queue.clone();
+        assert_eq!(queue.view().waiting(), 3, "queued, waiting for their time");
+        // Not startable before the fire time...
+        let early = tokio::time::timeout(Duration::from_millis(140), queue.claim()).await;
+        assert!(early.is_err(), "a run started before its slot fired");
+        // ...and startable at it, with its lateness measured then.
+        let claim = tokio::time::timeout(Duration::from_millis(20), queue.claim())
+            .await
+            .expect("ready at its fire time")
+            .expect("a claim");
+        assert_eq!(
+            claim.run.scheduled_at.as_deref(),
+            Some("2026-11-22T10:00:01.000Z")
+        );
+        let lateness = stats.snapshot().lateness;
+        assert_eq!(lateness.count, 3);
+        assert!(lateness.max_ms <= 10.0, "{lateness:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_tick_cap_holds_across_chunks() {
         let cap = CHUNK + 10;
         let (_tmp, mut s, stats) = rig(3 * CHUNK, cap);
@@ -782,6 +890,27 @@ mod tests {
         assert_eq!(stats.snapshot().dispatched, cap as u64);
         let deferred = s.jobs.values().filter(|j| j.deferred).count();
         assert_eq!(deferred, 3 * CHUNK - cap);
+    }
+
+    #[test]
+    fn the_lead_follows_tick_cost_and_decays_slowly() {
+        let ms = Duration::from_millis;
+        // Cheap ticks decide at the fire time.
+        assert_eq!(
+            next_lead(Duration::ZERO, Duration::from_micros(300)),
+            Duration::ZERO
+        );
+        // A 100 ms tick starts the next one 152 ms early; capped at 250 ms.
+        assert_eq!(next_lead(Duration::ZERO, ms(100)), ms(152));
+        assert_eq!(next_lead(Duration::ZERO, ms(400)), MAX_LEAD);
+        // A small tick in between keeps most of it.
+        assert_eq!(next_lead(ms(152), Duration::ZERO), ms(133));
+        // Many small ticks bring it back to zero.
+        let mut lead = ms(152);
+        for _ in 0..60 {
+            lead = next_lead(lead, Duration::ZERO);
+        }
+        assert_eq!(lead, Duration::ZERO);
     }
 
     #[test]

@@ -60,34 +60,18 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     if let Some(r) = &applied.revision {
         tracing::info!(revision = %r.id, resources = applied.snapshot.len(), "resuming the last applied revision");
     }
-    std::fs::create_dir_all(&opts.data_dir)
-        .with_context(|| format!("creating the data dir {}", opts.data_dir.display()))?;
     let queue_config = QueueConfig {
         pressure_high: opts.pressure_high,
         pressure_low: opts.pressure_low,
         keep_runs: opts.keep_runs,
         ..QueueConfig::default()
     };
-    let shared = Shared::new(
-        store.clone(),
-        opts.dir.clone(),
-        applied,
-        opts.api_token.clone(),
-        queue_config,
-        Clock::Wall,
-    );
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .with_context(|| format!("listening on {}", opts.listen))?;
-    let local = listener.local_addr().context("reading the bound address")?;
+    let Started {
+        shared,
+        listener,
+        metrics_task,
+    } = start_shared(&opts, store.clone(), applied, queue_config).await?;
     let cancel = shared.shutdown.clone();
-
-    // Metrics count every event this process commits: subscribe before the
-    // first reconcile.
-    let feed = Feed::subscribe(store.clone(), None, EventQuery::default())
-        .await
-        .context("subscribing the metrics to the event feed")?;
-    let metrics_task = tokio::spawn(metrics::follow(shared.clone(), feed, cancel.clone()));
 
     let reconciler = Arc::new(Reconciler {
         dir: opts.dir.clone(),
@@ -108,13 +92,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         tracing::info!(?recovery, "recovered unfinished runs");
     }
     shared.recovery.store(Arc::new(Some(recovery)));
-    let last_slots: HashMap<String, jiff::Timestamp> = store
-        .job_slots()
-        .await
-        .context("reading the last slots")?
-        .into_iter()
-        .filter_map(|(job, slot)| slot.parse().ok().map(|t| (job, t)))
-        .collect();
+    let last_slots = last_slots(&store).await?;
 
     let scheduler = Scheduler::new(
         queue.clone(),
@@ -123,11 +101,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     );
     let scheduler_task =
         tokio::spawn(scheduler.run(shared.applied_tx.subscribe(), last_slots, cancel.clone()));
-    let worker_ctx = WorkerContext {
-        workflow_metrics: Some(shared.metrics.workflow_gauge()),
-        connector_metrics: Some(shared.metrics.connector_metrics()),
-        ..WorkerContext::new(opts.data_dir.clone(), opts.allow_command)
-    };
+    let worker_ctx = worker_context(&opts, &shared);
     let pool = WorkerPool::spawn(
         opts.workers,
         queue.clone(),
@@ -144,38 +118,10 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         cancel.clone(),
     ));
 
-    let signals = if opts.watch {
-        let wopts = WatchOptions {
-            poll: opts.watch_poll,
-            ..WatchOptions::default()
-        };
-        Some(
-            watch::spawn(opts.dir.clone(), wopts, cancel.clone())
-                .with_context(|| format!("watching {}", opts.dir.display()))?,
-        )
-    } else {
-        None
-    };
-    let loop_task = tokio::spawn(reconcile_loop(reconciler, signals, cancel.clone()));
-
-    let stopping = CancellationToken::new();
-    let stop = stopping.clone();
-    tokio::spawn(async move {
-        wait_for_stop().await;
-        stop.cancel();
-    });
-
-    tracing::info!(listen = %local, dir = %opts.dir.display(), store = %shared.store.describe(), workers = opts.workers, "multijob is running");
-    // Tests and scripts read this line to find the port when --listen ends in :0.
-    println!("listening on http://{local}");
-    let app = api::router(shared.clone());
-    let server_cancel = cancel.clone();
-    let listener = StallGuardListener::new(listener, SseConfig::from_env().stall);
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(server_cancel.cancelled_owned())
-            .await
-    });
+    let loop_task = spawn_reconcile_loop(&opts, reconciler, cancel.clone())?;
+    let stopping = stop_signal();
+    tracing::info!(dir = %opts.dir.display(), store = %shared.store.describe(), workers = opts.workers, "multijob is running");
+    let server = serve_api(&shared, listener)?;
 
     stopping.cancelled().await;
     tracing::info!(
@@ -194,6 +140,121 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What both deployments start alike: the shared state, the bound API
+/// listener, and the metrics following the event feed.
+pub(crate) struct Started {
+    pub shared: Arc<Shared>,
+    pub listener: tokio::net::TcpListener,
+    pub metrics_task: tokio::task::JoinHandle<()>,
+}
+
+pub(crate) async fn start_shared(
+    opts: &DaemonOptions,
+    store: Store,
+    applied: crate::store::Applied,
+    queue_config: QueueConfig,
+) -> anyhow::Result<Started> {
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("creating the data dir {}", opts.data_dir.display()))?;
+    let shared = Shared::new(
+        store.clone(),
+        opts.dir.clone(),
+        applied,
+        opts.api_token.clone(),
+        queue_config,
+        Clock::Wall,
+    );
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.listen))?;
+    // Metrics count every event this process commits: subscribe before the
+    // first reconcile.
+    let feed = Feed::subscribe(store, None, EventQuery::default())
+        .await
+        .context("subscribing the metrics to the event feed")?;
+    let metrics_task = tokio::spawn(metrics::follow(
+        shared.clone(),
+        feed,
+        shared.shutdown.clone(),
+    ));
+    Ok(Started {
+        shared,
+        listener,
+        metrics_task,
+    })
+}
+
+/// Serve the API and dashboard until the daemon shuts down; prints the
+/// `listening on` line tests and scripts read to find the port.
+pub(crate) fn serve_api(
+    shared: &Arc<Shared>,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let local = listener.local_addr().context("reading the bound address")?;
+    tracing::info!(listen = %local, "serving the status API and dashboard");
+    println!("listening on http://{local}");
+    let app = api::router(shared.clone());
+    let cancel = shared.shutdown.clone();
+    let listener = StallGuardListener::new(listener, SseConfig::from_env().stall);
+    Ok(tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(cancel.cancelled_owned())
+            .await
+    }))
+}
+
+/// The runs of this process report into the daemon's metrics.
+pub(crate) fn worker_context(opts: &DaemonOptions, shared: &Shared) -> WorkerContext {
+    WorkerContext {
+        workflow_metrics: Some(shared.metrics.workflow_gauge()),
+        connector_metrics: Some(shared.metrics.connector_metrics()),
+        ..WorkerContext::new(opts.data_dir.clone(), opts.allow_command)
+    }
+}
+
+/// Fired on SIGINT or SIGTERM.
+pub(crate) fn stop_signal() -> CancellationToken {
+    let stopping = CancellationToken::new();
+    let stop = stopping.clone();
+    tokio::spawn(async move {
+        wait_for_stop().await;
+        stop.cancel();
+    });
+    stopping
+}
+
+/// Each job's last slot with an outcome, where its schedule resumes.
+pub(crate) async fn last_slots(store: &Store) -> anyhow::Result<HashMap<String, jiff::Timestamp>> {
+    Ok(store
+        .job_slots()
+        .await
+        .context("reading the last slots")?
+        .into_iter()
+        .filter_map(|(job, slot)| slot.parse().ok().map(|t| (job, t)))
+        .collect())
+}
+
+/// Watch the directory (unless `--no-watch`) and run the reconcile loop.
+pub(crate) fn spawn_reconcile_loop(
+    opts: &DaemonOptions,
+    reconciler: Arc<Reconciler>,
+    cancel: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let signals = if opts.watch {
+        let wopts = WatchOptions {
+            poll: opts.watch_poll,
+            ..WatchOptions::default()
+        };
+        Some(
+            watch::spawn(opts.dir.clone(), wopts, cancel.clone())
+                .with_context(|| format!("watching {}", opts.dir.display()))?,
+        )
+    } else {
+        None
+    };
+    Ok(tokio::spawn(reconcile_loop(reconciler, signals, cancel)))
 }
 
 /// Commands the CLI left in the store: triggers and approval decisions.

@@ -1,7 +1,6 @@
 //! The two process shapes of a Redis deployment: `run --redis` (a replica
 //! that serves the API, works, and leads when elected) and `worker`.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,18 +13,15 @@ use super::election::{self, Term};
 use super::leader;
 use super::stream_worker::StreamWorkers;
 use super::{ClusterConfig, Keys, connect};
-use crate::app::{DaemonOptions, inbox_loop, reconcile_loop, retention_loop, wait_for_stop};
-use crate::clock::Clock;
+use crate::app::{
+    DaemonOptions, Started, inbox_loop, last_slots, retention_loop, serve_api,
+    spawn_reconcile_loop, start_shared, stop_signal, wait_for_stop, worker_context,
+};
 use crate::queue::QueueConfig;
 use crate::reconcile::Reconciler;
-use crate::reconcile::watch::{self, WatchOptions};
 use crate::schedule::scheduler::Scheduler;
 use crate::state::{ClusterRole, Shared};
-use crate::status::listener::StallGuardListener;
-use crate::status::sse::SseConfig;
-use crate::status::{api, metrics};
-use crate::store::feed::Feed;
-use crate::store::{EventQuery, Store};
+use crate::store::Store;
 use crate::worker::WorkerContext;
 
 /// Open the Redis store and name the runtime's keys after it.
@@ -49,8 +45,6 @@ pub async fn run_replica(opts: DaemonOptions, url: String) -> anyhow::Result<()>
     let (store, keys) = open(&url).await?;
     let cfg = ClusterConfig::new(&url);
     let applied = store.applied().await.context("reading the applied state")?;
-    std::fs::create_dir_all(&opts.data_dir)
-        .with_context(|| format!("creating the data dir {}", opts.data_dir.display()))?;
     let queue_config = QueueConfig {
         pressure_high: opts.pressure_high,
         pressure_low: opts.pressure_low,
@@ -58,30 +52,13 @@ pub async fn run_replica(opts: DaemonOptions, url: String) -> anyhow::Result<()>
         owner: cfg.node.clone(),
         remote_dispatch: true,
     };
-    let shared = Shared::new(
-        store.clone(),
-        opts.dir.clone(),
-        applied,
-        opts.api_token.clone(),
-        queue_config,
-        Clock::Wall,
-    );
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .with_context(|| format!("listening on {}", opts.listen))?;
-    let local = listener.local_addr().context("reading the bound address")?;
+    let Started {
+        shared,
+        listener,
+        metrics_task,
+    } = start_shared(&opts, store.clone(), applied, queue_config).await?;
     let cancel = shared.shutdown.clone();
-
-    let feed = Feed::subscribe(store.clone(), None, EventQuery::default())
-        .await
-        .context("subscribing the metrics to the event feed")?;
-    let metrics_task = tokio::spawn(metrics::follow(shared.clone(), feed, cancel.clone()));
-
-    let worker_ctx = WorkerContext {
-        workflow_metrics: Some(shared.metrics.workflow_gauge()),
-        connector_metrics: Some(shared.metrics.connector_metrics()),
-        ..WorkerContext::new(opts.data_dir.clone(), opts.allow_command)
-    };
+    let worker_ctx = worker_context(&opts, &shared);
     let workers = StreamWorkers::start(
         store.clone(),
         shared.applied.load_full(),
@@ -110,23 +87,9 @@ pub async fn run_replica(opts: DaemonOptions, url: String) -> anyhow::Result<()>
         cancel.clone(),
     ));
 
-    tracing::info!(listen = %local, node = %cfg.node, store = %store.describe(), workers = opts.workers, "multijob replica is running");
-    println!("listening on http://{local}");
-    let app = api::router(shared.clone());
-    let server_cancel = cancel.clone();
-    let listener = StallGuardListener::new(listener, SseConfig::from_env().stall);
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(server_cancel.cancelled_owned())
-            .await
-    });
-
-    let stopping = CancellationToken::new();
-    let stop = stopping.clone();
-    tokio::spawn(async move {
-        wait_for_stop().await;
-        stop.cancel();
-    });
+    tracing::info!(node = %cfg.node, store = %store.describe(), workers = opts.workers, "multijob replica is running");
+    let server = serve_api(&shared, listener)?;
+    let stopping = stop_signal();
 
     let election_conn = connect(&url, Duration::from_secs(2))
         .await
@@ -244,13 +207,7 @@ async fn lead(
         "leading: recovered unfinished runs"
     );
     shared.recovery.store(Arc::new(Some(recovery)));
-    let last_slots: HashMap<String, jiff::Timestamp> = store
-        .job_slots()
-        .await
-        .context("reading the last slots")?
-        .into_iter()
-        .filter_map(|(job, slot)| slot.parse().ok().map(|t| (job, t)))
-        .collect();
+    let last_slots = last_slots(store).await?;
     let scheduler = Scheduler::new(
         queue.clone(),
         opts.scheduler.clone(),
@@ -292,19 +249,7 @@ async fn lead(
         opts.keep_events_days,
         stop.clone(),
     ));
-    let signals = if opts.watch {
-        let wopts = WatchOptions {
-            poll: opts.watch_poll,
-            ..WatchOptions::default()
-        };
-        Some(
-            watch::spawn(opts.dir.clone(), wopts, stop.clone())
-                .with_context(|| format!("watching {}", opts.dir.display()))?,
-        )
-    } else {
-        None
-    };
-    tokio::spawn(reconcile_loop(reconciler, signals, stop.clone()));
+    spawn_reconcile_loop(opts, reconciler, stop.clone())?;
 
     // A leader that lost its term must not act on stale state: it exits,
     // and its supervisor starts it again as a follower.

@@ -439,25 +439,15 @@ async fn send_result(node: &Node, entry_id: &str, result: &RunResult) {
     let deadline = tokio::time::Instant::now() + node.cfg.lease;
     let mut conn = node.conn.clone();
     loop {
-        let sent: redis::RedisResult<()> = redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .cmd("XADD")
             .arg(&node.keys.results)
             .arg("*")
             .arg("r")
             .arg(&text)
-            .ignore()
-            .cmd("XACK")
-            .arg(&node.keys.ready)
-            .arg(WORKERS_GROUP)
-            .arg(entry_id)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&node.keys.ready)
-            .arg(entry_id)
-            .ignore()
-            .query_async(&mut conn)
-            .await;
+            .ignore();
+        let sent: redis::RedisResult<()> = ack(pipe, node, entry_id).query_async(&mut conn).await;
         match sent {
             Ok(()) => return,
             Err(e) if tokio::time::Instant::now() < deadline => {
@@ -472,11 +462,9 @@ async fn send_result(node: &Node, entry_id: &str, result: &RunResult) {
     }
 }
 
-async fn ack_only(node: &Node, entry_id: &str) {
-    let mut conn = node.conn.clone();
-    let _: redis::RedisResult<()> = redis::pipe()
-        .atomic()
-        .cmd("XACK")
+/// Acknowledge a ready entry and drop it from the stream, in `pipe`.
+fn ack(mut pipe: redis::Pipeline, node: &Node, entry_id: &str) -> redis::Pipeline {
+    pipe.cmd("XACK")
         .arg(&node.keys.ready)
         .arg(WORKERS_GROUP)
         .arg(entry_id)
@@ -484,9 +472,15 @@ async fn ack_only(node: &Node, entry_id: &str) {
         .cmd("XDEL")
         .arg(&node.keys.ready)
         .arg(entry_id)
-        .ignore()
-        .query_async(&mut conn)
-        .await;
+        .ignore();
+    pipe
+}
+
+async fn ack_only(node: &Node, entry_id: &str) {
+    let mut conn = node.conn.clone();
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    let _: redis::RedisResult<()> = ack(pipe, node, entry_id).query_async(&mut conn).await;
 }
 
 /// Renew the entries this process is running.

@@ -166,6 +166,9 @@ pub(crate) async fn start_shared(
         queue_config,
         Clock::Wall,
     );
+    shared
+        .scheduler
+        .set_observer(shared.metrics.lateness_observer());
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;

@@ -168,15 +168,29 @@ impl Lateness {
 #[derive(Default)]
 pub struct StatsCell {
     inner: Mutex<(u64, HashMap<&'static str, u64>, Lateness)>,
+    /// Also told of lateness measured when a slot decided ahead becomes
+    /// ready (the daemon's Prometheus histogram).
+    observer: std::sync::OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
     /// Each scheduled job's next fire time, as the heap holds it.
     next_fire: Mutex<HashMap<String, Timestamp>>,
 }
 
 impl StatsCell {
-    /// Record one slot's dispatch lateness (µs).
+    /// Record the lateness (µs) of a slot decided ahead, once it is ready.
     pub fn record_lateness(&self, us: u64) {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.2.record(us);
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .2
+            .record(us);
+        if let Some(observe) = self.observer.get() {
+            observe(us);
+        }
+    }
+
+    /// Also report ahead-decided slots' lateness here; set once.
+    pub fn set_observer(&self, observe: Box<dyn Fn(u64) + Send + Sync>) {
+        let _ = self.observer.set(observe);
     }
 
     /// The next fire time of a job the scheduler holds a slot for.
@@ -857,6 +871,11 @@ mod tests {
     async fn slots_decided_ahead_wait_until_their_fire_time() {
         // The clock starts at 10:00:00.500; slots fire on whole seconds.
         let (_tmp, mut s, stats) = rig(3, 1_000_000);
+        let observed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = observed.clone();
+        stats.set_observer(Box::new(move |_| {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
         s.lead = Duration::from_millis(200);
         // 10:00:00.850: the 10:00:01 slots are within the lead.
         tokio::time::advance(Duration::from_millis(350)).await;
@@ -879,6 +898,8 @@ mod tests {
         let lateness = stats.snapshot().lateness;
         assert_eq!(lateness.count, 3);
         assert!(lateness.max_ms <= 10.0, "{lateness:?}");
+        // The daemon's metrics hear of them too.
+        assert_eq!(observed.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
     #[tokio::test(start_paused = true)]

@@ -232,6 +232,14 @@ impl Metrics {
         self.connectors.clone()
     }
 
+    /// Where the scheduler reports slots decided ahead of their fire time,
+    /// whose lateness is known only when they become ready (their
+    /// `run.queued` event carries `ahead_ms`, not `late_ms`).
+    pub fn lateness_observer(&self) -> Box<dyn Fn(u64) + Send + Sync> {
+        let histogram = self.lateness.clone();
+        Box::new(move |us| histogram.observe(us as f64 / 1_000_000.0))
+    }
+
     /// The family workflow `metric` steps write to.
     pub fn workflow_gauge(&self) -> WorkflowGauge {
         self.workflow.clone()

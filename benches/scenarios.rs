@@ -550,27 +550,8 @@ fn scenario_throughput(scale: Scale, out: &mut Vec<Figure>) {
     ));
     let cpu0 = cpu_seconds(daemon.child.id());
     let start = Instant::now();
-    let trig = Command::new(bin())
-        .args(["trigger", "n", "--count", &runs.to_string(), "--dir"])
-        .arg(tmp.path())
-        .output()
-        .expect("trigger");
-    assert!(
-        trig.status.success(),
-        "{}",
-        String::from_utf8_lossy(&trig.stderr)
-    );
-    let mut peak = 0.0f64;
-    let done = wait_for(
-        || {
-            peak = peak.max(rss_of(daemon.child.id()).1);
-            daemon
-                .get("/api/v1/status")
-                .is_some_and(|v| v["runs_since_start"]["finished"].as_u64() == Some(runs))
-        },
-        Duration::from_secs(600),
-    );
-    assert!(done, "not every run finished");
+    let dir = tmp.path().display().to_string();
+    let peak = trigger_and_wait(&daemon, runs, &["--dir", &dir]);
     let wall = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds(daemon.child.id()) - cpu0;
     // Every run recorded: count them in the store after a clean stop.
@@ -622,6 +603,34 @@ fn scenario_throughput(scale: Scale, out: &mut Vec<Figure>) {
         unit: "MB",
         target: None,
     });
+}
+
+/// Queue `runs` runs of job `n` (`store` names the store: `--dir D` or
+/// `--redis URL`) and wait until the daemon has finished them all; the
+/// daemon's peak RSS meanwhile, in MB.
+fn trigger_and_wait(daemon: &Daemon, runs: u64, store: &[&str]) -> f64 {
+    let trig = Command::new(bin())
+        .args(["trigger", "n", "--count", &runs.to_string()])
+        .args(store)
+        .output()
+        .expect("trigger");
+    assert!(
+        trig.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trig.stderr)
+    );
+    let mut peak = 0.0f64;
+    let done = wait_for(
+        || {
+            peak = peak.max(rss_of(daemon.child.id()).1);
+            daemon
+                .get("/api/v1/status")
+                .is_some_and(|v| v["runs_since_start"]["finished"].as_u64() == Some(runs))
+        },
+        Duration::from_secs(600),
+    );
+    assert!(done, "not every run finished");
+    peak
 }
 
 /// Requests per connection-thread: GET `path` repeatedly for `secs`.

@@ -73,17 +73,9 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     } = start_shared(&opts, store.clone(), applied, queue_config).await?;
     let cancel = shared.shutdown.clone();
 
-    let reconciler = Arc::new(Reconciler {
-        dir: opts.dir.clone(),
-        shared: shared.clone(),
-    });
-    if let Err(e) = reconciler.reconcile("start").await {
-        tracing::error!(error = %e, "first reconcile could not reach the store");
-    }
-
+    let reconciler = first_reconcile(&opts, &shared).await;
     // Runs left unfinished by the last process come back first.
     let queue = shared.queue.clone();
-    queue.set_applied(shared.applied.load_full());
     let recovery = queue
         .recover()
         .await
@@ -187,6 +179,20 @@ pub(crate) async fn start_shared(
         listener,
         metrics_task,
     })
+}
+
+/// Apply the directory once and give the queue the applied specs, before
+/// unfinished runs are recovered against them.
+pub(crate) async fn first_reconcile(opts: &DaemonOptions, shared: &Arc<Shared>) -> Arc<Reconciler> {
+    let reconciler = Arc::new(Reconciler {
+        dir: opts.dir.clone(),
+        shared: shared.clone(),
+    });
+    if let Err(e) = reconciler.reconcile("start").await {
+        tracing::error!(error = %e, "first reconcile could not reach the store");
+    }
+    shared.queue.set_applied(shared.applied.load_full());
+    reconciler
 }
 
 /// Serve the API and dashboard until the daemon shuts down; prints the

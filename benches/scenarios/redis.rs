@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use multijob::testkit::RedisServer;
 
-use super::{Daemon, Figure, Scale, bin, cpu_seconds, rss_of, wait_for};
+use super::{Daemon, Figure, Scale, bin, cpu_seconds, trigger_and_wait, wait_for};
 
 struct Worker(Child);
 
@@ -129,33 +129,7 @@ pub fn scenario(scale: Scale, out: &mut Vec<Figure>) {
         let cpu0: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
         let redis_cpu0 = cpu_seconds(redis_pid);
         let start = Instant::now();
-        let trig = Command::new(bin())
-            .args([
-                "trigger",
-                "n",
-                "--count",
-                &runs.to_string(),
-                "--redis",
-                &url,
-            ])
-            .output()
-            .expect("trigger");
-        assert!(
-            trig.status.success(),
-            "{}",
-            String::from_utf8_lossy(&trig.stderr)
-        );
-        let mut peak = 0.0f64;
-        let done = wait_for(
-            || {
-                peak = peak.max(rss_of(leader.child.id()).1);
-                leader
-                    .get("/api/v1/status")
-                    .is_some_and(|v| v["runs_since_start"]["finished"].as_u64() == Some(runs))
-            },
-            Duration::from_secs(600),
-        );
-        assert!(done, "not every run finished");
+        let peak = trigger_and_wait(&leader, runs, &["--redis", &url]);
         let wall = start.elapsed().as_secs_f64();
         let cpu: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cpu0;
         let redis_cpu = cpu_seconds(redis_pid) - redis_cpu0;

@@ -14,11 +14,10 @@ use super::leader;
 use super::stream_worker::StreamWorkers;
 use super::{ClusterConfig, Keys, connect};
 use crate::app::{
-    DaemonOptions, Started, inbox_loop, last_slots, retention_loop, serve_api,
+    DaemonOptions, Started, first_reconcile, inbox_loop, last_slots, retention_loop, serve_api,
     spawn_reconcile_loop, start_shared, stop_signal, wait_for_stop, worker_context,
 };
 use crate::queue::QueueConfig;
-use crate::reconcile::Reconciler;
 use crate::schedule::scheduler::Scheduler;
 use crate::state::{ClusterRole, Shared};
 use crate::store::Store;
@@ -185,15 +184,8 @@ async fn lead(
     }
     let stop = CancellationToken::new();
     let dispatch = CancellationToken::new();
-    let reconciler = Arc::new(Reconciler {
-        dir: opts.dir.clone(),
-        shared: shared.clone(),
-    });
-    if let Err(e) = reconciler.reconcile("start").await {
-        tracing::error!(error = %e, "first reconcile could not reach the store");
-    }
+    let reconciler = first_reconcile(opts, shared).await;
     let queue = shared.queue.clone();
-    queue.set_applied(shared.applied.load_full());
     let held = leader::dispatched(&mut conn, keys)
         .await
         .context("reading the dispatched runs")?;

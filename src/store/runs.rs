@@ -33,19 +33,20 @@ impl RunStatus {
         }
     }
 
+    /// Every status, in lifecycle order.
+    pub const ALL: [RunStatus; 8] = [
+        RunStatus::Queued,
+        RunStatus::AwaitingApproval,
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::TimedOut,
+        RunStatus::Cancelled,
+        RunStatus::Retrying,
+    ];
+
     pub fn parse(s: &str) -> Option<RunStatus> {
-        [
-            RunStatus::Queued,
-            RunStatus::AwaitingApproval,
-            RunStatus::Running,
-            RunStatus::Succeeded,
-            RunStatus::Failed,
-            RunStatus::TimedOut,
-            RunStatus::Cancelled,
-            RunStatus::Retrying,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
+        RunStatus::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
     /// Active runs count for overlap and lanes; a run waiting for its

@@ -17,20 +17,11 @@ pub const REVISION_CAP: i64 = 1000;
 
 static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
     // The script's notion of "active" comes from the one in Rust.
-    let active: Vec<String> = [
-        RunStatus::Queued,
-        RunStatus::AwaitingApproval,
-        RunStatus::Running,
-        RunStatus::Succeeded,
-        RunStatus::Failed,
-        RunStatus::TimedOut,
-        RunStatus::Cancelled,
-        RunStatus::Retrying,
-    ]
-    .into_iter()
-    .filter(|s| s.is_active())
-    .map(|s| format!("['{}'] = true", s.as_str()))
-    .collect();
+    let active: Vec<String> = RunStatus::ALL
+        .into_iter()
+        .filter(|s| s.is_active())
+        .map(|s| format!("['{}'] = true", s.as_str()))
+        .collect();
     redis::Script::new(&include_str!("batch.lua").replace("__ACTIVE__", &active.join(", ")))
 });
 

@@ -292,6 +292,9 @@ pub(crate) async fn inbox_loop(queue: Arc<RunQueue>, store: Store, cancel: Cance
     }
 }
 
+/// Runs one `trigger --count` command queues at a time.
+const TRIGGER_SLICE: u32 = 1024;
+
 async fn handle_command(queue: &RunQueue, store: &Store, command: InboxCommand) {
     match command {
         InboxCommand::Trigger {
@@ -300,19 +303,29 @@ async fn handle_command(queue: &RunQueue, store: &Store, command: InboxCommand) 
             inputs,
             count,
         } => {
-            let runs: Vec<NewRun> = (0..count.max(1))
-                .map(|i| {
-                    let mut run = NewRun::manual(&job_id, inputs.clone());
-                    run.id = if i == 0 {
-                        run_id.clone()
-                    } else {
-                        format!("{run_id}-{i}")
-                    };
-                    run.run_key = format!("manual:{}", run.id);
-                    run
-                })
-                .collect();
-            if queue.enqueue(runs).is_empty() {
+            let new_run = |i: u32| {
+                let mut run = NewRun::manual(&job_id, inputs.clone());
+                run.id = if i == 0 {
+                    run_id.clone()
+                } else {
+                    format!("{run_id}-{i}")
+                };
+                run.run_key = format!("manual:{}", run.id);
+                run
+            };
+            // A large burst is queued in slices, so workers and the store
+            // start on the first runs while the rest are still being made
+            // (one slice of 100,000 held the queue's lock for a second).
+            let mut queued = 0;
+            let mut next = 0;
+            let total = count.max(1);
+            while next < total {
+                let end = total.min(next.saturating_add(TRIGGER_SLICE));
+                queued += queue.enqueue((next..end).map(new_run).collect()).len();
+                next = end;
+                tokio::task::yield_now().await;
+            }
+            if queued == 0 {
                 let event = NewEvent::new(
                     "trigger.rejected",
                     json!({"run_id": run_id, "reason": format!("no job {job_id} in the applied revision")}),

@@ -7,7 +7,29 @@ use clap::Parser;
 
 use multijob::cli::{Cli, Outcome};
 
+// glibc's malloc spent ~30% of the daemon's CPU at high run rates
+// (fastbin consolidation across worker threads); mimalloc's thread-local
+// free lists make a run's many small allocations cheap. Built without
+// transparent huge pages (`no_thp`): with them every 2 MB region it
+// touched counted in full, and an idle daemon took 29 MB, not 19 MB.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` in mimalloc v3's `mi_option_e` (mimalloc.h);
+/// the sys crate's named constants follow v2's numbering.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Give freed memory back at once instead of 10 ms later: the daemon frees
+/// in bursts (loading 10,000 jobs), and the delay kept 145 MB resident
+/// instead of 110 MB. `MIMALLOC_PURGE_DELAY` still overrides it.
+fn tune_allocator() {
+    // SAFETY: sets one entry of mimalloc's option table; no memory is
+    // touched and no other thread exists yet.
+    unsafe { libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, 0) };
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     match multijob::cli::run(cli) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -30,6 +30,8 @@ use crate::worker::retry;
 
 /// Uncommitted store writes above which workers stop claiming.
 const MAX_STORE_BACKLOG: usize = 50_000;
+/// What queueing a run submits: its record and its `run.queued` event.
+const WRITES_PER_QUEUED_RUN: usize = 2;
 
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
@@ -153,7 +155,8 @@ impl Counts {
 }
 
 struct State {
-    runs: HashMap<String, Entry>,
+    /// Boxed: growing the map moves pointers, not whole runs.
+    runs: HashMap<String, Box<Entry>, foldhash::fast::RandomState>,
     ready: BinaryHeap<(ReadyKey, String)>,
     delayed: BinaryHeap<Reverse<(Timestamp, String)>>,
     /// Ready runs held back because their lane is full of running runs.
@@ -333,7 +336,7 @@ impl RunQueue {
     ) -> Arc<RunQueue> {
         Arc::new(RunQueue {
             state: Mutex::new(State {
-                runs: HashMap::new(),
+                runs: HashMap::default(),
                 ready: BinaryHeap::new(),
                 delayed: BinaryHeap::new(),
                 parked: HashMap::new(),
@@ -585,11 +588,13 @@ impl RunQueue {
             }
             _ => {}
         }
-        st.runs.insert(id, entry);
+        st.runs.insert(id, Box::new(entry));
     }
 
-    /// Add runs. Returns the runs as recorded. Pressure is measured after.
-    pub fn enqueue(&self, new_runs: Vec<NewRun>) -> Vec<Run> {
+    /// Add runs. Returns the ids of the runs queued (a run whose id is
+    /// already queued, or whose job is gone, is not). Pressure is measured
+    /// after.
+    pub fn enqueue(&self, new_runs: Vec<NewRun>) -> Vec<String> {
         if new_runs.is_empty() {
             return Vec::new();
         }
@@ -687,7 +692,7 @@ impl RunQueue {
                     ready += 1;
                 }
                 mutations.push(Mutation::PutRun(Box::new(run.clone())));
-                out.push(run.clone());
+                out.push(run.id.clone());
                 self.insert_locked(&mut st, run);
             }
             let waiting = st.counts.waiting;
@@ -705,8 +710,19 @@ impl RunQueue {
     /// Wait for a ready run and start it. `None` once draining.
     pub async fn claim(&self) -> Option<Claim> {
         // Start no more work than the store can record: a run's outcome
-        // must not outrun its durability (and memory stays bounded).
-        self.store.wait_for_backlog(MAX_STORE_BACKLOG).await;
+        // must not outrun its durability (and memory stays bounded). The
+        // records of runs still waiting are in that backlog too and are
+        // already in memory: a burst of 100,000 triggered runs must not
+        // keep every worker idle until all of them are written as queued.
+        loop {
+            let waiting = self.lock().counts.waiting;
+            let allowed = MAX_STORE_BACKLOG + WRITES_PER_QUEUED_RUN * waiting;
+            // Runs queued meanwhile raise the allowance: look again soon.
+            tokio::select! {
+                _ = self.store.wait_for_backlog(allowed) => break,
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
         loop {
             let notified = self.work.notified();
             tokio::pin!(notified);

@@ -292,7 +292,7 @@ async fn retries_wait_their_backoff_exactly() {
         }
     };
     settle().await;
-    let status = |q: &RunQueue| q.get(&run.id).map(|r| (r.status, r.attempt));
+    let status = |q: &RunQueue| q.get(&run).map(|r| (r.status, r.attempt));
     assert_eq!(status(&r.queue), Some((RunStatus::Retrying, 1)));
     tokio::time::advance(Duration::from_millis(9_900)).await;
     settle().await;
@@ -322,7 +322,7 @@ async fn retries_wait_their_backoff_exactly() {
     settle().await;
     assert_eq!(status(&r.queue), None, "finished: it left the queue");
     r.store.flush().await.unwrap();
-    let (_, stored) = r.store.run(&run.id).await.unwrap().unwrap();
+    let (_, stored) = r.store.run(&run).await.unwrap().unwrap();
     assert_eq!(stored.status, RunStatus::Succeeded);
     assert_eq!(stored.attempt, 4);
     let f = r.queue.view().failure("flaky").cloned().unwrap_or_default();
@@ -351,7 +351,7 @@ async fn a_run_out_of_retries_counts_once_in_failure_memory() {
     for _ in 0..20 {
         tokio::task::yield_now().await;
     }
-    assert!(r.queue.get(&run.id).is_none());
+    assert!(r.queue.get(&run).is_none());
     let f = r.queue.view().failure("bad").cloned().unwrap();
     assert_eq!(f.consecutive_failures, 1, "three attempts, one failed run");
 }

@@ -231,7 +231,8 @@ pub(crate) struct Coalesced {
     /// Boxed as submitted: replacing a run's record moves no bytes.
     #[allow(clippy::vec_box)]
     pub(crate) runs: Vec<Box<Run>>,
-    run_index: std::collections::HashMap<String, usize>,
+    /// Looked up for every run write: a fast hash, seeded per process.
+    run_index: std::collections::HashMap<String, usize, foldhash::fast::RandomState>,
     pub(crate) events: Vec<NewEvent>,
     pub(crate) failure: std::collections::HashMap<String, FailureState>,
     pub(crate) slots: std::collections::HashMap<String, String>,

@@ -623,9 +623,12 @@ fn trigger_and_wait(daemon: &Daemon, runs: u64, store: &[&str]) -> f64 {
     let done = wait_for(
         || {
             peak = peak.max(rss_of(daemon.child.id()).1);
-            daemon
-                .get("/api/v1/status")
-                .is_some_and(|v| v["runs_since_start"]["finished"].as_u64() == Some(runs))
+            // Finished and committed: a run counts once its record is in
+            // the store, not when its worker returns.
+            daemon.get("/api/v1/status").is_some_and(|v| {
+                v["runs_since_start"]["finished"].as_u64() == Some(runs)
+                    && v["store_backlog"].as_u64() == Some(0)
+            })
         },
         Duration::from_secs(600),
     );

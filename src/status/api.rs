@@ -256,6 +256,8 @@ async fn status(State(shared): State<AppState>) -> ApiResult {
         "recovery": shared.recovery.load().as_ref().as_ref(),
         "dir": shared.dir.display().to_string(),
         "store": shared.store.describe(),
+        // Writes this process submitted that are not committed yet.
+        "store_backlog": shared.store.backlog(),
         "cluster": shared.cluster.load().as_ref().as_ref(),
         "uptime_sec": shared.started_at.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),

@@ -12,21 +12,23 @@
 //! | `revisions`, `revision_seq` | hash, counter | seq → revision record (last 1000) |
 //! | `events`, `event_seq` | stream, counter | entry `<seq>-1`: `type at data [job] [run]` |
 //! | `run:<id>` | hash | `seq job status key rec` (the run as JSON) |
-//! | `runs`, `runs:job:<job>`, `runs:status:<s>`, `runs:active` | zsets | run ids by seq |
+//! | `runs`, `runs:job:<job>`, `runs:active` | zsets | run ids by seq (`runs:active`: every unfinished run) |
+//! | `runs:status:<s>` | zset | finished runs in status `s` by seq (written once, when the run ends) |
 //! | `run_seq`, `run_counts` | counter, hash | `job\nstatus` → count |
 //! | `runkey:<key>` | string | the run that owns a run key |
 //! | `failure`, `job_slots`, `approvals` | hashes | job or approval id → JSON / slot |
 //! | `kv:<key>` | string | JSON value, with PX for a ttl |
 //! | `inbox`, `inbox_seq` | stream, counter | entry `<id>-1`: `cmd` |
-//! | `ready`, `dispatched`, `results` | stream, set, stream | the cluster's dispatch (see `Mutation::Dispatch`) |
+//! | `ready`, `results` | streams | the cluster's dispatch (see `Mutation::Dispatch`); a run in either is held by a worker |
 //! | `batch:<name>` | string | a writer's last applied batch, for an hour (retries are no-ops) |
 //!
 //! Writes go through one Lua script per batch (see `batch.lua`): atomic,
 //! fenced, idempotent under retry. Counters incremented inside the script
 //! give events and inbox commands integer ids that increase in commit
-//! order across processes. A background task per store tails the events
-//! stream on its own connection and broadcasts what it reads, so every
-//! process sees every process's events, in id order.
+//! order across processes. Once something subscribes, a background task
+//! per store tails the events stream on its own connection and broadcasts
+//! what it reads, so every process sees every process's events, in id
+//! order (from the newest event when the store was opened).
 
 mod batch;
 mod reads;
@@ -50,8 +52,13 @@ use batch::{Ops, Outcome, Target};
 /// The key prefix of a deployment.
 pub const DEFAULT_PREFIX: &str = "{mj}:";
 
-/// Most submitted writes one script call takes.
+/// Most submitted write requests taken from the channel at a time.
 const MAX_BATCH: usize = 4096;
+/// Most mutations one script call applies: a script blocks the server
+/// while it runs, so 100,000 runs enqueued at once go in several calls
+/// (one call over five seconds makes Redis answer BUSY to everyone,
+/// the leader's renewal included).
+const MAX_SCRIPT_MUTATIONS: usize = 4096;
 
 /// Writes to the shared connection; none blocks, a big batch may take a while.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,8 +84,17 @@ struct Backlog {
 
 type Fence = Arc<Mutex<Option<(String, String)>>>;
 
+/// The event tail, until the first subscriber starts it.
+type Tail = Mutex<
+    Option<(
+        tokio::runtime::Handle,
+        std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    )>,
+>;
+
 struct Inner {
     target: Target,
+    tail: Tail,
     writer: mpsc::UnboundedSender<WriteOp>,
     events: broadcast::Sender<Event>,
     backlog: Arc<Backlog>,
@@ -144,13 +160,16 @@ impl RedisStore {
         let last = reads::last_event_id(&target).await?;
         let (events, _) = broadcast::channel(super::EVENT_BUFFER);
         let shutdown = CancellationToken::new();
-        tokio::spawn(tail::tail(
+        // The tail starts with the first subscriber (a `worker` process has
+        // none), from the newest event at open.
+        let tail = tail::tail(
             client,
             target.clone(),
             last,
             events.clone(),
             shutdown.clone(),
-        ));
+        );
+        let tail: Tail = Mutex::new(Some((tokio::runtime::Handle::current(), Box::pin(tail))));
         let (tx, rx) = mpsc::unbounded_channel();
         let backlog = Arc::new(Backlog::default());
         let fence: Fence = Arc::default();
@@ -169,6 +188,7 @@ impl RedisStore {
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 target,
+                tail,
                 writer: tx,
                 events,
                 backlog,
@@ -215,7 +235,12 @@ impl RedisStore {
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.inner.events.subscribe()
+        let rx = self.inner.events.subscribe();
+        let start = self.inner.tail.lock().ok().and_then(|mut t| t.take());
+        if let Some((runtime, tail)) = start {
+            runtime.spawn(tail);
+        }
+        rx
     }
 
     pub fn submit(&self, mutations: Vec<Mutation>) -> Result<(), StoreError> {
@@ -394,8 +419,15 @@ impl Writer {
             for op in batch {
                 match op {
                     WriteOp::Mutations(ms) => {
-                        count += ms.len();
-                        ms.into_iter().for_each(|m| pending.add(m));
+                        for m in ms {
+                            if count >= MAX_SCRIPT_MUTATIONS {
+                                let full = std::mem::take(&mut pending);
+                                self.commit(full, std::mem::take(&mut count), &mut failure)
+                                    .await;
+                            }
+                            count += 1;
+                            pending.add(m);
+                        }
                     }
                     WriteOp::Barrier(reply) => barriers.push(reply),
                     WriteOp::Kv { key, op, reply } => {

@@ -20,10 +20,43 @@ local ACTIVE = {__ACTIVE__}
 local rev_seq, first_event, n_events = 0, 0, 0
 local refused = {}
 
+-- Counters read once and written back once per batch (the script runs
+-- alone, so nobody sees them in between).
+local seqs = {}
+local function next_seq(name)
+  local c = seqs[name]
+  if not c then
+    c = {n = tonumber(redis.call('GET', P .. name) or '0'), dirty = false}
+    seqs[name] = c
+  end
+  c.n = c.n + 1
+  c.dirty = true
+  return c.n
+end
+
+-- Run count changes, summed per `job\nstatus` and applied at the end.
+local deltas, delta_order = {}, {}
 local function count(job, status, by)
   local f = job .. '\n' .. status
-  if redis.call('HINCRBY', P .. 'run_counts', f, by) <= 0 then
-    redis.call('HDEL', P .. 'run_counts', f)
+  if not deltas[f] then delta_order[#delta_order + 1] = f; deltas[f] = 0 end
+  deltas[f] = deltas[f] + by
+end
+
+-- Active runs are indexed in `runs:active` only (a status query for an
+-- active status filters it); finished ones in `runs:status:<s>`, written
+-- once when the run finishes.
+local function index_status(id, seq, was, status)
+  if was then
+    if ACTIVE[was] then
+      if not ACTIVE[status] then redis.call('ZREM', P .. 'runs:active', id) end
+    else
+      redis.call('ZREM', P .. 'runs:status:' .. was, id)
+    end
+  end
+  if ACTIVE[status] then
+    if not (was and ACTIVE[was]) then redis.call('ZADD', P .. 'runs:active', seq, id) end
+  else
+    redis.call('ZADD', P .. 'runs:status:' .. status, seq, id)
   end
 end
 
@@ -37,27 +70,22 @@ local function put_run(id, job, status, key, rec)
       refused[#refused + 1] = id
       return
     end
-    local seq = redis.call('INCR', P .. 'run_seq')
+    local seq = next_seq('run_seq')
     redis.call('HSET', rk, 'seq', seq, 'job', job, 'status', status, 'key', key, 'rec', rec)
     redis.call('ZADD', P .. 'runs', seq, id)
     redis.call('ZADD', P .. 'runs:job:' .. job, seq, id)
-    redis.call('ZADD', P .. 'runs:status:' .. status, seq, id)
-    if ACTIVE[status] then redis.call('ZADD', P .. 'runs:active', seq, id) end
+    index_status(id, seq, nil, status)
     count(job, status, 1)
     return
   end
   local seq, was, ojob = old[1], old[2], old[3]
-  redis.call('HSET', rk, 'status', status, 'rec', rec)
   if was ~= status then
-    redis.call('ZREM', P .. 'runs:status:' .. was, id)
-    redis.call('ZADD', P .. 'runs:status:' .. status, seq, id)
-    if ACTIVE[status] then
-      redis.call('ZADD', P .. 'runs:active', seq, id)
-    else
-      redis.call('ZREM', P .. 'runs:active', id)
-    end
+    redis.call('HSET', rk, 'status', status, 'rec', rec)
+    index_status(id, seq, was, status)
     count(ojob, was, -1)
     count(ojob, status, 1)
+  else
+    redis.call('HSET', rk, 'rec', rec)
   end
 end
 
@@ -68,8 +96,11 @@ local function delete_run(id)
   redis.call('DEL', rk)
   redis.call('ZREM', P .. 'runs', id)
   redis.call('ZREM', P .. 'runs:job:' .. h[1], id)
-  redis.call('ZREM', P .. 'runs:status:' .. h[2], id)
-  redis.call('ZREM', P .. 'runs:active', id)
+  if ACTIVE[h[2]] then
+    redis.call('ZREM', P .. 'runs:active', id)
+  else
+    redis.call('ZREM', P .. 'runs:status:' .. h[2], id)
+  end
   count(h[1], h[2], -1)
   local kk = P .. 'runkey:' .. h[3]
   if redis.call('GET', kk) == id then redis.call('DEL', kk) end
@@ -114,7 +145,7 @@ local function opt(v)
 end
 
 local function event(etype, at, job, run, data)
-  local seq = redis.call('INCR', P .. 'event_seq')
+  local seq = next_seq('event_seq')
   local cmd = {'XADD', P .. 'events', 'MAXLEN', '~', maxlen, string.format('%d-1', seq),
     'type', etype, 'at', at, 'data', data}
   job, run = opt(job), opt(run)
@@ -125,6 +156,7 @@ local function event(etype, at, job, run, data)
   n_events = n_events + 1
 end
 
+local acks = {}
 local i = 8
 while i <= #ARGV do
   local op, a = ARGV[i], i + 2
@@ -152,13 +184,8 @@ while i <= #ARGV do
     redis.call('SET', P .. 'kv:' .. ARGV[a], ARGV[a + 1])
   elseif op == 'dispatch' then
     redis.call('XADD', P .. 'ready', '*', 'run', ARGV[a], 'p', ARGV[a + 1])
-    redis.call('SADD', P .. 'dispatched', ARGV[a])
   elseif op == 'ack' then
-    -- No group yet (a fresh or restarted server) is not a reason to fail
-    -- the rest of the batch.
-    redis.pcall('XACK', P .. 'results', 'leader', ARGV[a])
-    redis.call('XDEL', P .. 'results', ARGV[a])
-    redis.call('SREM', P .. 'dispatched', ARGV[a + 1])
+    acks[#acks + 1] = ARGV[a]
   elseif op == 'res_put' then
     redis.call('HSET', P .. 'resources', ARGV[a], ARGV[a + 1])
   elseif op == 'res_del' then
@@ -174,6 +201,23 @@ while i <= #ARGV do
     return redis.error_reply('multijob batch: unknown op ' .. op)
   end
   i = a + n
+end
+
+-- Results applied: acknowledged and dropped, many per command. No group
+-- yet (a fresh or restarted server) is not a reason to fail the batch.
+for j = 1, #acks, 500 do
+  local ids = {unpack(acks, j, math.min(j + 499, #acks))}
+  redis.pcall('XACK', P .. 'results', 'leader', unpack(ids))
+  redis.call('XDEL', P .. 'results', unpack(ids))
+end
+for _, f in ipairs(delta_order) do
+  local by = deltas[f]
+  if by ~= 0 and redis.call('HINCRBY', P .. 'run_counts', f, by) <= 0 then
+    redis.call('HDEL', P .. 'run_counts', f)
+  end
+end
+for name, c in pairs(seqs) do
+  if c.dirty then redis.call('SET', P .. name, c.n) end
 end
 
 local summary = string.format('%d,%d,%d', rev_seq, first_event, n_events)

@@ -220,8 +220,13 @@ impl RedisStore {
     /// Runs newest first, below `before`, by job and/or status.
     pub async fn runs(&self, q: RunQuery) -> Result<Vec<(i64, Run)>, StoreError> {
         let limit = q.limit.max(1);
+        // Active runs are indexed together (see batch.lua), finished ones
+        // by status.
         let (index, filter) = match (&q.job_id, q.status) {
             (Some(job), status) => (format!("runs:job:{job}"), status.map(|s| s.as_str())),
+            (None, Some(status)) if status.is_active() => {
+                ("runs:active".to_string(), Some(status.as_str()))
+            }
             (None, Some(status)) => (format!("runs:status:{}", status.as_str()), None),
             (None, None) => ("runs".to_string(), None),
         };

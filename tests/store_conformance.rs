@@ -723,6 +723,29 @@ mod redis_only {
     }
 
     #[tokio::test]
+    async fn keys_of_the_older_run_layout_are_refused_not_misread() {
+        let backend = Backend::redis();
+        let Backend::Redis { url, prefix } = &backend else {
+            unreachable!()
+        };
+        // A fresh prefix opens (and records its layout), and opens again.
+        let store = backend.open().await;
+        drop(store);
+        let _again = backend.open().await;
+        // Runs written by the older version: a run counter, no layout.
+        let old = format!("{{mj-{}}}:", uuid::Uuid::now_v7().simple());
+        let client = ::redis::Client::open(url.as_str()).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = c.set(format!("{old}run_seq"), 7).await.unwrap();
+        let refused = RedisStore::open_with_prefix(url, &old).await;
+        let Err(e) = refused else {
+            panic!("a store of the older layout opened")
+        };
+        assert!(e.to_string().contains("layout"), "{e}");
+        assert!(prefix != &old);
+    }
+
+    #[tokio::test]
     async fn kv_sees_earlier_submits_without_a_flush() {
         let store = Backend::redis().open().await;
         store

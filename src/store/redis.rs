@@ -11,7 +11,8 @@
 //! | `applied_revision` | hash | `seq`, `rec` (the applied revision, never trimmed) |
 //! | `revisions`, `revision_seq` | hash, counter | seq → revision record (last 1000) |
 //! | `events`, `event_seq` | stream, counter | entry `<seq>-1`: `type at data [job] [run]` |
-//! | `run:<id>` | hash | `seq job status key rec` (the run as JSON) |
+//! | `runs:rec`, `runs:meta` | hashes | run id → the run as JSON; → `seq\tjob\tstatus\trun key` |
+//! | `layout` | string | `2`: runs in the two hashes above (older versions kept a hash per run) |
 //! | `runs`, `runs:job:<job>`, `runs:active` | zsets | run ids by seq (`runs:active`: every unfinished run) |
 //! | `runs:status:<s>` | zset | finished runs in status `s` by seq (written once, when the run ends) |
 //! | `run_seq`, `run_counts` | counter, hash | `job\nstatus` → count |
@@ -157,6 +158,7 @@ impl RedisStore {
             prefix: prefix.to_string(),
             url: shown,
         };
+        check_layout(&target).await?;
         let last = reads::last_event_id(&target).await?;
         let (events, _) = broadcast::channel(super::EVENT_BUFFER);
         let shutdown = CancellationToken::new();
@@ -370,6 +372,46 @@ impl RedisStore {
             .invoke_async(&mut c)
             .await
             .map_err(reads::err(&self.inner.target, "posting to the inbox"))
+    }
+}
+
+/// The key layout this version writes: one hash of records and one of
+/// run metadata, written many runs per command.
+const LAYOUT: &str = "2";
+
+/// Refuse a deployment written with the older layout (a hash per run,
+/// no `layout` key): this version would not see its runs.
+async fn check_layout(target: &Target) -> Result<(), StoreError> {
+    let mut c = target.conn.clone();
+    let key = format!("{}layout", target.prefix);
+    let (layout, old_runs): (Option<String>, bool) = redis::pipe()
+        .cmd("GET")
+        .arg(&key)
+        .cmd("EXISTS")
+        .arg(format!("{}run_seq", target.prefix))
+        .query_async(&mut c)
+        .await
+        .map_err(reads::err(target, "reading the key layout"))?;
+    match layout.as_deref() {
+        Some(LAYOUT) => Ok(()),
+        None if !old_runs => {
+            let _: () = redis::cmd("SET")
+                .arg(&key)
+                .arg(LAYOUT)
+                .query_async(&mut c)
+                .await
+                .map_err(reads::err(target, "writing the key layout"))?;
+            Ok(())
+        }
+        found => Err(StoreError::Open {
+            path: target.url.clone(),
+            message: format!(
+                "keys under {} use run layout {} and this multijob reads layout {LAYOUT}: \
+                 start it on a fresh prefix or database, or run the version that wrote them",
+                target.prefix,
+                found.unwrap_or("1 (a hash per run)")
+            ),
+        }),
     }
 }
 

@@ -388,6 +388,27 @@ async fn runs_list_page_filter_and_count(b: &Backend) {
     store.flush().await.unwrap();
     let active = store.active_runs().await.unwrap();
     assert_eq!(active, vec![started.clone()]);
+    let by_status = |status| {
+        let store = store.clone();
+        async move {
+            let found = store
+                .runs(RunQuery {
+                    status: Some(status),
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            ids(&found)
+        }
+    };
+    assert_eq!(by_status(RunStatus::Running).await, ["r4"]);
+    assert!(by_status(RunStatus::Queued).await.is_empty());
+    assert_eq!(by_status(RunStatus::Failed).await, ["r5"]);
+    assert_eq!(
+        by_status(RunStatus::Succeeded).await,
+        ["r3", "r2", "r1", "r0"]
+    );
     let mut counts = store.run_counts().await.unwrap();
     counts.sort();
     assert_eq!(
@@ -702,6 +723,29 @@ mod redis_only {
     }
 
     #[tokio::test]
+    async fn keys_of_the_older_run_layout_are_refused_not_misread() {
+        let backend = Backend::redis();
+        let Backend::Redis { url, prefix } = &backend else {
+            unreachable!()
+        };
+        // A fresh prefix opens (and records its layout), and opens again.
+        let store = backend.open().await;
+        drop(store);
+        let _again = backend.open().await;
+        // Runs written by the older version: a run counter, no layout.
+        let old = format!("{{mj-{}}}:", uuid::Uuid::now_v7().simple());
+        let client = ::redis::Client::open(url.as_str()).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = c.set(format!("{old}run_seq"), 7).await.unwrap();
+        let refused = RedisStore::open_with_prefix(url, &old).await;
+        let Err(e) = refused else {
+            panic!("a store of the older layout opened")
+        };
+        assert!(e.to_string().contains("layout"), "{e}");
+        assert!(prefix != &old);
+    }
+
+    #[tokio::test]
     async fn kv_sees_earlier_submits_without_a_flush() {
         let store = Backend::redis().open().await;
         store
@@ -845,12 +889,19 @@ mod redis_only {
         assert_eq!(ready.len(), 1);
         assert_eq!(ready[0].1["run"], "d1");
         assert_eq!(ready[0].1["p"], "{\"x\":1}");
-        assert!(
-            c.sismember::<_, _, bool>(r.key("dispatched"), "d1")
-                .await
-                .unwrap()
-        );
-        // A worker's result, read by the leader's group, then acknowledged.
+        let keys = multijob::cluster::Keys::new(|n| r.key(n));
+        let held = |c: ::redis::aio::ConnectionManager| {
+            let keys = keys.clone();
+            async move {
+                let mut c = c;
+                multijob::cluster::leader::dispatched(&mut c, &keys)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(held(c.clone()).await, ["d1".to_string()].into());
+        // A worker's result (two runs in one entry, as workers send them),
+        // appended as its ready entry goes: the run is still held.
         let results = r.key("results");
         let _: () = ::redis::cmd("XGROUP")
             .arg("CREATE")
@@ -861,8 +912,27 @@ mod redis_only {
             .query_async(&mut c)
             .await
             .unwrap();
-        let entry: String = c.xadd(&results, "*", &[("run", "d1")]).await.unwrap();
-        let _: ::redis::Value = ::redis::cmd("XREADGROUP")
+        let result = |run: &str| json!({"run_id": run, "attempt": 1, "outcome": {"kind": "succeeded", "output": null}, "worker": "w"});
+        let rs = json!([result("d1"), result("d2")]).to_string();
+        let (entry,): (String,) = ::redis::pipe()
+            .atomic()
+            .cmd("XADD")
+            .arg(&results)
+            .arg("*")
+            .arg("rs")
+            .arg(&rs)
+            .cmd("DEL")
+            .arg(r.key("ready"))
+            .ignore()
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(
+            held(c.clone()).await,
+            ["d1".to_string(), "d2".to_string()].into()
+        );
+        // Read by the leader's group, applied, then acknowledged.
+        let read: ::redis::streams::StreamReadReply = ::redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg("leader")
             .arg("me")
@@ -872,10 +942,15 @@ mod redis_only {
             .query_async(&mut c)
             .await
             .unwrap();
+        let got = multijob::cluster::leader::results_of(&read.keys[0].ids[0]).unwrap();
+        assert_eq!(
+            got.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(),
+            ["d1", "d2"]
+        );
         store
             .submit(vec![Mutation::AckResult {
                 entry_id: entry,
-                run_id: "d1".into(),
+                run_id: String::new(),
             }])
             .unwrap();
         store.flush().await.unwrap();
@@ -888,11 +963,7 @@ mod redis_only {
                 .unwrap();
         assert_eq!(pending.0, 0);
         assert_eq!(c.xlen::<_, i64>(&results).await.unwrap(), 0);
-        assert!(
-            !c.sismember::<_, _, bool>(r.key("dispatched"), "d1")
-                .await
-                .unwrap()
-        );
+        assert!(held(c.clone()).await.is_empty());
     }
 
     /// Figures for the README: `cargo test --test store_conformance

@@ -23,15 +23,52 @@ const RESULT_BATCH: usize = 1024;
 const RUNS_PER_SLOT: usize = 2;
 
 /// Run ids handed to the ready stream and not finished: on takeover these
-/// stay `running` (a worker has them) instead of counting as lost.
+/// stay `running` (a worker has them) instead of counting as lost. A run
+/// is held while its entry is in `ready` (workers delete it when they
+/// append the result, in one transaction) or its result is in `results`
+/// (the leader deletes it in the batch that records the outcome).
 pub async fn dispatched(
     conn: &mut ConnectionManager,
     keys: &Keys,
 ) -> redis::RedisResult<HashSet<String>> {
-    redis::cmd("SMEMBERS")
-        .arg(&keys.dispatched)
-        .query_async(conn)
-        .await
+    let mut held = HashSet::new();
+    for entry in stream_entries(conn, &keys.ready).await? {
+        if let Some(run) = entry.get::<String>("run") {
+            held.insert(run);
+        }
+    }
+    for entry in stream_entries(conn, &keys.results).await? {
+        held.extend(results_of(&entry).into_iter().flatten().map(|r| r.run_id));
+    }
+    Ok(held)
+}
+
+/// Every entry of a stream, a page at a time.
+async fn stream_entries(
+    conn: &mut ConnectionManager,
+    key: &str,
+) -> redis::RedisResult<Vec<StreamId>> {
+    const PAGE: usize = 1000;
+    let mut out = Vec::new();
+    let mut start = "-".to_string();
+    loop {
+        let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(key)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(PAGE)
+            .query_async(conn)
+            .await?;
+        let full = page.ids.len() == PAGE;
+        if let Some(last) = page.ids.last() {
+            start = format!("({}", last.id);
+        }
+        out.extend(page.ids);
+        if !full {
+            return Ok(out);
+        }
+    }
 }
 
 /// Worker slots of the live worker processes (fresh heartbeats), refreshed
@@ -249,14 +286,22 @@ pub async fn results_loop(
     }
 }
 
+/// The results in a `results` entry: a worker sends the results that
+/// finished together as one entry (`rs`, a JSON array); `r` holds one.
+/// `None` when the entry cannot be read.
+pub fn results_of(entry: &StreamId) -> Option<Vec<RunResult>> {
+    if let Some(text) = entry.get::<String>("rs") {
+        return serde_json::from_str(&text).ok();
+    }
+    let text = entry.get::<String>("r")?;
+    serde_json::from_str(&text).ok().map(|r| vec![r])
+}
+
 fn apply(queue: &RunQueue, store: &Store, entries: Vec<StreamId>) -> Vec<String> {
     let mut done = Vec::with_capacity(entries.len());
     let mut acks = Vec::with_capacity(entries.len());
     for entry in entries {
-        let result: Option<RunResult> = entry
-            .get::<String>("r")
-            .and_then(|text| serde_json::from_str(&text).ok());
-        let Some(result) = result else {
+        let Some(results) = results_of(&entry) else {
             tracing::error!(entry = %entry.id, "leader: unreadable result; dropping it");
             acks.push(Mutation::AckResult {
                 entry_id: entry.id,
@@ -264,36 +309,45 @@ fn apply(queue: &RunQueue, store: &Store, entries: Vec<StreamId>) -> Vec<String>
             });
             continue;
         };
-        let current = queue.run_status(&result.run_id);
-        match current {
-            Some((RunStatus::Running, attempt)) if attempt == result.attempt => {
-                if let Some(at) = result.started_at {
-                    queue.record_start(&result.run_id, at);
-                }
-                if !result.steps.is_empty() {
-                    queue.record_steps(&result.run_id, result.steps);
-                }
-                if result.llm_tokens > 0 {
-                    queue.record_usage(&result.run_id, result.llm_tokens);
-                }
-                queue.finish(&result.run_id, Outcome::from(result.outcome));
-            }
-            _ => {
-                // A second execution of a reclaimed run, or a run the
-                // leader already ended (cancelled, replaced): nothing to do.
-                tracing::debug!(run = %result.run_id, worker = %result.worker, "leader: stale result dropped");
-            }
+        for result in results {
+            apply_one(queue, result, &mut done);
         }
-        done.push(result.run_id.clone());
+        // The whole entry is applied: acknowledged in a later store
+        // batch than (or the same one as) its records. One entry may hold
+        // several runs' results, so no run id.
         acks.push(Mutation::AckResult {
             entry_id: entry.id,
-            run_id: result.run_id,
+            run_id: String::new(),
         });
     }
     if let Err(e) = store.submit(acks) {
         tracing::error!(error = %e, "leader: acknowledging results failed");
     }
     done
+}
+
+fn apply_one(queue: &RunQueue, result: RunResult, done: &mut Vec<String>) {
+    let current = queue.run_status(&result.run_id);
+    match current {
+        Some((RunStatus::Running, attempt)) if attempt == result.attempt => {
+            if let Some(at) = result.started_at {
+                queue.record_start(&result.run_id, at);
+            }
+            if !result.steps.is_empty() {
+                queue.record_steps(&result.run_id, result.steps);
+            }
+            if result.llm_tokens > 0 {
+                queue.record_usage(&result.run_id, result.llm_tokens);
+            }
+            queue.finish(&result.run_id, Outcome::from(result.outcome));
+        }
+        _ => {
+            // A second execution of a reclaimed run, or a run the
+            // leader already ended (cancelled, replaced): nothing to do.
+            tracing::debug!(run = %result.run_id, worker = %result.worker, "leader: stale result dropped");
+        }
+    }
+    done.push(result.run_id);
 }
 
 /// Cancellations of runs that ended are no longer needed.

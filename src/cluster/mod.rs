@@ -39,8 +39,6 @@ pub struct Keys {
     pub ready: String,
     /// Stream of workers' results waiting for the leader.
     pub results: String,
-    /// Set of run ids handed to `ready` and not yet finished.
-    pub dispatched: String,
     /// Hash: worker node → "<slots> <heartbeat ms>".
     pub workers: String,
     /// Hash: run id → why the leader cancelled it (overlap `replace`, a
@@ -54,7 +52,6 @@ impl Keys {
         Keys {
             ready: key("ready"),
             results: key("results"),
-            dispatched: key("dispatched"),
             workers: key("workers"),
             cancel: key("cancel"),
             election: election::ElectionKeys {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -192,6 +192,20 @@ struct Node {
     stop: CancellationToken,
     /// Sends results and renews leases.
     conn: ConnectionManager,
+    /// Finished entries waiting for [`send_loop`].
+    done: mpsc::UnboundedSender<Done>,
+}
+
+/// A finished ready entry: its result (none for an unreadable entry,
+/// which is only acknowledged), and who waits for it to be sent.
+struct Done {
+    entry_id: String,
+    run_id: String,
+    /// The result as JSON.
+    result: Option<String>,
+    /// After this the entry is someone else's to run again.
+    deadline: tokio::time::Instant,
+    sent: oneshot::Sender<()>,
 }
 
 /// The running workers of this process.
@@ -213,6 +227,7 @@ impl StreamWorkers {
     ) -> anyhow::Result<StreamWorkers> {
         let mut conn = connect(&cfg.url, Duration::from_secs(5)).await?;
         ensure_group(&mut conn, &keys.ready, WORKERS_GROUP).await?;
+        let (done, done_rx) = mpsc::unbounded_channel();
         let node = Arc::new(Node {
             host: Arc::new(RemoteHost::new(store, applied)),
             cfg,
@@ -224,8 +239,10 @@ impl StreamWorkers {
             in_flight: Default::default(),
             stop: CancellationToken::new(),
             conn,
+            done,
         });
         let tasks = vec![
+            tokio::spawn(send_loop(node.clone(), done_rx)),
             tokio::spawn(fetch_loop(node.clone())),
             tokio::spawn(lease_loop(node.clone())),
             tokio::spawn(heartbeat_loop(node.clone())),
@@ -387,11 +404,13 @@ fn start_entry(node: &Arc<Node>, entry: StreamId, permit: OwnedSemaphorePermit) 
 
 async fn run_entry(node: &Arc<Node>, entry: StreamId, cancel: CancellationToken) {
     let payload: Option<String> = entry.get("p");
-    let run: Option<Run> = payload.and_then(|p| {
-        serde_json::from_str::<serde_json::Value>(&p)
-            .ok()
-            .and_then(|mut v| serde_json::from_value(v["run"].take()).ok())
-    });
+    #[derive(serde::Deserialize)]
+    struct Payload {
+        run: Run,
+    }
+    let run: Option<Run> = payload
+        .and_then(|p| serde_json::from_str::<Payload>(&p).ok())
+        .map(|p| p.run);
     let Some(run) = run else {
         tracing::error!(entry = %entry.id, "worker: unreadable ready entry; dropping it");
         ack_only(node, &entry.id).await;
@@ -426,8 +445,9 @@ async fn run_entry(node: &Arc<Node>, entry: StreamId, cancel: CancellationToken)
     send_result(node, &entry.id, &result).await;
 }
 
-/// Append the result and acknowledge the entry in one transaction. Retried
-/// for up to a lease; after that the entry is someone else's to run again.
+/// Hand the result to [`send_loop`] and wait until it is sent (or given
+/// up after a lease): until then the entry stays in flight, so its lease
+/// is renewed and its slot stays taken.
 async fn send_result(node: &Node, entry_id: &str, result: &RunResult) {
     let text = match serde_json::to_string(result) {
         Ok(t) => t,
@@ -436,51 +456,94 @@ async fn send_result(node: &Node, entry_id: &str, result: &RunResult) {
             return;
         }
     };
-    let deadline = tokio::time::Instant::now() + node.cfg.lease;
+    finish_entry(node, entry_id, &result.run_id, Some(text)).await;
+}
+
+/// Acknowledge an entry that carries no run we can read.
+async fn ack_only(node: &Node, entry_id: &str) {
+    finish_entry(node, entry_id, "", None).await;
+}
+
+async fn finish_entry(node: &Node, entry_id: &str, run_id: &str, result: Option<String>) {
+    let (sent, wait) = oneshot::channel();
+    let done = Done {
+        entry_id: entry_id.to_string(),
+        run_id: run_id.to_string(),
+        result,
+        deadline: tokio::time::Instant::now() + node.cfg.lease,
+        sent,
+    };
+    if node.done.send(done).is_err() {
+        tracing::error!(run = %run_id, "worker: the result sender stopped; the run will execute again elsewhere");
+        return;
+    }
+    let _ = wait.await;
+}
+
+/// Most finished entries one transaction sends.
+const SEND_BATCH: usize = 512;
+
+/// Send finished entries as they come, everything that queued up while
+/// the previous transaction was in flight in one: their results as one
+/// `results` entry (field `rs`, a JSON array the leader applies and then
+/// acknowledges as a whole), and the acknowledgement and deletion of
+/// their ready entries. Retried until an entry's lease runs out; after
+/// that the entry is someone else's to run again.
+async fn send_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Done>) {
     let mut conn = node.conn.clone();
-    loop {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("XADD")
-            .arg(&node.keys.results)
-            .arg("*")
-            .arg("r")
-            .arg(&text)
-            .ignore();
-        let sent: redis::RedisResult<()> = ack(pipe, node, entry_id).query_async(&mut conn).await;
-        match sent {
-            Ok(()) => return,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::warn!(run = %result.run_id, error = %e, "worker: sending a result failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => {
-                tracing::error!(run = %result.run_id, error = %e, "worker: could not send a result within the lease; the run will execute again elsewhere");
-                return;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < SEND_BATCH {
+            match rx.try_recv() {
+                Ok(d) => batch.push(d),
+                Err(_) => break,
             }
         }
+        let mut results = String::from("[");
+        for text in batch.iter().filter_map(|d| d.result.as_deref()) {
+            if results.len() > 1 {
+                results.push(',');
+            }
+            results.push_str(text);
+        }
+        results.push(']');
+        let ids: Vec<&str> = batch.iter().map(|d| d.entry_id.as_str()).collect();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if results.len() > 2 {
+            pipe.cmd("XADD")
+                .arg(&node.keys.results)
+                .arg("*")
+                .arg("rs")
+                .arg(&results)
+                .ignore();
+        }
+        pipe.cmd("XACK")
+            .arg(&node.keys.ready)
+            .arg(WORKERS_GROUP)
+            .arg(&ids)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&node.keys.ready)
+            .arg(&ids)
+            .ignore();
+        loop {
+            let sent: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+            let Err(e) = sent else { break };
+            let now = tokio::time::Instant::now();
+            if batch.iter().all(|d| now >= d.deadline) {
+                for d in &batch {
+                    tracing::error!(run = %d.run_id, error = %e, "worker: could not send a result within the lease; the run will execute again elsewhere");
+                }
+                break;
+            }
+            tracing::warn!(results = batch.len(), error = %e, "worker: sending results failed; retrying");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for d in batch {
+            let _ = d.sent.send(());
+        }
     }
-}
-
-/// Acknowledge a ready entry and drop it from the stream, in `pipe`.
-fn ack(mut pipe: redis::Pipeline, node: &Node, entry_id: &str) -> redis::Pipeline {
-    pipe.cmd("XACK")
-        .arg(&node.keys.ready)
-        .arg(WORKERS_GROUP)
-        .arg(entry_id)
-        .ignore()
-        .cmd("XDEL")
-        .arg(&node.keys.ready)
-        .arg(entry_id)
-        .ignore();
-    pipe
-}
-
-async fn ack_only(node: &Node, entry_id: &str) {
-    let mut conn = node.conn.clone();
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    let _: redis::RedisResult<()> = ack(pipe, node, entry_id).query_async(&mut conn).await;
 }
 
 /// Renew the entries this process is running.

@@ -11,22 +11,25 @@
 //! | `applied_revision` | hash | `seq`, `rec` (the applied revision, never trimmed) |
 //! | `revisions`, `revision_seq` | hash, counter | seq → revision record (last 1000) |
 //! | `events`, `event_seq` | stream, counter | entry `<seq>-1`: `type at data [job] [run]` |
-//! | `run:<id>` | hash | `seq job status key rec` (the run as JSON) |
-//! | `runs`, `runs:job:<job>`, `runs:status:<s>`, `runs:active` | zsets | run ids by seq |
+//! | `runs:rec`, `runs:meta` | hashes | run id → the run as JSON; → `seq\tjob\tstatus\trun key` |
+//! | `layout` | string | `2`: runs in the two hashes above (older versions kept a hash per run) |
+//! | `runs`, `runs:job:<job>`, `runs:active` | zsets | run ids by seq (`runs:active`: every unfinished run) |
+//! | `runs:status:<s>` | zset | finished runs in status `s` by seq (written once, when the run ends) |
 //! | `run_seq`, `run_counts` | counter, hash | `job\nstatus` → count |
 //! | `runkey:<key>` | string | the run that owns a run key |
 //! | `failure`, `job_slots`, `approvals` | hashes | job or approval id → JSON / slot |
 //! | `kv:<key>` | string | JSON value, with PX for a ttl |
 //! | `inbox`, `inbox_seq` | stream, counter | entry `<id>-1`: `cmd` |
-//! | `ready`, `dispatched`, `results` | stream, set, stream | the cluster's dispatch (see `Mutation::Dispatch`) |
+//! | `ready`, `results` | streams | the cluster's dispatch (see `Mutation::Dispatch`); a run in either is held by a worker |
 //! | `batch:<name>` | string | a writer's last applied batch, for an hour (retries are no-ops) |
 //!
 //! Writes go through one Lua script per batch (see `batch.lua`): atomic,
 //! fenced, idempotent under retry. Counters incremented inside the script
 //! give events and inbox commands integer ids that increase in commit
-//! order across processes. A background task per store tails the events
-//! stream on its own connection and broadcasts what it reads, so every
-//! process sees every process's events, in id order.
+//! order across processes. Once something subscribes, a background task
+//! per store tails the events stream on its own connection and broadcasts
+//! what it reads, so every process sees every process's events, in id
+//! order (from the newest event when the store was opened).
 
 mod batch;
 mod reads;
@@ -50,8 +53,13 @@ use batch::{Ops, Outcome, Target};
 /// The key prefix of a deployment.
 pub const DEFAULT_PREFIX: &str = "{mj}:";
 
-/// Most submitted writes one script call takes.
+/// Most submitted write requests taken from the channel at a time.
 const MAX_BATCH: usize = 4096;
+/// Most mutations one script call applies: a script blocks the server
+/// while it runs, so 100,000 runs enqueued at once go in several calls
+/// (one call over five seconds makes Redis answer BUSY to everyone,
+/// the leader's renewal included).
+const MAX_SCRIPT_MUTATIONS: usize = 4096;
 
 /// Writes to the shared connection; none blocks, a big batch may take a while.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,8 +85,17 @@ struct Backlog {
 
 type Fence = Arc<Mutex<Option<(String, String)>>>;
 
+/// The event tail, until the first subscriber starts it.
+type Tail = Mutex<
+    Option<(
+        tokio::runtime::Handle,
+        std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    )>,
+>;
+
 struct Inner {
     target: Target,
+    tail: Tail,
     writer: mpsc::UnboundedSender<WriteOp>,
     events: broadcast::Sender<Event>,
     backlog: Arc<Backlog>,
@@ -141,16 +158,20 @@ impl RedisStore {
             prefix: prefix.to_string(),
             url: shown,
         };
+        check_layout(&target).await?;
         let last = reads::last_event_id(&target).await?;
         let (events, _) = broadcast::channel(super::EVENT_BUFFER);
         let shutdown = CancellationToken::new();
-        tokio::spawn(tail::tail(
+        // The tail starts with the first subscriber (a `worker` process has
+        // none), from the newest event at open.
+        let tail = tail::tail(
             client,
             target.clone(),
             last,
             events.clone(),
             shutdown.clone(),
-        ));
+        );
+        let tail: Tail = Mutex::new(Some((tokio::runtime::Handle::current(), Box::pin(tail))));
         let (tx, rx) = mpsc::unbounded_channel();
         let backlog = Arc::new(Backlog::default());
         let fence: Fence = Arc::default();
@@ -169,6 +190,7 @@ impl RedisStore {
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 target,
+                tail,
                 writer: tx,
                 events,
                 backlog,
@@ -215,7 +237,12 @@ impl RedisStore {
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.inner.events.subscribe()
+        let rx = self.inner.events.subscribe();
+        let start = self.inner.tail.lock().ok().and_then(|mut t| t.take());
+        if let Some((runtime, tail)) = start {
+            runtime.spawn(tail);
+        }
+        rx
     }
 
     pub fn submit(&self, mutations: Vec<Mutation>) -> Result<(), StoreError> {
@@ -348,6 +375,46 @@ impl RedisStore {
     }
 }
 
+/// The key layout this version writes: one hash of records and one of
+/// run metadata, written many runs per command.
+const LAYOUT: &str = "2";
+
+/// Refuse a deployment written with the older layout (a hash per run,
+/// no `layout` key): this version would not see its runs.
+async fn check_layout(target: &Target) -> Result<(), StoreError> {
+    let mut c = target.conn.clone();
+    let key = format!("{}layout", target.prefix);
+    let (layout, old_runs): (Option<String>, bool) = redis::pipe()
+        .cmd("GET")
+        .arg(&key)
+        .cmd("EXISTS")
+        .arg(format!("{}run_seq", target.prefix))
+        .query_async(&mut c)
+        .await
+        .map_err(reads::err(target, "reading the key layout"))?;
+    match layout.as_deref() {
+        Some(LAYOUT) => Ok(()),
+        None if !old_runs => {
+            let _: () = redis::cmd("SET")
+                .arg(&key)
+                .arg(LAYOUT)
+                .query_async(&mut c)
+                .await
+                .map_err(reads::err(target, "writing the key layout"))?;
+            Ok(())
+        }
+        found => Err(StoreError::Open {
+            path: target.url.clone(),
+            message: format!(
+                "keys under {} use run layout {} and this multijob reads layout {LAYOUT}: \
+                 start it on a fresh prefix or database, or run the version that wrote them",
+                target.prefix,
+                found.unwrap_or("1 (a hash per run)")
+            ),
+        }),
+    }
+}
+
 /// Events as stored, given the first id the script assigned (a batch's
 /// ids are contiguous: the script runs alone).
 fn numbered(events: Vec<NewEvent>, first: i64) -> Vec<Event> {
@@ -394,8 +461,15 @@ impl Writer {
             for op in batch {
                 match op {
                     WriteOp::Mutations(ms) => {
-                        count += ms.len();
-                        ms.into_iter().for_each(|m| pending.add(m));
+                        for m in ms {
+                            if count >= MAX_SCRIPT_MUTATIONS {
+                                let full = std::mem::take(&mut pending);
+                                self.commit(full, std::mem::take(&mut count), &mut failure)
+                                    .await;
+                            }
+                            count += 1;
+                            pending.add(m);
+                        }
                     }
                     WriteOp::Barrier(reply) => barriers.push(reply),
                     WriteOp::Kv { key, op, reply } => {

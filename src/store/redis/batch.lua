@@ -20,67 +20,162 @@ local ACTIVE = {__ACTIVE__}
 local rev_seq, first_event, n_events = 0, 0, 0
 local refused = {}
 
+-- Counters read once and written back once per batch (the script runs
+-- alone, so nobody sees them in between).
+local seqs = {}
+local function next_seq(name)
+  local c = seqs[name]
+  if not c then
+    c = {n = tonumber(redis.call('GET', P .. name) or '0'), dirty = false}
+    seqs[name] = c
+  end
+  c.n = c.n + 1
+  c.dirty = true
+  return c.n
+end
+
+-- Run count changes, summed per `job\nstatus` and applied at the end.
+local deltas, delta_order = {}, {}
 local function count(job, status, by)
   local f = job .. '\n' .. status
-  if redis.call('HINCRBY', P .. 'run_counts', f, by) <= 0 then
-    redis.call('HDEL', P .. 'run_counts', f)
+  if not deltas[f] then delta_order[#delta_order + 1] = f; deltas[f] = 0 end
+  deltas[f] = deltas[f] + by
+end
+
+-- Writes to run keys, buffered and sent as one variadic command per key
+-- (a run appears once per batch, so order within a key does not matter).
+-- `flush` runs before anything reads those keys and at the end.
+local hsets, zadds, zrems, order = {}, {}, {}, {}
+local function buffered(tbl, key)
+  local b = tbl[key]
+  if not b then
+    b = {}
+    tbl[key] = b
+    order[#order + 1] = {tbl, key}
+  end
+  return b
+end
+local function hset(key, field, value)
+  local b = buffered(hsets, key); b[#b + 1] = field; b[#b + 1] = value
+end
+local function zadd(key, score, member)
+  local b = buffered(zadds, key); b[#b + 1] = score; b[#b + 1] = member
+end
+local function zrem(key, member)
+  local b = buffered(zrems, key); b[#b + 1] = member
+end
+local function flush()
+  for _, o in ipairs(order) do
+    local tbl, key = o[1], o[2]
+    local b = tbl[key]
+    local cmd = (tbl == hsets and 'HSET') or (tbl == zadds and 'ZADD') or 'ZREM'
+    local step = 1000
+    for j = 1, #b, step do
+      redis.call(cmd, key, unpack(b, j, math.min(j + step - 1, #b)))
+    end
+  end
+  hsets, zadds, zrems, order = {}, {}, {}, {}
+end
+
+-- Active runs are indexed in `runs:active` only (a status query for an
+-- active status filters it); finished ones in `runs:status:<s>`, written
+-- once when the run finishes.
+local function index_status(id, seq, was, status)
+  if was then
+    if ACTIVE[was] then
+      if not ACTIVE[status] then zrem(P .. 'runs:active', id) end
+    else
+      zrem(P .. 'runs:status:' .. was, id)
+    end
+  end
+  if ACTIVE[status] then
+    if not (was and ACTIVE[was]) then zadd(P .. 'runs:active', seq, id) end
+  else
+    zadd(P .. 'runs:status:' .. status, seq, id)
   end
 end
 
+-- `runs:meta` id -> "seq job status key" (tab-separated), `runs:rec` id ->
+-- the record. Metas of a batch's runs are read in one call up front.
+local metas = {}
+local function parse_meta(m)
+  if not m then return nil end
+  local seq, job, status, key = string.match(m, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
+  return {seq = seq, job = job, status = status, key = key}
+end
+local function load_metas(ids)
+  for j = 1, #ids, 1000 do
+    local chunk = {unpack(ids, j, math.min(j + 999, #ids))}
+    local got = redis.call('HMGET', P .. 'runs:meta', unpack(chunk))
+    for k, id in ipairs(chunk) do metas[id] = parse_meta(got[k]) or false end
+  end
+end
+local function meta_of(id)
+  local m = metas[id]
+  if m == nil then
+    m = parse_meta(redis.call('HGET', P .. 'runs:meta', id)) or false
+    metas[id] = m
+  end
+  return m or nil
+end
+local function put_meta(id, m)
+  metas[id] = m
+  hset(P .. 'runs:meta', id, table.concat({m.seq, m.job, m.status, m.key}, '\t'))
+end
+
 local function put_run(id, job, status, key, rec)
-  local rk = P .. 'run:' .. id
-  local old = redis.call('HMGET', rk, 'seq', 'status', 'job')
-  if not old[1] then
+  local old = meta_of(id)
+  if not old then
     -- A second run for the same slot: the first one stands.
     local kk = P .. 'runkey:' .. key
     if not redis.call('SET', kk, id, 'NX') and redis.call('GET', kk) ~= id then
       refused[#refused + 1] = id
       return
     end
-    local seq = redis.call('INCR', P .. 'run_seq')
-    redis.call('HSET', rk, 'seq', seq, 'job', job, 'status', status, 'key', key, 'rec', rec)
-    redis.call('ZADD', P .. 'runs', seq, id)
-    redis.call('ZADD', P .. 'runs:job:' .. job, seq, id)
-    redis.call('ZADD', P .. 'runs:status:' .. status, seq, id)
-    if ACTIVE[status] then redis.call('ZADD', P .. 'runs:active', seq, id) end
+    local seq = next_seq('run_seq')
+    put_meta(id, {seq = seq, job = job, status = status, key = key})
+    hset(P .. 'runs:rec', id, rec)
+    zadd(P .. 'runs', seq, id)
+    zadd(P .. 'runs:job:' .. job, seq, id)
+    index_status(id, seq, nil, status)
     count(job, status, 1)
     return
   end
-  local seq, was, ojob = old[1], old[2], old[3]
-  redis.call('HSET', rk, 'status', status, 'rec', rec)
-  if was ~= status then
-    redis.call('ZREM', P .. 'runs:status:' .. was, id)
-    redis.call('ZADD', P .. 'runs:status:' .. status, seq, id)
-    if ACTIVE[status] then
-      redis.call('ZADD', P .. 'runs:active', seq, id)
-    else
-      redis.call('ZREM', P .. 'runs:active', id)
-    end
-    count(ojob, was, -1)
-    count(ojob, status, 1)
+  hset(P .. 'runs:rec', id, rec)
+  if old.status ~= status then
+    index_status(id, old.seq, old.status, status)
+    count(old.job, old.status, -1)
+    count(old.job, status, 1)
+    put_meta(id, {seq = old.seq, job = old.job, status = status, key = old.key})
   end
 end
 
 local function delete_run(id)
-  local rk = P .. 'run:' .. id
-  local h = redis.call('HMGET', rk, 'job', 'status', 'key')
-  if not h[1] then return end
-  redis.call('DEL', rk)
+  local h = meta_of(id)
+  if not h then return end
+  metas[id] = false
+  redis.call('HDEL', P .. 'runs:meta', id)
+  redis.call('HDEL', P .. 'runs:rec', id)
   redis.call('ZREM', P .. 'runs', id)
-  redis.call('ZREM', P .. 'runs:job:' .. h[1], id)
-  redis.call('ZREM', P .. 'runs:status:' .. h[2], id)
-  redis.call('ZREM', P .. 'runs:active', id)
-  count(h[1], h[2], -1)
-  local kk = P .. 'runkey:' .. h[3]
+  redis.call('ZREM', P .. 'runs:job:' .. h.job, id)
+  if ACTIVE[h.status] then
+    redis.call('ZREM', P .. 'runs:active', id)
+  else
+    redis.call('ZREM', P .. 'runs:status:' .. h.status, id)
+  end
+  count(h.job, h.status, -1)
+  local kk = P .. 'runkey:' .. h.key
   if redis.call('GET', kk) == id then redis.call('DEL', kk) end
 end
 
 -- Keep the newest `keep` runs of a job; older finished ones go.
 local function prune_runs(job, keep)
+  flush()
   local ids = redis.call('ZREVRANGE', P .. 'runs:job:' .. job, keep, -1)
+  load_metas(ids)
   for _, id in ipairs(ids) do
-    local st = redis.call('HGET', P .. 'run:' .. id, 'status')
-    if st and not ACTIVE[st] then delete_run(id) end
+    local m = meta_of(id)
+    if m and not ACTIVE[m.status] then delete_run(id) end
   end
 end
 
@@ -114,7 +209,7 @@ local function opt(v)
 end
 
 local function event(etype, at, job, run, data)
-  local seq = redis.call('INCR', P .. 'event_seq')
+  local seq = next_seq('event_seq')
   local cmd = {'XADD', P .. 'events', 'MAXLEN', '~', maxlen, string.format('%d-1', seq),
     'type', etype, 'at', at, 'data', data}
   job, run = opt(job), opt(run)
@@ -125,6 +220,15 @@ local function event(etype, at, job, run, data)
   n_events = n_events + 1
 end
 
+local acks = {}
+do
+  local ids, j = {}, 8
+  while j <= #ARGV do
+    if ARGV[j] == 'run' then ids[#ids + 1] = ARGV[j + 2] end
+    j = j + 2 + tonumber(ARGV[j + 1])
+  end
+  load_metas(ids)
+end
 local i = 8
 while i <= #ARGV do
   local op, a = ARGV[i], i + 2
@@ -152,13 +256,8 @@ while i <= #ARGV do
     redis.call('SET', P .. 'kv:' .. ARGV[a], ARGV[a + 1])
   elseif op == 'dispatch' then
     redis.call('XADD', P .. 'ready', '*', 'run', ARGV[a], 'p', ARGV[a + 1])
-    redis.call('SADD', P .. 'dispatched', ARGV[a])
   elseif op == 'ack' then
-    -- No group yet (a fresh or restarted server) is not a reason to fail
-    -- the rest of the batch.
-    redis.pcall('XACK', P .. 'results', 'leader', ARGV[a])
-    redis.call('XDEL', P .. 'results', ARGV[a])
-    redis.call('SREM', P .. 'dispatched', ARGV[a + 1])
+    acks[#acks + 1] = ARGV[a]
   elseif op == 'res_put' then
     redis.call('HSET', P .. 'resources', ARGV[a], ARGV[a + 1])
   elseif op == 'res_del' then
@@ -174,6 +273,24 @@ while i <= #ARGV do
     return redis.error_reply('multijob batch: unknown op ' .. op)
   end
   i = a + n
+end
+
+flush()
+-- Results applied: acknowledged and dropped, many per command. No group
+-- yet (a fresh or restarted server) is not a reason to fail the batch.
+for j = 1, #acks, 500 do
+  local ids = {unpack(acks, j, math.min(j + 499, #acks))}
+  redis.pcall('XACK', P .. 'results', 'leader', unpack(ids))
+  redis.call('XDEL', P .. 'results', unpack(ids))
+end
+for _, f in ipairs(delta_order) do
+  local by = deltas[f]
+  if by ~= 0 and redis.call('HINCRBY', P .. 'run_counts', f, by) <= 0 then
+    redis.call('HDEL', P .. 'run_counts', f)
+  end
+end
+for name, c in pairs(seqs) do
+  if c.dirty then redis.call('SET', P .. name, c.n) end
 end
 
 local summary = string.format('%d,%d,%d', rev_seq, first_event, n_events)

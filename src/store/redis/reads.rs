@@ -36,6 +36,11 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
+/// Field `n` of a `runs:meta` value: `seq \t job \t status \t run key`.
+fn meta_field(meta: &str, n: usize) -> Option<&str> {
+    meta.splitn(4, '\t').nth(n)
+}
+
 /// The integer before the `-` of a stream id (`<seq>-1`).
 pub fn entry_seq(id: &str) -> Option<i64> {
     id.split('-').next()?.parse().ok()
@@ -173,18 +178,26 @@ impl RedisStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for (id, _) in ids {
-            pipe.cmd("HMGET")
-                .arg(self.key(&format!("run:{id}")))
-                .arg("status")
-                .arg("rec");
-        }
+        let names: Vec<&str> = ids.iter().map(|(id, _)| id.as_str()).collect();
         let mut c = self.connection();
-        let rows: Vec<(Option<String>, Option<String>)> = pipe
+        let (metas, recs): (Vec<Option<String>>, Vec<Option<String>>) = redis::pipe()
+            .cmd("HMGET")
+            .arg(self.key("runs:meta"))
+            .arg(&names)
+            .cmd("HMGET")
+            .arg(self.key("runs:rec"))
+            .arg(&names)
             .query_async(&mut c)
             .await
             .map_err(err(self.target(), "reading runs"))?;
+        let rows = metas.into_iter().zip(recs).map(|(m, rec)| {
+            (
+                m.as_deref()
+                    .and_then(|m| meta_field(m, 2))
+                    .map(str::to_string),
+                rec,
+            )
+        });
         let mut out = Vec::with_capacity(ids.len());
         for ((id, score), (st, rec)) in ids.iter().zip(rows) {
             let (Some(st), Some(rec)) = (st, rec) else {
@@ -201,13 +214,20 @@ impl RedisStore {
 
     pub async fn run(&self, id: String) -> Result<Option<(i64, Run)>, StoreError> {
         let mut c = self.connection();
-        let (seq, rec): (Option<i64>, Option<String>) = redis::cmd("HMGET")
-            .arg(self.key(&format!("run:{id}")))
-            .arg("seq")
-            .arg("rec")
+        let (meta, rec): (Option<String>, Option<String>) = redis::pipe()
+            .cmd("HGET")
+            .arg(self.key("runs:meta"))
+            .arg(&id)
+            .cmd("HGET")
+            .arg(self.key("runs:rec"))
+            .arg(&id)
             .query_async(&mut c)
             .await
             .map_err(err(self.target(), "reading a run"))?;
+        let seq = meta
+            .as_deref()
+            .and_then(|m| meta_field(m, 0))
+            .and_then(|s| s.parse::<i64>().ok());
         match (seq, rec) {
             (Some(seq), Some(rec)) => Ok(Some((
                 seq,
@@ -220,8 +240,13 @@ impl RedisStore {
     /// Runs newest first, below `before`, by job and/or status.
     pub async fn runs(&self, q: RunQuery) -> Result<Vec<(i64, Run)>, StoreError> {
         let limit = q.limit.max(1);
+        // Active runs are indexed together (see batch.lua), finished ones
+        // by status.
         let (index, filter) = match (&q.job_id, q.status) {
             (Some(job), status) => (format!("runs:job:{job}"), status.map(|s| s.as_str())),
+            (None, Some(status)) if status.is_active() => {
+                ("runs:active".to_string(), Some(status.as_str()))
+            }
             (None, Some(status)) => (format!("runs:status:{}", status.as_str()), None),
             (None, None) => ("runs".to_string(), None),
         };

@@ -530,8 +530,10 @@ impl RunQueue {
                 }
                 Counts::add(&mut st.counts.approvals_by_job, &a.job_id, 1);
             }
+            // Under the lock, like every write of a run's state (see
+            // `enqueue`).
+            self.submit(mutations);
         }
-        self.submit(mutations);
         self.work.notify_waiters();
         Ok(summary)
     }
@@ -699,8 +701,12 @@ impl RunQueue {
             if let Some(on) = st.pressure.update(waiting) {
                 mutations.push(pressure_event(on, waiting, &st.pressure));
             }
+            // Under the lock: a worker may claim and finish one of these
+            // runs the moment it is released, and the store applies writes
+            // in submission order, so a queued record sent after that
+            // run's final one would overwrite it.
+            self.submit(mutations);
         }
-        self.submit(mutations);
         for _ in 0..ready {
             self.work.notify_one();
         }
@@ -1233,8 +1239,10 @@ impl RunQueue {
                     t,
                 );
             }
+            // Under the lock, like every write of a run's state (see
+            // `enqueue`).
+            self.submit(mutations);
         }
-        self.submit(mutations);
         self.work.notify_one();
         self.released.notify_waiters();
         Ok(())

@@ -355,3 +355,58 @@ async fn a_run_out_of_retries_counts_once_in_failure_memory() {
     let f = r.queue.view().failure("bad").cloned().unwrap();
     assert_eq!(f.consecutive_failures, 1, "three attempts, one failed run");
 }
+
+// A real multi-threaded runtime: workers claim runs the moment `enqueue`
+// releases the queue's lock. Every run's last record must be its end,
+// never a `queued` record that reached the store after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_run_of_a_burst_is_stored_as_it_ended() {
+    let r = rig(
+        "id: n\ntype: noop\noverlap: allow\n",
+        SchedulerConfig::default(),
+        QueueConfig {
+            keep_runs: 100_000,
+            ..QueueConfig::default()
+        },
+    );
+    let _pool = r.workers(16);
+    // Four producers queue small slices while the workers are busy, so
+    // workers keep claiming the newest runs as they are queued.
+    let (total, slice, producers) = (20_000, 50, 4);
+    let handles: Vec<_> = (0..producers)
+        .map(|_| {
+            let queue = r.queue.clone();
+            tokio::spawn(async move {
+                for _ in 0..(total / slice / producers) {
+                    let runs = (0..slice).map(|_| NewRun::manual("n", json!({}))).collect();
+                    assert_eq!(queue.enqueue(runs).len(), slice);
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while r.queue.view().totals().1 < total as u64 {
+        assert!(std::time::Instant::now() < deadline, "runs did not finish");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    r.store.flush().await.unwrap();
+    let stored = r
+        .store
+        .runs(multijob::store::runs::RunQuery {
+            job_id: Some("n".into()),
+            status: None,
+            limit: 2 * total,
+            before: None,
+        })
+        .await
+        .unwrap();
+    let mut by_status: HashMap<&str, usize> = HashMap::new();
+    for (_, run) in &stored {
+        *by_status.entry(run.status.as_str()).or_default() += 1;
+    }
+    assert_eq!(by_status, HashMap::from([("succeeded", total)]));
+}

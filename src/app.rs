@@ -284,18 +284,39 @@ pub(crate) async fn inbox_loop(queue: Arc<RunQueue>, store: Store, cancel: Cance
         };
         for (id, command) in commands {
             after = after.max(id);
-            handle_command(&queue, &store, command).await;
-            if let Err(e) = store.submit(vec![Mutation::InboxDone(id)]) {
-                tracing::warn!(error = %e, "inbox: could not mark a command done");
+            // A burst is queued as it is worked off, which may take long
+            // (or wait for workers to join): other commands go on meanwhile.
+            let bulk =
+                matches!(&command, InboxCommand::Trigger { count, .. } if *count > TRIGGER_SLICE);
+            if bulk {
+                let (queue, store) = (queue.clone(), store.clone());
+                tokio::spawn(async move {
+                    handle_command(&queue, &store, id, command).await;
+                    mark_done(&store, id);
+                });
+            } else {
+                handle_command(&queue, &store, id, command).await;
+                mark_done(&store, id);
             }
         }
     }
 }
 
-/// Runs one `trigger --count` command queues at a time.
-const TRIGGER_SLICE: u32 = 1024;
+fn mark_done(store: &Store, inbox_id: i64) {
+    if let Err(e) = store.submit(vec![Mutation::InboxDone(inbox_id)]) {
+        tracing::warn!(inbox = inbox_id, error = %e, "inbox: could not mark a command done");
+    }
+}
 
-async fn handle_command(queue: &RunQueue, store: &Store, command: InboxCommand) {
+/// Runs one `trigger --count` command queues at a time.
+const TRIGGER_SLICE: u32 = 256;
+/// A burst is queued no faster than it starts: once this many of its runs
+/// wait, the next slice waits for them. Memory stays flat, and a run
+/// usually starts and ends within one store batch, so its record is
+/// written once rather than once queued and again finished.
+const TRIGGER_WAITING: usize = 2 * TRIGGER_SLICE as usize;
+
+async fn handle_command(queue: &RunQueue, store: &Store, inbox_id: i64, command: InboxCommand) {
     match command {
         InboxCommand::Trigger {
             run_id,
@@ -316,16 +337,48 @@ async fn handle_command(queue: &RunQueue, store: &Store, command: InboxCommand) 
             // A large burst is queued in slices, so workers and the store
             // start on the first runs while the rest are still being made
             // (one slice of 100,000 held the queue's lock for a second).
-            let mut queued = 0;
-            let mut next = 0;
+            // A command handled again after a crash resumes after the
+            // slices recorded as queued, skipping the runs of the next one
+            // that were recorded without their progress.
             let total = count.max(1);
+            let mut next = match store.inbox_progress(inbox_id).await {
+                Ok(done) => done.min(total),
+                Err(e) => {
+                    tracing::warn!(inbox = inbox_id, error = %e, "trigger: progress unreadable; starting from the first run");
+                    0
+                }
+            };
+            let mut offered = 0;
+            let mut queued = 0;
+            let mut first_slice = true;
             while next < total {
+                while queue.view().waiting() >= TRIGGER_WAITING {
+                    tokio::select! {
+                        _ = queue.released() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+                    }
+                }
                 let end = total.min(next.saturating_add(TRIGGER_SLICE));
-                queued += queue.enqueue((next..end).map(new_run).collect()).len();
+                let mut runs: Vec<NewRun> = (next..end).map(new_run).collect();
+                if std::mem::take(&mut first_slice) {
+                    runs = without_recorded(store, runs).await;
+                }
+                offered += runs.len();
+                queued += queue.enqueue(runs).len();
+                // Submitted after the slice's records: it commits with
+                // them or after them, never before.
+                if total > TRIGGER_SLICE
+                    && let Err(e) = store.submit(vec![Mutation::InboxProgress {
+                        id: inbox_id,
+                        done: end,
+                    }])
+                {
+                    tracing::warn!(inbox = inbox_id, error = %e, "trigger: progress not recorded");
+                }
                 next = end;
                 tokio::task::yield_now().await;
             }
-            if queued == 0 {
+            if offered > 0 && queued == 0 {
                 let event = NewEvent::new(
                     "trigger.rejected",
                     json!({"run_id": run_id, "reason": format!("no job {job_id} in the applied revision")}),
@@ -354,7 +407,12 @@ async fn handle_command(queue: &RunQueue, store: &Store, command: InboxCommand) 
                 due_at: due_at.and_then(|d| d.parse().ok()),
                 extra,
             };
-            if queue.enqueue(vec![run]).is_empty() {
+            let runs = without_recorded(store, vec![run]).await;
+            if runs.is_empty() {
+                // Queued before a crash, and recovered or finished since.
+                return;
+            }
+            if queue.enqueue(runs).is_empty() {
                 tracing::warn!(run = %run_id, job = %job_id, "follow-up not queued: no such job in the applied revision");
             }
         }
@@ -375,6 +433,24 @@ async fn handle_command(queue: &RunQueue, store: &Store, command: InboxCommand) 
                     json!({"approval_id": approval_id, "reason": reason}),
                 ))]);
             }
+        }
+    }
+}
+
+/// Drop the runs the store already has a record of: a command handled
+/// again after a crash must not run a finished run a second time (or
+/// write a queued record over its final one).
+async fn without_recorded(store: &Store, runs: Vec<NewRun>) -> Vec<NewRun> {
+    let ids = runs.iter().map(|r| r.id.clone()).collect();
+    match store.recorded_runs(ids).await {
+        Ok(recorded) if recorded.is_empty() => runs,
+        Ok(recorded) => runs
+            .into_iter()
+            .filter(|r| !recorded.contains(&r.id))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "inbox: cannot tell which runs exist; queueing them all");
+            runs
         }
     }
 }

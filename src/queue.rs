@@ -28,8 +28,10 @@ use crate::store::runs::{
 use crate::store::{Applied, Mutation, NewEvent, Store, format_ts};
 use crate::worker::retry;
 
-/// Uncommitted store writes above which workers stop claiming.
-const MAX_STORE_BACKLOG: usize = 50_000;
+/// Uncommitted store writes above which workers stop claiming: twice what
+/// the SQLite writer takes in one batch, so a busy writer always finds a
+/// full one waiting (and each run's writes mostly fall in one batch).
+const MAX_STORE_BACKLOG: usize = 131_072;
 /// What queueing a run submits: its record and its `run.queued` event.
 const WRITES_PER_QUEUED_RUN: usize = 2;
 

@@ -357,6 +357,68 @@ fn kill_9_mid_run_then_restart_retries_the_run_and_keeps_history() {
     assert_eq!(status["recovery"]["orphaned"], 1, "{status:#}");
 }
 
+/// Counts from the store file itself (the daemon may still be running:
+/// WAL readers see every committed write).
+fn count_in_store(d: &ConfigDir, sql: &str) -> i64 {
+    let db = d.path().join(".multijob/state.db");
+    let conn =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the store");
+    conn.query_row(sql, [], |r| r.get(0)).expect("count")
+}
+
+#[test]
+fn a_burst_cut_by_kill_9_resumes_and_runs_each_run_once() {
+    const RUNS: i64 = 6000;
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/burst.yaml",
+        "id: burst\ntype: simulation.heavy\noverlap: allow\nretry_policy: {max_retry: 1, backoff_sec: [0]}\ninputs: {work_ms: 4}\n",
+    );
+    {
+        let daemon = Daemon::start(d.path(), &["--workers", "8", "--keep-runs", "100000"]);
+        daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+        d.run(&["trigger", "burst", "--count", &RUNS.to_string()])
+            .assert_code(0);
+        daemon.wait_until("/api/v1/status", "a third of the burst done", |v| {
+            v["runs_since_start"]["finished"].as_i64() >= Some(RUNS / 3)
+        });
+        daemon.signal("KILL");
+    }
+    let before = count_in_store(&d, "SELECT count(*) FROM runs");
+    assert!(
+        before < RUNS,
+        "the burst was not cut: {before} runs recorded"
+    );
+    let daemon = Daemon::start(d.path(), &["--workers", "8", "--keep-runs", "100000"]);
+    wait_for("every run of the burst to succeed", &daemon, || {
+        (count_in_store(&d, "SELECT count(*) FROM runs WHERE status = 'succeeded'") == RUNS)
+            .then_some(())
+    });
+    wait_for("the command to be done", &daemon, || {
+        (count_in_store(&d, "SELECT count(*) FROM inbox") == 0).then_some(())
+    });
+    assert_eq!(count_in_store(&d, "SELECT count(*) FROM runs"), RUNS);
+    // Queued once and completed once each: nothing finished before the
+    // crash was queued or run again after it.
+    for (event, sql) in [
+        (
+            "run.queued",
+            "SELECT count(*) FROM events WHERE type = 'run.queued'",
+        ),
+        (
+            "run.completed",
+            "SELECT count(*) FROM events WHERE type = 'run.completed'",
+        ),
+        (
+            "run.completed per run",
+            "SELECT count(DISTINCT run_id) FROM events WHERE type = 'run.completed'",
+        ),
+    ] {
+        assert_eq!(count_in_store(&d, sql), RUNS, "{event}\n{}", daemon.log());
+    }
+}
+
 #[test]
 fn approvals_gate_runs_of_jobs_that_require_them() {
     let d = ConfigDir::new();

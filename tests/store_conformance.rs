@@ -73,6 +73,8 @@ conformance!(
     failure_states_job_slots_and_approvals,
     kv_get_set_incr_delete_and_ttl,
     inbox_post_read_and_done,
+    inbox_progress_is_kept_until_the_command_is_done,
+    recorded_runs_names_the_runs_with_a_record,
     flush_waits_for_everything_submitted_before_in_order,
     prune_events_and_count_them_by_type,
 );
@@ -647,6 +649,61 @@ async fn inbox_post_read_and_done(b: &Backend) {
     store.submit(vec![Mutation::InboxDone(first)]).unwrap();
     store.flush().await.unwrap();
     assert_eq!(store.inbox(0).await.unwrap(), [(second, decide)]);
+}
+
+async fn inbox_progress_is_kept_until_the_command_is_done(b: &Backend) {
+    let store = b.open().await;
+    let burst = InboxCommand::Trigger {
+        run_id: "r1".into(),
+        job_id: "a".into(),
+        inputs: json!({}),
+        count: 10_000,
+    };
+    let id = store.post_to_inbox(&burst).await.unwrap();
+    assert_eq!(store.inbox_progress(id).await.unwrap(), 0);
+    // Progress only grows, whatever order the writes commit in.
+    store
+        .submit(vec![
+            Mutation::InboxProgress { id, done: 512 },
+            Mutation::InboxProgress { id, done: 256 },
+        ])
+        .unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(store.inbox_progress(id).await.unwrap(), 512);
+    store
+        .submit(vec![Mutation::InboxProgress { id, done: 256 }])
+        .unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(b.open().await.inbox_progress(id).await.unwrap(), 512);
+    // Done: the command and its progress are gone; a late progress write
+    // does not bring it back.
+    store
+        .submit(vec![
+            Mutation::InboxDone(id),
+            Mutation::InboxProgress { id, done: 768 },
+        ])
+        .unwrap();
+    store.flush().await.unwrap();
+    assert!(store.inbox(0).await.unwrap().is_empty());
+    assert_eq!(store.inbox_progress(id).await.unwrap(), 0);
+}
+
+async fn recorded_runs_names_the_runs_with_a_record(b: &Backend) {
+    let store = b.open().await;
+    let mut writes = Vec::new();
+    for i in 0..600 {
+        if i % 3 == 0 {
+            writes.push(put(&run(&format!("r-{i}"), "a", RunStatus::Succeeded)));
+        }
+    }
+    store.submit(writes).unwrap();
+    store.flush().await.unwrap();
+    let asked: Vec<String> = (0..600).map(|i| format!("r-{i}")).collect();
+    let found = store.recorded_runs(asked).await.unwrap();
+    assert_eq!(found.len(), 200);
+    assert!(found.contains("r-0") && found.contains("r-597"));
+    assert!(!found.contains("r-1") && !found.contains("r-599"));
+    assert!(store.recorded_runs(Vec::new()).await.unwrap().is_empty());
 }
 
 async fn flush_waits_for_everything_submitted_before_in_order(b: &Backend) {

@@ -194,6 +194,12 @@ pub enum Mutation {
     PutApproval(Approval),
     /// An inbox command was handled.
     InboxDone(i64),
+    /// The first `done` runs of a `trigger --count` inbox command are
+    /// queued: a command handled again after a crash resumes there.
+    InboxProgress {
+        id: i64,
+        done: u32,
+    },
     /// Keep only the newest `keep` finished runs of a job.
     PruneRuns {
         job_id: String,
@@ -238,6 +244,8 @@ pub(crate) struct Coalesced {
     pub(crate) slots: std::collections::HashMap<String, String>,
     pub(crate) approvals: Vec<Approval>,
     pub(crate) inbox_done: Vec<i64>,
+    /// `(inbox id, runs queued)`, the latest per command.
+    pub(crate) inbox_progress: Vec<(i64, u32)>,
     pub(crate) prune_runs: Vec<(String, usize)>,
     pub(crate) prune_events_before: Option<String>,
     pub(crate) kv: Vec<(String, Value)>,
@@ -266,6 +274,12 @@ impl Coalesced {
             }
             Mutation::PutApproval(a) => self.approvals.push(a),
             Mutation::InboxDone(id) => self.inbox_done.push(id),
+            Mutation::InboxProgress { id, done } => {
+                match self.inbox_progress.iter_mut().find(|(i, _)| *i == id) {
+                    Some(entry) => entry.1 = entry.1.max(done),
+                    None => self.inbox_progress.push((id, done)),
+                }
+            }
             Mutation::PruneRuns { job_id, keep } => {
                 // One delete per job and batch is enough.
                 if !self
@@ -283,6 +297,13 @@ impl Coalesced {
         }
     }
 
+    /// Take the run records out, leaving the rest of the batch.
+    #[allow(clippy::vec_box)]
+    pub(crate) fn take_runs(&mut self) -> Vec<Box<Run>> {
+        self.run_index = Default::default();
+        std::mem::take(&mut self.runs)
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.runs.is_empty()
             && self.events.is_empty()
@@ -290,6 +311,7 @@ impl Coalesced {
             && self.slots.is_empty()
             && self.approvals.is_empty()
             && self.inbox_done.is_empty()
+            && self.inbox_progress.is_empty()
             && self.prune_runs.is_empty()
             && self.prune_events_before.is_none()
             && self.kv.is_empty()
@@ -564,6 +586,26 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.inbox(after).await,
             Store::Redis(s) => s.inbox(after).await,
+        }
+    }
+
+    /// How many runs of inbox command `id` are queued already (see
+    /// [`Mutation::InboxProgress`]); 0 for a command not started.
+    pub async fn inbox_progress(&self, id: i64) -> Result<u32, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.inbox_progress(id).await,
+            Store::Redis(s) => s.inbox_progress(id).await,
+        }
+    }
+
+    /// Which of `ids` have a run record.
+    pub async fn recorded_runs(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.recorded_runs(ids).await,
+            Store::Redis(s) => s.recorded_runs(ids).await,
         }
     }
 

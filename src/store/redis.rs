@@ -20,6 +20,7 @@
 //! | `failure`, `job_slots`, `approvals` | hashes | job or approval id → JSON / slot |
 //! | `kv:<key>` | string | JSON value, with PX for a ttl |
 //! | `inbox`, `inbox_seq` | stream, counter | entry `<id>-1`: `cmd` |
+//! | `inbox_progress` | hash | inbox id → runs of that `trigger --count` already queued |
 //! | `ready`, `results` | streams | the cluster's dispatch (see `Mutation::Dispatch`); a run in either is held by a worker |
 //! | `batch:<name>` | string | a writer's last applied batch, for an hour (retries are no-ops) |
 //!

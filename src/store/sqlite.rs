@@ -94,10 +94,13 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL,
         expires_at TEXT
     ) WITHOUT ROWID;",
+    // 4: how far a large `trigger --count` command got, so a restart
+    // resumes it instead of running it again from the start.
+    "ALTER TABLE inbox ADD COLUMN progress INTEGER NOT NULL DEFAULT 0;",
 ];
 
-/// Most writes one transaction takes; the rest wait for the next one.
-const MAX_BATCH: usize = 4096;
+/// Most runtime writes one transaction takes; the rest wait for the next.
+const MAX_BATCH: usize = 65_536;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -290,13 +293,12 @@ impl SqliteStore {
         let publisher = events.clone();
         let backlog = Arc::new(Backlog::default());
         let writer_backlog = backlog.clone();
-        std::thread::Builder::new()
-            .name("multijob-store-writer".into())
-            .spawn(move || writer_loop(conn, rx, &thread_path, &publisher, &writer_backlog))
-            .map_err(|e| StoreError::Open {
+        start_writer(conn, rx, &thread_path, publisher, writer_backlog).map_err(|e| {
+            StoreError::Open {
                 path: path.display().to_string(),
-                message: format!("starting the writer thread: {e}"),
-            })?;
+                message: format!("starting the writer threads: {e}"),
+            }
+        })?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
@@ -572,6 +574,41 @@ impl SqliteStore {
         self.read(move |c, p| read_inbox(c, p, after)).await
     }
 
+    pub async fn inbox_progress(&self, id: i64) -> Result<u32, StoreError> {
+        self.read(move |c, p| {
+            c.query_row("SELECT progress FROM inbox WHERE id = ?1", [id], |r| {
+                r.get::<_, u32>(0)
+            })
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(sql_err(p))
+        })
+        .await
+    }
+
+    pub async fn recorded_runs(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        self.read(move |c, p| {
+            let mut found = std::collections::HashSet::new();
+            for chunk in ids.chunks(256) {
+                let marks = vec!["?"; chunk.len()].join(", ");
+                let mut stmt = c
+                    .prepare(&format!("SELECT id FROM runs WHERE id IN ({marks})"))
+                    .map_err(sql_err(p))?;
+                let rows = stmt
+                    .query_map(rusqlite::params_from_iter(chunk), |r| r.get::<_, String>(0))
+                    .map_err(sql_err(p))?;
+                for id in rows {
+                    found.insert(id.map_err(sql_err(p))?);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.read(|c, p| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err(p)))
             .await
@@ -636,9 +673,195 @@ impl SqliteStore {
     }
 }
 
+/// A batch as the preparing thread hands it to the SQL thread: the
+/// operations in submission order, runtime writes coalesced and serialized.
+struct Prepared {
+    items: Vec<Item>,
+    /// Only runtime writes and barriers: no savepoints needed.
+    alone: bool,
+    /// Runtime writes in the batch, for the backlog.
+    mutation_count: usize,
+}
+
+enum Item {
+    Rows(Rows),
+    Op(WriteOp),
+}
+
+/// Coalesced runtime writes with their text already made, ready to bind.
+struct Rows {
+    runs: Vec<RunRow>,
+    /// Every run record, back to back; `RunRow::end` closes each.
+    records: String,
+    events: EventRows,
+    /// Everything else of the batch (few rows, serialized as written).
+    rest: Coalesced,
+}
+
+struct RunRow {
+    id: String,
+    run_key: String,
+    job_id: String,
+    status: &'static str,
+    end: usize,
+}
+
+/// Events with their data as JSON text, back to back.
+struct EventRows {
+    events: Vec<NewEvent>,
+    data: String,
+    ends: Vec<usize>,
+}
+
+/// Two threads: one gathers what producers submitted into batches,
+/// coalesces and serializes them (and frees the records); the other only
+/// runs SQL. At high run rates the writer is the bottleneck, and a third
+/// of its time went to the work now done beside it.
+fn start_writer(
+    conn: Connection,
+    rx: mpsc::Receiver<WriteOp>,
+    path: &Path,
+    publisher: broadcast::Sender<Event>,
+    backlog: Arc<Backlog>,
+) -> std::io::Result<()> {
+    // One batch prepared ahead: the SQL thread never waits for the next,
+    // and memory stays bounded (the rest waits in `rx`, counted as backlog).
+    let (prepared_tx, prepared_rx) = mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("multijob-prep".into())
+        .spawn(move || prepare_loop(rx, prepared_tx))?;
+    let sql_path = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("multijob-store-writer".into())
+        .spawn(move || writer_loop(conn, prepared_rx, &sql_path, &publisher, &backlog))?;
+    Ok(())
+}
+
+/// Most a prepared batch holds (runtime writes count one each): big enough
+/// that a run queued, started and finished within it is written once.
+fn op_size(op: &WriteOp) -> usize {
+    match op {
+        WriteOp::Mutations(ms) => ms.len().max(1),
+        _ => 1,
+    }
+}
+
+fn prepare_loop(rx: mpsc::Receiver<WriteOp>, out: mpsc::SyncSender<Prepared>) {
+    while let Ok(first) = rx.recv() {
+        let mut size = op_size(&first);
+        let mut batch = vec![first];
+        while size < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => {
+                    size += op_size(&op);
+                    batch.push(op);
+                }
+                Err(_) => break,
+            }
+        }
+        let alone = batch
+            .iter()
+            .all(|op| matches!(op, WriteOp::Mutations(_) | WriteOp::Barrier(_)));
+        let mut mutation_count = 0;
+        let mut items = Vec::new();
+        let mut coalesced = Coalesced::default();
+        for op in batch {
+            match op {
+                WriteOp::Mutations(ms) => {
+                    mutation_count += ms.len();
+                    ms.into_iter().for_each(|m| coalesced.add(m));
+                }
+                // Writes submitted before this operation land before it
+                // (a kv read sees the PutKv sent just before it).
+                other => {
+                    if !coalesced.is_empty() {
+                        items.push(Item::Rows(prepare_rows(std::mem::take(&mut coalesced))));
+                    }
+                    items.push(Item::Op(other));
+                }
+            }
+        }
+        if !coalesced.is_empty() {
+            items.push(Item::Rows(prepare_rows(coalesced)));
+        }
+        let prepared = Prepared {
+            items,
+            alone,
+            mutation_count,
+        };
+        if out.send(prepared).is_err() {
+            return;
+        }
+    }
+}
+
+fn prepare_rows(mut w: Coalesced) -> Rows {
+    let records_in = w.take_runs();
+    let mut buf = Vec::with_capacity(records_in.len() * 768);
+    let mut runs = Vec::with_capacity(records_in.len());
+    for run in records_in {
+        let start = buf.len();
+        if let Err(e) = serde_json::to_writer(&mut buf, &run) {
+            buf.truncate(start);
+            tracing::error!(run = %run.id, error = %e, "store: run record not serializable; not written");
+            continue;
+        }
+        let Run {
+            id,
+            run_key,
+            job_id,
+            status,
+            ..
+        } = *run;
+        runs.push(RunRow {
+            id,
+            run_key,
+            job_id,
+            status: status.as_str(),
+            end: buf.len(),
+        });
+    }
+    // serde_json writes UTF-8 only; checked once for the whole batch.
+    let records = String::from_utf8(buf).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "store: run records are not UTF-8; none written");
+        runs.clear();
+        String::new()
+    });
+    let events = prepare_events(std::mem::take(&mut w.events));
+    Rows {
+        runs,
+        records,
+        events,
+        rest: w,
+    }
+}
+
+fn prepare_events(events: Vec<NewEvent>) -> EventRows {
+    let mut data = Vec::with_capacity(events.len() * 64);
+    let mut ends = Vec::with_capacity(events.len());
+    for e in &events {
+        let start = data.len();
+        if let Err(err) = serde_json::to_writer(&mut data, &e.data) {
+            data.truncate(start);
+            tracing::error!(event = %e.event_type, error = %err, "store: event data not serializable; stored as null");
+            data.extend_from_slice(b"null");
+        }
+        ends.push(data.len());
+    }
+    match String::from_utf8(data) {
+        Ok(data) => EventRows { events, data, ends },
+        Err(e) => {
+            tracing::error!(error = %e, "store: event data is not UTF-8; stored as null");
+            let ends = (1..=events.len()).map(|i| i * 4).collect();
+            let data = "null".repeat(events.len());
+            EventRows { events, data, ends }
+        }
+    }
+}
+
 fn writer_loop(
     mut conn: Connection,
-    rx: mpsc::Receiver<WriteOp>,
+    rx: mpsc::Receiver<Prepared>,
     path: &Path,
     publisher: &broadcast::Sender<Event>,
     backlog: &Backlog,
@@ -652,28 +875,19 @@ fn writer_loop(
         // Without it the WAL is only checkpointed when the store closes.
         tracing::error!(error = %e, "store: cannot start the checkpointer thread");
     }
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        let mutation_count: usize = batch
-            .iter()
-            .map(|op| match op {
-                WriteOp::Mutations(ms) => ms.len(),
-                _ => 0,
-            })
-            .sum();
+    while let Ok(Prepared {
+        items,
+        alone,
+        mutation_count,
+    }) = rx.recv()
+    {
         let mut tx = match conn.transaction() {
             Ok(tx) => tx,
             Err(e) => {
                 let message = e.to_string();
                 tracing::error!(error = %message, "store: cannot begin a transaction");
-                for op in batch {
-                    if !matches!(op, WriteOp::Mutations(_)) {
+                for item in items {
+                    if let Item::Op(op) = item {
                         fail(op, path, &message);
                     }
                 }
@@ -688,46 +902,28 @@ fn writer_loop(
         // need no savepoint of their own: a failure rolls the transaction
         // back, which loses nothing else. A savepoint copies every page it
         // touches to its journal first, most of the writer's work.
-        let alone = batch
-            .iter()
-            .all(|op| matches!(op, WriteOp::Mutations(_) | WriteOp::Barrier(_)));
-        let mut coalesced = Coalesced::default();
         let mut barriers = Vec::new();
         let mut done: Vec<Finish> = Vec::new();
         let mut published: Vec<Event> = Vec::new();
         let mut roll_back = false;
-        for op in batch {
-            match op {
-                WriteOp::Mutations(ms) => ms.into_iter().for_each(|m| coalesced.add(m)),
-                WriteOp::Barrier(reply) => barriers.push(reply),
-                other => {
-                    // Writes submitted before this operation land before it
-                    // (a kv read sees the PutKv sent just before it).
-                    if !coalesced.is_empty() {
-                        let earlier = std::mem::take(&mut coalesced);
-                        match in_savepoint(&mut tx, path, |sp| write_coalesced(sp, path, earlier)) {
-                            Ok(events) => published.extend(events),
-                            Err(e) => {
-                                tracing::error!(error = %e, "store: a batch of runtime writes failed")
-                            }
+        for item in items {
+            match item {
+                Item::Rows(rows) => {
+                    let written = if alone {
+                        write_rows(&tx, path, rows)
+                    } else {
+                        in_savepoint(&mut tx, path, |sp| write_rows(sp, path, rows))
+                    };
+                    match written {
+                        Ok(events) => published.extend(events),
+                        Err(e) => {
+                            tracing::error!(error = %e, "store: a batch of runtime writes failed");
+                            roll_back = alone;
                         }
                     }
-                    done.push(run_op(&mut tx, other, path, &mut published));
                 }
-            }
-        }
-        if !coalesced.is_empty() {
-            let written = if alone {
-                write_coalesced(&tx, path, coalesced)
-            } else {
-                in_savepoint(&mut tx, path, |sp| write_coalesced(sp, path, coalesced))
-            };
-            match written {
-                Ok(events) => published.extend(events),
-                Err(e) => {
-                    tracing::error!(error = %e, "store: a batch of runtime writes failed");
-                    roll_back = alone;
-                }
+                Item::Op(WriteOp::Barrier(reply)) => barriers.push(reply),
+                Item::Op(other) => done.push(run_op(&mut tx, other, path, &mut published)),
             }
         }
         let committed = if roll_back {
@@ -759,33 +955,32 @@ fn writer_loop(
     }
 }
 
-fn write_coalesced(c: &Connection, path: &Path, w: Coalesced) -> Result<Vec<Event>, StoreError> {
-    if !w.runs.is_empty() {
+fn write_rows(c: &Connection, path: &Path, rows: Rows) -> Result<Vec<Event>, StoreError> {
+    if !rows.runs.is_empty() {
         let mut put = c
             .prepare_cached(
                 "INSERT INTO runs (id, run_key, job_id, status, record) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (id) DO UPDATE SET status = excluded.status, record = excluded.record",
             )
             .map_err(sql_err(path))?;
-        // One buffer for every record: a fresh String per run grew by
-        // doubling, a malloc and a copy each time.
-        let mut buf = Vec::with_capacity(1024);
-        for run in &w.runs {
-            buf.clear();
-            serde_json::to_writer(&mut buf, run).map_err(|e| corrupt(&run.id, e))?;
-            let record = std::str::from_utf8(&buf).map_err(|e| corrupt(&run.id, e))?;
-            if let Err(e) = put.execute(params![
-                run.id,
-                run.run_key,
-                run.job_id,
-                run.status.as_str(),
-                record
-            ]) {
+        let mut start = 0;
+        for run in &rows.runs {
+            let record = rows.records.get(start..run.end).unwrap_or("null");
+            start = run.end;
+            if let Err(e) =
+                put.execute(params![run.id, run.run_key, run.job_id, run.status, record])
+            {
                 // A second run for the same slot: the first one stands.
                 tracing::warn!(run = %run.id, key = %run.run_key, error = %e, "store: run not written");
             }
         }
     }
+    write_rest(c, path, &rows.rest)?;
+    insert_event_rows(c, path, rows.events)
+}
+
+/// The batch's writes other than runs and events.
+fn write_rest(c: &Connection, path: &Path, w: &Coalesced) -> Result<(), StoreError> {
     if !w.failure.is_empty() {
         let mut put = c
             .prepare_cached(
@@ -822,6 +1017,14 @@ fn write_coalesced(c: &Connection, path: &Path, w: Coalesced) -> Result<Vec<Even
                 .map_err(sql_err(path))?;
         }
     }
+    if !w.inbox_progress.is_empty() {
+        let mut put = c
+            .prepare_cached("UPDATE inbox SET progress = max(progress, ?2) WHERE id = ?1")
+            .map_err(sql_err(path))?;
+        for (id, done) in &w.inbox_progress {
+            put.execute(params![id, done]).map_err(sql_err(path))?;
+        }
+    }
     if !w.inbox_done.is_empty() {
         let mut del = c
             .prepare_cached("DELETE FROM inbox WHERE id = ?1")
@@ -855,7 +1058,7 @@ fn write_coalesced(c: &Connection, path: &Path, w: Coalesced) -> Result<Vec<Even
         .and_then(|mut st| st.execute(params![key, value.to_string()]))
         .map_err(sql_err(path))?;
     }
-    insert_events(c, path, w.events)
+    Ok(())
 }
 
 /// Execute one write in a savepoint; return what to tell its caller once
@@ -1035,23 +1238,23 @@ fn insert_events(
     path: &Path,
     events: Vec<NewEvent>,
 ) -> Result<Vec<Event>, StoreError> {
+    insert_event_rows(c, path, prepare_events(events))
+}
+
+fn insert_event_rows(
+    c: &Connection,
+    path: &Path,
+    rows: EventRows,
+) -> Result<Vec<Event>, StoreError> {
+    let EventRows { events, data, ends } = rows;
     let mut out = Vec::with_capacity(events.len());
-    // Every event's data, serialized into one buffer; `ends[i]` closes
-    // event i's text.
-    let mut data = Vec::with_capacity(events.len() * 64);
-    let mut ends = Vec::with_capacity(events.len());
-    for e in &events {
-        serde_json::to_writer(&mut data, &e.data).map_err(|err| corrupt("event data", err))?;
-        ends.push(data.len());
-    }
-    let text = std::str::from_utf8(&data).map_err(|e| corrupt("event data", e))?;
     let mut start = 0;
     let mut rows = events.into_iter().zip(ends).peekable();
     let mut chunk: Vec<(NewEvent, &str)> = Vec::with_capacity(EVENT_ROWS);
     while rows.peek().is_some() {
         chunk.clear();
         for (e, end) in rows.by_ref().take(EVENT_ROWS) {
-            chunk.push((e, &text[start..end]));
+            chunk.push((e, data.get(start..end).unwrap_or("null")));
             start = end;
         }
         let sql = if chunk.len() == EVENT_ROWS {

@@ -246,8 +246,18 @@ while i <= #ARGV do
     end
   elseif op == 'approval' then
     redis.call('HSET', P .. 'approvals', ARGV[a], ARGV[a + 1])
+  elseif op == 'inbox_progress' then
+    -- Only for a command still waiting: a late write must not bring back
+    -- the progress of one already done.
+    if redis.call('XRANGE', P .. 'inbox', ARGV[a] .. '-1', ARGV[a] .. '-1')[1] then
+      local old = tonumber(redis.call('HGET', P .. 'inbox_progress', ARGV[a]) or '0')
+      if tonumber(ARGV[a + 1]) > old then
+        redis.call('HSET', P .. 'inbox_progress', ARGV[a], ARGV[a + 1])
+      end
+    end
   elseif op == 'inbox_done' then
     redis.call('XDEL', P .. 'inbox', ARGV[a] .. '-1')
+    redis.call('HDEL', P .. 'inbox_progress', ARGV[a])
   elseif op == 'prune_runs' then
     prune_runs(ARGV[a], tonumber(ARGV[a + 1]))
   elseif op == 'prune_events' then

@@ -113,6 +113,9 @@ impl Ops {
             let text = serde_json::to_string(&a).map_err(|e| corrupt(&a.id, e))?;
             self.push("approval", vec![a.id, text]);
         }
+        for (id, done) in c.inbox_progress {
+            self.push("inbox_progress", vec![id.to_string(), done.to_string()]);
+        }
         for id in c.inbox_done {
             self.push("inbox_done", vec![id.to_string()]);
         }

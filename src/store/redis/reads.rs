@@ -408,6 +408,41 @@ impl RedisStore {
             .map_err(err(self.target(), &format!("reading {name}")))
     }
 
+    pub async fn inbox_progress(&self, id: i64) -> Result<u32, StoreError> {
+        let mut c = self.connection();
+        let done: Option<u32> = redis::cmd("HGET")
+            .arg(self.key("inbox_progress"))
+            .arg(id)
+            .query_async(&mut c)
+            .await
+            .map_err(err(self.target(), "reading an inbox command's progress"))?;
+        Ok(done.unwrap_or_default())
+    }
+
+    pub async fn recorded_runs(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut c = self.connection();
+        let mut found = std::collections::HashSet::new();
+        for chunk in ids.chunks(256) {
+            let metas: Vec<Option<String>> = redis::cmd("HMGET")
+                .arg(self.key("runs:meta"))
+                .arg(chunk)
+                .query_async(&mut c)
+                .await
+                .map_err(err(self.target(), "looking up runs"))?;
+            found.extend(
+                chunk
+                    .iter()
+                    .zip(metas)
+                    .filter(|(_, m)| m.is_some())
+                    .map(|(id, _)| id.clone()),
+            );
+        }
+        Ok(found)
+    }
+
     pub async fn inbox(&self, after: i64) -> Result<Vec<(i64, InboxCommand)>, StoreError> {
         let mut out = Vec::new();
         for (id, fields) in self.entries_after("inbox", after, 1000).await? {

@@ -352,7 +352,9 @@ async fn handle_command(queue: &RunQueue, store: &Store, inbox_id: i64, command:
             let mut queued = 0;
             let mut first_slice = true;
             while next < total {
-                while queue.view().waiting() >= TRIGGER_WAITING {
+                // (A command of one slice is queued at once: it must not
+                // wait behind a burst's slices.)
+                while total > TRIGGER_SLICE && queue.view().waiting() >= TRIGGER_WAITING {
                     tokio::select! {
                         _ = queue.released() => {}
                         _ = tokio::time::sleep(Duration::from_millis(2)) => {}

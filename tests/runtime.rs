@@ -420,6 +420,33 @@ fn a_burst_cut_by_kill_9_resumes_and_runs_each_run_once() {
 }
 
 #[test]
+fn a_long_burst_does_not_hold_up_other_commands() {
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/jobs.yaml",
+        "id: slow\ntype: simulation.heavy\noverlap: allow\ninputs: {work_ms: 200}\n---\nid: gated\ntype: noop\nrequires_approval: true\n",
+    );
+    let daemon = Daemon::start(d.path(), &["--workers", "1"]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    // Hours of work for one worker: queued as it is worked off.
+    d.run(&["trigger", "slow", "--count", "50000"])
+        .assert_code(0);
+    daemon.wait_until("/api/v1/status", "the burst under way", |v| {
+        v["running"] == 1
+    });
+    let gated = trigger(&d, "gated", None);
+    wait_run_status(&daemon, &gated, "awaiting_approval");
+    d.run(&["approvals", "approve", &format!("ap-{gated}")])
+        .assert_code(0);
+    // Decided while the burst goes on: the run waits behind its slices.
+    wait_run_status(&daemon, &gated, "queued");
+    // Only a few slices of the burst wait in the queue at any time.
+    let status = daemon.get("/api/v1/status").1;
+    let depth = status["queue_depth"].as_u64().unwrap_or(u64::MAX);
+    assert!((256..=1024).contains(&depth), "{status:#}");
+}
+
+#[test]
 fn approvals_gate_runs_of_jobs_that_require_them() {
     let d = ConfigDir::new();
     d.write(

@@ -21,7 +21,10 @@ pub struct Args {
     /// never change the job's policy).
     #[arg(long)]
     pub inputs: Option<String>,
-    /// Queue this many runs at once (load and capacity tests).
+    /// Queue this many runs (campaigns, load and capacity tests). The
+    /// daemon admits a burst in slices of 256 as workers take them, so
+    /// `queue_depth` stays under ~800 while the rest waits in the inbox;
+    /// after a crash it resumes where it got to, running no run twice.
     #[arg(long, default_value_t = 1)]
     pub count: u32,
     #[command(flatten)]

@@ -289,10 +289,14 @@ pub(crate) async fn inbox_loop(queue: Arc<RunQueue>, store: Store, cancel: Cance
             let bulk =
                 matches!(&command, InboxCommand::Trigger { count, .. } if *count > TRIGGER_SLICE);
             if bulk {
-                let (queue, store) = (queue.clone(), store.clone());
+                let (queue, store, cancel) = (queue.clone(), store.clone(), cancel.clone());
+                // Stops with the loop (shutdown, or leadership lost): the
+                // recorded progress lets whoever handles it next resume.
                 tokio::spawn(async move {
-                    handle_command(&queue, &store, id, command).await;
-                    mark_done(&store, id);
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = handle_command(&queue, &store, id, command) => mark_done(&store, id),
+                    }
                 });
             } else {
                 handle_command(&queue, &store, id, command).await;

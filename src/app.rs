@@ -12,7 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::queue::{NewRun, QueueConfig, RunQueue};
+use crate::queue::{Burst, NewRun, QueueConfig, RunQueue};
 use crate::reconcile::Reconciler;
 use crate::reconcile::watch::{self, ChangeSignal, WatchOptions};
 use crate::schedule::scheduler::{Scheduler, SchedulerConfig};
@@ -294,7 +294,7 @@ pub(crate) async fn inbox_loop(queue: Arc<RunQueue>, store: Store, cancel: Cance
                 // recorded progress lets whoever handles it next resume.
                 tokio::spawn(async move {
                     tokio::select! {
-                        _ = cancel.cancelled() => {}
+                        _ = cancel.cancelled() => queue.set_burst(id, None),
                         _ = handle_command(&queue, &store, id, command) => mark_done(&store, id),
                     }
                 });
@@ -382,6 +382,15 @@ async fn handle_command(queue: &RunQueue, store: &Store, inbox_id: i64, command:
                     tracing::warn!(inbox = inbox_id, error = %e, "trigger: progress not recorded");
                 }
                 next = end;
+                if total > TRIGGER_SLICE {
+                    let burst = (next < total).then(|| Burst {
+                        inbox_id,
+                        job_id: job_id.clone(),
+                        admitted: next,
+                        total,
+                    });
+                    queue.set_burst(inbox_id, burst);
+                }
                 tokio::task::yield_now().await;
             }
             if offered > 0 && queued == 0 {

@@ -177,6 +177,18 @@ struct State {
     seq: u64,
     dispatched: u64,
     finished: u64,
+    /// `trigger --count` bursts being admitted, by inbox id.
+    bursts: std::collections::BTreeMap<i64, Burst>,
+}
+
+/// A `trigger --count` burst while its runs are admitted into the queue.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Burst {
+    pub inbox_id: i64,
+    pub job_id: String,
+    /// Runs admitted so far (including those queued before a restart).
+    pub admitted: u32,
+    pub total: u32,
 }
 
 pub struct RunQueue {
@@ -274,6 +286,11 @@ impl QueueView<'_> {
     }
 
     /// Runs that have started since the daemon did, and finished.
+    /// Bursts still being admitted, oldest first.
+    pub fn bursts(&self) -> Vec<Burst> {
+        self.state.bursts.values().cloned().collect()
+    }
+
     pub fn totals(&self) -> (u64, u64) {
         (self.state.dispatched, self.state.finished)
     }
@@ -353,6 +370,7 @@ impl RunQueue {
                 seq: 0,
                 dispatched: 0,
                 finished: 0,
+                bursts: Default::default(),
             }),
             lateness_sink: std::sync::OnceLock::new(),
             work: Notify::new(),
@@ -394,6 +412,19 @@ impl RunQueue {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Record how far a burst got; `None` once it is all admitted.
+    pub fn set_burst(&self, inbox_id: i64, burst: Option<Burst>) {
+        let mut st = self.lock();
+        match burst {
+            Some(b) => {
+                st.bursts.insert(inbox_id, b);
+            }
+            None => {
+                st.bursts.remove(&inbox_id);
+            }
+        }
     }
 
     /// Wait until a run finishes (the scheduler's buffered slots).

@@ -398,6 +398,8 @@ fn a_burst_cut_by_kill_9_resumes_and_runs_each_run_once() {
     wait_for("the command to be done", &daemon, || {
         (count_in_store(&d, "SELECT count(*) FROM inbox") == 0).then_some(())
     });
+    let status = daemon.get("/api/v1/status").1;
+    assert_eq!(status["bursts"], serde_json::json!([]), "{status:#}");
     assert_eq!(count_in_store(&d, "SELECT count(*) FROM runs"), RUNS);
     // Queued once and completed once each: nothing finished before the
     // crash was queued or run again after it.
@@ -444,6 +446,13 @@ fn a_long_burst_does_not_hold_up_other_commands() {
     let status = daemon.get("/api/v1/status").1;
     let depth = status["queue_depth"].as_u64().unwrap_or(u64::MAX);
     assert!((256..=1024).contains(&depth), "{status:#}");
+    // The rest of the burst shows as waiting to be admitted.
+    let bursts = status["bursts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(bursts.len(), 1, "{status:#}");
+    assert_eq!(bursts[0]["job_id"], "slow");
+    assert_eq!(bursts[0]["total"], 50_000);
+    let admitted = bursts[0]["admitted"].as_u64().unwrap_or(0);
+    assert!((512..50_000).contains(&admitted), "{status:#}");
 }
 
 #[test]

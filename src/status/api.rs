@@ -224,13 +224,14 @@ async fn status(State(shared): State<AppState>) -> ApiResult {
     let s = &applied.snapshot;
     let revision = applied.revision.as_ref();
     let last = shared.last_reconcile.load();
-    let (queue_depth, running, pressure, (started, finished)) = {
+    let (queue_depth, running, pressure, (started, finished), bursts) = {
         let view = shared.queue.view();
         (
             view.waiting(),
             view.running(),
             view.pressure(),
             view.totals(),
+            view.bursts(),
         )
     };
     let (busy, total) = shared.workers();
@@ -250,6 +251,8 @@ async fn status(State(shared): State<AppState>) -> ApiResult {
         "queue_depth": queue_depth,
         "running": running,
         "runs_since_start": {"started": started, "finished": finished},
+        // `trigger --count` bursts whose runs are still being admitted.
+        "bursts": bursts,
         "pressure_mode": pressure,
         "workers": {"busy": busy, "total": total},
         "scheduler": shared.scheduler.snapshot(),

@@ -3,7 +3,6 @@
 //! on a shared server; the restart test gets a server of its own).
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use multijob::spec::model::{Kind, Priority};
@@ -22,7 +21,13 @@ use serde_json::json;
 /// Where a test's store lives; `open` may be called again (a reopen).
 enum Backend {
     Sqlite(tempfile::TempDir),
-    Redis { url: String, prefix: String },
+    /// Each test starts its own server and stops it when done (a server
+    /// shared through a static was never dropped, so it outlived the run).
+    Redis {
+        _server: RedisServer,
+        url: String,
+        prefix: String,
+    },
 }
 
 impl Backend {
@@ -31,18 +36,18 @@ impl Backend {
     }
 
     fn redis() -> Backend {
-        static SERVER: OnceLock<RedisServer> = OnceLock::new();
-        let server = SERVER.get_or_init(|| RedisServer::start().expect("redis-server"));
+        let server = RedisServer::start().expect("redis-server");
         Backend::Redis {
             url: server.url(),
             prefix: format!("{{mj-{}}}:", uuid::Uuid::now_v7().simple()),
+            _server: server,
         }
     }
 
     async fn open(&self) -> Store {
         match self {
             Backend::Sqlite(dir) => Store::open_sqlite(&dir.path().join("state.db")).expect("open"),
-            Backend::Redis { url, prefix } => Store::Redis(
+            Backend::Redis { url, prefix, .. } => Store::Redis(
                 RedisStore::open_with_prefix(url, prefix)
                     .await
                     .expect("open redis"),
@@ -782,7 +787,7 @@ mod redis_only {
     #[tokio::test]
     async fn keys_of_the_older_run_layout_are_refused_not_misread() {
         let backend = Backend::redis();
-        let Backend::Redis { url, prefix } = &backend else {
+        let Backend::Redis { url, prefix, .. } = &backend else {
             unreachable!()
         };
         // A fresh prefix opens (and records its layout), and opens again.
@@ -804,7 +809,8 @@ mod redis_only {
 
     #[tokio::test]
     async fn kv_sees_earlier_submits_without_a_flush() {
-        let store = Backend::redis().open().await;
+        let backend = Backend::redis();
+        let store = backend.open().await;
         store
             .submit(vec![Mutation::PutKv {
                 key: "p".into(),
@@ -877,7 +883,8 @@ mod redis_only {
 
     #[tokio::test]
     async fn a_deposed_leader_writes_nothing() {
-        let store = Backend::redis().open().await;
+        let backend = Backend::redis();
+        let store = backend.open().await;
         let r = redis_of(&store);
         let mut c = r.connection();
         let _: () = c.set(r.key("epoch"), 1).await.unwrap();
@@ -916,7 +923,8 @@ mod redis_only {
 
     #[tokio::test]
     async fn dispatch_and_ack_follow_the_run_records() {
-        let store = Backend::redis().open().await;
+        let backend = Backend::redis();
+        let store = backend.open().await;
         let r = redis_of(&store);
         let mut c = r.connection();
         let queued = run("d1", "a", RunStatus::Queued);

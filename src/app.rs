@@ -345,6 +345,7 @@ async fn handle_command(queue: &RunQueue, store: &Store, inbox_id: i64, command:
             // slices recorded as queued, skipping the runs of the next one
             // that were recorded without their progress.
             let total = count.max(1);
+            let burst = total > TRIGGER_SLICE;
             let mut next = match store.inbox_progress(inbox_id).await {
                 Ok(done) => done.min(total),
                 Err(e) => {
@@ -358,7 +359,7 @@ async fn handle_command(queue: &RunQueue, store: &Store, inbox_id: i64, command:
             while next < total {
                 // (A command of one slice is queued at once: it must not
                 // wait behind a burst's slices.)
-                while total > TRIGGER_SLICE && queue.view().waiting() >= TRIGGER_WAITING {
+                while burst && queue.view().waiting() >= TRIGGER_WAITING {
                     tokio::select! {
                         _ = queue.released() => {}
                         _ = tokio::time::sleep(Duration::from_millis(2)) => {}
@@ -371,25 +372,24 @@ async fn handle_command(queue: &RunQueue, store: &Store, inbox_id: i64, command:
                 }
                 offered += runs.len();
                 queued += queue.enqueue(runs).len();
-                // Submitted after the slice's records: it commits with
-                // them or after them, never before.
-                if total > TRIGGER_SLICE
-                    && let Err(e) = store.submit(vec![Mutation::InboxProgress {
-                        id: inbox_id,
-                        done: end,
-                    }])
-                {
-                    tracing::warn!(inbox = inbox_id, error = %e, "trigger: progress not recorded");
-                }
                 next = end;
-                if total > TRIGGER_SLICE {
-                    let burst = (next < total).then(|| Burst {
+                if burst {
+                    // Submitted after the slice's records: it commits with
+                    // them or after them, never before.
+                    let progress = Mutation::InboxProgress {
+                        id: inbox_id,
+                        done: next,
+                    };
+                    if let Err(e) = store.submit(vec![progress]) {
+                        tracing::warn!(inbox = inbox_id, error = %e, "trigger: progress not recorded");
+                    }
+                    let shown = (next < total).then(|| Burst {
                         inbox_id,
                         job_id: job_id.clone(),
                         admitted: next,
                         total,
                     });
-                    queue.set_burst(inbox_id, burst);
+                    queue.set_burst(inbox_id, shown);
                 }
                 tokio::task::yield_now().await;
             }

@@ -285,12 +285,12 @@ impl QueueView<'_> {
         self.state.last_finished.get(job).cloned()
     }
 
-    /// Runs that have started since the daemon did, and finished.
     /// Bursts still being admitted, oldest first.
     pub fn bursts(&self) -> Vec<Burst> {
         self.state.bursts.values().cloned().collect()
     }
 
+    /// Runs that have started since the daemon did, and finished.
     pub fn totals(&self) -> (u64, u64) {
         (self.state.dispatched, self.state.finished)
     }

@@ -99,7 +99,9 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE inbox ADD COLUMN progress INTEGER NOT NULL DEFAULT 0;",
 ];
 
-/// Most runtime writes one transaction takes; the rest wait for the next.
+/// Most runtime writes one transaction takes (the rest wait for the
+/// next): big enough that a run queued, started and finished within it is
+/// written once.
 const MAX_BATCH: usize = 65_536;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -750,8 +752,7 @@ fn start_writer(
     Ok(())
 }
 
-/// Most a prepared batch holds (runtime writes count one each): big enough
-/// that a run queued, started and finished within it is written once.
+/// How much of a batch an operation takes: its runtime writes, or one.
 fn op_size(op: &WriteOp) -> usize {
     match op {
         WriteOp::Mutations(ms) => ms.len().max(1),

@@ -741,15 +741,16 @@ async fn prune_events_and_count_them_by_type(b: &Backend) {
         e.at = when.into();
         e
     };
-    store
-        .append_events(vec![
-            at("run.queued", "2025-01-01T00:00:00.000Z"),
-            at("run.queued", "2025-01-02T00:00:00.000Z"),
-            at("run.failed", "2025-01-03T00:00:00.000Z"),
-            at("run.queued", "2025-01-04T00:00:00.000Z"),
-        ])
-        .await
-        .unwrap();
+    // One write each: Redis keeps a batch's events in one stream entry and
+    // prunes whole entries (a batch's events are milliseconds apart).
+    for e in [
+        at("run.queued", "2025-01-01T00:00:00.000Z"),
+        at("run.queued", "2025-01-02T00:00:00.000Z"),
+        at("run.failed", "2025-01-03T00:00:00.000Z"),
+        at("run.queued", "2025-01-04T00:00:00.000Z"),
+    ] {
+        store.append_events(vec![e]).await.unwrap();
+    }
     assert_eq!(
         store
             .event_counts_since("2025-01-02T00:00:00.000Z")

@@ -10,9 +10,9 @@
 //! | `resources` | hash | `kind/id` → `{spec, hash, file, line, column}` |
 //! | `applied_revision` | hash | `seq`, `rec` (the applied revision, never trimmed) |
 //! | `revisions`, `revision_seq` | hash, counter | seq → revision record (last 1000) |
-//! | `events`, `event_seq` | stream, counter | entry `<seq>-1`: `type at data [job] [run]` |
+//! | `events`, `event_seq` | stream, counter | a batch's events as one entry `<last id>-<count>`: `at` (the first's time), `e` (JSON array of `[type, at, job, run, data]`) |
 //! | `runs:rec`, `runs:meta` | hashes | run id → the run as JSON; → `seq\tjob\tstatus\trun key` |
-//! | `layout` | string | `2`: runs in the two hashes above (older versions kept a hash per run) |
+//! | `layout` | string | `3` (`2` kept an entry per event, `1` a hash per run) |
 //! | `runs`, `runs:job:<job>`, `runs:active` | zsets | run ids by seq (`runs:active`: every unfinished run) |
 //! | `runs:status:<s>` | zset | finished runs in status `s` by seq (written once, when the run ends) |
 //! | `run_seq`, `run_counts` | counter, hash | `job\nstatus` → count |
@@ -377,8 +377,8 @@ impl RedisStore {
 }
 
 /// The key layout this version writes: one hash of records and one of
-/// run metadata, written many runs per command.
-const LAYOUT: &str = "2";
+/// run metadata, written many runs per command; events packed per batch.
+const LAYOUT: &str = "3";
 
 /// Refuse a deployment written with the older layout (a hash per run,
 /// no `layout` key): this version would not see its runs.

@@ -15,7 +15,7 @@ local prev = redis.call('GET', marker)
 if prev and string.sub(prev, 1, #batch) == batch then
   return {'DUP', string.sub(prev, #batch + 1)}
 end
-local maxlen, revcap = ARGV[6], tonumber(ARGV[7])
+local maxlen, revcap = tonumber(ARGV[6]), tonumber(ARGV[7])
 local ACTIVE = {__ACTIVE__}
 local rev_seq, first_event, n_events = 0, 0, 0
 local refused = {}
@@ -202,22 +202,25 @@ local function prune_events(before)
   end
 end
 
--- Optional text arrives as '-' (none) or '+value'.
-local function opt(v)
-  if v == '-' then return nil end
-  return string.sub(v, 2)
-end
-
-local function event(etype, at, job, run, data)
-  local seq = next_seq('event_seq')
-  local cmd = {'XADD', P .. 'events', 'MAXLEN', '~', maxlen, string.format('%d-1', seq),
-    'type', etype, 'at', at, 'data', data}
-  job, run = opt(job), opt(run)
-  if job then cmd[#cmd + 1] = 'job'; cmd[#cmd + 1] = job end
-  if run then cmd[#cmd + 1] = 'run'; cmd[#cmd + 1] = run end
-  redis.call(unpack(cmd))
-  if first_event == 0 then first_event = seq end
-  n_events = n_events + 1
+-- A batch's events are one stream entry `<last id>-<count>` holding them
+-- as a JSON array (`e`), with the first one's time (`at`) for pruning.
+-- Older entries go by id (MINID): about `maxlen` events are kept.
+local function events(n, at, packed)
+  local c = seqs['event_seq']
+  if not c then
+    c = {n = tonumber(redis.call('GET', P .. 'event_seq') or '0')}
+    seqs['event_seq'] = c
+  end
+  if first_event == 0 then first_event = c.n + 1 end
+  c.n = c.n + n
+  c.dirty = true
+  n_events = n_events + n
+  local id = string.format('%d-%d', c.n, n)
+  if c.n > maxlen then
+    redis.call('XADD', P .. 'events', 'MINID', '~', c.n - maxlen, id, 'at', at, 'e', packed)
+  else
+    redis.call('XADD', P .. 'events', id, 'at', at, 'e', packed)
+  end
 end
 
 local acks = {}
@@ -235,8 +238,8 @@ while i <= #ARGV do
   local n = tonumber(ARGV[i + 1])
   if op == 'run' then
     put_run(ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
-  elseif op == 'event' then
-    event(ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
+  elseif op == 'events' then
+    events(tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2])
   elseif op == 'failure' then
     redis.call('HSET', P .. 'failure', ARGV[a], ARGV[a + 1])
   elseif op == 'slot' then

@@ -30,13 +30,60 @@ static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
 pub struct Ops {
     args: Vec<String>,
     pub mutations: usize,
+    /// The batch's events, packed into one stream entry (see [`pack_event`]).
+    events: String,
+    n_events: usize,
+    first_at: String,
 }
 
-fn opt(v: &Option<String>) -> String {
-    match v {
-        None => "-".into(),
-        Some(s) => format!("+{s}"),
+/// One event inside a packed `events` entry: `[type, at, job, run, data]`.
+type PackedEvent = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    serde_json::Value,
+);
+
+/// Append `e` to the JSON array in `out` (empty: no array yet).
+fn pack_event(out: &mut String, e: &NewEvent) {
+    if out.pop().is_none() {
+        out.push('[');
+    } else {
+        out.push(',');
     }
+    let packed = (&e.event_type, &e.at, &e.job_id, &e.run_id, &e.data);
+    // Serializing plain data to a String cannot fail.
+    if let Ok(text) = serde_json::to_string(&packed) {
+        out.push_str(&text);
+    }
+    out.push(']');
+}
+
+/// The events of a packed entry, given the entry's id `<last>-<n>`.
+pub fn unpack_events(id: &str, packed: &str) -> Result<Vec<super::super::Event>, String> {
+    let (last, n) = id
+        .split_once('-')
+        .and_then(|(l, n)| Some((l.parse::<i64>().ok()?, n.parse::<i64>().ok()?)))
+        .ok_or_else(|| format!("stream id {id}"))?;
+    let items: Vec<PackedEvent> = serde_json::from_str(packed).map_err(|e| e.to_string())?;
+    if items.len() as i64 != n {
+        return Err(format!("entry {id} holds {} events", items.len()));
+    }
+    Ok(items
+        .into_iter()
+        .zip(last - n + 1..)
+        .map(
+            |((event_type, at, job_id, run_id, data), id)| super::super::Event {
+                id,
+                event_type,
+                at,
+                job_id,
+                run_id,
+                data,
+            },
+        )
+        .collect())
 }
 
 impl Ops {
@@ -46,18 +93,14 @@ impl Ops {
         self.args.extend(fields);
     }
 
+    /// Events go last, as one stream entry per call (see `batch.lua`).
     pub fn events(&mut self, events: Vec<NewEvent>) {
-        for e in events {
-            self.push(
-                "event",
-                vec![
-                    e.event_type,
-                    e.at,
-                    opt(&e.job_id),
-                    opt(&e.run_id),
-                    e.data.to_string(),
-                ],
-            );
+        for e in &events {
+            if self.n_events == 0 {
+                self.first_at = e.at.clone();
+            }
+            pack_event(&mut self.events, e);
+            self.n_events += 1;
         }
     }
 
@@ -199,6 +242,13 @@ pub async fn apply_once(
         .arg(REVISION_CAP);
     for a in &ops.args {
         inv.arg(a);
+    }
+    if ops.n_events > 0 {
+        inv.arg("events")
+            .arg(3)
+            .arg(ops.n_events)
+            .arg(&ops.first_at)
+            .arg(&ops.events);
     }
     let mut conn = target.conn.clone();
     let reply: Vec<String> = inv.invoke_async(&mut conn).await?;

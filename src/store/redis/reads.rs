@@ -46,18 +46,10 @@ pub fn entry_seq(id: &str) -> Option<i64> {
     id.split('-').next()?.parse().ok()
 }
 
-pub fn parse_event((id, mut f): Entry) -> Result<Event, StoreError> {
-    let seq = entry_seq(&id).ok_or_else(|| corrupt("event", format!("stream id {id}")))?;
-    let what = format!("event {seq}");
-    let data = f.remove("data").unwrap_or_else(|| "null".into());
-    Ok(Event {
-        id: seq,
-        event_type: f.remove("type").ok_or_else(|| corrupt(&what, "no type"))?,
-        at: f.remove("at").unwrap_or_default(),
-        job_id: f.remove("job"),
-        run_id: f.remove("run"),
-        data: serde_json::from_str(&data).map_err(|e| corrupt(&what, e))?,
-    })
+/// The events of one `events` entry (a batch's, packed: see `batch.lua`).
+pub fn parse_events((id, f): Entry) -> Result<Vec<Event>, StoreError> {
+    let packed = f.get("e").map_or("[]", String::as_str);
+    super::batch::unpack_events(&id, packed).map_err(|e| corrupt(&format!("events {id}"), e))
 }
 
 pub async fn last_event_id(target: &Target) -> Result<i64, StoreError> {
@@ -471,10 +463,15 @@ impl RedisStore {
             let entries = self.entries_after("events", after, page).await?;
             let full = entries.len() == page;
             for entry in entries {
-                let event = parse_event(entry)?;
-                after = event.id;
-                if q.matches(&event) && out.len() < limit {
-                    out.push(event);
+                for event in parse_events(entry)? {
+                    // The first entry may begin before `after`.
+                    if event.id <= after {
+                        continue;
+                    }
+                    after = event.id;
+                    if q.matches(&event) && out.len() < limit {
+                        out.push(event);
+                    }
                 }
             }
             if !full {
@@ -511,12 +508,17 @@ impl RedisStore {
                 break;
             };
             end = format!("({last_id}");
-            for (_, f) in &page {
-                if f.get("at").is_some_and(|at| at.as_str() < since.as_str()) {
-                    break 'pages;
+            for entry in page {
+                let mut older = false;
+                for event in parse_events(entry)? {
+                    if event.at.as_str() < since.as_str() {
+                        older = true;
+                    } else {
+                        *counts.entry(event.event_type).or_default() += 1;
+                    }
                 }
-                if let Some(t) = f.get("type") {
-                    *counts.entry(t.clone()).or_default() += 1;
+                if older {
+                    break 'pages;
                 }
             }
             if !full {

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::super::Event;
 use super::batch::Target;
-use super::reads::{Entry, entry_seq, parse_event};
+use super::reads::{Entry, entry_seq, parse_events};
 
 /// How long one XREAD blocks; the connection's timeout is longer.
 const BLOCK: Duration = Duration::from_secs(5);
@@ -64,7 +64,9 @@ pub async fn tail(
             .arg(BLOCK.as_millis() as u64)
             .arg("STREAMS")
             .arg(&key)
-            .arg(format!("{last}-1"));
+            // Entries are `<last event id>-<count>`: everything after the
+            // entry that ended with `last`.
+            .arg(format!("{last}-{}", u64::MAX));
         let read = cmd.query_async::<Option<Vec<(String, Vec<Entry>)>>>(c);
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -74,11 +76,13 @@ pub async fn tail(
             Ok(streams) => {
                 for entry in streams.into_iter().flatten().flat_map(|(_, e)| e) {
                     let seq = entry_seq(&entry.0);
-                    match parse_event(entry) {
-                        Ok(event) => {
-                            last = event.id;
-                            // No subscriber is fine: nobody is listening yet.
-                            let _ = publisher.send(event);
+                    match parse_events(entry) {
+                        Ok(events) => {
+                            for event in events {
+                                last = event.id;
+                                // No subscriber is fine: nobody is listening yet.
+                                let _ = publisher.send(event);
+                            }
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "store: unreadable event skipped");

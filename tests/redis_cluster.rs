@@ -220,7 +220,7 @@ steps:
     assert!(
         survivor
             .log()
-            .contains("claimed a run whose worker stopped renewing"),
+            .contains("whose worker stopped renewing its lease"),
         "{}",
         logs()
     );

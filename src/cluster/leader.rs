@@ -33,9 +33,7 @@ pub async fn dispatched(
 ) -> redis::RedisResult<HashSet<String>> {
     let mut held = HashSet::new();
     for entry in stream_entries(conn, &keys.ready).await? {
-        if let Some(run) = entry.get::<String>("run") {
-            held.insert(run);
-        }
+        held.extend(super::stream_worker::runs_of(&entry));
     }
     for entry in stream_entries(conn, &keys.results).await? {
         held.extend(results_of(&entry).into_iter().flatten().map(|r| r.run_id));

@@ -27,6 +27,7 @@ use crate::clock::Clock;
 use crate::jobs::RunError;
 use crate::queue::{Claim, NewRun, Outcome};
 use crate::spec::model::Job;
+use crate::store::redis::DISPATCH_PACK;
 use crate::store::runs::{InboxCommand, Run, StepRecord};
 use crate::store::{Applied, Store, format_ts};
 use crate::worker::futures_lite_box::BoxFuture;
@@ -185,9 +186,9 @@ struct Node {
     slots: Arc<Semaphore>,
     total: usize,
     busy: Arc<AtomicUsize>,
-    /// Entry id → the run's id (once read) and cancel token, for lease
-    /// renewal, cancellations and drain.
-    in_flight: std::sync::Mutex<HashMap<String, (String, CancellationToken)>>,
+    /// Entry id → its runs' ids and cancel tokens, for lease renewal,
+    /// cancellations and drain. An entry stays until its last run is sent.
+    in_flight: std::sync::Mutex<HashMap<String, Vec<(String, CancellationToken)>>>,
     /// Stop taking new entries.
     stop: CancellationToken,
     /// Sends results and renews leases.
@@ -196,10 +197,12 @@ struct Node {
     done: mpsc::UnboundedSender<Done>,
 }
 
-/// A finished ready entry: its result (none for an unreadable entry,
-/// which is only acknowledged), and who waits for it to be sent.
+/// A finished run: its result (none for an unreadable entry, which is
+/// only acknowledged), and who waits for it to be sent.
 struct Done {
-    entry_id: String,
+    /// The ready entry to acknowledge with this result: set by the last
+    /// run of the entry to finish.
+    ack: Option<String>,
     run_id: String,
     /// The result as JSON.
     result: Option<String>,
@@ -275,6 +278,7 @@ impl StreamWorkers {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .values()
+                .flatten()
                 .map(|(_, t)| t.clone())
                 .collect();
             for t in tokens {
@@ -333,12 +337,15 @@ async fn fetch_loop(node: Arc<Node>) {
                 continue;
             }
         }
+        // An entry carries up to DISPATCH_PACK runs: read about as many
+        // runs as there are free slots.
+        let entries = permits.len().div_ceil(DISPATCH_PACK);
         let read: redis::RedisResult<StreamReadReply> = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(WORKERS_GROUP)
             .arg(&node.cfg.node)
             .arg("COUNT")
-            .arg(permits.len())
+            .arg(entries)
             .arg("BLOCK")
             .arg(block_ms)
             .arg("STREAMS")
@@ -349,13 +356,7 @@ async fn fetch_loop(node: Arc<Node>) {
         match read {
             Ok(reply) => {
                 for entry in reply.keys.into_iter().flat_map(|k| k.ids) {
-                    let Some(permit) = permits.pop() else {
-                        // Cannot happen (COUNT bounds the reply); the entry
-                        // stays pending and is reclaimed after the lease.
-                        tracing::error!(entry = %entry.id, "worker: more entries than slots");
-                        break;
-                    };
-                    start_entry(&node, entry, permit);
+                    start_entry(&node, entry, &mut permits).await;
                 }
             }
             Err(e) if is_nogroup(&e) => {
@@ -376,8 +377,31 @@ async fn fetch_loop(node: Arc<Node>) {
     }
 }
 
-fn start_entry(node: &Arc<Node>, entry: StreamId, permit: OwnedSemaphorePermit) {
-    let token = CancellationToken::new();
+/// The run ids of a `ready` entry (field `runs`, space-separated).
+pub fn runs_of(entry: &StreamId) -> Vec<String> {
+    entry
+        .get::<String>("runs")
+        .map(|ids| ids.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Start the runs of `entry`, each in a slot: the free ones in `permits`
+/// first, then waiting for runs to finish.
+async fn start_entry(node: &Arc<Node>, entry: StreamId, permits: &mut Vec<OwnedSemaphorePermit>) {
+    #[derive(serde::Deserialize)]
+    struct Payload {
+        run: Run,
+    }
+    let runs: Option<Vec<Payload>> = entry
+        .get::<String>("ps")
+        .and_then(|p| serde_json::from_str(&p).ok());
+    let Some(runs) = runs.filter(|r| !r.is_empty()) else {
+        tracing::error!(entry = %entry.id, "worker: unreadable ready entry; dropping it");
+        let node = node.clone();
+        tokio::spawn(async move { finish_run(&node, Some(entry.id), "", None).await });
+        return;
+    };
+    let tokens: Vec<CancellationToken> = runs.iter().map(|_| CancellationToken::new()).collect();
     {
         let mut in_flight = node.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         if in_flight.contains_key(&entry.id) {
@@ -385,37 +409,52 @@ fn start_entry(node: &Arc<Node>, entry: StreamId, permit: OwnedSemaphorePermit) 
             // it): one execution is enough.
             return;
         }
-        let run_id = entry.get::<String>("run").unwrap_or_default();
-        in_flight.insert(entry.id.clone(), (run_id, token.clone()));
+        let held = runs
+            .iter()
+            .zip(&tokens)
+            .map(|(p, t)| (p.run.id.clone(), t.clone()))
+            .collect();
+        in_flight.insert(entry.id.clone(), held);
     }
-    node.busy.fetch_add(1, Ordering::SeqCst);
-    let node = node.clone();
-    tokio::spawn(async move {
+    let remaining = Arc::new(AtomicUsize::new(runs.len()));
+    for (payload, token) in runs.into_iter().zip(tokens) {
+        let permit = match permits.pop() {
+            Some(p) => p,
+            None => match node.slots.clone().acquire_owned().await {
+                Ok(p) => p,
+                // Closed: the process is stopping; the entry is reclaimed.
+                Err(_) => return,
+            },
+        };
+        node.busy.fetch_add(1, Ordering::SeqCst);
+        let node = node.clone();
         let entry_id = entry.id.clone();
-        run_entry(&node, entry, token).await;
-        node.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&entry_id);
-        node.busy.fetch_sub(1, Ordering::SeqCst);
-        drop(permit);
-    });
+        let remaining = remaining.clone();
+        tokio::spawn(async move {
+            let result = run_one(&node, payload.run, token).await;
+            // The last run of the entry acknowledges it, with its result.
+            let last = remaining.fetch_sub(1, Ordering::SeqCst) == 1;
+            let ack = last.then(|| entry_id.clone());
+            finish_run(&node, ack, &result.0, result.1).await;
+            if last {
+                node.in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&entry_id);
+            }
+            node.busy.fetch_sub(1, Ordering::SeqCst);
+            drop(permit);
+        });
+    }
 }
 
-async fn run_entry(node: &Arc<Node>, entry: StreamId, cancel: CancellationToken) {
-    let payload: Option<String> = entry.get("p");
-    #[derive(serde::Deserialize)]
-    struct Payload {
-        run: Run,
-    }
-    let run: Option<Run> = payload
-        .and_then(|p| serde_json::from_str::<Payload>(&p).ok())
-        .map(|p| p.run);
-    let Some(run) = run else {
-        tracing::error!(entry = %entry.id, "worker: unreadable ready entry; dropping it");
-        ack_only(node, &entry.id).await;
-        return;
-    };
+/// Execute one run; its id and result (as JSON, none if it cannot be
+/// encoded).
+async fn run_one(
+    node: &Arc<Node>,
+    run: Run,
+    cancel: CancellationToken,
+) -> (String, Option<String>) {
     let started_at = format_ts(jiff::Timestamp::now());
     let outcome = match node.host.job_for(&run).await {
         None => Outcome::Failed(RunError::Permanent(format!(
@@ -442,32 +481,22 @@ async fn run_entry(node: &Arc<Node>, entry: StreamId, cancel: CancellationToken)
         worker: node.cfg.node.clone(),
         started_at: Some(started_at),
     };
-    send_result(node, &entry.id, &result).await;
-}
-
-/// Hand the result to [`send_loop`] and wait until it is sent (or given
-/// up after a lease): until then the entry stays in flight, so its lease
-/// is renewed and its slot stays taken.
-async fn send_result(node: &Node, entry_id: &str, result: &RunResult) {
-    let text = match serde_json::to_string(result) {
-        Ok(t) => t,
+    match serde_json::to_string(&result) {
+        Ok(text) => (run.id, Some(text)),
         Err(e) => {
-            tracing::error!(run = %result.run_id, error = %e, "worker: cannot encode a result");
-            return;
+            tracing::error!(run = %run.id, error = %e, "worker: cannot encode a result");
+            (run.id, None)
         }
-    };
-    finish_entry(node, entry_id, &result.run_id, Some(text)).await;
+    }
 }
 
-/// Acknowledge an entry that carries no run we can read.
-async fn ack_only(node: &Node, entry_id: &str) {
-    finish_entry(node, entry_id, "", None).await;
-}
-
-async fn finish_entry(node: &Node, entry_id: &str, run_id: &str, result: Option<String>) {
+/// Hand a result to [`send_loop`] and wait until it is sent (or given up
+/// after a lease): until then the run stays in flight, so its entry's
+/// lease is renewed and its slot stays taken.
+async fn finish_run(node: &Node, ack: Option<String>, run_id: &str, result: Option<String>) {
     let (sent, wait) = oneshot::channel();
     let done = Done {
-        entry_id: entry_id.to_string(),
+        ack,
         run_id: run_id.to_string(),
         result,
         deadline: tokio::time::Instant::now() + node.cfg.lease,
@@ -507,7 +536,7 @@ async fn send_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Done>) {
             results.push_str(text);
         }
         results.push(']');
-        let ids: Vec<&str> = batch.iter().map(|d| d.entry_id.as_str()).collect();
+        let ids: Vec<&str> = batch.iter().filter_map(|d| d.ack.as_deref()).collect();
         let mut pipe = redis::pipe();
         pipe.atomic();
         if results.len() > 2 {
@@ -518,15 +547,17 @@ async fn send_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Done>) {
                 .arg(&results)
                 .ignore();
         }
-        pipe.cmd("XACK")
-            .arg(&node.keys.ready)
-            .arg(WORKERS_GROUP)
-            .arg(&ids)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&node.keys.ready)
-            .arg(&ids)
-            .ignore();
+        if !ids.is_empty() {
+            pipe.cmd("XACK")
+                .arg(&node.keys.ready)
+                .arg(WORKERS_GROUP)
+                .arg(&ids)
+                .ignore()
+                .cmd("XDEL")
+                .arg(&node.keys.ready)
+                .arg(&ids)
+                .ignore();
+        }
         loop {
             let sent: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
             let Err(e) = sent else { break };
@@ -592,15 +623,14 @@ async fn reclaim(
         .arg(node.cfg.lease.as_millis() as u64)
         .arg("0-0")
         .arg("COUNT")
-        .arg(permits.len())
+        .arg(permits.len().div_ceil(DISPATCH_PACK))
         .query_async(conn)
         .await;
     match claimed {
         Ok(reply) => {
             for entry in reply.claimed {
-                let Some(permit) = permits.pop() else { break };
-                tracing::warn!(entry = %entry.id, "worker: claimed a run whose worker stopped renewing its lease");
-                start_entry(node, entry, permit);
+                tracing::warn!(entry = %entry.id, "worker: claimed runs whose worker stopped renewing its lease");
+                start_entry(node, entry, permits).await;
             }
         }
         Err(e) if is_nogroup(&e) => {
@@ -623,6 +653,7 @@ async fn cancel_loop(node: Arc<Node>) {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
+            .flatten()
             .filter(|(id, t)| !id.is_empty() && !t.is_cancelled())
             .cloned()
             .collect();

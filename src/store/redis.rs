@@ -21,7 +21,7 @@
 //! | `kv:<key>` | string | JSON value, with PX for a ttl |
 //! | `inbox`, `inbox_seq` | stream, counter | entry `<id>-1`: `cmd` |
 //! | `inbox_progress` | hash | inbox id → runs of that `trigger --count` already queued |
-//! | `ready`, `results` | streams | the cluster's dispatch (see `Mutation::Dispatch`); a run in either is held by a worker |
+//! | `ready`, `results` | streams | the cluster's dispatch (see `Mutation::Dispatch`; a `ready` entry carries up to 16 runs); a run in either is held by a worker |
 //! | `batch:<name>` | string | a writer's last applied batch, for an hour (retries are no-ops) |
 //!
 //! Writes go through one Lua script per batch (see `batch.lua`): atomic,
@@ -35,6 +35,8 @@
 mod batch;
 mod reads;
 mod tail;
+
+pub use batch::DISPATCH_PACK;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -268,7 +268,8 @@ while i <= #ARGV do
   elseif op == 'kv' then
     redis.call('SET', P .. 'kv:' .. ARGV[a], ARGV[a + 1])
   elseif op == 'dispatch' then
-    redis.call('XADD', P .. 'ready', '*', 'run', ARGV[a], 'p', ARGV[a + 1])
+    -- `runs`: the run ids, space-separated; `ps`: their payloads, a JSON array.
+    redis.call('XADD', P .. 'ready', '*', 'runs', ARGV[a], 'ps', ARGV[a + 1])
   elseif op == 'ack' then
     acks[#acks + 1] = ARGV[a]
   elseif op == 'res_put' then

@@ -12,6 +12,8 @@ use super::super::{Coalesced, NewEvent, ResourceWrites, RevisionRecord, StoreErr
 
 /// Newest events the stream keeps (approximately: `MAXLEN ~`).
 pub const EVENTS_MAXLEN: usize = 100_000;
+/// Most runs one `ready` entry carries (a worker takes them as a unit).
+pub const DISPATCH_PACK: usize = 16;
 /// Revision history records kept (the applied one is kept apart).
 pub const REVISION_CAP: i64 = 1000;
 
@@ -172,8 +174,19 @@ impl Ops {
         for (key, value) in c.kv {
             self.push("kv", vec![key, value.to_string()]);
         }
-        for (run_id, payload) in c.dispatch {
-            self.push("dispatch", vec![run_id, payload]);
+        // Several runs per ready entry: one stream entry, one claim, one
+        // acknowledgement for the lot.
+        for pack in c.dispatch.chunks(DISPATCH_PACK) {
+            let ids: Vec<&str> = pack.iter().map(|(id, _)| id.as_str()).collect();
+            let mut payloads = String::from("[");
+            for (i, (_, p)) in pack.iter().enumerate() {
+                if i > 0 {
+                    payloads.push(',');
+                }
+                payloads.push_str(p);
+            }
+            payloads.push(']');
+            self.push("dispatch", vec![ids.join(" "), payloads]);
         }
         for (entry_id, run_id) in c.acks {
             self.push("ack", vec![entry_id, run_id]);

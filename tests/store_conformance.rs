@@ -82,6 +82,7 @@ conformance!(
     recorded_runs_names_the_runs_with_a_record,
     flush_waits_for_everything_submitted_before_in_order,
     prune_events_and_count_them_by_type,
+    a_run_another_handle_wrote_is_updated_in_place,
 );
 
 fn snapshot(text: &str) -> Snapshot {
@@ -734,6 +735,63 @@ async fn flush_waits_for_everything_submitted_before_in_order(b: &Backend) {
     );
 }
 
+/// A writer indexes the runs it wrote itself without reading them back
+/// (Redis); a run another handle wrote (an earlier leader) is read first.
+async fn a_run_another_handle_wrote_is_updated_in_place(b: &Backend) {
+    let (one, two) = (b.open().await, b.open().await);
+    let first = run("x1", "a", RunStatus::Queued);
+    one.submit(vec![put(&first)]).unwrap();
+    one.flush().await.unwrap();
+    let (seq, _) = one.run("x1").await.unwrap().expect("x1");
+    // Two writes from the other handle: one finishes x1, one is new.
+    let mut done = first.clone();
+    done.status = RunStatus::Succeeded;
+    let fresh = run("x2", "a", RunStatus::Running);
+    two.submit(vec![put(&done), put(&fresh)]).unwrap();
+    two.flush().await.unwrap();
+    // And the first handle moves its own run on again.
+    let mut again = done.clone();
+    again.status = RunStatus::Failed;
+    one.submit(vec![put(&again)]).unwrap();
+    one.flush().await.unwrap();
+    for store in [&one, &two] {
+        store.wait_for_backlog(0).await;
+        let (s, r) = store.run("x1").await.unwrap().expect("x1");
+        assert_eq!((s, r.status), (seq, RunStatus::Failed), "seq kept");
+        let mut counts = store.run_counts().await.unwrap();
+        counts.sort();
+        assert_eq!(
+            counts,
+            [
+                ("a".to_string(), "failed".to_string(), 1),
+                ("a".to_string(), "running".to_string(), 1),
+            ]
+        );
+        let active = store.active_runs().await.unwrap();
+        assert_eq!(active, vec![fresh.clone()]);
+        let failed = store
+            .runs(RunQuery {
+                status: Some(RunStatus::Failed),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(failed.len(), 1);
+        assert!(
+            store
+                .runs(RunQuery {
+                    status: Some(RunStatus::Succeeded),
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
+
 async fn prune_events_and_count_them_by_type(b: &Backend) {
     let store = b.open().await;
     let at = |t: &str, when: &str| {
@@ -922,6 +980,73 @@ mod redis_only {
         assert_eq!(store.backlog(), 0, "fenced writes are not pending forever");
     }
 
+    /// The leader (fenced) indexes the runs it wrote from memory; the
+    /// indexes and counts must come out as the careful way makes them.
+    #[tokio::test]
+    async fn the_fenced_writer_moves_its_runs_between_indexes() {
+        let backend = Backend::redis();
+        let store = backend.open().await;
+        let r = redis_of(&store);
+        let mut c = r.connection();
+        let _: () = c.set(r.key("leader:epoch"), "7").await.unwrap();
+        r.set_fence(Some(("leader:epoch".into(), 7)));
+        let mut one = run("f1", "a", RunStatus::Queued);
+        let mut two = run("f2", "b", RunStatus::Queued);
+        store.submit(vec![put(&one), put(&two)]).unwrap();
+        store.flush().await.unwrap();
+        let (seq1, _) = store.run("f1").await.unwrap().expect("f1");
+        one.status = RunStatus::Running;
+        two.status = RunStatus::Cancelled;
+        store.submit(vec![put(&one), put(&two)]).unwrap();
+        store.flush().await.unwrap();
+        one.status = RunStatus::Succeeded;
+        let three = run("f3", "a", RunStatus::Queued);
+        store.submit(vec![put(&one), put(&three)]).unwrap();
+        store.flush().await.unwrap();
+        let (seq, got) = store.run("f1").await.unwrap().expect("f1");
+        assert_eq!((seq, got), (seq1, one.clone()));
+        let mut counts = store.run_counts().await.unwrap();
+        counts.sort();
+        assert_eq!(
+            counts,
+            [
+                ("a".to_string(), "queued".to_string(), 1),
+                ("a".to_string(), "succeeded".to_string(), 1),
+                ("b".to_string(), "cancelled".to_string(), 1),
+            ]
+        );
+        assert_eq!(store.active_runs().await.unwrap(), vec![three.clone()]);
+        let ids = |status| {
+            let store = store.clone();
+            async move {
+                store
+                    .runs(RunQuery {
+                        status: Some(status),
+                        limit: 10,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|(_, r)| r.id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(ids(RunStatus::Succeeded).await, ["f1"]);
+        assert_eq!(ids(RunStatus::Cancelled).await, ["f2"]);
+        assert_eq!(ids(RunStatus::Queued).await, ["f3"]);
+        assert!(ids(RunStatus::Running).await.is_empty());
+        // Another term: the writer forgets, and still writes correctly.
+        let _: () = c.set(r.key("leader:epoch"), "8").await.unwrap();
+        r.set_fence(Some(("leader:epoch".into(), 8)));
+        let mut three = three;
+        three.status = RunStatus::Failed;
+        store.submit(vec![put(&three)]).unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(ids(RunStatus::Failed).await, ["f3"]);
+        assert!(store.active_runs().await.unwrap().is_empty());
+    }
+
     #[tokio::test]
     async fn dispatch_and_ack_follow_the_run_records() {
         let backend = Backend::redis();
@@ -953,8 +1078,9 @@ mod redis_only {
             .await
             .unwrap();
         assert_eq!(ready.len(), 1);
-        assert_eq!(ready[0].1["run"], "d1");
-        assert_eq!(ready[0].1["p"], "{\"x\":1}");
+        // Runs packed per entry: ids space-separated, payloads an array.
+        assert_eq!(ready[0].1["runs"], "d1");
+        assert_eq!(ready[0].1["ps"], "[{\"x\":1}]");
         let keys = multijob::cluster::Keys::new(|n| r.key(n));
         let held = |c: ::redis::aio::ConnectionManager| {
             let keys = keys.clone();

@@ -11,7 +11,7 @@
 //! | `applied_revision` | hash | `seq`, `rec` (the applied revision, never trimmed) |
 //! | `revisions`, `revision_seq` | hash, counter | seq → revision record (last 1000) |
 //! | `events`, `event_seq` | stream, counter | a batch's events as one entry `<last id>-<count>`: `at` (the first's time), `e` (JSON array of `[type, at, job, run, data]`) |
-//! | `runs:rec`, `runs:meta` | hashes | run id → the run as JSON; → `seq\tjob\tstatus\trun key` |
+//! | `runs:rec`, `runs:meta` | hashes | run id → the run as JSON; → `job\tstatus\trun key` (its seq is its score in `runs`) |
 //! | `layout` | string | `3` (`2` kept an entry per event, `1` a hash per run) |
 //! | `runs`, `runs:job:<job>`, `runs:active` | zsets | run ids by seq (`runs:active`: every unfinished run) |
 //! | `runs:status:<s>` | zset | finished runs in status `s` by seq (written once, when the run ends) |
@@ -187,6 +187,8 @@ impl RedisStore {
                 fence: fence.clone(),
                 fenced: fenced_tx,
                 shutdown: shutdown.clone(),
+                known: Default::default(),
+                known_fence: None,
             }
             .run(rx),
         );
@@ -445,10 +447,13 @@ struct Writer {
     fence: Fence,
     fenced: watch::Sender<bool>,
     shutdown: CancellationToken,
+    /// Active runs this writer wrote, under the fence of `known_fence`.
+    known: batch::Known,
+    known_fence: Option<(String, String)>,
 }
 
 impl Writer {
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -493,7 +498,7 @@ impl Writer {
         }
     }
 
-    async fn commit(&self, pending: Coalesced, count: usize, failure: &mut Option<StoreError>) {
+    async fn commit(&mut self, pending: Coalesced, count: usize, failure: &mut Option<StoreError>) {
         if !pending.is_empty()
             && let Err(e) = self.apply(pending, count).await
         {
@@ -503,14 +508,22 @@ impl Writer {
         self.backlog.drained.notify_waiters();
     }
 
-    async fn apply(&self, pending: Coalesced, count: usize) -> Result<(), StoreError> {
+    async fn apply(&mut self, pending: Coalesced, count: usize) -> Result<(), StoreError> {
+        let fence = self.fence.lock().ok().and_then(|f| f.clone());
+        if fence != self.known_fence {
+            // Another leadership: what this writer wrote may have changed.
+            self.known.clear();
+            self.known_fence = fence.clone();
+        }
         let mut ops = Ops::default();
         ops.mutations = count;
-        if let Err(e) = ops.coalesced(pending) {
-            tracing::error!(count, error = %e, "store: writes lost (cannot encode them)");
-            return Err(e);
-        }
-        let fence = self.fence.lock().ok().and_then(|f| f.clone());
+        let written = match ops.coalesced(pending, &self.known) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(count, error = %e, "store: writes lost (cannot encode them)");
+                return Err(e);
+            }
+        };
         // Retry a lost connection for as long as the store lives; the
         // batch id makes a retry of an applied batch a no-op.
         let shutdown = self.shutdown.clone();
@@ -524,6 +537,11 @@ impl Writer {
         .await;
         match outcome {
             Ok(Outcome::Applied(a)) => {
+                // Only a fenced writer (the leader) is the runs' one writer;
+                // without a fence every write reads the run first.
+                if self.known_fence.is_some() {
+                    written.remember(&mut self.known, a.new_base);
+                }
                 for run in a.refused {
                     // A second run for the same slot: the first one stands.
                     tracing::warn!(run = %run, "store: run not written: its run key is taken");
@@ -537,10 +555,12 @@ impl Writer {
                     "store: fenced: another process leads; writes not applied"
                 );
                 self.fenced.send_replace(true);
+                self.known.clear();
                 Err(StoreError::Fenced { key })
             }
             Err(e) => {
                 tracing::error!(count, error = %e, "store: writes lost");
+                self.known.clear();
                 Err(e)
             }
         }

@@ -36,10 +36,12 @@ end
 
 -- Run count changes, summed per `job\nstatus` and applied at the end.
 local deltas, delta_order = {}, {}
-local function count(job, status, by)
-  local f = job .. '\n' .. status
+local function count_field(f, by)
   if not deltas[f] then delta_order[#delta_order + 1] = f; deltas[f] = 0 end
   deltas[f] = deltas[f] + by
+end
+local function count(job, status, by)
+  count_field(job .. '\n' .. status, by)
 end
 
 -- Writes to run keys, buffered and sent as one variadic command per key
@@ -95,13 +97,18 @@ local function index_status(id, seq, was, status)
   end
 end
 
--- `runs:meta` id -> "seq job status key" (tab-separated), `runs:rec` id ->
--- the record. Metas of a batch's runs are read in one call up front.
+-- `runs:meta` id -> "job status key" (tab-separated), `runs:rec` id ->
+-- the record; a run's seq is its score in `runs`. Metas of a batch's
+-- runs are read in one call up front.
 local metas = {}
 local function parse_meta(m)
   if not m then return nil end
-  local seq, job, status, key = string.match(m, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
-  return {seq = seq, job = job, status = status, key = key}
+  local job, status, key = string.match(m, '^([^\t]*)\t([^\t]*)\t(.*)$')
+  return {job = job, status = status, key = key}
+end
+local function seq_of(id, m)
+  if not m.seq then m.seq = tonumber(redis.call('ZSCORE', P .. 'runs', id)) or 0 end
+  return m.seq
 end
 local function load_metas(ids)
   for j = 1, #ids, 1000 do
@@ -120,7 +127,7 @@ local function meta_of(id)
 end
 local function put_meta(id, m)
   metas[id] = m
-  hset(P .. 'runs:meta', id, table.concat({m.seq, m.job, m.status, m.key}, '\t'))
+  hset(P .. 'runs:meta', id, table.concat({m.job, m.status, m.key}, '\t'))
 end
 
 local function put_run(id, job, status, key, rec)
@@ -143,10 +150,11 @@ local function put_run(id, job, status, key, rec)
   end
   hset(P .. 'runs:rec', id, rec)
   if old.status ~= status then
-    index_status(id, old.seq, old.status, status)
+    local seq = seq_of(id, old)
+    index_status(id, seq, old.status, status)
     count(old.job, old.status, -1)
     count(old.job, status, 1)
-    put_meta(id, {seq = old.seq, job = old.job, status = status, key = old.key})
+    put_meta(id, {seq = seq, job = old.job, status = status, key = old.key})
   end
 end
 
@@ -223,6 +231,71 @@ local function events(n, at, packed)
   end
 end
 
+-- Many keys' writes, prepared by the writer: `cmd key args...` in
+-- chunks (a Lua call takes a bounded number of arguments).
+local BULK = {HSET = true, ZADD = true, ZREM = true}
+local function bulk(cmd, key, first, last)
+  if not BULK[cmd] then return redis.error_reply('multijob batch: bulk ' .. cmd) end
+  for j = first, last, 1000 do
+    redis.call(cmd, P .. key, unpack(ARGV, j, math.min(j + 999, last)))
+  end
+end
+
+-- Runs the writer has not written before, columns of `n`: ids, jobs,
+-- statuses, run keys, then (id, record) and (id, meta) pairs, then
+-- `m` (job\nstatus, count) pairs. When no run key is taken (MSETNX)
+-- they are all new: written in bulk, seqs from `base` + 1 in order.
+-- Otherwise (a run written by another leader, a slot taken) each goes
+-- the careful way, `put_run`, and `base` stays 0.
+local new_base = -1
+local function new_runs(a)
+  local n = tonumber(ARGV[a])
+  local ids, jobs, sts, keys = a, a + n, a + 2 * n, a + 3 * n
+  local recs = a + 4 * n
+  local meta = recs + 2 * n
+  local counts = meta + 2 * n
+  local kv, free = {}, true
+  for i = 1, n do
+    kv[#kv + 1] = P .. 'runkey:' .. ARGV[keys + i]
+    kv[#kv + 1] = ARGV[ids + i]
+    if #kv >= 1000 or i == n then
+      if redis.call('MSETNX', unpack(kv)) == 0 then free = false; break end
+      kv = {}
+    end
+  end
+  if not free then
+    for i = 1, n do
+      put_run(ARGV[ids + i], ARGV[jobs + i], ARGV[sts + i], ARGV[keys + i], ARGV[recs + 2 * i])
+    end
+    return
+  end
+  local c = seqs['run_seq']
+  if not c then
+    c = {n = tonumber(redis.call('GET', P .. 'run_seq') or '0')}
+    seqs['run_seq'] = c
+  end
+  local base = c.n
+  c.n = c.n + n
+  c.dirty = true
+  new_base = base
+  for i = 1, n do
+    local seq, id, job, st = base + i, ARGV[ids + i], ARGV[jobs + i], ARGV[sts + i]
+    zadd(P .. 'runs', seq, id)
+    zadd(P .. 'runs:job:' .. job, seq, id)
+    if ACTIVE[st] then
+      zadd(P .. 'runs:active', seq, id)
+    else
+      zadd(P .. 'runs:status:' .. st, seq, id)
+    end
+  end
+  flush()
+  bulk('HSET', 'runs:rec', recs + 1, recs + 2 * n)
+  bulk('HSET', 'runs:meta', meta + 1, meta + 2 * n)
+  for j = counts + 2, counts + 1 + 2 * tonumber(ARGV[counts + 1]), 2 do
+    count_field(ARGV[j], tonumber(ARGV[j + 1]))
+  end
+end
+
 local acks = {}
 do
   local ids, j = {}, 8
@@ -236,7 +309,15 @@ local i = 8
 while i <= #ARGV do
   local op, a = ARGV[i], i + 2
   local n = tonumber(ARGV[i + 1])
-  if op == 'run' then
+  if op == 'new' then
+    new_runs(a)
+  elseif op == 'bulk' then
+    bulk(ARGV[a], ARGV[a + 1], a + 2, a + n - 1)
+  elseif op == 'counts' then
+    for j = a, a + n - 1, 2 do
+      count_field(ARGV[j], tonumber(ARGV[j + 1]))
+    end
+  elseif op == 'run' then
     put_run(ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
   elseif op == 'events' then
     events(tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2])
@@ -307,7 +388,7 @@ for name, c in pairs(seqs) do
   if c.dirty then redis.call('SET', P .. name, c.n) end
 end
 
-local summary = string.format('%d,%d,%d', rev_seq, first_event, n_events)
+local summary = string.format('%d,%d,%d,%d', rev_seq, first_event, n_events, new_base)
 redis.call('SET', marker, batch .. summary, 'EX', 3600)
 local out = {'OK', summary}
 for _, id in ipairs(refused) do out[#out + 1] = id end

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
-use super::super::runs::RunStatus;
+use super::super::runs::{Run, RunStatus};
 use super::super::{Coalesced, NewEvent, ResourceWrites, RevisionRecord, StoreError};
 
 /// Newest events the stream keeps (approximately: `MAXLEN ~`).
@@ -132,21 +132,10 @@ impl Ops {
     }
 
     /// A coalesced batch in the order the SQLite writer applies it, with
-    /// dispatches after the run records they hand out.
-    pub fn coalesced(&mut self, c: Coalesced) -> Result<(), StoreError> {
-        for run in c.runs {
-            let record = serde_json::to_string(&run).map_err(|e| corrupt(&run.id, e))?;
-            self.push(
-                "run",
-                vec![
-                    run.id,
-                    run.job_id,
-                    run.status.as_str().to_string(),
-                    run.run_key,
-                    record,
-                ],
-            );
-        }
+    /// dispatches after the run records they hand out. Runs in `known`
+    /// are indexed here; others go to the script as new (see `batch.lua`).
+    pub fn coalesced(&mut self, c: Coalesced, known: &Known) -> Result<RunsWritten, StoreError> {
+        let written = self.runs(c.runs, known)?;
         for (job, state) in c.failure {
             let text = serde_json::to_string(&state).map_err(|e| corrupt(&job, e))?;
             self.push("failure", vec![job, text]);
@@ -192,7 +181,171 @@ impl Ops {
             self.push("ack", vec![entry_id, run_id]);
         }
         self.events(c.events);
-        Ok(())
+        Ok(written)
+    }
+
+    /// Run records: updates of runs in `known` as prepared bulk writes (no
+    /// reads in the script), the others as new runs.
+    #[allow(clippy::vec_box)]
+    fn runs(&mut self, runs: Vec<Box<Run>>, known: &Known) -> Result<RunsWritten, StoreError> {
+        let mut written = RunsWritten::default();
+        let mut new: Vec<Box<Run>> = Vec::new();
+        let mut new_keys = std::collections::HashSet::new();
+        let mut careful: Vec<Box<Run>> = Vec::new();
+        let (mut recs, mut metas, mut finished) = (Vec::new(), Vec::new(), Vec::new());
+        let mut by_status: std::collections::BTreeMap<&'static str, Vec<String>> =
+            Default::default();
+        let mut counts: std::collections::BTreeMap<String, i64> = Default::default();
+        for run in runs {
+            let Some(k) = known.get(&run.id) else {
+                // Two new runs for one slot: the script refuses the second.
+                if new_keys.insert(run.run_key.clone()) {
+                    new.push(run);
+                } else {
+                    careful.push(run);
+                }
+                continue;
+            };
+            let record = serde_json::to_string(&run).map_err(|e| corrupt(&run.id, e))?;
+            if run.status != k.status {
+                metas.push(run.id.clone());
+                metas.push(meta(&k.job, run.status, &run.run_key));
+                *counts.entry(count_field(&k.job, k.status)).or_default() -= 1;
+                *counts.entry(count_field(&k.job, run.status)).or_default() += 1;
+                // Known runs are active: only leaving that changes indexes.
+                if !run.status.is_active() {
+                    finished.push(run.id.clone());
+                    let zset = by_status.entry(run.status.as_str()).or_default();
+                    zset.push(k.seq.to_string());
+                    zset.push(run.id.clone());
+                }
+            }
+            written.updated.push((run.id.clone(), run.status));
+            recs.push(run.id.clone());
+            recs.push(record);
+        }
+        if !new.is_empty() {
+            let n = new.len();
+            let mut args = Vec::with_capacity(1 + 8 * n + 1);
+            args.push(n.to_string());
+            args.extend(new.iter().map(|r| r.id.clone()));
+            args.extend(new.iter().map(|r| r.job_id.clone()));
+            args.extend(new.iter().map(|r| r.status.as_str().to_string()));
+            args.extend(new.iter().map(|r| r.run_key.clone()));
+            let mut new_counts: std::collections::BTreeMap<String, i64> = Default::default();
+            for r in &new {
+                args.push(r.id.clone());
+                args.push(serde_json::to_string(r).map_err(|e| corrupt(&r.id, e))?);
+                *new_counts
+                    .entry(count_field(&r.job_id, r.status))
+                    .or_default() += 1;
+            }
+            for r in &new {
+                args.push(r.id.clone());
+                args.push(meta(&r.job_id, r.status, &r.run_key));
+            }
+            args.push(new_counts.len().to_string());
+            for (field, by) in new_counts {
+                args.push(field);
+                args.push(by.to_string());
+            }
+            written.new = new
+                .into_iter()
+                .map(|r| (r.id, r.job_id, r.status))
+                .collect();
+            self.push("new", args);
+        }
+        let bulk = |ops: &mut Self, cmd: &str, key: String, args: Vec<String>| {
+            if !args.is_empty() {
+                let mut all = vec![cmd.to_string(), key];
+                all.extend(args);
+                ops.push("bulk", all);
+            }
+        };
+        bulk(self, "HSET", "runs:rec".into(), recs);
+        bulk(self, "HSET", "runs:meta".into(), metas);
+        bulk(self, "ZREM", "runs:active".into(), finished);
+        for (status, pairs) in by_status {
+            bulk(self, "ZADD", format!("runs:status:{status}"), pairs);
+        }
+        let counts: Vec<String> = counts
+            .into_iter()
+            .filter(|(_, by)| *by != 0)
+            .flat_map(|(field, by)| [field, by.to_string()])
+            .collect();
+        if !counts.is_empty() {
+            self.push("counts", counts);
+        }
+        for run in careful {
+            let record = serde_json::to_string(&run).map_err(|e| corrupt(&run.id, e))?;
+            self.push(
+                "run",
+                vec![
+                    run.id,
+                    run.job_id,
+                    run.status.as_str().to_string(),
+                    run.run_key,
+                    record,
+                ],
+            );
+        }
+        Ok(written)
+    }
+}
+
+/// A `runs:meta` value: `job \t status \t run key`.
+fn meta(job: &str, status: RunStatus, key: &str) -> String {
+    format!("{job}\t{}\t{key}", status.as_str())
+}
+
+/// A `run_counts` field.
+fn count_field(job: &str, status: RunStatus) -> String {
+    format!("{job}\n{}", status.as_str())
+}
+
+/// A run this writer wrote and that is still active: what the script
+/// would otherwise read back to index the run's next write. Kept only
+/// under a fence: the fenced leader is the one writer of runs, so nobody
+/// changes them meanwhile (a new term starts with nothing known).
+#[derive(Debug, Clone)]
+pub struct KnownRun {
+    pub seq: i64,
+    pub job: String,
+    pub status: RunStatus,
+}
+
+pub type Known = std::collections::HashMap<String, KnownRun, foldhash::fast::RandomState>;
+
+/// The runs a batch writes, remembered once it is applied.
+#[derive(Default)]
+pub struct RunsWritten {
+    /// New runs, in the order of their seqs: id, job, status.
+    new: Vec<(String, String, RunStatus)>,
+    /// Known runs and their new status.
+    updated: Vec<(String, RunStatus)>,
+}
+
+impl RunsWritten {
+    /// `new_base`: the seq before the new runs', or -1 when the script
+    /// wrote them one by one (they stay unknown).
+    pub fn remember(self, known: &mut Known, new_base: i64) {
+        for (id, status) in self.updated {
+            if status.is_active() {
+                if let Some(k) = known.get_mut(&id) {
+                    k.status = status;
+                }
+            } else {
+                known.remove(&id);
+            }
+        }
+        if new_base < 0 {
+            return;
+        }
+        for ((id, job, status), seq) in self.new.into_iter().zip(new_base + 1..) {
+            if status.is_active() {
+                known.insert(id, KnownRun { seq, job, status });
+            }
+        }
     }
 }
 
@@ -217,6 +370,8 @@ pub struct Applied {
     pub events: usize,
     /// Runs not written: their run key belongs to another run.
     pub refused: Vec<String>,
+    /// The seq before the batch's new runs; -1 when written one by one.
+    pub new_base: i64,
 }
 
 /// What a script call says.
@@ -275,6 +430,7 @@ pub async fn apply_once(
                 revision_seq: nums.next().unwrap_or(0),
                 first_event: nums.next().unwrap_or(0),
                 events: nums.next().unwrap_or(0).max(0) as usize,
+                new_base: nums.next().unwrap_or(-1),
                 refused: parts.collect(),
             }))
         }

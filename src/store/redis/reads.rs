@@ -36,9 +36,9 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
-/// Field `n` of a `runs:meta` value: `seq \t job \t status \t run key`.
+/// Field `n` of a `runs:meta` value: `job \t status \t run key`.
 fn meta_field(meta: &str, n: usize) -> Option<&str> {
-    meta.splitn(4, '\t').nth(n)
+    meta.splitn(3, '\t').nth(n)
 }
 
 /// The integer before the `-` of a stream id (`<seq>-1`).
@@ -185,7 +185,7 @@ impl RedisStore {
         let rows = metas.into_iter().zip(recs).map(|(m, rec)| {
             (
                 m.as_deref()
-                    .and_then(|m| meta_field(m, 2))
+                    .and_then(|m| meta_field(m, 1))
                     .map(str::to_string),
                 rec,
             )
@@ -206,9 +206,10 @@ impl RedisStore {
 
     pub async fn run(&self, id: String) -> Result<Option<(i64, Run)>, StoreError> {
         let mut c = self.connection();
-        let (meta, rec): (Option<String>, Option<String>) = redis::pipe()
-            .cmd("HGET")
-            .arg(self.key("runs:meta"))
+        // A run's seq is its score in `runs`.
+        let (seq, rec): (Option<f64>, Option<String>) = redis::pipe()
+            .cmd("ZSCORE")
+            .arg(self.key("runs"))
             .arg(&id)
             .cmd("HGET")
             .arg(self.key("runs:rec"))
@@ -216,10 +217,7 @@ impl RedisStore {
             .query_async(&mut c)
             .await
             .map_err(err(self.target(), "reading a run"))?;
-        let seq = meta
-            .as_deref()
-            .and_then(|m| meta_field(m, 0))
-            .and_then(|s| s.parse::<i64>().ok());
+        let seq = seq.map(|s| s as i64);
         match (seq, rec) {
             (Some(seq), Some(rec)) => Ok(Some((
                 seq,

@@ -901,16 +901,8 @@ impl RunQueue {
                 Mutation::Event(event),
             ];
             if self.config.remote_dispatch {
-                // `{"run": ...}`, written directly (no Value in between).
-                #[derive(serde::Serialize)]
-                struct Payload<'a> {
-                    run: &'a Run,
-                }
-                let payload = serde_json::to_string(&Payload { run: &claim.run })
-                    .unwrap_or_else(|_| "{}".to_string());
                 mutations.push(Mutation::Dispatch {
                     run_id: claim.run.id.clone(),
-                    payload,
                 });
             }
             if let Some(on) = flip {

@@ -1060,7 +1060,6 @@ mod redis_only {
                 put(&queued),
                 Mutation::Dispatch {
                     run_id: "d1".into(),
-                    payload: "{\"x\":1}".into(),
                 },
                 Mutation::AckResult {
                     entry_id: "1-1".into(),
@@ -1080,7 +1079,8 @@ mod redis_only {
         assert_eq!(ready.len(), 1);
         // Runs packed per entry: ids space-separated, payloads an array.
         assert_eq!(ready[0].1["runs"], "d1");
-        assert_eq!(ready[0].1["ps"], "[{\"x\":1}]");
+        let payloads: serde_json::Value = serde_json::from_str(&ready[0].1["ps"]).unwrap();
+        assert_eq!(payloads, json!([{ "run": queued }]));
         let keys = multijob::cluster::Keys::new(|n| r.key(n));
         let held = |c: ::redis::aio::ConnectionManager| {
             let keys = keys.clone();

@@ -214,12 +214,13 @@ pub enum Mutation {
         key: String,
         value: Value,
     },
-    /// Hand a run to the cluster's workers (Redis: the `ready` stream).
-    /// Applied after the batch's run records, so a worker never sees a
-    /// dispatch before its run. Single-process stores ignore it.
+    /// Hand a run to the cluster's workers (Redis: the `ready` stream,
+    /// `{"run": <its record>}`). Submitted with the run's record, in one
+    /// call: the record travels in the same batch and is applied first,
+    /// so a worker never sees a dispatch before its run. Single-process
+    /// stores ignore it.
     Dispatch {
         run_id: String,
-        payload: String,
     },
     /// A worker's result was applied: acknowledge and drop it from the
     /// `results` stream. Single-process stores ignore it.
@@ -249,8 +250,8 @@ pub(crate) struct Coalesced {
     pub(crate) prune_runs: Vec<(String, usize)>,
     pub(crate) prune_events_before: Option<String>,
     pub(crate) kv: Vec<(String, Value)>,
-    /// `(run id, payload)`, in submission order.
-    pub(crate) dispatch: Vec<(String, String)>,
+    /// Run ids, in submission order.
+    pub(crate) dispatch: Vec<String>,
     /// `(results entry id, run id)`.
     pub(crate) acks: Vec<(String, String)>,
 }
@@ -292,7 +293,7 @@ impl Coalesced {
             }
             Mutation::PruneEvents { before } => self.prune_events_before = Some(before),
             Mutation::PutKv { key, value } => self.kv.push((key, value)),
-            Mutation::Dispatch { run_id, payload } => self.dispatch.push((run_id, payload)),
+            Mutation::Dispatch { run_id } => self.dispatch.push(run_id),
             Mutation::AckResult { entry_id, run_id } => self.acks.push((entry_id, run_id)),
         }
     }

@@ -58,7 +58,8 @@ pub const DEFAULT_PREFIX: &str = "{mj}:";
 
 /// Most submitted write requests taken from the channel at a time.
 const MAX_BATCH: usize = 4096;
-/// Most mutations one script call applies: a script blocks the server
+/// Most mutations one script call applies (more when one submitted
+/// vector holds more; none does by far): a script blocks the server
 /// while it runs, so 100,000 runs enqueued at once go in several calls
 /// (one call over five seconds makes Redis answer BUSY to everyone,
 /// the leader's renewal included).
@@ -469,12 +470,14 @@ impl Writer {
             for op in batch {
                 match op {
                     WriteOp::Mutations(ms) => {
+                        // A submitted vector stays in one script call: a
+                        // dispatch travels with its run's record.
+                        if count > 0 && count + ms.len() > MAX_SCRIPT_MUTATIONS {
+                            let full = std::mem::take(&mut pending);
+                            self.commit(full, std::mem::take(&mut count), &mut failure)
+                                .await;
+                        }
                         for m in ms {
-                            if count >= MAX_SCRIPT_MUTATIONS {
-                                let full = std::mem::take(&mut pending);
-                                self.commit(full, std::mem::take(&mut count), &mut failure)
-                                    .await;
-                            }
                             count += 1;
                             pending.add(m);
                         }

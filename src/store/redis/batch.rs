@@ -17,15 +17,17 @@ pub const DISPATCH_PACK: usize = 16;
 /// Revision history records kept (the applied one is kept apart).
 pub const REVISION_CAP: i64 = 1000;
 
-static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
+static SOURCE: LazyLock<String> = LazyLock::new(|| {
     // The script's notion of "active" comes from the one in Rust.
     let active: Vec<String> = RunStatus::ALL
         .into_iter()
         .filter(|s| s.is_active())
         .map(|s| format!("['{}'] = true", s.as_str()))
         .collect();
-    redis::Script::new(&include_str!("batch.lua").replace("__ACTIVE__", &active.join(", ")))
+    include_str!("batch.lua").replace("__ACTIVE__", &active.join(", "))
 });
+/// For its SHA1: calls go as EVALSHA, loading the source on NOSCRIPT.
+static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(&SOURCE));
 
 /// The ops of one script call, encoded as arguments.
 #[derive(Default)]
@@ -135,7 +137,8 @@ impl Ops {
     /// dispatches after the run records they hand out. Runs in `known`
     /// are indexed here; others go to the script as new (see `batch.lua`).
     pub fn coalesced(&mut self, c: Coalesced, known: &Known) -> Result<RunsWritten, StoreError> {
-        let written = self.runs(c.runs, known)?;
+        let mut payloads = Payloads::new(&c.dispatch);
+        let written = self.runs(c.runs, known, &mut payloads)?;
         for (job, state) in c.failure {
             let text = serde_json::to_string(&state).map_err(|e| corrupt(&job, e))?;
             self.push("failure", vec![job, text]);
@@ -165,17 +168,29 @@ impl Ops {
         }
         // Several runs per ready entry: one stream entry, one claim, one
         // acknowledgement for the lot.
-        for pack in c.dispatch.chunks(DISPATCH_PACK) {
+        let dispatched: Vec<(String, String)> = c
+            .dispatch
+            .into_iter()
+            .filter_map(|id| match payloads.by_run.remove(&id).flatten() {
+                Some(p) => Some((id, p)),
+                None => {
+                    // Cannot happen: a dispatch is submitted with its record.
+                    tracing::error!(run = %id, "store: dispatch without its run record; not dispatched");
+                    None
+                }
+            })
+            .collect();
+        for pack in dispatched.chunks(DISPATCH_PACK) {
             let ids: Vec<&str> = pack.iter().map(|(id, _)| id.as_str()).collect();
-            let mut payloads = String::from("[");
+            let mut text = String::from("[");
             for (i, (_, p)) in pack.iter().enumerate() {
                 if i > 0 {
-                    payloads.push(',');
+                    text.push(',');
                 }
-                payloads.push_str(p);
+                text.push_str(p);
             }
-            payloads.push(']');
-            self.push("dispatch", vec![ids.join(" "), payloads]);
+            text.push(']');
+            self.push("dispatch", vec![ids.join(" "), text]);
         }
         for (entry_id, run_id) in c.acks {
             self.push("ack", vec![entry_id, run_id]);
@@ -187,7 +202,12 @@ impl Ops {
     /// Run records: updates of runs in `known` as prepared bulk writes (no
     /// reads in the script), the others as new runs.
     #[allow(clippy::vec_box)]
-    fn runs(&mut self, runs: Vec<Box<Run>>, known: &Known) -> Result<RunsWritten, StoreError> {
+    fn runs(
+        &mut self,
+        runs: Vec<Box<Run>>,
+        known: &Known,
+        payloads: &mut Payloads,
+    ) -> Result<RunsWritten, StoreError> {
         let mut written = RunsWritten::default();
         let mut new: Vec<Box<Run>> = Vec::new();
         let mut new_keys = std::collections::HashSet::new();
@@ -206,7 +226,7 @@ impl Ops {
                 }
                 continue;
             };
-            let record = serde_json::to_string(&run).map_err(|e| corrupt(&run.id, e))?;
+            let record = payloads.record(&run)?;
             if run.status != k.status {
                 metas.push(run.id.clone());
                 metas.push(meta(&k.job, run.status, &run.run_key));
@@ -235,7 +255,7 @@ impl Ops {
             let mut new_counts: std::collections::BTreeMap<String, i64> = Default::default();
             for r in &new {
                 args.push(r.id.clone());
-                args.push(serde_json::to_string(r).map_err(|e| corrupt(&r.id, e))?);
+                args.push(payloads.record(r)?);
                 *new_counts
                     .entry(count_field(&r.job_id, r.status))
                     .or_default() += 1;
@@ -277,7 +297,7 @@ impl Ops {
             self.push("counts", counts);
         }
         for run in careful {
-            let record = serde_json::to_string(&run).map_err(|e| corrupt(&run.id, e))?;
+            let record = payloads.record(&run)?;
             self.push(
                 "run",
                 vec![
@@ -290,6 +310,36 @@ impl Ops {
             );
         }
         Ok(written)
+    }
+}
+
+/// The `ready` payloads of a batch's dispatched runs, `{"run": <record>}`,
+/// made from the records the batch writes anyway.
+struct Payloads {
+    by_run: std::collections::HashMap<String, Option<String>, foldhash::fast::RandomState>,
+}
+
+impl Payloads {
+    fn new(dispatch: &[String]) -> Payloads {
+        Payloads {
+            by_run: dispatch.iter().map(|id| (id.clone(), None)).collect(),
+        }
+    }
+
+    /// The run's record as JSON, kept as a payload too when it is dispatched.
+    fn record(&mut self, run: &Run) -> Result<String, StoreError> {
+        // Sized for a typical record: growing from empty took ~8 copies.
+        let mut buf = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut buf, run).map_err(|e| corrupt(&run.id, e))?;
+        let record = String::from_utf8(buf).map_err(|e| corrupt(&run.id, e))?;
+        if let Some(slot) = self.by_run.get_mut(&run.id) {
+            let mut payload = String::with_capacity(record.len() + 8);
+            payload.push_str("{\"run\":");
+            payload.push_str(&record);
+            payload.push('}');
+            *slot = Some(payload);
+        }
+        Ok(record)
     }
 }
 
@@ -399,8 +449,15 @@ pub async fn apply_once(
     batch_id: &str,
     ops: &Ops,
 ) -> Result<Outcome, redis::RedisError> {
-    let mut inv = SCRIPT.prepare_invoke();
-    inv.key(format!("{}event_seq", target.prefix))
+    // The command is built once, at its final size: a batch's arguments
+    // run to megabytes, and growing and copying them cost the leader more
+    // than encoding them.
+    let bytes = ops.args.iter().map(|a| a.len() + 16).sum::<usize>() + ops.events.len() + 512;
+    let mut cmd = redis::Cmd::with_capacity(ops.args.len() + 20, bytes);
+    cmd.arg("EVALSHA")
+        .arg(SCRIPT.get_hash())
+        .arg(1)
+        .arg(format!("{}event_seq", target.prefix))
         .arg(&target.prefix)
         .arg(fence.map(|f| f.0.as_str()).unwrap_or(""))
         .arg(fence.map(|f| f.1.as_str()).unwrap_or(""))
@@ -409,17 +466,28 @@ pub async fn apply_once(
         .arg(EVENTS_MAXLEN)
         .arg(REVISION_CAP);
     for a in &ops.args {
-        inv.arg(a);
+        cmd.arg(a);
     }
     if ops.n_events > 0 {
-        inv.arg("events")
+        cmd.arg("events")
             .arg(3)
             .arg(ops.n_events)
             .arg(&ops.first_at)
             .arg(&ops.events);
     }
     let mut conn = target.conn.clone();
-    let reply: Vec<String> = inv.invoke_async(&mut conn).await?;
+    let reply: Vec<String> = match cmd.query_async(&mut conn).await {
+        Err(e) if e.code() == Some("NOSCRIPT") => {
+            // A fresh or restarted server: load the script, then call again.
+            let _: String = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(SOURCE.as_str())
+                .query_async(&mut conn)
+                .await?;
+            cmd.query_async(&mut conn).await?
+        }
+        other => other?,
+    };
     let mut parts = reply.into_iter();
     match parts.next().as_deref() {
         Some("FENCED") => Ok(Outcome::Fenced),

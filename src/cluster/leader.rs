@@ -20,7 +20,7 @@ use crate::store::{Mutation, Store};
 /// Results applied per round trip at most.
 const RESULT_BATCH: usize = 1024;
 /// Runs started per worker slot: one executing, one on its way.
-const RUNS_PER_SLOT: usize = 8;
+const RUNS_PER_SLOT: usize = 2;
 
 /// Run ids handed to the ready stream and not finished: on takeover these
 /// stay `running` (a worker has them) instead of counting as lost. A run

@@ -1036,15 +1036,61 @@ mod redis_only {
         assert_eq!(ids(RunStatus::Cancelled).await, ["f2"]);
         assert_eq!(ids(RunStatus::Queued).await, ["f3"]);
         assert!(ids(RunStatus::Running).await.is_empty());
+        // A run another handle wrote, updated here with a new one: the
+        // batch goes the careful way, and numbering resumes after it.
+        let other = backend.open().await;
+        let foreign = run("g1", "b", RunStatus::Queued);
+        other.submit(vec![put(&foreign)]).unwrap();
+        other.flush().await.unwrap();
+        let mut foreign_done = foreign.clone();
+        foreign_done.status = RunStatus::Succeeded;
+        let four = run("f4", "a", RunStatus::Queued);
+        store.submit(vec![put(&foreign_done), put(&four)]).unwrap();
+        store.flush().await.unwrap();
+        let five = run("f5", "a", RunStatus::Queued);
+        store.submit(vec![put(&five)]).unwrap();
+        store.flush().await.unwrap();
+        let seq_of = |id: &'static str| {
+            let store = store.clone();
+            async move { store.run(id).await.unwrap().expect("run").0 }
+        };
+        let (s3, s4, s5, sg) = (
+            seq_of("f3").await,
+            seq_of("f4").await,
+            seq_of("f5").await,
+            seq_of("g1").await,
+        );
+        assert!(s3 < sg && sg < s4 && s4 < s5, "{s3} {sg} {s4} {s5}");
+        assert_eq!(ids(RunStatus::Succeeded).await, ["g1", "f1"]);
+        assert_eq!(ids(RunStatus::Queued).await, ["f5", "f4", "f3"]);
         // Another term: the writer forgets, and still writes correctly.
         let _: () = c.set(r.key("leader:epoch"), "8").await.unwrap();
         r.set_fence(Some(("leader:epoch".into(), 8)));
         let mut three = three;
         three.status = RunStatus::Failed;
-        store.submit(vec![put(&three)]).unwrap();
+        let mut four = four;
+        four.status = RunStatus::Failed;
+        let mut five = five;
+        five.status = RunStatus::Cancelled;
+        store
+            .submit(vec![put(&three), put(&four), put(&five)])
+            .unwrap();
         store.flush().await.unwrap();
-        assert_eq!(ids(RunStatus::Failed).await, ["f3"]);
+        assert_eq!(ids(RunStatus::Failed).await, ["f4", "f3"]);
+        assert_eq!(ids(RunStatus::Cancelled).await, ["f5", "f2"]);
         assert!(store.active_runs().await.unwrap().is_empty());
+        let mut counts = store.run_counts().await.unwrap();
+        counts.sort();
+        assert_eq!(
+            counts,
+            [
+                ("a".to_string(), "cancelled".to_string(), 1),
+                ("a".to_string(), "failed".to_string(), 2),
+                ("a".to_string(), "succeeded".to_string(), 1),
+                ("b".to_string(), "cancelled".to_string(), 1),
+                ("b".to_string(), "succeeded".to_string(), 1),
+            ]
+        );
     }
 
     #[tokio::test]

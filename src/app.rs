@@ -359,10 +359,16 @@ async fn handle_command(queue: &RunQueue, store: &Store, inbox_id: i64, command:
             while next < total {
                 // (A command of one slice is queued at once: it must not
                 // wait behind a burst's slices.)
-                while burst && queue.view().waiting() >= TRIGGER_WAITING {
-                    tokio::select! {
-                        _ = queue.released() => {}
-                        _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+                if burst {
+                    loop {
+                        let released = queue.released();
+                        if queue.view().waiting() < TRIGGER_WAITING {
+                            break;
+                        }
+                        tokio::select! {
+                            _ = released => {}
+                            _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+                        }
                     }
                 }
                 let end = total.min(next.saturating_add(TRIGGER_SLICE));

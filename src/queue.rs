@@ -428,8 +428,13 @@ impl RunQueue {
     }
 
     /// Wait until a run finishes (the scheduler's buffered slots).
-    pub async fn released(&self) {
-        self.released.notified().await
+    /// Resolves at the next release after this call: it listens at once,
+    /// so call it before checking what a release would change (a release
+    /// between the check and the await is not missed).
+    pub fn released(&self) -> impl std::future::Future<Output = ()> + Send + Unpin + '_ {
+        let mut next = Box::pin(self.released.notified());
+        next.as_mut().enable();
+        next
     }
 
     /// A new revision: specs for runs not yet started, lane limits.

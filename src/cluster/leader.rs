@@ -123,11 +123,12 @@ pub async fn dispatch_loop(
     cancel: CancellationToken,
 ) {
     loop {
+        let released = queue.released();
         let window = capacity.load(Ordering::Relaxed) * RUNS_PER_SLOT;
         if queue.view().running() >= window {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = queue.released() => {}
+                _ = released => {}
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
             continue;

@@ -339,6 +339,10 @@ impl Scheduler {
     ) {
         let first = applied_rx.borrow_and_update().clone();
         self.apply(first, &last_slots);
+        let queue = self.queue.clone();
+        // Listening before each tick: a release just after a tick buffered
+        // slots is not missed.
+        let mut released = queue.released();
         loop {
             let lead = jiff::SignedDuration::try_from(self.lead).unwrap_or_default();
             let mut wake = self
@@ -362,8 +366,9 @@ impl Scheduler {
                     let applied = applied_rx.borrow_and_update().clone();
                     self.apply(applied, &HashMap::new());
                 }
-                _ = self.queue.released(), if !self.buffered.is_empty() => {}
+                _ = &mut released, if !self.buffered.is_empty() => {}
             }
+            released = queue.released();
             self.tick();
         }
     }

@@ -190,6 +190,9 @@ impl RedisStore {
                 shutdown: shutdown.clone(),
                 known: Default::default(),
                 known_fence: None,
+                next_seq: None,
+                generation: 0,
+                in_flight: None,
             }
             .run(rx),
         );
@@ -439,7 +442,10 @@ fn numbered(events: Vec<NewEvent>, first: i64) -> Vec<Event> {
 }
 
 /// The background writer: takes what queued up, coalesces it, applies it
-/// in one script call, in submission order.
+/// in one script call, in submission order. While one call is in flight
+/// the next batch is encoded, so the leader's encoding and Redis's
+/// script overlap; calls still go one at a time (the retry marker and
+/// the order of writes rely on it).
 struct Writer {
     target: Target,
     /// This writer's retry marker: it has one batch in flight at a time.
@@ -448,14 +454,50 @@ struct Writer {
     fence: Fence,
     fenced: watch::Sender<bool>,
     shutdown: CancellationToken,
-    /// Active runs this writer wrote, under the fence of `known_fence`.
+    /// Active runs this writer wrote, under the fence of `known_fence`,
+    /// as of the last batch encoded (encoding assumes the batches before
+    /// it apply as sent).
     known: batch::Known,
     known_fence: Option<(String, String)>,
+    /// The last run seq as of the last batch encoded, when this writer
+    /// (fenced) numbers new runs itself.
+    next_seq: Option<i64>,
+    /// Bumped whenever `known` is forgotten: a batch encoded before that
+    /// and not sent yet is encoded again.
+    generation: u64,
+    in_flight: Option<InFlight>,
 }
+
+/// A batch encoded for one script call, with what it was made from.
+struct Prepared {
+    source: Coalesced,
+    count: usize,
+    ops: Ops,
+    fence: Option<(String, String)>,
+    generation: u64,
+    /// New runs numbered by this writer (the script checks the numbering).
+    numbered_new: bool,
+}
+
+type Sent = (Result<Outcome, StoreError>, Prepared);
+type InFlight = std::pin::Pin<Box<dyn std::future::Future<Output = Sent> + Send>>;
 
 impl Writer {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
-        while let Some(first) = rx.recv().await {
+        let mut failure: Option<StoreError> = None;
+        loop {
+            let first = match self.in_flight.as_mut() {
+                None => rx.recv().await,
+                Some(call) => tokio::select! {
+                    sent = call => {
+                        self.in_flight = None;
+                        self.settle(sent, &mut failure);
+                        continue;
+                    }
+                    op = rx.recv() => op,
+                },
+            };
+            let Some(first) = first else { break };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -466,7 +508,6 @@ impl Writer {
             let mut pending = Coalesced::default();
             let mut count = 0;
             let mut barriers = Vec::new();
-            let mut failure: Option<StoreError> = None;
             for op in batch {
                 match op {
                     WriteOp::Mutations(ms) => {
@@ -487,86 +528,207 @@ impl Writer {
                         let before = std::mem::take(&mut pending);
                         self.commit(before, std::mem::take(&mut count), &mut failure)
                             .await;
+                        self.drain(&mut failure).await;
                         let _ = reply.send(reads::kv_op(&self.target, &key, op).await);
                     }
                 }
             }
             self.commit(pending, count, &mut failure).await;
-            for b in barriers {
-                let _ = b.send(match &failure {
-                    None => Ok(()),
-                    Some(e) => Err(copy_err(e, &self.target.url)),
-                });
+            if !barriers.is_empty() {
+                self.drain(&mut failure).await;
+                for b in barriers {
+                    let _ = b.send(match &failure {
+                        None => Ok(()),
+                        Some(e) => Err(copy_err(e, &self.target.url)),
+                    });
+                }
+                failure = None;
             }
+        }
+        self.drain(&mut failure).await;
+    }
+
+    /// Encode `pending`, wait for the call in flight, then send it.
+    async fn commit(&mut self, pending: Coalesced, count: usize, failure: &mut Option<StoreError>) {
+        if pending.is_empty() {
+            self.done(count);
+            return;
+        }
+        let Some(mut next) = self.prepare(pending, count, failure).await else {
+            return;
+        };
+        self.drain(failure).await;
+        if next.generation != self.generation {
+            // The batch before did not go as this one assumed.
+            match self.encode(std::mem::take(&mut next.source), count) {
+                Ok(again) => next = again,
+                Err(e) => {
+                    *failure = Some(e);
+                    self.done(count);
+                    return;
+                }
+            }
+        }
+        self.in_flight = Some(self.send(next));
+    }
+
+    /// Wait for the call in flight, if any.
+    async fn drain(&mut self, failure: &mut Option<StoreError>) {
+        if let Some(call) = self.in_flight.take() {
+            let sent = call.await;
+            self.settle(sent, failure);
         }
     }
 
-    async fn commit(&mut self, pending: Coalesced, count: usize, failure: &mut Option<StoreError>) {
-        if !pending.is_empty()
-            && let Err(e) = self.apply(pending, count).await
-        {
-            *failure = Some(e);
-        }
+    fn done(&self, count: usize) {
         self.backlog.pending.fetch_sub(count, Ordering::Relaxed);
         self.backlog.drained.notify_waiters();
     }
 
-    async fn apply(&mut self, pending: Coalesced, count: usize) -> Result<(), StoreError> {
+    async fn prepare(
+        &mut self,
+        pending: Coalesced,
+        count: usize,
+        failure: &mut Option<StoreError>,
+    ) -> Option<Prepared> {
         let fence = self.fence.lock().ok().and_then(|f| f.clone());
         if fence != self.known_fence {
-            // Another leadership: what this writer wrote may have changed.
-            self.known.clear();
+            // Another leadership (or the first batch): what this writer
+            // wrote may have changed. Start from what Redis says.
+            self.drain(failure).await;
+            self.forget();
             self.known_fence = fence.clone();
+            if fence.is_some() {
+                self.next_seq = Self::read_run_seq(&self.target).await;
+            }
         }
+        match self.encode(pending, count) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                *failure = Some(e);
+                self.done(count);
+                None
+            }
+        }
+    }
+
+    /// Encode a batch against what this writer knows, and assume it
+    /// applies (the next batch is encoded before this one's reply).
+    fn encode(&mut self, source: Coalesced, count: usize) -> Result<Prepared, StoreError> {
         let mut ops = Ops::default();
         ops.mutations = count;
-        let written = match ops.coalesced(pending, &self.known) {
+        // Only a fenced writer (the leader) is the runs' one writer;
+        // without a fence every write reads the run first.
+        let fence = self.known_fence.clone();
+        let numbering = fence.as_ref().and(self.next_seq);
+        let written = match ops.coalesced(&source, &self.known, numbering) {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(count, error = %e, "store: writes lost (cannot encode them)");
                 return Err(e);
             }
         };
-        // Retry a lost connection for as long as the store lives; the
-        // batch id makes a retry of an applied batch a no-op.
+        let new = written.new_runs();
+        if let Some(base) = numbering {
+            written.remember(&mut self.known, base);
+            self.next_seq = Some(base + new as i64);
+        } else if new > 0 {
+            // Numbered by the script: this writer does not know the seqs.
+            self.next_seq = None;
+        }
+        Ok(Prepared {
+            source,
+            count,
+            ops,
+            fence,
+            generation: self.generation,
+            numbered_new: numbering.is_some() && new > 0,
+        })
+    }
+
+    fn send(&self, p: Prepared) -> InFlight {
+        let target = self.target.clone();
+        let marker = self.marker.clone();
         let shutdown = self.shutdown.clone();
-        let outcome = batch::apply(
-            &self.target,
-            fence.as_ref(),
-            Some(&self.marker),
-            &ops,
-            move |attempt| shutdown.is_cancelled() && attempt >= 5,
-        )
-        .await;
+        Box::pin(async move {
+            // Retry a lost connection for as long as the store lives; the
+            // batch id makes a retry of an applied batch a no-op.
+            let outcome = batch::apply(
+                &target,
+                p.fence.as_ref(),
+                Some(&marker),
+                &p.ops,
+                move |attempt| shutdown.is_cancelled() && attempt >= 5,
+            )
+            .await;
+            (outcome, p)
+        })
+    }
+
+    fn forget(&mut self) {
+        self.known.clear();
+        self.next_seq = None;
+        self.generation += 1;
+    }
+
+    async fn read_run_seq(target: &Target) -> Option<i64> {
+        let mut c = target.conn.clone();
+        let seq: redis::RedisResult<Option<i64>> = redis::cmd("GET")
+            .arg(format!("{}run_seq", target.prefix))
+            .query_async(&mut c)
+            .await;
+        match seq {
+            Ok(seq) => Some(seq.unwrap_or(0)),
+            Err(e) => {
+                // New runs are numbered by the script until the next term.
+                tracing::warn!(error = %e, "store: cannot read the run counter");
+                None
+            }
+        }
+    }
+
+    /// A call came back: check what the batches after it assumed.
+    fn settle(&mut self, (outcome, p): Sent, failure: &mut Option<StoreError>) {
+        let count = p.count;
         match outcome {
             Ok(Outcome::Applied(a)) => {
-                // Only a fenced writer (the leader) is the runs' one writer;
-                // without a fence every write reads the run first.
-                if self.known_fence.is_some() {
-                    written.remember(&mut self.known, a.new_base);
+                let this_term = p.fence.is_some() && p.fence == self.known_fence;
+                if p.numbered_new && a.new_base < 0 {
+                    // The script wrote the new runs the careful way (a run
+                    // of another leader, a slot taken, a wrong count):
+                    // start over from its counter.
+                    self.forget();
+                    if this_term {
+                        self.next_seq = Some(a.run_seq);
+                    }
+                } else if this_term && self.next_seq.is_none() {
+                    // Numbering resumes from the counter; should a batch
+                    // encoded meanwhile have taken seqs, the script sees
+                    // the count is off and the writer starts over.
+                    self.next_seq = Some(a.run_seq);
                 }
                 for run in a.refused {
                     // A second run for the same slot: the first one stands.
                     tracing::warn!(run = %run, "store: run not written: its run key is taken");
                 }
-                Ok(())
             }
             Ok(Outcome::Fenced) => {
-                let key = fence.map(|f| f.0).unwrap_or_default();
+                let key = p.fence.map(|f| f.0).unwrap_or_default();
                 tracing::error!(
                     count, key = %key,
                     "store: fenced: another process leads; writes not applied"
                 );
                 self.fenced.send_replace(true);
-                self.known.clear();
-                Err(StoreError::Fenced { key })
+                self.forget();
+                *failure = Some(StoreError::Fenced { key });
             }
             Err(e) => {
                 tracing::error!(count, error = %e, "store: writes lost");
-                self.known.clear();
-                Err(e)
+                self.forget();
+                *failure = Some(e);
             }
         }
+        self.done(count);
     }
 }
 

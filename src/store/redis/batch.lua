@@ -241,21 +241,35 @@ local function bulk(cmd, key, first, last)
   end
 end
 
--- Runs the writer has not written before, columns of `n`: ids, jobs,
--- statuses, run keys, then (id, record) and (id, meta) pairs, then
--- `m` (job\nstatus, count) pairs. When no run key is taken (MSETNX)
--- they are all new: written in bulk, seqs from `base` + 1 in order.
--- Otherwise (a run written by another leader, a slot taken) each goes
--- the careful way, `put_run`, and `base` stays 0.
+-- The run seq counter, read once.
+local function run_seq()
+  local c = seqs['run_seq']
+  if not c then
+    c = {n = tonumber(redis.call('GET', P .. 'run_seq') or '0')}
+    seqs['run_seq'] = c
+  end
+  return c
+end
+
+-- Runs the writer has not written before: `n`, the writer's last run
+-- seq ('-': not known), then columns of `n`: ids, jobs, statuses, run
+-- keys, then (id, record) and (id, meta) pairs, then `m` (job\nstatus,
+-- count) pairs. When the writer's seq is right and no run key is taken
+-- (MSETNX) they are all new: written in bulk, seqs from `base` + 1 in
+-- order. Otherwise (a run written by another leader, a slot taken, a
+-- seq the writer got wrong) each goes the careful way, `put_run`, and
+-- `new_base` stays -1 (the writer then forgets what it assumed).
 local new_base = -1
 local function new_runs(a)
   local n = tonumber(ARGV[a])
+  local want = ARGV[a + 1]
+  a = a + 1
   local ids, jobs, sts, keys = a, a + n, a + 2 * n, a + 3 * n
   local recs = a + 4 * n
   local meta = recs + 2 * n
   local counts = meta + 2 * n
-  local kv, free = {}, true
-  for i = 1, n do
+  local kv, free = {}, want == '-' or tonumber(want) == run_seq().n
+  for i = 1, free and n or 0 do
     kv[#kv + 1] = P .. 'runkey:' .. ARGV[keys + i]
     kv[#kv + 1] = ARGV[ids + i]
     if #kv >= 1000 or i == n then
@@ -269,11 +283,7 @@ local function new_runs(a)
     end
     return
   end
-  local c = seqs['run_seq']
-  if not c then
-    c = {n = tonumber(redis.call('GET', P .. 'run_seq') or '0')}
-    seqs['run_seq'] = c
-  end
+  local c = run_seq()
   local base = c.n
   c.n = c.n + n
   c.dirty = true
@@ -388,7 +398,8 @@ for name, c in pairs(seqs) do
   if c.dirty then redis.call('SET', P .. name, c.n) end
 end
 
-local summary = string.format('%d,%d,%d,%d', rev_seq, first_event, n_events, new_base)
+local summary = string.format('%d,%d,%d,%d,%d', rev_seq, first_event, n_events, new_base,
+  run_seq().n)
 redis.call('SET', marker, batch .. summary, 'EX', 3600)
 local out = {'OK', summary}
 for _, id in ipairs(refused) do out[#out + 1] = id end

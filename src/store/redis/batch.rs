@@ -100,12 +100,16 @@ impl Ops {
     /// Events go last, as one stream entry per call (see `batch.lua`).
     pub fn events(&mut self, events: Vec<NewEvent>) {
         for e in &events {
-            if self.n_events == 0 {
-                self.first_at = e.at.clone();
-            }
-            pack_event(&mut self.events, e);
-            self.n_events += 1;
+            self.event(e);
         }
+    }
+
+    fn event(&mut self, e: &NewEvent) {
+        if self.n_events == 0 {
+            self.first_at = e.at.clone();
+        }
+        pack_event(&mut self.events, e);
+        self.n_events += 1;
     }
 
     pub fn resources(&mut self, w: &ResourceWrites) {
@@ -136,43 +140,51 @@ impl Ops {
     /// A coalesced batch in the order the SQLite writer applies it, with
     /// dispatches after the run records they hand out. Runs in `known`
     /// are indexed here; others go to the script as new (see `batch.lua`).
-    pub fn coalesced(&mut self, c: Coalesced, known: &Known) -> Result<RunsWritten, StoreError> {
+    ///
+    /// `next_seq`: the last run seq, when this writer (fenced) assigns the
+    /// seqs of new runs itself; the script checks it.
+    pub fn coalesced(
+        &mut self,
+        c: &Coalesced,
+        known: &Known,
+        next_seq: Option<i64>,
+    ) -> Result<RunsWritten, StoreError> {
         let mut payloads = Payloads::new(&c.dispatch);
-        let written = self.runs(c.runs, known, &mut payloads)?;
-        for (job, state) in c.failure {
-            let text = serde_json::to_string(&state).map_err(|e| corrupt(&job, e))?;
-            self.push("failure", vec![job, text]);
+        let written = self.runs(&c.runs, known, next_seq, &mut payloads)?;
+        for (job, state) in &c.failure {
+            let text = serde_json::to_string(state).map_err(|e| corrupt(job, e))?;
+            self.push("failure", vec![job.clone(), text]);
         }
-        for (job, slot) in c.slots {
-            self.push("slot", vec![job, slot]);
+        for (job, slot) in &c.slots {
+            self.push("slot", vec![job.clone(), slot.clone()]);
         }
-        for a in c.approvals {
-            let text = serde_json::to_string(&a).map_err(|e| corrupt(&a.id, e))?;
-            self.push("approval", vec![a.id, text]);
+        for a in &c.approvals {
+            let text = serde_json::to_string(a).map_err(|e| corrupt(&a.id, e))?;
+            self.push("approval", vec![a.id.clone(), text]);
         }
-        for (id, done) in c.inbox_progress {
+        for (id, done) in &c.inbox_progress {
             self.push("inbox_progress", vec![id.to_string(), done.to_string()]);
         }
-        for id in c.inbox_done {
+        for id in &c.inbox_done {
             self.push("inbox_done", vec![id.to_string()]);
         }
-        for (job, keep) in c.prune_runs {
+        for (job, keep) in &c.prune_runs {
             // SQLite keeps at least the newest run too.
-            self.push("prune_runs", vec![job, keep.max(1).to_string()]);
+            self.push("prune_runs", vec![job.clone(), (*keep).max(1).to_string()]);
         }
-        if let Some(before) = c.prune_events_before {
-            self.push("prune_events", vec![before]);
+        if let Some(before) = &c.prune_events_before {
+            self.push("prune_events", vec![before.clone()]);
         }
-        for (key, value) in c.kv {
-            self.push("kv", vec![key, value.to_string()]);
+        for (key, value) in &c.kv {
+            self.push("kv", vec![key.clone(), value.to_string()]);
         }
         // Several runs per ready entry: one stream entry, one claim, one
         // acknowledgement for the lot.
         let dispatched: Vec<(String, String)> = c
             .dispatch
-            .into_iter()
-            .filter_map(|id| match payloads.by_run.remove(&id).flatten() {
-                Some(p) => Some((id, p)),
+            .iter()
+            .filter_map(|id| match payloads.by_run.remove(id).flatten() {
+                Some(p) => Some((id.clone(), p)),
                 None => {
                     // Cannot happen: a dispatch is submitted with its record.
                     tracing::error!(run = %id, "store: dispatch without its run record; not dispatched");
@@ -192,10 +204,12 @@ impl Ops {
             text.push(']');
             self.push("dispatch", vec![ids.join(" "), text]);
         }
-        for (entry_id, run_id) in c.acks {
-            self.push("ack", vec![entry_id, run_id]);
+        for (entry_id, run_id) in &c.acks {
+            self.push("ack", vec![entry_id.clone(), run_id.clone()]);
         }
-        self.events(c.events);
+        for e in &c.events {
+            self.event(e);
+        }
         Ok(written)
     }
 
@@ -204,14 +218,15 @@ impl Ops {
     #[allow(clippy::vec_box)]
     fn runs(
         &mut self,
-        runs: Vec<Box<Run>>,
+        runs: &[Box<Run>],
         known: &Known,
+        next_seq: Option<i64>,
         payloads: &mut Payloads,
     ) -> Result<RunsWritten, StoreError> {
         let mut written = RunsWritten::default();
-        let mut new: Vec<Box<Run>> = Vec::new();
+        let mut new: Vec<&Run> = Vec::new();
         let mut new_keys = std::collections::HashSet::new();
-        let mut careful: Vec<Box<Run>> = Vec::new();
+        let mut careful: Vec<&Run> = Vec::new();
         let (mut recs, mut metas, mut finished) = (Vec::new(), Vec::new(), Vec::new());
         let mut by_status: std::collections::BTreeMap<&'static str, Vec<String>> =
             Default::default();
@@ -219,14 +234,14 @@ impl Ops {
         for run in runs {
             let Some(k) = known.get(&run.id) else {
                 // Two new runs for one slot: the script refuses the second.
-                if new_keys.insert(run.run_key.clone()) {
+                if new_keys.insert(run.run_key.as_str()) {
                     new.push(run);
                 } else {
                     careful.push(run);
                 }
                 continue;
             };
-            let record = payloads.record(&run)?;
+            let record = payloads.record(run)?;
             if run.status != k.status {
                 metas.push(run.id.clone());
                 metas.push(meta(&k.job, run.status, &run.run_key));
@@ -246,8 +261,9 @@ impl Ops {
         }
         if !new.is_empty() {
             let n = new.len();
-            let mut args = Vec::with_capacity(1 + 8 * n + 1);
+            let mut args = Vec::with_capacity(2 + 8 * n + 1);
             args.push(n.to_string());
+            args.push(next_seq.map_or("-".to_string(), |s| s.to_string()));
             args.extend(new.iter().map(|r| r.id.clone()));
             args.extend(new.iter().map(|r| r.job_id.clone()));
             args.extend(new.iter().map(|r| r.status.as_str().to_string()));
@@ -271,7 +287,7 @@ impl Ops {
             }
             written.new = new
                 .into_iter()
-                .map(|r| (r.id, r.job_id, r.status))
+                .map(|r| (r.id.clone(), r.job_id.clone(), r.status))
                 .collect();
             self.push("new", args);
         }
@@ -297,14 +313,14 @@ impl Ops {
             self.push("counts", counts);
         }
         for run in careful {
-            let record = payloads.record(&run)?;
+            let record = payloads.record(run)?;
             self.push(
                 "run",
                 vec![
-                    run.id,
-                    run.job_id,
+                    run.id.clone(),
+                    run.job_id.clone(),
                     run.status.as_str().to_string(),
-                    run.run_key,
+                    run.run_key.clone(),
                     record,
                 ],
             );
@@ -376,6 +392,10 @@ pub struct RunsWritten {
 }
 
 impl RunsWritten {
+    pub fn new_runs(&self) -> usize {
+        self.new.len()
+    }
+
     /// `new_base`: the seq before the new runs', or -1 when the script
     /// wrote them one by one (they stay unknown).
     pub fn remember(self, known: &mut Known, new_base: i64) {
@@ -422,6 +442,8 @@ pub struct Applied {
     pub refused: Vec<String>,
     /// The seq before the batch's new runs; -1 when written one by one.
     pub new_base: i64,
+    /// The last run seq after the batch.
+    pub run_seq: i64,
 }
 
 /// What a script call says.
@@ -499,6 +521,7 @@ pub async fn apply_once(
                 first_event: nums.next().unwrap_or(0),
                 events: nums.next().unwrap_or(0).max(0) as usize,
                 new_base: nums.next().unwrap_or(-1),
+                run_seq: nums.next().unwrap_or(-1),
                 refused: parts.collect(),
             }))
         }

@@ -1,13 +1,15 @@
 //! The workers of one process in a Redis deployment: read started runs
-//! from the `ready` stream (consumer group `workers`), execute them with
-//! the same handlers as the embedded pool, and append each result to the
-//! `results` stream, acknowledging the ready entry in the same
-//! transaction.
+//! from the `ready` stream (consumer group `workers`; an entry carries up
+//! to 16 runs, each run takes a slot), execute them with the same handlers
+//! as the embedded pool, and append each result to the `results` stream
+//! as it ends; the last run of an entry acknowledges the entry in the
+//! same transaction as its result.
 //!
-//! While a run executes its entry's idle time is reset every third of the
-//! lease; entries idle longer than the lease belong to a dead worker and
-//! are claimed here (XAUTOCLAIM) when a slot is free. The run then executes
-//! again (at-least-once); its message steps find their idempotency keys.
+//! While its runs execute an entry's idle time is reset every third of
+//! the lease; entries idle longer than the lease belong to a dead worker
+//! and are claimed here (XAUTOCLAIM) when a slot is free. Their runs then
+//! execute again (at-least-once; the leader drops results of runs that
+//! already ended); message steps find their idempotency keys.
 
 use std::collections::HashMap;
 use std::sync::Arc;

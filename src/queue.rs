@@ -182,7 +182,7 @@ struct State {
 }
 
 /// A `trigger --count` burst while its runs are admitted into the queue.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Burst {
     pub inbox_id: i64,
     pub job_id: String,

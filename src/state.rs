@@ -18,9 +18,8 @@ use crate::schedule::scheduler::StatsCell;
 use crate::status::metrics::Metrics;
 use crate::store::{Applied, Event, Store};
 
-/// Where this replica stands in a Redis deployment. A follower's queue is
-/// empty (the leader owns it), so its queue figures say nothing: the status
-/// names the leader to ask instead.
+/// Where this replica stands in a Redis deployment. The leader owns the
+/// run queue; a follower shows the figures the leader publishes.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ClusterRole {
     pub node: String,
@@ -28,6 +27,21 @@ pub struct ClusterRole {
     pub role: &'static str,
     /// The node holding the leader key, as last read.
     pub leader: Option<String>,
+    /// A follower: the leader's queue as it last published it.
+    #[serde(skip)]
+    pub leader_queue: Option<LeaderQueue>,
+}
+
+/// The leader's queue figures, published to Redis twice a second (they
+/// expire after 5 s: a follower shows none rather than stale ones).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LeaderQueue {
+    pub queue_depth: usize,
+    pub running: usize,
+    pub pressure_mode: bool,
+    pub bursts: Vec<crate::queue::Burst>,
+    /// When the leader published them (RFC 3339).
+    pub at: String,
 }
 
 pub struct Shared {

@@ -386,3 +386,33 @@ fn overlap_replace_cancels_a_run_on_another_process() {
     let running = runs(&leader, "&job=long&status=running");
     assert!(running.len() <= 1, "{running:#?}");
 }
+
+#[test]
+fn a_follower_shows_the_leaders_queue() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = ConfigDir::new();
+    dir.write("jobs.d/n.yaml", "id: n\ntype: noop\noverlap: allow\n");
+    // No process executes runs: what is triggered waits in the queue.
+    let leader = replica(&dir, &redis, &["--workers", "0"]);
+    leader.wait_until("/api/v1/status", "leading", |v| {
+        v["cluster"]["role"] == "leader"
+    });
+    let follower = replica(&dir, &redis, &["--workers", "0"]);
+    follower.wait_until("/api/v1/status", "following", |v| {
+        v["cluster"]["role"] == "follower"
+    });
+    trigger(&dir, &redis, "n", 7);
+    leader.wait_until("/api/v1/status", "seven queued", |v| v["queue_depth"] == 7);
+    let seen = follower.wait_until("/api/v1/status", "the leader's queue", |v| {
+        v["queue_depth"] == 7
+    });
+    assert_eq!(seen["running"], 0, "{seen}");
+    assert_eq!(seen["pressure_mode"], false, "{seen}");
+    assert!(
+        seen["cluster"]["queue_from_leader_at"].is_string(),
+        "{seen}"
+    );
+    // The leader's own status says nothing of a leader's copy.
+    let (_, own) = leader.get("/api/v1/status");
+    assert!(own["cluster"]["queue_from_leader_at"].is_null(), "{own}");
+}

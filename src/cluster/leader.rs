@@ -110,6 +110,44 @@ pub async fn track_capacity(
     }
 }
 
+/// Publish the queue's figures twice a second for followers' status
+/// (expiring after 5 s, so a dead leader's figures go away).
+pub async fn publish_queue(
+    queue: Arc<RunQueue>,
+    mut conn: ConnectionManager,
+    keys: Keys,
+    cancel: CancellationToken,
+) {
+    loop {
+        let figures = {
+            let view = queue.view();
+            crate::state::LeaderQueue {
+                queue_depth: view.waiting(),
+                running: view.running(),
+                pressure_mode: view.pressure(),
+                bursts: view.bursts(),
+                at: crate::store::now_rfc3339(),
+            }
+        };
+        if let Ok(text) = serde_json::to_string(&figures) {
+            let set: redis::RedisResult<()> = redis::cmd("SET")
+                .arg(&keys.queue)
+                .arg(text)
+                .arg("PX")
+                .arg(5000)
+                .query_async(&mut conn)
+                .await;
+            if let Err(e) = set {
+                tracing::debug!(error = %e, "leader: could not publish the queue figures");
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
 /// Cancel tokens of dispatched runs, watched by [`forward_cancels`].
 pub type Dispatched = Arc<std::sync::Mutex<HashMap<String, CancellationToken>>>;
 

@@ -44,6 +44,8 @@ pub struct Keys {
     /// Hash: run id → why the leader cancelled it (overlap `replace`, a
     /// deleted job); workers cancel those they run.
     pub cancel: String,
+    /// String: the leader's queue figures (JSON, expiring), for followers.
+    pub queue: String,
     pub election: election::ElectionKeys,
 }
 
@@ -54,6 +56,7 @@ impl Keys {
             results: key("results"),
             workers: key("workers"),
             cancel: key("cancel"),
+            queue: key("queue"),
             election: election::ElectionKeys {
                 leader: key("leader"),
                 epoch: key("leader:epoch"),

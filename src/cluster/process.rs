@@ -19,7 +19,7 @@ use crate::app::{
 };
 use crate::queue::QueueConfig;
 use crate::schedule::scheduler::Scheduler;
-use crate::state::{ClusterRole, Shared};
+use crate::state::{ClusterRole, LeaderQueue, Shared};
 use crate::store::Store;
 use crate::worker::WorkerContext;
 
@@ -78,6 +78,7 @@ pub async fn run_replica(opts: DaemonOptions, url: String) -> anyhow::Result<()>
         node: cfg.node.clone(),
         role: "follower",
         leader: None,
+        leader_queue: None,
     })));
     tokio::spawn(follow_leader(
         shared.clone(),
@@ -109,6 +110,7 @@ pub async fn run_replica(opts: DaemonOptions, url: String) -> anyhow::Result<()>
                 node: cfg.node.clone(),
                 role: "leader",
                 leader: Some(cfg.node.clone()),
+                leader_queue: None,
             })));
             Some(
                 lead(
@@ -236,6 +238,12 @@ async fn lead(
         stop.clone(),
     ));
     tokio::spawn(inbox_loop(queue.clone(), store.clone(), stop.clone()));
+    tokio::spawn(leader::publish_queue(
+        queue.clone(),
+        conn.clone(),
+        keys.clone(),
+        stop.clone(),
+    ));
     tokio::spawn(retention_loop(
         store.clone(),
         opts.keep_events_days,
@@ -302,15 +310,20 @@ async fn follow_leader(
             return;
         }
         if let Some(c) = conn.as_mut() {
-            let leader: redis::RedisResult<Option<String>> = redis::cmd("GET")
+            let read: redis::RedisResult<(Option<String>, Option<String>)> = redis::pipe()
+                .cmd("GET")
                 .arg(&keys.election.leader)
+                .cmd("GET")
+                .arg(&keys.queue)
                 .query_async(c)
                 .await;
-            if let Ok(leader) = leader {
+            if let Ok((leader, queue)) = read {
+                let queue: Option<LeaderQueue> = queue.and_then(|q| serde_json::from_str(&q).ok());
                 // rcu: never overwrite the leader role set meanwhile.
                 shared.cluster.rcu(|current| match current.as_ref() {
                     Some(role) if role.role == "follower" => Arc::new(Some(ClusterRole {
                         leader: leader.clone(),
+                        leader_queue: queue.clone(),
                         ..role.clone()
                     })),
                     _ => current.clone(),

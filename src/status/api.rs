@@ -224,7 +224,7 @@ async fn status(State(shared): State<AppState>) -> ApiResult {
     let s = &applied.snapshot;
     let revision = applied.revision.as_ref();
     let last = shared.last_reconcile.load();
-    let (queue_depth, running, pressure, (started, finished), bursts) = {
+    let (mut queue_depth, mut running, mut pressure, (started, finished), mut bursts) = {
         let view = shared.queue.view();
         (
             view.waiting(),
@@ -234,6 +234,18 @@ async fn status(State(shared): State<AppState>) -> ApiResult {
             view.bursts(),
         )
     };
+    // A follower's own queue is empty: show the leader's, as published.
+    let cluster = shared.cluster.load();
+    let leader_queue = cluster
+        .as_ref()
+        .as_ref()
+        .and_then(|c| c.leader_queue.as_ref());
+    if let Some(q) = leader_queue {
+        queue_depth = q.queue_depth;
+        running = q.running;
+        pressure = q.pressure_mode;
+        bursts = q.bursts.clone();
+    }
     let (busy, total) = shared.workers();
     Ok(Json(json!({
         "revision": revision.map(|r| &r.id),
@@ -261,7 +273,12 @@ async fn status(State(shared): State<AppState>) -> ApiResult {
         "store": shared.store.describe(),
         // Writes this process submitted that are not committed yet.
         "store_backlog": shared.store.backlog(),
-        "cluster": shared.cluster.load().as_ref().as_ref(),
+        "cluster": cluster.as_ref().as_ref().map(|c| {
+            let mut v = json!(c);
+            // When the queue figures above are the leader's.
+            v["queue_from_leader_at"] = json!(leader_queue.map(|q| &q.at));
+            v
+        }),
         "uptime_sec": shared.started_at.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
     })))

@@ -394,8 +394,8 @@ fn a_follower_shows_the_leaders_queue() {
     dir.write("jobs.d/n.yaml", "id: n\ntype: noop\noverlap: allow\n");
     // No process executes runs: what is triggered waits in the queue.
     let leader = replica(&dir, &redis, &["--workers", "0"]);
-    leader.wait_until("/api/v1/status", "leading", |v| {
-        v["cluster"]["role"] == "leader"
+    leader.wait_until("/api/v1/status", "leading, a revision applied", |v| {
+        v["cluster"]["role"] == "leader" && v["revision"].is_string()
     });
     let follower = replica(&dir, &redis, &["--workers", "0"]);
     follower.wait_until("/api/v1/status", "following", |v| {

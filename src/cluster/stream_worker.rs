@@ -422,10 +422,15 @@ async fn start_entry(node: &Arc<Node>, entry: StreamId, permits: &mut Vec<OwnedS
     for (payload, token) in runs.into_iter().zip(tokens) {
         let permit = match permits.pop() {
             Some(p) => p,
-            None => match node.slots.clone().acquire_owned().await {
-                Ok(p) => p,
-                // Closed: the process is stopping; the entry is reclaimed.
-                Err(_) => return,
+            // Stopping: the runs not started stay with the entry, which is
+            // not acknowledged and so is claimed by another worker after
+            // the lease (its finished runs' second results are dropped).
+            None => tokio::select! {
+                p = node.slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                _ = node.stop.cancelled() => return,
             },
         };
         node.busy.fetch_add(1, Ordering::SeqCst);

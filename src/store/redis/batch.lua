@@ -23,12 +23,16 @@ local refused = {}
 -- Counters read once and written back once per batch (the script runs
 -- alone, so nobody sees them in between).
 local seqs = {}
-local function next_seq(name)
+local function counter(name)
   local c = seqs[name]
   if not c then
     c = {n = tonumber(redis.call('GET', P .. name) or '0'), dirty = false}
     seqs[name] = c
   end
+  return c
+end
+local function next_seq(name)
+  local c = counter(name)
   c.n = c.n + 1
   c.dirty = true
   return c.n
@@ -42,6 +46,10 @@ local function count_field(f, by)
 end
 local function count(job, status, by)
   count_field(job .. '\n' .. status, by)
+end
+-- (job\nstatus, count) pairs from ARGV[first..last], prepared by the writer.
+local function add_counts(first, last)
+  for j = first, last, 2 do count_field(ARGV[j], tonumber(ARGV[j + 1])) end
 end
 
 -- Writes to run keys, buffered and sent as one variadic command per key
@@ -214,11 +222,7 @@ end
 -- as a JSON array (`e`), with the first one's time (`at`) for pruning.
 -- Older entries go by id (MINID): about `maxlen` events are kept.
 local function events(n, at, packed)
-  local c = seqs['event_seq']
-  if not c then
-    c = {n = tonumber(redis.call('GET', P .. 'event_seq') or '0')}
-    seqs['event_seq'] = c
-  end
+  local c = counter('event_seq')
   if first_event == 0 then first_event = c.n + 1 end
   c.n = c.n + n
   c.dirty = true
@@ -241,16 +245,6 @@ local function bulk(cmd, key, first, last)
   end
 end
 
--- The run seq counter, read once.
-local function run_seq()
-  local c = seqs['run_seq']
-  if not c then
-    c = {n = tonumber(redis.call('GET', P .. 'run_seq') or '0')}
-    seqs['run_seq'] = c
-  end
-  return c
-end
-
 -- Runs the writer has not written before: `n`, the writer's last run
 -- seq ('-': not known), then columns of `n`: ids, jobs, statuses, run
 -- keys, then (id, record) and (id, meta) pairs, then `m` (job\nstatus,
@@ -268,7 +262,7 @@ local function new_runs(a)
   local recs = a + 4 * n
   local meta = recs + 2 * n
   local counts = meta + 2 * n
-  local kv, free = {}, want == '-' or tonumber(want) == run_seq().n
+  local kv, free = {}, want == '-' or tonumber(want) == counter('run_seq').n
   for i = 1, free and n or 0 do
     kv[#kv + 1] = P .. 'runkey:' .. ARGV[keys + i]
     kv[#kv + 1] = ARGV[ids + i]
@@ -283,7 +277,7 @@ local function new_runs(a)
     end
     return
   end
-  local c = run_seq()
+  local c = counter('run_seq')
   local base = c.n
   c.n = c.n + n
   c.dirty = true
@@ -301,9 +295,7 @@ local function new_runs(a)
   flush()
   bulk('HSET', 'runs:rec', recs + 1, recs + 2 * n)
   bulk('HSET', 'runs:meta', meta + 1, meta + 2 * n)
-  for j = counts + 2, counts + 1 + 2 * tonumber(ARGV[counts + 1]), 2 do
-    count_field(ARGV[j], tonumber(ARGV[j + 1]))
-  end
+  add_counts(counts + 2, counts + 1 + 2 * tonumber(ARGV[counts + 1]))
 end
 
 local acks = {}
@@ -324,9 +316,7 @@ while i <= #ARGV do
   elseif op == 'bulk' then
     bulk(ARGV[a], ARGV[a + 1], a + 2, a + n - 1)
   elseif op == 'counts' then
-    for j = a, a + n - 1, 2 do
-      count_field(ARGV[j], tonumber(ARGV[j + 1]))
-    end
+    add_counts(a, a + n - 1)
   elseif op == 'run' then
     put_run(ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
   elseif op == 'events' then
@@ -399,7 +389,7 @@ for name, c in pairs(seqs) do
 end
 
 local summary = string.format('%d,%d,%d,%d,%d', rev_seq, first_event, n_events, new_base,
-  run_seq().n)
+  counter('run_seq').n)
 redis.call('SET', marker, batch .. summary, 'EX', 3600)
 local out = {'OK', summary}
 for _, id in ipairs(refused) do out[#out + 1] = id end

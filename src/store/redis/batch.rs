@@ -194,14 +194,8 @@ impl Ops {
             .collect();
         for pack in dispatched.chunks(DISPATCH_PACK) {
             let ids: Vec<&str> = pack.iter().map(|(id, _)| id.as_str()).collect();
-            let mut text = String::from("[");
-            for (i, (_, p)) in pack.iter().enumerate() {
-                if i > 0 {
-                    text.push(',');
-                }
-                text.push_str(p);
-            }
-            text.push(']');
+            let payloads: Vec<&str> = pack.iter().map(|(_, p)| p.as_str()).collect();
+            let text = format!("[{}]", payloads.join(","));
             self.push("dispatch", vec![ids.join(" "), text]);
         }
         for (entry_id, run_id) in &c.acks {
@@ -215,7 +209,6 @@ impl Ops {
 
     /// Run records: updates of runs in `known` as prepared bulk writes (no
     /// reads in the script), the others as new runs.
-    #[allow(clippy::vec_box)]
     fn runs(
         &mut self,
         runs: &[Box<Run>],

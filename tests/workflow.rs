@@ -502,6 +502,13 @@ fn a_message_is_sent_once_across_kill_9_and_restart() {
             );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+        // The first attempt ended: the message went out and its key was
+        // recorded (a kill between the two sends again: at-least-once).
+        daemon.wait_until(
+            &format!("/api/v1/runs/{id}"),
+            "the first attempt to end",
+            |v| v["attempts"][0]["finished_at"].is_string(),
+        );
         daemon.signal("KILL");
     }
     let daemon = Daemon::start(d.path(), &[]);

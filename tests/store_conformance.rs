@@ -1093,6 +1093,76 @@ mod redis_only {
         );
     }
 
+    /// The writer sends a batch while the one before it is still in
+    /// flight, assuming that one applies as encoded. When it does not
+    /// (a run key taken: the careful way), the second must not apply as
+    /// encoded; it is sent again.
+    #[tokio::test]
+    async fn a_batch_behind_one_that_went_the_careful_way_is_sent_again() {
+        let backend = Backend::redis();
+        let store = backend.open().await;
+        let r = redis_of(&store);
+        let mut c = r.connection();
+        let _: () = c.set(r.key("leader:epoch"), "9").await.unwrap();
+        r.set_fence(Some(("leader:epoch".into(), 9)));
+        let other = backend.open().await;
+        let mut holder = run("x1", "a", RunStatus::Queued);
+        holder.run_key = "key-shared".into();
+        other.submit(vec![put(&holder)]).unwrap();
+        other.flush().await.unwrap();
+        // Redis holds scripts meanwhile, so both batches are in flight.
+        let mut admin = ::redis::Client::open(r.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let _: () = ::redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(5000)
+            .arg("WRITE")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        let mut second = run("y1", "a", RunStatus::Queued);
+        second.run_key = "key-shared".into();
+        let mut third = run("z1", "a", RunStatus::Queued);
+        store.submit(vec![put(&second), put(&third)]).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        second.status = RunStatus::Running;
+        third.status = RunStatus::Running;
+        store.submit(vec![put(&second), put(&third)]).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _: () = ::redis::cmd("CLIENT")
+            .arg("UNPAUSE")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        assert!(
+            store.run("y1").await.unwrap().is_none(),
+            "the slot's first run stands"
+        );
+        assert_eq!(store.run("x1").await.unwrap().expect("x1").1, holder);
+        assert_eq!(store.run("z1").await.unwrap().expect("z1").1, third);
+        let mut counts = store.run_counts().await.unwrap();
+        counts.sort();
+        assert_eq!(
+            counts,
+            [
+                ("a".to_string(), "queued".to_string(), 1),
+                ("a".to_string(), "running".to_string(), 1),
+            ]
+        );
+        let active: Vec<String> = store
+            .active_runs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(active, ["x1", "z1"]);
+    }
+
     #[tokio::test]
     async fn dispatch_and_ack_follow_the_run_records() {
         let backend = Backend::redis();

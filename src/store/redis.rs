@@ -40,6 +40,7 @@ pub use batch::DISPATCH_PACK;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -192,7 +193,9 @@ impl RedisStore {
                 known_fence: None,
                 next_seq: None,
                 generation: 0,
-                in_flight: None,
+                sent: 0,
+                last_sent: None,
+                in_flight: Default::default(),
             }
             .run(rx),
         );
@@ -319,6 +322,10 @@ impl RedisStore {
         // Give up after a few tries: the caller gets the error and decides.
         match batch::apply(&self.inner.target, fence.as_ref(), None, &ops, |n| n >= 5).await? {
             Outcome::Applied(a) => Ok(a),
+            Outcome::Stale => Err(StoreError::Corrupt {
+                what: "store batch".into(),
+                message: "a call that follows none came back stale".into(),
+            }),
             Outcome::Fenced => Err(StoreError::Fenced {
                 key: fence.map(|f| f.0).unwrap_or_default(),
             }),
@@ -442,13 +449,16 @@ fn numbered(events: Vec<NewEvent>, first: i64) -> Vec<Event> {
 }
 
 /// The background writer: takes what queued up, coalesces it, applies it
-/// in one script call, in submission order. While one call is in flight
-/// the next batch is encoded, so the leader's encoding and Redis's
-/// script overlap; calls still go one at a time (the retry marker and
-/// the order of writes rely on it).
+/// in one script call, in submission order. Up to two calls are in
+/// flight on the one connection (Redis runs them in the order sent), so
+/// the leader's encoding, the transfer and Redis's script overlap. The
+/// second is encoded assuming the first applies as sent; the script
+/// checks that, and a call whose predecessor did not apply cleanly comes
+/// back stale and goes again, encoded afresh.
 struct Writer {
     target: Target,
-    /// This writer's retry marker: it has one batch in flight at a time.
+    /// The base of this writer's retry markers: calls alternate between
+    /// two (`<marker>:0`, `<marker>:1`), one per call in flight.
     marker: String,
     backlog: Arc<Backlog>,
     fence: Fence,
@@ -465,8 +475,17 @@ struct Writer {
     /// Bumped whenever `known` is forgotten: a batch encoded before that
     /// and not sent yet is encoded again.
     generation: u64,
-    in_flight: Option<InFlight>,
+    /// Calls sent so far (numbers the markers).
+    sent: u64,
+    /// Marker and batch id of the last call sent.
+    last_sent: Option<(String, String)>,
+    /// Oldest first. Only the oldest is polled (after the first poll that
+    /// sends it), so a call's retries never overtake the call before it.
+    in_flight: std::collections::VecDeque<InFlight>,
 }
+
+/// Calls of one writer in flight at a time.
+const MAX_IN_FLIGHT: usize = 2;
 
 /// A batch encoded for one script call, with what it was made from.
 struct Prepared {
@@ -486,12 +505,12 @@ impl Writer {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
         let mut failure: Option<StoreError> = None;
         loop {
-            let first = match self.in_flight.as_mut() {
+            let first = match self.in_flight.front_mut() {
                 None => rx.recv().await,
                 Some(call) => tokio::select! {
                     sent = call => {
-                        self.in_flight = None;
-                        self.settle(sent, &mut failure);
+                        self.in_flight.pop_front();
+                        self.landed(sent, &mut failure).await;
                         continue;
                     }
                     op = rx.recv() => op,
@@ -548,7 +567,7 @@ impl Writer {
         self.drain(&mut failure).await;
     }
 
-    /// Encode `pending`, wait for the call in flight, then send it.
+    /// Encode `pending`, wait for room in flight, then send it.
     async fn commit(&mut self, pending: Coalesced, count: usize, failure: &mut Option<StoreError>) {
         if pending.is_empty() {
             self.done(count);
@@ -557,7 +576,9 @@ impl Writer {
         let Some(mut next) = self.prepare(pending, count, failure).await else {
             return;
         };
-        self.drain(failure).await;
+        while self.in_flight.len() >= MAX_IN_FLIGHT {
+            self.drain_one(failure).await;
+        }
         if next.generation != self.generation {
             // The batch before did not go as this one assumed.
             match self.encode(std::mem::take(&mut next.source), count) {
@@ -569,14 +590,62 @@ impl Writer {
                 }
             }
         }
-        self.in_flight = Some(self.send(next));
+        let mut call = self.send(next);
+        // Polled once now, so its request goes out behind the call ahead
+        // of it on the connection.
+        let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+        match first {
+            Poll::Pending => self.in_flight.push_back(call),
+            // Failed at once; still settled in order.
+            Poll::Ready(sent) if !self.in_flight.is_empty() => {
+                self.in_flight.push_back(Box::pin(std::future::ready(sent)))
+            }
+            Poll::Ready(sent) => self.landed(sent, failure).await,
+        }
     }
 
-    /// Wait for the call in flight, if any.
+    /// Wait for every call in flight.
     async fn drain(&mut self, failure: &mut Option<StoreError>) {
-        if let Some(call) = self.in_flight.take() {
+        while !self.in_flight.is_empty() {
+            self.drain_one(failure).await;
+        }
+    }
+
+    /// Wait for the oldest call in flight, if any.
+    async fn drain_one(&mut self, failure: &mut Option<StoreError>) {
+        if let Some(call) = self.in_flight.pop_front() {
             let sent = call.await;
+            self.landed(sent, failure).await;
+        }
+    }
+
+    /// The oldest call came back. A stale one (the call before it did not
+    /// apply cleanly; the writer has forgotten what it assumed) goes again
+    /// with every call after it, which are stale too: encoded afresh, one
+    /// at a time, in order.
+    async fn landed(&mut self, sent: Sent, failure: &mut Option<StoreError>) {
+        if !matches!(sent.0, Ok(Outcome::Stale)) {
             self.settle(sent, failure);
+            return;
+        }
+        let mut again = vec![sent.1];
+        while let Some(call) = self.in_flight.pop_front() {
+            match call.await {
+                (Ok(Outcome::Stale), p) => again.push(p),
+                other => self.settle(other, failure),
+            }
+        }
+        for p in again {
+            match self.encode(p.source, p.count) {
+                Ok(next) => {
+                    let sent = self.send(next).await;
+                    self.settle(sent, failure);
+                }
+                Err(e) => {
+                    *failure = Some(e);
+                    self.done(p.count);
+                }
+            }
         }
     }
 
@@ -646,9 +715,19 @@ impl Writer {
         })
     }
 
-    fn send(&self, p: Prepared) -> InFlight {
+    fn send(&mut self, p: Prepared) -> InFlight {
         let target = self.target.clone();
-        let marker = self.marker.clone();
+        self.sent += 1;
+        let seq = batch::Sequence {
+            marker: format!("{}:{}", self.marker, self.sent % 2),
+            batch_id: uuid::Uuid::now_v7().simple().to_string(),
+            after: if self.in_flight.is_empty() {
+                None
+            } else {
+                self.last_sent.clone()
+            },
+        };
+        self.last_sent = Some((seq.marker.clone(), seq.batch_id.clone()));
         let shutdown = self.shutdown.clone();
         Box::pin(async move {
             // Retry a lost connection for as long as the store lives; the
@@ -656,7 +735,7 @@ impl Writer {
             let outcome = batch::apply(
                 &target,
                 p.fence.as_ref(),
-                Some(&marker),
+                Some(seq),
                 &p.ops,
                 move |attempt| shutdown.is_cancelled() && attempt >= 5,
             )
@@ -721,6 +800,16 @@ impl Writer {
                 self.fenced.send_replace(true);
                 self.forget();
                 *failure = Some(StoreError::Fenced { key });
+            }
+            Ok(Outcome::Stale) => {
+                // Cannot happen: a call is stale only behind another, and
+                // those are sent again before settling (see `landed`).
+                tracing::error!(count, "store: writes lost (a stale call was settled)");
+                self.forget();
+                *failure = Some(StoreError::Corrupt {
+                    what: "store batch".into(),
+                    message: "applied out of order".into(),
+                });
             }
             Err(e) => {
                 tracing::error!(count, error = %e, "store: writes lost");

@@ -1,11 +1,16 @@
 -- One batch of store writes, applied atomically (see batch.rs).
 -- KEYS[1]: any key of the prefix (routes the call to the prefix's slot).
 -- ARGV: prefix, fence key ('' = none), fence token, marker name, batch
--- id, events MAXLEN, revision history cap, then the ops, each as name,
+-- id, events MAXLEN, revision history cap, the marker and batch id of
+-- the call this one follows ('' = none), then the ops, each as name,
 -- argument count, arguments. The marker (`batch:<name>`) remembers the
--- last batch id applied under that name, so a retry is not applied twice. Returns {'OK', 'revseq,first,n',
--- refused run ids...}, {'DUP', same summary} for a batch already applied
--- (a retry after a lost reply), or {'FENCED'}.
+-- last batch id applied under that name, so a retry is not applied
+-- twice. A writer with two calls in flight encodes the second assuming
+-- the first applies cleanly; the second checks that it did. Returns
+-- {'OK', 'revseq,first,n,new_base,run_seq,clean', refused run ids...},
+-- {'DUP', same summary} for a batch already applied (a retry after a
+-- lost reply), {'STALE'} when the call it follows did not apply
+-- cleanly (nothing written), or {'FENCED'}.
 local P = ARGV[1]
 if ARGV[2] ~= '' and redis.call('GET', ARGV[2]) ~= ARGV[3] then
   return {'FENCED'}
@@ -15,9 +20,18 @@ local prev = redis.call('GET', marker)
 if prev and string.sub(prev, 1, #batch) == batch then
   return {'DUP', string.sub(prev, #batch + 1)}
 end
+if ARGV[8] ~= '' then
+  local before, want = redis.call('GET', P .. 'batch:' .. ARGV[8]), ARGV[9] .. '|'
+  if not before or string.sub(before, 1, #want) ~= want or string.sub(before, -2) ~= ',1' then
+    return {'STALE'}
+  end
+end
 local maxlen, revcap = tonumber(ARGV[6]), tonumber(ARGV[7])
 local ACTIVE = {__ACTIVE__}
 local rev_seq, first_event, n_events = 0, 0, 0
+-- 0 when new runs the writer numbered went the careful way: what it
+-- assumed for the calls after this one does not hold.
+local clean = 1
 local refused = {}
 
 -- Counters read once and written back once per batch (the script runs
@@ -272,6 +286,7 @@ local function new_runs(a)
     end
   end
   if not free then
+    if want ~= '-' then clean = 0 end
     for i = 1, n do
       put_run(ARGV[ids + i], ARGV[jobs + i], ARGV[sts + i], ARGV[keys + i], ARGV[recs + 2 * i])
     end
@@ -300,14 +315,14 @@ end
 
 local acks = {}
 do
-  local ids, j = {}, 8
+  local ids, j = {}, 10
   while j <= #ARGV do
     if ARGV[j] == 'run' then ids[#ids + 1] = ARGV[j + 2] end
     j = j + 2 + tonumber(ARGV[j + 1])
   end
   load_metas(ids)
 end
-local i = 8
+local i = 10
 while i <= #ARGV do
   local op, a = ARGV[i], i + 2
   local n = tonumber(ARGV[i + 1])
@@ -388,8 +403,8 @@ for name, c in pairs(seqs) do
   if c.dirty then redis.call('SET', P .. name, c.n) end
 end
 
-local summary = string.format('%d,%d,%d,%d,%d', rev_seq, first_event, n_events, new_base,
-  counter('run_seq').n)
+local summary = string.format('%d,%d,%d,%d,%d,%d', rev_seq, first_event, n_events, new_base,
+  counter('run_seq').n, clean)
 redis.call('SET', marker, batch .. summary, 'EX', 3600)
 local out = {'OK', summary}
 for _, id in ipairs(refused) do out[#out + 1] = id end

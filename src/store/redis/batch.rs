@@ -443,6 +443,17 @@ pub struct Applied {
 pub enum Outcome {
     Applied(Applied),
     Fenced,
+    /// Nothing applied: the call it follows did not apply cleanly.
+    Stale,
+}
+
+/// A call's place in its writer's sequence: the retry marker it records
+/// its batch id under and, when another call of the writer is still in
+/// flight ahead of it, that call's marker and batch id.
+pub struct Sequence {
+    pub marker: String,
+    pub batch_id: String,
+    pub after: Option<(String, String)>,
 }
 
 /// Everything a script call needs besides the ops.
@@ -460,10 +471,13 @@ pub struct Target {
 pub async fn apply_once(
     target: &Target,
     fence: Option<&(String, String)>,
-    marker: &str,
-    batch_id: &str,
+    seq: &Sequence,
     ops: &Ops,
 ) -> Result<Outcome, redis::RedisError> {
+    let (after_marker, after_id) = seq
+        .after
+        .as_ref()
+        .map_or(("", ""), |(m, id)| (m.as_str(), id.as_str()));
     // The command is built once, at its final size: a batch's arguments
     // run to megabytes, and growing and copying them cost the leader more
     // than encoding them.
@@ -476,10 +490,12 @@ pub async fn apply_once(
         .arg(&target.prefix)
         .arg(fence.map(|f| f.0.as_str()).unwrap_or(""))
         .arg(fence.map(|f| f.1.as_str()).unwrap_or(""))
-        .arg(marker)
-        .arg(batch_id)
+        .arg(&seq.marker)
+        .arg(&seq.batch_id)
         .arg(EVENTS_MAXLEN)
-        .arg(REVISION_CAP);
+        .arg(REVISION_CAP)
+        .arg(after_marker)
+        .arg(after_id);
     for a in &ops.args {
         cmd.arg(a);
     }
@@ -506,6 +522,7 @@ pub async fn apply_once(
     let mut parts = reply.into_iter();
     match parts.next().as_deref() {
         Some("FENCED") => Ok(Outcome::Fenced),
+        Some("STALE") => Ok(Outcome::Stale),
         Some("OK") | Some("DUP") => {
             let summary = parts.next().unwrap_or_default();
             let mut nums = summary.split(',').map(|n| n.parse::<i64>().unwrap_or(0));
@@ -534,22 +551,28 @@ pub fn retryable(e: &redis::RedisError) -> bool {
 
 /// Apply `ops`, retrying connection failures with backoff until `give_up`
 /// says stop. Never fails silently: every failed attempt is logged. A
-/// caller with one batch in flight at a time passes its own `marker`;
-/// `None` uses the batch id (a key per call, for concurrent callers).
+/// writer with its own sequence of calls passes `seq`; `None` uses a
+/// fresh batch id as the marker (a key per call, for concurrent callers).
 pub async fn apply(
     target: &Target,
     fence: Option<&(String, String)>,
-    marker: Option<&str>,
+    seq: Option<Sequence>,
     ops: &Ops,
     give_up: impl Fn(u32) -> bool,
 ) -> Result<Outcome, StoreError> {
-    let batch_id = uuid::Uuid::now_v7().simple().to_string();
-    let marker = marker.unwrap_or(&batch_id);
+    let seq = seq.unwrap_or_else(|| {
+        let batch_id = uuid::Uuid::now_v7().simple().to_string();
+        Sequence {
+            marker: batch_id.clone(),
+            batch_id,
+            after: None,
+        }
+    });
     let mut delay = Duration::from_millis(50);
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        match apply_once(target, fence, marker, &batch_id, ops).await {
+        match apply_once(target, fence, &seq, ops).await {
             Ok(outcome) => {
                 if attempt > 1 {
                     tracing::warn!(attempt, "store: Redis write succeeded after retries");
@@ -578,26 +601,100 @@ pub async fn apply(
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_retried_batch_is_applied_once() {
-        let server = crate::testkit::RedisServer::start().expect("redis-server");
+    async fn target(server: &crate::testkit::RedisServer) -> Target {
         let client = redis::Client::open(server.url()).unwrap();
-        let target = Target {
+        Target {
             conn: ConnectionManager::new(client).await.unwrap(),
             prefix: "{t}:".into(),
             url: server.url(),
-        };
-        let mut ops = Ops::default();
-        ops.events(vec![NewEvent::new("a", serde_json::json!({}))]);
-        let summary = |o: Outcome| match o {
+        }
+    }
+
+    fn seq(marker: &str, batch_id: &str, after: Option<(&str, &str)>) -> Sequence {
+        Sequence {
+            marker: marker.into(),
+            batch_id: batch_id.into(),
+            after: after.map(|(m, id)| (m.into(), id.into())),
+        }
+    }
+
+    fn summary(o: Outcome) -> (i64, usize) {
+        match o {
             Outcome::Applied(a) => (a.first_event, a.events),
             Outcome::Fenced => panic!("fenced"),
-        };
+            Outcome::Stale => panic!("stale"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retried_batch_is_applied_once() {
+        let server = crate::testkit::RedisServer::start().expect("redis-server");
+        let target = target(&server).await;
+        let mut ops = Ops::default();
+        ops.events(vec![NewEvent::new("a", serde_json::json!({}))]);
         // The same batch id again (a reply lost): the first result, no write.
-        let first = apply_once(&target, None, "w", "b1", &ops).await.unwrap();
-        let again = apply_once(&target, None, "w", "b1", &ops).await.unwrap();
-        assert_eq!((summary(first), summary(again)), ((1, 1), (1, 1)));
-        let next = apply_once(&target, None, "w", "b2", &ops).await.unwrap();
-        assert_eq!(summary(next), (2, 1));
+        let first = apply_once(&target, None, &seq("w", "b1", None), &ops).await;
+        let again = apply_once(&target, None, &seq("w", "b1", None), &ops).await;
+        assert_eq!(
+            (summary(first.unwrap()), summary(again.unwrap())),
+            ((1, 1), (1, 1))
+        );
+        let next = apply_once(&target, None, &seq("w", "b2", None), &ops).await;
+        assert_eq!(summary(next.unwrap()), (2, 1));
+    }
+
+    /// A call encoded while another was in flight applies only after that
+    /// one applied cleanly.
+    #[tokio::test]
+    async fn a_call_applies_only_after_the_one_it_follows() {
+        let server = crate::testkit::RedisServer::start().expect("redis-server");
+        let target = target(&server).await;
+        let mut ops = Ops::default();
+        ops.events(vec![NewEvent::new("a", serde_json::json!({}))]);
+        // The call before never arrived (a lost connection): nothing written.
+        let early = apply_once(&target, None, &seq("w:1", "b2", Some(("w:0", "b1"))), &ops).await;
+        assert!(matches!(early, Ok(Outcome::Stale)));
+        let first = apply_once(&target, None, &seq("w:0", "b1", None), &ops).await;
+        assert_eq!(summary(first.unwrap()), (1, 1));
+        let second = apply_once(&target, None, &seq("w:1", "b2", Some(("w:0", "b1"))), &ops).await;
+        assert_eq!(summary(second.unwrap()), (2, 1));
+        // New runs numbered from a wrong count go the careful way; what
+        // the writer encoded after them assumed otherwise.
+        let run: Run = serde_json::from_value(serde_json::json!({
+            "id": "r1", "job_id": "job", "status": "queued", "trigger": "manual",
+            "inputs": {}, "attempt": 0, "attempts": [], "scheduled_at": null,
+            "queued_at": "2026-12-02T18:33:57.375Z", "started_at": null,
+            "finished_at": null, "duration_ms": null, "error": null,
+            "spec_hash": "h", "revision": "r", "steps": [],
+            "usage": {"llm_tokens": 0}, "output": null, "run_key": "k1",
+            "due_at": null, "priority": "normal", "flow": null,
+            "chain_depth": 0, "lease_owner": null
+        }))
+        .unwrap();
+        let mut coalesced = Coalesced::default();
+        coalesced.add(super::super::super::Mutation::PutRun(Box::new(run)));
+        let mut careful = Ops::default();
+        careful
+            .coalesced(&coalesced, &Known::default(), Some(41))
+            .unwrap();
+        let third = apply_once(
+            &target,
+            None,
+            &seq("w:0", "b3", Some(("w:1", "b2"))),
+            &careful,
+        )
+        .await;
+        match third.unwrap() {
+            Outcome::Applied(a) => assert_eq!(a.new_base, -1),
+            _ => panic!("not applied"),
+        }
+        let fourth = apply_once(&target, None, &seq("w:1", "b4", Some(("w:0", "b3"))), &ops).await;
+        assert!(matches!(fourth, Ok(Outcome::Stale)));
+        let events: usize = redis::cmd("GET")
+            .arg("{t}:event_seq")
+            .query_async(&mut target.conn.clone())
+            .await
+            .unwrap();
+        assert_eq!(events, 2, "a stale call writes nothing");
     }
 }

@@ -22,7 +22,7 @@
 //! | `inbox`, `inbox_seq` | stream, counter | entry `<id>-1`: `cmd` |
 //! | `inbox_progress` | hash | inbox id → runs of that `trigger --count` already queued |
 //! | `ready`, `results` | streams | the cluster's dispatch (see `Mutation::Dispatch`; a `ready` entry carries up to 16 runs); a run in either is held by a worker |
-//! | `batch:<name>` | string | a writer's last applied batch, for an hour (retries are no-ops) |
+//! | `batch:<name>` | string | a writer's last applied batch id and its summary (ending `,1` when it applied cleanly), for an hour: retries are no-ops, and a call sent behind it checks it (a writer alternates two names) |
 //!
 //! Writes go through one Lua script per batch (see `batch.lua`): atomic,
 //! fenced, idempotent under retry. Counters incremented inside the script

@@ -1193,10 +1193,12 @@ mod redis_only {
             .await
             .unwrap();
         assert_eq!(ready.len(), 1);
-        // Runs packed per entry: ids space-separated, payloads an array.
+        // Runs packed per entry: ids space-separated, then each record in
+        // a field of its own, numbered from 0.
         assert_eq!(ready[0].1["runs"], "d1");
-        let payloads: serde_json::Value = serde_json::from_str(&ready[0].1["ps"]).unwrap();
-        assert_eq!(payloads, json!([{ "run": queued }]));
+        assert_eq!(ready[0].1.len(), 2);
+        let record: serde_json::Value = serde_json::from_str(&ready[0].1["0"]).unwrap();
+        assert_eq!(record, json!(queued));
         let keys = multijob::cluster::Keys::new(|n| r.key(n));
         let held = |c: ::redis::aio::ConnectionManager| {
             let keys = keys.clone();

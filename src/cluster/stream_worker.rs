@@ -387,17 +387,29 @@ pub fn runs_of(entry: &StreamId) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Start the runs of `entry`, each in a slot: the free ones in `permits`
-/// first, then waiting for runs to finish.
-async fn start_entry(node: &Arc<Node>, entry: StreamId, permits: &mut Vec<OwnedSemaphorePermit>) {
+/// The records of a `ready` entry's runs: fields `0`, `1`, ... (one
+/// each), or `ps`, a JSON array of `{"run": <record>}` (written by a
+/// leader of an earlier version). `None` when one is unreadable.
+fn runs_in(entry: &StreamId) -> Option<Vec<Run>> {
     #[derive(serde::Deserialize)]
     struct Payload {
         run: Run,
     }
-    let runs: Option<Vec<Payload>> = entry
-        .get::<String>("ps")
-        .and_then(|p| serde_json::from_str(&p).ok());
-    let Some(runs) = runs.filter(|r| !r.is_empty()) else {
+    if let Some(packed) = entry.get::<String>("ps") {
+        let payloads: Vec<Payload> = serde_json::from_str(&packed).ok()?;
+        return Some(payloads.into_iter().map(|p| p.run).collect());
+    }
+    let mut runs = Vec::new();
+    while let Some(record) = entry.get::<String>(&runs.len().to_string()) {
+        runs.push(serde_json::from_str(&record).ok()?);
+    }
+    Some(runs)
+}
+
+/// Start the runs of `entry`, each in a slot: the free ones in `permits`
+/// first, then waiting for runs to finish.
+async fn start_entry(node: &Arc<Node>, entry: StreamId, permits: &mut Vec<OwnedSemaphorePermit>) {
+    let Some(runs) = runs_in(&entry).filter(|r| !r.is_empty()) else {
         tracing::error!(entry = %entry.id, "worker: unreadable ready entry; dropping it");
         let node = node.clone();
         tokio::spawn(async move { finish_run(&node, Some(entry.id), "", None).await });
@@ -414,12 +426,12 @@ async fn start_entry(node: &Arc<Node>, entry: StreamId, permits: &mut Vec<OwnedS
         let held = runs
             .iter()
             .zip(&tokens)
-            .map(|(p, t)| (p.run.id.clone(), t.clone()))
+            .map(|(run, t)| (run.id.clone(), t.clone()))
             .collect();
         in_flight.insert(entry.id.clone(), held);
     }
     let remaining = Arc::new(AtomicUsize::new(runs.len()));
-    for (payload, token) in runs.into_iter().zip(tokens) {
+    for (run, token) in runs.into_iter().zip(tokens) {
         let permit = match permits.pop() {
             Some(p) => p,
             // Stopping: the runs not started stay with the entry, which is
@@ -438,7 +450,7 @@ async fn start_entry(node: &Arc<Node>, entry: StreamId, permits: &mut Vec<OwnedS
         let entry_id = entry.id.clone();
         let remaining = remaining.clone();
         tokio::spawn(async move {
-            let result = run_one(&node, payload.run, token).await;
+            let result = run_one(&node, run, token).await;
             // The last run of the entry acknowledges it, with its result.
             let last = remaining.fetch_sub(1, Ordering::SeqCst) == 1;
             let ack = last.then(|| entry_id.clone());
@@ -703,5 +715,64 @@ async fn heartbeat_loop(node: Arc<Node>) {
             _ = node.stop.cancelled() => return,
             _ = tokio::time::sleep(HEARTBEAT) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(fields: &[(&str, String)]) -> StreamId {
+        StreamId {
+            id: "1-1".into(),
+            milliseconds_elapsed_from_delivery: None,
+            delivered_count: None,
+            map: fields
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        redis::Value::BulkString(v.clone().into_bytes()),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn record(id: &str) -> serde_json::Value {
+        serde_json::json!({
+            "id": id, "job_id": "job", "status": "running", "trigger": "manual",
+            "inputs": {}, "attempt": 1, "attempts": [], "scheduled_at": null,
+            "queued_at": "2026-12-02T18:33:57.375Z", "started_at": null,
+            "finished_at": null, "duration_ms": null, "error": null,
+            "spec_hash": "h", "revision": "r", "steps": [],
+            "usage": {"llm_tokens": 0}, "output": null, "run_key": "k",
+            "due_at": null, "priority": "normal", "flow": null,
+            "chain_depth": 0, "lease_owner": null
+        })
+    }
+
+    #[test]
+    fn a_ready_entry_is_read_in_either_form() {
+        let numbered = entry(&[
+            ("runs", "a b".into()),
+            ("0", record("a").to_string()),
+            ("1", record("b").to_string()),
+        ]);
+        let ids =
+            |runs: Option<Vec<Run>>| runs.map(|r| r.into_iter().map(|r| r.id).collect::<Vec<_>>());
+        assert_eq!(
+            ids(runs_in(&numbered)),
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        // As a leader before the numbered fields wrote it.
+        let packed = serde_json::json!([{"run": record("a")}, {"run": record("b")}]);
+        let older = entry(&[("runs", "a b".into()), ("ps", packed.to_string())]);
+        assert_eq!(
+            ids(runs_in(&older)),
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        let broken = entry(&[("runs", "a".into()), ("0", "{".into())]);
+        assert_eq!(ids(runs_in(&broken)), None);
     }
 }

@@ -214,8 +214,9 @@ pub enum Mutation {
         key: String,
         value: Value,
     },
-    /// Hand a run to the cluster's workers (Redis: the `ready` stream,
-    /// `{"run": <its record>}`). Submitted with the run's record, in one
+    /// Hand a run to the cluster's workers (Redis: the `ready` stream, an
+    /// entry of up to 16 runs: `runs` their ids, fields `0`, `1`, ...
+    /// their records). Submitted with the run's record, in one
     /// call: the record travels in the same batch and is applied first,
     /// so a worker never sees a dispatch before its run. Single-process
     /// stores ignore it.

@@ -364,8 +364,15 @@ while i <= #ARGV do
   elseif op == 'kv' then
     redis.call('SET', P .. 'kv:' .. ARGV[a], ARGV[a + 1])
   elseif op == 'dispatch' then
-    -- `runs`: the run ids, space-separated; `ps`: their payloads, a JSON array.
-    redis.call('XADD', P .. 'ready', '*', 'runs', ARGV[a], 'ps', ARGV[a + 1])
+    -- `runs`: the run ids, space-separated; then the ARGV index of each
+    -- one's record (written above in this call), the entry's fields `0`,
+    -- `1`, ...: a record crosses into the script once, not twice.
+    local xadd = {'XADD', P .. 'ready', '*', 'runs', ARGV[a]}
+    for j = 1, n - 1 do
+      xadd[#xadd + 1] = tostring(j - 1)
+      xadd[#xadd + 1] = ARGV[tonumber(ARGV[a + j])]
+    end
+    redis.call(unpack(xadd))
   elseif op == 'ack' then
     acks[#acks + 1] = ARGV[a]
   elseif op == 'res_put' then

@@ -16,6 +16,8 @@ pub const EVENTS_MAXLEN: usize = 100_000;
 pub const DISPATCH_PACK: usize = 16;
 /// Revision history records kept (the applied one is kept apart).
 pub const REVISION_CAP: i64 = 1000;
+/// The script's ARGV index of the ops' first argument (see `apply_once`).
+const FIRST_OP_ARGV: usize = 10;
 
 static SOURCE: LazyLock<String> = LazyLock::new(|| {
     // The script's notion of "active" comes from the one in Rust.
@@ -179,12 +181,13 @@ impl Ops {
             self.push("kv", vec![key.clone(), value.to_string()]);
         }
         // Several runs per ready entry: one stream entry, one claim, one
-        // acknowledgement for the lot.
-        let dispatched: Vec<(String, String)> = c
+        // acknowledgement for the lot. A run's record travels once: the
+        // entry names the argument that carries it.
+        let dispatched: Vec<(String, usize)> = c
             .dispatch
             .iter()
             .filter_map(|id| match payloads.by_run.remove(id).flatten() {
-                Some(p) => Some((id.clone(), p)),
+                Some(at) => Some((id.clone(), at)),
                 None => {
                     // Cannot happen: a dispatch is submitted with its record.
                     tracing::error!(run = %id, "store: dispatch without its run record; not dispatched");
@@ -194,9 +197,9 @@ impl Ops {
             .collect();
         for pack in dispatched.chunks(DISPATCH_PACK) {
             let ids: Vec<&str> = pack.iter().map(|(id, _)| id.as_str()).collect();
-            let payloads: Vec<&str> = pack.iter().map(|(_, p)| p.as_str()).collect();
-            let text = format!("[{}]", payloads.join(","));
-            self.push("dispatch", vec![ids.join(" "), text]);
+            let mut fields = vec![ids.join(" ")];
+            fields.extend(pack.iter().map(|(_, at)| (at + FIRST_OP_ARGV).to_string()));
+            self.push("dispatch", fields);
         }
         for (entry_id, run_id) in &c.acks {
             self.push("ack", vec![entry_id.clone(), run_id.clone()]);
@@ -221,6 +224,8 @@ impl Ops {
         let mut new_keys = std::collections::HashSet::new();
         let mut careful: Vec<&Run> = Vec::new();
         let (mut recs, mut metas, mut finished) = (Vec::new(), Vec::new(), Vec::new());
+        // Dispatched runs among `recs`: (id, index of the record in `recs`).
+        let mut recs_dispatched: Vec<(String, usize)> = Vec::new();
         let mut by_status: std::collections::BTreeMap<&'static str, Vec<String>> =
             Default::default();
         let mut counts: std::collections::BTreeMap<String, i64> = Default::default();
@@ -234,7 +239,7 @@ impl Ops {
                 }
                 continue;
             };
-            let record = payloads.record(run)?;
+            let record = record(run)?;
             if run.status != k.status {
                 metas.push(run.id.clone());
                 metas.push(meta(&k.job, run.status, &run.run_key));
@@ -249,6 +254,9 @@ impl Ops {
                 }
             }
             written.updated.push((run.id.clone(), run.status));
+            if payloads.wants(&run.id) {
+                recs_dispatched.push((run.id.clone(), recs.len() + 1));
+            }
             recs.push(run.id.clone());
             recs.push(record);
         }
@@ -264,7 +272,9 @@ impl Ops {
             let mut new_counts: std::collections::BTreeMap<String, i64> = Default::default();
             for r in &new {
                 args.push(r.id.clone());
-                args.push(payloads.record(r)?);
+                // The op's name and field count come before its fields.
+                payloads.carried_at(&r.id, self.args.len() + 2 + args.len());
+                args.push(record(r)?);
                 *new_counts
                     .entry(count_field(&r.job_id, r.status))
                     .or_default() += 1;
@@ -291,6 +301,11 @@ impl Ops {
                 ops.push("bulk", all);
             }
         };
+        // `bulk`, its field count, the command and the key come first.
+        let recs_at = self.args.len() + 4;
+        for (id, i) in recs_dispatched {
+            payloads.carried_at(&id, recs_at + i);
+        }
         bulk(self, "HSET", "runs:rec".into(), recs);
         bulk(self, "HSET", "runs:meta".into(), metas);
         bulk(self, "ZREM", "runs:active".into(), finished);
@@ -306,7 +321,9 @@ impl Ops {
             self.push("counts", counts);
         }
         for run in careful {
-            let record = payloads.record(run)?;
+            let record = record(run)?;
+            // `run`, its field count, then id, job, status and key.
+            payloads.carried_at(&run.id, self.args.len() + 6);
             self.push(
                 "run",
                 vec![
@@ -322,10 +339,11 @@ impl Ops {
     }
 }
 
-/// The `ready` payloads of a batch's dispatched runs, `{"run": <record>}`,
-/// made from the records the batch writes anyway.
+/// Where the records of a batch's dispatched runs are among its
+/// arguments: a `ready` entry's fields are those records, sent once.
 struct Payloads {
-    by_run: std::collections::HashMap<String, Option<String>, foldhash::fast::RandomState>,
+    /// Index in `Ops::args`, once the record is placed.
+    by_run: std::collections::HashMap<String, Option<usize>, foldhash::fast::RandomState>,
 }
 
 impl Payloads {
@@ -335,21 +353,24 @@ impl Payloads {
         }
     }
 
-    /// The run's record as JSON, kept as a payload too when it is dispatched.
-    fn record(&mut self, run: &Run) -> Result<String, StoreError> {
-        // Sized for a typical record: growing from empty took ~8 copies.
-        let mut buf = Vec::with_capacity(1024);
-        serde_json::to_writer(&mut buf, run).map_err(|e| corrupt(&run.id, e))?;
-        let record = String::from_utf8(buf).map_err(|e| corrupt(&run.id, e))?;
-        if let Some(slot) = self.by_run.get_mut(&run.id) {
-            let mut payload = String::with_capacity(record.len() + 8);
-            payload.push_str("{\"run\":");
-            payload.push_str(&record);
-            payload.push('}');
-            *slot = Some(payload);
-        }
-        Ok(record)
+    fn wants(&self, run_id: &str) -> bool {
+        self.by_run.contains_key(run_id)
     }
+
+    /// The run's record is argument `at` of the ops (when it is dispatched).
+    fn carried_at(&mut self, run_id: &str, at: usize) {
+        if let Some(slot) = self.by_run.get_mut(run_id) {
+            *slot = Some(at);
+        }
+    }
+}
+
+/// A run's record as JSON.
+fn record(run: &Run) -> Result<String, StoreError> {
+    // Sized for a typical record: growing from empty took ~8 copies.
+    let mut buf = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut buf, run).map_err(|e| corrupt(&run.id, e))?;
+    String::from_utf8(buf).map_err(|e| corrupt(&run.id, e))
 }
 
 /// A `runs:meta` value: `job \t status \t run key`.
@@ -623,6 +644,55 @@ mod tests {
             Outcome::Applied(a) => (a.first_event, a.events),
             Outcome::Fenced => panic!("fenced"),
             Outcome::Stale => panic!("stale"),
+        }
+    }
+
+    fn run(id: &str, key: &str, status: &str) -> Run {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "job_id": "job", "status": status, "trigger": "manual",
+            "inputs": {}, "attempt": 0, "attempts": [], "scheduled_at": null,
+            "queued_at": "2026-12-02T18:33:57.375Z", "started_at": null,
+            "finished_at": null, "duration_ms": null, "error": null,
+            "spec_hash": "h", "revision": "r", "steps": [],
+            "usage": {"llm_tokens": 0}, "output": null, "run_key": key,
+            "due_at": null, "priority": "normal", "flow": null,
+            "chain_depth": 0, "lease_owner": null
+        }))
+        .unwrap()
+    }
+
+    /// A dispatched run's record is sent once: the `dispatch` op names
+    /// the argument carrying it, whichever way the run is written.
+    #[test]
+    fn a_dispatch_names_the_argument_that_carries_each_record() {
+        use super::super::super::Mutation;
+        let mut c = Coalesced::default();
+        // Known (an update), new, and new with a run key taken in the
+        // same batch (sent the careful way).
+        for (id, key) in [("known", "k0"), ("new", "k1"), ("twin", "k1")] {
+            c.add(Mutation::PutRun(Box::new(run(id, key, "running"))));
+            c.add(Mutation::Dispatch { run_id: id.into() });
+        }
+        let mut known = Known::default();
+        known.insert(
+            "known".into(),
+            KnownRun {
+                seq: 7,
+                job: "job".into(),
+                status: RunStatus::Queued,
+            },
+        );
+        let mut ops = Ops::default();
+        ops.coalesced(&c, &known, Some(41)).unwrap();
+        let at = ops.args.iter().position(|a| a == "dispatch").unwrap();
+        let n: usize = ops.args[at + 1].parse().unwrap();
+        let ids: Vec<&str> = ops.args[at + 2].split(' ').collect();
+        assert_eq!(ids, ["known", "new", "twin"]);
+        assert_eq!(n, 1 + ids.len());
+        for (id, argv) in ids.iter().zip(&ops.args[at + 3..at + 2 + n]) {
+            let index = argv.parse::<usize>().unwrap() - FIRST_OP_ARGV;
+            let carried: Run = serde_json::from_str(&ops.args[index]).unwrap();
+            assert_eq!(carried.id, *id);
         }
     }
 

@@ -251,6 +251,14 @@ impl QueueView<'_> {
         self.state.counts.running
     }
 
+    /// The run is queued and has not started.
+    pub fn is_waiting(&self, run_id: &str) -> bool {
+        self.state
+            .runs
+            .get(run_id)
+            .is_some_and(|e| e.run.status == RunStatus::Queued)
+    }
+
     pub fn approval_pending(&self, job: &str) -> bool {
         self.state
             .counts

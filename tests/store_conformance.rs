@@ -83,6 +83,7 @@ conformance!(
     flush_waits_for_everything_submitted_before_in_order,
     prune_events_and_count_them_by_type,
     a_run_another_handle_wrote_is_updated_in_place,
+    a_manual_run_written_again_as_new_is_kept_once,
 );
 
 fn snapshot(text: &str) -> Snapshot {
@@ -790,6 +791,79 @@ async fn a_run_another_handle_wrote_is_updated_in_place(b: &Backend) {
                 .is_empty()
         );
     }
+}
+
+/// A manual run's key names the run (`manual:<id>`). A handle that does
+/// not know the run (a new leader handling an inbox command again) writes
+/// it as new: it is updated in place, once, and pruned like any other.
+async fn a_manual_run_written_again_as_new_is_kept_once(b: &Backend) {
+    let manual = |id: &str, status| {
+        let mut r = run(id, "a", status);
+        r.run_key = format!("manual:{id}");
+        r
+    };
+    let (one, two) = (b.open().await, b.open().await);
+    let first = manual("m1", RunStatus::Succeeded);
+    one.submit(vec![put(&first)]).unwrap();
+    one.flush().await.unwrap();
+    let (seq, _) = one.run("m1").await.unwrap().expect("m1");
+    let again = manual("m1", RunStatus::Queued);
+    let fresh = manual("m2", RunStatus::Queued);
+    two.submit(vec![put(&again), put(&fresh)]).unwrap();
+    two.flush().await.unwrap();
+    // Both new to a third handle, in one batch with a run it never saw.
+    let three = b.open().await;
+    let mut done = fresh.clone();
+    done.status = RunStatus::Succeeded;
+    three
+        .submit(vec![put(&done), put(&manual("m3", RunStatus::Succeeded))])
+        .unwrap();
+    three.flush().await.unwrap();
+    let (s, r) = three.run("m1").await.unwrap().expect("m1");
+    assert_eq!((s, r), (seq, again), "seq kept, record replaced");
+    let mut counts = three.run_counts().await.unwrap();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [
+            ("a".to_string(), "queued".to_string(), 1),
+            ("a".to_string(), "succeeded".to_string(), 2),
+        ]
+    );
+    let ids = |store: &Store| {
+        let store = store.clone();
+        async move {
+            store
+                .runs(RunQuery {
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(_, r)| r.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids(&three).await, ["m3", "m2", "m1"]);
+    three
+        .submit(vec![Mutation::PruneRuns {
+            job_id: "a".into(),
+            keep: 1,
+        }])
+        .unwrap();
+    three.flush().await.unwrap();
+    // m1 is active (queued again): kept; m2 pruned.
+    assert_eq!(ids(&three).await, ["m3", "m1"]);
+    let mut counts = three.run_counts().await.unwrap();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [
+            ("a".to_string(), "queued".to_string(), 1),
+            ("a".to_string(), "succeeded".to_string(), 1),
+        ]
+    );
 }
 
 async fn prune_events_and_count_them_by_type(b: &Backend) {

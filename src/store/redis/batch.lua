@@ -155,9 +155,10 @@ end
 local function put_run(id, job, status, key, rec)
   local old = meta_of(id)
   if not old then
-    -- A second run for the same slot: the first one stands.
+    -- A second run for the same slot: the first one stands. ('' is a key
+    -- naming the run itself: no meta means the id is new.)
     local kk = P .. 'runkey:' .. key
-    if not redis.call('SET', kk, id, 'NX') and redis.call('GET', kk) ~= id then
+    if key ~= '' and not redis.call('SET', kk, id, 'NX') and redis.call('GET', kk) ~= id then
       refused[#refused + 1] = id
       return
     end
@@ -194,8 +195,10 @@ local function delete_run(id)
     redis.call('ZREM', P .. 'runs:status:' .. h.status, id)
   end
   count(h.job, h.status, -1)
-  local kk = P .. 'runkey:' .. h.key
-  if redis.call('GET', kk) == id then redis.call('DEL', kk) end
+  if h.key ~= '' then
+    local kk = P .. 'runkey:' .. h.key
+    if redis.call('GET', kk) == id then redis.call('DEL', kk) end
+  end
 end
 
 -- Keep the newest `keep` runs of a job; older finished ones go.
@@ -261,12 +264,13 @@ end
 
 -- Runs the writer has not written before: `n`, the writer's last run
 -- seq ('-': not known), then columns of `n`: ids, jobs, statuses, run
--- keys, then (id, record) and (id, meta) pairs, then `m` (job\nstatus,
--- count) pairs. When the writer's seq is right and no run key is taken
--- (MSETNX) they are all new: written in bulk, seqs from `base` + 1 in
--- order. Otherwise (a run written by another leader, a slot taken, a
--- seq the writer got wrong) each goes the careful way, `put_run`, and
--- `new_base` stays -1 (the writer then forgets what it assumed).
+-- keys ('' for a key naming the run itself), then (id, record) and (id,
+-- meta) pairs, then `m` (job\nstatus, count) pairs. When the writer's seq
+-- is right, no run key is taken (MSETNX) and no id has a meta, they are
+-- all new: written in bulk, seqs from `base` + 1 in order. Otherwise (a
+-- run written by another leader, a slot taken, a seq the writer got
+-- wrong) each goes the careful way, `put_run`, and `new_base` stays -1
+-- (the writer then forgets what it assumed).
 local new_base = -1
 local function new_runs(a)
   local n = tonumber(ARGV[a])
@@ -276,14 +280,26 @@ local function new_runs(a)
   local recs = a + 4 * n
   local meta = recs + 2 * n
   local counts = meta + 2 * n
-  local kv, free = {}, want == '-' or tonumber(want) == counter('run_seq').n
+  local kv, self_named, free = {}, {}, want == '-' or tonumber(want) == counter('run_seq').n
   for i = 1, free and n or 0 do
-    kv[#kv + 1] = P .. 'runkey:' .. ARGV[keys + i]
-    kv[#kv + 1] = ARGV[ids + i]
-    if #kv >= 1000 or i == n then
+    local key = ARGV[keys + i]
+    if key == '' then
+      self_named[#self_named + 1] = ARGV[ids + i]
+    else
+      kv[#kv + 1] = P .. 'runkey:' .. key
+      kv[#kv + 1] = ARGV[ids + i]
+    end
+    if #kv >= 1000 or (i == n and #kv > 0) then
       if redis.call('MSETNX', unpack(kv)) == 0 then free = false; break end
       kv = {}
     end
+  end
+  for j = 1, free and #self_named or 0, 1000 do
+    local got = redis.call('HMGET', P .. 'runs:meta', unpack(self_named, j, math.min(j + 999, #self_named)))
+    for _, m in ipairs(got) do
+      if m then free = false; break end
+    end
+    if not free then break end
   end
   if not free then
     if want ~= '-' then clean = 0 end

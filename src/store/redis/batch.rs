@@ -242,7 +242,7 @@ impl Ops {
             let record = record(run)?;
             if run.status != k.status {
                 metas.push(run.id.clone());
-                metas.push(meta(&k.job, run.status, &run.run_key));
+                metas.push(meta(&k.job, run.status, slot_key(run)));
                 *counts.entry(count_field(&k.job, k.status)).or_default() -= 1;
                 *counts.entry(count_field(&k.job, run.status)).or_default() += 1;
                 // Known runs are active: only leaving that changes indexes.
@@ -268,7 +268,7 @@ impl Ops {
             args.extend(new.iter().map(|r| r.id.clone()));
             args.extend(new.iter().map(|r| r.job_id.clone()));
             args.extend(new.iter().map(|r| r.status.as_str().to_string()));
-            args.extend(new.iter().map(|r| r.run_key.clone()));
+            args.extend(new.iter().map(|r| slot_key(r).to_string()));
             let mut new_counts: std::collections::BTreeMap<String, i64> = Default::default();
             for r in &new {
                 args.push(r.id.clone());
@@ -281,7 +281,7 @@ impl Ops {
             }
             for r in &new {
                 args.push(r.id.clone());
-                args.push(meta(&r.job_id, r.status, &r.run_key));
+                args.push(meta(&r.job_id, r.status, slot_key(r)));
             }
             args.push(new_counts.len().to_string());
             for (field, by) in new_counts {
@@ -330,7 +330,7 @@ impl Ops {
                     run.id.clone(),
                     run.job_id.clone(),
                     run.status.as_str().to_string(),
-                    run.run_key.clone(),
+                    slot_key(run).to_string(),
                     record,
                 ],
             );
@@ -373,7 +373,19 @@ fn record(run: &Run) -> Result<String, StoreError> {
     String::from_utf8(buf).map_err(|e| corrupt(&run.id, e))
 }
 
-/// A `runs:meta` value: `job \t status \t run key`.
+/// The run key the script keeps unique (`runkey:<key>`), or '' for one
+/// that names the run itself (`manual:<its id>`): unique as the id is,
+/// which the script checks against `runs:meta` instead, without a key per
+/// run in the keyspace.
+fn slot_key(run: &Run) -> &str {
+    if run.run_key.strip_prefix("manual:") == Some(run.id.as_str()) {
+        ""
+    } else {
+        &run.run_key
+    }
+}
+
+/// A `runs:meta` value: `job \t status \t run key` ('' for one naming the run).
 fn meta(job: &str, status: RunStatus, key: &str) -> String {
     format!("{job}\t{}\t{key}", status.as_str())
 }

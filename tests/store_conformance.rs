@@ -940,6 +940,36 @@ mod redis_only {
         assert!(prefix != &old);
     }
 
+    /// Layout 3 kept a `runs:meta` hash beside the records; it opens as
+    /// layout 4 without it, its runs read and written as before.
+    #[tokio::test]
+    async fn a_store_of_layout_3_is_upgraded_in_place() {
+        let backend = Backend::redis();
+        let store = backend.open().await;
+        let first = run("l1", "a", RunStatus::Running);
+        store.submit(vec![put(&first)]).unwrap();
+        store.flush().await.unwrap();
+        let r = redis_of(&store);
+        let mut c = r.connection();
+        let (layout_key, meta_key) = (r.key("layout"), r.key("runs:meta"));
+        let _: () = c.set(&layout_key, "3").await.unwrap();
+        let _: () = c.hset(&meta_key, "l1", "a\trunning\tkey-l1").await.unwrap();
+        drop(store);
+        let store = backend.open().await;
+        let layout: String = c.get(&layout_key).await.unwrap();
+        let meta: bool = c.exists(&meta_key).await.unwrap();
+        assert_eq!((layout.as_str(), meta), ("4", false));
+        let mut done = first.clone();
+        done.status = RunStatus::Succeeded;
+        store.submit(vec![put(&done)]).unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(store.run("l1").await.unwrap().expect("l1").1, done);
+        assert_eq!(
+            store.run_counts().await.unwrap(),
+            [("a".to_string(), "succeeded".to_string(), 1)]
+        );
+    }
+
     #[tokio::test]
     async fn kv_sees_earlier_submits_without_a_flush() {
         let backend = Backend::redis();

@@ -11,12 +11,12 @@
 //! | `applied_revision` | hash | `seq`, `rec` (the applied revision, never trimmed) |
 //! | `revisions`, `revision_seq` | hash, counter | seq → revision record (last 1000) |
 //! | `events`, `event_seq` | stream, counter | a batch's events as one entry `<last id>-<count>`: `at` (the first's time), `e` (JSON array of `[type, at, job, run, data]`) |
-//! | `runs:rec`, `runs:meta` | hashes | run id → the run as JSON; → `job\tstatus\trun key` (its seq is its score in `runs`) |
-//! | `layout` | string | `3` (`2` kept an entry per event, `1` a hash per run) |
+//! | `runs:rec` | hash | run id → the run as JSON, the one place its status is kept (its seq is its score in `runs`) |
+//! | `layout` | string | `4` (`3` also kept a `runs:meta` hash, upgraded in place; `2` kept an entry per event, `1` a hash per run) |
 //! | `runs`, `runs:job:<job>`, `runs:active` | zsets | run ids by seq (`runs:active`: every unfinished run) |
 //! | `runs:status:<s>` | zset | finished runs in status `s` by seq (written once, when the run ends) |
 //! | `run_seq`, `run_counts` | counter, hash | `job\nstatus` → count |
-//! | `runkey:<key>` | string | the run that owns a run key |
+//! | `runkey:<key>` | string | the run that owns a run key (a slot's or a follow-up's; a manual run's key, `manual:<its id>`, is unique as its id is and has none) |
 //! | `failure`, `job_slots`, `approvals` | hashes | job or approval id → JSON / slot |
 //! | `kv:<key>` | string | JSON value, with PX for a ttl |
 //! | `inbox`, `inbox_seq` | stream, counter | entry `<id>-1`: `cmd` |
@@ -391,12 +391,17 @@ impl RedisStore {
     }
 }
 
-/// The key layout this version writes: one hash of records and one of
-/// run metadata, written many runs per command; events packed per batch.
-const LAYOUT: &str = "3";
+/// The key layout this version writes: one hash of records, written many
+/// runs per command; events packed per batch.
+const LAYOUT: &str = "4";
+/// Layout 3 kept a `runs:meta` hash beside the records (job, status and
+/// run key per run, written on every status change); everything else
+/// reads the same, so it is upgraded in place by dropping that hash.
+const LAYOUT_WITH_META: &str = "3";
 
-/// Refuse a deployment written with the older layout (a hash per run,
-/// no `layout` key): this version would not see its runs.
+/// Refuse a deployment written with an older layout (a hash per run, no
+/// `layout` key; events one entry each): this version would not see its
+/// runs. Layout 3 is upgraded in place.
 async fn check_layout(target: &Target) -> Result<(), StoreError> {
     let mut c = target.conn.clone();
     let key = format!("{}layout", target.prefix);
@@ -410,6 +415,23 @@ async fn check_layout(target: &Target) -> Result<(), StoreError> {
         .map_err(reads::err(target, "reading the key layout"))?;
     match layout.as_deref() {
         Some(LAYOUT) => Ok(()),
+        Some(LAYOUT_WITH_META) => {
+            // UNLINK frees the hash off Redis's main thread.
+            let _: () = redis::pipe()
+                .atomic()
+                .cmd("UNLINK")
+                .arg(format!("{}runs:meta", target.prefix))
+                .ignore()
+                .cmd("SET")
+                .arg(&key)
+                .arg(LAYOUT)
+                .ignore()
+                .query_async(&mut c)
+                .await
+                .map_err(reads::err(target, "upgrading the key layout"))?;
+            tracing::info!(prefix = %target.prefix, "store: Redis key layout 3 upgraded to 4 (runs:meta dropped)");
+            Ok(())
+        }
         None if !old_runs => {
             let _: () = redis::cmd("SET")
                 .arg(&key)

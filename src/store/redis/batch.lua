@@ -119,51 +119,49 @@ local function index_status(id, seq, was, status)
   end
 end
 
--- `runs:meta` id -> "job status key" (tab-separated), `runs:rec` id ->
--- the record; a run's seq is its score in `runs`. Metas of a batch's
--- runs are read in one call up front.
-local metas = {}
-local function parse_meta(m)
-  if not m then return nil end
-  local job, status, key = string.match(m, '^([^\t]*)\t([^\t]*)\t(.*)$')
-  return {job = job, status = status, key = key}
+-- What the script needs of a stored run (its job, status and run key),
+-- read from its record (`runs:rec`), which is the one place a run's
+-- status is kept; a run's seq is its score in `runs`. Runs this call
+-- writes the careful way are remembered; others are read when needed,
+-- a batch's `run` ops in one call up front.
+local infos = {}
+local function parse_rec(rec)
+  if not rec then return nil end
+  local r = cjson.decode(rec)
+  return {job = r.job_id, status = r.status, key = r.run_key}
+end
+local function load_infos(ids)
+  for j = 1, #ids, 1000 do
+    local chunk = {unpack(ids, j, math.min(j + 999, #ids))}
+    local got = redis.call('HMGET', P .. 'runs:rec', unpack(chunk))
+    for k, id in ipairs(chunk) do infos[id] = parse_rec(got[k]) or false end
+  end
 end
 local function seq_of(id, m)
   if not m.seq then m.seq = tonumber(redis.call('ZSCORE', P .. 'runs', id)) or 0 end
   return m.seq
 end
-local function load_metas(ids)
-  for j = 1, #ids, 1000 do
-    local chunk = {unpack(ids, j, math.min(j + 999, #ids))}
-    local got = redis.call('HMGET', P .. 'runs:meta', unpack(chunk))
-    for k, id in ipairs(chunk) do metas[id] = parse_meta(got[k]) or false end
-  end
-end
-local function meta_of(id)
-  local m = metas[id]
+local function info_of(id)
+  local m = infos[id]
   if m == nil then
-    m = parse_meta(redis.call('HGET', P .. 'runs:meta', id)) or false
-    metas[id] = m
+    m = parse_rec(redis.call('HGET', P .. 'runs:rec', id)) or false
+    infos[id] = m
   end
   return m or nil
 end
-local function put_meta(id, m)
-  metas[id] = m
-  hset(P .. 'runs:meta', id, table.concat({m.job, m.status, m.key}, '\t'))
-end
 
 local function put_run(id, job, status, key, rec)
-  local old = meta_of(id)
+  local old = info_of(id)
   if not old then
     -- A second run for the same slot: the first one stands. ('' is a key
-    -- naming the run itself: no meta means the id is new.)
+    -- naming the run itself: no record means the id is new.)
     local kk = P .. 'runkey:' .. key
     if key ~= '' and not redis.call('SET', kk, id, 'NX') and redis.call('GET', kk) ~= id then
       refused[#refused + 1] = id
       return
     end
     local seq = next_seq('run_seq')
-    put_meta(id, {seq = seq, job = job, status = status, key = key})
+    infos[id] = {seq = seq, job = job, status = status, key = key}
     hset(P .. 'runs:rec', id, rec)
     zadd(P .. 'runs', seq, id)
     zadd(P .. 'runs:job:' .. job, seq, id)
@@ -177,15 +175,14 @@ local function put_run(id, job, status, key, rec)
     index_status(id, seq, old.status, status)
     count(old.job, old.status, -1)
     count(old.job, status, 1)
-    put_meta(id, {seq = seq, job = old.job, status = status, key = old.key})
+    infos[id] = {seq = seq, job = old.job, status = status, key = old.key}
   end
 end
 
 local function delete_run(id)
-  local h = meta_of(id)
+  local h = info_of(id)
   if not h then return end
-  metas[id] = false
-  redis.call('HDEL', P .. 'runs:meta', id)
+  infos[id] = false
   redis.call('HDEL', P .. 'runs:rec', id)
   redis.call('ZREM', P .. 'runs', id)
   redis.call('ZREM', P .. 'runs:job:' .. h.job, id)
@@ -205,9 +202,9 @@ end
 local function prune_runs(job, keep)
   flush()
   local ids = redis.call('ZREVRANGE', P .. 'runs:job:' .. job, keep, -1)
-  load_metas(ids)
+  load_infos(ids)
   for _, id in ipairs(ids) do
-    local m = meta_of(id)
+    local m = info_of(id)
     if m and not ACTIVE[m.status] then delete_run(id) end
   end
 end
@@ -264,10 +261,9 @@ end
 
 -- Runs the writer has not written before: `n`, the writer's last run
 -- seq ('-': not known), then columns of `n`: ids, jobs, statuses, run
--- keys ('' for a key naming the run itself), then (id, record) and (id,
--- meta) pairs, then `m` (job\nstatus, count) pairs. When the writer's seq
--- is right, no run key is taken (MSETNX) and no id has a meta, they are
--- all new: written in bulk, seqs from `base` + 1 in order. Otherwise (a
+-- keys ('' for a key naming the run itself), then (id, record) pairs,
+-- then `m` (job\nstatus, count) pairs. When the writer's seq is right, no
+-- run key is taken (MSETNX) and no id has a record, they are all new: written in bulk, seqs from `base` + 1 in order. Otherwise (a
 -- run written by another leader, a slot taken, a seq the writer got
 -- wrong) each goes the careful way, `put_run`, and `new_base` stays -1
 -- (the writer then forgets what it assumed).
@@ -278,8 +274,7 @@ local function new_runs(a)
   a = a + 1
   local ids, jobs, sts, keys = a, a + n, a + 2 * n, a + 3 * n
   local recs = a + 4 * n
-  local meta = recs + 2 * n
-  local counts = meta + 2 * n
+  local counts = recs + 2 * n
   local kv, self_named, free = {}, {}, want == '-' or tonumber(want) == counter('run_seq').n
   for i = 1, free and n or 0 do
     local key = ARGV[keys + i]
@@ -295,7 +290,7 @@ local function new_runs(a)
     end
   end
   for j = 1, free and #self_named or 0, 1000 do
-    local got = redis.call('HMGET', P .. 'runs:meta', unpack(self_named, j, math.min(j + 999, #self_named)))
+    local got = redis.call('HMGET', P .. 'runs:rec', unpack(self_named, j, math.min(j + 999, #self_named)))
     for _, m in ipairs(got) do
       if m then free = false; break end
     end
@@ -325,7 +320,6 @@ local function new_runs(a)
   end
   flush()
   bulk('HSET', 'runs:rec', recs + 1, recs + 2 * n)
-  bulk('HSET', 'runs:meta', meta + 1, meta + 2 * n)
   add_counts(counts + 2, counts + 1 + 2 * tonumber(ARGV[counts + 1]))
 end
 
@@ -336,7 +330,7 @@ do
     if ARGV[j] == 'run' then ids[#ids + 1] = ARGV[j + 2] end
     j = j + 2 + tonumber(ARGV[j + 1])
   end
-  load_metas(ids)
+  load_infos(ids)
 end
 local i = 10
 while i <= #ARGV do

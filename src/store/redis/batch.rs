@@ -223,7 +223,7 @@ impl Ops {
         let mut new: Vec<&Run> = Vec::new();
         let mut new_keys = std::collections::HashSet::new();
         let mut careful: Vec<&Run> = Vec::new();
-        let (mut recs, mut metas, mut finished) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut recs, mut finished) = (Vec::new(), Vec::new());
         // Dispatched runs among `recs`: (id, index of the record in `recs`).
         let mut recs_dispatched: Vec<(String, usize)> = Vec::new();
         let mut by_status: std::collections::BTreeMap<&'static str, Vec<String>> =
@@ -241,8 +241,6 @@ impl Ops {
             };
             let record = record(run)?;
             if run.status != k.status {
-                metas.push(run.id.clone());
-                metas.push(meta(&k.job, run.status, slot_key(run)));
                 *counts.entry(count_field(&k.job, k.status)).or_default() -= 1;
                 *counts.entry(count_field(&k.job, run.status)).or_default() += 1;
                 // Known runs are active: only leaving that changes indexes.
@@ -262,7 +260,7 @@ impl Ops {
         }
         if !new.is_empty() {
             let n = new.len();
-            let mut args = Vec::with_capacity(2 + 8 * n + 1);
+            let mut args = Vec::with_capacity(2 + 6 * n + 1);
             args.push(n.to_string());
             args.push(next_seq.map_or("-".to_string(), |s| s.to_string()));
             args.extend(new.iter().map(|r| r.id.clone()));
@@ -278,10 +276,6 @@ impl Ops {
                 *new_counts
                     .entry(count_field(&r.job_id, r.status))
                     .or_default() += 1;
-            }
-            for r in &new {
-                args.push(r.id.clone());
-                args.push(meta(&r.job_id, r.status, slot_key(r)));
             }
             args.push(new_counts.len().to_string());
             for (field, by) in new_counts {
@@ -307,7 +301,6 @@ impl Ops {
             payloads.carried_at(&id, recs_at + i);
         }
         bulk(self, "HSET", "runs:rec".into(), recs);
-        bulk(self, "HSET", "runs:meta".into(), metas);
         bulk(self, "ZREM", "runs:active".into(), finished);
         for (status, pairs) in by_status {
             bulk(self, "ZADD", format!("runs:status:{status}"), pairs);
@@ -375,7 +368,7 @@ fn record(run: &Run) -> Result<String, StoreError> {
 
 /// The run key the script keeps unique (`runkey:<key>`), or '' for one
 /// that names the run itself (`manual:<its id>`): unique as the id is,
-/// which the script checks against `runs:meta` instead, without a key per
+/// which the script checks against `runs:rec` instead, without a key per
 /// run in the keyspace.
 fn slot_key(run: &Run) -> &str {
     if run.run_key.strip_prefix("manual:") == Some(run.id.as_str()) {
@@ -383,11 +376,6 @@ fn slot_key(run: &Run) -> &str {
     } else {
         &run.run_key
     }
-}
-
-/// A `runs:meta` value: `job \t status \t run key` ('' for one naming the run).
-fn meta(job: &str, status: RunStatus, key: &str) -> String {
-    format!("{job}\t{}\t{key}", status.as_str())
 }
 
 /// A `run_counts` field.

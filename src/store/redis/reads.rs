@@ -36,11 +36,6 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
-/// Field `n` of a `runs:meta` value: `job \t status \t run key`.
-fn meta_field(meta: &str, n: usize) -> Option<&str> {
-    meta.splitn(3, '\t').nth(n)
-}
-
 /// The integer before the `-` of a stream id (`<seq>-1`).
 pub fn entry_seq(id: &str) -> Option<i64> {
     id.split('-').next()?.parse().ok()
@@ -172,33 +167,21 @@ impl RedisStore {
         }
         let names: Vec<&str> = ids.iter().map(|(id, _)| id.as_str()).collect();
         let mut c = self.connection();
-        let (metas, recs): (Vec<Option<String>>, Vec<Option<String>>) = redis::pipe()
-            .cmd("HMGET")
-            .arg(self.key("runs:meta"))
-            .arg(&names)
-            .cmd("HMGET")
+        let recs: Vec<Option<String>> = redis::cmd("HMGET")
             .arg(self.key("runs:rec"))
             .arg(&names)
             .query_async(&mut c)
             .await
             .map_err(err(self.target(), "reading runs"))?;
-        let rows = metas.into_iter().zip(recs).map(|(m, rec)| {
-            (
-                m.as_deref()
-                    .and_then(|m| meta_field(m, 1))
-                    .map(str::to_string),
-                rec,
-            )
-        });
         let mut out = Vec::with_capacity(ids.len());
-        for ((id, score), (st, rec)) in ids.iter().zip(rows) {
-            let (Some(st), Some(rec)) = (st, rec) else {
-                continue;
-            };
-            if status.is_some_and(|s| s != st) {
+        for ((id, score), rec) in ids.iter().zip(recs) {
+            let Some(rec) = rec else { continue };
+            let run: Run =
+                serde_json::from_str(&rec).map_err(|e| corrupt(&format!("run {id}"), e))?;
+            // An index read before the run moved on lists it by where it was.
+            if status.is_some_and(|s| s != run.status.as_str()) {
                 continue;
             }
-            let run = serde_json::from_str(&rec).map_err(|e| corrupt(&format!("run {id}"), e))?;
             out.push((*score as i64, run));
         }
         Ok(out)
@@ -416,17 +399,19 @@ impl RedisStore {
         let mut c = self.connection();
         let mut found = std::collections::HashSet::new();
         for chunk in ids.chunks(256) {
-            let metas: Vec<Option<String>> = redis::cmd("HMGET")
-                .arg(self.key("runs:meta"))
-                .arg(chunk)
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("HEXISTS").arg(self.key("runs:rec")).arg(id);
+            }
+            let exists: Vec<bool> = pipe
                 .query_async(&mut c)
                 .await
                 .map_err(err(self.target(), "looking up runs"))?;
             found.extend(
                 chunk
                     .iter()
-                    .zip(metas)
-                    .filter(|(_, m)| m.is_some())
+                    .zip(exists)
+                    .filter(|(_, e)| *e)
                     .map(|(id, _)| id.clone()),
             );
         }

@@ -388,8 +388,9 @@ pub fn runs_of(entry: &StreamId) -> Vec<String> {
 }
 
 /// The records of a `ready` entry's runs: fields `0`, `1`, ... (one
-/// each), or `ps`, a JSON array of `{"run": <record>}` (written by a
-/// leader of an earlier version). `None` when one is unreadable.
+/// each), or `ps`, a JSON array of `{"run": <record>}` (an entry an
+/// earlier version left in the stream when it was stopped for an
+/// upgrade). `None` when one is unreadable.
 fn runs_in(entry: &StreamId) -> Option<Vec<Run>> {
     #[derive(serde::Deserialize)]
     struct Payload {
@@ -765,7 +766,7 @@ mod tests {
             ids(runs_in(&numbered)),
             Some(vec!["a".to_string(), "b".to_string()])
         );
-        // As a leader before the numbered fields wrote it.
+        // As an earlier version left it in the stream.
         let packed = serde_json::json!([{"run": record("a")}, {"run": record("b")}]);
         let older = entry(&[("runs", "a b".into()), ("ps", packed.to_string())]);
         assert_eq!(

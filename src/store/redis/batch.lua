@@ -308,12 +308,18 @@ local function new_runs(a)
   c.n = c.n + n
   c.dirty = true
   new_base = base
+  local runs_key, active_key, job_keys = P .. 'runs', P .. 'runs:active', {}
   for i = 1, n do
-    local seq, id, job, st = base + i, ARGV[ids + i], ARGV[jobs + i], ARGV[sts + i]
-    zadd(P .. 'runs', seq, id)
-    zadd(P .. 'runs:job:' .. job, seq, id)
+    -- The score as an integer string, made once: a Lua number passed to
+    -- redis.call is formatted as a float each time (%.17g).
+    local seq = string.format('%d', base + i)
+    local id, job, st = ARGV[ids + i], ARGV[jobs + i], ARGV[sts + i]
+    local job_key = job_keys[job]
+    if not job_key then job_key = P .. 'runs:job:' .. job; job_keys[job] = job_key end
+    zadd(runs_key, seq, id)
+    zadd(job_key, seq, id)
     if ACTIVE[st] then
-      zadd(P .. 'runs:active', seq, id)
+      zadd(active_key, seq, id)
     else
       zadd(P .. 'runs:status:' .. st, seq, id)
     end

@@ -22,8 +22,8 @@ pub struct Args {
     #[arg(long)]
     pub inputs: Option<String>,
     /// Queue this many runs (campaigns, load and capacity tests). The
-    /// daemon admits a burst in slices of 256 as workers take them, so
-    /// `queue_depth` stays under ~800 while the rest waits in the inbox;
+    /// daemon admits a burst in slices of 64 as workers take them, so at
+    /// most one slice of it waits in the queue and the rest in the inbox;
     /// after a crash it resumes where it got to, running no run twice.
     #[arg(long, default_value_t = 1)]
     pub count: u32,

@@ -1,5 +1,6 @@
 //! A real `redis-server` for tests and benchmarks: started on a free
-//! loopback port with its own data directory, stopped on drop.
+//! loopback port with its own data directory, stopped on drop; and a
+//! sample run record.
 //!
 //! Not used by the daemon; it lives in the library so unit tests,
 //! integration tests and the bench binary share one way to start Redis.
@@ -7,6 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::spec::model::Priority;
+use crate::store::runs::{Run, RunStatus, Trigger, Usage};
 
 pub struct RedisServer {
     child: Option<Child>,
@@ -166,6 +170,37 @@ fn ping(port: u16) -> bool {
     }
     let mut buf = [0u8; 16];
     matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+}
+
+/// A manual run as tests need one: its id, job, run key and status set,
+/// queued now, the rest empty.
+pub fn sample_run(id: &str, job: &str, run_key: &str, status: RunStatus) -> Run {
+    Run {
+        id: id.into(),
+        job_id: job.into(),
+        status,
+        trigger: Trigger::Manual,
+        inputs: serde_json::Value::Object(Default::default()),
+        attempt: 0,
+        attempts: Vec::new(),
+        scheduled_at: None,
+        queued_at: crate::store::now_rfc3339(),
+        started_at: None,
+        finished_at: None,
+        duration_ms: None,
+        error: None,
+        spec_hash: "h".into(),
+        revision: "r".into(),
+        steps: Vec::new(),
+        usage: Usage::default(),
+        output: None,
+        run_key: run_key.into(),
+        due_at: None,
+        priority: Priority::Normal,
+        flow: None,
+        chain_depth: 0,
+        lease_owner: None,
+    }
 }
 
 #[cfg(test)]

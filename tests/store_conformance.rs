@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use multijob::spec::model::{Kind, Priority};
+use multijob::spec::model::Kind;
 use multijob::spec::snapshot::Snapshot;
 use multijob::spec::{SourceFile, build};
 use multijob::store::redis::RedisStore;
 use multijob::store::runs::{
-    Approval, ApprovalStatus, FailureState, InboxCommand, Run, RunQuery, RunStatus, Trigger, Usage,
+    Approval, ApprovalStatus, FailureState, InboxCommand, Run, RunQuery, RunStatus,
 };
 use multijob::store::{
     EventQuery, KvOp, Mutation, NewEvent, ResourceWrites, RevisionRecord, RevisionStatus, Store,
@@ -111,32 +111,32 @@ fn revision(id: &str, status: RevisionStatus) -> RevisionRecord {
 }
 
 fn run(id: &str, job: &str, status: RunStatus) -> Run {
-    Run {
-        id: id.into(),
-        job_id: job.into(),
-        status,
-        trigger: Trigger::Manual,
-        inputs: json!({}),
-        attempt: 0,
-        attempts: vec![],
-        scheduled_at: None,
-        queued_at: multijob::store::now_rfc3339(),
-        started_at: None,
-        finished_at: None,
-        duration_ms: None,
-        error: None,
-        spec_hash: "h".into(),
-        revision: "r".into(),
-        steps: vec![],
-        usage: Usage::default(),
-        output: None,
-        run_key: format!("key-{id}"),
-        due_at: None,
-        priority: Priority::Normal,
-        flow: None,
-        chain_depth: 0,
-        lease_owner: None,
-    }
+    multijob::testkit::sample_run(id, job, &format!("key-{id}"), status)
+}
+
+/// Run counts by job and status, sorted.
+async fn counts_of(store: &Store) -> Vec<(String, String, u64)> {
+    let mut counts = store.run_counts().await.unwrap();
+    counts.sort();
+    counts
+}
+
+/// Expected run counts, as [`counts_of`] gives them.
+fn counted(rows: &[(&str, &str, u64)]) -> Vec<(String, String, u64)> {
+    rows.iter()
+        .map(|(job, status, n)| (job.to_string(), status.to_string(), *n))
+        .collect()
+}
+
+/// The ids of the runs a query lists, in its order.
+async fn run_ids(store: &Store, query: RunQuery) -> Vec<String> {
+    store
+        .runs(query)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| r.id)
+        .collect()
 }
 
 fn put(r: &Run) -> Mutation {
@@ -418,16 +418,15 @@ async fn runs_list_page_filter_and_count(b: &Backend) {
         by_status(RunStatus::Succeeded).await,
         ["r3", "r2", "r1", "r0"]
     );
-    let mut counts = store.run_counts().await.unwrap();
-    counts.sort();
+    let counts = counts_of(&store).await;
     assert_eq!(
         counts,
-        [
-            ("a".to_string(), "running".to_string(), 1),
-            ("a".to_string(), "succeeded".to_string(), 2),
-            ("b".to_string(), "failed".to_string(), 1),
-            ("b".to_string(), "succeeded".to_string(), 2),
-        ]
+        counted(&[
+            ("a", "running", 1),
+            ("a", "succeeded", 2),
+            ("b", "failed", 1),
+            ("b", "succeeded", 2)
+        ])
     );
     let last = store
         .last_runs(vec!["a".into(), "b".into(), "none".into()])
@@ -463,16 +462,14 @@ async fn prune_runs_keeps_the_newest_and_active_ones(b: &Backend) {
         }])
         .unwrap();
     store.flush().await.unwrap();
-    let left: Vec<String> = store
-        .runs(RunQuery {
+    let left = run_ids(
+        &store,
+        RunQuery {
             limit: 100,
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(_, r)| r.id)
-        .collect();
+        },
+    )
+    .await;
     assert_eq!(left, ["other", "r7", "r6", "r5", "r1"]);
     let counts = store.run_counts().await.unwrap();
     assert!(
@@ -759,15 +756,8 @@ async fn a_run_another_handle_wrote_is_updated_in_place(b: &Backend) {
         store.wait_for_backlog(0).await;
         let (s, r) = store.run("x1").await.unwrap().expect("x1");
         assert_eq!((s, r.status), (seq, RunStatus::Failed), "seq kept");
-        let mut counts = store.run_counts().await.unwrap();
-        counts.sort();
-        assert_eq!(
-            counts,
-            [
-                ("a".to_string(), "failed".to_string(), 1),
-                ("a".to_string(), "running".to_string(), 1),
-            ]
-        );
+        let counts = counts_of(store).await;
+        assert_eq!(counts, counted(&[("a", "failed", 1), ("a", "running", 1)]));
         let active = store.active_runs().await.unwrap();
         assert_eq!(active, vec![fresh.clone()]);
         let failed = store
@@ -821,31 +811,16 @@ async fn a_manual_run_written_again_as_new_is_kept_once(b: &Backend) {
     three.flush().await.unwrap();
     let (s, r) = three.run("m1").await.unwrap().expect("m1");
     assert_eq!((s, r), (seq, again), "seq kept, record replaced");
-    let mut counts = three.run_counts().await.unwrap();
-    counts.sort();
+    let counts = counts_of(&three).await;
     assert_eq!(
         counts,
-        [
-            ("a".to_string(), "queued".to_string(), 1),
-            ("a".to_string(), "succeeded".to_string(), 2),
-        ]
+        counted(&[("a", "queued", 1), ("a", "succeeded", 2)])
     );
-    let ids = |store: &Store| {
-        let store = store.clone();
-        async move {
-            store
-                .runs(RunQuery {
-                    limit: 10,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|(_, r)| r.id)
-                .collect::<Vec<_>>()
-        }
+    let all = || RunQuery {
+        limit: 10,
+        ..Default::default()
     };
-    assert_eq!(ids(&three).await, ["m3", "m2", "m1"]);
+    assert_eq!(run_ids(&three, all()).await, ["m3", "m2", "m1"]);
     three
         .submit(vec![Mutation::PruneRuns {
             job_id: "a".into(),
@@ -854,15 +829,11 @@ async fn a_manual_run_written_again_as_new_is_kept_once(b: &Backend) {
         .unwrap();
     three.flush().await.unwrap();
     // m1 is active (queued again): kept; m2 pruned.
-    assert_eq!(ids(&three).await, ["m3", "m1"]);
-    let mut counts = three.run_counts().await.unwrap();
-    counts.sort();
+    assert_eq!(run_ids(&three, all()).await, ["m3", "m1"]);
+    let counts = counts_of(&three).await;
     assert_eq!(
         counts,
-        [
-            ("a".to_string(), "queued".to_string(), 1),
-            ("a".to_string(), "succeeded".to_string(), 1),
-        ]
+        counted(&[("a", "queued", 1), ("a", "succeeded", 1)])
     );
 }
 
@@ -909,6 +880,13 @@ async fn prune_events_and_count_them_by_type(b: &Backend) {
 mod redis_only {
     use super::*;
     use ::redis::AsyncCommands;
+
+    /// Fence the store's writes to term `epoch` of `key`, as a leader's are.
+    async fn hold_term(r: &RedisStore, key: &str, epoch: u64) {
+        let mut c = r.connection();
+        let _: () = c.set(r.key(key), epoch).await.unwrap();
+        r.set_fence(Some((key.into(), epoch)));
+    }
 
     fn redis_of(store: &Store) -> &RedisStore {
         match store {
@@ -1050,8 +1028,7 @@ mod redis_only {
         let store = backend.open().await;
         let r = redis_of(&store);
         let mut c = r.connection();
-        let _: () = c.set(r.key("epoch"), 1).await.unwrap();
-        r.set_fence(Some(("epoch".into(), 1)));
+        hold_term(r, "epoch", 1).await;
         let fenced = r.fenced();
         store
             .submit(vec![Mutation::Event(NewEvent::new("a", json!({})))])
@@ -1091,9 +1068,7 @@ mod redis_only {
         let backend = Backend::redis();
         let store = backend.open().await;
         let r = redis_of(&store);
-        let mut c = r.connection();
-        let _: () = c.set(r.key("leader:epoch"), "7").await.unwrap();
-        r.set_fence(Some(("leader:epoch".into(), 7)));
+        hold_term(r, "leader:epoch", 7).await;
         let mut one = run("f1", "a", RunStatus::Queued);
         let mut two = run("f2", "b", RunStatus::Queued);
         store.submit(vec![put(&one), put(&two)]).unwrap();
@@ -1109,32 +1084,25 @@ mod redis_only {
         store.flush().await.unwrap();
         let (seq, got) = store.run("f1").await.unwrap().expect("f1");
         assert_eq!((seq, got), (seq1, one.clone()));
-        let mut counts = store.run_counts().await.unwrap();
-        counts.sort();
+        let counts = counts_of(&store).await;
         assert_eq!(
             counts,
-            [
-                ("a".to_string(), "queued".to_string(), 1),
-                ("a".to_string(), "succeeded".to_string(), 1),
-                ("b".to_string(), "cancelled".to_string(), 1),
-            ]
+            counted(&[
+                ("a", "queued", 1),
+                ("a", "succeeded", 1),
+                ("b", "cancelled", 1)
+            ])
         );
         assert_eq!(store.active_runs().await.unwrap(), vec![three.clone()]);
         let ids = |status| {
-            let store = store.clone();
-            async move {
-                store
-                    .runs(RunQuery {
-                        status: Some(status),
-                        limit: 10,
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .map(|(_, r)| r.id)
-                    .collect::<Vec<_>>()
-            }
+            run_ids(
+                &store,
+                RunQuery {
+                    status: Some(status),
+                    limit: 10,
+                    ..Default::default()
+                },
+            )
         };
         assert_eq!(ids(RunStatus::Succeeded).await, ["f1"]);
         assert_eq!(ids(RunStatus::Cancelled).await, ["f2"]);
@@ -1168,8 +1136,7 @@ mod redis_only {
         assert_eq!(ids(RunStatus::Succeeded).await, ["g1", "f1"]);
         assert_eq!(ids(RunStatus::Queued).await, ["f5", "f4", "f3"]);
         // Another term: the writer forgets, and still writes correctly.
-        let _: () = c.set(r.key("leader:epoch"), "8").await.unwrap();
-        r.set_fence(Some(("leader:epoch".into(), 8)));
+        hold_term(r, "leader:epoch", 8).await;
         let mut three = three;
         three.status = RunStatus::Failed;
         let mut four = four;
@@ -1183,17 +1150,16 @@ mod redis_only {
         assert_eq!(ids(RunStatus::Failed).await, ["f4", "f3"]);
         assert_eq!(ids(RunStatus::Cancelled).await, ["f5", "f2"]);
         assert!(store.active_runs().await.unwrap().is_empty());
-        let mut counts = store.run_counts().await.unwrap();
-        counts.sort();
+        let counts = counts_of(&store).await;
         assert_eq!(
             counts,
-            [
-                ("a".to_string(), "cancelled".to_string(), 1),
-                ("a".to_string(), "failed".to_string(), 2),
-                ("a".to_string(), "succeeded".to_string(), 1),
-                ("b".to_string(), "cancelled".to_string(), 1),
-                ("b".to_string(), "succeeded".to_string(), 1),
-            ]
+            counted(&[
+                ("a", "cancelled", 1),
+                ("a", "failed", 2),
+                ("a", "succeeded", 1),
+                ("b", "cancelled", 1),
+                ("b", "succeeded", 1)
+            ])
         );
     }
 
@@ -1206,9 +1172,7 @@ mod redis_only {
         let backend = Backend::redis();
         let store = backend.open().await;
         let r = redis_of(&store);
-        let mut c = r.connection();
-        let _: () = c.set(r.key("leader:epoch"), "9").await.unwrap();
-        r.set_fence(Some(("leader:epoch".into(), 9)));
+        hold_term(r, "leader:epoch", 9).await;
         let other = backend.open().await;
         let mut holder = run("x1", "a", RunStatus::Queued);
         holder.run_key = "key-shared".into();
@@ -1248,15 +1212,8 @@ mod redis_only {
         );
         assert_eq!(store.run("x1").await.unwrap().expect("x1").1, holder);
         assert_eq!(store.run("z1").await.unwrap().expect("z1").1, third);
-        let mut counts = store.run_counts().await.unwrap();
-        counts.sort();
-        assert_eq!(
-            counts,
-            [
-                ("a".to_string(), "queued".to_string(), 1),
-                ("a".to_string(), "running".to_string(), 1),
-            ]
-        );
+        let counts = counts_of(&store).await;
+        assert_eq!(counts, counted(&[("a", "queued", 1), ("a", "running", 1)]));
         let active: Vec<String> = store
             .active_runs()
             .await

@@ -741,16 +741,9 @@ mod tests {
     }
 
     fn record(id: &str) -> serde_json::Value {
-        serde_json::json!({
-            "id": id, "job_id": "job", "status": "running", "trigger": "manual",
-            "inputs": {}, "attempt": 1, "attempts": [], "scheduled_at": null,
-            "queued_at": "2026-12-02T18:33:57.375Z", "started_at": null,
-            "finished_at": null, "duration_ms": null, "error": null,
-            "spec_hash": "h", "revision": "r", "steps": [],
-            "usage": {"llm_tokens": 0}, "output": null, "run_key": "k",
-            "due_at": null, "priority": "normal", "flow": null,
-            "chain_depth": 0, "lease_owner": null
-        })
+        let run =
+            crate::testkit::sample_run(id, "job", "k", crate::store::runs::RunStatus::Running);
+        serde_json::to_value(run).expect("a run serializes")
     }
 
     #[test]

@@ -647,19 +647,7 @@ mod tests {
         }
     }
 
-    fn run(id: &str, key: &str, status: &str) -> Run {
-        serde_json::from_value(serde_json::json!({
-            "id": id, "job_id": "job", "status": status, "trigger": "manual",
-            "inputs": {}, "attempt": 0, "attempts": [], "scheduled_at": null,
-            "queued_at": "2026-12-02T18:33:57.375Z", "started_at": null,
-            "finished_at": null, "duration_ms": null, "error": null,
-            "spec_hash": "h", "revision": "r", "steps": [],
-            "usage": {"llm_tokens": 0}, "output": null, "run_key": key,
-            "due_at": null, "priority": "normal", "flow": null,
-            "chain_depth": 0, "lease_owner": null
-        }))
-        .unwrap()
-    }
+    use crate::testkit::sample_run;
 
     /// A dispatched run's record is sent once: the `dispatch` op names
     /// the argument carrying it, whichever way the run is written.
@@ -670,7 +658,12 @@ mod tests {
         // Known (an update), new, and new with a run key taken in the
         // same batch (sent the careful way).
         for (id, key) in [("known", "k0"), ("new", "k1"), ("twin", "k1")] {
-            c.add(Mutation::PutRun(Box::new(run(id, key, "running"))));
+            c.add(Mutation::PutRun(Box::new(sample_run(
+                id,
+                "job",
+                key,
+                RunStatus::Running,
+            ))));
             c.add(Mutation::Dispatch { run_id: id.into() });
         }
         let mut known = Known::default();
@@ -696,12 +689,18 @@ mod tests {
         }
     }
 
+    /// A batch of one event.
+    fn one_event() -> Ops {
+        let mut ops = Ops::default();
+        ops.events(vec![NewEvent::new("a", serde_json::json!({}))]);
+        ops
+    }
+
     #[tokio::test]
     async fn a_retried_batch_is_applied_once() {
         let server = crate::testkit::RedisServer::start().expect("redis-server");
         let target = target(&server).await;
-        let mut ops = Ops::default();
-        ops.events(vec![NewEvent::new("a", serde_json::json!({}))]);
+        let ops = one_event();
         // The same batch id again (a reply lost): the first result, no write.
         let first = apply_once(&target, None, &seq("w", "b1", None), &ops).await;
         let again = apply_once(&target, None, &seq("w", "b1", None), &ops).await;
@@ -719,8 +718,7 @@ mod tests {
     async fn a_call_applies_only_after_the_one_it_follows() {
         let server = crate::testkit::RedisServer::start().expect("redis-server");
         let target = target(&server).await;
-        let mut ops = Ops::default();
-        ops.events(vec![NewEvent::new("a", serde_json::json!({}))]);
+        let ops = one_event();
         // The call before never arrived (a lost connection): nothing written.
         let early = apply_once(&target, None, &seq("w:1", "b2", Some(("w:0", "b1"))), &ops).await;
         assert!(matches!(early, Ok(Outcome::Stale)));
@@ -730,17 +728,7 @@ mod tests {
         assert_eq!(summary(second.unwrap()), (2, 1));
         // New runs numbered from a wrong count go the careful way; what
         // the writer encoded after them assumed otherwise.
-        let run: Run = serde_json::from_value(serde_json::json!({
-            "id": "r1", "job_id": "job", "status": "queued", "trigger": "manual",
-            "inputs": {}, "attempt": 0, "attempts": [], "scheduled_at": null,
-            "queued_at": "2026-12-02T18:33:57.375Z", "started_at": null,
-            "finished_at": null, "duration_ms": null, "error": null,
-            "spec_hash": "h", "revision": "r", "steps": [],
-            "usage": {"llm_tokens": 0}, "output": null, "run_key": "k1",
-            "due_at": null, "priority": "normal", "flow": null,
-            "chain_depth": 0, "lease_owner": null
-        }))
-        .unwrap();
+        let run = sample_run("r1", "job", "k1", RunStatus::Queued);
         let mut coalesced = Coalesced::default();
         coalesced.add(super::super::super::Mutation::PutRun(Box::new(run)));
         let mut careful = Ops::default();

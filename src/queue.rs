@@ -1124,11 +1124,15 @@ impl RunQueue {
             mutations.push(Mutation::Failure(run.job_id.clone(), next.clone()));
             st.failure.insert(run.job_id.clone(), next);
         }
-        let run = run.clone();
+        // The run leaves the queue: moved out, cloned once for the store.
+        let Some(entry) = st.runs.remove(run_id) else {
+            return;
+        };
+        let run = entry.run;
         mutations.push(Mutation::PutRun(Box::new(run.clone())));
+        let run = Arc::new(run);
         st.last_finished
-            .insert(run.job_id.clone(), Arc::new(run.clone()));
-        st.runs.remove(run_id);
+            .insert(run.job_id.clone(), Arc::clone(&run));
         st.finished += 1;
         Counts::add(&mut st.counts.active_by_job, &run.job_id, -1);
         if let Some(flow) = &run.flow {

@@ -137,6 +137,20 @@ fn other_methods_get_405_and_unknown_paths_404() {
     assert!(body["error"].as_str().unwrap().contains("missing"));
     let (code, _) = http(&daemon.url, "GET", "/api/v1/runs?status=bogus", &[]);
     assert_eq!(code, 400);
+    // A malformed parameter is a JSON error that names it, on every list.
+    for (path, name) in [
+        ("/api/v1/runs?limit=abc", "limit"),
+        ("/api/v1/runs?limit=-1", "limit"),
+        ("/api/v1/jobs/a/runs?cursor=garbage", "cursor"),
+        ("/api/v1/events?after=abc", "after"),
+        ("/api/v1/jobs?enabled=maybe", "enabled"),
+        ("/api/v1/revisions?limit=x", "limit"),
+    ] {
+        let (code, body) = http(&daemon.url, "GET", path, &[]);
+        assert_eq!(code, 400, "GET {path}: {body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(name), "GET {path}: {body}");
+    }
 }
 
 #[test]

@@ -47,6 +47,28 @@ impl From<crate::store::StoreError> for ApiError {
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
+/// Query parameters; a malformed one (`limit=abc`, `after=x`) is a JSON
+/// `400 {"error": ...}` naming it, like every other API error, not axum's
+/// plain-text rejection.
+struct ApiQuery<T>(T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Query::try_from_uri(&parts.uri)
+            .map(|Query(q)| ApiQuery(q))
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))
+    }
+}
+
 /// Every path the API serves. The router is built from this list and the
 /// OpenAPI document is checked against it, so a route cannot be added
 /// without being documented.
@@ -430,7 +452,7 @@ fn job_view<'a>(
 
 async fn jobs(
     State(shared): State<AppState>,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     let limit = limit(q.limit)?;
     let applied = shared.applied.load();
@@ -620,7 +642,7 @@ struct PageQuery {
     cursor: Option<i64>,
 }
 
-async fn revisions(State(shared): State<AppState>, Query(q): Query<PageQuery>) -> ApiResult {
+async fn revisions(State(shared): State<AppState>, ApiQuery(q): ApiQuery<PageQuery>) -> ApiResult {
     let limit = limit(q.limit)?;
     let mut items = shared
         .store
@@ -648,7 +670,7 @@ struct EventsQuery {
 async fn events(
     State(shared): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<EventsQuery>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {
     if sse::wants_stream(&headers) {
         let filter = crate::store::EventQuery {
@@ -729,7 +751,7 @@ fn fresher(shared: &Shared, run: Run) -> Run {
 
 async fn runs(
     State(shared): State<AppState>,
-    Query(q): Query<RunsQuery>,
+    ApiQuery(q): ApiQuery<RunsQuery>,
 ) -> Result<Response, ApiError> {
     list_runs(&shared, q).await
 }
@@ -737,7 +759,7 @@ async fn runs(
 async fn job_runs(
     State(shared): State<AppState>,
     Path(id): Path<String>,
-    Query(mut q): Query<RunsQuery>,
+    ApiQuery(mut q): ApiQuery<RunsQuery>,
 ) -> Result<Response, ApiError> {
     if !shared.applied.load().snapshot.jobs.contains_key(&id) && q.job.is_none() {
         // History of a deleted job is kept and still listed.

@@ -545,3 +545,21 @@ fn init_scaffolds_a_directory_that_validates() {
         "id: mine\ntype: noop\n"
     );
 }
+
+#[test]
+fn a_metric_label_that_is_not_a_prometheus_name_is_rejected() {
+    // One such label would make scrapers reject the daemon's whole /metrics.
+    let d = dir_with(
+        "jobs.d/a.yaml",
+        "id: a\ntype: agent.workflow\nsteps:\n  - id: m\n    metric:\n      name: orders\n      value: 1\n      labels:\n        shop_id: main\n        bad-key: x\n",
+    );
+    d.run(&["validate"]).assert_code(1).assert_line(
+        "jobs.d/a.yaml:10:9: error[schema] Job a:",
+        "label `bad-key` is not a Prometheus label name",
+    );
+    let ok = dir_with(
+        "jobs.d/a.yaml",
+        "id: a\ntype: agent.workflow\nsteps:\n  - id: m\n    metric:\n      name: orders\n      value: 1\n      labels: {shop_id: main, _x: y}\n",
+    );
+    ok.run(&["validate"]).assert_code(0);
+}

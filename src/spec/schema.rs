@@ -149,6 +149,18 @@ fn describe(
                 format!("{} is not one of: {allowed}", short(error.instance())),
             ));
         }
+        // Only metric labels constrain key names: the key as the instance.
+        ValidationErrorKind::PropertyNames { error: inner } => {
+            let key = inner.instance().as_str().unwrap_or_default();
+            let child = format!("{pointer}/{}", escape_token(key));
+            out.push(err(
+                positions.key_pos(&child),
+                &child,
+                format!(
+                    "label `{key}` is not a Prometheus label name: a letter or `_`, then letters, digits, `_` (not `__...`)"
+                ),
+            ));
+        }
         ValidationErrorKind::Pattern { pattern } => {
             let what = pointer.rsplit('/').next().unwrap_or("");
             let message = if pointer.contains("/steps/") && what == "id" {

@@ -524,6 +524,14 @@ impl RuntimeActions {
             ];
             if let Some(Value::Object(extra)) = args.get("labels") {
                 for (k, v) in extra {
+                    // One bad name would make scrapers reject the whole
+                    // /metrics page, every other family included.
+                    if !is_label_name(k) {
+                        return Err(ActionError::Permanent(format!(
+                            "metric label `{k}` is not a Prometheus label name \
+                             (a letter or `_`, then letters, digits, `_`; not `__...`)"
+                        )));
+                    }
                     if k != "job" && k != "name" {
                         labels.push((k.clone(), text(Some(v)).unwrap_or_default()));
                     }
@@ -533,6 +541,16 @@ impl RuntimeActions {
         }
         Ok(json!(value))
     }
+}
+
+/// A Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`, and `__` is reserved.
+fn is_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__")
 }
 
 impl Actions for RuntimeActions {
@@ -567,5 +585,20 @@ impl Actions for RuntimeActions {
     fn metric<'a>(&'a self, call: &'a ActionCall<'a>, args: Value) -> ActionFuture<'a> {
         let result = self.metric_impl(call, args);
         Box::pin(async move { result })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_label_name;
+
+    #[test]
+    fn label_names_follow_prometheus() {
+        for ok in ["shop", "shop_id", "_x", "_", "a1", "Region"] {
+            assert!(is_label_name(ok), "{ok}");
+        }
+        for bad in ["", "bad-key", "1a", "__reserved", "a.b", "é"] {
+            assert!(!is_label_name(bad), "{bad}");
+        }
     }
 }

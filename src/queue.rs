@@ -1077,7 +1077,10 @@ impl RunQueue {
                 }
                 match wait {
                     Some(wait) => {
-                        let due = t + jiff::SignedDuration::try_from(wait).unwrap_or_default();
+                        let due = jiff::SignedDuration::try_from(wait)
+                            .ok()
+                            .and_then(|w| t.checked_add(w).ok())
+                            .unwrap_or(t);
                         run.status = RunStatus::Retrying;
                         run.error = Some(error.clone());
                         run.due_at = Some(format_ts(due));

@@ -563,3 +563,15 @@ fn a_metric_label_that_is_not_a_prometheus_name_is_rejected() {
     );
     ok.run(&["validate"]).assert_code(0);
 }
+
+#[test]
+fn a_backoff_longer_than_30_days_is_rejected() {
+    // 1e300 seconds used to pass and then panic in the daemon's retry path.
+    let d = dir_with(
+        "jobs.d/a.yaml",
+        "id: a\ntype: noop\nretry_policy:\n  max_retry: 2\n  backoff_sec: [1, 1e300]\n",
+    );
+    d.run(&["validate"])
+        .assert_code(1)
+        .assert_line("jobs.d/a.yaml:5:", "2592000");
+}

@@ -64,10 +64,9 @@ pub struct Args {
 }
 
 fn seconds(name: &str, s: f64) -> anyhow::Result<Duration> {
-    if s.is_finite() && s >= 0.0 {
-        Ok(Duration::from_secs_f64(s))
-    } else {
-        anyhow::bail!("{name} must be a number of seconds >= 0, not {s}")
+    match Duration::try_from_secs_f64(s) {
+        Ok(d) => Ok(d),
+        Err(_) => anyhow::bail!("{name} must be a number of seconds >= 0, not {s}"),
     }
 }
 
@@ -78,7 +77,9 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
         .data_dir
         .unwrap_or_else(|| dir.join(".multijob").join("data"));
     let watch_poll = match args.watch_poll {
-        Some(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
+        Some(s) if s > 0.0 && Duration::try_from_secs_f64(s).is_ok() => {
+            Some(Duration::from_secs_f64(s))
+        }
         Some(s) => anyhow::bail!("--watch-poll must be a positive number of seconds, not {s}"),
         None => None,
     };

@@ -45,7 +45,12 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
         args.workers,
         args.data_dir,
         args.allow_command,
-        Duration::from_secs_f64(args.grace),
+        Duration::try_from_secs_f64(args.grace).map_err(|_| {
+            anyhow::anyhow!(
+                "--grace must be a number of seconds >= 0, not {}",
+                args.grace
+            )
+        })?,
     ))?;
     Ok(Outcome::Success)
 }

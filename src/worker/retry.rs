@@ -10,6 +10,9 @@ use crate::store::runs::FailureState;
 
 /// Backoff when the policy lists none.
 const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest backoff (30 days, the schema's maximum): a bigger number
+/// must not overflow the due time and leave the run stuck `running`.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The wait before the next attempt after attempt `failed` (1-based) failed,
 /// or `None` when no retries are left. The last backoff entry repeats.
@@ -24,7 +27,9 @@ pub fn backoff(policy: &RetryPolicy, failed: u32) -> Option<Duration> {
         .or(policy.backoff_sec.last())
         .copied();
     Some(match secs {
-        Some(s) if s.is_finite() && s >= 0.0 => Duration::from_secs_f64(s),
+        Some(s) if s.is_finite() && s >= 0.0 => {
+            Duration::try_from_secs_f64(s).map_or(MAX_BACKOFF, |d| d.min(MAX_BACKOFF))
+        }
         _ => DEFAULT_BACKOFF,
     })
 }
@@ -88,6 +93,10 @@ mod tests {
             backoff(&policy(1, &[0.25]), 1),
             Some(Duration::from_millis(250))
         );
+        // Too big for a Duration, or just very long: capped, never a panic.
+        for huge in [1e300, 18446744073709551615.0, 1e9] {
+            assert_eq!(backoff(&policy(1, &[huge]), 1), Some(MAX_BACKOFF));
+        }
     }
 
     fn memory() -> FailureMemory {

@@ -311,8 +311,9 @@ impl RuntimeActions {
             .unwrap_or(0.0)
             .max(0.0);
         let now = self.queue.clock().now();
-        let due = now
-            .checked_add(jiff::SignedDuration::from_secs_f64(delay))
+        let due = jiff::SignedDuration::try_from_secs_f64(delay)
+            .map_err(|e| e.to_string())
+            .and_then(|d| now.checked_add(d).map_err(|e| e.to_string()))
             .map_err(|e| ActionError::Permanent(format!("delay_sec {delay}: {e}")))?;
         let inputs = match args.get("inputs") {
             None | Some(Value::Null) => Value::Object(Map::new()),

@@ -57,7 +57,17 @@ fn in_cluster() -> bool {
 
 fn main() -> ExitCode {
     tune_allocator(in_cluster());
-    let cli = Cli::parse();
+    // clap exits 2 on a usage error, and 2 means "plan found changes":
+    // `plan --detailed-exitcode || test $? -eq 2` would pass on a typo.
+    // Usage errors exit 1, like every other error; help and version 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     match multijob::cli::run(cli) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Failure) => ExitCode::from(1),

@@ -575,3 +575,12 @@ fn a_backoff_longer_than_30_days_is_rejected() {
         .assert_code(1)
         .assert_line("jobs.d/a.yaml:5:", "2592000");
 }
+
+#[test]
+fn a_usage_error_exits_1_not_2_which_means_changes() {
+    // `plan --detailed-exitcode || test $? -eq 2` must not pass on a typo.
+    let d = dir_with("jobs.d/a.yaml", "id: a\ntype: noop\n");
+    d.run(&["plan", "--detailed-exitcod"]).assert_code(1);
+    d.run(&["validate", "--output", "yaml"]).assert_code(1);
+    d.run(&["plan", "--detailed-exitcode"]).assert_code(2);
+}

@@ -412,9 +412,15 @@ async fn handle_command(queue: &RunQueue, store: &Store, inbox_id: i64, command:
                 tokio::task::yield_now().await;
             }
             if offered > 0 && queued == 0 {
+                let reason = match queue.applied().snapshot.jobs.get(&job_id) {
+                    Some(job) if !job.spec.enabled => {
+                        format!("job {job_id} is disabled: it gets no new runs")
+                    }
+                    _ => format!("no job {job_id} in the applied revision"),
+                };
                 let event = NewEvent::new(
                     "trigger.rejected",
-                    json!({"run_id": run_id, "reason": format!("no job {job_id} in the applied revision")}),
+                    json!({"run_id": run_id, "reason": reason}),
                 )
                 .job(job_id);
                 let _ = store.submit(vec![Mutation::Event(event)]);

@@ -664,6 +664,12 @@ impl RunQueue {
                     continue;
                 };
                 let (job, hash) = job;
+                // Disabled jobs get no new runs, whoever asks (a trigger
+                // or follow-up handed over before the job was disabled).
+                if !job.enabled {
+                    tracing::warn!(job = %n.job_id, run = %n.id, "enqueue: the job is disabled; run dropped");
+                    continue;
+                }
                 let revision = st
                     .applied
                     .revision

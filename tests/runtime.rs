@@ -672,3 +672,45 @@ fn backup_export_writes_specs_and_history_and_rotates() {
         std::fs::read_dir(&dir).unwrap().collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn a_disabled_job_gets_no_new_runs_from_trigger_or_a_follow_up() {
+    // SPEC section 4: deleted or disabled jobs get no new runs.
+    let d = ConfigDir::new();
+    d.write("jobs.d/off.yaml", "id: off\ntype: noop\nenabled: false\n");
+    d.write(
+        "jobs.d/chain.yaml",
+        "id: chain\ntype: agent.workflow\nsteps:\n  - id: later\n    schedule_job: {job: off, delay_sec: 0}\n",
+    );
+    let daemon = Daemon::start(d.path(), &[]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let off = d.run(&["trigger", "off"]);
+    off.assert_code(1);
+    assert!(
+        off.stderr().contains("job `off` is disabled"),
+        "{}",
+        off.stderr()
+    );
+    d.run(&["trigger", "chain", "--count", "0"]).assert_code(1);
+    let r = d.run(&["trigger", "chain"]);
+    r.assert_code(0);
+    let id = r
+        .stdout()
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_default()
+        .to_string();
+    let run = daemon.wait_until(&format!("/api/v1/runs/{id}"), "the chain run", |v| {
+        v["status"] == "failed" || v["status"] == "succeeded"
+    });
+    assert_eq!(run["status"], "failed", "{run:#}");
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("disabled"),
+        "{run:#}"
+    );
+    let (_, runs) = daemon.get("/api/v1/runs?job=off");
+    assert_eq!(runs["items"], serde_json::json!([]), "{runs:#}");
+}

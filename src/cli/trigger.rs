@@ -25,7 +25,7 @@ pub struct Args {
     /// daemon admits a burst in slices of 64 as workers take them, so at
     /// most one slice of it waits in the queue and the rest in the inbox;
     /// after a crash it resumes where it got to, running no run twice.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub count: u32,
     #[command(flatten)]
     pub dir: DirArg,
@@ -112,6 +112,13 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
 /// The job's applied spec, or an error listing some that exist.
 fn pick_job(applied: &Applied, id: &str) -> anyhow::Result<Job> {
     if let Some(job) = applied.snapshot.jobs.get(id) {
+        if !job.spec.enabled {
+            anyhow::bail!(
+                "job `{id}` is disabled (enabled: false in {}:{}): disabled jobs get no new runs; enable it to trigger it",
+                job.file,
+                job.line
+            );
+        }
         return Ok(job.spec.clone());
     }
     let known: Vec<&str> = applied

@@ -324,6 +324,14 @@ impl RuntimeActions {
                 )));
             }
         };
+        // Disabled jobs get no new runs (SPEC section 4), follow-ups included.
+        if let Some(job) = self.queue.applied().snapshot.jobs.get(&target)
+            && !job.spec.enabled
+        {
+            return Err(ActionError::Permanent(format!(
+                "schedule_job: job `{target}` is disabled (enabled: false): it gets no new runs"
+            )));
+        }
         let run_id = new_run_id();
         let queued = self
             .queue

@@ -72,6 +72,21 @@ pub fn read_config_dir(dir: &Path) -> Result<DirContents, SourceError> {
     paths.sort();
     let mut out = DirContents::default();
     for (relative, path) in paths {
+        // Parsed values take ~50 times the text: one huge file (a dump
+        // committed by mistake) must not take the daemon's memory.
+        if let Ok(meta) = fs::metadata(&path)
+            && meta.len() > MAX_FILE_BYTES
+        {
+            out.diagnostics.push(io_finding(
+                &relative,
+                format!(
+                    "{:.1} MB: a config file may be at most {} MB; split it",
+                    meta.len() as f64 / 1e6,
+                    MAX_FILE_BYTES / 1_000_000
+                ),
+            ));
+            continue;
+        }
         match fs::read(&path) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => out.files.push(SourceFile {
@@ -92,6 +107,9 @@ pub fn read_config_dir(dir: &Path) -> Result<DirContents, SourceError> {
     }
     Ok(out)
 }
+
+/// The largest config file read (10,000 jobs of the bench take ~2 MB).
+const MAX_FILE_BYTES: u64 = 8_000_000;
 
 fn io_finding(file: &str, message: String) -> Diagnostic {
     Diagnostic::file_error(
@@ -171,6 +189,25 @@ mod tests {
         assert_eq!(
             names,
             ["jobs.d/a.yaml", "jobs.d/team/b.yml", "skills.d/s.json"]
+        );
+    }
+
+    #[test]
+    fn a_file_over_the_size_cap_is_a_finding_not_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        fs::create_dir_all(d.join("jobs.d")).unwrap();
+        fs::write(d.join("jobs.d/a.yaml"), "id: a\ntype: noop\n").unwrap();
+        let big = fs::File::create(d.join("jobs.d/dump.yaml")).unwrap();
+        big.set_len(MAX_FILE_BYTES + 1).unwrap();
+        let got = read_config_dir(d).unwrap();
+        let names: Vec<_> = got.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(names, ["jobs.d/a.yaml"]);
+        assert_eq!(got.diagnostics.len(), 1);
+        let text = format!("{:?}", got.diagnostics[0]);
+        assert!(
+            text.contains("jobs.d/dump.yaml") && text.contains("at most 8 MB"),
+            "{text}"
         );
     }
 

@@ -128,12 +128,38 @@ enum Frame {
     },
 }
 
+/// Most values aliases may add to one document. Each alias copies its
+/// anchor's value, so nested aliases grow exponentially: a 500-byte
+/// "billion laughs" file would exhaust memory at every reload.
+const ALIAS_BUDGET: usize = 100_000;
+
 struct Builder {
     stack: Vec<Frame>,
     pointer: String,
     positions: Positions,
-    anchors: HashMap<usize, Value>,
+    /// Anchored values and their size in values (see [`size_of`]).
+    anchors: HashMap<usize, (Value, usize)>,
+    /// Values added by aliases so far in this document.
+    aliased: usize,
     root: Option<Value>,
+}
+
+/// The number of values in `v` (itself and everything under it), counted
+/// up to `cap`: enough to tell whether an alias fits the budget.
+fn size_of(v: &Value, cap: usize) -> usize {
+    let mut n = 1;
+    let children: Box<dyn Iterator<Item = &Value>> = match v {
+        Value::Array(items) => Box::new(items.iter()),
+        Value::Object(map) => Box::new(map.values()),
+        _ => return 1,
+    };
+    for child in children {
+        if n > cap {
+            break;
+        }
+        n += size_of(child, cap - n);
+    }
+    n
 }
 
 impl Builder {
@@ -143,6 +169,7 @@ impl Builder {
             pointer: String::new(),
             positions: Positions::default(),
             anchors: HashMap::new(),
+            aliased: 0,
             root: None,
         }
     }
@@ -187,7 +214,8 @@ impl Builder {
     /// Attach a finished node to its parent (or make it the root).
     fn finish_node(&mut self, value: Value, anchor: usize, pos: Pos) -> Result<(), YamlError> {
         if anchor != 0 {
-            self.anchors.insert(anchor, value.clone());
+            let size = size_of(&value, ALIAS_BUDGET + 1);
+            self.anchors.insert(anchor, (value.clone(), size));
         }
         match self.stack.last_mut() {
             None => {
@@ -254,10 +282,20 @@ impl Builder {
 
     fn alias(&mut self, id: usize, span: &Span) -> Result<(), YamlError> {
         let pos = Pos::from_marker(&span.start);
-        let value = self.anchors.get(&id).cloned().ok_or_else(|| YamlError {
+        let (value, size) = self.anchors.get(&id).ok_or_else(|| YamlError {
             pos,
             message: "alias refers to an unknown anchor".to_string(),
         })?;
+        self.aliased = self.aliased.saturating_add(*size);
+        if self.aliased > ALIAS_BUDGET {
+            return Err(YamlError {
+                pos,
+                message: format!(
+                    "aliases expand to more than {ALIAS_BUDGET} values in this document (nested aliases multiply): write the values out or use fewer aliases"
+                ),
+            });
+        }
+        let value = value.clone();
         if let Some(Frame::Map { pending_key, .. }) = self.stack.last_mut()
             && pending_key.is_none()
         {
@@ -563,6 +601,27 @@ mod tests {
             d.value,
             json!({"base": {"x": 1, "y": 2}, "other": {"x": 1, "y": 3}, "list": [{"x": 1, "y": 2}]})
         );
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_before_it_grows() {
+        // Each level doubles ten times: 10^9 values from a few hundred bytes.
+        let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for (name, prev) in ["b", "c", "d", "e", "f", "g", "h", "i"]
+            .iter()
+            .zip(["a", "b", "c", "d", "e", "f", "g", "h"])
+        {
+            text.push_str(&format!(
+                "{name}: &{name} [{}]\n",
+                vec![format!("*{prev}"); 10].join(", ")
+            ));
+        }
+        let err = parse_documents(&text).unwrap_err();
+        assert!(err.message.contains("aliases expand"), "{}", err.message);
+        assert!(err.pos.line <= 5, "{:?}", err.pos);
+        // Ordinary reuse is fine.
+        let ok = "base: &b {x: 1}\nl: [*b, *b, *b]\n";
+        assert_eq!(parse_documents(ok).map(|d| d.len()).ok(), Some(1));
     }
 
     #[test]

@@ -584,3 +584,20 @@ fn a_usage_error_exits_1_not_2_which_means_changes() {
     d.run(&["validate", "--output", "yaml"]).assert_code(1);
     d.run(&["plan", "--detailed-exitcode"]).assert_code(2);
 }
+
+#[test]
+fn plan_with_a_state_path_that_does_not_exist_is_an_error() {
+    // Planning against nothing would say "create everything" and exit 2.
+    let d = dir_with("jobs.d/a.yaml", "id: a\ntype: noop\n");
+    let missing = d.path().join("nope/state.db");
+    let r = d.run(&[
+        "plan",
+        "--detailed-exitcode",
+        "--state",
+        missing.to_str().unwrap_or_default(),
+    ]);
+    r.assert_code(1);
+    assert!(r.stderr().contains("no store at"), "{}", r.stderr());
+    // Without --state, a missing default store means nothing runs yet.
+    d.run(&["plan", "--detailed-exitcode"]).assert_code(2);
+}

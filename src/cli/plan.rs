@@ -18,7 +18,7 @@ pub struct Args {
     #[command(flatten)]
     pub dir: DirArg,
     /// Running state from this embedded store [default: DIR/.multijob/state.db;
-    /// a missing store means nothing runs yet].
+    /// a missing default store means nothing runs yet; a missing --state is an error].
     #[arg(long, conflicts_with_all = ["server", "redis"])]
     pub state: Option<PathBuf>,
     /// Running state from a Redis deployment (`redis://host:6379/`).
@@ -64,6 +64,16 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
                 .state
                 .clone()
                 .unwrap_or_else(|| super::default_state(dir));
+            if !path.exists() && args.state.is_some() {
+                // A missing default store means nothing runs yet; a
+                // missing store named on purpose is most likely a typo,
+                // and planning against nothing would say "create all".
+                anyhow::bail!(
+                    "no store at {} (--state): check the path; without --state, plan reads {}",
+                    path.display(),
+                    super::default_state(dir).display()
+                );
+            }
             if path.exists() {
                 let conn = SqliteStore::open_read_only(&path)?;
                 let snapshot = read_applied(&conn, &path)?.snapshot;

@@ -295,6 +295,42 @@ fn literal_secrets_are_rejected_without_echoing_them() {
 }
 
 #[test]
+fn a_literal_secret_of_any_type_is_reported_and_never_echoed_even_beside_other_errors() {
+    // A number or a list used to be quoted by the schema message and its
+    // excerpt; a string one was not reported when the connector had
+    // another error (here a misspelt provider).
+    let d = dir_with(
+        "jobs.d/c.yaml",
+        "kind: Connector\nid: tg\nprovider: telegramm\nsecrets:\n  bot_token: 1234567890\n  key: AAsupersecretvalue\n  list: [listsecret42]\n  ok: ${env:TG_TOKEN}\n",
+    );
+    let r = d.run(&["validate"]);
+    r.assert_code(1)
+        .assert_line(
+            "jobs.d/c.yaml:3:11: error[schema] Connector tg:",
+            "telegramm",
+        )
+        .assert_line(
+            "jobs.d/c.yaml:5:14: error[literal-secret] Connector tg:",
+            "`bot_token`",
+        )
+        .assert_line(
+            "jobs.d/c.yaml:6:8: error[literal-secret] Connector tg:",
+            "`key`",
+        )
+        .assert_line(
+            "jobs.d/c.yaml:7:9: error[literal-secret] Connector tg:",
+            "`list`",
+        )
+        .assert_stdout_lacks("1234567890")
+        .assert_stdout_lacks("AAsupersecretvalue")
+        .assert_stdout_lacks("listsecret42");
+    let json = d.run(&["validate", "--output", "json"]);
+    for secret in ["1234567890", "AAsupersecretvalue", "listsecret42"] {
+        assert!(!json.stdout().contains(secret), "{}", json.stdout());
+    }
+}
+
+#[test]
 fn step_needs_exactly_one_action() {
     let d = dir_with(
         "jobs.d/a.yaml",

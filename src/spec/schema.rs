@@ -76,6 +76,45 @@ pub fn self_check() -> Result<(), String> {
     Ok(())
 }
 
+/// Every secret that is not a `${env:NAME}` / `${file:PATH}` reference,
+/// whatever its type, checked on the raw document so that another error
+/// in the connector cannot hide one. The value is never part of the
+/// message (and `validate` prints no excerpt for these).
+fn literal_secrets(
+    value: &Value,
+    positions: &Positions,
+    ctx: &DocContext<'_>,
+    out: &mut Vec<Diagnostic>,
+) {
+    const FIX: &str = "secrets never live in git: write `${env:NAME}` or `${file:PATH}`";
+    let Some(secrets) = value.get("secrets") else {
+        return;
+    };
+    let Some(map) = secrets.as_object() else {
+        out.push(ctx.at(
+            positions.value_pos("/secrets"),
+            "/secrets",
+            Severity::Error,
+            "literal-secret",
+            format!("`secrets` must map names to references; {FIX}"),
+        ));
+        return;
+    };
+    for (name, v) in map {
+        if v.as_str().is_some_and(super::validate::is_secret_reference) {
+            continue;
+        }
+        let pointer = format!("/secrets/{}", escape_token(name));
+        out.push(ctx.at(
+            positions.value_pos(&pointer),
+            &pointer,
+            Severity::Error,
+            "literal-secret",
+            format!("secret `{name}` holds a literal value; {FIX}"),
+        ));
+    }
+}
+
 /// Validate one document against its kind's schema.
 pub fn check(
     kind: Kind,
@@ -96,7 +135,15 @@ pub fn check(
         }
     };
     let mut out = Vec::new();
+    if kind == Kind::Connector {
+        literal_secrets(value, positions, ctx, &mut out);
+    }
     for error in compiled.validator.iter_errors(value) {
+        // Reported above without the value: a schema message or excerpt
+        // would echo it ("1234567890 is not of type string").
+        if kind == Kind::Connector && error.instance_path().as_str().starts_with("/secrets") {
+            continue;
+        }
         describe(&error, compiled, positions, ctx, &mut out);
     }
     out

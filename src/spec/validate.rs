@@ -191,18 +191,8 @@ pub fn check_snapshot(snapshot: &mut Snapshot, sources: &SourceMap, out: &mut Ve
             positions,
             out,
         };
-        for (name, reference) in &connector.spec.secrets {
-            if !is_secret_reference(reference) {
-                // Never echo the value: it may be a real secret.
-                c.error(
-                    &format!("/secrets/{name}"),
-                    "literal-secret",
-                    format!(
-                        "secret `{name}` holds a literal value; secrets never live in git: write `${{env:NAME}}` or `${{file:PATH}}`"
-                    ),
-                );
-            }
-        }
+        // Literal secrets are reported by the schema check, on the raw
+        // document (see `schema::literal_secrets`).
         if let Some(url) = &connector.spec.base_url {
             let schemes: &[&str] = if connector.spec.provider == Provider::Smtp {
                 &["smtp", "smtps"]

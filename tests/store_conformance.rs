@@ -74,6 +74,7 @@ conformance!(
     subscribers_see_committed_events_in_order,
     runs_list_page_filter_and_count,
     prune_runs_keeps_the_newest_and_active_ones,
+    prune_runs_keeps_n_finished_runs_however_many_are_active,
     a_second_run_with_a_taken_run_key_is_refused,
     failure_states_job_slots_and_approvals,
     kv_get_set_incr_delete_and_ttl,
@@ -486,6 +487,45 @@ async fn prune_runs_keeps_the_newest_and_active_ones(b: &Backend) {
         .unwrap();
     store.flush().await.unwrap();
     assert!(store.run("r0").await.unwrap().is_some());
+}
+
+async fn prune_runs_keeps_n_finished_runs_however_many_are_active(b: &Backend) {
+    // Three long runs newer than every finished one: `--keep-runs 3` must
+    // still keep three finished runs, not none.
+    let store = b.open().await;
+    let mut all = Vec::new();
+    for i in 0..8 {
+        let status = if i >= 5 {
+            RunStatus::Running
+        } else {
+            RunStatus::Failed
+        };
+        all.push(run(&format!("r{i}"), "a", status));
+    }
+    store.submit(all.iter().map(put).collect()).unwrap();
+    store.flush().await.unwrap();
+    // A run that finishes in the batch that prunes counts as finished.
+    let mut r5 = all[5].clone();
+    r5.status = RunStatus::Succeeded;
+    store
+        .submit(vec![
+            put(&r5),
+            Mutation::PruneRuns {
+                job_id: "a".into(),
+                keep: 3,
+            },
+        ])
+        .unwrap();
+    store.flush().await.unwrap();
+    let left = run_ids(
+        &store,
+        RunQuery {
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(left, ["r7", "r6", "r5", "r4", "r3"]);
 }
 
 async fn a_second_run_with_a_taken_run_key_is_refused(b: &Backend) {

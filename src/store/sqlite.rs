@@ -1094,9 +1094,13 @@ fn write_rest(c: &Connection, path: &Path, w: &Coalesced) -> Result<(), StoreErr
     }
     for (job, keep) in &w.prune_runs {
         c.prepare_cached(
+            // The newest `keep` finished runs stay; active ones never go
+            // and do not count (eight long runs must not empty history).
             "DELETE FROM runs WHERE job_id = ?1
                AND status NOT IN ('queued', 'awaiting_approval', 'running', 'retrying')
-               AND seq < (SELECT seq FROM runs WHERE job_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+               AND seq < (SELECT seq FROM runs WHERE job_id = ?1
+                            AND status NOT IN ('queued', 'awaiting_approval', 'running', 'retrying')
+                            ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
         )
         .and_then(|mut st| st.execute(params![job, (*keep as i64).saturating_sub(1)]))
         .map_err(sql_err(path))?;

@@ -198,14 +198,29 @@ local function delete_run(id)
   end
 end
 
--- Keep the newest `keep` runs of a job; older finished ones go.
+-- Keep the newest `keep` finished runs of a job (active runs are never
+-- pruned and do not count): older finished ones go. The candidates are
+-- the runs older than the newest `keep`; as many of them are kept as
+-- there are active runs among those newest `keep` (the job's active
+-- count, stored plus this batch's changes, less the active candidates).
 local function prune_runs(job, keep)
   flush()
   local ids = redis.call('ZREVRANGE', P .. 'runs:job:' .. job, keep, -1)
   load_infos(ids)
+  local active = 0
+  for status in pairs(ACTIVE) do
+    local f = job .. '\n' .. status
+    active = active + tonumber(redis.call('HGET', P .. 'run_counts', f) or '0') + (deltas[f] or 0)
+  end
   for _, id in ipairs(ids) do
     local m = info_of(id)
-    if m and not ACTIVE[m.status] then delete_run(id) end
+    if m and ACTIVE[m.status] then active = active - 1 end
+  end
+  for _, id in ipairs(ids) do
+    local m = info_of(id)
+    if m and not ACTIVE[m.status] then
+      if active > 0 then active = active - 1 else delete_run(id) end
+    end
   end
 end
 

@@ -46,13 +46,16 @@ pub enum TemplateUse {
     Condition,
 }
 
-/// Compile `source` and check the names it reads: roots from [`ROOTS`], and
-/// `steps.<id>` only for ids in `earlier_steps`.
+/// Compile `source` and check the names it reads: roots from [`ROOTS`],
+/// `steps.<id>` only for ids in `earlier_steps`, `item` and `loop` only
+/// `in_foreach` (a `foreach` step's body), and filters and tests the
+/// environment has (minijinja looks those up only when rendering).
 pub fn check(
     env: &Environment<'_>,
     source: &str,
     usage: TemplateUse,
     earlier_steps: &[&str],
+    in_foreach: bool,
 ) -> Result<(), TemplateIssue> {
     let names = match usage {
         TemplateUse::Condition if !is_template(source) => env
@@ -81,6 +84,14 @@ pub fn check(
                 ),
             });
         }
+        if (root == "item" || root == "loop") && !in_foreach {
+            return Err(TemplateIssue {
+                line: None,
+                message: format!(
+                    "`{root}` exists only in the body of a step with `foreach` (not in its `when` or `foreach`)"
+                ),
+            });
+        }
         if root == "steps"
             && let Some(step) = parts.next()
             && !earlier_steps.contains(&step)
@@ -98,7 +109,107 @@ pub fn check(
             });
         }
     }
+    let expression = usage == TemplateUse::Condition && !is_template(source);
+    for (kind, name) in filters_and_tests(source, expression) {
+        let (probe, unknown) = match kind {
+            Applied::Filter => (
+                format!("{{{{ none | {name} }}}}"),
+                minijinja::ErrorKind::UnknownFilter,
+            ),
+            Applied::Test => (
+                format!("{{{{ none is {name} }}}}"),
+                minijinja::ErrorKind::UnknownTest,
+            ),
+        };
+        if let Err(e) = env.render_str(&probe, ())
+            && e.kind() == unknown
+        {
+            let what = if kind == Applied::Filter {
+                "filter"
+            } else {
+                "test"
+            };
+            return Err(TemplateIssue {
+                line: None,
+                message: format!("unknown {what} `{name}`"),
+            });
+        }
+    }
     Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    Filter,
+    Test,
+}
+
+/// The filters (`| name`) and tests (`is [not] name`) a template applies,
+/// found by scanning its `{{ }}` and `{% %}` parts (all of it when
+/// `expression`), skipping string literals.
+fn filters_and_tests(source: &str, expression: bool) -> Vec<(Applied, String)> {
+    let b = source.as_bytes();
+    let ident = |mut i: usize| {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let start = i;
+        while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+            i += 1;
+        }
+        (&source[start..i], i)
+    };
+    let mut out = Vec::new();
+    let mut inside = expression;
+    let mut i = 0;
+    while i < b.len() {
+        if !expression && !inside {
+            if b[i] == b'{' && matches!(b.get(i + 1), Some(b'{' | b'%')) {
+                inside = true;
+                i += 2;
+            } else {
+                i += 1;
+            }
+            continue;
+        }
+        match b[i] {
+            b'}' | b'%' if !expression && b.get(i + 1) == Some(&b'}') => {
+                inside = false;
+                i += 2;
+            }
+            q @ (b'"' | b'\'') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'|' => {
+                let (name, next) = ident(i + 1);
+                if !name.is_empty() {
+                    out.push((Applied::Filter, name.to_string()));
+                }
+                i = next.max(i + 1);
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let (word, next) = ident(i);
+                if word == "is" {
+                    let (mut name, mut after) = ident(next);
+                    if name == "not" {
+                        (name, after) = ident(after);
+                    }
+                    if !name.is_empty() {
+                        out.push((Applied::Test, name.to_string()));
+                    }
+                    i = after;
+                } else {
+                    i = next;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    out
 }
 
 fn issue(e: minijinja::Error) -> TemplateIssue {
@@ -117,7 +228,40 @@ mod tests {
     use super::*;
 
     fn check_value(s: &str, steps: &[&str]) -> Result<(), TemplateIssue> {
-        check(&environment(), s, TemplateUse::Value, steps)
+        check(&environment(), s, TemplateUse::Value, steps, true)
+    }
+
+    #[test]
+    fn item_and_loop_exist_only_in_a_foreach_body() {
+        let env = environment();
+        let outside = check(&env, "{{ item.sku }}", TemplateUse::Value, &[], false);
+        assert!(outside.unwrap_err().message.contains("foreach"));
+        let when = check(&env, "loop.index > 1", TemplateUse::Condition, &[], false);
+        assert!(when.is_err());
+        check(&env, "{{ inputs.x }}", TemplateUse::Value, &[], false).unwrap();
+    }
+
+    #[test]
+    fn unknown_filters_and_tests_are_caught_before_a_run_is() {
+        let e = check_value("{{ 1 | nosuchfilter }}", &[]).unwrap_err();
+        assert_eq!(e.message, "unknown filter `nosuchfilter`");
+        let e = check_value("{% if inputs.x is not nosuchtest %}y{% endif %}", &[]).unwrap_err();
+        assert_eq!(e.message, "unknown test `nosuchtest`");
+        let e = check(
+            &environment(),
+            "inputs.x | nope",
+            TemplateUse::Condition,
+            &[],
+            false,
+        );
+        assert_eq!(e.unwrap_err().message, "unknown filter `nope`");
+        // Known ones, arguments, chains, and pipes inside strings are fine.
+        check_value(
+            "{{ inputs.a | default('x|y') | upper }} {{ inputs.n is number }} {{ 'a | b' }} {{ inputs.l | join(\", \") | length }}",
+            &[],
+        )
+        .unwrap();
+        check_value("{% if inputs.x is not none %}{{ inputs.x | tojson }}{% endif %} this is text | not a filter", &[]).unwrap();
     }
 
     #[test]
@@ -159,9 +303,17 @@ mod tests {
             "steps.a.output.ok and inputs.n > 3",
             TemplateUse::Condition,
             &["a"],
+            false,
         )
         .unwrap();
-        check(&env, "{{ inputs.flag }}", TemplateUse::Condition, &[]).unwrap();
-        assert!(check(&env, "inputs.n >", TemplateUse::Condition, &[]).is_err());
+        check(
+            &env,
+            "{{ inputs.flag }}",
+            TemplateUse::Condition,
+            &[],
+            false,
+        )
+        .unwrap();
+        assert!(check(&env, "inputs.n >", TemplateUse::Condition, &[], false).is_err());
     }
 }

@@ -470,19 +470,30 @@ fn check_steps(
                 env,
                 when,
                 TemplateUse::Condition,
-                &seen,
+                (&seen, false),
                 &format!("{base}/when"),
                 c,
             );
+        }
+        // `when` and `foreach` are read once per step; the rest once per
+        // item, where `item` and `loop` exist.
+        if let Some(list) = &step.foreach {
+            walk_strings(list, &format!("{base}/foreach"), &mut |pointer, s| {
+                if templates::is_template(s) {
+                    check_template(env, s, TemplateUse::Value, (&seen, false), pointer, c);
+                }
+            });
         }
         let mut body = serde_json::to_value(step).unwrap_or(Value::Null);
         if let Value::Object(map) = &mut body {
             map.remove("id");
             map.remove("when");
+            map.remove("foreach");
         }
+        let in_foreach = step.foreach.is_some();
         walk_strings(&body, &base, &mut |pointer, s| {
             if templates::is_template(s) {
-                check_template(env, s, TemplateUse::Value, &seen, pointer, c);
+                check_template(env, s, TemplateUse::Value, (&seen, in_foreach), pointer, c);
             }
         });
         check_action(step, &base, snapshot, c);
@@ -494,11 +505,11 @@ fn check_template(
     env: &minijinja::Environment<'_>,
     source: &str,
     usage: TemplateUse,
-    earlier: &[&str],
+    (earlier, in_foreach): (&[&str], bool),
     pointer: &str,
     c: &mut Checker,
 ) {
-    if let Err(issue) = templates::check(env, source, usage, earlier) {
+    if let Err(issue) = templates::check(env, source, usage, earlier, in_foreach) {
         let mut pos = c.positions.value_pos(pointer);
         if let (Some(line), Some(node)) = (issue.line, c.positions.get(pointer)) {
             // Lines of a block scalar are lines of the file; a quoted

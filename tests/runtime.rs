@@ -154,6 +154,36 @@ fn a_lane_of_one_never_overlaps() {
     );
 }
 
+/// Regression (QA): two jobs in a lane of one, each busy longer than its
+/// interval; the one whose id sorts later never ran.
+#[test]
+fn jobs_sharing_a_busy_lane_take_turns() {
+    let d = ConfigDir::new();
+    let job = |id: &str| {
+        format!(
+            "id: {id}\ntype: simulation.heavy\nflow: one\nschedule: {{every: 1s}}\ninputs: {{work_ms: 1500}}\n"
+        )
+    };
+    d.write(
+        "jobs.d/lane.yaml",
+        &format!(
+            "kind: Flow\nid: one\nmax_active_runs: 1\n---\n{}---\n{}",
+            job("lane-a"),
+            job("lane-b")
+        ),
+    );
+    let daemon = Daemon::start(d.path(), &["--workers", "4"]);
+    let started = |id: &str| {
+        runs(&daemon, &format!("&job={id}"))
+            .iter()
+            .filter(|r| !r["started_at"].is_null())
+            .count()
+    };
+    wait_for("both lane jobs to have started twice", &daemon, || {
+        (started("lane-a") >= 2 && started("lane-b") >= 2).then_some(())
+    });
+}
+
 #[test]
 fn retries_succeed_on_the_right_attempt_with_backoff() {
     let d = ConfigDir::new();

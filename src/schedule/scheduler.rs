@@ -58,9 +58,9 @@ impl Default for SchedulerConfig {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct HeapEntry {
     /// When the job started waiting: the fire time, or for a slot that
-    /// replaced one the tick cap held back, that older slot's wait. Ordering
-    /// by it first is what keeps the cap fair: a job held back goes ahead
-    /// of jobs that just ran, whatever its id.
+    /// follows one the tick cap or a full lane held back, that older slot's
+    /// wait. Ordering by it first is what keeps the cap and lanes fair: a
+    /// job held back goes ahead of jobs that just ran, whatever its id.
     waiting_since: Timestamp,
     fire_at: Timestamp,
     nominal: Timestamp,
@@ -301,6 +301,22 @@ fn next_lead(previous: Duration, cost: Duration) -> Duration {
         Duration::ZERO
     } else {
         lead
+    }
+}
+
+/// When a job's next slot starts waiting, given how its current slot (that
+/// had waited since `waited`) ended. A slot its full lane held back passes
+/// its wait on, so the job goes ahead of lane-mates that just had a turn:
+/// with a fresh wait, jobs sharing a lane tie every tick and the id breaks
+/// the tie, so the later id never runs.
+fn successor_wait(
+    waited: Timestamp,
+    next_fire: Timestamp,
+    outcome: Option<SkipReason>,
+) -> Timestamp {
+    match outcome {
+        Some(SkipReason::FlowLimit) => waited.min(next_fire),
+        _ => next_fire,
     }
 }
 
@@ -551,6 +567,9 @@ impl Scheduler {
         let mut mutations = std::mem::take(&mut t.mutations);
         let mut next_fires: Vec<(Arc<str>, Option<Timestamp>)> = Vec::new();
         let mut due: Vec<(Arc<str>, Slot)> = Vec::new();
+        // Each due slot's own wait and its successor, pushed once the guards
+        // have decided: a slot its lane holds back passes its wait on.
+        let mut successors: Vec<(HeapEntry, Option<Slot>)> = Vec::new();
         // Only as many as the cap has room for go to the guards; skips
         // do not count, so the next chunk looks again.
         let room = self
@@ -603,22 +622,18 @@ impl Scheduler {
             let deferred = js.deferred;
             let superseded = next.is_some_and(|n| n.fire_at <= now);
             next_fires.push((entry.job.clone(), next.map(|n| n.fire_at)));
-            if let Some(n) = next {
-                self.heap.push(Reverse(HeapEntry {
-                    // The successor of a held-back slot inherits its wait.
-                    waiting_since: if superseded {
-                        entry.waiting_since
-                    } else {
-                        n.fire_at
-                    },
-                    fire_at: n.fire_at,
-                    nominal: n.nominal,
-                    job: entry.job.clone(),
-                    generation: entry.generation,
-                }));
-            }
             // A newer slot is already due: this one is too late to matter.
             if superseded {
+                if let Some(n) = next {
+                    self.heap.push(Reverse(HeapEntry {
+                        // The successor of a held-back slot inherits its wait.
+                        waiting_since: entry.waiting_since,
+                        fire_at: n.fire_at,
+                        nominal: n.nominal,
+                        job: entry.job.clone(),
+                        generation: entry.generation,
+                    }));
+                }
                 let reason = if deferred {
                     SkipReason::TickLimit
                 } else {
@@ -635,16 +650,29 @@ impl Scheduler {
             if let Some(js) = self.jobs.get_mut(&*entry.job) {
                 js.deferred = false;
             }
-            due.push((entry.job, slot));
+            due.push((entry.job.clone(), slot));
+            successors.push((entry, next));
         }
-        self.dispatch_slots(due, false, now, &mut batch, &mut mutations);
+        let outcomes = self.dispatch_slots(due, false, now, &mut batch, &mut mutations);
+        for ((entry, next), outcome) in successors.into_iter().zip(outcomes) {
+            if let Some(n) = next {
+                self.heap.push(Reverse(HeapEntry {
+                    waiting_since: successor_wait(entry.waiting_since, n.fire_at, outcome),
+                    fire_at: n.fire_at,
+                    nominal: n.nominal,
+                    job: entry.job,
+                    generation: entry.generation,
+                }));
+            }
+        }
         self.stats.set_next_fires(next_fires);
         t.batch = batch;
         t.mutations = mutations;
         more
     }
 
-    /// Decide slots in order; dispatches are added to `batch`.
+    /// Decide slots in order; dispatches are added to `batch`. Returns
+    /// each slot's skip reason, in order (`None`: not skipped).
     fn dispatch_slots<J: AsRef<str>>(
         &mut self,
         slots: Vec<(J, Slot)>,
@@ -652,9 +680,10 @@ impl Scheduler {
         now: Timestamp,
         batch: &mut Batch,
         mutations: &mut Vec<Mutation>,
-    ) {
+    ) -> Vec<Option<SkipReason>> {
+        let mut outcomes = Vec::with_capacity(slots.len());
         if slots.is_empty() {
-            return;
+            return outcomes;
         }
         let queue = self.queue.clone();
         let applied = self.applied.clone();
@@ -666,6 +695,7 @@ impl Scheduler {
             for (job_id, slot) in slots {
                 let job_id = job_id.as_ref();
                 let Some(job) = applied.snapshot.jobs.get(job_id).map(|r| &r.spec) else {
+                    outcomes.push(None);
                     continue;
                 };
                 let lane = job.flow.as_ref().map(|f| {
@@ -684,6 +714,10 @@ impl Scheduler {
                     cooldown_until: view.cooldown_until(job_id),
                     approval_pending: view.approval_pending(job_id),
                     now,
+                });
+                outcomes.push(match decision {
+                    Decision::Skip(reason) => Some(reason),
+                    _ => None,
                 });
                 match decision {
                     Decision::Skip(reason) => {
@@ -730,6 +764,7 @@ impl Scheduler {
             let n = queue.cancel_job_runs(&job_id, "replaced by a newer slot (overlap: replace)");
             tracing::debug!(job = job_id, cancelled = n, "overlap replace");
         }
+        outcomes
     }
 
     fn flush(&mut self, batch: Batch, mutations: Vec<Mutation>) {
@@ -827,13 +862,24 @@ mod tests {
 
     /// A scheduler over `jobs` 1-second jobs (overlap allow), no workers.
     fn rig(jobs: usize, cap: usize) -> (tempfile::TempDir, Scheduler, Arc<StatsCell>) {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open_sqlite(&tmp.path().join("s.db")).unwrap();
         let text: String = (0..jobs)
             .map(|i| {
                 format!("id: j{i:04}\ntype: noop\noverlap: allow\nschedule: {{every: 1s}}\n---\n")
             })
             .collect();
+        rig_of(&text, cap, &HashMap::new())
+    }
+
+    /// A scheduler over the jobs in `text`, started with `last_slots`
+    /// (each job's last decided slot, as after a restart), no workers.
+    fn rig_of(
+        text: &str,
+        cap: usize,
+        last_slots: &HashMap<String, Timestamp>,
+    ) -> (tempfile::TempDir, Scheduler, Arc<StatsCell>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open_sqlite(&tmp.path().join("s.db")).unwrap();
+        let text = text.to_string();
         let loaded = crate::spec::build(&[crate::spec::SourceFile {
             path: "jobs.d/t.yaml".into(),
             text,
@@ -859,8 +905,66 @@ mod tests {
             ..SchedulerConfig::default()
         };
         let mut s = Scheduler::new(queue, config, stats.clone());
-        s.apply(applied, &HashMap::new());
+        s.apply(applied, last_slots);
         (tmp, s, stats)
+    }
+
+    /// Start the next ready run and finish it at once; its job id.
+    async fn run_one(queue: &RunQueue) -> Option<String> {
+        let claim = tokio::time::timeout(Duration::from_millis(10), queue.claim())
+            .await
+            .ok()??;
+        queue.finish(
+            &claim.run.id,
+            crate::queue::Outcome::Succeeded(serde_json::Value::Null),
+        );
+        Some(claim.run.job_id)
+    }
+
+    /// Regression (QA): in a lane of one, the job whose id sorts later never
+    /// ran: both came due together every tick, a lane skip did not keep the
+    /// slot's wait, so the id broke the tie every time.
+    #[tokio::test(start_paused = true)]
+    async fn jobs_sharing_a_lane_take_turns_whatever_their_ids() {
+        for (first, second) in [("lane-a", "lane-b"), ("zz-late", "aa-early")] {
+            let text = format!(
+                "kind: Flow\nid: lane\nmax_active_runs: 1\n---\n\
+                 id: {first}\ntype: noop\nflow: lane\nschedule: {{every: 1s}}\n---\n\
+                 id: {second}\ntype: noop\nflow: lane\nschedule: {{every: 1s}}\n"
+            );
+            let (_tmp, mut s, stats) = rig_of(&text, 80, &HashMap::new());
+            let queue = s.queue.clone();
+            let mut ran = Vec::new();
+            for _ in 0..6 {
+                tokio::time::advance(Duration::from_secs(1)).await;
+                s.tick();
+                ran.push(run_one(&queue).await.unwrap_or_default());
+            }
+            // One dispatch per tick, and the lane alternates.
+            for pair in ran.windows(2) {
+                assert_ne!(pair[0], pair[1], "{ran:?}");
+            }
+            // Every slot has exactly one outcome.
+            let snap = stats.snapshot();
+            assert_eq!(snap.dispatched, 6, "{snap:?}");
+            assert_eq!(snap.skipped.get("flow_limit"), Some(&6), "{snap:?}");
+        }
+    }
+
+    #[test]
+    fn a_slot_held_back_by_its_lane_passes_its_wait_on() {
+        let t = |s: &str| -> Timestamp { s.parse().unwrap() };
+        let (waited, next) = (t("2026-11-22T10:00:01Z"), t("2026-11-22T10:00:02Z"));
+        assert_eq!(
+            successor_wait(waited, next, Some(SkipReason::FlowLimit)),
+            waited
+        );
+        // A job busy with its own run, or that ran, waits afresh.
+        assert_eq!(successor_wait(waited, next, None), next);
+        assert_eq!(
+            successor_wait(waited, next, Some(SkipReason::Overlap)),
+            next
+        );
     }
 
     #[tokio::test(start_paused = true)]

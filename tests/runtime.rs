@@ -184,6 +184,56 @@ fn jobs_sharing_a_busy_lane_take_turns() {
     });
 }
 
+/// Regression (QA): `misfire: run_all` with `max_catchup_runs: 3` ran one
+/// catch-up after a downtime; `overlap: forbid` skipped the others.
+#[test]
+fn run_all_catches_up_every_missed_slot_within_the_cap() {
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/every.yaml",
+        "id: every\ntype: noop\nschedule: {every: 1s, misfire: run_all, max_catchup_runs: 3}\n",
+    );
+    {
+        let mut daemon = Daemon::start(d.path(), &[]);
+        wait_for("a first run", &daemon, || {
+            (!runs(&daemon, "&job=every&status=succeeded").is_empty()).then_some(())
+        });
+        daemon.signal("TERM");
+        let start = Instant::now();
+        while daemon.is_running() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            !daemon.is_running(),
+            "daemon did not stop\n{}",
+            daemon.log()
+        );
+    }
+    // Down for 5 s: 4 or more slots missed, 3 of them caught up.
+    std::thread::sleep(Duration::from_secs(5));
+    let daemon = Daemon::start(d.path(), &[]);
+    let catchups = wait_for("three catch-up runs", &daemon, || {
+        let queued: Vec<Value> = events(&daemon, "&type=run.queued")
+            .into_iter()
+            .filter(|e| e["data"]["catchup"] == true)
+            .collect();
+        (queued.len() >= 3).then_some(queued)
+    });
+    assert_eq!(catchups.len(), 3, "{catchups:#?}");
+    // Each distinct slot, and all of them run.
+    let mut slots: Vec<String> = catchups
+        .iter()
+        .map(|e| e["data"]["scheduled_at"].as_str().unwrap_or("").to_string())
+        .collect();
+    slots.sort();
+    slots.dedup();
+    assert_eq!(slots.len(), 3, "{slots:?}");
+    for e in &catchups {
+        let id = e["run_id"].as_str().unwrap_or_default();
+        wait_run_status(&daemon, id, "succeeded");
+    }
+}
+
 #[test]
 fn retries_succeed_on_the_right_attempt_with_backoff() {
     let d = ConfigDir::new();

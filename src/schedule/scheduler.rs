@@ -476,7 +476,8 @@ impl Scheduler {
             tracing::error!(error = %e, "scheduler: store write failed");
         }
         self.applied = applied;
-        // Catch-up runs go through the guards like any slot.
+        // Catch-up runs go through the guards like any slot, except that
+        // they do not overlap each other (see `dispatch_slots`).
         if !catchup.is_empty() {
             let mut batch = Batch::default();
             let mut mutations = Vec::new();
@@ -703,11 +704,17 @@ impl Scheduler {
                     l.active += batch.by_flow.get(f).copied().unwrap_or(0);
                     l
                 });
+                // run_all asks for each missed slot, so one restart's catch-up
+                // runs do not overlap each other; runs active before still do.
+                let own = if catchup {
+                    0
+                } else {
+                    batch.by_job.get(job_id).copied().unwrap_or(0)
+                };
                 let decision = guards::decide(&GuardInput {
                     priority: applied.snapshot.effective_priority(job),
                     overlap: job.overlap,
-                    active_runs: view.active_runs(job_id)
-                        + batch.by_job.get(job_id).copied().unwrap_or(0),
+                    active_runs: view.active_runs(job_id) + own,
                     buffered: self.buffered.contains_key(job_id),
                     lane,
                     pressure: view.pressure(),
@@ -949,6 +956,50 @@ mod tests {
             assert_eq!(snap.dispatched, 6, "{snap:?}");
             assert_eq!(snap.skipped.get("flow_limit"), Some(&6), "{snap:?}");
         }
+    }
+
+    /// Regression (QA): `run_all` with `max_catchup_runs: 3` queued one
+    /// catch-up run; `overlap: forbid` saw the first as active and skipped
+    /// the other two.
+    #[tokio::test(start_paused = true)]
+    async fn run_all_queues_every_catchup_slot_within_the_cap() {
+        let text = "id: every2\ntype: noop\nschedule: {every: 2s, misfire: run_all, max_catchup_runs: 3}\n";
+        // The clock starts at 10:00:00.500: 10:00:00 was decided before a
+        // downtime of 11 s, so 5 slots were missed.
+        let last: Timestamp = "2026-11-22T09:59:50Z".parse().unwrap();
+        let last_slots = HashMap::from([("every2".to_string(), last)]);
+        let (_tmp, s, stats) = rig_of(text, 80, &last_slots);
+        let snap = stats.snapshot();
+        assert_eq!(snap.dispatched, 3, "{snap:?}");
+        assert_eq!(snap.skipped.get("overlap"), None, "{snap:?}");
+        assert_eq!(s.queue.view().active_runs("every2"), 3);
+    }
+
+    /// The catch-up runs of one restart do not overlap each other, but a
+    /// run still active from before the restart does overlap them.
+    #[tokio::test(start_paused = true)]
+    async fn run_all_catchup_still_skips_for_a_run_active_before() {
+        let text = "id: every2\ntype: noop\nschedule: {every: 2s, misfire: run_all, max_catchup_runs: 3}\n";
+        let (_tmp, mut s, stats) = rig_of(text, 80, &HashMap::new());
+        // A run from before the restart, still queued.
+        s.queue.enqueue(vec![NewRun {
+            id: new_run_id(),
+            job_id: "every2".into(),
+            trigger: Trigger::Manual,
+            inputs: serde_json::Value::Null,
+            run_key: "manual".into(),
+            scheduled_at: None,
+            chain_depth: 0,
+            due_at: None,
+            extra: serde_json::Value::Null,
+        }]);
+        let last: Timestamp = "2026-11-22T09:59:50Z".parse().unwrap();
+        let applied = s.applied.clone();
+        s.jobs.clear();
+        s.apply(applied, &HashMap::from([("every2".to_string(), last)]));
+        let snap = stats.snapshot();
+        assert_eq!(snap.dispatched, 0, "{snap:?}");
+        assert_eq!(snap.skipped.get("overlap"), Some(&3), "{snap:?}");
     }
 
     #[test]

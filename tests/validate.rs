@@ -637,3 +637,16 @@ fn plan_with_a_state_path_that_does_not_exist_is_an_error() {
     // Without --state, a missing default store means nothing runs yet.
     d.run(&["plan", "--detailed-exitcode"]).assert_code(2);
 }
+
+#[test]
+fn durations_and_counts_have_upper_bounds() {
+    // 2^64-1 seconds validated, then `plan` said the schedule had ended.
+    let d = dir_with(
+        "jobs.d/a.yaml",
+        "id: a\ntype: noop\nschedule: {interval_sec: 18446744073709551615}\ntimeout_ms: 99999999999\n",
+    );
+    d.run(&["validate"])
+        .assert_code(1)
+        .assert_line("jobs.d/a.yaml:3:", "31622400")
+        .assert_line("jobs.d/a.yaml:4:", "604800000");
+}

@@ -574,7 +574,7 @@ fn an_approval_step_pauses_the_run_until_approved_or_rejected() {
         .iter()
         .filter_map(|(_, b)| b["text"].as_str())
         .collect();
-    // The step before the gate ran twice but sent once.
+    // The steps before the gate ran once: the run resumed after it.
     assert_eq!(
         texts,
         ["asking: price cut for A1", "published after approved"],
@@ -610,4 +610,155 @@ fn an_approval_step_pauses_the_run_until_approved_or_rejected() {
         .filter(|(_, b)| b["text"].as_str().unwrap_or("").starts_with("published"))
         .count();
     assert_eq!(published, 1, "a rejected run does not publish");
+}
+
+/// A shop that counts the orders it is asked to create.
+fn start_order_peer() -> (String, Arc<AtomicUsize>) {
+    let orders = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new()
+        .route(
+            "/create-order",
+            post(|State(n): State<Arc<AtomicUsize>>| async move {
+                let id = n.fetch_add(1, Ordering::SeqCst) + 1;
+                Json(json!({"order_id": format!("o-{id}")}))
+            }),
+        )
+        .with_state(orders.clone());
+    (common::serve(app), orders)
+}
+
+/// Approve the run's pending approval and wait until the run leaves
+/// `awaiting_approval` for `next` (the next pause, or the end).
+fn approve_pending(
+    d: &ConfigDir,
+    daemon: &Daemon,
+    run_id: &str,
+    next: &str,
+    extra: &[&str],
+) -> Value {
+    let (_, approvals) = daemon.get("/api/v1/approvals");
+    let ap = approvals["items"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|a| a["status"] == "pending" && a["run_id"] == run_id)
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("no pending approval for {run_id}: {approvals:#}"));
+    let mut args = vec![
+        "approvals",
+        "approve",
+        ap["id"].as_str().unwrap_or_default(),
+    ];
+    args.extend_from_slice(extra);
+    d.run(&args).assert_code(0);
+    daemon.wait_until(&format!("/api/v1/runs/{run_id}"), next, |v| {
+        v["status"] == next
+            && (next != "awaiting_approval"
+                || v["steps"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|s| s["id"] == "nested")))
+    })
+}
+
+/// Defect: approving re-ran the whole workflow from its first step, so the
+/// order was created twice and the counter ended at 2. The run resumes
+/// after the approval step with the recorded outputs of the steps before
+/// it, at the top level and inside a skill, in both stores.
+fn an_approved_run_resumes_after_its_approval_step(redis: Option<&str>) {
+    let (base, orders) = start_order_peer();
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/order.yaml",
+        &format!(
+            r#"kind: Connector
+id: shop
+provider: http
+base_url: {base}
+---
+id: order
+type: agent.workflow
+steps:
+  - id: create
+    http: {{connector: shop, method: POST, path: /create-order, json: {{sku: A}}}}
+  - id: count
+    kv: {{incr: orders}}
+  - id: gate
+    approval: {{reason: "ship {{{{ steps.create.output.body.order_id }}}}?"}}
+  - id: after
+    set: {{order: "{{{{ steps.create.output.body.order_id }}}}", count: "{{{{ steps.count.output }}}}"}}
+  - id: nested
+    uses: order-and-ask
+  - id: check
+    kv: {{get: orders}}
+"#
+        ),
+    );
+    d.write(
+        "skills.d/ask.yaml",
+        r#"kind: Skill
+id: order-and-ask
+steps:
+  - id: create
+    http: {connector: shop, method: POST, path: /create-order, json: {sku: B}}
+  - id: gate
+    approval: {reason: "ship {{ steps.create.output.body.order_id }} too?"}
+  - id: done
+    set: {order: "{{ steps.create.output.body.order_id }}"}
+"#,
+    );
+    d.run(&["validate"]).assert_code(0);
+    let extra: Vec<&str> = redis.map(|url| vec!["--redis", url]).unwrap_or_default();
+    let daemon = Daemon::start(d.path(), &extra);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let mut args = vec!["trigger", "order"];
+    args.extend_from_slice(&extra);
+    let r = d.run(&args);
+    r.assert_code(0);
+    let id = r
+        .stdout()
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_default()
+        .to_string();
+    daemon.wait_until(&format!("/api/v1/runs/{id}"), "the first pause", |v| {
+        v["status"] == "awaiting_approval"
+    });
+    assert_eq!(orders.load(Ordering::SeqCst), 1);
+    // The top-level gate: the skill's order is created, then its gate waits.
+    approve_pending(&d, &daemon, &id, "awaiting_approval", &extra);
+    assert_eq!(orders.load(Ordering::SeqCst), 2, "{}", daemon.log());
+    let run = approve_pending(&d, &daemon, &id, "succeeded", &extra);
+    assert_eq!(
+        orders.load(Ordering::SeqCst),
+        2,
+        "each order created once: {run:#}"
+    );
+    let output = |step: &str| {
+        run["steps"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["id"] == step))
+            .map(|s| s["output"].clone())
+            .unwrap_or(Value::Null)
+    };
+    // Outputs recorded before the pause are still there for templates.
+    assert_eq!(
+        output("after"),
+        json!({"order": "o-1", "count": 1}),
+        "{run:#}"
+    );
+    assert_eq!(output("nested"), json!({"order": "o-2"}), "{run:#}");
+    assert_eq!(output("check"), json!(1), "the counter ran once: {run:#}");
+    assert_eq!(output("gate")["decision"], "approved", "{run:#}");
+}
+
+#[test]
+fn an_approved_run_resumes_after_its_approval_step_embedded() {
+    an_approved_run_resumes_after_its_approval_step(None);
+}
+
+#[test]
+fn an_approved_run_resumes_after_its_approval_step_redis() {
+    let server = multijob::testkit::RedisServer::start().expect("redis-server");
+    an_approved_run_resumes_after_its_approval_step(Some(&server.url()));
 }

@@ -1,6 +1,8 @@
 //! Runs as recorded: one record per run, attempts inside it (SPEC section 6
 //! shape), plus the per-job state the scheduler keeps durable.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -93,6 +95,11 @@ pub struct StepRecord {
     pub output: Value,
     pub error: Option<String>,
     pub duration_ms: u64,
+    /// On a step waiting for an approval: the outputs of what completed
+    /// inside it (a skill's steps, `foreach` items) by path (`create`,
+    /// `each:2/send`), so that the run resumes without doing them again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub completed: BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -24,7 +24,7 @@ use crate::status::metrics::WorkflowGauge;
 use crate::store::runs::{Run, StepRecord};
 use crate::store::{Applied, Store};
 use crate::workflow::runtime::RuntimeActions;
-use crate::workflow::{Engine, RunInfo};
+use crate::workflow::{Engine, Resume, RunInfo};
 
 /// What a run needs from whoever handed it out: the local queue in a
 /// single-process deployment, or the link to the leader in a Redis one.
@@ -371,7 +371,11 @@ async fn run_workflow(
         scheduled_at: run.scheduled_at.clone(),
     };
     let timeout = Duration::from_millis(job.timeout_ms.max(1));
-    let running = engine.run(steps, run.inputs.clone(), info, &actions, &cancel);
+    // A run approved after a pause goes on after its approval step, with
+    // the outputs recorded before it (the records travel with the run, to
+    // a worker process too).
+    let resume = Resume::from_records(&run.steps);
+    let running = engine.resume(steps, run.inputs.clone(), info, resume, &actions, &cancel);
     let finished = tokio::time::timeout(timeout, running).await;
     let tokens = actions.tokens.load(Ordering::SeqCst);
     let (result, records) = match finished {

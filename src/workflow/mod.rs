@@ -56,6 +56,74 @@ pub mod status {
     pub const FAILED: &str = "failed";
     pub const SKIPPED: &str = "skipped";
     pub const CANCELLED: &str = "cancelled";
+    /// The step paused the run until its approval is decided.
+    pub const AWAITING_APPROVAL: &str = "awaiting_approval";
+}
+
+/// What an earlier execution of the run completed before it paused for an
+/// approval: the run resumes after it instead of from its first step, so
+/// an order created before the approval is not created again (SPEC 5:
+/// `approval` pauses the run).
+#[derive(Debug, Default)]
+pub struct Resume {
+    /// Top-level steps that completed, by id: their records are reused.
+    top: BTreeMap<String, StepRecord>,
+    /// Outputs of what completed inside the step that paused, by path.
+    inner: BTreeMap<String, Value>,
+}
+
+impl Resume {
+    /// From the step records of the run's last execution. Only a pause
+    /// (the last record waits for an approval) resumes; a run retried
+    /// after a failure or an interruption runs from its first step, as
+    /// before (at-least-once, with idempotency keys).
+    pub fn from_records(records: &[StepRecord]) -> Resume {
+        match records.split_last() {
+            Some((paused, done)) if paused.status == status::AWAITING_APPROVAL => Resume {
+                top: done.iter().map(|r| (r.id.clone(), r.clone())).collect(),
+                inner: paused.completed.clone(),
+            },
+            _ => Resume::default(),
+        }
+    }
+}
+
+/// Shared by the frames of one execution: what to reuse, and what
+/// completed inside steps (kept on the record of a step that pauses).
+struct Progress {
+    resume: Resume,
+    /// Only when an approval is within reach: nothing else can pause.
+    collect: bool,
+    done: std::sync::Mutex<BTreeMap<String, Value>>,
+}
+
+impl Progress {
+    fn reused(&self, path: &str) -> Option<Value> {
+        let out = self.resume.inner.get(path)?.clone();
+        self.completed(path, &out);
+        Some(out)
+    }
+
+    fn completed(&self, path: &str, output: &Value) {
+        if self.collect {
+            self.done
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(path.to_string(), output.clone());
+        }
+    }
+
+    /// What completed inside the step `id` (its items and nested steps).
+    fn inside(&self, id: &str) -> BTreeMap<String, Value> {
+        let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        done.iter()
+            .filter(|(path, _)| {
+                path.strip_prefix(id)
+                    .is_some_and(|rest| rest.starts_with('/') || rest.starts_with(':'))
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
 }
 
 type StepResult = Result<Value, RunError>;
@@ -95,6 +163,7 @@ struct Frame<'r> {
     actions: &'r dyn Actions,
     cancel: &'r CancellationToken,
     counters: &'r Counters,
+    progress: &'r Progress,
     depth: usize,
     /// The `uses` steps (and items) this list runs under, as `call/` or
     /// `call:2/`: it keeps idempotency keys of a skill used twice apart.
@@ -123,6 +192,21 @@ impl<'a> Engine<'a> {
         self
     }
 
+    /// Whether an `approval` step is among `steps` or the skills they
+    /// use: only then can the run pause, and what completes inside a step
+    /// is worth keeping for the resume.
+    fn reaches_approval(&self, steps: &[Step], depth: usize) -> bool {
+        depth <= MAX_USES_DEPTH
+            && steps.iter().any(|s| match &s.action {
+                Action::Approval(_) => true,
+                Action::Uses(id) => self
+                    .skills
+                    .get(id)
+                    .is_some_and(|k| self.reaches_approval(&k.spec.steps, depth + 1)),
+                _ => false,
+            })
+    }
+
     /// Runs `steps` in order; the result is the last step's output. Every
     /// step that started (or was skipped) has a record.
     pub async fn run(
@@ -133,12 +217,33 @@ impl<'a> Engine<'a> {
         actions: &dyn Actions,
         cancel: &CancellationToken,
     ) -> (Result<Value, RunError>, Vec<StepRecord>) {
+        self.resume(steps, inputs, run, Resume::default(), actions, cancel)
+            .await
+    }
+
+    /// [`run`](Self::run), reusing what `resume` says completed before
+    /// the run paused for an approval.
+    pub async fn resume(
+        &self,
+        steps: &[Step],
+        inputs: Value,
+        run: RunInfo,
+        resume: Resume,
+        actions: &dyn Actions,
+        cancel: &CancellationToken,
+    ) -> (Result<Value, RunError>, Vec<StepRecord>) {
         let counters = Counters::default();
+        let progress = Progress {
+            resume,
+            collect: self.reaches_approval(steps, 0),
+            done: Default::default(),
+        };
         let frame = Frame {
             run: &run,
             actions,
             cancel,
             counters: &counters,
+            progress: &progress,
             depth: 0,
             scope: String::new(),
         };
@@ -162,6 +267,21 @@ impl<'a> Engine<'a> {
                 if frame.cancel.is_cancelled() {
                     return Err(RunError::Cancelled);
                 }
+                // Completed before the run paused: not done again.
+                let path = format!("{}{}", frame.scope, step.id);
+                let reused = if frame.depth == 0 {
+                    frame.progress.resume.top.get(&step.id).map(|r| {
+                        records.push(r.clone());
+                        r.output.clone()
+                    })
+                } else {
+                    frame.progress.reused(&path)
+                };
+                if let Some(output) = reused {
+                    outputs.insert(step.id.clone(), json!({"output": output}));
+                    last = output;
+                    continue;
+                }
                 let started = Instant::now();
                 let base = self.context(&inputs, &outputs, frame.run);
                 let result = self.run_step(step, &base, frame).await;
@@ -181,13 +301,17 @@ impl<'a> Engine<'a> {
                     }
                     // The run pauses here; it runs again once decided.
                     Err(pause @ RunError::AwaitingApproval { .. }) => {
-                        records.push(record(
+                        let mut paused = record(
                             step,
-                            "awaiting_approval",
+                            status::AWAITING_APPROVAL,
                             Value::Null,
                             None,
                             duration_ms,
-                        ));
+                        );
+                        if frame.depth == 0 {
+                            paused.completed = frame.progress.inside(&step.id);
+                        }
+                        records.push(paused);
                         return Err(pause);
                     }
                     Err(e) => {
@@ -205,11 +329,18 @@ impl<'a> Engine<'a> {
                                 _ => RunError::Permanent(message),
                             });
                         }
+                        if frame.depth > 0 {
+                            frame.progress.completed(&path, &Value::Null);
+                        }
                         outputs.insert(step.id.clone(), json!({"output": null}));
                         last = Value::Null;
                         continue;
                     }
                 };
+                // Top-level steps are on their records already.
+                if frame.depth > 0 {
+                    frame.progress.completed(&path, &output);
+                }
                 outputs.insert(step.id.clone(), json!({"output": output}));
                 records.push(record(step, status, output.clone(), error, duration_ms));
                 last = output;
@@ -273,8 +404,16 @@ impl<'a> Engine<'a> {
                 let limit = &limit;
                 let item_errors = &item_errors;
                 Box::pin(async move {
+                    let path = format!("{}{}", frame.scope, item_key(step, Some(index)));
+                    if let Some(output) = frame.progress.reused(&path) {
+                        return Ok(output);
+                    }
                     let _permit = limit.acquire().await.map_err(|_| RunError::Cancelled)?;
-                    match self.attempts(step, &ctx, Some(index), frame).await {
+                    let result = self.attempts(step, &ctx, Some(index), frame).await;
+                    if let Ok(output) = &result {
+                        frame.progress.completed(&path, output);
+                    }
+                    match result {
                         // One failed item must not sink the others (a bad
                         // phone number in a campaign): it yields null.
                         Err(RunError::Retryable(e) | RunError::Permanent(e))
@@ -483,6 +622,7 @@ impl<'a> Engine<'a> {
             actions: frame.actions,
             cancel: frame.cancel,
             counters: frame.counters,
+            progress: frame.progress,
             depth: frame.depth + 1,
             scope: format!("{}{}/", frame.scope, item_key(step, item_index)),
         };
@@ -589,6 +729,7 @@ fn record(
         output,
         error,
         duration_ms,
+        completed: BTreeMap::new(),
     }
 }
 
@@ -1199,5 +1340,137 @@ mod tests {
             statuses(&records),
             [("ok", "succeeded"), ("typo", "failed")]
         );
+    }
+
+    /// Side effects of a workflow with approvals: `kv incr` counts calls,
+    /// `approval` pauses until its key is in `approved`.
+    #[derive(Default)]
+    struct Gates {
+        bumps: AtomicU32,
+        approved: Mutex<Vec<String>>,
+    }
+
+    impl Actions for Gates {
+        fn http<'a>(&'a self, _: &'a ActionCall<'a>, _: Value) -> ActionFuture<'a> {
+            refuse("http")
+        }
+        fn llm<'a>(&'a self, _: &'a ActionCall<'a>, _: Value) -> ActionFuture<'a> {
+            refuse("llm")
+        }
+        fn agent<'a>(&'a self, _: &'a ActionCall<'a>, _: Value) -> ActionFuture<'a> {
+            refuse("agent")
+        }
+        fn message<'a>(&'a self, _: &'a ActionCall<'a>, _: Value) -> ActionFuture<'a> {
+            refuse("message")
+        }
+        fn schedule_job<'a>(&'a self, _: &'a ActionCall<'a>, _: Value) -> ActionFuture<'a> {
+            refuse("schedule_job")
+        }
+        fn metric<'a>(&'a self, _: &'a ActionCall<'a>, _: Value) -> ActionFuture<'a> {
+            refuse("metric")
+        }
+        fn kv<'a>(&'a self, _: &'a ActionCall<'a>, _: Value) -> ActionFuture<'a> {
+            let n = self.bumps.fetch_add(1, Ordering::SeqCst) + 1;
+            Box::pin(async move { Ok(json!(n)) })
+        }
+        fn approval<'a>(&'a self, call: &'a ActionCall<'a>, _: Value) -> ActionFuture<'a> {
+            let key = call.idempotency_key.clone();
+            let approved = self.approved.lock().unwrap().contains(&key);
+            Box::pin(async move {
+                if approved {
+                    Ok(json!({"decision": "approved"}))
+                } else {
+                    Err(ActionError::Pause {
+                        approval_id: format!("ap-{key}"),
+                        key,
+                        reason: "why".into(),
+                    })
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_approved_run_resumes_after_what_completed_before_its_pause() {
+        let skills = skills(json!([
+            {"id": "ask", "steps": [{"id": "bump", "kv": {"incr": "n"}},
+                                    {"id": "gate", "approval": {"reason": "x"}},
+                                    {"id": "said", "set": {"bump": "{{ steps.bump.output }}"}}]},
+        ]));
+        let list = steps(json!([
+            {"id": "count", "kv": {"incr": "n"}},
+            {"id": "gate", "approval": {"reason": "x"}},
+            {"id": "after", "set": {"count": "{{ steps.count.output }}"}},
+            {"id": "nested", "uses": "ask"},
+            {"id": "each", "foreach": [0, 1], "uses": "ask"},
+        ]));
+        let engine = Engine::new(&skills, std::env::temp_dir(), Clock::Wall);
+        let gates = Gates::default();
+        let token = CancellationToken::new();
+        let mut records = Vec::new();
+        // Each pause is approved in turn; the last execution finishes.
+        let mut pauses = Vec::new();
+        let result = loop {
+            let resume = Resume::from_records(&records);
+            let (result, recs) = engine
+                .resume(&list, json!({}), run_info(), resume, &gates, &token)
+                .await;
+            records = recs;
+            match result {
+                Err(RunError::AwaitingApproval { key, .. }) => {
+                    assert!(pauses.len() < 10, "{pauses:?}");
+                    pauses.push(key.clone());
+                    gates.approved.lock().unwrap().push(key);
+                }
+                other => break other,
+            }
+        };
+        assert_eq!(
+            pauses,
+            [
+                "run-1:gate",
+                "run-1:nested/gate",
+                "run-1:each:0/gate",
+                "run-1:each:1/gate"
+            ]
+        );
+        // Each `kv incr` ran once: top level, in a skill, in foreach items.
+        assert_eq!(gates.bumps.load(Ordering::SeqCst), 4);
+        assert_eq!(result.unwrap(), json!([{"bump": 3}, {"bump": 4}]));
+        assert_eq!(records[0].output, json!(1));
+        assert_eq!(records[2].output, json!({"count": 1}));
+        assert_eq!(records[3].output, json!({"bump": 2}));
+        assert!(
+            records.iter().all(|r| r.status == "succeeded"),
+            "{records:?}"
+        );
+        assert!(
+            records.iter().all(|r| r.completed.is_empty()),
+            "{records:?}"
+        );
+    }
+
+    #[test]
+    fn only_a_pause_resumes() {
+        let rec = |id: &str, status: &str| StepRecord {
+            id: id.into(),
+            status: status.into(),
+            output: json!(id),
+            error: None,
+            duration_ms: 0,
+            completed: BTreeMap::from([(format!("{id}/x"), json!(1))]),
+        };
+        let paused = Resume::from_records(&[rec("a", "succeeded"), rec("b", "awaiting_approval")]);
+        assert_eq!(paused.top.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(
+            paused.inner,
+            BTreeMap::from([("b/x".to_string(), json!(1))])
+        );
+        // A failed or interrupted execution runs again from its first step.
+        for last in ["failed", "cancelled", "succeeded"] {
+            let r = Resume::from_records(&[rec("a", "succeeded"), rec("b", last)]);
+            assert!(r.top.is_empty() && r.inner.is_empty(), "{last}");
+        }
+        assert!(Resume::from_records(&[]).top.is_empty());
     }
 }

@@ -21,7 +21,7 @@ use crate::status::listener::StallGuardListener;
 use crate::status::sse::SseConfig;
 use crate::status::{api, metrics};
 use crate::store::feed::Feed;
-use crate::store::runs::InboxCommand;
+use crate::store::runs::{ApprovalStatus, InboxCommand};
 use crate::store::{EventQuery, Mutation, NewEvent, Store, format_ts};
 use crate::worker::{WorkerContext, WorkerPool};
 
@@ -461,16 +461,30 @@ async fn handle_command(queue: &RunQueue, store: &Store, inbox_id: i64, command:
             by,
         } => {
             let approvals = store.approvals(false).await.unwrap_or_default();
-            let result = match approvals.iter().find(|a| a.id == approval_id) {
+            let found = approvals.iter().find(|a| a.id == approval_id);
+            // The queue refuses a decision for an approval it no longer
+            // waits on, even when the store has not recorded the first one
+            // yet (two decisions a moment apart).
+            let result = match found {
+                Some(a) if a.status != ApprovalStatus::Pending => Err(format!(
+                    "approval {approval_id} is already {} by {}; this decision was not applied",
+                    a.status.as_str(),
+                    a.decided_by.as_deref().unwrap_or("an operator")
+                )),
                 Some(a) => queue.decide(a, approve, &by),
                 None => Err(format!("no approval {approval_id}")),
             };
             if let Err(reason) = result {
                 tracing::warn!(approval = %approval_id, %reason, "approval decision not applied");
-                let _ = store.submit(vec![Mutation::Event(NewEvent::new(
+                let mut event = NewEvent::new(
                     "approval.failed",
-                    json!({"approval_id": approval_id, "reason": reason}),
-                ))]);
+                    json!({"approval_id": approval_id, "decision": if approve { "approve" } else { "reject" },
+                           "by": by, "reason": reason}),
+                );
+                if let Some(a) = found {
+                    event = event.job(a.job_id.clone()).run(a.run_id.clone());
+                }
+                let _ = store.submit(vec![Mutation::Event(event)]);
             }
         }
     }

@@ -130,6 +130,9 @@ struct Entry {
     cancel: CancellationToken,
     /// Key in the ready heap while ready (stale heap keys are skipped).
     ready_seq: Option<u64>,
+    /// The approval the run waits on while `awaiting_approval`: a decision
+    /// for another one (an earlier approval decided twice) is refused.
+    pending_approval: Option<String>,
 }
 
 #[derive(Default)]
@@ -571,9 +574,10 @@ impl RunQueue {
                 self.insert_locked(&mut st, run);
             }
             for a in &approvals {
-                if !st.runs.contains_key(&a.run_id) {
+                let Some(entry) = st.runs.get_mut(&a.run_id) else {
                     continue;
-                }
+                };
+                entry.pending_approval = Some(a.id.clone());
                 Counts::add(&mut st.counts.approvals_by_job, &a.job_id, 1);
             }
             // Under the lock, like every write of a run's state (see
@@ -595,6 +599,7 @@ impl RunQueue {
             run,
             cancel: CancellationToken::new(),
             ready_seq: None,
+            pending_approval: None,
         };
         match entry.run.status {
             RunStatus::Queued => {
@@ -717,6 +722,7 @@ impl RunQueue {
                         .job(run.job_id.clone())
                         .run(run.id.clone()),
                 ));
+                let mut pending_approval = None;
                 if status == RunStatus::AwaitingApproval {
                     let approval = Approval {
                         id: format!("ap-{}", run.id),
@@ -741,13 +747,18 @@ impl RunQueue {
                         .job(run.job_id.clone())
                         .run(run.id.clone()),
                     ));
+                    pending_approval = Some(approval.id.clone());
                     mutations.push(Mutation::PutApproval(approval));
                 } else {
                     ready += 1;
                 }
                 mutations.push(Mutation::PutRun(Box::new(run.clone())));
                 out.push(run.id.clone());
+                let id = run.id.clone();
                 self.insert_locked(&mut st, run);
+                if let Some(entry) = st.runs.get_mut(&id) {
+                    entry.pending_approval = pending_approval;
+                }
             }
             let waiting = st.counts.waiting;
             if let Some(on) = st.pressure.update(waiting) {
@@ -1038,6 +1049,7 @@ impl RunQueue {
                 mutations.push(Mutation::PutApproval(approval));
                 mutations.push(Mutation::PutRun(Box::new(run.clone())));
                 let job_id = run.job_id.clone();
+                entry.pending_approval = Some(approval_id);
                 Counts::add(&mut st.counts.approvals_by_job, &job_id, 1);
                 self.submit(mutations);
                 // Still active: it waits for the decision, not for a worker.
@@ -1232,13 +1244,18 @@ impl RunQueue {
             let Some(entry) = st.runs.get_mut(&approval.run_id) else {
                 return Err(format!("run {} is not waiting", approval.run_id));
             };
-            if entry.run.status != RunStatus::AwaitingApproval {
+            if entry.run.status != RunStatus::AwaitingApproval
+                || entry.pending_approval.as_deref() != Some(approval.id.as_str())
+            {
+                // Decided already: the store may not show it yet.
                 return Err(format!(
-                    "run {} is {}, not awaiting approval",
+                    "approval {} is already decided (run {} is {}); this decision was not applied",
+                    approval.id,
                     approval.run_id,
                     entry.run.status.as_str()
                 ));
             }
+            entry.pending_approval = None;
             let decided = Approval {
                 status: if approve {
                     ApprovalStatus::Approved

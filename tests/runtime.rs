@@ -578,6 +578,57 @@ fn approvals_gate_runs_of_jobs_that_require_them() {
     }
 }
 
+/// Defect: `approve` then `reject` within a second both printed success
+/// with rc 0; the reject was dropped, seen only as an `approval.failed`
+/// event without job or run. The second decision is refused (rc 1), and a
+/// decision the daemon cannot apply names the job and the run.
+#[test]
+fn a_conflicting_second_decision_is_refused() {
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/gated.yaml",
+        "id: gated\ntype: noop\nrequires_approval: true\n",
+    );
+    let daemon = Daemon::start(d.path(), &[]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let id = trigger(&d, "gated", None);
+    wait_run_status(&daemon, &id, "awaiting_approval");
+    let ap = format!("ap-{id}");
+    d.run(&["approvals", "approve", &ap]).assert_code(0);
+    // At once, before or after the daemon applied the approval.
+    let second = d.run(&["approvals", "reject", &ap]);
+    second.assert_code(1);
+    assert!(
+        second.stderr().contains("approved") && second.stderr().contains("not applied"),
+        "{}",
+        second.explain()
+    );
+    wait_run_status(&daemon, &id, "succeeded");
+    let (_, approvals) = daemon.get("/api/v1/approvals");
+    assert_eq!(approvals["items"][0]["status"], "approved", "{approvals:#}");
+
+    // A decision that reaches the daemon anyway (posted straight to the
+    // inbox, as a racing CLI would) is refused there, by job and run.
+    let state = d.path().join(".multijob/state.db");
+    multijob::store::sqlite::post_to_inbox(
+        &state,
+        &multijob::store::runs::InboxCommand::Decide {
+            approval_id: ap.clone(),
+            approve: false,
+            by: "test".into(),
+        },
+    )
+    .expect("post to the inbox");
+    let failed = wait_for("approval.failed", &daemon, || {
+        events(&daemon, "&type=approval.failed").into_iter().next()
+    });
+    assert_eq!(failed["job_id"], "gated", "{failed:#}");
+    assert_eq!(failed["run_id"], id.as_str(), "{failed:#}");
+    let reason = failed["data"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("already approved"), "{failed:#}");
+    assert_eq!(run_of(&daemon, &id)["status"], "succeeded");
+}
+
 #[test]
 fn trigger_refuses_unknown_jobs_and_bad_inputs() {
     let d = ConfigDir::new();

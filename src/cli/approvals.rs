@@ -1,10 +1,11 @@
 //! `multijob approvals`: list and decide pending approvals.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use crate::store::redis::RedisStore;
 use crate::store::runs::{Approval, ApprovalStatus, InboxCommand};
-use crate::store::sqlite::{SqliteStore, post_to_inbox, read_approvals};
+use crate::store::sqlite::{SqliteStore, post_to_inbox, read_approvals, read_inbox};
 
 use super::{Outcome, OutputFormat};
 
@@ -75,6 +76,26 @@ impl Backend {
         })
     }
 
+    /// Commands the daemon has not handled yet (handled ones are deleted).
+    fn inbox(&self) -> anyhow::Result<Vec<InboxCommand>> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = match self {
+                Backend::Sqlite(path) => {
+                    let conn = SqliteStore::open_read_only(path)?;
+                    read_inbox(&conn, path, after)?
+                }
+                Backend::Redis(store, rt) => rt.block_on(store.inbox(after))?,
+            };
+            let Some(last) = page.last().map(|(id, _)| *id) else {
+                return Ok(out);
+            };
+            after = last;
+            out.extend(page.into_iter().map(|(_, c)| c));
+        }
+    }
+
     fn post(&self, command: &InboxCommand) -> anyhow::Result<()> {
         match self {
             Backend::Sqlite(path) => post_to_inbox(path, command)?,
@@ -118,13 +139,48 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     }
 }
 
+/// How long `approve`/`reject` waits to see its decision applied: the
+/// daemon reads the inbox every 100 ms.
+const APPLY_WAIT: Duration = Duration::from_secs(3);
+
+/// Post a decision, then wait to see it applied: the daemon applies
+/// decisions in order, so of two conflicting ones the second is refused
+/// there, and only the wait tells its CLI so (a second `reject` right
+/// after an `approve` used to print success and be dropped).
 fn decide(backend: &Backend, id: &str, approve: bool) -> anyhow::Result<Outcome> {
+    let (verb, done) = if approve {
+        ("approve", "approved")
+    } else {
+        ("reject", "rejected")
+    };
     let all = backend.approvals(false)?;
     let Some(a) = all.iter().find(|a| a.id == id) else {
         anyhow::bail!("no approval `{id}` (see `multijob approvals list`)");
     };
     if a.status != ApprovalStatus::Pending {
-        anyhow::bail!("approval {id} is already {}", a.status.as_str());
+        anyhow::bail!(
+            "approval {id} is already {}{}; this {verb} was not applied",
+            a.status.as_str(),
+            a.decided_by
+                .as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default()
+        );
+    }
+    // A decision posted a moment ago that the daemon has not read yet.
+    let waiting = backend.inbox()?.into_iter().find_map(|c| match c {
+        InboxCommand::Decide {
+            approval_id,
+            approve,
+            by,
+        } if approval_id == id => Some((approve, by)),
+        _ => None,
+    });
+    if let Some((earlier, by)) = waiting {
+        anyhow::bail!(
+            "approval {id} is already being {} (a decision by {by} waits for the daemon); this {verb} was not applied",
+            if earlier { "approved" } else { "rejected" }
+        );
     }
     let by = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     backend.post(&InboxCommand::Decide {
@@ -132,11 +188,40 @@ fn decide(backend: &Backend, id: &str, approve: bool) -> anyhow::Result<Outcome>
         approve,
         by: format!("cli:{by}"),
     })?;
-    println!(
-        "{} {id} (run {} of job {}); the daemon applies it within a second",
-        if approve { "approved" } else { "rejected" },
-        a.run_id,
-        a.job_id
-    );
-    Ok(Outcome::Success)
+    let wanted = if approve {
+        ApprovalStatus::Approved
+    } else {
+        ApprovalStatus::Rejected
+    };
+    let started = Instant::now();
+    let decided = loop {
+        let now = backend.approvals(false)?.into_iter().find(|x| x.id == id);
+        match now {
+            Some(x) if x.status != ApprovalStatus::Pending => break Some(x),
+            _ if started.elapsed() >= APPLY_WAIT => break None,
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    let what = format!("{id} (run {} of job {})", a.run_id, a.job_id);
+    match decided {
+        Some(x) if x.status == wanted => {
+            println!("{done} {what}");
+            Ok(Outcome::Success)
+        }
+        Some(x) => anyhow::bail!(
+            "approval {id} was {} first{}; this {verb} was not applied",
+            x.status.as_str(),
+            x.decided_by
+                .as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default()
+        ),
+        None => {
+            println!(
+                "{done} {what}: posted, not applied yet (no daemon took it within {}s; it applies when one reads the inbox)",
+                APPLY_WAIT.as_secs()
+            );
+            Ok(Outcome::Success)
+        }
+    }
 }

@@ -1707,7 +1707,9 @@ pub fn read_approvals(
     Ok(out)
 }
 
-fn read_inbox(
+/// Commands not yet handled, with an id above `after` (also used by the
+/// CLI, to see a decision still waiting for the daemon).
+pub fn read_inbox(
     c: &Connection,
     path: &Path,
     after: i64,

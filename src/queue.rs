@@ -75,8 +75,10 @@ pub enum Outcome {
     /// this attempt does not count against its retries.
     Interrupted,
     /// A workflow `approval` step waits: the run parks in
-    /// `awaiting_approval` (the attempt does not count against retries)
-    /// and runs again once approved.
+    /// `awaiting_approval` and its attempt stays open with its number.
+    /// Approved, the same attempt goes on after the approval step (one
+    /// attempt, with `resumed_at`, so a pause never costs a retry);
+    /// rejected, the attempt and the step end failed.
     AwaitingApproval {
         approval_id: String,
         step_id: String,
@@ -904,17 +906,27 @@ impl RunQueue {
             let entry = st.runs.get_mut(&id)?;
             let run = &mut entry.run;
             run.status = RunStatus::Running;
-            run.attempt += 1;
             run.started_at.get_or_insert_with(|| started.clone());
             run.spec_hash = hash;
             run.lease_owner = Some(owner);
-            run.attempts.push(Attempt {
-                n: run.attempt,
-                started_at: started,
-                finished_at: None,
-                status: RunStatus::Running,
-                error: None,
-            });
+            match run.attempts.last_mut() {
+                // Approved after a pause: the open attempt goes on.
+                Some(a) if a.finished_at.is_none() => {
+                    a.status = RunStatus::Running;
+                    a.resumed_at = Some(started);
+                }
+                _ => {
+                    run.attempt += 1;
+                    run.attempts.push(Attempt {
+                        n: run.attempt,
+                        started_at: started,
+                        resumed_at: None,
+                        finished_at: None,
+                        status: RunStatus::Running,
+                        error: None,
+                    });
+                }
+            }
             entry.ready_seq = None;
             let claim = Claim {
                 run: run.clone(),
@@ -979,6 +991,18 @@ impl RunQueue {
             st.counts.waiting = st.counts.waiting.saturating_sub(1);
         } else if was == RunStatus::AwaitingApproval {
             Counts::add(&mut st.counts.approvals_by_job, &run.job_id, -1);
+            // Rejected or cancelled while waiting: the step that asked
+            // ends too (a pause is the only way here; approval requeues).
+            let ended = match &outcome {
+                Outcome::Cancelled(reason) => {
+                    Some((crate::workflow::status::CANCELLED, reason.clone()))
+                }
+                Outcome::Failed(e) => Some((crate::workflow::status::FAILED, e.to_string())),
+                _ => None,
+            };
+            if let Some((status, error)) = ended {
+                close_waiting_steps(run, status, &error);
+            }
         }
         let final_failure: Option<String>;
         match outcome {
@@ -1026,8 +1050,12 @@ impl RunQueue {
                 step_id,
                 reason,
             } => {
-                close_attempt(run, RunStatus::AwaitingApproval, Some(&reason), t);
-                run.attempt = run.attempt.saturating_sub(1);
+                // Open, keeping its number: the wait is part of it.
+                if let Some(a) = run.attempts.last_mut()
+                    && a.finished_at.is_none()
+                {
+                    a.status = RunStatus::AwaitingApproval;
+                }
                 run.status = RunStatus::AwaitingApproval;
                 run.lease_owner = None;
                 let approval = Approval {
@@ -1295,6 +1323,11 @@ impl RunQueue {
                 let seq = st.seq;
                 if let Some(entry) = st.runs.get_mut(&approval.run_id) {
                     entry.run.status = RunStatus::Queued;
+                    if let Some(a) = entry.run.attempts.last_mut()
+                        && a.finished_at.is_none()
+                    {
+                        a.status = RunStatus::Queued;
+                    }
                     entry.ready_seq = Some(seq);
                     mutations.push(Mutation::PutRun(Box::new(entry.run.clone())));
                     let key = ReadyKey {
@@ -1362,11 +1395,16 @@ impl RunQueue {
             return;
         };
         let run = &mut entry.run;
-        if run.attempt <= 1 {
-            run.started_at = Some(started_at.clone());
-        }
-        if let Some(a) = run.attempts.last_mut() {
-            a.started_at = started_at;
+        match run.attempts.last_mut() {
+            // A resumed attempt started before its pause.
+            Some(a) if a.resumed_at.is_some() => a.resumed_at = Some(started_at),
+            Some(a) => {
+                if run.attempt <= 1 {
+                    run.started_at = Some(started_at.clone());
+                }
+                a.started_at = started_at;
+            }
+            None => {}
         }
     }
 
@@ -1412,6 +1450,18 @@ fn close_attempt(run: &mut Run, status: RunStatus, error: Option<&str>, t: Times
         a.finished_at = Some(format_ts(t));
         a.status = status;
         a.error = error.map(str::to_string);
+    }
+}
+
+/// Step records still waiting for an approval, ended with the run.
+fn close_waiting_steps(run: &mut Run, status: &str, error: &str) {
+    for step in &mut run.steps {
+        if step.status == crate::workflow::status::AWAITING_APPROVAL {
+            step.status = status.to_string();
+            step.error = Some(error.to_string());
+            // Nothing resumes now.
+            step.completed.clear();
+        }
     }
 }
 

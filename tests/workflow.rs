@@ -750,6 +750,9 @@ steps:
     assert_eq!(output("nested"), json!({"order": "o-2"}), "{run:#}");
     assert_eq!(output("check"), json!(1), "the counter ran once: {run:#}");
     assert_eq!(output("gate")["decision"], "approved", "{run:#}");
+    // Two pauses, one attempt.
+    assert_eq!(run["attempt"], 1, "{run:#}");
+    assert_eq!(run["attempts"].as_array().map(Vec::len), Some(1), "{run:#}");
 }
 
 #[test]
@@ -761,4 +764,91 @@ fn an_approved_run_resumes_after_its_approval_step_embedded() {
 fn an_approved_run_resumes_after_its_approval_step_redis() {
     let server = multijob::testkit::RedisServer::start().expect("redis-server");
     an_approved_run_resumes_after_its_approval_step(Some(&server.url()));
+}
+
+/// Defect: while a run waited for approval it showed `attempt: 0`; after
+/// approval its attempts list had two entries numbered 1; after rejection
+/// the run was failed while its attempt and approval step still said
+/// `awaiting_approval`. A pause keeps attempt 1 open, the resume continues
+/// it, and a rejection closes it and the step as failed.
+#[test]
+fn an_approval_keeps_one_attempt_and_a_rejection_closes_it() {
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/g.yaml",
+        "id: gated\ntype: agent.workflow\nsteps:\n  - id: draft\n    set: {a: 1}\n  - id: gate\n    approval: {reason: ok?}\n  - id: after\n    set: {b: 2}\n",
+    );
+    let daemon = Daemon::start(d.path(), &[]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let trigger = || {
+        let r = d.run(&["trigger", "gated"]);
+        r.assert_code(0);
+        r.stdout()
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let pause = |id: &str| {
+        daemon.wait_until(&format!("/api/v1/runs/{id}"), "the pause", |v| {
+            v["status"] == "awaiting_approval"
+        })
+    };
+    let step = |run: &Value, id: &str| {
+        run["steps"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["id"] == id).cloned())
+            .unwrap_or(Value::Null)
+    };
+
+    let id = trigger();
+    let run = pause(&id);
+    assert_eq!(run["attempt"], 1, "{run:#}");
+    let attempts = run["attempts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(attempts.len(), 1, "{run:#}");
+    assert_eq!(attempts[0]["n"], 1, "{run:#}");
+    assert_eq!(attempts[0]["status"], "awaiting_approval", "{run:#}");
+    assert!(attempts[0]["finished_at"].is_null(), "{run:#}");
+    d.run(&["approvals", "approve", &format!("ap-{id}-gate")])
+        .assert_code(0);
+    let run = daemon.wait_until(&format!("/api/v1/runs/{id}"), "the end", |v| {
+        v["status"] == "succeeded"
+    });
+    assert_eq!(run["attempt"], 1, "{run:#}");
+    let attempts = run["attempts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(attempts.len(), 1, "one attempt, resumed: {run:#}");
+    assert_eq!(attempts[0]["n"], 1, "{run:#}");
+    assert_eq!(attempts[0]["status"], "succeeded", "{run:#}");
+    assert!(attempts[0]["resumed_at"].is_string(), "{run:#}");
+    assert_eq!(step(&run, "gate")["status"], "succeeded", "{run:#}");
+
+    let id = trigger();
+    pause(&id);
+    d.run(&["approvals", "reject", &format!("ap-{id}-gate")])
+        .assert_code(0);
+    let run = daemon.wait_until(&format!("/api/v1/runs/{id}"), "the rejection", |v| {
+        v["status"] == "failed"
+    });
+    assert_eq!(run["attempt"], 1, "{run:#}");
+    let attempts = run["attempts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(attempts.len(), 1, "{run:#}");
+    assert_eq!(attempts[0]["status"], "failed", "{run:#}");
+    assert!(attempts[0]["finished_at"].is_string(), "{run:#}");
+    assert!(
+        attempts[0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rejected"),
+        "{run:#}"
+    );
+    let gate = step(&run, "gate");
+    assert_eq!(gate["status"], "failed", "{run:#}");
+    assert!(
+        gate["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rejected"),
+        "{run:#}"
+    );
+    assert_eq!(step(&run, "after"), Value::Null, "{run:#}");
 }

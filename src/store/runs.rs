@@ -82,6 +82,10 @@ pub enum Trigger {
 pub struct Attempt {
     pub n: u32,
     pub started_at: String,
+    /// When the attempt went on after its approval step was approved: a
+    /// pause does not end an attempt (see `queue::Outcome::AwaitingApproval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_at: Option<String>,
     pub finished_at: Option<String>,
     pub status: RunStatus,
     pub error: Option<String>,

@@ -135,6 +135,10 @@ struct Entry {
     /// The approval the run waits on while `awaiting_approval`: a decision
     /// for another one (an earlier approval decided twice) is refused.
     pending_approval: Option<String>,
+    /// The spec (and its hash) the run's first attempt started with: a
+    /// retry or a resume after approval runs it too, not a spec applied
+    /// meanwhile (SPEC: a run finishes on the spec it started with).
+    started_with: Option<(Arc<Job>, String)>,
 }
 
 #[derive(Default)]
@@ -602,6 +606,7 @@ impl RunQueue {
             cancel: CancellationToken::new(),
             ready_seq: None,
             pending_approval: None,
+            started_with: None,
         };
         match entry.run.status {
             RunStatus::Queued => {
@@ -869,18 +874,18 @@ impl RunQueue {
                 continue;
             }
             let job_id = entry.run.job_id.clone();
-            let Some(job) = st.jobs.get(&job_id).cloned() else {
-                // The job was deleted before this run started.
+            let Some(current) = st.jobs.get(&job_id).cloned() else {
+                // The job was deleted before this run (or its retry) started.
                 let run_id = id.clone();
-                self.finish_locked(
-                    st,
-                    &run_id,
-                    Outcome::Cancelled("the job was deleted before the run started".into()),
-                    t,
-                );
+                let reason = if entry.run.attempt == 0 {
+                    "the job was deleted before the run started"
+                } else {
+                    "the job was deleted while the run waited to go on"
+                };
+                self.finish_locked(st, &run_id, Outcome::Cancelled(reason.into()), t);
                 continue;
             };
-            let (job, hash) = job;
+            let (job, hash) = entry.started_with.clone().unwrap_or(current);
             if let Some(flow) = &job.flow {
                 let max = st
                     .applied
@@ -928,6 +933,9 @@ impl RunQueue {
                 }
             }
             entry.ready_seq = None;
+            if entry.started_with.is_none() {
+                entry.started_with = Some((job.clone(), run.spec_hash.clone()));
+            }
             let claim = Claim {
                 run: run.clone(),
                 job,

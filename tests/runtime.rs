@@ -845,3 +845,32 @@ fn a_disabled_job_gets_no_new_runs_from_trigger_or_a_follow_up() {
     let (_, runs) = daemon.get("/api/v1/runs?job=off");
     assert_eq!(runs["items"], serde_json::json!([]), "{runs:#}");
 }
+
+#[test]
+fn a_retry_runs_on_the_spec_its_run_started_with() {
+    // SPEC section 4: a running run finishes on the spec it started with.
+    // The spec changes while attempt 1 waits out its backoff; attempt 2
+    // would time out under the new one (timeout 50 ms, work 400 ms).
+    let d = ConfigDir::new();
+    let spec = |timeout: u32| {
+        format!(
+            "id: r\ntype: simulation.heavy\ntimeout_ms: {timeout}\nretry_policy: {{max_retry: 1, backoff_sec: [2]}}\nfailure_memory: {{enabled: false}}\ninputs: {{fail_attempts: 1, work_ms: 400}}\n"
+        )
+    };
+    d.write("jobs.d/r.yaml", &spec(10_000));
+    let daemon = Daemon::start(d.path(), &[]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let id = trigger(&d, "r", None);
+    let waiting = wait_run_status(&daemon, &id, "retrying");
+    let (_, before) = daemon.get("/api/v1/status");
+    d.write("jobs.d/r.yaml", &spec(50));
+    daemon.wait_until("/api/v1/status", "the new revision", |v| {
+        v["revision"] != before["revision"]
+    });
+    let run = daemon.wait_until(&format!("/api/v1/runs/{id}"), "the retry", |v| {
+        v["status"] == "succeeded" || v["status"] == "failed" || v["status"] == "timed_out"
+    });
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(run["attempt"], 2, "{run:#}");
+    assert_eq!(run["spec_hash"], waiting["spec_hash"], "{run:#}");
+}

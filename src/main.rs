@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use multijob::cli::{Cli, Outcome};
+use multijob::cli::{Cli, Command, Outcome};
 
 // glibc's malloc spent ~30% of the daemon's CPU at high run rates
 // (fastbin consolidation across worker threads); mimalloc's thread-local
@@ -68,6 +68,15 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if !matches!(cli.command, Command::Run(_) | Command::Worker(_)) {
+        // A one-shot command piped into `head` ends quietly, as Unix
+        // tools do, instead of panicking on the closed pipe (Rust ignores
+        // SIGPIPE). The daemons keep ignoring it: a closed stdout must
+        // not kill one.
+        // SAFETY: restores the default action of one signal, before any
+        // other thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match multijob::cli::run(cli) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Failure) => ExitCode::from(1),

@@ -650,3 +650,26 @@ fn durations_and_counts_have_upper_bounds() {
         .assert_line("jobs.d/a.yaml:3:", "31622400")
         .assert_line("jobs.d/a.yaml:4:", "604800000");
 }
+
+#[test]
+fn a_command_piped_into_head_ends_quietly() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    // `multijob schema | head -1`: the reader goes away early.
+    let mut child = Command::new(common::bin())
+        .arg("schema")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first = [0u8; 1];
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_exact(&mut first)
+        .expect("read");
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -673,3 +673,13 @@ fn a_command_piped_into_head_ends_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn a_value_that_fits_the_schema_but_not_the_model_points_at_its_line() {
+    // `1e3` is a number to JSON Schema but a float to the model: the
+    // error used to point at 1:1.
+    let d = dir_with("jobs.d/a.yaml", "id: a\ntype: noop\ntimeout_ms: 1e3\n");
+    d.run(&["validate"])
+        .assert_code(1)
+        .assert_line("jobs.d/a.yaml:3:13: error[schema] Job a:", "`timeout_ms`");
+}

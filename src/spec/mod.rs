@@ -297,22 +297,50 @@ fn typed<T: serde::de::DeserializeOwned>(
     positions: &Positions,
     out: &mut Vec<Diagnostic>,
 ) -> Option<T> {
-    match serde_json::from_value(value) {
+    // The path of the value that does not fit (`timeout_ms: 1e3` is a
+    // float where a whole number goes) points the error at its line.
+    match serde_path_to_error::deserialize(value) {
         Ok(spec) => Some(spec),
         Err(e) => {
+            let pointer = json_pointer(e.path());
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            let message = if pointer.is_empty() {
+                format!(
+                    "does not fit the {} model: {inner}",
+                    ctx.kind.map_or("", Kind::as_str)
+                )
+            } else {
+                format!("`{field}`: {inner}")
+            };
             out.push(ctx.at(
-                positions.value_pos(""),
-                "",
+                positions.value_pos(&pointer),
+                &pointer,
                 Severity::Error,
                 "schema",
-                format!(
-                    "does not fit the {} model: {e}",
-                    ctx.kind.map_or("", Kind::as_str)
-                ),
+                message,
             ));
             None
         }
     }
+}
+
+/// A serde path as a JSON pointer into the document (up to the first
+/// segment that names no key or index).
+fn json_pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut pointer = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => pointer.push_str(&format!("/{index}")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                pointer.push('/');
+                pointer.push_str(&yaml::escape_token(key));
+            }
+            Segment::Unknown => break,
+        }
+    }
+    pointer
 }
 
 /// Insert unless the id exists; on a duplicate return where the first is.

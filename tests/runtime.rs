@@ -704,6 +704,56 @@ fn status_prints_a_table_of_jobs() {
     r.assert_code(0)
         .assert_line("revision  nogit+", "")
         .assert_line("alpha", "T07:00:00");
+    // Columns line up whatever the value's type.
+    let row = r
+        .stdout()
+        .lines()
+        .find(|l| l.starts_with("alpha"))
+        .unwrap_or_default()
+        .to_string();
+    let header = r
+        .stdout()
+        .lines()
+        .find(|l| l.starts_with("JOB"))
+        .unwrap_or_default()
+        .to_string();
+    for column in ["NEXT FIRE", "ACTIVE", "FAILURES"] {
+        let at = header.find(column).unwrap_or(usize::MAX);
+        assert_ne!(
+            row.as_bytes().get(at.wrapping_sub(1)),
+            None,
+            "{header}
+{row}"
+        );
+        assert_eq!(
+            row.as_bytes()[at - 1],
+            b' ',
+            "{header}
+{row}"
+        );
+        assert_ne!(
+            row.as_bytes()[at],
+            b' ',
+            "{column}
+{header}
+{row}"
+        );
+    }
+    // A rejected revision: the status names the first error in full.
+    d.write(
+        "jobs.d/b.yaml",
+        "id: beta
+type: nope
+",
+    );
+    daemon.wait_until("/api/v1/status", "a rejected revision", |v| {
+        v["last_reconcile"]["result"] == "rejected"
+    });
+    let r = common::run(
+        &["status".into(), "--server".into(), daemon.url.clone()],
+        None,
+    );
+    r.assert_line("reconcile rejected", "first: jobs.d/b.yaml:2:7: ");
     let down = common::run(
         &[
             "status".into(),

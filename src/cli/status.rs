@@ -39,11 +39,19 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
         s(&last["result"]),
         s(&last["at"]),
         match last["errors"].as_array().map(Vec::len) {
-            Some(n) if n > 0 => format!(
-                " ({n} errors; first: {} line {})",
-                s(&last["errors"][0]["file"]),
-                last["errors"][0]["line"]
-            ),
+            // The first error in full: the operator learns why without
+            // switching to --output json.
+            Some(n) if n > 0 => {
+                let e = &last["errors"][0];
+                format!(
+                    " ({n} error{}; first: {}:{}:{}: {})",
+                    if n == 1 { "" } else { "s" },
+                    s(&e["file"]),
+                    e["line"],
+                    e["column"],
+                    s(&e["message"])
+                )
+            }
             _ => String::new(),
         }
     )?;
@@ -81,10 +89,11 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
             "{:<32} {:<16} {:<8} {:<25} {:<12} {:<8} {}",
             s(&j["id"]),
             s(&j["type"]),
-            j["enabled"],
+            // (as strings: a JSON value's Display ignores the width)
+            j["enabled"].to_string(),
             s(&j["next_fire_at"]),
             s(&j["last_run"]["status"]),
-            j["active_runs"],
+            j["active_runs"].to_string(),
             failures
         )?;
     }

@@ -683,3 +683,21 @@ fn a_value_that_fits_the_schema_but_not_the_model_points_at_its_line() {
         .assert_code(1)
         .assert_line("jobs.d/a.yaml:3:13: error[schema] Job a:", "`timeout_ms`");
 }
+
+#[test]
+fn an_excerpt_of_a_long_line_is_clipped_around_the_column() {
+    // Minified JSON: one line of the whole file.
+    let pad = "y".repeat(5000);
+    let d = dir_with(
+        "jobs.d/a.json",
+        &format!(
+            "{{\"id\": \"a\", \"type\": \"noop\", \"description\": \"{pad}\", \"priority\": \"urgent\"}}\n"
+        ),
+    );
+    let r = d.run(&["validate"]);
+    r.assert_code(1)
+        .assert_line("jobs.d/a.json:1:", "\"urgent\" is not one of");
+    let out = r.stdout();
+    assert!(out.lines().all(|l| l.chars().count() < 200), "{out}");
+    assert!(out.contains("\"priority\": \"urgent\"}"), "{out}");
+}

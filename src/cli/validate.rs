@@ -81,14 +81,30 @@ fn write_excerpt(w: &mut impl Write, text: &str, d: &Diagnostic) -> std::io::Res
     };
     let number = d.line.to_string();
     let pad = " ".repeat(number.len());
-    let caret_at: String = line
-        .chars()
-        .take(d.column.saturating_sub(1) as usize)
-        .map(|c| if c == '\t' { '\t' } else { ' ' })
+    // A long line (minified JSON) is clipped around the column: the
+    // excerpt shows where, not the whole file again.
+    let chars: Vec<char> = line.chars().collect();
+    let column = (d.column.saturating_sub(1) as usize).min(chars.len());
+    let start = column.saturating_sub(EXCERPT_WIDTH / 2);
+    let end = (start + EXCERPT_WIDTH).min(chars.len());
+    let mut shown: String = chars[start..end].iter().collect();
+    let mut caret_at: String = chars[start..column]
+        .iter()
+        .map(|&c| if c == '\t' { '\t' } else { ' ' })
         .collect();
-    writeln!(w, "  {number} | {line}")?;
+    if start > 0 {
+        shown.insert(0, '…');
+        caret_at.insert(0, ' ');
+    }
+    if end < chars.len() {
+        shown.push('…');
+    }
+    writeln!(w, "  {number} | {shown}")?;
     writeln!(w, "  {pad} | {caret_at}^")
 }
+
+/// Most characters of a line an excerpt shows.
+const EXCERPT_WIDTH: usize = 160;
 
 fn plural(n: usize, word: &str) -> String {
     let word = match (n, word) {

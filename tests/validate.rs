@@ -701,3 +701,19 @@ fn an_excerpt_of_a_long_line_is_clipped_around_the_column() {
     assert!(out.lines().all(|l| l.chars().count() < 200), "{out}");
     assert!(out.contains("\"priority\": \"urgent\"}"), "{out}");
 }
+
+#[test]
+fn a_reference_to_a_file_that_does_not_parse_says_so() {
+    let d = dir_with(
+        "jobs.d/a.yaml",
+        "id: a\ntype: agent.workflow\nsteps:\n  - id: s\n    schedule_job: {job: target}\n",
+    );
+    d.write("jobs.d/t.yaml", "id: target\ntype: noop\n  bad: [\n");
+    d.run(&["validate"])
+        .assert_code(1)
+        .assert_line("jobs.d/t.yaml:3:6: error[syntax]", "")
+        .assert_line(
+            "jobs.d/a.yaml:5:25: error[reference] Job a:",
+            "or it is defined in jobs.d/t.yaml, which does not parse",
+        );
+}

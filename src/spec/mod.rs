@@ -77,7 +77,26 @@ pub fn build(files: &[SourceFile]) -> Loaded {
     for file in files {
         load_file(file, &mut snapshot, &mut sources, &mut diagnostics);
     }
+    let unread: Vec<String> = diagnostics
+        .iter()
+        .filter(|d| d.code == "syntax")
+        .map(|d| d.file.clone())
+        .collect();
+    let checked_from = diagnostics.len();
     validate::check_snapshot(&mut snapshot, &sources, &mut diagnostics);
+    // A file that does not parse defines nothing: a reference to what it
+    // holds reads as missing. Say so, so the one real error stands out.
+    if !unread.is_empty() {
+        let hint = format!(
+            " (or it is defined in {}, which does not parse)",
+            unread.join(", ")
+        );
+        for d in &mut diagnostics[checked_from..] {
+            if d.code == "reference" {
+                d.message.push_str(&hint);
+            }
+        }
+    }
     diagnostic::sort(&mut diagnostics);
     Loaded {
         snapshot,

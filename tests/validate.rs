@@ -717,3 +717,14 @@ fn a_reference_to_a_file_that_does_not_parse_says_so() {
             "or it is defined in jobs.d/t.yaml, which does not parse",
         );
 }
+
+#[test]
+fn a_document_in_skills_d_is_a_skill_without_saying_so() {
+    let d = dir_with(
+        "skills.d/s.yaml",
+        "id: s1\ndescription: x\nsteps:\n  - id: a\n    set: {x: 1}\n",
+    );
+    d.run(&["validate"])
+        .assert_code(0)
+        .assert_line("valid:", "1 skill in 1 file");
+}

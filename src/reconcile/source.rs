@@ -57,20 +57,24 @@ pub fn read_config_dir(dir: &Path) -> Result<DirContents, SourceError> {
         }
     }
     let mut paths = Vec::new();
+    let mut findings = Vec::new();
     let mut found_folder = false;
     for folder in CONFIG_FOLDERS {
         let root = dir.join(folder);
         if root.is_dir() {
             found_folder = true;
             let mut seen = HashSet::new();
-            collect(&root, folder, 0, &mut seen, &mut paths);
+            collect(&root, folder, 0, &mut seen, &mut paths, &mut findings);
         }
     }
     if !found_folder {
         return Err(SourceError::Empty { dir: display });
     }
     paths.sort();
-    let mut out = DirContents::default();
+    let mut out = DirContents {
+        diagnostics: findings,
+        ..DirContents::default()
+    };
     for (relative, path) in paths {
         // Parsed values take ~50 times the text: one huge file (a dump
         // committed by mistake) must not take the daemon's memory.
@@ -130,6 +134,7 @@ fn collect(
     depth: usize,
     seen: &mut HashSet<PathBuf>,
     out: &mut Vec<(String, PathBuf)>,
+    findings: &mut Vec<Diagnostic>,
 ) {
     if depth > MAX_DEPTH {
         return;
@@ -140,8 +145,15 @@ fn collect(
     {
         return;
     }
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
+    // An unreadable folder is an error, not an empty one: its jobs would
+    // otherwise read as deleted and be unscheduled at the next reload.
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            findings.push(io_finding(relative, format!("cannot read the folder: {e}")));
+            return;
+        }
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
@@ -151,18 +163,34 @@ fn collect(
         }
         let path = entry.path();
         let child = format!("{relative}/{name}");
-        // metadata() follows symlinks; a dangling link is skipped.
-        let Ok(meta) = fs::metadata(&path) else {
-            continue;
+        let config_name = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| EXTENSIONS.contains(&e));
+        // metadata() follows symlinks. A dangling link is skipped (a
+        // git-sync swap has them for an instant), with a warning when it
+        // names a config file; any other failure is an error.
+        let meta = match fs::metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if config_name {
+                    let mut d = io_finding(
+                        &child,
+                        "a symlink to a file that does not exist; skipped".into(),
+                    );
+                    d.severity = crate::spec::diagnostic::Severity::Warning;
+                    findings.push(d);
+                }
+                continue;
+            }
+            Err(e) => {
+                findings.push(io_finding(&child, format!("cannot read: {e}")));
+                continue;
+            }
         };
         if meta.is_dir() {
-            collect(&path, &child, depth + 1, seen, out);
-        } else if meta.is_file()
-            && path
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| EXTENSIONS.contains(&e))
-        {
+            collect(&path, &child, depth + 1, seen, out, findings);
+        } else if meta.is_file() && config_name {
             out.push((child, path));
         }
     }
@@ -209,6 +237,22 @@ mod tests {
             text.contains("jobs.d/dump.yaml") && text.contains("at most 8 MB"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_dangling_symlink_to_a_config_file_is_a_warning() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        fs::create_dir_all(d.join("jobs.d")).unwrap();
+        fs::write(d.join("jobs.d/a.yaml"), "id: a\ntype: noop\n").unwrap();
+        std::os::unix::fs::symlink(d.join("gone.yaml"), d.join("jobs.d/b.yaml")).unwrap();
+        std::os::unix::fs::symlink(d.join("gone.txt"), d.join("jobs.d/notes.txt")).unwrap();
+        let got = read_config_dir(d).unwrap();
+        assert_eq!(got.files.len(), 1);
+        assert_eq!(got.diagnostics.len(), 1, "{:?}", got.diagnostics);
+        let w = &got.diagnostics[0];
+        assert_eq!(w.file, "jobs.d/b.yaml");
+        assert_eq!(w.severity, crate::spec::diagnostic::Severity::Warning);
     }
 
     #[test]

@@ -728,3 +728,15 @@ fn a_document_in_skills_d_is_a_skill_without_saying_so() {
         .assert_code(0)
         .assert_line("valid:", "1 skill in 1 file");
 }
+
+#[test]
+fn an_http_request_jobs_templates_are_checked() {
+    let d = dir_with(
+        "jobs.d/a.yaml",
+        "id: a\ntype: http.request\ninputs:\n  sku: P1\n  url: \"http://shop.local/p/{{ inputs.sku | nosuch }}\"\n",
+    );
+    d.run(&["validate"]).assert_code(1).assert_line(
+        "jobs.d/a.yaml:5:8: error[template] Job a:",
+        "unknown filter `nosuch`",
+    );
+}

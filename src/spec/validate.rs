@@ -328,6 +328,29 @@ fn check_job(job: &Job, snapshot: &Snapshot, env: &minijinja::Environment<'_>, c
                 format!("no Connector `{name}`"),
             );
         }
+        // The request's fields are rendered like an http step's.
+        const REQUEST: [&str; 9] = [
+            "connector",
+            "method",
+            "url",
+            "path",
+            "query",
+            "headers",
+            "json",
+            "body",
+            "expect_status",
+        ];
+        for (field, value) in job
+            .inputs
+            .iter()
+            .filter(|(k, _)| REQUEST.contains(&k.as_str()))
+        {
+            walk_strings(value, &format!("/inputs/{field}"), &mut |pointer, s| {
+                if templates::is_template(s) {
+                    check_template(env, s, TemplateUse::Value, (&[], false), pointer, c);
+                }
+            });
+        }
     }
     if job.job_type == "command" {
         let argv_ok = job

@@ -740,3 +740,25 @@ fn an_http_request_jobs_templates_are_checked() {
         "unknown filter `nosuch`",
     );
 }
+
+#[test]
+fn report_and_monitor_jobs_name_connectors_that_exist() {
+    let d = dir_with(
+        "jobs.d/a.yaml",
+        "id: daily\ntype: report.daily\ninputs:\n  deliver_to: [ops-chat]\n---\nid: mon\ntype: monitor.channel\ninputs:\n  connector: shop\n  alert_connector: pager\n",
+    );
+    d.run(&["validate"])
+        .assert_code(1)
+        .assert_line(
+            "jobs.d/a.yaml:4:16: error[reference] Job daily:",
+            "no Connector `ops-chat`",
+        )
+        .assert_line(
+            "jobs.d/a.yaml:9:14: error[reference] Job mon:",
+            "no Connector `shop`",
+        )
+        .assert_line(
+            "jobs.d/a.yaml:10:20: error[reference] Job mon:",
+            "no Connector `pager`",
+        );
+}

@@ -352,6 +352,28 @@ fn check_job(job: &Job, snapshot: &Snapshot, env: &minijinja::Environment<'_>, c
             });
         }
     }
+    // Connectors that report and monitor jobs name in their inputs.
+    let named: &[&str] = match job.job_type.as_str() {
+        "report.daily" => &["deliver_to"],
+        "monitor.channel" => &["connector", "connectors", "alert_connector"],
+        _ => &[],
+    };
+    for key in named {
+        let names: Vec<(String, &str)> = match job.inputs.get(*key) {
+            Some(Value::String(n)) => vec![(format!("/inputs/{key}"), n.as_str())],
+            Some(Value::Array(list)) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| v.as_str().map(|n| (format!("/inputs/{key}/{i}"), n)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (pointer, name) in names {
+            if !templates::is_template(name) && !snapshot.connectors.contains_key(name) {
+                c.error(&pointer, "reference", format!("no Connector `{name}`"));
+            }
+        }
+    }
     if job.job_type == "command" {
         let argv_ok = job
             .inputs

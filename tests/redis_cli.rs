@@ -143,4 +143,25 @@ fn an_unreachable_redis_is_named_in_the_error() {
             out.explain()
         );
     }
+    // A password in the URL is never printed, by a worker or a replica.
+    let secret_url = format!("redis://:s3cretpw@127.0.0.1:{port}/");
+    let dir_arg = dir.path().display().to_string();
+    for args in [
+        vec!["worker".to_string(), "--redis".into(), secret_url.clone()],
+        vec![
+            "run".to_string(),
+            "--redis".into(),
+            secret_url.clone(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--dir".into(),
+            dir_arg.clone(),
+        ],
+    ] {
+        let out = common::run(&args, None);
+        out.assert_code(1);
+        let all = format!("{}{}", out.stdout(), out.stderr());
+        assert!(!all.contains("s3cretpw"), "{}", out.explain());
+        assert!(all.contains("***"), "{}", out.explain());
+    }
 }

@@ -25,9 +25,12 @@ use crate::worker::WorkerContext;
 
 /// Open the Redis store and name the runtime's keys after it.
 async fn open(url: &str) -> anyhow::Result<(Store, Keys)> {
-    let store = Store::open_redis(url)
-        .await
-        .with_context(|| format!("opening the Redis store at {url}"))?;
+    let store = Store::open_redis(url).await.with_context(|| {
+        format!(
+            "opening the Redis store at {}",
+            crate::store::redis::redact(url)
+        )
+    })?;
     let keys = match &store {
         Store::Redis(r) => {
             // Connector quotas hold for the deployment, not per process.
@@ -93,7 +96,12 @@ pub async fn run_replica(opts: DaemonOptions, url: String) -> anyhow::Result<()>
 
     let election_conn = connect(&url, Duration::from_secs(2))
         .await
-        .with_context(|| format!("connecting to Redis at {url}"))?;
+        .with_context(|| {
+            format!(
+                "connecting to Redis at {}",
+                crate::store::redis::redact(&url)
+            )
+        })?;
     let term = election::campaign(
         election_conn.clone(),
         keys.election.clone(),
@@ -369,7 +377,11 @@ pub async fn run_worker(
     .await
     .context("starting the workers")?;
     tracing::info!(node = %cfg.node, workers, "worker joined");
-    println!("worker {} joined {url} with {workers} slots", cfg.node);
+    println!(
+        "worker {} joined {} with {workers} slots",
+        cfg.node,
+        crate::store::redis::redact(&url)
+    );
     wait_for_stop().await;
     tracing::info!(grace_sec = grace.as_secs_f64(), "stopping: draining");
     pool.drain(grace).await;

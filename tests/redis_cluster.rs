@@ -416,3 +416,60 @@ fn a_follower_shows_the_leaders_queue() {
     let (_, own) = leader.get("/api/v1/status");
     assert!(own["cluster"]["queue_from_leader_at"].is_null(), "{own}");
 }
+
+#[test]
+fn results_a_gone_leader_read_and_never_acknowledged_are_taken_over() {
+    // An old leader whose renewal hung can read results for a moment
+    // after a new one took over; they stay pending under its name. Here
+    // a consumer named `ghost` takes a result while the leader is stopped
+    // (SIGSTOP), and is never heard of again.
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = ConfigDir::new();
+    dir.write(
+        "jobs.d/slow.yaml",
+        "id: slow\ntype: simulation.heavy\ninputs: {work_ms: 1500}\n",
+    );
+    // The default leader TTL (5 s): the stop must not cost the term.
+    let url = redis.url();
+    let leader = Daemon::start(dir.path(), &["--redis", &url, "--workers", "0"]);
+    let worker = WorkerProc::start(&redis, 1);
+    let logs = || format!("{}\n--- worker ---\n{}", leader.log(), worker.log());
+    leader.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    trigger(&dir, &redis, "slow", 1);
+    wait_for("the run to start", 20, &logs, || {
+        (!runs(&leader, "&job=slow&status=running").is_empty()).then_some(())
+    });
+    leader.signal("STOP");
+    let port = redis.port().to_string();
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let taken = wait_for("the ghost to take the result", 20, &logs, || {
+        let got = cli(&[
+            "XREADGROUP",
+            "GROUP",
+            "leader",
+            "ghost",
+            "COUNT",
+            "10",
+            "STREAMS",
+            "{mj}:results",
+            ">",
+        ]);
+        (!got.trim().is_empty()).then_some(got)
+    });
+    leader.signal("CONT");
+    assert!(taken.contains("\"run_id\""), "{taken}");
+    let done = wait_for("the run to finish", 40, &logs, || {
+        let r = runs(&leader, "&job=slow&status=succeeded");
+        (!r.is_empty()).then_some(r)
+    });
+    assert_eq!(done.len(), 1);
+    let pending = cli(&["XPENDING", "{mj}:results", "leader"]);
+    assert!(pending.trim_start().starts_with('0'), "{pending}");
+}

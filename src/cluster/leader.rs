@@ -259,36 +259,19 @@ pub async fn results_loop(
     };
     let _ = ensure_group(&mut conn, &keys.results, LEADER_GROUP).await;
     // Results delivered to an earlier leader that never acknowledged them.
-    let mut start = "0-0".to_string();
-    loop {
-        let claimed: redis::RedisResult<StreamAutoClaimReply> = redis::cmd("XAUTOCLAIM")
-            .arg(&keys.results)
-            .arg(LEADER_GROUP)
-            .arg(&cfg.node)
-            .arg(0)
-            .arg(&start)
-            .arg("COUNT")
-            .arg(RESULT_BATCH)
-            .query_async(&mut conn)
-            .await;
-        match claimed {
-            Ok(reply) => {
-                let done = apply(&queue, &store, reply.claimed);
-                clear_cancels(&mut conn, &keys, done).await;
-                if reply.next_stream_id == "0-0" {
-                    break;
-                }
-                start = reply.next_stream_id;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "leader: taking over pending results failed");
-                break;
-            }
-        }
-    }
+    take_over_pending(&queue, &store, &cfg, &keys, &mut conn, 0).await;
+    let mut swept = tokio::time::Instant::now();
     loop {
         if cancel.is_cancelled() {
             return;
+        }
+        // An earlier leader may still read for a moment after this one
+        // took over (its renewal hung while Redis was away): what it took
+        // stays pending under its name. Swept now and then, or those runs
+        // would stay `running` for good.
+        if swept.elapsed() >= PENDING_SWEEP {
+            take_over_pending(&queue, &store, &cfg, &keys, &mut conn, PENDING_IDLE_MS).await;
+            swept = tokio::time::Instant::now();
         }
         let read: redis::RedisResult<StreamReadReply> = redis::cmd("XREADGROUP")
             .arg("GROUP")
@@ -321,6 +304,58 @@ pub async fn results_loop(
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 }
+            }
+        }
+    }
+}
+
+/// How often the results loop takes over results pending too long.
+const PENDING_SWEEP: Duration = Duration::from_secs(5);
+/// A result pending this long was read by a process that is gone (this
+/// leader acknowledges what it reads within its store's group commit).
+const PENDING_IDLE_MS: u64 = 10_000;
+
+/// Apply results pending (read, not acknowledged) for at least `min_idle_ms`
+/// under any consumer: an earlier leader's, or one read twice, which
+/// `apply` drops as stale.
+async fn take_over_pending(
+    queue: &RunQueue,
+    store: &Store,
+    cfg: &ClusterConfig,
+    keys: &Keys,
+    conn: &mut ConnectionManager,
+    min_idle_ms: u64,
+) {
+    let mut start = "0-0".to_string();
+    loop {
+        let claimed: redis::RedisResult<StreamAutoClaimReply> = redis::cmd("XAUTOCLAIM")
+            .arg(&keys.results)
+            .arg(LEADER_GROUP)
+            .arg(&cfg.node)
+            .arg(min_idle_ms)
+            .arg(&start)
+            .arg("COUNT")
+            .arg(RESULT_BATCH)
+            .query_async(conn)
+            .await;
+        match claimed {
+            Ok(reply) => {
+                if !reply.claimed.is_empty() && min_idle_ms > 0 {
+                    tracing::warn!(
+                        results = reply.claimed.len(),
+                        "leader: took over results left pending by a process that is gone"
+                    );
+                }
+                let done = apply(queue, store, reply.claimed);
+                clear_cancels(conn, keys, done).await;
+                if reply.next_stream_id == "0-0" {
+                    return;
+                }
+                start = reply.next_stream_id;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "leader: taking over pending results failed");
+                return;
             }
         }
     }

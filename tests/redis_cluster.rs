@@ -473,3 +473,53 @@ fn results_a_gone_leader_read_and_never_acknowledged_are_taken_over() {
     let pending = cli(&["XPENDING", "{mj}:results", "leader"]);
     assert!(pending.trim_start().starts_with('0'), "{pending}");
 }
+
+#[test]
+fn the_only_replica_outlives_a_redis_outage_longer_than_its_term() {
+    // The leader's term (1.5 s here) runs out while Redis is away. It
+    // used to exit, leaving a one-replica deployment with none; now it
+    // starts over as a follower once Redis answers, and wins again.
+    let mut redis = RedisServer::start_with(true).expect("redis-server");
+    let dir = ConfigDir::new();
+    every_second(&dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let url = redis.url();
+    let d = Daemon::start_on(
+        &format!("127.0.0.1:{port}"),
+        dir.path(),
+        &["--redis", &url, "--workers", "2"],
+        &FAST,
+    );
+    let logs = || d.log();
+    let before = wait_for("three succeeded runs", 15, &logs, || {
+        let r: Vec<Value> = runs(&d, "&job=tick&status=succeeded");
+        (r.len() >= 3).then_some(r)
+    });
+    let (_, status) = d.get("/api/v1/status");
+    let first_node = status["cluster"]["node"].clone();
+    redis.kill();
+    std::thread::sleep(Duration::from_secs(4));
+    redis.restart().expect("restart redis");
+    wait_for("the replica to lead again, started over", 30, &logs, || {
+        let (code, v) = d.get("/api/v1/status");
+        (code == 200 && v["cluster"]["role"] == "leader" && v["cluster"]["node"] != first_node)
+            .then_some(())
+    });
+    let after = wait_for("new runs after the outage", 20, &logs, || {
+        let r = runs(&d, "&job=tick&status=succeeded");
+        (r.len() >= before.len() + 3).then_some(r)
+    });
+    let ids: HashSet<&str> = after.iter().filter_map(|r| r["id"].as_str()).collect();
+    for r in &before {
+        assert!(ids.contains(r["id"].as_str().unwrap_or("")), "lost {r}");
+    }
+    unique_slots(&after);
+    assert!(
+        d.log().contains("starts again as a follower"),
+        "{}",
+        d.log()
+    );
+}

@@ -178,6 +178,34 @@ struct Leading {
     conn: redis::aio::ConnectionManager,
 }
 
+/// A leader whose term ended must not act on its in-memory state again:
+/// the process starts over (the same binary and arguments, the same pid,
+/// as a follower that may win the next election). When Redis is away
+/// (the term ran out during an outage), it waits for it first: a start
+/// without Redis would fail. Without this, one replica whose Redis
+/// restarted for longer than the leader TTL left the deployment with none.
+async fn restart_as_follower(conn: &mut redis::aio::ConnectionManager) -> ! {
+    loop {
+        let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(conn).await;
+        if pong.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    use std::os::unix::process::CommandExt;
+    let error = match std::env::current_exe() {
+        // exec only returns on failure. Sockets are close-on-exec, so the
+        // new process binds the API port again.
+        Ok(exe) => std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .exec()
+            .to_string(),
+        Err(e) => e.to_string(),
+    };
+    tracing::error!(error = %error, "cannot start again as a follower; exiting");
+    std::process::exit(1);
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn lead(
     opts: &DaemonOptions,
@@ -259,14 +287,29 @@ async fn lead(
     ));
     spawn_reconcile_loop(opts, reconciler, stop.clone())?;
 
-    // A leader that lost its term must not act on stale state: it exits,
-    // and its supervisor starts it again as a follower.
+    // A leader that lost its term must not act on stale state: it stops
+    // its tasks and writes, and starts over as a follower.
     let lost = term.lost.clone();
     let mut fenced = match store {
         Store::Redis(r) => Some(r.fenced()),
         _ => None,
     };
     let watch_stop = stopping.clone();
+    let mut ping_conn = conn.clone();
+    // What must stop at once when the term ends: the leader's tasks, and
+    // every store write (a fence no epoch matches).
+    let (tasks, dispatching) = (stop.clone(), dispatch.clone());
+    let writes = match store {
+        Store::Redis(r) => Some(r.clone()),
+        _ => None,
+    };
+    let step_down = move || {
+        dispatching.cancel();
+        tasks.cancel();
+        if let Some(r) = &writes {
+            r.set_fence(Some(("leader:epoch".to_string(), u64::MAX)));
+        }
+    };
     tokio::spawn(async move {
         let fenced_fut = async {
             match fenced.as_mut() {
@@ -279,12 +322,14 @@ async fn lead(
         tokio::select! {
             _ = watch_stop.cancelled() => {}
             _ = lost.cancelled() => {
-                tracing::error!("this process is no longer the leader; exiting so it restarts as a follower");
-                std::process::exit(1);
+                tracing::error!("this process is no longer the leader; it starts again as a follower once Redis answers");
+                step_down();
+                restart_as_follower(&mut ping_conn).await;
             }
             _ = fenced_fut => {
-                tracing::error!("another process became leader (store writes fenced); exiting so this one restarts as a follower");
-                std::process::exit(1);
+                tracing::error!("another process became leader (store writes fenced); this one starts again as a follower");
+                step_down();
+                restart_as_follower(&mut ping_conn).await;
             }
         }
     });

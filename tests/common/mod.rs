@@ -175,12 +175,18 @@ impl Daemon {
     }
 
     pub fn start_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Self::start_on("127.0.0.1:0", dir, extra, env)
+    }
+
+    /// Listening on `listen`: a fixed port stays the same when the
+    /// process starts over (exec), as a replica that lost its term does.
+    pub fn start_on(listen: &str, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         use std::io::BufRead;
         let log_dir = tempfile::tempdir().expect("log dir");
         let log = log_dir.path().join("daemon.log");
         let stderr = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(bin());
-        cmd.args(["run", "--listen", "127.0.0.1:0", "--dir"])
+        cmd.args(["run", "--listen", listen, "--dir"])
             .arg(dir)
             .args(extra)
             .env("RUST_LOG", "info")

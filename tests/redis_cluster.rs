@@ -415,6 +415,18 @@ fn a_follower_shows_the_leaders_queue() {
     // The leader's own status says nothing of a leader's copy.
     let (_, own) = leader.get("/api/v1/status");
     assert!(own["cluster"]["queue_from_leader_at"].is_null(), "{own}");
+    // A follower's job views come from the store: its own queue is empty.
+    for path in ["/api/v1/jobs/n", "/api/v1/jobs"] {
+        let (code, v) = follower.get(path);
+        assert_eq!(code, 200, "{v}");
+        let job = if path.ends_with("/n") {
+            &v
+        } else {
+            &v["items"][0]
+        };
+        assert_eq!(job["active_runs"], 7, "{path}: {v:#}");
+        assert!(job["last_run"]["id"].is_string(), "{path}: {v:#}");
+    }
 }
 
 #[test]

@@ -347,6 +347,42 @@ fn job_live(shared: &Shared, id: &str) -> JobLive {
     }
 }
 
+/// What is live about `ids`. The leader (or a single process) knows it
+/// from its queue; a follower's queue is empty, so it reads the store:
+/// three reads per request, whatever the page size.
+async fn jobs_live(shared: &Shared, ids: &[&str]) -> Result<Vec<JobLive>, ApiError> {
+    let follower = shared
+        .cluster
+        .load()
+        .as_ref()
+        .as_ref()
+        .is_some_and(|c| c.role == "follower");
+    if !follower {
+        return Ok(ids.iter().map(|id| job_live(shared, id)).collect());
+    }
+    let wanted: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+    let mut last = shared.store.last_runs(wanted).await?;
+    let mut failures: std::collections::HashMap<String, crate::store::runs::FailureState> =
+        shared.store.failure_states().await?.into_iter().collect();
+    let mut active: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (job, status, n) in shared.store.run_counts().await? {
+        if RunStatus::parse(&status).is_some_and(RunStatus::is_active) {
+            *active.entry(job).or_default() += n as usize;
+        }
+    }
+    Ok(ids
+        .iter()
+        .map(|id| JobLive {
+            active_runs: active.get(*id).copied().unwrap_or(0),
+            failure: failures.remove(*id),
+            // The newest run, finished or not: a follower cannot tell the
+            // queue's "last finished" apart without reading more.
+            last_run: last.remove(*id).map(Arc::new),
+            next_fire: shared.scheduler.next_fire(id),
+        })
+        .collect())
+}
+
 /// The short form of a run, for job views and lists.
 #[derive(serde::Serialize)]
 pub struct RunSummary<'a> {
@@ -475,13 +511,18 @@ async fn jobs(
     let mut page = Vec::new();
     for (id, r) in matching {
         if page.len() == limit {
-            next_cursor = page
-                .last()
-                .map(|(id, _, _): &(&String, _, _)| id.to_string());
+            next_cursor = page.last().map(|(id, _): &(&String, _)| id.to_string());
             break;
         }
-        page.push((id, r, job_live(&shared, id)));
+        page.push((id, r));
     }
+    let ids: Vec<&str> = page.iter().map(|(id, _)| id.as_str()).collect();
+    let live = jobs_live(&shared, &ids).await?;
+    let page: Vec<_> = page
+        .into_iter()
+        .zip(live)
+        .map(|((id, r), live)| (id, r, live))
+        .collect();
     #[derive(serde::Serialize)]
     struct Page<'a> {
         items: Vec<JobView<'a>>,
@@ -501,7 +542,8 @@ async fn job(State(shared): State<AppState>, Path(id): Path<String>) -> Result<R
         .jobs
         .get(&id)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no job `{id}`")))?;
-    let live = job_live(&shared, &id);
+    let mut live = jobs_live(&shared, &[id.as_str()]).await?;
+    let live = live.pop().unwrap_or_else(|| job_live(&shared, &id));
     Ok(Json(job_view(s, r, jiff::Timestamp::now(), &live)).into_response())
 }
 

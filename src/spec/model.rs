@@ -52,6 +52,20 @@ impl std::fmt::Display for Kind {
     }
 }
 
+/// The `inputs` of an `http.request` job that make its one request: the
+/// fields of an `http` step, rendered the same way.
+pub const HTTP_REQUEST_FIELDS: [&str; 9] = [
+    "connector",
+    "method",
+    "url",
+    "path",
+    "query",
+    "headers",
+    "json",
+    "body",
+    "expect_status",
+];
+
 /// Job types the runtime knows (SPEC section 4).
 pub const JOB_TYPES: [&str; 8] = [
     "agent.workflow",

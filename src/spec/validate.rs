@@ -329,27 +329,12 @@ fn check_job(job: &Job, snapshot: &Snapshot, env: &minijinja::Environment<'_>, c
             );
         }
         // The request's fields are rendered like an http step's.
-        const REQUEST: [&str; 9] = [
-            "connector",
-            "method",
-            "url",
-            "path",
-            "query",
-            "headers",
-            "json",
-            "body",
-            "expect_status",
-        ];
         for (field, value) in job
             .inputs
             .iter()
-            .filter(|(k, _)| REQUEST.contains(&k.as_str()))
+            .filter(|(k, _)| crate::spec::model::HTTP_REQUEST_FIELDS.contains(&k.as_str()))
         {
-            walk_strings(value, &format!("/inputs/{field}"), &mut |pointer, s| {
-                if templates::is_template(s) {
-                    check_template(env, s, TemplateUse::Value, (&[], false), pointer, c);
-                }
-            });
+            check_values(env, value, &format!("/inputs/{field}"), (&[], false), c);
         }
     }
     // Connectors that report and monitor jobs name in their inputs.
@@ -523,11 +508,7 @@ fn check_steps(
         // `when` and `foreach` are read once per step; the rest once per
         // item, where `item` and `loop` exist.
         if let Some(list) = &step.foreach {
-            walk_strings(list, &format!("{base}/foreach"), &mut |pointer, s| {
-                if templates::is_template(s) {
-                    check_template(env, s, TemplateUse::Value, (&seen, false), pointer, c);
-                }
-            });
+            check_values(env, list, &format!("{base}/foreach"), (&seen, false), c);
         }
         let mut body = serde_json::to_value(step).unwrap_or(Value::Null);
         if let Value::Object(map) = &mut body {
@@ -536,11 +517,7 @@ fn check_steps(
             map.remove("foreach");
         }
         let in_foreach = step.foreach.is_some();
-        walk_strings(&body, &base, &mut |pointer, s| {
-            if templates::is_template(s) {
-                check_template(env, s, TemplateUse::Value, (&seen, in_foreach), pointer, c);
-            }
-        });
+        check_values(env, &body, &base, (&seen, in_foreach), c);
         check_action(step, &base, snapshot, c);
         seen.push(step.id.as_str());
     }
@@ -569,6 +546,21 @@ fn check_template(
                 .at(pos, pointer, Severity::Error, "template", issue.message),
         );
     }
+}
+
+/// Check every template among the strings of `v` as a value.
+fn check_values(
+    env: &minijinja::Environment<'_>,
+    v: &Value,
+    pointer: &str,
+    scope: (&[&str], bool),
+    c: &mut Checker,
+) {
+    walk_strings(v, pointer, &mut |pointer, s| {
+        if templates::is_template(s) {
+            check_template(env, s, TemplateUse::Value, scope, pointer, c);
+        }
+    });
 }
 
 fn walk_strings(v: &Value, pointer: &str, f: &mut dyn FnMut(&str, &str)) {

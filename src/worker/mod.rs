@@ -297,19 +297,8 @@ fn run_context(
 /// inputs (`connector`, `method`, `url` or `path`, `query`, `headers`,
 /// `json` or `body`, `expect_status`, `timeout_ms`).
 fn http_request_step(job: &Job) -> Result<crate::spec::model::Step, RunError> {
-    const FIELDS: [&str; 9] = [
-        "connector",
-        "method",
-        "url",
-        "path",
-        "query",
-        "headers",
-        "json",
-        "body",
-        "expect_status",
-    ];
     let mut http = serde_json::Map::new();
-    for field in FIELDS {
+    for field in crate::spec::model::HTTP_REQUEST_FIELDS {
         if let Some(v) = job.inputs.get(field) {
             http.insert(field.to_string(), v.clone());
         }

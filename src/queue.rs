@@ -1050,7 +1050,22 @@ impl RunQueue {
                 ));
                 mutations.push(Mutation::PutRun(Box::new(run.clone())));
                 self.submit(mutations);
-                // Stays active; it runs after the restart.
+                if self.config.remote_dispatch {
+                    // A worker process stopped, not this one: the run goes
+                    // back in line now.
+                    st.counts.waiting += 1;
+                    st.seq += 1;
+                    entry.ready_seq = Some(st.seq);
+                    st.ready.push((
+                        ReadyKey {
+                            rank: rank(entry.run.priority),
+                            seq: st.seq,
+                        },
+                        run_id.to_string(),
+                    ));
+                    self.work.notify_one();
+                }
+                // Stays active; here it runs after the restart.
                 return;
             }
             Outcome::AwaitingApproval {

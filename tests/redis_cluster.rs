@@ -158,6 +158,7 @@ id: notify
 type: agent.workflow
 timeout_ms: 20000
 overlap: allow
+retry_policy: {{max_retry: 1, backoff_sec: [0.1]}}
 steps:
   - id: tell
     message: {{ connector: hook, text: "run {{{{ run.id }}}}" }}
@@ -196,6 +197,14 @@ steps:
         let r = runs(&leader, "&job=notify");
         (r.len() == 3 && r.iter().all(|r| r["status"] == "succeeded")).then_some(r)
     });
+    // The attempt on the dead worker failed as lost; the retry finished.
+    for r in &done {
+        let attempts = r["attempts"].as_array().cloned().unwrap_or_default();
+        assert_eq!(attempts.len(), 2, "{r:#}");
+        assert_eq!(attempts[0]["status"], "failed", "{r:#}");
+        let error = attempts[0]["error"].as_str().unwrap_or("");
+        assert!(error.starts_with("worker lost"), "{r:#}");
+    }
     // Each run's message went out once, though the run executed twice.
     let rx = received.lock().expect("lock").clone();
     let messages: Vec<&Value> = rx
@@ -221,6 +230,118 @@ steps:
         survivor
             .log()
             .contains("whose worker stopped renewing its lease"),
+        "{}",
+        logs()
+    );
+}
+
+/// A job whose step is slow, with `retry` as its retry policy.
+fn slow_job(dir: &ConfigDir, sink_url: &str, retry: &str) {
+    dir.write(
+        "jobs.d/slow.yaml",
+        &format!(
+            r#"kind: Connector
+id: hook
+provider: webhook
+base_url: {sink_url}
+---
+id: slow
+type: agent.workflow
+timeout_ms: 20000
+overlap: allow
+retry_policy: {retry}
+steps:
+  - id: slow
+    http: {{ connector: hook, method: POST, path: /slow, timeout_ms: 10000, json: {{ run: "{{{{ run.id }}}}" }} }}
+"#
+        ),
+    );
+}
+
+fn slow_calls(received: &Received) -> usize {
+    let rx = received.lock().expect("lock");
+    rx.iter().filter(|(p, _)| p == "/slow").count()
+}
+
+/// A run that kills its worker every time (a poison pill) must not be run
+/// again forever: a lost worker counts as a failed attempt.
+#[test]
+fn a_run_whose_worker_dies_is_not_run_again_without_retries_left() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (sink_url, received) = sink();
+    let dir = ConfigDir::new();
+    slow_job(&dir, &sink_url, "{max_retry: 0}");
+    let leader = replica(&dir, &redis, &["--workers", "0"]);
+    leader.wait_until("/readyz", "ready", |_| true);
+    let mut doomed = WorkerProc::start(&redis, 2);
+    trigger(&dir, &redis, "slow", 1);
+    let logs = || format!("--- leader ---\n{}", leader.log());
+    wait_for("the run in its slow step", 20, &logs, || {
+        (slow_calls(&received) >= 1).then_some(())
+    });
+    doomed.kill9();
+    let survivor = WorkerProc::start(&redis, 2);
+    let logs = || {
+        format!(
+            "--- leader ---\n{}\n--- survivor ---\n{}",
+            leader.log(),
+            survivor.log()
+        )
+    };
+    let run = wait_for("the run failed", 30, &logs, || {
+        let r = runs(&leader, "&job=slow");
+        (r.len() == 1 && r[0]["status"] == "failed").then(|| r[0].clone())
+    });
+    let error = run["error"].as_str().unwrap_or("");
+    assert!(error.starts_with("worker lost"), "{run:#}\n{}", logs());
+    assert_eq!(run["attempts"].as_array().map(Vec::len), Some(1), "{run:#}");
+    // Give a wrong re-run time to show itself: the step ran once.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(slow_calls(&received), 1, "{}", logs());
+}
+
+/// A worker stopped with SIGTERM hands back the runs it holds but has not
+/// started: they run elsewhere without being counted as lost attempts.
+#[test]
+fn a_stopping_worker_hands_back_runs_it_has_not_started() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (sink_url, received) = sink();
+    let dir = ConfigDir::new();
+    slow_job(&dir, &sink_url, "{max_retry: 0}");
+    let leader = replica(&dir, &redis, &["--workers", "0"]);
+    leader.wait_until("/readyz", "ready", |_| true);
+    // One slot: the leader starts up to four runs for it, in one entry.
+    let stopping = WorkerProc::start(&redis, 1);
+    trigger(&dir, &redis, "slow", 3);
+    let logs = || format!("--- leader ---\n{}", leader.log());
+    wait_for("the first run in its slow step", 20, &logs, || {
+        (slow_calls(&received) >= 1).then_some(())
+    });
+    // SAFETY: kill(2) with a pid this test spawned.
+    unsafe { libc::kill(stopping.child.id() as i32, libc::SIGTERM) };
+    let taker = WorkerProc::start(&redis, 4);
+    let logs = || {
+        format!(
+            "--- leader ---\n{}\n--- stopping ---\n{}\n--- taker ---\n{}",
+            leader.log(),
+            stopping.log(),
+            taker.log()
+        )
+    };
+    let done = wait_for("three runs succeeded", 30, &logs, || {
+        let r = runs(&leader, "&job=slow");
+        (r.len() == 3 && r.iter().all(|r| r["status"] == "succeeded")).then_some(r)
+    });
+    for r in &done {
+        let lost = r["attempts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|a| a["error"].as_str().unwrap_or("").starts_with("worker lost"));
+        assert!(!lost, "{r:#}\n{}", logs());
+    }
+    assert!(
+        !taker.log().contains("stopped renewing its lease"),
         "{}",
         logs()
     );

@@ -7,9 +7,12 @@
 //!
 //! While its runs execute an entry's idle time is reset every third of
 //! the lease; entries idle longer than the lease belong to a dead worker
-//! and are claimed here (XAUTOCLAIM) when a slot is free. Their runs then
-//! execute again (at-least-once; the leader drops results of runs that
-//! already ended); message steps find their idempotency keys.
+//! and are claimed here (XAUTOCLAIM). Their attempts are reported lost,
+//! and the leader retries them by the job's retry policy, as the
+//! embedded store does after a crash (a retry is a new attempt; the
+//! leader drops results of attempts that already ended); message steps
+//! find their idempotency keys. A stopping worker hands back the runs of
+//! an entry it has not started (interrupted: not counted as an attempt).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -334,10 +337,7 @@ async fn fetch_loop(node: Arc<Node>) {
         }
         if last_reclaim.elapsed() >= period {
             last_reclaim = tokio::time::Instant::now();
-            reclaim(&node, &mut conn, &mut permits).await;
-            if permits.is_empty() {
-                continue;
-            }
+            reclaim(&node, &mut conn, permits.len()).await;
         }
         // An entry carries up to DISPATCH_PACK runs: read about as many
         // runs as there are free slots.
@@ -432,19 +432,37 @@ async fn start_entry(node: &Arc<Node>, entry: StreamId, permits: &mut Vec<OwnedS
         in_flight.insert(entry.id.clone(), held);
     }
     let remaining = Arc::new(AtomicUsize::new(runs.len()));
-    for (run, token) in runs.into_iter().zip(tokens) {
+    let mut pending = runs.into_iter().zip(tokens);
+    while let Some((run, token)) = pending.next() {
         let permit = match permits.pop() {
             Some(p) => p,
-            // Stopping: the runs not started stay with the entry, which is
-            // not acknowledged and so is claimed by another worker after
-            // the lease (its finished runs' second results are dropped).
-            None => tokio::select! {
-                p = node.slots.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-                _ = node.stop.cancelled() => return,
-            },
+            None => {
+                let acquired = tokio::select! {
+                    p = node.slots.clone().acquire_owned() => p.ok(),
+                    _ = node.stop.cancelled() => None,
+                };
+                match acquired {
+                    Some(p) => p,
+                    None => {
+                        // Stopping: the runs not started go back to the
+                        // leader's queue now (not counted as an attempt),
+                        // instead of waiting in the entry for a lease to
+                        // expire and being reported as lost.
+                        let rest = std::iter::once(run).chain(pending.map(|(r, _)| r));
+                        for run in rest {
+                            let result = encode_result(node, &run, Outcome::Interrupted, None);
+                            node.busy.fetch_add(1, Ordering::SeqCst);
+                            let node = node.clone();
+                            let entry_id = entry.id.clone();
+                            let remaining = remaining.clone();
+                            tokio::spawn(async move {
+                                settle(&node, &entry_id, &remaining, &run.id, result).await;
+                            });
+                        }
+                        return;
+                    }
+                }
+            }
         };
         node.busy.fetch_add(1, Ordering::SeqCst);
         let node = node.clone();
@@ -452,20 +470,31 @@ async fn start_entry(node: &Arc<Node>, entry: StreamId, permits: &mut Vec<OwnedS
         let remaining = remaining.clone();
         tokio::spawn(async move {
             let result = run_one(&node, run, token).await;
-            // The last run of the entry acknowledges it, with its result.
-            let last = remaining.fetch_sub(1, Ordering::SeqCst) == 1;
-            let ack = last.then(|| entry_id.clone());
-            finish_run(&node, ack, &result.0, result.1).await;
-            if last {
-                node.in_flight
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&entry_id);
-            }
-            node.busy.fetch_sub(1, Ordering::SeqCst);
+            settle(&node, &entry_id, &remaining, &result.0, result.1).await;
             drop(permit);
         });
     }
+}
+
+/// Send a run's result; the entry's last run acknowledges the entry with
+/// it and releases the entry's lease renewal. Ends a `busy` count.
+async fn settle(
+    node: &Node,
+    entry_id: &str,
+    remaining: &AtomicUsize,
+    run_id: &str,
+    result: Option<String>,
+) {
+    let last = remaining.fetch_sub(1, Ordering::SeqCst) == 1;
+    let ack = last.then(|| entry_id.to_string());
+    finish_run(node, ack, run_id, result).await;
+    if last {
+        node.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(entry_id);
+    }
+    node.busy.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Execute one run; its id and result (as JSON, none if it cannot be
@@ -491,6 +520,18 @@ async fn run_one(
             execute(&host, &node.ctx, claim).await
         }
     };
+    let result = encode_result(node, &run, outcome, Some(started_at));
+    (run.id, result)
+}
+
+/// A run's result as the results stream carries it (none if it cannot
+/// be encoded, which is logged).
+fn encode_result(
+    node: &Node,
+    run: &Run,
+    outcome: Outcome,
+    started_at: Option<String>,
+) -> Option<String> {
     let (steps, llm_tokens) = node.host.take_stash(&run.id);
     let result = RunResult {
         run_id: run.id.clone(),
@@ -499,13 +540,13 @@ async fn run_one(
         steps,
         llm_tokens,
         worker: node.cfg.node.clone(),
-        started_at: Some(started_at),
+        started_at,
     };
     match serde_json::to_string(&result) {
-        Ok(text) => (run.id, Some(text)),
+        Ok(text) => Some(text),
         Err(e) => {
             tracing::error!(run = %run.id, error = %e, "worker: cannot encode a result");
-            (run.id, None)
+            None
         }
     }
 }
@@ -597,15 +638,14 @@ async fn send_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Done>) {
     }
 }
 
-/// Renew the entries this process is running.
+/// Renew the entries this process is running, draining included (a run
+/// finishing within the grace period is not someone else's meanwhile);
+/// the drain ends this task.
 async fn lease_loop(node: Arc<Node>) {
     let mut conn = node.conn.clone();
     let period = (node.cfg.lease / 3).max(Duration::from_millis(50));
     loop {
-        tokio::select! {
-            _ = node.stop.cancelled() => return,
-            _ = tokio::time::sleep(period) => {}
-        }
+        tokio::time::sleep(period).await;
         let ids: Vec<String> = node
             .in_flight
             .lock()
@@ -630,12 +670,9 @@ async fn lease_loop(node: Arc<Node>) {
     }
 }
 
-/// Claim entries idle past the lease (their worker died) into `permits`.
-async fn reclaim(
-    node: &Arc<Node>,
-    conn: &mut ConnectionManager,
-    permits: &mut Vec<OwnedSemaphorePermit>,
-) {
+/// Claim entries idle past the lease (their worker died) and report
+/// their runs' attempts as lost. Up to one entry per free slot.
+async fn reclaim(node: &Arc<Node>, conn: &mut ConnectionManager, slots: usize) {
     let claimed: redis::RedisResult<StreamAutoClaimReply> = redis::cmd("XAUTOCLAIM")
         .arg(&node.keys.ready)
         .arg(WORKERS_GROUP)
@@ -643,14 +680,13 @@ async fn reclaim(
         .arg(node.cfg.lease.as_millis() as u64)
         .arg("0-0")
         .arg("COUNT")
-        .arg(permits.len().div_ceil(DISPATCH_PACK))
+        .arg(slots.div_ceil(DISPATCH_PACK))
         .query_async(conn)
         .await;
     match claimed {
         Ok(reply) => {
             for entry in reply.claimed {
-                tracing::warn!(entry = %entry.id, "worker: claimed runs whose worker stopped renewing its lease");
-                start_entry(node, entry, permits).await;
+                report_lost(node, entry);
             }
         }
         Err(e) if is_nogroup(&e) => {
@@ -659,6 +695,51 @@ async fn reclaim(
         Err(e) => tracing::warn!(error = %e, "worker: claiming expired leases failed"),
     }
 }
+
+/// The runs of an entry whose worker stopped renewing its lease (it died,
+/// or hung past the lease): their attempt failed as "worker lost", and
+/// the leader retries them by their retry policy or fails them when no
+/// retries are left, as the embedded store does after a crash. So a run
+/// that kills its worker every time is not run again forever. A run
+/// that had finished before the worker died already has its result:
+/// the leader drops this one as stale.
+fn report_lost(node: &Arc<Node>, entry: StreamId) {
+    if node
+        .in_flight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains_key(&entry.id)
+    {
+        // Our own renewal lagged: the runs are still executing here.
+        return;
+    }
+    let node = node.clone();
+    let Some(runs) = runs_in(&entry).filter(|r| !r.is_empty()) else {
+        tracing::error!(entry = %entry.id, "worker: unreadable ready entry; dropping it");
+        tokio::spawn(async move { finish_run(&node, Some(entry.id), "", None).await });
+        return;
+    };
+    tracing::warn!(
+        entry = %entry.id,
+        runs = runs.len(),
+        "worker: claimed runs whose worker stopped renewing its lease; their attempt failed as lost"
+    );
+    let remaining = Arc::new(AtomicUsize::new(runs.len()));
+    for run in runs {
+        let lost = Outcome::Failed(RunError::Retryable(LOST.to_string()));
+        let result = encode_result(&node, &run, lost, None);
+        node.busy.fetch_add(1, Ordering::SeqCst);
+        let node = node.clone();
+        let entry_id = entry.id.clone();
+        let remaining = remaining.clone();
+        tokio::spawn(async move {
+            settle(&node, &entry_id, &remaining, &run.id, result).await;
+        });
+    }
+}
+
+/// The error of an attempt whose worker was lost.
+const LOST: &str = "worker lost: its worker stopped renewing the lease while running it";
 
 /// Cancel runs the leader cancelled (overlap `replace`, a deleted job).
 async fn cancel_loop(node: Arc<Node>) {

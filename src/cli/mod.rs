@@ -132,3 +132,14 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Init(args) => init::exec(args),
     }
 }
+
+/// The runtime of a long-running process (`run`, `worker`): `threads`
+/// worker threads. Cross-thread wake-ups cost more than a second thread
+/// gives on small machines (each hand-off between tasks became a futex
+/// wake and a context switch), so the default is one.
+fn daemon_runtime(threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(threads.max(1)))
+        .enable_all()
+        .build()
+}

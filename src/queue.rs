@@ -966,7 +966,18 @@ impl RunQueue {
 
     /// Record how an attempt ended: success, retry, failure, cancel.
     pub fn finish(&self, run_id: &str, outcome: Outcome) {
-        let t = self.now();
+        self.finish_at(run_id, outcome, None);
+    }
+
+    /// [`Self::finish`] for an attempt that ended elsewhere at `ended_at`
+    /// (RFC 3339, a worker process's clock): the record's end time. A
+    /// time that is unreadable or ahead of this clock counts as now.
+    pub fn finish_at(&self, run_id: &str, outcome: Outcome, ended_at: Option<&str>) {
+        let now = self.now();
+        let t = ended_at
+            .and_then(|at| at.parse::<Timestamp>().ok())
+            .filter(|at| *at < now)
+            .unwrap_or(now);
         {
             let mut st = self.lock();
             self.finish_locked(&mut st, run_id, outcome, t);

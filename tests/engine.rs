@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use multijob::clock::Clock;
-use multijob::queue::{NewRun, QueueConfig, RunQueue};
+use multijob::queue::{NewRun, Outcome, QueueConfig, RunQueue};
 use multijob::schedule::scheduler::{Scheduler, SchedulerConfig, StatsCell};
 use multijob::spec::{SourceFile, build};
 use multijob::store::runs::RunStatus;
@@ -409,4 +409,50 @@ async fn every_run_of_a_burst_is_stored_as_it_ended() {
         *by_status.entry(run.status.as_str()).or_default() += 1;
     }
     assert_eq!(by_status, HashMap::from([("succeeded", total)]));
+}
+
+/// A result from a worker process carries its own start and end (the
+/// worker's clock): the record's end and duration are the attempt's, not
+/// when the leader got to the result. An end ahead of the leader's clock
+/// counts as now.
+#[tokio::test(start_paused = true)]
+async fn a_remote_attempt_ends_when_its_worker_says() {
+    let r = default_rig("id: n\ntype: noop\n");
+    let ids = r.queue.enqueue(vec![
+        NewRun::manual("n", json!({})),
+        NewRun::manual("n", json!({})),
+    ]);
+    let mut claimed = Vec::new();
+    for _ in &ids {
+        claimed.push(r.queue.claim().await.expect("a ready run").run.id);
+    }
+    let now = r.queue.clock().now();
+    let start = now - jiff::SignedDuration::from_millis(900);
+    let end = now - jiff::SignedDuration::from_millis(850);
+    r.queue
+        .record_start(&claimed[0], multijob::store::format_ts(start));
+    r.queue.finish_at(
+        &claimed[0],
+        Outcome::Succeeded(json!({})),
+        Some(&multijob::store::format_ts(end)),
+    );
+    let ahead = now + jiff::SignedDuration::from_secs(60);
+    r.queue.finish_at(
+        &claimed[1],
+        Outcome::Succeeded(json!({})),
+        Some(&multijob::store::format_ts(ahead)),
+    );
+    r.store.flush().await.unwrap();
+    let (_, first) = r.store.run(&claimed[0]).await.unwrap().unwrap();
+    assert_eq!(first.duration_ms, Some(50), "{first:#?}");
+    assert_eq!(
+        first.finished_at.as_deref(),
+        Some(multijob::store::format_ts(end).as_str())
+    );
+    assert_eq!(first.attempts[0].finished_at, first.finished_at);
+    let (_, second) = r.store.run(&claimed[1]).await.unwrap().unwrap();
+    assert_eq!(
+        second.finished_at.as_deref(),
+        Some(multijob::store::format_ts(now).as_str())
+    );
 }

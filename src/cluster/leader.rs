@@ -414,7 +414,11 @@ fn apply_one(queue: &RunQueue, result: RunResult, done: &mut Vec<String>) {
             if result.llm_tokens > 0 {
                 queue.record_usage(&result.run_id, result.llm_tokens);
             }
-            queue.finish(&result.run_id, Outcome::from(result.outcome));
+            queue.finish_at(
+                &result.run_id,
+                Outcome::from(result.outcome),
+                result.finished_at.as_deref(),
+            );
         }
         _ => {
             // A second execution of a reclaimed run, or a run the

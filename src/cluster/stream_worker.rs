@@ -520,7 +520,8 @@ async fn run_one(
             execute(&host, &node.ctx, claim).await
         }
     };
-    let result = encode_result(node, &run, outcome, Some(started_at));
+    let finished_at = format_ts(jiff::Timestamp::now());
+    let result = encode_result(node, &run, outcome, Some((started_at, finished_at)));
     (run.id, result)
 }
 
@@ -530,8 +531,9 @@ fn encode_result(
     node: &Node,
     run: &Run,
     outcome: Outcome,
-    started_at: Option<String>,
+    executed: Option<(String, String)>,
 ) -> Option<String> {
+    let (started_at, finished_at) = executed.unzip();
     let (steps, llm_tokens) = node.host.take_stash(&run.id);
     let result = RunResult {
         run_id: run.id.clone(),
@@ -541,6 +543,7 @@ fn encode_result(
         llm_tokens,
         worker: node.cfg.node.clone(),
         started_at,
+        finished_at,
     };
     match serde_json::to_string(&result) {
         Ok(text) => Some(text),

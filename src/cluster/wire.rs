@@ -110,6 +110,11 @@ pub struct RunResult {
     /// When the worker began executing (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
+    /// When the attempt ended on the worker (RFC 3339): the record's end
+    /// and duration, on the same clock as `started_at`, not when the
+    /// leader got to the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -42,6 +42,9 @@ pub struct LeaderQueue {
     pub bursts: Vec<crate::queue::Burst>,
     /// When the leader published them (RFC 3339).
     pub at: String,
+    /// The leader's last reconcile (followers do not reconcile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reconcile: Option<serde_json::Value>,
 }
 
 pub struct Shared {

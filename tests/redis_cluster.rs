@@ -536,6 +536,9 @@ fn a_follower_shows_the_leaders_queue() {
     // The leader's own status says nothing of a leader's copy.
     let (_, own) = leader.get("/api/v1/status");
     assert!(own["cluster"]["queue_from_leader_at"].is_null(), "{own}");
+    // A follower does not reconcile: it shows the leader's last reconcile.
+    assert_eq!(own["last_reconcile"]["result"], "applied", "{own}");
+    assert_eq!(seen["last_reconcile"], own["last_reconcile"], "{seen}");
     // A follower's job views come from the store: its own queue is empty.
     for path in ["/api/v1/jobs/n", "/api/v1/jobs"] {
         let (code, v) = follower.get(path);

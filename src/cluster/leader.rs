@@ -113,23 +113,30 @@ pub async fn track_capacity(
     }
 }
 
-/// Publish the queue's figures twice a second for followers' status
-/// (expiring after 5 s, so a dead leader's figures go away).
+/// Publish the queue's figures and the last reconcile twice a second for
+/// followers' status (expiring after 5 s, so a dead leader's go away).
 pub async fn publish_queue(
-    queue: Arc<RunQueue>,
+    shared: Arc<crate::state::Shared>,
     mut conn: ConnectionManager,
     keys: Keys,
     cancel: CancellationToken,
 ) {
     loop {
+        let last_reconcile = shared
+            .last_reconcile
+            .load()
+            .as_ref()
+            .as_ref()
+            .and_then(|r| serde_json::to_value(r).ok());
         let figures = {
-            let view = queue.view();
+            let view = shared.queue.view();
             crate::state::LeaderQueue {
                 queue_depth: view.waiting(),
                 running: view.running(),
                 pressure_mode: view.pressure(),
                 bursts: view.bursts(),
                 at: crate::store::now_rfc3339(),
+                last_reconcile,
             }
         };
         if let Ok(text) = serde_json::to_string(&figures) {

@@ -275,7 +275,7 @@ async fn lead(
     ));
     tokio::spawn(inbox_loop(queue.clone(), store.clone(), stop.clone()));
     tokio::spawn(leader::publish_queue(
-        queue.clone(),
+        shared.clone(),
         conn.clone(),
         keys.clone(),
         stop.clone(),

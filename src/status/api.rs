@@ -274,7 +274,12 @@ async fn status(State(shared): State<AppState>) -> ApiResult {
         "applied_at": revision.map(|r| &r.at),
         "git": revision.and_then(|r| r.git_commit.as_ref().map(|c| json!({"commit": c, "dirty": r.git_dirty}))),
         "content_hash": revision.map(|r| &r.content_hash),
-        "last_reconcile": last.as_ref().as_ref(),
+        // A follower does not reconcile: the leader's last, as published.
+        "last_reconcile": match (last.as_ref(), leader_queue) {
+            (Some(own), _) => json!(own),
+            (None, Some(q)) => json!(q.last_reconcile),
+            (None, None) => Value::Null,
+        },
         "counts": {
             "jobs": s.jobs.len(),
             "enabled_jobs": s.jobs.values().filter(|j| j.spec.enabled).count(),

@@ -469,7 +469,10 @@ async fn start_entry(node: &Arc<Node>, entry: StreamId, permits: &mut Vec<OwnedS
         let entry_id = entry.id.clone();
         let remaining = remaining.clone();
         tokio::spawn(async move {
-            let result = run_one(&node, run, token).await;
+            // Boxed: a run's future is kilobytes (every job type's state),
+            // and the task's own future is copied on its way into the
+            // runtime; a pointer is cheaper to copy.
+            let result = Box::pin(run_one(&node, run, token)).await;
             settle(&node, &entry_id, &remaining, &result.0, result.1).await;
             drop(permit);
         });

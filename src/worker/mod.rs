@@ -251,9 +251,12 @@ pub async fn execute(queue: &Arc<dyn RunHost>, ctx: &WorkerContext, claim: Claim
     let timeout = Duration::from_millis(job.timeout_ms.max(1));
     let handler_cancel = cancel.clone();
     let job_for_task = job.clone();
-    // A task of its own, so a panicking handler fails its run, not the worker.
-    let mut task =
-        tokio::spawn(async move { jobs::execute(&job_for_task, &rc, &handler_cancel).await });
+    // A task of its own, so a panicking handler fails its run, not the
+    // worker. Boxed: the handlers' future is kilobytes, and a task's
+    // future is moved several times on its way into the runtime.
+    let mut task = tokio::spawn(Box::pin(async move {
+        jobs::execute(&job_for_task, &rc, &handler_cancel).await
+    }));
     let result = tokio::select! {
         r = &mut task => Some(r),
         _ = tokio::time::sleep(timeout) => None,

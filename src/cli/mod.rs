@@ -134,12 +134,13 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
 }
 
 /// The runtime of a long-running process (`run`, `worker`): `threads`
-/// worker threads. Cross-thread wake-ups cost more than a second thread
-/// gives on small machines (each hand-off between tasks became a futex
-/// wake and a context switch), so the default is one.
-fn daemon_runtime(threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(usize::from(threads.max(1)))
-        .enable_all()
-        .build()
+/// worker threads, or one per core. Where a process mostly hands work
+/// between tasks over Redis connections, each hand-off to another thread
+/// is a futex wake and a context switch: one thread measured fastest.
+fn daemon_runtime(threads: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(usize::from(n.max(1)));
+    }
+    builder.enable_all().build()
 }

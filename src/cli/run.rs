@@ -45,13 +45,14 @@ pub struct Args {
     #[arg(long, value_name = "SEC", default_value_t = 30.0)]
     pub grace: f64,
     /// Threads of the async runtime: scheduling, store writes, dispatch,
-    /// the status API. Commands and CPU-heavy steps run on threads of
-    /// their own. One was the fastest on every measured scenario on 2
-    /// cores (README, Performance); raise it for a status API with many
-    /// clients on a larger machine.
-    #[arg(long, env = "MULTIJOB_THREADS", default_value_t = 1,
+    /// the status API (commands and CPU-heavy steps have threads of their
+    /// own) [default: one per core; 1 with `--workers 0`]. A replica that
+    /// only schedules and serves is fastest on one thread (cross-thread
+    /// hand-offs cost more than they give); one that also executes runs
+    /// needs more to keep its scheduler on time while runs finish.
+    #[arg(long, env = "MULTIJOB_THREADS",
           value_parser = clap::value_parser!(u16).range(1..=512))]
-    pub threads: u16,
+    pub threads: Option<u16>,
     /// Finished runs kept per job.
     #[arg(long, default_value_t = 1000)]
     pub keep_runs: usize,
@@ -123,7 +124,12 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
         redis: args.redis,
     };
     super::init_logging();
-    let runtime = super::daemon_runtime(args.threads)?;
+    let threads = match (args.threads, args.workers) {
+        (Some(n), _) => Some(n),
+        (None, 0) => Some(1),
+        (None, _) => None,
+    };
+    let runtime = super::daemon_runtime(threads)?;
     runtime.block_on(app::run(opts))?;
     Ok(Outcome::Success)
 }

@@ -24,11 +24,10 @@ pub struct Args {
     /// interrupted (the leader queues them again).
     #[arg(long, value_name = "SEC", default_value_t = 30.0)]
     pub grace: f64,
-    /// Threads of the async runtime: scheduling, store writes, dispatch,
-    /// the status API. Commands and CPU-heavy steps run on threads of
-    /// their own. One was the fastest on every measured scenario on 2
-    /// cores (README, Performance); raise it for a status API with many
-    /// clients on a larger machine.
+    /// Threads of the async runtime: fetching, sending results, leases
+    /// (commands and CPU-heavy steps have threads of their own). One is
+    /// the fastest measured: cross-thread hand-offs cost more than a
+    /// second thread gives.
     #[arg(long, env = "MULTIJOB_THREADS", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=512))]
     pub threads: u16,
@@ -45,7 +44,7 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
         );
     }
     super::init_logging();
-    let runtime = super::daemon_runtime(args.threads)?;
+    let runtime = super::daemon_runtime(Some(args.threads))?;
     runtime.block_on(crate::cluster::process::run_worker(
         args.redis,
         args.workers,

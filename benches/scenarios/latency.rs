@@ -77,7 +77,7 @@ pub fn scenario(scale: Scale, out: &mut Vec<Figure>) {
         Scale::Full => (
             10u64,
             rate("MULTIJOB_BENCH_RATE_EMBEDDED", 8_000),
-            rate("MULTIJOB_BENCH_RATE_REDIS", 14_000),
+            rate("MULTIJOB_BENCH_RATE_REDIS", 18_000),
         ),
         Scale::Small => (3, 200, 200),
     };

@@ -1044,6 +1044,12 @@ impl RunQueue {
                 }
             }
             Outcome::Interrupted => {
+                // The next execution goes on from the step cut short.
+                if let Some(last) = run.steps.last_mut()
+                    && last.status == crate::workflow::status::CANCELLED
+                {
+                    last.status = crate::workflow::status::INTERRUPTED.to_string();
+                }
                 close_attempt(
                     run,
                     RunStatus::Cancelled,

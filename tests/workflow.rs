@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 struct Peer {
     hooks: Mutex<Vec<(Option<String>, Value)>>,
     flaky_calls: AtomicUsize,
+    price_calls: AtomicUsize,
+    slow_calls: AtomicUsize,
 }
 
 /// A shop API and a webhook sink on 127.0.0.1:0, recording what they got.
@@ -26,13 +28,24 @@ fn start_peer() -> (String, Arc<Peer>) {
     let app = axum::Router::new()
                 .route(
                     "/prices/{sku}",
-                    get(|Path(sku): Path<String>| async move {
+                    get(|State(p): State<Arc<Peer>>, Path(sku): Path<String>| async move {
+                        p.price_calls.fetch_add(1, Ordering::SeqCst);
                         let price = match sku.as_str() {
                             "A" => 10,
                             "B" => 20,
                             _ => 30,
                         };
                         Json(json!({"sku": sku, "price": price}))
+                    }),
+                )
+                .route(
+                    "/slow",
+                    get(|State(p): State<Arc<Peer>>| async move {
+                        // The first call takes long enough to be interrupted.
+                        if p.slow_calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                        }
+                        Json(json!({"ok": true}))
                     }),
                 )
                 .route(
@@ -519,6 +532,48 @@ fn a_message_is_sent_once_across_kill_9_and_restart() {
     assert!(run["attempt"].as_u64().unwrap() >= 2, "{run:#}");
     let hooks = peer.hooks.lock().unwrap().clone();
     assert_eq!(hooks.len(), 1, "sent once across the crash: {hooks:#?}");
+}
+
+/// A run interrupted by a shutdown goes on after the restart from the step
+/// that was cut short: the steps it completed are not done again.
+#[test]
+fn an_interrupted_run_goes_on_from_the_step_cut_short() {
+    let (base, peer) = start_peer();
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/i.yaml",
+        &format!(
+            "kind: Connector\nid: shop\nprovider: http\nbase_url: {base}\n---\nid: order\ntype: agent.workflow\nsteps:\n  - id: price\n    http: {{connector: shop, path: /prices/A}}\n  - id: wait\n    http: {{connector: shop, path: /slow, timeout_ms: 20000}}\n  - id: done\n    set: {{price: \"{{{{ steps.price.output.body.price }}}}\"}}\n"
+        ),
+    );
+    let id;
+    {
+        let mut daemon = Daemon::start(d.path(), &["--grace", "0.2"]);
+        daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+        let r = d.run(&["trigger", "order"]);
+        id = r.stdout().split_whitespace().nth(2).unwrap().to_string();
+        let start = std::time::Instant::now();
+        while peer.slow_calls.load(Ordering::SeqCst) == 0 {
+            assert!(start.elapsed().as_secs() < 20, "{}", daemon.log());
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        daemon.signal("TERM");
+        let start = std::time::Instant::now();
+        while daemon.is_running() {
+            assert!(start.elapsed().as_secs() < 20, "{}", daemon.log());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    let daemon = Daemon::start(d.path(), &[]);
+    let run = daemon.wait_until(&format!("/api/v1/runs/{id}"), "the run to finish", |v| {
+        v["status"] == "succeeded" || v["status"] == "failed"
+    });
+    assert_eq!(run["status"], "succeeded", "{run:#}\n{}", daemon.log());
+    assert_eq!(peer.price_calls.load(Ordering::SeqCst), 1, "{run:#}");
+    assert_eq!(peer.slow_calls.load(Ordering::SeqCst), 2, "{run:#}");
+    assert_eq!(run["output"]["price"], 10, "{run:#}");
+    // One attempt, interrupted and taken up again: not a retry.
+    assert_eq!(run["attempt"], 1, "{run:#}");
 }
 
 #[test]

@@ -58,12 +58,16 @@ pub mod status {
     pub const CANCELLED: &str = "cancelled";
     /// The step paused the run until its approval is decided.
     pub const AWAITING_APPROVAL: &str = "awaiting_approval";
+    /// The step was cut short (or not started) by a shutdown: the run is
+    /// queued again and goes on from this step.
+    pub const INTERRUPTED: &str = "interrupted";
 }
 
 /// What an earlier execution of the run completed before it paused for an
-/// approval: the run resumes after it instead of from its first step, so
-/// an order created before the approval is not created again (SPEC 5:
-/// `approval` pauses the run).
+/// approval or was interrupted by a shutdown: the run resumes after it
+/// instead of from its first step, so an order created before the pause
+/// or the restart is not created again (SPEC 5: `approval` pauses the
+/// run).
 #[derive(Debug, Default)]
 pub struct Resume {
     /// Top-level steps that completed, by id: their records are reused.
@@ -73,16 +77,22 @@ pub struct Resume {
 }
 
 impl Resume {
-    /// From the step records of the run's last execution. Only a pause
-    /// (the last record waits for an approval) resumes; a run retried
-    /// after a failure or an interruption runs from its first step, as
-    /// before (at-least-once, with idempotency keys).
+    /// From the step records of the run's last execution. A pause (the
+    /// last record waits for an approval) or an interruption (the last
+    /// record was cut short by a shutdown) resumes; a run retried after a
+    /// failure runs from its first step (at-least-once, with idempotency
+    /// keys).
     pub fn from_records(records: &[StepRecord]) -> Resume {
         match records.split_last() {
-            Some((paused, done)) if paused.status == status::AWAITING_APPROVAL => Resume {
-                top: done.iter().map(|r| (r.id.clone(), r.clone())).collect(),
-                inner: paused.completed.clone(),
-            },
+            Some((paused, done))
+                if paused.status == status::AWAITING_APPROVAL
+                    || paused.status == status::INTERRUPTED =>
+            {
+                Resume {
+                    top: done.iter().map(|r| (r.id.clone(), r.clone())).collect(),
+                    inner: paused.completed.clone(),
+                }
+            }
             _ => Resume::default(),
         }
     }
@@ -265,6 +275,8 @@ impl<'a> Engine<'a> {
             let mut last = Value::Null;
             for step in steps {
                 if frame.cancel.is_cancelled() {
+                    // Recorded, so an interrupted run knows where to go on.
+                    records.push(record(step, status::CANCELLED, Value::Null, None, 0));
                     return Err(RunError::Cancelled);
                 }
                 // Completed before the run paused: not done again.
@@ -1124,12 +1136,14 @@ mod tests {
         assert_eq!(result, Err(RunError::Cancelled));
         assert_eq!(statuses(&records), [("slow", "cancelled")]);
 
-        // A cancelled token stops before the first step.
+        // A cancelled token stops before the first step, which is
+        // recorded as cancelled (an interrupted run goes on from there).
         let (result, records) = engine
             .run(&list, json!({}), run_info(), &stub, &token)
             .await;
         assert_eq!(result, Err(RunError::Cancelled));
-        assert!(records.is_empty());
+        assert_eq!(statuses(&records), [("slow", "cancelled")]);
+        assert_eq!(records[0].duration_ms, 0);
     }
 
     #[tokio::test]
@@ -1451,7 +1465,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_pause_resumes() {
+    fn a_pause_or_an_interruption_resumes() {
         let rec = |id: &str, status: &str| StepRecord {
             id: id.into(),
             status: status.into(),
@@ -1466,7 +1480,9 @@ mod tests {
             paused.inner,
             BTreeMap::from([("b/x".to_string(), json!(1))])
         );
-        // A failed or interrupted execution runs again from its first step.
+        let interrupted = Resume::from_records(&[rec("a", "succeeded"), rec("b", "interrupted")]);
+        assert_eq!(interrupted.top.keys().collect::<Vec<_>>(), ["a"]);
+        // A failed or cancelled execution runs again from its first step.
         for last in ["failed", "cancelled", "succeeded"] {
             let r = Resume::from_records(&[rec("a", "succeeded"), rec("b", last)]);
             assert!(r.top.is_empty() && r.inner.is_empty(), "{last}");

@@ -127,6 +127,24 @@ fn rank(p: Priority) -> u8 {
     }
 }
 
+/// Put a run in line: the next seq (its place among runs of its priority)
+/// on its entry and in the ready heap (keys an entry no longer holds are
+/// skipped when popped).
+fn line_up(
+    seq: &mut u64,
+    ready: &mut BinaryHeap<(ReadyKey, String)>,
+    entry: &mut Entry,
+    id: String,
+) {
+    *seq += 1;
+    entry.ready_seq = Some(*seq);
+    let key = ReadyKey {
+        rank: rank(entry.run.priority),
+        seq: *seq,
+    };
+    ready.push((key, id));
+}
+
 struct Entry {
     run: Run,
     cancel: CancellationToken,
@@ -618,17 +636,7 @@ impl RunQueue {
                 st.counts.waiting += 1;
                 match due {
                     Some(due) if due > self.now() => st.delayed.push(Reverse((due, id.clone()))),
-                    _ => {
-                        st.seq += 1;
-                        entry.ready_seq = Some(st.seq);
-                        st.ready.push((
-                            ReadyKey {
-                                rank: rank(entry.run.priority),
-                                seq: st.seq,
-                            },
-                            id.clone(),
-                        ));
-                    }
+                    _ => line_up(&mut st.seq, &mut st.ready, &mut entry, id.clone()),
                 }
             }
             RunStatus::Running => {
@@ -855,15 +863,8 @@ impl RunQueue {
                 sink(t.duration_since(due).as_micros().max(0) as u64);
             }
             entry.run.due_at = None;
-            st.seq += 1;
-            let seq = st.seq;
             if let Some(entry) = st.runs.get_mut(&id) {
-                entry.ready_seq = Some(seq);
-                let key = ReadyKey {
-                    rank: rank(entry.run.priority),
-                    seq,
-                };
-                st.ready.push((key, id));
+                line_up(&mut st.seq, &mut st.ready, entry, id);
             }
         }
         while let Some((key, id)) = st.ready.pop() {
@@ -1071,15 +1072,7 @@ impl RunQueue {
                     // A worker process stopped, not this one: the run goes
                     // back in line now.
                     st.counts.waiting += 1;
-                    st.seq += 1;
-                    entry.ready_seq = Some(st.seq);
-                    st.ready.push((
-                        ReadyKey {
-                            rank: rank(entry.run.priority),
-                            seq: st.seq,
-                        },
-                        run_id.to_string(),
-                    ));
+                    line_up(&mut st.seq, &mut st.ready, entry, run_id.to_string());
                     self.work.notify_one();
                 }
                 // Stays active; here it runs after the restart.
@@ -1229,20 +1222,10 @@ impl RunQueue {
             // A lane place is free: a parked run of the lane may start.
             if let Some(parked) = st.parked.get_mut(flow)
                 && let Some(next) = parked.pop_front()
+                && let Some(entry) = st.runs.get_mut(&next)
             {
-                st.seq += 1;
-                let seq = st.seq;
-                if let Some(entry) = st.runs.get_mut(&next) {
-                    entry.ready_seq = Some(seq);
-                    st.ready.push((
-                        ReadyKey {
-                            rank: rank(entry.run.priority),
-                            seq,
-                        },
-                        next,
-                    ));
-                    self.work.notify_one();
-                }
+                line_up(&mut st.seq, &mut st.ready, entry, next);
+                self.work.notify_one();
             }
         }
         let count = st
@@ -1359,8 +1342,7 @@ impl RunQueue {
             if approve {
                 Counts::add(&mut st.counts.approvals_by_job, &approval.job_id, -1);
                 st.counts.waiting += 1;
-                st.seq += 1;
-                let seq = st.seq;
+                let st = &mut *st;
                 if let Some(entry) = st.runs.get_mut(&approval.run_id) {
                     entry.run.status = RunStatus::Queued;
                     if let Some(a) = entry.run.attempts.last_mut()
@@ -1368,13 +1350,8 @@ impl RunQueue {
                     {
                         a.status = RunStatus::Queued;
                     }
-                    entry.ready_seq = Some(seq);
                     mutations.push(Mutation::PutRun(Box::new(entry.run.clone())));
-                    let key = ReadyKey {
-                        rank: rank(entry.run.priority),
-                        seq,
-                    };
-                    st.ready.push((key, approval.run_id.clone()));
+                    line_up(&mut st.seq, &mut st.ready, entry, approval.run_id.clone());
                 }
             } else {
                 self.submit(std::mem::take(&mut mutations));

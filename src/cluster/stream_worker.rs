@@ -450,14 +450,7 @@ async fn start_entry(node: &Arc<Node>, entry: StreamId, permits: &mut Vec<OwnedS
                         // expire and being reported as lost.
                         let rest = std::iter::once(run).chain(pending.map(|(r, _)| r));
                         for run in rest {
-                            let result = encode_result(node, &run, Outcome::Interrupted, None);
-                            node.busy.fetch_add(1, Ordering::SeqCst);
-                            let node = node.clone();
-                            let entry_id = entry.id.clone();
-                            let remaining = remaining.clone();
-                            tokio::spawn(async move {
-                                settle(&node, &entry_id, &remaining, &run.id, result).await;
-                            });
+                            report(node, &entry.id, &remaining, &run, Outcome::Interrupted);
                         }
                         return;
                     }
@@ -477,6 +470,22 @@ async fn start_entry(node: &Arc<Node>, entry: StreamId, permits: &mut Vec<OwnedS
             drop(permit);
         });
     }
+}
+
+/// Send an outcome for a run of `entry_id` that this process does not
+/// execute (handed back, or lost elsewhere), as [`settle`] does.
+fn report(
+    node: &Arc<Node>,
+    entry_id: &str,
+    remaining: &Arc<AtomicUsize>,
+    run: &Run,
+    outcome: Outcome,
+) {
+    let result = encode_result(node, run, outcome, None);
+    node.busy.fetch_add(1, Ordering::SeqCst);
+    let (node, entry_id, remaining) = (node.clone(), entry_id.to_string(), remaining.clone());
+    let run_id = run.id.clone();
+    tokio::spawn(async move { settle(&node, &entry_id, &remaining, &run_id, result).await });
 }
 
 /// Send a run's result; the entry's last run acknowledges the entry with
@@ -731,16 +740,9 @@ fn report_lost(node: &Arc<Node>, entry: StreamId) {
         "worker: claimed runs whose worker stopped renewing its lease; their attempt failed as lost"
     );
     let remaining = Arc::new(AtomicUsize::new(runs.len()));
-    for run in runs {
+    for run in &runs {
         let lost = Outcome::Failed(RunError::Retryable(LOST.to_string()));
-        let result = encode_result(&node, &run, lost, None);
-        node.busy.fetch_add(1, Ordering::SeqCst);
-        let node = node.clone();
-        let entry_id = entry.id.clone();
-        let remaining = remaining.clone();
-        tokio::spawn(async move {
-            settle(&node, &entry_id, &remaining, &run.id, result).await;
-        });
+        report(&node, &entry.id, &remaining, run, lost);
     }
 }
 

@@ -95,6 +95,12 @@ fn runs(d: &Daemon, query: &str) -> Vec<Value> {
     v["items"].as_array().cloned().unwrap_or_default()
 }
 
+/// The `n` runs of `job`, once there are `n` and all have `status`.
+fn ended(d: &Daemon, job: &str, n: usize, status: &str) -> Option<Vec<Value>> {
+    let r = runs(d, &format!("&job={job}"));
+    (r.len() == n && r.iter().all(|r| r["status"] == status)).then_some(r)
+}
+
 fn wait_for<T>(
     what: &str,
     secs: u64,
@@ -194,8 +200,7 @@ steps:
         )
     };
     let done = wait_for("three runs succeeded", 30, &logs, || {
-        let r = runs(&leader, "&job=notify");
-        (r.len() == 3 && r.iter().all(|r| r["status"] == "succeeded")).then_some(r)
+        ended(&leader, "notify", 3, "succeeded")
     });
     // The attempt on the dead worker failed as lost; the retry finished.
     for r in &done {
@@ -289,8 +294,7 @@ fn a_run_whose_worker_dies_is_not_run_again_without_retries_left() {
         )
     };
     let run = wait_for("the run failed", 30, &logs, || {
-        let r = runs(&leader, "&job=slow");
-        (r.len() == 1 && r[0]["status"] == "failed").then(|| r[0].clone())
+        ended(&leader, "slow", 1, "failed").map(|mut r| r.remove(0))
     });
     let error = run["error"].as_str().unwrap_or("");
     assert!(error.starts_with("worker lost"), "{run:#}\n{}", logs());
@@ -329,8 +333,7 @@ fn a_stopping_worker_hands_back_runs_it_has_not_started() {
         )
     };
     let done = wait_for("three runs succeeded", 30, &logs, || {
-        let r = runs(&leader, "&job=slow");
-        (r.len() == 3 && r.iter().all(|r| r["status"] == "succeeded")).then_some(r)
+        ended(&leader, "slow", 3, "succeeded")
     });
     for r in &done {
         let lost = r["attempts"]

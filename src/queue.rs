@@ -1425,6 +1425,15 @@ impl RunQueue {
         }
     }
 
+    /// When a running run's current attempt was started or resumed here
+    /// (see [`dispatch_mark`]).
+    pub fn run_dispatch_mark(&self, run_id: &str) -> Option<String> {
+        self.lock()
+            .runs
+            .get(run_id)
+            .and_then(|e| dispatch_mark(&e.run))
+    }
+
     /// An unfinished run's status and attempt.
     pub fn run_status(&self, run_id: &str) -> Option<(RunStatus, u32)> {
         self.lock()
@@ -1458,6 +1467,14 @@ fn pressure_event(on: bool, waiting: usize, p: &Pressure) -> Mutation {
         t,
         json!({"waiting": waiting, "high": p.high, "low": p.low}),
     ))
+}
+
+/// When the run's current attempt was started, or resumed after an
+/// approval: different for each time the queue hands the run out, even
+/// under one attempt number (an interrupted run keeps its number).
+pub fn dispatch_mark(run: &Run) -> Option<String> {
+    let a = run.attempts.last()?;
+    Some(a.resumed_at.clone().unwrap_or_else(|| a.started_at.clone()))
 }
 
 fn close_attempt(run: &mut Run, status: RunStatus, error: Option<&str>, t: Timestamp) {

@@ -410,8 +410,13 @@ fn apply(queue: &RunQueue, store: &Store, entries: Vec<StreamId>) -> Vec<String>
 
 fn apply_one(queue: &RunQueue, result: RunResult, done: &mut Vec<String>) {
     let current = queue.run_status(&result.run_id);
+    // A result names the start it ends (older workers do not: attempt only).
+    let same_start = || {
+        result.dispatched_at.is_none()
+            || result.dispatched_at == queue.run_dispatch_mark(&result.run_id)
+    };
     match current {
-        Some((RunStatus::Running, attempt)) if attempt == result.attempt => {
+        Some((RunStatus::Running, attempt)) if attempt == result.attempt && same_start() => {
             if let Some(at) = result.started_at {
                 queue.record_start(&result.run_id, at);
             }
@@ -446,4 +451,79 @@ async fn clear_cancels(conn: &mut ConnectionManager, keys: &Keys, done: Vec<Stri
         .arg(&done)
         .query_async(conn)
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::wire::WireOutcome;
+    use crate::queue::{NewRun, QueueConfig};
+    use crate::store::Applied;
+
+    fn queue(dir: &std::path::Path) -> Arc<RunQueue> {
+        let store = Store::open_sqlite(&dir.join("s.db")).unwrap();
+        let loaded = crate::spec::build(&[crate::spec::SourceFile {
+            path: "jobs.d/n.yaml".into(),
+            text: "id: n\ntype: noop\n".into(),
+        }]);
+        let applied = Arc::new(Applied {
+            revision: None,
+            snapshot: loaded.snapshot,
+        });
+        let clock = crate::clock::Clock::virtual_at("2026-11-22T10:00:00Z".parse().unwrap());
+        let config = QueueConfig {
+            remote_dispatch: true,
+            ..Default::default()
+        };
+        RunQueue::new(store, applied, config, clock)
+    }
+
+    fn result(run_id: &str, dispatched_at: Option<String>, outcome: WireOutcome) -> RunResult {
+        RunResult {
+            run_id: run_id.into(),
+            attempt: 1,
+            outcome,
+            steps: vec![],
+            llm_tokens: 0,
+            worker: "w".into(),
+            started_at: None,
+            finished_at: None,
+            dispatched_at,
+        }
+    }
+
+    /// A run handed back by a stopping worker is started again under the
+    /// same attempt number; a late result of the first start (its entry
+    /// claimed as lost after all) must not end the second.
+    #[tokio::test(start_paused = true)]
+    async fn a_result_of_an_earlier_start_of_the_same_attempt_is_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let q = queue(tmp.path());
+        let id = q
+            .enqueue(vec![NewRun::manual("n", serde_json::json!({}))])
+            .remove(0);
+        let first = q.claim().await.unwrap().run;
+        let first_mark = crate::queue::dispatch_mark(&first);
+        let mut done = Vec::new();
+        apply_one(
+            &q,
+            result(&id, first_mark.clone(), WireOutcome::Interrupted),
+            &mut done,
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let second = q.claim().await.unwrap().run;
+        assert_eq!(second.attempt, first.attempt, "handed back: same attempt");
+        let lost = WireOutcome::Failed {
+            error: "worker lost".into(),
+            retryable: true,
+        };
+        apply_one(&q, result(&id, first_mark, lost), &mut done);
+        assert_eq!(q.run_status(&id), Some((RunStatus::Running, 1)), "stale");
+        let ok = WireOutcome::Succeeded {
+            output: serde_json::json!({}),
+        };
+        let second_mark = crate::queue::dispatch_mark(&second);
+        apply_one(&q, result(&id, second_mark, ok), &mut done);
+        assert_eq!(q.run_status(&id), None, "the second start's result ends it");
+    }
 }

@@ -556,6 +556,7 @@ fn encode_result(
         worker: node.cfg.node.clone(),
         started_at,
         finished_at,
+        dispatched_at: crate::queue::dispatch_mark(run),
     };
     match serde_json::to_string(&result) {
         Ok(text) => Some(text),

@@ -115,6 +115,11 @@ pub struct RunResult {
     /// leader got to the result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// When the leader started (or resumed) the attempt, as the record the
+    /// worker got says. A run handed back and started again keeps its
+    /// attempt number: this tells a late result of the earlier start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatched_at: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {

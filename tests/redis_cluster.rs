@@ -95,6 +95,14 @@ fn runs(d: &Daemon, query: &str) -> Vec<Value> {
     v["items"].as_array().cloned().unwrap_or_default()
 }
 
+/// Process logs under `--- name ---` headers, for a failure message.
+fn sections(logs: &[(&str, String)]) -> String {
+    logs.iter()
+        .map(|(name, log)| format!("--- {name} ---\n{log}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The `n` runs of `job`, once there are `n` and all have `status`.
 fn ended(d: &Daemon, job: &str, n: usize, status: &str) -> Option<Vec<Value>> {
     let r = runs(d, &format!("&job={job}"));
@@ -181,23 +189,16 @@ steps:
     let logs = || format!("--- leader ---\n{}", leader.log());
     // All three are in their slow step on the doomed worker.
     wait_for("three runs in their slow step", 20, &logs, || {
-        let slow = received
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter(|(p, _)| p == "/slow")
-            .count();
-        (slow >= 3).then_some(())
+        (slow_calls(&received) >= 3).then_some(())
     });
     doomed.kill9();
     let survivor = WorkerProc::start(&redis, 4);
     let logs = || {
-        format!(
-            "--- leader ---\n{}\n--- doomed ---\n{}\n--- survivor ---\n{}",
-            leader.log(),
-            doomed.log(),
-            survivor.log()
-        )
+        sections(&[
+            ("leader", leader.log()),
+            ("doomed", doomed.log()),
+            ("survivor", survivor.log()),
+        ])
     };
     let done = wait_for("three runs succeeded", 30, &logs, || {
         ended(&leader, "notify", 3, "succeeded")
@@ -286,13 +287,7 @@ fn a_run_whose_worker_dies_is_not_run_again_without_retries_left() {
     });
     doomed.kill9();
     let survivor = WorkerProc::start(&redis, 2);
-    let logs = || {
-        format!(
-            "--- leader ---\n{}\n--- survivor ---\n{}",
-            leader.log(),
-            survivor.log()
-        )
-    };
+    let logs = || sections(&[("leader", leader.log()), ("survivor", survivor.log())]);
     let run = wait_for("the run failed", 30, &logs, || {
         ended(&leader, "slow", 1, "failed").map(|mut r| r.remove(0))
     });
@@ -325,12 +320,11 @@ fn a_stopping_worker_hands_back_runs_it_has_not_started() {
     unsafe { libc::kill(stopping.child.id() as i32, libc::SIGTERM) };
     let taker = WorkerProc::start(&redis, 4);
     let logs = || {
-        format!(
-            "--- leader ---\n{}\n--- stopping ---\n{}\n--- taker ---\n{}",
-            leader.log(),
-            stopping.log(),
-            taker.log()
-        )
+        sections(&[
+            ("leader", leader.log()),
+            ("stopping", stopping.log()),
+            ("taker", taker.log()),
+        ])
     };
     let done = wait_for("three runs succeeded", 30, &logs, || {
         ended(&leader, "slow", 3, "succeeded")

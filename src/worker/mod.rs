@@ -5,6 +5,7 @@
 //! Shutdown drains: no new claims; runs in flight get a grace period, then
 //! are interrupted and go back to the queue for the next start.
 
+mod catch_panic;
 pub mod retry;
 
 use std::sync::Arc;
@@ -191,13 +192,34 @@ async fn worker_loop(queue: Arc<RunQueue>, ctx: WorkerContext, busy: Arc<AtomicU
     }
 }
 
-/// Run one attempt of a claimed run under its job's timeout.
+/// Run one attempt of a claimed run under its job's timeout. A handler
+/// that panics fails its run (retryable, by the job's retry policy); the
+/// worker goes on.
 pub async fn execute(queue: &Arc<dyn RunHost>, ctx: &WorkerContext, claim: Claim) -> Outcome {
-    let Claim { run, job, cancel } = claim;
-    // noop does nothing: no task, no timer.
-    if job.job_type == "noop" {
+    // noop does nothing: no task, no timer, nothing to catch.
+    if claim.job.job_type == "noop" {
         return Outcome::Succeeded(json!({}));
     }
+    let job_type = claim.job.job_type.clone();
+    let run_id = claim.run.id.clone();
+    match catch_panic::CatchPanic::new(execute_handler(queue, ctx, claim)).await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            tracing::error!(
+                run_id,
+                job_type,
+                panic,
+                "a run's handler panicked; the run fails"
+            );
+            Outcome::Failed(RunError::Retryable(format!(
+                "the {job_type} handler crashed: {panic}"
+            )))
+        }
+    }
+}
+
+async fn execute_handler(queue: &Arc<dyn RunHost>, ctx: &WorkerContext, claim: Claim) -> Outcome {
+    let Claim { run, job, cancel } = claim;
     if job.job_type == "agent.workflow" || job.job_type == "http.request" {
         return run_workflow(queue, ctx, run, job, cancel).await;
     }

@@ -77,7 +77,7 @@ impl Connectors {
             if let Some(m) = req.max_tokens {
                 body["max_tokens"] = json!(m);
             }
-            let mut builder = self.client.post(&url).json(&body);
+            let mut builder = self.http_client()?.post(&url).json(&body);
             if let Some(key) = call.secrets.get("api_key") {
                 builder = builder.bearer_auth(key);
             }

@@ -140,7 +140,7 @@ impl Connectors {
             ConnectorError::Permanent(format!("`{}` is not an HTTP method", req.method))
         })?;
         let what = format!("{method_name} {}", without_query(&url));
-        let mut builder = self.client.request(method, url.clone());
+        let mut builder = self.http_client()?.request(method, url.clone());
         let headers = req.headers.clone().unwrap_or_default();
         let has_auth = headers
             .keys()

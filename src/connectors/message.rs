@@ -93,7 +93,7 @@ impl Connectors {
         let url = join(call.base_url()?, &format!("bot{token}/sendMessage"));
         let body = json!({"chat_id": chat_id, "text": msg.text});
         let builder = self
-            .client
+            .http_client()?
             .post(&url)
             .header(IDEMPOTENCY_HEADER, &msg.idempotency_key)
             .json(&body);
@@ -124,7 +124,7 @@ impl Connectors {
             body["channel"] = Value::String(channel);
         }
         let builder = self
-            .client
+            .http_client()?
             .post(&url)
             .header(IDEMPOTENCY_HEADER, &msg.idempotency_key)
             .json(&body);
@@ -148,7 +148,7 @@ impl Connectors {
         }))
         .expect("a JSON value serializes");
         let mut builder = self
-            .client
+            .http_client()?
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(IDEMPOTENCY_HEADER, &msg.idempotency_key);
@@ -184,7 +184,7 @@ impl Connectors {
             "text": {"body": msg.text},
         });
         let builder = self
-            .client
+            .http_client()?
             .post(&url)
             .bearer_auth(token)
             .header(IDEMPOTENCY_HEADER, &msg.idempotency_key)
@@ -203,7 +203,7 @@ impl Connectors {
         let url = call.base_url()?.to_string();
         let to = recipient(call, msg, "to")?;
         let mut builder = self
-            .client
+            .http_client()?
             .post(&url)
             .header(IDEMPOTENCY_HEADER, &msg.idempotency_key)
             .json(&json!({"to": to, "text": msg.text}));

@@ -11,6 +11,7 @@
 //! other 4xx, policy refusals and configuration problems.
 
 pub mod chat;
+pub mod client;
 pub mod egress;
 pub mod http;
 pub mod message;
@@ -93,7 +94,7 @@ struct Entry {
 /// HTTP client is shared and rate limiters outlive it (see [`ratelimit`]).
 #[derive(Clone)]
 pub struct Connectors {
-    client: reqwest::Client,
+    client: Result<client::SharedClient, client::BuildError>,
     entries: BTreeMap<String, Entry>,
     metrics: Option<crate::status::metrics::ConnectorMetrics>,
 }
@@ -138,15 +139,8 @@ impl Call<'_> {
 }
 
 impl Connectors {
+    /// With the process's shared client (see [`client`]).
     pub fn new(connectors: &BTreeMap<String, Resource<Connector>>) -> Self {
-        Connectors::with_client(connectors, shared_client())
-    }
-
-    /// For callers that already hold a client (one per process is enough).
-    pub fn with_client(
-        connectors: &BTreeMap<String, Resource<Connector>>,
-        client: reqwest::Client,
-    ) -> Self {
         let entries = connectors
             .iter()
             .map(|(id, res)| {
@@ -163,7 +157,7 @@ impl Connectors {
             })
             .collect();
         Connectors {
-            client,
+            client: client::shared(),
             entries,
             metrics: None,
         }
@@ -173,6 +167,38 @@ impl Connectors {
     pub fn with_metrics(mut self, metrics: crate::status::metrics::ConnectorMetrics) -> Self {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// The client to build a request with; an error when none could be
+    /// built on this host (the cause is in the message).
+    fn http_client(&self) -> Result<&reqwest::Client, ConnectorError> {
+        match &self.client {
+            Ok(shared) => Ok(&shared.client),
+            Err(why) => Err(ConnectorError::Retryable(why.to_string())),
+        }
+    }
+
+    /// The client that sends `request`: an HTTPS request needs the system's
+    /// CA certificates, which the client of this revision may lack; the
+    /// process's client may have them by now.
+    fn sender_for(&self, request: &reqwest::Request) -> Result<reqwest::Client, ConnectorError> {
+        let shared = self
+            .client
+            .as_ref()
+            .map_err(|why| ConnectorError::Retryable(why.to_string()))?;
+        if request.url().scheme() != "https" || shared.tls_unavailable.is_none() {
+            return Ok(shared.client.clone());
+        }
+        match client::shared() {
+            Ok(now) if now.tls_unavailable.is_none() => Ok(now.client),
+            Ok(now) => Err(ConnectorError::Retryable(
+                now.tls_unavailable
+                    .as_deref()
+                    .unwrap_or_default()
+                    .to_string(),
+            )),
+            Err(why) => Err(ConnectorError::Retryable(why.to_string())),
+        }
     }
 
     fn count(&self, connector: &str, status: &str) {
@@ -231,9 +257,15 @@ impl Connectors {
         redactor: &Redactor,
     ) -> Result<(u16, Map<String, Value>, String), ConnectorError> {
         let result = async {
-            let resp = builder
+            let (_, request) = builder
                 .timeout(timeout.unwrap_or(DEFAULT_TIMEOUT))
-                .send()
+                .build_split();
+            let request = request.map_err(|e| ConnectorError::from_reqwest(e, what))?;
+            let sender = self
+                .sender_for(&request)
+                .map_err(|e| ConnectorError::Retryable(format!("{what} failed: {e}")))?;
+            let resp = sender
+                .execute(request)
                 .await
                 .map_err(|e| ConnectorError::from_reqwest(e, what))?;
             let status = resp.status().as_u16();
@@ -266,19 +298,6 @@ impl Connectors {
         }
         Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
-}
-
-fn shared_client() -> reqwest::Client {
-    static CLIENT: std::sync::LazyLock<reqwest::Client> = std::sync::LazyLock::new(|| {
-        reqwest::Client::builder()
-            // A redirect could lead past the egress policy, so none are followed.
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(egress::GuardedResolver)
-            .user_agent(concat!("multijob/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the HTTP client builds with static settings")
-    });
-    CLIENT.clone()
 }
 
 fn header_map(headers: &reqwest::header::HeaderMap, redactor: &Redactor) -> Map<String, Value> {

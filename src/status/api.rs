@@ -221,24 +221,32 @@ async fn readyz(State(shared): State<AppState>) -> Response {
         .unwrap_or(false);
     let applied = shared.applied.load();
     let revision = applied.revision.as_ref().map(|r| r.id.clone());
-    let ready = store_ok && revision.is_some();
+    // Building the client is blocking work (it reads the CA bundle) when a
+    // failed build is due to be tried again.
+    let http_client = tokio::task::spawn_blocking(crate::connectors::client::health)
+        .await
+        .unwrap_or_else(|e| Err(format!("HTTP client: the check crashed: {e}")));
     let reason = if !store_ok {
-        Some("store unreachable")
+        Some("store unreachable".to_string())
     } else if revision.is_none() {
-        Some("no revision applied yet")
+        Some("no revision applied yet".to_string())
     } else {
-        None
+        http_client.as_ref().err().cloned()
     };
+    let ready = reason.is_none();
     let code = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        code,
-        Json(json!({"ready": ready, "store": store_ok, "revision": revision, "reason": reason})),
-    )
-        .into_response()
+    let body = json!({
+        "ready": ready,
+        "store": store_ok,
+        "revision": revision,
+        "http_client": http_client.is_ok(),
+        "reason": reason,
+    });
+    (code, Json(body)).into_response()
 }
 
 async fn status(State(shared): State<AppState>) -> ApiResult {

@@ -1,19 +1,24 @@
-//! Egress policy: which hosts a request may reach.
+//! Egress policy: where a request may go.
 //!
 //! Two checks. The host must be on the call's allow list (the connector's
-//! base_url host and `allowed_hosts`). And whatever the list says, link-local
-//! and cloud metadata addresses are refused after resolving the name, so a
-//! DNS name pointing at 169.254.169.254 is refused too. The client's own
-//! resolver ([`GuardedResolver`]) applies the same rule when it connects, so
-//! a name that changes its answer between the check and the connect (DNS
+//! base_url host and `allowed_hosts`). And after resolving the name,
+//! whatever the list says, unspecified, link-local and cloud metadata
+//! addresses ([`address`]), in any IPv4 or IPv6 spelling, are refused, so a
+//! DNS name pointing at 169.254.169.254 is refused too. The client's own resolver
+//! ([`GuardedResolver`]) applies the same rule when it connects, so a name
+//! that changes its answer between the check and the connect (DNS
 //! rebinding) is still refused.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+pub mod address;
+
+use std::net::{IpAddr, SocketAddr};
 
 use reqwest::Url;
 
 use super::ConnectorError;
+pub use address::{Refusal, forbidden};
 
+/// Names that reach a metadata endpoint whatever the resolver says.
 const METADATA_HOSTS: &[&str] = &["metadata.google.internal", "metadata"];
 
 pub fn parse_url(url: &str) -> Result<Url, ConnectorError> {
@@ -59,7 +64,8 @@ pub fn check_allowed(url: &Url, allowed: &[String], whose: &str) -> Result<(), C
     }
 }
 
-/// Resolves the URL's host and refuses link-local and metadata addresses.
+/// Resolves the URL's host and refuses it when any address it resolves to is
+/// [`forbidden`].
 pub async fn check_resolved(url: &str) -> Result<(), ConnectorError> {
     let parsed = parse_url(url)?;
     let port = parsed.port_or_known_default().unwrap_or(80);
@@ -72,7 +78,7 @@ pub async fn check_host(host: &str, port: u16) -> Result<(), ConnectorError> {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_ascii_lowercase();
-    if METADATA_HOSTS.contains(&host.as_str()) {
+    if METADATA_HOSTS.contains(&host.trim_end_matches('.')) {
         return Err(refused(&host, "a cloud metadata endpoint"));
     }
     let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
@@ -85,7 +91,7 @@ pub async fn check_host(host: &str, port: u16) -> Result<(), ConnectorError> {
     };
     for ip in addrs {
         if let Some(why) = forbidden(ip) {
-            return Err(refused(&host, why));
+            return Err(refused(&host, &why.to_string()));
         }
     }
     Ok(())
@@ -103,7 +109,8 @@ impl reqwest::dns::Resolve for GuardedResolver {
             let kept = keep_reachable(addrs);
             if kept.is_empty() {
                 let msg = format!(
-                    "egress to host `{host}` refused: it resolves only to link-local or metadata addresses"
+                    "egress to host `{host}` refused: it resolves only to unspecified, link-local \
+                     or cloud metadata addresses"
                 );
                 return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, msg).into());
             }
@@ -125,61 +132,31 @@ fn refused(host: &str, why: &str) -> ConnectorError {
     ))
 }
 
-fn forbidden(ip: IpAddr) -> Option<&'static str> {
-    match ip {
-        IpAddr::V4(v4) => forbidden_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return forbidden_v4(v4);
-            }
-            // fd00:ec2::254 is AWS's IPv6 instance metadata endpoint.
-            if v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) {
-                return Some("a cloud metadata endpoint");
-            }
-            if v6.segments()[0] & 0xffc0 == 0xfe80 {
-                return Some("a link-local address");
-            }
-            None
-        }
-    }
-}
-
-fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
-    if ip == Ipv4Addr::new(169, 254, 169, 254) {
-        Some("a cloud metadata endpoint")
-    } else if ip.is_link_local() {
-        Some("a link-local address")
-    } else {
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn link_local_and_metadata_are_forbidden() {
-        assert!(forbidden("169.254.169.254".parse().unwrap()).is_some());
-        assert!(forbidden("169.254.1.2".parse().unwrap()).is_some());
-        assert!(forbidden("fe80::1".parse().unwrap()).is_some());
-        assert!(forbidden("febf::1".parse().unwrap()).is_some());
-        assert!(forbidden("::ffff:169.254.169.254".parse().unwrap()).is_some());
-        assert!(forbidden("127.0.0.1".parse().unwrap()).is_none());
-        assert!(forbidden("fec0::1".parse().unwrap()).is_none());
-    }
-
-    #[test]
     fn resolver_drops_forbidden_addresses() {
-        let addrs = vec![
-            "169.254.169.254:80".parse().unwrap(),
-            "10.0.0.1:80".parse().unwrap(),
-            "[fe80::1]:80".parse().unwrap(),
-        ];
-        assert_eq!(
-            keep_reachable(addrs),
-            vec!["10.0.0.1:80".parse::<SocketAddr>().unwrap()]
-        );
+        let addrs: Vec<SocketAddr> = [
+            "169.254.169.254:80",
+            "10.0.0.1:80",
+            "[fe80::1]:80",
+            "0.0.0.0:80",
+            "[::]:80",
+            "100.100.100.200:80",
+            "[::a9fe:a9fe]:80",
+            "[64:ff9b::a9fe:a9fe]:80",
+            "[::1]:80",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let kept: Vec<SocketAddr> = ["10.0.0.1:80", "[::1]:80"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(keep_reachable(addrs), kept);
     }
 
     #[test]
@@ -191,12 +168,34 @@ mod tests {
         assert!(check_allowed(&url, &["other.com".into()], "x").is_err());
     }
 
+    /// Regression (issue #19, defect 8): these reached the network.
     #[tokio::test]
-    async fn metadata_host_names_are_refused_before_resolving() {
-        let err = check_resolved("http://metadata.google.internal/computeMetadata/v1/")
-            .await
-            .unwrap_err();
-        assert!(!err.is_retryable());
-        assert!(err.message().contains("metadata"), "{err}");
+    async fn every_literal_form_is_refused_without_resolving() {
+        for (url, why) in [
+            ("http://0.0.0.0:18101/", "unspecified"),
+            ("http://0:18101/", "unspecified"),
+            ("http://[::]:18101/", "unspecified"),
+            ("http://[::ffff:0.0.0.0]:18101/", "unspecified"),
+            ("http://100.100.100.200/latest/meta-data/", "metadata"),
+            ("http://1684301000/", "metadata"),
+            ("http://[::a9fe:a9fe]/", "metadata"),
+            ("http://[::ffff:a9fe:a9fe]/", "metadata"),
+            ("http://[64:ff9b::a9fe:a9fe]/", "metadata"),
+            ("http://[64:ff9b:1::a9fe:a9fe]/", "metadata"),
+            ("http://[fd00:ec2::254]/", "metadata"),
+            ("http://0xa9fea9fe/", "metadata"),
+            ("http://169.254.169.254/", "metadata"),
+            ("http://[fe80::1]/", "link-local"),
+            ("http://metadata.google.internal./", "metadata"),
+        ] {
+            let err = check_resolved(url).await.unwrap_err();
+            assert!(!err.is_retryable(), "{url}: {err}");
+            assert!(
+                err.message().contains("refused") && err.message().contains(why),
+                "{url}: {err}"
+            );
+        }
+        check_resolved("http://127.0.0.1:18101/").await.unwrap();
+        check_resolved("http://[::1]:18101/").await.unwrap();
     }
 }

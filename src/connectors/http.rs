@@ -7,6 +7,7 @@ use reqwest::{Method, Url};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::egress::{Origin, Policy, Reach};
 use super::secrets::Redactor;
 use super::{ConnectorError, Connectors, egress, value_text};
 use crate::spec::model::Provider;
@@ -44,7 +45,7 @@ pub struct HttpResponse {
     pub body: Value,
 }
 
-/// Every provider may be used for plain `http` steps: its base_url host and
+/// Every provider may be used for plain `http` steps: its base_url origin and
 /// `allowed_hosts` bound where they go.
 const ANY_PROVIDER: &[Provider] = &[
     Provider::Telegram,
@@ -60,8 +61,9 @@ const ANY_PROVIDER: &[Provider] = &[
 impl Connectors {
     /// Sends one request. Without a connector, `url` must be absolute and its
     /// host one of `allowed_hosts` (the caller's policy, e.g. the daemon's
-    /// global list); with one, the host must be the connector's base_url host
-    /// or in its `allowed_hosts`.
+    /// global list); with one, the target must be the connector's base_url
+    /// origin (scheme, host and port), the only one its credentials go to,
+    /// or in its `allowed_hosts`, reached without credentials.
     pub async fn http(
         &self,
         connector: Option<&str>,
@@ -91,7 +93,12 @@ impl Connectors {
                 )
             })?;
             let url = egress::parse_url(url)?;
-            egress::check_allowed(&url, allowed_hosts, "the allowed hosts")?;
+            let policy = Policy {
+                connector: None,
+                own: None,
+                allowed: allowed_hosts,
+            };
+            policy.reach(&url)?;
             return self
                 .http_send(url, &req, &expected, None, &Redactor::default())
                 .await;
@@ -100,19 +107,14 @@ impl Connectors {
         let redactor = call.redactor().clone();
         let result = async {
             let url = target_url(call.spec.base_url.as_deref(), &req, id)?;
-            let mut allowed = call.spec.allowed_hosts.clone();
-            if let Some(host) = call
-                .spec
-                .base_url
-                .as_deref()
-                .and_then(|b| Url::parse(b).ok())
-                .and_then(|u| u.host_str().map(str::to_string))
-            {
-                allowed.push(host.trim_matches(['[', ']']).to_string());
-            }
-            egress::check_allowed(&url, &allowed, &format!("connector `{id}`'s hosts"))?;
-            let bearer = match call.spec.provider {
-                Provider::Http => call.secrets.get("bearer_token"),
+            let policy = Policy {
+                connector: Some(id),
+                own: call.spec.base_url.as_deref().and_then(Origin::parse),
+                allowed: &call.spec.allowed_hosts,
+            };
+            let reach = policy.reach(&url)?;
+            let bearer = match (call.spec.provider, reach) {
+                (Provider::Http, Reach::Own) => call.secrets.get("bearer_token"),
                 _ => None,
             };
             self.http_send(url, &req, &expected, bearer, &redactor)

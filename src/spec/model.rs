@@ -314,6 +314,23 @@ pub struct Limits {
     pub messages: Option<u64>,
     #[serde(default = "default_chain_depth")]
     pub chain_depth: u32,
+    /// `schedule_job` calls one attempt of a run may make (steps, foreach
+    /// items and agent tool calls together): `chain_depth` bounds how deep
+    /// follow-ups go, this how wide. Left out of the JSON (and the spec
+    /// hash) at its default, so specs written before it keep their hash.
+    #[serde(
+        default = "default_follow_ups",
+        skip_serializing_if = "is_default_follow_ups"
+    )]
+    pub follow_ups: u32,
+    /// Runs of this job created by follow-ups that may wait to start at
+    /// once (queued, delayed or awaiting approval, before their first
+    /// attempt); a `schedule_job` of this job beyond it fails its step.
+    #[serde(
+        default = "default_queued_follow_ups",
+        skip_serializing_if = "is_default_queued_follow_ups"
+    )]
+    pub queued_follow_ups: u32,
 }
 
 impl Default for Limits {
@@ -323,12 +340,30 @@ impl Default for Limits {
             http_calls: None,
             messages: None,
             chain_depth: default_chain_depth(),
+            follow_ups: default_follow_ups(),
+            queued_follow_ups: default_queued_follow_ups(),
         }
     }
 }
 
 fn default_chain_depth() -> u32 {
     10
+}
+
+fn default_follow_ups() -> u32 {
+    100
+}
+
+fn is_default_follow_ups(n: &u32) -> bool {
+    *n == default_follow_ups()
+}
+
+fn default_queued_follow_ups() -> u32 {
+    1000
+}
+
+fn is_default_queued_follow_ups(n: &u32) -> bool {
+    *n == default_queued_follow_ups()
 }
 
 /// One workflow step: common controls plus exactly one action.

@@ -157,6 +157,9 @@ struct Entry {
     /// retry or a resume after approval runs it too, not a spec applied
     /// meanwhile (SPEC: a run finishes on the spec it started with).
     started_with: Option<(Arc<Job>, String)>,
+    /// A follow-up that has not started yet: counted in
+    /// `Counts::follow_ups_waiting` until it starts or leaves the queue.
+    waiting_follow_up: bool,
 }
 
 #[derive(Default)]
@@ -165,12 +168,23 @@ struct Counts {
     active_by_flow: HashMap<String, usize>,
     running_by_flow: HashMap<String, usize>,
     approvals_by_job: HashMap<String, usize>,
+    /// Follow-up runs (`schedule_job`) not started yet, by job: what
+    /// `limits.queued_follow_ups` bounds.
+    follow_ups_waiting: HashMap<String, usize>,
     /// Queued and not started: what pressure measures.
     waiting: usize,
     running: usize,
 }
 
 impl Counts {
+    /// A follow-up run leaves the waiting ones (it started, or it ended
+    /// before it could).
+    fn follow_up_left(&mut self, entry: &mut Entry) {
+        if std::mem::take(&mut entry.waiting_follow_up) {
+            Counts::add(&mut self.follow_ups_waiting, &entry.run.job_id, -1);
+        }
+    }
+
     fn add(map: &mut HashMap<String, usize>, key: &str, delta: isize) {
         if delta >= 0 {
             *map.entry(key.to_string()).or_default() += delta as usize;
@@ -315,6 +329,16 @@ impl QueueView<'_> {
         self.state.counts.active_by_job.clone()
     }
 
+    /// Follow-up runs waiting to start, by job (jobs with none left out).
+    pub fn follow_ups_waiting(&self) -> std::collections::BTreeMap<String, usize> {
+        self.state
+            .counts
+            .follow_ups_waiting
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
     /// A job's last finished run.
     pub fn last_finished(&self, job: &str) -> Option<Arc<Run>> {
         self.state.last_finished.get(job).cloned()
@@ -362,6 +386,20 @@ impl NewRun {
             extra: Value::Null,
         }
     }
+}
+
+/// Why a run was not queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotQueued {
+    /// A run with this id is in the queue already (a command handled twice).
+    Duplicate,
+    /// No such job in the applied revision.
+    NoSuchJob,
+    /// The job is disabled: it gets no new runs.
+    Disabled,
+    /// A follow-up, while `waiting` follow-up runs of its job wait to
+    /// start: its `limits.queued_follow_ups` (`limit`) is reached.
+    FollowUpsFull { waiting: usize, limit: u32 },
 }
 
 /// A new run id: UUID v7, so ids sort by creation time.
@@ -619,12 +657,22 @@ impl RunQueue {
         if let Some(flow) = &run.flow {
             Counts::add(&mut st.counts.active_by_flow, flow, 1);
         }
+        // Not started yet (queued, delayed or awaiting approval before its
+        // first attempt): a follow-up counts against its job's
+        // `limits.queued_follow_ups` until it starts.
+        let waiting_follow_up = run.trigger == Trigger::Workflow
+            && run.attempt == 0
+            && matches!(run.status, RunStatus::Queued | RunStatus::AwaitingApproval);
+        if waiting_follow_up {
+            Counts::add(&mut st.counts.follow_ups_waiting, &run.job_id, 1);
+        }
         let mut entry = Entry {
             run,
             cancel: CancellationToken::new(),
             ready_seq: None,
             pending_approval: None,
             started_with: None,
+            waiting_follow_up,
         };
         match entry.run.status {
             RunStatus::Queued => {
@@ -660,9 +708,28 @@ impl RunQueue {
     }
 
     /// Add runs. Returns the ids of the runs queued (a run whose id is
-    /// already queued, or whose job is gone, is not). Pressure is measured
-    /// after.
+    /// already queued, whose job is gone or disabled, or a follow-up
+    /// beyond its job's `limits.queued_follow_ups`, is not). Pressure is
+    /// measured after.
     pub fn enqueue(&self, new_runs: Vec<NewRun>) -> Vec<String> {
+        self.admit(new_runs)
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect()
+    }
+
+    /// Queue one follow-up run (`schedule_job`), or say why not. The
+    /// job's `limits.queued_follow_ups` is checked under the queue's lock,
+    /// so follow-ups scheduled at once (foreach items, several workers)
+    /// cannot pass it together.
+    pub fn enqueue_follow_up(&self, run: NewRun) -> Result<String, NotQueued> {
+        self.admit(vec![run])
+            .pop()
+            .unwrap_or(Err(NotQueued::NoSuchJob))
+    }
+
+    /// [`enqueue`](Self::enqueue), with each run's id or why it was not queued.
+    fn admit(&self, new_runs: Vec<NewRun>) -> Vec<Result<String, NotQueued>> {
         if new_runs.is_empty() {
             return Vec::new();
         }
@@ -677,10 +744,12 @@ impl RunQueue {
                 // A command handled twice (a new leader re-reads the inbox)
                 // must not track the same run twice.
                 if st.runs.contains_key(&n.id) {
+                    out.push(Err(NotQueued::Duplicate));
                     continue;
                 }
                 let Some(job) = st.jobs.get(&n.job_id).cloned() else {
                     tracing::warn!(job = %n.job_id, "enqueue: no such job; run dropped");
+                    out.push(Err(NotQueued::NoSuchJob));
                     continue;
                 };
                 let (job, hash) = job;
@@ -688,7 +757,23 @@ impl RunQueue {
                 // or follow-up handed over before the job was disabled).
                 if !job.enabled {
                     tracing::warn!(job = %n.job_id, run = %n.id, "enqueue: the job is disabled; run dropped");
+                    out.push(Err(NotQueued::Disabled));
                     continue;
+                }
+                // Follow-ups feeding themselves grow the queue without
+                // bound (`chain_depth` bounds depth, not breadth).
+                if n.trigger == Trigger::Workflow {
+                    let waiting = st
+                        .counts
+                        .follow_ups_waiting
+                        .get(&n.job_id)
+                        .copied()
+                        .unwrap_or(0);
+                    let limit = job.limits.queued_follow_ups;
+                    if waiting >= limit as usize {
+                        out.push(Err(NotQueued::FollowUpsFull { waiting, limit }));
+                        continue;
+                    }
                 }
                 let revision = st
                     .applied
@@ -768,7 +853,7 @@ impl RunQueue {
                     ready += 1;
                 }
                 mutations.push(Mutation::PutRun(Box::new(run.clone())));
-                out.push(run.id.clone());
+                out.push(Ok(run.id.clone()));
                 let id = run.id.clone();
                 self.insert_locked(&mut st, run);
                 if let Some(entry) = st.runs.get_mut(&id) {
@@ -910,6 +995,7 @@ impl RunQueue {
             let started = format_ts(t);
             let owner = self.config.owner.clone();
             let entry = st.runs.get_mut(&id)?;
+            st.counts.follow_up_left(entry);
             let run = &mut entry.run;
             run.status = RunStatus::Running;
             run.started_at.get_or_insert_with(|| started.clone());
@@ -1207,9 +1293,10 @@ impl RunQueue {
             st.failure.insert(run.job_id.clone(), next);
         }
         // The run leaves the queue: moved out, cloned once for the store.
-        let Some(entry) = st.runs.remove(run_id) else {
+        let Some(mut entry) = st.runs.remove(run_id) else {
             return;
         };
+        st.counts.follow_up_left(&mut entry);
         let run = entry.run;
         mutations.push(Mutation::PutRun(Box::new(run.clone())));
         let run = Arc::new(run);

@@ -12,7 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::queue::{Burst, NewRun, QueueConfig, RunQueue};
+use crate::queue::{Burst, NewRun, NotQueued, QueueConfig, RunQueue};
 use crate::reconcile::Reconciler;
 use crate::reconcile::watch::{self, ChangeSignal, WatchOptions};
 use crate::schedule::scheduler::{Scheduler, SchedulerConfig};
@@ -451,8 +451,8 @@ async fn handle_command(queue: &RunQueue, store: &Store, inbox_id: i64, command:
                 // Queued before a crash, and recovered or finished since.
                 return;
             }
-            if queue.enqueue(runs).is_empty() {
-                tracing::warn!(run = %run_id, job = %job_id, "follow-up not queued: no such job in the applied revision");
+            for run in runs {
+                follow_up_from_worker(queue, store, run);
             }
         }
         InboxCommand::Decide {
@@ -486,6 +486,36 @@ async fn handle_command(queue: &RunQueue, store: &Store, inbox_id: i64, command:
                 }
                 let _ = store.submit(vec![Mutation::Event(event)]);
             }
+        }
+    }
+}
+
+/// Queue a follow-up a worker process handed over. The step that
+/// scheduled it has ended by now, so a refusal can only be told: a
+/// warning and a `follow_up.refused` event (the worker refuses itself when
+/// the figures it read already showed the job at its limit).
+fn follow_up_from_worker(queue: &RunQueue, store: &Store, run: NewRun) {
+    let (run_id, job_id) = (run.id.clone(), run.job_id.clone());
+    let from = |field: &str| run.extra[field].as_str().map(str::to_string);
+    let (from_run, from_job, from_step) = (from("from_run"), from("from_job"), from("from_step"));
+    match queue.enqueue_follow_up(run) {
+        Ok(_) | Err(NotQueued::Duplicate) => {}
+        Err(NotQueued::FollowUpsFull { waiting, limit }) => {
+            tracing::warn!(run = %run_id, job = %job_id, waiting, limit,
+                "follow-up not queued: the job's follow-up runs waiting to start are at limits.queued_follow_ups");
+            let mut event = NewEvent::new(
+                "follow_up.refused",
+                json!({"reason": "per_job", "target": job_id, "step": from_step,
+                       "waiting": waiting, "limit": limit, "dropped_run_id": run_id}),
+            );
+            event.job_id = from_job;
+            event.run_id = from_run;
+            if let Err(e) = store.submit(vec![Mutation::Event(event)]) {
+                tracing::warn!(run = %run_id, error = %e, "follow_up.refused not recorded");
+            }
+        }
+        Err(why) => {
+            tracing::warn!(run = %run_id, job = %job_id, reason = ?why, "follow-up not queued: no such job, or disabled, in the applied revision");
         }
     }
 }

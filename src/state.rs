@@ -40,6 +40,10 @@ pub struct LeaderQueue {
     pub running: usize,
     pub pressure_mode: bool,
     pub bursts: Vec<crate::queue::Burst>,
+    /// Follow-up runs waiting to start, by job (workers check
+    /// `limits.queued_follow_ups` against it before handing one over).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub follow_ups_waiting: std::collections::BTreeMap<String, usize>,
     /// When the leader published them (RFC 3339).
     pub at: String,
     /// The leader's last reconcile (followers do not reconcile).

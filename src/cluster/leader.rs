@@ -113,6 +113,22 @@ pub async fn track_capacity(
     }
 }
 
+/// Follow-up runs of `job` waiting to start, as the leader last published
+/// them (`None` when nothing readable is published: no leader for 5 s).
+pub async fn follow_ups_waiting(
+    mut conn: ConnectionManager,
+    queue_key: &str,
+    job: &str,
+) -> Option<usize> {
+    let text: Option<String> = redis::cmd("GET")
+        .arg(queue_key)
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    let figures: crate::state::LeaderQueue = serde_json::from_str(&text?).ok()?;
+    Some(figures.follow_ups_waiting.get(job).copied().unwrap_or(0))
+}
+
 /// Publish the queue's figures and the last reconcile twice a second for
 /// followers' status (expiring after 5 s, so a dead leader's go away).
 pub async fn publish_queue(
@@ -135,6 +151,7 @@ pub async fn publish_queue(
                 running: view.running(),
                 pressure_mode: view.pressure(),
                 bursts: view.bursts(),
+                follow_ups_waiting: view.follow_ups_waiting(),
                 at: crate::store::now_rfc3339(),
                 last_reconcile,
             }

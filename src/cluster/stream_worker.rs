@@ -30,13 +30,13 @@ use super::wire::{RunResult, WireOutcome};
 use super::{ClusterConfig, Keys, WORKERS_GROUP, connect, ensure_group, is_nogroup, now_ms};
 use crate::clock::Clock;
 use crate::jobs::RunError;
-use crate::queue::{Claim, NewRun, Outcome};
+use crate::queue::{Claim, NewRun, NotQueued, Outcome};
 use crate::spec::model::Job;
 use crate::store::redis::DISPATCH_PACK;
 use crate::store::runs::{InboxCommand, Run, StepRecord};
 use crate::store::{Applied, Store, format_ts};
 use crate::worker::futures_lite_box::BoxFuture;
-use crate::worker::{RunHost, WorkerContext, execute};
+use crate::worker::{FollowUpHandover, RunHost, WorkerContext, execute};
 
 /// Entries read per round trip at most.
 const MAX_BATCH: usize = 256;
@@ -56,11 +56,14 @@ pub struct RemoteHost {
     stash: std::sync::Mutex<HashMap<String, (Vec<StepRecord>, u64)>>,
     /// Why the leader cancelled a run in flight here.
     cancelled: std::sync::Mutex<HashMap<String, String>>,
+    /// Where the leader publishes its queue figures.
+    queue_key: String,
 }
 
 impl RemoteHost {
-    pub fn new(store: Store, applied: Arc<Applied>) -> RemoteHost {
+    pub fn new(store: Store, applied: Arc<Applied>, queue_key: String) -> RemoteHost {
         RemoteHost {
+            queue_key,
             store,
             applied: ArcSwap::new(applied),
             jobs: Default::default(),
@@ -144,10 +147,22 @@ impl RunHost for RemoteHost {
             .get(run_id)
             .cloned()
     }
-    fn follow_up(&self, run: NewRun) -> BoxFuture<'_, Result<bool, String>> {
+    fn follow_up(&self, run: NewRun) -> BoxFuture<'_, FollowUpHandover> {
         Box::pin(async move {
-            if !self.applied.load().snapshot.jobs.contains_key(&run.job_id) {
-                return Ok(false);
+            let limit = match self.applied.load().snapshot.jobs.get(&run.job_id) {
+                Some(job) => job.spec.limits.queued_follow_ups,
+                None => return Ok(Err(NotQueued::NoSuchJob)),
+            };
+            // The leader checks the limit when it queues the run; its
+            // figures (at most half a second old) let the step fail here
+            // too, instead of succeeding for a run the leader drops.
+            if let Store::Redis(r) = &self.store
+                && let Some(waiting) =
+                    super::leader::follow_ups_waiting(r.connection(), &self.queue_key, &run.job_id)
+                        .await
+                && waiting >= limit as usize
+            {
+                return Ok(Err(NotQueued::FollowUpsFull { waiting, limit }));
             }
             let command = InboxCommand::FollowUp {
                 run_id: run.id,
@@ -161,7 +176,7 @@ impl RunHost for RemoteHost {
             self.store
                 .post_to_inbox(&command)
                 .await
-                .map(|_| true)
+                .map(|_| Ok(()))
                 .map_err(|e| format!("handing the follow-up to the leader: {e}"))
         })
     }
@@ -237,7 +252,7 @@ impl StreamWorkers {
         ensure_group(&mut conn, &keys.ready, WORKERS_GROUP).await?;
         let (done, done_rx) = mpsc::unbounded_channel();
         let node = Arc::new(Node {
-            host: Arc::new(RemoteHost::new(store, applied)),
+            host: Arc::new(RemoteHost::new(store, applied, keys.queue.clone())),
             cfg,
             keys,
             ctx,

@@ -42,6 +42,15 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobReasonLabels {
+    job: String,
+    reason: String,
+}
+
+/// The `reason`s of a `follow_up.refused` event: the limit that refused.
+const FOLLOW_UP_REFUSALS: [&str; 3] = ["chain_depth", "per_run", "per_job"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: String,
 }
@@ -68,6 +77,7 @@ pub struct Metrics {
     run_duration: Histogram,
     lateness: Histogram,
     dispatch_skipped: Family<ReasonLabels, Counter>,
+    follow_ups_refused: Family<JobReasonLabels, Counter>,
     reconcile: Family<ResultLabels, Counter>,
     queue_depth: Gauge,
     runs_running: Gauge,
@@ -135,6 +145,7 @@ impl Metrics {
                 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
             ]),
             dispatch_skipped: Family::default(),
+            follow_ups_refused: Family::default(),
             reconcile: Family::default(),
             queue_depth: Gauge::default(),
             runs_running: Gauge::default(),
@@ -173,6 +184,12 @@ impl Metrics {
             "multijob_dispatch_skipped",
             "Schedule slots skipped, by reason",
             m.dispatch_skipped.clone(),
+        );
+        registry.register(
+            "multijob_follow_ups_refused",
+            "schedule_job follow-ups refused, by the scheduling job and the limit that refused them \
+             (chain_depth, per_run: limits.follow_ups, per_job: the target's limits.queued_follow_ups)",
+            m.follow_ups_refused.clone(),
         );
         registry.register(
             "multijob_reconcile",
@@ -281,6 +298,12 @@ impl Metrics {
                     self.lateness.observe(ms.max(0.0) / 1000.0);
                 }
             }
+            "follow_up.refused" => {
+                let reason = e.data["reason"].as_str().unwrap_or("unknown").to_string();
+                self.follow_ups_refused
+                    .get_or_create(&JobReasonLabels { job: job(), reason })
+                    .inc();
+            }
             "reconcile.applied" | "reconcile.rejected" => {
                 let result = e.event_type.trim_start_matches("reconcile.").to_string();
                 self.reconcile.get_or_create(&ResultLabels { result }).inc();
@@ -292,6 +315,12 @@ impl Metrics {
                     self.runs_total.remove(&RunLabels {
                         job: job(),
                         status: status.to_string(),
+                    });
+                }
+                for reason in FOLLOW_UP_REFUSALS {
+                    self.follow_ups_refused.remove(&JobReasonLabels {
+                        job: job(),
+                        reason: reason.to_string(),
                     });
                 }
             }
@@ -421,6 +450,13 @@ mod tests {
         m.observe(&event("reconcile.applied", None, json!({})));
         m.observe(&event("reconcile.rejected", None, json!({})));
         m.observe(&event("run.queued", Some("a"), json!({"late_ms": 3.5})));
+        for reason in ["per_run", "per_job", "per_job"] {
+            m.observe(&event(
+                "follow_up.refused",
+                Some("storm"),
+                json!({"reason": reason, "target": "storm", "limit": 100}),
+            ));
+        }
         let text = encoded(&m);
         for line in [
             r#"multijob_runs_total{job="a",status="succeeded"} 1"#,
@@ -433,6 +469,8 @@ mod tests {
             "multijob_run_duration_seconds_sum 1.5",
             "multijob_run_duration_seconds_count 1",
             r#"multijob_schedule_lateness_seconds_bucket{le="0.005"} 1"#,
+            r#"multijob_follow_ups_refused_total{job="storm",reason="per_run"} 1"#,
+            r#"multijob_follow_ups_refused_total{job="storm",reason="per_job"} 2"#,
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
@@ -444,6 +482,11 @@ mod tests {
         m.observe(&event("run.completed", Some("gone"), json!({})));
         m.observe(&event("run.failed", Some("gone"), json!({})));
         m.observe(&event("run.completed", Some("kept"), json!({})));
+        m.observe(&event(
+            "follow_up.refused",
+            Some("gone"),
+            json!({"reason": "per_run"}),
+        ));
         m.observe(&event("job.deleted", Some("gone"), json!({})));
         let text = encoded(&m);
         assert!(!text.contains(r#"job="gone""#), "{text}");

@@ -19,11 +19,12 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::connectors::Connectors;
 use crate::jobs::{self, RunContext, RunError};
-use crate::queue::{Claim, NewRun, Outcome, RunQueue};
+use crate::queue::{Claim, NewRun, NotQueued, Outcome, RunQueue};
 use crate::spec::model::Job;
 use crate::status::metrics::WorkflowGauge;
 use crate::store::runs::{Run, StepRecord};
 use crate::store::{Applied, Store};
+use crate::workflow::follow_ups::FollowUpBudget;
 use crate::workflow::runtime::RuntimeActions;
 use crate::workflow::{Engine, Resume, RunInfo};
 
@@ -36,14 +37,19 @@ pub trait RunHost: Send + Sync {
     fn clock(&self) -> Clock;
     /// Why a run was cancelled (overlap `replace`, an operator), if it was.
     fn cancel_reason(&self, run_id: &str) -> Option<String>;
-    /// Queue a follow-up run (`schedule_job`). `Ok(false)`: no such job in
-    /// the applied revision.
-    fn follow_up(&self, run: NewRun) -> futures_lite_box::BoxFuture<'_, Result<bool, String>>;
+    /// Queue a follow-up run (`schedule_job`). `Ok(Err(_))`: not queued,
+    /// and why (no such job, disabled, its job's waiting follow-ups at
+    /// `limits.queued_follow_ups`); `Err`: it could not be handed over.
+    fn follow_up(&self, run: NewRun) -> futures_lite_box::BoxFuture<'_, FollowUpHandover>;
     /// A workflow's step records, kept with the run's record.
     fn record_steps(&self, run_id: &str, steps: Vec<StepRecord>);
     /// LLM tokens the run used.
     fn record_usage(&self, run_id: &str, llm_tokens: u64);
 }
+
+/// What handing a follow-up to the queue gave: queued, refused, or an
+/// error on the way (the store, the link to the leader).
+pub type FollowUpHandover = Result<Result<(), NotQueued>, String>;
 
 /// A boxed future without pulling in the `futures` crate.
 pub mod futures_lite_box {
@@ -63,8 +69,8 @@ impl RunHost for RunQueue {
     fn cancel_reason(&self, run_id: &str) -> Option<String> {
         RunQueue::cancel_reason(self, run_id)
     }
-    fn follow_up(&self, run: NewRun) -> futures_lite_box::BoxFuture<'_, Result<bool, String>> {
-        let queued = !self.enqueue(vec![run]).is_empty();
+    fn follow_up(&self, run: NewRun) -> futures_lite_box::BoxFuture<'_, FollowUpHandover> {
+        let queued = self.enqueue_follow_up(run).map(|_| ());
         Box::pin(async move { Ok(queued) })
     }
     fn record_steps(&self, run_id: &str, steps: Vec<StepRecord>) {
@@ -368,6 +374,7 @@ async fn run_workflow(
         queue: queue.clone(),
         job: job.clone(),
         chain_depth: run.chain_depth,
+        follow_ups: FollowUpBudget::new(job.limits.follow_ups),
         metrics: ctx.workflow_metrics.clone(),
         tokens: std::sync::atomic::AtomicU64::new(0),
     };

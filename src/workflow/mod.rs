@@ -6,6 +6,7 @@
 
 pub mod actions;
 pub mod files;
+pub mod follow_ups;
 pub mod runtime;
 pub mod template;
 

@@ -8,15 +8,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::actions::{ActionCall, ActionError, ActionFuture, ActionResult, Actions};
+use super::follow_ups::FollowUpBudget;
 use crate::connectors::{ChatRequest, ConnectorError, Connectors, HttpRequest, OutboundMessage};
-use crate::queue::{NewRun, new_run_id};
 use crate::spec::model::Job;
 use crate::status::metrics::WorkflowGauge;
-use crate::store::runs::Trigger;
-use crate::store::{KvOp, Store, format_ts};
+use crate::store::{KvOp, Store};
 use crate::worker::RunHost;
 
 /// How long idempotency records are kept.
@@ -83,6 +82,8 @@ pub struct RuntimeActions {
     pub job: Arc<Job>,
     /// Follow-up depth of the run executing (0 for a scheduled or manual run).
     pub chain_depth: u32,
+    /// What is left of `limits.follow_ups` for this attempt.
+    pub follow_ups: FollowUpBudget,
     pub metrics: Option<WorkflowGauge>,
     /// LLM tokens used by this run so far (recorded on the run).
     pub tokens: AtomicU64,
@@ -146,7 +147,7 @@ fn store_error(e: crate::store::StoreError) -> ActionError {
     ActionError::Retryable(format!("store: {e}"))
 }
 
-fn text(v: Option<&Value>) -> Option<String> {
+pub(super) fn text(v: Option<&Value>) -> Option<String> {
     match v? {
         Value::Null => None,
         Value::String(s) => Some(s.clone()),
@@ -154,7 +155,7 @@ fn text(v: Option<&Value>) -> Option<String> {
     }
 }
 
-fn number(v: Option<&Value>, what: &str) -> Result<Option<f64>, ActionError> {
+pub(super) fn number(v: Option<&Value>, what: &str) -> Result<Option<f64>, ActionError> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => Ok(n.as_f64()),
@@ -171,14 +172,14 @@ fn number(v: Option<&Value>, what: &str) -> Result<Option<f64>, ActionError> {
 
 impl RuntimeActions {
     /// The recorded result of an idempotent call, if it already happened.
-    async fn recorded(&self, key: &str) -> Result<Option<Value>, ActionError> {
+    pub(super) async fn recorded(&self, key: &str) -> Result<Option<Value>, ActionError> {
         self.store
             .kv(&format!("idem:{key}"), KvOp::Get)
             .await
             .map_err(store_error)
     }
 
-    async fn record(&self, key: &str, value: &Value) -> Result<(), ActionError> {
+    pub(super) async fn record(&self, key: &str, value: &Value) -> Result<(), ActionError> {
         self.store
             .kv(
                 &format!("idem:{key}"),
@@ -291,71 +292,6 @@ impl RuntimeActions {
                 other => store_error(other),
             })?;
         Ok(value.unwrap_or(Value::Null))
-    }
-
-    async fn schedule_job_impl(&self, call: &ActionCall<'_>, args: Value) -> ActionResult {
-        let target = text(args.get("job"))
-            .ok_or_else(|| ActionError::Permanent("schedule_job needs `job`".into()))?;
-        let depth = self.chain_depth + 1;
-        if depth > self.job.limits.chain_depth {
-            return Err(ActionError::Permanent(format!(
-                "schedule_job: follow-up depth {depth} exceeds limits.chain_depth {}",
-                self.job.limits.chain_depth
-            )));
-        }
-        let record_key = format!("follow-up:{}", call.idempotency_key);
-        if let Some(done) = self.recorded(&record_key).await? {
-            return Ok(done);
-        }
-        let delay = number(args.get("delay_sec"), "delay_sec")?
-            .unwrap_or(0.0)
-            .max(0.0);
-        let now = self.queue.clock().now();
-        let due = jiff::SignedDuration::try_from_secs_f64(delay)
-            .map_err(|e| e.to_string())
-            .and_then(|d| now.checked_add(d).map_err(|e| e.to_string()))
-            .map_err(|e| ActionError::Permanent(format!("delay_sec {delay}: {e}")))?;
-        let inputs = match args.get("inputs") {
-            None | Some(Value::Null) => Value::Object(Map::new()),
-            Some(Value::Object(m)) => Value::Object(m.clone()),
-            Some(other) => {
-                return Err(ActionError::Permanent(format!(
-                    "schedule_job inputs must be a map, not {other}"
-                )));
-            }
-        };
-        // Disabled jobs get no new runs (SPEC section 4), follow-ups included.
-        if let Some(job) = self.queue.applied().snapshot.jobs.get(&target)
-            && !job.spec.enabled
-        {
-            return Err(ActionError::Permanent(format!(
-                "schedule_job: job `{target}` is disabled (enabled: false): it gets no new runs"
-            )));
-        }
-        let run_id = new_run_id();
-        let queued = self
-            .queue
-            .follow_up(NewRun {
-                id: run_id.clone(),
-                job_id: target.clone(),
-                trigger: Trigger::Workflow,
-                inputs,
-                run_key: format!("follow-up:{}", call.idempotency_key),
-                scheduled_at: None,
-                chain_depth: depth,
-                due_at: Some(due),
-                extra: json!({"from_run": call.run.id, "from_step": call.step_id}),
-            })
-            .await
-            .map_err(|e| ActionError::Retryable(format!("schedule_job: {e}")))?;
-        if !queued {
-            return Err(ActionError::Permanent(format!(
-                "schedule_job: no job `{target}` in the applied revision"
-            )));
-        }
-        let output = json!({"run_id": run_id, "due_at": format_ts(due)});
-        self.record(&record_key, &output).await?;
-        Ok(output)
     }
 
     /// The decision recorded for this step, or a pause until there is one.

@@ -40,7 +40,7 @@
     'job.deleted', 'job.enabled', 'job.disabled', 'job.cooldown', 'run.queued', 'run.started',
     'run.completed', 'run.failed', 'run.retrying', 'run.timed_out', 'run.cancelled',
     'approval.requested', 'approval.approved', 'approval.rejected', 'approval.failed',
-    'trigger.rejected', 'scheduler.pressure_on', 'scheduler.pressure_off',
+    'trigger.rejected', 'follow_up.refused', 'scheduler.pressure_on', 'scheduler.pressure_off',
     ...['overlap', 'flow_limit', 'pressure', 'cooldown', 'approval', 'tick_limit', 'missed']
       .map((r) => 'scheduler.dispatch_skipped_' + r)];
 

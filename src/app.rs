@@ -184,10 +184,7 @@ pub(crate) async fn start_shared(
 /// Apply the directory once and give the queue the applied specs, before
 /// unfinished runs are recovered against them.
 pub(crate) async fn first_reconcile(opts: &DaemonOptions, shared: &Arc<Shared>) -> Arc<Reconciler> {
-    let reconciler = Arc::new(Reconciler {
-        dir: opts.dir.clone(),
-        shared: shared.clone(),
-    });
+    let reconciler = Arc::new(Reconciler::new(opts.dir.clone(), shared.clone()));
     if let Err(e) = reconciler.reconcile("start").await {
         tracing::error!(error = %e, "first reconcile could not reach the store");
     }

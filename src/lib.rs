@@ -15,6 +15,8 @@
 //! - [`cluster`]: the Redis deployment (leader election, stream dispatch,
 //!   worker processes).
 //! - [`testkit`]: a real redis-server for tests and benchmarks.
+//! - [`regular_file`]: opening a file only when it is a regular one, never
+//!   blocking on a FIFO or reading a device (the config loader, `files`).
 //! - [`app`] assembles the daemon; [`cli`] has one file per command.
 pub mod app;
 pub mod cli;
@@ -24,6 +26,7 @@ pub mod connectors;
 pub mod jobs;
 pub mod queue;
 pub mod reconcile;
+pub mod regular_file;
 pub mod schedule;
 pub mod spec;
 pub mod state;

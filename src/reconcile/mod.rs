@@ -44,6 +44,9 @@ pub struct ReconcileStatus {
 pub struct Reconciler {
     pub dir: PathBuf,
     pub shared: Arc<Shared>,
+    /// The warnings of the last load, logged once each, not at every
+    /// resync.
+    warned: std::sync::Mutex<Vec<Diagnostic>>,
 }
 
 /// Findings for a directory that cannot be read at all.
@@ -89,6 +92,31 @@ fn return_freed_memory() {
 }
 
 impl Reconciler {
+    pub fn new(dir: PathBuf, shared: Arc<Shared>) -> Self {
+        Reconciler {
+            dir,
+            shared,
+            warned: Default::default(),
+        }
+    }
+
+    /// Logs the warnings of `loaded` that the last load did not have (a
+    /// FIFO named `x.yaml`, a dangling symlink, a deprecated field): an
+    /// operator reading the log learns of them without running `validate`.
+    fn log_new_warnings(&self, loaded: &Loaded) {
+        let now: Vec<Diagnostic> = loaded
+            .diagnostics
+            .iter()
+            .filter(|d| !d.is_error())
+            .cloned()
+            .collect();
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        for d in now.iter().filter(|d| !warned.contains(d)) {
+            tracing::warn!("config warning: {d}");
+        }
+        *warned = now;
+    }
+
     /// Load the directory and apply it if it is valid and differs from what
     /// runs. Store errors are returned; config errors are a rejection.
     pub async fn reconcile(&self, cause: &str) -> Result<ReconcileStatus, StoreError> {
@@ -100,6 +128,7 @@ impl Reconciler {
     async fn reconcile_inner(&self, cause: &str) -> Result<ReconcileStatus, StoreError> {
         let started = Instant::now();
         let loaded = load_dir(self.dir.clone()).await;
+        self.log_new_warnings(&loaded);
         let git = git::git_state(&self.dir).await;
         let content_hash = loaded.snapshot.content_hash();
         let revision_id = git::revision_id(git.as_ref(), &content_hash);

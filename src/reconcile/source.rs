@@ -2,11 +2,17 @@
 //!
 //! Follows symlinks (git-sync and Kubernetes ConfigMaps swap a symlinked
 //! directory) and skips names starting with `.` or `_` (which also skips
-//! ConfigMaps' `..data` indirection and editors' swap files).
+//! ConfigMaps' `..data` indirection and editors' swap files). Reads only
+//! regular files: a config name that is a FIFO or a device (or a symlink
+//! to one, like `/dev/zero`) is a warning naming it, never a read that
+//! blocks or never ends.
 
 use std::collections::HashSet;
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+
+use crate::regular_file::{self, Mode, OpenError};
 
 use crate::spec::SourceFile;
 use crate::spec::diagnostic::Diagnostic;
@@ -76,37 +82,13 @@ pub fn read_config_dir(dir: &Path) -> Result<DirContents, SourceError> {
         ..DirContents::default()
     };
     for (relative, path) in paths {
-        // Parsed values take ~50 times the text: one huge file (a dump
-        // committed by mistake) must not take the daemon's memory.
-        if let Ok(meta) = fs::metadata(&path)
-            && meta.len() > MAX_FILE_BYTES
-        {
-            out.diagnostics.push(io_finding(
-                &relative,
-                format!(
-                    "{:.1} MB: a config file may be at most {} MB; split it",
-                    meta.len() as f64 / 1e6,
-                    MAX_FILE_BYTES / 1_000_000
-                ),
-            ));
-            continue;
-        }
-        match fs::read(&path) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => out.files.push(SourceFile {
-                    path: relative,
-                    text,
-                }),
-                Err(e) => out.diagnostics.push(io_finding(
-                    &relative,
-                    format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
-                )),
-            },
-            // Deleted between listing and reading: it is simply gone.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => out
-                .diagnostics
-                .push(io_finding(&relative, format!("cannot read: {e}"))),
+        match read_one(&relative, &path) {
+            ReadOne::Text(text) => out.files.push(SourceFile {
+                path: relative,
+                text,
+            }),
+            ReadOne::Gone => {}
+            ReadOne::Finding(finding) => out.diagnostics.push(finding),
         }
     }
     Ok(out)
@@ -114,6 +96,76 @@ pub fn read_config_dir(dir: &Path) -> Result<DirContents, SourceError> {
 
 /// The largest config file read (10,000 jobs of the bench take ~2 MB).
 const MAX_FILE_BYTES: u64 = 8_000_000;
+
+/// What reading one listed file gave.
+#[derive(Debug)]
+enum ReadOne {
+    Text(String),
+    /// Deleted since the listing: it is simply gone.
+    Gone,
+    /// Why it was not read.
+    Finding(Diagnostic),
+}
+
+/// One listed file's text. It was a regular file when listed; it is
+/// checked again as it is opened (a swap for a FIFO in between must not
+/// block the reload).
+fn read_one(relative: &str, path: &Path) -> ReadOne {
+    let (file, meta) = match regular_file::open(path, Mode::Read { follow: true }) {
+        Ok(opened) => opened,
+        Err(OpenError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => return ReadOne::Gone,
+        Err(OpenError::NotRegular(what)) => {
+            return ReadOne::Finding(not_regular(relative, path, what));
+        }
+        Err(OpenError::Io(e)) => {
+            return ReadOne::Finding(io_finding(relative, format!("cannot read: {e}")));
+        }
+    };
+    // Parsed values take ~50 times the text: one huge file (a dump
+    // committed by mistake) must not take the daemon's memory.
+    let too_large = |len: u64| {
+        io_finding(
+            relative,
+            format!(
+                "{:.1} MB: a config file may be at most {} MB; split it",
+                len as f64 / 1e6,
+                MAX_FILE_BYTES / 1_000_000
+            ),
+        )
+    };
+    if meta.len() > MAX_FILE_BYTES {
+        return ReadOne::Finding(too_large(meta.len()));
+    }
+    let mut bytes = Vec::new();
+    if let Err(e) = file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes) {
+        return ReadOne::Finding(io_finding(relative, format!("cannot read: {e}")));
+    }
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return ReadOne::Finding(too_large(bytes.len() as u64));
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => ReadOne::Text(text),
+        Err(e) => ReadOne::Finding(io_finding(
+            relative,
+            format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+        )),
+    }
+}
+
+/// The warning for a config name that is not a regular file (`what` it
+/// is, and where a symlink points): skipped, the rest loads.
+fn not_regular(relative: &str, path: &Path, what: &str) -> Diagnostic {
+    let through = match fs::read_link(path) {
+        Ok(target) => format!("a symlink to `{}`, which is {what}", target.display()),
+        Err(_) => what.to_string(),
+    };
+    let mut d = io_finding(
+        relative,
+        format!("{through}, not a regular file; skipped (config files must be regular files)"),
+    );
+    d.severity = crate::spec::diagnostic::Severity::Warning;
+    d
+}
 
 fn io_finding(file: &str, message: String) -> Diagnostic {
     Diagnostic::file_error(
@@ -192,6 +244,9 @@ fn collect(
             collect(&path, &child, depth + 1, seen, out, findings);
         } else if meta.is_file() && config_name {
             out.push((child, path));
+        } else if config_name {
+            let what = regular_file::describe(meta.file_type());
+            findings.push(not_regular(&child, &path, what));
         }
     }
 }
@@ -253,6 +308,64 @@ mod tests {
         let w = &got.diagnostics[0];
         assert_eq!(w.file, "jobs.d/b.yaml");
         assert_eq!(w.severity, crate::spec::diagnostic::Severity::Warning);
+    }
+
+    fn mkfifo(path: &Path) {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo touches nothing else.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    }
+
+    /// `f` on another thread: a regression that blocks on the FIFO (or
+    /// reads /dev/zero forever) fails the test instead of hanging it.
+    fn within_5s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("blocked reading the config dir")
+    }
+
+    #[test]
+    fn a_fifo_or_a_device_named_like_a_config_file_is_a_warning() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().to_path_buf();
+        fs::create_dir_all(d.join("jobs.d")).unwrap();
+        fs::write(d.join("jobs.d/a.yaml"), "id: a\ntype: noop\n").unwrap();
+        mkfifo(&d.join("jobs.d/pipe.yaml"));
+        std::os::unix::fs::symlink("/dev/zero", d.join("jobs.d/zero.yaml")).unwrap();
+        // Not a config name: ignored as before.
+        mkfifo(&d.join("jobs.d/notes.fifo"));
+        let got = within_5s(move || read_config_dir(&d).unwrap());
+        let names: Vec<_> = got.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(names, ["jobs.d/a.yaml"]);
+        let mut found: Vec<String> = got.diagnostics.iter().map(|d| d.to_string()).collect();
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                "jobs.d/pipe.yaml:1:1: warning[io]: a FIFO (named pipe), not a regular file; \
+                 skipped (config files must be regular files)",
+                "jobs.d/zero.yaml:1:1: warning[io]: a symlink to `/dev/zero`, which is a \
+                 character device, not a regular file; skipped (config files must be regular files)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_file_swapped_for_a_fifo_after_the_listing_does_not_block() {
+        // The listing saw a regular file; by the read it is a FIFO.
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("a.yaml");
+        mkfifo(&path);
+        let got = within_5s(move || read_one("jobs.d/a.yaml", &path));
+        let ReadOne::Finding(finding) = got else {
+            panic!("expected a finding, got {got:?}");
+        };
+        assert_eq!(finding.file, "jobs.d/a.yaml");
+        assert_eq!(finding.severity, crate::spec::diagnostic::Severity::Warning);
+        assert!(finding.message.contains("a FIFO (named pipe)"), "{finding}");
     }
 
     #[test]

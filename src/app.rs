@@ -47,6 +47,8 @@ pub struct DaemonOptions {
     pub pressure_low: usize,
     /// A Redis deployment's URL (the embedded store otherwise).
     pub redis: Option<String>,
+    /// What `files` steps may write, per run and in the data dir.
+    pub files: crate::workflow::files::FilesLimits,
 }
 
 /// Run until SIGINT or SIGTERM.
@@ -216,6 +218,10 @@ pub(crate) fn worker_context(opts: &DaemonOptions, shared: &Shared) -> WorkerCon
     WorkerContext {
         workflow_metrics: Some(shared.metrics.workflow_gauge()),
         connector_metrics: Some(shared.metrics.connector_metrics()),
+        files: Arc::new(crate::workflow::files::FilesQuota::new(
+            opts.data_dir.clone(),
+            opts.files,
+        )),
         ..WorkerContext::new(opts.data_dir.clone(), opts.allow_command)
     }
 }

@@ -4,6 +4,7 @@
 pub mod approvals;
 pub mod init;
 pub mod plan;
+pub mod quota;
 pub mod run;
 pub mod schema;
 pub mod status;
@@ -143,4 +144,21 @@ fn daemon_runtime(threads: Option<u16>) -> std::io::Result<tokio::runtime::Runti
         builder.worker_threads(usize::from(n.max(1)));
     }
     builder.enable_all().build()
+}
+
+/// How long a daemon's runtime waits, after the drain, for blocking
+/// threads still at work before the process exits anyway.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs a daemon's main future to its end, then shuts the runtime down
+/// without waiting forever: dropping it would join every blocking thread,
+/// and one stuck in IO (a hung network file system) would keep the
+/// process alive past its grace. The store is flushed by then.
+fn run_daemon<T>(
+    runtime: tokio::runtime::Runtime,
+    main: impl std::future::Future<Output = T>,
+) -> T {
+    let out = runtime.block_on(main);
+    runtime.shutdown_timeout(SHUTDOWN_WAIT);
+    out
 }

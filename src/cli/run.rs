@@ -70,6 +70,8 @@ pub struct Args {
     /// Runs waiting to start at which pressure mode turns off again.
     #[arg(long, env = "SCHEDULER_PRESSURE_DEPTH_LOW", default_value_t = 180)]
     pub pressure_low: usize,
+    #[command(flatten)]
+    pub files: super::quota::FilesQuotaArgs,
 }
 
 fn seconds(name: &str, s: f64) -> anyhow::Result<Duration> {
@@ -122,6 +124,7 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
         pressure_high: args.pressure_high,
         pressure_low: args.pressure_low.min(args.pressure_high),
         redis: args.redis,
+        files: args.files.limits(),
     };
     super::init_logging();
     let threads = match (args.threads, args.workers) {
@@ -130,6 +133,6 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
         (None, _) => None,
     };
     let runtime = super::daemon_runtime(threads)?;
-    runtime.block_on(app::run(opts))?;
+    super::run_daemon(runtime, app::run(opts))?;
     Ok(Outcome::Success)
 }

@@ -31,6 +31,8 @@ pub struct Args {
     #[arg(long, env = "MULTIJOB_THREADS", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=512))]
     pub threads: u16,
+    #[command(flatten)]
+    pub files: super::quota::FilesQuotaArgs,
 }
 
 pub fn exec(args: Args) -> anyhow::Result<Outcome> {
@@ -45,17 +47,22 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     }
     super::init_logging();
     let runtime = super::daemon_runtime(Some(args.threads))?;
-    runtime.block_on(crate::cluster::process::run_worker(
-        args.redis,
-        args.workers,
-        args.data_dir,
-        args.allow_command,
-        Duration::try_from_secs_f64(args.grace).map_err(|_| {
-            anyhow::anyhow!(
-                "--grace must be a number of seconds >= 0, not {}",
-                args.grace
-            )
-        })?,
-    ))?;
+    let grace = Duration::try_from_secs_f64(args.grace).map_err(|_| {
+        anyhow::anyhow!(
+            "--grace must be a number of seconds >= 0, not {}",
+            args.grace
+        )
+    })?;
+    super::run_daemon(
+        runtime,
+        crate::cluster::process::run_worker(
+            args.redis,
+            args.workers,
+            args.data_dir,
+            args.allow_command,
+            grace,
+            args.files.limits(),
+        ),
+    )?;
     Ok(Outcome::Success)
 }

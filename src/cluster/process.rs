@@ -403,13 +403,20 @@ pub async fn run_worker(
     data_dir: PathBuf,
     allow_command: bool,
     grace: Duration,
+    files: crate::workflow::files::FilesLimits,
 ) -> anyhow::Result<()> {
     let (store, keys) = open(&url).await?;
     let cfg = ClusterConfig::new(&url);
     let applied = store.applied().await.context("reading the applied state")?;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
-    let ctx = WorkerContext::new(data_dir, allow_command);
+    let ctx = WorkerContext {
+        files: Arc::new(crate::workflow::files::FilesQuota::new(
+            data_dir.clone(),
+            files,
+        )),
+        ..WorkerContext::new(data_dir, allow_command)
+    };
     let pool = StreamWorkers::start(
         store.clone(),
         Arc::new(applied),

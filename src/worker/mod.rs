@@ -94,6 +94,8 @@ pub struct WorkerContext {
     pub connector_metrics: Option<crate::status::metrics::ConnectorMetrics>,
     /// The connectors of the applied revision, rebuilt when it changes.
     pub connectors: Arc<std::sync::Mutex<Option<ConnectorsOf>>>,
+    /// What `files` steps may write, and the data dir's usage.
+    pub files: Arc<crate::workflow::files::FilesQuota>,
 }
 
 /// Connectors built for one revision id.
@@ -102,6 +104,10 @@ type ConnectorsOf = (String, Arc<Connectors>);
 impl WorkerContext {
     pub fn new(data_dir: std::path::PathBuf, allow_command: bool) -> Self {
         WorkerContext {
+            files: Arc::new(crate::workflow::files::FilesQuota::new(
+                data_dir.clone(),
+                Default::default(),
+            )),
             data_dir,
             allow_command,
             shutdown: CancellationToken::new(),
@@ -383,7 +389,8 @@ async fn run_workflow(
         ctx.data_dir.clone(),
         queue.clock(),
     )
-    .with_limits(job.limits.clone());
+    .with_limits(job.limits.clone())
+    .with_files_quota(ctx.files.clone());
     let info = RunInfo {
         id: run.id.clone(),
         job_id: run.job_id.clone(),

@@ -144,6 +144,8 @@ pub struct Engine<'a> {
     env: Environment<'static>,
     skills: &'a BTreeMap<String, Resource<Skill>>,
     data_dir: PathBuf,
+    /// The data dir's quota, shared by the runs of this process.
+    files_quota: std::sync::Arc<files::FilesQuota>,
     clock: Clock,
     limits: Limits,
 }
@@ -153,6 +155,7 @@ pub struct Engine<'a> {
 struct Counters {
     http_calls: AtomicU64,
     messages: AtomicU64,
+    files: files::RunUsage,
 }
 
 impl Counters {
@@ -187,13 +190,25 @@ impl<'a> Engine<'a> {
         data_dir: impl Into<PathBuf>,
         clock: Clock,
     ) -> Self {
+        let data_dir = data_dir.into();
         Engine {
             env: environment(),
             skills,
-            data_dir: data_dir.into(),
+            files_quota: std::sync::Arc::new(files::FilesQuota::new(
+                data_dir.clone(),
+                files::FilesLimits::default(),
+            )),
+            data_dir,
             clock,
             limits: Limits::default(),
         }
+    }
+
+    /// What `files` steps may write, and the data dir's usage (one per
+    /// process: every run writes to the same data dir).
+    pub fn with_files_quota(mut self, quota: std::sync::Arc<files::FilesQuota>) -> Self {
+        self.files_quota = quota;
+        self
     }
 
     /// The job's per-run budgets: `http_calls` and `messages` are counted
@@ -543,9 +558,8 @@ impl<'a> Engine<'a> {
         let result = match &step.action {
             Action::Set(map) => return render(Value::Object(map.clone())),
             Action::Files(f) => {
-                return self
-                    .files(&render(serde_json::to_value(f).unwrap_or_default())?)
-                    .await;
+                let args = render(serde_json::to_value(f).unwrap_or_default())?;
+                return self.files(&args, &counters.files).await;
             }
             Action::Uses(skill) => return self.uses(skill, step, ctx, item_index, frame).await,
             Action::Http(a) => actions.http(&call, args(a)?).await,
@@ -572,7 +586,7 @@ impl<'a> Engine<'a> {
         })
     }
 
-    async fn files(&self, args: &Value) -> StepResult {
+    async fn files(&self, args: &Value, usage: &files::RunUsage) -> StepResult {
         let text = |key: &str| args.get(key).filter(|v| !v.is_null());
         let data_dir = self.data_dir.clone();
         let op = match (text("write"), text("read")) {
@@ -582,8 +596,15 @@ impl<'a> Engine<'a> {
                     Some(Value::String(s)) => s.clone().into_bytes(),
                     Some(other) => serde_json::to_vec(other).unwrap_or_default(),
                 };
+                usage
+                    .take(self.files_quota.limits(), content.len() as u64)
+                    .map_err(|m| RunError::Permanent(format!("files: `{path}`: {m}")))?;
                 let path = path.clone();
-                tokio::task::spawn_blocking(move || files::write(&data_dir, &path, &content)).await
+                let quota = self.files_quota.clone();
+                tokio::task::spawn_blocking(move || {
+                    files::write(&data_dir, &path, &content, &quota)
+                })
+                .await
             }
             (None, Some(Value::String(path))) => {
                 let path = path.clone();

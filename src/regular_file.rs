@@ -10,7 +10,7 @@
 //! between the check and the open.
 
 use std::fs::{self, File, FileType, Metadata, OpenOptions};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -21,6 +21,15 @@ pub enum OpenError {
     NotRegular(&'static str),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+impl From<OpenError> for std::io::Error {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Io(e) => e,
+            not_regular => std::io::Error::other(not_regular.to_string()),
+        }
+    }
 }
 
 /// How to open.
@@ -97,6 +106,16 @@ pub fn open(path: &Path, mode: Mode) -> Result<(File, Metadata), OpenError> {
         Err(e) => return Err(e.into()),
     };
     checked(file)
+}
+
+/// Writes `bytes` to `path`, created or replaced, refusing a FIFO, a
+/// device or a final symlink there (reports and backups write their temp
+/// files so: a FIFO planted in the data dir must not block them).
+pub fn write(path: &Path, bytes: &[u8]) -> Result<(), OpenError> {
+    let (mut file, _) = open(path, Mode::Write)?;
+    file.set_len(0)?;
+    file.write_all(bytes)?;
+    Ok(())
 }
 
 /// `file` if its descriptor is a regular file: what it is at the open,
@@ -205,6 +224,19 @@ mod tests {
             not_regular(open(dir.path(), Mode::Read { follow: true })),
             "a directory"
         );
+    }
+
+    #[test]
+    fn write_replaces_a_regular_file_and_refuses_a_fifo_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.tmp");
+        write(&path, b"a longer first version").unwrap();
+        write(&path, b"second").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "second");
+        let fifo = dir.path().join("planted.tmp");
+        mkfifo(&fifo);
+        let e = within_5s(move || std::io::Error::from(write(&fifo, b"x").unwrap_err()));
+        assert_eq!(e.to_string(), "a FIFO (named pipe), not a regular file");
     }
 
     #[test]

@@ -136,7 +136,9 @@ fn write_and_rotate(dir: &Path, path: &Path, bytes: &[u8], keep: usize) -> Resul
     let io = |what: &str, e: std::io::Error| RunError::Retryable(format!("{what}: {e}"));
     std::fs::create_dir_all(dir).map_err(|e| io(&format!("creating {}", dir.display()), e))?;
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| io(&format!("writing {}", tmp.display()), e))?;
+    // A FIFO planted at `tmp` is refused, not waited on.
+    crate::regular_file::write(&tmp, bytes)
+        .map_err(|e| io(&format!("writing {}", tmp.display()), e.into()))?;
     std::fs::rename(&tmp, path).map_err(|e| io(&format!("renaming to {}", path.display()), e))?;
     let mut backups: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| io(&format!("listing {}", dir.display()), e))?

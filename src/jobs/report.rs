@@ -139,7 +139,8 @@ pub async fn run(
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             std::fs::create_dir_all(&dir)?;
             let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, &bytes)?;
+            // A FIFO planted at `tmp` is refused, not waited on.
+            crate::regular_file::write(&tmp, &bytes)?;
             std::fs::rename(&tmp, &path)
         })
         .await

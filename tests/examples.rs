@@ -285,8 +285,8 @@ fn example_against(name: &str, world: &str, rewrite: &[(&str, &str)]) -> ConfigD
     d
 }
 
-// Realistic values: resolved secrets are scrubbed from every response body,
-// so a value like "shop" would turn "shopee" into "***ee".
+// Realistic values: resolved secrets are scrubbed from every response body
+// (values under 8 characters only as whole words, under 4 refused).
 const SECRETS: [(&str, &str); 12] = [
     ("SLACK_BOT_TOKEN", "xoxb-test"),
     ("SOCIAL_API_TOKEN", "social-token-9e0f"),

@@ -171,7 +171,7 @@ impl Connectors {
             .and_then(Value::as_str)
             .is_some_and(|ct| ct.contains("json"));
         let body = if is_json {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
+            super::parse_body(text, redactor)
         } else {
             Value::String(text)
         };

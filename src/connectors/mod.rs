@@ -16,6 +16,7 @@ pub mod egress;
 pub mod http;
 pub mod message;
 pub mod ratelimit;
+pub mod redact;
 pub mod secrets;
 
 use std::collections::BTreeMap;
@@ -296,21 +297,36 @@ impl Connectors {
         if !(200..300).contains(&status) {
             return Err(ConnectorError::from_status(status, what, &text));
         }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        Ok(parse_body(text, redactor))
+    }
+}
+
+/// A redacted body as JSON when it parses, else as text. The parsed value
+/// is redacted again: JSON may spell a secret with `\u` escapes its text
+/// did not show.
+fn parse_body(text: String, redactor: &Redactor) -> Value {
+    match serde_json::from_str(&text) {
+        Ok(mut value) => {
+            redactor.redact_value(&mut value);
+            value
+        }
+        Err(_) => Value::String(text),
     }
 }
 
 fn header_map(headers: &reqwest::header::HeaderMap, redactor: &Redactor) -> Map<String, Value> {
     let mut out = Map::new();
     for (name, value) in headers {
+        // A peer chooses header names too, so they may echo a secret.
+        let name = redactor.redact(name.as_str());
         let value = redactor.redact(&String::from_utf8_lossy(value.as_bytes()));
-        match out.get_mut(name.as_str()) {
+        match out.get_mut(&name) {
             Some(Value::String(existing)) => {
                 existing.push_str(", ");
                 existing.push_str(&value);
             }
             _ => {
-                out.insert(name.as_str().to_string(), Value::String(value));
+                out.insert(name, Value::String(value));
             }
         }
     }

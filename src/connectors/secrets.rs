@@ -1,16 +1,13 @@
 //! Secrets by reference: `${env:NAME}` and `${file:PATH}` are resolved at the
 //! moment of use and dropped with the call; nothing here caches a value.
 //! Every string this layer hands back goes through a [`Redactor`] built from
-//! the values resolved for that call.
+//! the values resolved for that call (every form of them: see [`super::redact`]).
 
 use std::collections::BTreeMap;
 
+pub use super::redact::Redactor;
+use super::redact::{RedactorBuilder, SHORTEST};
 use crate::spec::model::Connector;
-
-/// Shorter values are not scrubbed: replacing every `a` or `42` would mangle
-/// output without protecting anything worth protecting.
-const MIN_REDACTED_LEN: usize = 4;
-const MASK: &str = "***";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -54,14 +51,34 @@ pub struct Secrets {
 
 impl Secrets {
     /// Resolves every secret the connector declares; the first failure wins.
+    /// A value under [`SHORTEST`] characters is refused: it could not be
+    /// kept out of outputs. When the connector has both `username` and
+    /// `password`, their joined base64 forms (HTTP Basic, SMTP AUTH PLAIN)
+    /// are redacted too.
     pub fn resolve_all(connector: &Connector) -> Result<Secrets, SecretError> {
-        let mut secrets = Secrets::default();
+        let mut values = BTreeMap::new();
+        let mut forms = RedactorBuilder::default();
         for (name, reference) in &connector.secrets {
             let value = resolve(&connector.id, name, reference)?;
-            secrets.redactor.add(&value);
-            secrets.values.insert(name.clone(), value);
+            let n = value.chars().count();
+            if n < SHORTEST {
+                return Err(SecretError(format!(
+                    "connector `{}`: secret `{name}` ({reference}) resolves to {n} character(s); \
+                     a secret under {SHORTEST} characters cannot be kept out of outputs, so it is \
+                     not used: set the real credential",
+                    connector.id
+                )));
+            }
+            forms.secret(&value);
+            values.insert(name.clone(), value);
         }
-        Ok(secrets)
+        if let (Some(user), Some(password)) = (values.get("username"), values.get("password")) {
+            forms.credentials(user, password);
+        }
+        let redactor = forms
+            .build(&format!("connector `{}`'s secrets", connector.id))
+            .map_err(|e| SecretError(e.to_string()))?;
+        Ok(Secrets { values, redactor })
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -73,44 +90,9 @@ impl Secrets {
     }
 }
 
-/// Scrubs known secret values from strings.
-#[derive(Debug, Default, Clone)]
-pub struct Redactor {
-    values: Vec<String>,
-}
-
-impl Redactor {
-    pub fn add(&mut self, value: &str) {
-        if value.len() >= MIN_REDACTED_LEN && !self.values.iter().any(|v| v == value) {
-            self.values.push(value.to_string());
-            // Longest first, so a secret containing another is masked whole.
-            self.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-        }
-    }
-
-    pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for value in &self.values {
-            if out.contains(value.as_str()) {
-                out = out.replace(value.as_str(), MASK);
-            }
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_longest_first_and_skips_short_values() {
-        let mut r = Redactor::default();
-        r.add("abc");
-        r.add("token");
-        r.add("token-123");
-        assert_eq!(r.redact("abc token-123 token"), "abc *** ***");
-    }
 
     #[test]
     fn bad_reference_error_does_not_echo_it_as_value() {
@@ -119,5 +101,55 @@ mod tests {
         assert!(err.0.contains("MULTIJOB_TEST_UNSET_SECRET_XYZ"), "{err}");
         let err = resolve("c1", "k", "plain").unwrap_err();
         assert!(!err.0.contains("plain"), "{err}");
+    }
+
+    /// A connector whose secrets are files holding `values`.
+    fn connector_with(dir: &std::path::Path, values: &[(&str, &str)]) -> Connector {
+        let mut secrets = BTreeMap::new();
+        for (name, value) in values {
+            let path = dir.join(name);
+            std::fs::write(&path, value).unwrap();
+            secrets.insert(name.to_string(), format!("${{file:{}}}", path.display()));
+        }
+        Connector {
+            id: "c1".into(),
+            provider: crate::spec::model::Provider::Http,
+            base_url: None,
+            secrets,
+            config: Default::default(),
+            rate_limit: None,
+            allowed_hosts: Vec::new(),
+            description: None,
+        }
+    }
+
+    #[test]
+    fn a_secret_under_four_characters_is_refused_without_echoing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = connector_with(dir.path(), &[("ok", "long-enough-value"), ("pin", "xq7")]);
+        let err = Secrets::resolve_all(&c).err().expect("refused");
+        assert!(err.0.contains("`pin`") && err.0.contains("c1"), "{err}");
+        assert!(err.0.contains("3 character"), "{err}");
+        assert!(!err.0.contains("xq7"), "{err}");
+        let c = connector_with(dir.path(), &[("empty", "")]);
+        assert!(Secrets::resolve_all(&c).is_err());
+        let c = connector_with(dir.path(), &[("four", "shop")]);
+        let secrets = Secrets::resolve_all(&c).expect("four characters are enough");
+        assert_eq!(secrets.get("four"), Some("shop"));
+        assert_eq!(secrets.redactor().redact("shop shopee"), "*** shopee");
+    }
+
+    #[test]
+    fn username_and_password_are_redacted_in_their_basic_auth_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = connector_with(
+            dir.path(),
+            &[("username", "alice"), ("password", "pa ss>>~~?")],
+        );
+        let secrets = Secrets::resolve_all(&c).unwrap();
+        let r = secrets.redactor();
+        // base64("alice:pa ss>>~~?"), standard and URL-safe.
+        assert_eq!(r.redact("Basic YWxpY2U6cGEgc3M+Pn5+Pw=="), "Basic ***");
+        assert_eq!(r.redact("Basic YWxpY2U6cGEgc3M-Pn5-Pw"), "Basic ***");
     }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::egress::{Origin, Policy, Reach};
-use super::secrets::Redactor;
+use super::secrets::{Redactor, Secrets};
 use super::{ConnectorError, Connectors, egress, value_text};
 use crate::spec::model::Provider;
 
@@ -113,12 +113,12 @@ impl Connectors {
                 allowed: &call.spec.allowed_hosts,
             };
             let reach = policy.reach(&url)?;
-            let bearer = match (call.spec.provider, reach) {
-                (Provider::Http, Reach::Own) => call.secrets.get("bearer_token"),
+            // Credentials go only to the connector's own origin.
+            let auth = match (call.spec.provider, reach) {
+                (Provider::Http, Reach::Own) => Auth::of(&call.secrets),
                 _ => None,
             };
-            self.http_send(url, &req, &expected, bearer, &redactor)
-                .await
+            self.http_send(url, &req, &expected, auth, &redactor).await
         }
         .await;
         result.map_err(|e| e.redacted(&redactor))
@@ -129,7 +129,7 @@ impl Connectors {
         url: Url,
         req: &HttpRequest,
         expected: &StatusSet,
-        bearer: Option<&str>,
+        auth: Option<Auth<'_>>,
         redactor: &Redactor,
     ) -> Result<HttpResponse, ConnectorError> {
         egress::check_resolved(url.as_str()).await?;
@@ -147,8 +147,12 @@ impl Connectors {
         let has_auth = headers
             .keys()
             .any(|k| k.eq_ignore_ascii_case("authorization"));
-        if let (Some(token), false) = (bearer, has_auth) {
-            builder = builder.bearer_auth(token);
+        match (auth, has_auth) {
+            (Some(Auth::Bearer(token)), false) => builder = builder.bearer_auth(token),
+            (Some(Auth::Basic(user, password)), false) => {
+                builder = builder.basic_auth(user, Some(password));
+            }
+            _ => {}
         }
         for (name, value) in &headers {
             builder = builder.header(name.as_str(), value_text(value));
@@ -180,6 +184,25 @@ impl Connectors {
             headers,
             body,
         })
+    }
+}
+
+/// How an `http` connector authenticates: `bearer_token`, else `username`
+/// and `password` (HTTP Basic). A step's own `Authorization` header wins.
+enum Auth<'a> {
+    Bearer(&'a str),
+    Basic(&'a str, &'a str),
+}
+
+impl<'a> Auth<'a> {
+    fn of(secrets: &'a Secrets) -> Option<Auth<'a>> {
+        if let Some(token) = secrets.get("bearer_token") {
+            return Some(Auth::Bearer(token));
+        }
+        Some(Auth::Basic(
+            secrets.get("username")?,
+            secrets.get("password")?,
+        ))
     }
 }
 

@@ -2,6 +2,8 @@
 //! explain themselves (command, dir listing, stdout, stderr).
 #![allow(dead_code)]
 
+pub mod secrets;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

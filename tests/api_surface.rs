@@ -1,11 +1,11 @@
 //! Every path of the status API: auth on and off, 405 and 404, and no
-//! secret value anywhere (every path and the daemon's log crawled).
+//! secret anywhere in any form it takes on the wire (every path, the event
+//! stream, the daemon's log, the store's files, backups and reports crawled).
 
 mod common;
 
-use common::{ConfigDir, Daemon, http, http_raw};
-
-const SECRET: &str = "tg-secret-value-4242-do-not-leak";
+use common::secrets::{credential_forms, found_in, found_in_files, wire_forms};
+use common::{ConfigDir, Daemon, SseStream, http, http_raw};
 
 fn config() -> ConfigDir {
     let d = ConfigDir::new();
@@ -21,7 +21,7 @@ fn config() -> ConfigDir {
 }
 
 /// Every route with its placeholders filled in.
-fn paths(run_id: &str) -> Vec<String> {
+fn paths(run_id: &str, job_id: &str) -> Vec<String> {
     multijob::status::api::ROUTES
         .iter()
         .map(|r| {
@@ -30,7 +30,7 @@ fn paths(run_id: &str) -> Vec<String> {
                 if r.starts_with("/api/v1/runs") {
                     run_id
                 } else {
-                    "a"
+                    job_id
                 },
             )
         })
@@ -50,7 +50,7 @@ fn without_a_token_every_path_answers() {
     let daemon = Daemon::start(d.path(), &[]);
     daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
     let run = first_run(&daemon);
-    for path in paths(&run) {
+    for path in paths(&run, "a") {
         let (code, body) = http_raw(&daemon.url, "GET", &path, &[]);
         assert_eq!(code, 200, "GET {path}: {body}");
     }
@@ -78,7 +78,7 @@ fn with_a_token_every_path_but_the_probes_needs_it() {
         assert!(start.elapsed().as_secs() < 20);
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
-    for path in paths(&run) {
+    for path in paths(&run, "a") {
         let probe = path == "/healthz" || path == "/readyz";
         let (code, body) = http(&daemon.url, "GET", &path, &[]);
         if probe {
@@ -153,30 +153,189 @@ fn other_methods_get_405_and_unknown_paths_404() {
     }
 }
 
-#[test]
-fn a_secret_value_appears_nowhere() {
+/// Secrets the leaky config's connectors use: characters encoders change
+/// (a space, `+`, `/`, `"`), a webhook URL that `url` normalises, basic
+/// auth, and a short one.
+const TG_TOKEN: &str = "123456:tg secret+part/\"4242";
+const SLACK_HOOK: &str = "HTTP://127.0.0.1:80/services/T0/B0/hook-secret-4242";
+const API_TOKEN: &str = "api tok+en/\"4242-secret";
+const API_USER: &str = "alice-ops";
+const API_PASS: &str = "pa ss>>~~?/+4242";
+const SHORT_TOKEN: &str = "shop";
+
+/// Connectors that fail with their secrets in URLs and echoes, a workflow
+/// using them all, a backup and a report that delivers through one.
+fn leaky_config(echo: &str, closed: u16) -> ConfigDir {
     let d = config();
-    let daemon = Daemon::start_env(
-        d.path(),
-        &[],
-        &[("TG_TOKEN", SECRET), ("RUST_LOG", "debug")],
+    let connector = |id: &str, provider: &str, base: &str, secrets: &str| {
+        format!(
+            "kind: Connector\nid: {id}\nprovider: {provider}\nbase_url: {base}\nsecrets: {secrets}\n\
+             config: {{chat_id: \"-100\"}}\n---\n"
+        )
+    };
+    let mut yaml = String::new();
+    yaml += &connector(
+        "tg-echo",
+        "telegram",
+        echo,
+        r#"{bot_token: "${env:TG_TOKEN}"}"#,
     );
-    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
-    let run = first_run(&daemon);
-    let mut crawled = 0;
-    for path in paths(&run) {
-        let (code, body) = http_raw(&daemon.url, "GET", &path, &[]);
-        assert_eq!(code, 200, "{path}");
-        assert!(!body.contains(SECRET), "{path} leaks the secret");
-        crawled += 1;
+    let down = format!("http://127.0.0.1:{closed}");
+    yaml += &connector(
+        "tg-down",
+        "telegram",
+        &down,
+        r#"{bot_token: "${env:TG_TOKEN}"}"#,
+    );
+    yaml += &connector(
+        "hook",
+        "slack",
+        &down,
+        r#"{webhook_url: "${env:SLACK_HOOK}"}"#,
+    );
+    yaml += &connector("api", "http", echo, r#"{bearer_token: "${env:API_TOKEN}"}"#);
+    let basic = r#"{username: "${env:API_USER}", password: "${env:API_PASS}"}"#;
+    yaml += &connector("basic", "http", echo, basic);
+    yaml += &connector(
+        "store",
+        "http",
+        echo,
+        r#"{bearer_token: "${env:SHORT_TOKEN}"}"#,
+    );
+    yaml += "id: leaky\ntype: agent.workflow\nretry_policy: {max_retry: 0}\nsteps:\n";
+    for (id, action) in [
+        ("json", "http: {connector: api, path: /json}"),
+        ("encoded", "http: {connector: api, path: /encoded}"),
+        ("basic", "http: {connector: basic, path: /deny}"),
+        ("words", "http: {connector: store, path: /plain}"),
+        ("tg", "message: {connector: tg-echo, text: hi}"),
+        ("hook", "message: {connector: hook, text: hi}"),
+    ] {
+        yaml += &format!("  - id: {id}\n    continue_on_error: true\n    {action}\n");
     }
-    assert!(crawled >= 15);
-    let (_, connectors) = http(&daemon.url, "GET", "/api/v1/connectors", &[]);
-    assert_eq!(
-        connectors["items"][0]["spec"]["secrets"]["bot_token"],
-        "***"
+    yaml += "  - id: down\n    message: {connector: tg-down, text: hi}\n---\n";
+    yaml += "id: backup\ntype: backup.export\n---\n";
+    yaml += "id: report\ntype: report.daily\nretry_policy: {max_retry: 0}\n\
+             inputs: {deliver_to: [tg-down]}\n";
+    d.write("jobs.d/leaky.yaml", &yaml);
+    d
+}
+
+/// Every form of every secret of [`leaky_config`] (the short one aside:
+/// only whole words of it are masked, checked on its own).
+fn leaked_forms() -> Vec<String> {
+    let mut forms = Vec::new();
+    for value in [TG_TOKEN, SLACK_HOOK, API_TOKEN, API_USER, API_PASS] {
+        forms.extend(wire_forms(value));
+    }
+    forms.extend(credential_forms(API_USER, API_PASS));
+    forms
+}
+
+fn trigger(d: &ConfigDir, job: &str) -> String {
+    let r = d.run(&["trigger", job]);
+    r.assert_code(0);
+    let id = r.stdout().split_whitespace().nth(2).map(str::to_string);
+    id.unwrap_or_else(|| panic!("trigger prints the run id\n{}", r.explain()))
+}
+
+#[track_caller]
+fn finished(daemon: &Daemon, run: &str, status: &str) -> serde_json::Value {
+    let path = format!("/api/v1/runs/{run}");
+    let r = daemon.wait_until(&path, "the run to finish", |v| {
+        ["succeeded", "failed"].contains(&v["status"].as_str().unwrap_or(""))
+    });
+    assert_eq!(r["status"], status, "{r:#}\n{}", daemon.log());
+    r
+}
+
+#[test]
+fn no_form_of_a_secret_appears_anywhere() {
+    let echo = common::secrets::echo_peer();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let d = leaky_config(&echo, closed);
+    d.run(&["validate"]).assert_code(0);
+    let env = [
+        ("TG_TOKEN", TG_TOKEN),
+        ("SLACK_HOOK", SLACK_HOOK),
+        ("API_TOKEN", API_TOKEN),
+        ("API_USER", API_USER),
+        ("API_PASS", API_PASS),
+        ("SHORT_TOKEN", SHORT_TOKEN),
+        ("RUST_LOG", "debug"),
+    ];
+    let daemon = Daemon::start_env(d.path(), &[], &env);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let mut sse = SseStream::open(&daemon.url, "/api/v1/events", &[]);
+    let leaky = trigger(&d, "leaky");
+    let run = finished(&daemon, &leaky, "failed");
+    finished(&daemon, &trigger(&d, "backup"), "succeeded");
+    finished(&daemon, &trigger(&d, "report"), "failed");
+
+    // Every surface is searched before any fails, so a failure lists them all.
+    let forms = leaked_forms();
+    let mut leaks = Vec::new();
+    let mut check = |surface: &str, text: &str| {
+        let found = found_in(text, &forms);
+        if !found.is_empty() {
+            leaks.push(format!("{surface}: {found:?}"));
+        }
+    };
+    let routes = paths(&leaky, "leaky");
+    for path in &routes {
+        let (code, body) = http_raw(&daemon.url, "GET", path, &[]);
+        assert_eq!(code, 200, "{path}");
+        check(path, &body);
+    }
+    assert!(routes.len() >= 15);
+    let mut events = String::new();
+    while let Ok(m) = sse.next(std::time::Duration::from_millis(500)) {
+        events.push_str(&m.data);
+        events.push('\n');
+    }
+    assert!(
+        events.contains("run.failed"),
+        "the stream saw the runs: {events}"
     );
-    assert!(!daemon.log().contains(SECRET), "the log leaks the secret");
+    check("the event stream", &events);
     let plan = d.run(&["plan", "--server", &daemon.url]);
-    plan.assert_stdout_lacks(SECRET);
+    check(
+        "plan --server",
+        &format!("{}{}", plan.stdout(), plan.stderr()),
+    );
+    check("the daemon's log", &daemon.log());
+    // The store (database, WAL), backups and reports: every file.
+    let files = common::secrets::files_under(d.path());
+    for kind in ["state.db", "-wal", "/backups/", "/reports/"] {
+        let seen = files.iter().any(|f| f.to_string_lossy().contains(kind));
+        assert!(seen, "no {kind} file to crawl\n{}", d.listing());
+    }
+    for (file, form) in found_in_files(d.path(), &forms) {
+        leaks.push(format!("{}: {form:?}", file.display()));
+    }
+    assert!(leaks.is_empty(), "secrets leak:\n{}", leaks.join("\n"));
+
+    // Each connector did fail with its secret in what came back, masked.
+    let shown = run.to_string();
+    for masked in [
+        "/bot***/sendMessage",
+        "rejected: ***",
+        "denied: Basic ***",
+        "Bearer ***",
+        "error sending request for url (***)",
+        // The short token is masked as a word, never inside one.
+        "shopee *** shopping",
+    ] {
+        assert!(shown.contains(masked), "no {masked:?} in {run:#}");
+    }
+    let (_, connectors) = http(&daemon.url, "GET", "/api/v1/connectors", &[]);
+    let items = connectors["items"].as_array().expect("connectors");
+    assert_eq!(items.len(), 7, "{connectors:#}");
+    for c in items {
+        let secrets = c["spec"]["secrets"].as_object().expect("secrets");
+        assert!(secrets.values().all(|v| v == "***"), "{c:#}");
+    }
 }

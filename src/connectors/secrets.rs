@@ -26,13 +26,12 @@ pub fn resolve(connector: &str, name: &str, reference: &str) -> Result<String, S
                  set (or not UTF-8) in the daemon's environment; export it and retry"
             ))
         }),
-        Some(("file", path)) => match std::fs::read_to_string(path) {
+        Some(("file", path)) => match read_secret_file(std::path::Path::new(path)) {
             // Files written by `echo` end with a newline that is not part of the secret.
             Ok(text) => Ok(text.trim_end_matches(['\n', '\r']).to_string()),
-            Err(e) => Err(SecretError(format!(
+            Err(why) => Err(SecretError(format!(
                 "connector `{connector}`: secret `{name}` refers to {reference}, which cannot be \
-                 read ({}); check the path and its permissions",
-                e.kind()
+                 read ({why}); check the path and its permissions"
             ))),
         },
         _ => Err(SecretError(format!(
@@ -40,6 +39,33 @@ pub fn resolve(connector: &str, name: &str, reference: &str) -> Result<String, S
              ${{file:PATH}}"
         ))),
     }
+}
+
+/// A `${file:}` secret is at most this long: a credential, not a document.
+const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
+/// A secret file's text. Only a regular file is read (a FIFO would block
+/// the call's thread, `/dev/zero` would read forever), and only so much.
+fn read_secret_file(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let (file, _) =
+        crate::regular_file::open(path, crate::regular_file::Mode::Read { follow: true }).map_err(
+            |e| match e {
+                crate::regular_file::OpenError::Io(e) => e.kind().to_string(),
+                not_regular => not_regular.to_string(),
+            },
+        )?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.kind().to_string())?;
+    if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(format!(
+            "it is over {} KiB, too long for a secret",
+            MAX_SECRET_FILE_BYTES / 1024
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| "it is not UTF-8".to_string())
 }
 
 /// The secrets of one connector, resolved for one call.
@@ -151,5 +177,31 @@ mod tests {
         // base64("alice:pa ss>>~~?"), standard and URL-safe.
         assert_eq!(r.redact("Basic YWxpY2U6cGEgc3M+Pn5+Pw=="), "Basic ***");
         assert_eq!(r.redact("Basic YWxpY2U6cGEgc3M-Pn5-Pw"), "Basic ***");
+    }
+
+    #[test]
+    fn a_secret_file_that_is_a_fifo_or_a_device_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("token");
+        let c_path = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates a node.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reference = format!("${{file:{}}}", fifo.display());
+        std::thread::spawn(move || {
+            let _ = tx.send(resolve("c1", "token", &reference));
+            let _ = tx.send(resolve("c1", "token", "${file:/dev/zero}"));
+        });
+        for what in ["FIFO", "character device"] {
+            let err = rx
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .expect("resolving does not block")
+                .expect_err("refused");
+            assert!(err.0.contains(what), "{err}");
+        }
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'x'; 70 * 1024]).unwrap();
+        let err = resolve("c1", "token", &format!("${{file:{}}}", big.display())).unwrap_err();
+        assert!(err.0.contains("too long for a secret"), "{err}");
     }
 }

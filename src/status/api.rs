@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use axum::{Json, Router};
@@ -18,7 +18,7 @@ use crate::schedule::slots::SlotRule;
 use crate::spec::model::{Job, Kind};
 use crate::spec::snapshot::{Resource, Snapshot};
 use crate::state::Shared;
-use crate::status::{metrics, openapi, sse};
+use crate::status::{auth, metrics, openapi, sse};
 use crate::store::format_ts;
 use crate::store::runs::{Run, RunQuery, RunStatus};
 
@@ -127,7 +127,7 @@ pub fn router(shared: AppState) -> Router {
         .merge(super::dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(shared.clone(), auth))
+        .layer(middleware::from_fn_with_state(shared.clone(), auth::auth))
         .with_state(shared)
 }
 
@@ -144,70 +144,6 @@ async fn method_not_allowed() -> Response {
     r.headers_mut()
         .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
     r
-}
-
-/// With a token configured, every path but the probes and the dashboard's
-/// static files needs it. The page holds no data; it asks for the token on
-/// its first 401 and sends it with every API call.
-async fn auth(State(shared): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(token) = shared.api_token.as_deref() else {
-        return next.run(request).await;
-    };
-    let path = request.uri().path();
-    if path == "/healthz" || path == "/readyz" || super::dashboard::is_public(path) {
-        return next.run(request).await;
-    }
-    // A browser's EventSource cannot send headers, so the event stream (and
-    // only it) also takes the token as `?access_token=` (RFC 6750 section
-    // 2.3). Everywhere else a token in a URL would be an invitation to leak
-    // it through logs and history; the dashboard uses the header there.
-    let presented = bearer(request.headers())
-        .or_else(|| {
-            (path == EVENTS_PATH)
-                .then(|| query_token(request.uri()))
-                .flatten()
-        })
-        .unwrap_or_default();
-    if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
-        next.run(request).await
-    } else {
-        let mut r = ApiError(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token (Authorization: Bearer <MULTIJOB_API_TOKEN>)".into(),
-        )
-        .into_response();
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        r
-    }
-}
-
-const EVENTS_PATH: &str = "/api/v1/events";
-
-fn query_token(uri: &axum::http::Uri) -> Option<String> {
-    let Query(q) = Query::<std::collections::HashMap<String, String>>::try_from_uri(uri).ok()?;
-    q.get("access_token").cloned()
-}
-
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_string())
-}
-
-/// Compare without an early exit, so timing does not reveal the prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= usize::from(x ^ y);
-    }
-    diff == 0
 }
 
 async fn healthz() -> Json<Value> {
@@ -906,17 +842,4 @@ async fn plan(State(shared): State<AppState>) -> ApiResult {
         m.insert("valid".into(), Value::Bool(true));
     }
     Ok(Json(out))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn constant_time_comparison() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
-    }
 }

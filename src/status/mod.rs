@@ -1,6 +1,7 @@
 //! The read-only status surface: the JSON API, the SSE event stream,
 //! Prometheus metrics, the OpenAPI document and the live dashboard.
 pub mod api;
+pub mod auth;
 pub mod dashboard;
 pub mod listener;
 pub mod metrics;

@@ -17,7 +17,6 @@ use crate::reconcile::Reconciler;
 use crate::reconcile::watch::{self, ChangeSignal, WatchOptions};
 use crate::schedule::scheduler::{Scheduler, SchedulerConfig};
 use crate::state::Shared;
-use crate::status::listener::StallGuardListener;
 use crate::status::sse::SseConfig;
 use crate::status::{api, metrics};
 use crate::store::feed::Feed;
@@ -31,6 +30,8 @@ pub struct DaemonOptions {
     pub state: PathBuf,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// The API listener's limits and allowed hosts.
+    pub api: crate::listener::Config,
     /// Watch the directory for changes (off: reload on SIGHUP only).
     pub watch: bool,
     /// Poll instead of inotify, at this interval.
@@ -115,7 +116,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     let loop_task = spawn_reconcile_loop(&opts, reconciler, cancel.clone())?;
     let stopping = stop_signal();
     tracing::info!(dir = %opts.dir.display(), store = %shared.store.describe(), workers = opts.workers, "multijob is running");
-    let server = serve_api(&shared, listener)?;
+    let server = serve_api(&shared, listener, &opts.api)?;
 
     stopping.cancelled().await;
     tracing::info!(
@@ -199,18 +200,29 @@ pub(crate) async fn first_reconcile(opts: &DaemonOptions, shared: &Arc<Shared>) 
 pub(crate) fn serve_api(
     shared: &Arc<Shared>,
     listener: tokio::net::TcpListener,
-) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    config: &crate::listener::Config,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let local = listener.local_addr().context("reading the bound address")?;
-    tracing::info!(listen = %local, "serving the status API and dashboard");
+    let config = crate::listener::Config {
+        stall: SseConfig::from_env().stall,
+        ..config.clone()
+    };
+    tracing::info!(
+        listen = %local,
+        max_connections = config.max_connections,
+        header_timeout_sec = config.timeouts.header.as_secs_f64(),
+        idle_timeout_sec = config.timeouts.idle.as_secs_f64(),
+        "serving the status API and dashboard"
+    );
     println!("listening on http://{local}");
     let app = api::router(shared.clone());
-    let cancel = shared.shutdown.clone();
-    let listener = StallGuardListener::new(listener, SseConfig::from_env().stall);
-    Ok(tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(cancel.cancelled_owned())
-            .await
-    }))
+    Ok(tokio::spawn(crate::listener::serve(
+        listener,
+        app,
+        config,
+        shared.metrics.listener_stats(),
+        shared.shutdown.clone(),
+    )))
 }
 
 /// The runs of this process report into the daemon's metrics.

@@ -11,6 +11,8 @@
 //! - [`worker`]: the pool that executes [`jobs`] handlers.
 //! - [`connectors`]: every outbound call of a run (HTTP, messages, LLM),
 //!   with secrets by reference, egress policy and rate limits.
+//! - [`listener`]: accepting HTTP connections with limits (caps, timeouts,
+//!   allowed hosts), for the API and any inbound surface.
 //! - [`status`]: the read-only API.
 //! - [`cluster`]: the Redis deployment (leader election, stream dispatch,
 //!   worker processes).
@@ -24,6 +26,7 @@ pub mod clock;
 pub mod cluster;
 pub mod connectors;
 pub mod jobs;
+pub mod listener;
 pub mod queue;
 pub mod reconcile;
 pub mod regular_file;

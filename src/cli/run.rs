@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::app::{self, DaemonOptions};
+use crate::listener;
 use crate::schedule::scheduler::SchedulerConfig;
 
 use super::{DirArg, Outcome};
@@ -27,6 +28,25 @@ pub struct Args {
     /// Address of the status API and dashboard.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Connections the API keeps open at once; at the cap, a new one
+    /// closes the longest-waiting connection that is not inside a request
+    /// (503 if all are) [default: 3/4 of the open-files limit, keeping at
+    /// least 256 descriptors for the store, the watcher and outbound calls;
+    /// at most 4096].
+    #[arg(long, value_name = "N", env = "MULTIJOB_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u32).range(2..))]
+    pub max_connections: Option<u32>,
+    /// Seconds a client has to send a complete request head, from
+    /// connecting or from the first byte of its next request (a real client
+    /// needs milliseconds; a slow or stuck one holds a descriptor).
+    #[arg(long, value_name = "SEC", env = "MULTIJOB_HEADER_TIMEOUT",
+          default_value_t = crate::listener::DEFAULT_HEADER_TIMEOUT.as_secs_f64())]
+    pub header_timeout: f64,
+    /// Seconds a kept-alive API connection may wait for its next request
+    /// (event streams are not idle: they stay open).
+    #[arg(long, value_name = "SEC", env = "MULTIJOB_IDLE_TIMEOUT",
+          default_value_t = crate::listener::DEFAULT_IDLE_TIMEOUT.as_secs_f64())]
+    pub idle_timeout: f64,
     /// Runs executed at once.
     #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 5)]
     pub workers: usize,
@@ -81,7 +101,37 @@ fn seconds(name: &str, s: f64) -> anyhow::Result<Duration> {
     }
 }
 
+fn positive_seconds(name: &str, s: f64) -> anyhow::Result<Duration> {
+    match Duration::try_from_secs_f64(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => anyhow::bail!("{name} must be a number of seconds > 0, not {s}"),
+    }
+}
+
+/// The API listener's settings from the flags and the open-files limit.
+fn api_listener(args: &Args) -> anyhow::Result<listener::Config> {
+    let mut config = listener::Config::with_defaults();
+    config.timeouts = listener::Timeouts {
+        header: positive_seconds("--header-timeout", args.header_timeout)?,
+        idle: positive_seconds("--idle-timeout", args.idle_timeout)?,
+    };
+    if let Some(n) = args.max_connections {
+        let n = n as usize;
+        if let Some(nofile) = listener::nofile_limit()
+            && n as u64 + listener::limits::FD_RESERVE_MIN > nofile
+        {
+            eprintln!(
+                "warning: --max-connections {n} leaves fewer than {} of the {nofile} open files for the rest of the daemon; expect \"Too many open files\" under load (raise ulimit -n or lower --max-connections)",
+                listener::limits::FD_RESERVE_MIN
+            );
+        }
+        config.max_connections = n;
+    }
+    Ok(config)
+}
+
 pub fn exec(args: Args) -> anyhow::Result<Outcome> {
+    let api = api_listener(&args)?;
     let dir = args.dir.dir;
     let state = args.state.unwrap_or_else(|| super::default_state(&dir));
     let data_dir = args
@@ -107,6 +157,7 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
         state,
         data_dir,
         listen: args.listen,
+        api,
         watch: !args.no_watch,
         watch_poll,
         api_token: std::env::var("MULTIJOB_API_TOKEN")

@@ -91,7 +91,7 @@ pub async fn run_replica(opts: DaemonOptions, url: String) -> anyhow::Result<()>
     ));
 
     tracing::info!(node = %cfg.node, store = %store.describe(), workers = opts.workers, "multijob replica is running");
-    let server = serve_api(&shared, listener)?;
+    let server = serve_api(&shared, listener, &opts.api)?;
     let stopping = stop_signal();
 
     let election_conn = connect(&url, Duration::from_secs(2))

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::listener::Connection;
 use crate::reconcile::{load_dir, render};
 use crate::schedule::slots::SlotRule;
 use crate::spec::model::{Job, Kind};
@@ -660,6 +661,7 @@ struct EventsQuery {
 /// A page of events, or with `Accept: text/event-stream` the live stream.
 async fn events(
     State(shared): State<AppState>,
+    connection: Option<Extension<Connection>>,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {
@@ -669,7 +671,8 @@ async fn events(
             job_id: q.job,
             ..Default::default()
         };
-        return sse::stream(shared, &headers, q.after, filter).await;
+        let connection = connection.map(|Extension(c)| c);
+        return sse::stream(shared, connection, &headers, q.after, filter).await;
     }
     let limit = limit(q.limit)?;
     let items = shared

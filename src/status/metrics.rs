@@ -87,6 +87,7 @@ pub struct Metrics {
     workers_total: Gauge,
     workflow: WorkflowGauge,
     connectors: ConnectorMetrics,
+    listener: crate::listener::Stats,
 }
 
 /// What the connector layer counts: requests by connector and outcome
@@ -155,6 +156,7 @@ impl Metrics {
             workers_total: Gauge::default(),
             workflow: Family::default(),
             connectors: ConnectorMetrics::default(),
+            listener: crate::listener::Stats::default(),
         };
         let mut registry = Registry::default();
         // Counter names get `_total` from the encoder.
@@ -241,7 +243,22 @@ impl Metrics {
             "Connector calls that waited for their rate limit, by connector",
             m.connectors.rate_limited.clone(),
         );
+        registry.register(
+            "multijob_api_connections",
+            "Connections open to the status API",
+            m.listener.open.clone(),
+        );
+        registry.register(
+            "multijob_api_connections_dropped",
+            "API connections the server closed or refused, by reason (evicted: closed to make room at --max-connections; refused: 503, every connection busy; header_timeout; idle_timeout)",
+            m.listener.dropped.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// What the API listener counts into.
+    pub fn listener_stats(&self) -> crate::listener::Stats {
+        self.listener.clone()
     }
 
     /// The families the connector layer counts into.

@@ -3,7 +3,6 @@
 pub mod api;
 pub mod auth;
 pub mod dashboard;
-pub mod listener;
 pub mod metrics;
 pub mod openapi;
 pub mod sse;

@@ -22,6 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use super::api::ApiError;
+use crate::listener::Connection;
 use crate::state::Shared;
 use crate::store::EventQuery;
 use crate::store::feed::{Feed, Item};
@@ -82,12 +83,24 @@ pub fn wants_stream(headers: &HeaderMap) -> bool {
 }
 
 /// Open a stream. `after` is `?after=`; `filter` carries `type` and `job`.
+/// The stream holds its `connection` for as long as it is open, within
+/// the streams' share of the listener's connections.
 pub async fn stream(
     shared: Arc<Shared>,
+    connection: Option<Connection>,
     headers: &HeaderMap,
     after: Option<i64>,
     filter: EventQuery,
 ) -> Result<Response, ApiError> {
+    if let Some(Err(full)) = connection.map(|c| c.begin_stream()) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "too many event streams are open ({} at most: all but an eighth of --max-connections, so probes and API calls always get in); close one or retry later",
+                full.max
+            ),
+        ));
+    }
     let resume = match headers.get("last-event-id") {
         None => after,
         Some(v) => Some(

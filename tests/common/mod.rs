@@ -183,11 +183,35 @@ impl Daemon {
     /// Listening on `listen`: a fixed port stays the same when the
     /// process starts over (exec), as a replica that lost its term does.
     pub fn start_on(listen: &str, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Self::launch(Command::new(bin()), listen, dir, extra, env)
+    }
+
+    /// Under an open-files limit of `nofile` (soft and hard), as on a host
+    /// where the service runs after `ulimit -n`.
+    pub fn start_with_nofile(
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        nofile: u64,
+    ) -> Daemon {
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(bin());
+        Self::launch(sh, "127.0.0.1:0", dir, extra, env)
+    }
+
+    fn launch(
+        mut cmd: Command,
+        listen: &str,
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         use std::io::BufRead;
         let log_dir = tempfile::tempdir().expect("log dir");
         let log = log_dir.path().join("daemon.log");
         let stderr = std::fs::File::create(&log).expect("log file");
-        let mut cmd = Command::new(bin());
         cmd.args(["run", "--listen", listen, "--dir"])
             .arg(dir)
             .args(extra)

@@ -1,4 +1,4 @@
-//! The API's listener: a connection whose peer stops reading is closed.
+//! A connection whose peer stops reading is closed.
 //!
 //! A streaming response (SSE) to a client that never reads fills the
 //! socket, then hyper stops polling the body, and nothing would ever free
@@ -14,34 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
-
-/// A TCP listener whose connections time out stalled writes.
-pub struct StallGuardListener {
-    inner: TcpListener,
-    stall: Duration,
-}
-
-impl StallGuardListener {
-    pub fn new(inner: TcpListener, stall: Duration) -> Self {
-        StallGuardListener { inner, stall }
-    }
-}
-
-impl axum::serve::Listener for StallGuardListener {
-    type Io = StallGuard<TcpStream>;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        (StallGuard::new(io, self.stall), addr)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
 
 /// An IO whose writes fail once they have been pending for `stall`.
 pub struct StallGuard<T> {

@@ -1,7 +1,8 @@
 //! The status API against hostile clients, through the real binary: a
 //! flood of 1,100 idle and half-sent sockets under a 1,024 open-files limit,
 //! heads that never end, kept-alive sockets that never ask again, event
-//! streams crowding out the rest, a repeated `access_token`.
+//! streams crowding out the rest, a `Host` that is not ours (DNS
+//! rebinding), a repeated `access_token`.
 
 mod common;
 
@@ -52,6 +53,30 @@ fn raise_own_nofile(want: u64) {
         "this test needs {want} open files; the hard limit is {}",
         l.rlim_max
     );
+}
+
+/// A raw request with exactly the headers given: (status, response).
+fn raw(daemon: &Daemon, head: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr(daemon)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(head.as_bytes()).expect("send");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, text)
+}
+
+fn with_host(daemon: &Daemon, host: &str) -> (u16, String) {
+    raw(
+        daemon,
+        &format!("GET /api/v1/status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    )
 }
 
 /// The server closed `s` within `within` (EOF or reset).
@@ -199,6 +224,45 @@ fn sockets_that_never_finish_a_head_or_ask_again_are_closed() {
         assert_eq!(sample(&metrics, &series), Some(n), "{metrics}");
     }
     assert_eq!(common::http(&daemon.url, "GET", "/healthz", &[]).0, 200);
+}
+
+#[test]
+fn only_ip_literals_localhost_and_allowed_names_are_answered() {
+    let d = noop_dir();
+    let daemon = start(&d, &["--allow-host", "dash.example"], &[]);
+    let port = addr(&daemon).port();
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        format!("dash.example:{port}"),
+        "DASH.example".to_string(),
+    ] {
+        let (code, text) = with_host(&daemon, &host);
+        assert_eq!(code, 200, "Host {host}: {text}");
+    }
+    let (code, text) = with_host(&daemon, &format!("rebind.evil.example:{port}"));
+    assert_eq!(code, 403, "{text}");
+    assert!(
+        text.contains("--allow-host rebind.evil.example"),
+        "the refusal says how to allow the name: {text}"
+    );
+    // Probes and the dashboard are covered too, and the daemon goes on.
+    let (code, _) = raw(
+        &daemon,
+        "GET / HTTP/1.1\r\nHost: rebind.evil.example\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(code, 403);
+    assert_eq!(common::http(&daemon.url, "GET", "/healthz", &[]).0, 200);
+
+    // The same list from the environment.
+    let env = start(
+        &d,
+        &["--state", &d.path().join("env.db").display().to_string()],
+        &[("MULTIJOB_ALLOW_HOSTS", "one.example,two.example")],
+    );
+    assert_eq!(with_host(&env, "two.example").0, 200);
+    assert_eq!(with_host(&env, "dash.example").0, 403);
 }
 
 #[test]

@@ -47,6 +47,17 @@ pub struct Args {
     #[arg(long, value_name = "SEC", env = "MULTIJOB_IDLE_TIMEOUT",
           default_value_t = crate::listener::DEFAULT_IDLE_TIMEOUT.as_secs_f64())]
     pub idle_timeout: f64,
+    /// Also answer API requests whose Host is NAME (repeatable; comma-separated
+    /// in the variable; * for any). IP addresses and localhost are always
+    /// answered; other names are refused, so a web page cannot read the API
+    /// through DNS rebinding.
+    #[arg(
+        long = "allow-host",
+        value_name = "NAME",
+        env = "MULTIJOB_ALLOW_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allow_hosts: Vec<String>,
     /// Runs executed at once.
     #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 5)]
     pub workers: usize,
@@ -110,7 +121,8 @@ fn positive_seconds(name: &str, s: f64) -> anyhow::Result<Duration> {
 
 /// The API listener's settings from the flags and the open-files limit.
 fn api_listener(args: &Args) -> anyhow::Result<listener::Config> {
-    let mut config = listener::Config::with_defaults();
+    let hosts = listener::HostPolicy::new(&args.allow_hosts).map_err(anyhow::Error::msg)?;
+    let mut config = listener::Config::with_defaults(hosts);
     config.timeouts = listener::Timeouts {
         header: positive_seconds("--header-timeout", args.header_timeout)?,
         idle: positive_seconds("--idle-timeout", args.idle_timeout)?,

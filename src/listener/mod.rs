@@ -14,9 +14,11 @@
 //!   one, the newcomer gets an immediate `503`;
 //! - long-lived streams (SSE) take at most all but an eighth of the
 //!   connections ([`Connection::begin_stream`]), so a probe always gets in;
-//! - a write the peer does not read for `stall` fails ([`stall`]).
+//! - a write the peer does not read for `stall` fails ([`stall`]);
+//! - a request naming a DNS name that is not ours is refused ([`host`]).
 
 pub mod conn;
+pub mod host;
 pub mod limits;
 pub mod stall;
 mod table;
@@ -37,6 +39,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+pub use host::HostPolicy;
 pub use limits::Timeouts;
 pub use table::StreamsFull;
 
@@ -60,11 +63,12 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// A write pending this long fails and closes the connection.
     pub stall: Duration,
+    pub hosts: HostPolicy,
 }
 
 impl Config {
     /// The defaults for this process's open-files limit.
-    pub fn with_defaults() -> Config {
+    pub fn with_defaults(hosts: HostPolicy) -> Config {
         Config {
             max_connections: default_max_connections(),
             timeouts: Timeouts {
@@ -72,6 +76,7 @@ impl Config {
                 idle: DEFAULT_IDLE_TIMEOUT,
             },
             stall: Duration::from_secs(30),
+            hosts,
         }
     }
 }
@@ -141,6 +146,10 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let table = Table::new(config.max_connections);
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        Arc::new(config.hosts.clone()),
+        host::guard,
+    ));
     let refusing = Arc::new(AtomicUsize::new(0));
     let mut warned: Option<Instant> = None;
     loop {

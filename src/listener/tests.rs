@@ -1,5 +1,5 @@
 //! The listener over real sockets on 127.0.0.1:0, in process: eviction,
-//! refusal, timeouts, the streams' share, oversized heads.
+//! refusal, timeouts, the streams' share, hosts, oversized heads.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -34,6 +34,7 @@ fn config(max_connections: usize, header: Duration, idle: Duration) -> Config {
         max_connections,
         timeouts: Timeouts { header, idle },
         stall: Duration::from_secs(30),
+        hosts: HostPolicy::default(),
     }
 }
 
@@ -323,6 +324,24 @@ async fn streams_hold_at_most_their_share_of_the_connections() {
     for s in &mut streams {
         assert!(!closed(s, ms(100)).await);
     }
+}
+
+#[tokio::test]
+async fn hosts_outside_the_policy_are_refused_with_the_fix() {
+    let mut c = config(8, Duration::from_secs(60), Duration::from_secs(60));
+    c.hosts = HostPolicy::new(&["dash.example".to_string()]).expect("policy");
+    let server = start(c).await;
+    let head =
+        |host: &str| format!("GET /ok HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let (code, text) = request(server.addr, &head("evil.example:8080")).await;
+    assert_eq!(code, 403, "{text}");
+    assert!(text.contains("--allow-host evil.example"), "{text}");
+    assert_eq!(
+        request(server.addr, &head("dash.example:8080")).await.0,
+        200
+    );
+    assert_eq!(request(server.addr, &head("localhost")).await.0, 200);
+    assert_eq!(request(server.addr, &head("[::1]:80")).await.0, 200);
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 pub mod actions;
 pub mod files;
 pub mod follow_ups;
+pub mod render;
 pub mod runtime;
 pub mod template;
 
@@ -401,10 +402,12 @@ impl<'a> Engine<'a> {
         frame: &Frame<'_>,
     ) -> Result<Option<(Value, Option<String>)>, RunError> {
         let ctx = base.with_item(None);
-        if let Some(when) = &step.when
-            && !eval_condition(&self.env, when, &ctx).map_err(permanent)?
-        {
-            return Ok(None);
+        let now = tokio::time::Instant::now;
+        if let Some(when) = &step.when {
+            let limit = render::deadline(now(), step.timeout_ms);
+            if !render::render(eval_condition, &self.env, when, &ctx, limit).await? {
+                return Ok(None);
+            }
         }
         let Some(foreach) = &step.foreach else {
             return self
@@ -412,7 +415,8 @@ impl<'a> Engine<'a> {
                 .await
                 .map(|v| Some((v, None)));
         };
-        let items = match render_value(&self.env, foreach, &ctx).map_err(permanent)? {
+        let limit = render::deadline(now(), step.timeout_ms);
+        let items = match render::render(render_value, &self.env, foreach, &ctx, limit).await? {
             Value::Array(items) => items,
             other => {
                 return Err(RunError::Permanent(format!(
@@ -497,7 +501,8 @@ impl<'a> Engine<'a> {
         let mut failed = 0;
         loop {
             let attempt = async {
-                let call = self.perform(step, ctx, item_index, frame);
+                let started = tokio::time::Instant::now();
+                let call = self.perform(step, ctx, item_index, frame, started);
                 match step.timeout_ms {
                     Some(ms) => tokio::time::timeout(Duration::from_millis(ms), call)
                         .await
@@ -526,14 +531,19 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// One action call; its templates count against the step's
+    /// `timeout_ms` from `started`, as the call does.
     async fn perform(
         &self,
         step: &Step,
         ctx: &minijinja::Value,
         item_index: Option<usize>,
         frame: &Frame<'_>,
+        started: tokio::time::Instant,
     ) -> StepResult {
-        let render = |v: Value| render_value(&self.env, &v, ctx).map_err(permanent);
+        let limit = render::deadline(started, step.timeout_ms);
+        let render =
+            |v: Value| async move { render::render(render_value, &self.env, &v, ctx, limit).await };
         let args = |a: &dyn erased::Args| render(a.to_json());
         let call = ActionCall {
             run: frame.run,
@@ -556,20 +566,22 @@ impl<'a> Engine<'a> {
             _ => {}
         }
         let result = match &step.action {
-            Action::Set(map) => return render(Value::Object(map.clone())),
+            Action::Set(map) => return render(Value::Object(map.clone())).await,
             Action::Files(f) => {
-                let args = render(serde_json::to_value(f).unwrap_or_default())?;
+                let args = render(serde_json::to_value(f).unwrap_or_default()).await?;
                 return self.files(&args, &counters.files).await;
             }
-            Action::Uses(skill) => return self.uses(skill, step, ctx, item_index, frame).await,
-            Action::Http(a) => actions.http(&call, args(a)?).await,
-            Action::Llm(a) => actions.llm(&call, args(a)?).await,
-            Action::Agent(a) => actions.agent(&call, args(a)?).await,
-            Action::Message(a) => actions.message(&call, args(a)?).await,
-            Action::Kv(a) => actions.kv(&call, args(a)?).await,
-            Action::Metric(a) => actions.metric(&call, args(a)?).await,
-            Action::ScheduleJob(a) => actions.schedule_job(&call, args(a)?).await,
-            Action::Approval(a) => actions.approval(&call, args(a)?).await,
+            Action::Uses(skill) => {
+                return self.uses(skill, step, ctx, item_index, frame, limit).await;
+            }
+            Action::Http(a) => actions.http(&call, args(a).await?).await,
+            Action::Llm(a) => actions.llm(&call, args(a).await?).await,
+            Action::Agent(a) => actions.agent(&call, args(a).await?).await,
+            Action::Message(a) => actions.message(&call, args(a).await?).await,
+            Action::Kv(a) => actions.kv(&call, args(a).await?).await,
+            Action::Metric(a) => actions.metric(&call, args(a).await?).await,
+            Action::ScheduleJob(a) => actions.schedule_job(&call, args(a).await?).await,
+            Action::Approval(a) => actions.approval(&call, args(a).await?).await,
         };
         result.map_err(|e| match e {
             ActionError::Retryable(m) => RunError::Retryable(m),
@@ -627,6 +639,7 @@ impl<'a> Engine<'a> {
         ctx: &minijinja::Value,
         item_index: Option<usize>,
         frame: &Frame<'_>,
+        limit: (tokio::time::Instant, render::Limit),
     ) -> StepResult {
         let skill = &self
             .skills
@@ -640,7 +653,8 @@ impl<'a> Engine<'a> {
         }
         let with = match &step.with {
             Some(with) => {
-                render_value(&self.env, &Value::Object(with.clone()), ctx).map_err(permanent)?
+                let with = Value::Object(with.clone());
+                render::render(render_value, &self.env, &with, ctx, limit).await?
             }
             None => Value::Object(Map::new()),
         };
@@ -799,10 +813,6 @@ fn item_key(step: &Step, item_index: Option<usize>) -> String {
         Some(i) => format!("{}:{i}", step.id),
         None => step.id.clone(),
     }
-}
-
-fn permanent(e: TemplateError) -> RunError {
-    RunError::Permanent(e.to_string())
 }
 
 fn type_name(v: &Value) -> &'static str {

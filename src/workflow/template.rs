@@ -4,15 +4,18 @@
 //! A string that is exactly one `{{ expr }}` keeps the expression's type, so
 //! `foreach: "{{ steps.list.output }}"` yields a list, not its text. Every
 //! other string with template syntax renders to a string.
+//!
+//! Each call renders with a [`Budget`]: what the templates of one step value
+//! make is bounded together, and the render stops when its [`Control`] is
+//! cancelled (see [`crate::spec::templates::limits`]). Where it runs, and
+//! until when, is [`super::render`]'s business.
 
 use minijinja::Environment;
 use serde_json::Value;
 
-use crate::spec::templates::is_template;
+use crate::spec::templates::{self, Budget, Failure, Stop, is_template};
 
-/// A rendered string longer than this is an error: fuel bounds the work a
-/// template does, this bounds what it may produce.
-pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+pub use crate::spec::templates::limits::MAX_OUTPUT_BYTES;
 
 /// A template that failed, with its text so the step's error shows it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,7 +26,7 @@ pub struct TemplateError {
 }
 
 impl TemplateError {
-    fn new(template: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(template: &str, message: impl Into<String>) -> Self {
         TemplateError {
             template: template.to_string(),
             message: message.into(),
@@ -39,6 +42,27 @@ impl TemplateError {
     }
 }
 
+/// Why a step value did not render.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenderError {
+    Template(TemplateError),
+    /// Stopped from outside, or (inline) it moves to a render thread.
+    Stopped(Stop),
+}
+
+impl From<TemplateError> for RenderError {
+    fn from(e: TemplateError) -> Self {
+        RenderError::Template(e)
+    }
+}
+
+fn failed(template: &str, f: Failure) -> RenderError {
+    match f {
+        Failure::Error(e) => RenderError::Template(TemplateError::from_minijinja(template, &e)),
+        Failure::Stopped(stop) => RenderError::Stopped(stop),
+    }
+}
+
 /// A serializable value as templates see it.
 pub fn to_template_value<T: serde::Serialize>(value: T) -> minijinja::Value {
     minijinja::Value::from(minijinja::value::Serde(value))
@@ -47,21 +71,22 @@ pub fn to_template_value<T: serde::Serialize>(value: T) -> minijinja::Value {
 /// Renders every string in `value`; objects and arrays recursively, other
 /// values unchanged.
 pub fn render_value(
-    env: &Environment<'_>,
+    env: &Environment<'static>,
     value: &Value,
     ctx: &minijinja::Value,
-) -> Result<Value, TemplateError> {
+    budget: &mut Budget,
+) -> Result<Value, RenderError> {
     match value {
-        Value::String(s) => render_string(env, s, ctx),
+        Value::String(s) => render_string(env, s, ctx, budget),
         Value::Array(items) => items
             .iter()
-            .map(|v| render_value(env, v, ctx))
+            .map(|v| render_value(env, v, ctx, budget))
             .collect::<Result<Vec<_>, _>>()
             .map(Value::Array),
         Value::Object(map) => {
             let mut out = serde_json::Map::with_capacity(map.len());
             for (k, v) in map {
-                out.insert(k.clone(), render_value(env, v, ctx)?);
+                out.insert(k.clone(), render_value(env, v, ctx, budget)?);
             }
             Ok(Value::Object(out))
         }
@@ -70,25 +95,21 @@ pub fn render_value(
 }
 
 fn render_string(
-    env: &Environment<'_>,
+    env: &Environment<'static>,
     s: &str,
     ctx: &minijinja::Value,
-) -> Result<Value, TemplateError> {
+    budget: &mut Budget,
+) -> Result<Value, RenderError> {
     if !is_template(s) {
         return Ok(Value::String(s.to_string()));
     }
     if let Some(expr) = single_expression(s) {
-        let value = eval_expression(env, s, expr, ctx)?;
-        let json = serde_json::to_value(&value)
-            .map_err(|e| TemplateError::new(s, format!("the value cannot be used as data: {e}")))?;
-        check_size(s, &json)?;
-        return Ok(json);
+        let value = eval_expression(env, s, expr, ctx, budget)?;
+        return Ok(to_json(s, &value)?);
     }
-    let text = env
-        .render_str(s, ctx.clone())
-        .map_err(|e| TemplateError::from_minijinja(s, &e))?;
+    let text = templates::render(env, s, ctx.clone(), budget).map_err(|f| failed(s, f))?;
     if text.len() > MAX_OUTPUT_BYTES {
-        return Err(too_large(s, text.len()));
+        return Err(too_large(s, Some(text.len())).into());
     }
     Ok(Value::String(text))
 }
@@ -96,10 +117,11 @@ fn render_string(
 /// Evaluates a `when`: a bool, a bare expression, or one `{{ expr }}`;
 /// anything else is true or false by minijinja's rules.
 pub fn eval_condition(
-    env: &Environment<'_>,
+    env: &Environment<'static>,
     when: &Value,
     ctx: &minijinja::Value,
-) -> Result<bool, TemplateError> {
+    budget: &mut Budget,
+) -> Result<bool, RenderError> {
     match when {
         Value::Bool(b) => Ok(*b),
         Value::String(s) => {
@@ -109,11 +131,12 @@ pub fn eval_condition(
                     return Err(TemplateError::new(
                         s,
                         "a condition is a bare expression or one {{ expr }}",
-                    ));
+                    )
+                    .into());
                 }
                 None => s.as_str(),
             };
-            Ok(eval_expression(env, s, expr, ctx)?.is_true())
+            Ok(eval_expression(env, s, expr, ctx, budget)?.is_true())
         }
         other => Ok(to_template_value(other).is_true()),
     }
@@ -134,45 +157,61 @@ fn single_expression(s: &str) -> Option<&str> {
 }
 
 fn eval_expression(
-    env: &Environment<'_>,
+    env: &Environment<'static>,
     template: &str,
     expr: &str,
     ctx: &minijinja::Value,
-) -> Result<minijinja::Value, TemplateError> {
-    let compiled = env
-        .compile_expression(expr)
-        .map_err(|e| TemplateError::from_minijinja(template, &e))?;
-    let value = compiled
-        .eval(ctx.clone())
-        .map_err(|e| TemplateError::from_minijinja(template, &e))?;
+    budget: &mut Budget,
+) -> Result<minijinja::Value, RenderError> {
+    let value = templates::eval(env, expr, ctx.clone(), budget).map_err(|f| failed(template, f))?;
     // Strict mode fails on most uses of an undefined value, but a bare
     // lookup evaluates to it: report it the same way.
     if value.is_undefined() {
-        return Err(TemplateError::new(template, "undefined value"));
+        return Err(TemplateError::new(template, "undefined value").into());
     }
     Ok(value)
 }
 
-fn check_size(template: &str, value: &Value) -> Result<(), TemplateError> {
-    match value {
-        Value::String(s) if s.len() > MAX_OUTPUT_BYTES => Err(too_large(template, s.len())),
-        Value::Array(_) | Value::Object(_) => {
-            let len = serde_json::to_vec(value).map(|v| v.len()).unwrap_or(0);
-            if len > MAX_OUTPUT_BYTES {
-                Err(too_large(template, len))
-            } else {
-                Ok(())
-            }
+/// The JSON form of an expression's value, measured before it is made: a
+/// value can be far larger as JSON than in memory (one long string
+/// repeated in a list).
+fn to_json(template: &str, value: &minijinja::Value) -> Result<Value, TemplateError> {
+    let data_error = |e: serde_json::Error| {
+        TemplateError::new(template, format!("the value cannot be used as data: {e}"))
+    };
+    let mut sink = Measure(0);
+    if let Err(e) = serde_json::to_writer(&mut sink, value) {
+        if sink.0 > MAX_OUTPUT_BYTES {
+            return Err(too_large(template, None));
         }
-        _ => Ok(()),
+        return Err(data_error(e));
+    }
+    serde_json::to_value(value).map_err(data_error)
+}
+
+/// Counts what is written; fails past [`MAX_OUTPUT_BYTES`].
+struct Measure(usize);
+
+impl std::io::Write for Measure {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        if self.0 > MAX_OUTPUT_BYTES {
+            return Err(std::io::Error::other("over the limit"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
-fn too_large(template: &str, len: usize) -> TemplateError {
-    TemplateError::new(
-        template,
-        format!("renders {len} bytes, over the {MAX_OUTPUT_BYTES}-byte limit"),
-    )
+fn too_large(template: &str, len: Option<usize>) -> TemplateError {
+    let message = match len {
+        Some(len) => format!("renders {len} bytes, over the {MAX_OUTPUT_BYTES}-byte limit"),
+        None => format!("renders more than the {MAX_OUTPUT_BYTES}-byte limit"),
+    };
+    TemplateError::new(template, message)
 }
 
 #[cfg(test)]
@@ -189,7 +228,11 @@ mod tests {
     }
 
     fn render(v: Value) -> Result<Value, TemplateError> {
-        render_value(&environment(), &v, &ctx())
+        let mut budget = Budget::new(&Default::default(), false);
+        render_value(&environment(), &v, &ctx(), &mut budget).map_err(|e| match e {
+            RenderError::Template(e) => e,
+            RenderError::Stopped(stop) => panic!("stopped: {stop:?}"),
+        })
     }
 
     #[test]
@@ -251,7 +294,10 @@ mod tests {
     #[test]
     fn conditions() {
         let env = environment();
-        let c = |v: Value| eval_condition(&env, &v, &ctx());
+        let c = |v: Value| {
+            let mut budget = Budget::new(&Default::default(), false);
+            eval_condition(&env, &v, &ctx(), &mut budget)
+        };
         assert!(c(json!(true)).unwrap());
         assert!(!c(json!(false)).unwrap());
         assert!(c(json!("inputs.n > 2")).unwrap());

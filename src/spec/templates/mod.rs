@@ -3,8 +3,28 @@
 //!
 //! Templates cannot reach env, files or secrets: the environment has no
 //! loader and only the names in [`ROOTS`] exist.
+//!
+//! Nor can they exhaust memory or time: fuel bounds the instructions a
+//! render runs, and every filter, function, test and operator that makes or
+//! walks a value is a checked call ([`limits`]) that bounds what it makes
+//! and stops a render that was cancelled. Render through [`compile`]: it
+//! is where the operators become checked calls.
+
+mod compile;
+mod constants;
+mod estimate;
+mod filters;
+#[cfg(test)]
+mod hostile;
+pub mod limits;
+mod ops;
+
+use std::sync::OnceLock;
 
 use minijinja::{Environment, UndefinedBehavior};
+
+pub use compile::{Failure, eval, render};
+pub use limits::{Budget, Control, Stop};
 
 /// Names a template may read.
 pub const ROOTS: [&str; 7] = ["inputs", "steps", "item", "loop", "run", "job", "now"];
@@ -15,13 +35,20 @@ const BUILTIN_FUNCTIONS: [&str; 4] = ["range", "dict", "namespace", "debug"];
 /// Fuel bounds the work one render may do (loops over huge ranges).
 pub const FUEL: u64 = 1_000_000;
 
-/// The environment every template is compiled and rendered with.
+/// The environment every template is compiled and rendered with (built
+/// once; a clone shares it).
 pub fn environment() -> Environment<'static> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_fuel(Some(FUEL));
-    env.set_recursion_limit(64);
-    env
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(FUEL));
+        env.set_recursion_limit(64);
+        filters::register(&mut env);
+        ops::register(&mut env);
+        env
+    })
+    .clone()
 }
 
 /// True when a string contains template syntax.
@@ -57,6 +84,9 @@ pub fn check(
     earlier_steps: &[&str],
     in_foreach: bool,
 ) -> Result<(), TemplateIssue> {
+    let expression = usage == TemplateUse::Condition && !is_template(source);
+    // Before minijinja compiles it: compiling folds constant expressions.
+    compile::check_constants(env, source, expression).map_err(issue)?;
     let names = match usage {
         TemplateUse::Condition if !is_template(source) => env
             .compile_expression(source)
@@ -109,7 +139,6 @@ pub fn check(
             });
         }
     }
-    let expression = usage == TemplateUse::Condition && !is_template(source);
     for (kind, name) in filters_and_tests(source, expression) {
         let (probe, unknown) = match kind {
             Applied::Filter => (

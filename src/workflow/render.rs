@@ -159,3 +159,113 @@ impl Drop for CancelOnDrop {
         self.0.cancel();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::spec::templates::environment;
+    use crate::workflow::template::{render_value, to_template_value};
+
+    fn ctx() -> minijinja::Value {
+        to_template_value(json!({"inputs": {"n": 10_000_000, "name": "ada"}}))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_heavy_render_stops_at_its_deadline_and_gives_back_its_thread() {
+        // Minutes of work (a 10 MB string scanned 100,000 times).
+        let heavy = json!({"out": "{% set s = 'x' * inputs.n %}{% for i in range(100000) %}{% if 'y' in s %}{% endif %}{% endfor %}"});
+        let started = Instant::now();
+        let e = render(
+            render_value,
+            &environment(),
+            &heavy,
+            &ctx(),
+            deadline(started, Some(300)),
+        )
+        .await
+        .unwrap_err();
+        let took = started.elapsed();
+        let RunError::Permanent(message) = e else {
+            panic!("{e:?}")
+        };
+        assert!(
+            message.starts_with("template `{% set s = 'x' * inputs.n %}")
+                && message.contains("did not finish within 300 ms (the step's timeout_ms)"),
+            "{message}"
+        );
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        // Cancelled, the render stops at its next checked call and its
+        // thread slot is free again.
+        let freed = Instant::now();
+        while SLOTS.available_permits() < RENDER_THREADS {
+            assert!(
+                freed.elapsed() < Duration::from_secs(5),
+                "the render runs on"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn small_renders_stay_inline_and_bigger_ones_give_the_same_result_on_a_thread() {
+        let env = environment();
+        let limit = deadline(Instant::now(), None);
+        let small = json!({"greeting": "hi {{ inputs.name }}", "n": "{{ inputs.n + 1 }}"});
+        let out = render(render_value, &env, &small, &ctx(), limit)
+            .await
+            .unwrap();
+        assert_eq!(out, json!({"greeting": "hi ada", "n": 10_000_001}));
+        // Too much for inline (fuel and work): it starts over on a thread.
+        let bigger = json!("{% for i in range(30000) %}{% endfor %}{{ ('ab' * 200000)|length }}");
+        let mut inline = Budget::new(&Control::default(), true);
+        assert_eq!(
+            render_value(&env, &bigger, &ctx(), &mut inline),
+            Err(RenderError::Stopped(Stop::Escalate))
+        );
+        let out = render(render_value, &env, &bigger, &ctx(), limit)
+            .await
+            .unwrap();
+        assert_eq!(out, json!("400000"));
+    }
+
+    /// Not a check: how much a small render costs inline, against
+    /// minijinja's own `render_str` (run with `-- --ignored --nocapture`).
+    #[tokio::test]
+    #[ignore = "timing"]
+    async fn timing_of_small_renders() {
+        let env = environment();
+        let plain = minijinja::Environment::new();
+        let template =
+            "Order {{ inputs.name }} #{{ inputs.n + 1 }}{% if inputs.n > 3 %} big{% endif %}";
+        let value = json!({"text": template});
+        let limit = deadline(Instant::now(), None);
+        let n = 20_000;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(plain.render_str(template, ctx()).unwrap());
+        }
+        let base = t.elapsed() / n;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(
+                render(render_value, &env, &value, &ctx(), limit)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let ours = t.elapsed() / n;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            let mut budget = Budget::new(&Control::default(), true);
+            let out = crate::spec::templates::render(&env, template, ctx(), &mut budget);
+            std::hint::black_box(out.unwrap());
+        }
+        let core = t.elapsed() / n;
+        eprintln!(
+            "per render: minijinja render_str {base:?}; checked render {core:?}; \
+             as a step value, inline {ours:?}"
+        );
+    }
+}

@@ -212,6 +212,33 @@ fn a_cancelled_render_stops_and_an_inline_one_moves_when_it_is_not_small() {
 }
 
 #[test]
+fn a_render_walking_a_long_string_stops_soon_after_it_is_cancelled() {
+    // Each `s[i]` walks 8 million characters: minutes for the loop.
+    let src = "{% set s = 'x' * inputs.million * 8 %}\
+               {% for i in range(2000) %}{% set c = s[7999999] %}{% endfor %}done";
+    let control = Control::default();
+    let canceller = {
+        let control = control.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            control.cancel();
+        })
+    };
+    let started = std::time::Instant::now();
+    let result = run(src, &control, false);
+    let took = started.elapsed();
+    canceller.join().unwrap();
+    assert!(
+        matches!(result, Err(Failure::Stopped(Stop::Cancelled))),
+        "{result:?}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "ran on for {took:?}"
+    );
+}
+
+#[test]
 fn validation_refuses_constants_rendering_would_refuse() {
     let env = environment();
     let check = |s: &str| super::check(&env, s, super::TemplateUse::Value, &[], false);

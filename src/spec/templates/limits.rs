@@ -259,6 +259,23 @@ impl Object for Listed {
     }
 }
 
+/// The work of `value[i]`: a walk along a string or a lazy list, one
+/// lookup in a list, a map or a [`listed`] one.
+pub fn lookup_work(value: &Value) -> usize {
+    if let Some(s) = value.as_str() {
+        return s.len();
+    }
+    match value.as_object() {
+        Some(o)
+            if o.repr() == ObjectRepr::Iterable
+                && value.downcast_object_ref::<Listed>().is_none() =>
+        {
+            weight(value)
+        }
+        _ => 1,
+    }
+}
+
 /// The error every limit gives.
 pub fn too_large(what: String) -> Error {
     Error::new(

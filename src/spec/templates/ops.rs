@@ -1,6 +1,6 @@
 //! The operators that make or walk values, as checked calls.
 //!
-//! minijinja runs `~`, `+`, `*`, slices, `in` and comparisons as VM
+//! minijinja runs `~`, `+`, `*`, slices, `x[i]`, `in` and comparisons as VM
 //! instructions no filter sees, so `{% set s = s ~ s %}` could double a
 //! string forever. A compiled template's instructions are rewritten
 //! ([`patch`]) into calls of the functions below, registered under names
@@ -21,6 +21,7 @@ const ADD: &str = "~add";
 const MUL: &str = "~mul";
 const CONCAT: &str = "~concat";
 const SLICE: &str = "~slice";
+const GET_ITEM: &str = "~getitem";
 const IN: &str = "~in";
 const EQ: &str = "~eq";
 const NE: &str = "~ne";
@@ -35,6 +36,7 @@ pub(super) fn register(env: &mut Environment<'static>) {
     env.add_function(MUL, mul);
     env.add_function(CONCAT, concat);
     env.add_function(SLICE, slice);
+    env.add_function(GET_ITEM, get_item);
     env.add_function(IN, contains);
     env.add_function(EQ, |a: Value, b: Value| compare(Op::Eq, a, b));
     env.add_function(NE, |a: Value, b: Value| compare(Op::Ne, a, b));
@@ -63,6 +65,7 @@ pub(super) fn patch(instructions: &mut Instructions<'_>) {
             Instruction::Gt => call(GT),
             Instruction::Gte => call(GTE),
             Instruction::Slice => Instruction::CallFunction(SLICE, Some(4)),
+            Instruction::GetItem => call(GET_ITEM),
             _ => {
                 idx += 1;
                 continue;
@@ -235,6 +238,15 @@ fn slice(value: Value, start: Value, stop: Value, step: Value) -> Result<Value, 
     let out = plain(Op::Slice, &[value, start, stop, step])?;
     limits::made(&out)?;
     Ok(out)
+}
+
+/// `x[i]`: one lookup in a list or map, but a walk along a string (by
+/// character) or a lazily joined list, which is work like any other.
+fn get_item(container: Value, key: Value) -> Result<Value, Error> {
+    limits::enter(limits::lookup_work(&container))?;
+    // Strict undefined: `x[i]` of an undefined `x` fails, a missing item
+    // is undefined (its use then fails).
+    container.get_item(&key)
 }
 
 fn contains(item: Value, container: Value) -> Result<Value, Error> {

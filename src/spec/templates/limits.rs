@@ -143,17 +143,25 @@ pub fn enter(work: usize) -> Result<(), Error> {
 }
 
 /// Charges `bytes` the render made (or is about to make) to its budget.
+/// Making them was work too: an inline render that made much moves.
 pub fn charge(bytes: usize) -> Result<(), Error> {
     with_current(|b| {
         b.used = b.used.saturating_add(bytes);
         if b.used > RENDER_BUDGET_BYTES {
-            Err(too_large(format!(
+            return Err(too_large(format!(
                 "the values this render made add up to over {}",
                 mb(RENDER_BUDGET_BYTES)
-            )))
-        } else {
-            Ok(())
+            )));
         }
+        b.work = b.work.saturating_add(bytes);
+        if b.inline && b.work > INLINE_WORK {
+            b.stop = Some(Stop::Escalate);
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                "the render moves to a render thread",
+            ));
+        }
+        Ok(())
     })
     .unwrap_or(Ok(()))
 }

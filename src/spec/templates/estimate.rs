@@ -223,7 +223,7 @@ pub(super) fn pprint(a: &Args) -> Result<(), Error> {
 /// largest width or precision the format (or a `*` argument) names.
 pub(super) fn format(a: &Args) -> Result<(), Error> {
     let fmt = text(&arg(a, 0, ""), "format")?;
-    let args = &a.0[1..];
+    let args = a.0.get(1..).unwrap_or_default();
     let mut longest = 0usize;
     let mut widest = 0usize;
     for v in args {

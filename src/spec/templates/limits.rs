@@ -86,6 +86,11 @@ impl Budget {
     pub fn is_inline(&self) -> bool {
         self.inline
     }
+
+    /// The bytes the render's checked calls made (or were charged for).
+    pub fn made(&self) -> usize {
+        self.used
+    }
 }
 
 thread_local! {

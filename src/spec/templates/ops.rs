@@ -221,9 +221,9 @@ fn concat(a: Value, b: Value) -> Result<Value, Error> {
     }
     limits::enter(limits::weight(&a).saturating_add(limits::weight(&b)))?;
     let over = || {
+        let mb = limits::MAX_STRING_BYTES / (1024 * 1024);
         limits::too_large(format!(
-            "`~` would make a string over {} bytes",
-            limits::MAX_STRING_BYTES
+            "`~` would make a string of over {mb} MB; the limit is {mb} MB per string"
         ))
     };
     let left = limits::display_bounded(&a, limits::MAX_STRING_BYTES).ok_or_else(over)?;

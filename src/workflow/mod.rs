@@ -403,6 +403,8 @@ impl<'a> Engine<'a> {
     ) -> Result<Option<(Value, Option<String>)>, RunError> {
         let ctx = base.with_item(None);
         let now = tokio::time::Instant::now;
+        // `when` and `foreach` render before any attempt: each gets the
+        // step's timeout_ms (or the default) of its own.
         if let Some(when) = &step.when {
             let limit = render::deadline(now(), step.timeout_ms);
             if !render::render(eval_condition, &self.env, when, &ctx, limit).await? {

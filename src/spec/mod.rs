@@ -5,7 +5,8 @@
 //! [`schema`] checks each against its kind's JSON Schema; [`aliases`] rewrites
 //! seed spellings; the document becomes a typed [`model`] resource; then
 //! [`validate`] checks what a schema cannot (cron, templates, references,
-//! cycles, secrets). All findings are collected, never only the first.
+//! `uses` loops and depth ([`uses`]), secrets). All findings are collected,
+//! never only the first.
 
 pub mod aliases;
 pub mod diagnostic;
@@ -13,6 +14,7 @@ pub mod model;
 pub mod schema;
 pub mod snapshot;
 pub mod templates;
+pub mod uses;
 pub mod validate;
 pub mod yaml;
 

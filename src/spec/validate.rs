@@ -175,7 +175,7 @@ pub fn check_snapshot(snapshot: &mut Snapshot, sources: &SourceMap, out: &mut Ve
         };
         check_skill(&skill.spec, snapshot, &env, &mut c);
     }
-    check_uses_cycles(snapshot, sources, out);
+    check_uses_graph(snapshot, sources, out);
 
     for (id, connector) in &snapshot.connectors {
         let Some((file, positions)) = sources.get(Kind::Connector, id) else {
@@ -716,68 +716,27 @@ fn check_with(step: &Step, base: &str, skill: &Skill, c: &mut Checker) {
     }
 }
 
-/// `uses` edges between skills must not loop.
-fn check_uses_cycles(snapshot: &Snapshot, sources: &SourceMap, out: &mut Vec<Diagnostic>) {
-    let edges = |id: &str| -> Vec<(usize, String)> {
-        snapshot
-            .skills
-            .get(id)
-            .map(|s| {
-                s.spec
-                    .steps
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, st)| match &st.action {
-                        Action::Uses(target) => Some((i, target.clone())),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let mut reported: HashSet<String> = HashSet::new();
-    for start in snapshot.skills.keys() {
-        // Depth-first from `start`, looking for a path back to it.
-        let mut stack: Vec<(String, Vec<String>)> = vec![(start.clone(), vec![start.clone()])];
-        let mut visited: HashSet<String> = HashSet::new();
-        while let Some((node, path)) = stack.pop() {
-            for (_, next) in edges(&node) {
-                if next == *start {
-                    let mut cycle = path.clone();
-                    cycle.push(next.clone());
-                    let mut members: Vec<String> = path.clone();
-                    members.sort();
-                    if reported.insert(members.join(",")) {
-                        let step_index = edges(start)
-                            .iter()
-                            .find(|(_, t)| Some(t) == path.get(1).or(Some(start)))
-                            .map(|(i, _)| *i)
-                            .unwrap_or(0);
-                        if let Some((file, positions)) = sources.get(Kind::Skill, start) {
-                            let pointer = format!("/steps/{step_index}/uses");
-                            out.push(
-                                DocContext {
-                                    file,
-                                    kind: Some(Kind::Skill),
-                                    id: Some(start),
-                                }
-                                .at(
-                                    positions.value_pos(&pointer),
-                                    &pointer,
-                                    Severity::Error,
-                                    "uses-cycle",
-                                    format!("`uses` forms a cycle: {}", cycle.join(" → ")),
-                                ),
-                            );
-                        }
-                    }
-                } else if visited.insert(next.clone()) {
-                    let mut p = path.clone();
-                    p.push(next.clone());
-                    stack.push((next, p));
-                }
+/// `uses` between skills must not loop nor nest deeper than a run allows.
+fn check_uses_graph(snapshot: &Snapshot, sources: &SourceMap, out: &mut Vec<Diagnostic>) {
+    for finding in super::uses::check(&snapshot.skills) {
+        let Some((file, positions)) = sources.get(Kind::Skill, &finding.skill) else {
+            continue;
+        };
+        let pointer = format!("/steps/{}/uses", finding.step);
+        out.push(
+            DocContext {
+                file,
+                kind: Some(Kind::Skill),
+                id: Some(&finding.skill),
             }
-        }
+            .at(
+                positions.value_pos(&pointer),
+                &pointer,
+                Severity::Error,
+                finding.code,
+                finding.message,
+            ),
+        );
     }
 }
 

@@ -37,8 +37,9 @@ use crate::store::format_ts;
 use crate::store::runs::StepRecord;
 use crate::worker::retry::backoff;
 
-/// `uses` may nest this deep (a skill using a skill ...).
-pub const MAX_USES_DEPTH: usize = 10;
+/// `uses` may nest this deep (a skill using a skill ...); validate rejects
+/// a deeper chain with the same limit.
+pub use crate::spec::uses::MAX_USES_DEPTH;
 
 /// What templates see as `run` and `job`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -1219,6 +1220,45 @@ mod tests {
             "{message}"
         );
         assert!(!dir.path().parent().unwrap().join("evil").exists());
+    }
+
+    /// `c00` uses `c01` ... uses the last, whose one step is `last`.
+    fn uses_chain(
+        n: usize,
+        uses_per_skill: usize,
+        last: Value,
+    ) -> BTreeMap<String, Resource<Skill>> {
+        skills(Value::Array(
+            (0..n)
+                .map(|i| {
+                    let steps: Vec<Value> = if i + 1 < n {
+                        (0..uses_per_skill)
+                            .map(|k| json!({"id": format!("u{k}"), "uses": format!("c{:02}", i + 1)}))
+                            .collect()
+                    } else {
+                        vec![last.clone()]
+                    };
+                    json!({"id": format!("c{i:02}"), "steps": steps})
+                })
+                .collect(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn validate_rejects_exactly_the_uses_chains_a_run_cannot_nest() {
+        let dir = std::env::temp_dir();
+        let call = json!([{"id": "call", "uses": "c00"}]);
+        let end = json!({"id": "end", "set": {"end": true}});
+        let ok = uses_chain(MAX_USES_DEPTH, 1, end.clone());
+        assert!(crate::spec::uses::check(&ok).is_empty());
+        let (result, _) = run_with(&ok, &dir, call.clone(), json!({}), &Stub::default()).await;
+        assert_eq!(result.unwrap(), json!({"end": true}));
+
+        let deep = uses_chain(MAX_USES_DEPTH + 1, 1, end);
+        assert_eq!(crate::spec::uses::check(&deep)[0].code, "uses-depth");
+        let (result, _) = run_with(&deep, &dir, call, json!({}), &Stub::default()).await;
+        let message = result.unwrap_err().to_string();
+        assert!(message.contains("nests deeper than 10"), "{message}");
     }
 
     #[tokio::test]

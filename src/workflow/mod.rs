@@ -11,7 +11,7 @@ pub mod render;
 pub mod runtime;
 pub mod template;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::{Future, poll_fn};
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -223,14 +223,31 @@ impl<'a> Engine<'a> {
     /// Whether an `approval` step is among `steps` or the skills they
     /// use: only then can the run pause, and what completes inside a step
     /// is worth keeping for the resume.
-    fn reaches_approval(&self, steps: &[Step], depth: usize) -> bool {
+    fn reaches_approval(&self, steps: &[Step]) -> bool {
+        self.approval_within(steps, 0, &mut HashMap::new())
+    }
+
+    /// Each skill is looked into again only when reached less deep than
+    /// before, so a skill used by many steps of many skills costs once
+    /// per depth, not once per path to it (which is exponential).
+    fn approval_within<'s>(
+        &'s self,
+        steps: &'s [Step],
+        depth: usize,
+        seen: &mut HashMap<&'s str, usize>,
+    ) -> bool {
         depth <= MAX_USES_DEPTH
             && steps.iter().any(|s| match &s.action {
                 Action::Approval(_) => true,
-                Action::Uses(id) => self
-                    .skills
-                    .get(id)
-                    .is_some_and(|k| self.reaches_approval(&k.spec.steps, depth + 1)),
+                Action::Uses(id) => {
+                    if seen.get(id.as_str()).is_some_and(|&d| d <= depth + 1) {
+                        return false;
+                    }
+                    seen.insert(id.as_str(), depth + 1);
+                    self.skills
+                        .get(id)
+                        .is_some_and(|k| self.approval_within(&k.spec.steps, depth + 1, seen))
+                }
                 _ => false,
             })
     }
@@ -263,7 +280,7 @@ impl<'a> Engine<'a> {
         let counters = Counters::default();
         let progress = Progress {
             resume,
-            collect: self.reaches_approval(steps, 0),
+            collect: self.reaches_approval(steps),
             done: Default::default(),
         };
         let frame = Frame {
@@ -1259,6 +1276,36 @@ mod tests {
         let (result, _) = run_with(&deep, &dir, call, json!({}), &Stub::default()).await;
         let message = result.unwrap_err().to_string();
         assert!(message.contains("nests deeper than 10"), "{message}");
+    }
+
+    #[test]
+    fn a_skill_used_by_many_steps_is_looked_into_once_before_a_run() {
+        // 10 levels of 12 `uses` steps each: 12^9 paths to the last skill.
+        // Looking for an approval step walked each path before the run
+        // started, on the runtime's thread. The last skill fails, so the
+        // run itself ends at the first path.
+        let fail = json!({"id": "fail", "kv": {"get": "nope"}});
+        let skills = uses_chain(MAX_USES_DEPTH, 12, fail);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let call = json!([{"id": "call", "uses": "c00"}]);
+            let (result, _) = runtime.block_on(run_with(
+                &skills,
+                &std::env::temp_dir(),
+                call,
+                json!({}),
+                &Stub::default(),
+            ));
+            let _ = tx.send(result.map_err(|e| e.to_string()));
+        });
+        let result = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the run did not end within 60 s");
+        assert!(result.unwrap_err().contains("unknown key"));
     }
 
     #[tokio::test]

@@ -1,9 +1,10 @@
 //! `multijob validate`: load and check everything.
 
+use std::collections::HashMap;
 use std::io::Write;
 
 use crate::reconcile::source::read_config_dir;
-use crate::spec::{self, diagnostic::Diagnostic, model::Kind};
+use crate::spec::{self, SourceFile, diagnostic::Diagnostic, model::Kind};
 
 use super::{DirArg, Outcome, OutputFormat};
 
@@ -29,19 +30,12 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
             writeln!(stdout)?;
         }
         OutputFormat::Text => {
-            let texts: std::collections::HashMap<&str, &str> = contents
-                .files
-                .iter()
-                .map(|f| (f.path.as_str(), f.text.as_str()))
-                .collect();
+            let mut excerpts = Excerpts::new(&contents.files);
             for d in &loaded.diagnostics {
                 writeln!(stdout, "{d}")?;
                 // A literal secret's line is the secret: never echo it.
-                if d.code == "literal-secret" {
-                    continue;
-                }
-                if let Some(text) = texts.get(d.file.as_str()) {
-                    write_excerpt(&mut stdout, text, d)?;
+                if d.code != "literal-secret" {
+                    excerpts.write(&mut stdout, d)?;
                 }
             }
             let snapshot = &loaded.snapshot;
@@ -74,29 +68,85 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     })
 }
 
-/// The offending source line with a caret under the column.
-fn write_excerpt(w: &mut impl Write, text: &str, d: &Diagnostic) -> std::io::Result<()> {
-    let Some(line) = text.lines().nth(d.line.saturating_sub(1) as usize) else {
-        return Ok(());
-    };
+/// Source lines for excerpts. Thousands of findings in one file, or on
+/// one long line (minified JSON), must not each scan it from the start:
+/// each file is split into lines once, and the char boundaries of the
+/// line last shown are kept (findings come sorted by file and line).
+struct Excerpts<'a> {
+    /// Path → (path, text, lines once split).
+    files: HashMap<&'a str, (&'a str, &'a str, Option<Vec<&'a str>>)>,
+    /// File, line number and the byte offset of each char of that line
+    /// (and of its end).
+    last: Option<(&'a str, u32, Vec<usize>)>,
+}
+
+impl<'a> Excerpts<'a> {
+    fn new(files: &'a [SourceFile]) -> Self {
+        Excerpts {
+            files: files
+                .iter()
+                .map(|f| (f.path.as_str(), (f.path.as_str(), f.text.as_str(), None)))
+                .collect(),
+            last: None,
+        }
+    }
+
+    /// The offending source line with a caret under the column.
+    fn write(&mut self, w: &mut impl Write, d: &Diagnostic) -> std::io::Result<()> {
+        let Some((file, text, lines)) = self.files.get_mut(d.file.as_str()) else {
+            return Ok(());
+        };
+        let lines = lines.get_or_insert_with(|| text.lines().collect());
+        let Some(&line) = lines.get(d.line.saturating_sub(1) as usize) else {
+            return Ok(());
+        };
+        let file: &'a str = file;
+        let same = matches!(&self.last, Some((f, l, _)) if *f == file && *l == d.line);
+        if !same {
+            let bounds = line
+                .char_indices()
+                .map(|(i, _)| i)
+                .chain([line.len()])
+                .collect();
+            self.last = Some((file, d.line, bounds));
+        }
+        let bounds = self.last.as_ref().map_or(&[][..], |(_, _, b)| b.as_slice());
+        write_excerpt(w, line, bounds, d)
+    }
+}
+
+/// `line` with a caret under the finding's column; `bounds` holds the
+/// byte offset of each of its chars and of its end.
+fn write_excerpt(
+    w: &mut impl Write,
+    line: &str,
+    bounds: &[usize],
+    d: &Diagnostic,
+) -> std::io::Result<()> {
     let number = d.line.to_string();
     let pad = " ".repeat(number.len());
     // A long line (minified JSON) is clipped around the column: the
     // excerpt shows where, not the whole file again.
-    let chars: Vec<char> = line.chars().collect();
-    let column = (d.column.saturating_sub(1) as usize).min(chars.len());
+    let chars = bounds.len().saturating_sub(1);
+    let column = (d.column.saturating_sub(1) as usize).min(chars);
     let start = column.saturating_sub(EXCERPT_WIDTH / 2);
-    let end = (start + EXCERPT_WIDTH).min(chars.len());
-    let mut shown: String = chars[start..end].iter().collect();
-    let mut caret_at: String = chars[start..column]
-        .iter()
-        .map(|&c| if c == '\t' { '\t' } else { ' ' })
+    let end = (start + EXCERPT_WIDTH).min(chars);
+    let byte = |i: usize| bounds.get(i).copied().unwrap_or(line.len());
+    let mut shown = line
+        .get(byte(start)..byte(end))
+        .unwrap_or_default()
+        .to_string();
+    let mut caret_at: String = line
+        .get(byte(start)..byte(column))
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c == '\t' { '\t' } else { ' ' })
         .collect();
     if start > 0 {
         shown.insert(0, '…');
         caret_at.insert(0, ' ');
     }
-    if end < chars.len() {
+    if end < chars {
         shown.push('…');
     }
     writeln!(w, "  {number} | {shown}")?;

@@ -451,3 +451,52 @@ fn plan_reports_runs_in_flight_and_slots_to_catch_up() {
         .assert_line("Missed slots that would be caught up:", "")
         .assert_line("    tick: 2 to run", "misfire run_all");
 }
+
+/// `n` skills in one file; `uses(i)` names the skill step `i` uses.
+fn skills_text(n: usize, uses: impl Fn(usize) -> Option<usize>) -> String {
+    (0..n)
+        .map(|i| match uses(i) {
+            Some(t) => format!("---\nid: s{i:04}\nsteps:\n  - id: a\n    uses: s{t:04}\n"),
+            None => format!("---\nid: s{i:04}\nsteps:\n  - id: a\n    set: {{x: 1}}\n"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_reload_of_thousands_of_skills_is_quick_and_a_loop_among_them_is_one_error() {
+    // A 2,000-skill `uses` loop took minutes to reject, one reload at a
+    // time, while no other change could be applied.
+    let d = ConfigDir::new();
+    d.write("jobs.d/heartbeat.yaml", HEARTBEAT);
+    let daemon = Daemon::start(d.path(), &[]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let good = revision_of(&daemon);
+
+    d.write(
+        "skills.d/all.yaml",
+        &skills_text(2000, |i| Some((i + 1) % 2000)),
+    );
+    let status = daemon.wait_until("/api/v1/status", "the rejection", |v| {
+        v["last_reconcile"]["result"] == "rejected"
+    });
+    let errors = status["last_reconcile"]["errors"].as_array().cloned();
+    let errors = errors.unwrap_or_default();
+    assert_eq!(errors.len(), 1, "{status:#}");
+    assert_eq!(errors[0]["code"], "uses-cycle", "{status:#}");
+    assert_eq!(errors[0]["line"], 5, "{status:#}");
+    assert_eq!(revision_of(&daemon), good);
+
+    // 2,000 skills in chains of 10 (as deep as a run may nest) apply.
+    d.write(
+        "skills.d/all.yaml",
+        &skills_text(2000, |i| (i % 10 != 9).then_some(i + 1)),
+    );
+    let status = daemon.wait_until("/api/v1/status", "the skills applied", |v| {
+        v["counts"]["skills"] == 2000 && v["last_reconcile"]["result"] == "applied"
+    });
+    let ms = status["last_reconcile"]["duration_ms"]
+        .as_u64()
+        .unwrap_or(0);
+    eprintln!("reload of 2,000 skills: {ms} ms");
+    assert!(daemon.get("/healthz").0 == 200);
+}

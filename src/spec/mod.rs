@@ -379,3 +379,43 @@ fn insert<T: serde::Serialize>(
     map.insert(id, Resource::new(spec, file.path.clone(), line, column));
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job_nested(levels: usize) -> Vec<SourceFile> {
+        // `inputs` and the root are two levels; the rest are lists.
+        let n = levels - 2;
+        vec![SourceFile {
+            path: "jobs.d/a.yaml".into(),
+            text: format!(
+                "id: a\ntype: noop\ninputs:\n  x: {}{}\n",
+                "[".repeat(n),
+                "]".repeat(n)
+            ),
+        }]
+    }
+
+    #[test]
+    fn a_document_nested_past_what_the_store_reads_back_is_rejected() {
+        // 140 levels validated; the applied job was stored as JSON that
+        // serde_json refuses past 128, so the daemon could not restart.
+        let loaded = build(&job_nested(140));
+        let errors: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("jobs.d/a.yaml:4:")
+                && errors[0].contains("nest deeper than 64 levels"),
+            "{errors:?}"
+        );
+        // As deep as allowed: the snapshot and each stored spec read back.
+        let loaded = build(&job_nested(yaml::MAX_NESTING));
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        let json = serde_json::to_string(&loaded.snapshot).unwrap();
+        let back: Snapshot = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, loaded.snapshot);
+        let spec = serde_json::to_string(&loaded.snapshot.jobs["a"].spec).unwrap();
+        serde_json::from_str::<model::Job>(&spec).unwrap();
+    }
+}

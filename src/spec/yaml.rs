@@ -133,12 +133,19 @@ enum Frame {
 /// "billion laughs" file would exhaust memory at every reload.
 const ALIAS_BUDGET: usize = 100_000;
 
+/// Most levels lists and maps may nest in one document. The applied config
+/// is stored as JSON, and JSON readers (serde_json) refuse more than 128
+/// levels: a document nested deeper validated, ran, and then the daemon
+/// could not start from its own store. Real config nests a few levels.
+pub const MAX_NESTING: usize = 64;
+
 struct Builder {
     stack: Vec<Frame>,
     pointer: String,
     positions: Positions,
-    /// Anchored values and their size in values (see [`size_of`]).
-    anchors: HashMap<usize, (Value, usize)>,
+    /// Anchored values, their size in values (see [`size_of`]) and how
+    /// many levels they nest (see [`depth_of`]).
+    anchors: HashMap<usize, (Value, usize, usize)>,
     /// Values added by aliases so far in this document.
     aliased: usize,
     root: Option<Value>,
@@ -162,7 +169,35 @@ fn size_of(v: &Value, cap: usize) -> usize {
     n
 }
 
+/// How many levels of lists and maps `v` is (0 for a scalar). Only called
+/// on values built under [`MAX_NESTING`], so the recursion is shallow.
+fn depth_of(v: &Value) -> usize {
+    match v {
+        Value::Array(items) => 1 + items.iter().map(depth_of).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth_of).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The error for a list or map that would nest past [`MAX_NESTING`].
+fn too_deep(pos: Pos) -> YamlError {
+    YamlError {
+        pos,
+        message: format!(
+            "lists and maps nest deeper than {MAX_NESTING} levels here: flatten this value"
+        ),
+    }
+}
+
 impl Builder {
+    /// Refuse a collection that would nest past [`MAX_NESTING`].
+    fn check_nesting(&self, span: &Span) -> Result<(), YamlError> {
+        if self.stack.len() >= MAX_NESTING {
+            return Err(too_deep(Pos::from_marker(&span.start)));
+        }
+        Ok(())
+    }
+
     fn new() -> Self {
         Builder {
             stack: Vec::new(),
@@ -215,7 +250,8 @@ impl Builder {
     fn finish_node(&mut self, value: Value, anchor: usize, pos: Pos) -> Result<(), YamlError> {
         if anchor != 0 {
             let size = size_of(&value, ALIAS_BUDGET + 1);
-            self.anchors.insert(anchor, (value.clone(), size));
+            let depth = depth_of(&value);
+            self.anchors.insert(anchor, (value.clone(), size, depth));
         }
         match self.stack.last_mut() {
             None => {
@@ -282,10 +318,13 @@ impl Builder {
 
     fn alias(&mut self, id: usize, span: &Span) -> Result<(), YamlError> {
         let pos = Pos::from_marker(&span.start);
-        let (value, size) = self.anchors.get(&id).ok_or_else(|| YamlError {
+        let (value, size, depth) = self.anchors.get(&id).ok_or_else(|| YamlError {
             pos,
             message: "alias refers to an unknown anchor".to_string(),
         })?;
+        if self.stack.len() + depth > MAX_NESTING {
+            return Err(too_deep(pos));
+        }
         self.aliased = self.aliased.saturating_add(*size);
         if self.aliased > ALIAS_BUDGET {
             return Err(YamlError {
@@ -459,6 +498,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<YamlDoc>, YamlError> {
                 builder.scalar(&text, style, anchor, tag, &span)?;
             }
             Event::SequenceStart(_, anchor, _) => {
+                builder.check_nesting(&span)?;
                 builder.enter_node(&span, false)?;
                 builder.stack.push(Frame::Seq {
                     items: Vec::new(),
@@ -467,6 +507,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<YamlDoc>, YamlError> {
                 });
             }
             Event::MappingStart(_, anchor, _) => {
+                builder.check_nesting(&span)?;
                 builder.enter_node(&span, false)?;
                 builder.stack.push(Frame::Map {
                     entries: Map::new(),
@@ -622,6 +663,30 @@ mod tests {
         // Ordinary reuse is fine.
         let ok = "base: &b {x: 1}\nl: [*b, *b, *b]\n";
         assert_eq!(parse_documents(ok).map(|d| d.len()).ok(), Some(1));
+    }
+
+    #[test]
+    fn nesting_past_the_limit_is_refused_where_it_starts() {
+        // The root map is one level, each `[` one more.
+        let n = MAX_NESTING - 1;
+        let ok = format!("x: {}{}\n", "[".repeat(n), "]".repeat(n));
+        assert!(parse_documents(&ok).is_ok());
+        let deep = format!("x: {}{}\n", "[".repeat(n + 1), "]".repeat(n + 1));
+        let e = parse_documents(&deep).unwrap_err();
+        let column = u32::try_from(4 + n).unwrap();
+        assert_eq!(e.pos, Pos { line: 1, column });
+        assert!(e.message.contains("nest deeper than 64 levels"), "{e}");
+        // An alias adds its anchor's levels where it stands.
+        let shallow = format!("a: &a {}{}\n", "[".repeat(10), "]".repeat(10));
+        let aliased = format!(
+            "{shallow}b: {}*a{}\n",
+            "[".repeat(n - 10),
+            "]".repeat(n - 10)
+        );
+        assert!(parse_documents(&aliased).is_ok());
+        let aliased = format!("{shallow}b: {}*a{}\n", "[".repeat(n - 9), "]".repeat(n - 9));
+        let e = parse_documents(&aliased).unwrap_err();
+        assert_eq!(e.pos.line, 2, "{e}");
     }
 
     #[test]

@@ -762,3 +762,14 @@ fn report_and_monitor_jobs_name_connectors_that_exist() {
             "no Connector `pager`",
         );
 }
+
+#[test]
+fn a_file_broken_by_lone_carriage_returns_shows_the_right_line() {
+    // The parser ends a line at a lone `\r`; the excerpt did not, so it
+    // showed nothing (or another line) under the finding.
+    let d = dir_with("jobs.d/a.yaml", "id: a\rtype: noop\rpriority: urgent\r");
+    d.run(&["validate"])
+        .assert_code(1)
+        .assert_line("jobs.d/a.yaml:3:11: error[schema] Job a:", "\"urgent\"")
+        .assert_line("  3 | priority: urgent", "");
+}

@@ -96,7 +96,7 @@ impl<'a> Excerpts<'a> {
         let Some((file, text, lines)) = self.files.get_mut(d.file.as_str()) else {
             return Ok(());
         };
-        let lines = lines.get_or_insert_with(|| text.lines().collect());
+        let lines = lines.get_or_insert_with(|| spec::yaml::source_lines(text));
         let Some(&line) = lines.get(d.line.saturating_sub(1) as usize) else {
             return Ok(());
         };

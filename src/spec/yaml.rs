@@ -103,6 +103,29 @@ impl std::fmt::Display for YamlError {
     }
 }
 
+/// The lines of `text` as YAML counts them: `\n`, `\r\n` and a lone `\r`
+/// each end one. Findings' line numbers index these (`str::lines` does not
+/// break at a lone `\r`).
+pub fn source_lines(text: &str) -> Vec<&str> {
+    let bytes = text.as_bytes();
+    let mut lines = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        if bytes[i] == b'\n' || bytes[i] == b'\r' {
+            lines.push(&text[start..i]);
+            if bytes[i] == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
+                i += 1;
+            }
+            start = i + 1;
+        }
+        i += 1;
+    }
+    if start < text.len() {
+        lines.push(&text[start..]);
+    }
+    lines
+}
+
 /// Escape one reference token of a JSON pointer (RFC 6901).
 pub fn escape_token(token: &str) -> std::borrow::Cow<'_, str> {
     if token.contains(['~', '/']) {
@@ -687,6 +710,18 @@ mod tests {
         let aliased = format!("{shallow}b: {}*a{}\n", "[".repeat(n - 9), "]".repeat(n - 9));
         let e = parse_documents(&aliased).unwrap_err();
         assert_eq!(e.pos.line, 2, "{e}");
+    }
+
+    #[test]
+    fn source_lines_break_where_the_parser_does() {
+        assert_eq!(source_lines("a\nb\r\nc\rd"), ["a", "b", "c", "d"]);
+        assert_eq!(source_lines("a\n\nb\n"), ["a", "", "b"]);
+        assert_eq!(source_lines(""), Vec::<&str>::new());
+        // A lone `\r` ends a line for the parser too.
+        let text = "a: 1\rb: 2\r\nc: 3\r";
+        let docs = parse_documents(text).unwrap();
+        let line = docs[0].positions.value_pos("/c").line as usize;
+        assert_eq!(source_lines(text)[line - 1], "c: 3");
     }
 
     #[test]

@@ -73,6 +73,22 @@ pub enum TemplateUse {
     Condition,
 }
 
+/// Step ids a message lists: a list of thousands, in one finding per
+/// step, made the output grow with the square of the steps.
+const NAMED_STEPS: usize = 8;
+
+/// `a, b, c`, or the first [`NAMED_STEPS`] and how many in all.
+fn name_some(ids: &[&str]) -> String {
+    if ids.len() <= NAMED_STEPS {
+        return ids.join(", ");
+    }
+    format!(
+        "{}, … ({} in all)",
+        ids[..NAMED_STEPS].join(", "),
+        ids.len()
+    )
+}
+
 /// Compile `source` and check the names it reads: roots from [`ROOTS`],
 /// `steps.<id>` only for ids in `earlier_steps`, `item` and `loop` only
 /// `in_foreach` (a `foreach` step's body), and filters and tests the
@@ -133,7 +149,7 @@ pub fn check(
                 } else {
                     format!(
                         "`steps.{step}`: no earlier step has id `{step}` (earlier: {})",
-                        earlier_steps.join(", ")
+                        name_some(earlier_steps)
                     )
                 },
             });
@@ -322,6 +338,19 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn a_missing_step_names_a_few_earlier_ones_not_all() {
+        let ids: Vec<String> = (0..5000).map(|i| format!("s{i}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let e = check_value("{{ steps.zz.output }}", &ids).unwrap_err();
+        assert_eq!(
+            e.message,
+            "`steps.zz`: no earlier step has id `zz` (earlier: s0, s1, s2, s3, s4, s5, s6, s7, … (5000 in all))"
+        );
+        let e = check_value("{{ steps.zz.output }}", &ids[..2]).unwrap_err();
+        assert!(e.message.ends_with("(earlier: s0, s1)"), "{}", e.message);
     }
 
     #[test]

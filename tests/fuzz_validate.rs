@@ -569,8 +569,10 @@ fn apply_file(files: &mut Vec<SourceFile>, file: &Index, op: &FileOp) {
             };
         }
         FileOp::Duplicate => {
+            // A path of its own in the same directory, as a reader gives.
             let mut copy = files[i].clone();
-            copy.path = copy.path.replace('.', "-copy.");
+            let (dir, name) = copy.path.split_once('/').unwrap_or(("jobs.d", "x.yaml"));
+            copy.path = format!("{dir}/copy{}-{name}", files.len());
             files.push(copy);
         }
         FileOp::Empty => files[i].text.clear(),
@@ -611,6 +613,14 @@ fn apply(bases: &[Vec<SourceFile>], case: &Case) -> Vec<SourceFile> {
             } => apply_value(&mut files, (file, doc, at), op, *yaml_out),
             Mutation::Text { file, at, op } => apply_text(&mut files, file, at, op),
             Mutation::File { file, op } => apply_file(&mut files, file, op),
+        }
+    }
+    // A directory never holds two files of one path.
+    let mut paths = std::collections::HashSet::new();
+    for (i, f) in files.iter_mut().enumerate() {
+        if !paths.insert(f.path.clone()) {
+            f.path = format!("{}.{i}", f.path);
+            paths.insert(f.path.clone());
         }
     }
     files

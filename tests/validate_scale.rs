@@ -228,3 +228,48 @@ fn thousands_of_findings_on_one_long_line_are_reported_in_linear_time() {
     );
     assert_linear(&small, &large, 4, "findings on one line");
 }
+
+#[test]
+fn many_uses_of_a_skill_with_large_params_are_checked_in_linear_time() {
+    // Each `uses` step compiled the skill's params schema again.
+    let dir = |n: usize| {
+        let properties: serde_json::Map<String, serde_json::Value> = (0..n)
+            .map(|i| {
+                (
+                    format!("p{i}"),
+                    serde_json::json!({"type": "string", "pattern": "^[a-z]+$"}),
+                )
+            })
+            .collect();
+        let skill = serde_json::json!({
+            "kind": "Skill", "id": "sk",
+            "params": {"type": "object", "properties": properties},
+            "steps": [{"id": "a", "set": {"x": 1}}],
+        });
+        let mut job = String::from("id: a\ntype: agent.workflow\nsteps:\n");
+        for i in 0..n {
+            let _ = writeln!(job, "  - id: u{i}\n    uses: sk\n    with: {{p0: abc}}");
+        }
+        let d = ConfigDir::new();
+        d.write("skills.d/sk.json", &skill.to_string());
+        d.write("jobs.d/a.yaml", &job);
+        d
+    };
+    let small = validate_timed(&dir(250));
+    let large = validate_timed(&dir(1000));
+    assert_eq!(large.code, Some(0), "{}", large.stdout);
+    assert_linear(&small, &large, 4, "uses of a skill with params");
+    // A `with` that does not match is still reported, at its step.
+    let d = dir(3);
+    let job = std::fs::read_to_string(d.path().join("jobs.d/a.yaml")).expect("job");
+    d.write("jobs.d/a.yaml", &job.replacen("{p0: abc}", "{p0: ABC}", 1));
+    let r = validate_timed(&d);
+    assert_eq!(r.code, Some(1), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(
+            "jobs.d/a.yaml:6:16: error[params] Job a: `with` does not match skill `sk` params"
+        ),
+        "{}",
+        r.stdout
+    );
+}

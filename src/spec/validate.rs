@@ -2,7 +2,7 @@
 //! references between resources, `uses` cycles, tool policies, skill
 //! params and literal secrets. Every finding is collected.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
@@ -79,6 +79,7 @@ pub fn check_raw_steps(
 /// jobs name but no Flow document declares (seed behaviour).
 pub fn check_snapshot(snapshot: &mut Snapshot, sources: &SourceMap, out: &mut Vec<Diagnostic>) {
     let env = templates::environment();
+    let params = compile_params(snapshot);
     let mut implicit: BTreeMap<String, Resource<Flow>> = BTreeMap::new();
 
     for (id, job) in &snapshot.jobs {
@@ -94,6 +95,7 @@ pub fn check_snapshot(snapshot: &mut Snapshot, sources: &SourceMap, out: &mut Ve
             ctx: &ctx,
             positions,
             out,
+            params: &params,
         };
         check_job(&job.spec, snapshot, &env, &mut c);
         if let Some(flow) = &job.spec.flow
@@ -172,6 +174,7 @@ pub fn check_snapshot(snapshot: &mut Snapshot, sources: &SourceMap, out: &mut Ve
             ctx: &ctx,
             positions,
             out,
+            params: &params,
         };
         check_skill(&skill.spec, snapshot, &env, &mut c);
     }
@@ -190,6 +193,7 @@ pub fn check_snapshot(snapshot: &mut Snapshot, sources: &SourceMap, out: &mut Ve
             ctx: &ctx,
             positions,
             out,
+            params: &params,
         };
         // Literal secrets are reported by the schema check, on the raw
         // document (see `schema::literal_secrets`).
@@ -235,6 +239,25 @@ struct Checker<'a, 'b> {
     ctx: &'a DocContext<'a>,
     positions: &'a Positions,
     out: &'b mut Vec<Diagnostic>,
+    params: &'a SkillParams<'a>,
+}
+
+/// Each skill's `params` compiled once: a `uses` step checks its `with`
+/// against them, and compiling per step cost steps × schema size.
+type SkillParams<'a> = HashMap<&'a str, Result<jsonschema::Validator, String>>;
+
+fn compile_params(snapshot: &Snapshot) -> SkillParams<'_> {
+    snapshot
+        .skills
+        .iter()
+        .filter_map(|(id, skill)| {
+            let params = skill.spec.params.as_ref()?;
+            Some((
+                id.as_str(),
+                jsonschema::validator_for(params).map_err(|e| e.to_string()),
+            ))
+        })
+        .collect()
 }
 
 impl Checker<'_, '_> {
@@ -431,9 +454,7 @@ fn check_skill(
     env: &minijinja::Environment<'_>,
     c: &mut Checker,
 ) {
-    if let Some(params) = &skill.params
-        && let Err(e) = jsonschema::validator_for(params)
-    {
+    if let Some(Err(e)) = c.params.get(skill.id.as_str()) {
         c.error(
             "/params",
             "params",
@@ -676,11 +697,8 @@ fn check_action(step: &Step, base: &str, snapshot: &Snapshot, c: &mut Checker) {
 /// A `uses` step's `with` against the skill's params. Values that are
 /// templates are only known at run time; the rest are checked now.
 fn check_with(step: &Step, base: &str, skill: &Skill, c: &mut Checker) {
-    let Some(params) = &skill.params else {
-        return;
-    };
-    let Ok(validator) = jsonschema::validator_for(params) else {
-        return; // reported on the skill itself
+    let Some(Ok(validator)) = c.params.get(skill.id.as_str()) else {
+        return; // no params, or reported on the skill itself
     };
     let with = step.with.clone().unwrap_or_default();
     let mut literal = Map::new();

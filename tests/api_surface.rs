@@ -104,6 +104,18 @@ fn with_a_token_every_path_but_the_probes_needs_it() {
         let (code, body) = http_raw(&daemon.url, "GET", &path, &good);
         assert_eq!(code, 200, "GET {path} with the token: {body}");
     }
+    // `multijob status` shows the API's own error, which says what to set
+    // (it showed "401 Unauthorized" alone).
+    let status = common::run(
+        &["status".into(), "--server".into(), daemon.url.clone()],
+        None,
+    );
+    status.assert_code(1);
+    assert!(
+        status.stderr().contains("MULTIJOB_API_TOKEN"),
+        "{}",
+        status.explain()
+    );
 }
 
 #[test]

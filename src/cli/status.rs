@@ -100,6 +100,21 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
+/// A response's JSON; for an error status, the API's `error` text, which
+/// says what to do (a token to set, an `--allow-host` to add).
+async fn json_of(response: reqwest::Response) -> anyhow::Result<Value> {
+    let status = response.status();
+    let url = response.url().clone();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        anyhow::bail!(
+            "GET {url}: {status}: {}",
+            body["error"].as_str().unwrap_or("(no error text)")
+        );
+    }
+    Ok(body)
+}
+
 async fn fetch(server: &str) -> anyhow::Result<(Value, Vec<Value>)> {
     let base = server.trim_end_matches('/');
     let client = reqwest::Client::builder()
@@ -115,13 +130,11 @@ async fn fetch(server: &str) -> anyhow::Result<(Value, Vec<Value>)> {
         }
         r
     };
-    let status: Value = get("/api/v1/status".into())
+    let response = get("/api/v1/status".into())
         .send()
         .await
-        .with_context(|| format!("is the daemon running? GET {base}/api/v1/status"))?
-        .error_for_status()?
-        .json()
-        .await?;
+        .with_context(|| format!("is the daemon running? GET {base}/api/v1/status"))?;
+    let status = json_of(response).await?;
     let mut jobs = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -129,7 +142,7 @@ async fn fetch(server: &str) -> anyhow::Result<(Value, Vec<Value>)> {
             Some(c) => format!("/api/v1/jobs?limit=1000&cursor={c}"),
             None => "/api/v1/jobs?limit=1000".into(),
         };
-        let page: Value = get(path).send().await?.error_for_status()?.json().await?;
+        let page = json_of(get(path).send().await?).await?;
         jobs.extend(page["items"].as_array().cloned().unwrap_or_default());
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),

@@ -128,13 +128,13 @@ fn checked(file: File) -> Result<(File, Metadata), OpenError> {
     Ok((file, meta))
 }
 
+/// For tests that plant FIFOs: making one, and running what might block
+/// on it with a deadline.
 #[cfg(test)]
-mod tests {
-    use std::io::{Read, Write};
+pub(crate) mod test_support {
+    use std::path::Path;
     use std::sync::mpsc;
     use std::time::Duration;
-
-    use super::*;
 
     pub(crate) fn mkfifo(path: &Path) {
         let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
@@ -144,7 +144,7 @@ mod tests {
 
     /// `f` on another thread: a regression that blocks fails the test
     /// instead of hanging it.
-    fn within_5s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    pub(crate) fn within_5s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let _ = tx.send(f());
@@ -152,6 +152,15 @@ mod tests {
         rx.recv_timeout(Duration::from_secs(5))
             .expect("blocked: the open must not wait for a FIFO's other end")
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    use super::test_support::{mkfifo, within_5s};
 
     fn not_regular(r: Result<(File, Metadata), OpenError>) -> &'static str {
         match r {

@@ -183,20 +183,16 @@ mod tests {
     fn a_secret_file_that_is_a_fifo_or_a_device_is_refused_without_blocking() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("token");
-        let c_path = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path; mkfifo only creates a node.
-        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
-        let (tx, rx) = std::sync::mpsc::channel();
+        crate::regular_file::test_support::mkfifo(&fifo);
         let reference = format!("${{file:{}}}", fifo.display());
-        std::thread::spawn(move || {
-            let _ = tx.send(resolve("c1", "token", &reference));
-            let _ = tx.send(resolve("c1", "token", "${file:/dev/zero}"));
-        });
-        for what in ["FIFO", "character device"] {
-            let err = rx
-                .recv_timeout(std::time::Duration::from_secs(5))
-                .expect("resolving does not block")
-                .expect_err("refused");
+        for (reference, what) in [
+            (reference, "FIFO"),
+            ("${file:/dev/zero}".to_string(), "character device"),
+        ] {
+            let err = crate::regular_file::test_support::within_5s(move || {
+                resolve("c1", "token", &reference)
+            })
+            .expect_err("refused");
             assert!(err.0.contains(what), "{err}");
         }
         let big = dir.path().join("big");

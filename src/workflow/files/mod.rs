@@ -179,8 +179,6 @@ fn escape_or_io(rel: &str, e: std::io::Error) -> FilesError {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc;
-    use std::time::Duration;
 
     use super::*;
 
@@ -194,22 +192,7 @@ mod tests {
         )
     }
 
-    fn mkfifo(path: &Path) {
-        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path; mkfifo touches nothing else.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
-    }
-
-    /// `f` on another thread: a regression that blocks on the FIFO fails
-    /// the test instead of hanging it.
-    fn within_5s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(f());
-        });
-        rx.recv_timeout(Duration::from_secs(5))
-            .expect("blocked on the FIFO")
-    }
+    use crate::regular_file::test_support::{mkfifo, within_5s};
 
     #[test]
     fn a_fifo_is_refused_at_once_for_read_and_write() {

@@ -741,40 +741,13 @@ impl RunQueue {
         {
             let mut st = self.lock();
             for n in new_runs {
-                // A command handled twice (a new leader re-reads the inbox)
-                // must not track the same run twice.
-                if st.runs.contains_key(&n.id) {
-                    out.push(Err(NotQueued::Duplicate));
-                    continue;
-                }
-                let Some(job) = st.jobs.get(&n.job_id).cloned() else {
-                    tracing::warn!(job = %n.job_id, "enqueue: no such job; run dropped");
-                    out.push(Err(NotQueued::NoSuchJob));
-                    continue;
-                };
-                let (job, hash) = job;
-                // Disabled jobs get no new runs, whoever asks (a trigger
-                // or follow-up handed over before the job was disabled).
-                if !job.enabled {
-                    tracing::warn!(job = %n.job_id, run = %n.id, "enqueue: the job is disabled; run dropped");
-                    out.push(Err(NotQueued::Disabled));
-                    continue;
-                }
-                // Follow-ups feeding themselves grow the queue without
-                // bound (`chain_depth` bounds depth, not breadth).
-                if n.trigger == Trigger::Workflow {
-                    let waiting = st
-                        .counts
-                        .follow_ups_waiting
-                        .get(&n.job_id)
-                        .copied()
-                        .unwrap_or(0);
-                    let limit = job.limits.queued_follow_ups;
-                    if waiting >= limit as usize {
-                        out.push(Err(NotQueued::FollowUpsFull { waiting, limit }));
+                let (job, hash) = match admissible(&st, &n) {
+                    Ok(job) => job,
+                    Err(why) => {
+                        out.push(Err(why));
                         continue;
                     }
-                }
+                };
                 let revision = st
                     .applied
                     .revision
@@ -1542,6 +1515,39 @@ fn job_cache(applied: &Applied) -> HashMap<String, (Arc<Job>, String)> {
         .iter()
         .map(|(id, r)| (id.clone(), (Arc::new(r.spec.clone()), r.hash.clone())))
         .collect()
+}
+
+/// The job a new run is for, or why it may not be queued: a run already
+/// tracked (a command handled twice, as when a new leader re-reads the
+/// inbox), an unknown or disabled job, or a follow-up beyond its job's
+/// `limits.queued_follow_ups` (`chain_depth` bounds depth, not breadth).
+fn admissible(st: &State, n: &NewRun) -> Result<(Arc<Job>, String), NotQueued> {
+    if st.runs.contains_key(&n.id) {
+        return Err(NotQueued::Duplicate);
+    }
+    let Some((job, hash)) = st.jobs.get(&n.job_id).cloned() else {
+        tracing::warn!(job = %n.job_id, "enqueue: no such job; run dropped");
+        return Err(NotQueued::NoSuchJob);
+    };
+    // Whoever asks: a trigger or follow-up handed over before the job was
+    // disabled gets no run either.
+    if !job.enabled {
+        tracing::warn!(job = %n.job_id, run = %n.id, "enqueue: the job is disabled; run dropped");
+        return Err(NotQueued::Disabled);
+    }
+    if n.trigger == Trigger::Workflow {
+        let waiting = st
+            .counts
+            .follow_ups_waiting
+            .get(&n.job_id)
+            .copied()
+            .unwrap_or(0);
+        let limit = job.limits.queued_follow_ups;
+        if waiting >= limit as usize {
+            return Err(NotQueued::FollowUpsFull { waiting, limit });
+        }
+    }
+    Ok((job, hash))
 }
 
 fn pressure_event(on: bool, waiting: usize, p: &Pressure) -> Mutation {

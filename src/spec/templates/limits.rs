@@ -135,16 +135,22 @@ pub fn enter(work: usize) -> Result<(), Error> {
             ));
         }
         b.work = b.work.saturating_add(work);
-        if b.inline && b.work > INLINE_WORK {
-            b.stop = Some(Stop::Escalate);
-            return Err(Error::new(
-                ErrorKind::InvalidOperation,
-                "the render moves to a render thread",
-            ));
-        }
-        Ok(())
+        escalate_past_inline_work(b)
     })
     .unwrap_or(Ok(()))
+}
+
+/// An inline render that has done more than [`INLINE_WORK`] stops here and
+/// starts over on a render thread.
+fn escalate_past_inline_work(b: &mut Budget) -> Result<(), Error> {
+    if b.inline && b.work > INLINE_WORK {
+        b.stop = Some(Stop::Escalate);
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "the render moves to a render thread",
+        ));
+    }
+    Ok(())
 }
 
 /// Charges `bytes` the render made (or is about to make) to its budget.
@@ -159,14 +165,7 @@ pub fn charge(bytes: usize) -> Result<(), Error> {
             )));
         }
         b.work = b.work.saturating_add(bytes);
-        if b.inline && b.work > INLINE_WORK {
-            b.stop = Some(Stop::Escalate);
-            return Err(Error::new(
-                ErrorKind::InvalidOperation,
-                "the render moves to a render thread",
-            ));
-        }
-        Ok(())
+        escalate_past_inline_work(b)
     })
     .unwrap_or(Ok(()))
 }

@@ -12,12 +12,13 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::queue::{Burst, NewRun, NotQueued, QueueConfig, RunQueue};
+use crate::queue::{Burst, QueueConfig, RunQueue};
 use crate::reconcile::Reconciler;
 use crate::reconcile::watch::{self, ChangeSignal, WatchOptions};
+use crate::run::{NewRun, NotQueued};
 use crate::schedule::scheduler::{Scheduler, SchedulerConfig};
-use crate::state::Shared;
 use crate::status::sse::SseConfig;
+use crate::status::state::Shared;
 use crate::status::{api, metrics};
 use crate::store::feed::Feed;
 use crate::store::runs::{ApprovalStatus, InboxCommand};

@@ -1,26 +1,36 @@
 //! multijob: a declarative, GitOps-style job runner.
 //!
-//! Start here, in pipeline order:
+//! Layers, lowest first: `clock` → `regular_file` → `listener` → `calendar` → `spec` → `store` → `run` → `connectors` → `queue` → `schedule` → `workflow` → `jobs` → `worker` → `reconcile` → `status` → `cluster` → `app` → `cli` → `testkit`.
+//!
+//! A module uses its own layer and the ones below it, never one above
+//! (`tests/layering.rs` checks every `crate::` path). In pipeline order:
+//! - [`clock`], [`regular_file`], [`listener`]: leaves. Time for the
+//!   runtime (real or virtual), opening only regular files, accepting
+//!   HTTP connections with limits (caps, timeouts, allowed hosts).
+//! - [`calendar`]: the `schedule:` block, cron and DST, slot math (pure).
 //! - [`spec`]: config text → validated [`spec::snapshot::Snapshot`] with
 //!   `file:line:column` findings (pure).
-//! - [`reconcile`]: reads the config directory, diffs it against what runs
-//!   ([`reconcile::diff`], pure) and applies it; watches for changes.
-//! - [`store`]: the durable state (embedded SQLite).
-//! - [`schedule`]: slot math and guards (pure) and the scheduler.
-//! - [`queue`]: unfinished runs in memory over the store.
-//! - [`worker`]: the pool that executes [`jobs`] handlers.
+//! - [`store`]: the durable state (embedded SQLite, or Redis) and the
+//!   run's records.
+//! - [`run`]: the run's model and life cycle: outcomes, errors, retry
+//!   policy, admission guards, what a run needs from its host.
 //! - [`connectors`]: every outbound call of a run (HTTP, messages, LLM),
 //!   with secrets by reference, egress policy and rate limits.
-//! - [`listener`]: accepting HTTP connections with limits (caps, timeouts,
-//!   allowed hosts), for the API and any inbound surface.
-//! - [`status`]: the read-only API.
-//! - [`cluster`]: the Redis deployment (leader election, stream dispatch,
-//!   worker processes).
-//! - [`testkit`]: a real redis-server for tests and benchmarks.
-//! - [`regular_file`]: opening a file only when it is a regular one, never
-//!   blocking on a FIFO or reading a device (the config loader, `files`).
+//! - [`queue`]: unfinished runs in memory over the store.
+//! - [`schedule`]: the scheduler that queues due slots.
+//! - [`workflow`]: the step engine of agent workflows.
+//! - [`jobs`]: what a run of each job type does.
+//! - [`worker`]: the pool that executes runs.
+//! - [`reconcile`]: reads the config directory, diffs it against what runs
+//!   ([`reconcile::diff`], pure) and applies it; watches for changes.
+//! - [`status`]: the read-only API, metrics, dashboard, and the state the
+//!   daemon's tasks share.
+//! - [`cluster`]: the Redis deployment (leader election, stream dispatch).
 //! - [`app`] assembles the daemon; [`cli`] has one file per command.
+//! - [`testkit`]: a real redis-server for tests and benchmarks (test code
+//!   only).
 pub mod app;
+pub mod calendar;
 pub mod cli;
 pub mod clock;
 pub mod cluster;
@@ -30,9 +40,9 @@ pub mod listener;
 pub mod queue;
 pub mod reconcile;
 pub mod regular_file;
+pub mod run;
 pub mod schedule;
 pub mod spec;
-pub mod state;
 pub mod status;
 pub mod store;
 pub mod testkit;

@@ -19,14 +19,13 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::jobs::RunError;
-use crate::schedule::guards::{LaneLoad, Pressure};
+use crate::run::guards::{LaneLoad, Pressure};
+use crate::run::{Claim, NewRun, NotQueued, Outcome, RunError, approval_record_key, retry};
 use crate::spec::model::{Job, Priority};
 use crate::store::runs::{
-    Approval, ApprovalStatus, Attempt, FailureState, Run, RunStatus, Trigger, Usage,
+    Approval, ApprovalStatus, Attempt, FailureState, Run, RunStatus, StepStatus, Trigger, Usage,
 };
 use crate::store::{Applied, Mutation, NewEvent, Store, format_ts};
-use crate::worker::retry;
 
 /// Uncommitted store writes above which workers stop claiming: twice what
 /// the SQLite writer takes in one batch, so a busy writer always finds a
@@ -61,39 +60,6 @@ impl Default for QueueConfig {
             remote_dispatch: false,
         }
     }
-}
-
-/// How an attempt ended.
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    Succeeded(Value),
-    Failed(RunError),
-    TimedOut,
-    /// Cancelled by `overlap: replace` or an operator.
-    Cancelled(String),
-    /// The daemon is shutting down: the run goes back to the queue and
-    /// this attempt does not count against its retries.
-    Interrupted,
-    /// A workflow `approval` step waits: the run parks in
-    /// `awaiting_approval` and its attempt stays open with its number.
-    /// Approved, the same attempt goes on after the approval step (one
-    /// attempt, with `resumed_at`, so a pause never costs a retry);
-    /// rejected, the attempt and the step end failed.
-    AwaitingApproval {
-        approval_id: String,
-        step_id: String,
-        reason: String,
-    },
-}
-
-/// A run handed to a worker.
-#[derive(Debug, Clone)]
-pub struct Claim {
-    pub run: Run,
-    /// The job's spec as applied when the attempt started.
-    pub job: Arc<Job>,
-    /// Fired on timeout, replace, or shutdown after the grace period.
-    pub cancel: CancellationToken,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,58 +319,6 @@ impl QueueView<'_> {
     pub fn totals(&self) -> (u64, u64) {
         (self.state.dispatched, self.state.finished)
     }
-}
-
-/// A new run's description; the queue fills in the rest.
-#[derive(Debug, Clone)]
-pub struct NewRun {
-    pub id: String,
-    pub job_id: String,
-    pub trigger: Trigger,
-    pub inputs: Value,
-    pub run_key: String,
-    pub scheduled_at: Option<Timestamp>,
-    pub chain_depth: u32,
-    /// Not ready before this time (delayed follow-ups).
-    pub due_at: Option<Timestamp>,
-    /// Event data merged into `run.queued` (e.g. schedule lateness).
-    pub extra: Value,
-}
-
-impl NewRun {
-    pub fn manual(job_id: &str, inputs: Value) -> NewRun {
-        let id = new_run_id();
-        NewRun {
-            run_key: format!("manual:{id}"),
-            id,
-            job_id: job_id.to_string(),
-            trigger: Trigger::Manual,
-            inputs,
-            scheduled_at: None,
-            chain_depth: 0,
-            due_at: None,
-            extra: Value::Null,
-        }
-    }
-}
-
-/// Why a run was not queued.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NotQueued {
-    /// A run with this id is in the queue already (a command handled twice).
-    Duplicate,
-    /// No such job in the applied revision.
-    NoSuchJob,
-    /// The job is disabled: it gets no new runs.
-    Disabled,
-    /// A follow-up, while `waiting` follow-up runs of its job wait to
-    /// start: its `limits.queued_follow_ups` (`limit`) is reached.
-    FollowUpsFull { waiting: usize, limit: u32 },
-}
-
-/// A new run id: UUID v7, so ids sort by creation time.
-pub fn new_run_id() -> String {
-    uuid::Uuid::now_v7().to_string()
 }
 
 /// The job's inputs overlaid with a trigger's inputs (templates only; the
@@ -1073,10 +987,8 @@ impl RunQueue {
             // Rejected or cancelled while waiting: the step that asked
             // ends too (a pause is the only way here; approval requeues).
             let ended = match &outcome {
-                Outcome::Cancelled(reason) => {
-                    Some((crate::workflow::status::CANCELLED, reason.clone()))
-                }
-                Outcome::Failed(e) => Some((crate::workflow::status::FAILED, e.to_string())),
+                Outcome::Cancelled(reason) => Some((StepStatus::Cancelled, reason.clone())),
+                Outcome::Failed(e) => Some((StepStatus::Failed, e.to_string())),
                 _ => None,
             };
             if let Some((status, error)) = ended {
@@ -1106,9 +1018,9 @@ impl RunQueue {
             Outcome::Interrupted => {
                 // The next execution goes on from the step cut short.
                 if let Some(last) = run.steps.last_mut()
-                    && last.status == crate::workflow::status::CANCELLED
+                    && last.status == StepStatus::Cancelled
                 {
-                    last.status = crate::workflow::status::INTERRUPTED.to_string();
+                    last.status = StepStatus::Interrupted;
                 }
                 close_attempt(
                     run,
@@ -1390,7 +1302,7 @@ impl RunQueue {
             if let Some(step) = &decided.step_id {
                 // What the approval step finds when the run runs again.
                 mutations.push(Mutation::PutKv {
-                    key: format!("idem:approval:{step}"),
+                    key: approval_record_key(step),
                     value: json!({
                         "decision": if approve { "approved" } else { "rejected" },
                         "decided_at": decided.decided_at,
@@ -1581,10 +1493,10 @@ fn close_attempt(run: &mut Run, status: RunStatus, error: Option<&str>, t: Times
 }
 
 /// Step records still waiting for an approval, ended with the run.
-fn close_waiting_steps(run: &mut Run, status: &str, error: &str) {
+fn close_waiting_steps(run: &mut Run, status: StepStatus, error: &str) {
     for step in &mut run.steps {
-        if step.status == crate::workflow::status::AWAITING_APPROVAL {
-            step.status = status.to_string();
+        if step.status == StepStatus::AwaitingApproval {
+            step.status = status;
             step.error = Some(error.to_string());
             // Nothing resumes now.
             step.completed.clear();

@@ -9,7 +9,8 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use multijob::clock::Clock;
-use multijob::queue::{NewRun, Outcome, QueueConfig, RunQueue};
+use multijob::queue::{QueueConfig, RunQueue};
+use multijob::run::{NewRun, Outcome};
 use multijob::schedule::scheduler::{Scheduler, SchedulerConfig, StatsCell};
 use multijob::spec::{SourceFile, build};
 use multijob::store::runs::RunStatus;

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::{ConfigDir, Daemon};
 use multijob::clock::Clock;
-use multijob::queue::{NewRun, NotQueued, Outcome, QueueConfig, RunQueue};
+use multijob::queue::{QueueConfig, RunQueue};
+use multijob::run::{NewRun, NotQueued, Outcome};
 use multijob::spec::{SourceFile, build};
 use multijob::store::runs::Trigger;
 use multijob::store::{Applied, Store};

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::queue::new_run_id;
+use crate::run::new_run_id;
 use crate::spec::model::Job;
 use crate::store::Applied;
 use crate::store::redis::RedisStore;

@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use super::stream_worker::HEARTBEAT;
 use super::wire::RunResult;
 use super::{ClusterConfig, Keys, LEADER_GROUP, connect, ensure_group, is_nogroup, now_ms};
-use crate::queue::{Outcome, RunQueue};
+use crate::queue::RunQueue;
+use crate::run::Outcome;
 use crate::store::runs::RunStatus;
 use crate::store::{Mutation, Store};
 
@@ -125,14 +126,14 @@ pub async fn follow_ups_waiting(
         .query_async(&mut conn)
         .await
         .ok()?;
-    let figures: crate::state::LeaderQueue = serde_json::from_str(&text?).ok()?;
+    let figures: crate::status::state::LeaderQueue = serde_json::from_str(&text?).ok()?;
     Some(figures.follow_ups_waiting.get(job).copied().unwrap_or(0))
 }
 
 /// Publish the queue's figures and the last reconcile twice a second for
 /// followers' status (expiring after 5 s, so a dead leader's go away).
 pub async fn publish_queue(
-    shared: Arc<crate::state::Shared>,
+    shared: Arc<crate::status::state::Shared>,
     mut conn: ConnectionManager,
     keys: Keys,
     cancel: CancellationToken,
@@ -146,7 +147,7 @@ pub async fn publish_queue(
             .and_then(|r| serde_json::to_value(r).ok());
         let figures = {
             let view = shared.queue.view();
-            crate::state::LeaderQueue {
+            crate::status::state::LeaderQueue {
                 queue_depth: view.waiting(),
                 running: view.running(),
                 pressure_mode: view.pressure(),
@@ -474,7 +475,8 @@ async fn clear_cancels(conn: &mut ConnectionManager, keys: &Keys, done: Vec<Stri
 mod tests {
     use super::*;
     use crate::cluster::wire::WireOutcome;
-    use crate::queue::{NewRun, QueueConfig};
+    use crate::queue::QueueConfig;
+    use crate::run::NewRun;
     use crate::store::Applied;
 
     fn queue(dir: &std::path::Path) -> Arc<RunQueue> {

@@ -19,7 +19,7 @@ use crate::app::{
 };
 use crate::queue::QueueConfig;
 use crate::schedule::scheduler::Scheduler;
-use crate::state::{ClusterRole, LeaderQueue, Shared};
+use crate::status::state::{ClusterRole, LeaderQueue, Shared};
 use crate::store::Store;
 use crate::worker::WorkerContext;
 

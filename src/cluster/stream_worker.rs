@@ -29,14 +29,13 @@ use tokio_util::sync::CancellationToken;
 use super::wire::{RunResult, WireOutcome};
 use super::{ClusterConfig, Keys, WORKERS_GROUP, connect, ensure_group, is_nogroup, now_ms};
 use crate::clock::Clock;
-use crate::jobs::RunError;
-use crate::queue::{Claim, NewRun, NotQueued, Outcome};
+use crate::run::{BoxFuture, FollowUpHandover, RunHost};
+use crate::run::{Claim, NewRun, NotQueued, Outcome, RunError};
 use crate::spec::model::Job;
 use crate::store::redis::DISPATCH_PACK;
 use crate::store::runs::{InboxCommand, Run, StepRecord};
 use crate::store::{Applied, Store, format_ts};
-use crate::worker::futures_lite_box::BoxFuture;
-use crate::worker::{FollowUpHandover, RunHost, WorkerContext, execute};
+use crate::worker::{WorkerContext, execute};
 
 /// Entries read per round trip at most.
 const MAX_BATCH: usize = 256;

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::jobs::RunError;
-use crate::queue::Outcome;
+use crate::run::Outcome;
+use crate::run::RunError;
 use crate::store::runs::StepRecord;
 
 /// An attempt's outcome, as a worker reports it to the leader.

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::{RunContext, RunError, RunResult};
+use super::RunContext;
+use crate::run::{RunError, RunResult};
 use crate::spec::model::Job;
 use crate::status::api::snapshot_json;
 use crate::store::runs::RunQuery;

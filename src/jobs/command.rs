@@ -23,7 +23,8 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{RunContext, RunError, RunResult};
+use super::RunContext;
+use crate::run::{RunError, RunResult};
 use crate::spec::model::Job;
 
 /// The child's whole `PATH`: system directories only, whatever the

@@ -13,6 +13,7 @@ pub mod simulation;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::run::{RunError, RunResult};
 use crate::spec::model::Job;
 
 /// What a handler knows about the run it executes.
@@ -34,37 +35,6 @@ pub struct RunContext {
     /// The applied snapshot the run started under.
     pub applied: Option<std::sync::Arc<crate::store::Applied>>,
 }
-
-/// Why a run failed, and so whether retrying can help.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum RunError {
-    /// Worth retrying (a flaky peer, a simulated failure).
-    #[error("{0}")]
-    Retryable(String),
-    /// Retrying cannot help (bad input, forbidden by policy).
-    #[error("{0}")]
-    Permanent(String),
-    /// The token fired: timeout, replace or shutdown; the caller knows which.
-    #[error("cancelled")]
-    Cancelled,
-    /// A workflow `approval` step waits for a decision: the run pauses.
-    /// `key` is the step's idempotency key: the decision is recorded
-    /// under it and the step finds it when the run runs again.
-    #[error("waiting for approval {approval_id}: {reason}")]
-    AwaitingApproval {
-        approval_id: String,
-        key: String,
-        reason: String,
-    },
-}
-
-impl RunError {
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, RunError::Retryable(_))
-    }
-}
-
-pub type RunResult = Result<Value, RunError>;
 
 /// The job types [`execute`] runs. The runtime asks [`handles`] before it
 /// dispatches, so a type missing here is reported, never silently dropped.

@@ -12,8 +12,9 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use super::{RunContext, RunError, RunResult};
+use super::RunContext;
 use crate::connectors::{Connectors, HttpRequest, OutboundMessage};
+use crate::run::{RunError, RunResult};
 use crate::spec::model::Job;
 use crate::status::metrics::WorkflowGauge;
 

@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::{RunContext, RunError, RunResult};
+use super::RunContext;
 use crate::connectors::{ConnectorError, Connectors, OutboundMessage};
+use crate::run::{RunError, RunResult};
 use crate::spec::model::Job;
 use crate::store::runs::{Run, RunQuery, RunStatus};
 use crate::store::{Store, format_ts};

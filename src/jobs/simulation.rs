@@ -19,7 +19,8 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use super::{RunContext, RunError, RunResult};
+use super::RunContext;
+use crate::run::{RunError, RunResult};
 use crate::spec::model::Job;
 
 /// A typo in `output_bytes` must not take the daemon's memory with it.

@@ -21,7 +21,7 @@ use serde_json::json;
 use crate::spec::diagnostic::Diagnostic;
 use crate::spec::model::Kind;
 use crate::spec::{self, Loaded};
-use crate::state::Shared;
+use crate::status::state::Shared;
 use crate::store::{
     Applied, NewEvent, ResourceWrites, RevisionRecord, RevisionStatus, StoreError, now_rfc3339,
 };

@@ -13,7 +13,7 @@ use jiff::tz::TimeZone;
 use serde_json::{Value, json};
 
 use super::diff::{Action, Change, FieldChange, Plan, diff};
-use crate::schedule::slots::{Misfired, Slot, SlotRule};
+use crate::calendar::slots::{Misfired, Slot, SlotRule};
 use crate::spec::model::{Job, Kind, Misfire};
 use crate::spec::snapshot::Snapshot;
 

@@ -1,7 +1,5 @@
-//! When jobs run: slot math (pure), dispatch guards (pure), and the
-//! scheduler that drives them.
-mod cron_clock;
-mod cron_fields;
-pub mod guards;
+//! The scheduler: the task that finds due slots (with `calendar`'s slot
+//! math), asks the run's admission guards (`run::guards`) whether each
+//! dispatches, and queues the runs. It uses `calendar`, `spec`, `store`,
+//! `run` and `queue`; the daemon starts it.
 pub mod scheduler;
-pub mod slots;

@@ -21,9 +21,10 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::guards::{self, Decision, GuardInput, SkipReason};
-use super::slots::{Slot, SlotRule};
-use crate::queue::{NewRun, RunQueue, new_run_id};
+use crate::calendar::slots::{Slot, SlotRule};
+use crate::queue::RunQueue;
+use crate::run::guards::{self, Decision, GuardInput, SkipReason};
+use crate::run::{NewRun, new_run_id};
 use crate::spec::model::Job;
 use crate::store::runs::Trigger;
 use crate::store::{Applied, Mutation, NewEvent, format_ts};
@@ -923,7 +924,7 @@ mod tests {
             .ok()??;
         queue.finish(
             &claim.run.id,
-            crate::queue::Outcome::Succeeded(serde_json::Value::Null),
+            crate::run::Outcome::Succeeded(serde_json::Value::Null),
         );
         Some(claim.run.job_id)
     }

@@ -12,7 +12,7 @@ use super::model::{Action, Flow, Job, Kind, Provider, Skill, Step, ToolPolicy};
 use super::snapshot::{Resource, Snapshot};
 use super::templates::{self, TemplateUse};
 use super::yaml::Positions;
-use crate::schedule::slots::SlotRule;
+use crate::calendar::slots::SlotRule;
 
 /// Step checks that must run on the raw document, before it becomes typed:
 /// exactly one action per step, and `with` only beside `uses`.

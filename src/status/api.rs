@@ -13,12 +13,12 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::calendar::slots::SlotRule;
 use crate::listener::Connection;
 use crate::reconcile::{load_dir, render};
-use crate::schedule::slots::SlotRule;
 use crate::spec::model::{Job, Kind};
 use crate::spec::snapshot::{Resource, Snapshot};
-use crate::state::Shared;
+use crate::status::state::Shared;
 use crate::status::{auth, metrics, openapi, sse};
 use crate::store::format_ts;
 use crate::store::runs::{Run, RunQuery, RunStatus};

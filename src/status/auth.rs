@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::api::ApiError;
-use crate::state::Shared;
+use crate::status::state::Shared;
 
 /// The one path that also takes the token as `?access_token=`.
 pub const EVENTS_PATH: &str = "/api/v1/events";

@@ -24,7 +24,7 @@ use prometheus_client::registry::{Registry, Unit};
 use tokio_util::sync::CancellationToken;
 
 use crate::spec::model::Kind;
-use crate::state::Shared;
+use crate::status::state::Shared;
 use crate::store::Event;
 use crate::store::feed::{Feed, Item};
 

@@ -6,3 +6,4 @@ pub mod dashboard;
 pub mod metrics;
 pub mod openapi;
 pub mod sse;
+pub mod state;

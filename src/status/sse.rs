@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::api::ApiError;
 use crate::listener::Connection;
-use crate::state::Shared;
+use crate::status::state::Shared;
 use crate::store::EventQuery;
 use crate::store::feed::{Feed, Item};
 

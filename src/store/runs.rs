@@ -83,7 +83,7 @@ pub struct Attempt {
     pub n: u32,
     pub started_at: String,
     /// When the attempt went on after its approval step was approved: a
-    /// pause does not end an attempt (see `queue::Outcome::AwaitingApproval`).
+    /// pause does not end an attempt (see `run::Outcome::AwaitingApproval`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumed_at: Option<String>,
     pub finished_at: Option<String>,
@@ -91,11 +91,39 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
+/// How a workflow step ended, or why it stopped short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Succeeded,
+    Failed,
+    Skipped,
+    Cancelled,
+    /// The step paused the run until its approval is decided.
+    AwaitingApproval,
+    /// The step was cut short (or not started) by a shutdown: the run is
+    /// queued again and goes on from this step.
+    Interrupted,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Cancelled => "cancelled",
+            StepStatus::AwaitingApproval => "awaiting_approval",
+            StepStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// A workflow step's record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     pub id: String,
-    pub status: String,
+    pub status: StepStatus,
     pub output: Value,
     pub error: Option<String>,
     pub duration_ms: u64,

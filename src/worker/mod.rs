@@ -6,7 +6,6 @@
 //! are interrupted and go back to the queue for the next start.
 
 mod catch_panic;
-pub mod retry;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::connectors::Connectors;
-use crate::jobs::{self, RunContext, RunError};
-use crate::queue::{Claim, NewRun, NotQueued, Outcome, RunQueue};
+use crate::jobs::{self, RunContext};
+use crate::queue::RunQueue;
+use crate::run::{BoxFuture, Claim, FollowUpHandover, NewRun, Outcome, RunError, RunHost};
 use crate::spec::model::Job;
 use crate::status::metrics::WorkflowGauge;
 use crate::store::runs::{Run, StepRecord};
@@ -27,34 +27,6 @@ use crate::store::{Applied, Store};
 use crate::workflow::follow_ups::FollowUpBudget;
 use crate::workflow::runtime::RuntimeActions;
 use crate::workflow::{Engine, Resume, RunInfo};
-
-/// What a run needs from whoever handed it out: the local queue in a
-/// single-process deployment, or the link to the leader in a Redis one.
-pub trait RunHost: Send + Sync {
-    /// The applied snapshot the run executes under.
-    fn applied(&self) -> Arc<Applied>;
-    fn store(&self) -> &Store;
-    fn clock(&self) -> Clock;
-    /// Why a run was cancelled (overlap `replace`, an operator), if it was.
-    fn cancel_reason(&self, run_id: &str) -> Option<String>;
-    /// Queue a follow-up run (`schedule_job`). `Ok(Err(_))`: not queued,
-    /// and why (no such job, disabled, its job's waiting follow-ups at
-    /// `limits.queued_follow_ups`); `Err`: it could not be handed over.
-    fn follow_up(&self, run: NewRun) -> futures_lite_box::BoxFuture<'_, FollowUpHandover>;
-    /// A workflow's step records, kept with the run's record.
-    fn record_steps(&self, run_id: &str, steps: Vec<StepRecord>);
-    /// LLM tokens the run used.
-    fn record_usage(&self, run_id: &str, llm_tokens: u64);
-}
-
-/// What handing a follow-up to the queue gave: queued, refused, or an
-/// error on the way (the store, the link to the leader).
-pub type FollowUpHandover = Result<Result<(), NotQueued>, String>;
-
-/// A boxed future without pulling in the `futures` crate.
-pub mod futures_lite_box {
-    pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
-}
 
 impl RunHost for RunQueue {
     fn applied(&self) -> Arc<Applied> {
@@ -69,7 +41,7 @@ impl RunHost for RunQueue {
     fn cancel_reason(&self, run_id: &str) -> Option<String> {
         RunQueue::cancel_reason(self, run_id)
     }
-    fn follow_up(&self, run: NewRun) -> futures_lite_box::BoxFuture<'_, FollowUpHandover> {
+    fn follow_up(&self, run: NewRun) -> BoxFuture<'_, FollowUpHandover> {
         let queued = self.enqueue_follow_up(run).map(|_| ());
         Box::pin(async move { Ok(queued) })
     }

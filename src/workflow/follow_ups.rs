@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 
 use super::actions::{ActionCall, ActionError, ActionResult};
 use super::runtime::{RuntimeActions, number, text};
-use crate::queue::{NewRun, NotQueued, new_run_id};
+use crate::run::{NewRun, NotQueued, new_run_id};
 use crate::store::runs::Trigger;
 use crate::store::{Mutation, NewEvent, format_ts};
 

@@ -29,13 +29,13 @@ pub use actions::{ActionCall, ActionError, ActionFuture, ActionResult, Actions};
 pub use template::{TemplateError, eval_condition, render_value, to_template_value};
 
 use crate::clock::Clock;
-use crate::jobs::RunError;
+use crate::run::RunError;
+use crate::run::retry::backoff;
 use crate::spec::model::{Action, Limits, Skill, Step};
 use crate::spec::snapshot::Resource;
 use crate::spec::templates::environment;
 use crate::store::format_ts;
-use crate::store::runs::StepRecord;
-use crate::worker::retry::backoff;
+use crate::store::runs::{StepRecord, StepStatus};
 
 /// `uses` may nest this deep (a skill using a skill ...); validate rejects
 /// a deeper chain with the same limit.
@@ -51,19 +51,6 @@ pub struct RunInfo {
     pub attempt: u32,
     /// RFC 3339; `None` for a manual trigger.
     pub scheduled_at: Option<String>,
-}
-
-/// Step statuses in a [`StepRecord`].
-pub mod status {
-    pub const SUCCEEDED: &str = "succeeded";
-    pub const FAILED: &str = "failed";
-    pub const SKIPPED: &str = "skipped";
-    pub const CANCELLED: &str = "cancelled";
-    /// The step paused the run until its approval is decided.
-    pub const AWAITING_APPROVAL: &str = "awaiting_approval";
-    /// The step was cut short (or not started) by a shutdown: the run is
-    /// queued again and goes on from this step.
-    pub const INTERRUPTED: &str = "interrupted";
 }
 
 /// What an earlier execution of the run completed before it paused for an
@@ -88,8 +75,8 @@ impl Resume {
     pub fn from_records(records: &[StepRecord]) -> Resume {
         match records.split_last() {
             Some((paused, done))
-                if paused.status == status::AWAITING_APPROVAL
-                    || paused.status == status::INTERRUPTED =>
+                if paused.status == StepStatus::AwaitingApproval
+                    || paused.status == StepStatus::Interrupted =>
             {
                 Resume {
                     top: done.iter().map(|r| (r.id.clone(), r.clone())).collect(),
@@ -311,7 +298,7 @@ impl<'a> Engine<'a> {
             for step in steps {
                 if frame.cancel.is_cancelled() {
                     // Recorded, so an interrupted run knows where to go on.
-                    records.push(record(step, status::CANCELLED, Value::Null, None, 0));
+                    records.push(record(step, StepStatus::Cancelled, Value::Null, None, 0));
                     return Err(RunError::Cancelled);
                 }
                 // Completed before the run paused: not done again.
@@ -334,12 +321,12 @@ impl<'a> Engine<'a> {
                 let result = self.run_step(step, &base, frame).await;
                 let duration_ms = started.elapsed().as_millis() as u64;
                 let (status, output, error) = match result {
-                    Ok(Some((output, item_errors))) => (status::SUCCEEDED, output, item_errors),
-                    Ok(None) => (status::SKIPPED, Value::Null, None),
+                    Ok(Some((output, item_errors))) => (StepStatus::Succeeded, output, item_errors),
+                    Ok(None) => (StepStatus::Skipped, Value::Null, None),
                     Err(RunError::Cancelled) => {
                         records.push(record(
                             step,
-                            status::CANCELLED,
+                            StepStatus::Cancelled,
                             Value::Null,
                             None,
                             duration_ms,
@@ -350,7 +337,7 @@ impl<'a> Engine<'a> {
                     Err(pause @ RunError::AwaitingApproval { .. }) => {
                         let mut paused = record(
                             step,
-                            status::AWAITING_APPROVAL,
+                            StepStatus::AwaitingApproval,
                             Value::Null,
                             None,
                             duration_ms,
@@ -365,7 +352,7 @@ impl<'a> Engine<'a> {
                         let message = format!("step `{}`: {e}", step.id);
                         records.push(record(
                             step,
-                            status::FAILED,
+                            StepStatus::Failed,
                             Value::Null,
                             Some(message.clone()),
                             duration_ms,
@@ -786,14 +773,14 @@ async fn try_join_ordered<T>(
 
 fn record(
     step: &Step,
-    status: &str,
+    status: StepStatus,
     output: Value,
     error: Option<String>,
     duration_ms: u64,
 ) -> StepRecord {
     StepRecord {
         id: step.id.clone(),
-        status: status.to_string(),
+        status,
         output,
         error,
         duration_ms,
@@ -1576,7 +1563,7 @@ mod tests {
         assert_eq!(records[2].output, json!({"count": 1}));
         assert_eq!(records[3].output, json!({"bump": 2}));
         assert!(
-            records.iter().all(|r| r.status == "succeeded"),
+            records.iter().all(|r| r.status.as_str() == "succeeded"),
             "{records:?}"
         );
         assert!(
@@ -1589,7 +1576,7 @@ mod tests {
     fn a_pause_or_an_interruption_resumes() {
         let rec = |id: &str, status: &str| StepRecord {
             id: id.into(),
-            status: status.into(),
+            status: serde_json::from_value(json!(status)).expect("a step status"),
             output: json!(id),
             error: None,
             duration_ms: 0,

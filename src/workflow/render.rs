@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::template::{RenderError, TemplateError};
-use crate::jobs::RunError;
+use crate::run::RunError;
 use crate::spec::templates::{Budget, Control, Stop, is_template};
 
 /// Renders that run on threads at once; others wait for a slot (within

@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 use super::actions::{ActionCall, ActionError, ActionFuture, ActionResult, Actions};
 use super::follow_ups::FollowUpBudget;
 use crate::connectors::{ChatRequest, ConnectorError, Connectors, HttpRequest, OutboundMessage};
+use crate::run::RunHost;
 use crate::spec::model::Job;
 use crate::status::metrics::WorkflowGauge;
 use crate::store::{KvOp, Store};
-use crate::worker::RunHost;
 
 /// How long idempotency records are kept.
 const IDEMPOTENCY_TTL_SEC: u64 = 30 * 24 * 3600;
@@ -301,7 +301,7 @@ impl RuntimeActions {
         let decision = self
             .store
             .kv(
-                &format!("idem:approval:{}", call.idempotency_key),
+                &crate::run::approval_record_key(&call.idempotency_key),
                 KvOp::Get,
             )
             .await

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::cron_clock::CronClock;
 use super::cron_fields;
-use crate::spec::model::{DstPolicy, Misfire, Schedule};
+use super::schedule::{DstPolicy, Misfire, Schedule};
 
 /// [`SlotRule::missed`] lists at most this many slots; it counts the rest.
 pub const MISSED_LIST_CAP: u64 = 10_000;
@@ -458,7 +458,7 @@ fn from_nanos(n: i128) -> Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::model::{DstGap, DstOverlap};
+    use crate::calendar::schedule::{DstGap, DstOverlap};
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -468,8 +468,8 @@ mod tests {
     /// (`Schedule::default()` zeroes the catchup window and run cap).
     fn base() -> Schedule {
         Schedule {
-            catchup_window_sec: crate::spec::model::default_catchup_window_sec(),
-            max_catchup_runs: crate::spec::model::default_max_catchup_runs(),
+            catchup_window_sec: crate::calendar::schedule::default_catchup_window_sec(),
+            max_catchup_runs: crate::calendar::schedule::default_max_catchup_runs(),
             ..Schedule::default()
         }
     }

@@ -23,7 +23,7 @@ use jiff::Timestamp;
 use jiff::civil::{Date, DateTime};
 use jiff::tz::{AmbiguousOffset, Offset, TimeZone};
 
-use crate::spec::model::{DstGap, DstOverlap, DstPolicy};
+use super::schedule::{DstGap, DstOverlap, DstPolicy};
 
 const DAY: i64 = 86_400;
 

@@ -1,5 +1,8 @@
 //! One file per command: its arguments and a short `exec` that calls the
-//! library. Nothing here decides what a config means.
+//! library. Nothing here decides what a config means. The CLI is the top
+//! layer: it may use every module below it (the daemon for `run` and
+//! `worker`, `reconcile` for `plan` and `validate`, the store's inbox for
+//! `trigger` and `approvals`).
 
 pub mod approvals;
 pub mod init;

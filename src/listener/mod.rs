@@ -1,5 +1,6 @@
 //! Accepting HTTP connections with limits: the status API's listener, and
-//! the one any other inbound surface should serve through.
+//! the one any other inbound surface should serve through. A leaf: it uses
+//! hyper and tokio, nothing of the crate.
 //!
 //! A hostile or broken client must not take the daemon's file descriptors
 //! or keep other clients out:

@@ -1,7 +1,8 @@
 //! The run's model and life cycle: how an attempt ends ([`Outcome`]) and
 //! why it failed ([`RunError`]), what a new run and a claimed one carry,
 //! what a run needs from whoever handed it out ([`RunHost`]), the retry
-//! policy, the admission guards and the approval record key.
+//! policy, the admission guards, the approval record key, and the state
+//! machine that moves a run from queued to finished ([`machine`]).
 //!
 //! Everything here but the [`RunHost`] trait is pure. It uses `spec` (the
 //! job's policies), `store::runs` (the run's records, which are the
@@ -9,6 +10,7 @@
 //! engine and the workers build on it.
 pub mod guards;
 pub mod host;
+pub mod machine;
 pub mod new_run;
 pub mod outcome;
 pub mod retry;

@@ -1,0 +1,1 @@
+//! Every transition of the run state machine, on fixed times.

@@ -13,6 +13,8 @@ mod claim;
 mod finish;
 mod recover;
 mod state;
+#[cfg(test)]
+mod tests;
 mod view;
 
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -1,2 +1,213 @@
-//! The queue's locking side: counts, pressure and the indexes as runs are
-//! queued, claimed and finished.
+//! The queue's locking side: its counts, pressure and indexes as runs are
+//! queued, claimed and finished, on a real SQLite store in a temp dir and
+//! a virtual clock that follows tokio's paused one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{QueueConfig, RunQueue};
+use crate::clock::Clock;
+use crate::run::{NewRun, Outcome, RunError};
+use crate::spec::{SourceFile, build};
+use crate::store::runs::{ApprovalStatus, RunStatus};
+use crate::store::{Applied, EventQuery, Store};
+
+struct Rig {
+    _tmp: tempfile::TempDir,
+    store: Store,
+    queue: Arc<RunQueue>,
+}
+
+fn rig(yaml: &str, config: QueueConfig) -> Rig {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let store = Store::open_sqlite(&tmp.path().join("state.db")).expect("a store");
+    let loaded = build(&[SourceFile {
+        path: "jobs.d/t.yaml".into(),
+        text: yaml.into(),
+    }]);
+    assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
+    let applied = Arc::new(Applied {
+        revision: None,
+        snapshot: loaded.snapshot,
+    });
+    let clock = Clock::virtual_at("2026-03-01T10:00:00Z".parse().expect("a time"));
+    let queue = RunQueue::new(store.clone(), applied, config, clock);
+    Rig {
+        _tmp: tmp,
+        store,
+        queue,
+    }
+}
+
+impl Rig {
+    fn enqueue(&self, n: usize) -> Vec<String> {
+        let runs = (0..n).map(|_| NewRun::manual("a", json!({}))).collect();
+        self.queue.enqueue(runs)
+    }
+
+    async fn claim(&self) -> crate::run::Claim {
+        tokio::time::timeout(Duration::from_secs(1), self.queue.claim())
+            .await
+            .expect("a ready run")
+            .expect("not draining")
+    }
+
+    fn counts(&self) -> (usize, usize, usize) {
+        let view = self.queue.view();
+        (view.waiting(), view.running(), view.active_runs("a"))
+    }
+
+    async fn event_types(&self) -> Vec<String> {
+        self.store.flush().await.expect("flushed");
+        let query = EventQuery {
+            after: 0,
+            limit: 100,
+            event_type: None,
+            job_id: None,
+        };
+        let events = self.store.events(query).await.expect("events");
+        events.into_iter().map(|e| e.event_type).collect()
+    }
+}
+
+const NOOP: &str = "id: a\ntype: noop\n";
+
+#[tokio::test(start_paused = true)]
+async fn enqueue_claim_and_finish_keep_the_counts() {
+    let r = rig(NOOP, QueueConfig::default());
+    let ids = r.enqueue(2);
+    assert_eq!(ids.len(), 2);
+    assert_eq!(r.counts(), (2, 0, 2));
+    let claim = r.claim().await;
+    assert_eq!(claim.run.id, ids[0], "the older run first");
+    assert_eq!(
+        (claim.run.status, claim.run.attempt),
+        (RunStatus::Running, 1)
+    );
+    assert_eq!(r.counts(), (1, 1, 2));
+    r.queue
+        .finish(&claim.run.id, Outcome::Succeeded(json!({"ok": 1})));
+    assert_eq!(r.counts(), (1, 0, 1));
+    assert_eq!(r.queue.view().totals(), (1, 1));
+    let last = r.queue.view().last_finished("a").expect("a last run");
+    assert_eq!(last.status, RunStatus::Succeeded);
+    assert_eq!(r.queue.get(&claim.run.id), None, "it left the queue");
+    let (_, stored) = r
+        .store
+        .run(&claim.run.id)
+        .await
+        .expect("read")
+        .expect("kept");
+    assert_eq!(stored.status, RunStatus::Succeeded);
+    assert_eq!(
+        r.event_types().await,
+        ["run.queued", "run.queued", "run.started", "run.completed"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn pressure_turns_on_at_high_and_off_at_low() {
+    let config = QueueConfig {
+        pressure_high: 3,
+        pressure_low: 1,
+        ..QueueConfig::default()
+    };
+    let r = rig(NOOP, config);
+    r.enqueue(2);
+    assert!(!r.queue.view().pressure());
+    r.enqueue(1);
+    assert!(r.queue.view().pressure(), "3 waiting");
+    r.claim().await;
+    assert!(r.queue.view().pressure(), "2 waiting: still above low");
+    r.claim().await;
+    assert!(!r.queue.view().pressure(), "1 waiting: down to low");
+    let pressure: Vec<String> = r
+        .event_types()
+        .await
+        .into_iter()
+        .filter(|t| t.starts_with("scheduler.pressure"))
+        .collect();
+    assert_eq!(
+        pressure,
+        ["scheduler.pressure_on", "scheduler.pressure_off"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retried_run_stays_active_and_starts_again_when_due() {
+    let r = rig(
+        "id: a\ntype: noop\nretry_policy: {max_retry: 1, backoff_sec: [5]}\n",
+        QueueConfig::default(),
+    );
+    r.enqueue(1);
+    let first = r.claim().await;
+    let boom = Outcome::Failed(RunError::Retryable("boom".into()));
+    r.queue.finish(&first.run.id, boom);
+    assert_eq!(
+        r.queue.run_status(&first.run.id),
+        Some((RunStatus::Retrying, 1))
+    );
+    assert_eq!(r.counts(), (0, 0, 1), "not waiting, not running, active");
+    let claim = tokio::spawn({
+        let queue = r.queue.clone();
+        async move { queue.claim().await }
+    });
+    tokio::time::advance(Duration::from_secs(4)).await;
+    tokio::task::yield_now().await;
+    assert!(!claim.is_finished(), "not due before its backoff");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let second = claim.await.expect("joined").expect("claimed");
+    assert_eq!((second.run.id, second.run.attempt), (first.run.id, 2));
+    assert_eq!(r.counts(), (0, 1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_approval_is_decided_once_and_queues_the_run() {
+    let r = rig(
+        "id: a\ntype: noop\nrequires_approval: true\n",
+        QueueConfig::default(),
+    );
+    let ids = r.enqueue(1);
+    assert!(r.queue.view().approval_pending("a"));
+    assert_eq!(
+        r.counts(),
+        (0, 0, 1),
+        "waiting for a decision, not a worker"
+    );
+    r.store.flush().await.expect("flushed");
+    let approvals = r.store.approvals(true).await.expect("approvals");
+    let approval = approvals.first().expect("a pending approval").clone();
+    assert_eq!(approval.run_id, ids[0]);
+    r.queue.decide(&approval, true, "ops").expect("decided");
+    assert!(!r.queue.view().approval_pending("a"));
+    assert_eq!(r.counts(), (1, 0, 1));
+    let again = r
+        .queue
+        .decide(&approval, false, "ops")
+        .expect_err("decided twice");
+    assert!(again.contains("is already decided"), "{again}");
+    r.store.flush().await.expect("flushed");
+    let decided = r.store.approvals(false).await.expect("approvals");
+    assert_eq!(decided[0].status, ApprovalStatus::Approved);
+    assert_eq!(r.claim().await.run.attempt, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_a_jobs_runs_finishes_the_waiting_and_signals_the_running() {
+    let r = rig(NOOP, QueueConfig::default());
+    r.enqueue(2);
+    let running = r.claim().await;
+    assert_eq!(r.queue.cancel_job_runs("a", "replaced"), 2);
+    assert!(
+        running.cancel.is_cancelled(),
+        "the running one through its token"
+    );
+    assert_eq!(r.counts(), (0, 1, 1), "the waiting one finished at once");
+    let reason = r.queue.cancel_reason(&running.run.id);
+    assert_eq!(reason.as_deref(), Some("replaced by a newer run of a"));
+    r.queue
+        .finish(&running.run.id, Outcome::Cancelled("replaced".into()));
+    assert_eq!(r.counts(), (0, 0, 0));
+}

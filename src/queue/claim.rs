@@ -96,6 +96,7 @@ impl RunQueue {
 
     /// Delayed runs whose time has come become ready.
     fn promote_due(&self, st: &mut State, t: Timestamp) {
+        // Becoming due decides nothing from the job and writes no event.
         let no_failure = FailureState::default();
         let ctx = Context {
             job: None,

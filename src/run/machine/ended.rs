@@ -46,11 +46,8 @@ pub(super) fn ended(run: &mut Run, ctx: &Context<'_>, outcome: Outcome) -> Effec
                 None,
                 ctx.now,
             );
-            let mutations = vec![
-                run_event(ctx, run, "run.cancelled", json!({"reason": reason})),
-                Mutation::PutRun(Box::new(run.clone())),
-            ];
-            Effects::new(Next::Finished, mutations)
+            let cancelled = run_event(ctx, run, "run.cancelled", json!({"reason": reason}));
+            finished(run, vec![cancelled], None)
         }
         Outcome::Failed(e) => failed(run, ctx, RunStatus::Failed, e.to_string(), e.is_retryable()),
         Outcome::TimedOut => {
@@ -72,15 +69,9 @@ fn succeeded(run: &mut Run, ctx: &Context<'_>, output: Value) -> Effects {
         && *ctx.failure != FailureState::default()
     {
         let next = retry::after_run(ctx.failure, &job.failure_memory, None, ctx.now);
-        mutations.push(Mutation::Failure(run.job_id.clone(), next.clone()));
-        failure = Some(next);
+        failure = Some(remember(run, next, &mut mutations));
     }
-    mutations.push(Mutation::PutRun(Box::new(run.clone())));
-    Effects {
-        next: Next::Finished,
-        mutations,
-        failure,
-    }
+    finished(run, mutations, failure)
 }
 
 fn interrupted(run: &mut Run, ctx: &Context<'_>) -> Effects {
@@ -188,15 +179,9 @@ fn failed(
             let data = json!({"consecutive_failures": next.consecutive_failures, "cooldown_until": next.cooldown_until});
             mutations.push(run_event(ctx, run, "job.cooldown", data));
         }
-        mutations.push(Mutation::Failure(run.job_id.clone(), next.clone()));
-        failure = Some(next);
+        failure = Some(remember(run, next, &mut mutations));
     }
-    mutations.push(Mutation::PutRun(Box::new(run.clone())));
-    Effects {
-        next: Next::Finished,
-        mutations,
-        failure,
-    }
+    finished(run, mutations, failure)
 }
 
 /// The run was `running` under a process that died: its attempt failed
@@ -220,11 +205,21 @@ pub(super) fn worker_lost(run: &mut Run, ctx: &Context<'_>) -> Effects {
     let mut failure = None;
     if let Some(job) = ctx.job {
         let next = retry::after_run(ctx.failure, &job.failure_memory, Some(&error), ctx.now);
-        mutations.push(Mutation::Failure(run.job_id.clone(), next.clone()));
-        failure = Some(next);
+        failure = Some(remember(run, next, &mut mutations));
     }
     let data = json!({"attempt": run.attempt, "error": error});
     mutations.push(run_event(ctx, run, "run.failed", data));
+    finished(run, mutations, failure)
+}
+
+/// The job's failure state after this run, written.
+fn remember(run: &Run, failure: FailureState, mutations: &mut Vec<Mutation>) -> FailureState {
+    mutations.push(Mutation::Failure(run.job_id.clone(), failure.clone()));
+    failure
+}
+
+/// The run's final record written after `mutations`: it leaves the queue.
+fn finished(run: &Run, mut mutations: Vec<Mutation>, failure: Option<FailureState>) -> Effects {
     mutations.push(Mutation::PutRun(Box::new(run.clone())));
     Effects {
         next: Next::Finished,

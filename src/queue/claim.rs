@@ -9,9 +9,8 @@ use jiff::Timestamp;
 
 use super::state::{State, line_up};
 use super::{MAX_STORE_BACKLOG, RunQueue, WRITES_PER_QUEUED_RUN};
-use crate::run::Claim;
-use crate::run::Outcome;
 use crate::run::machine::{self, Context, Event};
+use crate::run::{Claim, Outcome};
 use crate::spec::model::Job;
 use crate::store::runs::{FailureState, RunStatus, Trigger};
 

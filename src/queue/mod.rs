@@ -1,12 +1,12 @@
 //! The run queue: every unfinished run, in memory, over the durable store.
-//!
 //! The scheduler and `trigger` enqueue; workers claim and finish. The queue
-//! keeps what guards need to decide in O(1): active runs per job and lane,
-//! runs waiting to start (pressure), failure memory, pending approvals.
-//! Every state change is submitted to the store as it happens (group
-//! commit), and on start [`RunQueue::recover`] rebuilds the queue from the
-//! store: queued runs are queued again, runs that were `running` when the
-//! process died are retried or failed per their retry policy.
+//! keeps the lock and what guards need to decide in O(1): active runs per
+//! job and lane, runs waiting to start (pressure), failure memory, pending
+//! approvals. How a run moves is decided by the run's state machine
+//! ([`crate::run::machine`]); the queue follows the move in its indexes and
+//! submits the writes as they happen (group commit). On start
+//! [`RunQueue::recover`] rebuilds the queue from the store. It uses `clock`,
+//! `spec`, `store` and `run`, nothing above them.
 
 mod admit;
 mod claim;

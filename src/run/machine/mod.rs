@@ -4,12 +4,10 @@
 //! retry policy and failure memory, the job's failure state, the time) and
 //! what happened ([`Event`]); it changes the record and returns where the
 //! run now is ([`Next`]) with the store writes and events to submit
-//! ([`Effects`]). [`admitted`] is the first state of a new run.
-//!
-//! No IO, no locks, no clock reads: time is an argument. The queue keeps
-//! the lock, its indexes (counts, lanes, heaps) and submitting. This module
-//! uses `spec` (the job), `store` (the run's records, mutations, events)
-//! and the retry policy beside it.
+//! ([`Effects`]); [`admitted`] is a new run's first state. No IO, no locks,
+//! no clock reads (time is an argument): the queue keeps the lock, its
+//! indexes and submitting. It uses `spec` (the job), `store` (the run's
+//! records, mutations, events) and the rest of `run` (outcomes, retry).
 
 mod admit;
 mod ended;

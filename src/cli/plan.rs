@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::reconcile::{git, render, source::read_config_dir};
-use crate::spec::{self, snapshot::Snapshot};
+use crate::reconcile::{self, render};
+use crate::spec::snapshot::Snapshot;
 use crate::status::api::{plan_context_from_json, snapshot_from_json};
 use crate::store::redis::RedisStore;
 use crate::store::sqlite::{SqliteStore, read_applied, read_plan_context};
@@ -36,10 +36,7 @@ pub struct Args {
 
 pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     let dir = &args.dir.dir;
-    let contents = read_config_dir(dir)?;
-    let mut loaded = spec::build(&contents.files);
-    loaded.diagnostics.extend(contents.diagnostics);
-    spec::diagnostic::sort(&mut loaded.diagnostics);
+    let loaded = reconcile::load(dir)?.loaded;
     if loaded.has_errors() {
         let mut err = std::io::stderr().lock();
         for d in loaded.diagnostics.iter().filter(|d| d.is_error()) {
@@ -83,9 +80,12 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
             }
         }
     };
-    let git_state = runtime.block_on(git::git_state(dir));
-    let revision = git::revision_id(git_state.as_ref(), &loaded.snapshot.content_hash());
-    let report = render::report(&revision, &running, &loaded.snapshot, &ctx);
+    let report = runtime.block_on(reconcile::plan_report(
+        dir,
+        &running,
+        &loaded.snapshot,
+        &ctx,
+    ));
     let mut out = std::io::stdout().lock();
     match args.output {
         OutputFormat::Text => write!(out, "{}", render::render_text(&report, &loaded.snapshot))?,

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use crate::reconcile::source::read_config_dir;
+use crate::reconcile::{self, LoadedDir};
 use crate::spec::{self, SourceFile, diagnostic::Diagnostic, model::Kind};
 
 use super::{DirArg, Outcome, OutputFormat};
@@ -19,10 +19,7 @@ pub struct Args {
 }
 
 pub fn exec(args: Args) -> anyhow::Result<Outcome> {
-    let contents = read_config_dir(&args.dir.dir)?;
-    let mut loaded = spec::build(&contents.files);
-    loaded.diagnostics.extend(contents.diagnostics);
-    spec::diagnostic::sort(&mut loaded.diagnostics);
+    let LoadedDir { files, loaded } = reconcile::load(&args.dir.dir)?;
     let mut stdout = std::io::stdout().lock();
     match args.output {
         OutputFormat::Json => {
@@ -30,7 +27,7 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
             writeln!(stdout)?;
         }
         OutputFormat::Text => {
-            let mut excerpts = Excerpts::new(&contents.files);
+            let mut excerpts = Excerpts::new(&files);
             for d in &loaded.diagnostics {
                 writeln!(stdout, "{d}")?;
                 // A literal secret's line is the secret: never echo it.
@@ -44,7 +41,7 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
                 .map(|k| plural(snapshot.count(*k), &k.as_str().to_lowercase()))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let summary = format!("{} in {}", counts, plural(contents.files.len(), "file"));
+            let summary = format!("{} in {}", counts, plural(files.len(), "file"));
             if loaded.has_errors() {
                 writeln!(
                     stdout,

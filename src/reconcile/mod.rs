@@ -1,4 +1,9 @@
-//! Desired state (the directory) against running state (the store).
+//! Desired state (the directory) against running state (the store): this
+//! module owns loading the directory ([`load`]), the pure diff, the plan
+//! report, the watcher and applying a revision. It may use `spec`, `store`,
+//! `calendar` and the layers below them; what it changes of the running
+//! process it reaches through the narrow [`Applier`], never the daemon's
+//! shared state.
 //!
 //! One loop, one reload at a time: the watcher and SIGHUP only say
 //! "something changed"; [`Reconciler::reconcile`] loads, validates and
@@ -7,9 +12,12 @@
 
 pub mod diff;
 pub mod git;
+mod load;
 pub mod render;
 pub mod source;
 pub mod watch;
+
+pub use load::{LoadedDir, load, load_dir, plan_report};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,20 +26,33 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::spec::Loaded;
 use crate::spec::diagnostic::Diagnostic;
 use crate::spec::model::Kind;
-use crate::spec::{self, Loaded};
-use crate::status::state::Shared;
+use crate::spec::snapshot::Snapshot;
 use crate::store::{
-    Applied, NewEvent, ResourceWrites, RevisionRecord, RevisionStatus, StoreError, now_rfc3339,
+    Applied, NewEvent, ResourceWrites, RevisionRecord, RevisionStatus, Store, StoreError,
+    now_rfc3339,
 };
+
+/// What a reconcile did with the revision it looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReconcileResult {
+    /// It differed from what ran and now runs.
+    Applied,
+    /// It is what runs already.
+    Unchanged,
+    /// It has errors; the last good revision keeps running.
+    Rejected,
+}
 
 /// The result of the last reconcile, as `/api/v1/status` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReconcileStatus {
     pub at: String,
     /// `applied`, `unchanged` or `rejected`.
-    pub result: &'static str,
+    pub result: ReconcileResult,
     /// The revision this reconcile looked at.
     pub revision: String,
     pub errors: Vec<Diagnostic>,
@@ -41,42 +62,26 @@ pub struct ReconcileStatus {
     pub cause: String,
 }
 
+/// What the reconciler reads and changes of the running process, and
+/// nothing more: the store it records revisions in, the revision that
+/// runs, and the last result.
+pub trait Applier: Send + Sync {
+    fn store(&self) -> &Store;
+    /// The revision that runs now.
+    fn applied(&self) -> Arc<Applied>;
+    /// Make `applied` the running revision and tell the tasks that react
+    /// to a new one (the scheduler, the queue).
+    fn publish(&self, applied: Arc<Applied>);
+    fn last_reconcile(&self) -> Arc<Option<ReconcileStatus>>;
+    fn set_last_reconcile(&self, status: ReconcileStatus);
+}
+
 pub struct Reconciler {
     pub dir: PathBuf,
-    pub shared: Arc<Shared>,
+    applier: Arc<dyn Applier>,
     /// The warnings of the last load, logged once each, not at every
     /// resync.
     warned: std::sync::Mutex<Vec<Diagnostic>>,
-}
-
-/// Findings for a directory that cannot be read at all.
-fn unreadable(dir: &std::path::Path, message: String) -> Loaded {
-    Loaded {
-        snapshot: Default::default(),
-        diagnostics: vec![Diagnostic::file_error(
-            &dir.display().to_string(),
-            crate::spec::yaml::Pos { line: 1, column: 1 },
-            "io",
-            message,
-        )],
-    }
-}
-
-/// Load and check the directory on a blocking thread (it reads files and
-/// does CPU work proportional to the config size).
-pub async fn load_dir(dir: PathBuf) -> Loaded {
-    let fallback = dir.clone();
-    tokio::task::spawn_blocking(move || match source::read_config_dir(&dir) {
-        Ok(contents) => {
-            let mut loaded = spec::build(&contents.files);
-            loaded.diagnostics.extend(contents.diagnostics);
-            spec::diagnostic::sort(&mut loaded.diagnostics);
-            loaded
-        }
-        Err(e) => unreadable(&dir, e.to_string()),
-    })
-    .await
-    .unwrap_or_else(|e| unreadable(&fallback, format!("loading failed: {e}")))
 }
 
 /// Give memory freed after a reload back to the OS. Loading a large
@@ -91,11 +96,94 @@ fn return_freed_memory() {
     }
 }
 
+/// The revision one reconcile looks at: its id, and what its record says
+/// of where it came from.
+struct Revision {
+    id: String,
+    git: Option<git::GitState>,
+    content_hash: String,
+}
+
+impl Revision {
+    fn record(
+        &self,
+        status: RevisionStatus,
+        summary: serde_json::Value,
+        changes: serde_json::Value,
+        errors: Vec<Diagnostic>,
+    ) -> RevisionRecord {
+        RevisionRecord {
+            seq: 0,
+            id: self.id.clone(),
+            status,
+            at: now_rfc3339(),
+            git_commit: self.git.as_ref().map(|g| g.commit.clone()),
+            git_dirty: self.git.as_ref().is_some_and(|g| g.dirty),
+            content_hash: self.content_hash.clone(),
+            summary,
+            changes,
+            errors,
+        }
+    }
+}
+
+/// One reconcile in progress: what its status reports besides the result.
+struct Attempt<'a> {
+    started: Instant,
+    cause: &'a str,
+    revision: Revision,
+    warnings: usize,
+}
+
+impl Attempt<'_> {
+    fn status(&self, result: ReconcileResult, errors: Vec<Diagnostic>) -> ReconcileStatus {
+        ReconcileStatus {
+            at: now_rfc3339(),
+            result,
+            revision: self.revision.id.clone(),
+            errors,
+            warnings: self.warnings,
+            duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            cause: self.cause.to_string(),
+        }
+    }
+}
+
+/// The events of a revision's job changes: created, updated, deleted,
+/// and enabled or disabled.
+fn job_events(plan: &diff::Plan, revision_id: &str) -> Vec<NewEvent> {
+    let mut events = Vec::new();
+    for change in plan.changes.iter().filter(|c| c.kind == Kind::Job) {
+        let base = match change.action {
+            diff::Action::Create => "job.created",
+            diff::Action::Update => "job.updated",
+            diff::Action::Delete => "job.deleted",
+        };
+        let fields: Vec<&str> = change.fields.iter().map(|f| f.path.as_str()).collect();
+        events.push(
+            NewEvent::new(base, json!({"revision": revision_id, "fields": fields}))
+                .job(change.id.clone()),
+        );
+        match change.enabled_change {
+            Some(true) => events.push(
+                NewEvent::new("job.enabled", json!({"revision": revision_id}))
+                    .job(change.id.clone()),
+            ),
+            Some(false) => events.push(
+                NewEvent::new("job.disabled", json!({"revision": revision_id}))
+                    .job(change.id.clone()),
+            ),
+            None => {}
+        }
+    }
+    events
+}
+
 impl Reconciler {
-    pub fn new(dir: PathBuf, shared: Arc<Shared>) -> Self {
+    pub fn new(dir: PathBuf, applier: Arc<dyn Applier>) -> Self {
         Reconciler {
             dir,
-            shared,
+            applier,
             warned: Default::default(),
         }
     }
@@ -131,142 +219,120 @@ impl Reconciler {
         self.log_new_warnings(&loaded);
         let git = git::git_state(&self.dir).await;
         let content_hash = loaded.snapshot.content_hash();
-        let revision_id = git::revision_id(git.as_ref(), &content_hash);
-        let warnings = loaded.warning_count();
-        let store = &self.shared.store;
-
-        let status = |result: &'static str, errors: Vec<Diagnostic>| ReconcileStatus {
-            at: now_rfc3339(),
-            result,
-            revision: revision_id.clone(),
-            errors,
-            warnings,
-            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            cause: cause.to_string(),
+        let attempt = Attempt {
+            started,
+            cause,
+            revision: Revision {
+                id: git::revision_id(git.as_ref(), &content_hash),
+                git,
+                content_hash,
+            },
+            warnings: loaded.warning_count(),
         };
-
-        if loaded.has_errors() {
-            let errors: Vec<Diagnostic> = loaded
+        let result = if loaded.has_errors() {
+            let errors = loaded
                 .diagnostics
                 .into_iter()
                 .filter(Diagnostic::is_error)
                 .collect();
-            let last = self.shared.last_reconcile.load();
-            let repeat = last.as_ref().as_ref().is_some_and(|l| {
-                l.result == "rejected" && l.revision == revision_id && l.errors == errors
-            });
-            let result = status("rejected", errors.clone());
-            if !repeat {
-                let record = RevisionRecord {
-                    seq: 0,
-                    id: revision_id.clone(),
-                    status: RevisionStatus::Rejected,
-                    at: now_rfc3339(),
-                    git_commit: git.as_ref().map(|g| g.commit.clone()),
-                    git_dirty: git.as_ref().is_some_and(|g| g.dirty),
-                    content_hash: content_hash.clone(),
-                    summary: json!({}),
-                    changes: json!([]),
-                    errors: errors.clone(),
-                };
-                let first: Vec<String> = errors.iter().take(20).map(|d| d.to_string()).collect();
-                let event = NewEvent::new(
-                    "reconcile.rejected",
-                    json!({"revision": revision_id, "error_count": errors.len(), "errors": first}),
-                );
-                store.reject_revision(record, vec![event]).await?;
-                tracing::warn!(
-                    revision = %revision_id,
-                    errors = errors.len(),
-                    first = %errors.first().map(|d| d.to_string()).unwrap_or_default(),
-                    "revision rejected; the last good revision keeps running"
-                );
-            }
-            self.shared
-                .last_reconcile
-                .store(Arc::new(Some(result.clone())));
+            self.reject(&attempt, errors).await?
+        } else {
+            self.apply(&attempt, loaded.snapshot).await?
+        };
+        self.applier.set_last_reconcile(result.clone());
+        Ok(result)
+    }
+
+    /// Record a revision with errors as rejected, once: the same errors in
+    /// the same revision again (a resync) are not recorded again.
+    async fn reject(
+        &self,
+        attempt: &Attempt<'_>,
+        errors: Vec<Diagnostic>,
+    ) -> Result<ReconcileStatus, StoreError> {
+        let revision_id = &attempt.revision.id;
+        let last = self.applier.last_reconcile();
+        let repeat = last.as_ref().as_ref().is_some_and(|l| {
+            l.result == ReconcileResult::Rejected
+                && l.revision == *revision_id
+                && l.errors == errors
+        });
+        let result = attempt.status(ReconcileResult::Rejected, errors.clone());
+        if repeat {
             return Ok(result);
         }
+        let first: Vec<String> = errors.iter().take(20).map(|d| d.to_string()).collect();
+        let event = NewEvent::new(
+            "reconcile.rejected",
+            json!({"revision": revision_id, "error_count": errors.len(), "errors": first}),
+        );
+        let first_error = errors.first().map(|d| d.to_string()).unwrap_or_default();
+        let count = errors.len();
+        let record =
+            attempt
+                .revision
+                .record(RevisionStatus::Rejected, json!({}), json!([]), errors);
+        self.applier
+            .store()
+            .reject_revision(record, vec![event])
+            .await?;
+        tracing::warn!(
+            revision = %revision_id,
+            errors = count,
+            first = %first_error,
+            "revision rejected; the last good revision keeps running"
+        );
+        Ok(result)
+    }
 
-        let running = self.shared.applied.load_full();
+    /// Apply a valid revision unless it is what runs already.
+    async fn apply(
+        &self,
+        attempt: &Attempt<'_>,
+        desired: Snapshot,
+    ) -> Result<ReconcileStatus, StoreError> {
+        let revision_id = &attempt.revision.id;
+        let running = self.applier.applied();
         let same_revision = running
             .revision
             .as_ref()
-            .is_some_and(|r| r.id == revision_id);
-        let plan = diff::diff(&running.snapshot, &loaded.snapshot);
-        let writes = ResourceWrites::between(&running.snapshot, &loaded.snapshot);
+            .is_some_and(|r| r.id == *revision_id);
+        let plan = diff::diff(&running.snapshot, &desired);
+        let writes = ResourceWrites::between(&running.snapshot, &desired);
         if plan.is_empty() && same_revision && writes.upserts.is_empty() {
-            let result = status("unchanged", vec![]);
-            self.shared
-                .last_reconcile
-                .store(Arc::new(Some(result.clone())));
-            return Ok(result);
+            return Ok(attempt.status(ReconcileResult::Unchanged, vec![]));
         }
-
         let changes: Vec<serde_json::Value> = plan
             .changes
             .iter()
             .map(|c| json!({"action": c.action, "kind": c.kind, "id": c.id}))
             .collect();
         let summary = serde_json::to_value(&plan.summary).unwrap_or_default();
-        let record = RevisionRecord {
-            seq: 0,
-            id: revision_id.clone(),
-            status: RevisionStatus::Applied,
-            at: now_rfc3339(),
-            git_commit: git.as_ref().map(|g| g.commit.clone()),
-            git_dirty: git.as_ref().is_some_and(|g| g.dirty),
-            content_hash,
-            summary: summary.clone(),
-            changes: json!(changes),
-            errors: vec![],
-        };
+        let record = attempt.revision.record(
+            RevisionStatus::Applied,
+            summary.clone(),
+            json!(changes),
+            vec![],
+        );
         let mut events = vec![NewEvent::new(
             "reconcile.applied",
-            json!({"revision": revision_id, "summary": summary, "cause": cause}),
+            json!({"revision": revision_id, "summary": summary, "cause": attempt.cause}),
         )];
-        for change in plan.changes.iter().filter(|c| c.kind == Kind::Job) {
-            let base = match change.action {
-                diff::Action::Create => "job.created",
-                diff::Action::Update => "job.updated",
-                diff::Action::Delete => "job.deleted",
-            };
-            let fields: Vec<&str> = change.fields.iter().map(|f| f.path.as_str()).collect();
-            events.push(
-                NewEvent::new(base, json!({"revision": revision_id, "fields": fields}))
-                    .job(change.id.clone()),
-            );
-            match change.enabled_change {
-                Some(true) => events.push(
-                    NewEvent::new("job.enabled", json!({"revision": revision_id}))
-                        .job(change.id.clone()),
-                ),
-                Some(false) => events.push(
-                    NewEvent::new("job.disabled", json!({"revision": revision_id}))
-                        .job(change.id.clone()),
-                ),
-                None => {}
-            }
-        }
+        events.extend(job_events(&plan, revision_id));
+        let store = self.applier.store();
         let (seq, _) = store.apply_revision(record.clone(), writes, events).await?;
-        let applied = Arc::new(Applied {
+        self.applier.publish(Arc::new(Applied {
             revision: Some(RevisionRecord { seq, ..record }),
-            snapshot: loaded.snapshot,
-        });
-        self.shared.applied.store(applied.clone());
-        self.shared.on_applied(applied, &plan);
+            snapshot: desired,
+        }));
         tracing::info!(
             revision = %revision_id,
             create = plan.summary.create,
             update = plan.summary.update,
             delete = plan.summary.delete,
-            cause,
+            cause = attempt.cause,
             "revision applied"
         );
-        let result = status("applied", vec![]);
-        self.shared
-            .last_reconcile
-            .store(Arc::new(Some(result.clone())));
-        Ok(result)
+        Ok(attempt.status(ReconcileResult::Applied, vec![]))
     }
 }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::calendar::slots::SlotRule;
 use crate::listener::Connection;
-use crate::reconcile::{load_dir, render};
+use crate::reconcile::{self, load_dir, render};
 use crate::spec::model::{Job, Kind};
 use crate::spec::snapshot::{Resource, Snapshot};
 use crate::status::state::Shared;
@@ -836,10 +836,8 @@ async fn plan(State(shared): State<AppState>) -> ApiResult {
     }
     let applied = shared.applied.load();
     let ctx = plan_context(&shared).await?;
-    let git = crate::reconcile::git::git_state(&shared.dir).await;
-    let revision =
-        crate::reconcile::git::revision_id(git.as_ref(), &loaded.snapshot.content_hash());
-    let report = render::report(&revision, &applied.snapshot, &loaded.snapshot, &ctx);
+    let report =
+        reconcile::plan_report(&shared.dir, &applied.snapshot, &loaded.snapshot, &ctx).await;
     let mut out = render::render_json(&report);
     if let Value::Object(m) = &mut out {
         m.insert("valid".into(), Value::Bool(true));

@@ -12,8 +12,7 @@ use tokio_util::sync::CancellationToken;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::queue::{RecoverySummary, RunQueue};
-use crate::reconcile::ReconcileStatus;
-use crate::reconcile::diff::Plan;
+use crate::reconcile::{Applier, ReconcileStatus};
 use crate::schedule::scheduler::StatsCell;
 use crate::status::metrics::Metrics;
 use crate::store::{Applied, Event, Store};
@@ -114,11 +113,6 @@ impl Shared {
         self.store.subscribe()
     }
 
-    /// A new revision was applied.
-    pub fn on_applied(&self, applied: Arc<Applied>, _plan: &Plan) {
-        self.applied_tx.send_replace(applied);
-    }
-
     pub fn workers(&self) -> (usize, usize) {
         (
             self.workers_busy.load(Ordering::Relaxed),
@@ -129,5 +123,31 @@ impl Shared {
     /// True once a revision is applied (from the store or this run).
     pub fn has_revision(&self) -> bool {
         self.applied.load().revision.is_some()
+    }
+}
+
+/// The reconciler changes four things of the daemon: it records revisions
+/// in the store, swaps the applied revision (and tells the scheduler), and
+/// keeps its last result for `/api/v1/status`.
+impl Applier for Shared {
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn applied(&self) -> Arc<Applied> {
+        self.applied.load_full()
+    }
+
+    fn publish(&self, applied: Arc<Applied>) {
+        self.applied.store(applied.clone());
+        self.applied_tx.send_replace(applied);
+    }
+
+    fn last_reconcile(&self) -> Arc<Option<ReconcileStatus>> {
+        self.last_reconcile.load_full()
+    }
+
+    fn set_last_reconcile(&self, status: ReconcileStatus) {
+        self.last_reconcile.store(Arc::new(Some(status)));
     }
 }

@@ -1,6 +1,6 @@
 //! multijob: a declarative, GitOps-style job runner.
 //!
-//! Layers, lowest first: `clock` → `regular_file` → `listener` → `calendar` → `spec` → `store` → `run` → `connectors` → `queue` → `schedule` → `workflow` → `jobs` → `worker` → `reconcile` → `status` → `cluster` → `app` → `cli` → `testkit`.
+//! Layers, lowest first: `clock` → `regular_file` → `listener` → `calendar` → `spec` → `store` → `run` → `connectors` → `queue` → `schedule` → `workflow` → `jobs` → `worker` → `reconcile` → `status` → `cluster` → `daemon` → `cli` → `testkit`.
 //!
 //! A module uses its own layer and the ones below it, never one above
 //! (`tests/layering.rs` checks every `crate::` path). In pipeline order:
@@ -26,15 +26,16 @@
 //! - [`status`]: the read-only API, metrics, dashboard, and the state the
 //!   daemon's tasks share.
 //! - [`cluster`]: the Redis deployment (leader election, stream dispatch).
-//! - [`app`] assembles the daemon; [`cli`] has one file per command.
+//! - [`daemon`] assembles the process (embedded, or a Redis replica or
+//!   worker) and handles the CLI's inbox; [`cli`] has one file per command.
 //! - [`testkit`]: a real redis-server for tests and benchmarks (test code
 //!   only).
-pub mod app;
 pub mod calendar;
 pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod connectors;
+pub mod daemon;
 pub mod jobs;
 pub mod listener;
 pub mod queue;

@@ -26,7 +26,7 @@ const LAYERS: &[&str] = &[
     "reconcile",
     "status",
     "cluster",
-    "app",
+    "daemon",
     "cli",
     // Test support: only test code may use it.
     "testkit",

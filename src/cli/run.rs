@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::app::{self, DaemonOptions};
+use crate::daemon::{self, DaemonOptions};
 use crate::listener;
 use crate::schedule::scheduler::SchedulerConfig;
 
@@ -196,6 +196,6 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
         (None, _) => None,
     };
     let runtime = super::daemon_runtime(threads)?;
-    super::run_daemon(runtime, app::run(opts))?;
+    super::run_daemon(runtime, daemon::run(opts))?;
     Ok(Outcome::Success)
 }

@@ -55,7 +55,7 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     })?;
     super::run_daemon(
         runtime,
-        crate::cluster::process::run_worker(
+        crate::daemon::run_worker(
             args.redis,
             args.workers,
             args.data_dir,

@@ -1,4 +1,8 @@
-//! A Redis deployment: several processes, one leader.
+//! A Redis deployment: several processes, one leader. This module owns
+//! the election, the leader's loops (dispatch, results, cancels, the
+//! published queue), the stream workers and the wire format between them;
+//! it may use `worker`, `queue`, `status`, `store`, `run` and the layers
+//! below, never the `daemon`, which assembles these parts into a process.
 //!
 //! - **Leader** ([`election`]): exactly one process holds `{mj}:leader`
 //!   (SET NX PX, renewed; a fencing token from `leader:epoch` guards its
@@ -19,7 +23,6 @@
 
 pub mod election;
 pub mod leader;
-pub mod process;
 pub mod stream_worker;
 pub mod wire;
 

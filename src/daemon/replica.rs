@@ -9,14 +9,14 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use super::election::{self, Term};
-use super::leader;
-use super::stream_worker::StreamWorkers;
-use super::{ClusterConfig, Keys, connect};
-use crate::app::{
+use super::parts::{
     DaemonOptions, Started, first_reconcile, inbox_loop, last_slots, retention_loop, serve_api,
     spawn_reconcile_loop, start_shared, stop_signal, wait_for_stop, worker_context,
 };
+use crate::cluster::election::{self, Term};
+use crate::cluster::leader;
+use crate::cluster::stream_worker::StreamWorkers;
+use crate::cluster::{ClusterConfig, Keys, connect};
 use crate::queue::QueueConfig;
 use crate::schedule::scheduler::Scheduler;
 use crate::status::state::{ClusterRole, LeaderQueue, Shared};

@@ -56,7 +56,7 @@ pub struct DaemonOptions {
 /// Run until SIGINT or SIGTERM.
 pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     if let Some(url) = opts.redis.clone() {
-        return crate::cluster::process::run_replica(opts, url).await;
+        return super::replica::run_replica(opts, url).await;
     }
     let store = Store::open_sqlite(&opts.state)
         .with_context(|| format!("opening the store at {}", opts.state.display()))?;

@@ -1,10 +1,30 @@
 //! The daemon: it assembles the layers below into a running process and
-//! owns its startup and graceful shutdown. It may use every module below
-//! it (`cluster`, `status`, `reconcile`, `worker`, `schedule`, `queue`,
-//! `store`, …); only `cli` uses it.
+//! owns its startup and graceful shutdown. [`options`] are what `run`
+//! parsed; [`embedded`] is the single process over SQLite; [`replica`] is a
+//! process of a Redis deployment (campaigning, leading, following) and
+//! [`redis_worker`] its worker-only sibling; [`inbox`] handles the commands
+//! the CLI leaves in the store (trigger bursts, approval decisions,
+//! follow-ups). It may use every module below it (`cluster`, `status`,
+//! `reconcile`, `worker`, `schedule`, `queue`, `store`, …); only `cli`
+//! uses it.
 
+mod embedded;
+mod follower;
+mod inbox;
+mod loops;
+pub mod options;
 mod parts;
+mod redis_worker;
 mod replica;
 
-pub use parts::{DaemonOptions, run};
-pub use replica::run_worker;
+pub use options::DaemonOptions;
+pub use redis_worker::run_worker;
+
+/// Run until SIGINT or SIGTERM: a replica of the Redis deployment at
+/// `opts.redis`, or the embedded single process.
+pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
+    match opts.redis.clone() {
+        Some(url) => replica::run(opts, url).await,
+        None => embedded::run(opts).await,
+    }
+}

@@ -1,0 +1,84 @@
+//! `multijob run` with the embedded store: one process reconciles,
+//! schedules, works and serves.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::DaemonOptions;
+use super::inbox::inbox_loop;
+use super::loops::{retention_loop, spawn_reconcile_loop, stop_signal};
+use super::parts::{
+    Started, first_reconcile, serve_api, spawn_scheduler, start_shared, worker_context,
+};
+use crate::store::Store;
+use crate::worker::WorkerPool;
+
+/// Run until SIGINT or SIGTERM.
+pub(super) async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
+    let store = Store::open_sqlite(&opts.state)
+        .with_context(|| format!("opening the store at {}", opts.state.display()))?;
+    let applied = store.applied().await.context("reading the applied state")?;
+    if let Some(r) = &applied.revision {
+        tracing::info!(revision = %r.id, resources = applied.snapshot.len(), "resuming the last applied revision");
+    }
+    let Started {
+        shared,
+        listener,
+        metrics_task,
+    } = start_shared(&opts, store.clone(), applied, opts.queue_config()).await?;
+    let cancel = shared.shutdown.clone();
+
+    let reconciler = first_reconcile(&opts, &shared).await;
+    // Runs left unfinished by the last process come back first.
+    let queue = shared.queue.clone();
+    let recovery = queue
+        .recover()
+        .await
+        .context("recovering unfinished runs")?;
+    if recovery.orphaned + recovery.requeued + recovery.retrying + recovery.awaiting_approval > 0 {
+        tracing::info!(?recovery, "recovered unfinished runs");
+    }
+    shared.recovery.store(Arc::new(Some(recovery)));
+
+    let scheduler_task = spawn_scheduler(&opts, &shared, cancel.clone()).await?;
+    let worker_ctx = worker_context(&opts, &shared);
+    let pool = WorkerPool::spawn(
+        opts.workers,
+        queue.clone(),
+        worker_ctx.clone(),
+        shared.workers_busy.clone(),
+    );
+    shared
+        .workers_total
+        .store(pool.total(), std::sync::atomic::Ordering::Relaxed);
+    tokio::spawn(inbox_loop(queue.clone(), store.clone(), cancel.clone()));
+    tokio::spawn(retention_loop(
+        store.clone(),
+        opts.keep_events_days,
+        cancel.clone(),
+    ));
+
+    let loop_task = spawn_reconcile_loop(&opts, reconciler, cancel.clone())?;
+    let stopping = stop_signal();
+    tracing::info!(dir = %opts.dir.display(), store = %shared.store.describe(), workers = opts.workers, "multijob is running");
+    let server = serve_api(&shared, listener, &opts.api)?;
+
+    stopping.cancelled().await;
+    tracing::info!(
+        grace_sec = opts.grace.as_secs_f64(),
+        "stopping: no new runs; draining"
+    );
+    // Stop dispatching first, then drain the workers, then the rest.
+    scheduler_task.abort();
+    pool.drain(&queue, &worker_ctx, opts.grace).await;
+    cancel.cancel();
+    let _ = loop_task.await;
+    let _ = metrics_task.await;
+    let _ = server.await;
+    if let Err(e) = store.flush().await {
+        tracing::error!(error = %e, "final store flush failed");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,331 @@
+//! The commands the CLI (and worker processes) leave in the store's inbox:
+//! trigger bursts, approval decisions, follow-ups. Whoever owns the run
+//! queue (the single process, or the leader) handles them in order.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::queue::{Burst, RunQueue};
+use crate::run::{NewRun, NotQueued};
+use crate::store::runs::{ApprovalStatus, InboxCommand};
+use crate::store::{Mutation, NewEvent, Store};
+
+/// Commands the CLI left in the store: triggers and approval decisions.
+pub(super) async fn inbox_loop(
+    queue: std::sync::Arc<RunQueue>,
+    store: Store,
+    cancel: CancellationToken,
+) {
+    let mut after = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let commands = match store.inbox(after).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "inbox unreadable");
+                continue;
+            }
+        };
+        for (id, command) in commands {
+            after = after.max(id);
+            // A burst is queued as it is worked off, which may take long
+            // (or wait for workers to join): other commands go on meanwhile.
+            let bulk =
+                matches!(&command, InboxCommand::Trigger { count, .. } if *count > TRIGGER_SLICE);
+            if bulk {
+                let (queue, store, cancel) = (queue.clone(), store.clone(), cancel.clone());
+                // Stops with the loop (shutdown, or leadership lost): the
+                // recorded progress lets whoever handles it next resume.
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = cancel.cancelled() => queue.set_burst(id, None),
+                        _ = handle_command(&queue, &store, id, command) => mark_done(&store, id),
+                    }
+                });
+            } else {
+                handle_command(&queue, &store, id, command).await;
+                mark_done(&store, id);
+            }
+        }
+    }
+}
+
+fn mark_done(store: &Store, inbox_id: i64) {
+    if let Err(e) = store.submit(vec![Mutation::InboxDone(inbox_id)]) {
+        tracing::warn!(inbox = inbox_id, error = %e, "inbox: could not mark a command done");
+    }
+}
+
+/// Runs one `trigger --count` command queues at a time. Small enough that
+/// a slice is mostly started in the store batch that queues it (Redis: 9%
+/// fewer bytes per run than 256, +3–5% no-op rate), large enough that the
+/// per-slice work (the queue's lock, the progress write) stays small.
+const TRIGGER_SLICE: u32 = 64;
+
+async fn handle_command(queue: &RunQueue, store: &Store, inbox_id: i64, command: InboxCommand) {
+    match command {
+        InboxCommand::Trigger {
+            run_id,
+            job_id,
+            inputs,
+            count,
+        } => {
+            let trigger = Trigger {
+                inbox_id,
+                run_id,
+                job_id,
+                inputs,
+                count,
+            };
+            trigger.queue_runs(queue, store).await;
+        }
+        InboxCommand::FollowUp {
+            run_id,
+            job_id,
+            inputs,
+            run_key,
+            chain_depth,
+            due_at,
+            extra,
+        } => {
+            let run = NewRun {
+                id: run_id,
+                job_id,
+                trigger: crate::store::runs::Trigger::Workflow,
+                inputs,
+                run_key,
+                scheduled_at: None,
+                chain_depth,
+                due_at: due_at.and_then(|d| d.parse().ok()),
+                extra,
+            };
+            // None left: queued before a crash, and recovered or finished
+            // since.
+            for run in without_recorded(store, vec![run]).await {
+                follow_up_from_worker(queue, store, run);
+            }
+        }
+        InboxCommand::Decide {
+            approval_id,
+            approve,
+            by,
+        } => decide(queue, store, &approval_id, approve, &by).await,
+    }
+}
+
+/// A `trigger` command: `count` manual runs of one job, the first with
+/// the id the CLI printed, the others with a suffix.
+struct Trigger {
+    inbox_id: i64,
+    run_id: String,
+    job_id: String,
+    inputs: Value,
+    count: u32,
+}
+
+impl Trigger {
+    fn new_run(&self, i: u32) -> NewRun {
+        let mut run = NewRun::manual(&self.job_id, self.inputs.clone());
+        run.id = if i == 0 {
+            self.run_id.clone()
+        } else {
+            format!("{}-{i}", self.run_id)
+        };
+        run.run_key = format!("manual:{}", run.id);
+        run
+    }
+
+    /// A large burst is queued in slices, so workers and the store start
+    /// on the first runs while the rest are still being made (one slice of
+    /// 100,000 held the queue's lock for a second). A command handled
+    /// again after a crash resumes after the slices recorded as queued,
+    /// skipping the runs of the next one that were recorded without their
+    /// progress.
+    async fn queue_runs(&self, queue: &RunQueue, store: &Store) {
+        let total = self.count.max(1);
+        let burst = total > TRIGGER_SLICE;
+        let mut next = match store.inbox_progress(self.inbox_id).await {
+            Ok(done) => done.min(total),
+            Err(e) => {
+                tracing::warn!(inbox = self.inbox_id, error = %e, "trigger: progress unreadable; starting from the first run");
+                0
+            }
+        };
+        let mut offered = 0;
+        let mut queued = 0;
+        let mut first_slice = true;
+        // A burst is queued no faster than it starts: the next slice
+        // once the last run of the one before has started (runs of one
+        // job and priority start in order). Memory stays flat, and more
+        // runs start in the store batch that queues them, so their
+        // record is written once, running, not queued and then again
+        // running (a Redis leader sent ~8% fewer bytes per run than
+        // when up to 512 of the burst waited, with slices of 256).
+        // Other jobs' waiting runs (a follow-up due in an hour) do not
+        // hold the burst up.
+        let mut last_queued: Option<String> = None;
+        while next < total {
+            // (A command of one slice is queued at once: it must not
+            // wait behind a burst's slices.)
+            if let Some(last) = last_queued.as_deref() {
+                until_started(queue, last).await;
+            }
+            let end = total.min(next.saturating_add(TRIGGER_SLICE));
+            let mut runs: Vec<NewRun> = (next..end).map(|i| self.new_run(i)).collect();
+            if std::mem::take(&mut first_slice) {
+                runs = without_recorded(store, runs).await;
+            }
+            offered += runs.len();
+            let ids = queue.enqueue(runs);
+            queued += ids.len();
+            if burst && let Some(last) = ids.into_iter().last() {
+                last_queued = Some(last);
+            }
+            next = end;
+            if burst {
+                self.record_progress(queue, store, next, total);
+            }
+            tokio::task::yield_now().await;
+        }
+        if offered > 0 && queued == 0 {
+            self.rejected(queue, store);
+        }
+    }
+
+    /// How far a burst got: in the store (where a crash resumes) and in
+    /// the queue's figures (`/api/v1/status` shows it until done).
+    fn record_progress(&self, queue: &RunQueue, store: &Store, done: u32, total: u32) {
+        // Submitted after the slice's records: it commits with them or
+        // after them, never before.
+        let progress = Mutation::InboxProgress {
+            id: self.inbox_id,
+            done,
+        };
+        if let Err(e) = store.submit(vec![progress]) {
+            tracing::warn!(inbox = self.inbox_id, error = %e, "trigger: progress not recorded");
+        }
+        let shown = (done < total).then(|| Burst {
+            inbox_id: self.inbox_id,
+            job_id: self.job_id.clone(),
+            admitted: done,
+            total,
+        });
+        queue.set_burst(self.inbox_id, shown);
+    }
+
+    /// None of the runs was queued: the job is disabled or gone.
+    fn rejected(&self, queue: &RunQueue, store: &Store) {
+        let job_id = &self.job_id;
+        let reason = match queue.applied().snapshot.jobs.get(job_id) {
+            Some(job) if !job.spec.enabled => {
+                format!("job {job_id} is disabled: it gets no new runs")
+            }
+            _ => format!("no job {job_id} in the applied revision"),
+        };
+        let event = NewEvent::new(
+            "trigger.rejected",
+            json!({"run_id": self.run_id, "reason": reason}),
+        )
+        .job(job_id.clone());
+        let _ = store.submit(vec![Mutation::Event(event)]);
+    }
+}
+
+/// Wait until the queued run `last` has started (or gone).
+async fn until_started(queue: &RunQueue, last: &str) {
+    loop {
+        let released = queue.released();
+        if !queue.view().is_waiting(last) {
+            break;
+        }
+        tokio::select! {
+            _ = released => {}
+            _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+        }
+    }
+}
+
+/// An operator's decision on an approval; one the queue cannot apply is
+/// told in an `approval.failed` event.
+async fn decide(queue: &RunQueue, store: &Store, approval_id: &str, approve: bool, by: &str) {
+    let approvals = store.approvals(false).await.unwrap_or_default();
+    let found = approvals.iter().find(|a| a.id == approval_id);
+    // The queue refuses a decision for an approval it no longer
+    // waits on, even when the store has not recorded the first one
+    // yet (two decisions a moment apart).
+    let result = match found {
+        Some(a) if a.status != ApprovalStatus::Pending => Err(format!(
+            "approval {approval_id} is already {} by {}; this decision was not applied",
+            a.status.as_str(),
+            a.decided_by.as_deref().unwrap_or("an operator")
+        )),
+        Some(a) => queue.decide(a, approve, by),
+        None => Err(format!("no approval {approval_id}")),
+    };
+    if let Err(reason) = result {
+        tracing::warn!(approval = %approval_id, %reason, "approval decision not applied");
+        let mut event = NewEvent::new(
+            "approval.failed",
+            json!({"approval_id": approval_id, "decision": if approve { "approve" } else { "reject" },
+                   "by": by, "reason": reason}),
+        );
+        if let Some(a) = found {
+            event = event.job(a.job_id.clone()).run(a.run_id.clone());
+        }
+        let _ = store.submit(vec![Mutation::Event(event)]);
+    }
+}
+
+/// Queue a follow-up a worker process handed over. The step that
+/// scheduled it has ended by now, so a refusal can only be told: a
+/// warning and a `follow_up.refused` event (the worker refuses itself when
+/// the figures it read already showed the job at its limit).
+fn follow_up_from_worker(queue: &RunQueue, store: &Store, run: NewRun) {
+    let (run_id, job_id) = (run.id.clone(), run.job_id.clone());
+    let from = |field: &str| run.extra[field].as_str().map(str::to_string);
+    let (from_run, from_job, from_step) = (from("from_run"), from("from_job"), from("from_step"));
+    match queue.enqueue_follow_up(run) {
+        Ok(_) | Err(NotQueued::Duplicate) => {}
+        Err(NotQueued::FollowUpsFull { waiting, limit }) => {
+            tracing::warn!(run = %run_id, job = %job_id, waiting, limit,
+                "follow-up not queued: the job's follow-up runs waiting to start are at limits.queued_follow_ups");
+            let mut event = NewEvent::new(
+                "follow_up.refused",
+                json!({"reason": "per_job", "target": job_id, "step": from_step,
+                       "waiting": waiting, "limit": limit, "dropped_run_id": run_id}),
+            );
+            event.job_id = from_job;
+            event.run_id = from_run;
+            if let Err(e) = store.submit(vec![Mutation::Event(event)]) {
+                tracing::warn!(run = %run_id, error = %e, "follow_up.refused not recorded");
+            }
+        }
+        Err(why) => {
+            tracing::warn!(run = %run_id, job = %job_id, reason = ?why, "follow-up not queued: no such job, or disabled, in the applied revision");
+        }
+    }
+}
+
+/// Drop the runs the store already has a record of: a command handled
+/// again after a crash must not run a finished run a second time (or
+/// write a queued record over its final one).
+async fn without_recorded(store: &Store, runs: Vec<NewRun>) -> Vec<NewRun> {
+    let ids = runs.iter().map(|r| r.id.clone()).collect();
+    match store.recorded_runs(ids).await {
+        Ok(recorded) if recorded.is_empty() => runs,
+        Ok(recorded) => runs
+            .into_iter()
+            .filter(|r| !recorded.contains(&r.id))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "inbox: cannot tell which runs exist; queueing them all");
+            runs
+        }
+    }
+}

@@ -336,3 +336,6 @@ impl Reconciler {
         Ok(attempt.status(ReconcileResult::Applied, vec![]))
     }
 }
+
+#[cfg(test)]
+mod tests;

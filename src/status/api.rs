@@ -474,51 +474,45 @@ async fn approvals(State(shared): State<AppState>) -> ApiResult {
     Ok(Json(json!({"items": items, "next_cursor": null})))
 }
 
+/// A resource list: every applied resource of one kind on one page.
+fn all_of<T>(
+    resources: &std::collections::BTreeMap<String, Resource<T>>,
+    item: impl Fn(&String, &Resource<T>) -> Value,
+) -> ApiResult {
+    let items: Vec<Value> = resources.iter().map(|(id, r)| item(id, r)).collect();
+    Ok(Json(json!({"items": items, "next_cursor": null})))
+}
+
 async fn flows(State(shared): State<AppState>) -> ApiResult {
     let applied = shared.applied.load();
     let view = shared.queue.view();
-    let items: Vec<Value> = applied
-        .snapshot
-        .flows
-        .iter()
-        .map(|(id, r)| {
-            let lane = view.lane(id);
-            json!({"id": id, "spec": r.spec, "file": r.file, "line": r.line, "hash": r.hash,
-                   "active_runs": lane.active})
-        })
-        .collect();
-    Ok(Json(json!({"items": items, "next_cursor": null})))
+    all_of(&applied.snapshot.flows, |id, r| {
+        let lane = view.lane(id);
+        json!({"id": id, "spec": r.spec, "file": r.file, "line": r.line, "hash": r.hash,
+               "active_runs": lane.active})
+    })
 }
 
 async fn connectors(State(shared): State<AppState>) -> ApiResult {
     let applied = shared.applied.load();
-    let items: Vec<Value> = applied
-        .snapshot
-        .connectors
-        .iter()
-        .map(|(id, r)| {
-            let mut spec = serde_json::to_value(&r.spec).unwrap_or_default();
-            // Secret references are masked too: the API never hints at them.
-            if let Some(Value::Object(secrets)) = spec.get_mut("secrets") {
-                for v in secrets.values_mut() {
-                    *v = Value::String("***".into());
-                }
+    all_of(&applied.snapshot.connectors, |id, r| {
+        let mut spec = serde_json::to_value(&r.spec).unwrap_or_default();
+        // Secret references are masked too: the API never hints at them.
+        if let Some(Value::Object(secrets)) = spec.get_mut("secrets") {
+            for v in secrets.values_mut() {
+                *v = Value::String("***".into());
             }
-            json!({"id": id, "spec": spec, "file": r.file, "line": r.line, "hash": r.hash})
-        })
-        .collect();
-    Ok(Json(json!({"items": items, "next_cursor": null})))
+        }
+        json!({"id": id, "spec": spec, "file": r.file, "line": r.line, "hash": r.hash})
+    })
 }
 
 async fn skills(State(shared): State<AppState>) -> ApiResult {
     let applied = shared.applied.load();
-    let items: Vec<Value> = applied
-        .snapshot
-        .skills
-        .iter()
-        .map(|(id, r)| json!({"id": id, "spec": r.spec, "file": r.file, "line": r.line, "hash": r.hash}))
-        .collect();
-    Ok(Json(json!({"items": items, "next_cursor": null})))
+    all_of(
+        &applied.snapshot.skills,
+        |id, r| json!({"id": id, "spec": r.spec, "file": r.file, "line": r.line, "hash": r.hash}),
+    )
 }
 
 async fn plan(State(shared): State<AppState>) -> ApiResult {

@@ -1,8 +1,8 @@
 //! The daemon: it assembles the layers below into a running process and
 //! owns its startup and graceful shutdown. [`options`] are what `run`
-//! parsed; [`embedded`] is the single process over SQLite; [`replica`] is a
+//! parsed; `embedded` is the single process over SQLite; `replica` is a
 //! process of a Redis deployment (campaigning, leading, following) and
-//! [`redis_worker`] its worker-only sibling; [`inbox`] handles the commands
+//! `redis_worker` its worker-only sibling; `inbox` handles the commands
 //! the CLI leaves in the store (trigger bursts, approval decisions,
 //! follow-ups). It may use every module below it (`cluster`, `status`,
 //! `reconcile`, `worker`, `schedule`, `queue`, `store`, …); only `cli`

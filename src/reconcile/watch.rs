@@ -4,7 +4,7 @@
 //!
 //! Events come from inotify (notify's recommended watcher) or, with
 //! `--watch-poll` or once inotify runs out of watches, from notify's
-//! `PollWatcher`. What is watched is a [`plan::Plan`], resolved again after
+//! `PollWatcher`. What is watched is a `plan::Plan`, resolved again after
 //! every burst that touched the tree's shape, on every resync and, when
 //! polling, on every poll tick: symlink swaps and directories that vanish and
 //! come back re-target the watches instead of leaving them on a dead inode.

@@ -1,6 +1,6 @@
 //! The read-only status API. Only GET; errors are `{"error": "..."}`;
 //! lists are `{"items": [...], "next_cursor": ...}`; times RFC 3339 UTC.
-//! The jobs' and runs' views live in [`jobs`] and [`runs`]; this file has
+//! The jobs' and runs' views live in `jobs` and `runs`; this file has
 //! the router, the status, the snapshot and plan, and the lists of the
 //! other resources.
 

@@ -42,7 +42,7 @@ pub struct Keys {
     pub ready: String,
     /// Stream of workers' results waiting for the leader.
     pub results: String,
-    /// Hash: worker node → "<slots> <heartbeat ms>".
+    /// Hash: worker node → `"<slots> <heartbeat ms>"`.
     pub workers: String,
     /// Hash: run id → why the leader cancelled it (overlap `replace`, a
     /// deleted job); workers cancel those they run.

@@ -16,7 +16,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 use multijob::connectors::message::signature;
-use multijob::connectors::{ChatRequest, ConnectorError, Connectors, HttpRequest, OutboundMessage};
+use multijob::connectors::{ChatRequest, Connectors, HttpRequest, OutboundMessage};
+use multijob::run::RunError;
 use multijob::spec::model::{Connector, Provider, RateLimit};
 use multijob::spec::snapshot::Resource;
 
@@ -188,7 +189,7 @@ async fn telegram_error_reply_does_not_leak_the_token_in_the_path() {
         .send_message("tg-leak", msg)
         .await
         .unwrap_err();
-    assert!(matches!(err, ConnectorError::Permanent(_)), "{err:?}");
+    assert!(matches!(err, RunError::Permanent(_)), "{err:?}");
     assert!(!err.to_string().contains("leaky-token-value"), "{err}");
     assert!(err.to_string().contains("/bot***/sendMessage"), "{err}");
 }
@@ -296,6 +297,65 @@ async fn sms_posts_to_and_text_with_bearer_key() {
     );
 }
 
+/// A busy peer that says when to come back (`Retry-After`, in seconds or
+/// as a date): the retryable error carries the wait, for the `http` action
+/// and a message provider alike; a peer that does not say leaves it empty.
+#[tokio::test]
+async fn retry_after_from_a_busy_peer_rides_on_the_error() {
+    async fn busy(uri: Uri) -> Response {
+        let retry_after = match uri.path() {
+            "/date" => "Thu, 01 Jan 2099 00:00:00 GMT",
+            "/silent" => "",
+            _ => "7",
+        };
+        let mut reply = (StatusCode::TOO_MANY_REQUESTS, "slow down").into_response();
+        if !retry_after.is_empty() {
+            reply.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from_static(retry_after),
+            );
+        }
+        reply
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = Router::new().fallback(busy);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut sms = connector("sms-busy", Provider::Sms, &format!("{url}/send"));
+    sms.config.insert("to".into(), json!("+4915112345678"));
+    let connectors = build(vec![connector("shop", Provider::Http, &url), sms]);
+    let get = |path: &str| HttpRequest {
+        path: Some(path.to_string()),
+        ..HttpRequest::default()
+    };
+    let err = connectors
+        .http(Some("shop"), get("/x"), &[])
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(7)), "{err:?}");
+    assert!(err.message().contains("HTTP 429"), "{err}");
+    let dated = connectors
+        .http(Some("shop"), get("/date"), &[])
+        .await
+        .unwrap_err();
+    let wait = dated.retry_after().expect("an HTTP-date is a wait");
+    assert!(wait > Duration::from_secs(365 * 24 * 3600), "{wait:?}");
+    let silent = connectors
+        .http(Some("shop"), get("/silent"), &[])
+        .await
+        .unwrap_err();
+    assert!(
+        silent.is_retryable() && silent.retry_after().is_none(),
+        "{silent:?}"
+    );
+    let sent = connectors
+        .send_message("sms-busy", message("x", "k"))
+        .await
+        .unwrap_err();
+    assert_eq!(sent.retry_after(), Some(Duration::from_secs(7)), "{sent:?}");
+}
+
 #[tokio::test]
 async fn message_provider_errors_classify_by_status() {
     let flaky = peer(|_| (503, "text/plain", "try later".into())).await;
@@ -308,7 +368,7 @@ async fn message_provider_errors_classify_by_status() {
         .unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
     let missing = build(vec![]).send_message("nope", message("x", "k")).await;
-    assert!(matches!(missing, Err(ConnectorError::Permanent(m)) if m.contains("nope")));
+    assert!(matches!(missing, Err(RunError::Permanent(m)) if m.contains("nope")));
 }
 
 #[tokio::test]
@@ -460,7 +520,7 @@ async fn http_text_body_and_expect_status() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, ConnectorError::Permanent(m) if m.contains("404") && m.contains("200-299")),
+        matches!(&err, RunError::Permanent(m) if m.contains("404") && m.contains("200-299")),
         "{err:?}"
     );
 
@@ -514,7 +574,7 @@ async fn egress_is_refused_for_other_hosts_and_metadata() {
     let other = format!("http://localhost:{}/", peer.addr.port());
     let err = conns.http(Some("api"), to(&other), &[]).await.unwrap_err();
     assert!(
-        matches!(&err, ConnectorError::Permanent(m) if m.contains("localhost") && m.contains("refused")),
+        matches!(&err, RunError::Permanent(m) if m.contains("localhost") && m.contains("refused")),
         "{err:?}"
     );
 
@@ -527,7 +587,7 @@ async fn egress_is_refused_for_other_hosts_and_metadata() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, ConnectorError::Permanent(m) if m.contains("metadata")),
+        matches!(&err, RunError::Permanent(m) if m.contains("metadata")),
         "{err:?}"
     );
 
@@ -648,7 +708,7 @@ async fn secret_echoed_by_the_server_is_redacted_in_errors_and_bodies() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(&err, ConnectorError::Permanent(_)));
+    assert!(matches!(&err, RunError::Permanent(_)));
     assert!(!err.to_string().contains("echoed-secret-abc"), "{err}");
     assert!(err.to_string().contains("Bearer ***"), "{err}");
 
@@ -776,7 +836,7 @@ async fn smtp_to_a_metadata_address_is_refused_and_providers_are_checked() {
     let conns = build(vec![c]);
     let err = conns.send_message("mail-meta", msg).await.unwrap_err();
     assert!(
-        matches!(&err, ConnectorError::Permanent(m) if m.contains("metadata")),
+        matches!(&err, RunError::Permanent(m) if m.contains("metadata")),
         "{err:?}"
     );
 
@@ -786,7 +846,7 @@ async fn smtp_to_a_metadata_address_is_refused_and_providers_are_checked() {
     };
     let err = conns.chat("mail-meta", req).await.unwrap_err();
     assert!(
-        matches!(&err, ConnectorError::Permanent(m) if m.contains("provider smtp") && m.contains("openai")),
+        matches!(&err, RunError::Permanent(m) if m.contains("provider smtp") && m.contains("openai")),
         "{err:?}"
     );
 }

@@ -13,7 +13,8 @@ use axum::http::{HeaderMap, Uri};
 use serde_json::{Map, json};
 
 use common::{ConfigDir, Daemon};
-use multijob::connectors::{ChatRequest, ConnectorError, Connectors, HttpRequest, OutboundMessage};
+use multijob::connectors::{ChatRequest, Connectors, HttpRequest, OutboundMessage};
+use multijob::run::RunError;
 use multijob::spec::model::{Connector, Provider};
 use multijob::spec::snapshot::Resource;
 
@@ -107,7 +108,7 @@ async fn a_connectors_token_never_reaches_another_port_in_any_spelling() {
         format!("http://127.0.0.1:{}@127.0.0.1:{pb}/steal", a.port),
     ] {
         let err = conns.http(Some("shop"), to(&target), &[]).await;
-        let Err(ConnectorError::Permanent(msg)) = &err else {
+        let Err(RunError::Permanent(msg)) = &err else {
             panic!("{target}: expected a permanent refusal, got {err:?}");
         };
         let own = format!("`http://127.0.0.1:{}`", a.port);
@@ -189,7 +190,7 @@ async fn an_unspecified_base_url_is_refused_for_every_provider() {
     ];
     for r in results {
         assert!(
-            matches!(&r, Err(ConnectorError::Permanent(m)) if m.contains("unspecified")),
+            matches!(&r, Err(RunError::Permanent(m)) if m.contains("unspecified")),
             "{r:?}"
         );
     }
@@ -228,7 +229,7 @@ async fn metadata_addresses_are_refused_before_connecting() {
         ];
         for r in results {
             assert!(
-                matches!(&r, Err(ConnectorError::Permanent(m)) if m.contains("metadata")),
+                matches!(&r, Err(RunError::Permanent(m)) if m.contains("metadata")),
                 "{base}: {r:?}"
             );
         }

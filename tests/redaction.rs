@@ -10,7 +10,8 @@ use std::path::Path;
 use serde_json::{Map, json};
 
 use common::secrets::{credential_forms, echo_peer, found_in, wire_forms};
-use multijob::connectors::{ConnectorError, Connectors, HttpRequest, OutboundMessage};
+use multijob::connectors::{Connectors, HttpRequest, OutboundMessage};
+use multijob::run::RunError;
 use multijob::spec::model::{Connector, Provider};
 use multijob::spec::snapshot::Resource;
 
@@ -164,7 +165,7 @@ async fn basic_auth_is_sent_and_its_base64_form_masked() {
         ..Default::default()
     };
     let err = build(api).http(Some("api"), req, &[]).await.unwrap_err();
-    assert!(matches!(&err, ConnectorError::Permanent(_)), "{err:?}");
+    assert!(matches!(&err, RunError::Permanent(_)), "{err:?}");
     // The peer got HTTP Basic and said so; the error shows neither part.
     assert!(err.message().contains("denied: Basic ***"), "{err}");
     assert_clean("the 401 error", err.message(), &forms);

@@ -756,7 +756,7 @@ fn report_lost(node: &Arc<Node>, entry: StreamId) {
     );
     let remaining = Arc::new(AtomicUsize::new(runs.len()));
     for run in &runs {
-        let lost = Outcome::Failed(RunError::Retryable(LOST.to_string()));
+        let lost = Outcome::Failed(RunError::retryable(LOST.to_string()));
         report(&node, &entry.id, &remaining, run, lost);
     }
 }

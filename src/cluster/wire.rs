@@ -73,7 +73,7 @@ impl From<WireOutcome> for Outcome {
         match w {
             WireOutcome::Succeeded { output } => Outcome::Succeeded(output),
             WireOutcome::Failed { error, retryable } => Outcome::Failed(if retryable {
-                RunError::Retryable(error)
+                RunError::retryable(error)
             } else {
                 RunError::Permanent(error)
             }),
@@ -135,7 +135,7 @@ mod tests {
     fn outcomes_survive_the_trip_with_their_retry_class() {
         let cases = vec![
             Outcome::Succeeded(json!({"a": 1})),
-            Outcome::Failed(RunError::Retryable("flaky".into())),
+            Outcome::Failed(RunError::retryable("flaky")),
             Outcome::Failed(RunError::Permanent("bad input".into())),
             Outcome::TimedOut,
             Outcome::Cancelled("replaced".into()),

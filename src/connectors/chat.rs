@@ -3,8 +3,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::Connectors;
 use super::http::join;
-use super::{ConnectorError, Connectors};
+use crate::run::RunError;
 use crate::spec::model::Provider;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -40,11 +41,7 @@ pub struct ChatResponse {
 }
 
 impl Connectors {
-    pub async fn chat(
-        &self,
-        connector: &str,
-        req: ChatRequest,
-    ) -> Result<ChatResponse, ConnectorError> {
+    pub async fn chat(&self, connector: &str, req: ChatRequest) -> Result<ChatResponse, RunError> {
         let result = self.chat_inner(connector, req).await;
         match &result {
             Ok(r) => {
@@ -60,7 +57,7 @@ impl Connectors {
         &self,
         connector: &str,
         req: ChatRequest,
-    ) -> Result<ChatResponse, ConnectorError> {
+    ) -> Result<ChatResponse, RunError> {
         let call = self.begin(connector, &[Provider::Openai]).await?;
         let result = async {
             let url = join(call.base_url()?, "chat/completions");
@@ -87,13 +84,13 @@ impl Connectors {
             parse_reply(&reply)
         }
         .await;
-        result.map_err(|e| e.redacted(call.redactor()))
+        result.map_err(|e| super::error::redacted(e, call.redactor()))
     }
 }
 
-pub fn parse_reply(reply: &Value) -> Result<ChatResponse, ConnectorError> {
+pub fn parse_reply(reply: &Value) -> Result<ChatResponse, RunError> {
     let message = reply.pointer("/choices/0/message").ok_or_else(|| {
-        ConnectorError::Permanent(format!(
+        RunError::Permanent(format!(
             "chat completion reply has no choices[0].message: {}",
             truncate(&reply.to_string())
         ))
@@ -135,5 +132,5 @@ fn tool_call(call: &Value) -> ToolCall {
 }
 
 fn truncate(s: &str) -> String {
-    s.chars().take(super::BODY_SNIPPET).collect()
+    s.chars().take(super::error::BODY_SNIPPET).collect()
 }

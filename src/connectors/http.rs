@@ -9,7 +9,8 @@ use serde_json::{Map, Value};
 
 use super::egress::{Origin, Policy, Reach};
 use super::secrets::{Redactor, Secrets};
-use super::{ConnectorError, Connectors, egress, value_text};
+use super::{Connectors, egress, value_text};
+use crate::run::RunError;
 use crate::spec::model::Provider;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -69,7 +70,7 @@ impl Connectors {
         connector: Option<&str>,
         req: HttpRequest,
         allowed_hosts: &[String],
-    ) -> Result<HttpResponse, ConnectorError> {
+    ) -> Result<HttpResponse, RunError> {
         let result = self.http_inner(connector, req, allowed_hosts).await;
         let status = match &result {
             Ok(r) => r.status.to_string(),
@@ -84,11 +85,11 @@ impl Connectors {
         connector: Option<&str>,
         req: HttpRequest,
         allowed_hosts: &[String],
-    ) -> Result<HttpResponse, ConnectorError> {
+    ) -> Result<HttpResponse, RunError> {
         let expected = StatusSet::parse(req.expect_status.as_ref())?;
         let Some(id) = connector else {
             let url = req.url.as_deref().ok_or_else(|| {
-                ConnectorError::Permanent(
+                RunError::Permanent(
                     "an http step without `connector` needs a full `url`".to_string(),
                 )
             })?;
@@ -121,7 +122,7 @@ impl Connectors {
             self.http_send(url, &req, &expected, auth, &redactor).await
         }
         .await;
-        result.map_err(|e| e.redacted(&redactor))
+        result.map_err(|e| super::error::redacted(e, &redactor))
     }
 
     async fn http_send(
@@ -131,16 +132,15 @@ impl Connectors {
         expected: &StatusSet,
         auth: Option<Auth<'_>>,
         redactor: &Redactor,
-    ) -> Result<HttpResponse, ConnectorError> {
+    ) -> Result<HttpResponse, RunError> {
         egress::check_resolved(url.as_str()).await?;
         let method_name = if req.method.is_empty() {
             "GET".to_string()
         } else {
             req.method.to_ascii_uppercase()
         };
-        let method = Method::from_bytes(method_name.as_bytes()).map_err(|_| {
-            ConnectorError::Permanent(format!("`{}` is not an HTTP method", req.method))
-        })?;
+        let method = Method::from_bytes(method_name.as_bytes())
+            .map_err(|_| RunError::Permanent(format!("`{}` is not an HTTP method", req.method)))?;
         let what = format!("{method_name} {}", without_query(&url));
         let mut builder = self.http_client()?.request(method, url.clone());
         let headers = req.headers.clone().unwrap_or_default();
@@ -165,10 +165,9 @@ impl Connectors {
         let timeout = req.timeout_ms.map(Duration::from_millis);
         let (status, headers, text) = self.send(builder, timeout, &what, redactor).await?;
         if !expected.contains(status) {
-            let mut err = ConnectorError::from_status(status, &what, &text);
-            let (ConnectorError::Retryable(m) | ConnectorError::Permanent(m)) = &mut err;
-            m.push_str(&format!(" (expected status {})", expected.describe()));
-            return Err(err);
+            let err = super::error::status_error(status, &what, &text, &headers);
+            let expected = expected.describe();
+            return Err(err.map_message(|m| format!("{m} (expected status {expected})")));
         }
         let is_json = headers
             .get("content-type")
@@ -207,20 +206,20 @@ impl<'a> Auth<'a> {
 }
 
 /// `url` as given, or `path` joined to base_url, plus `query`.
-fn target_url(base: Option<&str>, req: &HttpRequest, id: &str) -> Result<Url, ConnectorError> {
+fn target_url(base: Option<&str>, req: &HttpRequest, id: &str) -> Result<Url, RunError> {
     let raw = match (&req.url, &req.path) {
         (Some(url), _) => url.clone(),
         (None, Some(path)) => {
             let base = base.ok_or_else(|| {
-                ConnectorError::Permanent(format!(
+                RunError::Permanent(format!(
                     "connector `{id}` has no base_url to join `path` to; set base_url or use `url`"
                 ))
             })?;
             join(base, path)
         }
-        (None, None) => base.map(str::to_string).ok_or_else(|| {
-            ConnectorError::Permanent("an http step needs `url` or `path`".into())
-        })?,
+        (None, None) => base
+            .map(str::to_string)
+            .ok_or_else(|| RunError::Permanent("an http step needs `url` or `path`".into()))?,
     };
     let mut url = egress::parse_url(&raw)?;
     if let Some(query) = &req.query
@@ -253,7 +252,7 @@ fn without_query(url: &Url) -> String {
 pub struct StatusSet(Vec<(u16, u16)>);
 
 impl StatusSet {
-    pub fn parse(spec: Option<&Value>) -> Result<StatusSet, ConnectorError> {
+    pub fn parse(spec: Option<&Value>) -> Result<StatusSet, RunError> {
         let Some(spec) = spec else {
             return Ok(StatusSet(vec![(200, 299)]));
         };
@@ -292,7 +291,7 @@ impl StatusSet {
     }
 }
 
-fn one_range(v: &Value) -> Result<(u16, u16), ConnectorError> {
+fn one_range(v: &Value) -> Result<(u16, u16), RunError> {
     let code = |s: &str| {
         s.trim()
             .parse::<u16>()
@@ -314,8 +313,8 @@ fn one_range(v: &Value) -> Result<(u16, u16), ConnectorError> {
     range.ok_or_else(|| bad_status(v))
 }
 
-fn bad_status(v: &Value) -> ConnectorError {
-    ConnectorError::Permanent(format!(
+fn bad_status(v: &Value) -> RunError {
+    RunError::Permanent(format!(
         "expect_status {v} is not a status: use 200, \"200\", \"200-299\" or a list of those"
     ))
 }

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::http::join;
-use super::{Call, ConnectorError, Connectors, value_text};
+use super::{Call, Connectors, value_text};
+use crate::run::RunError;
 use crate::spec::model::Provider;
 
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
@@ -59,7 +60,7 @@ impl Connectors {
         &self,
         connector: &str,
         msg: OutboundMessage,
-    ) -> Result<Delivery, ConnectorError> {
+    ) -> Result<Delivery, RunError> {
         let result = self.send_message_inner(connector, msg).await;
         self.count(connector, if result.is_ok() { "ok" } else { "error" });
         result
@@ -69,7 +70,7 @@ impl Connectors {
         &self,
         connector: &str,
         msg: OutboundMessage,
-    ) -> Result<Delivery, ConnectorError> {
+    ) -> Result<Delivery, RunError> {
         let call = self.begin(connector, MESSAGE_PROVIDERS).await?;
         let result = match call.spec.provider {
             Provider::Telegram => self.telegram(&call, &msg).await,
@@ -80,14 +81,10 @@ impl Connectors {
             Provider::Smtp => smtp(&call, &msg).await,
             Provider::Http | Provider::Openai => unreachable!("begin() checked the provider"),
         };
-        result.map_err(|e| e.redacted(call.redactor()))
+        result.map_err(|e| super::error::redacted(e, call.redactor()))
     }
 
-    async fn telegram(
-        &self,
-        call: &Call<'_>,
-        msg: &OutboundMessage,
-    ) -> Result<Delivery, ConnectorError> {
+    async fn telegram(&self, call: &Call<'_>, msg: &OutboundMessage) -> Result<Delivery, RunError> {
         let token = call.require_secret("bot_token")?;
         let chat_id = recipient(call, msg, "chat_id")?;
         let url = join(call.base_url()?, &format!("bot{token}/sendMessage"));
@@ -101,7 +98,7 @@ impl Connectors {
             .post_provider(call, &url, builder, "telegram sendMessage")
             .await?;
         if reply.get("ok") == Some(&Value::Bool(false)) {
-            return Err(ConnectorError::Permanent(format!(
+            return Err(RunError::Permanent(format!(
                 "telegram refused the message: {}",
                 reply.get("description").map(value_text).unwrap_or_default()
             )));
@@ -109,11 +106,7 @@ impl Connectors {
         Ok(delivered(reply.pointer("/result/message_id")))
     }
 
-    async fn slack(
-        &self,
-        call: &Call<'_>,
-        msg: &OutboundMessage,
-    ) -> Result<Delivery, ConnectorError> {
+    async fn slack(&self, call: &Call<'_>, msg: &OutboundMessage) -> Result<Delivery, RunError> {
         // An incoming-webhook URL is itself a credential; prefer the secret.
         let url = match call.secrets.get("webhook_url") {
             Some(url) => url.to_string(),
@@ -133,11 +126,7 @@ impl Connectors {
         Ok(delivered(None))
     }
 
-    async fn webhook(
-        &self,
-        call: &Call<'_>,
-        msg: &OutboundMessage,
-    ) -> Result<Delivery, ConnectorError> {
+    async fn webhook(&self, call: &Call<'_>, msg: &OutboundMessage) -> Result<Delivery, RunError> {
         let url = call.base_url()?.to_string();
         let to = msg.to.clone().or_else(|| call.config_str("to"));
         let body = serde_json::to_vec(&json!({
@@ -163,14 +152,10 @@ impl Connectors {
         ))
     }
 
-    async fn whatsapp(
-        &self,
-        call: &Call<'_>,
-        msg: &OutboundMessage,
-    ) -> Result<Delivery, ConnectorError> {
+    async fn whatsapp(&self, call: &Call<'_>, msg: &OutboundMessage) -> Result<Delivery, RunError> {
         let token = call.require_secret("access_token")?;
         let phone_number_id = call.config_str("phone_number_id").ok_or_else(|| {
-            ConnectorError::Permanent(format!(
+            RunError::Permanent(format!(
                 "connector `{}` needs config.phone_number_id (the WhatsApp sender's id)",
                 call.spec.id
             ))
@@ -195,11 +180,7 @@ impl Connectors {
         Ok(delivered(reply.pointer("/messages/0/id")))
     }
 
-    async fn sms(
-        &self,
-        call: &Call<'_>,
-        msg: &OutboundMessage,
-    ) -> Result<Delivery, ConnectorError> {
+    async fn sms(&self, call: &Call<'_>, msg: &OutboundMessage) -> Result<Delivery, RunError> {
         let url = call.base_url()?.to_string();
         let to = recipient(call, msg, "to")?;
         let mut builder = self
@@ -223,12 +204,12 @@ impl Connectors {
 }
 
 /// The message's `to`, or the connector's default under `config.<key>`.
-fn recipient(call: &Call<'_>, msg: &OutboundMessage, key: &str) -> Result<String, ConnectorError> {
+fn recipient(call: &Call<'_>, msg: &OutboundMessage, key: &str) -> Result<String, RunError> {
     msg.to
         .clone()
         .or_else(|| call.config_str(key))
         .ok_or_else(|| {
-            ConnectorError::Permanent(format!(
+            RunError::Permanent(format!(
                 "message to connector `{}` has no recipient: set the step's `to` or config.{key}",
                 call.spec.id
             ))
@@ -244,7 +225,7 @@ fn delivered(id: Option<&Value>) -> Delivery {
 
 /// SMTP via lettre. base_url is `smtp://host:port` (plain, or STARTTLS with
 /// `?tls=required`) or `smtps://host:port` (implicit TLS).
-async fn smtp(call: &Call<'_>, msg: &OutboundMessage) -> Result<Delivery, ConnectorError> {
+async fn smtp(call: &Call<'_>, msg: &OutboundMessage) -> Result<Delivery, RunError> {
     use lettre::message::{Mailbox, header::ContentType};
     use lettre::transport::smtp::authentication::Credentials;
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -254,13 +235,13 @@ async fn smtp(call: &Call<'_>, msg: &OutboundMessage) -> Result<Delivery, Connec
     let from: Mailbox = call
         .config_str("from")
         .ok_or_else(|| {
-            ConnectorError::Permanent(format!("connector `{id}` needs config.from (an address)"))
+            RunError::Permanent(format!("connector `{id}` needs config.from (an address)"))
         })?
         .parse()
-        .map_err(|e| ConnectorError::Permanent(format!("connector `{id}`: config.from: {e}")))?;
+        .map_err(|e| RunError::Permanent(format!("connector `{id}`: config.from: {e}")))?;
     let to: Mailbox = recipient(call, msg, "to")?
         .parse()
-        .map_err(|e| ConnectorError::Permanent(format!("message `to` is not an address: {e}")))?;
+        .map_err(|e| RunError::Permanent(format!("message `to` is not an address: {e}")))?;
     // Receivers and archives dedupe on Message-ID, so it carries the key.
     let key: String = msg
         .idempotency_key
@@ -281,7 +262,7 @@ async fn smtp(call: &Call<'_>, msg: &OutboundMessage) -> Result<Delivery, Connec
         .message_id(Some(message_id.clone()))
         .header(ContentType::TEXT_PLAIN)
         .body(msg.text.clone())
-        .map_err(|e| ConnectorError::Permanent(format!("cannot build the e-mail: {e}")))?;
+        .map_err(|e| RunError::Permanent(format!("cannot build the e-mail: {e}")))?;
     if let Ok(url) = reqwest::Url::parse(base)
         && let Some(host) = url.host_str()
     {
@@ -291,7 +272,7 @@ async fn smtp(call: &Call<'_>, msg: &OutboundMessage) -> Result<Delivery, Connec
         super::egress::check_host(host, port).await?;
     }
     let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(base).map_err(|e| {
-        ConnectorError::Permanent(format!(
+        RunError::Permanent(format!(
             "connector `{id}`: base_url is not an SMTP URL ({e}); use smtp://host:port"
         ))
     })?;
@@ -307,9 +288,9 @@ async fn smtp(call: &Call<'_>, msg: &OutboundMessage) -> Result<Delivery, Connec
         Err(e) => {
             let text = format!("smtp send via connector `{id}` failed: {e}");
             if e.is_permanent() {
-                Err(ConnectorError::Permanent(text))
+                Err(RunError::Permanent(text))
             } else {
-                Err(ConnectorError::Retryable(text))
+                Err(RunError::retryable(text))
             }
         }
     }

@@ -6,24 +6,28 @@
 //! ([`secrets`]), checks egress ([`egress`]), sends, and scrubs resolved
 //! secret values from whatever it returns, errors included.
 //!
-//! Errors encode the retry decision: [`ConnectorError::Retryable`] for 429,
-//! 5xx, timeouts and connection failures; [`ConnectorError::Permanent`] for
+//! Errors encode the retry decision: [`RunError::Retryable`] for 429,
+//! 5xx, timeouts and connection failures; [`RunError::Permanent`] for
 //! other 4xx, policy refusals and configuration problems.
 
 pub mod chat;
 pub mod client;
 pub mod egress;
+pub mod error;
 pub mod http;
 pub mod message;
+pub mod metrics;
 pub mod ratelimit;
 pub mod redact;
 pub mod secrets;
+pub mod send_once;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::run::RunError;
 use crate::spec::model::{Connector, Provider};
 use crate::spec::snapshot::Resource;
 
@@ -31,59 +35,9 @@ pub use chat::{ChatRequest, ChatResponse, ToolCall};
 pub use http::{HttpRequest, HttpResponse};
 pub use message::{Delivery, OutboundMessage};
 use secrets::{Redactor, Secrets};
+pub use send_once::send_once;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Error messages quote at most this much of a peer's reply.
-const BODY_SNIPPET: usize = 300;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConnectorError {
-    #[error("{0}")]
-    Retryable(String),
-    #[error("{0}")]
-    Permanent(String),
-}
-
-impl ConnectorError {
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, ConnectorError::Retryable(_))
-    }
-
-    pub fn message(&self) -> &str {
-        match self {
-            ConnectorError::Retryable(m) | ConnectorError::Permanent(m) => m,
-        }
-    }
-
-    fn redacted(self, redactor: &Redactor) -> Self {
-        match self {
-            ConnectorError::Retryable(m) => ConnectorError::Retryable(redactor.redact(&m)),
-            ConnectorError::Permanent(m) => ConnectorError::Permanent(redactor.redact(&m)),
-        }
-    }
-
-    /// The decision for a reply outside the expected statuses.
-    fn from_status(status: u16, what: &str, body: &str) -> Self {
-        let snippet: String = body.chars().take(BODY_SNIPPET).collect();
-        let msg = format!("{what} returned HTTP {status}: {snippet}");
-        if status == 429 || status >= 500 {
-            ConnectorError::Retryable(msg)
-        } else {
-            ConnectorError::Permanent(msg)
-        }
-    }
-
-    fn from_reqwest(e: reqwest::Error, what: &str) -> Self {
-        // reqwest's Display includes the URL, which may carry a token (Telegram
-        // puts it in the path); callers redact every error on the way out.
-        let msg = format!("{what} failed: {e}");
-        if e.is_builder() {
-            ConnectorError::Permanent(msg)
-        } else {
-            ConnectorError::Retryable(msg)
-        }
-    }
-}
 
 #[derive(Clone)]
 struct Entry {
@@ -97,7 +51,7 @@ struct Entry {
 pub struct Connectors {
     client: Result<client::SharedClient, client::BuildError>,
     entries: BTreeMap<String, Entry>,
-    metrics: Option<crate::status::metrics::ConnectorMetrics>,
+    metrics: Option<metrics::ConnectorMetrics>,
 }
 
 /// One call's view of a connector: its spec and freshly resolved secrets.
@@ -119,18 +73,18 @@ impl Call<'_> {
         }
     }
 
-    fn base_url(&self) -> Result<&str, ConnectorError> {
+    fn base_url(&self) -> Result<&str, RunError> {
         self.spec.base_url.as_deref().ok_or_else(|| {
-            ConnectorError::Permanent(format!(
+            RunError::Permanent(format!(
                 "connector `{}` has no base_url; set one in its YAML",
                 self.spec.id
             ))
         })
     }
 
-    fn require_secret(&self, name: &str) -> Result<&str, ConnectorError> {
+    fn require_secret(&self, name: &str) -> Result<&str, RunError> {
         self.secrets.get(name).ok_or_else(|| {
-            ConnectorError::Permanent(format!(
+            RunError::Permanent(format!(
                 "connector `{}` needs secret `{name}`; add `secrets: {{{name}: ${{env:NAME}}}}` \
                  to its YAML",
                 self.spec.id
@@ -165,40 +119,40 @@ impl Connectors {
     }
 
     /// Count calls, tokens and rate-limit waits into the daemon's metrics.
-    pub fn with_metrics(mut self, metrics: crate::status::metrics::ConnectorMetrics) -> Self {
+    pub fn with_metrics(mut self, metrics: metrics::ConnectorMetrics) -> Self {
         self.metrics = Some(metrics);
         self
     }
 
     /// The client to build a request with; an error when none could be
     /// built on this host (the cause is in the message).
-    fn http_client(&self) -> Result<&reqwest::Client, ConnectorError> {
+    fn http_client(&self) -> Result<&reqwest::Client, RunError> {
         match &self.client {
             Ok(shared) => Ok(&shared.client),
-            Err(why) => Err(ConnectorError::Retryable(why.to_string())),
+            Err(why) => Err(RunError::retryable(why.to_string())),
         }
     }
 
     /// The client that sends `request`: an HTTPS request needs the system's
     /// CA certificates, which the client of this revision may lack; the
     /// process's client may have them by now.
-    fn sender_for(&self, request: &reqwest::Request) -> Result<reqwest::Client, ConnectorError> {
+    fn sender_for(&self, request: &reqwest::Request) -> Result<reqwest::Client, RunError> {
         let shared = self
             .client
             .as_ref()
-            .map_err(|why| ConnectorError::Retryable(why.to_string()))?;
+            .map_err(|why| RunError::retryable(why.to_string()))?;
         if request.url().scheme() != "https" || shared.tls_unavailable.is_none() {
             return Ok(shared.client.clone());
         }
         match client::shared() {
             Ok(now) if now.tls_unavailable.is_none() => Ok(now.client),
-            Ok(now) => Err(ConnectorError::Retryable(
+            Ok(now) => Err(RunError::retryable(
                 now.tls_unavailable
                     .as_deref()
                     .unwrap_or_default()
                     .to_string(),
             )),
-            Err(why) => Err(ConnectorError::Retryable(why.to_string())),
+            Err(why) => Err(RunError::retryable(why.to_string())),
         }
     }
 
@@ -215,15 +169,15 @@ impl Connectors {
     }
 
     /// Looks the connector up, waits for its rate limit, resolves its secrets.
-    async fn begin(&self, id: &str, providers: &[Provider]) -> Result<Call<'_>, ConnectorError> {
+    async fn begin(&self, id: &str, providers: &[Provider]) -> Result<Call<'_>, RunError> {
         let entry = self.entries.get(id).ok_or_else(|| {
-            ConnectorError::Permanent(format!(
+            RunError::Permanent(format!(
                 "no connector `{id}` in the applied config; add it under connectors or fix the \
                  step's `connector`"
             ))
         })?;
         if !providers.contains(&entry.spec.provider) {
-            return Err(ConnectorError::Permanent(format!(
+            return Err(RunError::Permanent(format!(
                 "connector `{id}` has provider {}, which cannot do this; use a connector with \
                  provider {}",
                 provider_name(entry.spec.provider),
@@ -240,8 +194,8 @@ impl Connectors {
         {
             m.limited(id);
         }
-        let secrets = Secrets::resolve_all(&entry.spec)
-            .map_err(|e| ConnectorError::Permanent(e.to_string()))?;
+        let secrets =
+            Secrets::resolve_all(&entry.spec).map_err(|e| RunError::Permanent(e.to_string()))?;
         Ok(Call {
             spec: &entry.spec,
             secrets,
@@ -256,29 +210,29 @@ impl Connectors {
         timeout: Option<Duration>,
         what: &str,
         redactor: &Redactor,
-    ) -> Result<(u16, Map<String, Value>, String), ConnectorError> {
+    ) -> Result<(u16, Map<String, Value>, String), RunError> {
         let result = async {
             let (_, request) = builder
                 .timeout(timeout.unwrap_or(DEFAULT_TIMEOUT))
                 .build_split();
-            let request = request.map_err(|e| ConnectorError::from_reqwest(e, what))?;
+            let request = request.map_err(|e| error::reqwest_error(e, what))?;
             let sender = self
                 .sender_for(&request)
-                .map_err(|e| ConnectorError::Retryable(format!("{what} failed: {e}")))?;
+                .map_err(|e| RunError::retryable(format!("{what} failed: {e}")))?;
             let resp = sender
                 .execute(request)
                 .await
-                .map_err(|e| ConnectorError::from_reqwest(e, what))?;
+                .map_err(|e| error::reqwest_error(e, what))?;
             let status = resp.status().as_u16();
             let headers = header_map(resp.headers(), redactor);
             let text = resp
                 .text()
                 .await
-                .map_err(|e| ConnectorError::from_reqwest(e, what))?;
+                .map_err(|e| error::reqwest_error(e, what))?;
             Ok((status, headers, redactor.redact(&text)))
         }
         .await;
-        result.map_err(|e: ConnectorError| e.redacted(redactor))
+        result.map_err(|e: RunError| error::redacted(e, redactor))
     }
 
     /// POST a JSON body to a provider endpoint; any non-2xx reply is an error.
@@ -288,14 +242,14 @@ impl Connectors {
         url: &str,
         builder: reqwest::RequestBuilder,
         what: &str,
-    ) -> Result<Value, ConnectorError> {
+    ) -> Result<Value, RunError> {
         let redactor = call.redactor();
         egress::check_resolved(url)
             .await
-            .map_err(|e| e.redacted(redactor))?;
-        let (status, _, text) = self.send(builder, None, what, redactor).await?;
+            .map_err(|e| error::redacted(e, redactor))?;
+        let (status, headers, text) = self.send(builder, None, what, redactor).await?;
         if !(200..300).contains(&status) {
-            return Err(ConnectorError::from_status(status, what, &text));
+            return Err(error::status_error(status, what, &text, &headers));
         }
         Ok(parse_body(text, redactor))
     }

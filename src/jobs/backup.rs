@@ -57,11 +57,11 @@ pub async fn run(job: &Job, ctx: &RunContext, cancel: &CancellationToken) -> Run
     let failure = store
         .failure_states()
         .await
-        .map_err(|e| RunError::Retryable(format!("reading failure memory: {e}")))?;
+        .map_err(|e| RunError::retryable(format!("reading failure memory: {e}")))?;
     let slots = store
         .job_slots()
         .await
-        .map_err(|e| RunError::Retryable(format!("reading job slots: {e}")))?;
+        .map_err(|e| RunError::retryable(format!("reading job slots: {e}")))?;
     let revision = applied.revision.as_ref().map(|r| r.id.as_str());
     let document = json!({
         "format": "multijob-backup/1",
@@ -88,7 +88,7 @@ pub async fn run(job: &Job, ctx: &RunContext, cancel: &CancellationToken) -> Run
     let written = path.clone();
     tokio::task::spawn_blocking(move || write_and_rotate(&dir, &written, &bytes, keep))
         .await
-        .map_err(|e| RunError::Retryable(format!("writing the backup: {e}")))??;
+        .map_err(|e| RunError::retryable(format!("writing the backup: {e}")))??;
     let relative = path
         .strip_prefix(&ctx.data_dir)
         .unwrap_or(&path)
@@ -116,7 +116,7 @@ async fn read_runs(
                 before,
             })
             .await
-            .map_err(|e| RunError::Retryable(format!("reading runs: {e}")))?;
+            .map_err(|e| RunError::retryable(format!("reading runs: {e}")))?;
         let Some((last, _)) = page.last() else { break };
         before = Some(*last);
         let n = page.len();
@@ -134,7 +134,7 @@ async fn read_runs(
 /// Write via a temp file and rename (a reader never sees half a backup),
 /// then drop the oldest files beyond `keep`.
 fn write_and_rotate(dir: &Path, path: &Path, bytes: &[u8], keep: usize) -> Result<(), RunError> {
-    let io = |what: &str, e: std::io::Error| RunError::Retryable(format!("{what}: {e}"));
+    let io = |what: &str, e: std::io::Error| RunError::retryable(format!("{what}: {e}"));
     std::fs::create_dir_all(dir).map_err(|e| io(&format!("creating {}", dir.display()), e))?;
     let tmp = path.with_extension("json.tmp");
     // A FIFO planted at `tmp` is refused, not waited on.

@@ -77,7 +77,7 @@ pub async fn run(job: &Job, ctx: &RunContext, cancel: &CancellationToken) -> Run
         Ok::<_, RunError>((cwd, home))
     })
     .await
-    .map_err(|e| RunError::Retryable(format!("preparing directories did not finish: {e}")))?;
+    .map_err(|e| RunError::retryable(format!("preparing directories did not finish: {e}")))?;
     let (cwd, home) = dirs?;
 
     let result = spawn_and_wait(&invocation, ctx, &cwd, &home, cancel).await;
@@ -230,7 +230,7 @@ fn dir_inside(root: &Path, relative: &Path) -> Result<PathBuf, RunError> {
         if e.kind() == io::ErrorKind::PermissionDenied {
             RunError::Permanent(message)
         } else {
-            RunError::Retryable(message)
+            RunError::retryable(message)
         }
     };
     std::fs::create_dir_all(root).map_err(|e| io_failure(root, e))?;
@@ -301,7 +301,7 @@ fn spawn_error(argv0: &str, e: &io::Error) -> RunError {
             RunError::Permanent(format!("{argv0} is not an executable this system can run"))
         }
         // Out of processes, memory or file descriptors: may pass.
-        _ => RunError::Retryable(format!("could not start {argv0}: {e}")),
+        _ => RunError::retryable(format!("could not start {argv0}: {e}")),
     }
 }
 
@@ -346,7 +346,7 @@ async fn supervise(mut child: Child, cancel: &CancellationToken) -> RunResult {
     };
     guard.pgid = None;
     let status =
-        status.map_err(|e| RunError::Retryable(format!("waiting for the command failed: {e}")))?;
+        status.map_err(|e| RunError::retryable(format!("waiting for the command failed: {e}")))?;
     outcome(status, &stdout, &stderr)
 }
 
@@ -364,7 +364,7 @@ fn outcome(status: ExitStatus, stdout: &Capture, stderr: &Capture) -> RunResult 
         (None, Some(signal)) => format!("killed by signal {signal}{}", signal_name(signal)),
         (None, None) => format!("ended with {status}"),
     };
-    Err(RunError::Retryable(match stderr.last_line() {
+    Err(RunError::retryable(match stderr.last_line() {
         Some(line) => format!("{what}: {line}"),
         None => what,
     }))

@@ -16,7 +16,7 @@ use super::RunContext;
 use crate::connectors::{Connectors, HttpRequest, OutboundMessage};
 use crate::run::{RunError, RunResult};
 use crate::spec::model::Job;
-use crate::status::metrics::WorkflowGauge;
+use crate::workflow::metrics::WorkflowGauge;
 
 fn ids(inputs: &Value, applied: &crate::store::Applied, alert: Option<&str>) -> Vec<String> {
     if let Some(one) = inputs.get("connector").and_then(Value::as_str) {
@@ -122,17 +122,11 @@ pub async fn run(
             subject: Some(format!("{}: {} connector(s) down", job.id, down.len())),
             idempotency_key: key.clone(),
         };
-        crate::workflow::runtime::send_once(
-            store,
-            connectors,
-            alert,
-            &format!("monitor:{key}"),
-            msg,
-        )
-        .await
-        .map_err(|e| RunError::Retryable(format!("alert via {alert}: {e}")))?;
+        crate::connectors::send_once(store, connectors, alert, &format!("monitor:{key}"), msg)
+            .await
+            .map_err(|e| RunError::retryable(format!("alert via {alert}: {e}")))?;
     }
-    Err(RunError::Retryable(format!(
+    Err(RunError::retryable(format!(
         "{} of {} connectors down: {}",
         down.len(),
         targets.len(),

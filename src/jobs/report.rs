@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::RunContext;
-use crate::connectors::{ConnectorError, Connectors, OutboundMessage};
+use crate::connectors::{Connectors, OutboundMessage};
 use crate::run::{RunError, RunResult};
 use crate::spec::model::Job;
 use crate::store::runs::{Run, RunQuery, RunStatus};
@@ -114,7 +114,7 @@ pub async fn run(
     let events = store
         .event_counts_since(&start_s)
         .await
-        .map_err(|e| RunError::Retryable(format!("reading events: {e}")))?;
+        .map_err(|e| RunError::retryable(format!("reading events: {e}")))?;
     let report = json!({
         "title": title,
         "period": {"start": start_s, "end": end_s},
@@ -145,8 +145,8 @@ pub async fn run(
             std::fs::rename(&tmp, &path)
         })
         .await
-        .map_err(|e| RunError::Retryable(format!("writing the report: {e}")))?
-        .map_err(|e| RunError::Retryable(format!("writing the report: {e}")))?;
+        .map_err(|e| RunError::retryable(format!("writing the report: {e}")))?
+        .map_err(|e| RunError::retryable(format!("writing the report: {e}")))?;
         files.push(format!("reports/{}/{name}", job.id));
     }
 
@@ -162,20 +162,8 @@ pub async fn run(
             subject: Some(title.clone()),
             idempotency_key: key.clone(),
         };
-        crate::workflow::runtime::send_once(
-            store,
-            connectors,
-            connector,
-            &format!("report:{key}"),
-            msg,
-        )
-        .await
-        .map_err(|e| match e {
-            crate::workflow::runtime::SendOnceError::Connector(ConnectorError::Permanent(m)) => {
-                RunError::Permanent(m)
-            }
-            other => RunError::Retryable(other.to_string()),
-        })?;
+        crate::connectors::send_once(store, connectors, connector, &format!("report:{key}"), msg)
+            .await?;
         delivered.push(connector.clone());
     }
     Ok(json!({
@@ -205,7 +193,7 @@ async fn runs_since(
                 before,
             })
             .await
-            .map_err(|e| RunError::Retryable(format!("reading runs: {e}")))?;
+            .map_err(|e| RunError::retryable(format!("reading runs: {e}")))?;
         let Some((last, _)) = page.last() else { break };
         before = Some(*last);
         let n = page.len();

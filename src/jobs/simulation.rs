@@ -51,7 +51,7 @@ pub async fn run(_job: &Job, ctx: &RunContext, cancel: &CancellationToken) -> Ru
         burn_cpu(Duration::from_millis(load.cpu_ms), cancel).await?;
     }
     if let Some(reason) = simulated_failure(&load, &ctx.run_id, ctx.attempt) {
-        return Err(RunError::Retryable(reason));
+        return Err(RunError::retryable(reason));
     }
     let mut out = json!({
         "work_ms": load.work_ms,
@@ -233,7 +233,7 @@ async fn burn_cpu(budget: Duration, cancel: &CancellationToken) -> Result<(), Ru
     match finished {
         Ok(true) => Ok(()),
         Ok(false) => Err(RunError::Cancelled),
-        Err(e) => Err(RunError::Retryable(format!(
+        Err(e) => Err(RunError::retryable(format!(
             "cpu phase did not finish: {e}"
         ))),
     }
@@ -345,7 +345,7 @@ mod tests {
         let inputs = json!({"fail_attempts": 2});
         for attempt in 1..=2 {
             match run_with(inputs.clone(), attempt).await {
-                Err(RunError::Retryable(m)) => {
+                Err(RunError::Retryable { message: m, .. }) => {
                     assert_eq!(m, format!("simulated failure on attempt {attempt} of 2"));
                 }
                 other => panic!("attempt {attempt}: {other:?}"),
@@ -358,7 +358,7 @@ mod tests {
     async fn fail_rate_bounds() {
         for attempt in 1..=20 {
             let err = run_with(json!({"fail_rate": 1}), attempt).await;
-            assert!(matches!(err, Err(RunError::Retryable(_))), "{err:?}");
+            assert!(matches!(err, Err(RunError::Retryable { .. })), "{err:?}");
             run_with(json!({"fail_rate": 0}), attempt)
                 .await
                 .expect("fail_rate 0 never fails");

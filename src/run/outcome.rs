@@ -1,13 +1,24 @@
 //! How an attempt ended, and why a run failed.
+//!
+//! [`RunError`] is the one classification of a failure, whoever raised it
+//! (a connector, a workflow action, a job handler, the worker): whether
+//! retrying can help, and when the peer said to come back.
+
+use std::time::Duration;
 
 use serde_json::Value;
 
 /// Why a run failed, and so whether retrying can help.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RunError {
-    /// Worth retrying (a flaky peer, a simulated failure).
-    #[error("{0}")]
-    Retryable(String),
+    /// Worth retrying (a flaky peer, a simulated failure). `retry_after`
+    /// is when the peer asked to be called again (an HTTP `Retry-After`),
+    /// if it said.
+    #[error("{message}")]
+    Retryable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// Retrying cannot help (bad input, forbidden by policy).
     #[error("{0}")]
     Permanent(String),
@@ -26,8 +37,52 @@ pub enum RunError {
 }
 
 impl RunError {
+    /// A retryable failure whose peer did not say when to come back.
+    pub fn retryable(message: impl Into<String>) -> RunError {
+        RunError::Retryable {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
     pub fn is_retryable(&self) -> bool {
-        matches!(self, RunError::Retryable(_))
+        matches!(self, RunError::Retryable { .. })
+    }
+
+    /// When the peer asked to be called again, if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RunError::Retryable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// What went wrong, without the classification: the message of a
+    /// failure, `cancelled`, or the reason a run waits for approval.
+    pub fn message(&self) -> &str {
+        match self {
+            RunError::Retryable { message, .. } | RunError::Permanent(message) => message,
+            RunError::Cancelled => "cancelled",
+            RunError::AwaitingApproval { reason, .. } => reason,
+        }
+    }
+
+    /// The same failure with its message rewritten (a prefix naming where
+    /// it happened, secrets scrubbed): the classification and the
+    /// retry-after stay. A cancellation or a pause has no message to
+    /// rewrite and is returned as is.
+    pub fn map_message(self, rewrite: impl FnOnce(String) -> String) -> RunError {
+        match self {
+            RunError::Retryable {
+                message,
+                retry_after,
+            } => RunError::Retryable {
+                message: rewrite(message),
+                retry_after,
+            },
+            RunError::Permanent(message) => RunError::Permanent(rewrite(message)),
+            other => other,
+        }
     }
 }
 

@@ -23,10 +23,12 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use tokio_util::sync::CancellationToken;
 
+use crate::connectors::metrics::ConnectorMetrics;
 use crate::spec::model::Kind;
 use crate::status::state::Shared;
 use crate::store::Event;
 use crate::store::feed::{Feed, Item};
+use crate::workflow::metrics::WorkflowGauge;
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -90,42 +92,6 @@ pub struct Metrics {
     listener: crate::listener::Stats,
 }
 
-/// What the connector layer counts: requests by connector and outcome
-/// (HTTP status, `ok` or `error`), LLM tokens and rate-limit waits.
-#[derive(Clone, Default)]
-pub struct ConnectorMetrics {
-    pub requests: Family<Vec<(String, String)>, Counter>,
-    pub llm_tokens: Family<Vec<(String, String)>, Counter>,
-    pub rate_limited: Family<Vec<(String, String)>, Counter>,
-}
-
-impl ConnectorMetrics {
-    pub fn request(&self, connector: &str, status: &str) {
-        self.requests
-            .get_or_create(&vec![
-                ("connector".to_string(), connector.to_string()),
-                ("status".to_string(), status.to_string()),
-            ])
-            .inc();
-    }
-
-    pub fn tokens(&self, connector: &str, n: u64) {
-        self.llm_tokens
-            .get_or_create(&vec![("connector".to_string(), connector.to_string())])
-            .inc_by(n);
-    }
-
-    pub fn limited(&self, connector: &str) {
-        self.rate_limited
-            .get_or_create(&vec![("connector".to_string(), connector.to_string())])
-            .inc();
-    }
-}
-
-/// Values set by workflow `metric` steps, labelled by job, metric name and
-/// the step's own labels. Cheap to clone (shared series).
-pub type WorkflowGauge = Family<Vec<(String, String)>, Gauge<f64, std::sync::atomic::AtomicU64>>;
-
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -159,101 +125,99 @@ impl Metrics {
             listener: crate::listener::Stats::default(),
         };
         let mut registry = Registry::default();
+        m.register_own(&mut registry);
+        crate::workflow::metrics::register(&mut registry, &m.workflow);
+        m.connectors.register(&mut registry);
+        m.register_listener(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// The metrics this module counts itself: runs, lateness, skips,
+    /// refusals, reconciles and the gauges read at scrape time.
+    fn register_own(&self, registry: &mut Registry) {
         // Counter names get `_total` from the encoder.
         registry.register(
             "multijob_runs",
             "Runs that reached a final status, by job and status",
-            m.runs_total.clone(),
+            self.runs_total.clone(),
         );
         registry.register_with_unit(
             "multijob_run_duration",
             "Duration of succeeded runs",
             Unit::Seconds,
-            m.run_duration.clone(),
+            self.run_duration.clone(),
         );
         registry.register(
             "multijob_queue_depth",
             "Runs waiting to start (queued, not yet claimed)",
-            m.queue_depth.clone(),
+            self.queue_depth.clone(),
         );
         registry.register_with_unit(
             "multijob_schedule_lateness",
             "Time from a slot's fire time to its run being queued",
             Unit::Seconds,
-            m.lateness.clone(),
+            self.lateness.clone(),
         );
         registry.register(
             "multijob_dispatch_skipped",
             "Schedule slots skipped, by reason",
-            m.dispatch_skipped.clone(),
+            self.dispatch_skipped.clone(),
         );
         registry.register(
             "multijob_follow_ups_refused",
             "schedule_job follow-ups refused, by the scheduling job and the limit that refused them \
              (chain_depth, per_run: limits.follow_ups, per_job: the target's limits.queued_follow_ups)",
-            m.follow_ups_refused.clone(),
+            self.follow_ups_refused.clone(),
         );
         registry.register(
             "multijob_reconcile",
             "Reconciles by result (applied or rejected)",
-            m.reconcile.clone(),
+            self.reconcile.clone(),
         );
         registry.register(
             "multijob_resources",
             "Resources in the applied revision, by kind",
-            m.resources.clone(),
+            self.resources.clone(),
         );
-        registry.register(
-            "multijob_pressure_mode",
-            "1 while pressure mode is on (only critical jobs dispatch)",
-            m.pressure_mode.clone(),
-        );
-        registry.register(
-            "multijob_workers_busy",
-            "Workers running a run",
-            m.workers_busy.clone(),
-        );
-        registry.register(
-            "multijob_workers_total",
-            "Workers in the pool",
-            m.workers_total.clone(),
-        );
-        registry.register(
-            "multijob_runs_running",
-            "Runs running now",
-            m.runs_running.clone(),
-        );
-        registry.register(
-            "multijob_workflow_metric",
-            "Values set by workflow metric steps, by job, metric name and the step's labels",
-            m.workflow.clone(),
-        );
-        registry.register(
-            "multijob_connector_requests",
-            "Connector calls by connector and outcome (HTTP status, ok or error)",
-            m.connectors.requests.clone(),
-        );
-        registry.register(
-            "multijob_llm_tokens",
-            "LLM tokens used, by connector",
-            m.connectors.llm_tokens.clone(),
-        );
-        registry.register(
-            "multijob_rate_limited",
-            "Connector calls that waited for their rate limit, by connector",
-            m.connectors.rate_limited.clone(),
-        );
+        // Read from the queue and the pool at scrape time (see `render`).
+        for (name, help, gauge) in [
+            (
+                "multijob_pressure_mode",
+                "1 while pressure mode is on (only critical jobs dispatch)",
+                &self.pressure_mode,
+            ),
+            (
+                "multijob_workers_busy",
+                "Workers running a run",
+                &self.workers_busy,
+            ),
+            (
+                "multijob_workers_total",
+                "Workers in the pool",
+                &self.workers_total,
+            ),
+            (
+                "multijob_runs_running",
+                "Runs running now",
+                &self.runs_running,
+            ),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
+    }
+
+    /// The API listener's connection counts.
+    fn register_listener(&self, registry: &mut Registry) {
         registry.register(
             "multijob_api_connections",
             "Connections open to the status API",
-            m.listener.open.clone(),
+            self.listener.open.clone(),
         );
         registry.register(
             "multijob_api_connections_dropped",
             "API connections the server closed or refused, by reason (evicted: closed to make room at --max-connections; refused: 503, every connection busy; header_timeout; idle_timeout)",
-            m.listener.dropped.clone(),
+            self.listener.dropped.clone(),
         );
-        Metrics { registry, ..m }
     }
 
     /// What the API listener counts into.

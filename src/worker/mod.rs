@@ -21,10 +21,10 @@ use crate::jobs::{self, RunContext};
 use crate::queue::RunQueue;
 use crate::run::{BoxFuture, Claim, FollowUpHandover, NewRun, Outcome, RunError, RunHost};
 use crate::spec::model::Job;
-use crate::status::metrics::WorkflowGauge;
 use crate::store::runs::{Run, StepRecord};
 use crate::store::{Applied, Store};
 use crate::workflow::follow_ups::FollowUpBudget;
+use crate::workflow::metrics::WorkflowGauge;
 use crate::workflow::runtime::RuntimeActions;
 use crate::workflow::{Engine, Resume, RunInfo};
 
@@ -63,7 +63,7 @@ pub struct WorkerContext {
     /// Where workflow `metric` steps write (the daemon's registry).
     pub workflow_metrics: Option<WorkflowGauge>,
     /// What connector calls count into.
-    pub connector_metrics: Option<crate::status::metrics::ConnectorMetrics>,
+    pub connector_metrics: Option<crate::connectors::metrics::ConnectorMetrics>,
     /// The connectors of the applied revision, rebuilt when it changes.
     pub connectors: Arc<std::sync::Mutex<Option<ConnectorsOf>>>,
     /// What `files` steps may write, and the data dir's usage.
@@ -195,7 +195,7 @@ pub async fn execute(queue: &Arc<dyn RunHost>, ctx: &WorkerContext, claim: Claim
                 panic,
                 "a run's handler panicked; the run fails"
             );
-            Outcome::Failed(RunError::Retryable(format!(
+            Outcome::Failed(RunError::retryable(format!(
                 "the {job_type} handler crashed: {panic}"
             )))
         }
@@ -272,7 +272,7 @@ async fn execute_handler(queue: &Arc<dyn RunHost>, ctx: &WorkerContext, claim: C
         Some(Ok(Err(RunError::Cancelled))) => cancelled(queue.as_ref(), ctx, &run.id),
         Some(Ok(Err(e))) => Outcome::Failed(e),
         Some(Err(join)) => {
-            Outcome::Failed(RunError::Retryable(format!("the handler crashed: {join}")))
+            Outcome::Failed(RunError::retryable(format!("the handler crashed: {join}")))
         }
         None => {
             // Timed out: cancel the handler (a command's process group is

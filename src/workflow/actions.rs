@@ -8,26 +8,11 @@ use std::pin::Pin;
 use serde_json::Value;
 
 use super::RunInfo;
+use crate::run::RunError;
 
-/// Why an action failed, and so whether the step's `retry` may repeat it.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ActionError {
-    /// A flaky peer, a rate limit, a 5xx: retrying can help.
-    #[error("{0}")]
-    Retryable(String),
-    /// Bad arguments, a refused policy, a 4xx: retrying cannot help.
-    #[error("{0}")]
-    Permanent(String),
-    /// An approval step without a decision yet: the run pauses until one.
-    #[error("waiting for approval {approval_id}")]
-    Pause {
-        approval_id: String,
-        key: String,
-        reason: String,
-    },
-}
-
-pub type ActionResult = Result<Value, ActionError>;
+/// What an action returns: its output, or why it failed (retrying can
+/// help, cannot help, or an approval step waits for a decision).
+pub type ActionResult = Result<Value, RunError>;
 pub type ActionFuture<'a> = Pin<Box<dyn Future<Output = ActionResult> + Send + 'a>>;
 
 /// Where an action call comes from.

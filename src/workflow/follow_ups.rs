@@ -19,9 +19,10 @@ use std::sync::{Mutex, MutexGuard};
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 
-use super::actions::{ActionCall, ActionError, ActionResult};
+use super::actions::{ActionCall, ActionResult};
 use super::runtime::{RuntimeActions, number, text};
-use crate::run::{NewRun, NotQueued, new_run_id};
+use crate::connectors::send_once;
+use crate::run::{NewRun, NotQueued, RunError, new_run_id};
 use crate::store::runs::Trigger;
 use crate::store::{Mutation, NewEvent, format_ts};
 
@@ -197,14 +198,14 @@ impl Refusal {
 
 impl RuntimeActions {
     /// Fail the step for `refusal`, leaving its event.
-    fn refuse(&self, call: &ActionCall<'_>, target: &str, refusal: Refusal) -> ActionError {
+    fn refuse(&self, call: &ActionCall<'_>, target: &str, refusal: Refusal) -> RunError {
         let event = NewEvent::new("follow_up.refused", refusal.data(target, call))
             .job(call.run.job_id.clone())
             .run(call.run.id.clone());
         if let Err(e) = self.store.submit(vec![Mutation::Event(event)]) {
             tracing::warn!(run = %call.run.id, error = %e, "follow_up.refused not recorded");
         }
-        ActionError::Permanent(refusal.message(&call.run.job_id))
+        RunError::Permanent(refusal.message(&call.run.job_id))
     }
 
     pub(super) async fn schedule_job_impl(
@@ -213,7 +214,7 @@ impl RuntimeActions {
         args: Value,
     ) -> ActionResult {
         let target = text(args.get("job"))
-            .ok_or_else(|| ActionError::Permanent("schedule_job needs `job`".into()))?;
+            .ok_or_else(|| RunError::Permanent("schedule_job needs `job`".into()))?;
         let depth = self.chain_depth + 1;
         let limit = self.job.limits.chain_depth;
         if depth > limit {
@@ -224,7 +225,7 @@ impl RuntimeActions {
             return Err(self.refuse(call, &target, Refusal::PerRun { limit }));
         };
         let record_key = format!("follow-up:{}", call.idempotency_key);
-        if let Some(done) = self.recorded(&record_key).await? {
+        if let Some(done) = send_once::recorded(&self.store, &record_key).await? {
             place.keep();
             return Ok(done);
         }
@@ -235,12 +236,12 @@ impl RuntimeActions {
         let due = jiff::SignedDuration::try_from_secs_f64(delay)
             .map_err(|e| e.to_string())
             .and_then(|d| now.checked_add(d).map_err(|e| e.to_string()))
-            .map_err(|e| ActionError::Permanent(format!("delay_sec {delay}: {e}")))?;
+            .map_err(|e| RunError::Permanent(format!("delay_sec {delay}: {e}")))?;
         let inputs = match args.get("inputs") {
             None | Some(Value::Null) => Value::Object(Map::new()),
             Some(Value::Object(m)) => Value::Object(m.clone()),
             Some(other) => {
-                return Err(ActionError::Permanent(format!(
+                return Err(RunError::Permanent(format!(
                     "schedule_job inputs must be a map, not {other}"
                 )));
             }
@@ -249,7 +250,7 @@ impl RuntimeActions {
         if let Some(job) = self.queue.applied().snapshot.jobs.get(&target)
             && !job.spec.enabled
         {
-            return Err(ActionError::Permanent(format!(
+            return Err(RunError::Permanent(format!(
                 "schedule_job: job `{target}` is disabled (enabled: false): it gets no new runs"
             )));
         }
@@ -269,16 +270,16 @@ impl RuntimeActions {
                               "from_step": call.step_id}),
             })
             .await
-            .map_err(|e| ActionError::Retryable(format!("schedule_job: {e}")))?;
+            .map_err(|e| RunError::retryable(format!("schedule_job: {e}")))?;
         match handed {
             Ok(()) | Err(NotQueued::Duplicate) => {}
             Err(NotQueued::NoSuchJob) => {
-                return Err(ActionError::Permanent(format!(
+                return Err(RunError::Permanent(format!(
                     "schedule_job: no job `{target}` in the applied revision"
                 )));
             }
             Err(NotQueued::Disabled) => {
-                return Err(ActionError::Permanent(format!(
+                return Err(RunError::Permanent(format!(
                     "schedule_job: job `{target}` is disabled (enabled: false): it gets no new runs"
                 )));
             }
@@ -293,7 +294,7 @@ impl RuntimeActions {
         }
         place.keep();
         let output = json!({"run_id": run_id, "due_at": format_ts(due)});
-        self.record(&record_key, &output).await?;
+        send_once::record(&self.store, &record_key, &output).await?;
         Ok(output)
     }
 }

@@ -7,6 +7,7 @@
 pub mod actions;
 pub mod files;
 pub mod follow_ups;
+pub mod metrics;
 pub mod render;
 pub mod runtime;
 pub mod template;
@@ -25,7 +26,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-pub use actions::{ActionCall, ActionError, ActionFuture, ActionResult, Actions};
+pub use actions::{ActionCall, ActionFuture, ActionResult, Actions};
 pub use template::{TemplateError, eval_condition, render_value, to_template_value};
 
 use crate::clock::Clock;
@@ -359,7 +360,10 @@ impl<'a> Engine<'a> {
                         ));
                         if !step.continue_on_error {
                             return Err(match e {
-                                RunError::Retryable(_) => RunError::Retryable(message),
+                                RunError::Retryable { retry_after, .. } => RunError::Retryable {
+                                    message,
+                                    retry_after,
+                                },
                                 _ => RunError::Permanent(message),
                             });
                         }
@@ -455,7 +459,7 @@ impl<'a> Engine<'a> {
                     match result {
                         // One failed item must not sink the others (a bad
                         // phone number in a campaign): it yields null.
-                        Err(RunError::Retryable(e) | RunError::Permanent(e))
+                        Err(RunError::Retryable { message: e, .. } | RunError::Permanent(e))
                             if step.continue_on_error =>
                         {
                             tracing::warn!(run = %frame.run.id, step = %step.id, index, error = %e,
@@ -514,7 +518,7 @@ impl<'a> Engine<'a> {
                     Some(ms) => tokio::time::timeout(Duration::from_millis(ms), call)
                         .await
                         .unwrap_or_else(|_| {
-                            Err(RunError::Retryable(format!("timed out after {ms} ms")))
+                            Err(RunError::retryable(format!("timed out after {ms} ms")))
                         }),
                     None => call.await,
                 }
@@ -526,7 +530,7 @@ impl<'a> Engine<'a> {
             };
             failed += 1;
             let wait = match (&result, &step.retry) {
-                (Err(RunError::Retryable(_)), Some(policy)) => backoff(policy, failed),
+                (Err(RunError::Retryable { .. }), Some(policy)) => backoff(policy, failed),
                 _ => None,
             };
             let Some(wait) = wait else { return result };
@@ -590,19 +594,7 @@ impl<'a> Engine<'a> {
             Action::ScheduleJob(a) => actions.schedule_job(&call, args(a).await?).await,
             Action::Approval(a) => actions.approval(&call, args(a).await?).await,
         };
-        result.map_err(|e| match e {
-            ActionError::Retryable(m) => RunError::Retryable(m),
-            ActionError::Permanent(m) => RunError::Permanent(m),
-            ActionError::Pause {
-                approval_id,
-                key,
-                reason,
-            } => RunError::AwaitingApproval {
-                approval_id,
-                key,
-                reason,
-            },
-        })
+        result
     }
 
     async fn files(&self, args: &Value, usage: &files::RunUsage) -> StepResult {
@@ -635,7 +627,7 @@ impl<'a> Engine<'a> {
                 ));
             }
         };
-        op.map_err(|e| RunError::Retryable(format!("files: {e}")))?
+        op.map_err(|e| RunError::retryable(format!("files: {e}")))?
             .map_err(|e| RunError::Permanent(format!("files: {e}")))
     }
 
@@ -686,12 +678,7 @@ impl<'a> Engine<'a> {
         let mut records = Vec::new();
         self.run_steps(&skill.steps, Value::Object(inputs), &inner, &mut records)
             .await
-            .map_err(|e| match e {
-                RunError::Retryable(m) => RunError::Retryable(format!("skill `{skill_id}`: {m}")),
-                RunError::Permanent(m) => RunError::Permanent(format!("skill `{skill_id}`: {m}")),
-                RunError::Cancelled => RunError::Cancelled,
-                pause @ RunError::AwaitingApproval { .. } => pause,
-            })
+            .map_err(|e| e.map_message(|m| format!("skill `{skill_id}`: {m}")))
     }
 }
 
@@ -851,7 +838,7 @@ mod tests {
     }
 
     fn refuse<'a>(what: &'static str) -> ActionFuture<'a> {
-        Box::pin(async move { Err(ActionError::Permanent(format!("{what} is not stubbed"))) })
+        Box::pin(async move { Err(RunError::Permanent(format!("{what} is not stubbed"))) })
     }
 
     impl Actions for Stub {
@@ -888,7 +875,7 @@ mod tests {
                 if args["incr"] == "flaky" {
                     let n = self.flaky_calls.fetch_add(1, Ordering::SeqCst) + 1;
                     return if n < 3 {
-                        Err(ActionError::Retryable(format!("flaky call {n}")))
+                        Err(RunError::retryable(format!("flaky call {n}")))
                     } else {
                         Ok(json!(n))
                     };
@@ -908,7 +895,7 @@ mod tests {
                         Ok(json!("late"))
                     }
                     Value::String(s) if s == "key" => Ok(json!(call.idempotency_key)),
-                    other => Err(ActionError::Permanent(format!("unknown key {other}"))),
+                    other => Err(RunError::Permanent(format!("unknown key {other}"))),
                 }
             })
         }
@@ -1129,7 +1116,7 @@ mod tests {
         .await;
         assert_eq!(
             result,
-            Err(RunError::Retryable("step `flaky`: flaky call 2".into()))
+            Err(RunError::retryable("step `flaky`: flaky call 2"))
         );
     }
 
@@ -1146,9 +1133,7 @@ mod tests {
         .await;
         assert_eq!(
             result,
-            Err(RunError::Retryable(
-                "step `slow`: timed out after 50 ms".into()
-            ))
+            Err(RunError::retryable("step `slow`: timed out after 50 ms"))
         );
         assert_eq!(statuses(&records), [("slow", "failed")]);
     }
@@ -1502,7 +1487,7 @@ mod tests {
                 if approved {
                     Ok(json!({"decision": "approved"}))
                 } else {
-                    Err(ActionError::Pause {
+                    Err(RunError::AwaitingApproval {
                         approval_id: format!("ap-{key}"),
                         key,
                         reason: "why".into(),

@@ -10,69 +10,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 
-use super::actions::{ActionCall, ActionError, ActionFuture, ActionResult, Actions};
+use super::actions::{ActionCall, ActionFuture, ActionResult, Actions};
 use super::follow_ups::FollowUpBudget;
-use crate::connectors::{ChatRequest, ConnectorError, Connectors, HttpRequest, OutboundMessage};
-use crate::run::RunHost;
+use super::metrics::WorkflowGauge;
+use crate::connectors::send_once::{send_once, store_error};
+use crate::connectors::{ChatRequest, Connectors, HttpRequest, OutboundMessage};
+use crate::run::{RunError, RunHost};
 use crate::spec::model::Job;
-use crate::status::metrics::WorkflowGauge;
 use crate::store::{KvOp, Store};
-
-/// How long idempotency records are kept.
-const IDEMPOTENCY_TTL_SEC: u64 = 30 * 24 * 3600;
 
 /// User keys live apart from the runtime's own records.
 fn user_key(key: &str) -> String {
     format!("kv:{key}")
-}
-
-/// Why [`send_once`] failed.
-#[derive(Debug)]
-pub enum SendOnceError {
-    Connector(ConnectorError),
-    Store(String),
-}
-
-impl std::fmt::Display for SendOnceError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SendOnceError::Connector(e) => write!(f, "{e}"),
-            SendOnceError::Store(m) => write!(f, "store: {m}"),
-        }
-    }
-}
-
-/// Send a message unless one was already sent under `record_key`: the
-/// delivery is recorded in the store before this returns, so a retried or
-/// reclaimed run gets the recorded delivery instead of sending again.
-pub async fn send_once(
-    store: &Store,
-    connectors: &Connectors,
-    connector: &str,
-    record_key: &str,
-    msg: OutboundMessage,
-) -> Result<Value, SendOnceError> {
-    let key = format!("idem:{record_key}");
-    let store_err = |e: crate::store::StoreError| SendOnceError::Store(e.to_string());
-    if let Some(done) = store.kv(&key, KvOp::Get).await.map_err(store_err)? {
-        return Ok(done);
-    }
-    let delivery = connectors
-        .send_message(connector, msg)
-        .await
-        .map_err(SendOnceError::Connector)?;
-    let output = serde_json::to_value(delivery).unwrap_or(Value::Null);
-    store
-        .kv(
-            &key,
-            KvOp::Set {
-                value: output.clone(),
-                ttl_sec: Some(IDEMPOTENCY_TTL_SEC),
-            },
-        )
-        .await
-        .map_err(store_err)?;
-    Ok(output)
 }
 
 pub struct RuntimeActions {
@@ -136,17 +85,6 @@ fn tool_schema(name: &str) -> Value {
     }})
 }
 
-fn from_connector(e: ConnectorError) -> ActionError {
-    match e {
-        ConnectorError::Retryable(m) => ActionError::Retryable(m),
-        ConnectorError::Permanent(m) => ActionError::Permanent(m),
-    }
-}
-
-fn store_error(e: crate::store::StoreError) -> ActionError {
-    ActionError::Retryable(format!("store: {e}"))
-}
-
 pub(super) fn text(v: Option<&Value>) -> Option<String> {
     match v? {
         Value::Null => None,
@@ -155,7 +93,7 @@ pub(super) fn text(v: Option<&Value>) -> Option<String> {
     }
 }
 
-pub(super) fn number(v: Option<&Value>, what: &str) -> Result<Option<f64>, ActionError> {
+pub(super) fn number(v: Option<&Value>, what: &str) -> Result<Option<f64>, RunError> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => Ok(n.as_f64()),
@@ -163,51 +101,25 @@ pub(super) fn number(v: Option<&Value>, what: &str) -> Result<Option<f64>, Actio
             .trim()
             .parse()
             .map(Some)
-            .map_err(|_| ActionError::Permanent(format!("{what} must be a number, not {s:?}"))),
-        Some(other) => Err(ActionError::Permanent(format!(
+            .map_err(|_| RunError::Permanent(format!("{what} must be a number, not {s:?}"))),
+        Some(other) => Err(RunError::Permanent(format!(
             "{what} must be a number, not {other}"
         ))),
     }
 }
 
 impl RuntimeActions {
-    /// The recorded result of an idempotent call, if it already happened.
-    pub(super) async fn recorded(&self, key: &str) -> Result<Option<Value>, ActionError> {
-        self.store
-            .kv(&format!("idem:{key}"), KvOp::Get)
-            .await
-            .map_err(store_error)
-    }
-
-    pub(super) async fn record(&self, key: &str, value: &Value) -> Result<(), ActionError> {
-        self.store
-            .kv(
-                &format!("idem:{key}"),
-                KvOp::Set {
-                    value: value.clone(),
-                    ttl_sec: Some(IDEMPOTENCY_TTL_SEC),
-                },
-            )
-            .await
-            .map(|_| ())
-            .map_err(store_error)
-    }
-
     async fn http_impl(&self, args: Value) -> ActionResult {
         let connector = text(args.get("connector"));
         let req: HttpRequest = serde_json::from_value(args)
-            .map_err(|e| ActionError::Permanent(format!("http step arguments: {e}")))?;
-        let response = self
-            .connectors
-            .http(connector.as_deref(), req, &[])
-            .await
-            .map_err(from_connector)?;
-        serde_json::to_value(response).map_err(|e| ActionError::Permanent(e.to_string()))
+            .map_err(|e| RunError::Permanent(format!("http step arguments: {e}")))?;
+        let response = self.connectors.http(connector.as_deref(), req, &[]).await?;
+        serde_json::to_value(response).map_err(|e| RunError::Permanent(e.to_string()))
     }
 
     async fn message_impl(&self, call: &ActionCall<'_>, args: Value) -> ActionResult {
         let connector = text(args.get("connector"))
-            .ok_or_else(|| ActionError::Permanent("a message step needs `connector`".into()))?;
+            .ok_or_else(|| RunError::Permanent("a message step needs `connector`".into()))?;
         let key = text(args.get("dedupe_key")).unwrap_or_else(|| call.idempotency_key.clone());
         let record_key = format!("message:{connector}:{key}");
         let msg = OutboundMessage {
@@ -216,17 +128,12 @@ impl RuntimeActions {
             subject: text(args.get("subject")),
             idempotency_key: key,
         };
-        send_once(&self.store, &self.connectors, &connector, &record_key, msg)
-            .await
-            .map_err(|e| match e {
-                SendOnceError::Connector(c) => from_connector(c),
-                SendOnceError::Store(m) => ActionError::Retryable(format!("store: {m}")),
-            })
+        send_once(&self.store, &self.connectors, &connector, &record_key, msg).await
     }
 
     async fn llm_impl(&self, args: Value) -> ActionResult {
         let connector = text(args.get("connector"))
-            .ok_or_else(|| ActionError::Permanent("an llm step needs `connector`".into()))?;
+            .ok_or_else(|| RunError::Permanent("an llm step needs `connector`".into()))?;
         let json_mode = args.get("json").and_then(Value::as_bool).unwrap_or(false);
         let mut messages = Vec::new();
         if let Some(system) = text(args.get("system")) {
@@ -242,16 +149,12 @@ impl RuntimeActions {
             temperature: number(args.get("temperature"), "temperature")?,
             max_tokens: number(args.get("max_tokens"), "max_tokens")?.map(|n| n as u64),
         };
-        let reply = self
-            .connectors
-            .chat(&connector, req)
-            .await
-            .map_err(from_connector)?;
+        let reply = self.connectors.chat(&connector, req).await?;
         self.spend_tokens(reply.total_tokens)?;
         let content = reply.content.unwrap_or_default();
         if json_mode {
             serde_json::from_str(&content).map_err(|e| {
-                ActionError::Retryable(format!("the model's reply is not the JSON asked for: {e}"))
+                RunError::retryable(format!("the model's reply is not the JSON asked for: {e}"))
             })
         } else {
             Ok(Value::String(content))
@@ -277,7 +180,7 @@ impl RuntimeActions {
         } else if let Some(k) = field("delete") {
             (k, KvOp::Delete)
         } else {
-            return Err(ActionError::Permanent(
+            return Err(RunError::Permanent(
                 "a kv step needs one of get, set, incr, delete".into(),
             ));
         };
@@ -287,7 +190,7 @@ impl RuntimeActions {
             .await
             .map_err(|e| match e {
                 crate::store::StoreError::Corrupt { message, .. } => {
-                    ActionError::Permanent(format!("kv {key}: {message}"))
+                    RunError::Permanent(format!("kv {key}: {message}"))
                 }
                 other => store_error(other),
             })?;
@@ -312,11 +215,11 @@ impl RuntimeActions {
                 "decided_at": d["decided_at"],
                 "by": d["by"],
             })),
-            Some(d) => Err(ActionError::Permanent(format!(
+            Some(d) => Err(RunError::Permanent(format!(
                 "approval rejected by {}",
                 d["by"].as_str().unwrap_or("an operator")
             ))),
-            None => Err(ActionError::Pause {
+            None => Err(RunError::AwaitingApproval {
                 approval_id: format!("ap-{}", call.idempotency_key.replace([':', '/'], "-")),
                 key: call.idempotency_key.clone(),
                 reason: text(args.get("reason")).unwrap_or_else(|| {
@@ -330,10 +233,10 @@ impl RuntimeActions {
     }
 
     /// Count tokens against `limits.llm_tokens`.
-    fn spend_tokens(&self, n: u64) -> Result<(), ActionError> {
+    fn spend_tokens(&self, n: u64) -> Result<(), RunError> {
         let total = self.tokens.fetch_add(n, Ordering::SeqCst) + n;
         match self.job.limits.llm_tokens {
-            Some(limit) if total > limit => Err(ActionError::Permanent(format!(
+            Some(limit) if total > limit => Err(RunError::Permanent(format!(
                 "limits.llm_tokens exceeded: {total} tokens used, the limit is {limit}"
             ))),
             _ => Ok(()),
@@ -362,7 +265,7 @@ impl RuntimeActions {
     /// a step; a call outside the list is refused and reported back.
     async fn agent_impl(&self, call: &ActionCall<'_>, args: Value) -> ActionResult {
         let connector = text(args.get("connector"))
-            .ok_or_else(|| ActionError::Permanent("an agent step needs `connector`".into()))?;
+            .ok_or_else(|| RunError::Permanent("an agent step needs `connector`".into()))?;
         let goal = text(args.get("goal")).unwrap_or_default();
         let max_steps = args
             .get("max_steps")
@@ -404,8 +307,7 @@ impl RuntimeActions {
                         max_tokens: None,
                     },
                 )
-                .await
-                .map_err(from_connector)?;
+                .await?;
             self.spend_tokens(reply.total_tokens)?;
             if reply.tool_calls.is_empty() {
                 return Ok(json!({"answer": reply.content, "calls": calls}));
@@ -459,9 +361,9 @@ impl RuntimeActions {
 
     fn metric_impl(&self, call: &ActionCall<'_>, args: Value) -> ActionResult {
         let name = text(args.get("name"))
-            .ok_or_else(|| ActionError::Permanent("a metric step needs `name`".into()))?;
+            .ok_or_else(|| RunError::Permanent("a metric step needs `name`".into()))?;
         let value = number(args.get("value"), "value")?
-            .ok_or_else(|| ActionError::Permanent("a metric step needs `value`".into()))?;
+            .ok_or_else(|| RunError::Permanent("a metric step needs `value`".into()))?;
         if let Some(gauge) = &self.metrics {
             let mut labels = vec![
                 ("job".to_string(), call.run.job_id.clone()),
@@ -472,7 +374,7 @@ impl RuntimeActions {
                     // One bad name would make scrapers reject the whole
                     // /metrics page, every other family included.
                     if !is_label_name(k) {
-                        return Err(ActionError::Permanent(format!(
+                        return Err(RunError::Permanent(format!(
                             "metric label `{k}` is not a Prometheus label name \
                              (a letter or `_`, then letters, digits, `_`; not `__...`)"
                         )));

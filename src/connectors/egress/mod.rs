@@ -18,25 +18,23 @@ use std::net::{IpAddr, SocketAddr};
 
 use reqwest::Url;
 
-use super::ConnectorError;
+use crate::run::RunError;
 pub use address::{Refusal, forbidden};
 pub use origin::{AllowEntry, Origin, Policy, Reach};
 
 /// Names that reach a metadata endpoint whatever the resolver says.
 const METADATA_HOSTS: &[&str] = &["metadata.google.internal", "metadata"];
 
-pub fn parse_url(url: &str) -> Result<Url, ConnectorError> {
-    let parsed = Url::parse(url)
-        .map_err(|e| ConnectorError::Permanent(format!("invalid URL `{url}`: {e}")))?;
+pub fn parse_url(url: &str) -> Result<Url, RunError> {
+    let parsed =
+        Url::parse(url).map_err(|e| RunError::Permanent(format!("invalid URL `{url}`: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(ConnectorError::Permanent(format!(
+        return Err(RunError::Permanent(format!(
             "URL `{url}` is not http or https"
         )));
     }
     if parsed.host_str().is_none() {
-        return Err(ConnectorError::Permanent(format!(
-            "URL `{url}` has no host"
-        )));
+        return Err(RunError::Permanent(format!("URL `{url}` has no host")));
     }
     Ok(parsed)
 }
@@ -52,14 +50,14 @@ fn host_of(url: &Url) -> String {
 
 /// Resolves the URL's host and refuses it when any address it resolves to is
 /// [`forbidden`].
-pub async fn check_resolved(url: &str) -> Result<(), ConnectorError> {
+pub async fn check_resolved(url: &str) -> Result<(), RunError> {
     let parsed = parse_url(url)?;
     let port = parsed.port_or_known_default().unwrap_or(80);
     check_host(&host_of(&parsed), port).await
 }
 
 /// [`check_resolved`] for a host and port (SMTP servers too).
-pub async fn check_host(host: &str, port: u16) -> Result<(), ConnectorError> {
+pub async fn check_host(host: &str, port: u16) -> Result<(), RunError> {
     let host = host
         .trim_start_matches('[')
         .trim_end_matches(']')
@@ -71,7 +69,7 @@ pub async fn check_host(host: &str, port: u16) -> Result<(), ConnectorError> {
         Ok(ip) => vec![ip],
         Err(_) => tokio::net::lookup_host((host.as_str(), port))
             .await
-            .map_err(|e| ConnectorError::Retryable(format!("cannot resolve host `{host}`: {e}")))?
+            .map_err(|e| RunError::retryable(format!("cannot resolve host `{host}`: {e}")))?
             .map(|a| a.ip())
             .collect(),
     };
@@ -112,8 +110,8 @@ fn keep_reachable(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
         .collect()
 }
 
-fn refused(host: &str, why: &str) -> ConnectorError {
-    ConnectorError::Permanent(format!(
+fn refused(host: &str, why: &str) -> RunError {
+    RunError::Permanent(format!(
         "egress to host `{host}` refused: it is {why}, which is never reachable from jobs"
     ))
 }

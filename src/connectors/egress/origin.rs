@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 use reqwest::Url;
 
-use crate::connectors::ConnectorError;
+use crate::run::RunError;
 
 /// A host after parsing: the url crate has already turned `0x7f000001`,
 /// `2130706433`, `0177.0.0.1` and `127.1` into 127.0.0.1 and lower-cased
@@ -159,9 +159,9 @@ pub struct Policy<'a> {
 impl Policy<'_> {
     /// Where `url` may go, or why not (a permanent error naming both the
     /// target and the connector's own origin).
-    pub fn reach(&self, url: &Url) -> Result<Reach, ConnectorError> {
+    pub fn reach(&self, url: &Url) -> Result<Reach, RunError> {
         let target = Origin::of(url).ok_or_else(|| {
-            ConnectorError::Permanent(format!("URL `{url}` is not an http or https URL"))
+            RunError::Permanent(format!("URL `{url}` is not an http or https URL"))
         })?;
         if self.own.as_ref() == Some(&target) {
             return Ok(Reach::Own);
@@ -177,7 +177,7 @@ impl Policy<'_> {
         Err(self.refusal(&target))
     }
 
-    fn refusal(&self, target: &Origin) -> ConnectorError {
+    fn refusal(&self, target: &Origin) -> RunError {
         let list = format!("[{}]", self.allowed.join(", "));
         let entry = target.entry();
         let msg = match (self.connector, &self.own) {
@@ -198,7 +198,7 @@ impl Policy<'_> {
                  allowed_hosts names `{entry}`"
             ),
         };
-        ConnectorError::Permanent(msg)
+        RunError::Permanent(msg)
     }
 }
 

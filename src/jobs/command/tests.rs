@@ -40,7 +40,7 @@ fn permanent(result: RunResult) -> String {
 
 fn retryable(result: RunResult) -> String {
     match result {
-        Err(RunError::Retryable(m)) => m,
+        Err(RunError::Retryable { message, .. }) => message,
         other => panic!("expected a retryable error, got {other:?}"),
     }
 }

@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use crate::reconcile::{self, render};
 use crate::spec::snapshot::Snapshot;
-use crate::status::api::{plan_context_from_json, snapshot_from_json};
+use crate::status::api::plan_context_from_json;
 use crate::store::redis::RedisStore;
 use crate::store::sqlite::{SqliteStore, read_applied, read_plan_context};
 
@@ -136,6 +136,6 @@ async fn fetch_snapshot(
             body["error"].as_str().unwrap_or("")
         );
     }
-    let snapshot = snapshot_from_json(&body).map_err(|e| anyhow::anyhow!("GET {url}: {e}"))?;
+    let snapshot = Snapshot::from_json(&body).map_err(|e| anyhow::anyhow!("GET {url}: {e}"))?;
     Ok((snapshot, plan_context_from_json(&body, now)))
 }

@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use super::RunContext;
 use crate::run::{RunError, RunResult};
 use crate::spec::model::Job;
-use crate::status::api::snapshot_json;
 use crate::store::runs::RunQuery;
 use crate::store::{Store, now_rfc3339};
 
@@ -67,7 +66,7 @@ pub async fn run(job: &Job, ctx: &RunContext, cancel: &CancellationToken) -> Run
         "format": "multijob-backup/1",
         "created_at": now_rfc3339(),
         "created_by": {"job": job.id, "run": ctx.run_id},
-        "snapshot": snapshot_json(&applied.snapshot, revision),
+        "snapshot": applied.snapshot.to_json(revision),
         "runs": runs,
         "failure_memory": failure
             .into_iter()

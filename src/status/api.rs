@@ -23,8 +23,7 @@ use serde_json::{Value, json};
 
 use crate::listener::Connection;
 use crate::reconcile::{self, load_dir, render};
-use crate::spec::model::Kind;
-use crate::spec::snapshot::{Resource, Snapshot};
+use crate::spec::snapshot::Resource;
 use crate::status::state::Shared;
 use crate::status::{auth, metrics, openapi, sse};
 use crate::store::format_ts;
@@ -278,10 +277,9 @@ fn limit(q: Option<usize>) -> Result<usize, ApiError> {
 
 async fn snapshot(State(shared): State<AppState>) -> ApiResult {
     let applied = shared.applied.load();
-    let mut out = snapshot_json(
-        &applied.snapshot,
-        applied.revision.as_ref().map(|r| r.id.as_str()),
-    );
+    let mut out = applied
+        .snapshot
+        .to_json(applied.revision.as_ref().map(|r| r.id.as_str()));
     let ctx = plan_context(&shared).await?;
     if let Value::Object(m) = &mut out {
         // What `plan --server` needs to say what applying would do.
@@ -333,78 +331,6 @@ pub fn plan_context_from_json(v: &Value, now: jiff::Timestamp) -> render::PlanCo
         }
     }
     ctx
-}
-
-/// The applied snapshot as `/api/v1/snapshot` serves it and `plan
-/// --server` reads it back.
-pub fn snapshot_json(s: &Snapshot, revision: Option<&str>) -> Value {
-    let mut items = Vec::with_capacity(s.len());
-    fn push<T: serde::Serialize>(
-        kind: Kind,
-        m: &std::collections::BTreeMap<String, Resource<T>>,
-        items: &mut Vec<Value>,
-    ) {
-        for (id, r) in m {
-            items.push(json!({
-                "kind": kind, "id": id, "spec": r.spec, "hash": r.hash,
-                "file": r.file, "line": r.line, "column": r.column,
-            }));
-        }
-    }
-    push(Kind::Job, &s.jobs, &mut items);
-    push(Kind::Flow, &s.flows, &mut items);
-    push(Kind::Connector, &s.connectors, &mut items);
-    push(Kind::Skill, &s.skills, &mut items);
-    json!({"revision": revision, "content_hash": s.content_hash(), "items": items})
-}
-
-/// Rebuild a snapshot from [`snapshot_json`] output.
-pub fn snapshot_from_json(v: &Value) -> Result<Snapshot, String> {
-    let mut s = Snapshot::default();
-    let items = v["items"].as_array().ok_or("no `items` list")?;
-    for item in items {
-        let kind = item["kind"]
-            .as_str()
-            .and_then(Kind::parse)
-            .ok_or_else(|| format!("bad kind in {item}"))?;
-        let id = item["id"].as_str().ok_or("item without id")?.to_string();
-        let file = item["file"].as_str().unwrap_or_default().to_string();
-        let line = item["line"].as_u64().unwrap_or(0) as u32;
-        let column = item["column"].as_u64().unwrap_or(0) as u32;
-        let hash = item["hash"].as_str().unwrap_or_default().to_string();
-        fn typed<T: serde::de::DeserializeOwned>(
-            spec: &Value,
-            hash: String,
-            file: String,
-            line: u32,
-            column: u32,
-        ) -> Result<Resource<T>, String> {
-            Ok(Resource {
-                spec: serde_json::from_value(spec.clone()).map_err(|e| e.to_string())?,
-                file,
-                line,
-                column,
-                hash,
-            })
-        }
-        let spec = &item["spec"];
-        match kind {
-            Kind::Job => {
-                s.jobs.insert(id, typed(spec, hash, file, line, column)?);
-            }
-            Kind::Flow => {
-                s.flows.insert(id, typed(spec, hash, file, line, column)?);
-            }
-            Kind::Connector => {
-                s.connectors
-                    .insert(id, typed(spec, hash, file, line, column)?);
-            }
-            Kind::Skill => {
-                s.skills.insert(id, typed(spec, hash, file, line, column)?);
-            }
-        }
-    }
-    Ok(s)
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,5 +1,10 @@
 //! A whole, validated config directory: every resource with its source
-//! position and content hash. What the reconciler diffs and applies.
+//! position and content hash. What the reconciler diffs and applies, and
+//! its JSON form ([`json`]: backup files, the `plan --server` wire).
+//!
+//! Pure; uses only `spec::model`.
+
+pub mod json;
 
 use std::collections::BTreeMap;
 

@@ -58,7 +58,7 @@ impl Connectors {
         connector: &str,
         req: ChatRequest,
     ) -> Result<ChatResponse, RunError> {
-        let call = self.begin(connector, &[Provider::Openai]).await?;
+        let call = self.begin(connector, Some(&[Provider::Openai])).await?;
         let result = async {
             let url = join(call.base_url()?, "chat/completions");
             let mut body = json!({"model": req.model, "messages": req.messages});

@@ -46,19 +46,6 @@ pub struct HttpResponse {
     pub body: Value,
 }
 
-/// Every provider may be used for plain `http` steps: its base_url origin and
-/// `allowed_hosts` bound where they go.
-const ANY_PROVIDER: &[Provider] = &[
-    Provider::Telegram,
-    Provider::Slack,
-    Provider::Webhook,
-    Provider::Smtp,
-    Provider::Whatsapp,
-    Provider::Sms,
-    Provider::Http,
-    Provider::Openai,
-];
-
 impl Connectors {
     /// Sends one request. Without a connector, `url` must be absolute and its
     /// host one of `allowed_hosts` (the caller's policy, e.g. the daemon's
@@ -104,7 +91,9 @@ impl Connectors {
                 .http_send(url, &req, &expected, None, &Redactor::default())
                 .await;
         };
-        let call = self.begin(id, ANY_PROVIDER).await?;
+        // Any provider may serve a plain `http` step: its base_url origin
+        // and `allowed_hosts` bound where the request goes.
+        let call = self.begin(id, None).await?;
         let redactor = call.redactor().clone();
         let result = async {
             let url = target_url(call.spec.base_url.as_deref(), &req, id)?;

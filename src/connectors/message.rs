@@ -13,6 +13,7 @@ use super::http::join;
 use super::{Call, Connectors, value_text};
 use crate::run::RunError;
 use crate::spec::model::Provider;
+use crate::spec::validate::MESSAGE_PROVIDERS;
 
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 pub const SIGNATURE_HEADER: &str = "X-Multijob-Signature";
@@ -35,15 +36,6 @@ pub struct Delivery {
     pub delivered: bool,
     pub provider_message_id: Option<String>,
 }
-
-const MESSAGE_PROVIDERS: &[Provider] = &[
-    Provider::Telegram,
-    Provider::Slack,
-    Provider::Webhook,
-    Provider::Smtp,
-    Provider::Whatsapp,
-    Provider::Sms,
-];
 
 /// `sha256=<hex>` of the HMAC-SHA256 of `body` under `secret`.
 pub fn signature(secret: &str, body: &[u8]) -> String {
@@ -71,7 +63,7 @@ impl Connectors {
         connector: &str,
         msg: OutboundMessage,
     ) -> Result<Delivery, RunError> {
-        let call = self.begin(connector, MESSAGE_PROVIDERS).await?;
+        let call = self.begin(connector, Some(&MESSAGE_PROVIDERS)).await?;
         let result = match call.spec.provider {
             Provider::Telegram => self.telegram(&call, &msg).await,
             Provider::Slack => self.slack(&call, &msg).await,

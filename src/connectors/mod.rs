@@ -1,14 +1,19 @@
 //! The connector layer: every outbound call a run makes (the `http`,
-//! `message`, `llm` and `agent` actions) goes through [`Connectors`].
+//! `message`, `llm` and `agent` actions, a monitor's alert, a report's
+//! delivery) goes through [`Connectors`]. It owns the providers (one file
+//! per family: [`http`], [`message`], [`chat`]), egress policy
+//! ([`egress`]), secrets by reference and their redaction ([`secrets`],
+//! [`redact`]), rate limits ([`ratelimit`]), idempotent sending
+//! ([`send_once`]), how a failure is classified ([`error`]) and its own
+//! metrics ([`metrics`]). It may use `run` (the error classification),
+//! `store` (send-once records), `spec` and `clock`; nothing above it.
 //!
 //! Per call it: looks the connector up in the applied snapshot, waits on the
-//! connector's rate limiter ([`ratelimit`]), resolves its secrets
-//! ([`secrets`]), checks egress ([`egress`]), sends, and scrubs resolved
-//! secret values from whatever it returns, errors included.
-//!
-//! Errors encode the retry decision: [`RunError::Retryable`] for 429,
-//! 5xx, timeouts and connection failures; [`RunError::Permanent`] for
-//! other 4xx, policy refusals and configuration problems.
+//! connector's rate limiter, resolves its secrets, checks egress, sends, and
+//! scrubs resolved secret values from whatever it returns, errors included.
+//! Errors are [`RunError`]s: retryable for 429, 5xx, timeouts and connection
+//! failures (with the peer's `Retry-After`), permanent for other 4xx, policy
+//! refusals and configuration problems.
 
 pub mod chat;
 pub mod client;
@@ -168,15 +173,19 @@ impl Connectors {
         }
     }
 
-    /// Looks the connector up, waits for its rate limit, resolves its secrets.
-    async fn begin(&self, id: &str, providers: &[Provider]) -> Result<Call<'_>, RunError> {
+    /// Looks the connector up, checks that its provider is one of
+    /// `providers` (`None`: any provider will do), waits for its rate
+    /// limit, resolves its secrets.
+    async fn begin(&self, id: &str, providers: Option<&[Provider]>) -> Result<Call<'_>, RunError> {
         let entry = self.entries.get(id).ok_or_else(|| {
             RunError::Permanent(format!(
                 "no connector `{id}` in the applied config; add it under connectors or fix the \
                  step's `connector`"
             ))
         })?;
-        if !providers.contains(&entry.spec.provider) {
+        if let Some(providers) = providers
+            && !providers.contains(&entry.spec.provider)
+        {
             return Err(RunError::Permanent(format!(
                 "connector `{id}` has provider {}, which cannot do this; use a connector with \
                  provider {}",

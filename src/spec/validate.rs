@@ -605,7 +605,9 @@ fn walk_strings(v: &Value, pointer: &str, f: &mut dyn FnMut(&str, &str)) {
     }
 }
 
-const MESSAGE_PROVIDERS: [Provider; 6] = [
+/// The providers that can deliver a `message` step (the connector layer
+/// sends through the same list).
+pub const MESSAGE_PROVIDERS: [Provider; 6] = [
     Provider::Telegram,
     Provider::Slack,
     Provider::Webhook,

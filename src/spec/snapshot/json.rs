@@ -30,6 +30,14 @@ pub const VERSION: u64 = 1;
 #[error("not a multijob snapshot: {0}")]
 pub struct ReadError(String);
 
+/// The fields of the form this reader needs; `version` is absent in what
+/// the release before it wrote.
+#[derive(Deserialize)]
+struct Document {
+    version: Option<u64>,
+    items: Vec<Value>,
+}
+
 /// One resource as written: every field required.
 #[derive(Deserialize)]
 struct Item {
@@ -61,33 +69,14 @@ impl Snapshot {
     /// Rebuild a snapshot from [`Snapshot::to_json`] output. Fields this
     /// form does not know (the API's `runtime`) are left to their readers.
     pub fn from_json(document: &Value) -> Result<Snapshot, ReadError> {
-        let Value::Object(fields) = document else {
+        let document = Document::deserialize(document).map_err(|e| ReadError(e.to_string()))?;
+        if let Some(version) = document.version.filter(|v| *v != VERSION) {
             return Err(ReadError(format!(
-                "expected an object, got {}",
-                kind_of(document)
+                "version {version} is not one this multijob reads (it reads version {VERSION})"
             )));
-        };
-        match fields.get("version") {
-            None => {}
-            Some(Value::Number(n)) if n.as_u64() == Some(VERSION) => {}
-            Some(other) => {
-                return Err(ReadError(format!(
-                    "version {other} is not one this multijob reads (it reads version {VERSION})"
-                )));
-            }
         }
-        let items = match fields.get("items") {
-            Some(Value::Array(items)) => items,
-            Some(other) => {
-                return Err(ReadError(format!(
-                    "`items` must be a list, not {}",
-                    kind_of(other)
-                )));
-            }
-            None => return Err(ReadError("missing field `items`".into())),
-        };
         let mut snapshot = Snapshot::default();
-        for (index, item) in items.iter().enumerate() {
+        for (index, item) in document.items.iter().enumerate() {
             add(&mut snapshot, item).map_err(|e| ReadError(format!("items[{index}]: {e}")))?;
         }
         Ok(snapshot)
@@ -138,17 +127,6 @@ fn insert<T: DeserializeOwned>(
         hash: item.hash,
     };
     Ok(into.insert(item.id, resource).is_some())
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

@@ -66,26 +66,10 @@ impl Snapshot {
     /// `(kind, id, spec hash)` of every resource, in kind then id order.
     pub fn entries(&self) -> Vec<(Kind, &str, &str)> {
         let mut out = Vec::with_capacity(self.len());
-        out.extend(
-            self.jobs
-                .iter()
-                .map(|(id, r)| (Kind::Job, id.as_str(), r.hash.as_str())),
-        );
-        out.extend(
-            self.flows
-                .iter()
-                .map(|(id, r)| (Kind::Flow, id.as_str(), r.hash.as_str())),
-        );
-        out.extend(
-            self.connectors
-                .iter()
-                .map(|(id, r)| (Kind::Connector, id.as_str(), r.hash.as_str())),
-        );
-        out.extend(
-            self.skills
-                .iter()
-                .map(|(id, r)| (Kind::Skill, id.as_str(), r.hash.as_str())),
-        );
+        out.extend(entries_of(Kind::Job, &self.jobs));
+        out.extend(entries_of(Kind::Flow, &self.flows));
+        out.extend(entries_of(Kind::Connector, &self.connectors));
+        out.extend(entries_of(Kind::Skill, &self.skills));
         out
     }
 
@@ -135,6 +119,15 @@ impl Snapshot {
             Kind::Skill => self.skills.get(id).map(one),
         }
     }
+}
+
+/// `(kind, id, spec hash)` of every resource in `m`, in id order.
+fn entries_of<T>(
+    kind: Kind,
+    m: &BTreeMap<String, Resource<T>>,
+) -> impl Iterator<Item = (Kind, &str, &str)> {
+    m.iter()
+        .map(move |(id, r)| (kind, id.as_str(), r.hash.as_str()))
 }
 
 /// sha256 of a value's canonical JSON (object keys sorted), hex.

@@ -576,7 +576,7 @@ impl<'a> Engine<'a> {
             Action::Message(_) => Counters::take(&counters.messages, limits.messages, "messages")?,
             _ => {}
         }
-        let result = match &step.action {
+        match &step.action {
             Action::Set(map) => return render(Value::Object(map.clone())).await,
             Action::Files(f) => {
                 let args = render(serde_json::to_value(f).unwrap_or_default()).await?;
@@ -593,8 +593,7 @@ impl<'a> Engine<'a> {
             Action::Metric(a) => actions.metric(&call, args(a).await?).await,
             Action::ScheduleJob(a) => actions.schedule_job(&call, args(a).await?).await,
             Action::Approval(a) => actions.approval(&call, args(a).await?).await,
-        };
-        result
+        }
     }
 
     async fn files(&self, args: &Value, usage: &files::RunUsage) -> StepResult {

@@ -5,6 +5,7 @@
 //! [`Actions`]; the engine itself does `set`, `files` and `uses`.
 
 pub mod actions;
+pub mod agent;
 pub mod files;
 pub mod follow_ups;
 pub mod metrics;

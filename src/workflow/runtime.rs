@@ -38,53 +38,6 @@ pub struct RuntimeActions {
     pub tokens: AtomicU64,
 }
 
-/// Tools an agent may be offered: step actions with side effects the
-/// runtime executes under the same policies as a step would.
-const AGENT_TOOLS: [&str; 6] = ["http", "message", "kv", "schedule_job", "metric", "llm"];
-
-/// The fields of each tool, described to the model.
-fn tool_schema(name: &str) -> Value {
-    let (description, props, required): (&str, Value, Vec<&str>) = match name {
-        "http" => (
-            "Make an HTTP request through a connector (its base_url host only).",
-            json!({"connector": {"type": "string"}, "method": {"type": "string"}, "path": {"type": "string"},
-                   "url": {"type": "string"}, "query": {"type": "object"}, "json": {"type": "object"}}),
-            vec![],
-        ),
-        "message" => (
-            "Send a message through a messaging connector.",
-            json!({"connector": {"type": "string"}, "text": {"type": "string"}, "to": {"type": "string"},
-                   "subject": {"type": "string"}}),
-            vec!["connector", "text"],
-        ),
-        "kv" => (
-            "Read or write the durable key-value store: give exactly one of get, set (with value), incr, delete.",
-            json!({"get": {"type": "string"}, "set": {"type": "string"}, "value": {},
-                   "incr": {"type": "string"}, "delete": {"type": "string"}}),
-            vec![],
-        ),
-        "schedule_job" => (
-            "Schedule a follow-up run of a job after a delay.",
-            json!({"job": {"type": "string"}, "delay_sec": {"type": "number"}, "inputs": {"type": "object"}}),
-            vec!["job"],
-        ),
-        "metric" => (
-            "Record a numeric metric.",
-            json!({"name": {"type": "string"}, "value": {"type": "number"}, "labels": {"type": "object"}}),
-            vec!["name", "value"],
-        ),
-        _ => (
-            "Ask a language model through a connector.",
-            json!({"connector": {"type": "string"}, "prompt": {"type": "string"}, "system": {"type": "string"}}),
-            vec!["connector", "prompt"],
-        ),
-    };
-    json!({"type": "function", "function": {
-        "name": name, "description": description,
-        "parameters": {"type": "object", "properties": props, "required": required},
-    }})
-}
-
 pub(super) fn text(v: Option<&Value>) -> Option<String> {
     match v? {
         Value::Null => None,
@@ -109,7 +62,7 @@ pub(super) fn number(v: Option<&Value>, what: &str) -> Result<Option<f64>, RunEr
 }
 
 impl RuntimeActions {
-    async fn http_impl(&self, args: Value) -> ActionResult {
+    pub(super) async fn http_impl(&self, args: Value) -> ActionResult {
         let connector = text(args.get("connector"));
         let req: HttpRequest = serde_json::from_value(args)
             .map_err(|e| RunError::Permanent(format!("http step arguments: {e}")))?;
@@ -117,7 +70,7 @@ impl RuntimeActions {
         serde_json::to_value(response).map_err(|e| RunError::Permanent(e.to_string()))
     }
 
-    async fn message_impl(&self, call: &ActionCall<'_>, args: Value) -> ActionResult {
+    pub(super) async fn message_impl(&self, call: &ActionCall<'_>, args: Value) -> ActionResult {
         let connector = text(args.get("connector"))
             .ok_or_else(|| RunError::Permanent("a message step needs `connector`".into()))?;
         let key = text(args.get("dedupe_key")).unwrap_or_else(|| call.idempotency_key.clone());
@@ -131,7 +84,7 @@ impl RuntimeActions {
         send_once(&self.store, &self.connectors, &connector, &record_key, msg).await
     }
 
-    async fn llm_impl(&self, args: Value) -> ActionResult {
+    pub(super) async fn llm_impl(&self, args: Value) -> ActionResult {
         let connector = text(args.get("connector"))
             .ok_or_else(|| RunError::Permanent("an llm step needs `connector`".into()))?;
         let json_mode = args.get("json").and_then(Value::as_bool).unwrap_or(false);
@@ -161,7 +114,7 @@ impl RuntimeActions {
         }
     }
 
-    async fn kv_impl(&self, args: Value) -> ActionResult {
+    pub(super) async fn kv_impl(&self, args: Value) -> ActionResult {
         let field = |name: &str| text(args.get(name));
         let (key, op) = if let Some(k) = field("get") {
             (k, KvOp::Get)
@@ -233,7 +186,7 @@ impl RuntimeActions {
     }
 
     /// Count tokens against `limits.llm_tokens`.
-    fn spend_tokens(&self, n: u64) -> Result<(), RunError> {
+    pub(super) fn spend_tokens(&self, n: u64) -> Result<(), RunError> {
         let total = self.tokens.fetch_add(n, Ordering::SeqCst) + n;
         match self.job.limits.llm_tokens {
             Some(limit) if total > limit => Err(RunError::Permanent(format!(
@@ -243,123 +196,7 @@ impl RuntimeActions {
         }
     }
 
-    /// The tools an agent step may use: the step's list (or every agent
-    /// tool), narrowed by the job's `tools` policy.
-    fn allowed_tools(&self, asked: &[String]) -> Vec<String> {
-        let policy = &self.job.tools;
-        let asked: Vec<String> = if asked.is_empty() {
-            AGENT_TOOLS.iter().map(|s| s.to_string()).collect()
-        } else {
-            asked.to_vec()
-        };
-        asked
-            .into_iter()
-            .filter(|t| AGENT_TOOLS.contains(&t.as_str()))
-            .filter(|t| policy.allow.as_ref().is_none_or(|a| a.contains(t)))
-            .filter(|t| !policy.deny.contains(t))
-            .collect()
-    }
-
-    /// The function-calling loop: the model picks tool calls among the
-    /// allowed tools, each runs through the same code (and idempotency) as
-    /// a step; a call outside the list is refused and reported back.
-    async fn agent_impl(&self, call: &ActionCall<'_>, args: Value) -> ActionResult {
-        let connector = text(args.get("connector"))
-            .ok_or_else(|| RunError::Permanent("an agent step needs `connector`".into()))?;
-        let goal = text(args.get("goal")).unwrap_or_default();
-        let max_steps = args
-            .get("max_steps")
-            .and_then(Value::as_u64)
-            .unwrap_or(5)
-            .clamp(1, 50);
-        let asked: Vec<String> = args
-            .get("tools")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let allowed = self.allowed_tools(&asked);
-        let tools: Vec<Value> = allowed.iter().map(|t| tool_schema(t)).collect();
-        let mut messages = vec![
-            json!({"role": "system", "content": format!(
-                "You are an operations agent run by multijob for job `{}`. Reach the goal with the tools \
-                 you are given ({}); when it is reached, reply with a short final answer and no tool call.",
-                call.run.job_id,
-                if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") }
-            )}),
-            json!({"role": "user", "content": goal}),
-        ];
-        let mut calls = Vec::new();
-        for round in 0..max_steps {
-            let reply = self
-                .connectors
-                .chat(
-                    &connector,
-                    ChatRequest {
-                        model: text(args.get("model")).unwrap_or_else(|| "gpt-4o-mini".to_string()),
-                        messages: messages.clone(),
-                        json_mode: false,
-                        tools: tools.clone(),
-                        temperature: None,
-                        max_tokens: None,
-                    },
-                )
-                .await?;
-            self.spend_tokens(reply.total_tokens)?;
-            if reply.tool_calls.is_empty() {
-                return Ok(json!({"answer": reply.content, "calls": calls}));
-            }
-            messages.push(json!({
-                "role": "assistant",
-                "content": reply.content,
-                "tool_calls": reply.tool_calls.iter().map(|c| json!({
-                    "id": c.id, "type": "function",
-                    "function": {"name": c.name, "arguments": c.arguments.to_string()},
-                })).collect::<Vec<_>>(),
-            }));
-            for (i, tc) in reply.tool_calls.iter().enumerate() {
-                let output = if !allowed.contains(&tc.name) {
-                    json!({"error": format!(
-                        "tool `{}` is not allowed for this step; allowed: {}",
-                        tc.name,
-                        if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") }
-                    )})
-                } else {
-                    let sub = ActionCall {
-                        run: call.run,
-                        step_id: call.step_id,
-                        item_index: call.item_index,
-                        idempotency_key: format!("{}:agent:{round}:{i}", call.idempotency_key),
-                    };
-                    let result = match tc.name.as_str() {
-                        "http" => self.http_impl(tc.arguments.clone()).await,
-                        "message" => self.message_impl(&sub, tc.arguments.clone()).await,
-                        "kv" => self.kv_impl(tc.arguments.clone()).await,
-                        "schedule_job" => self.schedule_job_impl(&sub, tc.arguments.clone()).await,
-                        "metric" => self.metric_impl(&sub, tc.arguments.clone()),
-                        _ => self.llm_impl(tc.arguments.clone()).await,
-                    };
-                    match result {
-                        Ok(v) => v,
-                        Err(e) => json!({"error": e.to_string()}),
-                    }
-                };
-                calls.push(json!({"tool": tc.name, "args": tc.arguments, "output": output}));
-                messages.push(json!({
-                    "role": "tool", "tool_call_id": tc.id, "content": output.to_string(),
-                }));
-            }
-        }
-        // Out of steps: the last word is what the model said last.
-        Ok(
-            json!({"answer": Value::Null, "calls": calls, "stopped": format!("max_steps {max_steps} reached")}),
-        )
-    }
-
-    fn metric_impl(&self, call: &ActionCall<'_>, args: Value) -> ActionResult {
+    pub(super) fn metric_impl(&self, call: &ActionCall<'_>, args: Value) -> ActionResult {
         let name = text(args.get("name"))
             .ok_or_else(|| RunError::Permanent("a metric step needs `name`".into()))?;
         let value = number(args.get("value"), "value")?

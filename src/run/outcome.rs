@@ -110,3 +110,52 @@ pub enum Outcome {
         reason: String,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_is_the_message_whatever_the_retry_after() {
+        let later = RunError::Retryable {
+            message: "GET /x returned HTTP 429: slow".into(),
+            retry_after: Some(Duration::from_secs(30)),
+        };
+        assert_eq!(later.to_string(), "GET /x returned HTTP 429: slow");
+        assert_eq!(RunError::retryable("flaky").to_string(), "flaky");
+        assert_eq!(RunError::Permanent("bad".into()).to_string(), "bad");
+        assert_eq!(RunError::Cancelled.to_string(), "cancelled");
+        let pause = RunError::AwaitingApproval {
+            approval_id: "ap-1".into(),
+            key: "run:step".into(),
+            reason: "ship it?".into(),
+        };
+        assert_eq!(pause.to_string(), "waiting for approval ap-1: ship it?");
+        assert_eq!(pause.message(), "ship it?");
+    }
+
+    #[test]
+    fn a_rewritten_message_keeps_the_classification_and_the_wait() {
+        let later = RunError::Retryable {
+            message: "busy".into(),
+            retry_after: Some(Duration::from_secs(30)),
+        };
+        let named = later.map_message(|m| format!("step `a`: {m}"));
+        assert_eq!(
+            named,
+            RunError::Retryable {
+                message: "step `a`: busy".into(),
+                retry_after: Some(Duration::from_secs(30)),
+            }
+        );
+        assert!(named.is_retryable());
+        assert_eq!(named.retry_after(), Some(Duration::from_secs(30)));
+        let refused = RunError::Permanent("no".into()).map_message(|m| format!("x: {m}"));
+        assert_eq!(refused, RunError::Permanent("x: no".into()));
+        assert!(!refused.is_retryable() && refused.retry_after().is_none());
+        assert_eq!(
+            RunError::Cancelled.map_message(|_| "changed".into()),
+            RunError::Cancelled
+        );
+    }
+}

@@ -143,7 +143,7 @@ async fn a_retried_run_stays_active_and_starts_again_when_due() {
     );
     r.enqueue(1);
     let first = r.claim().await;
-    let boom = Outcome::Failed(RunError::Retryable("boom".into()));
+    let boom = Outcome::Failed(RunError::retryable("boom"));
     r.queue.finish(&first.run.id, boom);
     assert_eq!(
         r.queue.run_status(&first.run.id),

@@ -270,7 +270,7 @@ fn success_clears_the_jobs_failure_memory() {
 fn a_retryable_failure_with_a_retry_left_waits_its_backoff() {
     let job = retrying_job(2);
     let mut run = running(&job);
-    let failed = Outcome::Failed(RunError::Retryable("boom".into()));
+    let failed = Outcome::Failed(RunError::retryable("boom"));
     let effects = end(&mut run, &job, failed);
     let due = at("2026-03-01T10:00:08.000Z");
     assert_eq!(effects.next, Next::Retrying { due });
@@ -295,7 +295,7 @@ fn the_second_retry_waits_the_policys_second_backoff_under_attempt_two() {
     end(
         &mut run,
         &job,
-        Outcome::Failed(RunError::Retryable("boom".into())),
+        Outcome::Failed(RunError::retryable("boom")),
     );
     let none = FailureState::default();
     let due = transition(
@@ -319,7 +319,7 @@ fn the_second_retry_waits_the_policys_second_backoff_under_attempt_two() {
     let again = transition(
         &mut run,
         &ctx(Some(&job), &none, "2026-03-01T10:00:10.000Z"),
-        Event::Ended(Outcome::Failed(RunError::Retryable("boom".into()))),
+        Event::Ended(Outcome::Failed(RunError::retryable("boom"))),
     );
     assert_eq!(
         again.next,
@@ -338,7 +338,7 @@ fn a_failure_with_no_retry_left_fails_the_run_and_counts_in_failure_memory() {
     let effects = end(
         &mut run,
         &job,
-        Outcome::Failed(RunError::Retryable("boom".into())),
+        Outcome::Failed(RunError::retryable("boom")),
     );
     assert_eq!(effects.next, Next::Finished);
     assert_eq!(kinds(&effects), ["event:run.failed", "failure", "put_run"]);

@@ -35,7 +35,7 @@ use crate::spec::model::Job;
 use crate::store::redis::DISPATCH_PACK;
 use crate::store::runs::{InboxCommand, Run, StepRecord};
 use crate::store::{Applied, Store, format_ts};
-use crate::worker::{WorkerContext, execute};
+use crate::worker::{WorkerContext, drain, execute};
 
 /// Entries read per round trip at most.
 const MAX_BATCH: usize = 256;
@@ -282,31 +282,19 @@ impl StreamWorkers {
     pub async fn drain(self, grace: Duration) {
         let node = self.node;
         node.stop.cancel();
-        let deadline = tokio::time::Instant::now() + grace;
-        while node.busy.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if node.busy.load(Ordering::SeqCst) > 0 {
-            tracing::warn!(
-                runs = node.busy.load(Ordering::SeqCst),
-                "grace period over: interrupting runs; they go back to the queue"
-            );
-            node.ctx.shutdown.cancel();
-            let tokens: Vec<CancellationToken> = node
-                .in_flight
+        let busy = || node.busy.load(Ordering::SeqCst);
+        let running = || {
+            node.in_flight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .values()
                 .flatten()
                 .map(|(_, t)| t.clone())
-                .collect();
-            for t in tokens {
-                t.cancel();
-            }
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while node.busy.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+                .collect()
+        };
+        if drain::grace_then_interrupt(busy, grace, &node.ctx.shutdown, running).await > 0 {
+            // Their results say "interrupted", and the leader queues them again.
+            drain::until_idle(busy, Duration::from_secs(10)).await;
         }
         for t in self.tasks {
             t.abort();

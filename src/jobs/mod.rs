@@ -1,20 +1,40 @@
-//! Built-in job handlers: what a run of each job type does.
+//! What a run of each job type does: one dispatcher ([`dispatch`]) with the
+//! table of job types and their handlers, and one file per built-in type
+//! (`workflow` runs the step engine for `agent.workflow` and `http.request`).
 //!
-//! A handler gets the job's applied spec, the run's context and a
-//! cancellation token (fired on timeout, `overlap: replace` and shutdown)
-//! and returns the run's output or a classified error.
+//! A handler gets one [`Attempt`]: the run, its job's applied spec, its host
+//! (store, applied snapshot, follow-ups), what the process shares (data dir,
+//! connectors, metrics, files quota) and a cancellation token (fired on
+//! timeout, `overlap: replace` and shutdown); it returns the run's output or
+//! a classified error. Timeouts and panics are the worker's, not a handler's.
+//! This module may use `workflow`, `queue`, `connectors`, `run`, `store`,
+//! `spec` and the leaves below them; never the worker or anything above it.
 
 pub mod backup;
 pub mod command;
+mod dispatch;
 pub mod monitor;
 pub mod report;
 pub mod simulation;
+mod workflow;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::run::{RunError, RunResult};
+pub use dispatch::{BUILTIN, HANDLED_TYPES, Handler, Handlers, handles};
+
+use crate::connectors::Connectors;
+use crate::run::RunHost;
 use crate::spec::model::Job;
+use crate::connectors::metrics::ConnectorMetrics;
+use crate::workflow::metrics::WorkflowGauge;
+use crate::store::Applied;
+use crate::store::runs::Run;
+use crate::workflow::files::FilesQuota;
 
 /// What a handler knows about the run it executes.
 #[derive(Debug, Clone)]
@@ -36,109 +56,83 @@ pub struct RunContext {
     pub applied: Option<std::sync::Arc<crate::store::Applied>>,
 }
 
-/// The job types [`execute`] runs. The runtime asks [`handles`] before it
-/// dispatches, so a type missing here is reported, never silently dropped.
-pub const HANDLED_TYPES: [&str; 4] = ["noop", "simulation.heavy", "command", "backup.export"];
-
-pub fn handles(job_type: &str) -> bool {
-    HANDLED_TYPES.contains(&job_type)
+/// One attempt of a claimed run, as the dispatcher hands it to a handler:
+/// borrowed from the claim and from what every run of the process shares.
+#[derive(Clone, Copy)]
+pub struct Attempt<'a> {
+    pub run: &'a Run,
+    pub job: &'a Arc<Job>,
+    pub host: &'a Arc<dyn RunHost>,
+    /// Where `files` steps, reports and backups write.
+    pub data_dir: &'a Path,
+    /// `--allow-command`: the daemon's operator allows `command` jobs.
+    pub allow_command: bool,
+    pub connectors: &'a ConnectorsByRevision,
+    /// What connector calls count into.
+    pub connector_metrics: Option<&'a ConnectorMetrics>,
+    /// Where workflow `metric` steps and monitors write.
+    pub workflow_metrics: Option<&'a WorkflowGauge>,
+    /// What `files` steps may write, and the data dir's usage.
+    pub files: &'a Arc<FilesQuota>,
+    /// Fired on timeout, `overlap: replace` and shutdown.
+    pub cancel: &'a CancellationToken,
+    /// Set by the worker before it fires `cancel` for the job's timeout.
+    pub timed_out: &'a AtomicBool,
 }
 
-/// Runs one attempt of `job` with the handler of its type.
-pub async fn execute(job: &Job, ctx: &RunContext, cancel: &CancellationToken) -> RunResult {
-    match job.job_type.as_str() {
-        // Benchmarks run this tens of thousands of times a second: an empty
-        // map does not allocate, and nothing else happens here.
-        "noop" => Ok(Value::Object(serde_json::Map::new())),
-        // Boxed so their state (buffers, child handles) does not make every
-        // `execute` future, noop's included, as large as the largest.
-        "simulation.heavy" => Box::pin(simulation::run(job, ctx, cancel)).await,
-        "command" => Box::pin(command::run(job, ctx, cancel)).await,
-        "backup.export" => Box::pin(backup::run(job, ctx, cancel)).await,
-        other => Err(RunError::Permanent(format!(
-            "no handler for job type {other}"
-        ))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    fn job(job_type: &str) -> Job {
-        serde_json::from_value(json!({"id": "j", "type": job_type}))
-            .expect("a minimal job deserializes")
-    }
-
-    fn ctx() -> RunContext {
+impl Attempt<'_> {
+    /// The run's context for the handlers that take one.
+    pub fn context(&self, applied: Arc<Applied>) -> RunContext {
         RunContext {
-            run_id: "run-1".into(),
-            job_id: "j".into(),
-            attempt: 1,
-            inputs: json!({}),
-            data_dir: std::env::temp_dir(),
-            allow_command: false,
-            store: None,
-            applied: None,
+            run_id: self.run.id.clone(),
+            job_id: self.run.job_id.clone(),
+            attempt: self.run.attempt,
+            inputs: self.run.inputs.clone(),
+            data_dir: self.data_dir.to_path_buf(),
+            allow_command: self.allow_command,
+            store: Some(self.host.store().clone()),
+            applied: Some(applied),
         }
     }
 
-    #[tokio::test]
-    async fn noop_returns_an_empty_object() {
-        let out = execute(&job("noop"), &ctx(), &CancellationToken::new()).await;
-        assert_eq!(out, Ok(json!({})));
+    /// The connectors of `applied`'s revision.
+    pub fn connectors_for(&self, applied: &Applied) -> Arc<Connectors> {
+        self.connectors.of(applied, self.connector_metrics)
     }
 
-    #[test]
-    fn the_execute_future_stays_small() {
-        let (job, ctx, token) = (job("noop"), ctx(), CancellationToken::new());
-        let future = execute(&job, &ctx, &token);
-        // Measured 40 bytes: references, the match state and one boxed future; a handler's
-        // buffers showing up here would cost every noop run.
-        assert!(
-            std::mem::size_of_val(&future) <= 64,
-            "{}",
-            std::mem::size_of_val(&future)
-        );
+    /// Whether the job's timeout, not a cancellation, ended the attempt.
+    pub fn timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::SeqCst)
     }
+}
 
-    #[tokio::test]
-    async fn dispatches_by_type() {
-        let token = CancellationToken::new();
-        let out = execute(&job("simulation.heavy"), &ctx(), &token).await;
-        assert_eq!(out, Ok(json!({"work_ms": 0, "cpu_ms": 0, "attempt": 1})));
-        // allow_command is false in ctx(): reaching the command handler
-        // shows as its refusal.
-        match execute(&job("command"), &ctx(), &token).await {
-            Err(RunError::Permanent(m)) => assert!(m.contains("--allow-command"), "{m}"),
-            other => panic!("{other:?}"),
+/// The connectors of the applied revision, built once per revision id and
+/// rebuilt when it changes (rate limits are process-wide and survive the
+/// rebuild).
+#[derive(Default)]
+pub struct ConnectorsByRevision {
+    built: std::sync::Mutex<Option<(String, Arc<Connectors>)>>,
+}
+
+impl ConnectorsByRevision {
+    pub fn of(&self, applied: &Applied, metrics: Option<&ConnectorMetrics>) -> Arc<Connectors> {
+        let key = applied
+            .revision
+            .as_ref()
+            .map(|r| r.id.clone())
+            .unwrap_or_default();
+        let mut cache = self.built.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((k, c)) = cache.as_ref()
+            && *k == key
+        {
+            return c.clone();
         }
-    }
-
-    #[tokio::test]
-    async fn other_types_are_a_permanent_error() {
-        for job_type in ["http.request", "made.up"] {
-            assert!(!handles(job_type));
-            let out = execute(&job(job_type), &ctx(), &CancellationToken::new()).await;
-            assert_eq!(
-                out,
-                Err(RunError::Permanent(format!(
-                    "no handler for job type {job_type}"
-                )))
-            );
+        let mut built = Connectors::new(&applied.snapshot.connectors);
+        if let Some(m) = metrics {
+            built = built.with_metrics(m.clone());
         }
-    }
-
-    #[test]
-    fn handled_types_are_known_types() {
-        for job_type in HANDLED_TYPES {
-            assert!(handles(job_type));
-            assert!(
-                crate::spec::model::JOB_TYPES.contains(&job_type),
-                "{job_type}"
-            );
-        }
+        let built = Arc::new(built);
+        *cache = Some((key, built.clone()));
+        built
     }
 }

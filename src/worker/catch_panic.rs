@@ -1,9 +1,9 @@
 //! A run whose handler panics ends `failed` and frees its slot.
 //!
-//! Without this, a panic inside a handler that runs on the worker's own task
-//! (workflows, monitors, reports) ended that worker task: the run stayed
-//! `running`, the slot was gone for good, and a drain waited its whole grace
-//! for a run nobody executed.
+//! Every handler runs on the worker's own task, under this: without it a
+//! panic ended that worker task, the run stayed `running`, the slot was
+//! gone for good, and a drain waited its whole grace for a run nobody
+//! executed.
 
 use std::any::Any;
 use std::future::Future;

@@ -14,26 +14,28 @@
 //! find their idempotency keys. A stopping worker hands back the runs of
 //! an entry it has not started (interrupted: not counted as an attempt).
 
+mod remote_host;
+mod results;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use remote_host::RemoteHost;
+use results::{Done, finish_run, send_loop};
+
 use super::wire::{RunResult, WireOutcome};
 use super::{ClusterConfig, Keys, WORKERS_GROUP, connect, ensure_group, is_nogroup, now_ms};
-use crate::clock::Clock;
-use crate::run::{BoxFuture, FollowUpHandover, RunHost};
-use crate::run::{Claim, NewRun, NotQueued, Outcome, RunError};
-use crate::spec::model::Job;
+use crate::run::{Claim, Outcome, RunError, RunHost};
 use crate::store::redis::DISPATCH_PACK;
-use crate::store::runs::{InboxCommand, Run, StepRecord};
+use crate::store::runs::Run;
 use crate::store::{Applied, Store, format_ts};
 use crate::worker::{WorkerContext, drain, execute};
 
@@ -41,161 +43,6 @@ use crate::worker::{WorkerContext, drain, execute};
 const MAX_BATCH: usize = 256;
 /// How often a worker process says it is alive (and how many slots it has).
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
-
-/// What a run executing here needs: the applied snapshot (loaded from
-/// the store when a run names a spec this process has not seen), the store,
-/// and a way to hand follow-ups to the leader.
-pub struct RemoteHost {
-    store: Store,
-    applied: ArcSwap<Applied>,
-    /// Job specs by hash, shared by their runs.
-    jobs: std::sync::Mutex<HashMap<String, Arc<Job>>>,
-    reload: tokio::sync::Mutex<()>,
-    /// Step records and token usage of runs in flight, sent with the result.
-    stash: std::sync::Mutex<HashMap<String, (Vec<StepRecord>, u64)>>,
-    /// Why the leader cancelled a run in flight here.
-    cancelled: std::sync::Mutex<HashMap<String, String>>,
-    /// Where the leader publishes its queue figures.
-    queue_key: String,
-}
-
-impl RemoteHost {
-    pub fn new(store: Store, applied: Arc<Applied>, queue_key: String) -> RemoteHost {
-        RemoteHost {
-            queue_key,
-            store,
-            applied: ArcSwap::new(applied),
-            jobs: Default::default(),
-            reload: tokio::sync::Mutex::new(()),
-            stash: Default::default(),
-            cancelled: Default::default(),
-        }
-    }
-
-    /// The spec a run was started with (by hash), reloading the applied
-    /// snapshot once when this process has not seen it yet.
-    async fn job_for(&self, run: &Run) -> Option<Arc<Job>> {
-        if let Some(job) = self.cached(run) {
-            return Some(job);
-        }
-        {
-            let _one_reload = self.reload.lock().await;
-            if let Some(job) = self.cached(run) {
-                return Some(job);
-            }
-            match self.store.applied().await {
-                Ok(applied) => self.applied.store(Arc::new(applied)),
-                Err(e) => tracing::warn!(error = %e, "worker: cannot load the applied snapshot"),
-            }
-        }
-        if let Some(job) = self.cached(run) {
-            return Some(job);
-        }
-        // The job changed again since the run started: run it as applied
-        // now (the leader's queue does the same for runs not yet started).
-        let applied = self.applied.load();
-        applied
-            .snapshot
-            .jobs
-            .get(&run.job_id)
-            .map(|r| Arc::new(r.spec.clone()))
-    }
-
-    fn cached(&self, run: &Run) -> Option<Arc<Job>> {
-        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(j) = jobs.get(&run.spec_hash) {
-            return Some(j.clone());
-        }
-        let applied = self.applied.load();
-        let r = applied.snapshot.jobs.get(&run.job_id)?;
-        if r.hash != run.spec_hash {
-            return None;
-        }
-        let job = Arc::new(r.spec.clone());
-        jobs.insert(r.hash.clone(), job.clone());
-        Some(job)
-    }
-
-    fn take_stash(&self, run_id: &str) -> (Vec<StepRecord>, u64) {
-        self.cancelled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(run_id);
-        self.stash
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(run_id)
-            .unwrap_or_default()
-    }
-}
-
-impl RunHost for RemoteHost {
-    fn applied(&self) -> Arc<Applied> {
-        self.applied.load_full()
-    }
-    fn store(&self) -> &Store {
-        &self.store
-    }
-    fn clock(&self) -> Clock {
-        Clock::Wall
-    }
-    fn cancel_reason(&self, run_id: &str) -> Option<String> {
-        self.cancelled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(run_id)
-            .cloned()
-    }
-    fn follow_up(&self, run: NewRun) -> BoxFuture<'_, FollowUpHandover> {
-        Box::pin(async move {
-            let limit = match self.applied.load().snapshot.jobs.get(&run.job_id) {
-                Some(job) => job.spec.limits.queued_follow_ups,
-                None => return Ok(Err(NotQueued::NoSuchJob)),
-            };
-            // The leader checks the limit when it queues the run; its
-            // figures (at most half a second old) let the step fail here
-            // too, instead of succeeding for a run the leader drops.
-            if let Store::Redis(r) = &self.store
-                && let Some(waiting) =
-                    super::leader::follow_ups_waiting(r.connection(), &self.queue_key, &run.job_id)
-                        .await
-                && waiting >= limit as usize
-            {
-                return Ok(Err(NotQueued::FollowUpsFull { waiting, limit }));
-            }
-            let command = InboxCommand::FollowUp {
-                run_id: run.id,
-                job_id: run.job_id,
-                inputs: run.inputs,
-                run_key: run.run_key,
-                chain_depth: run.chain_depth,
-                due_at: run.due_at.map(format_ts),
-                extra: run.extra,
-            };
-            self.store
-                .post_to_inbox(&command)
-                .await
-                .map(|_| Ok(()))
-                .map_err(|e| format!("handing the follow-up to the leader: {e}"))
-        })
-    }
-    fn record_steps(&self, run_id: &str, steps: Vec<StepRecord>) {
-        self.stash
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(run_id.to_string())
-            .or_default()
-            .0 = steps;
-    }
-    fn record_usage(&self, run_id: &str, llm_tokens: u64) {
-        self.stash
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(run_id.to_string())
-            .or_default()
-            .1 = llm_tokens;
-    }
-}
 
 struct Node {
     cfg: ClusterConfig,
@@ -214,20 +61,6 @@ struct Node {
     conn: ConnectionManager,
     /// Finished entries waiting for [`send_loop`].
     done: mpsc::UnboundedSender<Done>,
-}
-
-/// A finished run: its result (none for an unreadable entry, which is
-/// only acknowledged), and who waits for it to be sent.
-struct Done {
-    /// The ready entry to acknowledge with this result: set by the last
-    /// run of the entry to finish.
-    ack: Option<String>,
-    run_id: String,
-    /// The result as JSON.
-    result: Option<String>,
-    /// After this the entry is someone else's to run again.
-    deadline: tokio::time::Instant,
-    sent: oneshot::Sender<()>,
 }
 
 /// The running workers of this process.
@@ -569,93 +402,6 @@ fn encode_result(
     }
 }
 
-/// Hand a result to [`send_loop`] and wait until it is sent (or given up
-/// after a lease): until then the run stays in flight, so its entry's
-/// lease is renewed and its slot stays taken.
-async fn finish_run(node: &Node, ack: Option<String>, run_id: &str, result: Option<String>) {
-    let (sent, wait) = oneshot::channel();
-    let done = Done {
-        ack,
-        run_id: run_id.to_string(),
-        result,
-        deadline: tokio::time::Instant::now() + node.cfg.lease,
-        sent,
-    };
-    if node.done.send(done).is_err() {
-        tracing::error!(run = %run_id, "worker: the result sender stopped; the run will execute again elsewhere");
-        return;
-    }
-    let _ = wait.await;
-}
-
-/// Most finished entries one transaction sends.
-const SEND_BATCH: usize = 512;
-
-/// Send finished entries as they come, everything that queued up while
-/// the previous transaction was in flight in one: their results as one
-/// `results` entry (field `rs`, a JSON array the leader applies and then
-/// acknowledges as a whole), and the acknowledgement and deletion of
-/// their ready entries. Retried until an entry's lease runs out; after
-/// that the entry is someone else's to run again.
-async fn send_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Done>) {
-    let mut conn = node.conn.clone();
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < SEND_BATCH {
-            match rx.try_recv() {
-                Ok(d) => batch.push(d),
-                Err(_) => break,
-            }
-        }
-        let mut results = String::from("[");
-        for text in batch.iter().filter_map(|d| d.result.as_deref()) {
-            if results.len() > 1 {
-                results.push(',');
-            }
-            results.push_str(text);
-        }
-        results.push(']');
-        let ids: Vec<&str> = batch.iter().filter_map(|d| d.ack.as_deref()).collect();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        if results.len() > 2 {
-            pipe.cmd("XADD")
-                .arg(&node.keys.results)
-                .arg("*")
-                .arg("rs")
-                .arg(&results)
-                .ignore();
-        }
-        if !ids.is_empty() {
-            pipe.cmd("XACK")
-                .arg(&node.keys.ready)
-                .arg(WORKERS_GROUP)
-                .arg(&ids)
-                .ignore()
-                .cmd("XDEL")
-                .arg(&node.keys.ready)
-                .arg(&ids)
-                .ignore();
-        }
-        loop {
-            let sent: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
-            let Err(e) = sent else { break };
-            let now = tokio::time::Instant::now();
-            if batch.iter().all(|d| now >= d.deadline) {
-                for d in &batch {
-                    tracing::error!(run = %d.run_id, error = %e, "worker: could not send a result within the lease; the run will execute again elsewhere");
-                }
-                break;
-            }
-            tracing::warn!(results = batch.len(), error = %e, "worker: sending results failed; retrying");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        for d in batch {
-            let _ = d.sent.send(());
-        }
-    }
-}
-
 /// Renew the entries this process is running, draining included (a run
 /// finishing within the grace period is not someone else's meanwhile);
 /// the drain ends this task.
@@ -781,11 +527,7 @@ async fn cancel_loop(node: Arc<Node>) {
         let Ok(reasons) = reasons else { continue };
         for ((run_id, token), reason) in running.into_iter().zip(reasons) {
             if let Some(reason) = reason {
-                node.host
-                    .cancelled
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(run_id, reason);
+                node.host.cancelled_by_leader(run_id, reason);
                 token.cancel();
             }
         }

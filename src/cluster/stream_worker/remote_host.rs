@@ -1,0 +1,183 @@
+//! The run host of a worker process: what a run executing here needs from
+//! outside it (the applied snapshot, the store, follow-ups handed to the
+//! leader), and where its step records and token usage wait to travel with
+//! its result.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::clock::Clock;
+use crate::run::{BoxFuture, FollowUpHandover, NewRun, NotQueued, RunHost};
+use crate::spec::model::Job;
+use crate::store::runs::{InboxCommand, Run, StepRecord};
+use crate::store::{Applied, Store, format_ts};
+
+/// What a run executing here needs: the applied snapshot (loaded from
+/// the store when a run names a spec this process has not seen), the store,
+/// and a way to hand follow-ups to the leader.
+pub struct RemoteHost {
+    store: Store,
+    applied: ArcSwap<Applied>,
+    /// Job specs by hash, shared by their runs.
+    jobs: std::sync::Mutex<HashMap<String, Arc<Job>>>,
+    reload: tokio::sync::Mutex<()>,
+    /// Step records and token usage of runs in flight, sent with the result.
+    stash: std::sync::Mutex<HashMap<String, (Vec<StepRecord>, u64)>>,
+    /// Why the leader cancelled a run in flight here.
+    cancelled: std::sync::Mutex<HashMap<String, String>>,
+    /// Where the leader publishes its queue figures.
+    queue_key: String,
+}
+
+impl RemoteHost {
+    pub fn new(store: Store, applied: Arc<Applied>, queue_key: String) -> RemoteHost {
+        RemoteHost {
+            queue_key,
+            store,
+            applied: ArcSwap::new(applied),
+            jobs: Default::default(),
+            reload: tokio::sync::Mutex::new(()),
+            stash: Default::default(),
+            cancelled: Default::default(),
+        }
+    }
+
+    /// The spec a run was started with (by hash), reloading the applied
+    /// snapshot once when this process has not seen it yet.
+    pub(super) async fn job_for(&self, run: &Run) -> Option<Arc<Job>> {
+        if let Some(job) = self.cached(run) {
+            return Some(job);
+        }
+        {
+            let _one_reload = self.reload.lock().await;
+            if let Some(job) = self.cached(run) {
+                return Some(job);
+            }
+            match self.store.applied().await {
+                Ok(applied) => self.applied.store(Arc::new(applied)),
+                Err(e) => tracing::warn!(error = %e, "worker: cannot load the applied snapshot"),
+            }
+        }
+        if let Some(job) = self.cached(run) {
+            return Some(job);
+        }
+        // The job changed again since the run started: run it as applied
+        // now (the leader's queue does the same for runs not yet started).
+        let applied = self.applied.load();
+        applied
+            .snapshot
+            .jobs
+            .get(&run.job_id)
+            .map(|r| Arc::new(r.spec.clone()))
+    }
+
+    fn cached(&self, run: &Run) -> Option<Arc<Job>> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(j) = jobs.get(&run.spec_hash) {
+            return Some(j.clone());
+        }
+        let applied = self.applied.load();
+        let r = applied.snapshot.jobs.get(&run.job_id)?;
+        if r.hash != run.spec_hash {
+            return None;
+        }
+        let job = Arc::new(r.spec.clone());
+        jobs.insert(r.hash.clone(), job.clone());
+        Some(job)
+    }
+
+    /// The leader cancelled `run_id`, which runs here, for `reason`.
+    pub(super) fn cancelled_by_leader(&self, run_id: String, reason: String) {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(run_id, reason);
+    }
+
+    /// The step records and token usage of a run that ended here (and
+    /// forget why it was cancelled).
+    pub(super) fn take_stash(&self, run_id: &str) -> (Vec<StepRecord>, u64) {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(run_id);
+        self.stash
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(run_id)
+            .unwrap_or_default()
+    }
+}
+
+impl RunHost for RemoteHost {
+    fn applied(&self) -> Arc<Applied> {
+        self.applied.load_full()
+    }
+    fn store(&self) -> &Store {
+        &self.store
+    }
+    fn clock(&self) -> Clock {
+        Clock::Wall
+    }
+    fn cancel_reason(&self, run_id: &str) -> Option<String> {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(run_id)
+            .cloned()
+    }
+    fn follow_up(&self, run: NewRun) -> BoxFuture<'_, FollowUpHandover> {
+        Box::pin(async move {
+            let limit = match self.applied.load().snapshot.jobs.get(&run.job_id) {
+                Some(job) => job.spec.limits.queued_follow_ups,
+                None => return Ok(Err(NotQueued::NoSuchJob)),
+            };
+            // The leader checks the limit when it queues the run; its
+            // figures (at most half a second old) let the step fail here
+            // too, instead of succeeding for a run the leader drops.
+            if let Store::Redis(r) = &self.store
+                && let Some(waiting) = crate::cluster::leader::follow_ups_waiting(
+                    r.connection(),
+                    &self.queue_key,
+                    &run.job_id,
+                )
+                .await
+                && waiting >= limit as usize
+            {
+                return Ok(Err(NotQueued::FollowUpsFull { waiting, limit }));
+            }
+            let command = InboxCommand::FollowUp {
+                run_id: run.id,
+                job_id: run.job_id,
+                inputs: run.inputs,
+                run_key: run.run_key,
+                chain_depth: run.chain_depth,
+                due_at: run.due_at.map(format_ts),
+                extra: run.extra,
+            };
+            self.store
+                .post_to_inbox(&command)
+                .await
+                .map(|_| Ok(()))
+                .map_err(|e| format!("handing the follow-up to the leader: {e}"))
+        })
+    }
+    fn record_steps(&self, run_id: &str, steps: Vec<StepRecord>) {
+        self.stash
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(run_id.to_string())
+            .or_default()
+            .0 = steps;
+    }
+    fn record_usage(&self, run_id: &str, llm_tokens: u64) {
+        self.stash
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(run_id.to_string())
+            .or_default()
+            .1 = llm_tokens;
+    }
+}

@@ -13,6 +13,7 @@
 pub mod backup;
 pub mod command;
 mod dispatch;
+pub mod history;
 pub mod monitor;
 pub mod report;
 pub mod simulation;

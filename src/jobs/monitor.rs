@@ -37,6 +37,59 @@ fn ids(inputs: &Value, applied: &crate::store::Applied, alert: Option<&str>) -> 
         .collect()
 }
 
+/// One connector's health check.
+struct Check {
+    status: Option<u16>,
+    latency_ms: u64,
+    /// Why it is down; `None` when it is up.
+    error: Option<String>,
+}
+
+/// GET `path` on the connector's base_url; up below status 500.
+async fn check(connectors: &Connectors, id: &str, path: &str, timeout_ms: u64) -> Check {
+    let started = Instant::now();
+    let req = HttpRequest {
+        method: "GET".into(),
+        path: Some(path.to_string()),
+        expect_status: Some(json!("100-499")),
+        timeout_ms: Some(timeout_ms),
+        ..HttpRequest::default()
+    };
+    let result = connectors.http(Some(id), req, &[]).await;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(r) => Check {
+            status: Some(r.status),
+            latency_ms,
+            error: None,
+        },
+        Err(e) => Check {
+            status: None,
+            latency_ms,
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+impl Check {
+    /// `connector_up` and `connector_check_ms` of `connector` for `job`.
+    fn record(&self, gauge: &WorkflowGauge, job: &str, connector: &str) {
+        let labels = |name: &str| {
+            vec![
+                ("job".to_string(), job.to_string()),
+                ("name".to_string(), name.to_string()),
+                ("connector".to_string(), connector.to_string()),
+            ]
+        };
+        gauge
+            .get_or_create(&labels("connector_up"))
+            .set(if self.error.is_none() { 1.0 } else { 0.0 });
+        gauge
+            .get_or_create(&labels("connector_check_ms"))
+            .set(self.latency_ms as f64);
+    }
+}
+
 pub async fn run(
     job: &Job,
     ctx: &RunContext,
@@ -70,42 +123,14 @@ pub async fn run(
     let mut checks = Vec::new();
     let mut down = Vec::new();
     for id in &targets {
-        let started = Instant::now();
-        let req = HttpRequest {
-            method: "GET".into(),
-            path: Some(path.clone()),
-            expect_status: Some(json!("100-499")),
-            timeout_ms: Some(timeout_ms),
-            ..HttpRequest::default()
-        };
-        let result = connectors.http(Some(id), req, &[]).await;
-        let latency_ms = started.elapsed().as_millis() as u64;
-        let (ok, status, error) = match result {
-            Ok(r) => (true, Some(r.status), None),
-            Err(e) => (false, None, Some(e.to_string())),
-        };
+        let check = check(connectors, id, &path, timeout_ms).await;
         if let Some(gauge) = metrics {
-            let labels = |name: &str| {
-                vec![
-                    ("job".to_string(), job.id.clone()),
-                    ("name".to_string(), name.to_string()),
-                    ("connector".to_string(), id.clone()),
-                ]
-            };
-            gauge
-                .get_or_create(&labels("connector_up"))
-                .set(if ok { 1.0 } else { 0.0 });
-            gauge
-                .get_or_create(&labels("connector_check_ms"))
-                .set(latency_ms as f64);
+            check.record(gauge, &job.id, id);
         }
-        if !ok {
-            down.push(format!(
-                "{id}: {}",
-                error.clone().unwrap_or_else(|| "down".into())
-            ));
+        if let Some(error) = &check.error {
+            down.push(format!("{id}: {error}"));
         }
-        checks.push(json!({"connector": id, "ok": ok, "status": status, "latency_ms": latency_ms, "error": error}));
+        checks.push(json!({"connector": id, "ok": check.error.is_none(), "status": check.status, "latency_ms": check.latency_ms, "error": check.error}));
     }
     if down.is_empty() {
         return Ok(json!({"checks": checks, "down": 0}));

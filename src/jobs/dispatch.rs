@@ -89,26 +89,21 @@ fn noop(_: Attempt<'_>) -> BoxFuture<'_, RunResult> {
     )))
 }
 
-fn simulation_heavy(a: Attempt<'_>) -> BoxFuture<'_, RunResult> {
-    Box::pin(async move {
-        let ctx = a.context(a.host.applied());
-        simulation::run(a.job, &ctx, a.cancel).await
-    })
+/// A handler that takes the job, the run's context and its token.
+macro_rules! with_run_context {
+    ($name:ident => $run:path) => {
+        fn $name(a: Attempt<'_>) -> BoxFuture<'_, RunResult> {
+            Box::pin(async move {
+                let ctx = a.context(a.host.applied());
+                $run(a.job, &ctx, a.cancel).await
+            })
+        }
+    };
 }
 
-fn command(a: Attempt<'_>) -> BoxFuture<'_, RunResult> {
-    Box::pin(async move {
-        let ctx = a.context(a.host.applied());
-        command::run(a.job, &ctx, a.cancel).await
-    })
-}
-
-fn backup_export(a: Attempt<'_>) -> BoxFuture<'_, RunResult> {
-    Box::pin(async move {
-        let ctx = a.context(a.host.applied());
-        backup::run(a.job, &ctx, a.cancel).await
-    })
-}
+with_run_context!(simulation_heavy => simulation::run);
+with_run_context!(command => command::run);
+with_run_context!(backup_export => backup::run);
 
 /// A monitor has nothing to clean up: cancelled, it stops where it is.
 fn monitor_channel(a: Attempt<'_>) -> BoxFuture<'_, RunResult> {

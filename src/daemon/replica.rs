@@ -158,10 +158,11 @@ impl Replica {
         workers.drain(grace).await;
         if let Some(l) = leading {
             // Give the workers' last results a moment to be applied.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-            while self.shared.queue.view().running() > 0 && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            crate::worker::drain::until_idle(
+                || self.shared.queue.view().running(),
+                Duration::from_secs(2),
+            )
+            .await;
             l.stop.cancel();
             if let Err(e) = self.store.flush().await {
                 tracing::error!(error = %e, "final store flush failed");

@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use super::RunContext;
 use crate::run::{RunError, RunResult};
 use crate::spec::model::Job;
-use crate::store::runs::RunQuery;
 use crate::store::{Store, now_rfc3339};
 
 /// Runs read from the store per page.
@@ -102,30 +101,15 @@ async fn read_runs(
     cancel: &CancellationToken,
 ) -> Result<Vec<Value>, RunError> {
     let mut out = Vec::new();
-    let mut before = None;
+    let mut pages = super::history::RunPages::new(store, cancel);
     while out.len() < max {
-        if cancel.is_cancelled() {
-            return Err(RunError::Cancelled);
-        }
-        let page = store
-            .runs(RunQuery {
-                job_id: None,
-                status: None,
-                limit: PAGE.min(max - out.len()),
-                before,
-            })
-            .await
-            .map_err(|e| RunError::retryable(format!("reading runs: {e}")))?;
-        let Some((last, _)) = page.last() else { break };
-        before = Some(*last);
-        let n = page.len();
+        let Some(page) = pages.next(PAGE.min(max - out.len())).await? else {
+            break;
+        };
         out.extend(
             page.into_iter()
-                .map(|(_, r)| serde_json::to_value(r).unwrap_or(Value::Null)),
+                .map(|r| serde_json::to_value(r).unwrap_or(Value::Null)),
         );
-        if n < PAGE {
-            break;
-        }
     }
     Ok(out)
 }

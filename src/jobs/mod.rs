@@ -29,13 +29,13 @@ use tokio_util::sync::CancellationToken;
 pub use dispatch::{BUILTIN, HANDLED_TYPES, Handler, Handlers, handles};
 
 use crate::connectors::Connectors;
+use crate::connectors::metrics::ConnectorMetrics;
 use crate::run::RunHost;
 use crate::spec::model::Job;
-use crate::connectors::metrics::ConnectorMetrics;
-use crate::workflow::metrics::WorkflowGauge;
 use crate::store::Applied;
 use crate::store::runs::Run;
 use crate::workflow::files::FilesQuota;
+use crate::workflow::metrics::WorkflowGauge;
 
 /// What a handler knows about the run it executes.
 #[derive(Debug, Clone)]

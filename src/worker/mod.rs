@@ -26,9 +26,9 @@ use crate::clock::Clock;
 use crate::jobs::{ConnectorsByRevision, Handlers};
 use crate::queue::RunQueue;
 use crate::run::{BoxFuture, FollowUpHandover, NewRun, RunHost};
-use crate::workflow::metrics::WorkflowGauge;
 use crate::store::runs::StepRecord;
 use crate::store::{Applied, Store};
+use crate::workflow::metrics::WorkflowGauge;
 
 impl RunHost for RunQueue {
     fn applied(&self) -> Arc<Applied> {

@@ -292,11 +292,7 @@ fn a_retryable_failure_with_a_retry_left_waits_its_backoff() {
 fn the_second_retry_waits_the_policys_second_backoff_under_attempt_two() {
     let job = retrying_job(2);
     let mut run = running(&job);
-    end(
-        &mut run,
-        &job,
-        Outcome::Failed(RunError::retryable("boom")),
-    );
+    end(&mut run, &job, Outcome::Failed(RunError::retryable("boom")));
     let none = FailureState::default();
     let due = transition(
         &mut run,
@@ -335,11 +331,7 @@ fn the_second_retry_waits_the_policys_second_backoff_under_attempt_two() {
 fn a_failure_with_no_retry_left_fails_the_run_and_counts_in_failure_memory() {
     let job = retrying_job(0);
     let mut run = running(&job);
-    let effects = end(
-        &mut run,
-        &job,
-        Outcome::Failed(RunError::retryable("boom")),
-    );
+    let effects = end(&mut run, &job, Outcome::Failed(RunError::retryable("boom")));
     assert_eq!(effects.next, Next::Finished);
     assert_eq!(kinds(&effects), ["event:run.failed", "failure", "put_run"]);
     assert_eq!(

@@ -94,6 +94,9 @@ async fn enqueue_claim_and_finish_keep_the_counts() {
     let last = r.queue.view().last_finished("a").expect("a last run");
     assert_eq!(last.status, RunStatus::Succeeded);
     assert_eq!(r.queue.get(&claim.run.id), None, "it left the queue");
+    // Writes are group-committed: read what is committed, not what is
+    // still on its way to the writer.
+    r.store.flush().await.expect("flushed");
     let (_, stored) = r
         .store
         .run(&claim.run.id)

@@ -1,0 +1,92 @@
+//! `uses`: a step that runs a skill's steps with the rendered `with` over
+//! the skill's default inputs, one `uses` level deeper.
+
+use serde_json::{Map, Value};
+
+use super::step::item_key;
+use super::{Engine, Frame, MAX_USES_DEPTH, StepResult, render, render_value};
+use crate::run::RunError;
+use crate::spec::model::Step;
+
+impl Engine<'_> {
+    pub(super) async fn uses(
+        &self,
+        skill_id: &str,
+        step: &Step,
+        ctx: &minijinja::Value,
+        item_index: Option<usize>,
+        frame: &Frame<'_>,
+        limit: (tokio::time::Instant, render::Limit),
+    ) -> StepResult {
+        let skill = &self
+            .skills
+            .get(skill_id)
+            .ok_or_else(|| RunError::Permanent(format!("no skill `{skill_id}`")))?
+            .spec;
+        if frame.depth + 1 > MAX_USES_DEPTH {
+            return Err(RunError::Permanent(format!(
+                "skill `{skill_id}`: `uses` nests deeper than {MAX_USES_DEPTH}"
+            )));
+        }
+        let with = match &step.with {
+            Some(with) => {
+                let with = Value::Object(with.clone());
+                render::render(render_value, &self.env, &with, ctx, limit).await?
+            }
+            None => Value::Object(Map::new()),
+        };
+        if let Some(params) = &skill.params {
+            check_params(skill_id, params, &with)?;
+        }
+        let mut inputs = skill.default_inputs.clone();
+        if let Value::Object(with) = with {
+            inputs.extend(with);
+        }
+        let inner = Frame {
+            run: frame.run,
+            actions: frame.actions,
+            cancel: frame.cancel,
+            counters: frame.counters,
+            progress: frame.progress,
+            depth: frame.depth + 1,
+            scope: format!("{}{}/", frame.scope, item_key(step, item_index)),
+        };
+        // The skill's own step records stay inside it: the caller's record
+        // is the `uses` step, and an error names the inner step.
+        let mut records = Vec::new();
+        self.run_steps(&skill.steps, Value::Object(inputs), &inner, &mut records)
+            .await
+            .map_err(|e| match e {
+                RunError::Retryable(m) => RunError::Retryable(format!("skill `{skill_id}`: {m}")),
+                RunError::Permanent(m) => RunError::Permanent(format!("skill `{skill_id}`: {m}")),
+                RunError::Cancelled => RunError::Cancelled,
+                pause @ RunError::AwaitingApproval { .. } => pause,
+            })
+    }
+}
+
+/// The rendered `with` against the skill's `params` (validation checked
+/// only its literal values).
+fn check_params(skill_id: &str, params: &Value, with: &Value) -> Result<(), RunError> {
+    let validator = jsonschema::validator_for(params)
+        .map_err(|e| RunError::Permanent(format!("skill `{skill_id}`: bad params schema: {e}")))?;
+    let problems: Vec<String> = validator
+        .iter_errors(with)
+        .map(|e| {
+            let path = e.instance_path().as_str().to_string();
+            if path.is_empty() {
+                e.to_string()
+            } else {
+                format!("{path}: {e}")
+            }
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(RunError::Permanent(format!(
+            "`with` does not match skill `{skill_id}` params: {}",
+            problems.join("; ")
+        )))
+    }
+}

@@ -80,6 +80,15 @@ pub struct DocContext<'a> {
 }
 
 impl DocContext<'_> {
+    /// A document's context before its kind and id are known.
+    pub fn file(file: &str) -> DocContext<'_> {
+        DocContext {
+            file,
+            kind: None,
+            id: None,
+        }
+    }
+
     pub fn at(
         &self,
         pos: Pos,

@@ -10,6 +10,7 @@
 
 pub mod aliases;
 pub mod diagnostic;
+mod document;
 pub mod model;
 pub mod schema;
 pub mod snapshot;
@@ -20,11 +21,9 @@ pub mod yaml;
 
 use std::collections::HashMap;
 
-use serde_json::Value;
-
-use diagnostic::{Diagnostic, DocContext, Severity};
+use diagnostic::Diagnostic;
 use model::Kind;
-use snapshot::{Resource, Snapshot};
+use snapshot::Snapshot;
 use yaml::Positions;
 
 /// One config file's text. `path` is relative to the config directory.
@@ -106,13 +105,14 @@ pub fn build(files: &[SourceFile]) -> Loaded {
     }
 }
 
+/// One file: each of its documents, or one `syntax` finding when it does
+/// not parse (then it defines nothing).
 fn load_file(
     file: &SourceFile,
     snapshot: &mut Snapshot,
     sources: &mut SourceMap,
     out: &mut Vec<Diagnostic>,
 ) {
-    let in_skills_dir = file.path.starts_with("skills.d/");
     let docs = match yaml::parse_documents(&file.text) {
         Ok(docs) => docs,
         Err(e) => {
@@ -123,261 +123,8 @@ fn load_file(
         }
     };
     for doc in docs {
-        let positions = doc.positions;
-        let Value::Object(mut map) = doc.value else {
-            out.push(
-                DocContext {
-                    file: &file.path,
-                    kind: None,
-                    id: None,
-                }
-                .at(
-                    doc.start,
-                    "",
-                    Severity::Error,
-                    "schema",
-                    "a document must be a mapping with `kind` and `id`",
-                ),
-            );
-            continue;
-        };
-        let default_kind = if in_skills_dir {
-            Kind::Skill
-        } else {
-            Kind::Job
-        };
-        let kind = match map.get("kind") {
-            None => default_kind,
-            Some(Value::String(k)) => match Kind::parse(k) {
-                Some(kind) => kind,
-                None => {
-                    out.push(
-                        DocContext {
-                            file: &file.path,
-                            kind: None,
-                            id: map.get("id").and_then(Value::as_str),
-                        }
-                        .at(
-                            positions.value_pos("/kind"),
-                            "/kind",
-                            Severity::Error,
-                            "schema",
-                            format!("unknown kind `{k}`: use Job, Flow, Connector or Skill"),
-                        ),
-                    );
-                    continue;
-                }
-            },
-            Some(other) => {
-                out.push(
-                    DocContext {
-                        file: &file.path,
-                        kind: None,
-                        id: None,
-                    }
-                    .at(
-                        positions.value_pos("/kind"),
-                        "/kind",
-                        Severity::Error,
-                        "schema",
-                        format!("`kind` must be a string, not {other}"),
-                    ),
-                );
-                continue;
-            }
-        };
-        let id = map
-            .get("id")
-            .or_else(|| {
-                if kind == Kind::Job {
-                    map.get("job_id")
-                } else {
-                    None
-                }
-            })
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let ctx = DocContext {
-            file: &file.path,
-            kind: Some(kind),
-            id: id.as_deref(),
-        };
-        if (kind == Kind::Skill) != in_skills_dir {
-            let place = if kind == Kind::Skill {
-                "skills.d/"
-            } else {
-                "jobs.d/"
-            };
-            out.push(ctx.at(
-                doc.start,
-                "",
-                Severity::Warning,
-                "placement",
-                format!("{kind} documents belong in {place}"),
-            ));
-        }
-        let Some(id) = id.clone() else {
-            out.push(ctx.at(
-                doc.start,
-                "",
-                Severity::Error,
-                "schema",
-                "missing required key `id`",
-            ));
-            continue;
-        };
-        let value = Value::Object(map.clone());
-        let schema_errors: Vec<Diagnostic> = schema::check(kind, &value, &positions, &ctx)
-            .into_iter()
-            // The id/job_id alternative was handled above with a clearer message.
-            .filter(|d| !(d.pointer.is_empty() && d.message.contains("does not match any")))
-            .collect();
-        let mut schema_errors = schema_errors;
-        validate::check_raw_steps(&value, &positions, &ctx, &mut schema_errors);
-        let schema_failed = schema_errors.iter().any(Diagnostic::is_error);
-        out.extend(schema_errors);
-        if kind == Kind::Job {
-            let alias_findings = aliases::normalize_job(&mut map, &positions, &ctx);
-            out.extend(alias_findings);
-        }
-        if schema_failed {
-            // The document is wrong in shape; keep its id known so that
-            // references to it do not cascade into more errors.
-            sources
-                .docs
-                .entry((kind, id.clone()))
-                .or_insert_with(|| (file.path.clone(), positions.clone()));
-            continue;
-        }
-        let value = Value::Object(map);
-        let pos = doc.start;
-        let inserted = match kind {
-            Kind::Job => typed(value, &ctx, &positions, out).map(|spec| {
-                insert(
-                    &mut snapshot.jobs,
-                    id.clone(),
-                    spec,
-                    file,
-                    pos.line,
-                    pos.column,
-                )
-            }),
-            Kind::Flow => typed(value, &ctx, &positions, out).map(|spec| {
-                insert(
-                    &mut snapshot.flows,
-                    id.clone(),
-                    spec,
-                    file,
-                    pos.line,
-                    pos.column,
-                )
-            }),
-            Kind::Connector => typed(value, &ctx, &positions, out).map(|spec| {
-                insert(
-                    &mut snapshot.connectors,
-                    id.clone(),
-                    spec,
-                    file,
-                    pos.line,
-                    pos.column,
-                )
-            }),
-            Kind::Skill => typed(value, &ctx, &positions, out).map(|spec| {
-                insert(
-                    &mut snapshot.skills,
-                    id.clone(),
-                    spec,
-                    file,
-                    pos.line,
-                    pos.column,
-                )
-            }),
-        };
-        match inserted {
-            Some(None) => {
-                sources
-                    .docs
-                    .insert((kind, id), (file.path.clone(), positions));
-            }
-            Some(Some(first)) => out.push(ctx.at(
-                positions.value_pos("/id"),
-                "/id",
-                Severity::Error,
-                "duplicate-id",
-                format!("{kind} id `{id}` is already defined at {first}"),
-            )),
-            None => {}
-        }
+        document::load(file, doc, snapshot, sources, out);
     }
-}
-
-/// Deserialize a schema-valid document into its typed spec.
-fn typed<T: serde::de::DeserializeOwned>(
-    value: Value,
-    ctx: &DocContext<'_>,
-    positions: &Positions,
-    out: &mut Vec<Diagnostic>,
-) -> Option<T> {
-    // The path of the value that does not fit (`timeout_ms: 1e3` is a
-    // float where a whole number goes) points the error at its line.
-    match serde_path_to_error::deserialize(value) {
-        Ok(spec) => Some(spec),
-        Err(e) => {
-            let pointer = json_pointer(e.path());
-            let field = e.path().to_string();
-            let inner = e.into_inner();
-            let message = if pointer.is_empty() {
-                format!(
-                    "does not fit the {} model: {inner}",
-                    ctx.kind.map_or("", Kind::as_str)
-                )
-            } else {
-                format!("`{field}`: {inner}")
-            };
-            out.push(ctx.at(
-                positions.value_pos(&pointer),
-                &pointer,
-                Severity::Error,
-                "schema",
-                message,
-            ));
-            None
-        }
-    }
-}
-
-/// A serde path as a JSON pointer into the document (up to the first
-/// segment that names no key or index).
-fn json_pointer(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut pointer = String::new();
-    for segment in path.iter() {
-        match segment {
-            Segment::Seq { index } => pointer.push_str(&format!("/{index}")),
-            Segment::Map { key } | Segment::Enum { variant: key } => {
-                pointer.push('/');
-                pointer.push_str(&yaml::escape_token(key));
-            }
-            Segment::Unknown => break,
-        }
-    }
-    pointer
-}
-
-/// Insert unless the id exists; on a duplicate return where the first is.
-fn insert<T: serde::Serialize>(
-    map: &mut std::collections::BTreeMap<String, Resource<T>>,
-    id: String,
-    spec: T,
-    file: &SourceFile,
-    line: u32,
-    column: u32,
-) -> Option<String> {
-    if let Some(first) = map.get(&id) {
-        return Some(format!("{}:{}", first.file, first.line));
-    }
-    map.insert(id, Resource::new(spec, file.path.clone(), line, column));
-    None
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::SourceMap;
 use super::diagnostic::{Diagnostic, DocContext, Severity};
-use super::model::{Action, Flow, Job, Kind, Provider, Skill, Step, ToolPolicy};
+use super::model::{Action, Connector, Flow, Job, Kind, Provider, Skill, Step, ToolPolicy};
 use super::snapshot::{Resource, Snapshot};
 use super::templates::{self, TemplateUse};
 use super::yaml::Positions;
@@ -81,144 +81,164 @@ pub fn check_snapshot(snapshot: &mut Snapshot, sources: &SourceMap, out: &mut Ve
     let env = templates::environment();
     let params = compile_params(snapshot);
     let mut implicit: BTreeMap<String, Resource<Flow>> = BTreeMap::new();
+    let docs = Docs {
+        sources,
+        params: &params,
+    };
+    docs.each(&snapshot.jobs, Kind::Job, out, |job, c| {
+        check_job(&job.spec, snapshot, &env, c);
+        check_lane(job, snapshot, &mut implicit, c);
+    });
+    docs.each(&snapshot.skills, Kind::Skill, out, |skill, c| {
+        check_skill(&skill.spec, snapshot, &env, c);
+    });
+    check_uses_graph(snapshot, sources, out);
+    docs.each(
+        &snapshot.connectors,
+        Kind::Connector,
+        out,
+        |connector, c| {
+            check_connector(&connector.spec, c);
+        },
+    );
+    snapshot.flows.extend(implicit);
+}
 
-    for (id, job) in &snapshot.jobs {
-        let Some((file, positions)) = sources.get(Kind::Job, id) else {
-            continue;
-        };
-        let ctx = DocContext {
-            file,
-            kind: Some(Kind::Job),
-            id: Some(id),
-        };
-        let mut c = Checker {
-            ctx: &ctx,
-            positions,
-            out,
-            params: &params,
-        };
-        check_job(&job.spec, snapshot, &env, &mut c);
-        if let Some(flow) = &job.spec.flow
-            && !snapshot.flows.contains_key(flow)
-        {
-            let max = job
-                .spec
-                .inputs
-                .get("flow_max_active_runs")
-                .and_then(Value::as_u64)
-                .and_then(|n| u32::try_from(n).ok())
-                .filter(|n| *n > 0);
-            let pointer = if positions.get("/flow").is_some() {
-                "/flow"
-            } else {
-                "/inputs/flow_group"
+/// Where the resources' documents are, and what checking them shares.
+struct Docs<'a> {
+    sources: &'a SourceMap,
+    params: &'a SkillParams<'a>,
+}
+
+impl Docs<'_> {
+    /// Runs `check` on each resource of `kind` that has a document, with a
+    /// [`Checker`] that reports into it.
+    fn each<'s, T>(
+        &self,
+        resources: &'s BTreeMap<String, Resource<T>>,
+        kind: Kind,
+        out: &mut Vec<Diagnostic>,
+        mut check: impl FnMut(&'s Resource<T>, &mut Checker<'_, '_>),
+    ) {
+        for (id, resource) in resources {
+            let Some((file, positions)) = self.sources.get(kind, id) else {
+                continue;
             };
-            c.warn(
-                pointer,
-                "implicit-flow",
-                format!(
-                    "no Flow `{flow}` is declared: an implicit lane is used ({}); declare `kind: Flow` with `id: {flow}`",
-                    match max {
-                        Some(n) => format!("max_active_runs {n} from inputs.flow_max_active_runs"),
-                        None => "unlimited".to_string(),
-                    }
-                ),
-            );
-            let entry = implicit.entry(flow.clone()).or_insert_with(|| {
-                Resource::new(
-                    Flow {
-                        id: flow.clone(),
-                        max_active_runs: max,
-                        priority: None,
-                        description: None,
-                        implicit: true,
-                    },
-                    job.file.clone(),
-                    job.line,
-                    job.column,
-                )
-            });
-            // Several jobs may name the lane: the tightest limit wins.
-            if let Some(n) = max
-                && entry.spec.max_active_runs.is_none_or(|m| n < m)
-            {
-                *entry = Resource::new(
-                    Flow {
-                        max_active_runs: Some(n),
-                        ..entry.spec.clone()
-                    },
-                    entry.file.clone(),
-                    entry.line,
-                    entry.column,
-                );
-            }
-        } else if job.spec.flow.is_some() && job.spec.inputs.contains_key("flow_max_active_runs") {
+            let ctx = DocContext {
+                file,
+                kind: Some(kind),
+                id: Some(id),
+            };
+            let mut c = Checker {
+                ctx: &ctx,
+                positions,
+                out: &mut *out,
+                params: self.params,
+            };
+            check(resource, &mut c);
+        }
+    }
+}
+
+/// A job's `flow`: a lane no Flow declares becomes an implicit one (its
+/// limit from `inputs.flow_max_active_runs`, the tightest winning), with
+/// a warning; beside a declared Flow that input is ignored.
+fn check_lane(
+    job: &Resource<Job>,
+    snapshot: &Snapshot,
+    implicit: &mut BTreeMap<String, Resource<Flow>>,
+    c: &mut Checker,
+) {
+    let Some(flow) = &job.spec.flow else {
+        return;
+    };
+    if snapshot.flows.contains_key(flow) {
+        if job.spec.inputs.contains_key("flow_max_active_runs") {
             c.warn(
                 "/inputs/flow_max_active_runs",
                 "alias",
                 "ignored: the declared Flow's max_active_runs applies".to_string(),
             );
         }
+        return;
     }
-
-    for (id, skill) in &snapshot.skills {
-        let Some((file, positions)) = sources.get(Kind::Skill, id) else {
-            continue;
-        };
-        let ctx = DocContext {
-            file,
-            kind: Some(Kind::Skill),
-            id: Some(id),
-        };
-        let mut c = Checker {
-            ctx: &ctx,
-            positions,
-            out,
-            params: &params,
-        };
-        check_skill(&skill.spec, snapshot, &env, &mut c);
-    }
-    check_uses_graph(snapshot, sources, out);
-
-    for (id, connector) in &snapshot.connectors {
-        let Some((file, positions)) = sources.get(Kind::Connector, id) else {
-            continue;
-        };
-        let ctx = DocContext {
-            file,
-            kind: Some(Kind::Connector),
-            id: Some(id),
-        };
-        let mut c = Checker {
-            ctx: &ctx,
-            positions,
-            out,
-            params: &params,
-        };
-        // Literal secrets are reported by the schema check, on the raw
-        // document (see `schema::literal_secrets`).
-        if let Some(url) = &connector.spec.base_url {
-            let schemes: &[&str] = if connector.spec.provider == Provider::Smtp {
-                &["smtp", "smtps"]
-            } else {
-                &["http", "https"]
-            };
-            match reqwest::Url::parse(url) {
-                Ok(u) if schemes.contains(&u.scheme()) && u.host().is_some() => {}
-                Ok(_) => c.error(
-                    "/base_url",
-                    "url",
-                    format!(
-                        "base_url `{url}` must be a {} URL with a host",
-                        schemes.join("/")
-                    ),
-                ),
-                Err(e) => c.error("/base_url", "url", format!("base_url `{url}`: {e}")),
+    let max = job
+        .spec
+        .inputs
+        .get("flow_max_active_runs")
+        .and_then(Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n > 0);
+    let pointer = if c.positions.get("/flow").is_some() {
+        "/flow"
+    } else {
+        "/inputs/flow_group"
+    };
+    c.warn(
+        pointer,
+        "implicit-flow",
+        format!(
+            "no Flow `{flow}` is declared: an implicit lane is used ({}); declare `kind: Flow` with `id: {flow}`",
+            match max {
+                Some(n) => format!("max_active_runs {n} from inputs.flow_max_active_runs"),
+                None => "unlimited".to_string(),
             }
-        }
+        ),
+    );
+    let entry = implicit.entry(flow.clone()).or_insert_with(|| {
+        Resource::new(
+            Flow {
+                id: flow.clone(),
+                max_active_runs: max,
+                priority: None,
+                description: None,
+                implicit: true,
+            },
+            job.file.clone(),
+            job.line,
+            job.column,
+        )
+    });
+    // Several jobs may name the lane: the tightest limit wins.
+    if let Some(n) = max
+        && entry.spec.max_active_runs.is_none_or(|m| n < m)
+    {
+        *entry = Resource::new(
+            Flow {
+                max_active_runs: Some(n),
+                ..entry.spec.clone()
+            },
+            entry.file.clone(),
+            entry.line,
+            entry.column,
+        );
     }
+}
 
-    snapshot.flows.extend(implicit);
+/// A connector's `base_url` has its provider's scheme and a host.
+/// Literal secrets are reported by the schema check, on the raw document
+/// (see `schema::literal_secrets`).
+fn check_connector(connector: &Connector, c: &mut Checker) {
+    let Some(url) = &connector.base_url else {
+        return;
+    };
+    let schemes: &[&str] = if connector.provider == Provider::Smtp {
+        &["smtp", "smtps"]
+    } else {
+        &["http", "https"]
+    };
+    match reqwest::Url::parse(url) {
+        Ok(u) if schemes.contains(&u.scheme()) && u.host().is_some() => {}
+        Ok(_) => c.error(
+            "/base_url",
+            "url",
+            format!(
+                "base_url `{url}` must be a {} URL with a host",
+                schemes.join("/")
+            ),
+        ),
+        Err(e) => c.error("/base_url", "url", format!("base_url `{url}`: {e}")),
+    }
 }
 
 /// `${env:NAME}` or `${file:PATH}`, nothing else.
@@ -284,6 +304,20 @@ impl Checker<'_, '_> {
 }
 
 fn check_job(job: &Job, snapshot: &Snapshot, env: &minijinja::Environment<'_>, c: &mut Checker) {
+    check_timing(job, c);
+    check_steps_for_type(job, snapshot, c);
+    if job.job_type == "http.request" {
+        check_http_request(job, snapshot, env, c);
+    }
+    check_named_connectors(job, snapshot, c);
+    if job.job_type == "command" {
+        check_command(job, c);
+    }
+    check_steps(&job.steps, snapshot, env, Some(&job.tools), c);
+}
+
+/// The schedule compiles; the failure memory's cooldowns are in order.
+fn check_timing(job: &Job, c: &mut Checker) {
     if let Some(schedule) = &job.schedule
         && let Err(e) = SlotRule::compile(schedule, &job.id)
     {
@@ -305,7 +339,11 @@ fn check_job(job: &Job, snapshot: &Snapshot, env: &minijinja::Environment<'_>, c
             ),
         );
     }
+}
 
+/// `steps` only in agent.workflow jobs, which need them (or a prompt for
+/// an implicit agent).
+fn check_steps_for_type(job: &Job, snapshot: &Snapshot, c: &mut Checker) {
     let is_workflow = job.job_type == "agent.workflow";
     if !is_workflow && !job.steps.is_empty() {
         c.push_at_key(
@@ -330,37 +368,48 @@ fn check_job(job: &Job, snapshot: &Snapshot, env: &minijinja::Environment<'_>, c
             Some(_) => check_implicit_agent(job, snapshot, c),
         }
     }
-    if job.job_type == "http.request" {
-        let has = |k: &str| job.inputs.get(k).is_some_and(|v| !v.is_null());
-        if !has("url") && !has("path") {
-            c.push_at_key(
-                "/inputs",
-                Severity::Error,
-                "http",
-                "an http.request job needs `inputs.url`, or `inputs.path` with `inputs.connector`"
-                    .to_string(),
-            );
-        }
-        if let Some(Value::String(name)) = job.inputs.get("connector")
-            && !templates::is_template(name)
-            && !snapshot.connectors.contains_key(name)
-        {
-            c.error(
-                "/inputs/connector",
-                "reference",
-                format!("no Connector `{name}`"),
-            );
-        }
-        // The request's fields are rendered like an http step's.
-        for (field, value) in job
-            .inputs
-            .iter()
-            .filter(|(k, _)| crate::spec::model::HTTP_REQUEST_FIELDS.contains(&k.as_str()))
-        {
-            check_values(env, value, &format!("/inputs/{field}"), (&[], false), c);
-        }
+}
+
+/// An http.request job has a URL (or a path with a connector that
+/// exists), and its request fields render like an http step's.
+fn check_http_request(
+    job: &Job,
+    snapshot: &Snapshot,
+    env: &minijinja::Environment<'_>,
+    c: &mut Checker,
+) {
+    let has = |k: &str| job.inputs.get(k).is_some_and(|v| !v.is_null());
+    if !has("url") && !has("path") {
+        c.push_at_key(
+            "/inputs",
+            Severity::Error,
+            "http",
+            "an http.request job needs `inputs.url`, or `inputs.path` with `inputs.connector`"
+                .to_string(),
+        );
     }
-    // Connectors that report and monitor jobs name in their inputs.
+    if let Some(Value::String(name)) = job.inputs.get("connector")
+        && !templates::is_template(name)
+        && !snapshot.connectors.contains_key(name)
+    {
+        c.error(
+            "/inputs/connector",
+            "reference",
+            format!("no Connector `{name}`"),
+        );
+    }
+    // The request's fields are rendered like an http step's.
+    for (field, value) in job
+        .inputs
+        .iter()
+        .filter(|(k, _)| crate::spec::model::HTTP_REQUEST_FIELDS.contains(&k.as_str()))
+    {
+        check_values(env, value, &format!("/inputs/{field}"), (&[], false), c);
+    }
+}
+
+/// Connectors that report and monitor jobs name in their inputs exist.
+fn check_named_connectors(job: &Job, snapshot: &Snapshot, c: &mut Checker) {
     let named: &[&str] = match job.job_type.as_str() {
         "report.daily" => &["deliver_to"],
         "monitor.channel" => &["connector", "connectors", "alert_connector"],
@@ -382,23 +431,23 @@ fn check_job(job: &Job, snapshot: &Snapshot, env: &minijinja::Environment<'_>, c
             }
         }
     }
-    if job.job_type == "command" {
-        let argv_ok = job
-            .inputs
-            .get("argv")
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty() && a.iter().all(Value::is_string));
-        if !argv_ok {
-            c.push_at_key(
-                "/inputs",
-                Severity::Error,
-                "command",
-                "a command job needs `inputs.argv`: a non-empty list of strings (no shell)"
-                    .to_string(),
-            );
-        }
+}
+
+/// A command job has an argv: a non-empty list of strings.
+fn check_command(job: &Job, c: &mut Checker) {
+    let argv_ok = job
+        .inputs
+        .get("argv")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty() && a.iter().all(Value::is_string));
+    if !argv_ok {
+        c.push_at_key(
+            "/inputs",
+            Severity::Error,
+            "command",
+            "a command job needs `inputs.argv`: a non-empty list of strings (no shell)".to_string(),
+        );
     }
-    check_steps(&job.steps, snapshot, env, Some(&job.tools), c);
 }
 
 fn check_implicit_agent(job: &Job, snapshot: &Snapshot, c: &mut Checker) {

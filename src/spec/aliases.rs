@@ -23,126 +23,26 @@ pub fn normalize_job(
     positions: &Positions,
     ctx: &DocContext<'_>,
 ) -> Vec<Diagnostic> {
-    let mut out = Vec::new();
-    let warn = |pointer: &str, message: String| {
-        ctx.at(
-            positions.key_pos(pointer),
-            pointer,
-            Severity::Warning,
-            "alias",
-            message,
-        )
+    let mut f = Findings {
+        ctx,
+        positions,
+        out: Vec::new(),
     };
-    let conflict = |pointer: &str, message: String| {
-        ctx.at(
-            positions.key_pos(pointer),
-            pointer,
-            Severity::Error,
-            "alias-conflict",
-            message,
-        )
-    };
-
-    if let Some(job_id) = doc.remove("job_id") {
-        match doc.get("id") {
-            None => {
-                doc.insert("id".into(), job_id);
-                out.push(warn(
-                    "/job_id",
-                    "`job_id` is a seed alias; write `id`".into(),
-                ));
-            }
-            Some(id) if *id == job_id => {
-                out.push(warn("/job_id", "`job_id` repeats `id`; remove it".into()));
-            }
-            Some(id) => out.push(conflict(
-                "/job_id",
-                format!("`job_id` {job_id} disagrees with `id` {id}; keep only `id`"),
-            )),
-        }
-    }
-
+    job_id(doc, &mut f);
     let inputs = doc
         .get("inputs")
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-
     if let Some(group) = inputs.get("flow_group") {
-        let pointer = "/inputs/flow_group";
-        match doc.get("flow") {
-            None => {
-                doc.insert("flow".into(), group.clone());
-                out.push(warn(
-                    pointer,
-                    "`inputs.flow_group` is a seed alias; write `flow:` at top level".into(),
-                ));
-            }
-            Some(flow) if flow == group => {}
-            Some(flow) => out.push(conflict(
-                pointer,
-                format!("`inputs.flow_group` {group} disagrees with `flow` {flow}"),
-            )),
-        }
+        flow_group(doc, group, &mut f);
     }
-
     if let Some(priority) = inputs.get("pressure_priority") {
-        let pointer = "/inputs/pressure_priority";
-        let valid = priority.as_str().is_some_and(|p| PRIORITIES.contains(&p));
-        if !valid {
-            out.push(ctx.at(
-                positions.value_pos(pointer),
-                pointer,
-                Severity::Error,
-                "schema",
-                format!("{priority} is not one of: {}", PRIORITIES.join(", ")),
-            ));
-        } else if doc.get("priority").is_none() {
-            doc.insert("priority".into(), priority.clone());
-            out.push(warn(
-                pointer,
-                "`inputs.pressure_priority` is a seed alias; write `priority:` at top level".into(),
-            ));
-        } else if doc.get("priority") != Some(priority) {
-            out.push(conflict(
-                pointer,
-                "`inputs.pressure_priority` disagrees with `priority`".into(),
-            ));
-        }
+        pressure_priority(doc, priority, &mut f);
     }
-
     if let Some(allow) = inputs.get("allow_overlap") {
-        let pointer = "/inputs/allow_overlap";
-        match allow.as_bool() {
-            None => out.push(ctx.at(
-                positions.value_pos(pointer),
-                pointer,
-                Severity::Error,
-                "schema",
-                format!("`inputs.allow_overlap` must be true or false, not {allow}"),
-            )),
-            Some(allow) => {
-                let overlap = if allow { "allow" } else { "forbid" };
-                match doc.get("overlap").and_then(Value::as_str) {
-                    None => {
-                        doc.insert("overlap".into(), Value::from(overlap));
-                        out.push(warn(
-                            pointer,
-                            format!(
-                                "`inputs.allow_overlap` is a seed alias; write `overlap: {overlap}`"
-                            ),
-                        ));
-                    }
-                    Some(o) if o == overlap => {}
-                    Some(o) => out.push(conflict(
-                        pointer,
-                        format!("`inputs.allow_overlap: {allow}` disagrees with `overlap: {o}`"),
-                    )),
-                }
-            }
-        }
+        allow_overlap(doc, allow, &mut f);
     }
-
     // failure_* keys: top level wins over inputs; both rewrite failure_memory.
     for (alias, field) in FAILURE_ALIASES {
         let (value, pointer) = match doc.remove(alias) {
@@ -152,50 +52,180 @@ pub fn normalize_job(
                 None => continue,
             },
         };
-        let expected_ok = if field == "enabled" {
-            value.is_boolean()
-        } else {
-            value.as_u64().is_some()
-        };
-        if !expected_ok {
-            out.push(ctx.at(
-                positions.value_pos(&pointer),
-                &pointer,
-                Severity::Error,
-                "schema",
-                format!(
-                    "`{alias}` must be {}, not {value}",
-                    if field == "enabled" {
-                        "true or false"
-                    } else {
-                        "a whole number"
-                    }
-                ),
-            ));
-            continue;
+        failure_alias(doc, alias, field, value, &pointer, &mut f);
+    }
+    f.out
+}
+
+/// What rewriting one document found.
+struct Findings<'a> {
+    ctx: &'a DocContext<'a>,
+    positions: &'a Positions,
+    out: Vec<Diagnostic>,
+}
+
+impl Findings<'_> {
+    /// A seed spelling, rewritten or redundant: a warning at its key.
+    fn alias(&mut self, pointer: &str, message: String) {
+        self.at_key(pointer, Severity::Warning, "alias", message);
+    }
+
+    /// A seed spelling that disagrees with the preferred one.
+    fn conflict(&mut self, pointer: &str, message: String) {
+        self.at_key(pointer, Severity::Error, "alias-conflict", message);
+    }
+
+    /// A seed spelling whose value has the wrong type, at the value.
+    fn bad_value(&mut self, pointer: &str, message: String) {
+        let pos = self.positions.value_pos(pointer);
+        self.out.push(
+            self.ctx
+                .at(pos, pointer, Severity::Error, "schema", message),
+        );
+    }
+
+    fn at_key(&mut self, pointer: &str, severity: Severity, code: &str, message: String) {
+        let pos = self.positions.key_pos(pointer);
+        self.out
+            .push(self.ctx.at(pos, pointer, severity, code, message));
+    }
+}
+
+/// `job_id` → `id`.
+fn job_id(doc: &mut Map<String, Value>, f: &mut Findings) {
+    let Some(job_id) = doc.remove("job_id") else {
+        return;
+    };
+    match doc.get("id") {
+        None => {
+            doc.insert("id".into(), job_id);
+            f.alias("/job_id", "`job_id` is a seed alias; write `id`".into());
         }
-        let memory = doc
-            .entry("failure_memory")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if let Value::Object(memory) = memory {
-            match memory.get(field) {
-                Some(existing) if *existing != value => out.push(conflict(
-                    &pointer,
-                    format!("`{alias}` disagrees with `failure_memory.{field}`"),
-                )),
-                _ => {
-                    memory.insert(field.into(), value);
-                    out.push(warn(
-                        &pointer,
-                        format!(
-                            "`{alias}` is a seed alias; write `failure_memory: {{{field}: ...}}`"
-                        ),
-                    ));
+        Some(id) if *id == job_id => {
+            f.alias("/job_id", "`job_id` repeats `id`; remove it".into());
+        }
+        Some(id) => f.conflict(
+            "/job_id",
+            format!("`job_id` {job_id} disagrees with `id` {id}; keep only `id`"),
+        ),
+    }
+}
+
+/// `inputs.flow_group` → `flow`.
+fn flow_group(doc: &mut Map<String, Value>, group: &Value, f: &mut Findings) {
+    let pointer = "/inputs/flow_group";
+    match doc.get("flow") {
+        None => {
+            doc.insert("flow".into(), group.clone());
+            f.alias(
+                pointer,
+                "`inputs.flow_group` is a seed alias; write `flow:` at top level".into(),
+            );
+        }
+        Some(flow) if flow == group => {}
+        Some(flow) => f.conflict(
+            pointer,
+            format!("`inputs.flow_group` {group} disagrees with `flow` {flow}"),
+        ),
+    }
+}
+
+/// `inputs.pressure_priority` → `priority`.
+fn pressure_priority(doc: &mut Map<String, Value>, priority: &Value, f: &mut Findings) {
+    let pointer = "/inputs/pressure_priority";
+    let valid = priority.as_str().is_some_and(|p| PRIORITIES.contains(&p));
+    if !valid {
+        f.bad_value(
+            pointer,
+            format!("{priority} is not one of: {}", PRIORITIES.join(", ")),
+        );
+    } else if doc.get("priority").is_none() {
+        doc.insert("priority".into(), priority.clone());
+        f.alias(
+            pointer,
+            "`inputs.pressure_priority` is a seed alias; write `priority:` at top level".into(),
+        );
+    } else if doc.get("priority") != Some(priority) {
+        f.conflict(
+            pointer,
+            "`inputs.pressure_priority` disagrees with `priority`".into(),
+        );
+    }
+}
+
+/// `inputs.allow_overlap: true|false` → `overlap: allow|forbid`.
+fn allow_overlap(doc: &mut Map<String, Value>, allow: &Value, f: &mut Findings) {
+    let pointer = "/inputs/allow_overlap";
+    let Some(allow) = allow.as_bool() else {
+        f.bad_value(
+            pointer,
+            format!("`inputs.allow_overlap` must be true or false, not {allow}"),
+        );
+        return;
+    };
+    let overlap = if allow { "allow" } else { "forbid" };
+    match doc.get("overlap").and_then(Value::as_str) {
+        None => {
+            doc.insert("overlap".into(), Value::from(overlap));
+            f.alias(
+                pointer,
+                format!("`inputs.allow_overlap` is a seed alias; write `overlap: {overlap}`"),
+            );
+        }
+        Some(o) if o == overlap => {}
+        Some(o) => f.conflict(
+            pointer,
+            format!("`inputs.allow_overlap: {allow}` disagrees with `overlap: {o}`"),
+        ),
+    }
+}
+
+/// One `failure_*` key (at `pointer`) → `failure_memory.<field>`.
+fn failure_alias(
+    doc: &mut Map<String, Value>,
+    alias: &str,
+    field: &str,
+    value: Value,
+    pointer: &str,
+    f: &mut Findings,
+) {
+    let expected_ok = if field == "enabled" {
+        value.is_boolean()
+    } else {
+        value.as_u64().is_some()
+    };
+    if !expected_ok {
+        f.bad_value(
+            pointer,
+            format!(
+                "`{alias}` must be {}, not {value}",
+                if field == "enabled" {
+                    "true or false"
+                } else {
+                    "a whole number"
                 }
+            ),
+        );
+        return;
+    }
+    let memory = doc
+        .entry("failure_memory")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(memory) = memory {
+        match memory.get(field) {
+            Some(existing) if *existing != value => f.conflict(
+                pointer,
+                format!("`{alias}` disagrees with `failure_memory.{field}`"),
+            ),
+            _ => {
+                memory.insert(field.into(), value);
+                f.alias(
+                    pointer,
+                    format!("`{alias}` is a seed alias; write `failure_memory: {{{field}: ...}}`"),
+                );
             }
         }
     }
-    out
 }
 
 #[cfg(test)]

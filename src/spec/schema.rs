@@ -182,18 +182,10 @@ fn describe(
             ));
         }
         ValidationErrorKind::Enum { options } => {
-            let allowed = match options.as_ref() {
-                Value::Array(items) => items
-                    .iter()
-                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                other => other.to_string(),
-            };
             out.push(err(
                 value_pos,
                 pointer,
-                format!("{} is not one of: {allowed}", short(error.instance())),
+                enum_message(options, error.instance()),
             ));
         }
         // Only metric labels constrain key names: the key as the instance.
@@ -209,20 +201,7 @@ fn describe(
             ));
         }
         ValidationErrorKind::Pattern { pattern } => {
-            let what = pointer.rsplit('/').next().unwrap_or("");
-            let message = if pointer.contains("/steps/") && what == "id" {
-                format!(
-                    "invalid step id {}: use letters, digits and `_`, starting with a letter or `_` (templates read it as steps.<id>)",
-                    short(error.instance())
-                )
-            } else if what == "id" || what == "job_id" {
-                format!(
-                    "invalid id {}: use letters, digits, `.`, `_`, `-` (at most 128), starting with a letter or digit",
-                    short(error.instance())
-                )
-            } else {
-                format!("{} does not match `{pattern}`", short(error.instance()))
-            };
+            let message = pattern_message(pointer, pattern, error.instance());
             out.push(err(value_pos, pointer, message));
         }
         ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
@@ -257,19 +236,54 @@ fn describe(
             }
         }
         ValidationErrorKind::Not { schema } => {
-            // Our schemas use `not: {required: [a, b]}` for "not both".
-            let both: Vec<&str> = schema
-                .get("required")
-                .and_then(Value::as_array)
-                .map(|r| r.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            let message = match both.as_slice() {
-                [a, b] => format!("give either `{a}` or `{b}`, not both"),
-                _ => error.to_string(),
-            };
-            out.push(err(value_pos, pointer, message));
+            out.push(err(value_pos, pointer, not_message(schema, error)));
         }
         _ => out.push(err(value_pos, pointer, error.to_string())),
+    }
+}
+
+/// `value` is not one of the `options` of an enum.
+fn enum_message(options: &Value, value: &Value) -> String {
+    let allowed = match options {
+        Value::Array(items) => items
+            .iter()
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
+    };
+    format!("{} is not one of: {allowed}", short(value))
+}
+
+/// `value` at `pointer` does not match `pattern`; ids say what they allow.
+fn pattern_message(pointer: &str, pattern: &str, value: &Value) -> String {
+    let what = pointer.rsplit('/').next().unwrap_or("");
+    if pointer.contains("/steps/") && what == "id" {
+        format!(
+            "invalid step id {}: use letters, digits and `_`, starting with a letter or `_` (templates read it as steps.<id>)",
+            short(value)
+        )
+    } else if what == "id" || what == "job_id" {
+        format!(
+            "invalid id {}: use letters, digits, `.`, `_`, `-` (at most 128), starting with a letter or digit",
+            short(value)
+        )
+    } else {
+        format!("{} does not match `{pattern}`", short(value))
+    }
+}
+
+/// A `not` schema failed. Our schemas use `not: {required: [a, b]}` for
+/// "not both".
+fn not_message(schema: &Value, error: &ValidationError<'_>) -> String {
+    let both: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    match both.as_slice() {
+        [a, b] => format!("give either `{a}` or `{b}`, not both"),
+        _ => error.to_string(),
     }
 }
 

@@ -13,7 +13,6 @@ use super::http::join;
 use super::{Call, Connectors, value_text};
 use crate::run::RunError;
 use crate::spec::model::Provider;
-use crate::spec::validate::MESSAGE_PROVIDERS;
 
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 pub const SIGNATURE_HEADER: &str = "X-Multijob-Signature";
@@ -63,7 +62,7 @@ impl Connectors {
         connector: &str,
         msg: OutboundMessage,
     ) -> Result<Delivery, RunError> {
-        let call = self.begin(connector, Some(&MESSAGE_PROVIDERS)).await?;
+        let call = self.begin(connector, Some(&Provider::MESSAGING)).await?;
         let result = match call.spec.provider {
             Provider::Telegram => self.telegram(&call, &msg).await,
             Provider::Slack => self.slack(&call, &msg).await,

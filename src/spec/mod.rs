@@ -6,7 +6,10 @@
 //! seed spellings; the document becomes a typed [`model`] resource; then
 //! [`validate`] checks what a schema cannot (cron, templates, references,
 //! `uses` loops and depth ([`uses`]), secrets). All findings are collected,
-//! never only the first.
+//! never only the first. [`snapshot`] is what loads: the resources by kind.
+//!
+//! It reads text it is handed (no files, no network, no clock) and uses only
+//! `calendar` (schedules compile there); everything above builds on it.
 
 pub mod aliases;
 pub mod diagnostic;

@@ -505,6 +505,19 @@ pub enum Provider {
     Openai,
 }
 
+impl Provider {
+    /// The providers a `message` step (and a message connector call) may
+    /// use: the ones that deliver a message.
+    pub const MESSAGING: [Provider; 6] = [
+        Provider::Telegram,
+        Provider::Slack,
+        Provider::Webhook,
+        Provider::Smtp,
+        Provider::Whatsapp,
+        Provider::Sms,
+    ];
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Connector {
     pub id: String,

@@ -25,6 +25,11 @@ pub fn check_raw_steps(
     let Some(steps) = doc.get("steps").and_then(Value::as_array) else {
         return;
     };
+    // Both findings name a key that should not be there.
+    let at_key = |pointer: &str, message: String| {
+        let pos = positions.key_pos(pointer);
+        ctx.at(pos, pointer, Severity::Error, "step-action", message)
+    };
     for (i, step) in steps.iter().enumerate() {
         let Some(step) = step.as_object() else {
             continue;
@@ -48,12 +53,8 @@ pub fn check_raw_steps(
             )),
             [_] => {}
             [_, second, ..] => {
-                let pointer = format!("{base}/{second}");
-                out.push(ctx.at(
-                    positions.key_pos(&pointer),
-                    &pointer,
-                    Severity::Error,
-                    "step-action",
+                out.push(at_key(
+                    &format!("{base}/{second}"),
                     format!(
                         "step has {} actions ({}): a step does exactly one; split it into steps",
                         actions.len(),
@@ -63,13 +64,9 @@ pub fn check_raw_steps(
             }
         }
         if step.contains_key("with") && !step.contains_key("uses") {
-            let pointer = format!("{base}/with");
-            out.push(ctx.at(
-                positions.key_pos(&pointer),
-                &pointer,
-                Severity::Error,
-                "step-action",
-                "`with` passes a skill's params and needs `uses`",
+            out.push(at_key(
+                &format!("{base}/with"),
+                "`with` passes a skill's params and needs `uses`".to_string(),
             ));
         }
     }
@@ -654,17 +651,6 @@ fn walk_strings(v: &Value, pointer: &str, f: &mut dyn FnMut(&str, &str)) {
     }
 }
 
-/// The providers that can deliver a `message` step (the connector layer
-/// sends through the same list).
-pub const MESSAGE_PROVIDERS: [Provider; 6] = [
-    Provider::Telegram,
-    Provider::Slack,
-    Provider::Webhook,
-    Provider::Smtp,
-    Provider::Whatsapp,
-    Provider::Sms,
-];
-
 fn check_action(step: &Step, base: &str, snapshot: &Snapshot, c: &mut Checker) {
     let action = step.action.name();
     if let Some(name) = step.action.connector()
@@ -677,7 +663,7 @@ fn check_action(step: &Step, base: &str, snapshot: &Snapshot, c: &mut Checker) {
                 let provider = r.spec.provider;
                 let fits = match &step.action {
                     Action::Llm(_) | Action::Agent(_) => provider == Provider::Openai,
-                    Action::Message(_) => MESSAGE_PROVIDERS.contains(&provider),
+                    Action::Message(_) => Provider::MESSAGING.contains(&provider),
                     _ => true,
                 };
                 if !fits {

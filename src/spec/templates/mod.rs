@@ -9,6 +9,9 @@
 //! walks a value is a checked call ([`limits`]) that bounds what it makes
 //! and stops a render that was cancelled. Render through [`compile`]: it
 //! is where the operators become checked calls.
+//!
+//! Part of `spec` and pure like it: it uses minijinja and nothing of the
+//! crate above `spec`; the workflow engine renders with [`environment`].
 
 mod compile;
 mod constants;

@@ -6,6 +6,9 @@
 //! regular files are read or written: a FIFO or a device is refused
 //! without ever blocking on it ([`crate::regular_file`]). What runs write
 //! is bounded per run and per data dir ([`quota`]).
+//!
+//! It uses `regular_file` and the file system, nothing else of the crate;
+//! the engine's `files` step calls [`read`] and [`write`].
 
 pub mod quota;
 

@@ -50,55 +50,31 @@ impl Engine<'_> {
                 let base = self.context(&inputs, &outputs, frame.run);
                 let result = self.run_step(step, &base, frame).await;
                 let duration_ms = started.elapsed().as_millis() as u64;
-                let (status, output, error) = match result {
-                    Ok(Some((output, item_errors))) => (StepStatus::Succeeded, output, item_errors),
-                    Ok(None) => (StepStatus::Skipped, Value::Null, None),
-                    Err(RunError::Cancelled) => {
-                        records.push(record(
+                let output = match result {
+                    Ok(Some((output, item_errors))) => {
+                        let done = record(
                             step,
-                            StepStatus::Cancelled,
-                            Value::Null,
-                            None,
-                            duration_ms,
-                        ));
-                        return Err(RunError::Cancelled);
-                    }
-                    // The run pauses here; it runs again once decided.
-                    Err(pause @ RunError::AwaitingApproval { .. }) => {
-                        let mut paused = record(
-                            step,
-                            StepStatus::AwaitingApproval,
-                            Value::Null,
-                            None,
+                            StepStatus::Succeeded,
+                            output.clone(),
+                            item_errors,
                             duration_ms,
                         );
-                        if frame.depth == 0 {
-                            paused.completed = frame.progress.inside(&step.id);
-                        }
-                        records.push(paused);
-                        return Err(pause);
+                        records.push(done);
+                        output
                     }
-                    Err(e) => {
-                        let message = format!("step `{}`: {e}", step.id);
+                    Ok(None) => {
                         records.push(record(
                             step,
-                            StepStatus::Failed,
+                            StepStatus::Skipped,
                             Value::Null,
-                            Some(message.clone()),
+                            None,
                             duration_ms,
                         ));
-                        if !step.continue_on_error {
-                            return Err(match e {
-                                RunError::Retryable(_) => RunError::Retryable(message),
-                                _ => RunError::Permanent(message),
-                            });
-                        }
-                        if frame.depth > 0 {
-                            frame.progress.completed(&path, &Value::Null);
-                        }
-                        outputs.insert(step.id.clone(), json!({"output": null}));
-                        last = Value::Null;
-                        continue;
+                        Value::Null
+                    }
+                    Err(e) => {
+                        stop_or_go_on(step, e, duration_ms, frame, records)?;
+                        Value::Null
                     }
                 };
                 // Top-level steps are on their records already.
@@ -106,11 +82,65 @@ impl Engine<'_> {
                     frame.progress.completed(&path, &output);
                 }
                 outputs.insert(step.id.clone(), json!({"output": output}));
-                records.push(record(step, status, output.clone(), error, duration_ms));
                 last = output;
             }
             Ok(last)
         })
+    }
+}
+
+/// Records a step that ended in `e`: the run stops (cancelled, paused for
+/// an approval, or failed), or goes on past a step that continues on error.
+fn stop_or_go_on(
+    step: &Step,
+    e: RunError,
+    duration_ms: u64,
+    frame: &Frame<'_>,
+    records: &mut Vec<StepRecord>,
+) -> Result<(), RunError> {
+    match e {
+        RunError::Cancelled => {
+            records.push(record(
+                step,
+                StepStatus::Cancelled,
+                Value::Null,
+                None,
+                duration_ms,
+            ));
+            Err(RunError::Cancelled)
+        }
+        // The run pauses here; it runs again once decided.
+        pause @ RunError::AwaitingApproval { .. } => {
+            let mut paused = record(
+                step,
+                StepStatus::AwaitingApproval,
+                Value::Null,
+                None,
+                duration_ms,
+            );
+            if frame.depth == 0 {
+                paused.completed = frame.progress.inside(&step.id);
+            }
+            records.push(paused);
+            Err(pause)
+        }
+        e => {
+            let message = format!("step `{}`: {e}", step.id);
+            records.push(record(
+                step,
+                StepStatus::Failed,
+                Value::Null,
+                Some(message.clone()),
+                duration_ms,
+            ));
+            if step.continue_on_error {
+                return Ok(());
+            }
+            Err(match e {
+                RunError::Retryable(_) => RunError::Retryable(message),
+                _ => RunError::Permanent(message),
+            })
+        }
     }
 }
 

@@ -32,12 +32,8 @@ pub(super) fn load(
         ));
         return;
     };
-    let kind = match kind_of(&map, &positions, &file.path, in_skills_dir) {
-        Ok(kind) => kind,
-        Err(finding) => {
-            out.push(finding);
-            return;
-        }
+    let Some(kind) = kind_of(&map, &positions, &file.path, in_skills_dir, out) else {
+        return;
     };
     let id = id_of(&map, kind);
     let ctx = DocContext {
@@ -109,19 +105,21 @@ pub(super) fn load(
     }
 }
 
-/// The document's `kind`, by default the one its folder holds; a finding
-/// when it names no kind.
+/// The document's `kind`, by default the one its folder holds; `None`,
+/// with a finding, when it names no kind.
 fn kind_of(
     map: &Map<String, Value>,
     positions: &Positions,
     file: &str,
     in_skills_dir: bool,
-) -> Result<Kind, Diagnostic> {
-    match map.get("kind") {
-        None if in_skills_dir => Ok(Kind::Skill),
-        None => Ok(Kind::Job),
-        Some(Value::String(k)) => Kind::parse(k).ok_or_else(|| {
-            DocContext {
+    out: &mut Vec<Diagnostic>,
+) -> Option<Kind> {
+    let finding = match map.get("kind") {
+        None if in_skills_dir => return Some(Kind::Skill),
+        None => return Some(Kind::Job),
+        Some(Value::String(k)) => match Kind::parse(k) {
+            Some(kind) => return Some(kind),
+            None => DocContext {
                 file,
                 kind: None,
                 id: map.get("id").and_then(Value::as_str),
@@ -132,16 +130,18 @@ fn kind_of(
                 Severity::Error,
                 "schema",
                 format!("unknown kind `{k}`: use Job, Flow, Connector or Skill"),
-            )
-        }),
-        Some(other) => Err(DocContext::file(file).at(
+            ),
+        },
+        Some(other) => DocContext::file(file).at(
             positions.value_pos("/kind"),
             "/kind",
             Severity::Error,
             "schema",
             format!("`kind` must be a string, not {other}"),
-        )),
-    }
+        ),
+    };
+    out.push(finding);
+    None
 }
 
 /// `id`, or for a job its seed spelling `job_id`.

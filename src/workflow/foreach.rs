@@ -79,7 +79,9 @@ impl Engine<'_> {
         match result {
             // One failed item must not sink the others (a bad
             // phone number in a campaign): it yields null.
-            Err(RunError::Retryable(e) | RunError::Permanent(e)) if step.continue_on_error => {
+            Err(RunError::Retryable { message: e, .. } | RunError::Permanent(e))
+                if step.continue_on_error =>
+            {
                 tracing::warn!(run = %frame.run.id, step = %step.id, index, error = %e,
                     "foreach item failed; continue_on_error keeps the others");
                 item_errors

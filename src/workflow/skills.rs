@@ -56,12 +56,7 @@ impl Engine<'_> {
         let mut records = Vec::new();
         self.run_steps(&skill.steps, Value::Object(inputs), &inner, &mut records)
             .await
-            .map_err(|e| match e {
-                RunError::Retryable(m) => RunError::Retryable(format!("skill `{skill_id}`: {m}")),
-                RunError::Permanent(m) => RunError::Permanent(format!("skill `{skill_id}`: {m}")),
-                RunError::Cancelled => RunError::Cancelled,
-                pause @ RunError::AwaitingApproval { .. } => pause,
-            })
+            .map_err(|e| e.map_message(|m| format!("skill `{skill_id}`: {m}")))
     }
 }
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::{
-    ActionCall, ActionError, Counters, Engine, Frame, RunInfo, StepResult, eval_condition, files,
-    render, render_value, to_template_value,
+    ActionCall, Counters, Engine, Frame, RunInfo, StepResult, eval_condition, files, render,
+    render_value, to_template_value,
 };
 use crate::run::RunError;
 use crate::run::retry::backoff;
@@ -77,7 +77,7 @@ impl Engine<'_> {
                     Some(ms) => tokio::time::timeout(Duration::from_millis(ms), call)
                         .await
                         .unwrap_or_else(|_| {
-                            Err(RunError::Retryable(format!("timed out after {ms} ms")))
+                            Err(RunError::retryable(format!("timed out after {ms} ms")))
                         }),
                     None => call.await,
                 }
@@ -89,7 +89,7 @@ impl Engine<'_> {
             };
             failed += 1;
             let wait = match (&result, &step.retry) {
-                (Err(RunError::Retryable(_)), Some(policy)) => backoff(policy, failed),
+                (Err(RunError::Retryable { .. }), Some(policy)) => backoff(policy, failed),
                 _ => None,
             };
             let Some(wait) = wait else { return result };
@@ -135,7 +135,7 @@ impl Engine<'_> {
             Action::Message(_) => Counters::take(&counters.messages, limits.messages, "messages")?,
             _ => {}
         }
-        let result = match &step.action {
+        match &step.action {
             Action::Set(map) => return render(Value::Object(map.clone())).await,
             Action::Files(f) => {
                 let args = render(serde_json::to_value(f).unwrap_or_default()).await?;
@@ -152,20 +152,7 @@ impl Engine<'_> {
             Action::Metric(a) => actions.metric(&call, args(a).await?).await,
             Action::ScheduleJob(a) => actions.schedule_job(&call, args(a).await?).await,
             Action::Approval(a) => actions.approval(&call, args(a).await?).await,
-        };
-        result.map_err(|e| match e {
-            ActionError::Retryable(m) => RunError::Retryable(m),
-            ActionError::Permanent(m) => RunError::Permanent(m),
-            ActionError::Pause {
-                approval_id,
-                key,
-                reason,
-            } => RunError::AwaitingApproval {
-                approval_id,
-                key,
-                reason,
-            },
-        })
+        }
     }
 
     /// A `files` step: write or read under the data dir, within the quota.
@@ -199,7 +186,7 @@ impl Engine<'_> {
                 ));
             }
         };
-        op.map_err(|e| RunError::Retryable(format!("files: {e}")))?
+        op.map_err(|e| RunError::retryable(format!("files: {e}")))?
             .map_err(|e| RunError::Permanent(format!("files: {e}")))
     }
 }

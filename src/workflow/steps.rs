@@ -137,7 +137,10 @@ fn stop_or_go_on(
                 return Ok(());
             }
             Err(match e {
-                RunError::Retryable(_) => RunError::Retryable(message),
+                RunError::Retryable { retry_after, .. } => RunError::Retryable {
+                    message,
+                    retry_after,
+                },
                 _ => RunError::Permanent(message),
             })
         }

@@ -24,7 +24,7 @@ struct Stub {
 }
 
 fn refuse<'a>(what: &'static str) -> ActionFuture<'a> {
-    Box::pin(async move { Err(ActionError::Permanent(format!("{what} is not stubbed"))) })
+    Box::pin(async move { Err(RunError::Permanent(format!("{what} is not stubbed"))) })
 }
 
 /// The [`Actions`] a stub does not do: each refuses, naming itself.
@@ -54,7 +54,7 @@ impl Actions for Stub {
             if args["incr"] == "flaky" {
                 let n = self.flaky_calls.fetch_add(1, Ordering::SeqCst) + 1;
                 return if n < 3 {
-                    Err(ActionError::Retryable(format!("flaky call {n}")))
+                    Err(RunError::retryable(format!("flaky call {n}")))
                 } else {
                     Ok(json!(n))
                 };
@@ -74,7 +74,7 @@ impl Actions for Stub {
                     Ok(json!("late"))
                 }
                 Value::String(s) if s == "key" => Ok(json!(call.idempotency_key)),
-                other => Err(ActionError::Permanent(format!("unknown key {other}"))),
+                other => Err(RunError::Permanent(format!("unknown key {other}"))),
             }
         })
     }
@@ -295,7 +295,7 @@ async fn a_step_retries_retryable_errors() {
     .await;
     assert_eq!(
         result,
-        Err(RunError::Retryable("step `flaky`: flaky call 2".into()))
+        Err(RunError::retryable("step `flaky`: flaky call 2"))
     );
 }
 
@@ -312,9 +312,7 @@ async fn a_step_times_out() {
     .await;
     assert_eq!(
         result,
-        Err(RunError::Retryable(
-            "step `slow`: timed out after 50 ms".into()
-        ))
+        Err(RunError::retryable("step `slow`: timed out after 50 ms"))
     );
     assert_eq!(statuses(&records), [("slow", "failed")]);
 }
@@ -645,7 +643,7 @@ impl Actions for Gates {
             if approved {
                 Ok(json!({"decision": "approved"}))
             } else {
-                Err(ActionError::Pause {
+                Err(RunError::AwaitingApproval {
                     approval_id: format!("ap-{key}"),
                     key,
                     reason: "why".into(),

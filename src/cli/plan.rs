@@ -9,7 +9,7 @@ use crate::reconcile::{self, render};
 use crate::spec::snapshot::Snapshot;
 use crate::status::api::plan_context_from_json;
 use crate::store::redis::RedisStore;
-use crate::store::sqlite::{SqliteStore, read_applied, read_plan_context};
+use crate::store::sqlite::{SqliteStore, read_applied, read_live_state};
 
 use super::{DirArg, Outcome, OutputFormat};
 
@@ -74,7 +74,8 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
             if path.exists() {
                 let conn = SqliteStore::open_read_only(&path)?;
                 let snapshot = read_applied(&conn, &path)?.snapshot;
-                (snapshot, read_plan_context(&conn, &path, now)?)
+                let live = read_live_state(&conn, &path)?;
+                (snapshot, render::PlanContext::from_live(now, live))
             } else {
                 (Snapshot::default(), render::PlanContext::empty(now))
             }
@@ -107,7 +108,8 @@ async fn read_redis(
 ) -> anyhow::Result<(Snapshot, render::PlanContext)> {
     let store = RedisStore::open(url).await?;
     let snapshot = store.applied().await?.snapshot;
-    Ok((snapshot, store.plan_context(now).await?))
+    let live = store.live_state().await?;
+    Ok((snapshot, render::PlanContext::from_live(now, live)))
 }
 
 async fn fetch_snapshot(

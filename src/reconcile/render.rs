@@ -45,6 +45,17 @@ impl PlanContext {
             active_runs_by_flow: HashMap::new(),
         }
     }
+
+    /// Against the live state a store recorded (see
+    /// [`LiveState`](crate::store::runs::LiveState)).
+    pub fn from_live(now: Timestamp, live: crate::store::runs::LiveState) -> PlanContext {
+        PlanContext {
+            now,
+            last_slots: live.last_slots,
+            active_runs_by_job: live.active_runs_by_job,
+            active_runs_by_flow: live.active_runs_by_flow,
+        }
+    }
 }
 
 /// A plan and what applying it will do.

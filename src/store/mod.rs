@@ -1,6 +1,10 @@
 //! The durable state behind a deployment: the applied snapshot, revision
-//! history, and the event timeline (runs, queue and leases join them in the
-//! scheduler's store tables).
+//! history, the event timeline, and the scheduler's tables (runs, per-job
+//! state, approvals, the inbox, key-value entries). This module owns the
+//! [`Store`] every caller holds, the types it reads and writes, and the
+//! two backends behind it (`sqlite`, `redis`); it may use the layers below
+//! it (`spec` and what `spec` uses) and nothing above: the run's life
+//! cycle in `run` builds on these rows, not the other way round.
 //!
 //! # Semantics every backend keeps
 //! - **Atomic apply.** [`Store::apply_revision`] writes a revision's resource
@@ -18,6 +22,7 @@
 //!
 //! Callers hold a [`Store`]; the backend is chosen at startup.
 
+mod backlog;
 pub mod feed;
 pub mod redis;
 pub mod runs;
@@ -61,6 +66,16 @@ pub enum StoreError {
     /// Another process holds the leader epoch: this one must not write.
     #[error("the store is fenced: another process leads (epoch key {key})")]
     Fenced { key: String },
+}
+
+impl StoreError {
+    /// Stored `what` does not read back: `e` says how.
+    pub fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt {
+            what: what.to_string(),
+            message: e.to_string(),
+        }
+    }
 }
 
 /// A revision as recorded: applied or rejected, with what it changed or why
@@ -363,7 +378,25 @@ impl NewEvent {
         self.run_id = Some(run_id.into());
         self
     }
+
+    /// The event as stored under `id`.
+    pub fn stored(self, id: i64) -> Event {
+        Event::from_parts(
+            id,
+            (
+                self.event_type,
+                self.at,
+                self.job_id,
+                self.run_id,
+                self.data,
+            ),
+        )
+    }
 }
+
+/// An event's fields in their stored order: type, time, job, run, data
+/// (a Redis events entry packs each event as this array).
+pub(crate) type EventParts = (String, String, Option<String>, Option<String>, Value);
 
 /// An event as stored (SPEC section 6 shape).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -375,6 +408,20 @@ pub struct Event {
     pub job_id: Option<String>,
     pub run_id: Option<String>,
     pub data: Value,
+}
+
+impl Event {
+    pub(crate) fn from_parts(id: i64, parts: EventParts) -> Event {
+        let (event_type, at, job_id, run_id, data) = parts;
+        Event {
+            id,
+            event_type,
+            at,
+            job_id,
+            run_id,
+            data,
+        }
+    }
 }
 
 /// Which events to read.
@@ -615,12 +662,7 @@ impl Store {
     /// `approvals`); returns its inbox id.
     pub async fn post_to_inbox(&self, command: &InboxCommand) -> Result<i64, StoreError> {
         match self {
-            Store::Sqlite(s) => {
-                let (path, command) = (s.path().to_path_buf(), command.clone());
-                tokio::task::spawn_blocking(move || sqlite::post_to_inbox(&path, &command))
-                    .await
-                    .map_err(|_| StoreError::Closed)?
-            }
+            Store::Sqlite(s) => s.post_to_inbox(command).await,
             Store::Redis(s) => s.post_to_inbox(command).await,
         }
     }
@@ -641,9 +683,10 @@ impl Store {
         writes: ResourceWrites,
         events: Vec<NewEvent>,
     ) -> Result<(i64, Vec<Event>), StoreError> {
+        let writes = Some(writes);
         match self {
-            Store::Sqlite(s) => s.apply_revision(revision, writes, events).await,
-            Store::Redis(s) => s.apply_revision(revision, writes, events).await,
+            Store::Sqlite(s) => s.record_revision(revision, writes, events).await,
+            Store::Redis(s) => s.record_revision(revision, writes, events).await,
         }
     }
 
@@ -654,8 +697,8 @@ impl Store {
         events: Vec<NewEvent>,
     ) -> Result<(i64, Vec<Event>), StoreError> {
         match self {
-            Store::Sqlite(s) => s.reject_revision(revision, events).await,
-            Store::Redis(s) => s.reject_revision(revision, events).await,
+            Store::Sqlite(s) => s.record_revision(revision, None, events).await,
+            Store::Redis(s) => s.record_revision(revision, None, events).await,
         }
     }
 

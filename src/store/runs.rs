@@ -258,3 +258,38 @@ pub struct RunQuery {
     /// Only runs older than this cursor (a run's seq).
     pub before: Option<i64>,
 }
+
+/// What `plan` needs of the live state beyond the applied snapshot: each
+/// job's last slot and the unfinished runs per job and per flow.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveState {
+    /// Job id → nominal time of the last slot that got an outcome.
+    pub last_slots: std::collections::HashMap<String, jiff::Timestamp>,
+    /// Runs queued, running, retrying or awaiting approval, per job.
+    pub active_runs_by_job: std::collections::HashMap<String, usize>,
+    /// The same, per flow.
+    pub active_runs_by_flow: std::collections::HashMap<String, usize>,
+}
+
+impl LiveState {
+    /// From the stored `(job, last slot RFC 3339)` pairs and the
+    /// unfinished runs; a slot that does not parse as a time is left out.
+    pub fn gather(slots: Vec<(String, String)>, active: &[Run]) -> LiveState {
+        let mut live = LiveState::default();
+        for (job, slot) in slots {
+            if let Ok(t) = slot.parse() {
+                live.last_slots.insert(job, t);
+            }
+        }
+        for run in active {
+            *live
+                .active_runs_by_job
+                .entry(run.job_id.clone())
+                .or_default() += 1;
+            if let Some(flow) = &run.flow {
+                *live.active_runs_by_flow.entry(flow.clone()).or_default() += 1;
+            }
+        }
+        live
+    }
+}

@@ -8,7 +8,9 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 
 use super::super::runs::{Run, RunStatus};
-use super::super::{Coalesced, NewEvent, ResourceWrites, RevisionRecord, StoreError};
+use super::super::{
+    Coalesced, Event, EventParts, NewEvent, ResourceWrites, RevisionRecord, StoreError,
+};
 
 /// Newest events the stream keeps (approximately: `MAXLEN ~`).
 pub const EVENTS_MAXLEN: usize = 100_000;
@@ -43,13 +45,7 @@ pub struct Ops {
 }
 
 /// One event inside a packed `events` entry: `[type, at, job, run, data]`.
-type PackedEvent = (
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    serde_json::Value,
-);
+type PackedEvent = EventParts;
 
 /// Append `e` to the JSON array in `out` (empty: no array yet).
 fn pack_event(out: &mut String, e: &NewEvent) {
@@ -67,7 +63,7 @@ fn pack_event(out: &mut String, e: &NewEvent) {
 }
 
 /// The events of a packed entry, given the entry's id `<last>-<n>`.
-pub fn unpack_events(id: &str, packed: &str) -> Result<Vec<super::super::Event>, String> {
+pub fn unpack_events(id: &str, packed: &str) -> Result<Vec<Event>, String> {
     let (last, n) = id
         .split_once('-')
         .and_then(|(l, n)| Some((l.parse::<i64>().ok()?, n.parse::<i64>().ok()?)))
@@ -79,16 +75,7 @@ pub fn unpack_events(id: &str, packed: &str) -> Result<Vec<super::super::Event>,
     Ok(items
         .into_iter()
         .zip(last - n + 1..)
-        .map(
-            |((event_type, at, job_id, run_id, data), id)| super::super::Event {
-                id,
-                event_type,
-                at,
-                job_id,
-                run_id,
-                data,
-            },
-        )
+        .map(|(parts, id)| Event::from_parts(id, parts))
         .collect())
 }
 
@@ -134,7 +121,7 @@ impl Ops {
     }
 
     pub fn revision(&mut self, r: &RevisionRecord) -> Result<(), StoreError> {
-        let text = serde_json::to_string(r).map_err(|e| corrupt("revision", e))?;
+        let text = serde_json::to_string(r).map_err(|e| StoreError::corrupt("revision", e))?;
         self.push("revision", vec![r.status.as_str().to_string(), text]);
         Ok(())
     }
@@ -154,14 +141,14 @@ impl Ops {
         let mut payloads = Payloads::new(&c.dispatch);
         let written = self.runs(&c.runs, known, next_seq, &mut payloads)?;
         for (job, state) in &c.failure {
-            let text = serde_json::to_string(state).map_err(|e| corrupt(job, e))?;
+            let text = serde_json::to_string(state).map_err(|e| StoreError::corrupt(job, e))?;
             self.push("failure", vec![job.clone(), text]);
         }
         for (job, slot) in &c.slots {
             self.push("slot", vec![job.clone(), slot.clone()]);
         }
         for a in &c.approvals {
-            let text = serde_json::to_string(a).map_err(|e| corrupt(&a.id, e))?;
+            let text = serde_json::to_string(a).map_err(|e| StoreError::corrupt(&a.id, e))?;
             self.push("approval", vec![a.id.clone(), text]);
         }
         for (id, done) in &c.inbox_progress {
@@ -362,8 +349,8 @@ impl Payloads {
 fn record(run: &Run) -> Result<String, StoreError> {
     // Sized for a typical record: growing from empty took ~8 copies.
     let mut buf = Vec::with_capacity(1024);
-    serde_json::to_writer(&mut buf, run).map_err(|e| corrupt(&run.id, e))?;
-    String::from_utf8(buf).map_err(|e| corrupt(&run.id, e))
+    serde_json::to_writer(&mut buf, run).map_err(|e| StoreError::corrupt(&run.id, e))?;
+    String::from_utf8(buf).map_err(|e| StoreError::corrupt(&run.id, e))
 }
 
 /// The run key the script keeps unique (`runkey:<key>`), or '' for one
@@ -436,13 +423,6 @@ impl RunsWritten {
 /// The `resources` hash field of one resource.
 pub fn resource_field(kind: &str, id: &str) -> String {
     format!("{kind}/{id}")
-}
-
-fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt {
-        what: what.to_string(),
-        message: e.to_string(),
-    }
 }
 
 /// What one applied batch produced.

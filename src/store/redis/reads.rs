@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::super::runs::{Approval, ApprovalStatus, FailureState, InboxCommand, Run, RunQuery};
+use super::super::runs::{
+    Approval, ApprovalStatus, FailureState, InboxCommand, LiveState, Run, RunQuery,
+};
 use super::super::{Applied, Event, EventQuery, KvOp, RevisionRecord, StoreError};
 use super::RedisStore;
 use super::batch::{Target, retryable};
@@ -29,13 +31,6 @@ pub fn err(target: &Target, what: &str) -> impl Fn(redis::RedisError) -> StoreEr
     }
 }
 
-fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt {
-        what: what.to_string(),
-        message: e.to_string(),
-    }
-}
-
 /// The integer before the `-` of a stream id (`<seq>-1`).
 pub fn entry_seq(id: &str) -> Option<i64> {
     id.split('-').next()?.parse().ok()
@@ -44,7 +39,8 @@ pub fn entry_seq(id: &str) -> Option<i64> {
 /// The events of one `events` entry (a batch's, packed: see `batch.lua`).
 pub fn parse_events((id, f): Entry) -> Result<Vec<Event>, StoreError> {
     let packed = f.get("e").map_or("[]", String::as_str);
-    super::batch::unpack_events(&id, packed).map_err(|e| corrupt(&format!("events {id}"), e))
+    super::batch::unpack_events(&id, packed)
+        .map_err(|e| StoreError::corrupt(&format!("events {id}"), e))
 }
 
 pub async fn last_event_id(target: &Target) -> Result<i64, StoreError> {
@@ -68,7 +64,7 @@ pub async fn kv_op(target: &Target, key: &str, op: KvOp) -> Result<Option<Value>
     let what = format!("kv {key}");
     let mut c = target.conn.clone();
     let parse = |text: Option<String>| -> Result<Option<Value>, StoreError> {
-        text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(&what, e)))
+        text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::corrupt(&what, e)))
             .transpose()
     };
     match op {
@@ -117,7 +113,7 @@ pub async fn kv_op(target: &Target, key: &str, op: KvOp) -> Result<Option<Value>
                     if retryable(&e) {
                         err(target, &what)(e)
                     } else {
-                        corrupt(
+                        StoreError::corrupt(
                             &what,
                             e.detail().map(str::to_string).unwrap_or(e.to_string()),
                         )
@@ -176,8 +172,8 @@ impl RedisStore {
         let mut out = Vec::with_capacity(ids.len());
         for ((id, score), rec) in ids.iter().zip(recs) {
             let Some(rec) = rec else { continue };
-            let run: Run =
-                serde_json::from_str(&rec).map_err(|e| corrupt(&format!("run {id}"), e))?;
+            let run: Run = serde_json::from_str(&rec)
+                .map_err(|e| StoreError::corrupt(&format!("run {id}"), e))?;
             // An index read before the run moved on lists it by where it was.
             if status.is_some_and(|s| s != run.status.as_str()) {
                 continue;
@@ -204,7 +200,8 @@ impl RedisStore {
         match (seq, rec) {
             (Some(seq), Some(rec)) => Ok(Some((
                 seq,
-                serde_json::from_str(&rec).map_err(|e| corrupt(&format!("run {id}"), e))?,
+                serde_json::from_str(&rec)
+                    .map_err(|e| StoreError::corrupt(&format!("run {id}"), e))?,
             ))),
             _ => Ok(None),
         }
@@ -331,7 +328,7 @@ impl RedisStore {
         let mut out = Vec::with_capacity(all.len());
         for (job, text) in all {
             let state = serde_json::from_str(&text)
-                .map_err(|e| corrupt(&format!("failure memory of {job}"), e))?;
+                .map_err(|e| StoreError::corrupt(&format!("failure memory of {job}"), e))?;
             out.push((job, state));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -352,8 +349,8 @@ impl RedisStore {
         let all: HashMap<String, String> = self.hgetall("approvals").await?;
         let mut out = Vec::new();
         for (id, text) in all {
-            let a: Approval =
-                serde_json::from_str(&text).map_err(|e| corrupt(&format!("approval {id}"), e))?;
+            let a: Approval = serde_json::from_str(&text)
+                .map_err(|e| StoreError::corrupt(&format!("approval {id}"), e))?;
             if !pending_only || a.status == ApprovalStatus::Pending {
                 out.push(a);
             }
@@ -530,14 +527,15 @@ impl RedisStore {
         for (field, text) in resources {
             let (kind, id) = field
                 .split_once('/')
-                .ok_or_else(|| corrupt("resource", format!("field {field}")))?;
+                .ok_or_else(|| StoreError::corrupt("resource", format!("field {field}")))?;
             let what = format!("{kind} {id}");
-            let kind = Kind::parse(kind).ok_or_else(|| corrupt(&what, "unknown kind"))?;
+            let kind =
+                Kind::parse(kind).ok_or_else(|| StoreError::corrupt(&what, "unknown kind"))?;
             fn typed<T: serde::de::DeserializeOwned>(
                 text: &str,
                 what: &str,
             ) -> Result<Resource<T>, StoreError> {
-                serde_json::from_str(text).map_err(|e| corrupt(what, e))
+                serde_json::from_str(text).map_err(|e| StoreError::corrupt(what, e))
             }
             let id = id.to_string();
             match kind {
@@ -599,33 +597,19 @@ impl RedisStore {
             .collect()
     }
 
-    /// What `plan` needs of the live state (as `read_plan_context` does
-    /// for SQLite).
-    pub async fn plan_context(
-        &self,
-        now: jiff::Timestamp,
-    ) -> Result<crate::reconcile::render::PlanContext, StoreError> {
-        let mut ctx = crate::reconcile::render::PlanContext::empty(now);
-        for (job, slot) in self.job_slots().await? {
-            if let Ok(t) = slot.parse() {
-                ctx.last_slots.insert(job, t);
-            }
-        }
-        for run in self.active_runs().await? {
-            *ctx.active_runs_by_job
-                .entry(run.job_id.clone())
-                .or_default() += 1;
-            if let Some(flow) = run.flow {
-                *ctx.active_runs_by_flow.entry(flow).or_default() += 1;
-            }
-        }
-        Ok(ctx)
+    /// What `plan` needs of the live state (as `read_live_state` reads
+    /// it from SQLite).
+    pub async fn live_state(&self) -> Result<LiveState, StoreError> {
+        Ok(LiveState::gather(
+            self.job_slots().await?,
+            &self.active_runs().await?,
+        ))
     }
 }
 
 fn parse_revision(seq: i64, text: &str) -> Result<RevisionRecord, StoreError> {
-    let mut r: RevisionRecord =
-        serde_json::from_str(text).map_err(|e| corrupt(&format!("revision {seq}"), e))?;
+    let mut r: RevisionRecord = serde_json::from_str(text)
+        .map_err(|e| StoreError::corrupt(&format!("revision {seq}"), e))?;
     r.seq = seq;
     Ok(r)
 }

@@ -1,0 +1,75 @@
+//! The key-value store of workflow `kv` steps and idempotency records:
+//! one operation at a time, on the writer, so it sees every earlier write.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+use super::{corrupt, sql_err};
+use crate::store::{KvOp, StoreError, format_ts, now_rfc3339};
+
+/// Get, set (with an optional TTL), increment or delete one key. Expired
+/// keys read as absent. Returns the value after the operation (a delete
+/// returns the value it removed).
+pub(super) fn kv_op(
+    c: &Connection,
+    path: &Path,
+    key: &str,
+    op: KvOp,
+) -> Result<Option<Value>, StoreError> {
+    let now = now_rfc3339();
+    let current: Option<Value> = c
+        .prepare_cached(
+            "SELECT value FROM kv WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+        )
+        .and_then(|mut st| {
+            st.query_row(params![key, now], |r| r.get::<_, String>(0))
+                .optional()
+        })
+        .map_err(sql_err(path))?
+        .map(|text| serde_json::from_str(&text).map_err(|e| corrupt(&format!("kv {key}"), e)))
+        .transpose()?;
+    let put = |value: &Value, expires_at: Option<String>| -> Result<(), StoreError> {
+        c.prepare_cached(
+            "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+        )
+        .and_then(|mut st| st.execute(params![key, value.to_string(), expires_at]))
+        .map_err(sql_err(path))?;
+        Ok(())
+    };
+    match op {
+        KvOp::Get => Ok(current),
+        KvOp::Set { value, ttl_sec } => {
+            let expires_at = ttl_sec
+                .and_then(|t| i64::try_from(t).ok())
+                .and_then(|t| {
+                    jiff::Timestamp::now()
+                        .checked_add(jiff::SignedDuration::from_secs(t))
+                        .ok()
+                })
+                .map(format_ts);
+            put(&value, expires_at)?;
+            Ok(Some(value))
+        }
+        KvOp::Incr { by } => {
+            let base = match &current {
+                None => 0,
+                Some(v) => v.as_i64().ok_or_else(|| StoreError::Corrupt {
+                    what: format!("kv {key}"),
+                    message: format!("incr needs a whole number, the key holds {v}"),
+                })?,
+            };
+            let next = Value::from(base.saturating_add(by));
+            put(&next, None)?;
+            Ok(Some(next))
+        }
+        KvOp::Delete => {
+            c.prepare_cached("DELETE FROM kv WHERE key = ?1")
+                .and_then(|mut st| st.execute([key]))
+                .map_err(sql_err(path))?;
+            Ok(current)
+        }
+    }
+}

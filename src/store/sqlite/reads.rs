@@ -1,0 +1,424 @@
+//! The queries: the applied snapshot, revisions, events and runs, and the
+//! scheduler's per-job state. Each runs on one connection, pooled or
+//! read-only (the CLI's).
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+use super::{corrupt, sql_err};
+use crate::spec::model::{Connector, Flow, Job, Kind, Skill};
+use crate::spec::snapshot::{Resource, Snapshot};
+use crate::store::runs::{Approval, ApprovalStatus, FailureState, LiveState, Run, RunQuery};
+use crate::store::{Applied, Event, EventQuery, RevisionRecord, RevisionStatus, StoreError};
+
+/// The applied snapshot from a connection (also used by `plan --state`
+/// through a read-only connection).
+pub fn read_applied(c: &Connection, path: &Path) -> Result<Applied, StoreError> {
+    let mut snapshot = Snapshot::default();
+    let mut stmt = c
+        .prepare("SELECT kind, id, spec, hash, file, line, col FROM resources")
+        .map_err(sql_err(path))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, u32>(5)?,
+                r.get::<_, u32>(6)?,
+            ))
+        })
+        .map_err(sql_err(path))?;
+    for row in rows {
+        let (kind, id, spec, hash, file, line, column) = row.map_err(sql_err(path))?;
+        let what = format!("{kind} {id}");
+        let kind = Kind::parse(&kind).ok_or_else(|| corrupt(&what, "unknown kind"))?;
+        fn typed<T: serde::de::DeserializeOwned>(
+            spec: &str,
+            hash: String,
+            file: String,
+            line: u32,
+            column: u32,
+            what: &str,
+        ) -> Result<Resource<T>, StoreError> {
+            Ok(Resource {
+                spec: serde_json::from_str(spec).map_err(|e| corrupt(what, e))?,
+                file,
+                line,
+                column,
+                hash,
+            })
+        }
+        match kind {
+            Kind::Job => {
+                snapshot
+                    .jobs
+                    .insert(id, typed::<Job>(&spec, hash, file, line, column, &what)?);
+            }
+            Kind::Flow => {
+                snapshot
+                    .flows
+                    .insert(id, typed::<Flow>(&spec, hash, file, line, column, &what)?);
+            }
+            Kind::Connector => {
+                snapshot.connectors.insert(
+                    id,
+                    typed::<Connector>(&spec, hash, file, line, column, &what)?,
+                );
+            }
+            Kind::Skill => {
+                snapshot
+                    .skills
+                    .insert(id, typed::<Skill>(&spec, hash, file, line, column, &what)?);
+            }
+        }
+    }
+    let revision = c
+        .query_row(
+            &format!("{REVISION_COLUMNS} WHERE status = 'applied' ORDER BY seq DESC LIMIT 1"),
+            [],
+            revision_from_row,
+        )
+        .optional()
+        .map_err(sql_err(path))?
+        .transpose()?;
+    Ok(Applied { revision, snapshot })
+}
+
+const REVISION_COLUMNS: &str = "SELECT seq, id, status, at, git_commit, git_dirty, content_hash, summary, changes, errors FROM revisions";
+
+fn revision_from_row(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<Result<RevisionRecord, StoreError>> {
+    let status: String = r.get(2)?;
+    let summary: String = r.get(7)?;
+    let changes: String = r.get(8)?;
+    let errors: String = r.get(9)?;
+    let seq: i64 = r.get(0)?;
+    let build = || -> Result<RevisionRecord, StoreError> {
+        let what = format!("revision {seq}");
+        Ok(RevisionRecord {
+            seq,
+            id: r.get(1).map_err(|e| corrupt(&what, e))?,
+            status: if status == "applied" {
+                RevisionStatus::Applied
+            } else {
+                RevisionStatus::Rejected
+            },
+            at: r.get(3).map_err(|e| corrupt(&what, e))?,
+            git_commit: r.get(4).map_err(|e| corrupt(&what, e))?,
+            git_dirty: r.get(5).map_err(|e| corrupt(&what, e))?,
+            content_hash: r.get(6).map_err(|e| corrupt(&what, e))?,
+            summary: serde_json::from_str(&summary).map_err(|e| corrupt(&what, e))?,
+            changes: serde_json::from_str(&changes).map_err(|e| corrupt(&what, e))?,
+            errors: serde_json::from_str(&errors).map_err(|e| corrupt(&what, e))?,
+        })
+    };
+    Ok(build())
+}
+
+pub(super) fn revisions(
+    c: &Connection,
+    path: &Path,
+    before: i64,
+    limit: usize,
+) -> Result<Vec<RevisionRecord>, StoreError> {
+    let before = if before <= 0 { i64::MAX } else { before };
+    let mut stmt = c
+        .prepare(&format!(
+            "{REVISION_COLUMNS} WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2"
+        ))
+        .map_err(sql_err(path))?;
+    let rows = stmt
+        .query_map(params![before, limit as i64], revision_from_row)
+        .map_err(sql_err(path))?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row.map_err(sql_err(path))??);
+    }
+    Ok(out)
+}
+
+pub(super) fn events(
+    c: &Connection,
+    path: &Path,
+    q: &EventQuery,
+) -> Result<Vec<Event>, StoreError> {
+    let mut sql =
+        String::from("SELECT id, type, at, job_id, run_id, data FROM events WHERE id > ?1");
+    let mut args: Vec<rusqlite::types::Value> = vec![q.after.into()];
+    if let Some(t) = &q.event_type {
+        if let Some(prefix) = t.strip_suffix('*') {
+            sql.push_str(&format!(
+                " AND substr(type, 1, {}) = ?{}",
+                prefix.len(),
+                args.len() + 1
+            ));
+            args.push(prefix.to_string().into());
+        } else {
+            sql.push_str(&format!(" AND type = ?{}", args.len() + 1));
+            args.push(t.clone().into());
+        }
+    }
+    if let Some(job) = &q.job_id {
+        sql.push_str(&format!(" AND job_id = ?{}", args.len() + 1));
+        args.push(job.clone().into());
+    }
+    sql.push_str(&format!(" ORDER BY id LIMIT ?{}", args.len() + 1));
+    args.push((q.limit.max(1) as i64).into());
+    let mut stmt = c.prepare_cached(&sql).map_err(sql_err(path))?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })
+        .map_err(sql_err(path))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, event_type, at, job_id, run_id, data) = row.map_err(sql_err(path))?;
+        let data: Value =
+            serde_json::from_str(&data).map_err(|e| corrupt(&format!("event {id}"), e))?;
+        out.push(Event::from_parts(
+            id,
+            (event_type, at, job_id, run_id, data),
+        ));
+    }
+    Ok(out)
+}
+
+fn parse_run(record: &str, seq: i64) -> Result<Run, StoreError> {
+    serde_json::from_str(record).map_err(|e| corrupt(&format!("run #{seq}"), e))
+}
+
+pub(super) fn runs(
+    c: &Connection,
+    path: &Path,
+    q: &RunQuery,
+) -> Result<Vec<(i64, Run)>, StoreError> {
+    let mut sql = String::from("SELECT seq, record FROM runs WHERE seq < ?1");
+    let mut args: Vec<rusqlite::types::Value> = vec![q.before.unwrap_or(i64::MAX).into()];
+    if let Some(job) = &q.job_id {
+        sql.push_str(&format!(" AND job_id = ?{}", args.len() + 1));
+        args.push(job.clone().into());
+    }
+    if let Some(status) = q.status {
+        sql.push_str(&format!(" AND status = ?{}", args.len() + 1));
+        args.push(status.as_str().to_string().into());
+    }
+    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", args.len() + 1));
+    args.push((q.limit.max(1) as i64).into());
+    let mut stmt = c.prepare_cached(&sql).map_err(sql_err(path))?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })
+        .map_err(sql_err(path))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, rec) = row.map_err(sql_err(path))?;
+        out.push((seq, parse_run(&rec, seq)?));
+    }
+    Ok(out)
+}
+
+/// Approvals, pending first then newest (also used by the CLI).
+pub fn read_approvals(
+    c: &Connection,
+    path: &Path,
+    pending_only: bool,
+) -> Result<Vec<Approval>, StoreError> {
+    let sql = if pending_only {
+        "SELECT id, record FROM approvals WHERE status = 'pending'"
+    } else {
+        "SELECT id, record FROM approvals"
+    };
+    let mut stmt = c.prepare(sql).map_err(sql_err(path))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(sql_err(path))?;
+    let mut out: Vec<Approval> = Vec::new();
+    for row in rows {
+        let (id, rec) = row.map_err(sql_err(path))?;
+        out.push(serde_json::from_str(&rec).map_err(|e| corrupt(&format!("approval {id}"), e))?);
+    }
+    out.sort_by(|a, b| {
+        (
+            a.status != ApprovalStatus::Pending,
+            std::cmp::Reverse(&a.requested_at),
+        )
+            .cmp(&(
+                b.status != ApprovalStatus::Pending,
+                std::cmp::Reverse(&b.requested_at),
+            ))
+    });
+    Ok(out)
+}
+
+/// What `plan` needs of the live state: each job's last slot and the
+/// active runs per job and flow (also from a read-only connection).
+pub fn read_live_state(c: &Connection, path: &Path) -> Result<LiveState, StoreError> {
+    Ok(LiveState::gather(
+        job_slots(c, path)?,
+        &active_runs(c, path)?,
+    ))
+}
+
+/// Runs of one job or all, newest first, from a read-only connection (CLI).
+pub fn read_runs_blocking(
+    c: &Connection,
+    path: &Path,
+    q: &RunQuery,
+) -> Result<Vec<(i64, Run)>, StoreError> {
+    runs(c, path, q)
+}
+
+pub(super) fn run(c: &Connection, path: &Path, id: &str) -> Result<Option<(i64, Run)>, StoreError> {
+    c.query_row("SELECT seq, record FROM runs WHERE id = ?1", [id], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+    })
+    .optional()
+    .map_err(sql_err(path))?
+    .map(|(seq, rec)| Ok((seq, parse_run(&rec, seq)?)))
+    .transpose()
+}
+
+/// Events per type since `since` (RFC 3339).
+pub(super) fn event_counts_since(
+    c: &Connection,
+    path: &Path,
+    since: &str,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut stmt = c
+        .prepare("SELECT type, count(*) FROM events WHERE at >= ?1 GROUP BY type ORDER BY type")
+        .map_err(sql_err(path))?;
+    let rows = stmt
+        .query_map([since], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })
+        .map_err(sql_err(path))?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(sql_err(path))
+}
+
+/// The newest run of each of `jobs`.
+pub(super) fn last_runs(
+    c: &Connection,
+    path: &Path,
+    jobs: Vec<String>,
+) -> Result<HashMap<String, Run>, StoreError> {
+    let mut stmt = c
+        .prepare_cached("SELECT seq, record FROM runs WHERE job_id = ?1 ORDER BY seq DESC LIMIT 1")
+        .map_err(sql_err(path))?;
+    let mut out = HashMap::new();
+    for job in jobs {
+        let row = stmt
+            .query_row([&job], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .optional()
+            .map_err(sql_err(path))?;
+        if let Some((seq, rec)) = row {
+            out.insert(job, parse_run(&rec, seq)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Every run that is not finished, oldest first.
+pub(super) fn active_runs(c: &Connection, path: &Path) -> Result<Vec<Run>, StoreError> {
+    let mut stmt = c
+        .prepare(
+            "SELECT seq, record FROM runs
+             WHERE status IN ('queued', 'awaiting_approval', 'running', 'retrying')
+             ORDER BY seq",
+        )
+        .map_err(sql_err(path))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+        .map_err(sql_err(path))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, rec) = row.map_err(sql_err(path))?;
+        out.push(parse_run(&rec, seq)?);
+    }
+    Ok(out)
+}
+
+/// `(job, status, count)` over all stored runs.
+pub(super) fn run_counts(
+    c: &Connection,
+    path: &Path,
+) -> Result<Vec<(String, String, u64)>, StoreError> {
+    let mut stmt = c
+        .prepare("SELECT job_id, status, count(*) FROM runs GROUP BY job_id, status")
+        .map_err(sql_err(path))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+        })
+        .map_err(sql_err(path))?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(sql_err(path))
+}
+
+pub(super) fn failure_states(
+    c: &Connection,
+    path: &Path,
+) -> Result<Vec<(String, FailureState)>, StoreError> {
+    let mut stmt = c
+        .prepare("SELECT job_id, state FROM failure_memory")
+        .map_err(sql_err(path))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(sql_err(path))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (job, state) = row.map_err(sql_err(path))?;
+        let state = serde_json::from_str(&state)
+            .map_err(|e| corrupt(&format!("failure memory of {job}"), e))?;
+        out.push((job, state));
+    }
+    Ok(out)
+}
+
+/// `(job, last slot RFC 3339)`: the last slot each job got an outcome for.
+pub(super) fn job_slots(c: &Connection, path: &Path) -> Result<Vec<(String, String)>, StoreError> {
+    let mut stmt = c
+        .prepare("SELECT job_id, last_slot FROM job_slots")
+        .map_err(sql_err(path))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(sql_err(path))?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(sql_err(path))
+}
+
+/// Which of `ids` have a run record.
+pub(super) fn recorded_runs(
+    c: &Connection,
+    path: &Path,
+    ids: &[String],
+) -> Result<HashSet<String>, StoreError> {
+    let mut found = HashSet::new();
+    for chunk in ids.chunks(256) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let mut stmt = c
+            .prepare(&format!("SELECT id FROM runs WHERE id IN ({marks})"))
+            .map_err(sql_err(path))?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(chunk), |r| r.get::<_, String>(0))
+            .map_err(sql_err(path))?;
+        for id in rows {
+            found.insert(id.map_err(sql_err(path))?);
+        }
+    }
+    Ok(found)
+}

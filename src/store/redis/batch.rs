@@ -246,34 +246,7 @@ impl Ops {
             recs.push(record);
         }
         if !new.is_empty() {
-            let n = new.len();
-            let mut args = Vec::with_capacity(2 + 6 * n + 1);
-            args.push(n.to_string());
-            args.push(next_seq.map_or("-".to_string(), |s| s.to_string()));
-            args.extend(new.iter().map(|r| r.id.clone()));
-            args.extend(new.iter().map(|r| r.job_id.clone()));
-            args.extend(new.iter().map(|r| r.status.as_str().to_string()));
-            args.extend(new.iter().map(|r| slot_key(r).to_string()));
-            let mut new_counts: std::collections::BTreeMap<String, i64> = Default::default();
-            for r in &new {
-                args.push(r.id.clone());
-                // The op's name and field count come before its fields.
-                payloads.carried_at(&r.id, self.args.len() + 2 + args.len());
-                args.push(record(r)?);
-                *new_counts
-                    .entry(count_field(&r.job_id, r.status))
-                    .or_default() += 1;
-            }
-            args.push(new_counts.len().to_string());
-            for (field, by) in new_counts {
-                args.push(field);
-                args.push(by.to_string());
-            }
-            written.new = new
-                .into_iter()
-                .map(|r| (r.id.clone(), r.job_id.clone(), r.status))
-                .collect();
-            self.push("new", args);
+            written.new = self.new_runs(new, next_seq, payloads)?;
         }
         let bulk = |ops: &mut Self, cmd: &str, key: String, args: Vec<String>| {
             if !args.is_empty() {
@@ -301,21 +274,67 @@ impl Ops {
             self.push("counts", counts);
         }
         for run in careful {
-            let record = record(run)?;
-            // `run`, its field count, then id, job, status and key.
-            payloads.carried_at(&run.id, self.args.len() + 6);
-            self.push(
-                "run",
-                vec![
-                    run.id.clone(),
-                    run.job_id.clone(),
-                    run.status.as_str().to_string(),
-                    slot_key(run).to_string(),
-                    record,
-                ],
-            );
+            self.careful_run(run, payloads)?;
         }
         Ok(written)
+    }
+
+    /// Runs this writer has not written: one `new` op that numbers them
+    /// (from `next_seq` when the writer numbers them itself) and indexes
+    /// them; the script refuses one whose slot is taken.
+    fn new_runs(
+        &mut self,
+        new: Vec<&Run>,
+        next_seq: Option<i64>,
+        payloads: &mut Payloads,
+    ) -> Result<Vec<(String, String, RunStatus)>, StoreError> {
+        let n = new.len();
+        let mut args = Vec::with_capacity(2 + 6 * n + 1);
+        args.push(n.to_string());
+        args.push(next_seq.map_or("-".to_string(), |s| s.to_string()));
+        args.extend(new.iter().map(|r| r.id.clone()));
+        args.extend(new.iter().map(|r| r.job_id.clone()));
+        args.extend(new.iter().map(|r| r.status.as_str().to_string()));
+        args.extend(new.iter().map(|r| slot_key(r).to_string()));
+        let mut new_counts: std::collections::BTreeMap<String, i64> = Default::default();
+        for r in &new {
+            args.push(r.id.clone());
+            // The op's name and field count come before its fields.
+            payloads.carried_at(&r.id, self.args.len() + 2 + args.len());
+            args.push(record(r)?);
+            *new_counts
+                .entry(count_field(&r.job_id, r.status))
+                .or_default() += 1;
+        }
+        args.push(new_counts.len().to_string());
+        for (field, by) in new_counts {
+            args.push(field);
+            args.push(by.to_string());
+        }
+        self.push("new", args);
+        Ok(new
+            .into_iter()
+            .map(|r| (r.id.clone(), r.job_id.clone(), r.status))
+            .collect())
+    }
+
+    /// A run written the careful way (the script reads it first): a
+    /// second new run for a slot already taken in the batch.
+    fn careful_run(&mut self, run: &Run, payloads: &mut Payloads) -> Result<(), StoreError> {
+        let record = record(run)?;
+        // `run`, its field count, then id, job, status and key.
+        payloads.carried_at(&run.id, self.args.len() + 6);
+        self.push(
+            "run",
+            vec![
+                run.id.clone(),
+                run.job_id.clone(),
+                run.status.as_str().to_string(),
+                slot_key(run).to_string(),
+                record,
+            ],
+        );
+        Ok(())
     }
 }
 

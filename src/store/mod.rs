@@ -190,6 +190,16 @@ impl ResourceWrites {
     }
 }
 
+/// A revision to record with its events, in one atomic write: an applied
+/// one with its resource writes, a rejected one without (`writes` `None`,
+/// resources untouched).
+#[derive(Debug, Clone)]
+pub struct RevisionWrite {
+    pub revision: RevisionRecord,
+    pub writes: Option<ResourceWrites>,
+    pub events: Vec<NewEvent>,
+}
+
 /// Committed events a live subscriber may fall behind by before it is told
 /// it lagged (it then resumes from the store by id).
 pub const EVENT_BUFFER: usize = 16_384;
@@ -468,6 +478,16 @@ pub fn format_ts(t: jiff::Timestamp) -> String {
         .to_string()
 }
 
+/// The same call on whichever backend the store is.
+macro_rules! on_backend {
+    ($store:expr, $s:ident => $call:expr) => {
+        match $store {
+            Store::Sqlite($s) => $call,
+            Store::Redis($s) => $call,
+        }
+    };
+}
+
 /// The store a process uses. Cheap to clone.
 #[derive(Clone)]
 pub enum Store {
@@ -501,84 +521,54 @@ impl Store {
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.ping().await,
-            Store::Redis(s) => s.ping().await,
-        }
+        on_backend!(self, s => s.ping().await)
     }
 
     /// Committed events, in id order, as they commit.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
-        match self {
-            Store::Sqlite(s) => s.subscribe(),
-            Store::Redis(s) => s.subscribe(),
-        }
+        on_backend!(self, s => s.subscribe())
     }
 
     /// Queue writes without waiting for them (see [`Mutation`]).
     pub fn submit(&self, mutations: Vec<Mutation>) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.submit(mutations),
-            Store::Redis(s) => s.submit(mutations),
-        }
+        on_backend!(self, s => s.submit(mutations))
     }
 
     /// Wait while more than `limit` submitted writes are uncommitted
     /// (backpressure: producers slow to the writer's pace).
     pub async fn wait_for_backlog(&self, limit: usize) {
-        match self {
-            Store::Sqlite(s) => s.wait_for_backlog(limit).await,
-            Store::Redis(s) => s.wait_for_backlog(limit).await,
-        }
+        on_backend!(self, s => s.wait_for_backlog(limit).await)
     }
 
     /// Submitted writes not yet committed.
     pub fn backlog(&self) -> usize {
-        match self {
-            Store::Sqlite(s) => s.backlog(),
-            Store::Redis(s) => s.backlog(),
-        }
+        on_backend!(self, s => s.backlog())
     }
 
     /// A key-value operation; returns the value after it (a delete returns
     /// the removed value, a get of a missing or expired key `None`).
     pub async fn kv(&self, key: &str, op: KvOp) -> Result<Option<Value>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.kv(key.to_string(), op).await,
-            Store::Redis(s) => s.kv(key.to_string(), op).await,
-        }
+        on_backend!(self, s => s.kv(key.to_string(), op).await)
     }
 
     /// Wait until everything submitted before is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.flush().await,
-            Store::Redis(s) => s.flush().await,
-        }
+        on_backend!(self, s => s.flush().await)
     }
 
     /// One run and its seq (the list cursor).
     pub async fn run(&self, id: &str) -> Result<Option<(i64, Run)>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.run(id.to_string()).await,
-            Store::Redis(s) => s.run(id.to_string()).await,
-        }
+        on_backend!(self, s => s.run(id.to_string()).await)
     }
 
     /// Runs newest first.
     pub async fn runs(&self, query: RunQuery) -> Result<Vec<(i64, Run)>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.runs(query).await,
-            Store::Redis(s) => s.runs(query).await,
-        }
+        on_backend!(self, s => s.runs(query).await)
     }
 
     /// Events per type since an RFC 3339 time.
     pub async fn event_counts_since(&self, since: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.event_counts_since(since.to_string()).await,
-            Store::Redis(s) => s.event_counts_since(since.to_string()).await,
-        }
+        on_backend!(self, s => s.event_counts_since(since.to_string()).await)
     }
 
     /// The newest run of each of `jobs` (jobs without runs are absent).
@@ -586,65 +576,41 @@ impl Store {
         &self,
         jobs: Vec<String>,
     ) -> Result<std::collections::HashMap<String, Run>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.last_runs(jobs).await,
-            Store::Redis(s) => s.last_runs(jobs).await,
-        }
+        on_backend!(self, s => s.last_runs(jobs).await)
     }
 
     /// Every unfinished run, oldest first (recovery on start).
     pub async fn active_runs(&self) -> Result<Vec<Run>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.active_runs().await,
-            Store::Redis(s) => s.active_runs().await,
-        }
+        on_backend!(self, s => s.active_runs().await)
     }
 
     /// `(job, status, count)` over all stored runs.
     pub async fn run_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.run_counts().await,
-            Store::Redis(s) => s.run_counts().await,
-        }
+        on_backend!(self, s => s.run_counts().await)
     }
 
     pub async fn failure_states(&self) -> Result<Vec<(String, FailureState)>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.failure_states().await,
-            Store::Redis(s) => s.failure_states().await,
-        }
+        on_backend!(self, s => s.failure_states().await)
     }
 
     /// `(job, last slot RFC 3339)` for every job that had a slot.
     pub async fn job_slots(&self) -> Result<Vec<(String, String)>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.job_slots().await,
-            Store::Redis(s) => s.job_slots().await,
-        }
+        on_backend!(self, s => s.job_slots().await)
     }
 
     pub async fn approvals(&self, pending_only: bool) -> Result<Vec<Approval>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.approvals(pending_only).await,
-            Store::Redis(s) => s.approvals(pending_only).await,
-        }
+        on_backend!(self, s => s.approvals(pending_only).await)
     }
 
     /// Commands other processes left for the daemon, after `after`.
     pub async fn inbox(&self, after: i64) -> Result<Vec<(i64, InboxCommand)>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.inbox(after).await,
-            Store::Redis(s) => s.inbox(after).await,
-        }
+        on_backend!(self, s => s.inbox(after).await)
     }
 
     /// How many runs of inbox command `id` are queued already (see
     /// [`Mutation::InboxProgress`]); 0 for a command not started.
     pub async fn inbox_progress(&self, id: i64) -> Result<u32, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.inbox_progress(id).await,
-            Store::Redis(s) => s.inbox_progress(id).await,
-        }
+        on_backend!(self, s => s.inbox_progress(id).await)
     }
 
     /// Which of `ids` have a run record.
@@ -652,27 +618,18 @@ impl Store {
         &self,
         ids: Vec<String>,
     ) -> Result<std::collections::HashSet<String>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.recorded_runs(ids).await,
-            Store::Redis(s) => s.recorded_runs(ids).await,
-        }
+        on_backend!(self, s => s.recorded_runs(ids).await)
     }
 
     /// Leave a command for the daemon (the CLI's `trigger` and
     /// `approvals`); returns its inbox id.
     pub async fn post_to_inbox(&self, command: &InboxCommand) -> Result<i64, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.post_to_inbox(command).await,
-            Store::Redis(s) => s.post_to_inbox(command).await,
-        }
+        on_backend!(self, s => s.post_to_inbox(command).await)
     }
 
     /// The applied snapshot and its revision (empty before the first apply).
     pub async fn applied(&self) -> Result<Applied, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.applied().await,
-            Store::Redis(s) => s.applied().await,
-        }
+        on_backend!(self, s => s.applied().await)
     }
 
     /// Record an applied revision with its resource writes and events, in
@@ -683,11 +640,12 @@ impl Store {
         writes: ResourceWrites,
         events: Vec<NewEvent>,
     ) -> Result<(i64, Vec<Event>), StoreError> {
-        let writes = Some(writes);
-        match self {
-            Store::Sqlite(s) => s.record_revision(revision, writes, events).await,
-            Store::Redis(s) => s.record_revision(revision, writes, events).await,
-        }
+        let w = RevisionWrite {
+            revision,
+            writes: Some(writes),
+            events,
+        };
+        on_backend!(self, s => s.record_revision(w).await)
     }
 
     /// Record a rejected revision and its events; resources are untouched.
@@ -696,10 +654,12 @@ impl Store {
         revision: RevisionRecord,
         events: Vec<NewEvent>,
     ) -> Result<(i64, Vec<Event>), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.record_revision(revision, None, events).await,
-            Store::Redis(s) => s.record_revision(revision, None, events).await,
-        }
+        let w = RevisionWrite {
+            revision,
+            writes: None,
+            events,
+        };
+        on_backend!(self, s => s.record_revision(w).await)
     }
 
     /// Revision history, newest first, with seq below `before` (0 = from
@@ -709,32 +669,20 @@ impl Store {
         before: i64,
         limit: usize,
     ) -> Result<Vec<RevisionRecord>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.revisions(before, limit).await,
-            Store::Redis(s) => s.revisions(before, limit).await,
-        }
+        on_backend!(self, s => s.revisions(before, limit).await)
     }
 
     pub async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.append_events(events).await,
-            Store::Redis(s) => s.append_events(events).await,
-        }
+        on_backend!(self, s => s.append_events(events).await)
     }
 
     /// Events in id order after `query.after`.
     pub async fn events(&self, query: EventQuery) -> Result<Vec<Event>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.events(query).await,
-            Store::Redis(s) => s.events(query).await,
-        }
+        on_backend!(self, s => s.events(query).await)
     }
 
     /// The id of the newest committed event (0 when there is none).
     pub async fn last_event_id(&self) -> Result<i64, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.last_event_id().await,
-            Store::Redis(s) => s.last_event_id().await,
-        }
+        on_backend!(self, s => s.last_event_id().await)
     }
 }

@@ -56,7 +56,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backlog::Backlog;
 use super::runs::InboxCommand;
-use super::{Event, KvOp, Mutation, NewEvent, ResourceWrites, RevisionRecord, StoreError};
+use super::{Event, KvOp, Mutation, NewEvent, RevisionWrite, StoreError};
 use batch::{Ops, Outcome, Target};
 use writer::WriteOp;
 
@@ -286,15 +286,13 @@ impl RedisStore {
         }
     }
 
-    /// Record a revision with its events in one script call: an applied
-    /// one with its resource writes, a rejected one (`writes` `None`)
-    /// leaving resources untouched.
-    pub async fn record_revision(
-        &self,
-        revision: RevisionRecord,
-        writes: Option<ResourceWrites>,
-        events: Vec<NewEvent>,
-    ) -> Result<(i64, Vec<Event>), StoreError> {
+    /// Record `w` in one script call.
+    pub async fn record_revision(&self, w: RevisionWrite) -> Result<(i64, Vec<Event>), StoreError> {
+        let RevisionWrite {
+            revision,
+            writes,
+            events,
+        } = w;
         let mut ops = Ops::default();
         if let Some(writes) = &writes {
             ops.resources(writes);

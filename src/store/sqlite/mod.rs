@@ -34,7 +34,7 @@ use tokio::sync::{broadcast, oneshot};
 use super::backlog::Backlog;
 use super::runs::{Approval, FailureState, InboxCommand, LiveState, Run, RunQuery};
 use super::{
-    Applied, Event, EventQuery, Mutation, NewEvent, ResourceWrites, RevisionRecord, StoreError,
+    Applied, Event, EventQuery, Mutation, NewEvent, RevisionRecord, RevisionWrite, StoreError,
 };
 pub use inbox::{post_to_inbox, read_inbox};
 pub use reads::{read_applied, read_approvals, read_live_state, read_runs_blocking};
@@ -297,19 +297,10 @@ impl SqliteStore {
         self.read(read_applied).await
     }
 
-    /// Record a revision with its events in one transaction: an applied
-    /// one with its resource writes, a rejected one (`writes` `None`)
-    /// leaving resources untouched.
-    pub async fn record_revision(
-        &self,
-        revision: RevisionRecord,
-        writes: Option<ResourceWrites>,
-        events: Vec<NewEvent>,
-    ) -> Result<(i64, Vec<Event>), StoreError> {
+    /// Record `w` in one transaction.
+    pub async fn record_revision(&self, w: RevisionWrite) -> Result<(i64, Vec<Event>), StoreError> {
         self.write(|reply| WriteOp::Revision {
-            revision: Box::new(revision),
-            writes,
-            events,
+            write: Box::new(w),
             reply,
         })
         .await

@@ -2,7 +2,7 @@ use super::*;
 use crate::spec::model::Kind;
 use crate::spec::snapshot::Snapshot;
 use crate::spec::{SourceFile, build};
-use crate::store::RevisionStatus;
+use crate::store::{ResourceWrites, RevisionStatus, Store};
 use rows::EVENT_ROWS;
 use serde_json::json;
 
@@ -36,13 +36,13 @@ async fn apply_then_reopen_keeps_the_snapshot_and_history() {
     let path = tmp.path().join("state.db");
     let desired = snapshot("id: a\ntype: noop\n---\nkind: Flow\nid: lane\nmax_active_runs: 2\n");
     {
-        let store = SqliteStore::open(&path).unwrap();
+        let store = Store::Sqlite(SqliteStore::open(&path).unwrap());
         let writes = ResourceWrites::between(&Snapshot::default(), &desired);
         assert_eq!(writes.upserts.len(), 2);
         let (seq, events) = store
-            .record_revision(
+            .apply_revision(
                 revision("r1", RevisionStatus::Applied),
-                Some(writes),
+                writes,
                 vec![NewEvent::new("reconcile.applied", json!({})).job("a")],
             )
             .await
@@ -50,11 +50,11 @@ async fn apply_then_reopen_keeps_the_snapshot_and_history() {
         assert_eq!(seq, 1);
         assert_eq!(events[0].id, 1);
         store
-            .record_revision(revision("r2", RevisionStatus::Rejected), None, vec![])
+            .reject_revision(revision("r2", RevisionStatus::Rejected), vec![])
             .await
             .unwrap();
     }
-    let store = SqliteStore::open(&path).unwrap();
+    let store = Store::Sqlite(SqliteStore::open(&path).unwrap());
     let applied = store.applied().await.unwrap();
     assert_eq!(applied.snapshot, desired);
     assert_eq!(applied.revision.unwrap().id, "r1");
@@ -69,11 +69,7 @@ async fn apply_then_reopen_keeps_the_snapshot_and_history() {
     assert!(writes.upserts.is_empty());
     assert_eq!(writes.deletes, vec![(Kind::Flow, "lane".to_string())]);
     store
-        .record_revision(
-            revision("r3", RevisionStatus::Applied),
-            Some(writes),
-            vec![],
-        )
+        .apply_revision(revision("r3", RevisionStatus::Applied), writes, vec![])
         .await
         .unwrap();
     assert_eq!(store.applied().await.unwrap().snapshot, smaller);

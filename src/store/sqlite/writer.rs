@@ -15,7 +15,7 @@ use super::prepare::{Item, Prepared, Spare, prepare_loop};
 use super::rows::{insert_events, insert_revision, write_resources, write_rows};
 use super::{open_beside, sql_err};
 use crate::store::backlog::Backlog;
-use crate::store::{Event, KvOp, Mutation, NewEvent, ResourceWrites, RevisionRecord, StoreError};
+use crate::store::{Event, KvOp, Mutation, NewEvent, RevisionWrite, StoreError};
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -23,13 +23,9 @@ pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 pub(super) enum WriteOp {
-    /// A revision with its events; an applied one with its resource
-    /// writes, a rejected one without.
+    /// Boxed: a revision is rare, the channel carries many writes.
     Revision {
-        /// Boxed: a revision is rare, the channel carries many writes.
-        revision: Box<RevisionRecord>,
-        writes: Option<ResourceWrites>,
-        events: Vec<NewEvent>,
+        write: Box<RevisionWrite>,
         reply: Reply<(i64, Vec<Event>)>,
     },
     AppendEvents {
@@ -238,12 +234,12 @@ fn run_op(
     }
     let owned = path.to_path_buf();
     match op {
-        WriteOp::Revision {
-            revision,
-            writes,
-            events,
-            reply,
-        } => {
+        WriteOp::Revision { write, reply } => {
+            let RevisionWrite {
+                revision,
+                writes,
+                events,
+            } = *write;
             let r = in_savepoint(tx, path, |sp| {
                 if let Some(writes) = &writes {
                     write_resources(sp, path, writes)?;

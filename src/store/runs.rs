@@ -293,3 +293,18 @@ impl LiveState {
         live
     }
 }
+
+/// Approvals pending first, then newest first: the order both backends
+/// list them in.
+pub fn sort_approvals(items: &mut [Approval]) {
+    items.sort_by(|a, b| {
+        (
+            a.status != ApprovalStatus::Pending,
+            std::cmp::Reverse(&a.requested_at),
+        )
+            .cmp(&(
+                b.status != ApprovalStatus::Pending,
+                std::cmp::Reverse(&b.requested_at),
+            ))
+    });
+}

@@ -132,20 +132,6 @@ pub async fn kv_op(target: &Target, key: &str, op: KvOp) -> Result<Option<Value>
     }
 }
 
-/// Approvals pending first, then newest first (the SQLite order).
-pub fn sort_approvals(items: &mut [Approval]) {
-    items.sort_by(|a, b| {
-        (
-            a.status != ApprovalStatus::Pending,
-            std::cmp::Reverse(&a.requested_at),
-        )
-            .cmp(&(
-                b.status != ApprovalStatus::Pending,
-                std::cmp::Reverse(&b.requested_at),
-            ))
-    });
-}
-
 impl RedisStore {
     fn target(&self) -> &Target {
         &self.inner.target
@@ -355,7 +341,7 @@ impl RedisStore {
                 out.push(a);
             }
         }
-        sort_approvals(&mut out);
+        super::super::runs::sort_approvals(&mut out);
         Ok(out)
     }
 

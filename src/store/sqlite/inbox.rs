@@ -5,7 +5,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{corrupt, sql_err};
+use super::{all_rows, corrupt, sql_err};
 use crate::store::StoreError;
 use crate::store::runs::InboxCommand;
 
@@ -16,17 +16,12 @@ pub fn read_inbox(
     path: &Path,
     after: i64,
 ) -> Result<Vec<(i64, InboxCommand)>, StoreError> {
-    let mut stmt = c
-        .prepare_cached("SELECT id, command FROM inbox WHERE id > ?1 ORDER BY id LIMIT 1000")
-        .map_err(sql_err(path))?;
-    let rows = stmt
-        .query_map([after], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-        })
-        .map_err(sql_err(path))?;
+    let sql = "SELECT id, command FROM inbox WHERE id > ?1 ORDER BY id LIMIT 1000";
+    let rows = all_rows(c, path, sql, [after], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+    })?;
     let mut out = Vec::new();
-    for row in rows {
-        let (id, text) = row.map_err(sql_err(path))?;
+    for (id, text) in rows {
         match serde_json::from_str(&text) {
             Ok(cmd) => out.push((id, cmd)),
             Err(e) => tracing::warn!(id, error = %e, "store: unreadable inbox command skipped"),

@@ -73,6 +73,19 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::corrupt(what, e)
 }
 
+/// Every row `sql` returns, each mapped by `f`.
+fn all_rows<T>(
+    c: &Connection,
+    path: &Path,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = c.prepare_cached(sql).map_err(sql_err(path))?;
+    let rows = stmt.query_map(params, f).map_err(sql_err(path))?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(sql_err(path))
+}
+
 /// A connection beside the writer's (a reader or the checkpointer): waits
 /// up to 10 s for a lock instead of failing at once.
 fn open_beside(path: &Path) -> rusqlite::Result<Connection> {

@@ -8,10 +8,10 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
-use super::{corrupt, sql_err};
+use super::{all_rows, corrupt, sql_err};
 use crate::spec::model::{Connector, Flow, Job, Kind, Skill};
 use crate::spec::snapshot::{Resource, Snapshot};
-use crate::store::runs::{Approval, ApprovalStatus, FailureState, LiveState, Run, RunQuery};
+use crate::store::runs::{Approval, FailureState, LiveState, Run, RunQuery, sort_approvals};
 use crate::store::{Applied, Event, EventQuery, RevisionRecord, RevisionStatus, StoreError};
 
 /// The applied snapshot from a connection (also used by `plan --state`
@@ -129,19 +129,16 @@ pub(super) fn revisions(
     limit: usize,
 ) -> Result<Vec<RevisionRecord>, StoreError> {
     let before = if before <= 0 { i64::MAX } else { before };
-    let mut stmt = c
-        .prepare(&format!(
-            "{REVISION_COLUMNS} WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2"
-        ))
-        .map_err(sql_err(path))?;
-    let rows = stmt
-        .query_map(params![before, limit as i64], revision_from_row)
-        .map_err(sql_err(path))?;
-    let mut out = Vec::new();
-    for row in rows {
-        out.push(row.map_err(sql_err(path))??);
-    }
-    Ok(out)
+    let sql = format!("{REVISION_COLUMNS} WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2");
+    all_rows(
+        c,
+        path,
+        &sql,
+        params![before, limit as i64],
+        revision_from_row,
+    )?
+    .into_iter()
+    .collect()
 }
 
 pub(super) fn events(
@@ -171,30 +168,33 @@ pub(super) fn events(
     }
     sql.push_str(&format!(" ORDER BY id LIMIT ?{}", args.len() + 1));
     args.push((q.limit.max(1) as i64).into());
-    let mut stmt = c.prepare_cached(&sql).map_err(sql_err(path))?;
-    let rows = stmt
-        .query_map(rusqlite::params_from_iter(args), |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
+    let rows = all_rows(c, path, &sql, rusqlite::params_from_iter(args), |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            (
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, Option<String>>(3)?,
                 r.get::<_, Option<String>>(4)?,
                 r.get::<_, String>(5)?,
+            ),
+        ))
+    })?;
+    rows.into_iter()
+        .map(|(id, (event_type, at, job_id, run_id, data))| {
+            let data: Value =
+                serde_json::from_str(&data).map_err(|e| corrupt(&format!("event {id}"), e))?;
+            Ok(Event::from_parts(
+                id,
+                (event_type, at, job_id, run_id, data),
             ))
         })
-        .map_err(sql_err(path))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, event_type, at, job_id, run_id, data) = row.map_err(sql_err(path))?;
-        let data: Value =
-            serde_json::from_str(&data).map_err(|e| corrupt(&format!("event {id}"), e))?;
-        out.push(Event::from_parts(
-            id,
-            (event_type, at, job_id, run_id, data),
-        ));
-    }
-    Ok(out)
+        .collect()
+}
+
+/// A `runs` row read as `SELECT seq, record`.
+fn seq_and_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String)> {
+    Ok((r.get(0)?, r.get(1)?))
 }
 
 fn parse_run(record: &str, seq: i64) -> Result<Run, StoreError> {
@@ -218,18 +218,16 @@ pub(super) fn runs(
     }
     sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", args.len() + 1));
     args.push((q.limit.max(1) as i64).into());
-    let mut stmt = c.prepare_cached(&sql).map_err(sql_err(path))?;
-    let rows = stmt
-        .query_map(rusqlite::params_from_iter(args), |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-        })
-        .map_err(sql_err(path))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (seq, rec) = row.map_err(sql_err(path))?;
-        out.push((seq, parse_run(&rec, seq)?));
-    }
-    Ok(out)
+    all_rows(
+        c,
+        path,
+        &sql,
+        rusqlite::params_from_iter(args),
+        seq_and_record,
+    )?
+    .into_iter()
+    .map(|(seq, rec)| Ok((seq, parse_run(&rec, seq)?)))
+    .collect()
 }
 
 /// Approvals, pending first then newest (also used by the CLI).
@@ -243,25 +241,16 @@ pub fn read_approvals(
     } else {
         "SELECT id, record FROM approvals"
     };
-    let mut stmt = c.prepare(sql).map_err(sql_err(path))?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-        .map_err(sql_err(path))?;
-    let mut out: Vec<Approval> = Vec::new();
-    for row in rows {
-        let (id, rec) = row.map_err(sql_err(path))?;
-        out.push(serde_json::from_str(&rec).map_err(|e| corrupt(&format!("approval {id}"), e))?);
-    }
-    out.sort_by(|a, b| {
-        (
-            a.status != ApprovalStatus::Pending,
-            std::cmp::Reverse(&a.requested_at),
-        )
-            .cmp(&(
-                b.status != ApprovalStatus::Pending,
-                std::cmp::Reverse(&b.requested_at),
-            ))
-    });
+    let rows = all_rows(c, path, sql, [], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut out = rows
+        .into_iter()
+        .map(|(id, rec)| {
+            serde_json::from_str(&rec).map_err(|e| corrupt(&format!("approval {id}"), e))
+        })
+        .collect::<Result<Vec<Approval>, _>>()?;
+    sort_approvals(&mut out);
     Ok(out)
 }
 
@@ -284,9 +273,11 @@ pub fn read_runs_blocking(
 }
 
 pub(super) fn run(c: &Connection, path: &Path, id: &str) -> Result<Option<(i64, Run)>, StoreError> {
-    c.query_row("SELECT seq, record FROM runs WHERE id = ?1", [id], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-    })
+    c.query_row(
+        "SELECT seq, record FROM runs WHERE id = ?1",
+        [id],
+        seq_and_record,
+    )
     .optional()
     .map_err(sql_err(path))?
     .map(|(seq, rec)| Ok((seq, parse_run(&rec, seq)?)))
@@ -299,15 +290,10 @@ pub(super) fn event_counts_since(
     path: &Path,
     since: &str,
 ) -> Result<Vec<(String, u64)>, StoreError> {
-    let mut stmt = c
-        .prepare("SELECT type, count(*) FROM events WHERE at >= ?1 GROUP BY type ORDER BY type")
-        .map_err(sql_err(path))?;
-    let rows = stmt
-        .query_map([since], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
-        })
-        .map_err(sql_err(path))?;
-    rows.collect::<Result<Vec<_>, _>>().map_err(sql_err(path))
+    let sql = "SELECT type, count(*) FROM events WHERE at >= ?1 GROUP BY type ORDER BY type";
+    all_rows(c, path, sql, [since], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+    })
 }
 
 /// The newest run of each of `jobs`.
@@ -322,9 +308,7 @@ pub(super) fn last_runs(
     let mut out = HashMap::new();
     for job in jobs {
         let row = stmt
-            .query_row([&job], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-            })
+            .query_row([&job], seq_and_record)
             .optional()
             .map_err(sql_err(path))?;
         if let Some((seq, rec)) = row {
@@ -336,22 +320,13 @@ pub(super) fn last_runs(
 
 /// Every run that is not finished, oldest first.
 pub(super) fn active_runs(c: &Connection, path: &Path) -> Result<Vec<Run>, StoreError> {
-    let mut stmt = c
-        .prepare(
-            "SELECT seq, record FROM runs
-             WHERE status IN ('queued', 'awaiting_approval', 'running', 'retrying')
-             ORDER BY seq",
-        )
-        .map_err(sql_err(path))?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
-        .map_err(sql_err(path))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (seq, rec) = row.map_err(sql_err(path))?;
-        out.push(parse_run(&rec, seq)?);
-    }
-    Ok(out)
+    let sql = "SELECT seq, record FROM runs
+               WHERE status IN ('queued', 'awaiting_approval', 'running', 'retrying')
+               ORDER BY seq";
+    all_rows(c, path, sql, [], seq_and_record)?
+        .into_iter()
+        .map(|(seq, rec)| parse_run(&rec, seq))
+        .collect()
 }
 
 /// `(job, status, count)` over all stored runs.
@@ -359,46 +334,33 @@ pub(super) fn run_counts(
     c: &Connection,
     path: &Path,
 ) -> Result<Vec<(String, String, u64)>, StoreError> {
-    let mut stmt = c
-        .prepare("SELECT job_id, status, count(*) FROM runs GROUP BY job_id, status")
-        .map_err(sql_err(path))?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
-        })
-        .map_err(sql_err(path))?;
-    rows.collect::<Result<Vec<_>, _>>().map_err(sql_err(path))
+    let sql = "SELECT job_id, status, count(*) FROM runs GROUP BY job_id, status";
+    all_rows(c, path, sql, [], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+    })
 }
 
 pub(super) fn failure_states(
     c: &Connection,
     path: &Path,
 ) -> Result<Vec<(String, FailureState)>, StoreError> {
-    let mut stmt = c
-        .prepare("SELECT job_id, state FROM failure_memory")
-        .map_err(sql_err(path))?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-        .map_err(sql_err(path))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (job, state) = row.map_err(sql_err(path))?;
-        let state = serde_json::from_str(&state)
-            .map_err(|e| corrupt(&format!("failure memory of {job}"), e))?;
-        out.push((job, state));
-    }
-    Ok(out)
+    let sql = "SELECT job_id, state FROM failure_memory";
+    let rows = all_rows(c, path, sql, [], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    rows.into_iter()
+        .map(|(job, state)| {
+            let state = serde_json::from_str(&state)
+                .map_err(|e| corrupt(&format!("failure memory of {job}"), e))?;
+            Ok((job, state))
+        })
+        .collect()
 }
 
 /// `(job, last slot RFC 3339)`: the last slot each job got an outcome for.
 pub(super) fn job_slots(c: &Connection, path: &Path) -> Result<Vec<(String, String)>, StoreError> {
-    let mut stmt = c
-        .prepare("SELECT job_id, last_slot FROM job_slots")
-        .map_err(sql_err(path))?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .map_err(sql_err(path))?;
-    rows.collect::<Result<Vec<_>, _>>().map_err(sql_err(path))
+    let sql = "SELECT job_id, last_slot FROM job_slots";
+    all_rows(c, path, sql, [], |r| Ok((r.get(0)?, r.get(1)?)))
 }
 
 /// Which of `ids` have a run record.

@@ -98,45 +98,37 @@ async fn concurrent_appends_get_increasing_ids_and_filters_work() {
     for t in tasks {
         t.await.unwrap();
     }
-    let all = store
-        .events(EventQuery {
-            after: 0,
-            limit: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let read = |q: EventQuery| {
+        let store = store.clone();
+        async move { store.events(q).await.unwrap() }
+    };
+    let from_start = EventQuery {
+        after: 0,
+        limit: 1000,
+        ..Default::default()
+    };
+    let all = read(from_start.clone()).await;
     assert_eq!(all.len(), 50);
     assert!(all.windows(2).all(|w| w[0].id < w[1].id));
-    let page = store
-        .events(EventQuery {
-            after: all[9].id,
-            limit: 5,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let page = read(EventQuery {
+        after: all[9].id,
+        limit: 5,
+        ..Default::default()
+    })
+    .await;
     assert_eq!(page[0].id, all[10].id);
     assert_eq!(page.len(), 5);
-    let sched = store
-        .events(EventQuery {
-            after: 0,
-            limit: 1000,
-            event_type: Some("scheduler.*".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let sched = read(EventQuery {
+        event_type: Some("scheduler.*".into()),
+        ..from_start.clone()
+    })
+    .await;
     assert_eq!(sched.len(), 25);
-    let job = store
-        .events(EventQuery {
-            after: 0,
-            limit: 1000,
-            job_id: Some("j1".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let job = read(EventQuery {
+        job_id: Some("j1".into()),
+        ..from_start
+    })
+    .await;
     assert_eq!(job.len(), 10);
 }
 

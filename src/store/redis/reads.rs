@@ -63,19 +63,14 @@ pub async fn kv_op(target: &Target, key: &str, op: KvOp) -> Result<Option<Value>
     let full = format!("{}kv:{key}", target.prefix);
     let what = format!("kv {key}");
     let mut c = target.conn.clone();
-    let parse = |text: Option<String>| -> Result<Option<Value>, StoreError> {
+    // A command that answers with the key's JSON text, or nil.
+    let read_value = async |cmd: &redis::Cmd, c: &mut redis::aio::ConnectionManager| {
+        let text: Option<String> = cmd.query_async(c).await.map_err(err(target, &what))?;
         text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::corrupt(&what, e)))
             .transpose()
     };
     match op {
-        KvOp::Get => {
-            let v: Option<String> = redis::cmd("GET")
-                .arg(&full)
-                .query_async(&mut c)
-                .await
-                .map_err(err(target, &what))?;
-            parse(v)
-        }
+        KvOp::Get => read_value(redis::cmd("GET").arg(&full), &mut c).await,
         KvOp::Set { value, ttl_sec } => {
             let mut cmd = redis::cmd("SET");
             cmd.arg(&full).arg(value.to_string());
@@ -121,14 +116,7 @@ pub async fn kv_op(target: &Target, key: &str, op: KvOp) -> Result<Option<Value>
                 })?;
             Ok(Some(Value::from(n)))
         }
-        KvOp::Delete => {
-            let v: Option<String> = redis::cmd("GETDEL")
-                .arg(&full)
-                .query_async(&mut c)
-                .await
-                .map_err(err(target, &what))?;
-            parse(v)
-        }
+        KvOp::Delete => read_value(redis::cmd("GETDEL").arg(&full), &mut c).await,
     }
 }
 

@@ -239,3 +239,39 @@ fn a_newer_schema_is_refused() {
         Err(StoreError::TooNew { .. })
     ));
 }
+
+#[tokio::test]
+async fn the_live_state_counts_unfinished_runs_per_job_and_flow_and_keeps_each_jobs_last_slot() {
+    use crate::store::Mutation;
+    use crate::store::runs::RunStatus;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("s.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let run = |id: &str, job: &str, status: RunStatus, flow: Option<&str>| {
+        let mut r = crate::testkit::sample_run(id, job, &format!("key-{id}"), status);
+        r.flow = flow.map(str::to_string);
+        Mutation::PutRun(Box::new(r))
+    };
+    store
+        .submit(vec![
+            run("a1", "a", RunStatus::Running, Some("lane")),
+            run("a2", "a", RunStatus::Succeeded, Some("lane")),
+            run("a3", "a", RunStatus::Retrying, None),
+            run("b1", "b", RunStatus::Queued, Some("lane")),
+            Mutation::JobSlot("a".into(), "2026-01-01T00:00:00.000Z".into()),
+            Mutation::JobSlot("b".into(), "not a time".into()),
+        ])
+        .unwrap();
+    store.flush().await.unwrap();
+    let live = store.live_state().await.unwrap();
+    let slot: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+    assert_eq!(live.last_slots, [("a".to_string(), slot)].into());
+    assert_eq!(
+        live.active_runs_by_job,
+        [("a".to_string(), 2), ("b".to_string(), 1)].into()
+    );
+    assert_eq!(live.active_runs_by_flow, [("lane".to_string(), 2)].into());
+    // `plan --state` reads the same through a read-only connection.
+    let conn = SqliteStore::open_read_only(&path).unwrap();
+    assert_eq!(read_live_state(&conn, &path).unwrap(), live);
+}

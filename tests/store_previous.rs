@@ -42,16 +42,17 @@ fn listed_runs(d: &Daemon) -> Vec<Value> {
 #[test]
 fn a_store_written_by_the_previous_release_opens_lists_its_runs_and_runs_new_ones() {
     let fixture = common::repo().join(FIXTURE);
-    let old = recorded_runs(&fixture.join("state.db"));
-    assert!(old.len() >= 4, "the fixture holds runs: {old:?}");
     let d = ConfigDir::new();
     d.write(
         "jobs.d/previous.yaml",
         &std::fs::read_to_string(fixture.join("jobs.d/previous.yaml")).expect("fixture jobs"),
     );
+    // Only the copy is opened: even a reader leaves WAL files beside it.
     let state = d.path().join(".multijob");
     std::fs::create_dir_all(&state).expect("state dir");
     std::fs::copy(fixture.join("state.db"), state.join("state.db")).expect("copy the fixture");
+    let old = recorded_runs(&state.join("state.db"));
+    assert!(old.len() >= 4, "the fixture holds runs: {old:?}");
 
     let daemon = Daemon::start(d.path(), &["--workers", "1"]);
     daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);

@@ -114,12 +114,12 @@ async fn git(dir: &Path, args: &[&str]) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::fs;
 
     /// Runs git with a fixed identity; panics with its output on failure.
-    fn git_sync(dir: &Path, args: &[&str]) -> String {
+    pub(crate) fn git_sync(dir: &Path, args: &[&str]) -> String {
         let out = std::process::Command::new("git")
             .args(["-c", "user.name=multijob", "-c", "user.email=t@example.com"])
             .args([

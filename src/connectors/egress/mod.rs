@@ -10,6 +10,9 @@
 //! ([`GuardedResolver`]) applies the same rule when it connects, so a name
 //! that changes its answer between the check and the connect (DNS
 //! rebinding) is still refused.
+//!
+//! Part of `connectors`: it uses `run` (a refusal is a permanent run
+//! error) and the resolver, nothing above.
 
 pub mod address;
 pub mod origin;

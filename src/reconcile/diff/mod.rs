@@ -5,6 +5,9 @@
 //! or reordering its keys changes nothing. Only when hashes differ are the
 //! two specs walked as JSON to name the changed fields, by path:
 //! `schedule.interval_sec`, `steps[2].http.url`, `labels["app.kubernetes.io/name"]`.
+//!
+//! It uses `spec` (the snapshots it compares) and nothing else of the
+//! crate.
 
 use std::collections::BTreeMap;
 

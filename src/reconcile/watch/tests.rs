@@ -136,25 +136,9 @@ fn swap_link(target: &str, link: &Path) {
     fs::rename(&tmp, link).unwrap();
 }
 
+/// Runs git in `dir` with a fixed identity (the git module's test helper).
 fn git(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .args(["-c", "user.name=multijob", "-c", "user.email=t@example.com"])
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::reconcile::git::tests::git_sync(dir, args);
 }
 
 #[tokio::test]

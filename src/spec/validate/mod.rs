@@ -2,6 +2,9 @@
 //! references between resources, `uses` cycles, tool policies, skill
 //! params and literal secrets. Every finding is collected. What each job
 //! type asks of a job is in [`job`].
+//!
+//! Pure, like all of `spec`: it uses the model, the templates and
+//! `calendar` (a schedule must compile), nothing above `spec`.
 
 mod job;
 

@@ -219,3 +219,34 @@ mod tests {
         assert!(ping(port));
     }
 }
+
+/// The snapshot of one config file's `text` (at `jobs.d/a.yaml`), which
+/// must be valid.
+pub fn snapshot_of(text: &str) -> crate::spec::snapshot::Snapshot {
+    let loaded = crate::spec::build(&[crate::spec::SourceFile {
+        path: "jobs.d/a.yaml".into(),
+        text: text.into(),
+    }]);
+    assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
+    loaded.snapshot
+}
+
+/// A revision record as tests write one: `id` with `status`, now, one
+/// create, no git.
+pub fn revision_record(
+    id: &str,
+    status: crate::store::RevisionStatus,
+) -> crate::store::RevisionRecord {
+    crate::store::RevisionRecord {
+        seq: 0,
+        id: id.into(),
+        status,
+        at: crate::store::now_rfc3339(),
+        git_commit: None,
+        git_dirty: false,
+        content_hash: "h".into(),
+        summary: serde_json::json!({"create": 1}),
+        changes: serde_json::json!([]),
+        errors: vec![],
+    }
+}

@@ -7,7 +7,7 @@ use common::ConfigDir;
 use multijob::spec::snapshot::Snapshot;
 use multijob::spec::{SourceFile, build};
 use multijob::store::runs::{Approval, ApprovalStatus, InboxCommand};
-use multijob::store::{Mutation, ResourceWrites, RevisionRecord, RevisionStatus, Store};
+use multijob::store::{Mutation, ResourceWrites, RevisionStatus, Store};
 use multijob::testkit::RedisServer;
 use serde_json::json;
 
@@ -28,18 +28,7 @@ fn deployment(rt: &tokio::runtime::Runtime) -> (ConfigDir, RedisServer, Store) {
         let store = Store::open_redis(&server.url()).await.expect("open");
         store
             .apply_revision(
-                RevisionRecord {
-                    seq: 0,
-                    id: "nogit+h".into(),
-                    status: RevisionStatus::Applied,
-                    at: multijob::store::now_rfc3339(),
-                    git_commit: None,
-                    git_dirty: false,
-                    content_hash: "h".into(),
-                    summary: json!({"create": 1}),
-                    changes: json!([]),
-                    errors: vec![],
-                },
+                multijob::testkit::revision_record("nogit+h", RevisionStatus::Applied),
                 ResourceWrites::between(&Snapshot::default(), &loaded.snapshot),
                 vec![],
             )

@@ -7,13 +7,12 @@ use std::time::Duration;
 
 use multijob::spec::model::Kind;
 use multijob::spec::snapshot::Snapshot;
-use multijob::spec::{SourceFile, build};
 use multijob::store::redis::RedisStore;
 use multijob::store::runs::{
     Approval, ApprovalStatus, FailureState, InboxCommand, Run, RunQuery, RunStatus,
 };
 use multijob::store::{
-    EventQuery, KvOp, Mutation, NewEvent, ResourceWrites, RevisionRecord, RevisionStatus, Store,
+    EventQuery, KvOp, Mutation, NewEvent, ResourceWrites, RevisionStatus, Store,
 };
 use multijob::testkit::RedisServer;
 use serde_json::json;
@@ -87,29 +86,7 @@ conformance!(
     a_manual_run_written_again_as_new_is_kept_once,
 );
 
-fn snapshot(text: &str) -> Snapshot {
-    let loaded = build(&[SourceFile {
-        path: "jobs.d/a.yaml".into(),
-        text: text.into(),
-    }]);
-    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
-    loaded.snapshot
-}
-
-fn revision(id: &str, status: RevisionStatus) -> RevisionRecord {
-    RevisionRecord {
-        seq: 0,
-        id: id.into(),
-        status,
-        at: multijob::store::now_rfc3339(),
-        git_commit: None,
-        git_dirty: false,
-        content_hash: "h".into(),
-        summary: json!({"create": 1}),
-        changes: json!([]),
-        errors: vec![],
-    }
-}
+use multijob::testkit::{revision_record as revision, snapshot_of as snapshot};
 
 fn run(id: &str, job: &str, status: RunStatus) -> Run {
     multijob::testkit::sample_run(id, job, &format!("key-{id}"), status)

@@ -1,34 +1,11 @@
 use super::*;
 use crate::spec::model::Kind;
 use crate::spec::snapshot::Snapshot;
-use crate::spec::{SourceFile, build};
 use crate::store::{ResourceWrites, RevisionStatus, Store};
 use rows::EVENT_ROWS;
 use serde_json::json;
 
-fn snapshot(text: &str) -> Snapshot {
-    let loaded = build(&[SourceFile {
-        path: "jobs.d/a.yaml".into(),
-        text: text.into(),
-    }]);
-    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
-    loaded.snapshot
-}
-
-fn revision(id: &str, status: RevisionStatus) -> RevisionRecord {
-    RevisionRecord {
-        seq: 0,
-        id: id.into(),
-        status,
-        at: super::super::now_rfc3339(),
-        git_commit: None,
-        git_dirty: false,
-        content_hash: "h".into(),
-        summary: json!({"create": 1}),
-        changes: json!([]),
-        errors: vec![],
-    }
-}
+use crate::testkit::{revision_record as revision, snapshot_of as snapshot};
 
 #[tokio::test]
 async fn apply_then_reopen_keeps_the_snapshot_and_history() {

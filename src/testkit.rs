@@ -203,23 +203,6 @@ pub fn sample_run(id: &str, job: &str, run_key: &str, status: RunStatus) -> Run 
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn starts_answers_and_restarts_on_the_same_port() {
-        let mut r = RedisServer::start_with(true).expect("redis-server");
-        let port = r.port();
-        assert!(ping(port));
-        r.kill();
-        assert!(!ping(port));
-        r.restart().expect("restart");
-        assert_eq!(r.port(), port);
-        assert!(ping(port));
-    }
-}
-
 /// The snapshot of one config file's `text` (at `jobs.d/a.yaml`), which
 /// must be valid.
 pub fn snapshot_of(text: &str) -> crate::spec::snapshot::Snapshot {
@@ -248,5 +231,22 @@ pub fn revision_record(
         summary: serde_json::json!({"create": 1}),
         changes: serde_json::json!([]),
         errors: vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_answers_and_restarts_on_the_same_port() {
+        let mut r = RedisServer::start_with(true).expect("redis-server");
+        let port = r.port();
+        assert!(ping(port));
+        r.kill();
+        assert!(!ping(port));
+        r.restart().expect("restart");
+        assert_eq!(r.port(), port);
+        assert!(ping(port));
     }
 }

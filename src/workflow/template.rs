@@ -2,8 +2,10 @@
 //! templates over the step context (SPEC section 5).
 //!
 //! A string that is exactly one `{{ expr }}` keeps the expression's type, so
-//! `foreach: "{{ steps.list.output }}"` yields a list, not its text. Every
-//! other string with template syntax renders to a string.
+//! `foreach: "{{ steps.list.output }}"` yields a list, not its text; when
+//! the value is a string, the whitespace written around the `{{ }}` is
+//! kept, as text rendering keeps it. Every other string with template
+//! syntax renders to a string, trailing newline included.
 //!
 //! Each call renders with a [`Budget`]: what the templates of one step value
 //! make is bounded together, and the render stops when its [`Control`] is
@@ -105,13 +107,37 @@ fn render_string(
     }
     if let Some(expr) = single_expression(s) {
         let value = eval_expression(env, s, expr, ctx, budget)?;
-        return Ok(to_json(s, &value)?);
+        let (before, after) = kept_around(s);
+        return match value.as_str() {
+            Some(text) if !(before.is_empty() && after.is_empty()) => {
+                sized(s, format!("{before}{text}{after}"))
+            }
+            _ => Ok(to_json(s, &value)?),
+        };
     }
     let text = templates::render(env, s, ctx.clone(), budget).map_err(|f| failed(s, f))?;
+    sized(s, text)
+}
+
+fn sized(template: &str, text: String) -> Result<Value, RenderError> {
     if text.len() > MAX_OUTPUT_BYTES {
-        return Err(too_large(s, Some(text.len())).into());
+        return Err(too_large(template, Some(text.len())).into());
     }
     Ok(Value::String(text))
+}
+
+/// The whitespace around the one `{{ expr }}` of `s` that rendering `s`
+/// as text keeps: all of it, except on a side with a `-` mark. A string
+/// value gets it back, so `"{{ x }}\n"` ends in a newline as written.
+fn kept_around(s: &str) -> (&str, &str) {
+    let start = s.trim_start();
+    let end = s.trim_end();
+    let before = &s[..s.len() - start.len()];
+    let after = &s[end.len()..];
+    (
+        if start.starts_with("{{-") { "" } else { before },
+        if end.ends_with("-}}") { "" } else { after },
+    )
 }
 
 /// Evaluates a `when`: a bool, a bare expression, or one `{{ expr }}`;
@@ -259,6 +285,56 @@ mod tests {
             render(json!({"a": ["x {{ inputs.n + 1 }}", 5, true, null], "b": "plain"})).unwrap(),
             json!({"a": ["x 4", 5, true, null], "b": "plain"})
         );
+    }
+
+    /// Regression (#21): minijinja drops one trailing newline by default,
+    /// so `content: "{{ run.id }} {{ now }}\n"` was written without it.
+    #[test]
+    fn trailing_newlines_are_kept_as_written() {
+        let cases = [
+            ("{{ inputs.name }} {{ inputs.n }}\n", "ada 3\n"),
+            ("{{ inputs.name }} {{ inputs.n }}\n\n", "ada 3\n\n"),
+            ("{{ inputs.name }} {{ inputs.n }}\r\n", "ada 3\r\n"),
+            ("{% if inputs.n %}yes{% endif %}\n", "yes\n"),
+            ("n={{ inputs.n }}", "n=3"),
+            // One `{{ expr }}` with a string value keeps what surrounds it,
+            // as text rendering does; a `-` mark trims that side.
+            ("{{ inputs.name }}\n", "ada\n"),
+            ("{{ inputs.name }}\n\n", "ada\n\n"),
+            ("  {{ inputs.name }} \n", "  ada \n"),
+            ("{{ inputs.name -}}\n", "ada"),
+            ("\n{{- inputs.name }}\n", "ada\n"),
+        ];
+        for (template, want) in cases {
+            assert_eq!(
+                render(json!(template)).unwrap(),
+                json!(want),
+                "{template:?}"
+            );
+        }
+        // Other values keep their type, newline or not.
+        assert_eq!(
+            render(json!("{{ inputs.items }}\n")).unwrap(),
+            json!([1, 2])
+        );
+        assert_eq!(render(json!("{{ inputs.n }}\n")).unwrap(), json!(3));
+    }
+
+    #[test]
+    fn the_kept_newline_counts_toward_the_output_limit() {
+        let over = format!("renders {} bytes", MAX_OUTPUT_BYTES + 1);
+        // Text: exactly the limit, then one newline more.
+        let text = format!("n{{{{ 'x' * {} }}}}", MAX_OUTPUT_BYTES - 1);
+        assert_eq!(
+            render(json!(text)).unwrap().as_str().map(str::len),
+            Some(MAX_OUTPUT_BYTES)
+        );
+        let e = render(json!(format!("{text}\n"))).unwrap_err();
+        assert!(e.message.contains(&over), "{e}");
+        // One expression whose string value fills the limit, and a newline.
+        let one = format!("{{{{ 'x' * {MAX_OUTPUT_BYTES} }}}}\n");
+        let e = render(json!(one)).unwrap_err();
+        assert!(e.message.contains(&over), "{e}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod ops;
 
 use std::sync::OnceLock;
 
+use minijinja::syntax::SyntaxConfig;
 use minijinja::{Environment, UndefinedBehavior};
 
 pub use compile::{Failure, eval, render};
@@ -40,10 +41,15 @@ pub const FUEL: u64 = 1_000_000;
 
 /// The environment every template is compiled and rendered with (built
 /// once; a clone shares it).
+///
+/// It keeps a template's trailing newline: minijinja drops one by default
+/// (Jinja's habit for template files), and a step's `content`, message
+/// text or body is sent as written.
 pub fn environment() -> Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
     ENV.get_or_init(|| {
         let mut env = Environment::new();
+        env.set_syntax(keep_trailing_newline());
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(FUEL));
         env.set_recursion_limit(64);
@@ -52,6 +58,16 @@ pub fn environment() -> Environment<'static> {
         env
     })
     .clone()
+}
+
+/// The default syntax, keeping the trailing newline.
+fn keep_trailing_newline() -> SyntaxConfig {
+    // Only custom delimiters can fail to build; on the defaults the
+    // fallback is never taken, and would only bring back the old habit.
+    SyntaxConfig::builder()
+        .keep_trailing_newline(true)
+        .build()
+        .unwrap_or_default()
 }
 
 /// True when a string contains template syntax.
@@ -310,6 +326,22 @@ mod tests {
         )
         .unwrap();
         check_value("{% if inputs.x is not none %}{{ inputs.x | tojson }}{% endif %} this is text | not a filter", &[]).unwrap();
+    }
+
+    #[test]
+    fn the_environment_keeps_a_trailing_newline() {
+        let env = environment();
+        assert!(env.syntax().keep_trailing_newline());
+        let mut budget = Budget::new(&Control::default(), false);
+        let text = render(
+            &env,
+            "{{ 1 }} {{ 2 }}\n\n",
+            minijinja::Value::UNDEFINED,
+            &mut budget,
+        );
+        assert_eq!(text.ok().as_deref(), Some("1 2\n\n"));
+        // Validation sees the same template.
+        check_value("{{ inputs.x }}\n", &[]).unwrap();
     }
 
     #[test]

@@ -4,8 +4,14 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::Uri;
 use common::{ConfigDir, Daemon};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Queue a run of `job`; its id.
 fn trigger(d: &ConfigDir, job: &str) -> String {
@@ -16,6 +22,16 @@ fn trigger(d: &ConfigDir, job: &str) -> String {
         .nth(2)
         .unwrap_or_else(|| panic!("no run id\n{}", r.explain()))
         .to_string()
+}
+
+/// The run once it has ended.
+fn ended(daemon: &Daemon, id: &str) -> Value {
+    daemon.wait_until(&format!("/api/v1/runs/{id}"), "the run to end", |v| {
+        matches!(
+            v["status"].as_str(),
+            Some("succeeded" | "failed" | "timed_out")
+        )
+    })
 }
 
 /// Regression (#21): `content: "{{ run.id }} {{ now }}\n"` in a `files`
@@ -39,12 +55,7 @@ fn a_files_write_keeps_the_trailing_newlines_its_content_ends_with() {
     daemon.wait_until("/api/v1/jobs/stamp", "job stamp", |v| v["id"] == "stamp");
 
     let id = trigger(&d, "stamp");
-    let run: Value = daemon.wait_until(&format!("/api/v1/runs/{id}"), "the run to end", |v| {
-        matches!(
-            v["status"].as_str(),
-            Some("succeeded" | "failed" | "timed_out")
-        )
-    });
+    let run = ended(&daemon, &id);
     assert_eq!(run["status"], "succeeded", "{run:#}");
 
     let data = d.path().join(".multijob/data");
@@ -60,4 +71,60 @@ fn a_files_write_keeps_the_trailing_newlines_its_content_ends_with() {
     assert_eq!(one.matches('\n').count(), 1, "one.txt: {one:?}");
     assert_eq!(read("two.txt"), format!("{id}\n\n"));
     assert_eq!(read("three.txt"), format!("run {id}\ndone\n"));
+}
+
+/// The path and body of each request a peer got.
+type Requests = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A peer on 127.0.0.1:0 recording the path and body of every request.
+fn start_recorder() -> (String, Requests) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .fallback(
+            |State(got): State<Requests>, uri: Uri, body: Bytes| async move {
+                let body = String::from_utf8_lossy(&body).into_owned();
+                if let Ok(mut got) = got.lock() {
+                    got.push((uri.path().to_string(), body));
+                }
+                Json(json!({"ok": true}))
+            },
+        )
+        .with_state(got.clone());
+    (common::serve(app), got)
+}
+
+/// The same for what is sent: a message's text and an http step's text
+/// body end with the newlines written.
+#[test]
+fn a_message_text_and_an_http_body_keep_their_trailing_newlines() {
+    let (base, got) = start_recorder();
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/send.yaml",
+        &format!(
+            "kind: Connector\nid: hook\nprovider: webhook\nbase_url: {base}/hook\n---\n\
+             kind: Connector\nid: api\nprovider: http\nbase_url: {base}\n---\n\
+             id: send\ntype: agent.workflow\nsteps:\n  \
+             - id: tell\n    message: {{connector: hook, text: \"run {{{{ run.id }}}}\\n\"}}\n  \
+             - id: post\n    http: {{connector: api, method: POST, path: /body, \
+             body: \"{{{{ run.id }}}} {{{{ job.id }}}}\\n\\n\"}}\n"
+        ),
+    );
+    d.run(&["validate"]).assert_code(0);
+    let daemon = Daemon::start(d.path(), &[]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    daemon.wait_until("/api/v1/jobs/send", "job send", |v| v["id"] == "send");
+
+    let id = trigger(&d, "send");
+    let run = ended(&daemon, &id);
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let got = got.lock().map(|g| g.clone()).unwrap_or_default();
+    let hook = got.iter().find(|(path, _)| path == "/hook");
+    let text = hook.and_then(|(_, body)| {
+        let body: Value = serde_json::from_str(body).ok()?;
+        body["text"].as_str().map(str::to_string)
+    });
+    assert_eq!(text, Some(format!("run {id}\n")), "{got:#?}");
+    let body = got.iter().find(|(path, _)| path == "/body").map(|(_, b)| b);
+    assert_eq!(body, Some(&format!("{id} send\n\n")), "{got:#?}");
 }

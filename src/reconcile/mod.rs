@@ -267,6 +267,11 @@ impl Reconciler {
             json!({"revision": revision_id, "error_count": errors.len(), "errors": first}),
         );
         let first_error = errors.first().map(|d| d.to_string()).unwrap_or_default();
+        // Where to look first: a revision with errors has at least one.
+        let fix_at = errors
+            .first()
+            .map(|d| format!("{}:{}", d.file, d.line))
+            .unwrap_or_else(|| self.dir.display().to_string());
         let count = errors.len();
         let record =
             attempt
@@ -276,12 +281,23 @@ impl Reconciler {
             .store()
             .reject_revision(record, vec![event])
             .await?;
-        tracing::warn!(
-            revision = %revision_id,
-            errors = count,
-            first = %first_error,
-            "revision rejected; the last good revision keeps running"
-        );
+        if self.applier.applied().revision.is_some() {
+            tracing::warn!(
+                revision = %revision_id,
+                errors = count,
+                first = %first_error,
+                "revision rejected; the last good revision keeps running"
+            );
+        } else {
+            // A first start (or a store that never applied one): there is
+            // no good revision to keep, nothing runs until a valid one.
+            tracing::warn!(
+                revision = %revision_id,
+                errors = count,
+                first = %first_error,
+                "no revision applied yet: fix {fix_at} and save; waiting"
+            );
+        }
         Ok(result)
     }
 

@@ -21,6 +21,7 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
         .enable_all()
         .build()?;
     let (status, jobs) = runtime.block_on(fetch(&args.server))?;
+    let not_applied = not_applied(&status);
     let mut out = std::io::stdout().lock();
     if args.output == OutputFormat::Json {
         serde_json::to_writer_pretty(
@@ -28,10 +29,67 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
             &serde_json::json!({"status": status, "jobs": jobs}),
         )?;
         writeln!(out)?;
-        return Ok(Outcome::Success);
+    } else {
+        write_text(&mut out, &status, &jobs, not_applied.is_some())?;
     }
+    drop(out);
+    match not_applied {
+        // Nothing runs: a script or a probe must not read this as healthy.
+        Some(why) => {
+            eprintln!("multijob: {why}");
+            Ok(Outcome::Failure)
+        }
+        None => Ok(Outcome::Success),
+    }
+}
+
+/// Why nothing runs when the daemon has never applied a revision (a first
+/// start on an invalid directory): the last rejected revision's first
+/// error and what to do; `None` when a revision is applied.
+fn not_applied(status: &Value) -> Option<String> {
+    if !status["revision"].is_null() {
+        return None;
+    }
+    let last = &status["last_reconcile"];
+    let errors = last["errors"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let Some(first) = errors.first() else {
+        return Some(format!(
+            "no revision applied yet: the daemon has not finished a reconcile of {} \
+             (last result: {}); see its log",
+            status["dir"].as_str().unwrap_or("its directory"),
+            last["result"].as_str().unwrap_or("none yet")
+        ));
+    };
+    let n = errors.len();
+    Some(format!(
+        "no revision applied yet: revision {} was rejected with {n} error{}; first: \
+         {}:{}:{}: {}; fix {}:{} and save (`multijob validate --dir {}` lists every error)",
+        last["revision"].as_str().unwrap_or("-"),
+        if n == 1 { "" } else { "s" },
+        first["file"].as_str().unwrap_or("-"),
+        first["line"],
+        first["column"],
+        first["message"].as_str().unwrap_or("-"),
+        first["file"].as_str().unwrap_or("-"),
+        first["line"],
+        status["dir"].as_str().unwrap_or("DIR"),
+    ))
+}
+
+/// The status as a person reads it: revision, last reconcile, queue, and
+/// a table of the jobs.
+fn write_text(
+    out: &mut impl Write,
+    status: &Value,
+    jobs: &[Value],
+    not_applied: bool,
+) -> anyhow::Result<()> {
     let s = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| "-".into());
-    writeln!(out, "revision  {}", s(&status["revision"]))?;
+    if not_applied {
+        writeln!(out, "revision  - (no revision applied yet: nothing runs)")?;
+    } else {
+        writeln!(out, "revision  {}", s(&status["revision"]))?;
+    }
     let last = &status["last_reconcile"];
     writeln!(
         out,
@@ -74,7 +132,7 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
         "{:<32} {:<16} {:<8} {:<25} {:<12} {:<8} FAILURES",
         "JOB", "TYPE", "ENABLED", "NEXT FIRE", "LAST", "ACTIVE"
     )?;
-    for j in &jobs {
+    for j in jobs {
         let fm = &j["failure_memory"];
         let failures = match (
             fm["consecutive_failures"].as_u64(),
@@ -97,7 +155,7 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
             failures
         )?;
     }
-    Ok(Outcome::Success)
+    Ok(())
 }
 
 /// A response's JSON; for an error status, the API's `error` text, which

@@ -64,9 +64,23 @@ fn assert_not_applied(run: &Run) {
 
 #[test]
 fn first_start_on_an_invalid_dir_waits_and_status_says_why() {
+    first_start_on_an_invalid_dir(&[]);
+}
+
+/// The same on a Redis deployment: the replica that leads reconciles.
+#[test]
+fn first_start_on_redis_with_an_invalid_dir_waits_and_status_says_why() {
+    let redis = multijob::testkit::RedisServer::start().expect("redis-server");
+    first_start_on_an_invalid_dir(&["--redis", &redis.url()]);
+}
+
+/// Start a daemon (with `extra` arguments) on an invalid directory, then
+/// fix it: the log line, `status` in text and JSON, by flag and by
+/// environment, before and after.
+fn first_start_on_an_invalid_dir(extra: &[&str]) {
     let d = ConfigDir::new();
     d.write("jobs.d/heartbeat.yaml", BROKEN);
-    let daemon = Daemon::start(d.path(), &[]);
+    let daemon = Daemon::start(d.path(), extra);
     wait_for_log(
         &daemon,
         "no revision applied yet: fix jobs.d/heartbeat.yaml:2 and save; waiting",

@@ -955,7 +955,7 @@
       card('Last reconcile', lr ? [
         h('div', {class: 'headline'}, badge(lr.result), ' ', time(lr.at), h('span', {class: 'muted'}, ` · ${lr.cause || ''} · ${duration(lr.duration_ms)}`)),
         lr.errors && lr.errors.length
-          ? [h('p', {class: 'bad'}, `${lr.errors.length} error${lr.errors.length > 1 ? 's' : ''}; the last good revision keeps running:`), diagnostics(lr.errors)]
+          ? [h('p', {class: 'bad'}, `${lr.errors.length} error${lr.errors.length > 1 ? 's' : ''}; ${st.revision ? 'the last good revision keeps running' : 'no revision applied yet: nothing runs until they are fixed'}:`), diagnostics(lr.errors)]
           : h('p', {class: 'muted'}, lr.warnings ? `${lr.warnings} warning(s), no errors` : 'No errors.'),
       ] : empty('No reconcile yet.')),
       card('Resources', kv([

@@ -535,6 +535,7 @@ mod tests {
         let lost = WireOutcome::Failed {
             error: "worker lost".into(),
             retryable: true,
+            output: None,
         };
         apply_one(&q, result(&id, first_mark, lost), &mut done);
         assert_eq!(q.run_status(&id), Some((RunStatus::Running, 1)), "stale");

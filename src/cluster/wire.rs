@@ -17,6 +17,10 @@ pub enum WireOutcome {
     Failed {
         error: String,
         retryable: bool,
+        /// What the work produced before it failed (a command's stdout and
+        /// stderr), for the run's record. Absent from older workers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Value>,
     },
     TimedOut,
     Cancelled {
@@ -50,6 +54,7 @@ impl From<Outcome> for WireOutcome {
                 other => WireOutcome::Failed {
                     retryable: other.is_retryable(),
                     error: other.to_string(),
+                    output: other.output().cloned(),
                 },
             },
             Outcome::TimedOut => WireOutcome::TimedOut,
@@ -72,11 +77,21 @@ impl From<WireOutcome> for Outcome {
     fn from(w: WireOutcome) -> Self {
         match w {
             WireOutcome::Succeeded { output } => Outcome::Succeeded(output),
-            WireOutcome::Failed { error, retryable } => Outcome::Failed(if retryable {
-                RunError::retryable(error)
-            } else {
-                RunError::Permanent(error)
-            }),
+            WireOutcome::Failed {
+                error,
+                retryable,
+                output,
+            } => {
+                let error = if retryable {
+                    RunError::retryable(error)
+                } else {
+                    RunError::Permanent(error)
+                };
+                Outcome::Failed(match output {
+                    Some(output) => error.with_output(output),
+                    None => error,
+                })
+            }
             WireOutcome::TimedOut => Outcome::TimedOut,
             WireOutcome::Cancelled { reason } => Outcome::Cancelled(reason),
             WireOutcome::Interrupted => Outcome::Interrupted,
@@ -137,6 +152,7 @@ mod tests {
             Outcome::Succeeded(json!({"a": 1})),
             Outcome::Failed(RunError::retryable("flaky")),
             Outcome::Failed(RunError::Permanent("bad input".into())),
+            Outcome::Failed(RunError::retryable("exit code 3").with_output(json!({"stdout": "x"}))),
             Outcome::TimedOut,
             Outcome::Cancelled("replaced".into()),
             Outcome::Interrupted,
@@ -157,7 +173,28 @@ mod tests {
         let retryable = Outcome::from(WireOutcome::Failed {
             error: "x".into(),
             retryable: true,
+            output: None,
         });
         assert!(matches!(retryable, Outcome::Failed(e) if e.is_retryable()));
+    }
+
+    #[test]
+    fn a_failure_from_an_older_worker_has_no_output_and_one_without_output_sends_none() {
+        let old = r#"{"kind": "failed", "error": "exit code 3", "retryable": true}"#;
+        let parsed: WireOutcome = serde_json::from_str(old).expect("an older worker's failure");
+        let Outcome::Failed(e) = Outcome::from(parsed) else {
+            panic!("a failure");
+        };
+        assert_eq!((e.to_string(), e.output()), ("exit code 3".into(), None));
+        let plain = WireOutcome::from(Outcome::Failed(RunError::retryable("flaky")));
+        let text = serde_json::to_string(&plain).expect("serialize");
+        assert!(!text.contains("output"), "{text}");
+        let with = WireOutcome::from(Outcome::Failed(
+            RunError::retryable("exit code 3").with_output(json!({"stdout": "out\n"})),
+        ));
+        let back = Outcome::from(with);
+        assert!(
+            matches!(back, Outcome::Failed(e) if e.output() == Some(&json!({"stdout": "out\n"})) && e.is_retryable())
+        );
     }
 }

@@ -350,24 +350,29 @@ async fn supervise(mut child: Child, cancel: &CancellationToken) -> RunResult {
     outcome(status, &stdout, &stderr)
 }
 
+/// The run's output whatever the exit: what the command printed and its
+/// exit code (`null` when a signal ended it). A failure carries the same
+/// output, so a failed run's record keeps what it printed.
 fn outcome(status: ExitStatus, stdout: &Capture, stderr: &Capture) -> RunResult {
+    let output = json!({
+        "exit_code": status.code(),
+        "stdout": stdout.text(),
+        "stderr": stderr.text(),
+        "truncated": stdout.truncated() || stderr.truncated(),
+    });
     if status.success() {
-        return Ok(json!({
-            "exit_code": 0,
-            "stdout": stdout.text(),
-            "stderr": stderr.text(),
-            "truncated": stdout.truncated() || stderr.truncated(),
-        }));
+        return Ok(output);
     }
     let what = match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit code {code}"),
         (None, Some(signal)) => format!("killed by signal {signal}{}", signal_name(signal)),
         (None, None) => format!("ended with {status}"),
     };
-    Err(RunError::retryable(match stderr.last_line() {
+    let message = match stderr.last_line() {
         Some(line) => format!("{what}: {line}"),
         None => what,
-    }))
+    };
+    Err(RunError::retryable(message).with_output(output))
 }
 
 fn signal_name(signal: i32) -> &'static str {

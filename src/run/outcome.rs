@@ -2,7 +2,9 @@
 //!
 //! [`RunError`] is the one classification of a failure, whoever raised it
 //! (a connector, a workflow action, a job handler, the worker): whether
-//! retrying can help, and when the peer said to come back.
+//! retrying can help, and when the peer said to come back. A failure may
+//! also carry what the work produced before it failed (a command's stdout
+//! and stderr), which the run's record keeps.
 
 use std::time::Duration;
 
@@ -34,6 +36,15 @@ pub enum RunError {
         key: String,
         reason: String,
     },
+    /// A failure that also carries what the work produced before it
+    /// failed (a command's stdout, stderr and exit code): the run's record
+    /// keeps it as its output. The classification, the retry-after and
+    /// the message are the wrapped failure's.
+    #[error("{error}")]
+    WithOutput {
+        error: Box<RunError>,
+        output: Box<Value>,
+    },
 }
 
 impl RunError {
@@ -45,14 +56,39 @@ impl RunError {
         }
     }
 
+    /// The same failure, carrying `output`: what the work produced before
+    /// it failed. Output already carried is replaced.
+    pub fn with_output(self, output: Value) -> RunError {
+        let error = match self {
+            RunError::WithOutput { error, .. } => error,
+            other => Box::new(other),
+        };
+        RunError::WithOutput {
+            error,
+            output: Box::new(output),
+        }
+    }
+
+    /// What the work produced before it failed, if the failure carries it.
+    pub fn output(&self) -> Option<&Value> {
+        match self {
+            RunError::WithOutput { output, .. } => Some(output),
+            _ => None,
+        }
+    }
+
     pub fn is_retryable(&self) -> bool {
-        matches!(self, RunError::Retryable { .. })
+        match self {
+            RunError::WithOutput { error, .. } => error.is_retryable(),
+            other => matches!(other, RunError::Retryable { .. }),
+        }
     }
 
     /// When the peer asked to be called again, if it said.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             RunError::Retryable { retry_after, .. } => *retry_after,
+            RunError::WithOutput { error, .. } => error.retry_after(),
             _ => None,
         }
     }
@@ -64,6 +100,7 @@ impl RunError {
             RunError::Retryable { message, .. } | RunError::Permanent(message) => message,
             RunError::Cancelled => "cancelled",
             RunError::AwaitingApproval { reason, .. } => reason,
+            RunError::WithOutput { error, .. } => error.message(),
         }
     }
 
@@ -81,6 +118,10 @@ impl RunError {
                 retry_after,
             },
             RunError::Permanent(message) => RunError::Permanent(rewrite(message)),
+            RunError::WithOutput { error, output } => RunError::WithOutput {
+                error: Box::new(error.map_message(rewrite)),
+                output,
+            },
             other => other,
         }
     }
@@ -92,6 +133,8 @@ pub type RunResult = Result<Value, RunError>;
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Succeeded(Value),
+    /// The error's [`RunError::output`], if it carries one, becomes the
+    /// run's output when this failure is final.
     Failed(RunError),
     TimedOut,
     /// Cancelled by `overlap: replace` or an operator.
@@ -157,5 +200,33 @@ mod tests {
             RunError::Cancelled.map_message(|_| "changed".into()),
             RunError::Cancelled
         );
+    }
+
+    #[test]
+    fn a_failure_with_output_keeps_the_classification_and_the_message() {
+        let out = serde_json::json!({"exit_code": 3, "stdout": "out\n"});
+        let failed = RunError::retryable("exit code 3: oops").with_output(out.clone());
+        assert_eq!(failed.to_string(), "exit code 3: oops");
+        assert_eq!(failed.message(), "exit code 3: oops");
+        assert!(failed.is_retryable());
+        assert_eq!(failed.output(), Some(&out));
+        let later = RunError::Retryable {
+            message: "busy".into(),
+            retry_after: Some(Duration::from_secs(30)),
+        };
+        let later = later.with_output(out.clone());
+        assert_eq!(later.retry_after(), Some(Duration::from_secs(30)));
+        let named = later.map_message(|m| format!("x: {m}"));
+        assert_eq!(named.to_string(), "x: busy");
+        assert_eq!(named.output(), Some(&out));
+        let refused = RunError::Permanent("no".into()).with_output(out.clone());
+        assert!(!refused.is_retryable());
+        // Wrapping again replaces the output instead of nesting.
+        let again = refused.with_output(Value::Null);
+        assert_eq!(again.output(), Some(&Value::Null));
+        assert!(
+            matches!(again, RunError::WithOutput { error, .. } if *error == RunError::Permanent("no".into()))
+        );
+        assert_eq!(RunError::Cancelled.output(), None);
     }
 }

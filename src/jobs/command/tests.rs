@@ -38,9 +38,11 @@ fn permanent(result: RunResult) -> String {
     }
 }
 
+/// The message of a retryable failure, with or without the output it
+/// carries.
 fn retryable(result: RunResult) -> String {
     match result {
-        Err(RunError::Retryable { message, .. }) => message,
+        Err(e) if e.is_retryable() => e.message().to_string(),
         other => panic!("expected a retryable error, got {other:?}"),
     }
 }
@@ -164,6 +166,34 @@ async fn non_zero_exit_is_retryable_with_the_last_stderr_line() {
     assert_eq!(message, "exit code 3: disk on fire");
     let message = retryable(run_inputs(&dir, json!({"argv": ["/bin/false"]})).await);
     assert_eq!(message, "exit code 1");
+}
+
+#[tokio::test]
+async fn a_failed_command_keeps_what_it_printed() {
+    let dir = TempDir::new().expect("temp dir");
+    let argv = json!(["/bin/sh", "-c", "echo out; echo oops-stderr >&2; exit 3"]);
+    let failed = run_inputs(&dir, json!({"argv": argv}))
+        .await
+        .expect_err("exit code 3 fails the run");
+    assert!(failed.is_retryable(), "{failed:?}");
+    assert_eq!(failed.to_string(), "exit code 3: oops-stderr");
+    let expected = json!({
+        "exit_code": 3,
+        "stdout": "out\n",
+        "stderr": "oops-stderr\n",
+        "truncated": false,
+    });
+    assert_eq!(failed.output(), Some(&expected));
+    // Killed by a signal: no exit code, the same shape.
+    let killed = run_inputs(
+        &dir,
+        json!({"argv": ["/bin/sh", "-c", "echo before; kill -TERM $$"]}),
+    )
+    .await
+    .expect_err("a signal fails the run");
+    let output = killed.output().expect("a killed command keeps its output");
+    assert_eq!(output["exit_code"], Value::Null);
+    assert_eq!(output["stdout"], "before\n");
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
 use super::{Context, Effects, Next, run_event};
-use crate::run::{Outcome, retry};
+use crate::run::{Outcome, RunError, retry};
 use crate::spec::model::RetryPolicy;
 use crate::store::runs::{Approval, ApprovalStatus, FailureState, Run, RunStatus, StepStatus};
 use crate::store::{Mutation, format_ts};
@@ -49,11 +49,18 @@ pub(super) fn ended(run: &mut Run, ctx: &Context<'_>, outcome: Outcome) -> Effec
             let cancelled = run_event(ctx, run, "run.cancelled", json!({"reason": reason}));
             finished(run, vec![cancelled], None)
         }
-        Outcome::Failed(e) => failed(run, ctx, RunStatus::Failed, e.to_string(), e.is_retryable()),
+        Outcome::Failed(e) => {
+            let (error, retryable) = (e.to_string(), e.is_retryable());
+            let output = match e {
+                RunError::WithOutput { output, .. } => Some(*output),
+                _ => None,
+            };
+            failed(run, ctx, RunStatus::Failed, error, retryable, output)
+        }
         Outcome::TimedOut => {
             let ms = ctx.job.map(|j| j.timeout_ms).unwrap_or(0);
             let error = format!("timed out after {ms} ms");
-            failed(run, ctx, RunStatus::TimedOut, error, true)
+            failed(run, ctx, RunStatus::TimedOut, error, true, None)
         }
     }
 }
@@ -136,13 +143,15 @@ fn paused(
 }
 
 /// A failed or timed-out attempt: retried while the policy allows (and
-/// the error is worth it), else the run's final outcome.
+/// the error is worth it), else the run's final outcome, whose record
+/// keeps `output`: what the work produced before it failed, if it said.
 fn failed(
     run: &mut Run,
     ctx: &Context<'_>,
     status: RunStatus,
     error: String,
     retryable: bool,
+    output: Option<Value>,
 ) -> Effects {
     close_attempt(run, status, Some(&error), ctx.now);
     let wait = retryable
@@ -166,7 +175,7 @@ fn failed(
         // Still active: counts for overlap and lanes.
         return Effects::new(Next::Retrying { due }, mutations);
     }
-    finish_record(run, status, Some(error.clone()), None, ctx.now);
+    finish_record(run, status, Some(error.clone()), output, ctx.now);
     if status == RunStatus::Failed {
         let data = json!({"attempt": run.attempt, "error": error});
         mutations.push(run_event(ctx, run, "run.failed", data));

@@ -351,6 +351,21 @@ fn a_failure_with_no_retry_left_fails_the_run_and_counts_in_failure_memory() {
 }
 
 #[test]
+fn a_final_failure_keeps_the_output_it_carries_and_its_error() {
+    let job = retrying_job(0);
+    let mut run = running(&job);
+    let printed = json!({"exit_code": 3, "stdout": "out\n", "stderr": "oops\n"});
+    let failed = RunError::retryable("exit code 3: oops").with_output(printed.clone());
+    let effects = end(&mut run, &job, Outcome::Failed(failed));
+    assert_eq!(kinds(&effects), ["event:run.failed", "failure", "put_run"]);
+    assert_eq!(event(&effects, "run.failed")["error"], "exit code 3: oops");
+    let run = written(&effects, &run);
+    assert_eq!(run.status, RunStatus::Failed);
+    assert_eq!(run.error.as_deref(), Some("exit code 3: oops"));
+    assert_eq!(run.output, Some(printed));
+}
+
+#[test]
 fn the_failure_that_reaches_the_threshold_starts_a_cooldown() {
     let job = retrying_job(0);
     let mut run = running(&job);

@@ -38,6 +38,11 @@ struct WorkerProc {
 
 impl WorkerProc {
     fn start(redis: &RedisServer, slots: usize) -> WorkerProc {
+        Self::start_with(redis, slots, &[])
+    }
+
+    /// With `extra` arguments, such as `--allow-command`.
+    fn start_with(redis: &RedisServer, slots: usize, extra: &[&str]) -> WorkerProc {
         let dir = tempfile::tempdir().expect("worker dir");
         let log = dir.path().join("worker.log");
         let stderr = std::fs::File::create(&log).expect("log file");
@@ -46,6 +51,7 @@ impl WorkerProc {
             .arg(slots.to_string())
             .arg("--data-dir")
             .arg(dir.path().join("data"))
+            .args(extra)
             .envs(FAST)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -297,6 +303,36 @@ fn a_run_whose_worker_dies_is_not_run_again_without_retries_left() {
     // Give a wrong re-run time to show itself: the step ran once.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(slow_calls(&received), 1, "{}", logs());
+}
+
+/// Issue #21: a `command` run that fails in a worker process keeps what
+/// it printed: the output crosses the results stream with the failure.
+#[test]
+fn a_failed_command_in_a_worker_process_keeps_its_output() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = ConfigDir::new();
+    dir.write(
+        "jobs.d/c.yaml",
+        "id: c\ntype: command\nretry_policy: {max_retry: 0}\n\
+         inputs: {argv: [/bin/sh, -c, 'echo out; echo oops-stderr >&2; exit 3']}\n",
+    );
+    let leader = replica(&dir, &redis, &["--workers", "0"]);
+    leader.wait_until("/readyz", "ready", |_| true);
+    let worker = WorkerProc::start_with(&redis, 1, &["--allow-command"]);
+    trigger(&dir, &redis, "c", 1);
+    let logs = || sections(&[("leader", leader.log()), ("worker", worker.log())]);
+    let listed = wait_for("the command run failed", 20, &logs, || {
+        ended(&leader, "c", 1, "failed").map(|mut r| r.remove(0))
+    });
+    let id = listed["id"].as_str().unwrap_or_default();
+    let (_, run) = leader.get(&format!("/api/v1/runs/{id}"));
+    assert_eq!(run["error"], "exit code 3: oops-stderr", "{run:#}");
+    assert_eq!(
+        run["output"],
+        json!({"exit_code": 3, "stdout": "out\n", "stderr": "oops-stderr\n", "truncated": false}),
+        "{run:#}\n{}",
+        logs()
+    );
 }
 
 /// A worker stopped with SIGTERM hands back the runs it holds but has not

@@ -26,17 +26,6 @@ fn wait_run_status(d: &Daemon, id: &str, status: &str) -> Value {
     );
 }
 
-/// The id of the run `multijob trigger JOB` queued.
-fn trigger(d: &ConfigDir, job: &str) -> String {
-    let run = d.run(&["trigger", job]);
-    run.assert_code(0);
-    run.stdout()
-        .split_whitespace()
-        .nth(2)
-        .unwrap_or_else(|| panic!("no run id in {}", run.explain()))
-        .to_string()
-}
-
 /// Issue #21: a failed `command` run recorded `output: null` and lost what
 /// it printed; the error alone kept stderr's last line.
 #[test]
@@ -49,7 +38,7 @@ fn a_failed_command_run_keeps_its_stdout_and_stderr() {
     );
     let daemon = Daemon::start(d.path(), &["--allow-command"]);
     daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
-    let id = trigger(&d, "c");
+    let id = d.trigger("c", &[]);
     let run = wait_run_status(&daemon, &id, "failed");
     assert_eq!(run["error"], "exit code 3: oops-stderr", "{run:#}");
     assert_eq!(
@@ -74,7 +63,7 @@ fn a_successful_command_run_keeps_the_same_output_shape() {
     );
     let daemon = Daemon::start(d.path(), &["--allow-command"]);
     daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
-    let id = trigger(&d, "ok");
+    let id = d.trigger("ok", &[]);
     let run = wait_run_status(&daemon, &id, "succeeded");
     assert_eq!(run["error"], Value::Null, "{run:#}");
     assert_eq!(

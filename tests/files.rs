@@ -9,7 +9,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{ConfigDir, Daemon};
-use serde_json::Value;
 
 fn mkfifo(path: &Path) {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("a path");
@@ -23,27 +22,6 @@ fn mkfifo(path: &Path) {
 
 fn data_dir(d: &ConfigDir) -> std::path::PathBuf {
     d.path().join(".multijob/data")
-}
-
-/// Queue a run of `job`; its id.
-fn trigger(d: &ConfigDir, job: &str) -> String {
-    let r = d.run(&["trigger", job]);
-    r.assert_code(0);
-    r.stdout()
-        .split_whitespace()
-        .nth(2)
-        .unwrap_or_else(|| panic!("no run id\n{}", r.explain()))
-        .to_string()
-}
-
-/// The run once it has ended.
-fn ended(daemon: &Daemon, id: &str) -> Value {
-    daemon.wait_until(&format!("/api/v1/runs/{id}"), "the run to end", |v| {
-        matches!(
-            v["status"].as_str(),
-            Some("succeeded" | "failed" | "timed_out")
-        )
-    })
 }
 
 /// SIGTERM, then how long the process took to exit (None: still running
@@ -76,8 +54,8 @@ fn a_files_read_of_a_fifo_fails_the_step_and_sigterm_exits_within_the_grace() {
     let grace = 2;
     let mut daemon = Daemon::start(d.path(), &["--grace", &grace.to_string()]);
     daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
-    let id = trigger(&d, "reader");
-    let run = ended(&daemon, &id);
+    let id = d.trigger("reader", &[]);
+    let run = daemon.run_ended(&id);
     // Generous slack over the grace for a loaded 2-core CI machine.
     let bound = Duration::from_secs(grace + 8);
     let took = stop(&mut daemon, bound);
@@ -156,7 +134,7 @@ fn a_run_writing_past_its_quota_fails_with_the_limit_named() {
     );
     daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
 
-    let run = ended(&daemon, &trigger(&d, "many"));
+    let run = daemon.run_ended(&d.trigger("many", &[]));
     assert_eq!(run["status"], "failed", "{run:#}");
     let error = run["error"].as_str().unwrap_or_default();
     assert!(
@@ -168,7 +146,7 @@ fn a_run_writing_past_its_quota_fails_with_the_limit_named() {
     let written = std::fs::read_dir(data_dir(&d).join("many")).map_or(0, |e| e.count());
     assert_eq!(written, 3, "three writes, the fourth refused");
 
-    let run = ended(&daemon, &trigger(&d, "big"));
+    let run = daemon.run_ended(&d.trigger("big", &[]));
     assert_eq!(run["status"], "failed", "{run:#}");
     let error = run["error"].as_str().unwrap_or_default();
     assert!(
@@ -178,7 +156,7 @@ fn a_run_writing_past_its_quota_fails_with_the_limit_named() {
     );
     assert!(!data_dir(&d).join("big/2.txt").exists());
     // The limit is per run: the next run writes again.
-    let run = ended(&daemon, &trigger(&d, "big"));
+    let run = daemon.run_ended(&d.trigger("big", &[]));
     assert!(
         run["steps"][0]["status"] == "succeeded",
         "the next run's first write passes\n{run:#}"
@@ -202,7 +180,7 @@ fn the_data_dir_quota_holds_across_a_restart() {
         let mut daemon = Daemon::start(d.path(), &["--files-max-dir-bytes", "1500"]);
         daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
         for _ in 0..2 {
-            let run = ended(&daemon, &trigger(&d, "w"));
+            let run = daemon.run_ended(&d.trigger("w", &[]));
             assert_eq!(run["status"], "succeeded", "{run:#}\n{}", daemon.log());
         }
         assert!(
@@ -214,7 +192,7 @@ fn the_data_dir_quota_holds_across_a_restart() {
     // 1200 bytes on disk; the env var sets the same limit.
     let daemon = Daemon::start_env(d.path(), &[], &[("MULTIJOB_FILES_MAX_DIR_BYTES", "1500")]);
     daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
-    let run = ended(&daemon, &trigger(&d, "w"));
+    let run = daemon.run_ended(&d.trigger("w", &[]));
     assert_eq!(run["status"], "failed", "{run:#}");
     let error = run["error"].as_str().unwrap_or_default();
     assert!(

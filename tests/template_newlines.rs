@@ -13,27 +13,6 @@ use axum::http::Uri;
 use common::{ConfigDir, Daemon};
 use serde_json::{Value, json};
 
-/// Queue a run of `job`; its id.
-fn trigger(d: &ConfigDir, job: &str) -> String {
-    let r = d.run(&["trigger", job]);
-    r.assert_code(0);
-    r.stdout()
-        .split_whitespace()
-        .nth(2)
-        .unwrap_or_else(|| panic!("no run id\n{}", r.explain()))
-        .to_string()
-}
-
-/// The run once it has ended.
-fn ended(daemon: &Daemon, id: &str) -> Value {
-    daemon.wait_until(&format!("/api/v1/runs/{id}"), "the run to end", |v| {
-        matches!(
-            v["status"].as_str(),
-            Some("succeeded" | "failed" | "timed_out")
-        )
-    })
-}
-
 /// Regression (#21): `content: "{{ run.id }} {{ now }}\n"` in a `files`
 /// write wrote the text without its newline.
 #[test]
@@ -54,8 +33,8 @@ fn a_files_write_keeps_the_trailing_newlines_its_content_ends_with() {
     daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
     daemon.wait_until("/api/v1/jobs/stamp", "job stamp", |v| v["id"] == "stamp");
 
-    let id = trigger(&d, "stamp");
-    let run = ended(&daemon, &id);
+    let id = d.trigger("stamp", &[]);
+    let run = daemon.run_ended(&id);
     assert_eq!(run["status"], "succeeded", "{run:#}");
 
     let data = d.path().join(".multijob/data");
@@ -115,8 +94,8 @@ fn a_message_text_and_an_http_body_keep_their_trailing_newlines() {
     daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
     daemon.wait_until("/api/v1/jobs/send", "job send", |v| v["id"] == "send");
 
-    let id = trigger(&d, "send");
-    let run = ended(&daemon, &id);
+    let id = d.trigger("send", &[]);
+    let run = daemon.run_ended(&id);
     assert_eq!(run["status"], "succeeded", "{run:#}");
     let got = got.lock().map(|g| g.clone()).unwrap_or_default();
     let hook = got.iter().find(|(path, _)| path == "/hook");

@@ -57,6 +57,20 @@ impl ConfigDir {
     pub fn listing(&self) -> String {
         listing(self.path())
     }
+
+    /// `multijob trigger JOB ARGS…` on this directory; the queued run's id.
+    #[track_caller]
+    pub fn trigger(&self, job: &str, args: &[&str]) -> String {
+        let mut all = vec!["trigger", job];
+        all.extend_from_slice(args);
+        let run = self.run(&all);
+        run.assert_code(0);
+        run.stdout()
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_else(|| panic!("no run id\n{}", run.explain()))
+            .to_string()
+    }
 }
 
 pub struct Run {
@@ -283,6 +297,17 @@ impl Daemon {
             "timed out waiting for {what} on {path}\nlast: {last:#}\n--- daemon log ---\n{}",
             self.log()
         );
+    }
+
+    /// The run `id` once it has ended (succeeded, failed or timed out).
+    #[track_caller]
+    pub fn run_ended(&self, id: &str) -> serde_json::Value {
+        self.wait_until(&format!("/api/v1/runs/{id}"), "the run to end", |v| {
+            matches!(
+                v["status"].as_str(),
+                Some("succeeded" | "failed" | "timed_out")
+            )
+        })
     }
 
     pub fn signal(&self, sig: &str) {

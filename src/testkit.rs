@@ -234,6 +234,41 @@ pub fn revision_record(
     }
 }
 
+/// A connector spec as tests write one: `id`, `provider`, `base_url`, no
+/// secrets, config, rate limit or allowed hosts.
+pub fn connector_spec(
+    id: &str,
+    provider: crate::spec::model::Provider,
+    base_url: &str,
+) -> crate::spec::model::Connector {
+    crate::spec::model::Connector {
+        id: id.to_string(),
+        provider,
+        base_url: Some(base_url.to_string()),
+        secrets: Default::default(),
+        config: Default::default(),
+        rate_limit: None,
+        allowed_hosts: Vec::new(),
+        description: None,
+    }
+}
+
+/// The connectors of `specs`, each as if read from
+/// `connectors.d/<id>.yaml`.
+pub fn connectors_of(specs: Vec<crate::spec::model::Connector>) -> crate::connectors::Connectors {
+    let map = specs
+        .into_iter()
+        .map(|c| {
+            let file = format!("connectors.d/{}.yaml", c.id);
+            (
+                c.id.clone(),
+                crate::spec::snapshot::Resource::new(c, file, 1, 1),
+            )
+        })
+        .collect();
+    crate::connectors::Connectors::new(&map)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! The connector layer against real peers: small axum servers on loopback
 //! that record what they receive, and a tiny SMTP sink.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,10 +16,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 use multijob::connectors::message::signature;
-use multijob::connectors::{ChatRequest, Connectors, HttpRequest, OutboundMessage};
+use multijob::connectors::{ChatRequest, HttpRequest, OutboundMessage};
 use multijob::run::RunError;
-use multijob::spec::model::{Connector, Provider, RateLimit};
-use multijob::spec::snapshot::Resource;
+use multijob::spec::model::{Provider, RateLimit};
 
 #[derive(Debug, Clone)]
 struct Recorded {
@@ -112,29 +111,7 @@ async fn json_peer(reply: Value) -> Peer {
     peer(move |_| (200, "application/json", reply.to_string())).await
 }
 
-fn connector(id: &str, provider: Provider, base_url: &str) -> Connector {
-    Connector {
-        id: id.to_string(),
-        provider,
-        base_url: Some(base_url.to_string()),
-        secrets: BTreeMap::new(),
-        config: Map::new(),
-        rate_limit: None,
-        allowed_hosts: Vec::new(),
-        description: None,
-    }
-}
-
-fn build(specs: Vec<Connector>) -> Connectors {
-    let map: BTreeMap<String, Resource<Connector>> = specs
-        .into_iter()
-        .map(|c| {
-            let file = format!("connectors.d/{}.yaml", c.id);
-            (c.id.clone(), Resource::new(c, file, 1, 1))
-        })
-        .collect();
-    Connectors::new(&map)
-}
+use multijob::testkit::{connector_spec as connector, connectors_of as build};
 
 /// Sets a process env var under a name unique to the calling test.
 fn set_env(name: &str, value: &str) {

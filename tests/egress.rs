@@ -5,18 +5,16 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::http::{HeaderMap, Uri};
-use serde_json::{Map, json};
+use serde_json::json;
 
 use common::{ConfigDir, Daemon};
-use multijob::connectors::{ChatRequest, Connectors, HttpRequest, OutboundMessage};
+use multijob::connectors::{ChatRequest, HttpRequest, OutboundMessage};
 use multijob::run::RunError;
 use multijob::spec::model::{Connector, Provider};
-use multijob::spec::snapshot::Resource;
 
 /// What reached a peer: (path, Authorization header).
 type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
@@ -48,29 +46,7 @@ impl Peer {
     }
 }
 
-fn connector(id: &str, provider: Provider, base_url: &str) -> Connector {
-    Connector {
-        id: id.to_string(),
-        provider,
-        base_url: Some(base_url.to_string()),
-        secrets: BTreeMap::new(),
-        config: Map::new(),
-        rate_limit: None,
-        allowed_hosts: Vec::new(),
-        description: None,
-    }
-}
-
-fn build(specs: Vec<Connector>) -> Connectors {
-    let map: BTreeMap<String, Resource<Connector>> = specs
-        .into_iter()
-        .map(|c| {
-            let file = format!("connectors.d/{}.yaml", c.id);
-            (c.id.clone(), Resource::new(c, file, 1, 1))
-        })
-        .collect();
-    Connectors::new(&map)
-}
+use multijob::testkit::{connector_spec as connector, connectors_of as build};
 
 /// A connector `shop` on peer `a` whose bearer token is `token`.
 fn shop(a: &Peer, env: &str, token: &str) -> Connector {

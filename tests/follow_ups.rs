@@ -203,17 +203,7 @@ limits: {queued_follow_ups: 5000}
     d.run(&["validate"]).assert_code(0);
     let daemon = Daemon::start(d.path(), &[]);
     daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
-    let r = d.run(&["trigger", "fanout"]);
-    r.assert_code(0);
-    let id = r
-        .stdout()
-        .split_whitespace()
-        .nth(2)
-        .unwrap_or_default()
-        .to_string();
-    let run = daemon.wait_until(&format!("/api/v1/runs/{id}"), "fanout to end", |v| {
-        v["status"] == "failed" || v["status"] == "succeeded"
-    });
+    let run = daemon.run_ended(&d.trigger("fanout", &[]));
     assert_eq!(run["status"], "failed", "{run:#}");
     let error = run["error"].as_str().unwrap_or_default();
     assert!(

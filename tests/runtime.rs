@@ -873,17 +873,7 @@ fn a_disabled_job_gets_no_new_runs_from_trigger_or_a_follow_up() {
         off.stderr()
     );
     d.run(&["trigger", "chain", "--count", "0"]).assert_code(1);
-    let r = d.run(&["trigger", "chain"]);
-    r.assert_code(0);
-    let id = r
-        .stdout()
-        .split_whitespace()
-        .nth(2)
-        .unwrap_or_default()
-        .to_string();
-    let run = daemon.wait_until(&format!("/api/v1/runs/{id}"), "the chain run", |v| {
-        v["status"] == "failed" || v["status"] == "succeeded"
-    });
+    let run = daemon.run_ended(&d.trigger("chain", &[]));
     assert_eq!(run["status"], "failed", "{run:#}");
     assert!(
         run["error"]

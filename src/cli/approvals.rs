@@ -1,27 +1,18 @@
 //! `multijob approvals`: list and decide pending approvals.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::store::redis::RedisStore;
-use crate::store::runs::{Approval, ApprovalStatus, InboxCommand};
-use crate::store::sqlite::{SqliteStore, post_to_inbox, read_approvals, read_inbox};
+use crate::store::runs::{ApprovalStatus, InboxCommand};
 
+use super::store_access::{StoreAccess, StoreArgs};
 use super::{Outcome, OutputFormat};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]
     pub action: Action,
-    /// The config directory (holding jobs.d/ and skills.d/).
-    #[arg(long, env = "MULTIJOB_DIR", default_value = ".", global = true)]
-    pub dir: PathBuf,
-    /// The embedded store [default: DIR/.multijob/state.db].
-    #[arg(long, global = true, conflicts_with = "redis")]
-    pub state: Option<PathBuf>,
-    /// A Redis deployment (`redis://host:6379/`) instead of the embedded store.
-    #[arg(long, global = true)]
-    pub redis: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -40,73 +31,8 @@ pub enum Action {
     Reject { id: String },
 }
 
-/// Where approvals are read and decisions posted.
-enum Backend {
-    Sqlite(PathBuf),
-    // The store first: it drops before the runtime it runs on.
-    Redis(RedisStore, tokio::runtime::Runtime),
-}
-
-impl Backend {
-    fn open(args: &Args) -> anyhow::Result<Backend> {
-        if let Some(url) = &args.redis {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let store = runtime.block_on(RedisStore::open(url))?;
-            return Ok(Backend::Redis(store, runtime));
-        }
-        let path = args
-            .state
-            .clone()
-            .unwrap_or_else(|| super::default_state(&args.dir));
-        if !path.exists() {
-            anyhow::bail!("no store at {}: nothing has run yet", path.display());
-        }
-        Ok(Backend::Sqlite(path))
-    }
-
-    fn approvals(&self, pending_only: bool) -> anyhow::Result<Vec<Approval>> {
-        Ok(match self {
-            Backend::Sqlite(path) => {
-                let conn = SqliteStore::open_read_only(path)?;
-                read_approvals(&conn, path, pending_only)?
-            }
-            Backend::Redis(store, rt) => rt.block_on(store.approvals(pending_only))?,
-        })
-    }
-
-    /// Commands the daemon has not handled yet (handled ones are deleted).
-    fn inbox(&self) -> anyhow::Result<Vec<InboxCommand>> {
-        let mut out = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = match self {
-                Backend::Sqlite(path) => {
-                    let conn = SqliteStore::open_read_only(path)?;
-                    read_inbox(&conn, path, after)?
-                }
-                Backend::Redis(store, rt) => rt.block_on(store.inbox(after))?,
-            };
-            let Some(last) = page.last().map(|(id, _)| *id) else {
-                return Ok(out);
-            };
-            after = last;
-            out.extend(page.into_iter().map(|(_, c)| c));
-        }
-    }
-
-    fn post(&self, command: &InboxCommand) -> anyhow::Result<()> {
-        match self {
-            Backend::Sqlite(path) => post_to_inbox(path, command)?,
-            Backend::Redis(store, rt) => rt.block_on(store.post_to_inbox(command))?,
-        };
-        Ok(())
-    }
-}
-
 pub fn exec(args: Args) -> anyhow::Result<Outcome> {
-    let backend = Backend::open(&args)?;
+    let backend = StoreAccess::open(&args.store)?;
     match args.action {
         Action::List { output, all } => {
             let items = backend.approvals(!all)?;
@@ -147,7 +73,7 @@ const APPLY_WAIT: Duration = Duration::from_secs(3);
 /// decisions in order, so of two conflicting ones the second is refused
 /// there, and only the wait tells its CLI so (a second `reject` right
 /// after an `approve` used to print success and be dropped).
-fn decide(backend: &Backend, id: &str, approve: bool) -> anyhow::Result<Outcome> {
+fn decide(backend: &StoreAccess, id: &str, approve: bool) -> anyhow::Result<Outcome> {
     let (verb, done) = if approve {
         ("approve", "approved")
     } else {
@@ -168,7 +94,7 @@ fn decide(backend: &Backend, id: &str, approve: bool) -> anyhow::Result<Outcome>
         );
     }
     // A decision posted a moment ago that the daemon has not read yet.
-    let waiting = backend.inbox()?.into_iter().find_map(|c| match c {
+    let waiting = backend.inbox()?.into_iter().find_map(|(_, c)| match c {
         InboxCommand::Decide {
             approval_id,
             approve,

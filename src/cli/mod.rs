@@ -11,6 +11,7 @@ pub mod quota;
 pub mod run;
 pub mod schema;
 pub mod status;
+pub mod store_access;
 pub mod trigger;
 pub mod validate;
 pub mod worker;

@@ -1,17 +1,14 @@
 //! `multijob trigger`: queue one run of a job now.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 
 use crate::run::new_run_id;
 use crate::spec::model::Job;
 use crate::store::Applied;
-use crate::store::redis::RedisStore;
 use crate::store::runs::InboxCommand;
-use crate::store::sqlite::{SqliteStore, post_to_inbox, read_applied};
 
-use super::{DirArg, Outcome};
+use super::Outcome;
+use super::store_access::{StoreAccess, StoreArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -28,13 +25,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub count: u32,
     #[command(flatten)]
-    pub dir: DirArg,
-    /// The embedded store [default: DIR/.multijob/state.db].
-    #[arg(long, conflicts_with = "redis")]
-    pub state: Option<PathBuf>,
-    /// A Redis deployment (`redis://host:6379/`) instead of the embedded store.
-    #[arg(long)]
-    pub redis: Option<String>,
+    pub store: StoreArgs,
 }
 
 pub fn exec(args: Args) -> anyhow::Result<Outcome> {
@@ -56,44 +47,16 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
         inputs: inputs.clone(),
         count: args.count.max(1),
     };
-    let job = match &args.redis {
-        Some(url) => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let store = RedisStore::open(url).await?;
-                let applied = store.applied().await?;
-                if applied.revision.is_none() {
-                    anyhow::bail!(
-                        "nothing is applied in Redis at {}: start `multijob run --redis {}` once",
-                        store.url(),
-                        store.url()
-                    );
-                }
-                let job = pick_job(&applied, &args.job)?;
-                store.post_to_inbox(&command(&job)).await?;
-                anyhow::Ok(job)
-            })?
-        }
-        None => {
-            let path = args
-                .state
-                .clone()
-                .unwrap_or_else(|| super::default_state(&args.dir.dir));
-            if !path.exists() {
-                anyhow::bail!(
-                    "no store at {}: start `multijob run --dir {}` once to apply the config",
-                    path.display(),
-                    args.dir.dir.display()
-                );
-            }
-            let conn = SqliteStore::open_read_only(&path)?;
-            let job = pick_job(&read_applied(&conn, &path)?, &args.job)?;
-            post_to_inbox(&path, &command(&job))?;
-            job
-        }
-    };
+    let store = StoreAccess::open(&args.store)?;
+    let applied = store.applied()?;
+    if applied.revision.is_none() {
+        anyhow::bail!(
+            "nothing is applied in {} yet: start `multijob run` on it once",
+            store.describe()
+        );
+    }
+    let job = pick_job(&applied, &args.job)?;
+    store.post(&command(&job))?;
     if args.count > 1 {
         println!(
             "queued run {run_id} of job {} (and {} more: {run_id}-1 ...)",

@@ -181,6 +181,52 @@ impl RedisStore {
         }
     }
 
+    /// Runs whose id starts with `prefix` (at most `limit`, in no order):
+    /// the CLI accepts an id's first characters. A scan of the records'
+    /// hash, so for the CLI, never a hot path.
+    pub async fn runs_by_prefix(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(i64, Run)>, StoreError> {
+        let mut pattern = String::with_capacity(prefix.len() + 1);
+        for ch in prefix.chars() {
+            if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(ch);
+        }
+        pattern.push('*');
+        let mut c = self.connection();
+        let mut cursor: u64 = 0;
+        let mut ids = Vec::new();
+        loop {
+            let (next, page): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
+                .arg(self.key("runs:rec"))
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut c)
+                .await
+                .map_err(err(self.target(), "looking up a run id prefix"))?;
+            ids.extend(page.into_iter().map(|(id, _)| id));
+            cursor = next;
+            if cursor == 0 || ids.len() >= limit.max(1) {
+                break;
+            }
+        }
+        ids.truncate(limit.max(1));
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(found) = self.run(id).await? {
+                out.push(found);
+            }
+        }
+        Ok(out)
+    }
+
     /// Runs newest first, below `before`, by job and/or status.
     pub async fn runs(&self, q: RunQuery) -> Result<Vec<(i64, Run)>, StoreError> {
         let limit = q.limit.max(1);

@@ -73,3 +73,8 @@ pub(super) fn kv_op(
         }
     }
 }
+
+/// One key's value from a read-only connection (the CLI, beside a daemon).
+pub fn read_kv(c: &Connection, path: &Path, key: &str) -> Result<Option<Value>, StoreError> {
+    kv_op(c, path, key, KvOp::Get)
+}

@@ -16,6 +16,7 @@
 
 mod inbox;
 mod kv;
+pub use kv::read_kv;
 mod migrations;
 mod prepare;
 mod reads;
@@ -37,7 +38,10 @@ use super::{
     Applied, Event, EventQuery, Mutation, NewEvent, RevisionRecord, RevisionWrite, StoreError,
 };
 pub use inbox::{post_to_inbox, read_inbox};
-pub use reads::{read_applied, read_approvals, read_live_state, read_runs_blocking};
+pub use reads::{
+    read_applied, read_approvals, read_live_state, read_run, read_runs_blocking,
+    read_runs_by_prefix,
+};
 use writer::{Reply, WriteOp};
 
 struct Inner {

@@ -272,6 +272,45 @@ pub fn read_runs_blocking(
     runs(c, path, q)
 }
 
+/// One run by id, from a read-only connection (CLI).
+pub fn read_run(c: &Connection, path: &Path, id: &str) -> Result<Option<(i64, Run)>, StoreError> {
+    run(c, path, id)
+}
+
+/// Runs whose id starts with `prefix` (at most `limit`), newest first, from
+/// a read-only connection: the CLI accepts an id's first characters.
+pub fn read_runs_by_prefix(
+    c: &Connection,
+    path: &Path,
+    prefix: &str,
+    limit: usize,
+) -> Result<Vec<(i64, Run)>, StoreError> {
+    // `GLOB` with the prefix's metacharacters escaped as classes: ids are
+    // ASCII, and `[`, `*`, `?` in a typed prefix must match themselves.
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for ch in prefix.chars() {
+        match ch {
+            '*' | '?' | '[' => {
+                pattern.push('[');
+                pattern.push(ch);
+                pattern.push(']');
+            }
+            _ => pattern.push(ch),
+        }
+    }
+    pattern.push('*');
+    all_rows(
+        c,
+        path,
+        "SELECT seq, record FROM runs WHERE id GLOB ?1 ORDER BY seq DESC LIMIT ?2",
+        rusqlite::params![pattern, limit.max(1) as i64],
+        seq_and_record,
+    )?
+    .into_iter()
+    .map(|(seq, rec)| Ok((seq, parse_run(&rec, seq)?)))
+    .collect()
+}
+
 pub(super) fn run(c: &Connection, path: &Path, id: &str) -> Result<Option<(i64, Run)>, StoreError> {
     c.query_row(
         "SELECT seq, record FROM runs WHERE id = ?1",

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use multijob::spec::model::Kind;
 use multijob::spec::snapshot::Snapshot;
+use multijob::store::output::{OutputChunk, OutputStream};
 use multijob::store::redis::RedisStore;
 use multijob::store::runs::{
     Approval, ApprovalStatus, FailureState, InboxCommand, Run, RunQuery, RunStatus,
@@ -84,6 +85,7 @@ conformance!(
     prune_events_and_count_them_by_type,
     a_run_another_handle_wrote_is_updated_in_place,
     a_manual_run_written_again_as_new_is_kept_once,
+    output_chunks_read_in_order_from_a_position_and_go_with_their_run,
 );
 
 use multijob::testkit::{revision_record as revision, snapshot_of as snapshot};
@@ -1381,4 +1383,61 @@ mod redis_only {
             );
         }
     }
+}
+
+fn chunk(run_id: &str, seq: u32, stream: OutputStream, text: &str) -> OutputChunk {
+    OutputChunk {
+        pos: 0,
+        run_id: run_id.into(),
+        attempt: 1,
+        seq,
+        stream,
+        text: text.into(),
+        at: "2026-01-01T00:00:00.000Z".into(),
+    }
+}
+
+async fn output_chunks_read_in_order_from_a_position_and_go_with_their_run(b: &Backend) {
+    let store = b.open().await;
+    let runs: Vec<Run> = (0..3)
+        .map(|i| run(&format!("o{i}"), "a", RunStatus::Succeeded))
+        .collect();
+    store.submit(runs.iter().map(put).collect()).unwrap();
+    store
+        .record_output(vec![
+            chunk("o0", 0, OutputStream::Stdout, "one\n"),
+            chunk("o0", 1, OutputStream::Stderr, "err\n"),
+        ])
+        .await
+        .unwrap();
+    store
+        .record_output(vec![chunk("o0", 2, OutputStream::Stdout, "two\n")])
+        .await
+        .unwrap();
+    store
+        .record_output(vec![chunk("o2", 0, OutputStream::Stdout, "keep\n")])
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    let all = store.output("o0", 0).await.unwrap();
+    let texts: Vec<&str> = all.iter().map(|c| c.text.as_str()).collect();
+    assert_eq!(texts, ["one\n", "err\n", "two\n"]);
+    assert_eq!(all[1].stream, OutputStream::Stderr);
+    // Reading on from a position returns only what came after it.
+    let rest = store.output("o0", all[1].pos).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].text, "two\n");
+    assert!(store.output("o0", all[2].pos).await.unwrap().is_empty());
+    assert!(store.output("nope", 0).await.unwrap().is_empty());
+    // Pruning a run drops its output; a kept run keeps its own.
+    store
+        .submit(vec![Mutation::PruneRuns {
+            job_id: "a".into(),
+            keep: 1,
+        }])
+        .unwrap();
+    store.flush().await.unwrap();
+    assert!(store.run("o0").await.unwrap().is_none());
+    assert!(store.output("o0", 0).await.unwrap().is_empty());
+    assert_eq!(store.output("o2", 0).await.unwrap().len(), 1);
 }

@@ -24,8 +24,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::RunContext;
+use super::output::OutputSink;
 use crate::run::{RunError, RunResult};
 use crate::spec::model::Job;
+use crate::store::output::OutputStream;
 
 /// The child's whole `PATH`: system directories only, whatever the
 /// daemon's own environment holds.
@@ -288,7 +290,16 @@ async fn spawn_and_wait(
         .kill_on_drop(true)
         .process_group(0);
     let child = command.spawn().map_err(|e| spawn_error(argv0, &e))?;
-    supervise(child, cancel).await
+    // Recorded as it goes for `logs --follow`, where there is a store.
+    let sink = ctx
+        .store
+        .clone()
+        .map(|store| OutputSink::start(store, &ctx.run_id, ctx.attempt));
+    let result = supervise(child, cancel, sink.as_ref()).await;
+    if let Some(sink) = sink {
+        sink.finish().await;
+    }
+    result
 }
 
 fn spawn_error(argv0: &str, e: &io::Error) -> RunError {
@@ -306,7 +317,11 @@ fn spawn_error(argv0: &str, e: &io::Error) -> RunError {
 }
 
 /// Reads the child's output while waiting for it or for the token.
-async fn supervise(mut child: Child, cancel: &CancellationToken) -> RunResult {
+async fn supervise(
+    mut child: Child,
+    cancel: &CancellationToken,
+    sink: Option<&OutputSink>,
+) -> RunResult {
     // With `process_group(0)` the child leads a group whose id is its pid.
     let pgid = child.id().and_then(|pid| i32::try_from(pid).ok());
     let mut guard = GroupGuard { pgid };
@@ -316,7 +331,10 @@ async fn supervise(mut child: Child, cancel: &CancellationToken) -> RunResult {
 
     let status = {
         let drain = async {
-            tokio::join!(pump(out_pipe, &mut stdout), pump(err_pipe, &mut stderr));
+            tokio::join!(
+                pump(out_pipe, &mut stdout, sink, OutputStream::Stdout),
+                pump(err_pipe, &mut stderr, sink, OutputStream::Stderr)
+            );
         };
         tokio::pin!(drain);
         let linger = tokio::time::sleep(DRAIN_AFTER_EXIT);
@@ -436,13 +454,21 @@ impl Capture {
     }
 }
 
-async fn pump(pipe: Option<impl AsyncRead + Unpin>, capture: &mut Capture) {
+async fn pump(
+    pipe: Option<impl AsyncRead + Unpin>,
+    capture: &mut Capture,
+    sink: Option<&OutputSink>,
+    stream: OutputStream,
+) {
     let Some(mut pipe) = pipe else { return };
     // On the heap: a stack buffer would sit in every run's future.
     let mut buf = vec![0u8; 8192];
     // A read error ends the capture; the exit status still says how it went.
     while let Ok(n @ 1..) = pipe.read(&mut buf).await {
         capture.push(&buf[..n]);
+        if let Some(sink) = sink {
+            sink.push(stream, &buf[..n]);
+        }
     }
 }
 

@@ -15,6 +15,7 @@ pub mod command;
 mod dispatch;
 pub mod history;
 pub mod monitor;
+pub mod output;
 pub mod report;
 pub mod simulation;
 mod workflow;

@@ -24,6 +24,7 @@
 
 mod backlog;
 pub mod feed;
+pub mod output;
 pub mod redis;
 pub mod runs;
 pub mod sqlite;
@@ -254,6 +255,9 @@ pub enum Mutation {
         entry_id: String,
         run_id: String,
     },
+    /// Chunks of a run's output (SQLite; a Redis store writes them with
+    /// [`Store::record_output`] directly and ignores this).
+    Output(Vec<output::OutputChunk>),
 }
 
 /// Fire-and-forget writes of one batch, coalesced: the latest record of
@@ -280,6 +284,7 @@ pub(crate) struct Coalesced {
     pub(crate) dispatch: Vec<String>,
     /// `(results entry id, run id)`.
     pub(crate) acks: Vec<(String, String)>,
+    pub(crate) output: Vec<output::OutputChunk>,
 }
 
 impl Coalesced {
@@ -321,6 +326,7 @@ impl Coalesced {
             Mutation::PutKv { key, value } => self.kv.push((key, value)),
             Mutation::Dispatch { run_id } => self.dispatch.push(run_id),
             Mutation::AckResult { entry_id, run_id } => self.acks.push((entry_id, run_id)),
+            Mutation::Output(chunks) => self.output.extend(chunks),
         }
     }
 
@@ -344,6 +350,7 @@ impl Coalesced {
             && self.kv.is_empty()
             && self.dispatch.is_empty()
             && self.acks.is_empty()
+            && self.output.is_empty()
     }
 }
 
@@ -679,6 +686,26 @@ impl Store {
     /// Events in id order after `query.after`.
     pub async fn events(&self, query: EventQuery) -> Result<Vec<Event>, StoreError> {
         on_backend!(self, s => s.events(query).await)
+    }
+
+    /// Record chunks of a run's output, in order after what was recorded
+    /// before (see [`output`]). SQLite: with the next batch, not waited
+    /// for; Redis: one call.
+    pub async fn record_output(&self, chunks: Vec<output::OutputChunk>) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.submit(vec![Mutation::Output(chunks)]),
+            Store::Redis(s) => s.record_output(chunks).await,
+        }
+    }
+
+    /// A run's recorded output after position `after` (0: from the start),
+    /// in the order written, at most [`output::OUTPUT_PAGE`] chunks.
+    pub async fn output(
+        &self,
+        run_id: &str,
+        after: i64,
+    ) -> Result<Vec<output::OutputChunk>, StoreError> {
+        on_backend!(self, s => s.output(run_id.to_string(), after).await)
     }
 
     /// The id of the newest committed event (0 when there is none).

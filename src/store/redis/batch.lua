@@ -184,6 +184,7 @@ local function delete_run(id)
   if not h then return end
   infos[id] = false
   redis.call('HDEL', P .. 'runs:rec', id)
+  redis.call('UNLINK', P .. 'output:' .. id)
   redis.call('ZREM', P .. 'runs', id)
   redis.call('ZREM', P .. 'runs:job:' .. h.job, id)
   if ACTIVE[h.status] then

@@ -40,6 +40,7 @@
 
 mod batch;
 mod layout;
+mod output;
 mod reads;
 mod tail;
 mod writer;

@@ -121,7 +121,7 @@ pub async fn kv_op(target: &Target, key: &str, op: KvOp) -> Result<Option<Value>
 }
 
 impl RedisStore {
-    fn target(&self) -> &Target {
+    pub(super) fn target(&self) -> &Target {
         &self.inner.target
     }
 

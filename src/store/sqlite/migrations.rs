@@ -84,6 +84,22 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 4: how far a large `trigger --count` command got, so a restart
     // resumes it instead of running it again from the start.
     "ALTER TABLE inbox ADD COLUMN progress INTEGER NOT NULL DEFAULT 0;",
+    // 5: a run's output as it is printed (`logs --follow`), gone with its
+    // run: pruning deletes runs, the trigger their output.
+    "CREATE TABLE run_output (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        stream TEXT NOT NULL,
+        text TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    CREATE INDEX run_output_run ON run_output (run_id, id);
+    CREATE TRIGGER run_output_pruned AFTER DELETE ON runs
+    BEGIN
+        DELETE FROM run_output WHERE run_id = old.id;
+    END;",
 ];
 
 pub(super) fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {

@@ -18,6 +18,8 @@ mod inbox;
 mod kv;
 pub use kv::read_kv;
 mod migrations;
+mod output;
+pub use output::read_output;
 mod prepare;
 mod reads;
 mod rows;
@@ -339,6 +341,16 @@ impl SqliteStore {
 
     pub async fn events(&self, query: EventQuery) -> Result<Vec<Event>, StoreError> {
         self.read(move |c, p| reads::events(c, p, &query)).await
+    }
+
+    /// A run's output chunks after position `after`.
+    pub async fn output(
+        &self,
+        run_id: String,
+        after: i64,
+    ) -> Result<Vec<super::output::OutputChunk>, StoreError> {
+        self.read(move |c, p| read_output(c, p, &run_id, after))
+            .await
     }
 
     pub async fn last_event_id(&self) -> Result<i64, StoreError> {

@@ -112,6 +112,9 @@ fn write_rest(c: &Connection, path: &Path, w: &Coalesced) -> Result<(), StoreErr
         .and_then(|mut st| st.execute(params![job, (*keep as i64).saturating_sub(1)]))
         .map_err(sql_err(path))?;
     }
+    if !w.output.is_empty() {
+        super::output::insert(c, path, &w.output)?;
+    }
     if let Some(before) = &w.prune_events_before {
         // Events are appended in time order, so ids order them by time too.
         c.prepare_cached(

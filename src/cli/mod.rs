@@ -5,15 +5,22 @@
 //! `trigger` and `approvals`).
 
 pub mod approvals;
+pub mod duration_arg;
+mod follow;
 pub mod init;
+pub mod logs;
 pub mod plan;
+pub mod progress;
 pub mod quota;
 pub mod run;
+mod run_view;
+pub mod runs;
 pub mod schema;
 pub mod status;
 pub mod store_access;
 pub mod trigger;
 pub mod validate;
+mod wait;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -69,6 +76,12 @@ pub enum Command {
     Trigger(trigger::Args),
     /// List, approve or reject pending approvals.
     Approvals(approvals::Args),
+    /// Recent runs, newest first: id, job, trigger, status, attempt,
+    /// started, duration, error (filter by job, --status, --since).
+    Runs(runs::Args),
+    /// A run's record as a person reads it: steps, a command's stdout and
+    /// stderr; --follow streams it until it ends and exits with its status.
+    Logs(logs::Args),
     /// Print the JSON Schemas of the four kinds, or write them to a folder.
     ///
     /// Point editors at them with `# yaml-language-server: $schema=...`.
@@ -134,6 +147,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Status(args) => status::exec(args),
         Command::Trigger(args) => trigger::exec(args),
         Command::Approvals(args) => approvals::exec(args),
+        Command::Runs(args) => runs::exec(args),
+        Command::Logs(args) => logs::exec(args),
         Command::Init(args) => init::exec(args),
     }
 }

@@ -9,6 +9,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 use crate::store::Applied;
+use crate::store::output::OutputChunk;
 use crate::store::redis::RedisStore;
 use crate::store::runs::{Approval, InboxCommand, Run, RunQuery};
 use crate::store::sqlite::{self, SqliteStore};
@@ -126,6 +127,35 @@ impl StoreAccess {
             async |s| s.run(id.to_string()).await,
         )?;
         Ok(found.map(|(_, run)| run))
+    }
+
+    /// The runs of `ids` that have a record, on one connection (a run not
+    /// recorded yet is absent).
+    pub fn runs_by_ids(&self, ids: &[String]) -> anyhow::Result<Vec<Run>> {
+        self.read(
+            |c, p| {
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    out.extend(sqlite::read_run(c, p, id)?.map(|(_, r)| r));
+                }
+                Ok(out)
+            },
+            async |s| {
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    out.extend(s.run(id.clone()).await?.map(|(_, r)| r));
+                }
+                Ok(out)
+            },
+        )
+    }
+
+    /// A run's recorded output after position `after` (one page).
+    pub fn output(&self, run_id: &str, after: i64) -> anyhow::Result<Vec<OutputChunk>> {
+        self.read(
+            |c, p| sqlite::read_output(c, p, run_id, after),
+            async |s| s.output(run_id.to_string(), after).await,
+        )
     }
 
     /// The run `id` names: a whole id, or its first 8 or more characters

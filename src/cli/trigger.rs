@@ -24,6 +24,13 @@ pub struct Args {
     /// after a crash it resumes where it got to, running no run twice.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub count: u32,
+    /// Follow the run like `logs --follow` and exit with its status (0
+    /// succeeded, 1 otherwise); with --count, wait for all of them.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this long (30s, 5m, 2h), exit 1.
+    #[arg(long, value_name = "DUR", requires = "wait", value_parser = super::duration_arg::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
     #[command(flatten)]
     pub store: StoreArgs,
 }
@@ -68,6 +75,9 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     }
     if job.requires_approval {
         println!("the job requires approval: `multijob approvals list` shows the request");
+    }
+    if args.wait {
+        return super::wait::wait_for(&store, &run_id, args.count, args.timeout);
     }
     Ok(Outcome::Success)
 }

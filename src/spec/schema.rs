@@ -307,7 +307,7 @@ fn short(v: &Value) -> String {
 }
 
 /// The closest known key within edit distance 2, if any.
-fn did_you_mean(key: &str, known: &BTreeSet<String>) -> Option<String> {
+pub fn did_you_mean(key: &str, known: &BTreeSet<String>) -> Option<String> {
     known
         .iter()
         .map(|k| (edit_distance(key, k), k))

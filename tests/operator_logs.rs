@@ -163,7 +163,7 @@ fn runs_lists_filters_and_prints_json(s: &Setup) {
         .iter()
         .map(|r| r["id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(ids, [ok.clone()], "{}", json.explain());
+    assert_eq!(ids, std::slice::from_ref(&ok), "{}", json.explain());
     let failed_only = s.cli(&["runs", "--status", "failed", "-o", "json"]).json();
     assert_eq!(failed_only.as_array().unwrap().len(), 1, "{failed_only:#}");
     assert_eq!(failed_only[0]["error"], "exit code 3: boom");

@@ -20,7 +20,7 @@ pub const POLL: Duration = Duration::from_millis(200);
 /// How following ended.
 pub enum Followed {
     /// The run finished (any terminal status).
-    Ended(Run),
+    Ended(Box<Run>),
     /// The timeout came first; the run's last status seen, if it had a
     /// record by then.
     StillGoing(Option<RunStatus>),
@@ -112,7 +112,7 @@ impl<'a> Follower<'a> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             if let Some(run) = self.poll()? {
-                return Ok(Followed::Ended(run));
+                return Ok(Followed::Ended(Box::new(run)));
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(Followed::StillGoing(self.status));

@@ -335,6 +335,58 @@ fn a_failed_command_in_a_worker_process_keeps_its_output() {
     );
 }
 
+/// Issue #21: a `command` run in a worker process records its output as
+/// it goes, so `logs` (and `trigger --wait`) read it from Redis.
+#[test]
+fn a_command_in_a_worker_process_records_its_output_for_logs() {
+    let redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    let dir = ConfigDir::new();
+    dir.write(
+        "jobs.d/c.yaml",
+        "id: c\ntype: command\ninputs: {argv: [/bin/sh, -c, 'echo from-worker; echo note >&2']}\n",
+    );
+    let leader = replica(&dir, &redis, &["--workers", "0"]);
+    leader.wait_until("/api/v1/status", "leading, a revision applied", |v| {
+        v["cluster"]["role"] == "leader" && v["revision"].is_string()
+    });
+    let worker = WorkerProc::start_with(&redis, 1, &["--allow-command"]);
+    let waited = dir.run(&[
+        "trigger",
+        "c",
+        "--wait",
+        "--timeout",
+        "30s",
+        "--redis",
+        &url,
+    ]);
+    let logs = || sections(&[("leader", leader.log()), ("worker", worker.log())]);
+    assert_eq!(waited.code(), Some(0), "{}\n{}", waited.explain(), logs());
+    waited.assert_line("out| from-worker", "");
+    let id = waited
+        .stdout()
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_default()
+        .to_string();
+    let shown = dir.run(&["logs", &id, "-o", "json", "--redis", &url]);
+    shown.assert_code(0);
+    let chunks = shown.json()["output"].clone();
+    let mut texts: Vec<&str> = chunks
+        .as_array()
+        .map(|a| a.iter().filter_map(|c| c["text"].as_str()).collect())
+        .unwrap_or_default();
+    // Two pipes read side by side: their lines may come in either order.
+    texts.sort();
+    assert_eq!(
+        texts,
+        ["from-worker\n", "note\n"],
+        "{}\n{}",
+        shown.explain(),
+        logs()
+    );
+}
+
 /// A worker stopped with SIGTERM hands back the runs it holds but has not
 /// started: they run elsewhere without being counted as lost attempts.
 #[test]

@@ -32,6 +32,18 @@ inputs: {argv: [/bin/sh, -c, 'sleep 30']}
 id: big
 type: command
 inputs: {argv: [/bin/sh, -c, 'head -c 5242880 /dev/zero | tr \"\\000\" x | fold -w 99']}
+---
+kind: Connector
+id: api
+provider: http
+base_url: http://127.0.0.1:9
+---
+id: flow
+type: agent.workflow
+retry_policy: {max_retry: 0}
+steps:
+  - id: steal
+    http: {connector: api, url: \"http://169.254.169.254/latest/meta-data\"}
 ";
 
 /// A daemon with the jobs above on one backend, and the arguments that
@@ -104,19 +116,6 @@ impl Setup {
             .unwrap_or_else(|| panic!("no run id\n{}", out.explain()))
             .to_string();
         (id, out)
-    }
-
-    /// Waits until the daemon has recorded run `id`.
-    #[track_caller]
-    fn recorded(&self, id: &str) {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            if self.cli(&["logs", id]).code() == Some(0) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("run {id} never recorded\n{}", self.daemon.log());
     }
 }
 
@@ -225,6 +224,16 @@ fn logs_shows_a_finished_command_runs_stdout_and_stderr_and_resolves_prefixes(s:
     );
     let json = s.cli(&["logs", &id, "-o", "json"]).json();
     assert_eq!(json["run"]["id"], id.as_str());
+    // A workflow run: each step with its status and error.
+    let (flow, out) = s.run_to_end("flow");
+    out.assert_code(1);
+    let steps = s.cli(&["logs", &flow]);
+    steps.assert_code(0).assert_line("  step steal", "failed");
+    assert!(
+        steps.stdout().contains("      error: "),
+        "{}",
+        steps.explain()
+    );
     let texts: Vec<&str> = json["output"]
         .as_array()
         .unwrap()
@@ -250,11 +259,11 @@ fn logs_shows_a_finished_command_runs_stdout_and_stderr_and_resolves_prefixes(s:
 }
 
 fn logs_follow_streams_the_first_line_before_the_run_ends(s: &Setup) {
+    // Followed at once: the trigger may still wait in the inbox.
     let id = s.dir.trigger(
         "slow",
         &s.store_args.iter().map(String::as_str).collect::<Vec<_>>(),
     );
-    s.recorded(&id);
     let mut child = s.spawn(&["logs", &id, "--follow"]);
     let stdout = child.stdout.take().unwrap();
     let start = Instant::now();
@@ -265,6 +274,10 @@ fn logs_follow_streams_the_first_line_before_the_run_ends(s: &Setup) {
     }
     let status = child.wait().unwrap();
     let ended = start.elapsed();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    // Piped: no spinner, no cursor escapes.
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
     let when = |text: &str| seen.iter().find(|(_, l)| l.contains(text)).map(|(t, _)| *t);
     let first = when("out| first-line").unwrap_or_else(|| panic!("{seen:?}"));
     let second = when("out| second-line").unwrap_or_else(|| panic!("{seen:?}"));
@@ -278,7 +291,25 @@ fn logs_follow_streams_the_first_line_before_the_run_ends(s: &Setup) {
             .any(|(_, l)| l.contains(&format!("run {id} succeeded"))),
         "{seen:?}"
     );
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    // As JSON lines: status, output and the ended run.
+    let json = s.cli(&["logs", &id, "--follow", "-o", "json"]);
+    json.assert_code(0);
+    let events: Vec<serde_json::Value> = json
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(events[0]["event"], "status", "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "output" && e["chunk"]["text"] == "first-line\n"),
+        "{events:?}"
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "ended", "{events:?}");
+    assert_eq!(last["run"]["status"], "succeeded", "{events:?}");
 }
 
 fn trigger_wait_exits_with_the_runs_status_or_times_out(s: &Setup) {
@@ -360,7 +391,9 @@ fn hostile_ids_and_a_run_printing_5_mib_are_handled_and_the_daemon_keeps_serving
     assert!(recorded >= 1000 * 1024, "{recorded} bytes recorded");
     let last = chunks.last().unwrap()["text"].as_str().unwrap();
     assert!(last.contains("more bytes of output not recorded"), "{last}");
-    // The daemon goes on: another run and the listing work.
+    // The daemon goes on: its API answers, another run and the listing work.
+    let (code, _) = s.daemon.get("/readyz");
+    assert_eq!(code, 200, "{}", s.daemon.log());
     let (_, again) = s.run_to_end("hello");
     again.assert_code(0);
     s.cli(&["runs", "--limit", "2"])

@@ -4,7 +4,7 @@
 use super::follow::{Followed, Follower, show};
 use super::store_access::{StoreAccess, StoreArgs};
 use super::{Outcome, OutputFormat};
-use crate::store::runs::RunStatus;
+use crate::store::runs::{InboxCommand, RunStatus};
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -28,13 +28,26 @@ pub struct Args {
 
 pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     let store = StoreAccess::open(&args.store)?;
-    let run = store.resolve_run(args.run.trim())?;
-    if !args.follow {
-        show(&store, &run, args.output)?;
-        return Ok(Outcome::Success);
-    }
-    match Follower::new(&store, &run.id, args.output).follow(None)? {
+    let wanted = args.run.trim();
+    let run_id = match store.resolve_run(wanted) {
+        Ok(run) if !args.follow => {
+            show(&store, &run, args.output)?;
+            return Ok(Outcome::Success);
+        }
+        Ok(run) => run.id,
+        // Just triggered: the daemon has not taken it from the inbox yet.
+        Err(_) if args.follow && triggered(&store, wanted)? => wanted.to_string(),
+        Err(e) => return Err(e),
+    };
+    match Follower::new(&store, &run_id, args.output).follow(None)? {
         Followed::Ended(run) if run.status == RunStatus::Succeeded => Ok(Outcome::Success),
         Followed::Ended(_) | Followed::StillGoing(_) => Ok(Outcome::Failure),
     }
+}
+
+/// Whether a trigger for run `id` waits in the inbox.
+fn triggered(store: &StoreAccess, id: &str) -> anyhow::Result<bool> {
+    Ok(store.inbox()?.iter().any(
+        |(_, command)| matches!(command, InboxCommand::Trigger { run_id, .. } if run_id == id),
+    ))
 }

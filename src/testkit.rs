@@ -200,6 +200,8 @@ pub fn sample_run(id: &str, job: &str, run_key: &str, status: RunStatus) -> Run 
         flow: None,
         chain_depth: 0,
         lease_owner: None,
+        cancelled_by: None,
+        cancel_reason: None,
     }
 }
 

@@ -5,6 +5,7 @@
 //! `trigger` and `approvals`).
 
 pub mod approvals;
+pub mod cancel;
 pub mod duration_arg;
 mod follow;
 pub mod init;
@@ -82,6 +83,14 @@ pub enum Command {
     /// A run's record as a person reads it: steps, a command's stdout and
     /// stderr; --follow streams it until it ends and exits with its status.
     Logs(logs::Args),
+    /// Cancel an unfinished run: queued ones end at once, a running one
+    /// is stopped (a command's whole process group, a workflow at its step).
+    ///
+    /// RUN is a run id or its first 8+ characters. Who (--by, else
+    /// $USER@host) and why (--reason) are kept in the run's record and its
+    /// `run.cancelled` event. Exit 0 when the run ended cancelled (or the
+    /// cancel waits for a daemon to read it), 1 when it had already ended.
+    Cancel(cancel::Args),
     /// Print the JSON Schemas of the four kinds, or write them to a folder.
     ///
     /// Point editors at them with `# yaml-language-server: $schema=...`.
@@ -149,6 +158,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Approvals(args) => approvals::exec(args),
         Command::Runs(args) => runs::exec(args),
         Command::Logs(args) => logs::exec(args),
+        Command::Cancel(args) => cancel::exec(args),
         Command::Init(args) => init::exec(args),
     }
 }

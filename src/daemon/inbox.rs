@@ -1,5 +1,5 @@
 //! The commands the CLI (and worker processes) leave in the store's inbox:
-//! trigger bursts, approval decisions, follow-ups. Whoever owns the run
+//! trigger bursts, approval decisions, cancels, follow-ups. Whoever owns the run
 //! queue (the single process, or the leader) handles them in order.
 
 use std::time::Duration;
@@ -116,6 +116,9 @@ async fn handle_command(queue: &RunQueue, store: &Store, inbox_id: i64, command:
             approve,
             by,
         } => decide(queue, store, &approval_id, approve, &by).await,
+        InboxCommand::Cancel { run_id, by, reason } => {
+            super::cancel::cancel(queue, store, &run_id, &by, reason.as_deref()).await
+        }
     }
 }
 

@@ -4,10 +4,11 @@
 //! process of a Redis deployment (campaigning, leading, following) and
 //! `redis_worker` its worker-only sibling; `inbox` handles the commands
 //! the CLI leaves in the store (trigger bursts, approval decisions,
-//! follow-ups). It may use every module below it (`cluster`, `status`,
+//! follow-ups) and `cancel` an operator's cancel of a run. It may use every module below it (`cluster`, `status`,
 //! `reconcile`, `worker`, `schedule`, `queue`, `store`, …); only `cli`
 //! uses it.
 
+mod cancel;
 mod embedded;
 mod follower;
 mod inbox;

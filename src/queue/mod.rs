@@ -9,6 +9,7 @@
 //! `spec`, `store` and `run`, nothing above them.
 
 mod admit;
+mod cancel;
 mod claim;
 mod finish;
 mod recover;
@@ -23,6 +24,7 @@ use jiff::Timestamp;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+pub use cancel::Cancelled;
 pub use recover::RecoverySummary;
 pub use view::QueueView;
 
@@ -183,13 +185,18 @@ impl RunQueue {
         }
     }
 
-    /// Why a running run's token fired: replace (cancelled) or not.
+    /// Why a running run's token fired: an operator's cancel, or a newer
+    /// run replacing it.
     pub fn cancel_reason(&self, run_id: &str) -> Option<String> {
         let st = self.lock();
         st.runs
             .get(run_id)
             .filter(|e| e.cancel.is_cancelled())
-            .map(|e| format!("replaced by a newer run of {}", e.run.job_id))
+            .map(|e| {
+                e.run
+                    .operator_cancel()
+                    .unwrap_or_else(|| format!("replaced by a newer run of {}", e.run.job_id))
+            })
     }
 
     /// Stop handing out runs (shutdown).

@@ -214,3 +214,56 @@ async fn cancelling_a_jobs_runs_finishes_the_waiting_and_signals_the_running() {
         .finish(&running.run.id, Outcome::Cancelled("replaced".into()));
     assert_eq!(r.counts(), (0, 0, 0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_operators_cancel_frees_a_parked_runs_place_and_stops_a_running_one() {
+    use super::Cancelled;
+    let lane = "kind: Flow\nid: one\nmax_active_runs: 1\n---\nid: a\ntype: noop\nflow: one\noverlap: allow\n";
+    let r = rig(lane, QueueConfig::default());
+    let ids = r.enqueue(3);
+    let first = r.claim().await;
+    assert_eq!(first.run.id, ids[0]);
+    // The lane is full: the other two are parked behind it.
+    let parked = tokio::time::timeout(Duration::from_millis(10), r.queue.claim()).await;
+    assert!(parked.is_err(), "the lane holds one running run");
+    let ended = r.queue.cancel_run(&ids[1], "ann", Some("not needed"));
+    assert!(
+        matches!(
+            &ended,
+            Cancelled::Ended {
+                was: RunStatus::Queued,
+                approval: None,
+                ..
+            }
+        ),
+        "{ended:?}"
+    );
+    assert_eq!(
+        r.queue.cancel_run(&ids[1], "bob", None),
+        Cancelled::NotActive
+    );
+    r.queue.finish(&first.run.id, Outcome::Succeeded(json!({})));
+    // The place goes to the next parked run, not to the cancelled one.
+    let third = r.claim().await;
+    assert_eq!(third.run.id, ids[2]);
+    let stopping = r.queue.cancel_run(&ids[2], "ann", Some("stuck"));
+    assert_eq!(stopping, Cancelled::Stopping { job_id: "a".into() });
+    assert!(third.cancel.is_cancelled());
+    assert_eq!(
+        r.queue.cancel_reason(&ids[2]).as_deref(),
+        Some("cancelled by ann: stuck")
+    );
+    let again = r.queue.cancel_run(&ids[2], "bob", None);
+    assert_eq!(again, Cancelled::AlreadyCancelling { by: "ann".into() });
+    // The killed handler fails its attempt: the run ends cancelled.
+    r.queue
+        .finish(&ids[2], Outcome::Failed(RunError::retryable("killed")));
+    r.store.flush().await.expect("flushed");
+    let (_, run) = r.store.run(&ids[2]).await.expect("read").expect("a record");
+    assert_eq!(run.status, RunStatus::Cancelled);
+    assert_eq!(run.cancelled_by.as_deref(), Some("ann"));
+    assert_eq!(run.error.as_deref(), Some("cancelled by ann: stuck"));
+    let (_, parked) = r.store.run(&ids[1]).await.expect("read").expect("a record");
+    assert_eq!((parked.status, parked.attempt), (RunStatus::Cancelled, 0));
+    assert_eq!(r.counts(), (0, 0, 0));
+}

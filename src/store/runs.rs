@@ -171,6 +171,27 @@ pub struct Run {
     pub chain_depth: u32,
     /// Process holding the run while it is `running`.
     pub lease_owner: Option<String>,
+    /// Who cancelled the run (`multijob cancel`; `--by` or `$USER@host`),
+    /// set from the request on: an attempt that ends any other way than
+    /// succeeding then ends the run `cancelled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<String>,
+    /// Why, as the operator said (`--reason`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_reason: Option<String>,
+}
+
+impl Run {
+    /// What an operator's cancel says in the record's error and its
+    /// messages: `cancelled by WHO: REASON` (`None` when not cancelled by
+    /// one).
+    pub fn operator_cancel(&self) -> Option<String> {
+        let by = self.cancelled_by.as_deref()?;
+        Some(match self.cancel_reason.as_deref() {
+            Some(reason) => format!("cancelled by {by}: {reason}"),
+            None => format!("cancelled by {by}"),
+        })
+    }
 }
 
 /// A job's failure memory (SPEC section 4).
@@ -187,6 +208,8 @@ pub enum ApprovalStatus {
     Pending,
     Approved,
     Rejected,
+    /// The run was cancelled while it waited: nothing is left to decide.
+    Cancelled,
 }
 
 impl ApprovalStatus {
@@ -195,6 +218,7 @@ impl ApprovalStatus {
             ApprovalStatus::Pending => "pending",
             ApprovalStatus::Approved => "approved",
             ApprovalStatus::Rejected => "rejected",
+            ApprovalStatus::Cancelled => "cancelled",
         }
     }
 }
@@ -229,6 +253,15 @@ pub enum InboxCommand {
         approval_id: String,
         approve: bool,
         by: String,
+    },
+    /// `multijob cancel`: end an unfinished run `cancelled` (a running
+    /// one through its executor). A run that already ended is left alone.
+    Cancel {
+        run_id: String,
+        /// `--by`, or `$USER@host`.
+        by: String,
+        #[serde(default)]
+        reason: Option<String>,
     },
     /// A `schedule_job` step on a worker process asks the leader to queue
     /// a follow-up (Redis deployments; one process enqueues directly).

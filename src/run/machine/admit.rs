@@ -56,6 +56,8 @@ pub fn admitted(n: NewRun, a: Admission<'_>, ctx: &Context<'_>) -> (Run, Effects
         flow: a.job.flow.clone(),
         chain_depth: n.chain_depth,
         lease_owner: None,
+        cancelled_by: None,
+        cancel_reason: None,
     };
     let mut data =
         json!({"trigger": run.trigger, "scheduled_at": run.scheduled_at, "priority": run.priority});

@@ -17,17 +17,19 @@ const WORKER_LOST_FINAL: &str =
     "worker lost: the process stopped while running, and no retries are left";
 
 pub(super) fn ended(run: &mut Run, ctx: &Context<'_>, outcome: Outcome) -> Effects {
-    if run.status == RunStatus::AwaitingApproval {
-        // Rejected or cancelled while waiting: the step that asked ends
-        // too (a pause is the only way here; approval requeues).
-        let ended = match &outcome {
-            Outcome::Cancelled(reason) => Some((StepStatus::Cancelled, reason.clone())),
-            Outcome::Failed(e) => Some((StepStatus::Failed, e.to_string())),
-            _ => None,
-        };
-        if let Some((status, error)) = ended {
-            close_waiting_steps(run, status, &error);
+    let outcome = operator_cancel_wins(run, outcome);
+    // Rejected or cancelled while waiting: the step that asked ends too
+    // (a pause is the only way here; approval requeues). A cancel ends
+    // one that paused as the cancel came too.
+    let ended = match &outcome {
+        Outcome::Cancelled(reason) => Some((StepStatus::Cancelled, reason.clone())),
+        Outcome::Failed(e) if run.status == RunStatus::AwaitingApproval => {
+            Some((StepStatus::Failed, e.to_string()))
         }
+        _ => None,
+    };
+    if let Some((status, error)) = ended {
+        close_waiting_steps(run, status, &error);
     }
     match outcome {
         Outcome::Succeeded(output) => succeeded(run, ctx, output),
@@ -46,7 +48,12 @@ pub(super) fn ended(run: &mut Run, ctx: &Context<'_>, outcome: Outcome) -> Effec
                 None,
                 ctx.now,
             );
-            let cancelled = run_event(ctx, run, "run.cancelled", json!({"reason": reason}));
+            let data = match &run.cancelled_by {
+                Some(by) => json!({"run_id": run.id, "job_id": run.job_id,
+                                   "by": by, "reason": run.cancel_reason}),
+                None => json!({"reason": reason}),
+            };
+            let cancelled = run_event(ctx, run, "run.cancelled", data);
             finished(run, vec![cancelled], None)
         }
         Outcome::Failed(e) => {
@@ -62,6 +69,18 @@ pub(super) fn ended(run: &mut Run, ctx: &Context<'_>, outcome: Outcome) -> Effec
             let error = format!("timed out after {ms} ms");
             failed(run, ctx, RunStatus::TimedOut, error, true, None)
         }
+    }
+}
+
+/// An operator's cancel (`multijob cancel`) ends the run `cancelled`
+/// however its attempt ended after it (a killed command fails, a step
+/// cut short may time out, a shutdown interrupts), unless it succeeded
+/// first: it is neither retried nor counted in the failure memory.
+fn operator_cancel_wins(run: &Run, outcome: Outcome) -> Outcome {
+    match (outcome, run.operator_cancel()) {
+        (done @ Outcome::Succeeded(_), _) => done,
+        (_, Some(text)) => Outcome::Cancelled(text),
+        (other, None) => other,
     }
 }
 

@@ -478,6 +478,58 @@ fn cancelling_a_running_run_closes_its_attempt_and_keeps_failure_memory() {
 }
 
 #[test]
+fn an_operators_cancel_ends_a_failing_attempt_cancelled_with_who_and_why() {
+    let job = retrying_job(3);
+    let mut run = running(&job);
+    run.cancelled_by = Some("ann@host".into());
+    run.cancel_reason = Some("stuck".into());
+    // The killed process fails its attempt: not retried, not remembered.
+    let killed = Outcome::Failed(RunError::retryable("exit code 143"));
+    let effects = end(&mut run, &job, killed);
+    assert_eq!(effects.next, Next::Finished);
+    assert_eq!(kinds(&effects), ["event:run.cancelled", "put_run"]);
+    assert_eq!(
+        event(&effects, "run.cancelled"),
+        json!({"run_id": "r1", "job_id": "j", "by": "ann@host", "reason": "stuck"})
+    );
+    assert!(effects.failure.is_none());
+    let run = written(&effects, &run);
+    let text = Some("cancelled by ann@host: stuck");
+    assert_eq!(
+        (run.status, run.error.as_deref()),
+        (RunStatus::Cancelled, text)
+    );
+    assert_eq!(run.attempts[0].error.as_deref(), text);
+    assert_eq!(run.cancelled_by.as_deref(), Some("ann@host"));
+}
+
+#[test]
+fn an_operators_cancel_does_not_undo_a_success_that_came_first() {
+    let job = job(json!({}));
+    let mut run = running(&job);
+    run.cancelled_by = Some("ann@host".into());
+    let effects = end(&mut run, &job, Outcome::Succeeded(json!({"ok": true})));
+    assert_eq!(kinds(&effects), ["event:run.completed", "put_run"]);
+    assert_eq!(run.status, RunStatus::Succeeded);
+}
+
+#[test]
+fn an_operators_cancel_of_a_run_that_paused_meanwhile_ends_it() {
+    let job = job(json!({}));
+    let mut run = running(&job);
+    run.cancelled_by = Some("ann@host".into());
+    let paused = Outcome::AwaitingApproval {
+        approval_id: "a1".into(),
+        step_id: "ask".into(),
+        reason: "ok?".into(),
+    };
+    let effects = end(&mut run, &job, paused);
+    assert_eq!(effects.next, Next::Finished);
+    assert_eq!(run.status, RunStatus::Cancelled);
+    assert_eq!(run.error.as_deref(), Some("cancelled by ann@host"));
+}
+
+#[test]
 fn cancelling_a_queued_run_finishes_it_without_an_attempt() {
     let job = job(json!({}));
     let (mut run, _) = admit(&job);

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod secrets;
+pub mod worker;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

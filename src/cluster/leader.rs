@@ -215,8 +215,9 @@ pub async fn dispatch_loop(
 }
 
 /// The queue cancels a running run through its token (overlap `replace`,
-/// a deleted job); in a Redis deployment the run executes elsewhere, so
-/// the cancellation is written to the `cancel` hash the workers watch.
+/// a deleted job, an operator's cancel); in a Redis deployment the run
+/// executes elsewhere, so the cancellation is written to the `cancel` hash
+/// the workers watch. A write that fails is tried again on the next round.
 pub async fn forward_cancels(
     queue: Arc<RunQueue>,
     mut conn: ConnectionManager,
@@ -237,13 +238,13 @@ pub async fn forward_cancels(
                     return false;
                 }
                 if token.is_cancelled() {
-                    fired.push(run_id.clone());
+                    fired.push((run_id.clone(), token.clone()));
                     return false;
                 }
                 true
             });
         }
-        for run_id in fired {
+        for (run_id, token) in fired {
             let reason = queue
                 .cancel_reason(&run_id)
                 .unwrap_or_else(|| "cancelled".to_string());
@@ -254,7 +255,11 @@ pub async fn forward_cancels(
                 .query_async(&mut conn)
                 .await;
             if let Err(e) = sent {
-                tracing::warn!(run = %run_id, error = %e, "leader: could not forward a cancellation");
+                tracing::warn!(run = %run_id, error = %e, "leader: could not forward a cancellation; trying again");
+                tokens
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(run_id, token);
             }
         }
     }

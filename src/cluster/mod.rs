@@ -45,7 +45,10 @@ pub struct Keys {
     /// Hash: worker node → `"<slots> <heartbeat ms>"`.
     pub workers: String,
     /// Hash: run id → why the leader cancelled it (overlap `replace`, a
-    /// deleted job); workers cancel those they run.
+    /// deleted job, an operator's `multijob cancel`); workers cancel those
+    /// they run. A field stays until the run's result is recorded, and
+    /// workers look up every run they hold every 200 ms: a worker that
+    /// claims the run after the cancel, or missed a look, still sees it.
     pub cancel: String,
     /// String: the leader's queue figures (JSON, expiring), for followers.
     pub queue: String,

@@ -498,7 +498,8 @@ fn report_lost(node: &Arc<Node>, entry: StreamId) {
 /// The error of an attempt whose worker was lost.
 const LOST: &str = "worker lost: its worker stopped renewing the lease while running it";
 
-/// Cancel runs the leader cancelled (overlap `replace`, a deleted job).
+/// Cancel runs the leader cancelled (overlap `replace`, a deleted job,
+/// an operator's `multijob cancel`).
 async fn cancel_loop(node: Arc<Node>) {
     let mut conn = node.conn.clone();
     loop {

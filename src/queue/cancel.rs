@@ -2,11 +2,18 @@
 //! started (queued, waiting for its retry, awaiting approval) ends
 //! `cancelled` at once and leaves the queue, its lane and its approval; a
 //! running one keeps its place until its executor stops: its token fires
-//! (a Redis leader forwards it to the worker process that holds the run,
-//! see `cluster::leader::forward_cancels`) and who and why are on its
-//! record from now on, so however the attempt ends after this (killed,
-//! failed, interrupted) the run ends `cancelled` (see
-//! `run::machine::ended`).
+//! and who and why are on its record from now on (written at once), so
+//! however the attempt ends after this (killed, failed, interrupted, its
+//! process lost) the run ends `cancelled` (see `run::machine::ended`).
+//!
+//! In a Redis deployment the run may execute in another process (a
+//! `multijob worker`, or a replica's own workers): the leader writes the
+//! fired token to the deployment's `cancel` hash (run id → reason; see
+//! `cluster::leader::forward_cancels`, which retries a failed write), and
+//! each worker looks up the runs it holds there every 200 ms. The field
+//! stays until the run's result is recorded, so a worker that claims the
+//! run after the cancel, or misses a look, still finds it: nothing is lost
+//! the way a pub/sub message can be.
 
 use super::RunQueue;
 use crate::run::Outcome;

@@ -126,7 +126,11 @@ pub fn transition(run: &mut Run, ctx: &Context<'_>, event: Event<'_>) -> Effects
             approve,
             by,
         } => decided(run, ctx, approval, approve, by),
-        Event::WorkerLost => ended::worker_lost(run, ctx),
+        // Cancelled before its process died: not worth another attempt.
+        Event::WorkerLost => match run.operator_cancel() {
+            Some(text) => ended::ended(run, ctx, Outcome::Cancelled(text)),
+            None => ended::worker_lost(run, ctx),
+        },
     }
 }
 

@@ -530,6 +530,21 @@ fn an_operators_cancel_of_a_run_that_paused_meanwhile_ends_it() {
 }
 
 #[test]
+fn a_run_cancelled_before_its_worker_was_lost_is_not_retried() {
+    let job = retrying_job(3);
+    let mut run = running(&job);
+    run.cancelled_by = Some("ann@host".into());
+    let effects = transition(
+        &mut run,
+        &ctx(Some(&job), &FailureState::default(), ENDED),
+        Event::WorkerLost,
+    );
+    assert_eq!(effects.next, Next::Finished);
+    assert_eq!(run.status, RunStatus::Cancelled);
+    assert!(effects.failure.is_none());
+}
+
+#[test]
 fn cancelling_a_queued_run_finishes_it_without_an_attempt() {
     let job = job(json!({}));
     let (mut run, _) = admit(&job);

@@ -225,6 +225,12 @@ pub async fn forward_cancels(
     tokens: Dispatched,
     cancel: CancellationToken,
 ) {
+    // Runs recovered as held by live workers are watched too: one
+    // cancelled before this leader took over has its token fired already.
+    tokens
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(queue.running_runs_tokens());
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,

@@ -215,6 +215,17 @@ impl RunQueue {
             .collect()
     }
 
+    /// The running runs with their tokens (a new Redis leader watches
+    /// those it recovered as held by live workers).
+    pub fn running_runs_tokens(&self) -> Vec<(String, CancellationToken)> {
+        self.lock()
+            .runs
+            .values()
+            .filter(|e| e.run.status == RunStatus::Running)
+            .map(|e| (e.run.id.clone(), e.cancel.clone()))
+            .collect()
+    }
+
     /// Attach a workflow's step records to a running run (kept with its
     /// record when it finishes).
     pub fn record_steps(&self, run_id: &str, steps: Vec<crate::store::runs::StepRecord>) {

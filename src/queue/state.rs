@@ -246,6 +246,11 @@ impl State {
                 if let Some(flow) = &entry.run.flow {
                     Counts::add(&mut self.counts.running_by_flow, flow, 1);
                 }
+                // Held elsewhere and cancelled before this process took
+                // over (a new Redis leader): its executor is told again.
+                if entry.run.cancelled_by.is_some() {
+                    entry.cancel.cancel();
+                }
             }
             RunStatus::Retrying => self.delayed.push(Reverse((due.unwrap_or(now), id.clone()))),
             _ => {}

@@ -267,3 +267,45 @@ async fn an_operators_cancel_frees_a_parked_runs_place_and_stops_a_running_one()
     assert_eq!((parked.status, parked.attempt), (RunStatus::Cancelled, 0));
     assert_eq!(r.counts(), (0, 0, 0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_outlives_the_process_that_took_it() {
+    let r = rig(NOOP, QueueConfig::default());
+    let ids = r.enqueue(1);
+    let _running = r.claim().await;
+    r.queue.cancel_run(&ids[0], "ann", None);
+    r.store.flush().await.expect("flushed");
+    let clock = || Clock::virtual_at("2026-03-01T10:00:05Z".parse().expect("a time"));
+    // A new Redis leader, the run still held by its worker: told again.
+    let next = RunQueue::new(
+        r.store.clone(),
+        r.queue.applied(),
+        QueueConfig::default(),
+        clock(),
+    );
+    let held = std::collections::HashSet::from([ids[0].clone()]);
+    next.recover_holding(&held).await.expect("recovered");
+    let tokens = next.running_runs_tokens();
+    assert_eq!(tokens.len(), 1);
+    assert!(
+        tokens[0].1.is_cancelled(),
+        "the recovered run's token fired"
+    );
+    assert_eq!(
+        next.cancel_reason(&ids[0]).as_deref(),
+        Some("cancelled by ann")
+    );
+    // The process died with it: cancelled, not retried.
+    let restarted = RunQueue::new(
+        r.store.clone(),
+        r.queue.applied(),
+        QueueConfig::default(),
+        clock(),
+    );
+    restarted.recover().await.expect("recovered");
+    r.store.flush().await.expect("flushed");
+    let (_, run) = r.store.run(&ids[0]).await.expect("read").expect("a record");
+    assert_eq!(run.status, RunStatus::Cancelled);
+    assert_eq!(run.error.as_deref(), Some("cancelled by ann"));
+    assert!(restarted.get(&ids[0]).is_none(), "it left the queue");
+}

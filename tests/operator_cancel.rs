@@ -36,6 +36,7 @@ struct Seen {
 }
 
 struct Deployment {
+    backend: Backend,
     dir: ConfigDir,
     daemon: Daemon,
     redis: Option<RedisServer>,
@@ -116,6 +117,21 @@ schedule: {{every: 1s}}
     )
 }
 
+/// The daemon of `backend` on `dir`: the replica of a Redis deployment
+/// (without workers of its own for [`Backend::RedisWorker`]).
+fn launch(backend: Backend, dir: &ConfigDir, redis: Option<&RedisServer>) -> Daemon {
+    let url = redis.map(RedisServer::url).unwrap_or_default();
+    match backend {
+        Backend::Sqlite => Daemon::start(dir.path(), &["--allow-command"]),
+        Backend::Redis => {
+            Daemon::start_env(dir.path(), &["--allow-command", "--redis", &url], &FAST)
+        }
+        Backend::RedisWorker => {
+            Daemon::start_env(dir.path(), &["--redis", &url, "--workers", "0"], &FAST)
+        }
+    }
+}
+
 impl Deployment {
     fn start(backend: Backend) -> Deployment {
         let (base, seen) = slow_peer();
@@ -124,28 +140,41 @@ impl Deployment {
         dir.write("jobs.d/jobs.yaml", &config(&base, &pids));
         let redis =
             (backend != Backend::Sqlite).then(|| RedisServer::start().expect("redis-server"));
-        let url = redis.as_ref().map(RedisServer::url).unwrap_or_default();
-        let daemon = match backend {
-            Backend::Sqlite => Daemon::start(dir.path(), &["--allow-command"]),
-            Backend::Redis => {
-                Daemon::start_env(dir.path(), &["--allow-command", "--redis", &url], &FAST)
-            }
-            Backend::RedisWorker => {
-                Daemon::start_env(dir.path(), &["--redis", &url, "--workers", "0"], &FAST)
-            }
-        };
+        let daemon = launch(backend, &dir, redis.as_ref());
         let worker = (backend == Backend::RedisWorker).then(|| {
             let redis = redis.as_ref().expect("a redis");
             WorkerProc::start_with(redis, 2, &["--allow-command"])
         });
         daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
         Deployment {
+            backend,
             dir,
             daemon,
             redis,
             worker,
             seen,
         }
+    }
+
+    /// Stop the daemon (SIGTERM, its writes flushed).
+    fn stop(&mut self) {
+        self.daemon.signal("TERM");
+        let start = Instant::now();
+        while self.daemon.is_running() {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "the daemon did not stop\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A daemon again on the same store.
+    fn restart(&mut self) {
+        self.daemon = launch(self.backend, &self.dir, self.redis.as_ref());
+        self.daemon
+            .wait_until("/readyz", "ready", |v| v["ready"] == true);
     }
 
     /// `multijob ARGS` on this deployment's store.
@@ -441,6 +470,45 @@ fn workflow_step(d: &Deployment) {
     );
 }
 
+/// With no daemon reading the inbox the cancel waits there (exit 0, and
+/// it says so); the next daemon on the store applies it.
+fn posted_while_no_daemon(backend: Backend) {
+    let mut d = Deployment::start(backend);
+    let id = d.trigger("gate");
+    d.wait_status(&id, "awaiting_approval");
+    d.stop();
+    let out = d.cli(&[
+        "cancel",
+        &id,
+        "--wait-timeout",
+        "1s",
+        "--by",
+        "ann",
+        "-o",
+        "json",
+    ]);
+    out.assert_code(0);
+    let report = out.json();
+    assert_eq!(
+        (&report["result"], &report["status"]),
+        (&json!("posted"), &json!("awaiting_approval")),
+        "{report:#}"
+    );
+    let message = report["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("no daemon read it within 1s"),
+        "{report:#}"
+    );
+    // A second one finds the first waiting and posts nothing more.
+    d.cli(&["cancel", &id, "--wait-timeout", "0s"])
+        .assert_code(0);
+    assert_eq!(d.store().inbox().expect("the inbox").len(), 1);
+    d.restart();
+    let run = d.wait_status(&id, "cancelled");
+    assert_eq!(run["cancelled_by"], "ann", "{run:#}");
+    keeps_serving(&d);
+}
+
 /// The API answers and the scheduled job keeps running after the cancels.
 fn keeps_serving(d: &Deployment) {
     let (code, _) = d.daemon.get("/api/v1/status");
@@ -480,6 +548,16 @@ fn cancel_on_the_embedded_store() {
 #[test]
 fn cancel_on_redis() {
     table(Backend::Redis);
+}
+
+#[test]
+fn a_cancel_waits_for_the_daemon_on_the_embedded_store() {
+    posted_while_no_daemon(Backend::Sqlite);
+}
+
+#[test]
+fn a_cancel_waits_for_the_daemon_on_redis() {
+    posted_while_no_daemon(Backend::Redis);
 }
 
 /// The run executes in a `multijob worker` process: the cancel crosses to

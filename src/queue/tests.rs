@@ -309,3 +309,40 @@ async fn a_cancel_outlives_the_process_that_took_it() {
     assert_eq!(run.error.as_deref(), Some("cancelled by ann"));
     assert!(restarted.get(&ids[0]).is_none(), "it left the queue");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_operators_cancel_of_a_run_waiting_for_its_retry_ends_it_for_good() {
+    use super::Cancelled;
+    let r = rig(
+        "id: a\ntype: noop\nretry_policy: {max_retry: 1, backoff_sec: [5]}\n",
+        QueueConfig::default(),
+    );
+    let ids = r.enqueue(1);
+    let first = r.claim().await;
+    r.queue
+        .finish(&first.run.id, Outcome::Failed(RunError::retryable("boom")));
+    let ended = r.queue.cancel_run(&ids[0], "ann", None);
+    assert!(
+        matches!(
+            ended,
+            Cancelled::Ended {
+                was: RunStatus::Retrying,
+                ..
+            }
+        ),
+        "{ended:?}"
+    );
+    assert_eq!(r.counts(), (0, 0, 0));
+    // Its due time passes: nothing starts.
+    tokio::time::advance(Duration::from_secs(6)).await;
+    let none = tokio::time::timeout(Duration::from_millis(10), r.queue.claim()).await;
+    assert!(none.is_err(), "the cancelled run started again");
+    r.store.flush().await.expect("flushed");
+    let (_, run) = r.store.run(&ids[0]).await.expect("read").expect("a record");
+    assert_eq!((run.status, run.attempt), (RunStatus::Cancelled, 1));
+    assert_eq!(
+        run.attempts[0].error.as_deref(),
+        Some("boom"),
+        "the attempt keeps its own end"
+    );
+}

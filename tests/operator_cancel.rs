@@ -402,7 +402,7 @@ fn running_command(d: &Deployment) {
     );
     let out = d.cli(&["cancel", &id, "--by", "bob"]);
     out.assert_code(1);
-    let want = "is already cancelled (cancelled by ann: stuck); nothing to cancel";
+    let want = "is already cancelled by ann: stuck; nothing to cancel";
     assert!(out.stderr().contains(want), "{}", out.explain());
     replayed(d, &id);
 }

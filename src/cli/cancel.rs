@@ -144,9 +144,10 @@ fn report(run: &Run, result: &'static str, message: String) -> Report {
 
 /// The run had ended before this cancel was posted.
 fn already_ended(run: &Run) -> Report {
-    let how = match (run.status, run.error.as_deref()) {
-        (RunStatus::Cancelled, Some(error)) => format!("already cancelled ({error})"),
-        (status, _) => format!("already ended as {}", status.as_str()),
+    let how = match (run.status, run.operator_cancel(), run.error.as_deref()) {
+        (RunStatus::Cancelled, Some(who_why), _) => format!("already {who_why}"),
+        (RunStatus::Cancelled, None, Some(error)) => format!("already cancelled ({error})"),
+        (status, _, _) => format!("already ended as {}", status.as_str()),
     };
     let message = format!(
         "run {} (job {}) is {how}; nothing to cancel",

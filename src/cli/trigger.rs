@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 
+use crate::daemon::presence::{PRESENCE_KEY, PRESENCE_TTL};
 use crate::run::new_run_id;
 use crate::spec::model::Job;
 use crate::store::Applied;
@@ -75,6 +76,12 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     }
     if job.requires_approval {
         println!("the job requires approval: `multijob approvals list` shows the request");
+    }
+    if store.kv_get(PRESENCE_KEY)?.is_none() {
+        println!(
+            "queued; no daemon is running on this store (none has read it in the last {} s): start one with `multijob run`",
+            PRESENCE_TTL.as_secs()
+        );
     }
     if args.wait {
         return super::wait::wait_for(&store, &run_id, args.count, args.timeout);

@@ -9,13 +9,25 @@ use super::DaemonOptions;
 use super::inbox::inbox_loop;
 use super::loops::{retention_loop, spawn_reconcile_loop, stop_signal};
 use super::parts::{
-    Started, first_reconcile, serve_api, spawn_scheduler, start_shared, worker_context,
+    Started, bind_api, first_reconcile, serve_api, spawn_scheduler, start_shared, worker_context,
 };
+use super::presence::presence_loop;
+use super::store_lock::StoreLock;
 use crate::store::Store;
 use crate::worker::WorkerPool;
 
-/// Run until SIGINT or SIGTERM.
-pub(super) async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
+/// Run until SIGINT or SIGTERM: bind the API's address, lock the store,
+/// then open it.
+pub(super) async fn run(mut opts: DaemonOptions) -> anyhow::Result<()> {
+    let listener = bind_api(&mut opts).await?;
+    let lock = StoreLock::acquire(&opts.state, opts.listen)?;
+    if let Some(h) = &lock.stale {
+        tracing::warn!(
+            lock = %lock.path().display(),
+            "took over a stale lock from pid {} (listening on {} since {}): that daemon ended without stopping; its unfinished runs are recovered",
+            h.pid, h.listen, h.since
+        );
+    }
     let store = Store::open_sqlite(&opts.state)
         .with_context(|| format!("opening the store at {}", opts.state.display()))?;
     let applied = store.applied().await.context("reading the applied state")?;
@@ -26,7 +38,7 @@ pub(super) async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         shared,
         listener,
         metrics_task,
-    } = start_shared(&opts, store.clone(), applied, opts.queue_config()).await?;
+    } = start_shared(&opts, listener, store.clone(), applied, opts.queue_config()).await?;
     let cancel = shared.shutdown.clone();
 
     let reconciler = first_reconcile(&opts, &shared).await;
@@ -58,6 +70,7 @@ pub(super) async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         opts.keep_events_days,
         cancel.clone(),
     ));
+    let presence = tokio::spawn(presence_loop(store.clone(), opts.listen, cancel.clone()));
 
     let loop_task = spawn_reconcile_loop(&opts, reconciler, cancel.clone())?;
     let stopping = stop_signal();
@@ -74,11 +87,14 @@ pub(super) async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     pool.drain(&queue, &worker_ctx, opts.grace).await;
     cancel.cancel();
     let _ = loop_task.await;
+    let _ = presence.await;
     let _ = metrics_task.await;
     let _ = server.await;
     if let Err(e) = store.flush().await {
         tracing::error!(error = %e, "final store flush failed");
     }
+    drop(store);
+    lock.release();
     tracing::info!("stopped");
     Ok(())
 }

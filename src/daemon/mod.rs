@@ -15,8 +15,10 @@ mod inbox;
 mod loops;
 pub mod options;
 mod parts;
+pub mod presence;
 mod redis_worker;
 mod replica;
+pub mod store_lock;
 
 pub use options::DaemonOptions;
 pub use redis_worker::run_worker;

@@ -29,8 +29,20 @@ pub(super) struct Started {
     pub metrics_task: tokio::task::JoinHandle<()>,
 }
 
+/// Bind the API's address first of all: a start whose port is taken ends
+/// before it locks or opens the store. `opts.listen` becomes the bound
+/// address (a port 0 resolved), which the lock and presence entry show.
+pub(super) async fn bind_api(opts: &mut DaemonOptions) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.listen))?;
+    opts.listen = listener.local_addr().context("reading the bound address")?;
+    Ok(listener)
+}
+
 pub(super) async fn start_shared(
     opts: &DaemonOptions,
+    listener: tokio::net::TcpListener,
     store: Store,
     applied: crate::store::Applied,
     queue_config: QueueConfig,
@@ -48,9 +60,6 @@ pub(super) async fn start_shared(
     shared
         .scheduler
         .set_observer(shared.metrics.lateness_observer());
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .with_context(|| format!("listening on {}", opts.listen))?;
     // Metrics count every event this process commits: subscribe before the
     // first reconcile.
     let feed = Feed::subscribe(store, None, EventQuery::default())

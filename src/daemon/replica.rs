@@ -14,8 +14,10 @@ use super::follower::{follow_leader, restart_as_follower, set_role};
 use super::inbox::inbox_loop;
 use super::loops::{retention_loop, spawn_reconcile_loop, stop_signal};
 use super::parts::{
-    Started, first_reconcile, open_redis, serve_api, spawn_scheduler, start_shared, worker_context,
+    Started, bind_api, first_reconcile, open_redis, serve_api, spawn_scheduler, start_shared,
+    worker_context,
 };
+use super::presence::presence_loop;
 use crate::cluster::election::{self, Term};
 use crate::cluster::stream_worker::StreamWorkers;
 use crate::cluster::{ClusterConfig, Keys, connect, leader};
@@ -34,7 +36,8 @@ struct Replica {
 }
 
 /// `multijob run --redis URL`.
-pub(super) async fn run(opts: DaemonOptions, url: String) -> anyhow::Result<()> {
+pub(super) async fn run(mut opts: DaemonOptions, url: String) -> anyhow::Result<()> {
+    let listener = bind_api(&mut opts).await?;
     let (store, keys) = open_redis(&url).await?;
     let cfg = ClusterConfig::new(&url);
     let applied = store.applied().await.context("reading the applied state")?;
@@ -47,7 +50,7 @@ pub(super) async fn run(opts: DaemonOptions, url: String) -> anyhow::Result<()> 
         shared,
         listener,
         metrics_task,
-    } = start_shared(&opts, store.clone(), applied, queue_config).await?;
+    } = start_shared(&opts, listener, store.clone(), applied, queue_config).await?;
     let replica = Replica {
         opts,
         url,
@@ -268,6 +271,7 @@ impl Replica {
             self.opts.keep_events_days,
             stop.clone(),
         ));
+        tokio::spawn(presence_loop(store.clone(), self.opts.listen, stop.clone()));
     }
 
     /// A leader that lost its term must not act on stale state: it stops

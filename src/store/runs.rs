@@ -77,6 +77,18 @@ pub enum Trigger {
     Retry,
 }
 
+impl Trigger {
+    /// Its name in the API and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Manual => "manual",
+            Trigger::Workflow => "workflow",
+            Trigger::Retry => "retry",
+        }
+    }
+}
+
 /// One attempt of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {

@@ -12,9 +12,11 @@
 //! one look at the queue, and queued together at the end of the tick.
 //! Here: the heap and following applied revisions; [`tick`] is a wake-up,
 //! [`dispatch`] decides slots with the guards and queues the runs,
-//! [`stats`] is what the API reads.
+//! [`stats`] is what the API reads, [`skip_log`] what the log says about
+//! skipped slots.
 
 mod dispatch;
+mod skip_log;
 mod stats;
 mod tick;
 
@@ -95,6 +97,8 @@ pub struct Scheduler {
     /// time, so the last slot is not late by the whole batch. Zero while
     /// ticks are cheap, so small deployments decide at the fire time.
     lead: Duration,
+    /// Skips counted for the rate-limited log lines (`&self` counts them).
+    skip_log: std::sync::Mutex<skip_log::SkipLog>,
 }
 
 /// Ticks cheaper than this decide slots at their fire time.
@@ -143,6 +147,7 @@ impl Scheduler {
             stats,
             not_before: None,
             lead: Duration::ZERO,
+            skip_log: Default::default(),
         }
     }
 
@@ -190,6 +195,7 @@ impl Scheduler {
             }
             released = queue.released();
             self.tick();
+            self.log_skips();
         }
     }
 
@@ -280,7 +286,7 @@ impl Scheduler {
                 .job(id.to_string()),
             ));
         }
-        self.count_skips(SkipReason::Missed, missed.skipped_total());
+        self.count_skips(SkipReason::Missed, id, missed.skipped_total());
         if let Some(last_skipped) = missed.skipped.last() {
             mutations.push(Mutation::JobSlot(
                 id.to_string(),
@@ -339,8 +345,28 @@ impl Scheduler {
         }
     }
 
-    fn count_skips(&self, reason: SkipReason, n: u64) {
+    fn count_skips(&self, reason: SkipReason, job: &str, n: u64) {
         self.stats.count_skips(reason.as_str(), n);
+        let line = self
+            .skip_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .count(reason.as_str(), job, n, self.now());
+        if let Some(line) = line {
+            tracing::info!("{line}");
+        }
+    }
+
+    /// The skip lines whose interval has passed.
+    fn log_skips(&self) {
+        let lines = self
+            .skip_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .due(self.now());
+        for line in lines {
+            tracing::info!("{line}");
+        }
     }
 }
 

@@ -137,7 +137,7 @@ impl Scheduler {
             job_id.to_string(),
             format_ts(slot.nominal),
         ));
-        self.count_skips(reason, 1);
+        self.count_skips(reason, job_id, 1);
     }
 
     pub(super) fn flush(&mut self, batch: Batch, mutations: Vec<Mutation>) {

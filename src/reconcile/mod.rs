@@ -349,7 +349,25 @@ impl Reconciler {
             cause = attempt.cause,
             "revision applied"
         );
+        log_changes(&plan);
         Ok(attempt.status(ReconcileResult::Applied, vec![]))
+    }
+}
+
+/// Changes an applied revision logs one line each; a bigger one (a first
+/// start with 10,000 jobs) logs these and a count.
+const CHANGES_LOGGED: usize = 50;
+
+/// A line per change of an applied revision, like `kubectl apply`.
+fn log_changes(plan: &diff::Plan) {
+    for change in plan.changes.iter().take(CHANGES_LOGGED) {
+        tracing::info!("{}", change.line());
+    }
+    if plan.changes.len() > CHANGES_LOGGED {
+        tracing::info!(
+            "... and {} more changes (`multijob plan` before a change lists them all)",
+            plan.changes.len() - CHANGES_LOGGED
+        );
     }
 }
 

@@ -78,6 +78,37 @@ impl Plan {
     }
 }
 
+/// Field paths an update's line names; the rest are counted.
+const PATHS_NAMED: usize = 10;
+
+impl Change {
+    /// One line, as `kubectl apply` says it: `job/heartbeat updated:
+    /// schedule.every`, `job/x created`, `connector/y deleted`.
+    pub fn line(&self) -> String {
+        let kind = self.kind.as_str().to_ascii_lowercase();
+        let verb = match self.action {
+            Action::Create => "created",
+            Action::Update => "updated",
+            Action::Delete => "deleted",
+        };
+        let mut line = format!("{kind}/{} {verb}", self.id);
+        if !self.fields.is_empty() {
+            let paths: Vec<&str> = self
+                .fields
+                .iter()
+                .take(PATHS_NAMED)
+                .map(|f| f.path.as_str())
+                .collect();
+            line.push_str(": ");
+            line.push_str(&paths.join(", "));
+            if self.fields.len() > PATHS_NAMED {
+                line.push_str(&format!(" and {} more", self.fields.len() - PATHS_NAMED));
+            }
+        }
+        line
+    }
+}
+
 /// The plan that turns `running` into `desired`.
 pub fn diff(running: &Snapshot, desired: &Snapshot) -> Plan {
     let mut plan = Plan::default();

@@ -558,3 +558,43 @@ fn skills_are_diffed_too() {
         [fc("tags[1]", None, Some(json!("b")))]
     );
 }
+
+#[test]
+fn each_change_has_a_kubectl_style_line() {
+    let running = snapshot(vec![
+        job("heartbeat", json!({"schedule": {"every": "1s"}})),
+        job("gone", json!({})),
+    ]);
+    let desired = snapshot(vec![
+        job("heartbeat", json!({"schedule": {"every": "5s"}})),
+        job("x", json!({})),
+    ]);
+    let lines: Vec<String> = diff(&running, &desired)
+        .changes
+        .iter()
+        .map(Change::line)
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "job/gone deleted",
+            "job/heartbeat updated: schedule.every",
+            "job/x created"
+        ]
+    );
+    let many = Change {
+        fields: (0..12)
+            .map(|i| fc(&format!("labels.l{i}"), None, None))
+            .collect(),
+        ..only_change(&diff(
+            &snapshot(vec![]),
+            &snapshot(vec![job("y", json!({}))]),
+        ))
+        .clone()
+    };
+    assert!(
+        many.line().ends_with("labels.l9 and 2 more"),
+        "{}",
+        many.line()
+    );
+}

@@ -132,12 +132,15 @@ pub fn default_state(dir: &std::path::Path) -> PathBuf {
 }
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`), `MULTIJOB_LOG=json`
-/// switches to JSON lines.
+/// switches to JSON lines. Colours only on a terminal: a piped or
+/// journald log gets no escape codes.
 pub fn init_logging() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = if std::env::var("MULTIJOB_LOG").is_ok_and(|v| v == "json") {
         builder.json().try_init()

@@ -37,6 +37,13 @@ pub(super) async fn bind_api(opts: &mut DaemonOptions) -> anyhow::Result<tokio::
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
     opts.listen = listener.local_addr().context("reading the bound address")?;
+    if !opts.listen.ip().is_loopback() && opts.api_token.is_none() {
+        tracing::warn!(
+            listen = %opts.listen,
+            "the status API and dashboard answer anyone who can reach {} without a token: jobs, runs with their inputs, outputs and errors, events and metrics; set MULTIJOB_API_TOKEN to require `Authorization: Bearer <token>`, or listen on 127.0.0.1",
+            opts.listen
+        );
+    }
     Ok(listener)
 }
 

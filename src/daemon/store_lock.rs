@@ -42,7 +42,10 @@ impl StoreLock {
     /// Take the lock of the store at `state` for a daemon listening on
     /// `listen`, or say who holds it.
     pub fn acquire(state: &Path, listen: SocketAddr) -> anyhow::Result<StoreLock> {
-        let path = lock_path(state);
+        // The file itself, not the name given: two names of one store
+        // (a symlink) share one lock.
+        let real = std::fs::canonicalize(state).unwrap_or_else(|_| state.to_path_buf());
+        let path = lock_path(&real);
         if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {
@@ -160,6 +163,18 @@ mod tests {
         first.release();
         let again = StoreLock::acquire(&state, addr()).expect("after release");
         assert_eq!(again.stale, None, "a clean stop leaves no stale holder");
+    }
+
+    #[test]
+    fn two_names_of_one_store_share_its_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state.db");
+        std::fs::write(&state, "").expect("a store file");
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&state, &link).expect("symlink");
+        let _first = StoreLock::acquire(&state, addr()).expect("first lock");
+        let err = StoreLock::acquire(&link, addr()).expect_err("the same store");
+        assert!(err.to_string().contains("another multijob"), "{err}");
     }
 
     #[test]

@@ -14,7 +14,9 @@ use super::{DirArg, Outcome};
 pub struct Args {
     #[command(flatten)]
     pub dir: DirArg,
-    /// The embedded store [default: DIR/.multijob/state.db].
+    /// The embedded store [default: DIR/.multijob/state.db]. One daemon at
+    /// a time holds it (a lock on STATE.lock, taken after the API's address
+    /// is bound); a second one exits 1 naming the first.
     #[arg(long, conflicts_with = "redis")]
     pub state: Option<PathBuf>,
     /// Join a Redis deployment instead (redis://host:port/db): every

@@ -26,8 +26,8 @@ fn log_line(daemon: &Daemon, parts: &[&str]) -> String {
     }
 }
 
-#[test]
-fn a_finished_run_is_one_line_with_its_job_id_trigger_attempt_status_duration_and_error() {
+/// A finished run's line, from the embedded daemon or a Redis leader.
+fn finished_run_lines(redis: Option<&str>) {
     let d = ConfigDir::new();
     d.write("jobs.d/ok.yaml", "id: ok\ntype: noop\n");
     d.write(
@@ -35,10 +35,13 @@ fn a_finished_run_is_one_line_with_its_job_id_trigger_attempt_status_duration_an
         "id: bad\ntype: command\nretry_policy: {max_retry: 0}\n\
          inputs: {argv: [/bin/sh, -c, 'echo oops >&2; exit 3']}\n",
     );
-    let daemon = Daemon::start(d.path(), &["--allow-command"]);
+    let store: Vec<&str> = redis.map(|url| vec!["--redis", url]).unwrap_or_default();
+    let mut extra = vec!["--allow-command"];
+    extra.extend_from_slice(&store);
+    let daemon = Daemon::start(d.path(), &extra);
     daemon.wait_until("/api/v1/jobs/bad", "job bad", |v| v["id"] == "bad");
 
-    let ok = d.trigger("ok", &[]);
+    let ok = d.trigger("ok", &store);
     daemon.run_ended(&ok);
     let line = log_line(&daemon, &["run finished", &ok]);
     for field in [
@@ -53,7 +56,7 @@ fn a_finished_run_is_one_line_with_its_job_id_trigger_attempt_status_duration_an
     }
     assert!(!line.contains("error="), "{line:?}");
 
-    let bad = d.trigger("bad", &[]);
+    let bad = d.trigger("bad", &store);
     let run = daemon.run_ended(&bad);
     assert_eq!(run["error"], "exit code 3: oops", "{run:#}");
     let line = log_line(&daemon, &["run finished", &bad]);
@@ -70,6 +73,17 @@ fn a_finished_run_is_one_line_with_its_job_id_trigger_attempt_status_duration_an
         "colour codes in a piped log:\n{}",
         daemon.log()
     );
+}
+
+#[test]
+fn a_finished_run_is_one_line_with_its_job_id_trigger_attempt_status_duration_and_error() {
+    finished_run_lines(None);
+}
+
+#[test]
+fn a_redis_leader_logs_a_finished_run_in_one_line_too() {
+    let server = multijob::testkit::RedisServer::start().expect("redis-server");
+    finished_run_lines(Some(&server.url()));
 }
 
 #[test]

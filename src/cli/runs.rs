@@ -1,7 +1,6 @@
 //! `multijob runs [JOB]`: recent runs, newest first, as a table or as
 //! their records in JSON, filtered by job, status and age.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::duration_arg::parse_duration;
@@ -114,11 +113,7 @@ fn check_job_known(store: &StoreAccess, job: &str) -> anyhow::Result<()> {
     if applied.snapshot.jobs.contains_key(job) {
         return Ok(());
     }
-    let known: BTreeSet<String> = applied.snapshot.jobs.keys().cloned().collect();
-    let hint = match crate::spec::schema::did_you_mean(job, &known) {
-        Some(near) => format!(" (did you mean `{near}`?)"),
-        None => String::new(),
-    };
+    let hint = crate::spec::suggest::hint(job, applied.snapshot.jobs.keys().map(String::as_str));
     anyhow::bail!(
         "no job `{job}` in the applied revision of {} and no runs of it{hint}: `multijob status` lists the jobs",
         store.describe()

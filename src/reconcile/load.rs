@@ -23,7 +23,7 @@ pub struct LoadedDir {
 /// cannot be read is a finding.
 pub fn load(dir: &Path) -> Result<LoadedDir, SourceError> {
     let contents = source::read_config_dir(dir)?;
-    let mut loaded = spec::build(&contents.files);
+    let mut loaded = spec::build_at(&contents.files, Some(jiff::Timestamp::now()));
     loaded.diagnostics.extend(contents.diagnostics);
     spec::diagnostic::sort(&mut loaded.diagnostics);
     Ok(LoadedDir {

@@ -129,7 +129,10 @@ fn kind_of(
                 "/kind",
                 Severity::Error,
                 "schema",
-                format!("unknown kind `{k}`: use Job, Flow, Connector or Skill"),
+                format!(
+                    "unknown kind `{k}`: use Job, Flow, Connector or Skill{}",
+                    super::suggest::hint(k, ["Job", "Flow", "Connector", "Skill"])
+                ),
             ),
         },
         Some(other) => DocContext::file(file).at(

@@ -8,7 +8,8 @@
 //! `uses` loops and depth ([`uses`]), secrets). All findings are collected,
 //! never only the first. [`snapshot`] is what loads: the resources by kind.
 //!
-//! It reads text it is handed (no files, no network, no clock) and uses only
+//! It reads text it is handed (no files, no network, no clock: `now` is an
+//! argument) and uses only
 //! `calendar` (schedules compile there); everything above builds on it.
 
 pub mod aliases;
@@ -17,6 +18,7 @@ mod document;
 pub mod model;
 pub mod schema;
 pub mod snapshot;
+pub mod suggest;
 pub mod templates;
 pub mod uses;
 pub mod validate;
@@ -75,6 +77,12 @@ impl SourceMap {
 
 /// Load, check and assemble every file.
 pub fn build(files: &[SourceFile]) -> Loaded {
+    build_at(files, None)
+}
+
+/// [`build`], and with `now` also the checks that depend on the time: a
+/// schedule whose window has ended gets a warning.
+pub fn build_at(files: &[SourceFile], now: Option<jiff::Timestamp>) -> Loaded {
     let mut snapshot = Snapshot::default();
     let mut diagnostics = Vec::new();
     let mut sources = SourceMap::default();
@@ -87,7 +95,7 @@ pub fn build(files: &[SourceFile]) -> Loaded {
         .map(|d| d.file.clone())
         .collect();
     let checked_from = diagnostics.len();
-    validate::check_snapshot(&mut snapshot, &sources, &mut diagnostics);
+    validate::check_snapshot(&mut snapshot, &sources, now, &mut diagnostics);
     // A file that does not parse defines nothing: a reference to what it
     // holds reads as missing. Say so, so the one real error stands out.
     if !unread.is_empty() {

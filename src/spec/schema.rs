@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::diagnostic::{Diagnostic, DocContext, Severity};
 use super::model::Kind;
+use super::suggest;
 use super::yaml::{Positions, escape_token};
 
 /// The schema files exactly as checked in under `schemas/`.
@@ -166,10 +167,10 @@ fn describe(
         | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
             for key in unexpected {
                 let child = format!("{pointer}/{}", escape_token(key));
-                let mut message = format!("unknown key `{key}`");
-                if let Some(near) = did_you_mean(key, &compiled.known_keys) {
-                    message.push_str(&format!(" (did you mean `{near}`?)"));
-                }
+                let message = format!(
+                    "unknown key `{key}`{}",
+                    suggest::hint(key, compiled.known_keys.iter().map(String::as_str))
+                );
                 out.push(err(positions.key_pos(&child), &child, message));
             }
         }
@@ -252,7 +253,13 @@ fn enum_message(options: &Value, value: &Value) -> String {
             .join(", "),
         other => other.to_string(),
     };
-    format!("{} is not one of: {allowed}", short(value))
+    let near = match (options, value) {
+        (Value::Array(items), Value::String(word)) => {
+            suggest::hint(word, items.iter().filter_map(Value::as_str))
+        }
+        _ => String::new(),
+    };
+    format!("{} is not one of: {allowed}{near}", short(value))
 }
 
 /// `value` at `pointer` does not match `pattern`; ids say what they allow.
@@ -266,6 +273,11 @@ fn pattern_message(pointer: &str, pattern: &str, value: &Value) -> String {
     } else if what == "id" || what == "job_id" {
         format!(
             "invalid id {}: use letters, digits, `.`, `_`, `-` (at most 128), starting with a letter or digit",
+            short(value)
+        )
+    } else if what == "every" {
+        format!(
+            "{}: use a number with s, m, h or d, like 30s or 5m (or combined, like 1h30m)",
             short(value)
         )
     } else {
@@ -306,30 +318,6 @@ fn short(v: &Value) -> String {
     }
 }
 
-/// The closest known key within edit distance 2, if any.
-pub fn did_you_mean(key: &str, known: &BTreeSet<String>) -> Option<String> {
-    known
-        .iter()
-        .map(|k| (edit_distance(key, k), k))
-        .filter(|(d, _)| *d <= 2)
-        .min()
-        .map(|(_, k)| k.clone())
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,12 +328,15 @@ mod tests {
     }
 
     #[test]
-    fn edit_distance_suggests_close_keys() {
-        let known: BTreeSet<String> = ["schedule", "steps", "timeout_ms"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        assert_eq!(did_you_mean("schedul", &known).as_deref(), Some("schedule"));
-        assert_eq!(did_you_mean("timeout", &known), None);
+    fn an_enum_value_close_to_an_option_gets_a_suggestion() {
+        let options = serde_json::json!(["command", "noop"]);
+        assert_eq!(
+            enum_message(&options, &Value::from("comand")),
+            "\"comand\" is not one of: command, noop (did you mean `command`?)"
+        );
+        assert_eq!(
+            enum_message(&options, &Value::from("shell")),
+            "\"shell\" is not one of: command, noop"
+        );
     }
 }

@@ -163,6 +163,16 @@ fn tests() -> Vec<(&'static str, Value)> {
     ]
 }
 
+/// The names of every filter (for "did you mean").
+pub(super) fn filter_names() -> Vec<&'static str> {
+    filters().into_iter().map(|(name, ..)| name).collect()
+}
+
+/// The names of every test (for "did you mean").
+pub(super) fn test_names() -> Vec<&'static str> {
+    tests().into_iter().map(|(name, _)| name).collect()
+}
+
 /// Registers the checked builtins and the checked formatter.
 pub(super) fn register(env: &mut Environment<'static>) {
     for (name, original, estimate, makes) in filters() {

@@ -188,14 +188,17 @@ pub fn check(
         if let Err(e) = env.render_str(&probe, ())
             && e.kind() == unknown
         {
-            let what = if kind == Applied::Filter {
-                "filter"
+            let (what, known) = if kind == Applied::Filter {
+                ("filter", filters::filter_names())
             } else {
-                "test"
+                ("test", filters::test_names())
             };
             return Err(TemplateIssue {
                 line: None,
-                message: format!("unknown {what} `{name}`"),
+                message: format!(
+                    "unknown {what} `{name}`{}",
+                    crate::spec::suggest::hint(&name, known)
+                ),
             });
         }
     }
@@ -319,6 +322,11 @@ mod tests {
             false,
         );
         assert_eq!(e.unwrap_err().message, "unknown filter `nope`");
+        let e = check_value("{{ 1 | uper }}", &[]);
+        assert_eq!(
+            e.unwrap_err().message,
+            "unknown filter `uper` (did you mean `upper`?)"
+        );
         // Known ones, arguments, chains, and pipes inside strings are fine.
         check_value(
             "{{ inputs.a | default('x|y') | upper }} {{ inputs.n is number }} {{ 'a | b' }} {{ inputs.l | join(\", \") | length }}",

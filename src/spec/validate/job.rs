@@ -4,7 +4,8 @@
 
 use serde_json::Value;
 
-use super::{Checker, check_steps, check_values};
+use super::inputs::check_inputs;
+use super::{Checker, check_steps, check_values, no_such};
 use crate::calendar::slots::SlotRule;
 use crate::spec::diagnostic::Severity;
 use crate::spec::model::{Job, Provider};
@@ -26,6 +27,7 @@ pub(super) fn check_job(
     if job.job_type == "command" {
         check_command(job, c);
     }
+    check_inputs(job, c);
     check_steps(&job.steps, snapshot, env, Some(&job.tools), c);
 }
 
@@ -39,7 +41,13 @@ fn check_timing(job: &Job, c: &mut Checker) {
         } else {
             format!("/schedule/{}", e.field)
         };
-        c.error(&pointer, "schedule", e.message);
+        let mut message = e.message;
+        if e.field == "timezone"
+            && let Some(name) = &schedule.timezone
+        {
+            message.push_str(&zone_hint(name));
+        }
+        c.error(&pointer, "schedule", message);
     }
     let memory = &job.failure_memory;
     if memory.cooldown_max_sec < memory.cooldown_sec {
@@ -52,6 +60,37 @@ fn check_timing(job: &Job, c: &mut Checker) {
             ),
         );
     }
+}
+
+/// A schedule whose `end_at` has passed fires no more: say so, the job
+/// only runs when triggered.
+pub(super) fn check_window(job: &Job, now: jiff::Timestamp, c: &mut Checker) {
+    let Some(end) = job
+        .schedule
+        .as_ref()
+        .and_then(|s| s.end_at.as_deref())
+        .and_then(|e| e.parse::<jiff::Timestamp>().ok())
+    else {
+        return;
+    };
+    if end < now {
+        c.warn(
+            "/schedule/end_at",
+            "schedule-ended",
+            format!(
+                "the schedule ended at {end}: this job gets no more scheduled runs (remove `end_at` or move it later)"
+            ),
+        );
+    }
+}
+
+/// The IANA name closest to an unknown time zone, as a "did you mean".
+fn zone_hint(name: &str) -> String {
+    let zones: Vec<String> = jiff::tz::db()
+        .available()
+        .map(|z| z.as_str().to_string())
+        .collect();
+    crate::spec::suggest::hint(name, zones.iter().map(String::as_str))
 }
 
 /// `steps` only in agent.workflow jobs, which need them (or a prompt for
@@ -108,7 +147,7 @@ fn check_http_request(
         c.error(
             "/inputs/connector",
             "reference",
-            format!("no Connector `{name}`"),
+            no_such("Connector", name, &snapshot.connectors),
         );
     }
     // The request's fields are rendered like an http step's.
@@ -140,7 +179,11 @@ fn check_named_connectors(job: &Job, snapshot: &Snapshot, c: &mut Checker) {
         };
         for (pointer, name) in names {
             if !templates::is_template(name) && !snapshot.connectors.contains_key(name) {
-                c.error(&pointer, "reference", format!("no Connector `{name}`"));
+                c.error(
+                    &pointer,
+                    "reference",
+                    no_such("Connector", name, &snapshot.connectors),
+                );
             }
         }
     }
@@ -161,6 +204,12 @@ fn check_command(job: &Job, c: &mut Checker) {
             "a command job needs `inputs.argv`: a non-empty list of strings (no shell)".to_string(),
         );
     }
+    c.warn(
+        "/type",
+        "command",
+        "a command job runs only on a daemon started with `--allow-command`; elsewhere its runs fail"
+            .to_string(),
+    );
 }
 
 fn check_implicit_agent(job: &Job, snapshot: &Snapshot, c: &mut Checker) {
@@ -181,7 +230,7 @@ fn check_implicit_agent(job: &Job, snapshot: &Snapshot, c: &mut Checker) {
             None => c.error(
                 "/inputs/llm_connector",
                 "reference",
-                format!("no Connector `{name}`"),
+                no_such("Connector", name, &snapshot.connectors),
             ),
         },
         Some(other) => c.error(

@@ -6,6 +6,7 @@
 //! Pure, like all of `spec`: it uses the model, the templates and
 //! `calendar` (a schedule must compile), nothing above `spec`.
 
+mod inputs;
 mod job;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -16,6 +17,7 @@ use super::SourceMap;
 use super::diagnostic::{Diagnostic, DocContext, Severity};
 use super::model::{Action, Connector, Flow, Job, Kind, Provider, Skill, Step, ToolPolicy};
 use super::snapshot::{Resource, Snapshot};
+use super::suggest;
 use super::templates::{self, TemplateUse};
 use super::yaml::Positions;
 use job::check_job;
@@ -80,7 +82,12 @@ pub fn check_raw_steps(
 
 /// Checks over the assembled snapshot. Adds implicit flows for lanes that
 /// jobs name but no Flow document declares (seed behaviour).
-pub fn check_snapshot(snapshot: &mut Snapshot, sources: &SourceMap, out: &mut Vec<Diagnostic>) {
+pub fn check_snapshot(
+    snapshot: &mut Snapshot,
+    sources: &SourceMap,
+    now: Option<jiff::Timestamp>,
+    out: &mut Vec<Diagnostic>,
+) {
     let env = templates::environment();
     let params = compile_params(snapshot);
     let mut implicit: BTreeMap<String, Resource<Flow>> = BTreeMap::new();
@@ -90,6 +97,9 @@ pub fn check_snapshot(snapshot: &mut Snapshot, sources: &SourceMap, out: &mut Ve
     };
     docs.each(&snapshot.jobs, Kind::Job, out, |job, c| {
         check_job(&job.spec, snapshot, &env, c);
+        if let Some(now) = now {
+            job::check_window(&job.spec, now, c);
+        }
         check_lane(job, snapshot, &mut implicit, c);
     });
     docs.each(&snapshot.skills, Kind::Skill, out, |skill, c| {
@@ -181,7 +191,8 @@ fn check_lane(
         pointer,
         "implicit-flow",
         format!(
-            "no Flow `{flow}` is declared: an implicit lane is used ({}); declare `kind: Flow` with `id: {flow}`",
+            "no Flow `{flow}` is declared{}: an implicit lane is used ({}); declare `kind: Flow` with `id: {flow}`",
+            suggest::hint(flow, snapshot.flows.keys().map(String::as_str)),
             match max {
                 Some(n) => format!("max_active_runs {n} from inputs.flow_max_active_runs"),
                 None => "unlimited".to_string(),
@@ -242,6 +253,14 @@ fn check_connector(connector: &Connector, c: &mut Checker) {
         ),
         Err(e) => c.error("/base_url", "url", format!("base_url `{url}`: {e}")),
     }
+}
+
+/// `no Connector `x``, with the closest id that exists.
+fn no_such<T>(what: &str, name: &str, known: &BTreeMap<String, Resource<T>>) -> String {
+    format!(
+        "no {what} `{name}`{}",
+        suggest::hint(name, known.keys().map(String::as_str))
+    )
 }
 
 /// `${env:NAME}` or `${file:PATH}`, nothing else.
@@ -470,7 +489,11 @@ fn check_action(step: &Step, base: &str, snapshot: &Snapshot, c: &mut Checker) {
     {
         let pointer = format!("{base}/{action}/connector");
         match snapshot.connectors.get(name) {
-            None => c.error(&pointer, "reference", format!("no Connector `{name}`")),
+            None => c.error(
+                &pointer,
+                "reference",
+                no_such("Connector", name, &snapshot.connectors),
+            ),
             Some(r) => {
                 let provider = r.spec.provider;
                 let fits = match &step.action {
@@ -518,13 +541,21 @@ fn check_action(step: &Step, base: &str, snapshot: &Snapshot, c: &mut Checker) {
             c.error(
                 &format!("{base}/schedule_job/job"),
                 "reference",
-                format!("schedule_job names no Job `{}`", s.job),
+                format!(
+                    "schedule_job names no Job `{}`{}",
+                    s.job,
+                    suggest::hint(&s.job, snapshot.jobs.keys().map(String::as_str))
+                ),
             );
         }
         Action::Uses(skill_id) => {
             let pointer = format!("{base}/uses");
             match snapshot.skills.get(skill_id) {
-                None => c.error(&pointer, "reference", format!("no Skill `{skill_id}`")),
+                None => c.error(
+                    &pointer,
+                    "reference",
+                    no_such("Skill", skill_id, &snapshot.skills),
+                ),
                 Some(skill) => check_with(step, base, &skill.spec, c),
             }
         }

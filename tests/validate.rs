@@ -515,8 +515,12 @@ fn every_example_and_the_bundled_demo_validate() {
             Some(&dir),
         );
         run.assert_code(0);
+        // A dated campaign's window ends as the calendar moves on; that
+        // warning is about today, not about the spelling.
         assert!(
-            !run.stdout().contains("warning["),
+            !run.stdout()
+                .lines()
+                .any(|l| l.contains("warning[") && !l.contains("warning[schedule-ended]")),
             "examples use the preferred spellings; warnings found:\n{}",
             run.explain()
         );

@@ -253,7 +253,7 @@ async fn the_tick_cap_defers_fairly() {
     let mut r = rig(
         &yaml,
         SchedulerConfig {
-            max_dispatch_per_tick: 2,
+            max_dispatch_per_tick: Some(2),
             tick: Duration::from_secs(1),
         },
         QueueConfig::default(),

@@ -17,6 +17,7 @@ pub mod run;
 mod run_view;
 pub mod runs;
 pub mod schema;
+pub mod server;
 pub mod status;
 pub mod store_access;
 pub mod trigger;

@@ -1,11 +1,14 @@
 //! `multijob plan`: what applying the directory would change.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use serde_json::{Value, json};
+
 use crate::reconcile::{self, render};
+use crate::schedule::peak::{cap_warning, peak_slots_per_second};
 use crate::spec::snapshot::Snapshot;
 use crate::status::api::plan_context_from_json;
 use crate::store::redis::RedisStore;
@@ -24,7 +27,8 @@ pub struct Args {
     /// Running state from a Redis deployment (`redis://host:6379/`).
     #[arg(long, conflicts_with = "server")]
     pub redis: Option<String>,
-    /// Running state from a daemon's /api/v1/snapshot (uses MULTIJOB_API_TOKEN).
+    /// Running state from a daemon's /api/v1/snapshot, `host:port` or a URL
+    /// (uses MULTIJOB_API_TOKEN).
     #[arg(long)]
     pub server: Option<String>,
     #[arg(long, value_enum, default_value_t)]
@@ -38,48 +42,16 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     let dir = &args.dir.dir;
     let loaded = reconcile::load(dir)?.loaded;
     if loaded.has_errors() {
-        let mut err = std::io::stderr().lock();
-        for d in loaded.diagnostics.iter().filter(|d| d.is_error()) {
-            writeln!(err, "{d}")?;
-        }
-        writeln!(
-            err,
-            "plan: the directory is invalid ({} errors); run `multijob validate` for details",
-            loaded.error_count()
-        )?;
-        return Ok(Outcome::Failure);
+        return invalid(&loaded, args.output);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let now = jiff::Timestamp::now();
-    let (running, ctx) = match (&args.server, &args.redis) {
-        (Some(url), _) => runtime.block_on(fetch_snapshot(url, now))?,
+    let (running, ctx, baseline) = match (&args.server, &args.redis) {
+        (Some(server), _) => runtime.block_on(fetch_snapshot(server, now))?,
         (None, Some(url)) => runtime.block_on(read_redis(url, now))?,
-        (None, None) => {
-            let path = args
-                .state
-                .clone()
-                .unwrap_or_else(|| super::default_state(dir));
-            if !path.exists() && args.state.is_some() {
-                // A missing default store means nothing runs yet; a
-                // missing store named on purpose is most likely a typo,
-                // and planning against nothing would say "create all".
-                anyhow::bail!(
-                    "no store at {} (--state): check the path; without --state, plan reads {}",
-                    path.display(),
-                    super::default_state(dir).display()
-                );
-            }
-            if path.exists() {
-                let conn = SqliteStore::open_read_only(&path)?;
-                let snapshot = read_applied(&conn, &path)?.snapshot;
-                let live = read_live_state(&conn, &path)?;
-                (snapshot, render::PlanContext::from_live(now, live))
-            } else {
-                (Snapshot::default(), render::PlanContext::empty(now))
-            }
-        }
+        (None, None) => read_sqlite(dir, args.state.as_deref(), now)?,
     };
     let report = runtime.block_on(reconcile::plan_report(
         dir,
@@ -87,11 +59,25 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
         &loaded.snapshot,
         &ctx,
     ));
+    let cap = tick_cap()?;
+    let peak = peak_slots_per_second(loaded.snapshot.jobs.values().map(|r| &r.spec), now);
+    let warnings: Vec<String> = cap_warning(peak, cap).into_iter().collect();
     let mut out = std::io::stdout().lock();
     match args.output {
-        OutputFormat::Text => write!(out, "{}", render::render_text(&report, &loaded.snapshot))?,
+        OutputFormat::Text => {
+            writeln!(out, "{}", baseline.line())?;
+            for w in &warnings {
+                writeln!(out, "warning: {w}")?;
+            }
+            write!(out, "{}", render::render_text(&report, &loaded.snapshot))?;
+        }
         OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, &render::render_json(&report))?;
+            let mut json = render::render_json(&report);
+            if let Value::Object(map) = &mut json {
+                map.insert("compared_with".into(), baseline.json());
+                map.insert("warnings".into(), json!(warnings));
+            }
+            serde_json::to_writer_pretty(&mut out, &json)?;
             writeln!(out)?;
         }
     }
@@ -102,21 +88,141 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     })
 }
 
-async fn read_redis(
-    url: &str,
-    now: jiff::Timestamp,
-) -> anyhow::Result<(Snapshot, render::PlanContext)> {
-    let store = RedisStore::open(url).await?;
-    let snapshot = store.applied().await?.snapshot;
-    let live = store.live_state().await?;
-    Ok((snapshot, render::PlanContext::from_live(now, live)))
+/// An invalid directory plans nothing: its errors (text, on stderr), or
+/// every finding as `validate -o json` prints them (on stdout); exit 1.
+fn invalid(loaded: &crate::spec::Loaded, output: OutputFormat) -> anyhow::Result<Outcome> {
+    if output == OutputFormat::Json {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, &loaded.diagnostics)?;
+        writeln!(out)?;
+        return Ok(Outcome::Failure);
+    }
+    let mut err = std::io::stderr().lock();
+    for d in loaded.diagnostics.iter().filter(|d| d.is_error()) {
+        writeln!(err, "{d}")?;
+    }
+    writeln!(
+        err,
+        "plan: the directory is invalid ({} errors); run `multijob validate` for details",
+        loaded.error_count()
+    )?;
+    Ok(Outcome::Failure)
 }
 
-async fn fetch_snapshot(
-    server: &str,
-    now: jiff::Timestamp,
-) -> anyhow::Result<(Snapshot, render::PlanContext)> {
-    let url = format!("{}/api/v1/snapshot", server.trim_end_matches('/'));
+/// `SCHEDULER_MAX_DISPATCH_PER_TICK` as the daemon would read it: unset
+/// or empty is no cap.
+fn tick_cap() -> anyhow::Result<Option<usize>> {
+    match std::env::var("SCHEDULER_MAX_DISPATCH_PER_TICK") {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().map(Some).map_err(|_| {
+            anyhow::anyhow!(
+                "SCHEDULER_MAX_DISPATCH_PER_TICK={v:?} is not a whole number: set a cap like 500, or unset it for none"
+            )
+        }),
+        _ => Ok(None),
+    }
+}
+
+/// What the plan compared the directory with.
+struct Baseline {
+    /// The store's path, the Redis URL (without credentials) or the server.
+    source: String,
+    /// The last applied revision's id and when it was applied (the server
+    /// does not say when).
+    revision: Option<(String, Option<String>)>,
+}
+
+impl Baseline {
+    fn new(source: String, revision: Option<&crate::store::RevisionRecord>) -> Self {
+        Baseline {
+            source,
+            revision: revision.map(|r| (r.id.clone(), Some(r.at.clone()))),
+        }
+    }
+
+    fn line(&self) -> String {
+        match &self.revision {
+            Some((id, Some(at))) => {
+                format!(
+                    "comparing with {}, revision {id} applied at {at}",
+                    self.source
+                )
+            }
+            Some((id, None)) => format!("comparing with {}, revision {id}", self.source),
+            None => format!("no state found at {}: everything below is new", self.source),
+        }
+    }
+
+    fn json(&self) -> Value {
+        let (revision, at) = match &self.revision {
+            Some((id, at)) => (Some(id), at.as_ref()),
+            None => (None, None),
+        };
+        json!({"source": self.source, "revision": revision, "applied_at": at})
+    }
+}
+
+type Running = (Snapshot, render::PlanContext, Baseline);
+
+/// The embedded store: `--state`, or the directory's default store (a
+/// missing default store means nothing runs yet).
+fn read_sqlite(dir: &Path, state: Option<&Path>, now: jiff::Timestamp) -> anyhow::Result<Running> {
+    let path = state.map_or_else(|| super::default_state(dir), Path::to_path_buf);
+    if !path.exists() && state.is_some() {
+        // A missing store named on purpose is most likely a typo, and
+        // planning against nothing would say "create all".
+        anyhow::bail!(
+            "no store at {} (--state): check the path; without --state, plan reads {}",
+            path.display(),
+            super::default_state(dir).display()
+        );
+    }
+    let source = path.display().to_string();
+    if !path.exists() {
+        return Ok((
+            Snapshot::default(),
+            render::PlanContext::empty(now),
+            Baseline::new(source, None),
+        ));
+    }
+    let conn = SqliteStore::open_read_only(&path)?;
+    let applied = read_applied(&conn, &path)?;
+    let live = read_live_state(&conn, &path)?;
+    let baseline = Baseline::new(source, applied.revision.as_ref());
+    Ok((
+        applied.snapshot,
+        render::PlanContext::from_live(now, live),
+        baseline,
+    ))
+}
+
+async fn read_redis(url: &str, now: jiff::Timestamp) -> anyhow::Result<Running> {
+    let store = RedisStore::open(url).await?;
+    let applied = store.applied().await?;
+    let live = store.live_state().await?;
+    let baseline = Baseline::new(redacted_url(url), applied.revision.as_ref());
+    Ok((
+        applied.snapshot,
+        render::PlanContext::from_live(now, live),
+        baseline,
+    ))
+}
+
+/// A Redis URL without its password, to print.
+fn redacted_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "the Redis store".to_string(),
+    }
+}
+
+async fn fetch_snapshot(server: &str, now: jiff::Timestamp) -> anyhow::Result<Running> {
+    let base = super::server::server_url(server)?;
+    let url = format!("{base}/api/v1/snapshot");
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()?;
@@ -126,18 +232,15 @@ async fn fetch_snapshot(
     {
         request = request.bearer_auth(token);
     }
-    let response = request.send().await.with_context(|| format!("GET {url}"))?;
-    let status = response.status();
-    let body: serde_json::Value = response
-        .json()
+    let response = request
+        .send()
         .await
-        .with_context(|| format!("GET {url}: not JSON"))?;
-    if !status.is_success() {
-        anyhow::bail!(
-            "GET {url}: {status}: {}",
-            body["error"].as_str().unwrap_or("")
-        );
-    }
+        .with_context(|| format!("is the daemon running? GET {url}"))?;
+    let body = super::server::json_of(response).await?;
     let snapshot = Snapshot::from_json(&body).map_err(|e| anyhow::anyhow!("GET {url}: {e}"))?;
-    Ok((snapshot, plan_context_from_json(&body, now)))
+    let baseline = Baseline {
+        source: base,
+        revision: body["revision"].as_str().map(|r| (r.to_string(), None)),
+    };
+    Ok((snapshot, plan_context_from_json(&body, now), baseline))
 }

@@ -93,9 +93,10 @@ pub struct Args {
     #[arg(long, default_value_t = 7)]
     pub keep_events_days: u64,
     /// Most slots dispatched per scheduler tick; the rest wait for the next
-    /// tick, earliest due first.
-    #[arg(long, env = "SCHEDULER_MAX_DISPATCH_PER_TICK", default_value_t = 80)]
-    pub max_dispatch_per_tick: usize,
+    /// tick, earliest due first (a slot whose successor is due meanwhile is
+    /// skipped, `tick_limit`). No cap unless set.
+    #[arg(long, env = "SCHEDULER_MAX_DISPATCH_PER_TICK")]
+    pub max_dispatch_per_tick: Option<usize>,
     /// Runs waiting to start at which pressure mode turns on (only
     /// `critical` jobs dispatch).
     #[arg(long, env = "SCHEDULER_PRESSURE_DEPTH_HIGH", default_value_t = 300)]
@@ -163,7 +164,7 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     if args.workers == 0 && args.redis.is_none() {
         anyhow::bail!("--workers must be at least 1 (0 is allowed only with --redis)");
     }
-    if args.max_dispatch_per_tick == 0 {
+    if args.max_dispatch_per_tick == Some(0) {
         anyhow::bail!("SCHEDULER_MAX_DISPATCH_PER_TICK must be at least 1");
     }
     let opts = DaemonOptions {

@@ -9,7 +9,8 @@ use super::{Outcome, OutputFormat};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The daemon's address (uses MULTIJOB_API_TOKEN when set).
+    /// The daemon's address, `host:port` or a URL (uses MULTIJOB_API_TOKEN
+    /// when set).
     #[arg(long, env = "MULTIJOB_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
     #[arg(long, value_enum, default_value_t)]
@@ -158,23 +159,8 @@ fn write_text(
     Ok(())
 }
 
-/// A response's JSON; for an error status, the API's `error` text, which
-/// says what to do (a token to set, an `--allow-host` to add).
-async fn json_of(response: reqwest::Response) -> anyhow::Result<Value> {
-    let status = response.status();
-    let url = response.url().clone();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        anyhow::bail!(
-            "GET {url}: {status}: {}",
-            body["error"].as_str().unwrap_or("(no error text)")
-        );
-    }
-    Ok(body)
-}
-
 async fn fetch(server: &str) -> anyhow::Result<(Value, Vec<Value>)> {
-    let base = server.trim_end_matches('/');
+    let base = super::server::server_url(server)?;
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         .build()?;
@@ -192,7 +178,7 @@ async fn fetch(server: &str) -> anyhow::Result<(Value, Vec<Value>)> {
         .send()
         .await
         .with_context(|| format!("is the daemon running? GET {base}/api/v1/status"))?;
-    let status = json_of(response).await?;
+    let status = super::server::json_of(response).await?;
     let mut jobs = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -200,7 +186,7 @@ async fn fetch(server: &str) -> anyhow::Result<(Value, Vec<Value>)> {
             Some(c) => format!("/api/v1/jobs?limit=1000&cursor={c}"),
             None => "/api/v1/jobs?limit=1000".into(),
         };
-        let page = json_of(get(path).send().await?).await?;
+        let page = super::server::json_of(get(path).send().await?).await?;
         jobs.extend(page["items"].as_array().cloned().unwrap_or_default());
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),

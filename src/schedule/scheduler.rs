@@ -2,8 +2,8 @@
 //!
 //! It sleeps until the earliest slot is due, then gives every due slot
 //! exactly one outcome: dispatched (a run keyed `job@slot` is queued) or
-//! skipped with a reason event. At most `max_dispatch_per_tick` slots
-//! dispatch per wake-up; the rest keep their place (earliest due first, so
+//! skipped with a reason event. With a cap (`max_dispatch_per_tick`,
+//! off unless set) at most that many slots dispatch per wake-up; the rest keep their place (earliest due first, so
 //! no job starves whatever its id) and wait for the next tick, and a
 //! deferred slot whose successor is already due is skipped (`tick_limit`)
 //! rather than piling up.
@@ -41,8 +41,9 @@ use dispatch::{Batch, skip_event};
 
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
-    /// `SCHEDULER_MAX_DISPATCH_PER_TICK`.
-    pub max_dispatch_per_tick: usize,
+    /// `SCHEDULER_MAX_DISPATCH_PER_TICK`; `None` (the default) is no cap:
+    /// every due slot dispatches in its wake-up.
+    pub max_dispatch_per_tick: Option<usize>,
     /// After a capped wake-up, the rest waits this long (the seeds' tick).
     pub tick: Duration,
 }
@@ -50,7 +51,7 @@ pub struct SchedulerConfig {
 impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
-            max_dispatch_per_tick: 80,
+            max_dispatch_per_tick: None,
             tick: Duration::from_secs(1),
         }
     }

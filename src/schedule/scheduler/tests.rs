@@ -42,7 +42,7 @@ fn rig_of(
     );
     let stats = Arc::new(StatsCell::default());
     let config = SchedulerConfig {
-        max_dispatch_per_tick: cap,
+        max_dispatch_per_tick: Some(cap),
         ..SchedulerConfig::default()
     };
     let mut s = Scheduler::new(queue, config, stats.clone());

@@ -108,7 +108,7 @@ impl Scheduler {
         let room = self
             .config
             .max_dispatch_per_tick
-            .saturating_sub(batch.len());
+            .map_or(usize::MAX, |cap| cap.saturating_sub(batch.len()));
         let limit = room.min(CHUNK);
         let mut more = false;
         while let Some(Reverse(top)) = self.heap.peek() {

@@ -45,12 +45,40 @@ pub(super) fn status_error(
 pub(super) fn reqwest_error(e: reqwest::Error, what: &str) -> RunError {
     // reqwest's Display includes the URL, which may carry a token (Telegram
     // puts it in the path); callers redact every error on the way out.
-    let message = format!("{what} failed: {e}");
+    let mut message = format!("{what} failed: {e}{}", causes(&e));
+    if e.is_connect()
+        && let Some(url) = e.url()
+        && let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default())
+    {
+        message.push_str(&format!(" (is anything listening on {host}:{port}?)"));
+    }
     if e.is_builder() {
         RunError::Permanent(message)
     } else {
         RunError::retryable(message)
     }
+}
+
+/// What reqwest's message leaves out ("error sending request for url"):
+/// each cause under it, an I/O error by its kind ("connection refused"),
+/// skipping what the text already says.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut seen = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) if io.kind() != std::io::ErrorKind::Other => io.kind().to_string(),
+            _ => cause.to_string(),
+        };
+        if !text.is_empty() && !seen.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+            seen.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
 }
 
 /// A `Retry-After` value (RFC 9110: delay-seconds or an HTTP-date) as the
@@ -108,6 +136,29 @@ mod tests {
         assert_eq!(
             refused,
             RunError::Permanent("GET /x returned HTTP 404: no".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_says_so_and_names_the_address() {
+        // A port nobody listens on: bound, then released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/api/v1/status"))
+            .send()
+            .await
+            .unwrap_err();
+        let error = reqwest_error(e, "GET self");
+        assert!(matches!(error, RunError::Retryable { .. }), "{error:?}");
+        let message = error.message();
+        assert!(message.contains(": connection refused"), "{message}");
+        assert!(
+            message.ends_with(&format!("(is anything listening on 127.0.0.1:{port}?)")),
+            "{message}"
         );
     }
 

@@ -96,10 +96,10 @@ impl Connectors {
         let call = self.begin(id, None).await?;
         let redactor = call.redactor().clone();
         let result = async {
-            let url = target_url(call.spec.base_url.as_deref(), &req, id)?;
+            let url = target_url(call.base_url.as_deref(), &req, id)?;
             let policy = Policy {
                 connector: Some(id),
-                own: call.spec.base_url.as_deref().and_then(Origin::parse),
+                own: call.base_url.as_deref().and_then(Origin::parse),
                 allowed: &call.spec.allowed_hosts,
             };
             let reach = policy.reach(&url)?;

@@ -59,9 +59,13 @@ pub struct Connectors {
     metrics: Option<metrics::ConnectorMetrics>,
 }
 
-/// One call's view of a connector: its spec and freshly resolved secrets.
+/// One call's view of a connector: its spec, its base_url and freshly
+/// resolved secrets.
 struct Call<'a> {
     spec: &'a Connector,
+    /// `base_url` with a leading `${env:NAME}` resolved (see
+    /// [`secrets::resolve_base_url`]).
+    base_url: Option<String>,
     secrets: Secrets,
 }
 
@@ -79,7 +83,7 @@ impl Call<'_> {
     }
 
     fn base_url(&self) -> Result<&str, RunError> {
-        self.spec.base_url.as_deref().ok_or_else(|| {
+        self.base_url.as_deref().ok_or_else(|| {
             RunError::Permanent(format!(
                 "connector `{}` has no base_url; set one in its YAML",
                 self.spec.id
@@ -205,8 +209,16 @@ impl Connectors {
         }
         let secrets =
             Secrets::resolve_all(&entry.spec).map_err(|e| RunError::Permanent(e.to_string()))?;
+        let base_url = match &entry.spec.base_url {
+            Some(url) => Some(
+                secrets::resolve_base_url(id, url)
+                    .map_err(|e| RunError::Permanent(e.to_string()))?,
+            ),
+            None => None,
+        };
         Ok(Call {
             spec: &entry.spec,
+            base_url,
             secrets,
         })
     }

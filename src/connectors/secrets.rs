@@ -41,6 +41,57 @@ pub fn resolve(connector: &str, name: &str, reference: &str) -> Result<String, S
     }
 }
 
+/// The variable that names the daemon's own API.
+pub const OWN_API_URL: &str = "MULTIJOB_API_URL";
+
+/// This process's API address once it listens (see [`set_own_api`]).
+static OWN_API: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
+
+/// The daemon listens at `listen`: `${env:MULTIJOB_API_URL}` reads it
+/// (a wildcard address through loopback), whatever the port, unless the
+/// environment sets that variable. Kept in the process rather than in its
+/// environment: setting a variable while threads run is not safe.
+pub fn set_own_api(listen: std::net::SocketAddr) {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    let ip = match listen.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => Ipv4Addr::LOCALHOST.into(),
+        IpAddr::V6(v6) if v6.is_unspecified() => Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let url = format!("http://{}", SocketAddr::new(ip, listen.port()));
+    if let Ok(mut own) = OWN_API.write() {
+        *own = Some(url);
+    }
+}
+
+/// `NAME` from the environment; `MULTIJOB_API_URL`, when unset there,
+/// from this daemon's listener.
+fn env_or_own(name: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => Some(value),
+        _ if name == OWN_API_URL => OWN_API.read().ok().and_then(|own| own.clone()),
+        _ => None,
+    }
+}
+
+/// A connector's `base_url`: as written, or with a leading `${env:NAME}`
+/// replaced by that variable of the daemon's environment (the rest is
+/// appended), so one config reaches a different host per deployment, or
+/// the daemon's own API (`${env:MULTIJOB_API_URL}`, see [`set_own_api`]).
+/// An address is no secret; only `env` is read here.
+pub fn resolve_base_url(connector: &str, url: &str) -> Result<String, SecretError> {
+    let Some((name, rest)) = url.strip_prefix("${env:").and_then(|r| r.split_once('}')) else {
+        return Ok(url.to_string());
+    };
+    match env_or_own(name) {
+        Some(value) => Ok(format!("{}{rest}", value.trim_end_matches('/'))),
+        None => Err(SecretError(format!(
+            "connector `{connector}`: base_url refers to ${{env:{name}}}, but {name} is not set \
+             (or empty) in the daemon's environment; export it and retry"
+        ))),
+    }
+}
+
 /// A `${file:}` secret is at most this long: a credential, not a document.
 const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
 

@@ -37,6 +37,7 @@ pub(super) async fn bind_api(opts: &mut DaemonOptions) -> anyhow::Result<tokio::
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
     opts.listen = listener.local_addr().context("reading the bound address")?;
+    crate::connectors::secrets::set_own_api(opts.listen);
     if !opts.listen.ip().is_loopback() && opts.api_token.is_none() {
         tracing::warn!(
             listen = %opts.listen,

@@ -236,6 +236,22 @@ fn check_connector(connector: &Connector, c: &mut Checker) {
     let Some(url) = &connector.base_url else {
         return;
     };
+    if let Some(after) = url.strip_prefix("${env:") {
+        // Read at each call from the daemon's environment: only its form
+        // can be checked here.
+        let ok = after.split_once('}').is_some_and(|(name, rest)| {
+            is_secret_reference(&format!("${{env:{name}}}"))
+                && (rest.is_empty() || rest.starts_with('/'))
+        });
+        if !ok {
+            c.error(
+                "/base_url",
+                "url",
+                format!("base_url `{url}`: write `${{env:NAME}}` alone or followed by a path, like `${{env:API_URL}}/v1`"),
+            );
+        }
+        return;
+    }
     let schemes: &[&str] = if connector.provider == Provider::Smtp {
         &["smtp", "smtps"]
     } else {

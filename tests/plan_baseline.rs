@@ -35,6 +35,16 @@ impl Backend {
     }
 }
 
+/// A directory of `n` noop jobs due every second.
+fn every_second_jobs(n: usize) -> ConfigDir {
+    let d = ConfigDir::new();
+    let text: String = (0..n)
+        .map(|i| format!("id: j{i:04}\ntype: noop\nschedule: {{every: 1s}}\n---\n"))
+        .collect();
+    d.write("jobs.d/many.yaml", &text);
+    d
+}
+
 fn plan(d: &ConfigDir, backend: &Backend, extra: &[&str]) -> common::Run {
     let mut args: Vec<String> = vec![
         "plan".into(),
@@ -117,49 +127,40 @@ fn plan_json_on_an_invalid_directory_prints_the_findings() {
     assert_eq!(plan.json()[0]["code"], "schema", "{}", plan.explain());
 }
 
+/// `plan` on `d` under `SCHEDULER_MAX_DISPATCH_PER_TICK=cap` (unset for
+/// `None`): exit code, stdout, stderr.
+fn plan_with_cap(d: &ConfigDir, cap: Option<&str>) -> (Option<i32>, String, String) {
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.args(["plan", "--dir"]).arg(d.path());
+    match cap {
+        Some(c) => cmd.env("SCHEDULER_MAX_DISPATCH_PER_TICK", c),
+        None => cmd.env_remove("SCHEDULER_MAX_DISPATCH_PER_TICK"),
+    };
+    let out = cmd.output().expect("spawn multijob plan");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn plan_warns_when_peak_slots_exceed_a_set_tick_cap() {
-    let d = ConfigDir::new();
-    let mut text = String::new();
-    for i in 0..120 {
-        text.push_str(&format!(
-            "id: j{i}\ntype: noop\nschedule: {{every: 1s}}\n---\n"
-        ));
-    }
-    d.write("jobs.d/many.yaml", &text);
+    let d = every_second_jobs(120);
     let warning = "warning: 120 slots a second are due at peak, above SCHEDULER_MAX_DISPATCH_PER_TICK=80 a tick: some slots will be skipped (tick_limit)";
-    let with_cap = std::process::Command::new(common::bin())
-        .args(["plan", "--dir"])
-        .arg(d.path())
-        .env("SCHEDULER_MAX_DISPATCH_PER_TICK", "80")
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&with_cap.stdout);
+    let (code, out, _) = plan_with_cap(&d, Some("80"));
+    assert_eq!(code, Some(0), "{out}");
     assert!(out.lines().any(|l| l == warning), "{out}");
     // No cap, or one above the peak: nothing to warn about.
     for cap in [None, Some("500")] {
-        let mut cmd = std::process::Command::new(common::bin());
-        cmd.args(["plan", "--dir"]).arg(d.path());
-        cmd.env_remove("SCHEDULER_MAX_DISPATCH_PER_TICK");
-        if let Some(c) = cap {
-            cmd.env("SCHEDULER_MAX_DISPATCH_PER_TICK", c);
-        }
-        let out = String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned();
+        let (code, out, _) = plan_with_cap(&d, cap);
+        assert_eq!(code, Some(0), "{out}");
         assert!(!out.contains("warning:"), "{cap:?}: {out}");
     }
     // A cap that is not a number is refused with what to write.
-    let bad = std::process::Command::new(common::bin())
-        .args(["plan", "--dir"])
-        .arg(d.path())
-        .env("SCHEDULER_MAX_DISPATCH_PER_TICK", "lots")
-        .output()
-        .unwrap();
-    assert_eq!(bad.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&bad.stderr).contains("\"lots\" is not a whole number"),
-        "{}",
-        String::from_utf8_lossy(&bad.stderr)
-    );
+    let (code, _, err) = plan_with_cap(&d, Some("lots"));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("\"lots\" is not a whole number"), "{err}");
 }
 
 #[test]
@@ -199,14 +200,7 @@ fn the_cli_shows_the_servers_message_on_401() {
 
 #[test]
 fn two_thousand_every_second_jobs_skip_no_slot_for_a_tick_cap_by_default() {
-    let d = ConfigDir::new();
-    let mut text = String::new();
-    for i in 0..2000 {
-        text.push_str(&format!(
-            "id: j{i:04}\ntype: noop\nschedule: {{every: 1s}}\n---\n"
-        ));
-    }
-    d.write("jobs.d/many.yaml", &text);
+    let d = every_second_jobs(2000);
     let daemon = Daemon::start(d.path(), &["--workers", "4"]);
     // Three seconds' worth of slots, each dispatched or skipped.
     let status = daemon.wait_until("/api/v1/status", "6,000 slots decided", |s| {

@@ -216,6 +216,18 @@ impl SlotRule {
         }
     }
 
+    /// The slots with a nominal time in `[from, to)`, oldest first (a
+    /// backfill's window); `Err(n)` without listing them when there are
+    /// `n` > `max`.
+    pub fn slots_in(&self, from: Timestamp, to: Timestamp, max: u64) -> Result<Vec<Slot>, u64> {
+        let (lo, hi) = (just_before(from), just_before(to));
+        let n = self.count_between(lo, hi);
+        if n > max {
+            return Err(n);
+        }
+        Ok(self.slots_between(lo, hi, n))
+    }
+
     /// The zone cron slots are read in; UTC when none is set.
     pub fn timezone(&self) -> &TimeZone {
         &self.tz

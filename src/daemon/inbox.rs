@@ -36,8 +36,11 @@ pub(super) async fn inbox_loop(
             after = after.max(id);
             // A burst is queued as it is worked off, which may take long
             // (or wait for workers to join): other commands go on meanwhile.
-            let bulk =
-                matches!(&command, InboxCommand::Trigger { count, .. } if *count > TRIGGER_SLICE);
+            let bulk = match &command {
+                InboxCommand::Trigger { count, .. } => *count > TRIGGER_SLICE,
+                InboxCommand::Backfill { .. } => true,
+                _ => false,
+            };
             if bulk {
                 let (queue, store, cancel) = (queue.clone(), store.clone(), cancel.clone());
                 // Stops with the loop (shutdown, or leadership lost): the
@@ -119,6 +122,7 @@ async fn handle_command(queue: &RunQueue, store: &Store, inbox_id: i64, command:
         InboxCommand::Cancel { run_id, by, reason } => {
             super::cancel::cancel(queue, store, &run_id, &by, reason.as_deref()).await
         }
+        operator => super::operator::handle(queue, store, inbox_id, operator).await,
     }
 }
 

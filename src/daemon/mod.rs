@@ -4,7 +4,8 @@
 //! process of a Redis deployment (campaigning, leading, following) and
 //! `redis_worker` its worker-only sibling; `inbox` handles the commands
 //! the CLI leaves in the store (trigger bursts, approval decisions,
-//! follow-ups) and `cancel` an operator's cancel of a run. It may use every module below it (`cluster`, `status`,
+//! follow-ups), `cancel` an operator's cancel of a run and `operator` the
+//! operator's commands on jobs (pause, resume, reset, backfill). It may use every module below it (`cluster`, `status`,
 //! `reconcile`, `worker`, `schedule`, `queue`, `store`, …); only `cli`
 //! uses it.
 
@@ -13,6 +14,7 @@ mod embedded;
 mod follower;
 mod inbox;
 mod loops;
+mod operator;
 pub mod options;
 mod parts;
 pub mod presence;

@@ -12,6 +12,7 @@ mod admit;
 mod cancel;
 mod claim;
 mod finish;
+mod operator;
 mod recover;
 mod state;
 #[cfg(test)]
@@ -25,6 +26,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use cancel::Cancelled;
+pub use operator::Unchanged;
 pub use recover::RecoverySummary;
 pub use view::QueueView;
 
@@ -174,6 +176,9 @@ impl RunQueue {
         let mut st = self.lock();
         st.applied = applied;
         st.jobs = jobs;
+        let mut mutations = Vec::new();
+        operator::drop_deleted_pauses(&mut st, &mut mutations);
+        self.submit(mutations);
         drop(st);
         // Lane limits may have grown: parked runs may start.
         self.work.notify_waiters();

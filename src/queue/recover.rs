@@ -41,6 +41,7 @@ impl RunQueue {
         &self,
         held: &HashSet<String>,
     ) -> Result<RecoverySummary, StoreError> {
+        self.load_paused().await?;
         let failures = self.store.failure_states().await?;
         let job_ids: Vec<String> = self.lock().jobs.keys().cloned().collect();
         let last = self.store.last_runs(job_ids).await?;

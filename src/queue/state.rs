@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::Burst;
 use crate::run::guards::Pressure;
 use crate::spec::model::{Job, Priority};
+use crate::store::paused::Paused;
 use crate::store::runs::{FailureState, Run, RunStatus, Trigger};
 use crate::store::{Applied, Mutation, NewEvent};
 
@@ -139,6 +140,8 @@ pub(super) struct State {
     pub(super) finished: u64,
     /// `trigger --count` bursts being admitted, by inbox id.
     pub(super) bursts: BTreeMap<i64, Burst>,
+    /// Jobs an operator paused (`multijob pause`), loaded on recovery.
+    pub(super) paused: Paused,
 }
 
 pub(super) fn job_cache(applied: &Applied) -> HashMap<String, (Arc<Job>, String)> {
@@ -200,6 +203,7 @@ impl State {
             dispatched: 0,
             finished: 0,
             bursts: BTreeMap::new(),
+            paused: Paused::new(),
         }
     }
 

@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use super::Burst;
 use super::state::State;
 use crate::run::guards::LaneLoad;
+use crate::store::paused::Pause;
 use crate::store::runs::{FailureState, Run, RunStatus};
 
 /// A read-only view of the queue for guard decisions and the API.
@@ -76,6 +77,11 @@ impl QueueView<'_> {
 
     pub fn failure(&self, job: &str) -> Option<&FailureState> {
         self.state.failure.get(job)
+    }
+
+    /// The job's pause, when an operator paused it.
+    pub fn paused(&self, job: &str) -> Option<&Pause> {
+        self.state.paused.get(job)
     }
 
     pub fn cooldown_until(&self, job: &str) -> Option<Timestamp> {

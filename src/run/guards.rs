@@ -21,6 +21,8 @@ pub enum SkipReason {
     TickLimit,
     /// Missed while the daemon was down (misfire policy).
     Missed,
+    /// An operator paused the job (`multijob pause`).
+    Paused,
 }
 
 impl SkipReason {
@@ -33,6 +35,7 @@ impl SkipReason {
             SkipReason::Approval => "approval",
             SkipReason::TickLimit => "tick_limit",
             SkipReason::Missed => "missed",
+            SkipReason::Paused => "paused",
         }
     }
 
@@ -62,6 +65,8 @@ pub struct GuardInput {
     pub pressure: bool,
     pub cooldown_until: Option<Timestamp>,
     pub approval_pending: bool,
+    /// An operator paused the job.
+    pub paused: bool,
     pub now: Timestamp,
 }
 
@@ -78,6 +83,11 @@ pub enum Decision {
 /// Decide one due slot. Checks run in a fixed order so a slot blocked for
 /// several reasons always reports the same one.
 pub fn decide(i: &GuardInput) -> Decision {
+    // An operator's word first: a paused job's slots say so, whatever
+    // else holds them back.
+    if i.paused {
+        return Decision::Skip(SkipReason::Paused);
+    }
     if i.cooldown_until.is_some_and(|until| until > i.now) {
         return Decision::Skip(SkipReason::Cooldown);
     }
@@ -163,6 +173,7 @@ mod tests {
             pressure: false,
             cooldown_until: None,
             approval_pending: false,
+            paused: false,
             now: "2026-11-22T10:00:00Z".parse().unwrap(),
         }
     }
@@ -276,6 +287,15 @@ mod tests {
             ..base()
         };
         assert_eq!(decide(&everything), Decision::Skip(SkipReason::Cooldown));
+        let paused = GuardInput {
+            paused: true,
+            ..everything
+        };
+        assert_eq!(decide(&paused), Decision::Skip(SkipReason::Paused));
+        assert_eq!(
+            SkipReason::Paused.event_type(),
+            "scheduler.dispatch_skipped_paused"
+        );
     }
 
     #[test]

@@ -2,5 +2,6 @@
 //! math), asks the run's admission guards (`run::guards`) whether each
 //! dispatches, and queues the runs. It uses `calendar`, `spec`, `store`,
 //! `run` and `queue`; the daemon starts it.
+pub mod backfill;
 pub mod peak;
 pub mod scheduler;

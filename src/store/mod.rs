@@ -25,6 +25,7 @@
 mod backlog;
 pub mod feed;
 pub mod output;
+pub mod paused;
 pub mod redis;
 pub mod runs;
 pub mod sqlite;
@@ -626,6 +627,19 @@ impl Store {
         ids: Vec<String>,
     ) -> Result<std::collections::HashSet<String>, StoreError> {
         on_backend!(self, s => s.recorded_runs(ids).await)
+    }
+
+    /// Which of `keys` (run keys, `job@slot`) a run record holds.
+    pub async fn recorded_run_keys(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        on_backend!(self, s => s.recorded_run_keys(keys).await)
+    }
+
+    /// The paused jobs (see [`paused`]).
+    pub async fn paused(&self) -> Result<paused::Paused, StoreError> {
+        paused::paused_from(self.kv(paused::PAUSED_KEY, KvOp::Get).await?)
     }
 
     /// Leave a command for the daemon (the CLI's `trigger` and

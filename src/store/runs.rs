@@ -288,6 +288,27 @@ pub enum InboxCommand {
         #[serde(default)]
         extra: Value,
     },
+    /// `multijob pause`: the job's slots are skipped until `Resume`.
+    Pause {
+        job_id: String,
+        #[serde(default)]
+        note: Option<String>,
+        by: String,
+    },
+    /// `multijob resume`.
+    Resume { job_id: String, by: String },
+    /// `multijob reset`: forget the job's failures and cooldown.
+    ResetFailures { job_id: String, by: String },
+    /// `multijob backfill`: one run per nominal slot in `[from, to)`
+    /// (RFC 3339), keyed `job@slot` like the scheduler's; refused when
+    /// the window holds more than `max`.
+    Backfill {
+        job_id: String,
+        from: String,
+        to: String,
+        max: u64,
+        by: String,
+    },
 }
 
 fn one() -> u32 {

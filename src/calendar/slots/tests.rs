@@ -847,3 +847,36 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_backfill_window_holds_its_start_and_not_its_end() {
+    let every_hour = rule(&interval(3600));
+    let got = every_hour
+        .slots_in(ts("2026-03-01T10:00:00Z"), ts("2026-03-01T13:00:00Z"), 10)
+        .unwrap();
+    let nominals: Vec<String> = got.iter().map(|s| s.nominal.to_string()).collect();
+    assert_eq!(
+        nominals,
+        [
+            "2026-03-01T10:00:00Z",
+            "2026-03-01T11:00:00Z",
+            "2026-03-01T12:00:00Z"
+        ]
+    );
+    assert_eq!(
+        every_hour.slots_in(ts("2026-03-01T10:00:00Z"), ts("2026-03-01T13:00:00Z"), 2),
+        Err(3)
+    );
+    // Ten years of a per-second job are counted, not listed.
+    let every_second = rule(&interval(1));
+    let ten_years =
+        every_second.slots_in(ts("2016-01-01T00:00:00Z"), ts("2026-01-01T00:00:00Z"), 1000);
+    assert_eq!(ten_years, Err(315_619_200));
+    // Cron slots are read in the job's zone: 02:30 Berlin is 01:30 UTC in winter.
+    let nightly = rule(&cron("30 2 * * *", "Europe/Berlin"));
+    let got = nightly
+        .slots_in(ts("2026-01-10T00:00:00Z"), ts("2026-01-12T00:00:00Z"), 10)
+        .unwrap();
+    let nominals: Vec<String> = got.iter().map(|s| s.nominal.to_string()).collect();
+    assert_eq!(nominals, ["2026-01-10T01:30:00Z", "2026-01-11T01:30:00Z"]);
+}

@@ -119,6 +119,7 @@ impl Scheduler {
             pressure: view.pressure(),
             cooldown_until: view.cooldown_until(job_id),
             approval_pending: view.approval_pending(job_id),
+            paused: view.paused(job_id).is_some(),
             now: guard.now,
         })
     }
@@ -239,13 +240,12 @@ impl Guarded<'_> {
     /// The run a dispatched slot queues, keyed `job@slot`.
     fn scheduled_run(&self) -> NewRun {
         let (job_id, slot, now) = (self.job_id, self.slot, self.now);
-        let nominal = format_ts(slot.nominal);
         NewRun {
             id: new_run_id(),
             job_id: job_id.to_string(),
             trigger: Trigger::Schedule,
             inputs: serde_json::Value::Null,
-            run_key: format!("{job_id}@{nominal}"),
+            run_key: crate::schedule::backfill::run_key(job_id, slot.nominal),
             scheduled_at: Some(slot.nominal),
             chain_depth: 0,
             // Decided ahead: it waits in the queue until its

@@ -409,6 +409,33 @@ impl RedisStore {
         Ok(done.unwrap_or_default())
     }
 
+    /// Which of `keys` a run holds (`runkey:<key>`; pruned runs drop theirs).
+    pub async fn recorded_run_keys(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut c = self.connection();
+        let mut found = std::collections::HashSet::new();
+        for chunk in keys.chunks(256) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.cmd("EXISTS").arg(self.key(&format!("runkey:{key}")));
+            }
+            let exists: Vec<bool> = pipe
+                .query_async(&mut c)
+                .await
+                .map_err(err(self.target(), "looking up run keys"))?;
+            found.extend(
+                chunk
+                    .iter()
+                    .zip(exists)
+                    .filter(|(_, e)| *e)
+                    .map(|(k, _)| k.clone()),
+            );
+        }
+        Ok(found)
+    }
+
     pub async fn recorded_runs(
         &self,
         ids: Vec<String>,

@@ -299,6 +299,14 @@ impl SqliteStore {
             .map_err(|_| StoreError::Closed)?
     }
 
+    pub async fn recorded_run_keys(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        self.read(move |c, p| reads::recorded_run_keys(c, p, &keys))
+            .await
+    }
+
     pub async fn recorded_runs(
         &self,
         ids: Vec<String>,

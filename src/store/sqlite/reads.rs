@@ -408,11 +408,32 @@ pub(super) fn recorded_runs(
     path: &Path,
     ids: &[String],
 ) -> Result<HashSet<String>, StoreError> {
+    recorded(c, path, "id", ids)
+}
+
+/// Which of `keys` a run record holds as its run key.
+pub(super) fn recorded_run_keys(
+    c: &Connection,
+    path: &Path,
+    keys: &[String],
+) -> Result<HashSet<String>, StoreError> {
+    recorded(c, path, "run_key", keys)
+}
+
+/// Which of `values` the runs table holds in `column` (both indexed).
+fn recorded(
+    c: &Connection,
+    path: &Path,
+    column: &str,
+    values: &[String],
+) -> Result<HashSet<String>, StoreError> {
     let mut found = HashSet::new();
-    for chunk in ids.chunks(256) {
+    for chunk in values.chunks(256) {
         let marks = vec!["?"; chunk.len()].join(", ");
         let mut stmt = c
-            .prepare(&format!("SELECT id FROM runs WHERE id IN ({marks})"))
+            .prepare(&format!(
+                "SELECT {column} FROM runs WHERE {column} IN ({marks})"
+            ))
             .map_err(sql_err(path))?;
         let rows = stmt
             .query_map(rusqlite::params_from_iter(chunk), |r| r.get::<_, String>(0))

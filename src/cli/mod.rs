@@ -5,11 +5,15 @@
 //! `trigger` and `approvals`).
 
 pub mod approvals;
+pub mod backfill;
 pub mod cancel;
 pub mod duration_arg;
 mod follow;
+pub mod inbox_reply;
 pub mod init;
+pub mod job_ref;
 pub mod logs;
+pub mod pause;
 pub mod plan;
 pub mod progress;
 pub mod quota;
@@ -92,6 +96,17 @@ pub enum Command {
     /// `run.cancelled` event. Exit 0 when the run ended cancelled (or the
     /// cancel waits for a daemon to read it), 1 when it had already ended.
     Cancel(cancel::Args),
+    /// Skip a job's scheduled slots until `resume` (kept in the store, not in git).
+    Pause(pause::PauseArgs),
+    /// Let a paused job's slots run again.
+    Resume(pause::ResumeArgs),
+    /// Clear a job's failure memory and cooldown.
+    Reset(pause::ResetArgs),
+    /// Queue one run per nominal slot of a job in a past window.
+    ///
+    /// Runs are keyed `job@slot` like scheduled ones: a slot that already
+    /// ran is not run again, so running it twice queues nothing the second time.
+    Backfill(backfill::Args),
     /// Print the JSON Schemas of the four kinds, or write them to a folder.
     ///
     /// Point editors at them with `# yaml-language-server: $schema=...`.
@@ -163,6 +178,10 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Runs(args) => runs::exec(args),
         Command::Logs(args) => logs::exec(args),
         Command::Cancel(args) => cancel::exec(args),
+        Command::Pause(args) => pause::exec_pause(args),
+        Command::Resume(args) => pause::exec_resume(args),
+        Command::Reset(args) => pause::exec_reset(args),
+        Command::Backfill(args) => backfill::exec(args),
         Command::Init(args) => init::exec(args),
     }
 }

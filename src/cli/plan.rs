@@ -11,8 +11,10 @@ use crate::reconcile::{self, render};
 use crate::schedule::peak::{cap_warning, peak_slots_per_second};
 use crate::spec::snapshot::Snapshot;
 use crate::status::api::plan_context_from_json;
+use crate::store::KvOp;
+use crate::store::paused::{PAUSED_KEY, Paused, paused_from};
 use crate::store::redis::RedisStore;
-use crate::store::sqlite::{SqliteStore, read_applied, read_live_state};
+use crate::store::sqlite::{SqliteStore, read_applied, read_kv, read_live_state};
 
 use super::{DirArg, Outcome, OutputFormat};
 
@@ -62,6 +64,7 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     let cap = tick_cap()?;
     let peak = peak_slots_per_second(loaded.snapshot.jobs.values().map(|r| &r.spec), now);
     let warnings: Vec<String> = cap_warning(peak, cap).into_iter().collect();
+    let paused = runtime.block_on(read_paused(&args))?;
     let mut out = std::io::stdout().lock();
     match args.output {
         OutputFormat::Text => {
@@ -70,12 +73,20 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
                 writeln!(out, "warning: {w}")?;
             }
             write!(out, "{}", render::render_text(&report, &loaded.snapshot))?;
+            write_drift(&mut out, &paused, &loaded.snapshot)?;
         }
         OutputFormat::Json => {
             let mut json = render::render_json(&report);
             if let Value::Object(map) = &mut json {
                 map.insert("compared_with".into(), baseline.json());
                 map.insert("warnings".into(), json!(warnings));
+                map.insert(
+                    "outside_git".into(),
+                    paused
+                        .iter()
+                        .map(|(id, p)| json!({"kind": "job", "id": id, "paused": p}))
+                        .collect(),
+                );
             }
             serde_json::to_writer_pretty(&mut out, &json)?;
             writeln!(out)?;
@@ -107,6 +118,54 @@ fn invalid(loaded: &crate::spec::Loaded, output: OutputFormat) -> anyhow::Result
         loaded.error_count()
     )?;
     Ok(Outcome::Failure)
+}
+
+/// The jobs an operator paused (`multijob pause`): drift from git that
+/// applying the directory keeps. `--server` does not say (its snapshot
+/// holds no pauses).
+async fn read_paused(args: &Args) -> anyhow::Result<Paused> {
+    if args.server.is_some() {
+        return Ok(Paused::new());
+    }
+    if let Some(url) = &args.redis {
+        let store = RedisStore::open(url).await?;
+        return Ok(paused_from(store.kv(PAUSED_KEY.into(), KvOp::Get).await?)?);
+    }
+    let path = args
+        .state
+        .clone()
+        .unwrap_or_else(|| super::default_state(&args.dir.dir));
+    if !path.exists() {
+        return Ok(Paused::new());
+    }
+    let conn = SqliteStore::open_read_only(&path)?;
+    Ok(paused_from(read_kv(&conn, &path, PAUSED_KEY)?)?)
+}
+
+/// `job/J paused outside git since T by U: note`, after the plan.
+fn write_drift(out: &mut impl Write, paused: &Paused, desired: &Snapshot) -> std::io::Result<()> {
+    if paused.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\nOutside git:")?;
+    for (id, p) in paused {
+        let note = p
+            .note
+            .as_deref()
+            .map(|n| format!(": {n}"))
+            .unwrap_or_default();
+        let gone = if desired.jobs.contains_key(id) {
+            ""
+        } else {
+            " (deleted from git: applying drops the pause)"
+        };
+        writeln!(
+            out,
+            "  job/{id} paused outside git since {} by {}{note}{gone}; `multijob resume {id}` ends it",
+            p.since, p.by
+        )?;
+    }
+    Ok(())
 }
 
 /// `SCHEDULER_MAX_DISPATCH_PER_TICK` as the daemon would read it: unset

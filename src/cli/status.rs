@@ -143,17 +143,42 @@ fn write_text(
             (Some(n), Some(until)) => format!("{n} (cooling until {until})"),
             (Some(n), None) => n.to_string(),
         };
+        let enabled = match (j["enabled"].as_bool(), j["paused"].is_object()) {
+            (_, true) => "paused".to_string(),
+            (e, false) => e.unwrap_or(false).to_string(),
+        };
         writeln!(
             out,
             "{:<32} {:<16} {:<8} {:<25} {:<12} {:<8} {}",
             s(&j["id"]),
             s(&j["type"]),
             // (as strings: a JSON value's Display ignores the width)
-            j["enabled"].to_string(),
+            enabled,
             s(&j["next_fire_at"]),
             s(&j["last_run"]["status"]),
             j["active_runs"].to_string(),
             failures
+        )?;
+    }
+    write_paused(out, jobs)?;
+    Ok(())
+}
+
+/// Who paused which job, and why: `multijob resume JOB` undoes it.
+fn write_paused(out: &mut impl std::io::Write, jobs: &[Value]) -> std::io::Result<()> {
+    let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    for j in jobs.iter().filter(|j| j["paused"].is_object()) {
+        let p = &j["paused"];
+        writeln!(
+            out,
+            "paused: {} since {} by {}{}",
+            s(&j["id"]),
+            s(&p["since"]),
+            s(&p["by"]),
+            p["note"]
+                .as_str()
+                .map(|n| format!(": {n}"))
+                .unwrap_or_default()
         )?;
     }
     Ok(())

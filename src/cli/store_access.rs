@@ -200,6 +200,18 @@ impl StoreAccess {
         )
     }
 
+    /// Which of `keys` (run keys, `job@slot`) a run record holds.
+    pub fn recorded_run_keys(
+        &self,
+        keys: Vec<String>,
+    ) -> anyhow::Result<std::collections::HashSet<String>> {
+        let k = keys.clone();
+        self.read(
+            |c, p| sqlite::read_recorded_run_keys(c, p, &k),
+            async |s| s.recorded_run_keys(keys).await,
+        )
+    }
+
     /// Commands the daemon has not handled yet (handled ones are deleted).
     pub fn inbox(&self) -> anyhow::Result<Vec<(i64, InboxCommand)>> {
         let mut out = Vec::new();

@@ -15,6 +15,7 @@ use crate::spec::model::Job;
 use crate::spec::snapshot::{Resource, Snapshot};
 use crate::status::state::Shared;
 use crate::store::format_ts;
+use crate::store::paused::Pause;
 use crate::store::runs::{Run, RunStatus};
 
 #[derive(Debug, Deserialize)]
@@ -32,6 +33,8 @@ struct JobLive {
     active_runs: usize,
     failure: Option<crate::store::runs::FailureState>,
     last_run: Option<Arc<Run>>,
+    /// An operator's pause (`multijob pause`).
+    paused: Option<Pause>,
 }
 
 fn job_live(shared: &Shared, id: &str) -> JobLive {
@@ -41,6 +44,7 @@ fn job_live(shared: &Shared, id: &str) -> JobLive {
         failure: view.failure(id).cloned(),
         last_run: view.last_finished(id),
         next_fire: shared.scheduler.next_fire(id),
+        paused: view.paused(id).cloned(),
     }
 }
 
@@ -61,6 +65,7 @@ async fn jobs_live(shared: &Shared, ids: &[&str]) -> Result<Vec<JobLive>, ApiErr
     let mut last = shared.store.last_runs(wanted).await?;
     let mut failures: std::collections::HashMap<String, crate::store::runs::FailureState> =
         shared.store.failure_states().await?.into_iter().collect();
+    let mut paused = shared.store.paused().await?;
     let mut active: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (job, status, n) in shared.store.run_counts().await? {
         if RunStatus::parse(&status).is_some_and(RunStatus::is_active) {
@@ -76,6 +81,7 @@ async fn jobs_live(shared: &Shared, ids: &[&str]) -> Result<Vec<JobLive>, ApiErr
             // queue's "last finished" apart without reading more.
             last_run: last.remove(*id).map(Arc::new),
             next_fire: shared.scheduler.next_fire(id),
+            paused: paused.remove(*id),
         })
         .collect())
 }
@@ -137,6 +143,8 @@ struct JobView<'a> {
     last_run: Option<RunSummary<'a>>,
     failure_memory: FailureView,
     active_runs: usize,
+    /// `{since, by, note}` while an operator has the job paused, else null.
+    paused: &'a Option<Pause>,
 }
 
 fn job_view<'a>(
@@ -180,6 +188,7 @@ fn job_view<'a>(
             last_error: f.and_then(|f| f.last_error.clone()),
         },
         active_runs: live.active_runs,
+        paused: &live.paused,
     }
 }
 

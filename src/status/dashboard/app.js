@@ -37,11 +37,12 @@
   // SSE events may be sent with `event: <type>`; EventSource only hands
   // named events to listeners registered for that name.
   const EVENT_TYPES = ['reconcile.applied', 'reconcile.rejected', 'job.created', 'job.updated',
-    'job.deleted', 'job.enabled', 'job.disabled', 'job.cooldown', 'run.queued', 'run.started',
+    'job.deleted', 'job.enabled', 'job.disabled', 'job.cooldown', 'job.paused', 'job.resumed',
+    'job.failure_memory_reset', 'job.backfill', 'run.queued', 'run.started',
     'run.completed', 'run.failed', 'run.retrying', 'run.timed_out', 'run.cancelled',
     'approval.requested', 'approval.approved', 'approval.rejected', 'approval.failed',
     'trigger.rejected', 'follow_up.refused', 'scheduler.pressure_on', 'scheduler.pressure_off',
-    ...['overlap', 'flow_limit', 'pressure', 'cooldown', 'approval', 'tick_limit', 'missed']
+    ...['overlap', 'flow_limit', 'pressure', 'cooldown', 'approval', 'tick_limit', 'missed', 'paused']
       .map((r) => 'scheduler.dispatch_skipped_' + r)];
 
   // ---------------------------------------------------------------- DOM
@@ -1077,7 +1078,9 @@
       {label: 'Job', cell: (j) => h('div', null, link(jobHref(j.id), j.id, {class: 'strong'}),
         j.spec && j.spec.description ? h('div', {class: 'sub'}, j.spec.description) : null)},
       {label: 'Type', cell: (j) => h('code', null, j.type)},
-      {label: 'Enabled', cell: (j) => j.enabled ? h('span', {class: 'yes'}, 'yes') : h('span', {class: 'badge st-cancelled'}, 'disabled')},
+      {label: 'Enabled', cell: (j) => h('span', null,
+        j.enabled ? h('span', {class: 'yes'}, 'yes') : h('span', {class: 'badge st-cancelled'}, 'disabled'),
+        j.paused ? [' ', pausedBadge(j.paused)] : null)},
       {label: 'Lane', cell: (j) => j.flow ? link('#/flows', j.flow) : h('span', {class: 'muted'}, '—')},
       {label: 'Priority', cell: (j) => h('span', {class: 'prio prio-' + j.priority}, j.priority)},
       {label: 'Next fire', cell: (j) => j.next_fire_at ? time(j.next_fire_at) : h('span', {class: 'muted'}, j.spec && j.spec.schedule ? '—' : 'manual')},
@@ -1091,6 +1094,17 @@
       href: (j) => jobHref(j.id),
       rowAttrs: (j) => ({dataset: {jobId: j.id}}),
     });
+  }
+
+  /** An operator's pause (kept in the store, not in git). */
+  function pausedBadge(p) {
+    return h('span', {class: 'badge st-cancelled', title: `paused since ${p.since} by ${p.by}${p.note ? ': ' + p.note : ''}`}, 'paused');
+  }
+
+  function pausedText(p) {
+    if (!p) return null;
+    return h('span', null, pausedBadge(p), ' since ', time(p.since), ' by ', p.by, p.note ? ': ' + p.note : '',
+      ' — ', command('multijob resume ' + p.job));
   }
 
   function failureMemory(fm) {
@@ -1124,7 +1138,8 @@
           const sched = spec.schedule;
           swap(head, h('div', {class: 'split'},
             card(null, h('div', {class: 'headline'}, h('strong', {class: 'big'}, job.id), ' ', h('code', null, job.type),
-              job.enabled ? null : h('span', {class: 'badge st-cancelled'}, 'disabled')),
+              job.enabled ? null : h('span', {class: 'badge st-cancelled'}, 'disabled'),
+              job.paused ? [' ', pausedBadge(job.paused)] : null),
             spec.description ? h('p', null, spec.description) : null,
             kv([
               ['Source', fileLine(job.file, job.line)],
@@ -1135,6 +1150,7 @@
               ['Overlap', spec.overlap],
               ['Timeout', spec.timeout_ms ? duration(spec.timeout_ms) : null],
               ['Retries', spec.retry_policy ? String(spec.retry_policy.max_retry || 0) : null],
+              ['Paused', job.paused ? pausedText(Object.assign({job: job.id}, job.paused)) : null],
               ['Active runs', String(job.active_runs)],
               ['Failure memory', failureMemory(job.failure_memory)],
               ['Last error', job.failure_memory && job.failure_memory.last_error ? h('span', {class: 'bad'}, job.failure_memory.last_error) : null],

@@ -412,7 +412,7 @@ pub(super) fn recorded_runs(
 }
 
 /// Which of `keys` a run record holds as its run key.
-pub(super) fn recorded_run_keys(
+pub fn recorded_run_keys(
     c: &Connection,
     path: &Path,
     keys: &[String],

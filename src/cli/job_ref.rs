@@ -1,0 +1,96 @@
+//! A job named on the command line, looked up in the applied revision;
+//! an unknown name gets the nearest ones.
+
+use crate::spec::model::Job;
+use crate::store::Applied;
+
+/// How many near names an unknown job's error lists.
+const NEAR: usize = 5;
+
+/// `id`'s applied spec, or an error naming the nearest job ids.
+pub fn applied_job<'a>(applied: &'a Applied, id: &str, store: &str) -> anyhow::Result<&'a Job> {
+    if applied.revision.is_none() {
+        anyhow::bail!("nothing is applied in {store} yet: start `multijob run` on it once");
+    }
+    if let Some(job) = applied.snapshot.jobs.get(id) {
+        return Ok(&job.spec);
+    }
+    let mut near: Vec<(usize, &str)> = applied
+        .snapshot
+        .jobs
+        .keys()
+        .map(|k| (distance(id, k), k.as_str()))
+        .collect();
+    near.sort();
+    let close: Vec<&str> = near
+        .iter()
+        .take_while(|(d, _)| *d <= 3)
+        .take(NEAR)
+        .map(|(_, k)| *k)
+        .collect();
+    let hint = match close.as_slice() {
+        [] if applied.snapshot.jobs.is_empty() => " (it has no jobs)".to_string(),
+        [] => format!(
+            " ({} jobs; `multijob status` lists them)",
+            applied.snapshot.jobs.len()
+        ),
+        [one] => format!(" (did you mean `{one}`?)"),
+        more => format!(" (near names: {})", more.join(", ")),
+    };
+    anyhow::bail!("no job `{id}` in the applied revision of {store}{hint}")
+}
+
+/// Edit distance, with a name that contains the other counted as close.
+fn distance(typed: &str, known: &str) -> usize {
+    if known.contains(typed) || typed.contains(known) {
+        return 1;
+    }
+    strsim::levenshtein(typed, known)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn applied(ids: &[&str]) -> Applied {
+        let mut applied = Applied::default();
+        applied.revision = Some(
+            serde_json::from_value(serde_json::json!({
+                "id": "r1", "status": "applied", "at": "2026-12-07T00:00:00Z",
+                "content_hash": "h", "summary": {}, "changes": [], "errors": []
+            }))
+            .unwrap(),
+        );
+        for id in ids {
+            let job: Job =
+                serde_json::from_value(serde_json::json!({"id": id, "type": "noop"})).unwrap();
+            applied.snapshot.jobs.insert(
+                id.to_string(),
+                crate::spec::snapshot::Resource {
+                    spec: job,
+                    file: "jobs.d/a.yaml".into(),
+                    line: 1,
+                    column: 1,
+                    hash: "h".into(),
+                },
+            );
+        }
+        applied
+    }
+
+    #[test]
+    fn an_unknown_job_gets_the_near_names_and_never_itself() {
+        let a = applied(&["nightly-report", "heartbeat", "sync"]);
+        let err = applied_job(&a, "heartbeet", "S").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "no job `heartbeet` in the applied revision of S (did you mean `heartbeat`?)"
+        );
+        let err = applied_job(&a, "zzzzzzzzzz", "S").unwrap_err().to_string();
+        assert!(
+            err.ends_with("(3 jobs; `multijob status` lists them)"),
+            "{err}"
+        );
+        assert_eq!(applied_job(&a, "sync", "S").unwrap().id, "sync");
+    }
+}

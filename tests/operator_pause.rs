@@ -4,79 +4,15 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{ConfigDir, Daemon, Run};
-use multijob::testkit::RedisServer;
-use serde_json::Value;
+use common::Daemon;
+use common::deployment::{Deployment, events, runs, wait_for};
 
 const TICK: &str = "id: tick\ntype: noop\nschedule: {every: 1s}\n";
 /// Fails every attempt; cools down after two failures in a row.
 const FLAKY: &str = "id: flaky\ntype: simulation.heavy\nschedule: {every: 1s}\n\
 failure_memory: {threshold: 2, cooldown_sec: 600, cooldown_max_sec: 600}\ninputs: {fail_attempts: 1000}\n";
-
-/// A config dir and, for Redis, the server the daemon and CLI share.
-struct Deployment {
-    dir: ConfigDir,
-    redis: Option<RedisServer>,
-}
-
-impl Deployment {
-    fn new(redis: bool, jobs: &[(&str, &str)]) -> Deployment {
-        let dir = ConfigDir::new();
-        for (file, text) in jobs {
-            dir.write(&format!("jobs.d/{file}"), text);
-        }
-        let redis = redis.then(|| RedisServer::start().expect("redis-server"));
-        Deployment { dir, redis }
-    }
-
-    fn daemon(&self) -> Daemon {
-        let url = self.redis.as_ref().map(RedisServer::url);
-        let args: Vec<&str> = match &url {
-            Some(u) => vec!["--redis", u.as_str()],
-            None => vec![],
-        };
-        let d = Daemon::start(self.dir.path(), &args);
-        d.wait_until("/readyz", "ready", |_| true);
-        d
-    }
-
-    /// A CLI command on this deployment's store.
-    fn cli(&self, args: &[&str]) -> Run {
-        let mut all = args.to_vec();
-        let url = self.redis.as_ref().map(RedisServer::url);
-        if let Some(u) = &url {
-            all.extend_from_slice(&["--redis", u.as_str()]);
-        }
-        self.dir.run(&all)
-    }
-}
-
-fn runs(d: &Daemon, job: &str) -> Vec<Value> {
-    let (_, body) = d.get(&format!("/api/v1/runs?job={job}&limit=500"));
-    body["items"].as_array().cloned().unwrap_or_default()
-}
-
-fn events(d: &Daemon, kind: &str, job: &str) -> Vec<Value> {
-    let (_, body) = d.get(&format!("/api/v1/events?type={kind}&job={job}&limit=500"));
-    body["items"].as_array().cloned().unwrap_or_default()
-}
-
-#[track_caller]
-fn wait_for<T>(what: &str, d: &Daemon, f: impl Fn() -> Option<T>) -> T {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if let Some(v) = f() {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "timed out waiting for {what}\n--- daemon log ---\n{}",
-        d.log()
-    );
-}
 
 fn pause_and_resume(redis: bool) {
     let dep = Deployment::new(redis, &[("tick.yaml", TICK)]);

@@ -2,6 +2,7 @@
 //! explain themselves (command, dir listing, stdout, stderr).
 #![allow(dead_code)]
 
+pub mod deployment;
 pub mod secrets;
 pub mod worker;
 

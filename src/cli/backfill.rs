@@ -5,9 +5,9 @@
 use jiff::{Span, Timestamp};
 use serde_json::json;
 
-use super::inbox_reply::{Reply, pending_text, post_and_wait};
+use super::inbox_reply::{CommandArgs, Reply, pending_text, post_and_wait};
 use super::job_ref::applied_job;
-use super::store_access::{StoreAccess, StoreArgs, operator};
+use super::store_access::{StoreAccess, operator};
 use super::{Outcome, OutputFormat};
 use crate::schedule::backfill::{self, run_key};
 use crate::spec::model::Overlap;
@@ -34,39 +34,34 @@ pub struct Args {
     /// List the slots and queue nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Who asks, for the record [default: $USER@host].
-    #[arg(long)]
-    pub by: Option<String>,
-    #[arg(short = 'o', long, value_enum, default_value_t)]
-    pub output: OutputFormat,
     #[command(flatten)]
-    pub store: StoreArgs,
+    pub common: CommandArgs,
 }
 
 pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     let now = Timestamp::now();
     let from = parse_time("--from", &args.from, now)?;
     let to = parse_time("--to", &args.to, now)?;
-    let store = StoreAccess::open(&args.store)?;
+    let store = StoreAccess::open(&args.common.store)?;
     let applied = store.applied()?;
     let job = applied_job(&applied, &args.job, &store.describe())?;
     let window = backfill::window(job, from, to, args.max, now)?;
     let span = format!("[{}, {})", format_ts(from), format_ts(to));
     if args.dry_run {
-        return dry_run(&store, &job.id, &span, &window, args.output);
+        return dry_run(&store, &job.id, &span, &window, args.common.output);
     }
     let command = InboxCommand::Backfill {
         job_id: job.id.clone(),
         from: format_ts(from),
         to: format_ts(to),
         max: args.max,
-        by: operator(args.by.as_deref()),
+        by: operator(args.common.by.as_deref()),
     };
     let reply = post_and_wait(&store, &command)?;
     if let Some(error) = reply.error() {
         anyhow::bail!("backfill of job {} refused by the daemon: {error}", job.id);
     }
-    match (args.output, &reply) {
+    match (args.common.output, &reply) {
         (OutputFormat::Json, _) => {
             let mut out = reply.to_json();
             out["job"] = json!(job.id);
@@ -89,7 +84,7 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
             );
         }
     }
-    if args.output == OutputFormat::Text && job.overlap != Overlap::Allow {
+    if args.common.output == OutputFormat::Text && job.overlap != Overlap::Allow {
         let policy = serde_json::to_value(job.overlap).unwrap_or_default();
         println!(
             "the runs go one at a time (overlap: {}), after any active run of the job",

@@ -7,9 +7,22 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::store_access::StoreAccess;
+use super::OutputFormat;
+use super::store_access::{StoreAccess, StoreArgs};
 use crate::store::paused::reply_key;
 use crate::store::runs::InboxCommand;
+
+/// What every operator command takes: who, how to print, which store.
+#[derive(Debug, clap::Args)]
+pub struct CommandArgs {
+    /// Who is asking, for the record [default: $USER@host].
+    #[arg(long)]
+    pub by: Option<String>,
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
 
 /// How long a command waits to see its reply.
 pub const REPLY_WAIT: Duration = Duration::from_secs(5);

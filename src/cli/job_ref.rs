@@ -53,14 +53,16 @@ mod tests {
     use super::*;
 
     fn applied(ids: &[&str]) -> Applied {
-        let mut applied = Applied::default();
-        applied.revision = Some(
-            serde_json::from_value(serde_json::json!({
-                "id": "r1", "status": "applied", "at": "2026-12-07T00:00:00Z",
-                "content_hash": "h", "summary": {}, "changes": [], "errors": []
-            }))
-            .unwrap(),
-        );
+        let mut applied = Applied {
+            revision: Some(
+                serde_json::from_value(serde_json::json!({
+                    "id": "r1", "status": "applied", "at": "2026-12-07T00:00:00Z",
+                    "content_hash": "h", "summary": {}, "changes": [], "errors": []
+                }))
+                .unwrap(),
+            ),
+            ..Applied::default()
+        };
         for id in ids {
             let job: Job =
                 serde_json::from_value(serde_json::json!({"id": id, "type": "noop"})).unwrap();

@@ -4,9 +4,9 @@
 
 use serde_json::{Value, json};
 
-use super::inbox_reply::{Reply, pending_text, post_and_wait};
+use super::inbox_reply::{CommandArgs, Reply, pending_text, post_and_wait};
 use super::job_ref::applied_job;
-use super::store_access::{StoreAccess, StoreArgs, operator};
+use super::store_access::{StoreAccess, operator};
 use super::{Outcome, OutputFormat};
 use crate::store::runs::InboxCommand;
 
@@ -21,7 +21,7 @@ pub struct PauseArgs {
     #[arg(long)]
     pub note: Option<String>,
     #[command(flatten)]
-    pub common: Common,
+    pub common: CommandArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -30,7 +30,7 @@ pub struct ResumeArgs {
     /// The job id.
     pub job: String,
     #[command(flatten)]
-    pub common: Common,
+    pub common: CommandArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -39,19 +39,7 @@ pub struct ResetArgs {
     /// The job id.
     pub job: String,
     #[command(flatten)]
-    pub common: Common,
-}
-
-/// What the three commands share.
-#[derive(Debug, clap::Args)]
-pub struct Common {
-    /// Who is deciding, for the record [default: $USER@host].
-    #[arg(long)]
-    pub by: Option<String>,
-    #[arg(short = 'o', long, value_enum, default_value_t)]
-    pub output: OutputFormat,
-    #[command(flatten)]
-    pub store: StoreArgs,
+    pub common: CommandArgs,
 }
 
 pub fn exec_pause(args: PauseArgs) -> anyhow::Result<Outcome> {
@@ -118,7 +106,7 @@ pub fn exec_reset(args: ResetArgs) -> anyhow::Result<Outcome> {
 
 /// Check the job, post the command, wait for the daemon's answer and print it.
 fn send(
-    common: &Common,
+    common: &CommandArgs,
     job: &str,
     action: &str,
     command: impl FnOnce(String) -> InboxCommand,

@@ -414,49 +414,48 @@ impl RedisStore {
         &self,
         keys: Vec<String>,
     ) -> Result<std::collections::HashSet<String>, StoreError> {
-        let mut c = self.connection();
-        let mut found = std::collections::HashSet::new();
-        for chunk in keys.chunks(256) {
-            let mut pipe = redis::pipe();
-            for key in chunk {
-                pipe.cmd("EXISTS").arg(self.key(&format!("runkey:{key}")));
-            }
-            let exists: Vec<bool> = pipe
-                .query_async(&mut c)
-                .await
-                .map_err(err(self.target(), "looking up run keys"))?;
-            found.extend(
-                chunk
-                    .iter()
-                    .zip(exists)
-                    .filter(|(_, e)| *e)
-                    .map(|(k, _)| k.clone()),
-            );
-        }
-        Ok(found)
+        self.each_exists(keys, "looking up run keys", |pipe, key| {
+            pipe.cmd("EXISTS").arg(self.key(&format!("runkey:{key}")));
+        })
+        .await
     }
 
     pub async fn recorded_runs(
         &self,
         ids: Vec<String>,
     ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let rec = self.key("runs:rec");
+        self.each_exists(ids, "looking up runs", |pipe, id| {
+            pipe.cmd("HEXISTS").arg(&rec).arg(id);
+        })
+        .await
+    }
+
+    /// The `items` whose pipelined existence check (`add` queues one per
+    /// item, answering 0 or 1) says yes, 256 to a round trip.
+    async fn each_exists(
+        &self,
+        items: Vec<String>,
+        what: &str,
+        add: impl Fn(&mut redis::Pipeline, &str),
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
         let mut c = self.connection();
         let mut found = std::collections::HashSet::new();
-        for chunk in ids.chunks(256) {
+        for chunk in items.chunks(256) {
             let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.cmd("HEXISTS").arg(self.key("runs:rec")).arg(id);
+            for item in chunk {
+                add(&mut pipe, item);
             }
             let exists: Vec<bool> = pipe
                 .query_async(&mut c)
                 .await
-                .map_err(err(self.target(), "looking up runs"))?;
+                .map_err(err(self.target(), what))?;
             found.extend(
                 chunk
                     .iter()
                     .zip(exists)
                     .filter(|(_, e)| *e)
-                    .map(|(id, _)| id.clone()),
+                    .map(|(item, _)| item.clone()),
             );
         }
         Ok(found)

@@ -94,6 +94,38 @@ fn pause_and_resume(redis: bool) {
         .assert_code(0)
         .assert_stdout_lacks("outside git");
     hostile(&dep, &daemon);
+    from_git(&dep, &daemon);
+}
+
+/// A paused job is still reconciled from git: an update keeps the pause,
+/// deleting the job drops it.
+fn from_git(dep: &Deployment, daemon: &Daemon) {
+    dep.cli(&["pause", "tick", "--by", "ann"]).assert_code(0);
+    dep.dir
+        .write("jobs.d/tick.yaml", &format!("{TICK}description: updated\n"));
+    dep.dir
+        .write("jobs.d/other.yaml", "id: other\ntype: noop\n");
+    daemon.signal("HUP");
+    let job = daemon.wait_until("/api/v1/jobs/tick", "the update", |j| {
+        j["spec"]["description"] == "updated"
+    });
+    assert_eq!(
+        job["paused"]["by"], "ann",
+        "an update from git dropped the pause: {job:#}"
+    );
+    dep.dir.remove("jobs.d/tick.yaml");
+    daemon.signal("HUP");
+    daemon.wait_until("/api/v1/jobs/other", "the deletion", |_| true);
+    wait_for("the pause dropped with the job", daemon, || {
+        let resumed = events(daemon, "job.resumed", "tick");
+        resumed
+            .iter()
+            .any(|e| e["data"]["by"] == "reconcile")
+            .then_some(())
+    });
+    dep.cli(&["plan"])
+        .assert_code(0)
+        .assert_stdout_lacks("outside git");
 }
 
 /// Unknown jobs and malformed input fail clearly; the daemon keeps serving.

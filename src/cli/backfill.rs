@@ -6,7 +6,7 @@ use jiff::{Span, Timestamp};
 use serde_json::json;
 
 use super::inbox_reply::{CommandArgs, Reply, pending_text, post_and_wait};
-use super::job_ref::applied_job;
+use super::job_ref::{applied_job, paused_note};
 use super::store_access::{StoreAccess, operator};
 use super::{Outcome, OutputFormat};
 use crate::schedule::backfill::{self, run_key};
@@ -83,6 +83,11 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
                 pending_text(&format!("backfill of job {} {span}", job.id))
             );
         }
+    }
+    if args.common.output == OutputFormat::Text
+        && let Some(note) = paused_note(&store, &job.id, "this backfill")?
+    {
+        println!("{note}");
     }
     if args.common.output == OutputFormat::Text && job.overlap != Overlap::Allow {
         let policy = serde_json::to_value(job.overlap).unwrap_or_default();

@@ -18,6 +18,7 @@ pub struct CommandArgs {
     /// Who is asking, for the record [default: $USER@host].
     #[arg(long)]
     pub by: Option<String>,
+    /// Text for people, or JSON with the daemon's whole answer.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,
     #[command(flatten)]

@@ -1,8 +1,10 @@
 //! A job named on the command line, looked up in the applied revision;
-//! an unknown name gets the nearest ones.
+//! an unknown name gets the nearest ones; a paused one gets a note.
 
+use super::store_access::StoreAccess;
 use crate::spec::model::Job;
 use crate::store::Applied;
+use crate::store::paused::{PAUSED_KEY, paused_from};
 
 /// How many near names an unknown job's error lists.
 const NEAR: usize = 5;
@@ -38,6 +40,22 @@ pub fn applied_job<'a>(applied: &'a Applied, id: &str, store: &str) -> anyhow::R
         more => format!(" (near names: {})", more.join(", ")),
     };
     anyhow::bail!("no job `{id}` in the applied revision of {store}{hint}")
+}
+
+/// The line telling that `job_id` is paused and `what` goes ahead anyway
+/// (a pause holds back scheduled slots only), or `None`.
+pub fn paused_note(
+    store: &StoreAccess,
+    job_id: &str,
+    what: &str,
+) -> anyhow::Result<Option<String>> {
+    let paused = paused_from(store.kv_get(PAUSED_KEY)?)?;
+    Ok(paused.get(job_id).map(|p| {
+        format!(
+            "job {job_id} is paused (since {} by {}); {what} goes ahead",
+            p.since, p.by
+        )
+    }))
 }
 
 /// Edit distance, with a name that contains the other counted as close.

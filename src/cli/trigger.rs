@@ -74,14 +74,8 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     } else {
         println!("queued run {run_id} of job {}", job.id);
     }
-    if let Some(pause) =
-        crate::store::paused::paused_from(store.kv_get(crate::store::paused::PAUSED_KEY)?)?
-            .get(&job.id)
-    {
-        println!(
-            "job {} is paused (since {} by {}); this manual run goes ahead",
-            job.id, pause.since, pause.by
-        );
+    if let Some(note) = super::job_ref::paused_note(&store, &job.id, "this manual run")? {
+        println!("{note}");
     }
     if job.requires_approval {
         println!("the job requires approval: `multijob approvals list` shows the request");

@@ -5,6 +5,9 @@
 mod common;
 
 use common::deployment::{Deployment, events, runs, wait_for};
+use multijob::store::paused::reply_key;
+use multijob::store::runs::InboxCommand;
+use multijob::store::{KvOp, Store};
 use serde_json::Value;
 
 const SYNC: &str = "id: sync\ntype: noop\nschedule: {every: 1m}\n";
@@ -142,8 +145,93 @@ fn hostile(dep: &Deployment, daemon: &common::Daemon, from: &str, to: &str) {
             out.explain()
         );
     }
+    forged(dep, daemon);
     let (code, _) = daemon.get("/readyz");
     assert_eq!(code, 200, "the daemon stopped serving\n{}", daemon.log());
+}
+
+/// Commands the CLI would refuse, written to the inbox directly: the
+/// daemon checks them again and answers with the reason.
+fn forged(dep: &Deployment, daemon: &common::Daemon) {
+    let backfill = |from: &str, to: &str, max: u64| InboxCommand::Backfill {
+        job_id: "sync".into(),
+        from: from.into(),
+        to: to.into(),
+        max,
+        by: "mallory".into(),
+    };
+    let cases = [
+        (
+            backfill("garbage", "2026-01-01T00:00:00Z", 10),
+            "from `garbage` is not an RFC 3339 time",
+        ),
+        (
+            backfill("2000-01-01T00:00:00Z", "2026-01-01T00:00:00Z", u64::MAX),
+            "slots of job `sync`, more than --max 100000",
+        ),
+        (
+            backfill("2026-01-02T00:00:00Z", "2026-01-01T00:00:00Z", 10),
+            "the window [from, to) is empty",
+        ),
+        (
+            InboxCommand::Pause {
+                job_id: "nope".into(),
+                note: None,
+                by: "mallory".into(),
+            },
+            "no such job",
+        ),
+    ];
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    for (command, expected) in cases {
+        let reply = rt.block_on(post_and_read_reply(dep, &command));
+        let error = reply["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(expected),
+            "{command:?}: {reply:#}\n{}",
+            daemon.log()
+        );
+    }
+}
+
+/// Post `command` to the deployment's inbox and wait for the daemon's reply.
+async fn post_and_read_reply(dep: &Deployment, command: &InboxCommand) -> Value {
+    let store = match &dep.redis {
+        Some(r) => Store::open_redis(&r.url()).await.expect("open redis"),
+        None => {
+            let path = dep.dir.path().join(".multijob/state.db");
+            let id = multijob::store::sqlite::post_to_inbox(&path, command).expect("post");
+            return read_reply(
+                |key| {
+                    let conn =
+                        multijob::store::sqlite::SqliteStore::open_read_only(&path).expect("open");
+                    multijob::store::sqlite::read_kv(&conn, &path, key).expect("read")
+                },
+                id,
+            )
+            .await;
+        }
+    };
+    let id = store.post_to_inbox(command).await.expect("post");
+    let mut reply = None;
+    for _ in 0..100 {
+        reply = store.kv(&reply_key(id), KvOp::Get).await.expect("kv");
+        if reply.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    reply.unwrap_or_else(|| panic!("no reply to inbox command {id}"))
+}
+
+async fn read_reply(read: impl Fn(&str) -> Option<Value>, id: i64) -> Value {
+    for _ in 0..100 {
+        if let Some(v) = read(&reply_key(id)) {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no reply to inbox command {id}")
 }
 
 #[test]

@@ -28,8 +28,8 @@ pub struct Args {
     /// End of the window, excluded.
     #[arg(long, allow_hyphen_values = true)]
     pub to: String,
-    /// Refuse a window with more slots than this.
-    #[arg(long, default_value_t = 1000)]
+    /// Refuse a window with more slots than this (at most 100000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=backfill::MAX_SLOTS))]
     pub max: u64,
     /// List the slots and queue nothing.
     #[arg(long)]

@@ -18,6 +18,10 @@ pub fn run_key(job_id: &str, nominal: Timestamp) -> String {
 /// up to 250 ms ahead, and one it queued a moment ago may not be recorded.
 pub const SCHEDULER_MARGIN: SignedDuration = SignedDuration::from_secs(2);
 
+/// The most slots one backfill queues, whatever `--max` says: each is a
+/// run the daemon holds in memory until it starts.
+pub const MAX_SLOTS: u64 = 100_000;
+
 /// Why a window cannot be backfilled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackfillError {
@@ -28,7 +32,7 @@ pub enum BackfillError {
     #[error("--from {from} is not before --to {to}: the window [from, to) is empty")]
     EmptyWindow { from: String, to: String },
     #[error(
-        "the window holds {slots} slots of job `{job}`, more than --max {max}: narrow --from/--to or raise --max"
+        "the window holds {slots} slots of job `{job}`, more than --max {max}: narrow --from/--to or raise --max (up to {MAX_SLOTS})"
     )]
     TooMany { job: String, slots: u64, max: u64 },
 }
@@ -41,8 +45,9 @@ pub struct Window {
     pub left_to_scheduler: u64,
 }
 
-/// `job`'s nominal slots in `[from, to)`, oldest first. Slots firing after
-/// `now` minus [`SCHEDULER_MARGIN`] are left to the scheduler.
+/// `job`'s nominal slots in `[from, to)`, oldest first, at most `max` (and
+/// [`MAX_SLOTS`]). Slots firing after `now` minus [`SCHEDULER_MARGIN`] are
+/// left to the scheduler.
 pub fn window(
     job: &Job,
     from: Timestamp,
@@ -64,6 +69,7 @@ pub fn window(
         job: job.id.clone(),
         error,
     })?;
+    let max = max.min(MAX_SLOTS);
     let all = rule
         .slots_in(from, to, max)
         .map_err(|slots| BackfillError::TooMany {
@@ -124,7 +130,7 @@ mod tests {
         let too_many = window(&j, a, b, 1000, b).unwrap_err();
         assert_eq!(
             too_many.to_string(),
-            "the window holds 3600 slots of job `sync`, more than --max 1000: narrow --from/--to or raise --max"
+            "the window holds 3600 slots of job `sync`, more than --max 1000: narrow --from/--to or raise --max (up to 100000)"
         );
         let manual: Job =
             serde_json::from_value(serde_json::json!({"id": "m", "type": "noop"})).unwrap();

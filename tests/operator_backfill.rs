@@ -234,6 +234,48 @@ async fn read_reply(read: impl Fn(&str) -> Option<Value>, id: i64) -> Value {
     panic!("no reply to inbox command {id}")
 }
 
+/// A lane of one: the backfill's runs (overlap: allow, all queued at
+/// once) start one after another, never together.
+const LANE: &str = "kind: Flow\nid: lane\nmax_active_runs: 1\n---\nid: slow\ntype: simulation.heavy\n\
+flow: lane\noverlap: allow\nschedule: {every: 1m}\ninputs: {work_ms: 150}\n";
+
+fn backfill_honours_the_lane(redis: bool) {
+    let dep = Deployment::new(redis, &[("lane.yaml", LANE)]);
+    let daemon = dep.daemon();
+    let (from, to) = window();
+    dep.cli(&["backfill", "slow", "--from", &from, "--to", &to])
+        .assert_code(0)
+        .assert_line("backfill of job slow", "queued 20");
+    let done = wait_for("the backfilled runs to end", &daemon, || {
+        let r = runs(&daemon, "slow");
+        (r.len() >= 20 && r.iter().all(|r| r["status"] == "succeeded")).then_some(r)
+    });
+    let mut spans: Vec<(String, String)> = done
+        .iter()
+        .map(|r| {
+            let s = |f: &str| r[f].as_str().unwrap_or_default().to_string();
+            (s("started_at"), s("finished_at"))
+        })
+        .collect();
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "two runs of a lane of one overlapped: {pair:?}"
+        );
+    }
+}
+
+#[test]
+fn backfill_honours_the_lane_on_the_embedded_store() {
+    backfill_honours_the_lane(false);
+}
+
+#[test]
+fn backfill_honours_the_lane_on_redis() {
+    backfill_honours_the_lane(true);
+}
+
 #[test]
 fn backfill_twice_queues_once_on_the_embedded_store() {
     backfill_twice_queues_once(false);

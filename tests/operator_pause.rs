@@ -60,6 +60,10 @@ fn pause_and_resume(redis: bool) {
     dep.cli(&["plan"])
         .assert_code(0)
         .assert_line("  job/tick paused outside git since", "by ann: vendor down");
+    let plan = dep.cli(&["plan", "--output", "json"]);
+    let plan = plan.assert_code(0).json();
+    assert_eq!(plan["outside_git"][0]["id"], "tick", "{plan:#}");
+    assert_eq!(plan["outside_git"][0]["paused"]["note"], "vendor down");
     // The pause survives a restart.
     drop(daemon);
     let daemon = dep.daemon();

@@ -3,9 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
-use multijob::cli::{Cli, Command, Outcome};
+use multijob::cli::{Command, Outcome};
 
 // glibc's malloc spent ~30% of the daemon's CPU at high run rates
 // (fastbin consolidation across worker threads); mimalloc's thread-local
@@ -35,7 +33,7 @@ fn tune_allocator(in_cluster: bool) {
 }
 
 /// Whether this process runs in a Redis deployment (`worker`, or `run`
-/// with `--redis` or `MULTIJOB_REDIS_URL`), read before parsing: the
+/// with `--redis`, or `MULTIJOB_REDIS_URL` and no `--state`), read before parsing: the
 /// allocator is tuned before anything allocates.
 fn in_cluster() -> bool {
     // (args_os: a non-UTF-8 argument is clap's to report, not a panic here)
@@ -47,9 +45,13 @@ fn in_cluster() -> bool {
     match command.map(String::as_str) {
         Some("worker") => true,
         Some("run") => {
-            args.iter()
-                .any(|a| a == "--redis" || a.starts_with("--redis="))
-                || std::env::var_os("MULTIJOB_REDIS_URL").is_some_and(|v| !v.is_empty())
+            let flag = |name: &str| {
+                args.iter()
+                    .any(|a| a == name || a.starts_with(&format!("{name}=")))
+            };
+            flag("--redis")
+                || (!flag("--state")
+                    && std::env::var_os("MULTIJOB_REDIS_URL").is_some_and(|v| !v.is_empty()))
         }
         _ => false,
     }
@@ -60,7 +62,7 @@ fn main() -> ExitCode {
     // clap exits 2 on a usage error, and 2 means "plan found changes":
     // `plan --detailed-exitcode || test $? -eq 2` would pass on a typo.
     // Usage errors exit 1, like every other error; help and version 0.
-    let cli = match Cli::try_parse() {
+    let cli = match multijob::cli::parse::parse() {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { 1 } else { 0 };

@@ -19,7 +19,7 @@ pub struct Args {
 pub enum Action {
     /// Approvals, pending first.
     List {
-        #[arg(long, value_enum, default_value_t)]
+        #[arg(short = 'o', long, value_enum, default_value_t)]
         output: OutputFormat,
         /// Include decided ones.
         #[arg(long)]

@@ -7,12 +7,14 @@
 pub mod approvals;
 pub mod backfill;
 pub mod cancel;
+pub mod completions;
 pub mod duration_arg;
 mod follow;
 pub mod inbox_reply;
 pub mod init;
 pub mod job_ref;
 pub mod logs;
+pub mod parse;
 pub mod pause;
 pub mod plan;
 pub mod progress;
@@ -113,6 +115,8 @@ pub enum Command {
     Schema(schema::Args),
     /// Scaffold a config directory with working examples.
     Init(init::Args),
+    /// Print the shell completion script for bash, zsh or fish.
+    Completions(completions::Args),
 }
 
 /// How a command's findings are printed.
@@ -127,7 +131,7 @@ pub enum OutputFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct DirArg {
     /// The config directory (holding jobs.d/ and skills.d/).
-    #[arg(long, env = "MULTIJOB_DIR", default_value = ".")]
+    #[arg(short = 'd', long, env = "MULTIJOB_DIR", default_value = ".")]
     pub dir: PathBuf,
 }
 
@@ -183,6 +187,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Reset(args) => pause::exec_reset(args),
         Command::Backfill(args) => backfill::exec(args),
         Command::Init(args) => init::exec(args),
+        Command::Completions(args) => completions::exec(args),
     }
 }
 

@@ -24,16 +24,16 @@ pub struct Args {
     pub dir: DirArg,
     /// Running state from this embedded store [default: DIR/.multijob/state.db;
     /// a missing default store means nothing runs yet; a missing --state is an error].
-    #[arg(long, conflicts_with_all = ["server", "redis"])]
+    #[arg(long)]
     pub state: Option<PathBuf>,
     /// Running state from a Redis deployment (`redis://host:6379/`).
-    #[arg(long, conflicts_with = "server")]
+    #[arg(long, value_name = "URL", env = "MULTIJOB_REDIS_URL")]
     pub redis: Option<String>,
     /// Running state from a daemon's /api/v1/snapshot, `host:port` or a URL
     /// (uses MULTIJOB_API_TOKEN).
-    #[arg(long)]
+    #[arg(long, value_name = "URL", env = "MULTIJOB_SERVER")]
     pub server: Option<String>,
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,
     /// Exit 0 when nothing would change, 2 when something would (1 on error).
     #[arg(long)]

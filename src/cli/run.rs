@@ -17,7 +17,7 @@ pub struct Args {
     /// The embedded store [default: DIR/.multijob/state.db]. One daemon at
     /// a time holds it (a lock on STATE.lock, taken after the API's address
     /// is bound); a second one exits 1 naming the first.
-    #[arg(long, conflicts_with = "redis")]
+    #[arg(long)]
     pub state: Option<PathBuf>,
     /// Join a Redis deployment instead (redis://host:port/db): every
     /// replica serves the API and works; one, elected, reconciles and

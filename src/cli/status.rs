@@ -13,7 +13,7 @@ pub struct Args {
     /// when set).
     #[arg(long, env = "MULTIJOB_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,
 }
 

@@ -27,7 +27,7 @@ pub struct StoreArgs {
     )]
     pub dir: PathBuf,
     /// The embedded store [default: DIR/.multijob/state.db].
-    #[arg(long, global = true, conflicts_with = "redis")]
+    #[arg(long, global = true)]
     pub state: Option<PathBuf>,
     /// A Redis deployment (`redis://host:6379/`) instead of the embedded store.
     #[arg(long, value_name = "URL", env = "MULTIJOB_REDIS_URL", global = true)]

@@ -14,7 +14,7 @@ pub struct Args {
     pub dir: DirArg,
     /// `text` for people, `json` for tools:
     /// [{file,line,column,kind,id,severity,code,message,pointer}].
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,
 }
 

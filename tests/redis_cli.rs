@@ -45,6 +45,7 @@ fn deployment(rt: &tokio::runtime::Runtime) -> (ConfigDir, RedisServer, Store) {
                 requested_at: multijob::store::now_rfc3339(),
                 decided_at: None,
                 decided_by: None,
+                note: None,
             })])
             .expect("submit");
         store.flush().await.expect("flush");

@@ -616,6 +616,7 @@ fn a_conflicting_second_decision_is_refused() {
             approval_id: ap.clone(),
             approve: false,
             by: "test".into(),
+            note: None,
         },
     )
     .expect("post to the inbox");

@@ -541,6 +541,7 @@ async fn failure_states_job_slots_and_approvals(b: &Backend) {
         requested_at: at.into(),
         decided_at: None,
         decided_by: None,
+        note: None,
     };
     store
         .submit(vec![
@@ -657,6 +658,7 @@ async fn inbox_post_read_and_done(b: &Backend) {
         approval_id: "p1".into(),
         approve: true,
         by: "cli:me".into(),
+        note: Some("looked at the diff".into()),
     };
     let first = store.post_to_inbox(&trigger).await.unwrap();
     let second = b.open().await.post_to_inbox(&decide).await.unwrap();

@@ -118,7 +118,8 @@ async fn handle_command(queue: &RunQueue, store: &Store, inbox_id: i64, command:
             approval_id,
             approve,
             by,
-        } => decide(queue, store, &approval_id, approve, &by).await,
+            note,
+        } => decide(queue, store, &approval_id, approve, &by, note.as_deref()).await,
         InboxCommand::Cancel { run_id, by, reason } => {
             super::cancel::cancel(queue, store, &run_id, &by, reason.as_deref()).await
         }
@@ -258,9 +259,16 @@ async fn until_started(queue: &RunQueue, last: &str) {
     }
 }
 
-/// An operator's decision on an approval; one the queue cannot apply is
-/// told in an `approval.failed` event.
-async fn decide(queue: &RunQueue, store: &Store, approval_id: &str, approve: bool, by: &str) {
+/// An operator's decision on an approval (with their note); one the
+/// queue cannot apply is told in an `approval.failed` event.
+async fn decide(
+    queue: &RunQueue,
+    store: &Store,
+    approval_id: &str,
+    approve: bool,
+    by: &str,
+    note: Option<&str>,
+) {
     let approvals = store.approvals(false).await.unwrap_or_default();
     let found = approvals.iter().find(|a| a.id == approval_id);
     // The queue refuses a decision for an approval it no longer
@@ -272,7 +280,7 @@ async fn decide(queue: &RunQueue, store: &Store, approval_id: &str, approve: boo
             a.status.as_str(),
             a.decided_by.as_deref().unwrap_or("an operator")
         )),
-        Some(a) => queue.decide(a, approve, by),
+        Some(a) => queue.decide(a, approve, by, note),
         None => Err(format!("no approval {approval_id}")),
     };
     if let Err(reason) = result {

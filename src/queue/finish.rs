@@ -75,8 +75,14 @@ impl RunQueue {
         cancelled
     }
 
-    /// Approve or reject a pending approval.
-    pub fn decide(&self, approval: &Approval, approve: bool, by: &str) -> Result<(), String> {
+    /// Approve or reject a pending approval, with the operator's note.
+    pub fn decide(
+        &self,
+        approval: &Approval,
+        approve: bool,
+        by: &str,
+        note: Option<&str>,
+    ) -> Result<(), String> {
         let t = self.now();
         {
             let mut st = self.lock();
@@ -99,6 +105,7 @@ impl RunQueue {
                 approval,
                 approve,
                 by,
+                note,
             };
             self.apply(&mut st, &approval.run_id, t, event);
         }

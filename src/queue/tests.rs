@@ -183,12 +183,14 @@ async fn an_approval_is_decided_once_and_queues_the_run() {
     let approvals = r.store.approvals(true).await.expect("approvals");
     let approval = approvals.first().expect("a pending approval").clone();
     assert_eq!(approval.run_id, ids[0]);
-    r.queue.decide(&approval, true, "ops").expect("decided");
+    r.queue
+        .decide(&approval, true, "ops", None)
+        .expect("decided");
     assert!(!r.queue.view().approval_pending("a"));
     assert_eq!(r.counts(), (1, 0, 1));
     let again = r
         .queue
-        .decide(&approval, false, "ops")
+        .decide(&approval, false, "ops", Some("not today"))
         .expect_err("decided twice");
     assert!(again.contains("is already decided"), "{again}");
     r.store.flush().await.expect("flushed");

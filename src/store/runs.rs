@@ -247,6 +247,10 @@ pub struct Approval {
     pub requested_at: String,
     pub decided_at: Option<String>,
     pub decided_by: Option<String>,
+    /// Why the operator decided as they did (`approvals approve --note`);
+    /// records from before notes read as None.
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// A request from another process (the CLI) for the daemon to act on.
@@ -265,6 +269,9 @@ pub enum InboxCommand {
         approval_id: String,
         approve: bool,
         by: String,
+        /// The operator's note; inbox rows from before notes have none.
+        #[serde(default)]
+        note: Option<String>,
     },
     /// `multijob cancel`: end an unfinished run `cancelled` (a running
     /// one through its executor). A run that already ended is left alone.
@@ -373,4 +380,26 @@ pub fn sort_approvals(items: &mut [Approval]) {
                 std::cmp::Reverse(&b.requested_at),
             ))
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Rows written before notes existed (an inbox command, an approval
+    /// record) still read, with no note.
+    #[test]
+    fn records_from_before_notes_read_without_one() {
+        let old =
+            json!({"command": "decide", "approval_id": "ap-1", "approve": true, "by": "cli:me"});
+        let command: InboxCommand = serde_json::from_value(old).expect("old inbox row");
+        assert!(matches!(command, InboxCommand::Decide { note: None, .. }));
+        let old = json!({"id": "ap-1", "run_id": "r", "job_id": "j", "step_id": null,
+            "reason": null, "status": "approved", "requested_at": "2026-01-01T00:00:00.000Z",
+            "decided_at": "2026-01-01T00:01:00.000Z", "decided_by": "cli:me"});
+        let approval: Approval = serde_json::from_value(old).expect("old approval");
+        assert_eq!(approval.note, None);
+        assert_eq!(approval.decided_by.as_deref(), Some("cli:me"));
+    }
 }

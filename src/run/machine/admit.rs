@@ -81,6 +81,7 @@ pub fn admitted(n: NewRun, a: Admission<'_>, ctx: &Context<'_>) -> (Run, Effects
             requested_at: queued_at,
             decided_at: None,
             decided_by: None,
+            note: None,
         };
         let data = json!({"approval_id": approval.id, "reason": approval.reason});
         mutations.push(run_event(ctx, &run, "approval.requested", data));

@@ -150,6 +150,7 @@ fn paused(
         requested_at: format_ts(ctx.now),
         decided_at: None,
         decided_by: None,
+        note: None,
     };
     let data = json!({"approval_id": approval_id, "reason": reason, "step": approval.step_id});
     let mutations = vec![

@@ -60,6 +60,7 @@ pub enum Event<'a> {
         approval: &'a Approval,
         approve: bool,
         by: &'a str,
+        note: Option<&'a str>,
     },
     /// Recovery found the run `running` under a process that died.
     WorkerLost,
@@ -125,7 +126,8 @@ pub fn transition(run: &mut Run, ctx: &Context<'_>, event: Event<'_>) -> Effects
             approval,
             approve,
             by,
-        } => decided(run, ctx, approval, approve, by),
+            note,
+        } => decided(run, ctx, approval, approve, by, note),
         // Cancelled before its process died: not worth another attempt.
         Event::WorkerLost => match run.operator_cancel() {
             Some(text) => ended::ended(run, ctx, Outcome::Cancelled(text)),
@@ -178,13 +180,15 @@ fn started(
 
 /// Approved, the run is queued again and its paused attempt goes on when
 /// it starts; rejected, the waiting step and the run fail. Either way the
-/// decision is recorded where the approval step finds it.
+/// decision is recorded where the approval step finds it. The operator's
+/// note, when there is one, goes with the decision everywhere it is told.
 fn decided(
     run: &mut Run,
     ctx: &Context<'_>,
     approval: &Approval,
     approve: bool,
     by: &str,
+    note: Option<&str>,
 ) -> Effects {
     let decided = Approval {
         status: if approve {
@@ -194,7 +198,14 @@ fn decided(
         },
         decided_at: Some(format_ts(ctx.now)),
         decided_by: Some(by.to_string()),
+        note: note.map(str::to_string),
         ..approval.clone()
+    };
+    let with_note = |mut data: Value| {
+        if let Some(note) = note {
+            data["note"] = json!(note);
+        }
+        data
     };
     let kind = if approve {
         "approval.approved"
@@ -202,24 +213,29 @@ fn decided(
         "approval.rejected"
     };
     let mut mutations = vec![Mutation::Event(
-        stamped(ctx, kind, json!({"approval_id": decided.id, "by": by}))
-            .job(decided.job_id.clone())
-            .run(decided.run_id.clone()),
+        stamped(
+            ctx,
+            kind,
+            with_note(json!({"approval_id": decided.id, "by": by})),
+        )
+        .job(decided.job_id.clone())
+        .run(decided.run_id.clone()),
     )];
     if let Some(step) = &decided.step_id {
         // What the approval step finds when the run runs again.
         mutations.push(Mutation::PutKv {
             key: super::approval_record_key(step),
-            value: json!({
+            value: with_note(json!({
                 "decision": if approve { "approved" } else { "rejected" },
                 "decided_at": decided.decided_at,
                 "by": by,
-            }),
+            })),
         });
     }
     mutations.push(Mutation::PutApproval(decided));
     if !approve {
-        let reason = format!("approval {} rejected by {by}", approval.id);
+        let because = note.map(|n| format!(": {n}")).unwrap_or_default();
+        let reason = format!("approval {} rejected by {by}{because}", approval.id);
         let failed = Outcome::Failed(super::RunError::Permanent(reason));
         let mut effects = ended::ended(run, ctx, failed);
         mutations.append(&mut effects.mutations);

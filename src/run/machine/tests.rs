@@ -660,6 +660,7 @@ fn pending() -> Approval {
         requested_at: ENDED.into(),
         decided_at: None,
         decided_by: None,
+        note: None,
     }
 }
 
@@ -669,6 +670,7 @@ fn decide(run: &mut Run, job: &Job, approve: bool) -> Effects {
         approval: &approval,
         approve,
         by: "ops",
+        note: None,
     };
     let none = FailureState::default();
     transition(

@@ -902,7 +902,8 @@
               {label: 'Step', cell: (a) => a.step_id || h('span', {class: 'muted'}, 'requires_approval')},
               {label: 'Reason', cell: (a) => a.reason || ''},
               {label: 'Requested', cell: (a) => time(a.requested_at)},
-              {label: 'Decided', cell: (a) => a.decided_at ? [time(a.decided_at), a.decided_by ? ' by ' + a.decided_by : ''] : '—'},
+              {label: 'Decided', cell: (a) => a.decided_at ? [time(a.decided_at), a.decided_by ? ' by ' + a.decided_by : '',
+                a.note ? h('div', {class: 'muted approval-note'}, a.note) : null] : '—'},
               {label: 'Decide with', cell: (a) => a.status === 'pending'
                 ? h('div', {class: 'cmds'}, command('multijob approvals approve ' + a.id), command('multijob approvals reject ' + a.id))
                 : h('code', {class: 'muted'}, a.id)},

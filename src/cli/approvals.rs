@@ -10,6 +10,11 @@ use super::store_access::{MIN_ID_PREFIX, StoreAccess, StoreArgs, operator};
 use super::{Outcome, OutputFormat};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  multijob approvals list -d ops
+  multijob approvals approve ap-0195f3c2 --note \"checked the diff\"
+
+Environment: MULTIJOB_DIR, MULTIJOB_REDIS_URL")]
 pub struct Args {
     #[command(subcommand)]
     pub action: Action,
@@ -20,6 +25,11 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum Action {
     /// Approvals, pending first.
+    #[command(after_help = "Examples:
+  multijob approvals list                # pending ones
+  multijob approvals list --all -o json  # with who decided, when and their note
+
+Environment: MULTIJOB_DIR, MULTIJOB_REDIS_URL")]
     List {
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output: OutputFormat,
@@ -28,8 +38,18 @@ pub enum Action {
         all: bool,
     },
     /// Let the run start (or continue).
+    #[command(after_help = "Examples:
+  multijob approvals approve ap-0195f3c2 --note \"checked the diff\"
+  multijob approvals approve 0195f3c2-7d1e --by oncall@ops --redis redis://db:6379/
+
+Environment: MULTIJOB_DIR, MULTIJOB_REDIS_URL; USER (or LOGNAME) for the default --by (USER@host)")]
     Approve(DecideArgs),
     /// Fail the run.
+    #[command(after_help = "Examples:
+  multijob approvals reject ap-0195f3c2 --note \"not during the freeze\"
+  multijob approvals reject ap-0195f3c2 --by oncall@ops
+
+Environment: MULTIJOB_DIR, MULTIJOB_REDIS_URL; USER (or LOGNAME) for the default --by (USER@host)")]
     Reject(DecideArgs),
 }
 

@@ -9,6 +9,9 @@ use crate::spec::{model::Kind, schema::schema_text};
 use super::Outcome;
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  multijob init ops && cd ops && multijob validate
+  multijob init . --force                # put the examples back")]
 pub struct Args {
     /// Where to create jobs.d/, skills.d/ and schemas/.
     #[arg(default_value = ".")]

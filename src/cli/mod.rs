@@ -10,6 +10,7 @@ pub mod cancel;
 pub mod completions;
 pub mod duration_arg;
 mod follow;
+pub mod help;
 pub mod inbox_reply;
 pub mod init;
 pub mod job_ref;

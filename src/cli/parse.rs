@@ -15,9 +15,10 @@ use std::ffi::OsString;
 
 use clap::error::ErrorKind;
 use clap::parser::ValueSource;
-use clap::{ArgMatches, CommandFactory, FromArgMatches};
+use clap::{ArgMatches, FromArgMatches};
 
 use super::Cli;
+use super::help::command;
 
 /// The arguments that each name a store or a daemon to read state from.
 const STATE_SOURCES: [&str; 3] = ["state", "redis", "server"];
@@ -29,7 +30,7 @@ where
     T: Into<OsString> + Clone,
 {
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let matches = Cli::command().try_get_matches_from(&args)?;
+    let matches = command().try_get_matches_from(&args)?;
     let (path, leaf) = leaf(&matches);
     let from = |wanted: ValueSource| -> Vec<&'static str> {
         STATE_SOURCES
@@ -58,7 +59,7 @@ where
     if flags.is_empty() || vars.is_empty() {
         return Cli::from_arg_matches(&matches);
     }
-    let command = unread_env(Cli::command(), &path, &vars);
+    let command = unread_env(command(), &path, &vars);
     Cli::from_arg_matches(&command.try_get_matches_from(&args)?)
 }
 
@@ -112,7 +113,7 @@ fn names(ids: &[&str], joiner: &str, name: impl Fn(&str) -> String) -> String {
 }
 
 fn conflict(message: &str) -> clap::Error {
-    Cli::command().error(ErrorKind::ArgumentConflict, message)
+    command().error(ErrorKind::ArgumentConflict, message)
 }
 
 #[cfg(test)]
@@ -153,7 +154,7 @@ mod tests {
     #[test]
     fn unread_env_reaches_arguments_of_nested_subcommands() {
         let path = ["approvals".to_string(), "list".to_string()];
-        let mut command = unread_env(Cli::command(), &path, &["redis"]);
+        let mut command = unread_env(command(), &path, &["redis"]);
         command.build();
         let approvals = command.find_subcommand("approvals").expect("approvals");
         let redis = approvals

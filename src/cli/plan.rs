@@ -19,6 +19,15 @@ use crate::store::sqlite::{SqliteStore, read_applied, read_kv, read_live_state};
 use super::{DirArg, Outcome, OutputFormat};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  multijob plan -d ops                   # against ops/.multijob/state.db
+  multijob plan --redis redis://db:6379/ --detailed-exitcode   # CI: exit 2 on changes
+  multijob plan --server http://ops-host:8080 -o json
+
+A flag wins over a variable: with MULTIJOB_REDIS_URL set, --state or --server
+is used; with both variables set and no flag, plan asks which.
+
+Environment: MULTIJOB_DIR, MULTIJOB_REDIS_URL, MULTIJOB_SERVER, MULTIJOB_API_TOKEN (with --server)")]
 pub struct Args {
     #[command(flatten)]
     pub dir: DirArg,

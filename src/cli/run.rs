@@ -11,6 +11,18 @@ use crate::schedule::scheduler::SchedulerConfig;
 use super::{DirArg, Outcome};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  multijob run -d ops                    # embedded store; dashboard on http://127.0.0.1:8080
+  multijob run --redis redis://db:6379/ --listen 0.0.0.0:8080   # one replica of several
+
+Environment: MULTIJOB_DIR, MULTIJOB_REDIS_URL, MULTIJOB_MAX_CONNECTIONS, MULTIJOB_HEADER_TIMEOUT,
+  MULTIJOB_IDLE_TIMEOUT, MULTIJOB_ALLOW_HOSTS, WORKER_CONCURRENCY, MULTIJOB_THREADS,
+  SCHEDULER_MAX_DISPATCH_PER_TICK, SCHEDULER_PRESSURE_DEPTH_HIGH, SCHEDULER_PRESSURE_DEPTH_LOW,
+  MULTIJOB_FILES_MAX_WRITES, MULTIJOB_FILES_MAX_RUN_BYTES, MULTIJOB_FILES_MAX_DIR_BYTES;
+  also read: MULTIJOB_API_TOKEN (bearer token the API requires), RUST_LOG (log filter,
+  default info), MULTIJOB_LOG=json (JSON log lines), MULTIJOB_SSE_KEEPALIVE_MS,
+  MULTIJOB_SSE_STALL_MS, MULTIJOB_LEASE_MS and MULTIJOB_LEADER_TTL_MS (with --redis), the
+  variables connectors' ${env:NAME} secrets name")]
 pub struct Args {
     #[command(flatten)]
     pub dir: DirArg,

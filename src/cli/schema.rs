@@ -9,6 +9,9 @@ use crate::spec::{model::Kind, schema::schema_text};
 use super::Outcome;
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  multijob schema | jq .Job.required   # all four kinds in one JSON object
+  multijob schema --out schemas          # one <kind>.schema.json per kind")]
 pub struct Args {
     /// Write `<kind>.schema.json` files into this folder instead of printing.
     #[arg(long)]

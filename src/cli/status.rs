@@ -8,6 +8,11 @@ use serde_json::Value;
 use super::{Outcome, OutputFormat};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  multijob status                        # the daemon on http://127.0.0.1:8080
+  MULTIJOB_SERVER=http://ops-host:8080 multijob status -o json
+
+Environment: MULTIJOB_SERVER, MULTIJOB_API_TOKEN (sent as a bearer token when set)")]
 pub struct Args {
     /// The daemon's address, `host:port` or a URL (uses MULTIJOB_API_TOKEN
     /// when set).

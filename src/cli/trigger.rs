@@ -12,6 +12,11 @@ use super::Outcome;
 use super::store_access::{StoreAccess, StoreArgs};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  multijob trigger nightly-report -d ops
+  multijob trigger restock --inputs '{\"sku\": \"P1\"}' --redis redis://db:6379/
+
+Environment: MULTIJOB_DIR, MULTIJOB_REDIS_URL")]
 pub struct Args {
     /// The job id.
     pub job: String,

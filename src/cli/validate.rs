@@ -9,6 +9,11 @@ use crate::spec::{self, SourceFile, diagnostic::Diagnostic, model::Kind};
 use super::{DirArg, Outcome, OutputFormat};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  multijob validate -d ops               # file:line:column errors; exit 1 when invalid
+  multijob validate -o json | jq '.[] | select(.severity == \"error\")'
+
+Environment: MULTIJOB_DIR")]
 pub struct Args {
     #[command(flatten)]
     pub dir: DirArg,

@@ -24,15 +24,6 @@ fn run_status(daemon: &Daemon, id: &str, status: &str) -> Value {
     })
 }
 
-#[track_caller]
-fn assert_stderr(run: &Run, text: &str) {
-    assert!(
-        run.stderr().contains(text),
-        "expected {text:?} in stderr\n{}",
-        run.explain()
-    );
-}
-
 fn approvals_keep_notes_and_deciders(redis: Option<&str>) {
     let d = ConfigDir::new();
     d.write("jobs.d/gated.yaml", GATED);
@@ -49,16 +40,13 @@ fn approvals_keep_notes_and_deciders(redis: Option<&str>) {
     let huge = "x".repeat(100 * 1024);
     let out = cli(&d, redis, &["approvals", "approve", &ap1, "--note", &huge]);
     out.assert_code(1);
-    assert_stderr(
-        &out,
-        "--note is 102400 bytes; a note holds at most 2048 (2 KiB)",
-    );
+    out.assert_stderr_has("--note is 102400 bytes; a note holds at most 2048 (2 KiB)");
     let out = cli(&d, redis, &["approvals", "approve", "ap-"]);
     out.assert_code(1);
-    assert_stderr(&out, "a prefix needs at least 8 characters");
+    out.assert_stderr_has("a prefix needs at least 8 characters");
     let out = cli(&d, redis, &["approvals", "reject", "ap-00000000-nope"]);
     out.assert_code(1);
-    assert_stderr(&out, "no approval `ap-00000000-nope`");
+    out.assert_stderr_has("no approval `ap-00000000-nope`");
     let common = ap1
         .chars()
         .zip(ap2.chars())
@@ -67,7 +55,7 @@ fn approvals_keep_notes_and_deciders(redis: Option<&str>) {
     if common >= 8 {
         let out = cli(&d, redis, &["approvals", "approve", &ap1[..common]]);
         out.assert_code(1);
-        assert_stderr(&out, "fits 2 approvals");
+        out.assert_stderr_has("fits 2 approvals");
     }
     daemon.wait_until("/readyz", "still ready", |v| v["ready"] == true);
     run_status(&daemon, &first, "awaiting_approval");
@@ -153,7 +141,7 @@ fn approvals_keep_notes_and_deciders(redis: Option<&str>) {
     // Replayed: deciding again is refused and names who decided.
     let again = cli(&d, redis, &["approvals", "reject", &ap1]);
     again.assert_code(1);
-    assert_stderr(&again, "already approved by alice@ops");
+    again.assert_stderr_has("already approved by alice@ops");
 }
 
 #[test]

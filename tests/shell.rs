@@ -33,15 +33,6 @@ fn dead_url(scheme: &str) -> String {
     format!("{scheme}://127.0.0.1:{port}/")
 }
 
-#[track_caller]
-fn assert_stderr(run: &Run, text: &str) {
-    assert!(
-        run.stderr().contains(text),
-        "expected {text:?} in stderr\n{}",
-        run.explain()
-    );
-}
-
 fn installed(program: &str) -> bool {
     Command::new(program)
         .arg("--version")
@@ -87,7 +78,7 @@ fn completion_scripts_name_the_subcommands_and_bash_parses_its_own() {
     }
     let unknown = run_env(&["completions", "powershell-ish"], &[]);
     unknown.assert_code(1);
-    assert_stderr(&unknown, "possible values: bash, zsh, fish");
+    unknown.assert_stderr_has("possible values: bash, zsh, fish");
 }
 
 #[test]
@@ -123,7 +114,7 @@ fn a_state_flag_wins_over_redis_in_the_environment() {
     ] {
         let out = run_env(&args, &env);
         out.assert_code(1);
-        assert_stderr(&out, &format!("no store at {missing}"));
+        out.assert_stderr_has(&format!("no store at {missing}"));
         out.assert_stdout_lacks("cannot be used with");
     }
     for args in [
@@ -133,7 +124,7 @@ fn a_state_flag_wins_over_redis_in_the_environment() {
     ] {
         let out = run_env(&args, &env);
         out.assert_code(1);
-        assert_stderr(&out, &format!("cannot reach Redis at {redis}"));
+        out.assert_stderr_has(&format!("cannot reach Redis at {redis}"));
     }
 }
 
@@ -147,10 +138,7 @@ fn two_places_to_read_state_from_are_refused_naming_both() {
         &[],
     );
     out.assert_code(1);
-    assert_stderr(
-        &out,
-        "--state and --redis name two places to read the state from",
-    );
+    out.assert_stderr_has("--state and --redis name two places to read the state from");
     let (redis, server) = (dead_url("redis"), dead_url("http"));
     let env = [
         ("MULTIJOB_REDIS_URL", redis.as_str()),
@@ -158,13 +146,13 @@ fn two_places_to_read_state_from_are_refused_naming_both() {
     ];
     let out = run_env(&["plan", "-d", &d], &env);
     out.assert_code(1);
-    assert_stderr(&out, "MULTIJOB_REDIS_URL and MULTIJOB_SERVER are both set");
-    assert_stderr(&out, "choose one with --redis or --server");
+    out.assert_stderr_has("MULTIJOB_REDIS_URL and MULTIJOB_SERVER are both set");
+    out.assert_stderr_has("choose one with --redis or --server");
     // A flag settles it: the server named in the environment is read.
     let out = run_env(&["plan", "-d", &d], &env[1..]);
     out.assert_code(1);
-    assert_stderr(&out, server.trim_end_matches('/'));
+    out.assert_stderr_has(server.trim_end_matches('/'));
     let out = run_env(&["plan", "-d", &d, "--server", &server], &env[..1]);
     out.assert_code(1);
-    assert_stderr(&out, server.trim_end_matches('/'));
+    out.assert_stderr_has(server.trim_end_matches('/'));
 }

@@ -126,6 +126,16 @@ impl Run {
     }
 
     #[track_caller]
+    pub fn assert_stderr_has(&self, text: &str) -> &Self {
+        assert!(
+            self.stderr().contains(text),
+            "expected {text:?} in stderr\n{}",
+            self.explain()
+        );
+        self
+    }
+
+    #[track_caller]
     pub fn assert_stdout_lacks(&self, text: &str) -> &Self {
         assert!(
             !self.stdout().contains(text) && !self.stderr().contains(text),

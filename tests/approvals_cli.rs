@@ -5,6 +5,7 @@
 mod common;
 
 use common::{ConfigDir, Daemon, Run};
+use multijob::store::runs::InboxCommand;
 use serde_json::Value;
 
 const GATED: &str = "id: gated\ntype: noop\nrequires_approval: true\n";
@@ -22,6 +23,30 @@ fn run_status(daemon: &Daemon, id: &str, status: &str) -> Value {
     daemon.wait_until(&format!("/api/v1/runs/{id}"), status, |v| {
         v["status"] == status
     })
+}
+
+/// A decision with `note`, posted as another program could, not the CLI.
+fn post_to_inbox(d: &ConfigDir, redis: Option<&str>, approval_id: &str, note: &str) {
+    let command = InboxCommand::Decide {
+        approval_id: approval_id.into(),
+        approve: true,
+        by: "script".into(),
+        note: Some(note.into()),
+    };
+    match redis {
+        None => {
+            let state = d.path().join(".multijob/state.db");
+            multijob::store::sqlite::post_to_inbox(&state, &command).expect("post");
+        }
+        Some(url) => {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(async {
+                let store = multijob::store::redis::RedisStore::open(url).await?;
+                store.post_to_inbox(&command).await
+            })
+            .expect("post");
+        }
+    }
 }
 
 fn approvals_keep_notes_and_deciders(redis: Option<&str>) {
@@ -57,6 +82,17 @@ fn approvals_keep_notes_and_deciders(redis: Option<&str>) {
         out.assert_code(1);
         out.assert_stderr_has("fits 2 approvals");
     }
+    // Past the CLI, straight into the inbox: the daemon refuses it too.
+    post_to_inbox(&d, redis, &ap1, &"y".repeat(3000));
+    daemon.wait_until(
+        "/api/v1/events?limit=10&type=approval.failed",
+        "the oversized note refused",
+        |v| {
+            v["items"][0]["data"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("the note is 3000 bytes, more than the 2048"))
+        },
+    );
     daemon.wait_until("/readyz", "still ready", |v| v["ready"] == true);
     run_status(&daemon, &first, "awaiting_approval");
 

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::store::runs::{Approval, ApprovalStatus, InboxCommand};
+use crate::store::runs::{Approval, ApprovalStatus, InboxCommand, MAX_APPROVAL_NOTE_BYTES};
 
 use super::store_access::{MIN_ID_PREFIX, StoreAccess, StoreArgs, operator};
 use super::{Outcome, OutputFormat};
@@ -68,8 +68,6 @@ pub struct DecideArgs {
     pub by: Option<String>,
 }
 
-/// Longest note kept with a decision: a sentence or a link, not a report.
-pub const MAX_NOTE_BYTES: usize = 2048;
 /// Longest `--by`.
 pub const MAX_BY_BYTES: usize = 256;
 
@@ -189,10 +187,10 @@ fn on_record(args: &DecideArgs) -> anyhow::Result<(Option<String>, String)> {
         .map(str::trim)
         .filter(|n| !n.is_empty());
     if let Some(note) = note
-        && note.len() > MAX_NOTE_BYTES
+        && note.len() > MAX_APPROVAL_NOTE_BYTES
     {
         anyhow::bail!(
-            "--note is {} bytes; a note holds at most {MAX_NOTE_BYTES} (2 KiB): keep the details elsewhere and put a link in the note",
+            "--note is {} bytes; a note holds at most {MAX_APPROVAL_NOTE_BYTES} (2 KiB): keep the details elsewhere and put a link in the note",
             note.len()
         );
     }

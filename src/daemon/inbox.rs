@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::queue::{Burst, RunQueue};
 use crate::run::{NewRun, NotQueued};
-use crate::store::runs::{ApprovalStatus, InboxCommand};
+use crate::store::runs::{ApprovalStatus, InboxCommand, MAX_APPROVAL_NOTE_BYTES};
 use crate::store::{Mutation, NewEvent, Store};
 
 /// Commands the CLI left in the store: triggers and approval decisions.
@@ -275,6 +275,10 @@ async fn decide(
     // waits on, even when the store has not recorded the first one
     // yet (two decisions a moment apart).
     let result = match found {
+        _ if note.is_some_and(|n| n.len() > MAX_APPROVAL_NOTE_BYTES) => Err(format!(
+            "the note is {} bytes, more than the {MAX_APPROVAL_NOTE_BYTES} a decision keeps; this decision was not applied",
+            note.map_or(0, str::len)
+        )),
         Some(a) if a.status != ApprovalStatus::Pending => Err(format!(
             "approval {approval_id} is already {} by {}; this decision was not applied",
             a.status.as_str(),

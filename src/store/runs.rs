@@ -253,6 +253,11 @@ pub struct Approval {
     pub note: Option<String>,
 }
 
+/// Longest note kept with an approval decision: a sentence or a link, not
+/// a report. The CLI refuses a longer one, and so does the daemon for a
+/// command that did not come through the CLI.
+pub const MAX_APPROVAL_NOTE_BYTES: usize = 2048;
+
 /// A request from another process (the CLI) for the daemon to act on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]

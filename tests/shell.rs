@@ -156,3 +156,29 @@ fn two_places_to_read_state_from_are_refused_naming_both() {
     out.assert_code(1);
     out.assert_stderr_has(server.trim_end_matches('/'));
 }
+
+/// The daemon too: `run --state` with `MULTIJOB_REDIS_URL` exported runs
+/// on the embedded store it names, and `approvals list` beside it reads it.
+/// (Defect while building this: the command changed after clap built it
+/// parsed `--listen A` as `--max-connections A`.)
+#[test]
+fn run_with_a_state_flag_ignores_redis_in_the_environment() {
+    let dir = ConfigDir::new();
+    dir.write("jobs.d/a.yaml", "id: a\ntype: noop\n");
+    let state = dir.path().join("mine.db");
+    let state = state.display().to_string();
+    let redis = dead_url("redis");
+    let daemon = common::Daemon::start_env(
+        dir.path(),
+        &["--state", &state],
+        &[("MULTIJOB_REDIS_URL", redis.as_str())],
+    );
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    assert!(std::path::Path::new(&state).exists(), "{}", daemon.log());
+    let d = dir.path().display().to_string();
+    let out = run_env(
+        &["approvals", "list", "-d", &d, "--state", &state],
+        &[("MULTIJOB_REDIS_URL", redis.as_str())],
+    );
+    out.assert_code(0).assert_line("no pending approvals", "");
+}

@@ -33,7 +33,13 @@ const GROUPS: [(&str, &[&str]); 4] = [
 /// The command line's clap definition, with the grouped command list in
 /// its help; what `main` parses with and the help snapshots render.
 pub fn command() -> clap::Command {
-    let mut command = without_env_values(Cli::command());
+    decorate(Cli::command())
+}
+
+/// `command` (not built yet: clap must not be changed after) as the
+/// binary shows it.
+pub fn decorate(command: clap::Command) -> clap::Command {
+    let mut command = without_env_values(command);
     // Built first: clap adds the `help` subcommand when it builds.
     command.build();
     let list = command_list(&command);

@@ -15,10 +15,10 @@ use std::ffi::OsString;
 
 use clap::error::ErrorKind;
 use clap::parser::ValueSource;
-use clap::{ArgMatches, FromArgMatches};
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
 use super::Cli;
-use super::help::command;
+use super::help::{command, decorate};
 
 /// The arguments that each name a store or a daemon to read state from.
 const STATE_SOURCES: [&str; 3] = ["state", "redis", "server"];
@@ -59,7 +59,9 @@ where
     if flags.is_empty() || vars.is_empty() {
         return Cli::from_arg_matches(&matches);
     }
-    let command = unread_env(command(), &path, &vars);
+    // Changed before clap builds it: a built command changed afterwards
+    // parsed `run --listen A` as `--max-connections A`.
+    let command = decorate(unread_env(Cli::command(), &path, &vars));
     Cli::from_arg_matches(&command.try_get_matches_from(&args)?)
 }
 
@@ -154,7 +156,7 @@ mod tests {
     #[test]
     fn unread_env_reaches_arguments_of_nested_subcommands() {
         let path = ["approvals".to_string(), "list".to_string()];
-        let mut command = unread_env(command(), &path, &["redis"]);
+        let mut command = unread_env(Cli::command(), &path, &["redis"]);
         command.build();
         let approvals = command.find_subcommand("approvals").expect("approvals");
         let redis = approvals

@@ -14,6 +14,7 @@ use super::store_access::{StoreAccess, StoreArgs};
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   multijob trigger nightly-report -d ops
+  multijob trigger nightly-report --wait --timeout 10m   # follow it; exit 0 if it succeeded
   multijob trigger restock --inputs '{\"sku\": \"P1\"}' --redis redis://db:6379/
 
 Environment: MULTIJOB_DIR, MULTIJOB_REDIS_URL")]

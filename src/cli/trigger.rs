@@ -63,13 +63,7 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     };
     let store = StoreAccess::open(&args.store)?;
     let applied = store.applied()?;
-    if applied.revision.is_none() {
-        anyhow::bail!(
-            "nothing is applied in {} yet: start `multijob run` on it once",
-            store.describe()
-        );
-    }
-    let job = pick_job(&applied, &args.job)?;
+    let job = pick_job(&applied, &args.job, &store.describe())?;
     store.post(&command(&job))?;
     if args.count > 1 {
         println!(
@@ -98,29 +92,19 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// The job's applied spec, or an error listing some that exist.
-fn pick_job(applied: &Applied, id: &str) -> anyhow::Result<Job> {
-    if let Some(job) = applied.snapshot.jobs.get(id) {
-        if !job.spec.enabled {
-            anyhow::bail!(
-                "job `{id}` is disabled (enabled: false in {}:{}): disabled jobs get no new runs; enable it to trigger it",
-                job.file,
-                job.line
-            );
-        }
-        return Ok(job.spec.clone());
+/// The job's applied spec (an unknown id gets the nearest ones), refused
+/// when it is disabled.
+fn pick_job(applied: &Applied, id: &str, store: &str) -> anyhow::Result<Job> {
+    let job = super::job_ref::applied_job(applied, id, store)?;
+    if !job.enabled {
+        let (file, line) = applied
+            .snapshot
+            .jobs
+            .get(id)
+            .map_or(("?", 0), |r| (r.file.as_str(), r.line));
+        anyhow::bail!(
+            "job `{id}` is disabled (enabled: false in {file}:{line}): disabled jobs get no new runs; enable it to trigger it"
+        );
     }
-    let known: Vec<&str> = applied
-        .snapshot
-        .jobs
-        .keys()
-        .take(10)
-        .map(String::as_str)
-        .collect();
-    anyhow::bail!(
-        "no job `{id}` in the applied revision ({} jobs{}{})",
-        applied.snapshot.jobs.len(),
-        if known.is_empty() { "" } else { ": " },
-        known.join(", ")
-    )
+    Ok(job.clone())
 }

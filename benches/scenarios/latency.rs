@@ -82,7 +82,6 @@ pub fn scenario(scale: Scale, out: &mut Vec<Figure>) {
         Scale::Small => (3, 200, 200),
     };
     let env = [
-        ("SCHEDULER_MAX_DISPATCH_PER_TICK", "100000"),
         ("SCHEDULER_PRESSURE_DEPTH_HIGH", "100000000"),
         ("SCHEDULER_PRESSURE_DEPTH_LOW", "1"),
     ];
@@ -106,7 +105,7 @@ pub fn scenario(scale: Scale, out: &mut Vec<Figure>) {
                         .args(["worker", "--redis", u, "--workers", "64"])
                         .arg("--data-dir")
                         .arg(tmp.path().join("data"))
-                        .env("RUST_LOG", "warn")
+                        .env("RUST_LOG", crate::daemon_log_filter())
                         .stdout(Stdio::null())
                         .stderr(Stdio::null())
                         .spawn()

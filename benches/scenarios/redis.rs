@@ -25,7 +25,7 @@ fn start_worker(url: &str, slots: usize) -> Worker {
         .arg(slots.to_string())
         .arg("--data-dir")
         .arg(std::env::temp_dir().join("multijob-bench-worker"))
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", crate::daemon_log_filter())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

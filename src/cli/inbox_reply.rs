@@ -69,6 +69,7 @@ pub fn post_and_wait(store: &StoreAccess, command: &InboxCommand) -> anyhow::Res
     let inbox_id = store.post(command)?;
     let key = reply_key(inbox_id);
     let started = Instant::now();
+    let _waiting = super::progress::Progress::spinner("waiting for the daemon to apply it");
     loop {
         if let Some(reply) = store.kv_get(&key)? {
             return Ok(Reply::Answered(reply));

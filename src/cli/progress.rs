@@ -1,5 +1,6 @@
 //! Progress for long commands (`trigger --count N --wait`, `logs --follow`
-//! of a run still queued): a bar or spinner on stderr when stderr is a
+//! of a run still queued, an operator command waiting for the daemon's
+//! answer): a bar or spinner on stderr when stderr is a
 //! terminal, nothing at all when it is piped or redirected, so scripts
 //! and logs never see cursor escapes. Built on `indicatif`, which draws,
 //! rate-limits redraws and clears its line on finish.

@@ -1,12 +1,14 @@
 //! multijob: a declarative, GitOps-style job runner.
 //!
-//! Layers, lowest first: `clock` → `regular_file` → `listener` → `calendar` → `spec` → `store` → `run` → `connectors` → `queue` → `schedule` → `workflow` → `jobs` → `worker` → `reconcile` → `status` → `cluster` → `daemon` → `cli` → `testkit`.
+//! Layers, lowest first: `clock` → `regular_file` → `listener` → `signature` → `calendar` → `spec` → `store` → `run` → `connectors` → `queue` → `schedule` → `workflow` → `jobs` → `worker` → `reconcile` → `status` → `cluster` → `daemon` → `cli` → `testkit`.
 //!
 //! A module uses its own layer and the ones below it, never one above
 //! (`tests/layering.rs` checks every `crate::` path). In pipeline order:
 //! - [`clock`], [`regular_file`], [`listener`]: leaves. Time for the
 //!   runtime (real or virtual), opening only regular files, accepting
 //!   HTTP connections with limits (caps, timeouts, allowed hosts).
+//! - [`signature`]: the inbound signature schemes (multijob, GitHub, Slack,
+//!   Telegram, Twilio) and the multijob signer (pure).
 //! - [`calendar`]: the `schedule:` block, cron and DST, slot math (pure).
 //! - [`spec`]: config text → validated [`spec::snapshot::Snapshot`] with
 //!   `file:line:column` findings (pure).
@@ -43,6 +45,7 @@ pub mod reconcile;
 pub mod regular_file;
 pub mod run;
 pub mod schedule;
+pub mod signature;
 pub mod spec;
 pub mod status;
 pub mod store;

@@ -15,9 +15,9 @@ use serde_json::{Map, Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-use multijob::connectors::message::signature;
 use multijob::connectors::{ChatRequest, HttpRequest, OutboundMessage};
 use multijob::run::RunError;
+use multijob::signature::{Rejection, Scheme, verify};
 use multijob::spec::model::{Provider, RateLimit};
 
 #[derive(Debug, Clone)]
@@ -219,14 +219,34 @@ async fn webhook_signature_verifies_with_the_same_secret_read_from_a_file() {
         json!({"text": "disk full", "to": "oncall", "subject": "alert", "idempotency_key": "run9:alert:0"})
     );
     assert_eq!(req.header("idempotency-key"), Some("run9:alert:0"));
-    // The receiver recomputes the HMAC over the exact bytes it got.
-    let expected = signature("whsec-file-secret", req.body.as_bytes());
-    assert_eq!(req.header("x-multijob-signature"), Some(expected.as_str()));
-    assert_ne!(
-        signature("another-secret", req.body.as_bytes()),
-        expected,
+    // The receiver verifies the exact bytes it got with the inbound
+    // listener's own verifier: the scheme two multijob daemons share.
+    let sent = req
+        .header("x-multijob-signature")
+        .expect("a signature header");
+    assert!(sent.starts_with("t=") && sent.contains(",v1="), "{sent}");
+    let now = jiff::Timestamp::now().as_second();
+    let check = |secret: &str, body: &[u8], now: i64| {
+        verify(Scheme::Multijob, &req.headers, body, "", secret, now)
+    };
+    assert_eq!(check("whsec-file-secret", req.body.as_bytes(), now), Ok(()));
+    assert_eq!(
+        check("another-secret", req.body.as_bytes(), now),
+        Err(Rejection::BadSignature),
         "a different secret must not verify"
     );
+    assert_eq!(
+        check("whsec-file-secret", b"{\"text\":\"rm -rf\"}", now),
+        Err(Rejection::BadSignature),
+        "another body must not verify"
+    );
+    // Replayed later than the window, the same request is refused.
+    assert_eq!(
+        check("whsec-file-secret", req.body.as_bytes(), now + 301 + 5),
+        Err(Rejection::StaleTimestamp)
+    );
+    let t: i64 = sent[2..sent.find(',').unwrap()].parse().unwrap();
+    assert!((now - 5..=now).contains(&t), "signed at {t}, now {now}");
 }
 
 #[tokio::test]

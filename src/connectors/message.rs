@@ -4,10 +4,8 @@
 //! on (an `Idempotency-Key` header, a body field, or the e-mail Message-ID)
 //! for the receiver to drop a duplicate.
 
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 use super::http::join;
 use super::{Call, Connectors, value_text};
@@ -36,14 +34,12 @@ pub struct Delivery {
     pub provider_message_id: Option<String>,
 }
 
-/// `sha256=<hex>` of the HMAC-SHA256 of `body` under `secret`.
+/// The `X-Multijob-Signature` value for `body` sent now:
+/// `t=<unix>,v1=<hex>`, the scheme a multijob `Trigger` verifies
+/// ([`crate::signature`]). Wall time whatever the daemon's clock: the
+/// receiver checks the timestamp against its own wall clock.
 pub fn signature(secret: &str, body: &[u8]) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
-    mac.update(body);
-    let digest = mac.finalize().into_bytes();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
+    crate::signature::multijob_header(secret, jiff::Timestamp::now().as_second(), body)
 }
 
 impl Connectors {

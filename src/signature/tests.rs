@@ -26,6 +26,18 @@ fn multijob_round_trip() {
 }
 
 #[test]
+fn multijob_matches_an_openssl_signature() {
+    // printf '%s.%s' "$T" "$BODY" | openssl dgst -sha256 -hmac "$SECRET"
+    let body = br#"{"order_id":"A-17","amount":42}"#;
+    let expected =
+        "t=1700000000,v1=694671ab2fa48bdcfc7e879d03618a87b631590a231dd389e99c2d404f7abb43";
+    assert_eq!(multijob_header("whsec-demo", 1_700_000_000, body), expected);
+    let h = multijob(expected);
+    let at = |now| verify(Scheme::Multijob, &h, body, "", "whsec-demo", now);
+    assert_eq!(at(1_700_000_100), Ok(()));
+}
+
+#[test]
 fn multijob_header_is_t_then_v1_hex() {
     let value = multijob_header("k", 1_700_000_000, b"x");
     let (t, v1) = value.split_once(',').unwrap();

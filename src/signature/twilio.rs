@@ -39,8 +39,8 @@ fn signed_text(url: &str, body: &[u8]) -> Vec<u8> {
     let mut fields: Vec<(String, String)> = form_urlencoded::parse(body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    // By name; a repeated name keeps its values in order of value, as
-    // Twilio's own validators do.
+    // By name. Twilio documents distinct names only; a repeated name's
+    // values sorting by value is our assumption, untested against Twilio.
     fields.sort();
     let mut text = url.as_bytes().to_vec();
     for (name, value) in fields {

@@ -35,8 +35,8 @@ pub struct Delivery {
 }
 
 /// The `X-Multijob-Signature` value for `body` sent now:
-/// `t=<unix>,v1=<hex>`, the scheme a multijob `Trigger` verifies
-/// ([`crate::signature`]). Wall time whatever the daemon's clock: the
+/// `t=<unix>,v1=<hex>`, the scheme [`crate::signature`] verifies, so a
+/// replayed request fails. Wall time whatever the daemon's clock: the
 /// receiver checks the timestamp against its own wall clock.
 pub fn signature(secret: &str, body: &[u8]) -> String {
     crate::signature::multijob_header(secret, jiff::Timestamp::now().as_second(), body)

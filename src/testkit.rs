@@ -271,6 +271,29 @@ pub fn connectors_of(specs: Vec<crate::spec::model::Connector>) -> crate::connec
     crate::connectors::Connectors::new(&map)
 }
 
+/// A run queue over one job file's `yaml` on a SQLite store in `dir`,
+/// without workers, its clock frozen at `at` (RFC 3339).
+pub fn queue_over(
+    dir: &Path,
+    yaml: &str,
+    config: crate::queue::QueueConfig,
+    at: &str,
+) -> (crate::store::Store, std::sync::Arc<crate::queue::RunQueue>) {
+    let store = crate::store::Store::open_sqlite(&dir.join("state.db")).expect("a store");
+    let loaded = crate::spec::build(&[crate::spec::SourceFile {
+        path: "jobs.d/t.yaml".into(),
+        text: yaml.into(),
+    }]);
+    assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
+    let applied = std::sync::Arc::new(crate::store::Applied {
+        revision: None,
+        snapshot: loaded.snapshot,
+    });
+    let clock = crate::clock::Clock::virtual_at(at.parse().expect("an RFC 3339 time"));
+    let queue = crate::queue::RunQueue::new(store.clone(), applied, config, clock);
+    (store, queue)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

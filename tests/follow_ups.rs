@@ -14,9 +14,7 @@ use common::{ConfigDir, Daemon};
 use multijob::clock::Clock;
 use multijob::queue::{QueueConfig, RunQueue};
 use multijob::run::{NewRun, NotQueued, Outcome};
-use multijob::spec::{SourceFile, build};
 use multijob::store::runs::Trigger;
-use multijob::store::{Applied, Store};
 use serde_json::{Value, json};
 
 /// The value of one series on `/metrics` (0 when absent).
@@ -301,18 +299,12 @@ fn follow_ups_above_the_maximum_is_a_schema_error_at_its_line() {
 /// A queue over `yaml` on a temporary SQLite store, without workers.
 fn queue_of(yaml: &str) -> (tempfile::TempDir, Arc<RunQueue>) {
     let tmp = tempfile::tempdir().expect("temp dir");
-    let store = Store::open_sqlite(&tmp.path().join("state.db")).expect("store");
-    let loaded = build(&[SourceFile {
-        path: "jobs.d/t.yaml".into(),
-        text: yaml.into(),
-    }]);
-    assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
-    let applied = Arc::new(Applied {
-        revision: None,
-        snapshot: loaded.snapshot,
-    });
-    let clock = Clock::virtual_at("2026-11-22T10:00:00Z".parse().expect("time"));
-    let queue = RunQueue::new(store, applied, QueueConfig::default(), clock);
+    let (_store, queue) = multijob::testkit::queue_over(
+        tmp.path(),
+        yaml,
+        QueueConfig::default(),
+        "2026-11-22T10:00:00Z",
+    );
     (tmp, queue)
 }
 

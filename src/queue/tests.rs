@@ -10,9 +10,8 @@ use serde_json::json;
 use super::{QueueConfig, RunQueue};
 use crate::clock::Clock;
 use crate::run::{NewRun, Outcome, RunError};
-use crate::spec::{SourceFile, build};
 use crate::store::runs::{ApprovalStatus, RunStatus};
-use crate::store::{Applied, EventQuery, Store};
+use crate::store::{EventQuery, Store};
 
 struct Rig {
     _tmp: tempfile::TempDir,
@@ -22,18 +21,8 @@ struct Rig {
 
 fn rig(yaml: &str, config: QueueConfig) -> Rig {
     let tmp = tempfile::tempdir().expect("a temp dir");
-    let store = Store::open_sqlite(&tmp.path().join("state.db")).expect("a store");
-    let loaded = build(&[SourceFile {
-        path: "jobs.d/t.yaml".into(),
-        text: yaml.into(),
-    }]);
-    assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
-    let applied = Arc::new(Applied {
-        revision: None,
-        snapshot: loaded.snapshot,
-    });
-    let clock = Clock::virtual_at("2026-03-01T10:00:00Z".parse().expect("a time"));
-    let queue = RunQueue::new(store.clone(), applied, config, clock);
+    let (store, queue) =
+        crate::testkit::queue_over(tmp.path(), yaml, config, "2026-03-01T10:00:00Z");
     Rig {
         _tmp: tmp,
         store,

@@ -1,6 +1,6 @@
 //! multijob: a declarative, GitOps-style job runner.
 //!
-//! Layers, lowest first: `clock` → `regular_file` → `listener` → `signature` → `calendar` → `spec` → `store` → `run` → `connectors` → `queue` → `schedule` → `workflow` → `jobs` → `worker` → `reconcile` → `status` → `cluster` → `daemon` → `cli` → `testkit`.
+//! Layers, lowest first: `clock` → `regular_file` → `listener` → `signature` → `calendar` → `spec` → `store` → `run` → `connectors` → `queue` → `schedule` → `workflow` → `jobs` → `worker` → `reconcile` → `status` → `inbound` → `cluster` → `daemon` → `cli` → `testkit`.
 //!
 //! A module uses its own layer and the ones below it, never one above
 //! (`tests/layering.rs` checks every `crate::` path). In pipeline order:
@@ -27,6 +27,9 @@
 //!   ([`reconcile::diff`], pure) and applies it; watches for changes.
 //! - [`status`]: the read-only API, metrics, dashboard, and the state the
 //!   daemon's tasks share.
+//! - [`inbound`]: what comes from outside: signed requests on the inbound
+//!   listener (`kind: Trigger`) and chat bridges, turned into runs once
+//!   per delivery.
 //! - [`cluster`]: the Redis deployment (leader election, stream dispatch).
 //! - [`daemon`] assembles the process (embedded, or a Redis replica or
 //!   worker) and handles the CLI's inbox; [`cli`] has one file per command.
@@ -38,6 +41,7 @@ pub mod clock;
 pub mod cluster;
 pub mod connectors;
 pub mod daemon;
+pub mod inbound;
 pub mod jobs;
 pub mod listener;
 pub mod queue;

@@ -26,6 +26,7 @@ const LAYERS: &[&str] = &[
     "worker",
     "reconcile",
     "status",
+    "inbound",
     "cluster",
     "daemon",
     "cli",

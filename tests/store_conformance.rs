@@ -78,6 +78,7 @@ conformance!(
     a_second_run_with_a_taken_run_key_is_refused,
     failure_states_job_slots_and_approvals,
     kv_get_set_incr_delete_and_ttl,
+    kv_set_if_absent_from_many_handles_at_once_agrees_on_one_value,
     inbox_post_read_and_done,
     inbox_progress_is_kept_until_the_command_is_done,
     recorded_runs_names_the_runs_with_a_record,
@@ -644,6 +645,50 @@ async fn kv_get_set_incr_delete_and_ttl(b: &Backend) {
         }])
         .unwrap();
     assert_eq!(kv("p", KvOp::Get).await.unwrap(), Some(json!("v")));
+}
+
+/// A delivery id claimed by two replicas at once: one value stands, and
+/// every claimant reads it; it expires with its ttl.
+async fn kv_set_if_absent_from_many_handles_at_once_agrees_on_one_value(b: &Backend) {
+    let mut handles = Vec::new();
+    // Redis: one handle per replica. The embedded store has one writer
+    // per file (the daemon's lock), so claims share its handle.
+    let first = b.open().await;
+    for i in 0..8 {
+        let store = match b {
+            Backend::Sqlite(_) => first.clone(),
+            Backend::Redis { .. } => b.open().await,
+        };
+        handles.push(tokio::spawn(async move {
+            let op = KvOp::SetIfAbsent {
+                value: json!(format!("run-{i}")),
+                ttl_sec: 1,
+            };
+            store.kv("delivery", op).await.unwrap()
+        }));
+    }
+    let mut standing = Vec::new();
+    for h in handles {
+        standing.push(h.await.unwrap());
+    }
+    standing.dedup();
+    assert_eq!(standing.len(), 1, "{standing:?}");
+    let store = first;
+    assert_eq!(store.kv("delivery", KvOp::Get).await.unwrap(), standing[0]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        store.kv("delivery", KvOp::Get).await.unwrap(),
+        None,
+        "expired"
+    );
+    let again = KvOp::SetIfAbsent {
+        value: json!("later"),
+        ttl_sec: 60,
+    };
+    assert_eq!(
+        store.kv("delivery", again).await.unwrap(),
+        Some(json!("later"))
+    );
 }
 
 async fn inbox_post_read_and_done(b: &Backend) {

@@ -107,6 +107,7 @@ async fn handle_command(queue: &RunQueue, store: &Store, inbox_id: i64, command:
                 chain_depth,
                 due_at: due_at.and_then(|d| d.parse().ok()),
                 extra,
+                requires_approval: false,
             };
             // None left: queued before a crash, and recovered or finished
             // since.
@@ -120,6 +121,20 @@ async fn handle_command(queue: &RunQueue, store: &Store, inbox_id: i64, command:
             by,
             note,
         } => decide(queue, store, &approval_id, approve, &by, note.as_deref()).await,
+        inbound @ InboxCommand::Inbound { .. } => {
+            let Some(run) = crate::inbound::intake::run_of_command(inbound) else {
+                return;
+            };
+            let (run_id, job_id) = (run.id.clone(), run.job_id.clone());
+            for run in without_recorded(store, vec![run]).await {
+                match queue.enqueue_one(run) {
+                    Ok(_) | Err(NotQueued::Duplicate) => {}
+                    Err(why) => {
+                        tracing::warn!(run = %run_id, job = %job_id, reason = ?why, "inbound run not queued: no such job, or disabled, in the applied revision");
+                    }
+                }
+            }
+        }
         InboxCommand::Cancel { run_id, by, reason } => {
             super::cancel::cancel(queue, store, &run_id, &by, reason.as_deref()).await
         }

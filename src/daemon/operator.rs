@@ -195,6 +195,7 @@ impl Backfill {
             chain_depth: 0,
             due_at: None,
             extra: json!({"backfill": true, "by": self.by}),
+            requires_approval: false,
         }
     }
 }

@@ -32,6 +32,13 @@ impl RunQueue {
             .unwrap_or(Err(NotQueued::NoSuchJob))
     }
 
+    /// Queue one run, or say why not (an inbound request answers with it).
+    pub fn enqueue_one(&self, run: NewRun) -> Result<String, NotQueued> {
+        self.admit(vec![run])
+            .pop()
+            .unwrap_or(Err(NotQueued::NoSuchJob))
+    }
+
     /// [`enqueue`](Self::enqueue), with each run's id or why it was not queued.
     fn admit(&self, new_runs: Vec<NewRun>) -> Vec<Result<String, NotQueued>> {
         if new_runs.is_empty() {

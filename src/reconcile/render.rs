@@ -109,7 +109,7 @@ pub fn report(
                         .push((change.id.clone(), old, new, active));
                 }
             }
-            Kind::Connector | Kind::Skill => {}
+            Kind::Connector | Kind::Skill | Kind::Trigger => {}
         }
     }
     out.plan = plan;

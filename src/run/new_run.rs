@@ -20,6 +20,9 @@ pub struct NewRun {
     pub due_at: Option<Timestamp>,
     /// Event data merged into `run.queued` (e.g. schedule lateness).
     pub extra: Value,
+    /// The run waits for an approval before it starts, whatever its job
+    /// says: its inbound trigger or skill requires one.
+    pub requires_approval: bool,
 }
 
 impl NewRun {
@@ -35,6 +38,7 @@ impl NewRun {
             chain_depth: 0,
             due_at: None,
             extra: Value::Null,
+            requires_approval: false,
         }
     }
 }

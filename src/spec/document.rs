@@ -87,6 +87,7 @@ pub(super) fn load(
         Kind::Flow => typed.insert(&mut snapshot.flows, id.clone(), value, out),
         Kind::Connector => typed.insert(&mut snapshot.connectors, id.clone(), value, out),
         Kind::Skill => typed.insert(&mut snapshot.skills, id.clone(), value, out),
+        Kind::Trigger => typed.insert(&mut snapshot.triggers, id.clone(), value, out),
     };
     match inserted {
         Some(None) => {
@@ -130,8 +131,8 @@ fn kind_of(
                 Severity::Error,
                 "schema",
                 format!(
-                    "unknown kind `{k}`: use Job, Flow, Connector or Skill{}",
-                    super::suggest::hint(k, ["Job", "Flow", "Connector", "Skill"])
+                    "unknown kind `{k}`: use Job, Flow, Connector, Skill or Trigger{}",
+                    super::suggest::hint(k, ["Job", "Flow", "Connector", "Skill", "Trigger"])
                 ),
             ),
         },

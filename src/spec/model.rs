@@ -15,17 +15,24 @@ pub use crate::calendar::schedule::{
     default_max_catchup_runs,
 };
 
-/// The four document kinds of a config directory.
+/// The document kinds of a config directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Kind {
     Job,
     Flow,
     Connector,
     Skill,
+    Trigger,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Job, Kind::Flow, Kind::Connector, Kind::Skill];
+    pub const ALL: [Kind; 5] = [
+        Kind::Job,
+        Kind::Flow,
+        Kind::Connector,
+        Kind::Skill,
+        Kind::Trigger,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -33,6 +40,7 @@ impl Kind {
             Kind::Flow => "Flow",
             Kind::Connector => "Connector",
             Kind::Skill => "Skill",
+            Kind::Trigger => "Trigger",
         }
     }
 
@@ -47,6 +55,7 @@ impl Kind {
             Kind::Flow => "flow",
             Kind::Connector => "connector",
             Kind::Skill => "skill",
+            Kind::Trigger => "trigger",
         }
     }
 }
@@ -546,6 +555,73 @@ pub struct RateLimit {
 
 fn default_burst() -> u32 {
     1
+}
+
+/// An inbound trigger (`kind: Trigger`): a signed request from outside
+/// (`POST /hooks/{id}` on the inbound listener) that starts a job or a
+/// skill. Only `inputs` comes from the request; everything else is git's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trigger {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Whose signature scheme the request carries.
+    pub source: TriggerSource,
+    /// The job to run; exactly one of `job` and `skill` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// The skill to run as a one-off run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skill: Option<String>,
+    /// Secret reference (`${env:NAME}`, `${file:PATH}`), never a value.
+    pub secret: String,
+    /// The run's inputs: templates over `payload`, `headers`, `source`
+    /// and `now` only.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub inputs: Map<String, Value>,
+    /// Each run waits for an approval before it starts.
+    #[serde(default)]
+    pub requires_approval: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+/// The signature scheme (and delivery id) an inbound trigger expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerSource {
+    /// `X-Multijob-Signature: t=<unix>,v1=<hex>` (the webhook connector's).
+    Webhook,
+    /// `X-Hub-Signature-256`, delivery `X-GitHub-Delivery`.
+    Github,
+    /// Slack's signing secret `v0`, delivery `event_id`.
+    Slack,
+    /// Telegram webhook mode's secret token, delivery `update_id`.
+    Telegram,
+    /// Twilio's `X-Twilio-Signature`, delivery `MessageSid`.
+    Sms,
+}
+
+impl TriggerSource {
+    pub const ALL: [TriggerSource; 5] = [
+        TriggerSource::Webhook,
+        TriggerSource::Github,
+        TriggerSource::Slack,
+        TriggerSource::Telegram,
+        TriggerSource::Sms,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerSource::Webhook => "webhook",
+            TriggerSource::Github => "github",
+            TriggerSource::Slack => "slack",
+            TriggerSource::Telegram => "telegram",
+            TriggerSource::Sms => "sms",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -20,6 +20,7 @@ pub fn schema_text(kind: Kind) -> &'static str {
         Kind::Flow => include_str!("../../schemas/flow.schema.json"),
         Kind::Connector => include_str!("../../schemas/connector.schema.json"),
         Kind::Skill => include_str!("../../schemas/skill.schema.json"),
+        Kind::Trigger => include_str!("../../schemas/trigger.schema.json"),
     }
 }
 

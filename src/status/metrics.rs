@@ -328,6 +328,7 @@ impl Metrics {
                 Kind::Flow => s.flows.len(),
                 Kind::Connector => s.connectors.len(),
                 Kind::Skill => s.skills.len(),
+                Kind::Trigger => s.triggers.len(),
             };
             self.resources
                 .get_or_create(&KindLabels {

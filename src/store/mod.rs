@@ -188,6 +188,7 @@ impl ResourceWrites {
             &mut w,
         );
         kind_writes(Kind::Skill, &running.skills, &desired.skills, &mut w);
+        kind_writes(Kind::Trigger, &running.triggers, &desired.triggers, &mut w);
         w
     }
 }
@@ -359,8 +360,20 @@ impl Coalesced {
 #[derive(Debug, Clone, PartialEq)]
 pub enum KvOp {
     Get,
-    Set { value: Value, ttl_sec: Option<u64> },
-    Incr { by: i64 },
+    Set {
+        value: Value,
+        ttl_sec: Option<u64>,
+    },
+    /// Set unless the key holds a value; the value after is the one that
+    /// stands (the caller's, or the earlier one). Atomic on both stores:
+    /// two processes claiming one key agree on one value.
+    SetIfAbsent {
+        value: Value,
+        ttl_sec: u64,
+    },
+    Incr {
+        by: i64,
+    },
     Delete,
 }
 

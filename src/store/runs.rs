@@ -75,6 +75,12 @@ pub enum Trigger {
     Manual,
     Workflow,
     Retry,
+    /// The inbound listener (`kind: Trigger`) or a chat bridge, by source.
+    Webhook,
+    Github,
+    Slack,
+    Telegram,
+    Sms,
 }
 
 impl Trigger {
@@ -85,6 +91,11 @@ impl Trigger {
             Trigger::Manual => "manual",
             Trigger::Workflow => "workflow",
             Trigger::Retry => "retry",
+            Trigger::Webhook => "webhook",
+            Trigger::Github => "github",
+            Trigger::Slack => "slack",
+            Trigger::Telegram => "telegram",
+            Trigger::Sms => "sms",
         }
     }
 }
@@ -311,6 +322,20 @@ pub enum InboxCommand {
     Resume { job_id: String, by: String },
     /// `multijob reset`: forget the job's failures and cooldown.
     ResetFailures { job_id: String, by: String },
+    /// An inbound request or chat command's run (`inbound::Intake` on a
+    /// Redis replica), with the id the sender was answered with: handled
+    /// twice (two replicas, a retried delivery), it is queued once.
+    Inbound {
+        run_id: String,
+        job_id: String,
+        trigger: Trigger,
+        inputs: Value,
+        run_key: String,
+        #[serde(default)]
+        requires_approval: bool,
+        #[serde(default)]
+        extra: Value,
+    },
     /// `multijob backfill`: one run per nominal slot in `[from, to)`
     /// (RFC 3339), keyed `job@slot` like the scheduler's; refused when
     /// the window holds more than `max`.

@@ -268,6 +268,7 @@ impl RuntimeActions {
                 due_at: Some(due),
                 extra: json!({"from_run": call.run.id, "from_job": call.run.job_id,
                               "from_step": call.step_id}),
+                requires_approval: false,
             })
             .await
             .map_err(|e| RunError::retryable(format!("schedule_job: {e}")))?;

@@ -26,7 +26,18 @@ pub struct Admission<'a> {
 /// its pending approval.
 pub fn admitted(n: NewRun, a: Admission<'_>, ctx: &Context<'_>) -> (Run, Effects) {
     let queued_at = format_ts(ctx.now);
-    let status = if a.job.requires_approval {
+    // The job's own gate, else the one its inbound trigger or skill asked for.
+    let gate = if a.job.requires_approval {
+        Some(format!("job {} requires approval for every run", n.job_id))
+    } else if n.requires_approval {
+        Some(format!(
+            "its {} trigger requires approval for every run",
+            n.trigger.as_str()
+        ))
+    } else {
+        None
+    };
+    let status = if gate.is_some() {
         RunStatus::AwaitingApproval
     } else {
         RunStatus::Queued
@@ -73,10 +84,7 @@ pub fn admitted(n: NewRun, a: Admission<'_>, ctx: &Context<'_>) -> (Run, Effects
             run_id: run.id.clone(),
             job_id: run.job_id.clone(),
             step_id: None,
-            reason: Some(format!(
-                "job {} requires approval for every run",
-                run.job_id
-            )),
+            reason: gate,
             status: ApprovalStatus::Pending,
             requested_at: queued_at,
             decided_at: None,

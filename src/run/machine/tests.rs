@@ -55,6 +55,7 @@ fn new_run() -> NewRun {
         chain_depth: 0,
         due_at: None,
         extra: json!({"lateness_ms": 7}),
+        requires_approval: false,
     }
 }
 

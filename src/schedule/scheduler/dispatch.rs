@@ -256,6 +256,7 @@ impl Guarded<'_> {
             } else {
                 serde_json::Value::Null
             },
+            requires_approval: false,
         }
     }
 }

@@ -128,6 +128,7 @@ async fn run_all_catchup_still_skips_for_a_run_active_before() {
         chain_depth: 0,
         due_at: None,
         extra: serde_json::Value::Null,
+        requires_approval: false,
     }]);
     let last: Timestamp = "2026-11-22T09:59:50Z".parse().unwrap();
     let applied = s.applied.clone();

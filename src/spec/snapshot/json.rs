@@ -58,6 +58,7 @@ impl Snapshot {
         push(Kind::Flow, &self.flows, &mut items);
         push(Kind::Connector, &self.connectors, &mut items);
         push(Kind::Skill, &self.skills, &mut items);
+        push(Kind::Trigger, &self.triggers, &mut items);
         json!({
             "version": VERSION,
             "revision": revision,
@@ -106,6 +107,7 @@ fn add(snapshot: &mut Snapshot, item: &Value) -> Result<(), String> {
         Kind::Flow => insert(&mut snapshot.flows, item),
         Kind::Connector => insert(&mut snapshot.connectors, item),
         Kind::Skill => insert(&mut snapshot.skills, item),
+        Kind::Trigger => insert(&mut snapshot.triggers, item),
     }
     .map_err(|e| format!("{what}: spec: {e}"))?;
     if duplicate {

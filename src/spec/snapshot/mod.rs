@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::model::{Connector, Flow, Job, Kind, Priority, Skill};
+use super::model::{Connector, Flow, Job, Kind, Priority, Skill, Trigger};
 
 /// A resource as loaded: its spec and where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +45,8 @@ pub struct Snapshot {
     pub flows: BTreeMap<String, Resource<Flow>>,
     pub connectors: BTreeMap<String, Resource<Connector>>,
     pub skills: BTreeMap<String, Resource<Skill>>,
+    #[serde(default)]
+    pub triggers: BTreeMap<String, Resource<Trigger>>,
 }
 
 impl Snapshot {
@@ -70,11 +72,16 @@ impl Snapshot {
         out.extend(entries_of(Kind::Flow, &self.flows));
         out.extend(entries_of(Kind::Connector, &self.connectors));
         out.extend(entries_of(Kind::Skill, &self.skills));
+        out.extend(entries_of(Kind::Trigger, &self.triggers));
         out
     }
 
     pub fn len(&self) -> usize {
-        self.jobs.len() + self.flows.len() + self.connectors.len() + self.skills.len()
+        self.jobs.len()
+            + self.flows.len()
+            + self.connectors.len()
+            + self.skills.len()
+            + self.triggers.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -88,6 +95,7 @@ impl Snapshot {
             Kind::Flow => self.flows.len(),
             Kind::Connector => self.connectors.len(),
             Kind::Skill => self.skills.len(),
+            Kind::Trigger => self.triggers.len(),
         }
     }
 
@@ -117,6 +125,7 @@ impl Snapshot {
             Kind::Flow => self.flows.get(id).map(one),
             Kind::Connector => self.connectors.get(id).map(one),
             Kind::Skill => self.skills.get(id).map(one),
+            Kind::Trigger => self.triggers.get(id).map(one),
         }
     }
 }

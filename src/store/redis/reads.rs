@@ -88,6 +88,18 @@ pub async fn kv_op(target: &Target, key: &str, op: KvOp) -> Result<Option<Value>
             let _: redis::Value = cmd.query_async(&mut c).await.map_err(err(target, &what))?;
             Ok(Some(value))
         }
+        KvOp::SetIfAbsent { value, ttl_sec } => {
+            // SET NX GET (Redis 7): the earlier value, or nil when ours
+            // was set.
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(&full)
+                .arg(value.to_string())
+                .arg("NX")
+                .arg("GET")
+                .arg("PX")
+                .arg(ttl_sec.max(1).saturating_mul(1000));
+            Ok(Some(read_value(&cmd, &mut c).await?.unwrap_or(value)))
+        }
         KvOp::Incr { by } => {
             // INCRBY alone would keep a ttl and accept "5" set as a string.
             let script = redis::Script::new(
@@ -596,6 +608,9 @@ impl RedisStore {
                 }
                 Kind::Skill => {
                     snapshot.skills.insert(id, typed(&text, &what)?);
+                }
+                Kind::Trigger => {
+                    snapshot.triggers.insert(id, typed(&text, &what)?);
                 }
             }
         }

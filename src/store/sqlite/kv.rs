@@ -39,19 +39,38 @@ pub(super) fn kv_op(
         .map_err(sql_err(path))?;
         Ok(())
     };
+    let expiry = |ttl_sec: Option<u64>| {
+        ttl_sec
+            .and_then(|t| i64::try_from(t).ok())
+            .and_then(|t| {
+                jiff::Timestamp::now()
+                    .checked_add(jiff::SignedDuration::from_secs(t))
+                    .ok()
+            })
+            .map(format_ts)
+    };
     match op {
         KvOp::Get => Ok(current),
         KvOp::Set { value, ttl_sec } => {
-            let expires_at = ttl_sec
-                .and_then(|t| i64::try_from(t).ok())
-                .and_then(|t| {
-                    jiff::Timestamp::now()
-                        .checked_add(jiff::SignedDuration::from_secs(t))
-                        .ok()
-                })
-                .map(format_ts);
-            put(&value, expires_at)?;
+            put(&value, expiry(ttl_sec))?;
             Ok(Some(value))
+        }
+        // One statement, so handles on other connections (or processes)
+        // claiming the key at once agree: an expired value counts as absent.
+        KvOp::SetIfAbsent { value, ttl_sec } => {
+            let text = value.to_string();
+            let claimed = c
+                .prepare_cached(
+                    "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+                     WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?4",
+                )
+                .and_then(|mut st| st.execute(params![key, text, expiry(Some(ttl_sec)), now]))
+                .map_err(sql_err(path))?;
+            if claimed == 1 {
+                return Ok(Some(value));
+            }
+            kv_op(c, path, key, KvOp::Get).map(|standing| standing.or(Some(value)))
         }
         KvOp::Incr { by } => {
             let base = match &current {

@@ -557,6 +557,13 @@ fn default_burst() -> u32 {
     1
 }
 
+/// The id of the derived job a skill's one-off runs (an inbound trigger's
+/// `skill:`, a chat bridge's `command_prefix`) are runs of. `:` is not
+/// allowed in a job id, so it never names a job of the config directory.
+pub fn skill_job_id(skill_id: &str) -> String {
+    format!("skill:{skill_id}")
+}
+
 /// An inbound trigger (`kind: Trigger`): a signed request from outside
 /// (`POST /hooks/{id}` on the inbound listener) that starts a job or a
 /// skill. Only `inputs` comes from the request; everything else is git's.

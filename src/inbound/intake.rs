@@ -216,3 +216,146 @@ pub fn run_of_command(command: InboxCommand) -> Option<NewRun> {
         requires_approval,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::QueueConfig;
+    use crate::store::runs::RunStatus;
+
+    const JOBS: &str = "id: fulfil\ntype: noop\n---\nid: gated\ntype: noop\nenabled: false\n";
+
+    fn delivery(id: Option<&str>) -> Delivery {
+        Delivery {
+            job_id: "fulfil".into(),
+            trigger: Trigger::Webhook,
+            inputs: json!({"order": "A-1"}),
+            origin: "hook:shop".into(),
+            delivery_id: id.map(str::to_string),
+            requires_approval: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delivery_id_gets_one_run_and_its_replays_that_run_s_id() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (store, queue) = crate::testkit::queue_over(
+            tmp.path(),
+            JOBS,
+            QueueConfig::default(),
+            "2026-12-07T10:00:00Z",
+        );
+        let intake = Intake::local(store.clone(), queue.clone());
+        let first = intake.submit(delivery(Some("d-1"))).await.expect("queued");
+        let Accepted::Queued(id) = first.clone() else {
+            panic!("{first:?}")
+        };
+        // Durable when it returns: the record is in the store.
+        let (_, run) = store.run(&id).await.expect("read").expect("recorded");
+        assert_eq!(run.inputs["order"], "A-1");
+        assert_eq!(run.trigger, Trigger::Webhook);
+        assert_eq!(run.run_key, "hook:shop#d-1");
+        for _ in 0..3 {
+            let again = intake
+                .submit(delivery(Some("d-1")))
+                .await
+                .expect("answered");
+            assert_eq!(again, Accepted::Duplicate(id.clone()));
+        }
+        let other = intake.submit(delivery(Some("d-2"))).await.expect("queued");
+        assert!(
+            matches!(other, Accepted::Queued(ref o) if *o != id),
+            "{other:?}"
+        );
+        // No delivery id: every request is a run of its own.
+        let a = intake.submit(delivery(None)).await.expect("queued");
+        let b = intake.submit(delivery(None)).await.expect("queued");
+        assert_ne!(a.run_id(), b.run_id());
+        assert_eq!(queue.view().waiting(), 4);
+    }
+
+    /// A claim whose process died before queueing: the next copy of the
+    /// delivery queues the run under the claimed id.
+    #[tokio::test]
+    async fn a_claimed_delivery_with_no_run_is_queued_under_the_claimed_id() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (store, queue) = crate::testkit::queue_over(
+            tmp.path(),
+            JOBS,
+            QueueConfig::default(),
+            "2026-12-07T10:00:00Z",
+        );
+        let claim = KvOp::SetIfAbsent {
+            value: json!("0190c0de-0000-7000-8000-000000000001"),
+            ttl_sec: 60,
+        };
+        store
+            .kv(&delivery_key("hook:shop", "d-9"), claim)
+            .await
+            .expect("claim");
+        let intake = Intake::local(store.clone(), queue);
+        let got = intake.submit(delivery(Some("d-9"))).await.expect("queued");
+        assert_eq!(got.run_id(), "0190c0de-0000-7000-8000-000000000001");
+        let (_, run) = store
+            .run(got.run_id())
+            .await
+            .expect("read")
+            .expect("recorded");
+        assert_eq!(run.status, RunStatus::Queued);
+    }
+
+    #[tokio::test]
+    async fn refusals_name_the_job_and_an_oversized_delivery_id() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (store, queue) = crate::testkit::queue_over(
+            tmp.path(),
+            JOBS,
+            QueueConfig::default(),
+            "2026-12-07T10:00:00Z",
+        );
+        let intake = Intake::local(store, queue);
+        let mut d = delivery(None);
+        d.job_id = "gated".into();
+        let err = intake.submit(d).await.expect_err("disabled");
+        assert_eq!(
+            err.to_string(),
+            "job gated is disabled: it gets no new runs"
+        );
+        let mut d = delivery(None);
+        d.job_id = "gone".into();
+        assert!(matches!(
+            intake.submit(d).await,
+            Err(SubmitError::NoSuchJob(_))
+        ));
+        let long = "x".repeat(MAX_DELIVERY_ID_BYTES + 1);
+        let err = intake
+            .submit(delivery(Some(&long)))
+            .await
+            .expect_err("too long");
+        assert!(matches!(err, SubmitError::DeliveryIdTooLong(201)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn requires_approval_parks_the_run_with_a_pending_approval() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (store, queue) = crate::testkit::queue_over(
+            tmp.path(),
+            JOBS,
+            QueueConfig::default(),
+            "2026-12-07T10:00:00Z",
+        );
+        let intake = Intake::local(store.clone(), queue);
+        let mut d = delivery(Some("d-ap"));
+        d.requires_approval = true;
+        let id = intake.submit(d).await.expect("queued").run_id().to_string();
+        let (_, run) = store.run(&id).await.expect("read").expect("recorded");
+        assert_eq!(run.status, RunStatus::AwaitingApproval);
+        let pending = store.approvals(true).await.expect("approvals");
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].run_id, id);
+        assert_eq!(
+            pending[0].reason.as_deref(),
+            Some("its webhook trigger requires approval for every run")
+        );
+    }
+}

@@ -1,4 +1,5 @@
-//! A job named on the command line, looked up in the applied revision;
+//! A job named on the command line, looked up in the applied revision
+//! (with a skill's derived job `skill:<id>` where a run may be queued);
 //! an unknown name gets the nearest ones; a paused one gets a note.
 
 use super::store_access::StoreAccess;
@@ -11,18 +12,43 @@ const NEAR: usize = 5;
 
 /// `id`'s applied spec, or an error naming the nearest job ids.
 pub fn applied_job<'a>(applied: &'a Applied, id: &str, store: &str) -> anyhow::Result<&'a Job> {
-    if applied.revision.is_none() {
-        anyhow::bail!("nothing is applied in {store} yet: start `multijob run` on it once");
-    }
+    check_applied(applied, store)?;
     if let Some(job) = applied.snapshot.jobs.get(id) {
         return Ok(&job.spec);
     }
-    let mut near: Vec<(usize, &str)> = applied
+    let known: Vec<&str> = applied.snapshot.jobs.keys().map(String::as_str).collect();
+    Err(unknown(id, &known, store))
+}
+
+/// A job a run may be queued for: `id`'s applied spec, or a skill's
+/// derived job (`skill:<id>`, its one-off runs); an unknown id gets the
+/// nearest of either.
+pub fn runnable_job(applied: &Applied, id: &str, store: &str) -> anyhow::Result<Job> {
+    check_applied(applied, store)?;
+    if let Some(job) = applied.snapshot.runnable_job(id) {
+        return Ok(job.into_owned().spec);
+    }
+    let derived: Vec<String> = applied.snapshot.derived_jobs().map(|(id, _)| id).collect();
+    let known: Vec<&str> = applied
         .snapshot
         .jobs
         .keys()
-        .map(|k| (distance(id, k), k.as_str()))
+        .chain(derived.iter())
+        .map(String::as_str)
         .collect();
+    Err(unknown(id, &known, store))
+}
+
+fn check_applied(applied: &Applied, store: &str) -> anyhow::Result<()> {
+    if applied.revision.is_none() {
+        anyhow::bail!("nothing is applied in {store} yet: start `multijob run` on it once");
+    }
+    Ok(())
+}
+
+/// No job `id` among `known`: the error names the nearest ones.
+fn unknown(id: &str, known: &[&str], store: &str) -> anyhow::Error {
+    let mut near: Vec<(usize, &str)> = known.iter().map(|k| (distance(id, k), *k)).collect();
     near.sort();
     let close: Vec<&str> = near
         .iter()
@@ -31,15 +57,12 @@ pub fn applied_job<'a>(applied: &'a Applied, id: &str, store: &str) -> anyhow::R
         .map(|(_, k)| *k)
         .collect();
     let hint = match close.as_slice() {
-        [] if applied.snapshot.jobs.is_empty() => " (it has no jobs)".to_string(),
-        [] => format!(
-            " ({} jobs; `multijob status` lists them)",
-            applied.snapshot.jobs.len()
-        ),
+        [] if known.is_empty() => " (it has no jobs)".to_string(),
+        [] => format!(" ({} jobs; `multijob status` lists them)", known.len()),
         [one] => format!(" (did you mean `{one}`?)"),
         more => format!(" (near names: {})", more.join(", ")),
     };
-    anyhow::bail!("no job `{id}` in the applied revision of {store}{hint}")
+    anyhow::anyhow!("no job `{id}` in the applied revision of {store}{hint}")
 }
 
 /// The line telling that `job_id` is paused and `what` goes ahead anyway
@@ -112,5 +135,34 @@ mod tests {
             "{err}"
         );
         assert_eq!(applied_job(&a, "sync", "S").unwrap().id, "sync");
+    }
+
+    #[test]
+    fn a_skill_s_derived_job_is_runnable_but_not_a_directory_job() {
+        let mut a = applied(&["nightly-report"]);
+        let skill: crate::spec::model::Skill =
+            serde_json::from_value(serde_json::json!({"id": "brief"})).unwrap();
+        a.snapshot.skills.insert(
+            "brief".into(),
+            crate::spec::snapshot::Resource::new(skill, "skills.d/b.yaml".into(), 1, 1),
+        );
+        assert_eq!(
+            runnable_job(&a, "skill:brief", "S").unwrap().id,
+            "skill:brief"
+        );
+        assert_eq!(
+            runnable_job(&a, "nightly-report", "S").unwrap().id,
+            "nightly-report"
+        );
+        // A typo, or the skill's bare id, gets the derived job's name.
+        let err = runnable_job(&a, "skill:breif", "S")
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("(did you mean `skill:brief`?)"), "{err}");
+        let err = runnable_job(&a, "brief", "S").unwrap_err().to_string();
+        assert!(err.ends_with("(did you mean `skill:brief`?)"), "{err}");
+        // Pause, backfill and the like take the directory's jobs only.
+        let err = applied_job(&a, "skill:brief", "S").unwrap_err().to_string();
+        assert!(err.starts_with("no job `skill:brief`"), "{err}");
     }
 }

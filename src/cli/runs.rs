@@ -110,7 +110,8 @@ fn list(
 /// A job with no runs must at least exist, or the empty list misleads.
 fn check_job_known(store: &StoreAccess, job: &str) -> anyhow::Result<()> {
     let applied = store.applied()?;
-    if applied.snapshot.jobs.contains_key(job) {
+    // A skill's derived job (`skill:<id>`) is known too.
+    if applied.snapshot.runnable_job(job).is_some() {
         return Ok(());
     }
     let hint = crate::spec::suggest::hint(job, applied.snapshot.jobs.keys().map(String::as_str));

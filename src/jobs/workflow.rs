@@ -1,7 +1,9 @@
 //! `agent.workflow` and `http.request`: the run's steps through the step
 //! engine, side effects through the connectors, the store and the run's
 //! host. An `http.request` job is one `http` step built from its inputs; a
-//! seed-style job with a prompt and no steps is one implicit agent step.
+//! seed-style job with a prompt and no steps is one implicit agent step; a
+//! skill's derived job (`skill:<id>`) is one `uses` step whose `with` is the
+//! run's inputs.
 
 use std::sync::atomic::Ordering;
 
@@ -10,6 +12,7 @@ use serde_json::json;
 use super::Attempt;
 use crate::run::{BoxFuture, RunError, RunResult};
 use crate::spec::model::{Job, Step};
+use crate::spec::snapshot::derived::skill_of;
 use crate::store::Applied;
 use crate::workflow::follow_ups::FollowUpBudget;
 use crate::workflow::runtime::RuntimeActions;
@@ -45,13 +48,17 @@ async fn run_steps(a: Attempt<'_>) -> RunResult {
         metrics: a.workflow_metrics.cloned(),
         tokens: std::sync::atomic::AtomicU64::new(0),
     };
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         &applied.snapshot.skills,
         a.data_dir.to_path_buf(),
         a.host.clock(),
     )
     .with_limits(job.limits.clone())
     .with_files_quota(a.files.clone());
+    if skill_of(&job.id).is_some() {
+        // A skill's one-off run: its inputs are the skill's `with`.
+        engine = engine.with_skill_call(run.inputs.clone());
+    }
     let info = RunInfo {
         id: run.id.clone(),
         job_id: run.job_id.clone(),

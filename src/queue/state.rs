@@ -131,8 +131,8 @@ pub(super) struct State {
     /// Each job's last finished run (the API shows it with the job).
     pub(super) last_finished: HashMap<String, Arc<Run>>,
     pub(super) applied: Arc<Applied>,
-    /// Each job's spec, shared by its runs (built once per revision, so a
-    /// run never deep-copies its job).
+    /// Each runnable job's spec (a skill's derived one too), shared by its
+    /// runs (built once per revision, so a run never deep-copies its job).
     pub(super) jobs: HashMap<String, (Arc<Job>, String)>,
     pub(super) draining: bool,
     pub(super) seq: u64,
@@ -144,12 +144,19 @@ pub(super) struct State {
     pub(super) paused: Paused,
 }
 
+/// The jobs runs may be queued for: the directory's and the skills'
+/// derived ones (`skill:<id>`, see [`crate::spec::snapshot::derived`]).
 pub(super) fn job_cache(applied: &Applied) -> HashMap<String, (Arc<Job>, String)> {
-    applied
-        .snapshot
+    let snapshot = &applied.snapshot;
+    snapshot
         .jobs
         .iter()
         .map(|(id, r)| (id.clone(), (Arc::new(r.spec.clone()), r.hash.clone())))
+        .chain(
+            snapshot
+                .derived_jobs()
+                .map(|(id, r)| (id, (Arc::new(r.spec), r.hash))),
+        )
         .collect()
 }
 

@@ -134,7 +134,7 @@ fn default_true() -> bool {
     true
 }
 
-fn default_timeout_ms() -> u64 {
+pub(crate) fn default_timeout_ms() -> u64 {
     60_000
 }
 

@@ -72,6 +72,9 @@ pub struct Engine<'a> {
     files_quota: std::sync::Arc<files::FilesQuota>,
     clock: Clock,
     limits: Limits,
+    /// A skill's one-off run: the run's inputs, the `with` of its job's
+    /// top-level `uses` step (see [`Engine::with_skill_call`]).
+    skill_call: Option<Value>,
 }
 
 /// Calls a run made that its [`Limits`] bound.
@@ -125,7 +128,18 @@ impl<'a> Engine<'a> {
             data_dir,
             clock,
             limits: Limits::default(),
+            skill_call: None,
         }
+    }
+
+    /// Runs a skill's one-off run (a derived job `skill:<id>`): its
+    /// top-level `uses` step gets `inputs` as its `with`, as given. A
+    /// caller's data (an inbound payload, a chat command) is never
+    /// rendered as a template; the skill's params check it before any of
+    /// its steps runs.
+    pub fn with_skill_call(mut self, inputs: Value) -> Self {
+        self.skill_call = Some(inputs);
+        self
     }
 
     /// What `files` steps may write, and the data dir's usage (one per

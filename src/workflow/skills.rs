@@ -28,15 +28,18 @@ impl Engine<'_> {
                 "skill `{skill_id}`: `uses` nests deeper than {MAX_USES_DEPTH}"
             )));
         }
-        let with = match &step.with {
-            Some(with) => {
+        let (with, what) = match (&step.with, &self.skill_call) {
+            // A one-off run's own step: the run's inputs, not templates.
+            (None, Some(inputs)) if frame.depth == 0 => (inputs.clone(), "the run's inputs do"),
+            (Some(with), _) => {
                 let with = Value::Object(with.clone());
-                render::render(render_value, &self.env, &with, ctx, limit).await?
+                let with = render::render(render_value, &self.env, &with, ctx, limit).await?;
+                (with, "`with` does")
             }
-            None => Value::Object(Map::new()),
+            (None, _) => (Value::Object(Map::new()), "`with` does"),
         };
         if let Some(params) = &skill.params {
-            check_params(skill_id, params, &with)?;
+            check_params(skill_id, params, &with, what)?;
         }
         let mut inputs = skill.default_inputs.clone();
         if let Value::Object(with) = with {
@@ -60,9 +63,10 @@ impl Engine<'_> {
     }
 }
 
-/// The rendered `with` against the skill's `params` (validation checked
-/// only its literal values).
-fn check_params(skill_id: &str, params: &Value, with: &Value) -> Result<(), RunError> {
+/// The rendered `with` (`what` names it, with its verb, in the error:
+/// "`with` does") against the skill's
+/// `params` (validation checked only its literal values).
+fn check_params(skill_id: &str, params: &Value, with: &Value, what: &str) -> Result<(), RunError> {
     let validator = jsonschema::validator_for(params)
         .map_err(|e| RunError::Permanent(format!("skill `{skill_id}`: bad params schema: {e}")))?;
     let problems: Vec<String> = validator
@@ -80,7 +84,7 @@ fn check_params(skill_id: &str, params: &Value, with: &Value) -> Result<(), RunE
         Ok(())
     } else {
         Err(RunError::Permanent(format!(
-            "`with` does not match skill `{skill_id}` params: {}",
+            "{what} not match skill `{skill_id}` params: {}",
             problems.join("; ")
         )))
     }

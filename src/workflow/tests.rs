@@ -549,6 +549,55 @@ async fn uses_overlays_default_inputs_and_nests() {
     );
 }
 
+/// The call of skill `brief` a derived job makes, with `inputs` as a run's.
+async fn call_brief(
+    skills: &BTreeMap<String, Resource<Skill>>,
+    inputs: Value,
+    skill_call: bool,
+) -> (Result<Value, RunError>, Vec<StepRecord>) {
+    let mut engine = Engine::new(skills, std::env::temp_dir(), Clock::Wall);
+    if skill_call {
+        engine = engine.with_skill_call(inputs.clone());
+    }
+    let call = steps(json!([{"id": "brief", "uses": "brief"}]));
+    let token = CancellationToken::new();
+    engine
+        .run(&call, inputs, run_info(), &Stub::default(), &token)
+        .await
+}
+
+/// A skill's one-off run: the run's inputs are its `with` as given (a
+/// caller's `{{ }}` is data, never a template) and its params check them
+/// before any step runs.
+#[tokio::test]
+async fn a_skill_call_takes_the_run_s_inputs_as_its_with_unrendered() {
+    let skills = skills(
+        json!([{"id": "brief", "default_inputs": {"tone": "dry", "topic": "x"},
+        "params": {"type": "object", "required": ["topic"], "properties": {"topic": {"type": "string"}}},
+        "steps": [{"id": "first", "kv": {"get": "key"}},
+                  {"id": "out", "set": {"t": "{{ inputs.topic }}", "tone": "{{ inputs.tone }}"}}]}]),
+    );
+    let (result, records) = call_brief(&skills, json!({"topic": "{{ run.id }}"}), true).await;
+    assert_eq!(result.unwrap(), json!({"t": "{{ run.id }}", "tone": "dry"}));
+    assert_eq!(statuses(&records), [("brief", "succeeded")]);
+    let (result, records) = call_brief(&skills, json!({"topic": 5}), true).await;
+    let message = result.unwrap_err().to_string();
+    assert!(
+        message.contains("the run's inputs do not match skill `brief` params: /topic:"),
+        "{message}"
+    );
+    // Failed before its first step: the records hold the call only.
+    assert_eq!(statuses(&records), [("brief", "failed")]);
+    // Without the skill call, a bare `uses` gets no `with`: the job's
+    // inputs never leak into it.
+    let (result, _) = call_brief(&skills, json!({"topic": "mine"}), false).await;
+    let message = result.unwrap_err().to_string();
+    assert!(
+        message.contains("`with` does not match skill `brief` params: \"topic\" is a required"),
+        "{message}"
+    );
+}
+
 #[tokio::test]
 async fn limits_bound_messages_per_run() {
     let no_skills = BTreeMap::new();

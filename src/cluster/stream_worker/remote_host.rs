@@ -68,9 +68,8 @@ impl RemoteHost {
         let applied = self.applied.load();
         applied
             .snapshot
-            .jobs
-            .get(&run.job_id)
-            .map(|r| Arc::new(r.spec.clone()))
+            .runnable_job(&run.job_id)
+            .map(|r| Arc::new(r.into_owned().spec))
     }
 
     fn cached(&self, run: &Run) -> Option<Arc<Job>> {
@@ -79,12 +78,14 @@ impl RemoteHost {
             return Some(j.clone());
         }
         let applied = self.applied.load();
-        let r = applied.snapshot.jobs.get(&run.job_id)?;
+        // A skill's derived job too: the leader queued it the same way.
+        let r = applied.snapshot.runnable_job(&run.job_id)?;
         if r.hash != run.spec_hash {
             return None;
         }
-        let job = Arc::new(r.spec.clone());
-        jobs.insert(r.hash.clone(), job.clone());
+        let r = r.into_owned();
+        let job = Arc::new(r.spec);
+        jobs.insert(r.hash, job.clone());
         Some(job)
     }
 

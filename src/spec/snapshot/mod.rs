@@ -1,9 +1,11 @@
 //! A whole, validated config directory: every resource with its source
 //! position and content hash. What the reconciler diffs and applies, and
-//! its JSON form ([`json`]: backup files, the `plan --server` wire).
+//! its JSON form ([`json`]: backup files, the `plan --server` wire), and
+//! the jobs it implies ([`derived`]: a skill's one-off runs).
 //!
 //! Pure; uses only `spec::model`.
 
+pub mod derived;
 pub mod json;
 
 use std::collections::BTreeMap;

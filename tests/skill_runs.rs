@@ -9,7 +9,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
-use axum::extract::{Request, State};
+use axum::extract::{Path, State};
 use common::worker::{FAST, WorkerProc};
 use common::{ConfigDir, Daemon, Run};
 use multijob::testkit::RedisServer;
@@ -17,19 +17,17 @@ use serde_json::{Value, json};
 
 type Received = Arc<Mutex<Vec<(String, Value)>>>;
 
-/// An HTTP peer recording each request's path and JSON body.
+/// An HTTP peer recording each POST's path and JSON body.
 fn sink() -> (String, Received) {
     let received: Received = Arc::default();
+    let record = |State(rx): State<Received>, Path(path): Path<String>, Json(body): Json<Value>| async move {
+        rx.lock()
+            .expect("sink lock")
+            .push((format!("/{path}"), body));
+        Json(json!({"ok": true}))
+    };
     let app = axum::Router::new()
-        .fallback(|State(rx): State<Received>, req: Request| async move {
-            let path = req.uri().path().to_string();
-            let bytes = axum::body::to_bytes(req.into_body(), 1 << 20)
-                .await
-                .unwrap_or_default();
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            rx.lock().expect("sink lock").push((path, body));
-            Json(json!({"ok": true}))
-        })
+        .route("/{*path}", axum::routing::post(record))
         .with_state(received.clone());
     (common::serve(app), received)
 }
@@ -115,11 +113,7 @@ impl Setup {
         all.extend_from_slice(args);
         let out = self.cli(d, &all);
         out.assert_code(0);
-        out.stdout()
-            .split_whitespace()
-            .nth(2)
-            .unwrap_or_else(|| panic!("no run id\n{}", out.explain()))
-            .to_string()
+        out.queued_run_id()
     }
 
     fn run_in(&self, id: &str, status: &str) -> Value {
@@ -209,12 +203,7 @@ fn a_gated_skill_waits_and_inputs_never_change_policy(redis: Option<&RedisServer
     );
     out.assert_code(0)
         .assert_line("the job requires approval", "approvals list");
-    let id = out
-        .stdout()
-        .split_whitespace()
-        .nth(2)
-        .unwrap_or_default()
-        .to_string();
+    let id = out.queued_run_id();
     s.run_in(&id, "awaiting_approval");
     assert!(received_on(&received, "/gated").is_empty());
     s.cli(&d, &["approvals", "approve", &format!("ap-{id}")])
@@ -277,35 +266,30 @@ fn hostile_triggers_fail_clearly(redis: Option<&RedisServer>) {
         .wait_until("/readyz", "still ready", |v| v["ready"] == true);
 }
 
-#[test]
-fn a_skill_runs_once_with_its_inputs_on_sqlite() {
-    a_skill_runs_once_with_its_inputs(None);
+/// A test on the embedded store and one on Redis, with the same body.
+macro_rules! on_both_stores {
+    ($($body:ident: $sqlite:ident, $redis:ident;)*) => {$(
+        #[test]
+        fn $sqlite() {
+            $body(None);
+        }
+
+        #[test]
+        fn $redis() {
+            let redis = RedisServer::start().expect("redis-server");
+            $body(Some(&redis));
+        }
+    )*};
 }
 
-#[test]
-fn a_skill_runs_once_with_its_inputs_on_redis_with_a_worker_process() {
-    let redis = RedisServer::start().expect("redis-server");
-    a_skill_runs_once_with_its_inputs(Some(&redis));
-}
-
-#[test]
-fn a_gated_skill_waits_and_inputs_never_change_policy_on_sqlite() {
-    a_gated_skill_waits_and_inputs_never_change_policy(None);
-}
-
-#[test]
-fn a_gated_skill_waits_and_inputs_never_change_policy_on_redis() {
-    let redis = RedisServer::start().expect("redis-server");
-    a_gated_skill_waits_and_inputs_never_change_policy(Some(&redis));
-}
-
-#[test]
-fn hostile_triggers_fail_clearly_on_sqlite() {
-    hostile_triggers_fail_clearly(None);
-}
-
-#[test]
-fn hostile_triggers_fail_clearly_on_redis() {
-    let redis = RedisServer::start().expect("redis-server");
-    hostile_triggers_fail_clearly(Some(&redis));
+on_both_stores! {
+    a_skill_runs_once_with_its_inputs:
+        a_skill_runs_once_with_its_inputs_on_sqlite,
+        a_skill_runs_once_with_its_inputs_on_redis_with_a_worker_process;
+    a_gated_skill_waits_and_inputs_never_change_policy:
+        a_gated_skill_waits_and_inputs_never_change_policy_on_sqlite,
+        a_gated_skill_waits_and_inputs_never_change_policy_on_redis;
+    hostile_triggers_fail_clearly:
+        hostile_triggers_fail_clearly_on_sqlite,
+        hostile_triggers_fail_clearly_on_redis;
 }

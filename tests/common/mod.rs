@@ -67,11 +67,7 @@ impl ConfigDir {
         all.extend_from_slice(args);
         let run = self.run(&all);
         run.assert_code(0);
-        run.stdout()
-            .split_whitespace()
-            .nth(2)
-            .unwrap_or_else(|| panic!("no run id\n{}", run.explain()))
-            .to_string()
+        run.queued_run_id()
     }
 }
 
@@ -143,6 +139,16 @@ impl Run {
             self.explain()
         );
         self
+    }
+
+    /// The run id a successful `trigger` printed (`queued run ID of ...`).
+    #[track_caller]
+    pub fn queued_run_id(&self) -> String {
+        self.stdout()
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_else(|| panic!("no run id\n{}", self.explain()))
+            .to_string()
     }
 
     pub fn json(&self) -> serde_json::Value {

@@ -337,3 +337,60 @@ async fn an_operators_cancel_of_a_run_waiting_for_its_retry_ends_it_for_good() {
         "the attempt keeps its own end"
     );
 }
+
+/// A skill's derived job (`skill:<id>`) is admitted like a job, with the
+/// skill's gate; a revision without the skill admits no more of its runs
+/// and cancels the one not started yet.
+#[tokio::test(start_paused = true)]
+async fn a_skill_s_derived_job_is_admitted_and_goes_with_its_skill() {
+    let skills = "kind: Skill\nid: brief\nsteps: [{id: s, set: {a: 1}}]\n---\n\
+                  kind: Skill\nid: gated\nrequires_approval: true\nsteps: [{id: s, set: {a: 1}}]\n";
+    let r = rig(
+        &format!("id: a\ntype: noop\n---\n{skills}"),
+        QueueConfig::default(),
+    );
+    let manual = |job: &str| NewRun::manual(job, json!({"topic": "x"}));
+    let id = r
+        .queue
+        .enqueue_one(manual("skill:brief"))
+        .expect("admitted");
+    let claim = r.claim().await;
+    assert_eq!(
+        (claim.run.id.as_str(), claim.job.id.as_str()),
+        (id.as_str(), "skill:brief")
+    );
+    assert_eq!(claim.run.inputs, json!({"topic": "x"}));
+    let gated = r
+        .queue
+        .enqueue_one(manual("skill:gated"))
+        .expect("admitted");
+    assert_eq!(
+        r.queue.run_status(&gated),
+        Some((RunStatus::AwaitingApproval, 0))
+    );
+    assert_eq!(
+        r.queue.enqueue_one(manual("skill:nope")),
+        Err(crate::run::NotQueued::NoSuchJob)
+    );
+    let queued = r
+        .queue
+        .enqueue_one(manual("skill:brief"))
+        .expect("admitted");
+    let loaded = crate::spec::build(&[crate::spec::SourceFile {
+        path: "jobs.d/t.yaml".into(),
+        text: "id: a\ntype: noop\n".into(),
+    }]);
+    let applied = crate::store::Applied {
+        revision: None,
+        snapshot: loaded.snapshot,
+    };
+    r.queue.set_applied(Arc::new(applied));
+    assert_eq!(
+        r.queue.enqueue_one(manual("skill:brief")),
+        Err(crate::run::NotQueued::NoSuchJob)
+    );
+    // Claiming meets the orphaned run and cancels it, as a deleted job's.
+    let next = tokio::time::timeout(Duration::from_millis(50), r.queue.claim()).await;
+    assert!(next.is_err(), "nothing is left to claim");
+    assert_eq!(r.queue.run_status(&queued), None);
+}

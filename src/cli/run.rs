@@ -14,8 +14,10 @@ use super::{DirArg, Outcome};
 #[command(after_help = "Examples:
   multijob run -d ops                    # embedded store; dashboard on http://127.0.0.1:8080
   multijob run --redis redis://db:6379/ --listen 0.0.0.0:8080   # one replica of several
+  multijob run --inbound-listen 0.0.0.0:8443   # also take signed POST /hooks/<trigger>
 
-Environment: MULTIJOB_DIR, MULTIJOB_REDIS_URL, MULTIJOB_MAX_CONNECTIONS, MULTIJOB_HEADER_TIMEOUT,
+Environment: MULTIJOB_DIR, MULTIJOB_REDIS_URL, MULTIJOB_INBOUND_LISTEN,
+  MULTIJOB_INBOUND_BEHIND_PROXY, MULTIJOB_MAX_CONNECTIONS, MULTIJOB_HEADER_TIMEOUT,
   MULTIJOB_IDLE_TIMEOUT, MULTIJOB_ALLOW_HOSTS, WORKER_CONCURRENCY, MULTIJOB_THREADS,
   SCHEDULER_MAX_DISPATCH_PER_TICK, SCHEDULER_PRESSURE_DEPTH_HIGH, SCHEDULER_PRESSURE_DEPTH_LOW,
   MULTIJOB_FILES_MAX_WRITES, MULTIJOB_FILES_MAX_RUN_BYTES, MULTIJOB_FILES_MAX_DIR_BYTES;
@@ -42,6 +44,22 @@ pub struct Args {
     /// Address of the status API and dashboard.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Also listen here for inbound hooks (`POST /hooks/<trigger>`, signed
+    /// requests that start a `kind: Trigger`'s job or skill), apart from
+    /// the read-only API; the API's connection cap and timeouts apply
+    /// [default: off].
+    #[arg(long, value_name = "ADDR", env = "MULTIJOB_INBOUND_LISTEN")]
+    pub inbound_listen: Option<SocketAddr>,
+    /// The inbound listener is behind a reverse proxy: the public URL a
+    /// sender signed (Twilio) is built from X-Forwarded-Proto and
+    /// X-Forwarded-Host. Without it, http://<Host><path>; never set it on a
+    /// listener clients reach directly (they could name any URL).
+    #[arg(
+        long,
+        env = "MULTIJOB_INBOUND_BEHIND_PROXY",
+        requires = "inbound_listen"
+    )]
+    pub inbound_behind_proxy: bool,
     /// Connections the API keeps open at once; at the cap, a new one
     /// closes the longest-waiting connection that is not inside a request
     /// (503 if all are) [default: 3/4 of the open-files limit, keeping at
@@ -203,6 +221,12 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
         pressure_low: args.pressure_low.min(args.pressure_high),
         redis: args.redis,
         files: args.files.limits(),
+        inbound: args
+            .inbound_listen
+            .map(|listen| daemon::inbound::InboundOptions {
+                listen,
+                behind_proxy: args.inbound_behind_proxy,
+            }),
     };
     super::init_logging();
     let threads = match (args.threads, args.workers) {

@@ -20,6 +20,7 @@ use crate::worker::WorkerPool;
 /// then open it.
 pub(super) async fn run(mut opts: DaemonOptions) -> anyhow::Result<()> {
     let listener = bind_api(&mut opts).await?;
+    let inbound = super::inbound::bind(&opts).await?;
     let lock = StoreLock::acquire(&opts.state, opts.listen)?;
     if let Some(h) = &lock.stale {
         tracing::warn!(
@@ -76,6 +77,8 @@ pub(super) async fn run(mut opts: DaemonOptions) -> anyhow::Result<()> {
     let stopping = stop_signal();
     tracing::info!(dir = %opts.dir.display(), store = %shared.store.describe(), workers = opts.workers, "multijob is running");
     let server = serve_api(&shared, listener, &opts.api)?;
+    let intake = crate::inbound::Intake::local(store.clone(), queue.clone());
+    let hooks = super::inbound::serve(&opts, &shared, inbound, intake)?;
 
     stopping.cancelled().await;
     tracing::info!(
@@ -90,6 +93,9 @@ pub(super) async fn run(mut opts: DaemonOptions) -> anyhow::Result<()> {
     let _ = presence.await;
     let _ = metrics_task.await;
     let _ = server.await;
+    if let Some(hooks) = hooks {
+        let _ = hooks.await;
+    }
     if let Err(e) = store.flush().await {
         tracing::error!(error = %e, "final store flush failed");
     }

@@ -12,6 +12,7 @@
 mod cancel;
 mod embedded;
 mod follower;
+pub mod inbound;
 mod inbox;
 mod loops;
 mod operator;

@@ -38,6 +38,7 @@ struct Replica {
 /// `multijob run --redis URL`.
 pub(super) async fn run(mut opts: DaemonOptions, url: String) -> anyhow::Result<()> {
     let listener = bind_api(&mut opts).await?;
+    let inbound = super::inbound::bind(&opts).await?;
     let (store, keys) = open_redis(&url).await?;
     let cfg = ClusterConfig::new(&url);
     let applied = store.applied().await.context("reading the applied state")?;
@@ -72,11 +73,16 @@ pub(super) async fn run(mut opts: DaemonOptions, url: String) -> anyhow::Result<
 
     tracing::info!(node = %replica.cfg.node, store = %replica.store.describe(), workers = replica.opts.workers, "multijob replica is running");
     let server = serve_api(&replica.shared, listener, &replica.opts.api)?;
+    let intake = crate::inbound::Intake::via_inbox(replica.store.clone());
+    let hooks = super::inbound::serve(&replica.opts, &replica.shared, inbound, intake)?;
     let stopping = stop_signal();
     let leading = replica.campaign(&stopping, &is_leader).await?;
     replica.stop(leading, workers).await;
     let _ = metrics_task.await;
     let _ = server.await;
+    if let Some(hooks) = hooks {
+        let _ = hooks.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! bridges (Telegram `getUpdates`). Each becomes at most one run per
 //! delivery ([`intake`]), whichever replica receives it.
 
+pub mod hooks;
 pub mod intake;
 
 pub use intake::{Accepted, Delivery, Intake, SubmitError};

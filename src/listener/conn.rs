@@ -46,6 +46,7 @@ pub async fn run(
     stall: Duration,
     shutdown: CancellationToken,
 ) -> Closed {
+    let peer = stream.peer_addr().ok();
     let io = TokioIo::new(StallGuard::new(
         Watched {
             inner: stream,
@@ -61,6 +62,11 @@ pub async fn run(
         request
             .extensions_mut()
             .insert(Connection(requests.clone()));
+        if let Some(peer) = peer {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+        }
         let response = hyper::service::Service::call(&inner, request);
         async move {
             let response = response.await?;

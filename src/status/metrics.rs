@@ -30,6 +30,10 @@ use crate::store::Event;
 use crate::store::feed::{Feed, Item};
 use crate::workflow::metrics::WorkflowGauge;
 
+/// `multijob_inbound_requests_total{trigger,source,result}`: what the
+/// inbound listener counts into.
+pub type InboundRequests = Family<Vec<(String, String)>, Counter>;
+
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -90,6 +94,7 @@ pub struct Metrics {
     workflow: WorkflowGauge,
     connectors: ConnectorMetrics,
     listener: crate::listener::Stats,
+    inbound_requests: InboundRequests,
 }
 
 impl Default for Metrics {
@@ -123,6 +128,7 @@ impl Metrics {
             workflow: Family::default(),
             connectors: ConnectorMetrics::default(),
             listener: crate::listener::Stats::default(),
+            inbound_requests: Family::default(),
         };
         let mut registry = Registry::default();
         m.register_own(&mut registry);
@@ -218,11 +224,21 @@ impl Metrics {
             "API connections the server closed or refused, by reason (evicted: closed to make room at --max-connections; refused: 503, every connection busy; header_timeout; idle_timeout)",
             self.listener.dropped.clone(),
         );
+        registry.register(
+            "multijob_inbound_requests",
+            "Requests to the inbound listener (POST /hooks/<trigger>), by trigger, source and result (accepted, duplicate, unauthorized, too_large, rate_limited, not_found, invalid, error); unknown triggers count under trigger=\"\"",
+            self.inbound_requests.clone(),
+        );
     }
 
     /// What the API listener counts into.
     pub fn listener_stats(&self) -> crate::listener::Stats {
         self.listener.clone()
+    }
+
+    /// What the inbound listener counts into.
+    pub fn inbound_requests(&self) -> InboundRequests {
+        self.inbound_requests.clone()
     }
 
     /// The families the connector layer counts into.

@@ -1,0 +1,76 @@
+//! The inbound listener in a daemon (`run --inbound-listen ADDR`): bound
+//! with the API's address, before the store is opened (a taken port ends
+//! the start early), and served with the API listener's limits, on every
+//! process that serves the API: the embedded daemon (runs go into its
+//! queue) and each Redis replica (runs go through the store's inbox to
+//! the leader). Worker processes do not listen.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use super::DaemonOptions;
+use crate::inbound::Intake;
+use crate::inbound::hooks::{Hooks, router};
+use crate::listener::{self, HostPolicy};
+use crate::status::state::Shared;
+
+/// `--inbound-listen` and how to read the public URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundOptions {
+    pub listen: SocketAddr,
+    /// Behind a reverse proxy: the public URL (Twilio's signatures) is
+    /// built from `X-Forwarded-Proto` and `X-Forwarded-Host`.
+    pub behind_proxy: bool,
+}
+
+/// Bind the inbound address, if one is configured.
+pub(super) async fn bind(opts: &DaemonOptions) -> anyhow::Result<Option<TcpListener>> {
+    let Some(inbound) = &opts.inbound else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(inbound.listen).await.with_context(|| {
+        format!(
+            "listening for inbound hooks on {} (--inbound-listen)",
+            inbound.listen
+        )
+    })?;
+    Ok(Some(listener))
+}
+
+/// Serve `POST /hooks/{trigger}` until the daemon shuts down.
+pub(super) fn serve(
+    opts: &DaemonOptions,
+    shared: &Arc<Shared>,
+    listener: Option<TcpListener>,
+    intake: Intake,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let (Some(listener), Some(inbound)) = (listener, &opts.inbound) else {
+        return Ok(None);
+    };
+    let local = listener
+        .local_addr()
+        .context("reading the inbound address")?;
+    // Senders name the public host; every request is signed, so there is
+    // nothing for a DNS rebinding page to read.
+    let config = listener::Config {
+        hosts: HostPolicy::new(&["*".to_string()]).map_err(anyhow::Error::msg)?,
+        ..opts.api.clone()
+    };
+    tracing::info!(
+        listen = %local,
+        behind_proxy = inbound.behind_proxy,
+        triggers = shared.applied.load().snapshot.triggers.len(),
+        "serving inbound hooks: POST /hooks/<trigger>"
+    );
+    let hooks = Arc::new(Hooks::new(shared.clone(), intake, inbound.behind_proxy));
+    Ok(Some(tokio::spawn(listener::serve(
+        listener,
+        router(hooks),
+        config,
+        listener::Stats::default(),
+        shared.shutdown.clone(),
+    ))))
+}

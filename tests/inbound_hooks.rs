@@ -1,0 +1,301 @@
+//! The inbound listener (`run --inbound-listen`, `POST /hooks/<trigger>`)
+//! with the real binary and real HTTP: signed requests of every source
+//! become one run per delivery with only the mapped inputs; unsigned,
+//! stale, oversized, too many or unknown ones are refused with a reason
+//! and leave no run; on Redis two replicas given the same delivery at once
+//! queue it once.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{ConfigDir, Daemon, Run};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+const SECRET: &str = "s3cret-hook-key";
+
+const JOBS: &str = "id: fulfil\ntype: noop\n";
+
+const SHOP: &str = r#"kind: Trigger
+id: shop
+source: webhook
+job: fulfil
+secret: ${env:HOOK_SECRET}
+inputs: {order_id: "{{ payload.id }}", total: "{{ payload.amount }}", agent: "{{ headers['user-agent'] }}"}
+"#;
+
+const GATED: &str = r#"kind: Trigger
+id: gated
+source: webhook
+job: fulfil
+secret: ${env:HOOK_SECRET}
+inputs: {order_id: "{{ payload.id }}"}
+requires_approval: true
+"#;
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+/// A loopback address nobody listens on yet.
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").to_string()
+}
+
+/// A response: status, headers (lower-cased names), body.
+struct Reply {
+    code: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request on its own connection.
+fn request(addr: &str, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> Reply {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    // A refused body may be cut off: the answer is what counts.
+    let _ = s.write_all(head.as_bytes());
+    let _ = s.write_all(body);
+    read_reply(&mut s)
+}
+
+fn read_reply(s: &mut TcpStream) -> Reply {
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Reply {
+        code,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// A `webhook` request signed now (or at `t`), with a delivery id.
+fn webhook(addr: &str, trigger: &str, body: &Value, delivery: Option<&str>, t: i64) -> Reply {
+    let body = body.to_string();
+    let mut headers = vec![
+        (
+            "X-Multijob-Signature",
+            multijob::signature::multijob_header(SECRET, t, body.as_bytes()),
+        ),
+        ("Content-Type", "application/json".to_string()),
+        ("User-Agent", "shop/1.0".to_string()),
+    ];
+    if let Some(d) = delivery {
+        headers.push(("X-Multijob-Delivery", d.to_string()));
+    }
+    request(addr, "POST", &format!("/hooks/{trigger}"), &headers, body.as_bytes())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hmac_hex(secret: &str, parts: &[&[u8]]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("hmac");
+    for p in parts {
+        mac.update(p);
+    }
+    hex(&mac.finalize().into_bytes())
+}
+
+fn cli(d: &ConfigDir, redis: Option<&str>, args: &[&str]) -> Run {
+    let mut all = args.to_vec();
+    if let Some(url) = redis {
+        all.extend(["--redis", url]);
+    }
+    d.run(&all)
+}
+
+fn start(d: &ConfigDir, inbound: &str, extra: &[&str]) -> Daemon {
+    let mut args = vec!["--inbound-listen", inbound];
+    args.extend(extra);
+    let daemon = Daemon::start_env(d.path(), &args, &[("HOOK_SECRET", SECRET)]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    daemon
+}
+
+fn runs_of(daemon: &Daemon, job: &str) -> Vec<Value> {
+    let (code, body) = daemon.get(&format!("/api/v1/runs?job={job}&limit=500"));
+    assert_eq!(code, 200, "{body}");
+    body["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn run_status(daemon: &Daemon, id: &str, status: &str) -> Value {
+    daemon.wait_until(&format!("/api/v1/runs/{id}"), status, |v| v["status"] == status)
+}
+
+fn rejected_events(daemon: &Daemon) -> Vec<Value> {
+    let (_, body) = daemon.get("/api/v1/events?type=inbound.rejected&limit=200");
+    body["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// Every must-show of one listener, on the embedded store or on Redis.
+fn signed_webhooks_make_one_run_per_delivery(redis: Option<&str>) {
+    let d = ConfigDir::new();
+    d.write("jobs.d/fulfil.yaml", JOBS)
+        .write("jobs.d/shop.yaml", SHOP)
+        .write("jobs.d/gated.yaml", GATED);
+    let addr = free_addr();
+    let extra: Vec<&str> = redis.map(|url| vec!["--redis", url]).unwrap_or_default();
+    let daemon = start(&d, &addr, &extra);
+
+    // Signed: 202 and a run with the mapped inputs.
+    let order = json!({"id": "o-17", "amount": 42.5});
+    let first = webhook(&addr, "shop", &order, Some("d-1"), now());
+    assert_eq!(first.code, 202, "{}\n{}", first.body, daemon.log());
+    assert_eq!(first.json()["duplicate"], false);
+    let run_id = first.json()["run_id"].as_str().expect("run_id").to_string();
+    let run = daemon.run_ended(&run_id);
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(run["trigger"], "webhook", "{run:#}");
+    assert_eq!(
+        run["inputs"],
+        json!({"order_id": "o-17", "total": 42.5, "agent": "shop/1.0"}),
+        "{run:#}"
+    );
+
+    // The same delivery again: the first run's id, nothing new queued.
+    let again = webhook(&addr, "shop", &order, Some("d-1"), now());
+    assert_eq!(again.code, 202, "{}", again.body);
+    assert_eq!(again.json(), json!({"run_id": run_id, "duplicate": true}));
+    assert_eq!(runs_of(&daemon, "fulfil").len(), 1);
+
+    // A payload that reaches for the run's policy gets only mapped keys,
+    // and no approval gate comes with it.
+    let hostile = json!({
+        "id": "o-18", "amount": 1,
+        "tools": ["shell"], "limits": {"timeout_ms": 1}, "requires_approval": false,
+        "allow_command": true, "allow_sensitive_commands": true, "inputs": {"x": 1}
+    });
+    let reply = webhook(&addr, "shop", &hostile, Some("d-2"), now());
+    assert_eq!(reply.code, 202, "{}", reply.body);
+    let hostile_run = daemon.run_ended(reply.json()["run_id"].as_str().expect("id"));
+    assert_eq!(hostile_run["status"], "succeeded", "{hostile_run:#}");
+    let keys: Vec<&String> = hostile_run["inputs"].as_object().expect("inputs").keys().collect();
+    assert_eq!(keys, ["order_id", "total", "agent"], "{hostile_run:#}");
+
+    refusals_leave_no_run(&daemon, &addr);
+
+    // A trigger that requires approval parks its run; the CLI releases it.
+    let gated = webhook(&addr, "gated", &json!({"id": "o-19"}), Some("g-1"), now());
+    assert_eq!(gated.code, 202, "{}", gated.body);
+    let gated_id = gated.json()["run_id"].as_str().expect("id").to_string();
+    run_status(&daemon, &gated_id, "awaiting_approval");
+    cli(&d, redis, &["approvals", "approve", &gated_id]).assert_code(0);
+    run_status(&daemon, &gated_id, "succeeded");
+    assert_eq!(runs_of(&daemon, "fulfil").len(), 3);
+
+    // Nothing of it is on the status API.
+    let (code, _) = common::http(&daemon.url, "POST", "/hooks/shop", &[]);
+    assert!(code == 404 || code == 405, "{code}");
+}
+
+/// Bad signatures, stale timestamps, missing headers, unknown triggers,
+/// bodies that do not parse or render: refused, no run, an event naming
+/// the reason (never the body or the secret), the daemon still serving.
+fn refusals_leave_no_run(daemon: &Daemon, addr: &str) {
+    let before = runs_of(daemon, "fulfil").len();
+    let body = json!({"id": "marker-body-text", "amount": 1}).to_string();
+    let cases: [(&str, Vec<(&str, String)>); 4] = [
+        ("bad_signature", vec![("X-Multijob-Signature", format!("t={},v1={}", now(), "ab".repeat(32)))]),
+        ("stale_timestamp", vec![("X-Multijob-Signature", multijob::signature::multijob_header(SECRET, now() - 600, body.as_bytes()))]),
+        ("missing_header", vec![]),
+        ("malformed", vec![("X-Multijob-Signature", "garbage".to_string())]),
+    ];
+    for (reason, headers) in &cases {
+        let reply = request(addr, "POST", "/hooks/shop", headers, body.as_bytes());
+        assert_eq!(reply.code, 401, "{reason}: {}", reply.body);
+        assert_eq!(reply.json()["reason"], *reason, "{}", reply.body);
+    }
+    let unknown = webhook(addr, "nope", &json!({}), None, now());
+    assert_eq!(unknown.code, 404, "{}", unknown.body);
+    assert!(unknown.json()["error"].as_str().is_some_and(|e| e.starts_with("no trigger nope")), "{}", unknown.body);
+    let not_json = request(
+        addr,
+        "POST",
+        "/hooks/shop",
+        &[("X-Multijob-Signature", multijob::signature::multijob_header(SECRET, now(), b"{nope"))],
+        b"{nope",
+    );
+    assert_eq!(not_json.code, 422, "{}", not_json.body);
+    let unmapped = webhook(addr, "shop", &json!({"amount": 1}), Some("d-9"), now());
+    assert_eq!(unmapped.code, 422, "{}", unmapped.body);
+    assert!(unmapped.body.contains("payload.id"), "{}", unmapped.body);
+    let get = request(addr, "GET", "/hooks/shop", &[], b"");
+    assert_eq!(get.code, 405, "{}", get.body);
+    let elsewhere = request(addr, "POST", "/api/v1/runs", &[], b"");
+    assert_eq!(elsewhere.code, 404, "{}", elsewhere.body);
+    assert!(elsewhere.json()["error"].is_string(), "{}", elsewhere.body);
+
+    let events = (0..200)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            rejected_events(daemon)
+        })
+        .find(|e| e.len() >= 7)
+        .unwrap_or_else(|| panic!("rejections: {:#?}\n{}", rejected_events(daemon), daemon.log()));
+    let reasons: Vec<&str> = events.iter().filter_map(|e| e["data"]["reason"].as_str()).collect();
+    for reason in ["bad_signature", "stale_timestamp", "missing_header", "malformed", "not_found", "invalid_payload", "render_failed"] {
+        assert!(reasons.contains(&reason), "{reason} not in {reasons:?}");
+    }
+    let bad = events.iter().find(|e| e["data"]["reason"] == "bad_signature").expect("event");
+    assert_eq!(bad["data"]["trigger"], "shop", "{bad:#}");
+    assert_eq!(bad["data"]["source"], "webhook", "{bad:#}");
+    assert!(bad["data"]["remote"].as_str().is_some_and(|r| r.starts_with("127.0.0.1:")), "{bad:#}");
+    let text = Value::Array(events).to_string();
+    assert!(!text.contains("marker-body-text") && !text.contains(SECRET), "{text}");
+    assert_eq!(runs_of(daemon, "fulfil").len(), before);
+}
+
+#[test]
+fn signed_webhooks_make_one_run_per_delivery_on_sqlite() {
+    signed_webhooks_make_one_run_per_delivery(None);
+}
+
+#[test]
+fn signed_webhooks_make_one_run_per_delivery_on_redis() {
+    let server = multijob::testkit::RedisServer::start().expect("redis-server");
+    signed_webhooks_make_one_run_per_delivery(Some(&server.url()));
+}

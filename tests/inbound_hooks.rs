@@ -299,3 +299,158 @@ fn signed_webhooks_make_one_run_per_delivery_on_redis() {
     let server = multijob::testkit::RedisServer::start().expect("redis-server");
     signed_webhooks_make_one_run_per_delivery(Some(&server.url()));
 }
+
+const BURST: &str = r#"kind: Trigger
+id: burst
+source: webhook
+job: fulfil
+secret: ${env:HOOK_SECRET}
+rate_limit: {per_minute: 60, burst: 10}
+"#;
+
+#[test]
+fn a_burst_over_the_rate_limit_gets_429_with_retry_after() {
+    let d = ConfigDir::new();
+    d.write("jobs.d/fulfil.yaml", JOBS).write("jobs.d/burst.yaml", BURST);
+    let addr = free_addr();
+    let daemon = start(&d, &addr, &[]);
+    let started = Instant::now();
+    let replies: Vec<Reply> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..20)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..10)
+                        .map(|_| webhook(&addr, "burst", &json!({}), None, now()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("thread")).collect()
+    });
+    let elapsed = started.elapsed().as_secs();
+    let accepted = replies.iter().filter(|r| r.code == 202).count();
+    let limited: Vec<&Reply> = replies.iter().filter(|r| r.code == 429).collect();
+    // One token a second comes back while the burst is sent.
+    assert!(
+        (10..=10 + elapsed as usize).contains(&accepted),
+        "{accepted} accepted in {elapsed} s"
+    );
+    assert_eq!(accepted + limited.len(), 200);
+    for r in &limited {
+        let secs: u64 = r.header("retry-after").and_then(|v| v.parse().ok()).expect("Retry-After");
+        assert!((1..=60).contains(&secs), "{secs}");
+    }
+    let runs = (0..100)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            runs_of(&daemon, "fulfil")
+        })
+        .find(|r| r.len() >= accepted)
+        .expect("the accepted runs");
+    assert_eq!(runs.len(), accepted);
+    // The refusals are counted, and their events throttled: at most one a
+    // second, each with the refusals it stands for.
+    let (_, metrics) = common::http_raw(&daemon.url, "GET", "/metrics", &[]);
+    let line = format!(
+        "multijob_inbound_requests_total{{trigger=\"burst\",source=\"webhook\",result=\"rate_limited\"}} {}",
+        limited.len()
+    );
+    assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    let events = rejected_events(&daemon);
+    assert!(
+        !events.is_empty() && events.len() <= 2 + elapsed as usize,
+        "{} events in {elapsed} s",
+        events.len()
+    );
+    assert_eq!(events[0]["data"]["reason"], "rate_limited");
+}
+
+/// The daemon's resident memory (kB).
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn a_5_mib_body_is_refused_unread_and_slow_clients_keep_no_one_out() {
+    let d = ConfigDir::new();
+    d.write("jobs.d/fulfil.yaml", JOBS).write("jobs.d/shop.yaml", SHOP);
+    let addr = free_addr();
+    let daemon = start(&d, &addr, &["--header-timeout", "3"]);
+    let warm = webhook(&addr, "shop", &json!({"id": "w", "amount": 1}), None, now());
+    assert_eq!(warm.code, 202, "{}", warm.body);
+    let pid = daemon.child.id();
+    let before = rss_kb(pid);
+
+    let big = vec![b'x'; 5 * 1024 * 1024];
+    for _ in 0..5 {
+        let header = multijob::signature::multijob_header(SECRET, now(), &big);
+        let reply = request(&addr, "POST", "/hooks/shop", &[("X-Multijob-Signature", header)], &big);
+        assert_eq!(reply.code, 413, "{}", reply.body);
+        assert_eq!(reply.json()["reason"], "too_large", "{}", reply.body);
+    }
+    eprintln!("RSS before {before} kB, after 5 sized bodies {} kB", rss_kb(pid));
+    // No length given: refused once the stream passes 1 MiB.
+    let chunked = chunked_upload(&addr, "/hooks/shop", &big);
+    assert!(chunked == 413 || chunked == 0, "{chunked}");
+    let after = rss_kb(pid);
+    eprintln!("RSS after a chunked 5 MiB body {after} kB");
+    assert!(after < before + 3 * 1024, "RSS {before} kB -> {after} kB");
+
+    // 50 clients sending a header byte a second hold connections; a
+    // signed request still gets in, and they are cut at the header timeout.
+    let slow: Vec<_> = (0..50)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || slowloris(&addr))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let started = Instant::now();
+    let reply = webhook(&addr, "shop", &json!({"id": "s", "amount": 2}), None, now());
+    assert_eq!(reply.code, 202, "{}", reply.body);
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    let cut = slow.into_iter().map(|h| h.join().expect("thread")).filter(|cut| *cut).count();
+    assert_eq!(cut, 50, "slow clients the listener closed");
+    let (code, _) = daemon.get("/readyz");
+    assert_eq!(code, 200);
+}
+
+/// Sends a request head a byte a second; true when the server closed it
+/// (within 10 s).
+fn slowloris(addr: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let head = b"POST /hooks/shop HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    for byte in head.iter().take(10) {
+        if s.write_all(&[*byte]).is_err() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    false
+}
+
+/// A chunked upload of `body`; the status answered (0 if the connection
+/// was cut before an answer could be read).
+fn chunked_upload(addr: &str, path: &str, body: &[u8]) -> u16 {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let head = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+    let _ = s.write_all(head.as_bytes());
+    for chunk in body.chunks(64 * 1024) {
+        if s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).is_err()
+            || s.write_all(chunk).is_err()
+            || s.write_all(b"\r\n").is_err()
+        {
+            break;
+        }
+    }
+    let _ = s.write_all(b"0\r\n\r\n");
+    read_reply(&mut s).code
+}

@@ -280,8 +280,10 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Refusal> {
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(too_large());
     }
+    // Chunks are kept as they came and joined once: no doubling buffer.
     let mut stream = body.into_data_stream();
-    let mut read = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    let mut chunks = Vec::new();
+    let mut total = 0;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
             Refusal::new(
@@ -291,12 +293,17 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Refusal> {
                 format!("the body could not be read: {e}"),
             )
         })?;
-        if read.len() + chunk.len() > MAX_BODY_BYTES {
+        total += chunk.len();
+        if total > MAX_BODY_BYTES {
             return Err(too_large());
         }
-        read.extend_from_slice(&chunk);
+        chunks.push(chunk);
     }
-    Ok(Bytes::from(read))
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => Bytes::from(chunks.concat()),
+    })
 }
 
 /// Header values by lower-cased name (values that are not text are left

@@ -28,6 +28,22 @@ secret: ${env:HOOK_SECRET}
 inputs: {order_id: "{{ payload.id }}", total: "{{ payload.amount }}", agent: "{{ headers['user-agent'] }}"}
 "#;
 
+/// A trigger whose secret the daemon cannot resolve, and a disabled one.
+const BROKEN: &str = r#"kind: Trigger
+id: nosecret
+source: webhook
+job: fulfil
+secret: ${env:HOOK_SECRET_NOT_SET}
+"#;
+
+const DISABLED: &str = r#"kind: Trigger
+id: off
+source: webhook
+job: fulfil
+secret: ${env:HOOK_SECRET}
+enabled: false
+"#;
+
 const GATED: &str = r#"kind: Trigger
 id: gated
 source: webhook
@@ -73,7 +89,8 @@ impl Reply {
 /// One HTTP/1.1 request on its own connection.
 fn request(addr: &str, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> Reply {
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -125,7 +142,13 @@ fn webhook(addr: &str, trigger: &str, body: &Value, delivery: Option<&str>, t: i
     if let Some(d) = delivery {
         headers.push(("X-Multijob-Delivery", d.to_string()));
     }
-    request(addr, "POST", &format!("/hooks/{trigger}"), &headers, body.as_bytes())
+    request(
+        addr,
+        "POST",
+        &format!("/hooks/{trigger}"),
+        &headers,
+        body.as_bytes(),
+    )
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -163,7 +186,9 @@ fn runs_of(daemon: &Daemon, job: &str) -> Vec<Value> {
 }
 
 fn run_status(daemon: &Daemon, id: &str, status: &str) -> Value {
-    daemon.wait_until(&format!("/api/v1/runs/{id}"), status, |v| v["status"] == status)
+    daemon.wait_until(&format!("/api/v1/runs/{id}"), status, |v| {
+        v["status"] == status
+    })
 }
 
 fn rejected_events(daemon: &Daemon) -> Vec<Value> {
@@ -176,7 +201,9 @@ fn signed_webhooks_make_one_run_per_delivery(redis: Option<&str>) {
     let d = ConfigDir::new();
     d.write("jobs.d/fulfil.yaml", JOBS)
         .write("jobs.d/shop.yaml", SHOP)
-        .write("jobs.d/gated.yaml", GATED);
+        .write("jobs.d/gated.yaml", GATED)
+        .write("jobs.d/broken.yaml", BROKEN)
+        .write("jobs.d/off.yaml", DISABLED);
     let addr = free_addr();
     let extra: Vec<&str> = redis.map(|url| vec!["--redis", url]).unwrap_or_default();
     let daemon = start(&d, &addr, &extra);
@@ -213,7 +240,11 @@ fn signed_webhooks_make_one_run_per_delivery(redis: Option<&str>) {
     assert_eq!(reply.code, 202, "{}", reply.body);
     let hostile_run = daemon.run_ended(reply.json()["run_id"].as_str().expect("id"));
     assert_eq!(hostile_run["status"], "succeeded", "{hostile_run:#}");
-    let keys: Vec<&String> = hostile_run["inputs"].as_object().expect("inputs").keys().collect();
+    let keys: Vec<&String> = hostile_run["inputs"]
+        .as_object()
+        .expect("inputs")
+        .keys()
+        .collect();
     assert_eq!(keys, ["order_id", "total", "agent"], "{hostile_run:#}");
 
     refusals_leave_no_run(&daemon, &addr);
@@ -239,10 +270,25 @@ fn refusals_leave_no_run(daemon: &Daemon, addr: &str) {
     let before = runs_of(daemon, "fulfil").len();
     let body = json!({"id": "marker-body-text", "amount": 1}).to_string();
     let cases: [(&str, Vec<(&str, String)>); 4] = [
-        ("bad_signature", vec![("X-Multijob-Signature", format!("t={},v1={}", now(), "ab".repeat(32)))]),
-        ("stale_timestamp", vec![("X-Multijob-Signature", multijob::signature::multijob_header(SECRET, now() - 600, body.as_bytes()))]),
+        (
+            "bad_signature",
+            vec![(
+                "X-Multijob-Signature",
+                format!("t={},v1={}", now(), "ab".repeat(32)),
+            )],
+        ),
+        (
+            "stale_timestamp",
+            vec![(
+                "X-Multijob-Signature",
+                multijob::signature::multijob_header(SECRET, now() - 600, body.as_bytes()),
+            )],
+        ),
         ("missing_header", vec![]),
-        ("malformed", vec![("X-Multijob-Signature", "garbage".to_string())]),
+        (
+            "malformed",
+            vec![("X-Multijob-Signature", "garbage".to_string())],
+        ),
     ];
     for (reason, headers) in &cases {
         let reply = request(addr, "POST", "/hooks/shop", headers, body.as_bytes());
@@ -251,18 +297,46 @@ fn refusals_leave_no_run(daemon: &Daemon, addr: &str) {
     }
     let unknown = webhook(addr, "nope", &json!({}), None, now());
     assert_eq!(unknown.code, 404, "{}", unknown.body);
-    assert!(unknown.json()["error"].as_str().is_some_and(|e| e.starts_with("no trigger nope")), "{}", unknown.body);
+    assert!(
+        unknown.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("no trigger nope")),
+        "{}",
+        unknown.body
+    );
     let not_json = request(
         addr,
         "POST",
         "/hooks/shop",
-        &[("X-Multijob-Signature", multijob::signature::multijob_header(SECRET, now(), b"{nope"))],
+        &[(
+            "X-Multijob-Signature",
+            multijob::signature::multijob_header(SECRET, now(), b"{nope"),
+        )],
         b"{nope",
     );
     assert_eq!(not_json.code, 422, "{}", not_json.body);
     let unmapped = webhook(addr, "shop", &json!({"amount": 1}), Some("d-9"), now());
     assert_eq!(unmapped.code, 422, "{}", unmapped.body);
     assert!(unmapped.body.contains("payload.id"), "{}", unmapped.body);
+    let off = webhook(addr, "off", &json!({}), None, now());
+    assert_eq!(off.code, 404, "{}", off.body);
+    let no_secret = webhook(addr, "nosecret", &json!({}), None, now());
+    assert_eq!(no_secret.code, 503, "{}", no_secret.body);
+    assert_eq!(no_secret.json()["reason"], "secret_unavailable");
+    assert!(
+        !no_secret.body.contains("HOOK_SECRET_NOT_SET"),
+        "{}",
+        no_secret.body
+    );
+    let long_id = "d".repeat(300);
+    let too_long = webhook(
+        addr,
+        "shop",
+        &json!({"id": "x", "amount": 1}),
+        Some(&long_id),
+        now(),
+    );
+    assert_eq!(too_long.code, 422, "{}", too_long.body);
     let get = request(addr, "GET", "/hooks/shop", &[], b"");
     assert_eq!(get.code, 405, "{}", get.body);
     let elsewhere = request(addr, "POST", "/api/v1/runs", &[], b"");
@@ -274,18 +348,48 @@ fn refusals_leave_no_run(daemon: &Daemon, addr: &str) {
             std::thread::sleep(Duration::from_millis(50));
             rejected_events(daemon)
         })
-        .find(|e| e.len() >= 7)
-        .unwrap_or_else(|| panic!("rejections: {:#?}\n{}", rejected_events(daemon), daemon.log()));
-    let reasons: Vec<&str> = events.iter().filter_map(|e| e["data"]["reason"].as_str()).collect();
-    for reason in ["bad_signature", "stale_timestamp", "missing_header", "malformed", "not_found", "invalid_payload", "render_failed"] {
+        .find(|e| e.len() >= 9)
+        .unwrap_or_else(|| {
+            panic!(
+                "rejections: {:#?}\n{}",
+                rejected_events(daemon),
+                daemon.log()
+            )
+        });
+    let reasons: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["data"]["reason"].as_str())
+        .collect();
+    for reason in [
+        "bad_signature",
+        "stale_timestamp",
+        "missing_header",
+        "malformed",
+        "not_found",
+        "invalid_payload",
+        "render_failed",
+        "secret_unavailable",
+        "invalid_delivery_id",
+    ] {
         assert!(reasons.contains(&reason), "{reason} not in {reasons:?}");
     }
-    let bad = events.iter().find(|e| e["data"]["reason"] == "bad_signature").expect("event");
+    let bad = events
+        .iter()
+        .find(|e| e["data"]["reason"] == "bad_signature")
+        .expect("event");
     assert_eq!(bad["data"]["trigger"], "shop", "{bad:#}");
     assert_eq!(bad["data"]["source"], "webhook", "{bad:#}");
-    assert!(bad["data"]["remote"].as_str().is_some_and(|r| r.starts_with("127.0.0.1:")), "{bad:#}");
+    assert!(
+        bad["data"]["remote"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("127.0.0.1:")),
+        "{bad:#}"
+    );
     let text = Value::Array(events).to_string();
-    assert!(!text.contains("marker-body-text") && !text.contains(SECRET), "{text}");
+    assert!(
+        !text.contains("marker-body-text") && !text.contains(SECRET),
+        "{text}"
+    );
     assert_eq!(runs_of(daemon, "fulfil").len(), before);
 }
 
@@ -311,7 +415,8 @@ rate_limit: {per_minute: 60, burst: 10}
 #[test]
 fn a_burst_over_the_rate_limit_gets_429_with_retry_after() {
     let d = ConfigDir::new();
-    d.write("jobs.d/fulfil.yaml", JOBS).write("jobs.d/burst.yaml", BURST);
+    d.write("jobs.d/fulfil.yaml", JOBS)
+        .write("jobs.d/burst.yaml", BURST);
     let addr = free_addr();
     let daemon = start(&d, &addr, &[]);
     let started = Instant::now();
@@ -325,7 +430,10 @@ fn a_burst_over_the_rate_limit_gets_429_with_retry_after() {
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("thread")).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("thread"))
+            .collect()
     });
     let elapsed = started.elapsed().as_secs();
     let accepted = replies.iter().filter(|r| r.code == 202).count();
@@ -337,7 +445,10 @@ fn a_burst_over_the_rate_limit_gets_429_with_retry_after() {
     );
     assert_eq!(accepted + limited.len(), 200);
     for r in &limited {
-        let secs: u64 = r.header("retry-after").and_then(|v| v.parse().ok()).expect("Retry-After");
+        let secs: u64 = r
+            .header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .expect("Retry-After");
         assert!((1..=60).contains(&secs), "{secs}");
     }
     let runs = (0..100)
@@ -378,7 +489,8 @@ fn rss_kb(pid: u32) -> u64 {
 #[test]
 fn a_5_mib_body_is_refused_unread_and_slow_clients_keep_no_one_out() {
     let d = ConfigDir::new();
-    d.write("jobs.d/fulfil.yaml", JOBS).write("jobs.d/shop.yaml", SHOP);
+    d.write("jobs.d/fulfil.yaml", JOBS)
+        .write("jobs.d/shop.yaml", SHOP);
     let addr = free_addr();
     let daemon = start(&d, &addr, &["--header-timeout", "3"]);
     let warm = webhook(&addr, "shop", &json!({"id": "w", "amount": 1}), None, now());
@@ -389,11 +501,20 @@ fn a_5_mib_body_is_refused_unread_and_slow_clients_keep_no_one_out() {
     let big = vec![b'x'; 5 * 1024 * 1024];
     for _ in 0..5 {
         let header = multijob::signature::multijob_header(SECRET, now(), &big);
-        let reply = request(&addr, "POST", "/hooks/shop", &[("X-Multijob-Signature", header)], &big);
+        let reply = request(
+            &addr,
+            "POST",
+            "/hooks/shop",
+            &[("X-Multijob-Signature", header)],
+            &big,
+        );
         assert_eq!(reply.code, 413, "{}", reply.body);
         assert_eq!(reply.json()["reason"], "too_large", "{}", reply.body);
     }
-    eprintln!("RSS before {before} kB, after 5 sized bodies {} kB", rss_kb(pid));
+    eprintln!(
+        "RSS before {before} kB, after 5 sized bodies {} kB",
+        rss_kb(pid)
+    );
     // No length given: refused once the stream passes 1 MiB.
     let chunked = chunked_upload(&addr, "/hooks/shop", &big);
     assert!(chunked == 413 || chunked == 0, "{chunked}");
@@ -413,8 +534,16 @@ fn a_5_mib_body_is_refused_unread_and_slow_clients_keep_no_one_out() {
     let started = Instant::now();
     let reply = webhook(&addr, "shop", &json!({"id": "s", "amount": 2}), None, now());
     assert_eq!(reply.code, 202, "{}", reply.body);
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
-    let cut = slow.into_iter().map(|h| h.join().expect("thread")).filter(|cut| *cut).count();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let cut = slow
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .filter(|cut| *cut)
+        .count();
     assert_eq!(cut, 50, "slow clients the listener closed");
     let (code, _) = daemon.get("/readyz");
     assert_eq!(code, 200);
@@ -440,11 +569,15 @@ fn slowloris(addr: &str) -> bool {
 /// was cut before an answer could be read).
 fn chunked_upload(addr: &str, path: &str, body: &[u8]) -> u16 {
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let head = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
     let _ = s.write_all(head.as_bytes());
     for chunk in body.chunks(64 * 1024) {
-        if s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).is_err()
+        if s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .is_err()
             || s.write_all(chunk).is_err()
             || s.write_all(b"\r\n").is_err()
         {
@@ -453,4 +586,192 @@ fn chunked_upload(addr: &str, path: &str, body: &[u8]) -> u16 {
     }
     let _ = s.write_all(b"0\r\n\r\n");
     read_reply(&mut s).code
+}
+
+/// A trigger of `source` whose inputs are `inputs` (YAML flow mapping).
+fn trigger_doc(id: &str, source: &str, inputs: &str) -> String {
+    format!(
+        "kind: Trigger\nid: {id}\nsource: {source}\njob: fulfil\nsecret: ${{env:HOOK_SECRET}}\ninputs: {inputs}\n"
+    )
+}
+
+fn accepted_inputs(daemon: &Daemon, reply: &Reply) -> Value {
+    assert_eq!(reply.code, 202, "{}\n{}", reply.body, daemon.log());
+    let run = daemon.run_ended(reply.json()["run_id"].as_str().expect("run_id"));
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    run["inputs"].clone()
+}
+
+#[test]
+fn github_slack_telegram_and_twilio_requests_signed_as_they_sign_are_accepted() {
+    let d = ConfigDir::new();
+    d.write("jobs.d/fulfil.yaml", JOBS)
+        .write("jobs.d/gh.yaml", &trigger_doc("gh", "github", r#"{repo: "{{ payload.repository.full_name }}", event: "{{ headers['x-github-event'] }}"}"#))
+        .write("jobs.d/sl.yaml", &trigger_doc("sl", "slack", r#"{text: "{{ payload.event.text if payload.event is defined else payload.text }}"}"#))
+        .write("jobs.d/tg.yaml", &trigger_doc("tg", "telegram", r#"{text: "{{ payload.message.text }}"}"#))
+        .write("jobs.d/sms.yaml", &trigger_doc("sms", "sms", r#"{from: "{{ payload.From }}", body: "{{ payload.Body }}"}"#));
+    let addr = free_addr();
+    let daemon = start(&d, &addr, &[]);
+
+    // GitHub: X-Hub-Signature-256 over the body, X-GitHub-Delivery.
+    let push =
+        json!({"ref": "refs/heads/main", "repository": {"full_name": "acme/shop"}}).to_string();
+    let github = |signature: String| {
+        let headers = vec![
+            ("X-Hub-Signature-256", signature),
+            ("X-GitHub-Event", "push".to_string()),
+            (
+                "X-GitHub-Delivery",
+                "72d3162e-cc78-11e3-81ab-4c9367dc0958".to_string(),
+            ),
+            ("Content-Type", "application/json".to_string()),
+        ];
+        request(&addr, "POST", "/hooks/gh", &headers, push.as_bytes())
+    };
+    let ok = github(format!("sha256={}", hmac_hex(SECRET, &[push.as_bytes()])));
+    assert_eq!(
+        accepted_inputs(&daemon, &ok),
+        json!({"repo": "acme/shop", "event": "push"})
+    );
+    let redelivered = github(format!("sha256={}", hmac_hex(SECRET, &[push.as_bytes()])));
+    assert_eq!(
+        redelivered.json(),
+        json!({"run_id": ok.json()["run_id"], "duplicate": true})
+    );
+    assert_eq!(
+        github(format!("sha256={}", hmac_hex("other", &[push.as_bytes()]))).code,
+        401
+    );
+
+    // Slack: v0 over "v0:{timestamp}:{body}"; the URL handshake answered.
+    let slack = |body: &str, content_type: &str| {
+        let ts = now().to_string();
+        let signature = format!(
+            "v0={}",
+            hmac_hex(SECRET, &[b"v0:", ts.as_bytes(), b":", body.as_bytes()])
+        );
+        let headers = vec![
+            ("X-Slack-Request-Timestamp", ts),
+            ("X-Slack-Signature", signature),
+            ("Content-Type", content_type.to_string()),
+        ];
+        request(&addr, "POST", "/hooks/sl", &headers, body.as_bytes())
+    };
+    let handshake = slack(
+        r#"{"type":"url_verification","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}"#,
+        "application/json",
+    );
+    assert_eq!(handshake.code, 200, "{}", handshake.body);
+    assert_eq!(
+        handshake.json()["challenge"],
+        "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+    );
+    let event = r#"{"type":"event_callback","event_id":"Ev0PV52K25","event":{"type":"app_mention","text":"deploy"}}"#;
+    assert_eq!(
+        accepted_inputs(&daemon, &slack(event, "application/json")),
+        json!({"text": "deploy"})
+    );
+    assert_eq!(slack(event, "application/json").json()["duplicate"], true);
+    let slash =
+        "command=%2Fdeploy&text=shop+now&trigger_id=13345224609.738474920.8088930838d88f008e0";
+    let slash_reply = slack(slash, "application/x-www-form-urlencoded");
+    assert_eq!(
+        accepted_inputs(&daemon, &slash_reply),
+        json!({"text": "shop now"})
+    );
+
+    // Telegram webhook mode: the secret token header; update_id dedupes.
+    let update =
+        json!({"update_id": 10001, "message": {"text": "/status", "chat": {"id": 5}}}).to_string();
+    let telegram = |token: &str| {
+        let headers = vec![("X-Telegram-Bot-Api-Secret-Token", token.to_string())];
+        request(&addr, "POST", "/hooks/tg", &headers, update.as_bytes())
+    };
+    let tg = telegram(SECRET);
+    assert_eq!(accepted_inputs(&daemon, &tg), json!({"text": "/status"}));
+    assert_eq!(telegram(SECRET).json()["run_id"], tg.json()["run_id"]);
+    assert_eq!(telegram("wrong").code, 401);
+
+    // Twilio: HMAC-SHA1 of the URL it requested and the sorted fields.
+    let form = "MessageSid=SM1a2b3c&From=%2B14155550100&To=%2B14155550111&Body=order+status";
+    let url = format!("http://{addr}/hooks/sms");
+    let signature = multijob::signature::twilio::sign(SECRET, &url, form.as_bytes());
+    let headers = vec![
+        ("X-Twilio-Signature", signature),
+        (
+            "Content-Type",
+            "application/x-www-form-urlencoded".to_string(),
+        ),
+    ];
+    let sms = request(&addr, "POST", "/hooks/sms", &headers, form.as_bytes());
+    assert_eq!(
+        accepted_inputs(&daemon, &sms),
+        json!({"from": "+14155550100", "body": "order status"})
+    );
+    let other_url =
+        multijob::signature::twilio::sign(SECRET, "https://elsewhere/hooks/sms", form.as_bytes());
+    let wrong = request(
+        &addr,
+        "POST",
+        "/hooks/sms",
+        &[("X-Twilio-Signature", other_url)],
+        form.as_bytes(),
+    );
+    assert_eq!(wrong.code, 401, "{}", wrong.body);
+    assert_eq!(runs_of(&daemon, "fulfil").len(), 5);
+}
+
+#[test]
+fn two_redis_replicas_given_the_same_delivery_at_once_queue_it_once() {
+    let server = multijob::testkit::RedisServer::start().expect("redis-server");
+    let url = server.url();
+    let d = ConfigDir::new();
+    d.write("jobs.d/fulfil.yaml", JOBS)
+        .write("jobs.d/shop.yaml", SHOP);
+    let (a, b) = (free_addr(), free_addr());
+    let first = start(&d, &a, &["--redis", &url]);
+    let second = start(&d, &b, &["--redis", &url]);
+    // Both know the trigger once the leader applied it: an unsigned
+    // request is then a 401, not a 404.
+    for addr in [&a, &b] {
+        let known = (0..400).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            request(addr, "POST", "/hooks/shop", &[], b"{}").code == 401
+        });
+        assert!(
+            known,
+            "{addr} never knew trigger shop\n{}\n{}",
+            first.log(),
+            second.log()
+        );
+    }
+    for round in 0..3 {
+        let delivery = format!("same-{round}");
+        let order = json!({"id": format!("o-{round}"), "amount": round});
+        let barrier = std::sync::Barrier::new(2);
+        let send = |addr: &str| {
+            barrier.wait();
+            webhook(addr, "shop", &order, Some(&delivery), now())
+        };
+        let replies: Vec<Reply> = std::thread::scope(|s| {
+            let ha = s.spawn(|| send(&a));
+            let hb = s.spawn(|| send(&b));
+            vec![ha.join().expect("a"), hb.join().expect("b")]
+        });
+        for r in &replies {
+            assert_eq!(r.code, 202, "{}", r.body);
+        }
+        let duplicates = replies
+            .iter()
+            .filter(|r| r.json()["duplicate"] == true)
+            .count();
+        assert_eq!(duplicates, 1, "{} / {}", replies[0].body, replies[1].body);
+        let (ra, rb) = (replies[0].json(), replies[1].json());
+        assert_eq!(ra["run_id"], rb["run_id"], "{ra} {rb}");
+        let run = first.run_ended(ra["run_id"].as_str().expect("id"));
+        assert_eq!(run["status"], "succeeded", "{run:#}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(runs_of(&first, "fulfil").len(), 3);
+    assert_eq!(runs_of(&second, "fulfil").len(), 3);
 }

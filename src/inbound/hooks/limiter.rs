@@ -1,8 +1,8 @@
 //! Per-trigger rate limits on the inbound listener: a token bucket
 //! (governor) per trigger, from its `rate_limit`, checked before the body
 //! is read so a flood costs a map lookup. Buckets live for the process
-//! and survive reloads; a changed quota gets a fresh bucket, a removed
-//! trigger's bucket goes at the next check of any trigger.
+//! and survive reloads; a changed quota gets a fresh bucket, and the
+//! buckets of removed triggers go whenever a new bucket is made.
 //!
 //! Per process: with Redis each replica keeps its own buckets, so N
 //! replicas behind a balancer accept up to N times the quota.
@@ -27,13 +27,22 @@ pub struct Limiter {
 
 impl Limiter {
     /// Take a token for `trigger`; `Err(wait)` when it has none left, with
-    /// how long until the next one.
-    pub fn check(&self, trigger: &str, limit: &RateLimit) -> Result<(), Duration> {
+    /// how long until the next one. `exists` says which triggers are
+    /// still applied.
+    pub fn check(
+        &self,
+        trigger: &str,
+        limit: &RateLimit,
+        exists: impl Fn(&str) -> bool,
+    ) -> Result<(), Duration> {
         let key = (trigger.to_string(), limit.per_minute, limit.burst);
         let bucket = {
             let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-            // An old quota's bucket is of no use once the trigger changed.
-            buckets.retain(|k, _| k.0 != key.0 || *k == key);
+            if !buckets.contains_key(&key) {
+                // An old quota's bucket, or a removed trigger's, is of no
+                // use any more.
+                buckets.retain(|k, _| k.0 != key.0 && exists(&k.0));
+            }
             buckets
                 .entry(key)
                 .or_insert_with(|| Arc::new(new_limiter(limit)))
@@ -42,12 +51,6 @@ impl Limiter {
         bucket
             .check()
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
-    }
-
-    /// Drop the buckets of triggers that no longer exist.
-    pub fn keep_only(&self, exists: impl Fn(&str) -> bool) {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        buckets.retain(|k, _| exists(&k.0));
     }
 }
 
@@ -69,13 +72,13 @@ mod tests {
             burst: 10,
         };
         let accepted = (0..50)
-            .filter(|_| limiter.check("t", &limit).is_ok())
+            .filter(|_| limiter.check("t", &limit, |_| true).is_ok())
             .count();
         assert_eq!(accepted, 10);
-        let wait = limiter.check("t", &limit).unwrap_err();
+        let wait = limiter.check("t", &limit, |_| true).unwrap_err();
         assert!(wait <= Duration::from_secs(1), "{wait:?}");
         // Another trigger has its own bucket.
-        assert!(limiter.check("u", &limit).is_ok());
+        assert!(limiter.check("u", &limit, |_| true).is_ok());
     }
 
     #[test]
@@ -85,15 +88,21 @@ mod tests {
             per_minute: 1,
             burst: 1,
         };
-        assert!(limiter.check("t", &one).is_ok());
-        assert!(limiter.check("t", &one).is_err());
+        assert!(limiter.check("t", &one, |_| true).is_ok());
+        assert!(limiter.check("t", &one, |_| true).is_err());
         let two = RateLimit {
             per_minute: 1,
             burst: 2,
         };
-        assert!(limiter.check("t", &two).is_ok());
-        limiter.keep_only(|id| id != "t");
-        assert!(limiter.buckets.lock().unwrap().is_empty());
+        assert!(limiter.check("t", &two, |_| true).is_ok());
+        assert_eq!(limiter.buckets.lock().unwrap().len(), 1);
+        // A removed trigger's bucket goes when another one is made.
+        assert!(limiter.check("u", &one, |id| id != "t").is_ok());
+        let buckets = limiter.buckets.lock().unwrap();
+        assert_eq!(
+            buckets.keys().map(|k| k.0.as_str()).collect::<Vec<_>>(),
+            ["u"]
+        );
     }
 
     #[test]

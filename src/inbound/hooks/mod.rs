@@ -34,8 +34,9 @@ use tokio_stream::StreamExt;
 
 use crate::inbound::{Accepted, Delivery, Intake, SubmitError};
 use crate::signature::Headers;
-use crate::spec::model::{Trigger, skill_job_id};
+use crate::spec::model::{RateLimit, Trigger, skill_job_id};
 use crate::status::state::Shared;
+use crate::store::Applied;
 use limiter::{Limiter, retry_after_secs};
 use outcome::{Asked, Outcomes, Refusal};
 
@@ -126,7 +127,7 @@ async fn handle(
         source: Some(trigger.source.as_str()),
         remote,
     };
-    match accept(&hooks, trigger, request).await {
+    match accept(&hooks, &applied, trigger, request).await {
         Ok((accepted, response)) => {
             hooks.outcomes.count(&asked, accepted);
             response
@@ -138,49 +139,26 @@ async fn handle(
 /// Everything after the lookup; the metric's result and the response.
 async fn accept(
     hooks: &Hooks,
+    applied: &Applied,
     trigger: &Trigger,
     request: Request,
 ) -> Result<(&'static str, Response), Refusal> {
     if let Some(limit) = &trigger.rate_limit
-        && let Err(wait) = hooks.limiter.check(&trigger.id, limit)
+        && let Err(wait) = hooks.limiter.check(&trigger.id, limit, |id| {
+            applied.snapshot.triggers.contains_key(id)
+        })
     {
-        let secs = retry_after_secs(wait);
-        let mut refusal = Refusal::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "rate_limited",
-            format!(
-                "trigger {} takes {} requests a minute (burst {}); retry in {secs} s",
-                trigger.id, limit.per_minute, limit.burst
-            ),
-        );
-        refusal.retry_after = Some(secs);
-        return Err(refusal);
+        return Err(rate_limited(trigger, limit, wait));
     }
     let (parts, body) = request.into_parts();
     let body = read_body(&parts.headers, body).await?;
     let headers = lower_cased(&parts.headers);
-    let secret = crate::connectors::secrets::resolve(&format!("trigger:{}", trigger.id), "secret", &trigger.secret)
-        .map_err(|e| {
-            tracing::error!(trigger = %trigger.id, error = %e, "an inbound trigger's secret is not available: its requests are refused with 503");
-            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "error", "secret_unavailable", format!("trigger {}'s secret is not available to the daemon; its operator must fix it (see the daemon's log)", trigger.id))
-        })?;
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
+    let secret = secret_of(trigger)?;
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let url = verify::public_url(&headers, path, hooks.behind_proxy);
     let now = jiff::Timestamp::now().as_second();
-    crate::signature::verify(
-        verify::scheme(trigger.source),
-        &headers,
-        &body,
-        &url,
-        &secret,
-        now,
-    )
-    .map_err(|rejection| {
+    let scheme = verify::scheme(trigger.source);
+    crate::signature::verify(scheme, &headers, &body, &url, &secret, now).map_err(|rejection| {
         Refusal::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -192,10 +170,8 @@ async fn accept(
     let payload =
         payload::parse(trigger.source, content_type, &body).map_err(invalid("invalid_payload"))?;
     if let Some(challenge) = payload::slack_challenge(trigger.source, &payload) {
-        return Ok((
-            "accepted",
-            (StatusCode::OK, axum::Json(json!({"challenge": challenge}))).into_response(),
-        ));
+        let answer = axum::Json(json!({"challenge": challenge}));
+        return Ok(("accepted", (StatusCode::OK, answer).into_response()));
     }
     let delivery_id = verify::delivery_id(trigger.source, &headers, &payload);
     let visible = payload::visible_headers(&headers, &secret);
@@ -203,12 +179,58 @@ async fn accept(
     let inputs = payload::inputs(trigger, payload, visible)
         .await
         .map_err(invalid("render_failed"))?;
+    submit(hooks, trigger, inputs, delivery_id).await
+}
+
+fn rate_limited(trigger: &Trigger, limit: &RateLimit, wait: std::time::Duration) -> Refusal {
+    let secs = retry_after_secs(wait);
+    let message = format!(
+        "trigger {} takes {} requests a minute (burst {}); retry in {secs} s",
+        trigger.id, limit.per_minute, limit.burst
+    );
+    let mut refusal = Refusal::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "rate_limited",
+        message,
+    );
+    refusal.retry_after = Some(secs);
+    refusal
+}
+
+/// The trigger's signing secret. Unresolvable, the request gets a 503
+/// that names neither the reference nor a value; the log names the
+/// reference for the operator.
+fn secret_of(trigger: &Trigger) -> Result<String, Refusal> {
+    let owner = format!("trigger:{}", trigger.id);
+    crate::connectors::secrets::resolve(&owner, "secret", &trigger.secret).map_err(|e| {
+        tracing::error!(trigger = %trigger.id, error = %e, "an inbound trigger's secret is not available: its requests are refused with 503");
+        Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "error",
+            "secret_unavailable",
+            format!(
+                "trigger {}'s secret is not available to the daemon; its operator must fix it (see the daemon's log)",
+                trigger.id
+            ),
+        )
+    })
+}
+
+/// Queue the run (once per delivery id): `202 {"run_id", "duplicate"}`.
+async fn submit(
+    hooks: &Hooks,
+    trigger: &Trigger,
+    inputs: serde_json::Value,
+    delivery_id: Option<String>,
+) -> Result<(&'static str, Response), Refusal> {
+    let job_id = match (&trigger.job, &trigger.skill) {
+        (Some(job), _) => job.clone(),
+        (None, Some(skill)) => skill_job_id(skill),
+        (None, None) => String::new(),
+    };
     let delivery = Delivery {
-        job_id: match (&trigger.job, &trigger.skill) {
-            (Some(job), _) => job.clone(),
-            (None, Some(skill)) => skill_job_id(skill),
-            (None, None) => String::new(),
-        },
+        job_id,
         trigger: verify::run_trigger(trigger.source),
         inputs,
         origin: format!("hook:{}", trigger.id),

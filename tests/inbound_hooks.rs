@@ -20,38 +20,18 @@ const SECRET: &str = "s3cret-hook-key";
 
 const JOBS: &str = "id: fulfil\ntype: noop\n";
 
-const SHOP: &str = r#"kind: Trigger
-id: shop
-source: webhook
-job: fulfil
-secret: ${env:HOOK_SECRET}
-inputs: {order_id: "{{ payload.id }}", total: "{{ payload.amount }}", agent: "{{ headers['user-agent'] }}"}
-"#;
+/// The secret line of a trigger the daemon can verify.
+const SIGNED: &str = "secret: ${env:HOOK_SECRET}\n";
 
-/// A trigger whose secret the daemon cannot resolve, and a disabled one.
-const BROKEN: &str = r#"kind: Trigger
-id: nosecret
-source: webhook
-job: fulfil
-secret: ${env:HOOK_SECRET_NOT_SET}
-"#;
+/// A trigger document of `source` for job `fulfil`, with `rest` after.
+fn trigger_doc(id: &str, source: &str, rest: &str) -> String {
+    format!("kind: Trigger\nid: {id}\nsource: {source}\njob: fulfil\n{rest}")
+}
 
-const DISABLED: &str = r#"kind: Trigger
-id: off
-source: webhook
-job: fulfil
-secret: ${env:HOOK_SECRET}
-enabled: false
-"#;
-
-const GATED: &str = r#"kind: Trigger
-id: gated
-source: webhook
-job: fulfil
-secret: ${env:HOOK_SECRET}
-inputs: {order_id: "{{ payload.id }}"}
-requires_approval: true
-"#;
+fn shop() -> String {
+    let inputs = r#"inputs: {order_id: "{{ payload.id }}", total: "{{ payload.amount }}", agent: "{{ headers['user-agent'] }}"}"#;
+    trigger_doc("shop", "webhook", &format!("{SIGNED}{inputs}\n"))
+}
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -200,10 +180,17 @@ fn rejected_events(daemon: &Daemon) -> Vec<Value> {
 fn signed_webhooks_make_one_run_per_delivery(redis: Option<&str>) {
     let d = ConfigDir::new();
     d.write("jobs.d/fulfil.yaml", JOBS)
-        .write("jobs.d/shop.yaml", SHOP)
-        .write("jobs.d/gated.yaml", GATED)
-        .write("jobs.d/broken.yaml", BROKEN)
-        .write("jobs.d/off.yaml", DISABLED);
+        .write("jobs.d/shop.yaml", &shop())
+        .write(
+            "jobs.d/gated.yaml",
+            &trigger_doc("gated", "webhook", &format!("{SIGNED}inputs: {{order_id: \"{{{{ payload.id }}}}\"}}\nrequires_approval: true\n")),
+        )
+        // A secret the daemon cannot resolve, and a disabled trigger.
+        .write(
+            "jobs.d/broken.yaml",
+            &trigger_doc("nosecret", "webhook", "secret: ${env:HOOK_SECRET_NOT_SET}\n"),
+        )
+        .write("jobs.d/off.yaml", &trigger_doc("off", "webhook", &format!("{SIGNED}enabled: false\n")));
     let addr = free_addr();
     let extra: Vec<&str> = redis.map(|url| vec!["--redis", url]).unwrap_or_default();
     let daemon = start(&d, &addr, &extra);
@@ -404,19 +391,17 @@ fn signed_webhooks_make_one_run_per_delivery_on_redis() {
     signed_webhooks_make_one_run_per_delivery(Some(&server.url()));
 }
 
-const BURST: &str = r#"kind: Trigger
-id: burst
-source: webhook
-job: fulfil
-secret: ${env:HOOK_SECRET}
-rate_limit: {per_minute: 60, burst: 10}
-"#;
-
 #[test]
 fn a_burst_over_the_rate_limit_gets_429_with_retry_after() {
     let d = ConfigDir::new();
-    d.write("jobs.d/fulfil.yaml", JOBS)
-        .write("jobs.d/burst.yaml", BURST);
+    d.write("jobs.d/fulfil.yaml", JOBS).write(
+        "jobs.d/burst.yaml",
+        &trigger_doc(
+            "burst",
+            "webhook",
+            &format!("{SIGNED}rate_limit: {{per_minute: 60, burst: 10}}\n"),
+        ),
+    );
     let addr = free_addr();
     let daemon = start(&d, &addr, &[]);
     let started = Instant::now();
@@ -490,7 +475,7 @@ fn rss_kb(pid: u32) -> u64 {
 fn a_5_mib_body_is_refused_unread_and_slow_clients_keep_no_one_out() {
     let d = ConfigDir::new();
     d.write("jobs.d/fulfil.yaml", JOBS)
-        .write("jobs.d/shop.yaml", SHOP);
+        .write("jobs.d/shop.yaml", &shop());
     let addr = free_addr();
     let daemon = start(&d, &addr, &["--header-timeout", "3"]);
     let warm = webhook(&addr, "shop", &json!({"id": "w", "amount": 1}), None, now());
@@ -588,11 +573,9 @@ fn chunked_upload(addr: &str, path: &str, body: &[u8]) -> u16 {
     read_reply(&mut s).code
 }
 
-/// A trigger of `source` whose inputs are `inputs` (YAML flow mapping).
-fn trigger_doc(id: &str, source: &str, inputs: &str) -> String {
-    format!(
-        "kind: Trigger\nid: {id}\nsource: {source}\njob: fulfil\nsecret: ${{env:HOOK_SECRET}}\ninputs: {inputs}\n"
-    )
+/// A signed trigger of `source` whose inputs are `inputs` (YAML flow mapping).
+fn mapped(id: &str, source: &str, inputs: &str) -> String {
+    trigger_doc(id, source, &format!("{SIGNED}inputs: {inputs}\n"))
 }
 
 fn accepted_inputs(daemon: &Daemon, reply: &Reply) -> Value {
@@ -606,10 +589,10 @@ fn accepted_inputs(daemon: &Daemon, reply: &Reply) -> Value {
 fn github_slack_telegram_and_twilio_requests_signed_as_they_sign_are_accepted() {
     let d = ConfigDir::new();
     d.write("jobs.d/fulfil.yaml", JOBS)
-        .write("jobs.d/gh.yaml", &trigger_doc("gh", "github", r#"{repo: "{{ payload.repository.full_name }}", event: "{{ headers['x-github-event'] }}"}"#))
-        .write("jobs.d/sl.yaml", &trigger_doc("sl", "slack", r#"{text: "{{ payload.event.text if payload.event is defined else payload.text }}"}"#))
-        .write("jobs.d/tg.yaml", &trigger_doc("tg", "telegram", r#"{text: "{{ payload.message.text }}"}"#))
-        .write("jobs.d/sms.yaml", &trigger_doc("sms", "sms", r#"{from: "{{ payload.From }}", body: "{{ payload.Body }}"}"#));
+        .write("jobs.d/gh.yaml", &mapped("gh", "github", r#"{repo: "{{ payload.repository.full_name }}", event: "{{ headers['x-github-event'] }}"}"#))
+        .write("jobs.d/sl.yaml", &mapped("sl", "slack", r#"{text: "{{ payload.event.text if payload.event is defined else payload.text }}"}"#))
+        .write("jobs.d/tg.yaml", &mapped("tg", "telegram", r#"{text: "{{ payload.message.text }}"}"#))
+        .write("jobs.d/sms.yaml", &mapped("sms", "sms", r#"{from: "{{ payload.From }}", body: "{{ payload.Body }}"}"#));
     let addr = free_addr();
     let daemon = start(&d, &addr, &[]);
 
@@ -727,7 +710,7 @@ fn two_redis_replicas_given_the_same_delivery_at_once_queue_it_once() {
     let url = server.url();
     let d = ConfigDir::new();
     d.write("jobs.d/fulfil.yaml", JOBS)
-        .write("jobs.d/shop.yaml", SHOP);
+        .write("jobs.d/shop.yaml", &shop());
     let (a, b) = (free_addr(), free_addr());
     let first = start(&d, &a, &["--redis", &url]);
     let second = start(&d, &b, &["--redis", &url]);
@@ -774,4 +757,19 @@ fn two_redis_replicas_given_the_same_delivery_at_once_queue_it_once() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(runs_of(&first, "fulfil").len(), 3);
     assert_eq!(runs_of(&second, "fulfil").len(), 3);
+}
+
+#[test]
+fn a_taken_inbound_address_ends_the_start_with_its_name() {
+    let d = ConfigDir::new();
+    d.write("jobs.d/fulfil.yaml", JOBS);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = d.run(&["run", "--listen", "127.0.0.1:0", "--inbound-listen", &addr]);
+    out.assert_code(1).assert_stderr_has(&format!(
+        "listening for inbound hooks on {addr} (--inbound-listen)"
+    ));
+    let out = d.run(&["run", "--listen", "127.0.0.1:0", "--inbound-behind-proxy"]);
+    out.assert_code(1)
+        .assert_stderr_has("--inbound-listen <ADDR>");
 }

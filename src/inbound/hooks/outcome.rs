@@ -77,6 +77,9 @@ pub struct Asked<'a> {
     pub remote: Option<SocketAddr>,
 }
 
+/// A trigger id (`""` for unknown ones) and a reason.
+type ThrottleKey = (String, &'static str);
+
 /// The metric and the throttled rejection events of one listener.
 #[derive(Clone)]
 pub struct Outcomes {
@@ -84,7 +87,7 @@ pub struct Outcomes {
     requests: InboundRequests,
     /// Per (trigger, reason): when an event was last written, and the
     /// refusals since.
-    throttle: Arc<Mutex<HashMap<(String, &'static str), (Instant, u64)>>>,
+    throttle: Arc<Mutex<HashMap<ThrottleKey, (Instant, u64)>>>,
 }
 
 impl Outcomes {

@@ -530,6 +530,39 @@ fn a_5_mib_body_is_refused_unread_and_slow_clients_keep_no_one_out() {
         .filter(|cut| *cut)
         .count();
     assert_eq!(cut, 50, "slow clients the listener closed");
+    let (_, metrics) = common::http_raw(&daemon.url, "GET", "/metrics", &[]);
+    let line = "multijob_inbound_connections_dropped_total{reason=\"header_timeout\"} 50";
+    assert!(metrics.contains(line), "{line} not in\n{metrics}");
+
+    // A body sent a byte a second is cut at the header timeout too.
+    let started = Instant::now();
+    let mut s = TcpStream::connect(&addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let head =
+        format!("POST /hooks/shop HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 100\r\n\r\n{{");
+    s.write_all(head.as_bytes()).expect("head");
+    let trickle = std::thread::spawn({
+        let mut s = s.try_clone().expect("clone");
+        move || {
+            for _ in 0..20 {
+                std::thread::sleep(Duration::from_secs(1));
+                if s.write_all(b" ").is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let reply = read_reply(&mut s);
+    assert_eq!(reply.code, 408, "{}", reply.body);
+    assert_eq!(reply.json()["reason"], "body_timeout", "{}", reply.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(s);
+    trickle.join().expect("trickle");
     let (code, _) = daemon.get("/readyz");
     assert_eq!(code, 200);
 }

@@ -65,12 +65,17 @@ pub(super) fn serve(
         triggers = shared.applied.load().snapshot.triggers.len(),
         "serving inbound hooks: POST /hooks/<trigger>"
     );
-    let hooks = Arc::new(Hooks::new(shared.clone(), intake, inbound.behind_proxy));
+    let hooks = Arc::new(Hooks::new(
+        shared.clone(),
+        intake,
+        inbound.behind_proxy,
+        config.timeouts.header,
+    ));
     Ok(Some(tokio::spawn(listener::serve(
         listener,
         router(hooks),
         config,
-        listener::Stats::default(),
+        shared.metrics.inbound_listener_stats(),
         shared.shutdown.clone(),
     ))))
 }

@@ -95,6 +95,7 @@ pub struct Metrics {
     connectors: ConnectorMetrics,
     listener: crate::listener::Stats,
     inbound_requests: InboundRequests,
+    inbound_listener: crate::listener::Stats,
 }
 
 impl Default for Metrics {
@@ -129,6 +130,7 @@ impl Metrics {
             connectors: ConnectorMetrics::default(),
             listener: crate::listener::Stats::default(),
             inbound_requests: Family::default(),
+            inbound_listener: crate::listener::Stats::default(),
         };
         let mut registry = Registry::default();
         m.register_own(&mut registry);
@@ -212,7 +214,7 @@ impl Metrics {
         }
     }
 
-    /// The API listener's connection counts.
+    /// The listeners' connection counts and the inbound requests.
     fn register_listener(&self, registry: &mut Registry) {
         registry.register(
             "multijob_api_connections",
@@ -229,6 +231,16 @@ impl Metrics {
             "Requests to the inbound listener (POST /hooks/<trigger>), by trigger, source and result (accepted, duplicate, unauthorized, too_large, rate_limited, not_found, invalid, error); unknown triggers count under trigger=\"\"",
             self.inbound_requests.clone(),
         );
+        registry.register(
+            "multijob_inbound_connections",
+            "Connections open to the inbound listener (--inbound-listen)",
+            self.inbound_listener.open.clone(),
+        );
+        registry.register(
+            "multijob_inbound_connections_dropped",
+            "Inbound listener connections the server closed or refused, by reason (as multijob_api_connections_dropped)",
+            self.inbound_listener.dropped.clone(),
+        );
     }
 
     /// What the API listener counts into.
@@ -239,6 +251,11 @@ impl Metrics {
     /// What the inbound listener counts into.
     pub fn inbound_requests(&self) -> InboundRequests {
         self.inbound_requests.clone()
+    }
+
+    /// What the inbound listener's connections count into.
+    pub fn inbound_listener_stats(&self) -> crate::listener::Stats {
+        self.inbound_listener.clone()
     }
 
     /// The families the connector layer counts into.

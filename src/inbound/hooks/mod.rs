@@ -7,7 +7,8 @@
 //! the trigger (read from the applied snapshot per request, so a reload
 //! applies at once; unknown or disabled: 404) → its rate limit ([`limiter`],
 //! 429 + `Retry-After`) → the body, at most [`MAX_BODY_BYTES`] (413, from
-//! `Content-Length` before reading, or when the stream passes it) → the
+//! `Content-Length` before reading, or when the stream passes it; 408 when
+//! it takes longer than the header timeout to arrive) → the
 //! signature over those exact bytes ([`verify`], 401; a secret that does
 //! not resolve is 503) → the payload ([`payload`], 422) → its delivery id
 //! → the inputs rendered (422) → [`Intake::submit`] → `202 {"run_id",
@@ -22,6 +23,7 @@ pub mod verify;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -51,10 +53,19 @@ pub struct Hooks {
     pub outcomes: Outcomes,
     /// Take the public URL from `X-Forwarded-Proto`/`X-Forwarded-Host`.
     pub behind_proxy: bool,
+    /// How long a body may take to arrive (the listener's header timeout):
+    /// a request inside its body is busy, so the connection's own
+    /// timeouts no longer apply to it.
+    pub body_timeout: Duration,
 }
 
 impl Hooks {
-    pub fn new(shared: Arc<Shared>, intake: Intake, behind_proxy: bool) -> Hooks {
+    pub fn new(
+        shared: Arc<Shared>,
+        intake: Intake,
+        behind_proxy: bool,
+        body_timeout: Duration,
+    ) -> Hooks {
         let outcomes = Outcomes::new(shared.store.clone(), shared.metrics.inbound_requests());
         Hooks {
             shared,
@@ -62,6 +73,7 @@ impl Hooks {
             limiter: Limiter::default(),
             outcomes,
             behind_proxy,
+            body_timeout,
         }
     }
 }
@@ -151,7 +163,19 @@ async fn accept(
         return Err(rate_limited(trigger, limit, wait));
     }
     let (parts, body) = request.into_parts();
-    let body = read_body(&parts.headers, body).await?;
+    let body = tokio::time::timeout(hooks.body_timeout, read_body(&parts.headers, body))
+        .await
+        .map_err(|_| {
+            Refusal::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid",
+                "body_timeout",
+                format!(
+                    "the body did not arrive within {} s",
+                    hooks.body_timeout.as_secs_f64()
+                ),
+            )
+        })??;
     let headers = lower_cased(&parts.headers);
     let secret = secret_of(trigger)?;
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -182,7 +206,7 @@ async fn accept(
     submit(hooks, trigger, inputs, delivery_id).await
 }
 
-fn rate_limited(trigger: &Trigger, limit: &RateLimit, wait: std::time::Duration) -> Refusal {
+fn rate_limited(trigger: &Trigger, limit: &RateLimit, wait: Duration) -> Refusal {
     let secs = retry_after_secs(wait);
     let message = format!(
         "trigger {} takes {} requests a minute (burst {}); retry in {secs} s",

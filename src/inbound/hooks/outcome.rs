@@ -116,7 +116,8 @@ impl Outcomes {
     /// Count a refusal and record its event (throttled); the response.
     pub fn refused(&self, asked: &Asked<'_>, refusal: Refusal) -> Response {
         self.count(asked, refusal.result);
-        tracing::info!(
+        // Debug only: a flood would fill the log; the events are throttled.
+        tracing::debug!(
             trigger = asked.requested,
             reason = refusal.reason,
             status = refusal.status.as_u16(),

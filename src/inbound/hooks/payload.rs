@@ -1,8 +1,9 @@
 //! A request's body and headers as a trigger's `inputs` templates see
 //! them, and the inputs they render to.
 //!
-//! The body parses as JSON (webhook, GitHub, Slack events, Telegram) or as
-//! form fields (Twilio SMS, Slack slash commands: by `Content-Type`). The
+//! The body parses as JSON (webhook, GitHub, Slack events, Telegram,
+//! whatever the `Content-Type`) or as form fields (Twilio SMS always;
+//! Slack slash commands, sent with `Content-Type: application/x-www-form-urlencoded`). The
 //! templates read only `payload`, `headers` (lower-cased names, without
 //! any signature or credential header, nor one whose value holds the
 //! secret), `source` and `now`, and the run gets exactly the keys the
@@ -26,8 +27,15 @@ pub fn parse(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Result<Value, String> {
-    let form = source == TriggerSource::Sms
-        || content_type.is_some_and(|t| t.trim().to_ascii_lowercase().starts_with(FORM));
+    // Only senders that post forms get form parsing; the others send
+    // JSON whatever their Content-Type says (curl -d says form).
+    let form = match source {
+        TriggerSource::Sms => true,
+        TriggerSource::Slack => {
+            content_type.is_some_and(|t| t.trim().to_ascii_lowercase().starts_with(FORM))
+        }
+        _ => false,
+    };
     if form {
         return Ok(form_fields(body));
     }
@@ -36,7 +44,7 @@ pub fn parse(
     }
     serde_json::from_slice(body).map_err(|e| {
         format!(
-            "the body is not JSON ({e}); a {} trigger takes a JSON body, or form fields with Content-Type: {FORM}",
+            "the body is not JSON ({e}); a {} trigger takes a JSON body",
             source.as_str()
         )
     })

@@ -806,3 +806,57 @@ fn a_taken_inbound_address_ends_the_start_with_its_name() {
     out.assert_code(1)
         .assert_stderr_has("--inbound-listen <ADDR>");
 }
+
+/// Twilio signs the URL it requested: behind a proxy that is the one the
+/// proxy forwarded; without `--inbound-behind-proxy` forwarded headers are
+/// not believed. A trigger added to git answers without a restart.
+fn twilio_behind(proxy: bool) {
+    let d = ConfigDir::new();
+    d.write("jobs.d/fulfil.yaml", JOBS);
+    let addr = free_addr();
+    let daemon = start(
+        &d,
+        &addr,
+        if proxy {
+            &["--inbound-behind-proxy"]
+        } else {
+            &[]
+        },
+    );
+    let form = "MessageSid=SM9&From=%2B14155550100&Body=hi";
+    let signed = multijob::signature::twilio::sign(
+        SECRET,
+        "https://hooks.example.com/hooks/sms",
+        form.as_bytes(),
+    );
+    let headers = vec![
+        ("X-Twilio-Signature", signed),
+        ("X-Forwarded-Proto", "https".to_string()),
+        ("X-Forwarded-Host", "hooks.example.com".to_string()),
+    ];
+    let send = || request(&addr, "POST", "/hooks/sms", &headers, form.as_bytes());
+    assert_eq!(send().code, 404);
+    d.write(
+        "jobs.d/sms.yaml",
+        &mapped("sms", "sms", r#"{body: "{{ payload.Body }}"}"#),
+    );
+    let reply = (0..400)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            send()
+        })
+        .find(|r| r.code != 404)
+        .expect("the trigger applied without a restart");
+    if proxy {
+        assert_eq!(accepted_inputs(&daemon, &reply), json!({"body": "hi"}));
+    } else {
+        assert_eq!(reply.code, 401, "{}", reply.body);
+        assert_eq!(reply.json()["reason"], "bad_signature");
+    }
+}
+
+#[test]
+fn twilio_urls_come_from_forwarded_headers_only_behind_a_proxy() {
+    twilio_behind(true);
+    twilio_behind(false);
+}

@@ -7,14 +7,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use common::hooks::{
+    Reply, chunked_upload, free_addr, hmac_hex, read_reply, request, rss_kb, slowloris,
+};
 use common::{ConfigDir, Daemon, Run};
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 const SECRET: &str = "s3cret-hook-key";
 
@@ -40,74 +41,6 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-/// A loopback address nobody listens on yet.
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").to_string()
-}
-
-/// A response: status, headers (lower-cased names), body.
-struct Reply {
-    code: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or(Value::Null)
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// One HTTP/1.1 request on its own connection.
-fn request(addr: &str, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> Reply {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    // A refused body may be cut off: the answer is what counts.
-    let _ = s.write_all(head.as_bytes());
-    let _ = s.write_all(body);
-    read_reply(&mut s)
-}
-
-fn read_reply(s: &mut TcpStream) -> Reply {
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let headers = head
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Reply {
-        code,
-        headers,
-        body: body.to_string(),
-    }
-}
-
 /// A `webhook` request signed now (or at `t`), with a delivery id.
 fn webhook(addr: &str, trigger: &str, body: &Value, delivery: Option<&str>, t: i64) -> Reply {
     let body = body.to_string();
@@ -129,18 +62,6 @@ fn webhook(addr: &str, trigger: &str, body: &Value, delivery: Option<&str>, t: i
         &headers,
         body.as_bytes(),
     )
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn hmac_hex(secret: &str, parts: &[&[u8]]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("hmac");
-    for p in parts {
-        mac.update(p);
-    }
-    hex(&mac.finalize().into_bytes())
 }
 
 fn cli(d: &ConfigDir, redis: Option<&str>, args: &[&str]) -> Run {
@@ -461,16 +382,6 @@ fn a_burst_over_the_rate_limit_gets_429_with_retry_after() {
     assert_eq!(events[0]["data"]["reason"], "rate_limited");
 }
 
-/// The daemon's resident memory (kB).
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 #[test]
 fn a_5_mib_body_is_refused_unread_and_slow_clients_keep_no_one_out() {
     let d = ConfigDir::new();
@@ -565,45 +476,6 @@ fn a_5_mib_body_is_refused_unread_and_slow_clients_keep_no_one_out() {
     trickle.join().expect("trickle");
     let (code, _) = daemon.get("/readyz");
     assert_eq!(code, 200);
-}
-
-/// Sends a request head a byte a second; true when the server closed it
-/// (within 10 s).
-fn slowloris(addr: &str) -> bool {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return false;
-    };
-    let head = b"POST /hooks/shop HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-    for byte in head.iter().take(10) {
-        if s.write_all(&[*byte]).is_err() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    false
-}
-
-/// A chunked upload of `body`; the status answered (0 if the connection
-/// was cut before an answer could be read).
-fn chunked_upload(addr: &str, path: &str, body: &[u8]) -> u16 {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-    );
-    let _ = s.write_all(head.as_bytes());
-    for chunk in body.chunks(64 * 1024) {
-        if s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
-            .is_err()
-            || s.write_all(chunk).is_err()
-            || s.write_all(b"\r\n").is_err()
-        {
-            break;
-        }
-    }
-    let _ = s.write_all(b"0\r\n\r\n");
-    read_reply(&mut s).code
 }
 
 /// A signed trigger of `source` whose inputs are `inputs` (YAML flow mapping).

@@ -6,6 +6,8 @@
 //! runs; `-- --only NAME[,NAME]` picks scenarios; results are also written to
 //! `target/bench-results.json`.
 
+#[path = "scenarios/inbound.rs"]
+mod inbound;
 #[path = "scenarios/latency.rs"]
 mod latency;
 #[path = "scenarios/redis.rs"]
@@ -963,7 +965,7 @@ fn scenario_workflow(scale: Scale, out: &mut Vec<Figure>) {
 
 type Scenario = (&'static str, fn(Scale, &mut Vec<Figure>));
 
-const SCENARIOS: [Scenario; 10] = [
+const SCENARIOS: [Scenario; 11] = [
     ("validate", scenario_validate),
     ("plan", scenario_plan),
     ("reload", scenario_reload),
@@ -974,6 +976,7 @@ const SCENARIOS: [Scenario; 10] = [
     ("workflow", scenario_workflow),
     ("redis", redis::scenario),
     ("latency", latency::scenario),
+    ("inbound", inbound::scenario),
 ];
 
 fn main() {

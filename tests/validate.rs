@@ -19,7 +19,7 @@ fn a_clean_directory_is_valid() {
     );
     d.run(&["validate"]).assert_code(0).assert_line(
         "valid:",
-        "1 job, 1 flow, 0 connectors, 0 skills in 1 file, 0 warnings",
+        "1 job, 1 flow, 0 connectors, 0 skills, 0 triggers in 1 file, 0 warnings",
     );
 }
 
@@ -730,7 +730,7 @@ fn a_document_in_skills_d_is_a_skill_without_saying_so() {
     );
     d.run(&["validate"])
         .assert_code(0)
-        .assert_line("valid:", "1 skill in 1 file");
+        .assert_line("valid:", "1 skill, 0 triggers in 1 file");
 }
 
 #[test]

@@ -13,6 +13,7 @@
 //! `calendar` (schedules compile there); everything above builds on it.
 
 pub mod aliases;
+pub mod commands;
 pub mod diagnostic;
 mod document;
 pub mod model;

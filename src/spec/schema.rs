@@ -82,13 +82,14 @@ pub fn self_check() -> Result<(), String> {
 /// whatever its type, checked on the raw document so that another error
 /// in the connector cannot hide one. The value is never part of the
 /// message (and `validate` prints no excerpt for these).
+const FIX: &str = "secrets never live in git: write `${env:NAME}` or `${file:PATH}`";
+
 fn literal_secrets(
     value: &Value,
     positions: &Positions,
     ctx: &DocContext<'_>,
     out: &mut Vec<Diagnostic>,
 ) {
-    const FIX: &str = "secrets never live in git: write `${env:NAME}` or `${file:PATH}`";
     let Some(secrets) = value.get("secrets") else {
         return;
     };
@@ -117,6 +118,37 @@ fn literal_secrets(
     }
 }
 
+/// A Trigger's `secret` (its signing secret) that is not a reference,
+/// reported like a connector's: without the value.
+fn literal_trigger_secret(
+    value: &Value,
+    positions: &Positions,
+    ctx: &DocContext<'_>,
+    out: &mut Vec<Diagnostic>,
+) {
+    match value.get("secret") {
+        None => {} // `required` says it is missing
+        Some(v) if v.as_str().is_some_and(super::validate::is_secret_reference) => {}
+        Some(_) => out.push(ctx.at(
+            positions.value_pos("/secret"),
+            "/secret",
+            Severity::Error,
+            "literal-secret",
+            format!("`secret` holds a literal value, not a reference; {FIX}"),
+        )),
+    }
+}
+
+/// The pointer under which a kind's schema errors would echo a secret
+/// value: reported without it by the checks above instead.
+fn secret_pointer(kind: Kind) -> Option<&'static str> {
+    match kind {
+        Kind::Connector => Some("/secrets"),
+        Kind::Trigger => Some("/secret"),
+        _ => None,
+    }
+}
+
 /// Validate one document against its kind's schema.
 pub fn check(
     kind: Kind,
@@ -137,13 +169,19 @@ pub fn check(
         }
     };
     let mut out = Vec::new();
-    if kind == Kind::Connector {
-        literal_secrets(value, positions, ctx, &mut out);
+    match kind {
+        Kind::Connector => literal_secrets(value, positions, ctx, &mut out),
+        Kind::Trigger => literal_trigger_secret(value, positions, ctx, &mut out),
+        _ => {}
     }
     for error in compiled.validator.iter_errors(value) {
         // Reported above without the value: a schema message or excerpt
         // would echo it ("1234567890 is not of type string").
-        if kind == Kind::Connector && error.instance_path().as_str().starts_with("/secrets") {
+        let path = error.instance_path().as_str();
+        if secret_pointer(kind).is_some_and(|p| {
+            path.strip_prefix(p)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        }) {
             continue;
         }
         describe(&error, compiled, positions, ctx, &mut out);
@@ -274,6 +312,11 @@ fn pattern_message(pointer: &str, pattern: &str, value: &Value) -> String {
     } else if what == "id" || what == "job_id" {
         format!(
             "invalid id {}: use letters, digits, `.`, `_`, `-` (at most 128), starting with a letter or digit",
+            short(value)
+        )
+    } else if what == "command_prefix" {
+        format!(
+            "command_prefix {}: a chat command is `/`, a lowercase letter, then at most 31 lowercase letters, digits or `_`, like `/brief`",
             short(value)
         )
     } else if what == "every" {

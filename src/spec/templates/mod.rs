@@ -120,21 +120,7 @@ pub fn check(
     in_foreach: bool,
 ) -> Result<(), TemplateIssue> {
     let expression = usage == TemplateUse::Condition && !is_template(source);
-    // Before minijinja compiles it: compiling folds constant expressions.
-    compile::check_constants(env, source, expression).map_err(issue)?;
-    let names = match usage {
-        TemplateUse::Condition if !is_template(source) => env
-            .compile_expression(source)
-            .map_err(issue)?
-            .undeclared_variables(true),
-        _ => env
-            .template_from_str(source)
-            .map_err(issue)?
-            .undeclared_variables(true),
-    };
-    let mut names: Vec<String> = names.into_iter().collect();
-    names.sort();
-    for name in names {
+    for name in read_names(env, source, usage)? {
         let mut parts = name.split('.');
         let root = parts.next().unwrap_or_default();
         if BUILTIN_FUNCTIONS.contains(&root) {
@@ -174,6 +160,65 @@ pub fn check(
             });
         }
     }
+    check_filters_and_tests(env, source, expression)
+}
+
+/// Compile `source` as a value that may read only `roots` (and call the
+/// built-in functions): an inbound trigger's `inputs`, which see the
+/// request and nothing of the run or the host. `why` ends the message
+/// about a name outside `roots`.
+pub fn check_reads(
+    env: &Environment<'_>,
+    source: &str,
+    roots: &[&str],
+    why: &str,
+) -> Result<(), TemplateIssue> {
+    for name in read_names(env, source, TemplateUse::Value)? {
+        let root = name.split('.').next().unwrap_or_default();
+        if BUILTIN_FUNCTIONS.contains(&root) || roots.contains(&root) {
+            continue;
+        }
+        return Err(TemplateIssue {
+            line: None,
+            message: format!(
+                "`{root}` cannot be read here: these templates read only {}; {why}",
+                roots.join(", ")
+            ),
+        });
+    }
+    check_filters_and_tests(env, source, false)
+}
+
+/// The names `source` reads that it does not define, sorted, once it
+/// compiles (its constants checked first: compiling folds them).
+fn read_names(
+    env: &Environment<'_>,
+    source: &str,
+    usage: TemplateUse,
+) -> Result<Vec<String>, TemplateIssue> {
+    let expression = usage == TemplateUse::Condition && !is_template(source);
+    compile::check_constants(env, source, expression).map_err(issue)?;
+    let names = if expression {
+        env.compile_expression(source)
+            .map_err(issue)?
+            .undeclared_variables(true)
+    } else {
+        env.template_from_str(source)
+            .map_err(issue)?
+            .undeclared_variables(true)
+    };
+    let mut names: Vec<String> = names.into_iter().collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Filters and tests are looked up only when rendering: probe each one
+/// `source` applies, so an unknown one fails validation, not a run.
+fn check_filters_and_tests(
+    env: &Environment<'_>,
+    source: &str,
+    expression: bool,
+) -> Result<(), TemplateIssue> {
     for (kind, name) in filters_and_tests(source, expression) {
         let (probe, unknown) = match kind {
             Applied::Filter => (

@@ -1,13 +1,16 @@
 //! Checks beyond the schema: schedules, the step grammar, templates,
 //! references between resources, `uses` cycles, tool policies, skill
 //! params and literal secrets. Every finding is collected. What each job
-//! type asks of a job is in [`job`].
+//! type asks of a job is in [`job`]; a Trigger's target and inputs in
+//! [`trigger`]; skills' chat commands in [`skill_commands`].
 //!
 //! Pure, like all of `spec`: it uses the model, the templates and
 //! `calendar` (a schedule must compile), nothing above `spec`.
 
 mod inputs;
 mod job;
+mod skill_commands;
+mod trigger;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -21,6 +24,9 @@ use super::suggest;
 use super::templates::{self, TemplateUse};
 use super::yaml::Positions;
 use job::check_job;
+use skill_commands::Commands;
+
+pub use trigger::INBOUND_ROOTS;
 
 /// Step checks that must run on the raw document, before it becomes typed:
 /// exactly one action per step, and `with` only beside `uses`.
@@ -102,8 +108,13 @@ pub fn check_snapshot(
         }
         check_lane(job, snapshot, &mut implicit, c);
     });
+    let commands = Commands::of(snapshot);
     docs.each(&snapshot.skills, Kind::Skill, out, |skill, c| {
         check_skill(&skill.spec, snapshot, &env, c);
+        commands.check(&skill.spec, c);
+    });
+    docs.each(&snapshot.triggers, Kind::Trigger, out, |t, c| {
+        trigger::check_trigger(&t.spec, snapshot, &env, c);
     });
     check_uses_graph(snapshot, sources, out);
     docs.each(
@@ -446,20 +457,25 @@ fn check_template(
     c: &mut Checker,
 ) {
     if let Err(issue) = templates::check(env, source, usage, earlier, in_foreach) {
-        let mut pos = c.positions.value_pos(pointer);
-        if let (Some(line), Some(node)) = (issue.line, c.positions.get(pointer)) {
-            // Lines of a block scalar are lines of the file; a quoted
-            // multi-line string folds, so this is then approximate.
-            pos.line = node.value.line + u32::try_from(line.saturating_sub(1)).unwrap_or(0);
-            if line > 1 && !node.block_scalar {
-                pos.column = 1;
-            }
-        }
-        c.out.push(
-            c.ctx
-                .at(pos, pointer, Severity::Error, "template", issue.message),
-        );
+        push_template_issue(issue, pointer, c);
     }
+}
+
+/// A template's finding, at its line inside the value when it has one.
+fn push_template_issue(issue: templates::TemplateIssue, pointer: &str, c: &mut Checker) {
+    let mut pos = c.positions.value_pos(pointer);
+    if let (Some(line), Some(node)) = (issue.line, c.positions.get(pointer)) {
+        // Lines of a block scalar are lines of the file; a quoted
+        // multi-line string folds, so this is then approximate.
+        pos.line = node.value.line + u32::try_from(line.saturating_sub(1)).unwrap_or(0);
+        if line > 1 && !node.block_scalar {
+            pos.column = 1;
+        }
+    }
+    c.out.push(
+        c.ctx
+            .at(pos, pointer, Severity::Error, "template", issue.message),
+    );
 }
 
 /// Check every template among the strings of `v` as a value.

@@ -15,6 +15,7 @@ pub mod git;
 mod load;
 pub mod render;
 pub mod source;
+pub mod trigger_notes;
 pub mod watch;
 
 pub use load::{LoadedDir, load, load_dir, plan_report};

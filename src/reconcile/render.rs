@@ -74,6 +74,9 @@ pub struct PlanReport {
     pub lanes_under_load: Vec<(String, Option<u32>, Option<u32>, usize)>,
     /// Job id, active runs, `"delete"` or `"disable"`.
     pub in_flight: Vec<(String, usize, &'static str)>,
+    /// Trigger id → what its change does to the requests it answers
+    /// ([`trigger_notes`](super::trigger_notes)); only non-empty ones.
+    pub trigger_notes: HashMap<String, Vec<String>>,
 }
 
 /// Diffs `running` against `desired` and works out what applying it will
@@ -95,6 +98,7 @@ pub fn report(
         catchup: Vec::new(),
         lanes_under_load: Vec::new(),
         in_flight: Vec::new(),
+        trigger_notes: HashMap::new(),
     };
     for change in &plan.changes {
         match change.kind {
@@ -109,7 +113,13 @@ pub fn report(
                         .push((change.id.clone(), old, new, active));
                 }
             }
-            Kind::Connector | Kind::Skill | Kind::Trigger => {}
+            Kind::Trigger => {
+                let notes = super::trigger_notes::notes(change, running, desired);
+                if !notes.is_empty() {
+                    out.trigger_notes.insert(change.id.clone(), notes);
+                }
+            }
+            Kind::Connector | Kind::Skill => {}
         }
     }
     out.plan = plan;
@@ -185,6 +195,9 @@ pub fn render_text(r: &PlanReport, desired: &Snapshot) -> String {
         for field in &change.fields {
             let _ = writeln!(out, "    {}", field_line(field));
         }
+        for note in notes_of(r, change) {
+            let _ = writeln!(out, "    note: {note}");
+        }
         if change.kind == Kind::Job
             && let Some(slots) = r.next_fires.get(&change.id)
         {
@@ -231,6 +244,14 @@ pub fn render_text(r: &PlanReport, desired: &Snapshot) -> String {
         }
     }
     out
+}
+
+/// The notes of a change: a trigger's (none for other kinds).
+fn notes_of<'a>(r: &'a PlanReport, change: &Change) -> &'a [String] {
+    match change.kind {
+        Kind::Trigger => r.trigger_notes.get(&change.id).map_or(&[], Vec::as_slice),
+        _ => &[],
+    }
 }
 
 fn field_line(field: &FieldChange) -> String {
@@ -308,7 +329,8 @@ fn runs(n: usize) -> String {
 }
 
 /// The `plan --output json` document (SPEC section 3), plus `line` on each
-/// change and the `catchup`, `lanes_under_load` and `in_flight` facts.
+/// change, `notes` on a trigger's, and the `catchup`, `lanes_under_load`
+/// and `in_flight` facts.
 pub fn render_json(r: &PlanReport) -> Value {
     let changes: Vec<Value> = r
         .plan
@@ -324,6 +346,10 @@ pub fn render_json(r: &PlanReport) -> Value {
                 .unwrap_or_default();
             if let Value::Object(map) = &mut value {
                 map.insert("next_fires".into(), json!(fires));
+                let notes = notes_of(r, change);
+                if !notes.is_empty() {
+                    map.insert("notes".into(), json!(notes));
+                }
             }
             value
         })

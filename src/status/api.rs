@@ -1,11 +1,12 @@
 //! The read-only status API. Only GET; errors are `{"error": "..."}`;
 //! lists are `{"items": [...], "next_cursor": ...}`; times RFC 3339 UTC.
-//! The jobs' and runs' views live in `jobs` and `runs`; this file has
-//! the router, the status, the snapshot and plan, and the lists of the
-//! other resources.
+//! The jobs', runs' and triggers' views live in `jobs`, `runs` and
+//! `triggers`; this file has the router, the status, the snapshot and
+//! plan, and the lists of the other resources.
 
 mod jobs;
 mod runs;
+mod triggers;
 
 pub use jobs::RunSummary;
 
@@ -97,6 +98,8 @@ pub const ROUTES: &[&str] = &[
     "/api/v1/flows",
     "/api/v1/connectors",
     "/api/v1/skills",
+    "/api/v1/triggers",
+    "/api/v1/triggers/{id}",
 ];
 
 /// The handler of one of [`ROUTES`].
@@ -120,6 +123,8 @@ fn handler(path: &str) -> MethodRouter<AppState> {
         "/api/v1/flows" => get(flows),
         "/api/v1/connectors" => get(connectors),
         "/api/v1/skills" => get(skills),
+        "/api/v1/triggers" => get(triggers::triggers),
+        "/api/v1/triggers/{id}" => get(triggers::trigger),
         other => panic!("ROUTES lists {other} but no handler is mapped to it"),
     }
 }
@@ -236,6 +241,7 @@ async fn status(State(shared): State<AppState>) -> ApiResult {
             "flows": s.flows.len(),
             "connectors": s.connectors.len(),
             "skills": s.skills.len(),
+            "triggers": s.triggers.len(),
         },
         "queue_depth": queue_depth,
         "running": running,

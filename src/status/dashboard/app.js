@@ -883,6 +883,31 @@
       };
     },
 
+    triggers(root, route, ctx) {
+      const body = slot(root);
+      return {
+        title: 'Triggers',
+        wants: (ev) => ev.type === 'reconcile.applied',
+        async refresh() {
+          const items = await apiAll('/triggers');
+          if (!ctx.alive) return;
+          swap(body,
+            h('p', {class: 'note'}, 'Inbound requests to these paths reach the inbound listener (run --inbound-listen), not this page\'s API. Secrets show as their references.'),
+            table([
+              {label: 'Trigger', cell: (t) => h('strong', null, t.id)},
+              {label: 'Path', cell: (t) => h('code', null, 'POST ' + t.url_path)},
+              {label: 'Source', cell: (t) => h('span', {class: 'tag'}, t.source)},
+              {label: 'Runs', cell: (t) => t.job ? ['job ', link(jobHref(t.job), t.job)] : ['skill ', link('#/skills', t.skill || '')]},
+              {label: 'Rate limit', cell: (t) => t.rate_limit ? `${t.rate_limit.per_minute}/min, burst ${t.rate_limit.burst}` : h('span', {class: 'muted'}, 'none')},
+              {label: 'Flags', cell: (t) => [t.enabled ? null : h('span', {class: 'tag warn'}, 'disabled'),
+                t.requires_approval ? h('span', {class: 'tag warn'}, 'requires approval') : null]},
+              {label: 'Spec', cell: (t) => h('details', {class: 'toggle'}, h('summary', null, 'show'), pre(t.spec))},
+              {label: 'Source file', cell: (t) => fileLine(t.file, t.line)},
+            ], items, {empty: 'No triggers are defined.', rowAttrs: (t) => ({dataset: {triggerId: t.id}})}));
+        },
+      };
+    },
+
     approvals(root, route, ctx) {
       const body = slot(root);
       return {
@@ -965,6 +990,7 @@
         ['Flows', link('#/flows', String(counts.flows || 0))],
         ['Connectors', link('#/connectors', String(counts.connectors || 0))],
         ['Skills', link('#/skills', String(counts.skills || 0))],
+        ['Triggers', link('#/triggers', String(counts.triggers || 0))],
       ])),
       card('Queue', kv([
         ['Waiting', h('span', {class: 'big'}, String(st.queue_depth))],

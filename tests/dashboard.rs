@@ -605,3 +605,54 @@ fn a_token_protected_daemon_asks_for_the_token_once() {
         b.problems.join("\n")
     );
 }
+
+#[test]
+fn the_triggers_page_lists_a_trigger_without_its_secret() {
+    let _one = BROWSER_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let d = ConfigDir::new();
+    d.write("jobs.d/hello.yaml", JOB);
+    d.write(
+        "jobs.d/hook.yaml",
+        "kind: Trigger\nid: shop-paid\nsource: github\njob: hello\nsecret: ${env:HOOK_SECRET}\nrequires_approval: true\nrate_limit: {per_minute: 60, burst: 10}\n",
+    );
+    let secret = "hook-secret-value-3f9a";
+    let daemon = Daemon::start_env(d.path(), &[], &[("HOOK_SECRET", secret)]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let Some(mut b) = browser() else { return };
+    b.navigate(&format!("{}/#/triggers", daemon.url));
+    let row = b.wait(
+        "the triggers table to list `shop-paid`",
+        Duration::from_secs(20),
+        "(() => { const r = document.querySelector('tr[data-trigger-id=\"shop-paid\"]'); \
+         return r ? r.innerText : null; })()",
+        |v| v.is_string(),
+    );
+    let row = row.as_str().unwrap_or_default();
+    for want in [
+        "POST /hooks/shop-paid",
+        "github",
+        "job hello",
+        "60/min, burst 10",
+        "requires approval",
+    ] {
+        assert!(row.contains(want), "{want:?} not in row {row:?}");
+    }
+    assert_eq!(
+        b.eval(&format!("document.body.innerText.includes('{secret}')")),
+        false,
+        "the page shows the secret's value"
+    );
+    b.eval("location.hash = '#/overview'; true");
+    b.wait(
+        "the overview to count the trigger",
+        Duration::from_secs(20),
+        "Array.from(document.querySelectorAll('a[href=\"#/triggers\"]')).some((a) => a.textContent === '1')",
+        |v| v == true,
+    );
+    b.screenshot("triggers");
+    assert!(
+        b.problems.is_empty(),
+        "the page had errors:\n{}",
+        b.problems.join("\n")
+    );
+}

@@ -63,44 +63,51 @@ fn a_good_trigger_validates() {
 #[test]
 fn each_bad_trigger_is_a_finding_at_its_place() {
     let good = trigger("t", "fulfil-order", "S");
-    let cases: [(String, &str, &str); 6] = [
+    // (what to replace in the good trigger, by what, the finding's start, its message)
+    let cases = [
         (
-            good.replace("job: fulfil-order", "job: fulfil-ordr"),
-            "jobs.d/t.yaml:4:6: error[reference] Trigger t:",
+            "job: fulfil-order",
+            "job: fulfil-ordr",
+            "4:6: error[reference]",
             "no Job `fulfil-ordr` (did you mean `fulfil-order`?)",
         ),
         (
-            good.replace("job: fulfil-order", "skill: breif"),
-            "jobs.d/t.yaml:4:8: error[reference] Trigger t:",
+            "job: fulfil-order",
+            "skill: breif",
+            "4:8: error[reference]",
             "no Skill `breif` (did you mean `brief`?)",
         ),
         (
-            good.replace("${env:S}", "hunter2-literal"),
-            "jobs.d/t.yaml:5:9: error[literal-secret] Trigger t:",
+            "${env:S}",
+            "hunter2-literal",
+            "5:9: error[literal-secret]",
             "secrets never live in git",
         ),
         (
-            good.replace("payload.id", "env.HOME"),
-            "jobs.d/t.yaml:7:13: error[template] Trigger t:",
+            "payload.id",
+            "env.HOME",
+            "7:13: error[template]",
             "`env` cannot be read here: these templates read only payload, headers, source, now",
         ),
         (
-            good.replace("per_minute: 60", "per_minute: 0"),
-            "jobs.d/t.yaml:8:26: error[schema] Trigger t:",
+            "per_minute: 60",
+            "per_minute: 0",
+            "8:26: error[schema]",
             "0 is less than the minimum of 1",
         ),
         (
-            good.replace("source: webhook", "source: telegram")
-                .replace("job: fulfil-order", "skill: brief"),
-            "jobs.d/t.yaml:4:8: error[channel] Trigger t:",
+            "source: webhook\njob: fulfil-order",
+            "source: telegram\nskill: brief",
+            "4:8: error[channel]",
             "skill `brief` listens on slack",
         ),
     ];
-    for (text, prefix, message) in cases {
+    for (from, to, at, message) in cases {
         let d = config();
-        d.write("jobs.d/t.yaml", &text);
+        d.write("jobs.d/t.yaml", &good.replace(from, to));
         let run = d.run(&["validate"]);
-        run.assert_code(1).assert_line(prefix, message);
+        run.assert_code(1)
+            .assert_line(&format!("jobs.d/t.yaml:{at} Trigger t:"), message);
         run.assert_stdout_lacks("hunter2-literal");
         assert!(
             !run.stderr().contains("hunter2-literal"),

@@ -17,6 +17,16 @@ fn config() -> ConfigDir {
         "skills.d/s.yaml",
         "kind: Skill\nid: s\nsteps:\n  - id: x\n    set: {y: 1}\n",
     );
+    // `/api/v1/triggers/{id}` is filled with the job's id (`a`, or
+    // `leaky` in the leaky config): a trigger of each name, its secret
+    // one the leaky config checks for.
+    let trigger = |id: &str| {
+        format!("kind: Trigger\nid: {id}\nsource: webhook\njob: a\nsecret: ${{env:API_TOKEN}}\n")
+    };
+    d.write(
+        "jobs.d/triggers.yaml",
+        &format!("{}---\n{}", trigger("a"), trigger("leaky")),
+    );
     d
 }
 

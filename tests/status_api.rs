@@ -446,6 +446,11 @@ fn metrics_count_runs_skips_reconciles_and_resources() {
 #[test]
 fn the_openapi_document_lists_every_route() {
     let d = noop_dir(&["a"]);
+    // `/api/v1/triggers/{id}` needs a trigger `a` to answer 200.
+    d.write(
+        "jobs.d/hook.yaml",
+        "kind: Trigger\nid: a\nsource: webhook\njob: a\nsecret: ${env:HOOK_SECRET}\n",
+    );
     let daemon = start(&d, &[], &[]);
     let (code, doc) = daemon.get("/api/v1/openapi.json");
     assert_eq!(code, 200);

@@ -158,7 +158,7 @@ fn two_thousand_skills_in_chains_as_deep_as_the_limit_are_valid() {
     assert_eq!(r.code, Some(0), "{}", r.stdout);
     assert!(
         r.stdout
-            .contains("valid: 0 jobs, 0 flows, 0 connectors, 2000 skills in 1 file"),
+            .contains("valid: 0 jobs, 0 flows, 0 connectors, 2000 skills, 0 triggers in 1 file"),
         "{}",
         r.stdout
     );

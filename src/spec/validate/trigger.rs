@@ -219,6 +219,38 @@ steps: [{id: s, set: {}}]
     }
 
     #[test]
+    fn names_a_template_defines_are_its_own() {
+        let t = trigger(
+            "job: fulfil-order\ninputs:\n  skus: \"{% for i in payload.items %}{{ loop.index }}:{{ i.sku }} {% endfor %}\"\n  n: \"{% set n = payload.items | length %}{{ n }} {{ range(2) | list }}\"\n",
+        );
+        assert_eq!(findings(&t), Vec::<String>::new());
+    }
+
+    #[test]
+    fn hostile_documents_are_findings() {
+        // Inputs as one template (not a map), a secret as a map, a
+        // template that would build a huge string: each one finding.
+        let e = one(&trigger("job: fulfil-order\ninputs: \"{{ payload }}\"\n"));
+        assert!(
+            e.starts_with("jobs.d/t.yaml:6:9: error[schema] Trigger t:"),
+            "{e}"
+        );
+        let t = trigger("job: fulfil-order\n").replace("${env:HOOK_SECRET}", "{value: whsec_x}");
+        let e = one(&t);
+        assert!(
+            e.contains("error[literal-secret]") && !e.contains("whsec_x"),
+            "{e}"
+        );
+        let e = one(&trigger(
+            "job: fulfil-order\ninputs: {x: \"{{ 'ab' * 9999999999 }}\"}\n",
+        ));
+        assert!(
+            e.starts_with("jobs.d/t.yaml:6:13: error[template] Trigger t:"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn inputs_templates_must_compile() {
         let e = one(&trigger(
             "job: fulfil-order\ninputs:\n  x: \"{{ payload.id \"\n",

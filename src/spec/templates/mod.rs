@@ -33,6 +33,10 @@ pub use limits::{Budget, Control, Stop};
 /// Names a template may read.
 pub const ROOTS: [&str; 7] = ["inputs", "steps", "item", "loop", "run", "job", "now"];
 
+/// Names an inbound trigger's `inputs` templates may read: the request
+/// (`payload`, `headers` with lower-cased names, `source`) and `now`.
+pub const INBOUND_ROOTS: [&str; 4] = ["payload", "headers", "source", "now"];
+
 /// Functions minijinja provides that templates may call.
 const BUILTIN_FUNCTIONS: [&str; 4] = ["range", "dict", "namespace", "debug"];
 

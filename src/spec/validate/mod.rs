@@ -26,8 +26,6 @@ use super::yaml::Positions;
 use job::check_job;
 use skill_commands::Commands;
 
-pub use trigger::INBOUND_ROOTS;
-
 /// Step checks that must run on the raw document, before it becomes typed:
 /// exactly one action per step, and `with` only beside `uses`.
 pub fn check_raw_steps(

@@ -12,11 +12,8 @@ use super::{Checker, no_such, push_template_issue, walk_strings};
 use crate::spec::commands::skill_channel;
 use crate::spec::model::{Trigger, TriggerSource};
 use crate::spec::snapshot::Snapshot;
-use crate::spec::templates;
+use crate::spec::templates::{self, INBOUND_ROOTS};
 use crate::spec::yaml::escape_token;
-
-/// What a trigger's `inputs` templates may read.
-pub const INBOUND_ROOTS: [&str; 4] = ["payload", "headers", "source", "now"];
 
 /// Why nothing else: the end of the finding about another name.
 const ONLY_THE_REQUEST: &str = "a trigger's inputs come from the request alone, which must not reach the run's inputs, steps, job, secrets or environment";

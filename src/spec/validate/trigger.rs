@@ -3,8 +3,9 @@
 //! telegram trigger's skill listens on telegram, and every `inputs`
 //! template compiles and reads only the request (`payload`, `headers`,
 //! `source`, `now`): what comes from outside reaches the run's `inputs`
-//! and nothing else. A literal `secret` is refused on the raw document
-//! (`schema`), without echoing it.
+//! and nothing else. A header looked up with capitals gets a warning (the
+//! request's header names are lower-cased). A literal `secret` is refused
+//! on the raw document (`schema`), without echoing it.
 
 use serde_json::Value;
 
@@ -85,8 +86,52 @@ fn check_inputs(env: &minijinja::Environment<'_>, value: &Value, pointer: &str, 
         }
         if let Err(issue) = templates::check_reads(env, s, &INBOUND_ROOTS, ONLY_THE_REQUEST) {
             push_template_issue(issue, pointer, c);
+            return;
+        }
+        for name in cased_header_names(s) {
+            c.warn(
+                pointer,
+                "headers",
+                format!(
+                    "header names are lower-cased: `{name}` never matches; write `{}`",
+                    name.to_lowercase()
+                ),
+            );
         }
     });
+}
+
+/// Header names with capitals a template looks up, as `headers.Name` or
+/// `headers['Name']`: the request's header names are lower-cased, so
+/// these read nothing.
+fn cased_header_names(source: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    for (at, _) in source.match_indices("headers") {
+        let before = source[..at].chars().next_back();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.') {
+            continue; // part of another name, or an attribute of something else
+        }
+        let rest = &source[at + "headers".len()..];
+        let name = if let Some(attr) = rest.strip_prefix('.') {
+            let end = attr
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .unwrap_or(attr.len());
+            &attr[..end]
+        } else if let Some(sub) = rest.strip_prefix('[') {
+            let sub = sub.trim_start();
+            let Some(quote) = sub.chars().next().filter(|q| *q == '\'' || *q == '"') else {
+                continue;
+            };
+            let inner = &sub[1..];
+            inner.find(quote).map_or("", |end| &inner[..end])
+        } else {
+            continue;
+        };
+        if name.chars().any(char::is_uppercase) {
+            out.push(name);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -244,6 +289,20 @@ steps: [{id: s, set: {}}]
         assert!(
             e.starts_with("jobs.d/t.yaml:6:13: error[template] Trigger t:"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_header_name_with_capitals_reads_nothing() {
+        let found = findings(&trigger(
+            "job: fulfil-order\ninputs:\n  shop: \"{{ headers['X-Shop-Id'] }} {{ headers.Host }} {{ headers[\\\"x-ok\\\"] }} {{ payload.headers.Big }}\"\n",
+        ));
+        assert_eq!(
+            found,
+            [
+                "jobs.d/t.yaml:7:3: warning[headers] Trigger t: header names are lower-cased: `Host` never matches; write `host`",
+                "jobs.d/t.yaml:7:3: warning[headers] Trigger t: header names are lower-cased: `X-Shop-Id` never matches; write `x-shop-id`",
+            ]
         );
     }
 

@@ -604,20 +604,34 @@ fn check_action(step: &Step, base: &str, snapshot: &Snapshot, c: &mut Checker) {
     }
 }
 
-/// A `uses` step's `with` against the skill's params. Values that are
-/// templates are only known at run time; the rest are checked now.
+/// A `uses` step's `with` against the skill's params.
 fn check_with(step: &Step, base: &str, skill: &Skill, c: &mut Checker) {
+    let with = step.with.clone().unwrap_or_default();
+    let at = (format!("{base}/with"), format!("{base}/uses"));
+    check_args(&with, "`with`", (&at.0, &at.1), skill, c);
+}
+
+/// What a caller passes a skill (a `uses` step's `with`, a trigger's
+/// `inputs`), named `what` and found at `pointer` (or, when absent, at
+/// `anchor`), against the skill's params. Values that are templates are
+/// only known at run time; the rest are checked now.
+fn check_args(
+    args: &Map<String, Value>,
+    what: &str,
+    (pointer, anchor): (&str, &str),
+    skill: &Skill,
+    c: &mut Checker,
+) {
     let Some(Ok(validator)) = c.params.get(skill.id.as_str()) else {
         return; // no params, or reported on the skill itself
     };
-    let with = step.with.clone().unwrap_or_default();
     let mut literal = Map::new();
     let mut templated = HashSet::new();
-    for (k, v) in with {
+    for (k, v) in args {
         if v.as_str().is_some_and(templates::is_template) {
-            templated.insert(k);
+            templated.insert(k.clone());
         } else {
-            literal.insert(k, v);
+            literal.insert(k.clone(), v.clone());
         }
     }
     // Templated params count as present for `required`.
@@ -631,15 +645,15 @@ fn check_with(step: &Step, base: &str, skill: &Skill, c: &mut Checker) {
         if !top.is_empty() && templated.contains(top) {
             continue;
         }
-        let pointer = format!("{base}/with{path}");
-        let message = format!("`with` does not match skill `{}` params: {e}", skill.id);
-        if path.is_empty() && c.positions.get(&pointer).is_some() {
-            // About `with` as a whole (a missing param): point at its key.
-            c.push_at_key(&pointer, Severity::Error, "params", message);
-        } else if c.positions.get(&pointer).is_some() {
-            c.error(&pointer, "params", message);
+        let at = format!("{pointer}{path}");
+        let message = format!("{what} does not match skill `{}` params: {e}", skill.id);
+        if path.is_empty() && c.positions.get(&at).is_some() {
+            // About the arguments as a whole (a missing param): their key.
+            c.push_at_key(&at, Severity::Error, "params", message);
+        } else if c.positions.get(&at).is_some() {
+            c.error(&at, "params", message);
         } else {
-            c.error(&format!("{base}/uses"), "params", message);
+            c.error(anchor, "params", message);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! A `kind: Trigger` beyond its schema: the job or skill it runs exists
 //! (a disabled job gets a warning: its requests would queue nothing), a
+//! skill's params accept the `inputs` (as a `uses` step's `with`), a
 //! telegram trigger's skill listens on telegram, and every `inputs`
 //! template compiles and reads only the request (`payload`, `headers`,
 //! `source`, `now`): what comes from outside reaches the run's `inputs`
@@ -9,7 +10,7 @@
 
 use serde_json::Value;
 
-use super::{Checker, no_such, push_template_issue, walk_strings};
+use super::{Checker, check_args, no_such, push_template_issue, walk_strings};
 use crate::spec::commands::skill_channel;
 use crate::spec::model::{Trigger, TriggerSource};
 use crate::spec::snapshot::Snapshot;
@@ -61,6 +62,13 @@ fn check_skill(trigger: &Trigger, skill: &str, snapshot: &Snapshot, c: &mut Chec
         );
         return;
     };
+    check_args(
+        &trigger.inputs,
+        "`inputs`",
+        ("/inputs", "/skill"),
+        &r.spec,
+        c,
+    );
     if trigger.source != TriggerSource::Telegram {
         return;
     }
@@ -154,6 +162,10 @@ steps: [{id: s, set: {}}]
 ---
 id: on-slack
 channel: slack
+steps: [{id: s, set: {}}]
+---
+id: with-params
+params: {type: object, required: [topic], properties: {topic: {type: string}}}
 steps: [{id: s, set: {}}]
 ";
 
@@ -322,6 +334,24 @@ steps: [{id: s, set: {}}]
         ));
         assert!(
             e.ends_with("unknown filter `uper` (did you mean `upper`?)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_skills_params_accept_the_inputs() {
+        // `topic` is required: a template counts as present, a literal is
+        // checked now, a missing one is named.
+        let ok = trigger("skill: with-params\ninputs: {topic: \"{{ payload.text }}\"}\n");
+        assert_eq!(findings(&ok), Vec::<String>::new());
+        let e = one(&trigger("skill: with-params\ninputs: {topic: 42}\n"));
+        assert!(
+            e.starts_with("jobs.d/t.yaml:6:17: error[params] Trigger t: `inputs` does not match skill `with-params` params: 42 is not of type \"string\""),
+            "{e}"
+        );
+        let e = one(&trigger("skill: with-params\n"));
+        assert!(
+            e.starts_with("jobs.d/t.yaml:5:8: error[params] Trigger t: `inputs` does not match skill `with-params` params: \"topic\" is a required property"),
             "{e}"
         );
     }

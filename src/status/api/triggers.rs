@@ -1,7 +1,7 @@
 //! `/api/v1/triggers` and `/api/v1/triggers/{id}`: the applied inbound
 //! triggers, each with the path it answers on the inbound listener. The
-//! signing secret shows as its reference (`${env:NAME}`), as in git; its
-//! value is never read here.
+//! signing secret's reference is masked like a connector's (`***`): the
+//! API never hints at where a secret lives, and never reads its value.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -28,8 +28,16 @@ fn view(r: &Resource<Trigger>) -> Value {
         "file": r.file,
         "line": r.line,
         "hash": r.hash,
-        "spec": t,
+        "spec": masked(t),
     })
+}
+
+fn masked(t: &Trigger) -> Value {
+    let mut spec = serde_json::to_value(t).unwrap_or_default();
+    if let Some(secret) = spec.get_mut("secret") {
+        *secret = Value::String("***".into());
+    }
+    spec
 }
 
 pub(super) async fn triggers(State(shared): State<AppState>) -> ApiResult {

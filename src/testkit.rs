@@ -252,6 +252,7 @@ pub fn connector_spec(
         rate_limit: None,
         allowed_hosts: Vec::new(),
         description: None,
+        bridge: None,
     }
 }
 

@@ -41,6 +41,7 @@ fn connector(
         rate_limit: None,
         allowed_hosts: Vec::new(),
         description: None,
+        bridge: None,
     }
 }
 

@@ -197,6 +197,7 @@ mod tests {
             rate_limit: None,
             allowed_hosts: Vec::new(),
             description: None,
+            bridge: None,
         }
     }
 

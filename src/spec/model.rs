@@ -544,6 +544,98 @@ pub struct Connector {
     pub allowed_hosts: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// A telegram connector's chat bridge: commands from allowed chats,
+    /// read by long-polling `getUpdates`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<Bridge>,
+}
+
+/// A chat bridge (`bridge:` on a telegram connector). Only chats on
+/// `allowed_chat_ids` are answered; an empty list answers no one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bridge {
+    #[serde(default)]
+    pub allowed_chat_ids: Vec<ChatId>,
+    /// The commands it accepts (default: all of them).
+    #[serde(default = "BridgeCommand::all")]
+    pub commands: Vec<BridgeCommand>,
+}
+
+/// A Telegram chat id: an integer (groups and channels are negative),
+/// written in YAML as a number or a string of digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "ChatIdForm", into = "i64")]
+pub struct ChatId(pub i64);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ChatIdForm {
+    Number(i64),
+    Text(String),
+}
+
+impl TryFrom<ChatIdForm> for ChatId {
+    type Error = String;
+
+    fn try_from(form: ChatIdForm) -> Result<Self, Self::Error> {
+        match form {
+            ChatIdForm::Number(n) => Ok(ChatId(n)),
+            ChatIdForm::Text(t) => t
+                .trim()
+                .parse()
+                .map(ChatId)
+                .map_err(|_| format!("chat id `{t}` is not an integer")),
+        }
+    }
+}
+
+impl From<ChatId> for i64 {
+    fn from(id: ChatId) -> i64 {
+        id.0
+    }
+}
+
+/// A command a chat bridge can accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BridgeCommand {
+    Help,
+    Jobs,
+    Status,
+    Run,
+    Approve,
+    Reject,
+}
+
+impl BridgeCommand {
+    pub const ALL: [BridgeCommand; 6] = [
+        BridgeCommand::Help,
+        BridgeCommand::Jobs,
+        BridgeCommand::Status,
+        BridgeCommand::Run,
+        BridgeCommand::Approve,
+        BridgeCommand::Reject,
+    ];
+
+    pub fn all() -> Vec<BridgeCommand> {
+        Self::ALL.to_vec()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BridgeCommand::Help => "help",
+            BridgeCommand::Jobs => "jobs",
+            BridgeCommand::Status => "status",
+            BridgeCommand::Run => "run",
+            BridgeCommand::Approve => "approve",
+            BridgeCommand::Reject => "reject",
+        }
+    }
+
+    /// The command named `name` (without the slash).
+    pub fn named(name: &str) -> Option<BridgeCommand> {
+        Self::ALL.into_iter().find(|c| c.as_str() == name)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

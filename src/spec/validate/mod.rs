@@ -7,6 +7,7 @@
 //! Pure, like all of `spec`: it uses the model, the templates and
 //! `calendar` (a schedule must compile), nothing above `spec`.
 
+mod bridge;
 mod inputs;
 mod job;
 mod skill_commands;
@@ -121,6 +122,7 @@ pub fn check_snapshot(
         out,
         |connector, c| {
             check_connector(&connector.spec, c);
+            bridge::check_bridge(&connector.spec, c);
         },
     );
     snapshot.flows.extend(implicit);

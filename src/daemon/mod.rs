@@ -9,6 +9,7 @@
 //! `reconcile`, `worker`, `schedule`, `queue`, `store`, …); only `cli`
 //! uses it.
 
+mod bridges;
 mod cancel;
 mod embedded;
 mod follower;

@@ -5,5 +5,6 @@
 
 pub mod hooks;
 pub mod intake;
+pub mod telegram;
 
 pub use intake::{Accepted, Delivery, Intake, SubmitError};

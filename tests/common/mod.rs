@@ -4,6 +4,7 @@
 
 pub mod deployment;
 pub mod hooks;
+pub mod fake_telegram;
 pub mod secrets;
 pub mod worker;
 

@@ -1,0 +1,244 @@
+//! A loopback fake of the Telegram Bot API for bridge tests: a real axum
+//! server with `getUpdates` (long poll: `offset` confirms every update
+//! before it, `timeout` holds the request open until one arrives) and
+//! `sendMessage` (recorded; per bot it can be slowed or held until
+//! released, so a test can kill the daemon while a reply is in flight).
+//! Bots are told apart by the token in the path (`/bot<token>/<method>`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::routing::post;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+/// One bot's side of the fake.
+#[derive(Default)]
+struct Bot {
+    /// Updates not yet confirmed by an `offset`.
+    pending: Vec<Value>,
+    /// The highest `offset` a poll sent.
+    offset: Option<i64>,
+    polls: u32,
+    /// `sendMessage` requests as they arrive: (chat_id, text).
+    attempts: Vec<(i64, String)>,
+    /// `sendMessage` requests answered.
+    sent: Vec<(i64, String)>,
+    send_delay: Duration,
+    hold_sends: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    bots: HashMap<String, Bot>,
+    next_update: i64,
+}
+
+#[derive(Clone)]
+struct Fake {
+    inner: Arc<Mutex<Inner>>,
+    /// Bumped on every change a waiting request may care about.
+    changed: Arc<watch::Sender<u64>>,
+}
+
+impl Fake {
+    fn with<R>(&self, token: &str, f: impl FnOnce(&mut Bot) -> R) -> R {
+        let mut inner = self.inner.lock().expect("fake telegram state");
+        f(inner.bots.entry(token.to_string()).or_default())
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+}
+
+/// The fake server and what it recorded.
+pub struct FakeTelegram {
+    pub url: String,
+    fake: Fake,
+}
+
+impl FakeTelegram {
+    pub fn start() -> FakeTelegram {
+        let (tx, _) = watch::channel(0);
+        let fake = Fake {
+            inner: Arc::new(Mutex::new(Inner {
+                next_update: 1000,
+                ..Inner::default()
+            })),
+            changed: Arc::new(tx),
+        };
+        let app = axum::Router::new()
+            .route("/{bot}/{method}", post(method))
+            .with_state(fake.clone());
+        FakeTelegram {
+            url: super::serve(app),
+            fake,
+        }
+    }
+
+    /// A text message from `chat` (user `user`) to `token`'s bot; its
+    /// update id.
+    pub fn message(&self, token: &str, chat: i64, user: &str, text: &str) -> i64 {
+        let id = {
+            let mut inner = self.fake.inner.lock().expect("fake telegram state");
+            inner.next_update += 1;
+            let id = inner.next_update;
+            let update = json!({"update_id": id, "message": {
+                "message_id": id, "date": 0, "text": text,
+                "chat": {"id": chat, "type": "private"},
+                "from": {"id": 7000 + chat, "is_bot": false, "username": user},
+            }});
+            inner
+                .bots
+                .entry(token.to_string())
+                .or_default()
+                .pending
+                .push(update);
+            id
+        };
+        self.fake.bump();
+        id
+    }
+
+    pub fn set_send_delay(&self, token: &str, delay: Duration) {
+        self.fake.with(token, |b| b.send_delay = delay);
+    }
+
+    /// Hold every `sendMessage` of `token` (recorded as an attempt, never
+    /// answered) until released.
+    pub fn hold_sends(&self, token: &str, hold: bool) {
+        self.fake.with(token, |b| b.hold_sends = hold);
+        self.fake.bump();
+    }
+
+    pub fn sent(&self, token: &str) -> Vec<(i64, String)> {
+        self.fake.with(token, |b| b.sent.clone())
+    }
+
+    pub fn attempts(&self, token: &str) -> Vec<(i64, String)> {
+        self.fake.with(token, |b| b.attempts.clone())
+    }
+
+    pub fn polls(&self, token: &str) -> u32 {
+        self.fake.with(token, |b| b.polls)
+    }
+
+    /// The offset the bot's last poll confirmed up to.
+    pub fn offset(&self, token: &str) -> Option<i64> {
+        self.fake.with(token, |b| b.offset)
+    }
+
+    /// Wait until `f` holds of the bot's answered messages; panics with
+    /// them after `within`.
+    #[track_caller]
+    pub fn wait_sent(
+        &self,
+        token: &str,
+        within: Duration,
+        what: &str,
+        f: impl Fn(&[(i64, String)]) -> bool,
+    ) -> Vec<(i64, String)> {
+        self.wait(within, what, || self.sent(token), f)
+    }
+
+    /// Like [`Self::wait_sent`], over the requests as they arrive.
+    #[track_caller]
+    pub fn wait_attempts(
+        &self,
+        token: &str,
+        within: Duration,
+        what: &str,
+        f: impl Fn(&[(i64, String)]) -> bool,
+    ) -> Vec<(i64, String)> {
+        self.wait(within, what, || self.attempts(token), f)
+    }
+
+    #[track_caller]
+    fn wait(
+        &self,
+        within: Duration,
+        what: &str,
+        read: impl Fn() -> Vec<(i64, String)>,
+        f: impl Fn(&[(i64, String)]) -> bool,
+    ) -> Vec<(i64, String)> {
+        let start = Instant::now();
+        loop {
+            let now = read();
+            if f(&now) {
+                return now;
+            }
+            if start.elapsed() > within {
+                panic!("timed out waiting for {what}; the bot has: {now:#?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+async fn method(
+    State(fake): State<Fake>,
+    Path((bot, method)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let Some(token) = bot.strip_prefix("bot") else {
+        return Json(json!({"ok": false, "error_code": 404, "description": "Not Found"}));
+    };
+    match method.as_str() {
+        "getUpdates" => Json(get_updates(&fake, token, &body).await),
+        "sendMessage" => Json(send_message(&fake, token, &body).await),
+        _ => Json(json!({"ok": false, "error_code": 404, "description": "Not Found"})),
+    }
+}
+
+async fn get_updates(fake: &Fake, token: &str, body: &Value) -> Value {
+    let offset = body["offset"].as_i64();
+    let timeout = Duration::from_secs(body["timeout"].as_u64().unwrap_or(0).min(30));
+    let mut changes = fake.changed.subscribe();
+    let until = tokio::time::Instant::now() + timeout;
+    fake.with(token, |b| {
+        b.polls += 1;
+        if let Some(o) = offset {
+            b.pending.retain(|u| u["update_id"].as_i64() >= Some(o));
+            b.offset = Some(o);
+        }
+    });
+    loop {
+        let ready = fake.with(token, |b| b.pending.clone());
+        if !ready.is_empty() {
+            return json!({"ok": true, "result": ready});
+        }
+        if tokio::time::timeout_at(until, changes.changed())
+            .await
+            .is_err()
+        {
+            return json!({"ok": true, "result": []});
+        }
+    }
+}
+
+async fn send_message(fake: &Fake, token: &str, body: &Value) -> Value {
+    let chat = match &body["chat_id"] {
+        Value::String(s) => s.parse().unwrap_or(0),
+        v => v.as_i64().unwrap_or(0),
+    };
+    let text = body["text"].as_str().unwrap_or_default().to_string();
+    let delay = fake.with(token, |b| {
+        b.attempts.push((chat, text.clone()));
+        b.send_delay
+    });
+    fake.bump();
+    tokio::time::sleep(delay).await;
+    let mut changes = fake.changed.subscribe();
+    while fake.with(token, |b| b.hold_sends) {
+        let _ = changes.changed().await;
+    }
+    let id = fake.with(token, |b| {
+        b.sent.push((chat, text));
+        b.sent.len()
+    });
+    json!({"ok": true, "result": {"message_id": id, "chat": {"id": chat}, "text": "ok"}})
+}

@@ -1,0 +1,349 @@
+//! The Telegram bridge against a loopback fake Bot API
+//! (`common::fake_telegram`) with the real daemon: `/run` from an allowed
+//! chat (on both stores), chats that are not allowed, a crash between the
+//! run and the reply, a slow bot beside a fast one, `/approve` of a gated
+//! run, and a bridge with no allowed chat.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::fake_telegram::FakeTelegram;
+use common::{ConfigDir, Daemon};
+use multijob::testkit::RedisServer;
+use serde_json::Value;
+
+const ALLOWED: i64 = 1001;
+const STRANGER: i64 = 2002;
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A telegram connector `id` polling `fake` with the token in env `env`,
+/// and `bridge` as its bridge block (YAML flow form).
+fn bridge_connector(d: &ConfigDir, id: &str, fake: &FakeTelegram, env: &str, bridge: &str) {
+    d.write(
+        &format!("jobs.d/{id}.yaml"),
+        &format!(
+            "kind: Connector\nid: {id}\nprovider: telegram\nbase_url: {}\nsecrets: {{bot_token: \"${{env:{env}}}\"}}\nbridge: {bridge}\n",
+            fake.url
+        ),
+    );
+}
+
+fn start(d: &ConfigDir, redis: Option<&str>, env: &[(&str, &str)]) -> Daemon {
+    let extra: Vec<&str> = redis.map(|u| vec!["--redis", u]).unwrap_or_default();
+    let daemon = Daemon::start_env(d.path(), &extra, env);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    daemon
+}
+
+fn runs(daemon: &Daemon, job: &str) -> Vec<Value> {
+    let (_, body) = daemon.get(&format!("/api/v1/runs?job={job}&limit=100"));
+    body["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn events(daemon: &Daemon, kind: &str) -> Vec<Value> {
+    let (_, body) = daemon.get(&format!("/api/v1/events?type={kind}&limit=500"));
+    body["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// The run id a "run <id> of <job> ..." reply names.
+fn run_id_in(reply: &str) -> String {
+    reply
+        .strip_prefix("run ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no run id in {reply:?}"))
+        .to_string()
+}
+
+/// Texts the bot sent to `chat`.
+fn texts_to(sent: &[(i64, String)], chat: i64) -> Vec<String> {
+    sent.iter()
+        .filter(|(c, _)| *c == chat)
+        .map(|(_, t)| t.clone())
+        .collect()
+}
+
+/// Wait until the bridge has confirmed `update` to Telegram (it polled
+/// again from a later offset): it is done with it.
+#[track_caller]
+fn wait_handled(fake: &FakeTelegram, token: &str, update: i64) {
+    let start = Instant::now();
+    while fake.offset(token).is_none_or(|o| o <= update) {
+        assert!(
+            start.elapsed() < WAIT,
+            "the bridge never confirmed update {update} (offset {:?}, {} polls)",
+            fake.offset(token),
+            fake.polls(token)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn run_from_an_allowed_chat(redis: Option<&str>) {
+    let fake = FakeTelegram::start();
+    let d = ConfigDir::new();
+    d.write("jobs.d/hello.yaml", "id: hello\ntype: noop\n");
+    bridge_connector(
+        &d,
+        "ops-bot",
+        &fake,
+        "MJ_TG_RUN",
+        &format!("{{allowed_chat_ids: [{ALLOWED}]}}"),
+    );
+    let token = "111:run-token";
+    let daemon = start(&d, redis, &[("MJ_TG_RUN", token)]);
+
+    fake.message(token, ALLOWED, "ana", r#"/run hello k=v topic="a b""#);
+    let sent = fake.wait_sent(
+        token,
+        WAIT,
+        "a reply naming the run and one with its end",
+        |s| s.len() >= 2,
+    );
+    let replies = texts_to(&sent, ALLOWED);
+    assert!(replies[0].ends_with("of hello queued"), "{replies:?}");
+    let id = run_id_in(&replies[0]);
+    assert!(
+        replies[1].starts_with(&format!("run {id} of hello succeeded")),
+        "{replies:?}"
+    );
+    let all = runs(&daemon, "hello");
+    assert_eq!(all.len(), 1, "{all:#?}");
+    let run = daemon.run_ended(&id);
+    assert_eq!(
+        (run["inputs"]["k"].as_str(), run["inputs"]["topic"].as_str()),
+        (Some("v"), Some("a b"))
+    );
+    assert_eq!(run["trigger"], "telegram");
+    let command = events(&daemon, "inbound.command");
+    assert!(
+        command.iter().any(|e| e["run_id"] == id.as_str()
+            && e["data"]["user"] == "telegram:ana"
+            && e["data"]["command"] == "run"),
+        "{command:#?}"
+    );
+
+    // Another chat: no run, no reply, an inbound.rejected event.
+    let update = fake.message(token, STRANGER, "eve", "/run hello k=evil");
+    wait_handled(&fake, token, update);
+    assert!(texts_to(&fake.attempts(token), STRANGER).is_empty());
+    assert_eq!(runs(&daemon, "hello").len(), 1);
+    let rejected = events(&daemon, "inbound.rejected");
+    assert!(
+        rejected.iter().any(|e| e["data"]["chat_id"] == STRANGER
+            && e["data"]["reason"] == "chat_not_allowed"
+            && e["data"]["connector"] == "ops-bot"),
+        "{rejected:#?}"
+    );
+    assert!(
+        !rejected.iter().any(|e| e.to_string().contains("evil")),
+        "an event carried the text: {rejected:#?}"
+    );
+
+    // `/status` of a misspelt job names the right one; hostile input gets
+    // a reply and the bridge keeps answering.
+    fake.message(token, ALLOWED, "ana", "/status helo");
+    fake.message(
+        token,
+        ALLOWED,
+        "ana",
+        &format!("/run hello k={}", "x".repeat(100 * 1024)),
+    );
+    fake.message(token, ALLOWED, "ana", "/frobnicate");
+    fake.message(token, ALLOWED, "ana", "/run hello k=\"open");
+    fake.message(token, ALLOWED, "ana", "/status@ops_bot hello");
+    let sent = fake.wait_sent(token, WAIT, "five more replies", |s| s.len() >= 7);
+    let replies = texts_to(&sent, ALLOWED);
+    assert!(
+        replies[2].contains("no job `helo` (did you mean `hello`?)"),
+        "{replies:?}"
+    );
+    assert!(
+        replies[3].contains("is 102413 bytes; a command is at most 8192"),
+        "{replies:?}"
+    );
+    assert!(
+        replies[4].starts_with("unknown command /frobnicate. Commands: /help, /jobs"),
+        "{replies:?}"
+    );
+    assert!(replies[5].contains("quote is not closed"), "{replies:?}");
+    assert!(
+        replies[6].starts_with("hello, last 1 run(s):") && replies[6].contains(&id),
+        "{replies:?}"
+    );
+    assert_eq!(runs(&daemon, "hello").len(), 1);
+    let (code, _) = daemon.get("/api/v1/status");
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn run_from_an_allowed_chat_on_the_embedded_store() {
+    run_from_an_allowed_chat(None);
+}
+
+#[test]
+fn run_from_an_allowed_chat_on_redis_the_leader_polls() {
+    let redis = RedisServer::start().expect("redis-server");
+    run_from_an_allowed_chat(Some(&redis.url()));
+}
+
+#[test]
+fn a_crash_between_the_run_and_its_reply_queues_the_update_once() {
+    let fake = FakeTelegram::start();
+    let d = ConfigDir::new();
+    d.write("jobs.d/hello.yaml", "id: hello\ntype: noop\n");
+    bridge_connector(
+        &d,
+        "ops-bot",
+        &fake,
+        "MJ_TG_CRASH",
+        &format!("{{allowed_chat_ids: [{ALLOWED}]}}"),
+    );
+    let token = "222:crash-token";
+    let env = [("MJ_TG_CRASH", token)];
+    let mut daemon = start(&d, None, &env);
+    fake.hold_sends(token, true);
+    let update = fake.message(token, ALLOWED, "ana", "/run hello k=v");
+    let held = fake.wait_attempts(token, WAIT, "the reply, held", |a| !a.is_empty());
+    let first = run_id_in(&held[0].1);
+    daemon.signal("KILL");
+    let _ = daemon.child.wait();
+    assert!(!daemon.is_running());
+    assert_eq!(
+        fake.offset(token),
+        None,
+        "the update was confirmed before its reply"
+    );
+    fake.hold_sends(token, false);
+
+    let daemon = start(&d, None, &env);
+    wait_handled(&fake, token, update);
+    let all = runs(&daemon, "hello");
+    assert_eq!(all.len(), 1, "one run for update {update}: {all:#?}");
+    assert_eq!(all[0]["id"], first.as_str());
+    let sent = fake.wait_sent(token, WAIT, "the reply after the restart", |s| {
+        s.iter().any(|(_, t)| t.contains("was queued already"))
+    });
+    assert!(
+        sent.iter()
+            .any(|(_, t)| *t == format!("run {first} of hello was queued already")),
+        "{sent:?}"
+    );
+    daemon.run_ended(&first);
+}
+
+#[test]
+fn a_slow_bot_does_not_stall_another() {
+    let fake = FakeTelegram::start();
+    let d = ConfigDir::new();
+    let allow = format!("{{allowed_chat_ids: [{ALLOWED}]}}");
+    bridge_connector(&d, "slow-bot", &fake, "MJ_TG_SLOW", &allow);
+    bridge_connector(&d, "fast-bot", &fake, "MJ_TG_FAST", &allow);
+    let (slow, fast) = ("333:slow-token", "444:fast-token");
+    let _daemon = start(&d, None, &[("MJ_TG_SLOW", slow), ("MJ_TG_FAST", fast)]);
+    fake.set_send_delay(slow, Duration::from_secs(5));
+    fake.message(slow, ALLOWED, "ana", "/help");
+    fake.wait_attempts(slow, WAIT, "the slow bot's reply under way", |a| {
+        !a.is_empty()
+    });
+
+    let asked = Instant::now();
+    fake.message(fast, ALLOWED, "ana", "/help");
+    let sent = fake.wait_sent(fast, WAIT, "the fast bot's reply", |s| !s.is_empty());
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "the fast bot answered after {took:?}"
+    );
+    assert!(sent[0].1.contains("/run JOB key=value"), "{sent:?}");
+    assert!(fake.sent(slow).is_empty(), "the slow reply was not slow");
+}
+
+#[test]
+fn approve_releases_a_gated_run_once() {
+    let fake = FakeTelegram::start();
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/gated.yaml",
+        "id: gated\ntype: noop\nrequires_approval: true\n",
+    );
+    bridge_connector(
+        &d,
+        "ops-bot",
+        &fake,
+        "MJ_TG_APPROVE",
+        &format!("{{allowed_chat_ids: [{ALLOWED}]}}"),
+    );
+    let token = "555:approve-token";
+    let daemon = start(&d, None, &[("MJ_TG_APPROVE", token)]);
+
+    fake.message(token, ALLOWED, "ana", "/run gated");
+    let sent = fake.wait_sent(token, WAIT, "the run's reply", |s| !s.is_empty());
+    let id = run_id_in(&sent[0].1);
+    daemon.wait_until(&format!("/api/v1/runs/{id}"), "awaiting approval", |v| {
+        v["status"] == "awaiting_approval"
+    });
+    fake.message(token, ALLOWED, "ana", "/reject ap-nope");
+    fake.message(token, ALLOWED, "ana", &format!("/approve ap-{id}"));
+    let sent = fake.wait_sent(token, WAIT, "two more replies", |s| s.len() >= 3);
+    assert!(sent[1].1.starts_with("no approval `ap-nope`"), "{sent:?}");
+    assert_eq!(sent[2].1, format!("approved ap-{id} (run {id} of gated)"));
+    let run = daemon.run_ended(&id);
+    assert_eq!(run["status"], "succeeded");
+
+    fake.message(token, ALLOWED, "bob", &format!("/approve {}", &id[..12]));
+    let sent = fake.wait_sent(token, WAIT, "the second approve's reply", |s| {
+        s.iter().any(|(_, t)| t.contains("already"))
+    });
+    assert!(
+        sent.iter().any(|(_, t)| *t
+            == format!(
+                "approval ap-{id} is already approved by telegram:ana; this approve was not applied"
+            )),
+        "{sent:?}"
+    );
+    let (_, approvals) = daemon.get("/api/v1/approvals");
+    assert_eq!(approvals["items"][0]["decided_by"], "telegram:ana");
+    assert_eq!(runs(&daemon, "gated").len(), 1);
+}
+
+#[test]
+fn a_bridge_with_no_allowed_chat_answers_nobody() {
+    let fake = FakeTelegram::start();
+    let d = ConfigDir::new();
+    d.write("jobs.d/hello.yaml", "id: hello\ntype: noop\n");
+    bridge_connector(&d, "open-bot", &fake, "MJ_TG_EMPTY", "{}");
+    let out = d.run(&["validate"]);
+    out.assert_code(0)
+        .assert_line("jobs.d/open-bot.yaml:", "warning[bridge-nobody]");
+    assert!(
+        out.stdout().contains("the bridge answers no one"),
+        "{}",
+        out.explain()
+    );
+    let token = "666:empty-token";
+    let daemon = start(&d, None, &[("MJ_TG_EMPTY", token)]);
+    let update = fake.message(token, ALLOWED, "ana", "/run hello");
+    wait_handled(&fake, token, update);
+    assert!(fake.attempts(token).is_empty());
+    assert!(runs(&daemon, "hello").is_empty());
+    let rejected = events(&daemon, "inbound.rejected");
+    assert!(
+        rejected.iter().any(|e| e["data"]["chat_id"] == ALLOWED),
+        "{rejected:#?}"
+    );
+}
+
+#[test]
+fn a_bridge_on_another_provider_is_refused_by_validate() {
+    let d = ConfigDir::new();
+    d.write(
+        "jobs.d/hook.yaml",
+        "kind: Connector\nid: hook\nprovider: webhook\nbase_url: http://127.0.0.1:9\nbridge: {allowed_chat_ids: [\"-100123\"]}\n",
+    );
+    let out = d.run(&["validate"]);
+    out.assert_code(1).assert_line(
+        "jobs.d/hook.yaml:",
+        "reads chat commands from Telegram only",
+    );
+}

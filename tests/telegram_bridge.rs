@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::fake_telegram::FakeTelegram;
+use common::fake_telegram::{FakeTelegram, Seen};
 use common::{ConfigDir, Daemon};
 use multijob::testkit::RedisServer;
 use serde_json::Value;
@@ -27,6 +27,18 @@ fn bridge_connector(d: &ConfigDir, id: &str, fake: &FakeTelegram, env: &str, bri
             fake.url
         ),
     );
+}
+
+/// A fake Bot API, and a config dir with job `job` (`yaml`) and the
+/// connector `ops-bot` reading its token from `env` and answering chat
+/// [`ALLOWED`].
+fn one_bot(job: &str, yaml: &str, env: &str) -> (FakeTelegram, ConfigDir) {
+    let fake = FakeTelegram::start();
+    let d = ConfigDir::new();
+    d.write(&format!("jobs.d/{job}.yaml"), yaml);
+    let allow = format!("{{allowed_chat_ids: [{ALLOWED}]}}");
+    bridge_connector(&d, "ops-bot", &fake, env, &allow);
+    (fake, d)
 }
 
 fn start(d: &ConfigDir, redis: Option<&str>, env: &[(&str, &str)]) -> Daemon {
@@ -80,26 +92,12 @@ fn wait_handled(fake: &FakeTelegram, token: &str, update: i64) {
 }
 
 fn run_from_an_allowed_chat(redis: Option<&str>) {
-    let fake = FakeTelegram::start();
-    let d = ConfigDir::new();
-    d.write("jobs.d/hello.yaml", "id: hello\ntype: noop\n");
-    bridge_connector(
-        &d,
-        "ops-bot",
-        &fake,
-        "MJ_TG_RUN",
-        &format!("{{allowed_chat_ids: [{ALLOWED}]}}"),
-    );
+    let (fake, d) = one_bot("hello", "id: hello\ntype: noop\n", "MJ_TG_RUN");
     let token = "111:run-token";
     let daemon = start(&d, redis, &[("MJ_TG_RUN", token)]);
 
     fake.message(token, ALLOWED, "ana", r#"/run hello k=v topic="a b""#);
-    let sent = fake.wait_sent(
-        token,
-        WAIT,
-        "a reply naming the run and one with its end",
-        |s| s.len() >= 2,
-    );
+    let sent = fake.wait_for(token, Seen::Sent, WAIT, |s| s.len() >= 2);
     let replies = texts_to(&sent, ALLOWED);
     assert!(replies[0].ends_with("of hello queued"), "{replies:?}");
     let id = run_id_in(&replies[0]);
@@ -152,7 +150,7 @@ fn run_from_an_allowed_chat(redis: Option<&str>) {
     fake.message(token, ALLOWED, "ana", "/frobnicate");
     fake.message(token, ALLOWED, "ana", "/run hello k=\"open");
     fake.message(token, ALLOWED, "ana", "/status@ops_bot hello");
-    let sent = fake.wait_sent(token, WAIT, "five more replies", |s| s.len() >= 7);
+    let sent = fake.wait_for(token, Seen::Sent, WAIT, |s| s.len() >= 7);
     let replies = texts_to(&sent, ALLOWED);
     assert!(
         replies[2].contains("no job `helo` (did you mean `hello`?)"),
@@ -189,22 +187,13 @@ fn run_from_an_allowed_chat_on_redis_the_leader_polls() {
 
 #[test]
 fn a_crash_between_the_run_and_its_reply_queues_the_update_once() {
-    let fake = FakeTelegram::start();
-    let d = ConfigDir::new();
-    d.write("jobs.d/hello.yaml", "id: hello\ntype: noop\n");
-    bridge_connector(
-        &d,
-        "ops-bot",
-        &fake,
-        "MJ_TG_CRASH",
-        &format!("{{allowed_chat_ids: [{ALLOWED}]}}"),
-    );
+    let (fake, d) = one_bot("hello", "id: hello\ntype: noop\n", "MJ_TG_CRASH");
     let token = "222:crash-token";
     let env = [("MJ_TG_CRASH", token)];
     let mut daemon = start(&d, None, &env);
     fake.hold_sends(token, true);
     let update = fake.message(token, ALLOWED, "ana", "/run hello k=v");
-    let held = fake.wait_attempts(token, WAIT, "the reply, held", |a| !a.is_empty());
+    let held = fake.wait_for(token, Seen::Attempts, WAIT, |a| !a.is_empty());
     let first = run_id_in(&held[0].1);
     daemon.signal("KILL");
     let _ = daemon.child.wait();
@@ -221,7 +210,7 @@ fn a_crash_between_the_run_and_its_reply_queues_the_update_once() {
     let all = runs(&daemon, "hello");
     assert_eq!(all.len(), 1, "one run for update {update}: {all:#?}");
     assert_eq!(all[0]["id"], first.as_str());
-    let sent = fake.wait_sent(token, WAIT, "the reply after the restart", |s| {
+    let sent = fake.wait_for(token, Seen::Sent, WAIT, |s| {
         s.iter().any(|(_, t)| t.contains("was queued already"))
     });
     assert!(
@@ -243,13 +232,11 @@ fn a_slow_bot_does_not_stall_another() {
     let _daemon = start(&d, None, &[("MJ_TG_SLOW", slow), ("MJ_TG_FAST", fast)]);
     fake.set_send_delay(slow, Duration::from_secs(5));
     fake.message(slow, ALLOWED, "ana", "/help");
-    fake.wait_attempts(slow, WAIT, "the slow bot's reply under way", |a| {
-        !a.is_empty()
-    });
+    fake.wait_for(slow, Seen::Attempts, WAIT, |a| !a.is_empty());
 
     let asked = Instant::now();
     fake.message(fast, ALLOWED, "ana", "/help");
-    let sent = fake.wait_sent(fast, WAIT, "the fast bot's reply", |s| !s.is_empty());
+    let sent = fake.wait_for(fast, Seen::Sent, WAIT, |s| !s.is_empty());
     let took = asked.elapsed();
     assert!(
         took < Duration::from_secs(1),
@@ -261,38 +248,27 @@ fn a_slow_bot_does_not_stall_another() {
 
 #[test]
 fn approve_releases_a_gated_run_once() {
-    let fake = FakeTelegram::start();
-    let d = ConfigDir::new();
-    d.write(
-        "jobs.d/gated.yaml",
-        "id: gated\ntype: noop\nrequires_approval: true\n",
-    );
-    bridge_connector(
-        &d,
-        "ops-bot",
-        &fake,
-        "MJ_TG_APPROVE",
-        &format!("{{allowed_chat_ids: [{ALLOWED}]}}"),
-    );
+    let gated = "id: gated\ntype: noop\nrequires_approval: true\n";
+    let (fake, d) = one_bot("gated", gated, "MJ_TG_APPROVE");
     let token = "555:approve-token";
     let daemon = start(&d, None, &[("MJ_TG_APPROVE", token)]);
 
     fake.message(token, ALLOWED, "ana", "/run gated");
-    let sent = fake.wait_sent(token, WAIT, "the run's reply", |s| !s.is_empty());
+    let sent = fake.wait_for(token, Seen::Sent, WAIT, |s| !s.is_empty());
     let id = run_id_in(&sent[0].1);
     daemon.wait_until(&format!("/api/v1/runs/{id}"), "awaiting approval", |v| {
         v["status"] == "awaiting_approval"
     });
     fake.message(token, ALLOWED, "ana", "/reject ap-nope");
     fake.message(token, ALLOWED, "ana", &format!("/approve ap-{id}"));
-    let sent = fake.wait_sent(token, WAIT, "two more replies", |s| s.len() >= 3);
+    let sent = fake.wait_for(token, Seen::Sent, WAIT, |s| s.len() >= 3);
     assert!(sent[1].1.starts_with("no approval `ap-nope`"), "{sent:?}");
     assert_eq!(sent[2].1, format!("approved ap-{id} (run {id} of gated)"));
     let run = daemon.run_ended(&id);
     assert_eq!(run["status"], "succeeded");
 
     fake.message(token, ALLOWED, "bob", &format!("/approve {}", &id[..12]));
-    let sent = fake.wait_sent(token, WAIT, "the second approve's reply", |s| {
+    let sent = fake.wait_for(token, Seen::Sent, WAIT, |s| {
         s.iter().any(|(_, t)| t.contains("already"))
     });
     assert!(

@@ -15,6 +15,13 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+/// Which of a bot's `sendMessage` requests to wait on.
+#[derive(Debug, Clone, Copy)]
+pub enum Seen {
+    Attempts,
+    Sent,
+}
+
 /// One bot's side of the fake.
 #[derive(Default)]
 struct Bot {
@@ -132,47 +139,28 @@ impl FakeTelegram {
         self.fake.with(token, |b| b.offset)
     }
 
-    /// Wait until `f` holds of the bot's answered messages; panics with
-    /// them after `within`.
+    /// Wait until `f` holds of the bot's `sendMessage` requests as they
+    /// arrived (`Seen::Attempts`) or as answered (`Seen::Sent`); panics
+    /// with them after `within`.
     #[track_caller]
-    pub fn wait_sent(
+    pub fn wait_for(
         &self,
         token: &str,
+        seen: Seen,
         within: Duration,
-        what: &str,
-        f: impl Fn(&[(i64, String)]) -> bool,
-    ) -> Vec<(i64, String)> {
-        self.wait(within, what, || self.sent(token), f)
-    }
-
-    /// Like [`Self::wait_sent`], over the requests as they arrive.
-    #[track_caller]
-    pub fn wait_attempts(
-        &self,
-        token: &str,
-        within: Duration,
-        what: &str,
-        f: impl Fn(&[(i64, String)]) -> bool,
-    ) -> Vec<(i64, String)> {
-        self.wait(within, what, || self.attempts(token), f)
-    }
-
-    #[track_caller]
-    fn wait(
-        &self,
-        within: Duration,
-        what: &str,
-        read: impl Fn() -> Vec<(i64, String)>,
         f: impl Fn(&[(i64, String)]) -> bool,
     ) -> Vec<(i64, String)> {
         let start = Instant::now();
         loop {
-            let now = read();
+            let now = match seen {
+                Seen::Attempts => self.attempts(token),
+                Seen::Sent => self.sent(token),
+            };
             if f(&now) {
                 return now;
             }
             if start.elapsed() > within {
-                panic!("timed out waiting for {what}; the bot has: {now:#?}");
+                panic!("timed out waiting for {seen:?} messages; the bot has: {now:#?}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -106,7 +106,7 @@ impl Desk {
             .iter()
             .map(|c| format!("/{}", c.as_str()))
             .collect();
-        names.extend(self.skills().iter().filter_map(|s| prefix_of(s)));
+        names.extend(self.skills().iter().filter_map(prefix_of));
         format!("Commands: {}", names.join(", "))
     }
 
@@ -164,13 +164,8 @@ impl Desk {
         let Some((job, rest)) = words.split_first() else {
             return Answer::says("usage: /run JOB key=value ...");
         };
-        let applied = self.shared.applied.load();
-        if !applied.snapshot.jobs.contains_key(job) {
-            let hint = suggest::hint(job, applied.snapshot.jobs.keys().map(String::as_str));
-            return Answer::says(format!(
-                "no job `{}`{hint}; /jobs lists them",
-                parse::shorten(job)
-            ));
+        if let Some(unknown) = self.unknown_job(job) {
+            return unknown;
         }
         match parse::inputs(rest) {
             Ok(inputs) => self.submit(job, inputs, false, asked).await,
@@ -234,6 +229,22 @@ impl Desk {
             }
             Err(e) => Answer::says(format!("could not queue {job}: {e}")),
         }
+    }
+}
+
+impl Desk {
+    /// The reply for a job id the applied revision lacks (with the
+    /// nearest id), or `None` when it has it.
+    pub(super) fn unknown_job(&self, job: &str) -> Option<Answer> {
+        let applied = self.shared.applied.load();
+        let jobs = &applied.snapshot.jobs;
+        (!jobs.contains_key(job)).then(|| {
+            let hint = suggest::hint(job, jobs.keys().map(String::as_str));
+            Answer::says(format!(
+                "no job `{}`{hint}; /jobs lists them",
+                parse::shorten(job)
+            ))
+        })
     }
 }
 

@@ -4,8 +4,6 @@
 //! status API's job list.
 
 use super::commands::{Answer, Desk};
-use super::parse;
-use crate::spec::suggest;
 use crate::store::runs::{Run, RunQuery};
 
 /// Jobs listed by `/jobs` before "and N more".
@@ -49,13 +47,8 @@ impl Desk {
         let [job] = words else {
             return Answer::says("usage: /status JOB");
         };
-        let applied = self.shared.applied.load_full();
-        if !applied.snapshot.jobs.contains_key(job) {
-            let hint = suggest::hint(job, applied.snapshot.jobs.keys().map(String::as_str));
-            return Answer::says(format!(
-                "no job `{}`{hint}; /jobs lists them",
-                parse::shorten(job)
-            ));
+        if let Some(unknown) = self.unknown_job(job) {
+            return unknown;
         }
         let query = RunQuery {
             job_id: Some(job.clone()),

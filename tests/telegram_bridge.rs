@@ -323,3 +323,103 @@ fn a_bridge_on_another_provider_is_refused_by_validate() {
         "reads chat commands from Telegram only",
     );
 }
+
+/// With Redis only the leader polls (a follower or a worker polling the
+/// same bot would get 409 from Telegram); when it dies, the next leader
+/// polls and answers.
+#[test]
+fn on_redis_only_the_leader_polls_and_the_next_leader_takes_over() {
+    let redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    let (fake, d) = one_bot("hello", "id: hello\ntype: noop\n", "MJ_TG_LEAD");
+    let token = "777:lead-token";
+    let mut env = common::worker::FAST.to_vec();
+    env.push(("MJ_TG_LEAD", token));
+    let replica = |d: &ConfigDir| Daemon::start_env(d.path(), &["--redis", url.as_str()], &env);
+    let mut first = replica(&d);
+    first.wait_until("/api/v1/status", "leading", |v| {
+        v["cluster"]["role"] == "leader"
+    });
+    let second = replica(&d);
+    second.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let _worker = common::worker::WorkerProc::start(&redis, 1);
+
+    fake.message(token, ALLOWED, "ana", "/run hello n=1");
+    fake.wait_for(token, Seen::Sent, WAIT, |s| s.len() >= 2);
+    // Followers and workers have had time to poll by now, and did not.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        fake.most_open_polls(token),
+        1,
+        "more than one process polled the bot"
+    );
+
+    first.signal("KILL");
+    let _ = first.child.wait();
+    second.wait_until("/api/v1/status", "the next leader", |v| {
+        v["cluster"]["role"] == "leader"
+    });
+    fake.message(token, ALLOWED, "ana", "/run hello n=2");
+    let sent = fake.wait_for(token, Seen::Sent, WAIT, |s| s.len() >= 4);
+    let id = run_id_in(&sent[2].1);
+    let run = second.run_ended(&id);
+    assert_eq!(run["inputs"]["n"], "2");
+    assert_eq!(runs(&second, "hello").len(), 2);
+}
+
+/// A revision that adds, changes or removes a bridge starts, restarts or
+/// stops its poller.
+#[test]
+fn bridges_follow_the_applied_revision() {
+    let fake = FakeTelegram::start();
+    let d = ConfigDir::new();
+    d.write("jobs.d/hello.yaml", "id: hello\ntype: noop\n");
+    let token = "888:reload-token";
+    let daemon = start(&d, None, &[("MJ_TG_RELOAD", token)]);
+    assert_eq!(fake.polls(token), 0);
+
+    let allow = |chats: &str| format!("{{allowed_chat_ids: [{chats}]}}");
+    bridge_connector(
+        &d,
+        "ops-bot",
+        &fake,
+        "MJ_TG_RELOAD",
+        &allow(&ALLOWED.to_string()),
+    );
+    daemon.wait_until("/api/v1/connectors", "the bridge applied", |v| {
+        v["items"][0]["id"] == "ops-bot"
+    });
+    fake.message(token, ALLOWED, "ana", "/help");
+    fake.wait_for(token, Seen::Sent, WAIT, |s| s.len() == 1);
+
+    bridge_connector(
+        &d,
+        "ops-bot",
+        &fake,
+        "MJ_TG_RELOAD",
+        &allow(&format!("{ALLOWED}, {STRANGER}")),
+    );
+    daemon.wait_until("/api/v1/connectors", "the changed connector applied", |v| {
+        v["items"][0]["spec"]["bridge"]["allowed_chat_ids"]
+            == serde_json::json!([ALLOWED, STRANGER])
+    });
+    fake.message(token, STRANGER, "eve", "/jobs");
+    let sent = fake.wait_for(token, Seen::Sent, WAIT, |s| s.len() == 2);
+    assert_eq!(sent[1].0, STRANGER);
+    assert!(
+        sent[1].1.starts_with("hello - enabled, last: no runs yet"),
+        "{sent:?}"
+    );
+
+    d.remove("jobs.d/ops-bot.yaml");
+    daemon.wait_until("/api/v1/connectors", "the connector removed", |v| {
+        v["items"].as_array().is_some_and(Vec::is_empty)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let polls = fake.polls(token);
+    let update = fake.message(token, ALLOWED, "ana", "/help");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(fake.polls(token), polls, "a removed bridge still polls");
+    assert!(fake.offset(token).is_some_and(|o| o <= update));
+    assert_eq!(fake.sent(token).len(), 2);
+}

@@ -30,6 +30,10 @@ struct Bot {
     /// The highest `offset` a poll sent.
     offset: Option<i64>,
     polls: u32,
+    /// `getUpdates` requests open now, and the most ever open at once
+    /// (two pollers of one bot: Telegram answers 409).
+    open_polls: u32,
+    most_open_polls: u32,
     /// `sendMessage` requests as they arrive: (chat_id, text).
     attempts: Vec<(i64, String)>,
     /// `sendMessage` requests answered.
@@ -134,6 +138,11 @@ impl FakeTelegram {
         self.fake.with(token, |b| b.polls)
     }
 
+    /// The most `getUpdates` requests of `token` that were open at once.
+    pub fn most_open_polls(&self, token: &str) -> u32 {
+        self.fake.with(token, |b| b.most_open_polls)
+    }
+
     /// The offset the bot's last poll confirmed up to.
     pub fn offset(&self, token: &str) -> Option<i64> {
         self.fake.with(token, |b| b.offset)
@@ -187,6 +196,7 @@ async fn get_updates(fake: &Fake, token: &str, body: &Value) -> Value {
     let timeout = Duration::from_secs(body["timeout"].as_u64().unwrap_or(0).min(30));
     let mut changes = fake.changed.subscribe();
     let until = tokio::time::Instant::now() + timeout;
+    let _open = OpenPoll::new(fake, token);
     fake.with(token, |b| {
         b.polls += 1;
         if let Some(o) = offset {
@@ -205,6 +215,32 @@ async fn get_updates(fake: &Fake, token: &str, body: &Value) -> Value {
         {
             return json!({"ok": true, "result": []});
         }
+    }
+}
+
+/// One open `getUpdates`, counted until its handler ends or is dropped
+/// (the poller hung up).
+struct OpenPoll {
+    fake: Fake,
+    token: String,
+}
+
+impl OpenPoll {
+    fn new(fake: &Fake, token: &str) -> OpenPoll {
+        fake.with(token, |b| {
+            b.open_polls += 1;
+            b.most_open_polls = b.most_open_polls.max(b.open_polls);
+        });
+        OpenPoll {
+            fake: fake.clone(),
+            token: token.to_string(),
+        }
+    }
+}
+
+impl Drop for OpenPoll {
+    fn drop(&mut self) {
+        self.fake.with(&self.token, |b| b.open_polls -= 1);
     }
 }
 

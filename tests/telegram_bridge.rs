@@ -311,17 +311,24 @@ fn a_bridge_with_no_allowed_chat_answers_nobody() {
 }
 
 #[test]
-fn a_bridge_on_another_provider_is_refused_by_validate() {
+fn validate_refuses_a_bridge_it_could_not_poll() {
     let d = ConfigDir::new();
     d.write(
         "jobs.d/hook.yaml",
         "kind: Connector\nid: hook\nprovider: webhook\nbase_url: http://127.0.0.1:9\nbridge: {allowed_chat_ids: [\"-100123\"]}\n",
     );
-    let out = d.run(&["validate"]);
-    out.assert_code(1).assert_line(
-        "jobs.d/hook.yaml:",
-        "reads chat commands from Telegram only",
+    d.write(
+        "jobs.d/tg.yaml",
+        "kind: Connector\nid: tg\nprovider: telegram\nbridge: {allowed_chat_ids: [1]}\n",
     );
+    let out = d.run(&["validate"]);
+    out.assert_code(1)
+        .assert_line(
+            "jobs.d/hook.yaml:",
+            "reads chat commands from Telegram only",
+        )
+        .assert_line("jobs.d/tg.yaml:", "a bridge polls with the bot's token")
+        .assert_line("jobs.d/tg.yaml:", "a bridge needs `base_url` to poll");
 }
 
 /// With Redis only the leader polls (a follower or a worker polling the
@@ -422,4 +429,41 @@ fn bridges_follow_the_applied_revision() {
     assert_eq!(fake.polls(token), polls, "a removed bridge still polls");
     assert!(fake.offset(token).is_some_and(|o| o <= update));
     assert_eq!(fake.sent(token).len(), 2);
+}
+
+/// `/help` lists the skills a Telegram chat may start (a `command_prefix`
+/// on channel telegram or none), and such a prefix runs the skill's job
+/// (`skill:<id>`) with the given inputs; a skill of another channel is not
+/// a command here.
+#[test]
+fn a_skill_command_prefix_runs_the_skill() {
+    let (fake, d) = one_bot("hello", "id: hello\ntype: noop\n", "MJ_TG_SKILL");
+    let skill = |id: &str, channel: &str, prefix: &str| {
+        format!(
+            "kind: Skill\nid: {id}\ndescription: Draft a {id}\nchannel: {channel}\ncommand_prefix: {prefix}\nsteps:\n  - id: s\n    set: {{topic: \"{{{{ inputs.topic }}}}\"}}\n"
+        )
+    };
+    d.write("skills.d/brief.yaml", &skill("brief", "telegram", "/brief"));
+    d.write("skills.d/offer.yaml", &skill("offer", "whatsapp", "/offer"));
+    let token = "999:skill-token";
+    let _daemon = start(&d, None, &[("MJ_TG_SKILL", token)]);
+
+    fake.message(token, ALLOWED, "ana", "/help");
+    fake.message(token, ALLOWED, "ana", "/offer topic=x");
+    fake.message(token, ALLOWED, "ana", "/brief@ops_bot topic=\"12.12 sale\"");
+    let sent = fake.wait_for(token, Seen::Sent, WAIT, |s| s.len() >= 3);
+    assert!(
+        sent[0].1.contains("/brief key=value ... - Draft a brief"),
+        "{sent:?}"
+    );
+    assert!(!sent[0].1.contains("/offer"), "{sent:?}");
+    assert!(
+        sent[1]
+            .1
+            .starts_with("unknown command /offer. Commands: /help"),
+        "{sent:?}"
+    );
+    assert!(sent[1].1.ends_with("/reject, /brief"), "{sent:?}");
+    // Queued once the skills slice derives the job, refused by name before.
+    assert!(sent[2].1.contains("skill:brief"), "{sent:?}");
 }

@@ -4,7 +4,8 @@
 //! process of a Redis deployment (campaigning, leading, following) and
 //! `redis_worker` its worker-only sibling; `inbox` handles the commands
 //! the CLI leaves in the store (trigger bursts, approval decisions,
-//! follow-ups), `cancel` an operator's cancel of a run and `operator` the
+//! follow-ups), `bridges` keeps the chat bridges of the applied revision
+//! polling (where this process owns the run queue), `cancel` an operator's cancel of a run and `operator` the
 //! operator's commands on jobs (pause, resume, reset, backfill). It may use every module below it (`cluster`, `status`,
 //! `reconcile`, `worker`, `schedule`, `queue`, `store`, …); only `cli`
 //! uses it.

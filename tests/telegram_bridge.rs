@@ -467,3 +467,34 @@ fn a_skill_command_prefix_runs_the_skill() {
     // Queued once the skills slice derives the job, refused by name before.
     assert!(sent[2].1.contains("skill:brief"), "{sent:?}");
 }
+
+/// The stored offset is the bot's: a restart polls from it, and a
+/// connector given another bot's token starts from what that bot holds
+/// (the old offset would confirm, and so drop, the new bot's updates).
+#[test]
+fn the_offset_survives_a_restart_for_the_same_bot_only() {
+    let (fake, d) = one_bot("hello", "id: hello\ntype: noop\n", "MJ_TG_OFFSET");
+    let (old, new) = ("1212:offset-token", "3434:other-token");
+    let daemon = start(&d, None, &[("MJ_TG_OFFSET", old)]);
+    let update = fake.message(old, ALLOWED, "ana", "/help");
+    wait_handled(&fake, old, update);
+    drop(daemon);
+
+    let before = fake.offsets(old).len();
+    let daemon = start(&d, None, &[("MJ_TG_OFFSET", old)]);
+    let start_wait = Instant::now();
+    while fake.offsets(old).len() <= before {
+        assert!(
+            start_wait.elapsed() < WAIT,
+            "the restarted bridge never polled"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(fake.offsets(old)[before], Some(update + 1));
+    drop(daemon);
+
+    let _daemon = start(&d, None, &[("MJ_TG_OFFSET", new)]);
+    fake.message(new, ALLOWED, "ana", "/help");
+    fake.wait_for(new, Seen::Sent, WAIT, |s| s.len() == 1);
+    assert_eq!(fake.offsets(new)[0], None, "another bot's offset was used");
+}

@@ -27,8 +27,10 @@ pub enum Seen {
 struct Bot {
     /// Updates not yet confirmed by an `offset`.
     pending: Vec<Value>,
-    /// The highest `offset` a poll sent.
+    /// The last `offset` a poll sent.
     offset: Option<i64>,
+    /// The `offset` of every poll, in order.
+    offsets: Vec<Option<i64>>,
     polls: u32,
     /// `getUpdates` requests open now, and the most ever open at once
     /// (two pollers of one bot: Telegram answers 409).
@@ -138,6 +140,11 @@ impl FakeTelegram {
         self.fake.with(token, |b| b.polls)
     }
 
+    /// The `offset` each poll of `token` sent, in order.
+    pub fn offsets(&self, token: &str) -> Vec<Option<i64>> {
+        self.fake.with(token, |b| b.offsets.clone())
+    }
+
     /// The most `getUpdates` requests of `token` that were open at once.
     pub fn most_open_polls(&self, token: &str) -> u32 {
         self.fake.with(token, |b| b.most_open_polls)
@@ -199,6 +206,7 @@ async fn get_updates(fake: &Fake, token: &str, body: &Value) -> Value {
     let _open = OpenPoll::new(fake, token);
     fake.with(token, |b| {
         b.polls += 1;
+        b.offsets.push(offset);
         if let Some(o) = offset {
             b.pending.retain(|u| u["update_id"].as_i64() >= Some(o));
             b.offset = Some(o);

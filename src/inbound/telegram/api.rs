@@ -132,6 +132,14 @@ pub async fn get_updates(spec: &Connector, offset: Option<i64>) -> Result<Vec<Up
     })
 }
 
+/// The bot's id: the part of its token before `:` (not the secret part),
+/// or `None` when the token cannot be read now.
+pub fn bot_id(spec: &Connector) -> Option<String> {
+    let reference = spec.secrets.get("bot_token")?;
+    let token = secrets::resolve(&spec.id, "bot_token", reference).ok()?;
+    token.split_once(':').map(|(id, _)| id.to_string())
+}
+
 /// The body, refused past [`MAX_ANSWER_BYTES`] without reading it all.
 async fn read_capped(mut resp: reqwest::Response) -> Result<String, String> {
     let mut body = Vec::new();

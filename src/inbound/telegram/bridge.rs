@@ -37,7 +37,8 @@ const REPLY_TRIES: u32 = 3;
 /// The longest wait between failed polls.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Where a bridge keeps the next `getUpdates` offset.
+/// Where a bridge keeps the next `getUpdates` offset, with the id of the
+/// bot it is for: `{"bot": "123456", "next": 1001}`.
 pub fn offset_key(connector: &str) -> String {
     format!("__multijob/telegram/{connector}/offset")
 }
@@ -102,10 +103,16 @@ impl Bridge {
         }
     }
 
+    /// The stored offset, when it is this bot's: a connector given
+    /// another bot's token starts from what Telegram holds (the old bot's
+    /// offset would confirm, and so drop, the new bot's updates).
     async fn stored_offset(&self) -> Option<i64> {
         let key = offset_key(&self.desk.connector);
         match self.desk.shared.store.kv(&key, KvOp::Get).await {
-            Ok(v) => v.and_then(|v| v.as_i64()),
+            Ok(Some(v)) if v["bot"].as_str() == api::bot_id(&self.spec).as_deref() => {
+                v["next"].as_i64()
+            }
+            Ok(_) => None,
             Err(e) => {
                 tracing::warn!(connector = %self.desk.connector, error = %e, "cannot read the bridge's offset; Telegram resends what it has not been told is read");
                 None
@@ -116,7 +123,7 @@ impl Bridge {
     async fn store_offset(&self, next: i64) {
         let key = offset_key(&self.desk.connector);
         let set = KvOp::Set {
-            value: Value::from(next),
+            value: json!({"bot": api::bot_id(&self.spec), "next": next}),
             ttl_sec: None,
         };
         if let Err(e) = self.desk.shared.store.kv(&key, set).await {

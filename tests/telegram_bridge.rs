@@ -498,3 +498,33 @@ fn the_offset_survives_a_restart_for_the_same_bot_only() {
     fake.wait_for(new, Seen::Sent, WAIT, |s| s.len() == 1);
     assert_eq!(fake.offsets(new)[0], None, "another bot's offset was used");
 }
+
+/// A Bot API that refuses polls (409: another poller) or answers garbage
+/// gets polled again after a pause; the daemon keeps serving, the log
+/// says why and never shows the token, and commands flow once it recovers.
+#[test]
+fn a_failing_bot_api_is_polled_again_and_the_token_stays_out_of_the_log() {
+    let (fake, d) = one_bot("hello", "id: hello\ntype: noop\n", "MJ_TG_FAIL");
+    let token = "4545:failing-token-secret";
+    fake.fail_polls(
+        token,
+        &[
+            (409, r#"{"ok":false,"error_code":409,"description":"Conflict: terminated by other getUpdates request"}"#),
+            (200, "<html>not the bot api</html>"),
+            (200, &format!("{{\"ok\":true,\"result\":[{}]}}", "x".repeat(5 * 1024 * 1024))),
+        ],
+    );
+    let daemon = start(&d, None, &[("MJ_TG_FAIL", token)]);
+    fake.message(token, ALLOWED, "ana", "/help");
+    fake.wait_for(token, Seen::Sent, WAIT, |s| s.len() == 1);
+    let (code, _) = daemon.get("/api/v1/status");
+    assert_eq!(code, 200);
+    let log = daemon.log();
+    assert!(log.contains("another process polls this bot"), "{log}");
+    assert!(log.contains("not a Bot API answer"), "{log}");
+    assert!(log.contains("is over 4194304 bytes"), "{log}");
+    assert!(
+        !log.contains("failing-token-secret"),
+        "the token is in the log:\n{log}"
+    );
+}

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::routing::post;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -42,6 +43,8 @@ struct Bot {
     sent: Vec<(i64, String)>,
     send_delay: Duration,
     hold_sends: bool,
+    /// Answers the next polls get instead of updates: (status, body).
+    poll_failures: Vec<(u16, String)>,
 }
 
 #[derive(Default)]
@@ -117,6 +120,13 @@ impl FakeTelegram {
         id
     }
 
+    /// The next polls of `token` are answered with these (status, body)
+    /// pairs, one each, before updates flow again.
+    pub fn fail_polls(&self, token: &str, answers: &[(u16, &str)]) {
+        let answers = answers.iter().map(|(s, b)| (*s, b.to_string()));
+        self.fake.with(token, |b| b.poll_failures.extend(answers));
+    }
+
     pub fn set_send_delay(&self, token: &str, delay: Duration) {
         self.fake.with(token, |b| b.send_delay = delay);
     }
@@ -187,14 +197,34 @@ async fn method(
     State(fake): State<Fake>,
     Path((bot, method)): Path<(String, String)>,
     Json(body): Json<Value>,
-) -> Json<Value> {
+) -> (StatusCode, String) {
+    let not_found = || {
+        let body = json!({"ok": false, "error_code": 404, "description": "Not Found"});
+        (StatusCode::NOT_FOUND, body.to_string())
+    };
     let Some(token) = bot.strip_prefix("bot") else {
-        return Json(json!({"ok": false, "error_code": 404, "description": "Not Found"}));
+        return not_found();
     };
     match method.as_str() {
-        "getUpdates" => Json(get_updates(&fake, token, &body).await),
-        "sendMessage" => Json(send_message(&fake, token, &body).await),
-        _ => Json(json!({"ok": false, "error_code": 404, "description": "Not Found"})),
+        "getUpdates" => {
+            let failure = fake.with(token, |b| {
+                (!b.poll_failures.is_empty()).then(|| b.poll_failures.remove(0))
+            });
+            if let Some((status, body)) = failure {
+                fake.with(token, |b| b.polls += 1);
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                return (status, body);
+            }
+            (
+                StatusCode::OK,
+                get_updates(&fake, token, &body).await.to_string(),
+            )
+        }
+        "sendMessage" => (
+            StatusCode::OK,
+            send_message(&fake, token, &body).await.to_string(),
+        ),
+        _ => not_found(),
     }
 }
 

@@ -149,6 +149,7 @@ fn run_from_an_allowed_chat(redis: Option<&str>) {
     );
     fake.message(token, ALLOWED, "ana", "/frobnicate");
     fake.message(token, ALLOWED, "ana", "/run hello k=\"open");
+    fake.message(token, ALLOWED, "ana", "/jobs@other_bot");
     fake.message(token, ALLOWED, "ana", "/status@ops_bot hello");
     let sent = fake.wait_for(token, Seen::Sent, WAIT, |s| s.len() >= 7);
     let replies = texts_to(&sent, ALLOWED);

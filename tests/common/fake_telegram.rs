@@ -2,7 +2,8 @@
 //! server with `getUpdates` (long poll: `offset` confirms every update
 //! before it, `timeout` holds the request open until one arrives) and
 //! `sendMessage` (recorded; per bot it can be slowed or held until
-//! released, so a test can kill the daemon while a reply is in flight).
+//! released, so a test can kill the daemon while a reply is in flight),
+//! and `getMe` (every bot is `ops_bot`).
 //! Bots are told apart by the token in the path (`/bot<token>/<method>`).
 
 use std::collections::HashMap;
@@ -219,6 +220,12 @@ async fn method(
                 StatusCode::OK,
                 get_updates(&fake, token, &body).await.to_string(),
             )
+        }
+        "getMe" => {
+            let id = token.split(':').next().unwrap_or_default();
+            let me =
+                json!({"ok": true, "result": {"id": id, "is_bot": true, "username": "ops_bot"}});
+            (StatusCode::OK, me.to_string())
         }
         "sendMessage" => (
             StatusCode::OK,

@@ -83,6 +83,32 @@ impl PollError {
 /// One `getUpdates` call: the updates from `offset` on (confirming every
 /// one before it to Telegram).
 pub async fn get_updates(spec: &Connector, offset: Option<i64>) -> Result<Vec<Update>, PollError> {
+    let body = json!({
+        "offset": offset,
+        "timeout": POLL_TIMEOUT.as_secs(),
+        "limit": POLL_LIMIT,
+        "allowed_updates": ["message"],
+    });
+    let wait = POLL_TIMEOUT + Duration::from_secs(10);
+    let result = call(spec, "getUpdates", &body, wait).await?;
+    Ok(updates(result))
+}
+
+/// The bot's username (`getMe`): a group command addressed to another
+/// bot (`/run@other_bot`) is not for this one.
+pub async fn get_me(spec: &Connector) -> Result<Option<String>, PollError> {
+    let result = call(spec, "getMe", &json!({}), Duration::from_secs(10)).await?;
+    Ok(result["username"].as_str().map(str::to_string))
+}
+
+/// POST `body` to Bot API `method` with the connector's token; the
+/// answer's `result`. Every error is scrubbed of the token.
+async fn call(
+    spec: &Connector,
+    method: &str,
+    body: &Value,
+    timeout: Duration,
+) -> Result<Value, PollError> {
     let id = &spec.id;
     let secrets = Secrets::resolve_all(spec).map_err(|e| PollError::new(e.to_string()))?;
     let redactor = secrets.redactor();
@@ -97,36 +123,26 @@ pub async fn get_updates(spec: &Connector, offset: Option<i64>) -> Result<Vec<Up
         ))
     })?;
     let base = secrets::resolve_base_url(id, base).map_err(|e| PollError::new(e.to_string()))?;
-    let url = format!("{}/bot{token}/getUpdates", base.trim_end_matches('/'));
+    let url = format!("{}/bot{token}/{method}", base.trim_end_matches('/'));
+    let what = format!("{method} for connector `{id}`");
     let scrub = |e: String| PollError::new(redactor.redact(&e));
     egress::check_resolved(&url)
         .await
-        .map_err(|e| scrub(e.to_string()))?;
+        .map_err(|e| scrub(format!("{what}: {e}")))?;
     let client = client::shared().map_err(|e| PollError::new(e.to_string()))?;
-    let body = json!({
-        "offset": offset,
-        "timeout": POLL_TIMEOUT.as_secs(),
-        "limit": POLL_LIMIT,
-        "allowed_updates": ["message"],
-    });
     let resp = client
         .client
         .post(&url)
-        .json(&body)
-        .timeout(POLL_TIMEOUT + Duration::from_secs(10))
+        .json(body)
+        .timeout(timeout)
         .send()
         .await
-        .map_err(|e| {
-            scrub(format!(
-                "getUpdates for connector `{id}` failed: {}",
-                e.without_url()
-            ))
-        })?;
+        .map_err(|e| scrub(format!("{what} failed: {}", e.without_url())))?;
     let status = resp.status().as_u16();
     let text = read_capped(resp)
         .await
-        .map_err(|e| scrub(format!("getUpdates for connector `{id}`: {e}")))?;
-    answer(id, status, &text).map_err(|e| PollError {
+        .map_err(|e| scrub(format!("{what}: {e}")))?;
+    answer(&what, status, &text).map_err(|e| PollError {
         message: redactor.redact(&e.message),
         wait: e.wait,
     })
@@ -162,7 +178,7 @@ async fn read_capped(mut resp: reqwest::Response) -> Result<String, String> {
 struct Answer {
     ok: bool,
     #[serde(default)]
-    result: Vec<Value>,
+    result: Value,
     #[serde(default)]
     description: Option<String>,
     #[serde(default)]
@@ -175,14 +191,12 @@ struct Parameters {
     retry_after: Option<u64>,
 }
 
-/// The updates of a `getUpdates` answer, or why there are none. An
-/// update that is not a readable message keeps its id (its offset must
-/// still be confirmed) without a message.
-fn answer(id: &str, status: u16, text: &str) -> Result<Vec<Update>, PollError> {
+/// The `result` of a Bot API answer, or why there is none.
+fn answer(what: &str, status: u16, text: &str) -> Result<Value, PollError> {
     let parsed: Result<Answer, _> = serde_json::from_str(text);
     let Ok(answer) = parsed else {
         return Err(PollError::new(format!(
-            "getUpdates for connector `{id}`: HTTP {status}, not a Bot API answer: {}",
+            "{what}: HTTP {status}, not a Bot API answer: {}",
             super::parse::shorten(text)
         )));
     };
@@ -196,15 +210,24 @@ fn answer(id: &str, status: u16, text: &str) -> Result<Vec<Update>, PollError> {
             _ => "",
         };
         return Err(PollError {
-            message: format!("getUpdates for connector `{id}`: HTTP {status} {why}{hint}"),
+            message: format!("{what}: HTTP {status} {why}{hint}"),
             wait: answer
                 .parameters
                 .and_then(|p| p.retry_after)
                 .map(Duration::from_secs),
         });
     }
-    Ok(answer
-        .result
+    Ok(answer.result)
+}
+
+/// The updates of a `getUpdates` result. An update that is not a
+/// readable message keeps its id (its offset must still be confirmed)
+/// without a message.
+fn updates(result: Value) -> Vec<Update> {
+    let Value::Array(items) = result else {
+        return Vec::new();
+    };
+    items
         .into_iter()
         .filter_map(|u| {
             let update_id = u.get("update_id")?.as_i64()?;
@@ -213,7 +236,7 @@ fn answer(id: &str, status: u16, text: &str) -> Result<Vec<Update>, PollError> {
                 .and_then(|m| serde_json::from_value(m.clone()).ok());
             Some(Update { update_id, message })
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]
@@ -227,7 +250,7 @@ mod tests {
             {"update_id":8,"edited_message":{}},
             {"update_id":9,"message":{"chat":"bad"}},
             {"nope":1}]}"#;
-        let updates = answer("tg", 200, text).unwrap();
+        let updates = updates(answer("getUpdates", 200, text).unwrap());
         assert_eq!(
             updates.iter().map(|u| u.update_id).collect::<Vec<_>>(),
             vec![7, 8, 9]
@@ -241,14 +264,14 @@ mod tests {
     #[test]
     fn a_refusal_says_why_and_when_to_poll_again() {
         let e = answer(
-            "tg",
+            "getUpdates",
             409,
             r#"{"ok":false,"description":"Conflict","parameters":{"retry_after":3}}"#,
         )
         .unwrap_err();
         assert!(e.message.contains("another process polls"), "{}", e.message);
         assert_eq!(e.wait, Some(Duration::from_secs(3)));
-        let e = answer("tg", 502, "<html>bad gateway</html>").unwrap_err();
+        let e = answer("getUpdates", 502, "<html>bad gateway</html>").unwrap_err();
         assert!(e.message.contains("not a Bot API answer"), "{}", e.message);
     }
 

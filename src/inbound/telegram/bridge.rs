@@ -73,7 +73,11 @@ impl Bridge {
         let mut offset = self.stored_offset().await;
         tracing::info!(connector = %id, offset, chats = self.allowed.len(), "telegram bridge polling");
         let mut backoff = Duration::from_secs(1);
+        let mut me: Option<String> = None;
         loop {
+            if me.is_none() {
+                me = self.username(&stop).await;
+            }
             let polled = tokio::select! {
                 _ = stop.cancelled() => return,
                 p = api::get_updates(&self.spec, offset) => p,
@@ -95,10 +99,26 @@ impl Bridge {
                 let next = update.update_id.saturating_add(1);
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = self.handle(update, &stop) => {}
+                    _ = self.handle(update, me.as_deref(), &stop) => {}
                 }
                 offset = Some(next);
                 self.store_offset(next).await;
+            }
+        }
+    }
+
+    /// The bot's username, `None` while Telegram does not say (a command
+    /// naming a bot is then taken as this one's; asked again next poll).
+    async fn username(&self, stop: &CancellationToken) -> Option<String> {
+        let asked = tokio::select! {
+            _ = stop.cancelled() => return None,
+            a = api::get_me(&self.spec) => a,
+        };
+        match asked {
+            Ok(name) => name,
+            Err(e) => {
+                tracing::warn!(connector = %self.desk.connector, error = %e.message, "cannot read the bot's username (getMe); commands naming any bot are taken");
+                None
             }
         }
     }
@@ -134,7 +154,7 @@ impl Bridge {
     }
 
     /// One update: checked, answered, replied to.
-    async fn handle(self: &Arc<Self>, update: Update, stop: &CancellationToken) {
+    async fn handle(self: &Arc<Self>, update: Update, me: Option<&str>, stop: &CancellationToken) {
         let Some(message) = update.message else {
             return;
         };
@@ -166,7 +186,7 @@ impl Bridge {
             self.reply(chat, &why, key(0)).await;
             return;
         }
-        let Some(line) = parse::command_line(text) else {
+        let Some(line) = parse::command_line(text).filter(|l| l.is_for(me)) else {
             return;
         };
         let command = line.name.clone();

@@ -16,11 +16,23 @@ pub const MAX_INPUTS: usize = 32;
 pub const MAX_KEY_BYTES: usize = 64;
 
 /// `/name@bot rest`: the command's name (lower-cased, without the slash
-/// and the bot's name) and the text after it.
+/// and the bot's name), the bot it names, and the text after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandLine {
     pub name: String,
+    pub bot: Option<String>,
     pub rest: String,
+}
+
+impl CommandLine {
+    /// Whether the command is for the bot named `me` (unknown: it is):
+    /// in a group, `/run@other_bot` is another bot's.
+    pub fn is_for(&self, me: Option<&str>) -> bool {
+        match (&self.bot, me) {
+            (Some(to), Some(me)) => to.eq_ignore_ascii_case(me),
+            _ => true,
+        }
+    }
 }
 
 /// The command a message starts with; `None` for a message that is not
@@ -31,12 +43,16 @@ pub fn command_line(text: &str) -> Option<CommandLine> {
     let end = after.find(char::is_whitespace).unwrap_or(after.len());
     let (head, rest) = after.split_at(end);
     // `/run@my_bot` in a group names the bot it is for.
-    let name = head.split_once('@').map_or(head, |(n, _)| n);
+    let (name, bot) = match head.split_once('@') {
+        Some((name, bot)) => (name, Some(bot.to_string())),
+        None => (head, None),
+    };
     if name.is_empty() {
         return None;
     }
     Some(CommandLine {
         name: name.to_lowercase(),
+        bot,
         rest: rest.trim().to_string(),
     })
 }
@@ -164,6 +180,16 @@ mod tests {
         assert_eq!(command_line("hello /run x"), None);
         assert_eq!(command_line("/"), None);
         assert_eq!(command_line("/@bot"), None);
+    }
+
+    #[test]
+    fn a_command_naming_another_bot_is_not_for_this_one() {
+        let to_ops = command_line("/run@Ops_Bot x").unwrap();
+        assert_eq!(to_ops.bot.as_deref(), Some("Ops_Bot"));
+        assert!(to_ops.is_for(Some("ops_bot")));
+        assert!(!to_ops.is_for(Some("other_bot")));
+        assert!(to_ops.is_for(None));
+        assert!(command_line("/run x").unwrap().is_for(Some("ops_bot")));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! A chat message as a bridge command: `/name[@bot] args...`, the args
-//! split into words (`"a b"` and `'a b'` keep spaces, `\"` inside double
-//! quotes is a quote) and `/run`'s `key=value` inputs (`k="a b"`).
+//! split into words (`"a b"`, `'a b'` and their curly forms keep spaces,
+//! `\"` inside double quotes is a quote) and `/run`'s `key=value` inputs (`k="a b"`).
 //!
 //! Pure: text in, a command or the reason it is not one out. What a
 //! message may be is capped before this runs (see `MAX_MESSAGE_BYTES`).
@@ -71,7 +71,7 @@ pub fn words(rest: &str) -> Result<Vec<String>, String> {
                     in_word = false;
                 }
             }
-            '"' | '\'' => {
+            '"' | '\'' | '\u{201c}' | '\u{2018}' => {
                 in_word = true;
                 quoted(c, &mut chars, &mut word)?;
             }
@@ -87,11 +87,17 @@ pub fn words(rest: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// Reads up to the closing `quote` into `word`.
-fn quoted(quote: char, chars: &mut std::str::Chars<'_>, word: &mut String) -> Result<(), String> {
+/// Reads up to the quote closing `open` into `word`. Chat apps turn
+/// typed quotes into curly ones (“a b”, ‘a b’); those pair up too.
+fn quoted(open: char, chars: &mut std::str::Chars<'_>, word: &mut String) -> Result<(), String> {
+    let (quote, close) = match open {
+        '\u{201c}' => ('"', '\u{201d}'),
+        '\u{2018}' => ('\'', '\u{2019}'),
+        other => (other, other),
+    };
     while let Some(c) = chars.next() {
         match c {
-            c if c == quote => return Ok(()),
+            c if c == close => return Ok(()),
             '\\' if quote == '"' => match chars.next() {
                 Some(next @ ('"' | '\\')) => word.push(next),
                 Some(next) => {
@@ -201,6 +207,10 @@ mod tests {
         assert_eq!(words(r#"k="""#).unwrap(), vec!["k="]);
         assert_eq!(words("   ").unwrap(), Vec::<String>::new());
         assert!(words(r#"k="open"#).unwrap_err().contains("not closed"));
+        assert_eq!(
+            words("k=\u{201c}a b\u{201d} q=\u{2018}c d\u{2019}").unwrap(),
+            vec!["k=a b", "q=c d"]
+        );
     }
 
     #[test]

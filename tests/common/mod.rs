@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 pub mod deployment;
-pub mod hooks;
 pub mod fake_telegram;
+pub mod hooks;
 pub mod secrets;
 pub mod worker;
 

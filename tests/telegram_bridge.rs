@@ -445,7 +445,7 @@ fn a_skill_command_prefix_runs_the_skill() {
         )
     };
     d.write("skills.d/brief.yaml", &skill("brief", "telegram", "/brief"));
-    d.write("skills.d/offer.yaml", &skill("offer", "whatsapp", "/offer"));
+    d.write("skills.d/offer.yaml", &skill("offer", "slack", "/offer"));
     let token = "999:skill-token";
     let _daemon = start(&d, None, &[("MJ_TG_SKILL", token)]);
 
@@ -465,8 +465,13 @@ fn a_skill_command_prefix_runs_the_skill() {
         "{sent:?}"
     );
     assert!(sent[1].1.ends_with("/reject, /brief"), "{sent:?}");
-    // Queued once the skills slice derives the job, refused by name before.
-    assert!(sent[2].1.contains("skill:brief"), "{sent:?}");
+    assert!(
+        sent[2].1.starts_with("run ") && sent[2].1.ends_with(" of skill:brief queued"),
+        "{sent:?}"
+    );
+    // The second reply: the skill's run ended, and said so.
+    let sent = fake.wait_for(token, Seen::Sent, WAIT, |s| s.len() >= 4);
+    assert!(sent[3].1.contains("succeeded"), "{sent:?}");
 }
 
 /// The stored offset is the bot's: a restart polls from it, and a

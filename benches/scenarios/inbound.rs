@@ -175,6 +175,16 @@ fn slowloris(addr: &str, n: usize, stop: Instant) -> std::thread::JoinHandle<usi
     })
 }
 
+fn fig(name: &str, value: f64, unit: &'static str, target: Option<(&'static str, f64)>) -> Figure {
+    Figure {
+        scenario: "inbound",
+        name: name.to_string(),
+        value,
+        unit,
+        target,
+    }
+}
+
 pub fn scenario(scale: Scale, out: &mut Vec<Figure>) {
     let (secs, threads, slow) = match scale {
         Scale::Full => (10.0, 32, 500),
@@ -193,15 +203,14 @@ pub fn scenario(scale: Scale, out: &mut Vec<Figure>) {
         Duration::from_secs(20),
     );
     assert!(up, "the inbound listener never accepted a signed request");
-    let fig = |name: &str, value: f64, unit: &'static str, target| Figure {
-        scenario: "inbound",
-        name: name.to_string(),
-        value,
-        unit,
-        target,
-    };
+    let rate = max_rate(&addr, threads, secs, out);
+    half_rate(&addr, threads, secs, rate, out);
+    beside_slow_clients(&daemon, &addr, slow, secs, out);
+}
 
-    let (lat, other) = load(&addr, threads, secs, None, "max");
+/// As fast as answers come back; the accepted rate.
+fn max_rate(addr: &str, threads: usize, secs: f64, out: &mut Vec<Figure>) -> f64 {
+    let (lat, other) = load(addr, threads, secs, None, "max");
     let rate = lat.len() as f64 / secs;
     assert!(
         !lat.is_empty(),
@@ -219,10 +228,13 @@ pub fn scenario(scale: Scale, out: &mut Vec<Figure>) {
         "",
         None,
     ));
+    rate
+}
 
-    // Half the measured rate, spread over the clients.
+/// Half of `rate`, spread over the clients: the accept latency.
+fn half_rate(addr: &str, threads: usize, secs: f64, rate: f64, out: &mut Vec<Figure>) {
     let gap = Duration::from_secs_f64(threads as f64 / (rate / 2.0).max(1.0));
-    let (mut lat, other) = load(&addr, threads, secs, Some(gap), "half");
+    let (mut lat, other) = load(addr, threads, secs, Some(gap), "half");
     out.push(fig(
         "inbound: accept latency p50 at half rate",
         pct(&mut lat, 0.5),
@@ -241,14 +253,18 @@ pub fn scenario(scale: Scale, out: &mut Vec<Figure>) {
         "",
         None,
     ));
+}
 
+/// `slow` clients trickling request heads while one client sends signed
+/// requests: the daemon's RSS, and whether the signed ones got in.
+fn beside_slow_clients(daemon: &Daemon, addr: &str, slow: usize, secs: f64, out: &mut Vec<Figure>) {
     let (_, rss_before) = rss_of(daemon.child.id());
     // Past the 5 s header timeout, so the listener has cut them by the end.
     let hold = Duration::from_secs_f64(secs.max(8.0));
-    let slow_clients = slowloris(&addr, slow, Instant::now() + hold);
+    let slow_clients = slowloris(addr, slow, Instant::now() + hold);
     std::thread::sleep(Duration::from_secs(2));
     let (mut lat, other) = load(
-        &addr,
+        addr,
         2,
         hold.as_secs_f64() - 2.0,
         Some(Duration::from_millis(20)),
@@ -292,5 +308,4 @@ pub fn scenario(scale: Scale, out: &mut Vec<Figure>) {
         "",
         None,
     ));
-    drop(daemon);
 }

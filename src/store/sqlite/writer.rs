@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 
-use rusqlite::{Connection, Transaction};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 use serde_json::Value;
 use tokio::sync::{broadcast, oneshot};
 
@@ -136,7 +136,11 @@ fn writer_loop(
         mutation_count,
     }) = rx.recv()
     {
-        let mut tx = match conn.transaction() {
+        // Immediate: the write lock is taken (or waited for, under the busy
+        // timeout) at BEGIN. A deferred transaction that reads first (a kv
+        // claim) and then writes fails at once with "database is locked"
+        // when the checkpointer restarted the WAL in between.
+        let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => tx,
             Err(e) => {
                 let message = e.to_string();

@@ -173,6 +173,22 @@ fn run_from_an_allowed_chat(redis: Option<&str>) {
     assert_eq!(runs(&daemon, "hello").len(), 1);
     let (code, _) = daemon.get("/api/v1/status");
     assert_eq!(code, 200);
+    // Counted like the inbound listener's requests, by outcome: the four
+    // commands answered (an `inbound.command` each: the run, both
+    // `/status`, the unclosed quote), the unknown command, the stranger,
+    // the 100 KiB message; `/jobs@other_bot` is not ours.
+    let (_, metrics) = common::http_raw(&daemon.url, "GET", "/metrics", &[]);
+    for (result, n) in [
+        ("accepted", 4),
+        ("invalid", 1),
+        ("unauthorized", 1),
+        ("too_large", 1),
+    ] {
+        let line = format!(
+            "multijob_inbound_requests_total{{trigger=\"ops-bot\",source=\"telegram\",result=\"{result}\"}} {n}"
+        );
+        assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
+    }
 }
 
 #[test]

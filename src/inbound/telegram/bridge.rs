@@ -160,6 +160,7 @@ impl Bridge {
         };
         let chat = message.chat.id;
         if !self.allowed.contains(&chat) {
+            self.count("unauthorized");
             self.event(
                 "inbound.rejected",
                 &message,
@@ -173,6 +174,7 @@ impl Bridge {
         };
         let key = |n: u32| format!("telegram:{}:{}:{n}", self.desk.connector, update.update_id);
         if text.len() > MAX_MESSAGE_BYTES {
+            self.count("too_large");
             self.event(
                 "inbound.rejected",
                 &message,
@@ -196,6 +198,11 @@ impl Bridge {
             line,
         };
         let answer = self.desk.answer(&asked).await;
+        self.count(if answer.accepted {
+            "accepted"
+        } else {
+            "invalid"
+        });
         if answer.accepted {
             let data = json!({"command": command, "user": asked.sender});
             self.event("inbound.command", &message, data, answer.run.as_ref());
@@ -204,6 +211,21 @@ impl Bridge {
         if let Some(run) = answer.run {
             self.follow(chat, run, key(1), stop.clone());
         }
+    }
+
+    /// One message in `multijob_inbound_requests_total`, as the inbound
+    /// listener counts a request: `trigger` is the bridge's connector.
+    fn count(&self, result: &str) {
+        self.desk
+            .shared
+            .metrics
+            .inbound_requests()
+            .get_or_create(&vec![
+                ("trigger".to_string(), self.desk.connector.clone()),
+                ("source".to_string(), "telegram".to_string()),
+                ("result".to_string(), result.to_string()),
+            ])
+            .inc();
     }
 
     /// Send `text` to `chat` through the connector (its rate limit),

@@ -64,7 +64,8 @@ pub struct Args {
     /// closes the longest-waiting connection that is not inside a request
     /// (503 if all are) [default: 3/4 of the open-files limit, keeping at
     /// least 256 descriptors for the store, the watcher and outbound calls;
-    /// at most 4096].
+    /// at most 4096; with --inbound-listen, both listeners share that room,
+    /// each capped alike].
     #[arg(long, value_name = "N", env = "MULTIJOB_MAX_CONNECTIONS",
           value_parser = clap::value_parser!(u32).range(2..))]
     pub max_connections: Option<u32>,
@@ -160,6 +161,10 @@ fn api_listener(args: &Args) -> anyhow::Result<listener::Config> {
         header: positive_seconds("--header-timeout", args.header_timeout)?,
         idle: positive_seconds("--idle-timeout", args.idle_timeout)?,
     };
+    if args.inbound_listen.is_some() {
+        // Both listeners share the descriptors the default leaves to sockets.
+        config.max_connections = listener::default_max_connections_each(2);
+    }
     if let Some(n) = args.max_connections {
         let n = n as usize;
         if let Some(nofile) = listener::nofile_limit()

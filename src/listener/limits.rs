@@ -23,10 +23,29 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// rest of the daemon, so sockets can never starve the store, the watcher
 /// or outbound calls of descriptors. A tiny limit still gets half of it.
 pub fn default_max_connections(nofile: u64) -> usize {
-    let reserve = (nofile / 4).max(FD_RESERVE_MIN);
-    let room = nofile.saturating_sub(reserve).max(nofile / 2);
-    let cap = room.clamp(2, MAX_CONNECTIONS_CEILING);
+    let cap = default_room(nofile).clamp(2, MAX_CONNECTIONS_CEILING);
     usize::try_from(cap).unwrap_or(2)
+}
+
+/// Each listener's default cap when `listeners` of them (the API and the
+/// inbound one) share the process's descriptors: together they take no
+/// more than one listener alone would, while that leaves them at the
+/// ceiling each.
+pub fn default_max_connections_each(nofile: u64, listeners: usize) -> usize {
+    let one = default_max_connections(nofile);
+    let n = listeners.max(1);
+    let room = default_room(nofile);
+    if (one as u64).saturating_mul(n as u64) <= room {
+        one
+    } else {
+        usize::try_from(room / n as u64).unwrap_or(2).max(2)
+    }
+}
+
+/// The descriptors the default leaves to sockets, before the ceiling.
+fn default_room(nofile: u64) -> u64 {
+    let reserve = (nofile / 4).max(FD_RESERVE_MIN);
+    nofile.saturating_sub(reserve).max(nofile / 2)
 }
 
 /// How many connections long-lived streams (SSE) may hold at once: all
@@ -150,6 +169,21 @@ mod tests {
                 cap <= nofile / 2 || nofile - cap >= FD_RESERVE_MIN,
                 "{nofile}: {cap}"
             );
+        }
+    }
+
+    #[test]
+    fn two_listeners_share_the_room_one_would_have() {
+        // A 1,024 limit: 384 each, the same 256 kept for the rest.
+        assert_eq!(default_max_connections_each(1024, 2), 384);
+        assert_eq!(default_max_connections_each(1024, 1), 768);
+        // Room for both at the ceiling: each gets it.
+        assert_eq!(default_max_connections_each(1 << 20, 2), 4096);
+        assert_eq!(default_max_connections_each(8192, 2), 3072);
+        assert_eq!(default_max_connections_each(3, 2), 2);
+        for nofile in [64, 300, 1000, 1024, 2048, 10_000, 65_536] {
+            let both = 2 * default_max_connections_each(nofile, 2) as u64;
+            assert!(both <= default_room(nofile).max(4), "{nofile}: {both}");
         }
     }
 

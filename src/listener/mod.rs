@@ -106,6 +106,12 @@ pub fn default_max_connections() -> usize {
     limits::default_max_connections(nofile_limit().unwrap_or(1024))
 }
 
+/// [`default_max_connections`] for each of `listeners` listeners sharing
+/// the process (see [`limits::default_max_connections_each`]).
+pub fn default_max_connections_each(listeners: usize) -> usize {
+    limits::default_max_connections_each(nofile_limit().unwrap_or(1024), listeners)
+}
+
 /// What the listener counts, registered in the daemon's metrics.
 #[derive(Clone, Default, Debug)]
 pub struct Stats {

@@ -236,8 +236,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_delivery_id_gets_one_run_and_its_replays_that_run_s_id() {
+    /// A queue over a temp store holding [`JOBS`].
+    fn queue() -> (tempfile::TempDir, Store, Arc<RunQueue>) {
         let tmp = tempfile::tempdir().expect("tempdir");
         let (store, queue) = crate::testkit::queue_over(
             tmp.path(),
@@ -245,6 +245,12 @@ mod tests {
             QueueConfig::default(),
             "2026-12-07T10:00:00Z",
         );
+        (tmp, store, queue)
+    }
+
+    #[tokio::test]
+    async fn a_delivery_id_gets_one_run_and_its_replays_that_run_s_id() {
+        let (_tmp, store, queue) = queue();
         let intake = Intake::local(store.clone(), queue.clone());
         let first = intake.submit(delivery(Some("d-1"))).await.expect("queued");
         let Accepted::Queued(id) = first.clone() else {
@@ -278,13 +284,7 @@ mod tests {
     /// delivery queues the run under the claimed id.
     #[tokio::test]
     async fn a_claimed_delivery_with_no_run_is_queued_under_the_claimed_id() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let (store, queue) = crate::testkit::queue_over(
-            tmp.path(),
-            JOBS,
-            QueueConfig::default(),
-            "2026-12-07T10:00:00Z",
-        );
+        let (_tmp, store, queue) = queue();
         let claim = KvOp::SetIfAbsent {
             value: json!("0190c0de-0000-7000-8000-000000000001"),
             ttl_sec: 60,
@@ -306,13 +306,7 @@ mod tests {
 
     #[tokio::test]
     async fn refusals_name_the_job_and_an_oversized_delivery_id() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let (store, queue) = crate::testkit::queue_over(
-            tmp.path(),
-            JOBS,
-            QueueConfig::default(),
-            "2026-12-07T10:00:00Z",
-        );
+        let (_tmp, store, queue) = queue();
         let intake = Intake::local(store, queue);
         let mut d = delivery(None);
         d.job_id = "gated".into();
@@ -337,13 +331,7 @@ mod tests {
 
     #[tokio::test]
     async fn requires_approval_parks_the_run_with_a_pending_approval() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let (store, queue) = crate::testkit::queue_over(
-            tmp.path(),
-            JOBS,
-            QueueConfig::default(),
-            "2026-12-07T10:00:00Z",
-        );
+        let (_tmp, store, queue) = queue();
         let intake = Intake::local(store.clone(), queue);
         let mut d = delivery(Some("d-ap"));
         d.requires_approval = true;

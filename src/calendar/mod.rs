@@ -8,5 +8,7 @@
 //! is always passed in.
 mod cron_clock;
 mod cron_fields;
+pub mod describe;
+pub mod dst_effects;
 pub mod schedule;
 pub mod slots;

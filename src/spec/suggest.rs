@@ -29,6 +29,16 @@ pub fn hint<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> String 
     closest(word, known).map_or_else(String::new, |c| format!(" (did you mean `{c}`?)"))
 }
 
+/// The IANA time zone name closest to an unknown one, as a hint; `validate`
+/// and `cron` say the same.
+pub fn zone_hint(name: &str) -> String {
+    let zones: Vec<String> = jiff::tz::db()
+        .available()
+        .map(|z| z.as_str().to_string())
+        .collect();
+    hint(name, zones.iter().map(String::as_str))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

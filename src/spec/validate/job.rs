@@ -45,7 +45,7 @@ fn check_timing(job: &Job, c: &mut Checker) {
         if e.field == "timezone"
             && let Some(name) = &schedule.timezone
         {
-            message.push_str(&zone_hint(name));
+            message.push_str(&crate::spec::suggest::zone_hint(name));
         }
         c.error(&pointer, "schedule", message);
     }
@@ -82,15 +82,6 @@ pub(super) fn check_window(job: &Job, now: jiff::Timestamp, c: &mut Checker) {
             ),
         );
     }
-}
-
-/// The IANA name closest to an unknown time zone, as a "did you mean".
-fn zone_hint(name: &str) -> String {
-    let zones: Vec<String> = jiff::tz::db()
-        .available()
-        .map(|z| z.as_str().to_string())
-        .collect();
-    crate::spec::suggest::hint(name, zones.iter().map(String::as_str))
 }
 
 /// `steps` only in agent.workflow jobs, which need them (or a prompt for

@@ -51,6 +51,8 @@ pub struct DstEffect {
 pub struct DstEffects {
     pub effects: Vec<DstEffect>,
     pub more: u64,
+    /// How many times the zone's clocks change in the window.
+    pub changes: usize,
 }
 
 /// The wall times of `schedule` (a cron schedule) that fall in a DST gap or
@@ -83,6 +85,7 @@ pub fn dst_effects(
             std::cmp::Ordering::Less => (DstKind::Overlap, after, before),
             std::cmp::Ordering::Equal => continue,
         };
+        out.changes += 1;
         // The affected wall times, read as UTC instants of the wall clock.
         let shifted = |offset: i32| at.checked_add(SignedDuration::from_secs(i64::from(offset)));
         let (Ok(lo), Ok(hi)) = (shifted(lo), shifted(hi)) else {

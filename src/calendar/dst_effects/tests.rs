@@ -22,6 +22,12 @@ fn effects(expr: &str, zone: &str, gap: DstGap, overlap: DstOverlap) -> Vec<Stri
     let until: Timestamp = "2026-12-31T23:59:59Z".parse().unwrap();
     let found = dst_effects(&schedule(expr, zone, gap, overlap), from, until, 100).unwrap();
     assert_eq!(found.more, 0);
+    let changes = if zone.starts_with("Asia") || zone == "UTC" {
+        0
+    } else {
+        2
+    };
+    assert_eq!(found.changes, changes, "{zone}");
     found
         .effects
         .iter()

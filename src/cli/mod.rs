@@ -8,6 +8,7 @@ pub mod approvals;
 pub mod backfill;
 pub mod cancel;
 pub mod completions;
+pub mod cron;
 pub mod duration_arg;
 mod follow;
 pub mod help;
@@ -118,6 +119,12 @@ pub enum Command {
     Init(init::Args),
     /// Print the shell completion script for bash, zsh or fish.
     Completions(completions::Args),
+    /// Preview a cron expression: in words, its next fires in a zone and in
+    /// UTC, and what the DST policy does in the next 12 months.
+    ///
+    /// Checks the expression as `validate` does; a bad one or an unknown
+    /// zone exits 1 with the same message.
+    Cron(cron::Args),
 }
 
 /// How a command's findings are printed.
@@ -189,6 +196,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Backfill(args) => backfill::exec(args),
         Command::Init(args) => init::exec(args),
         Command::Completions(args) => completions::exec(args),
+        Command::Cron(args) => cron::exec(args),
     }
 }
 

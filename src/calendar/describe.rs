@@ -83,6 +83,13 @@ fn alias(expr: &str) -> Option<&'static str> {
     })
 }
 
+/// One item of a list.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Item {
+    One(u32),
+    Range(u32, u32),
+}
+
 /// A field as written, read as one of the shapes a phrase exists for.
 #[derive(Debug, PartialEq)]
 enum Shape {
@@ -91,7 +98,8 @@ enum Shape {
     One(u32),
     Range(u32, u32),
     RangeStep(u32, u32, u32),
-    List(Vec<u32>),
+    /// Single values and ranges, e.g. `0-10,30`.
+    List(Vec<Item>),
     /// `L`, `W`, `#` or a list mixing shapes: phrased by the caller or quoted.
     Other,
 }
@@ -130,7 +138,11 @@ fn shape(text: &str, names: &[&str], first_named: u32) -> Shape {
         };
     }
     if text.contains(',') {
-        let items: Option<Vec<u32>> = text.split(',').map(value).collect();
+        let item = |t: &str| match range(t) {
+            Some((a, b)) => Some(Item::Range(a, b)),
+            None => value(t).map(Item::One),
+        };
+        let items: Option<Vec<Item>> = text.split(',').map(item).collect();
         return items.map_or(Shape::Other, Shape::List);
     }
     if let Some((a, b)) = range(text) {
@@ -159,8 +171,32 @@ fn join(items: &[String]) -> String {
     }
 }
 
-fn numbers(values: &[u32]) -> String {
-    join(&values.iter().map(u32::to_string).collect::<Vec<_>>())
+/// A list's items, each value named by `name`: `0 through 10 and 30`,
+/// `Monday to Friday and Sunday`.
+fn items(values: &[Item], name: impl Fn(u32) -> String, through: &str) -> String {
+    let words: Vec<String> = values
+        .iter()
+        .map(|i| match i {
+            Item::One(v) => name(*v),
+            Item::Range(a, b) => format!("{} {through} {}", name(*a), name(*b)),
+        })
+        .collect();
+    join(&words)
+}
+
+fn numbers(values: &[Item]) -> String {
+    items(values, |v| v.to_string(), "through")
+}
+
+/// The values of a list of single values only.
+fn singles(values: &[Item]) -> Option<Vec<u32>> {
+    values
+        .iter()
+        .map(|i| match i {
+            Item::One(v) => Some(*v),
+            Item::Range(..) => None,
+        })
+        .collect()
 }
 
 /// Seconds, minutes and hours together.
@@ -187,7 +223,8 @@ fn time_phrase(second: &str, minute: &str, hour: &str) -> String {
     match (&m, &h, at_seconds) {
         (Shape::One(mm), Shape::One(hh), None) => format!("at {hh:02}:{mm:02}"),
         (Shape::One(mm), Shape::One(hh), Some(ss)) => format!("at {hh:02}:{mm:02}:{ss:02}"),
-        (Shape::One(mm), Shape::List(hours), None) => {
+        (Shape::One(mm), Shape::List(hours), None) if singles(hours).is_some() => {
+            let hours = singles(hours).unwrap_or_default();
             let times: Vec<String> = hours.iter().map(|hh| format!("{hh:02}:{mm:02}")).collect();
             format!("at {}", join(&times))
         }
@@ -284,10 +321,7 @@ fn dow_phrase(s: &Shape, text: &str) -> String {
     match s {
         Shape::One(d) => format!("on {}", day_name(*d)),
         Shape::Range(a, b) => format!("{} to {}", day_name(*a), day_name(*b)),
-        Shape::List(v) => {
-            let names: Vec<String> = v.iter().map(|d| day_name(*d).to_string()).collect();
-            format!("on {}", join(&names))
-        }
+        Shape::List(v) => format!("on {}", items(v, |d| day_name(d).to_string(), "to")),
         Shape::Step(n) => format!("on every {} day of the week from Sunday", ordinal(*n)),
         Shape::RangeStep(a, b, n) => format!(
             "on every {} day of the week from {} to {}",
@@ -325,10 +359,7 @@ fn month_phrase(text: &str) -> Option<String> {
         Shape::Every => return None,
         Shape::One(m) => format!("in {}", month_name(m)),
         Shape::Range(a, b) => format!("{} to {}", month_name(a), month_name(b)),
-        Shape::List(v) => {
-            let names: Vec<String> = v.iter().map(|m| month_name(*m).to_string()).collect();
-            format!("in {}", join(&names))
-        }
+        Shape::List(v) => format!("in {}", items(&v, |m| month_name(m).to_string(), "to")),
         Shape::Step(n) => format!("every {} month", ordinal(n)),
         Shape::RangeStep(a, b, n) => format!(
             "every {} month from {} to {}",
@@ -402,6 +433,23 @@ mod tests {
             ("@monthly", "at 00:00 on day 1 of the month"),
             ("@yearly", "at 00:00 on day 1 of the month, in January"),
             ("0 22 * * 1-5", "at 22:00, Monday to Friday"),
+            (
+                "0-10,30 * * * *",
+                "at minutes 0 through 10 and 30 past every hour",
+            ),
+            (
+                "0 0 1-5,10 * *",
+                "at 00:00 on days 1 through 5 and 10 of the month",
+            ),
+            ("0 8 * * 1-5,SUN", "at 08:00 on Monday to Friday and Sunday"),
+            (
+                "0 0 1 JAN-MAR,DEC *",
+                "at 00:00 on day 1 of the month, in January to March and December",
+            ),
+            (
+                "*/20 8,12-14 * * *",
+                "every 20 minutes past hours 8 and 12 through 14",
+            ),
             (
                 "23 0-20/2 * * *",
                 "at minute 23 past every 2nd hour from 0 through 20",

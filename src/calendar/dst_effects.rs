@@ -159,7 +159,12 @@ impl DstEffect {
     /// One line, e.g. "2026-03-29 02:30 does not exist (spring forward):
     /// runs at 03:00 +02:00 (dst.gap: shift)".
     pub fn sentence(&self, tz: &TimeZone) -> String {
-        let local = |t: &Timestamp| t.to_zoned(tz.clone()).strftime("%H:%M %:z").to_string();
+        let format = if self.wall.second() == 0 {
+            "%H:%M %:z"
+        } else {
+            "%H:%M:%S %:z"
+        };
+        let local = |t: &Timestamp| t.to_zoned(tz.clone()).strftime(format).to_string();
         let wall = wall_text(self.wall);
         match (self.kind, self.runs_at.as_slice()) {
             (DstKind::Gap, []) => format!(

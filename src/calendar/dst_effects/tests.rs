@@ -129,6 +129,11 @@ fn a_per_second_cron_lists_up_to_the_cap_and_counts_the_rest() {
     assert_eq!(found.effects.len(), 10);
     assert_eq!(found.more, 3600 - 10);
     assert_eq!(wall_text(found.effects[1].wall), "2026-03-29 02:00:01");
+    let tz = TimeZone::get("Europe/Berlin").unwrap();
+    assert_eq!(
+        found.effects[1].sentence(&tz),
+        "2026-03-29 02:00:01 does not exist (spring forward): runs at 03:00:00 +02:00 (dst.gap: shift)"
+    );
 }
 
 #[test]

@@ -97,6 +97,39 @@ fn half_past_two_in_berlin_lists_the_gap_and_the_overlap() {
     assert_eq!(utc, ["2026-10-25T00:30:00Z", "2026-10-25T01:30:00Z"]);
 }
 
+/// The whole text output, so a change to its format is reviewed here.
+#[test]
+fn the_text_output_reads_like_this() {
+    let run = cron(&[
+        "30 2 * * *",
+        "--tz",
+        "Europe/Berlin",
+        "--from",
+        "2026-03-27T12:00:00Z",
+        "--count",
+        "3",
+        "--dst-overlap",
+        "both",
+    ]);
+    run.assert_code(0);
+    assert_eq!(
+        run.stdout(),
+        "30 2 * * *
+  at 02:30, every day
+time zone: Europe/Berlin (--tz)
+next 3 fires:
+  2026-03-28 02:30:00 +01:00 Sat   2026-03-28T01:30:00Z
+  2026-03-29 03:00:00 +02:00 Sun   2026-03-29T01:00:00Z
+  2026-03-30 02:30:00 +02:00 Mon   2026-03-30T00:30:00Z
+DST in the next 12 months (dst.gap: shift, dst.overlap: both):
+  2026-03-29 02:30 does not exist (spring forward): runs at 03:00 +02:00 (dst.gap: shift)
+  2026-10-25 02:30 happens twice (fall back): runs 2 times (02:30 +02:00, 02:30 +01:00) (dst.overlap: both)
+",
+        "{}",
+        run.explain()
+    );
+}
+
 /// New York and Sydney, a gap and an overlap each (the slot math's tables).
 #[test]
 fn new_york_and_sydney_follow_the_slot_math() {
@@ -164,7 +197,8 @@ fn a_bad_zone_gets_a_suggestion() {
     cron(&["0 7 * * *", "--tz", "Europe/Berln"])
         .assert_code(1)
         .assert_stderr_has("unknown time zone 'Europe/Berln'")
-        .assert_stderr_has("did you mean `Europe/Berlin`?");
+        .assert_stderr_has("did you mean `Europe/Berlin`?")
+        .assert_stderr_has("(the zone came from --tz)");
     cron(&["0 7 * * *", "--tz", ""])
         .assert_code(1)
         .assert_stderr_has("unknown time zone");
@@ -229,4 +263,21 @@ fn the_zone_comes_from_multijob_tz_when_no_flag_is_given() {
     assert_eq!(json["timezone_source"], "MULTIJOB_TZ");
     let local = json["next"][0]["local"].as_str().unwrap_or_default();
     assert!(local.ends_with("T07:00:00+07:00"), "{local}");
+}
+
+#[test]
+fn a_bad_multijob_tz_is_named_as_the_source() {
+    let out = Command::new(common::bin())
+        .args(["cron", "0 7 * * *"])
+        .env("MULTIJOB_TZ", "Asia/Jakartaa")
+        .output()
+        .expect("spawn multijob");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("unknown time zone 'Asia/Jakartaa'")
+            && stderr.contains("did you mean `Asia/Jakarta`?")
+            && stderr.contains("(the zone came from MULTIJOB_TZ)"),
+        "{stderr}"
+    );
 }

@@ -113,6 +113,7 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
         let mut message = e.to_string();
         if e.field == "timezone" {
             message.push_str(&crate::spec::suggest::zone_hint(&zone_name));
+            message.push_str(&format!(" (the zone came from {source})"));
         }
         anyhow!("{message}")
     })?;

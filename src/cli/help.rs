@@ -25,7 +25,10 @@ const GROUPS: [(&str, &[&str]); 4] = [
             "backfill",
         ],
     ),
-    ("Change the config", &["init", "validate", "plan", "schema"]),
+    (
+        "Change the config",
+        &["init", "new", "validate", "plan", "schema"],
+    ),
     ("Processes", &["run", "worker"]),
     ("Shell", &["completions", "help"]),
 ];

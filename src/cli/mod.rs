@@ -16,6 +16,7 @@ pub mod inbox_reply;
 pub mod init;
 pub mod job_ref;
 pub mod logs;
+pub mod new;
 pub mod parse;
 pub mod pause;
 pub mod plan;
@@ -117,6 +118,13 @@ pub enum Command {
     Schema(schema::Args),
     /// Scaffold a config directory with working examples.
     Init(init::Args),
+    /// Turn a sentence into jobs: YAML files under jobs.d/ for review,
+    /// validated with the directory, and the plan of the change.
+    ///
+    /// Rule-based, Indonesian and English: monitor/pantau, laporan/report,
+    /// backup, workflow; `tiap 30 detik`, `jam 7 malam`, `senin-jumat`,
+    /// channels (tg, wa, email, slack) and `akun NAME`.
+    New(new::Args),
     /// Print the shell completion script for bash, zsh or fish.
     Completions(completions::Args),
     /// Preview a cron expression: in words, its next fires in a zone and in
@@ -195,6 +203,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Reset(args) => pause::exec_reset(args),
         Command::Backfill(args) => backfill::exec(args),
         Command::Init(args) => init::exec(args),
+        Command::New(args) => new::exec(args),
         Command::Completions(args) => completions::exec(args),
         Command::Cron(args) => cron::exec(args),
     }

@@ -77,7 +77,7 @@ impl PlannedJob {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
     #[error(
-        "the sentence is {bytes} bytes; a sentence for `multijob new` is at most {} bytes: describe a few jobs, not a file",
+        "the sentence is too long ({bytes} bytes or more); `multijob new` reads at most {} bytes: describe a few jobs, not a file",
         words::MAX_SENTENCE_BYTES
     )]
     TooLong { bytes: usize },

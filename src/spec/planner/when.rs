@@ -117,10 +117,10 @@ fn read_at(words: &[&str], i: usize, when: &mut When, part: &str) -> Result<usiz
         }
         _ => {}
     }
-    if w.contains(':') || w.ends_with("am") || w.ends_with("pm") {
-        if let Some((at, taken)) = time_at(words, i, part)? {
-            return set_at(when, at, part).map(|_| taken);
-        }
+    if (w.contains(':') || w.ends_with("am") || w.ends_with("pm"))
+        && let Some((at, taken)) = time_at(words, i, part)?
+    {
+        return set_at(when, at, part).map(|_| taken);
     }
     Ok(0)
 }
@@ -213,9 +213,12 @@ fn conflict(part: &str, what: &str) -> PlanError {
     }
 }
 
+/// `(hour, minute)`.
+type Clock = (u8, u8);
+
 /// A time of day at `words[i]` (`7`, `07:30`, `07.30`, `7pm`, `7 pm`,
 /// `7 malam`); how many words it took.
-fn time_at(words: &[&str], i: usize, part: &str) -> Result<Option<((u8, u8), usize)>, PlanError> {
+fn time_at(words: &[&str], i: usize, part: &str) -> Result<Option<(Clock, usize)>, PlanError> {
     let Some(w) = words.get(i) else {
         return Ok(None);
     };

@@ -83,6 +83,8 @@ const TABLE: &[(&str, &[Row])] = &[
     ("ekspor setiap minggu jam 1", &[("ekspor-minggu-0100", "backup.export", "cron 0 1 * * 0", "", "")]),
     ("backup every day at 1am", &[("backup-daily-0100", "backup.export", "cron 0 1 * * *", "", "")]),
     ("export weekend at 3am", &[("export-weekend-0300", "backup.export", "cron 0 3 * * 0,6", "", "")]),
+    ("laporan tengah malam", &[("laporan-harian-0000", "report.daily", "cron 0 0 * * *", "", "")]),
+    ("backup at noon on sunday", &[("backup-sunday-1200", "backup.export", "cron 0 12 * * 0", "", "")]),
     ("backup", &[("backup-daily-0200", "backup.export", "cron 0 2 * * *", "", "")]),
     ("sinkron stok tiap 15 menit", &[("sinkron-tiap-15m", "agent.workflow", "every 15m", "", "")]),
     ("otomasi balasan wa jam 9 pagi", &[("otomasi-whatsapp-harian-0900", "agent.workflow", "cron 0 9 * * *", "whatsapp", "")]),
@@ -101,7 +103,7 @@ const TABLE: &[(&str, &[Row])] = &[
     ("monitor wa and report at 8am to email and backup at midnight", &[
         ("monitor-whatsapp", "monitor.channel", "every 1m", "whatsapp", ""),
         ("report-daily-0800", "report.daily", "cron 0 8 * * *", "email", ""),
-        ("backup-daily-0200", "backup.export", "cron 0 2 * * *", "", ""),
+        ("backup-daily-0000", "backup.export", "cron 0 0 * * *", "", ""),
     ]),
 ];
 
@@ -215,6 +217,10 @@ fn hostile_sentences_are_refused_clearly() {
     assert!(quote.to_string().contains("account name"), "{quote}");
     let hour = plan("laporan jam 25", &opts()).unwrap_err().to_string();
     assert!(hour.contains("not an hour"), "{hour}");
+    let huge = plan("pantau tg tiap 99999999999999999999 detik", &opts()).unwrap_err();
+    assert!(huge.to_string().contains("longer than a year"), "{huge}");
+    let year = plan("laporan every 400 days", &opts()).unwrap_err();
+    assert!(year.to_string().contains("longer than a year"), "{year}");
     let zero = plan("pantau tg tiap 0 detik", &opts())
         .unwrap_err()
         .to_string();

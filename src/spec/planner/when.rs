@@ -85,9 +85,9 @@ fn read_at(words: &[&str], i: usize, when: &mut When, part: &str) -> Result<usiz
     let after = words.get(i + 2).copied().unwrap_or("");
     let every_word = matches!(w, "tiap" | "setiap" | "per" | "every" | "each");
     if every_word {
-        if let Ok(n) = next.parse::<u64>()
-            && let Some(u) = unit(after)
-        {
+        if !next.is_empty() && next.bytes().all(|b| b.is_ascii_digit()) && unit(after).is_some() {
+            let n = next.parse::<u64>().unwrap_or(u64::MAX);
+            let u = unit(after).unwrap_or('s');
             return set_every(when, (n, u), part).map(|_| 3);
         }
         if let Some(e) = compact_interval(next) {
@@ -106,6 +106,15 @@ fn read_at(words: &[&str], i: usize, when: &mut When, part: &str) -> Result<usiz
     }
     if let Some(taken) = read_days(words, i, when)? {
         return Ok(taken);
+    }
+    match (w, next) {
+        ("midnight", _) | ("tengah", "malam") => {
+            return set_at(when, (0, 0), part).map(|_| if w == "tengah" { 2 } else { 1 });
+        }
+        ("noon", _) | ("tengah", "hari" | "siang") => {
+            return set_at(when, (12, 0), part).map(|_| if w == "tengah" { 2 } else { 1 });
+        }
+        _ => {}
     }
     match w {
         "hourly" => return set_every(when, (1, 'h'), part).map(|_| 1),
@@ -177,7 +186,25 @@ fn span(a: u8, b: u8) -> u8 {
     }
 }
 
+/// Longest interval: a year, like the schema's `interval_sec`.
+const MAX_EVERY_SECONDS: u64 = 31_622_400;
+
 fn set_every(when: &mut When, every: (u64, char), part: &str) -> Result<(), PlanError> {
+    let (n, u) = every;
+    let scale = match u {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        _ => 86_400,
+    };
+    if n.checked_mul(scale).is_none_or(|s| s > MAX_EVERY_SECONDS) {
+        return Err(PlanError::Part {
+            part: part.to_string(),
+            message: format!(
+                "every {n}{u} is longer than a year: give a shorter interval, or a day and time"
+            ),
+        });
+    }
     if when.every.is_some_and(|e| e != every) {
         return Err(conflict(part, "two intervals"));
     }

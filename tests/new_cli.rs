@@ -297,3 +297,35 @@ fn a_planned_job_that_does_not_validate_writes_nothing_and_names_its_part() {
         .assert_stderr_has("jobs.d/broken.yaml")
         .assert_stderr_has("already in the directory");
 }
+
+#[test]
+fn channel_and_account_flags_name_the_job_and_its_connector() {
+    let dir = ops_dir();
+    let run = new(
+        &dir,
+        &[
+            "pantau tiap 30 detik",
+            "--channel",
+            "wa",
+            "--account",
+            "ops_01",
+            "--tz",
+            "UTC",
+        ],
+        &[],
+        None,
+    );
+    run.assert_code(0)
+        .assert_line("+ Job monitor-whatsapp-ops-01", "");
+    let file = read(&dir, "jobs.d/monitor-whatsapp-ops-01.yaml");
+    assert!(file.contains("connector: \"whatsapp\"") && file.contains("account: \"ops_01\""));
+    dir.run(&["validate"]).assert_code(0);
+    new(
+        &dir,
+        &["pantau tiap 30 detik", "--channel", "pigeon"],
+        &[],
+        None,
+    )
+    .assert_code(1)
+    .assert_stderr_has("not a channel");
+}

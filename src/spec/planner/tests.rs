@@ -241,3 +241,36 @@ fn sentence_quotes_and_hashes_stay_inside_their_scalars() {
     let job = &loaded.snapshot.jobs[&jobs[0].id].spec;
     assert_eq!(job.description.as_deref(), Some(jobs[0].part.as_str()));
 }
+
+#[test]
+fn channel_and_account_flags_fill_what_the_sentence_leaves_out() {
+    let with = Options {
+        channel: Some("WA".into()),
+        account: Some("ops_01".into()),
+        connectors: vec![("wa-prod".into(), Provider::Whatsapp)],
+        ..opts()
+    };
+    let jobs = plan("pantau tiap 30 detik dan pantau tg akun bot_a01", &with).unwrap();
+    let rows: Vec<_> = jobs.iter().map(row).collect();
+    assert_eq!(
+        rows[0],
+        row(&PlannedJob {
+            id: "monitor-whatsapp-ops-01".into(),
+            job_type: "monitor.channel",
+            schedule: Schedule::Every("30s".into()),
+            channel: Some("whatsapp".into()),
+            account: Some("ops_01".into()),
+            ..jobs[0].clone()
+        })
+    );
+    // The directory's only WhatsApp connector is the one checked.
+    assert_eq!(jobs[0].connectors, ["wa-prod"]);
+    assert_eq!(rows[1].0, "monitor-telegram-bot-a01");
+    assert_eq!(jobs[1].connectors, ["telegram"]);
+    let bad = Options {
+        channel: Some("pigeon".into()),
+        ..opts()
+    };
+    let err = plan("pantau tiap 30 detik", &bad).unwrap_err().to_string();
+    assert!(err.contains("--channel \"pigeon\": not a channel"), "{err}");
+}

@@ -17,6 +17,7 @@ pub mod init;
 pub mod job_ref;
 pub mod logs;
 pub mod new;
+pub mod new_ai;
 pub mod parse;
 pub mod pause;
 pub mod plan;

@@ -19,7 +19,7 @@ use crate::reconcile::{self, source};
 use crate::spec::planner::{self, FROM_NEW, Options, PlannedJob, file_of};
 use crate::spec::{self, Loaded, SourceFile};
 
-use super::{DirArg, Outcome, OutputFormat};
+use super::{DirArg, Outcome, OutputFormat, new_ai};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
@@ -28,10 +28,14 @@ use super::{DirArg, Outcome, OutputFormat};
   multijob new \"backup senin-jumat jam 2 malam\" --tz Asia/Jakarta -d ops
   multijob new \"pantau tiap 30 detik\" --channel wa --account ops_01 -o json
   echo \"daily report at 7pm to slack\" | multijob new - --dry-run
+  multijob new \"laporan harian jam 7 ke email\" --ai openai_main --ai-timeout 20s
 
 Each job goes to jobs.d/<id>.yaml, first line `# multijob new: \"<sentence>\"`.
 An id the directory already has is refused (exit 1, naming its file); --force
 replaces it only when that file is jobs.d/<id>.yaml written by `new`.
+With --ai the connector's model plans (structured output, the job schema);
+an answer that does not validate is sent back once with the findings; when it
+still does not, or the model fails or is slow, the rules plan (warning on stderr).
 
 Environment: MULTIJOB_DIR, MULTIJOB_TZ (the zone without --tz; else the system's)")]
 pub struct Args {
@@ -53,21 +57,39 @@ pub struct Args {
     /// Print the YAML and the plan; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Ask this `openai` connector of the directory for the plan (its
+    /// `config.model`, else gpt-4o-mini); the rules plan when it fails.
+    #[arg(long, value_name = "CONNECTOR")]
+    pub ai: Option<String>,
+    /// How long one model answer may take with --ai.
+    #[arg(long, value_name = "DUR", default_value = "30s", requires = "ai", value_parser = super::duration_arg::parse_duration)]
+    pub ai_timeout: std::time::Duration,
     /// Replace a job `new` wrote before (jobs.d/<id>.yaml), never another file.
     #[arg(long)]
     pub force: bool,
     /// `text` for people, `json` for tools: {jobs: [{id, file, yaml,
-    /// warnings}], plan, written}.
+    /// warnings}], plan, written, planner: ai|rules, warnings}.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,
 }
 
 /// One planned job ready to write.
-struct Draft {
+pub(super) struct Draft {
     job: PlannedJob,
     file: String,
     yaml: String,
     warnings: Vec<String>,
+}
+
+impl Draft {
+    pub(super) fn of(job: PlannedJob, sentence: &str) -> Draft {
+        Draft {
+            file: file_of(&job.id),
+            yaml: job.yaml(sentence),
+            warnings: job.warnings.clone(),
+            job,
+        }
+    }
 }
 
 pub fn exec(args: Args) -> anyhow::Result<Outcome> {
@@ -88,15 +110,27 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
             .collect(),
     };
     let sentence = sentence(&args.sentence)?;
-    let planned = planner::plan(&sentence, &opts)?;
+    let planned = match &args.ai {
+        Some(connector) => new_ai::plan(&new_ai::Request {
+            connector,
+            timeout: args.ai_timeout,
+            sentence: &sentence,
+            opts: &opts,
+            before: &before,
+            files: &contents.files,
+            now,
+            force: args.force,
+        })?,
+        None => new_ai::Planned {
+            jobs: planner::plan(&sentence, &opts)?,
+            planner: "rules",
+            warnings: Vec::new(),
+        },
+    };
     let mut drafts: Vec<Draft> = planned
+        .jobs
         .into_iter()
-        .map(|job| Draft {
-            file: file_of(&job.id),
-            yaml: job.yaml(&sentence),
-            warnings: job.warnings.clone(),
-            job,
-        })
+        .map(|job| Draft::of(job, &sentence))
         .collect();
     check_taken(dir, &before, &drafts, args.force)?;
     let after_files = with_drafts(&contents.files, &drafts);
@@ -109,7 +143,7 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     if !args.dry_run {
         write(dir, &drafts)?;
     }
-    print(&args, &drafts, &report, &after)?;
+    print(&args, &drafts, &report, &after, (planned.planner, &planned.warnings))?;
     Ok(Outcome::Success)
 }
 
@@ -197,7 +231,7 @@ fn check_taken(dir: &Path, before: &Loaded, drafts: &[Draft], force: bool) -> an
 
 /// The directory's files with the drafts in place (a replaced file's old
 /// text gone).
-fn with_drafts(files: &[SourceFile], drafts: &[Draft]) -> Vec<SourceFile> {
+pub(super) fn with_drafts(files: &[SourceFile], drafts: &[Draft]) -> Vec<SourceFile> {
     let mut out: Vec<SourceFile> = files
         .iter()
         .filter(|f| !drafts.iter().any(|d| d.file == f.path))
@@ -214,13 +248,14 @@ fn with_drafts(files: &[SourceFile], drafts: &[Draft]) -> Vec<SourceFile> {
 /// the sentence; elsewhere, the directory was invalid already. A draft's
 /// warnings join its own.
 fn check_after(after: &Loaded, drafts: &mut [Draft]) -> anyhow::Result<()> {
-    let mut errors = Vec::new();
+    let mut errors = draft_errors(after, drafts);
     for diag in &after.diagnostics {
         match drafts.iter_mut().find(|d| d.file == diag.file) {
-            Some(d) if diag.is_error() => errors.push(format!("{diag} (from {:?})", d.job.part)),
-            Some(d) => d.warnings.push(format!("{}: {}", diag.code, diag.message)),
+            Some(d) if !diag.is_error() => {
+                d.warnings.push(format!("{}: {}", diag.code, diag.message))
+            }
             None if diag.is_error() => errors.push(format!("{diag} (already in the directory)")),
-            None => {}
+            _ => {}
         }
     }
     if !errors.is_empty() {
@@ -230,6 +265,20 @@ fn check_after(after: &Loaded, drafts: &mut [Draft]) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The errors in the drafts' own files, each named with its part of the
+/// sentence (what `--ai` sends back to the model).
+pub(super) fn draft_errors(after: &Loaded, drafts: &[Draft]) -> Vec<String> {
+    after
+        .diagnostics
+        .iter()
+        .filter(|diag| diag.is_error())
+        .filter_map(|diag| {
+            let d = drafts.iter().find(|d| d.file == diag.file)?;
+            Some(format!("{diag} (from {:?})", d.job.part))
+        })
+        .collect()
 }
 
 /// The plan of the change: the directory as it was → with the drafts.
@@ -275,7 +324,13 @@ fn write(dir: &Path, drafts: &[Draft]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print(args: &Args, drafts: &[Draft], report: &PlanReport, after: &Loaded) -> anyhow::Result<()> {
+fn print(
+    args: &Args,
+    drafts: &[Draft],
+    report: &PlanReport,
+    after: &Loaded,
+    (planner, warnings): (&str, &[String]),
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if args.output == OutputFormat::Json {
         let jobs: Vec<_> = drafts
@@ -284,8 +339,8 @@ fn print(args: &Args, drafts: &[Draft], report: &PlanReport, after: &Loaded) -> 
                 |d| json!({"id": d.job.id, "file": d.file, "yaml": d.yaml, "warnings": d.warnings}),
             )
             .collect();
-        let value =
-            json!({"jobs": jobs, "plan": render::render_json(report), "written": !args.dry_run});
+        let value = json!({"jobs": jobs, "plan": render::render_json(report),
+            "written": !args.dry_run, "planner": planner, "warnings": warnings});
         serde_json::to_writer_pretty(&mut out, &value)?;
         writeln!(out)?;
         return Ok(());

@@ -16,6 +16,10 @@ pub struct ChatRequest {
     /// Ask for a JSON object reply (`response_format: json_object`).
     #[serde(default)]
     pub json_mode: bool,
+    /// An OpenAI `response_format` sent as is (e.g. `{type: json_schema,
+    /// json_schema: {...}}` for structured output); wins over `json_mode`.
+    #[serde(default)]
+    pub response_format: Option<Value>,
     /// OpenAI-shaped tool definitions (`{type: function, function: {...}}`).
     #[serde(default)]
     pub tools: Vec<Value>,
@@ -62,7 +66,9 @@ impl Connectors {
         let result = async {
             let url = join(call.base_url()?, "chat/completions");
             let mut body = json!({"model": req.model, "messages": req.messages});
-            if req.json_mode {
+            if let Some(format) = &req.response_format {
+                body["response_format"] = format.clone();
+            } else if req.json_mode {
                 body["response_format"] = json!({"type": "json_object"});
             }
             if !req.tools.is_empty() {

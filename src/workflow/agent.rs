@@ -116,6 +116,7 @@ impl RuntimeActions {
                         model: text(args.get("model")).unwrap_or_else(|| "gpt-4o-mini".to_string()),
                         messages: messages.clone(),
                         json_mode: false,
+                        response_format: None,
                         tools: tools.clone(),
                         temperature: None,
                         max_tokens: None,

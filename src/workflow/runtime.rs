@@ -98,6 +98,7 @@ impl RuntimeActions {
             model: text(args.get("model")).unwrap_or_else(|| "gpt-4o-mini".to_string()),
             messages,
             json_mode,
+            response_format: None,
             tools: Vec::new(),
             temperature: number(args.get("temperature"), "temperature")?,
             max_tokens: number(args.get("max_tokens"), "max_tokens")?.map(|n| n as u64),

@@ -10,6 +10,7 @@
 //! clock or the environment: the zone, the defaults and the directory's
 //! connectors are arguments, and `validate` checks the result.
 
+pub mod ai;
 pub mod render;
 pub mod when;
 pub mod words;

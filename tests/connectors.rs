@@ -393,6 +393,7 @@ async fn openai_chat_sends_json_mode_and_tools_and_parses_tool_calls() {
         model: "gpt-test".into(),
         messages: vec![json!({"role": "user", "content": "check the site"})],
         json_mode: true,
+        response_format: None,
         tools: tools.clone(),
         temperature: Some(0.2),
         max_tokens: Some(256),

@@ -143,7 +143,13 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     if !args.dry_run {
         write(dir, &drafts)?;
     }
-    print(&args, &drafts, &report, &after, (planned.planner, &planned.warnings))?;
+    print(
+        &args,
+        &drafts,
+        &report,
+        &after,
+        (planned.planner, &planned.warnings),
+    )?;
     Ok(Outcome::Success)
 }
 

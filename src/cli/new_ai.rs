@@ -103,7 +103,11 @@ fn model_of(req: &Request) -> anyhow::Result<String> {
         bail!(
             "--ai {}: the directory has no such connector (it has: {}); add a Connector with provider: openai",
             req.connector,
-            if ids.is_empty() { "none".to_string() } else { ids.join(", ") }
+            if ids.is_empty() {
+                "none".to_string()
+            } else {
+                ids.join(", ")
+            }
         );
     };
     if res.spec.provider != Provider::Openai {
@@ -157,7 +161,12 @@ async fn ask(
     };
     let reply = tokio::time::timeout(req.timeout, connectors.chat(req.connector, chat))
         .await
-        .map_err(|_| format!("no answer within {:?}; --ai-timeout sets the limit", req.timeout))?
+        .map_err(|_| {
+            format!(
+                "no answer within {:?}; --ai-timeout sets the limit",
+                req.timeout
+            )
+        })?
         .map_err(|e| format!("connector {}: {e}", req.connector))?;
     reply
         .content

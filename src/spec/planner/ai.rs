@@ -124,15 +124,22 @@ pub fn retry_prompt(findings: &[String]) -> String {
 /// The jobs of the model's answer, or why it is refused (each finding
 /// names `jobs[i].field`). `sentence` is the part of a job without a
 /// description.
-pub fn jobs_of(answer: &str, ctx: &Context, sentence: &str) -> Result<Vec<PlannedJob>, Vec<String>> {
+pub fn jobs_of(
+    answer: &str,
+    ctx: &Context,
+    sentence: &str,
+) -> Result<Vec<PlannedJob>, Vec<String>> {
     if answer.len() > MAX_ANSWER_BYTES {
         return Err(vec![format!(
             "the answer is {} bytes; at most {MAX_ANSWER_BYTES} are read",
             answer.len()
         )]);
     }
-    let value: Value = serde_json::from_str(answer.trim())
-        .map_err(|e| vec![format!("the answer is not JSON ({e}); answer only the JSON object")])?;
+    let value: Value = serde_json::from_str(answer.trim()).map_err(|e| {
+        vec![format!(
+            "the answer is not JSON ({e}); answer only the JSON object"
+        )]
+    })?;
     let items = match value.get("jobs").and_then(Value::as_array) {
         Some(items) if !items.is_empty() && items.len() <= MAX_JOBS => items,
         Some(items) if !items.is_empty() => {
@@ -212,7 +219,11 @@ fn job_of(item: &Value, ctx: &Context, sentence: &str) -> Result<PlannedJob, Vec
     let inputs = obj.get("inputs");
     let input = |k: &str| inputs.and_then(|l| l.get(k));
     let mut connectors: Vec<String> = match input("deliver_to") {
-        Some(Value::Array(v)) => v.iter().filter_map(Value::as_str).map(String::from).collect(),
+        Some(Value::Array(v)) => v
+            .iter()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect(),
         _ => Vec::new(),
     };
     if let Some(c) = input("connector").and_then(Value::as_str) {
@@ -221,7 +232,9 @@ fn job_of(item: &Value, ctx: &Context, sentence: &str) -> Result<PlannedJob, Vec
     let warnings = obj
         .keys()
         .filter(|k| !READ_KEYS.contains(&k.as_str()))
-        .map(|k| format!("the model's field `{k}` of job {id} was dropped; add it by hand if needed"))
+        .map(|k| {
+            format!("the model's field `{k}` of job {id} was dropped; add it by hand if needed")
+        })
         .collect();
     let Some(job_type) = job_type.filter(|_| findings.is_empty()) else {
         return Err(findings);
@@ -255,7 +268,8 @@ fn schedule_of(
         (Some(e), None) => Schedule::Every(e),
         (None, Some(c)) => Schedule::Cron(c),
         _ => {
-            findings.push("schedule: exactly one of `every` or `cron` (a string) is required".into());
+            findings
+                .push("schedule: exactly one of `every` or `cron` (a string) is required".into());
             Schedule::None
         }
     };
@@ -302,12 +316,17 @@ mod tests {
         assert_eq!(jobs[1].timezone, "UTC");
         assert_eq!(jobs[1].period.as_deref(), Some("24h"));
         assert_eq!(jobs[1].connectors, vec!["mail".to_string()]);
-        assert!(jobs[1].warnings[0].contains("retry_policy"), "{:?}", jobs[1].warnings);
+        assert!(
+            jobs[1].warnings[0].contains("retry_policy"),
+            "{:?}",
+            jobs[1].warnings
+        );
     }
 
     #[test]
     fn a_command_job_is_a_finding_never_a_job() {
-        let answer = r#"{"jobs": [{"id": "x", "type": "command", "inputs": {"argv": ["rm", "-rf", "/"]}}]}"#;
+        let answer =
+            r#"{"jobs": [{"id": "x", "type": "command", "inputs": {"argv": ["rm", "-rf", "/"]}}]}"#;
         let why = jobs_of(answer, &ctx(), "s").unwrap_err();
         assert!(why[0].starts_with("jobs[0].type: `command`"), "{why:?}");
     }
@@ -319,8 +338,14 @@ mod tests {
             ("{}", "jobs: a non-empty array"),
             (r#"{"jobs": []}"#, "jobs: a non-empty array"),
             (r#"{"jobs": [1]}"#, "jobs[0].(the job): not an object"),
-            (r#"{"jobs": [{"id": "A b", "type": "backup.export"}]}"#, "jobs[0].id:"),
-            (r#"{"jobs": [{"id": "a", "type": "nope"}]}"#, "jobs[0].type: \"nope\""),
+            (
+                r#"{"jobs": [{"id": "A b", "type": "backup.export"}]}"#,
+                "jobs[0].id:",
+            ),
+            (
+                r#"{"jobs": [{"id": "a", "type": "nope"}]}"#,
+                "jobs[0].type: \"nope\"",
+            ),
             (r#"{"jobs": [{"id": "a"}]}"#, "jobs[0].type: required"),
             (
                 r#"{"jobs": [{"id": "a", "type": "backup.export", "schedule": {"every": "1m", "cron": "* * * * *"}}]}"#,
@@ -339,7 +364,10 @@ mod tests {
 
     #[test]
     fn an_oversized_answer_is_refused_unread() {
-        let answer = format!("{{\"jobs\": [], \"pad\": \"{}\"}}", "x".repeat(MAX_ANSWER_BYTES));
+        let answer = format!(
+            "{{\"jobs\": [], \"pad\": \"{}\"}}",
+            "x".repeat(MAX_ANSWER_BYTES)
+        );
         let why = jobs_of(&answer, &ctx(), "s").unwrap_err();
         assert!(why[0].contains("at most"), "{why:?}");
     }

@@ -61,7 +61,8 @@ pub struct Args {
     /// `config.model`, else gpt-4o-mini); the rules plan when it fails.
     #[arg(long, value_name = "CONNECTOR")]
     pub ai: Option<String>,
-    /// How long one model answer may take with --ai.
+    /// How long one model answer may take with --ai (a chat call's own
+    /// 30 s limit still applies).
     #[arg(long, value_name = "DUR", default_value = "30s", requires = "ai", value_parser = super::duration_arg::parse_duration)]
     pub ai_timeout: std::time::Duration,
     /// Replace a job `new` wrote before (jobs.d/<id>.yaml), never another file.

@@ -284,3 +284,30 @@ fn an_ai_flag_naming_no_openai_connector_is_refused() {
     assert!(seen(&fake).is_empty());
     assert!(!exists(&dir, AI_FILE) && !exists(&dir, RULES_FILE));
 }
+
+#[test]
+fn a_command_job_is_sent_back_as_a_finding_like_a_validation_error() {
+    let command = json!({"jobs": [{"id": "backup-nightly", "type": "command",
+        "inputs": {"argv": ["rm", "-rf", "/"]}}]});
+    let (base, fake) = fake_model(vec![
+        Reply::Content(command.to_string()),
+        answer("0 2 * * *"),
+    ]);
+    let dir = dir_with_model(&base);
+    let run = new_ai(&dir, &[]);
+    run.assert_code(0);
+    assert_eq!(run.json()["planner"], "ai", "{}", run.explain());
+    let requests = seen(&fake);
+    let retry = requests[1]["messages"][3]["content"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        retry.contains("jobs[0].type: `command` runs a process"),
+        "{retry}"
+    );
+    let yaml = std::fs::read_to_string(dir.path().join(AI_FILE)).unwrap();
+    assert!(
+        yaml.contains("type: backup.export") && !yaml.contains("rm"),
+        "{yaml}"
+    );
+}

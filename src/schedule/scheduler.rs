@@ -59,12 +59,15 @@ impl Default for SchedulerConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct HeapEntry {
+    /// First: the heap's top is the next wake-up. Ordered by the wait
+    /// first, a lane-skipped hourly job held the top with its next fire
+    /// time, and every other job's slots waited an hour behind it.
+    fire_at: Timestamp,
     /// When the job started waiting: the fire time, or for a slot that
     /// follows one the tick cap or a full lane held back, that older slot's
-    /// wait. Ordering by it first is what keeps the cap and lanes fair: a
+    /// wait. Among slots firing together it keeps the cap and lanes fair: a
     /// job held back goes ahead of jobs that just ran, whatever its id.
     waiting_since: Timestamp,
-    fire_at: Timestamp,
     nominal: Timestamp,
     /// Shared with the job's schedule: re-pushing a slot copies no string.
     job: Arc<str>,

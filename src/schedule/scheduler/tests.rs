@@ -247,3 +247,28 @@ fn lateness_quantiles_are_close() {
         assert!(Lateness::upper(i) >= us, "{us} -> {i}");
     }
 }
+
+/// Regression (found by `multijob simulate`): a lane skip keeps the slot's
+/// wait for the job's next slot, and the heap was ordered by that wait
+/// first, so an hourly job skipped by its lane sat on top of the heap for
+/// an hour with its next fire time: the scheduler slept until then and
+/// every other job's slots in between were late, then skipped as missed.
+#[tokio::test(start_paused = true)]
+async fn a_lane_skipped_slot_does_not_hold_back_other_jobs() {
+    let text = "kind: Flow\nid: lane\nmax_active_runs: 1\n---\n\
+                id: hog\ntype: noop\nflow: lane\nschedule: {every: 1h}\n---\n\
+                id: hourly\ntype: noop\nflow: lane\nschedule: {every: 1h}\n---\n\
+                id: fast\ntype: noop\noverlap: allow\nschedule: {every: 10s}\n";
+    let (_tmp, mut s, stats) = rig_of(text, 80, &HashMap::new());
+    // 10:00:00.500 → 11:00:00: one of hog/hourly is skipped by the lane.
+    tokio::time::advance(Duration::from_millis(3_599_500)).await;
+    s.tick();
+    assert_eq!(stats.snapshot().skipped.get("flow_limit"), Some(&1));
+    let fast_before = s.queue.view().active_runs("fast");
+    // The next wake-up is fast's slot, not the skipped job's next hour.
+    let wake = s.heap.peek().map(|Reverse(e)| e.fire_at);
+    assert_eq!(wake, Some("2026-11-22T11:00:10Z".parse().unwrap()));
+    tokio::time::advance(Duration::from_secs(10)).await;
+    s.tick();
+    assert_eq!(s.queue.view().active_runs("fast"), fast_before + 1);
+}

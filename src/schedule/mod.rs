@@ -5,3 +5,4 @@
 pub mod backfill;
 pub mod peak;
 pub mod scheduler;
+pub mod simulate;

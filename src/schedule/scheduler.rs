@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use stats::{Lateness, LatenessSummary, SchedulerStats, StatsCell};
+pub(crate) use tick::successor_wait;
 
 use crate::calendar::slots::{Slot, SlotRule};
 use crate::queue::RunQueue;

@@ -29,11 +29,8 @@ pub(super) const CHUNK: usize = 256;
 /// its wait on, so the job goes ahead of lane-mates that just had a turn:
 /// with a fresh wait, jobs sharing a lane tie every tick and the id breaks
 /// the tie, so the later id never runs.
-pub(super) fn successor_wait(
-    waited: Timestamp,
-    next_fire: Timestamp,
-    outcome: Option<SkipReason>,
-) -> Timestamp {
+/// Generic over the time type: the simulation keeps times as nanoseconds.
+pub(crate) fn successor_wait<T: Ord>(waited: T, next_fire: T, outcome: Option<SkipReason>) -> T {
     match outcome {
         Some(SkipReason::FlowLimit) => waited.min(next_fire),
         _ => next_fire,

@@ -27,7 +27,7 @@ const GROUPS: [(&str, &[&str]); 4] = [
     ),
     (
         "Change the config",
-        &["init", "new", "validate", "plan", "schema"],
+        &["init", "new", "validate", "plan", "simulate", "schema"],
     ),
     ("Processes", &["run", "worker"]),
     ("Shell", &["completions", "help"]),

@@ -28,6 +28,8 @@ mod run_view;
 pub mod runs;
 pub mod schema;
 pub mod server;
+pub mod simulate;
+mod simulate_view;
 pub mod status;
 pub mod store_access;
 pub mod trigger;
@@ -134,6 +136,12 @@ pub enum Command {
     /// Checks the expression as `validate` does; a bad one or an unknown
     /// zone exits 1 with the same message.
     Cron(cron::Args),
+    /// Predict a period of the directory's jobs on a virtual clock, in seconds.
+    ///
+    /// Slots, dispatches and skips per job and reason, each lane's busiest
+    /// hour and time full, the queue's peak and pressure time, and the
+    /// smallest worker count with which no run waits for a worker.
+    Simulate(simulate::Args),
 }
 
 /// How a command's findings are printed.
@@ -207,6 +215,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::New(args) => new::exec(args),
         Command::Completions(args) => completions::exec(args),
         Command::Cron(args) => cron::exec(args),
+        Command::Simulate(args) => simulate::exec(args),
     }
 }
 

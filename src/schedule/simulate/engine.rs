@@ -337,12 +337,13 @@ impl<'a> Engine<'a> {
 
     /// After runs were queued: pressure is measured, then workers start.
     fn admitted(&mut self, now: i64) {
+        self.measure_pressure(now);
+        self.start_runs(now);
+        // The depth reported is what workers could not take at once.
         if self.waiting > self.queue.peak_waiting {
             self.queue.peak_waiting = self.waiting;
             self.queue.peak_waiting_at = Some(self.ts(now));
         }
-        self.measure_pressure(now);
-        self.start_runs(now);
     }
 
     /// Free workers take waiting runs, highest priority and oldest first.

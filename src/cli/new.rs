@@ -9,15 +9,14 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::path::Path;
 
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use crate::reconcile::render::{self, PlanContext, PlanReport};
-use crate::reconcile::{self, source};
-use crate::spec::planner::{self, FROM_NEW, Options, PlannedJob, file_of};
-use crate::spec::{self, Loaded, SourceFile};
+use crate::reconcile::author::{self, Draft, Workspace};
+use crate::reconcile::render::{self, PlanReport};
+use crate::spec::Loaded;
+use crate::spec::planner;
 
 use super::{DirArg, Outcome, OutputFormat, new_ai};
 
@@ -74,42 +73,13 @@ pub struct Args {
     pub output: OutputFormat,
 }
 
-/// One planned job ready to write.
-pub(super) struct Draft {
-    job: PlannedJob,
-    file: String,
-    yaml: String,
-    warnings: Vec<String>,
-}
-
-impl Draft {
-    pub(super) fn of(job: PlannedJob, sentence: &str) -> Draft {
-        Draft {
-            file: file_of(&job.id),
-            yaml: job.yaml(sentence),
-            warnings: job.warnings.clone(),
-            job,
-        }
-    }
-}
-
 pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     let dir = args.dir.dir.as_path();
-    let timezone = zone(args.tz.as_deref())?;
-    let contents = source::read_config_dir(dir)?;
+    let timezone =
+        author::zone(args.tz.as_deref(), "--tz/MULTIJOB_TZ").map_err(anyhow::Error::msg)?;
     let now = jiff::Timestamp::now();
-    let before = spec::build_at(&contents.files, Some(now));
-    let opts = Options {
-        timezone: timezone.clone(),
-        channel: args.channel.clone(),
-        account: args.account.clone(),
-        connectors: before
-            .snapshot
-            .connectors
-            .iter()
-            .map(|(id, r)| (id.clone(), r.spec.provider))
-            .collect(),
-    };
+    let work = Workspace::read(dir, now)?;
+    let opts = work.options(timezone, args.channel.clone(), args.account.clone());
     let sentence = sentence(&args.sentence)?;
     let planned = match &args.ai {
         Some(connector) => new_ai::plan(&new_ai::Request {
@@ -117,8 +87,8 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
             timeout: args.ai_timeout,
             sentence: &sentence,
             opts: &opts,
-            before: &before,
-            files: &contents.files,
+            before: &work.before,
+            files: &work.contents.files,
             now,
             force: args.force,
         })?,
@@ -133,16 +103,13 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
         .into_iter()
         .map(|job| Draft::of(job, &sentence))
         .collect();
-    check_taken(dir, &before, &drafts, args.force)?;
-    let after_files = with_drafts(&contents.files, &drafts);
-    let mut after = spec::build_at(&after_files, Some(now));
-    after
-        .diagnostics
-        .extend(contents.diagnostics.iter().cloned());
-    check_after(&after, &mut drafts)?;
-    let report = plan(dir, &before, &after, now)?;
+    let after = work.check(dir, &mut drafts, args.force)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(author::plan(dir, &work.before, &after, now));
     if !args.dry_run {
-        write(dir, &drafts)?;
+        author::write(dir, &drafts)?;
     }
     print(
         &args,
@@ -177,158 +144,6 @@ fn sentence(arg: &str) -> anyhow::Result<String> {
         )
     })?;
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
-}
-
-/// `--tz`, else `MULTIJOB_TZ` (clap reads it), else the system's zone;
-/// an unknown name is an error naming the flag.
-fn zone(flag: Option<&str>) -> anyhow::Result<String> {
-    let name = match flag.map(str::trim).filter(|z| !z.is_empty()) {
-        Some(z) => z.to_string(),
-        None => match jiff::tz::TimeZone::system().iana_name() {
-            Some(z) => z.to_string(),
-            None => bail!(
-                "the system time zone has no IANA name: pass --tz ZONE (e.g. --tz Asia/Jakarta) or set MULTIJOB_TZ"
-            ),
-        },
-    };
-    jiff::tz::TimeZone::get(&name).with_context(|| {
-        format!("--tz/MULTIJOB_TZ {name:?} is not a known IANA time zone (e.g. Asia/Jakarta, Europe/Berlin, UTC)")
-    })?;
-    Ok(name)
-}
-
-/// An id the directory already defines: refused, naming its file; with
-/// `--force` replaced only when `new` wrote it at `jobs.d/<id>.yaml`. A
-/// file already at a draft's path is treated the same way.
-fn check_taken(dir: &Path, before: &Loaded, drafts: &[Draft], force: bool) -> anyhow::Result<()> {
-    for d in drafts {
-        let existing = before.snapshot.jobs.get(&d.job.id);
-        let path = dir.join(&d.file);
-        let at_path = path.exists();
-        if existing.is_none() && !at_path {
-            continue;
-        }
-        let (file, line) = existing.map_or((d.file.clone(), 1), |r| (r.file.clone(), r.line));
-        if !force {
-            bail!(
-                "job {} (planned from {:?}) already exists: {file}:{line} defines it; nothing written. Edit that file, or rerun with --force to replace a job `multijob new` wrote",
-                d.job.id,
-                d.job.part
-            );
-        }
-        let own = file == d.file
-            && std::fs::read_to_string(&path)
-                .map(|t| t.starts_with(FROM_NEW))
-                .unwrap_or(false);
-        if !own {
-            bail!(
-                "job {}: --force replaces only {} written by `multijob new`, but {file}:{line} {}; edit it by hand or pick another sentence",
-                d.job.id,
-                d.file,
-                if file == d.file {
-                    "does not start with its `# multijob new:` comment"
-                } else {
-                    "defines it"
-                }
-            );
-        }
-    }
-    Ok(())
-}
-
-/// The directory's files with the drafts in place (a replaced file's old
-/// text gone).
-pub(super) fn with_drafts(files: &[SourceFile], drafts: &[Draft]) -> Vec<SourceFile> {
-    let mut out: Vec<SourceFile> = files
-        .iter()
-        .filter(|f| !drafts.iter().any(|d| d.file == f.path))
-        .cloned()
-        .collect();
-    out.extend(drafts.iter().map(|d| SourceFile {
-        path: d.file.clone(),
-        text: d.yaml.clone(),
-    }));
-    out
-}
-
-/// Errors anywhere refuse the change: in a draft, named with its part of
-/// the sentence; elsewhere, the directory was invalid already. A draft's
-/// warnings join its own.
-fn check_after(after: &Loaded, drafts: &mut [Draft]) -> anyhow::Result<()> {
-    let mut errors = draft_errors(after, drafts);
-    for diag in &after.diagnostics {
-        match drafts.iter_mut().find(|d| d.file == diag.file) {
-            Some(d) if !diag.is_error() => {
-                d.warnings.push(format!("{}: {}", diag.code, diag.message))
-            }
-            None if diag.is_error() => errors.push(format!("{diag} (already in the directory)")),
-            _ => {}
-        }
-    }
-    if !errors.is_empty() {
-        bail!(
-            "nothing written: the directory with the new jobs does not validate:\n  {}\n(fix the directory, or add what is missing, e.g. a Connector for the channel)",
-            errors.join("\n  ")
-        );
-    }
-    Ok(())
-}
-
-/// The errors in the drafts' own files, each named with its part of the
-/// sentence (what `--ai` sends back to the model).
-pub(super) fn draft_errors(after: &Loaded, drafts: &[Draft]) -> Vec<String> {
-    after
-        .diagnostics
-        .iter()
-        .filter(|diag| diag.is_error())
-        .filter_map(|diag| {
-            let d = drafts.iter().find(|d| d.file == diag.file)?;
-            Some(format!("{diag} (from {:?})", d.job.part))
-        })
-        .collect()
-}
-
-/// The plan of the change: the directory as it was → with the drafts.
-fn plan(
-    dir: &Path,
-    before: &Loaded,
-    after: &Loaded,
-    now: jiff::Timestamp,
-) -> anyhow::Result<PlanReport> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let ctx = PlanContext::empty(now);
-    Ok(runtime.block_on(reconcile::plan_report(
-        dir,
-        &before.snapshot,
-        &after.snapshot,
-        &ctx,
-    )))
-}
-
-/// Each draft through a temporary file renamed into place, so a reader
-/// (the daemon's watcher) never sees half a file.
-fn write(dir: &Path, drafts: &[Draft]) -> anyhow::Result<()> {
-    let jobs_d = dir.join("jobs.d");
-    std::fs::create_dir_all(&jobs_d).with_context(|| format!("creating {}", jobs_d.display()))?;
-    let mut written = Vec::new();
-    for d in drafts {
-        let path = dir.join(&d.file);
-        let tmp = jobs_d.join(format!(".{}.yaml.tmp", d.job.id));
-        let result = std::fs::write(&tmp, &d.yaml).and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
-            let done = if written.is_empty() {
-                "nothing written".to_string()
-            } else {
-                format!("already written: {}", written.join(", "))
-            };
-            bail!("writing {}: {e} ({done})", path.display());
-        }
-        written.push(d.file.clone());
-    }
-    Ok(())
 }
 
 fn print(

@@ -18,7 +18,7 @@ use crate::spec::model::Provider;
 use crate::spec::planner::{self, Options, PlannedJob, ai};
 use crate::spec::{self, Loaded, SourceFile};
 
-use super::new::{Draft, draft_errors, with_drafts};
+use crate::reconcile::author::{Draft, draft_errors, with_drafts};
 
 /// Most characters of a refused answer echoed back to the model.
 const ECHO_CHARS: usize = 4096;

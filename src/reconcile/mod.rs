@@ -10,6 +10,7 @@
 //! applies. A revision with any error is rejected whole and the last good
 //! one keeps running.
 
+pub mod author;
 pub mod diff;
 pub mod git;
 mod load;

@@ -23,7 +23,9 @@ Environment: MULTIJOB_DIR, MULTIJOB_REDIS_URL, MULTIJOB_INBOUND_LISTEN,
   MULTIJOB_FILES_MAX_WRITES, MULTIJOB_FILES_MAX_RUN_BYTES, MULTIJOB_FILES_MAX_DIR_BYTES;
   also read: MULTIJOB_API_TOKEN (bearer token the API requires), RUST_LOG (log filter,
   default info), MULTIJOB_LOG=json (JSON log lines), MULTIJOB_SSE_KEEPALIVE_MS,
-  MULTIJOB_SSE_STALL_MS, MULTIJOB_LEASE_MS and MULTIJOB_LEADER_TTL_MS (with --redis), the
+  MULTIJOB_SSE_STALL_MS, MULTIJOB_LEASE_MS and MULTIJOB_LEADER_TTL_MS (with --redis),
+  MULTIJOB_TZ (the zone of a Telegram bridge's /new drafts), MULTIJOB_BRIDGE_DRAFT_TTL_SEC
+  (how long a /new draft waits for /apply, default 600; for tests and operators), the
   variables connectors' ${env:NAME} secrets name")]
 pub struct Args {
     #[command(flatten)]

@@ -556,7 +556,7 @@ pub struct Connector {
 pub struct Bridge {
     #[serde(default)]
     pub allowed_chat_ids: Vec<ChatId>,
-    /// The commands it accepts (default: all of them).
+    /// The commands it accepts (default: all but `new` and `apply`).
     #[serde(default = "BridgeCommand::all")]
     pub commands: Vec<BridgeCommand>,
 }
@@ -605,20 +605,29 @@ pub enum BridgeCommand {
     Run,
     Approve,
     Reject,
+    /// `/new <sentence>`: plan jobs from a sentence (opt-in).
+    New,
+    /// `/apply`: write and commit the chat's `/new` draft (opt-in).
+    Apply,
 }
 
 impl BridgeCommand {
-    pub const ALL: [BridgeCommand; 6] = [
+    pub const ALL: [BridgeCommand; 8] = [
         BridgeCommand::Help,
         BridgeCommand::Jobs,
         BridgeCommand::Status,
         BridgeCommand::Run,
         BridgeCommand::Approve,
         BridgeCommand::Reject,
+        BridgeCommand::New,
+        BridgeCommand::Apply,
     ];
 
+    /// What a bridge accepts when it lists no `commands`: all but `new`
+    /// and `apply`, which write to the config directory and are taken
+    /// only when listed.
     pub fn all() -> Vec<BridgeCommand> {
-        Self::ALL.to_vec()
+        Self::ALL[..6].to_vec()
     }
 
     pub fn as_str(self) -> &'static str {
@@ -629,6 +638,8 @@ impl BridgeCommand {
             BridgeCommand::Run => "run",
             BridgeCommand::Approve => "approve",
             BridgeCommand::Reject => "reject",
+            BridgeCommand::New => "new",
+            BridgeCommand::Apply => "apply",
         }
     }
 

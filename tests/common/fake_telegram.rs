@@ -107,7 +107,8 @@ impl FakeTelegram {
             let update = json!({"update_id": id, "message": {
                 "message_id": id, "date": 0, "text": text,
                 "chat": {"id": chat, "type": "private"},
-                "from": {"id": 7000 + chat, "is_bot": false, "username": user},
+                "from": {"id": 7000 + chat, "is_bot": false, "username": user,
+                    "first_name": user, "last_name": "Tester"},
             }});
             inner
                 .bots

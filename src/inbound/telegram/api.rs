@@ -47,6 +47,10 @@ pub struct User {
     pub id: i64,
     #[serde(default)]
     pub username: Option<String>,
+    #[serde(default)]
+    pub first_name: Option<String>,
+    #[serde(default)]
+    pub last_name: Option<String>,
 }
 
 impl Message {

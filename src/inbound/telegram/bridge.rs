@@ -31,7 +31,7 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(500);
 /// Runs followed at once per bridge; past it a run gets no end reply.
 const MAX_FOLLOWED: usize = 100;
 /// Telegram refuses a message over 4096 characters.
-const MAX_REPLY_CHARS: usize = 4000;
+pub(super) const MAX_REPLY_CHARS: usize = 4000;
 /// Tries of one reply when Telegram is briefly unavailable.
 const REPLY_TRIES: u32 = 3;
 /// The longest wait between failed polls.
@@ -195,6 +195,8 @@ impl Bridge {
         let asked = Asked {
             update_id: update.update_id,
             sender: message.sender(),
+            chat,
+            user: message.from.clone(),
             line,
         };
         let answer = self.desk.answer(&asked).await;

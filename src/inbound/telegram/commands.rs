@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::api::User;
+use super::drafts::Drafts;
 use super::parse::{self, CommandLine};
 use crate::inbound::{Accepted, Delivery, Intake, SubmitError};
 use crate::spec::model::{BridgeCommand, Skill, skill_job_id};
@@ -23,12 +25,16 @@ pub(super) struct Desk {
     pub commands: Vec<BridgeCommand>,
     pub shared: Arc<Shared>,
     pub intake: Intake,
+    /// Each chat's `/new` draft waiting for `/apply` (in memory).
+    pub drafts: Drafts,
 }
 
 /// One command as asked: the update it came in, and who asked.
 pub(super) struct Asked {
     pub update_id: i64,
     pub sender: String,
+    pub chat: i64,
+    pub user: Option<User>,
     pub line: CommandLine,
 }
 
@@ -85,9 +91,13 @@ impl Desk {
                 },
             };
         };
-        let words = match parse::words(&asked.line.rest) {
-            Ok(w) => w,
-            Err(e) => return Answer::says(format!("/{name}: {e}")),
+        let words = match command {
+            // A sentence is prose: quotes and `=` in it are its own.
+            BridgeCommand::New => Vec::new(),
+            _ => match parse::words(&asked.line.rest) {
+                Ok(w) => w,
+                Err(e) => return Answer::says(format!("/{name}: {e}")),
+            },
         };
         match command {
             BridgeCommand::Help => Answer::says(self.help()),
@@ -96,6 +106,8 @@ impl Desk {
             BridgeCommand::Run => self.run_job(&words, asked).await,
             BridgeCommand::Approve => self.decide(&words, true, &asked.sender).await,
             BridgeCommand::Reject => self.decide(&words, false, &asked.sender).await,
+            BridgeCommand::New => self.new_draft(asked).await,
+            BridgeCommand::Apply => self.apply_draft(asked).await,
         }
     }
 
@@ -121,6 +133,12 @@ impl Desk {
                     BridgeCommand::Run => "/run JOB key=value ... - start a run with those inputs",
                     BridgeCommand::Approve => "/approve ID - approve a pending approval",
                     BridgeCommand::Reject => "/reject ID [note] - reject a pending approval",
+                    BridgeCommand::New => {
+                        "/new SENTENCE - plan jobs from a sentence: their YAML and the plan (a draft for this chat, kept in the bridge's memory for 10 minutes)"
+                    }
+                    BridgeCommand::Apply => {
+                        "/apply - write this chat's /new draft and commit it in git as you; the daemon then applies it"
+                    }
                 }
                 .to_string(),
             );

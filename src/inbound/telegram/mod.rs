@@ -6,6 +6,8 @@
 //! an `inbound.rejected` event. Messages become commands in [`parse`]
 //! (pure); [`commands`], [`views`] and [`decide`] answer them. Runs go
 //! through [`crate::inbound::Intake`] with the update id as delivery id.
+//! `/new` and `/apply` (opt-in) author jobs into the config directory
+//! ([`new_draft`], drafts kept in memory by [`drafts`]).
 //!
 //! Only the process that owns the run queue polls (the embedded daemon,
 //! or the Redis leader): two pollers on one bot token get 409 from
@@ -16,6 +18,8 @@ pub mod api;
 mod bridge;
 mod commands;
 mod decide;
+mod drafts;
+mod new_draft;
 pub mod parse;
 mod views;
 
@@ -62,6 +66,7 @@ pub fn spawn(
             .unwrap_or_default(),
         shared,
         intake,
+        drafts: drafts::Drafts::new(drafts::Drafts::ttl_from_env()),
     };
     let bridge = Arc::new(bridge::Bridge::new(desk, spec, connectors));
     tokio::spawn(bridge.run(stop))

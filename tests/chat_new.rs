@@ -171,7 +171,7 @@ fn new_then_apply_commits_as_the_chat_user_and_the_daemon_applies_it() {
 
 #[test]
 fn new_then_apply_with_redis() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("redis-server");
     round_trip(Some(&redis.url()));
 }
 

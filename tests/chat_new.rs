@@ -9,12 +9,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::fake_telegram::{FakeTelegram, Seen};
-use common::{ConfigDir, Daemon};
+use common::{ConfigDir, Daemon, git};
 use multijob::testkit::RedisServer;
 use serde_json::Value;
 
@@ -27,21 +25,6 @@ const NEW_FILES: [&str; 2] = [
     "jobs.d/laporan-harian-0700.yaml",
     "jobs.d/monitor-telegram-bot-a01.yaml",
 ];
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// A git repository holding a config dir whose `telegram` connector is a
 /// bridge (taking /new and /apply) to `fake`, answering two chats.

@@ -9,7 +9,7 @@
 //! applies them through its normal watch and reconcile: nothing here
 //! enables a job.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Instant;
 
 use serde_json::{Value, json};
@@ -136,7 +136,7 @@ impl Desk {
 /// Plan `sentence` against the directory as it is: the drafts, checked
 /// with it (no id taken, no error anywhere).
 fn prepare(
-    dir: &std::path::Path,
+    dir: &Path,
     sentence: &str,
     now: jiff::Timestamp,
 ) -> Result<(Workspace, Vec<Draft>, crate::spec::Loaded), String> {
@@ -154,7 +154,7 @@ fn prepare(
 
 /// The drafts checked against the directory as it is now (it may have
 /// changed since `/new`), then written; the paths written.
-fn recheck_and_write(dir: &PathBuf, mut drafts: Vec<Draft>) -> Result<Vec<String>, String> {
+fn recheck_and_write(dir: &Path, mut drafts: Vec<Draft>) -> Result<Vec<String>, String> {
     let work = Workspace::read(dir, jiff::Timestamp::now()).map_err(|e| e.to_string())?;
     work.check(dir, &mut drafts, false)
         .map_err(|e| e.to_string())?;

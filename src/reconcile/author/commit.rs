@@ -97,3 +97,75 @@ async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .expect("git");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn ana() -> Author {
+        Author {
+            name: "Ana Sari".into(),
+            email: "telegram-42@users.noreply.telegram".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn commits_exactly_the_written_files_as_the_author() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        run(dir, &["init", "-q"]);
+        run(dir, &["config", "user.name", "Owner"]);
+        run(dir, &["config", "user.email", "owner@example.test"]);
+        std::fs::create_dir_all(dir.join("jobs.d")).expect("mkdir");
+        std::fs::write(dir.join("jobs.d/a.yaml"), "a").expect("write");
+        std::fs::write(dir.join("staged.txt"), "s").expect("write");
+        run(dir, &["add", "staged.txt"]);
+        let files = vec!["jobs.d/a.yaml".to_string()];
+        let done = commit(dir, &files, &ana(), "pantau tiap 30 detik").await;
+        let Ok(Committed::Commit(hash)) = done else {
+            panic!("not committed: {done:?}");
+        };
+        assert_eq!(hash, run(dir, &["rev-parse", "HEAD"]));
+        let shown = run(
+            dir,
+            &["show", "--name-only", "--format=%an <%ae>|%cn|%B", "HEAD"],
+        );
+        assert_eq!(
+            shown,
+            "Ana Sari <telegram-42@users.noreply.telegram>|Owner|pantau tiap 30 detik\n\n\njobs.d/a.yaml"
+        );
+        let staged = run(dir, &["diff", "--cached", "--name-only"]);
+        assert_eq!(staged, "staged.txt", "what was staged before stays staged");
+    }
+
+    #[tokio::test]
+    async fn outside_git_nothing_is_committed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let files = vec!["jobs.d/a.yaml".to_string()];
+        let done = commit(tmp.path(), &files, &ana(), "x").await;
+        assert_eq!(done, Ok(Committed::NotACheckout));
+    }
+
+    #[tokio::test]
+    async fn a_file_git_refuses_is_an_error_naming_the_call() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        run(tmp.path(), &["init", "-q"]);
+        let files = vec!["missing.yaml".to_string()];
+        let done = commit(tmp.path(), &files, &ana(), "x").await;
+        let Err(why) = done else {
+            panic!("committed a missing file: {done:?}");
+        };
+        assert!(why.starts_with("git add -- missing.yaml failed"), "{why}");
+    }
+}

@@ -201,9 +201,8 @@ impl RunQueue {
         st.last_finished
             .insert(run.job_id.clone(), Arc::clone(&run));
         st.finished += 1;
-        Counts::add(&mut st.counts.active_by_job, &run.job_id, -1);
+        st.counts.track(&run, false);
         if let Some(flow) = &run.flow {
-            Counts::add(&mut st.counts.active_by_flow, flow, -1);
             // A lane place is free: a parked run of the lane may start.
             if let Some(parked) = st.parked.get_mut(flow)
                 && let Some(next) = parked.pop_front()

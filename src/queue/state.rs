@@ -2,7 +2,7 @@
 //! heaps, runs parked behind a full lane, and the counts guards read.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -86,6 +86,10 @@ pub(super) struct Entry {
 pub(super) struct Counts {
     pub(super) active_by_job: HashMap<String, usize>,
     pub(super) active_by_flow: HashMap<String, usize>,
+    /// The active runs' ids (oldest first, ids are time-ordered), by job
+    /// and by lane: what a skip's detail names.
+    pub(super) ids_by_job: HashMap<String, BTreeSet<String>>,
+    pub(super) ids_by_flow: HashMap<String, BTreeSet<String>>,
     pub(super) running_by_flow: HashMap<String, usize>,
     pub(super) approvals_by_job: HashMap<String, usize>,
     /// Follow-up runs (`schedule_job`) not started yet, by job: what
@@ -102,6 +106,29 @@ impl Counts {
     pub(super) fn follow_up_left(&mut self, entry: &mut Entry) {
         if std::mem::take(&mut entry.waiting_follow_up) {
             Counts::add(&mut self.follow_ups_waiting, &entry.run.job_id, -1);
+        }
+    }
+
+    /// A run becomes active (`true`) or leaves the queue: its job's and
+    /// lane's counts and ids.
+    pub(super) fn track(&mut self, run: &Run, active: bool) {
+        let delta = if active { 1 } else { -1 };
+        Counts::add(&mut self.active_by_job, &run.job_id, delta);
+        Counts::index(&mut self.ids_by_job, &run.job_id, &run.id, active);
+        if let Some(flow) = &run.flow {
+            Counts::add(&mut self.active_by_flow, flow, delta);
+            Counts::index(&mut self.ids_by_flow, flow, &run.id, active);
+        }
+    }
+
+    fn index(map: &mut HashMap<String, BTreeSet<String>>, key: &str, id: &str, add: bool) {
+        if add {
+            map.entry(key.to_string()).or_default().insert(id.to_string());
+        } else if let Some(ids) = map.get_mut(key) {
+            ids.remove(id);
+            if ids.is_empty() {
+                map.remove(key);
+            }
         }
     }
 
@@ -218,10 +245,7 @@ impl State {
     /// tells a queued run due later from one ready now.
     pub(super) fn insert(&mut self, run: Run, now: Timestamp) {
         let id = run.id.clone();
-        Counts::add(&mut self.counts.active_by_job, &run.job_id, 1);
-        if let Some(flow) = &run.flow {
-            Counts::add(&mut self.counts.active_by_flow, flow, 1);
-        }
+        self.counts.track(&run, true);
         // Not started yet (queued, delayed or awaiting approval before its
         // first attempt): a follow-up counts against its job's
         // `limits.queued_follow_ups` until it starts.

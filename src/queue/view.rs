@@ -7,7 +7,7 @@ use jiff::Timestamp;
 
 use super::Burst;
 use super::state::State;
-use crate::run::guards::LaneLoad;
+use crate::run::guards::{LaneLoad, Pressure};
 use crate::store::paused::Pause;
 use crate::store::runs::{FailureState, Run, RunStatus};
 
@@ -43,6 +43,43 @@ impl QueueView<'_> {
                 .get(flow)
                 .and_then(|f| f.spec.max_active_runs),
         }
+    }
+
+    /// The job's active run ids, oldest first.
+    pub fn job_run_ids(&self, job: &str) -> impl Iterator<Item = &str> {
+        self.state
+            .counts
+            .ids_by_job
+            .get(job)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+    }
+
+    /// The active run ids holding places in a lane, oldest first.
+    pub fn lane_run_ids(&self, flow: &str) -> impl Iterator<Item = &str> {
+        self.state
+            .counts
+            .ids_by_flow
+            .get(flow)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+    }
+
+    /// The job's run waiting on an approval, if any.
+    pub fn approval_run(&self, job: &str) -> Option<&str> {
+        self.job_run_ids(job).find(|id| {
+            self.state
+                .runs
+                .get(*id)
+                .is_some_and(|e| e.run.status == RunStatus::AwaitingApproval)
+        })
+    }
+
+    /// Pressure mode's state and marks.
+    pub fn pressure_state(&self) -> Pressure {
+        self.state.pressure
     }
 
     pub fn pressure(&self) -> bool {

@@ -15,6 +15,7 @@
 //! [`stats`] is what the API reads, [`skip_log`] what the log says about
 //! skipped slots.
 
+mod detail;
 mod dispatch;
 mod skip_log;
 mod stats;
@@ -35,7 +36,7 @@ pub(crate) use tick::successor_wait;
 
 use crate::calendar::slots::{Slot, SlotRule};
 use crate::queue::RunQueue;
-use crate::run::guards::SkipReason;
+use crate::run::guards::{SkipDetail, SkipReason};
 use crate::spec::model::Job;
 use crate::store::{Applied, Mutation, NewEvent, format_ts};
 use dispatch::{Batch, skip_event};
@@ -280,7 +281,11 @@ impl Scheduler {
     ) -> Vec<(String, Slot)> {
         let missed = rule.missed(Some(last), now);
         for slot in &missed.skipped {
-            mutations.push(skip_event(id, SkipReason::Missed, slot, json!({})));
+            let detail = SkipDetail::Missed {
+                newer_slot: None,
+                restarted_at: Some(now),
+            };
+            mutations.push(skip_event(id, SkipReason::Missed, slot, Some(detail)));
         }
         if missed.skipped_more > 0 {
             mutations.push(Mutation::Event(

@@ -10,7 +10,8 @@ use serde_json::json;
 use super::Scheduler;
 use crate::calendar::slots::Slot;
 use crate::queue::QueueView;
-use crate::run::guards::{self, Decision, GuardInput, SkipReason};
+use super::detail::skip_detail;
+use crate::run::guards::{self, Decision, GuardInput, SkipDetail, SkipReason};
 use crate::run::{NewRun, new_run_id};
 use crate::spec::model::{Job, Priority};
 use crate::store::runs::Trigger;
@@ -62,7 +63,10 @@ impl Scheduler {
                     _ => None,
                 });
                 match decision {
-                    Decision::Skip(reason) => self.skip_slot(job_id, reason, &slot, mutations),
+                    Decision::Skip(reason) => {
+                        let detail = skip_detail(reason, job_id, job, &view, batch);
+                        self.skip_slot(job_id, reason, &slot, detail, mutations)
+                    }
                     Decision::Buffer => {
                         self.buffered.insert(job_id.to_string(), slot);
                     }
@@ -124,16 +128,17 @@ impl Scheduler {
         })
     }
 
-    /// A slot skipped for `reason`: its event, the job's last slot, the
-    /// count.
+    /// A slot skipped for `reason`: its event (with what the guard saw),
+    /// the job's last slot, the count.
     pub(super) fn skip_slot(
         &self,
         job_id: &str,
         reason: SkipReason,
         slot: &Slot,
+        detail: Option<SkipDetail>,
         mutations: &mut Vec<Mutation>,
     ) {
-        mutations.push(skip_event(job_id, reason, slot, json!({})));
+        mutations.push(skip_event(job_id, reason, slot, detail));
         mutations.push(Mutation::JobSlot(
             job_id.to_string(),
             format_ts(slot.nominal),
@@ -198,15 +203,30 @@ pub(super) struct Batch {
     runs: Vec<(NewRun, Timestamp)>,
     pub(super) by_job: HashMap<String, usize>,
     pub(super) by_flow: HashMap<String, usize>,
+    /// The first few run ids per job and lane, for a skip's detail.
+    first_by_job: HashMap<String, Vec<String>>,
+    first_by_flow: HashMap<String, Vec<String>>,
 }
 
 impl Batch {
     pub(super) fn push(&mut self, run: NewRun, fire_at: Timestamp, flow: Option<String>) {
         *self.by_job.entry(run.job_id.clone()).or_default() += 1;
+        note_first(&mut self.first_by_job, &run.job_id, &run.id);
         if let Some(flow) = flow {
+            note_first(&mut self.first_by_flow, &flow, &run.id);
             *self.by_flow.entry(flow).or_default() += 1;
         }
         self.runs.push((run, fire_at));
+    }
+
+    /// This tick's first run ids for a job, and how many it queued.
+    pub(super) fn job_ids(&self, job: &str) -> (&[String], usize) {
+        first(&self.first_by_job, &self.by_job, job)
+    }
+
+    /// This tick's first run ids in a lane, and how many it queued.
+    pub(super) fn flow_ids(&self, flow: &str) -> (&[String], usize) {
+        first(&self.first_by_flow, &self.by_flow, flow)
     }
 
     pub(super) fn len(&self) -> usize {
@@ -214,15 +234,38 @@ impl Batch {
     }
 }
 
+fn note_first(map: &mut HashMap<String, Vec<String>>, key: &str, id: &str) {
+    match map.get_mut(key) {
+        Some(ids) if ids.len() >= guards::MAX_IDS => {}
+        Some(ids) => ids.push(id.to_string()),
+        None => {
+            map.insert(key.to_string(), vec![id.to_string()]);
+        }
+    }
+}
+
+fn first<'a>(
+    ids: &'a HashMap<String, Vec<String>>,
+    counts: &HashMap<String, usize>,
+    key: &str,
+) -> (&'a [String], usize) {
+    (
+        ids.get(key).map(Vec::as_slice).unwrap_or(&[]),
+        counts.get(key).copied().unwrap_or(0),
+    )
+}
+
 pub(super) fn skip_event(
     job: &str,
     reason: SkipReason,
     slot: &Slot,
-    extra: serde_json::Value,
+    detail: Option<SkipDetail>,
 ) -> Mutation {
     let mut data = json!({"slot": format_ts(slot.nominal), "reason": reason.as_str()});
-    if let (serde_json::Value::Object(d), serde_json::Value::Object(e)) = (&mut data, extra) {
-        d.extend(e);
+    if let (serde_json::Value::Object(d), Some(detail)) = (&mut data, detail)
+        && let Ok(detail) = serde_json::to_value(detail)
+    {
+        d.insert("detail".into(), detail);
     }
     Mutation::Event(NewEvent::new(reason.event_type(), data).job(job.to_string()))
 }

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use super::dispatch::Batch;
 use super::{HeapEntry, Scheduler, next_lead};
 use crate::calendar::slots::Slot;
-use crate::run::guards::SkipReason;
+use crate::run::guards::{SkipDetail, SkipReason};
 use crate::store::Mutation;
 
 /// Slots decided under one lock of the queue: a lock per slot contended
@@ -202,12 +202,23 @@ impl Scheduler {
             job: entry.job.clone(),
             generation: entry.generation,
         }));
-        let reason = if deferred {
-            SkipReason::TickLimit
+        let (reason, detail) = if deferred {
+            (
+                SkipReason::TickLimit,
+                SkipDetail::TickLimit {
+                    newer_slot: next.nominal,
+                },
+            )
         } else {
-            SkipReason::Missed
+            (
+                SkipReason::Missed,
+                SkipDetail::Missed {
+                    newer_slot: Some(next.nominal),
+                    restarted_at: None,
+                },
+            )
         };
-        self.skip_slot(&entry.job, reason, slot, mutations);
+        self.skip_slot(&entry.job, reason, slot, Some(detail), mutations);
     }
 }
 

@@ -1,7 +1,11 @@
 //! PURE. Whether a due slot dispatches, and if not, why. Every skipped slot
 //! gets one reason, which becomes `scheduler.dispatch_skipped_<reason>`.
 
+mod detail;
+
 use jiff::Timestamp;
+
+pub use detail::{MAX_IDS, RunIds, SkipDetail, Tense, describe_reason};
 
 use crate::spec::model::{Overlap, Priority};
 

@@ -219,6 +219,13 @@ impl SlotRule {
     /// The slots with a nominal time in `[from, to)`, oldest first (a
     /// backfill's window); `Err(n)` without listing them when there are
     /// `n` > `max`.
+    /// The last `n` slots at or before `upto`, oldest first (fewer when
+    /// the schedule starts later).
+    pub fn prev_slots(&self, upto: Timestamp, n: u64) -> Vec<Slot> {
+        let from = self.seek_back(Timestamp::MIN, upto, n);
+        self.slots_between(from, upto, n)
+    }
+
     pub fn slots_in(&self, from: Timestamp, to: Timestamp, max: u64) -> Result<Vec<Slot>, u64> {
         let (lo, hi) = (just_before(from), just_before(to));
         let n = self.count_between(lo, hi);

@@ -880,3 +880,34 @@ fn a_backfill_window_holds_its_start_and_not_its_end() {
     let nominals: Vec<String> = got.iter().map(|s| s.nominal.to_string()).collect();
     assert_eq!(nominals, ["2026-01-10T01:30:00Z", "2026-01-11T01:30:00Z"]);
 }
+
+#[test]
+fn prev_slots_are_the_last_ones_at_or_before() {
+    let every = rule(&interval(300));
+    let got: Vec<Timestamp> = every
+        .prev_slots(ts("2026-11-22T12:05:00Z"), 3)
+        .iter()
+        .map(|s| s.nominal)
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ts("2026-11-22T11:55:00Z"),
+            ts("2026-11-22T12:00:00Z"),
+            ts("2026-11-22T12:05:00Z")
+        ]
+    );
+    let weekdays = rule(&cron("0 7 * * 1-5", "Asia/Jakarta"));
+    // Monday 2026-11-23 06:59 Jakarta: the last one was Friday's.
+    let last = weekdays.prev_slots(ts("2026-11-22T23:59:00Z"), 1);
+    assert_eq!(last[0].nominal, ts("2026-11-20T00:00:00Z"));
+    let late_start = SlotRule::compile(
+        &Schedule {
+            start_at: Some("2026-11-22T12:00:00Z".into()),
+            ..interval(60)
+        },
+        "job-a",
+    )
+    .unwrap();
+    assert_eq!(late_start.prev_slots(ts("2026-11-22T12:01:30Z"), 5).len(), 2);
+}

@@ -35,6 +35,7 @@ pub mod store_access;
 pub mod trigger;
 pub mod validate;
 mod wait;
+pub mod why;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -142,6 +143,10 @@ pub enum Command {
     /// hour and time full, the queue's peak and pressure time, and the
     /// smallest worker count with which no run waits for a worker.
     Simulate(simulate::Args),
+    /// Explain a job's slots: the one nearest --at and its neighbours,
+    /// each with the run it dispatched or the guard that skipped it and
+    /// what that guard saw (a full lane's runs, a cooldown's end).
+    Why(why::Args),
 }
 
 /// How a command's findings are printed.
@@ -216,6 +221,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Completions(args) => completions::exec(args),
         Command::Cron(args) => cron::exec(args),
         Command::Simulate(args) => simulate::exec(args),
+        Command::Why(args) => why::exec(args),
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde_json::Value;
 
-use crate::store::Applied;
+use crate::store::{Applied, Event, EventQuery};
 use crate::store::output::OutputChunk;
 use crate::store::redis::RedisStore;
 use crate::store::runs::{Approval, InboxCommand, Run, RunQuery};
@@ -210,6 +210,24 @@ impl StoreAccess {
             |c, p| sqlite::read_recorded_run_keys(c, p, &k),
             async |s| s.recorded_run_keys(keys).await,
         )
+    }
+
+    /// Every event `query` selects, oldest first, read page by page from
+    /// `query.after` (its `limit` is the page size).
+    pub fn events(&self, mut query: EventQuery) -> anyhow::Result<Vec<Event>> {
+        let mut out = Vec::new();
+        loop {
+            let q = query.clone();
+            let page = self.read(
+                |c, p| sqlite::read_events(c, p, &q),
+                async |s| s.events(q.clone()).await,
+            )?;
+            let Some(last) = page.last().map(|e| e.id) else {
+                return Ok(out);
+            };
+            query.after = last;
+            out.extend(page);
+        }
     }
 
     /// Commands the daemon has not handled yet (handled ones are deleted).

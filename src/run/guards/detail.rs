@@ -196,11 +196,6 @@ impl SkipDetail {
     }
 }
 
-/// A reason without a recorded detail (events from before details).
-pub fn describe_reason(reason: SkipReason, tense: Tense) -> String {
-    format!("{}: {}", tense.skipped(), reason.as_str())
-}
-
 fn hm(t: Timestamp, tz: &TimeZone) -> String {
     t.to_zoned(tz.clone()).strftime("%H:%M").to_string()
 }
@@ -355,9 +350,5 @@ mod tests {
         assert_eq!(v["runs"]["ids"][0], "a");
         assert_eq!(serde_json::from_value::<SkipDetail>(v).unwrap(), d);
         assert!(serde_json::from_value::<SkipDetail>(serde_json::json!({"reason": "nope"})).is_err());
-        assert_eq!(
-            describe_reason(SkipReason::Overlap, Tense::Past),
-            "skipped: overlap"
-        );
     }
 }

@@ -5,7 +5,7 @@ mod detail;
 
 use jiff::Timestamp;
 
-pub use detail::{MAX_IDS, RunIds, SkipDetail, Tense, describe_reason};
+pub use detail::{MAX_IDS, RunIds, SkipDetail, Tense};
 
 use crate::spec::model::{Overlap, Priority};
 

@@ -147,7 +147,7 @@ pub(super) fn revisions(
     .collect()
 }
 
-pub(super) fn events(
+pub fn events(
     c: &Connection,
     path: &Path,
     q: &EventQuery,

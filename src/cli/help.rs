@@ -16,6 +16,7 @@ const GROUPS: [(&str, &[&str]); 4] = [
             "status",
             "runs",
             "logs",
+            "why",
             "trigger",
             "approvals",
             "cancel",

@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde_json::Value;
 
-use crate::store::{Applied, Event, EventQuery};
 use crate::store::output::OutputChunk;
 use crate::store::redis::RedisStore;
 use crate::store::runs::{Approval, InboxCommand, Run, RunQuery};
 use crate::store::sqlite::{self, SqliteStore};
+use crate::store::{Applied, Event, EventQuery};
 
 /// `--dir`, `--state` and `--redis`: the store a command reads and posts to.
 #[derive(Debug, Clone, clap::Args)]

@@ -31,7 +31,7 @@ pub struct Args {
     /// The job id.
     pub job: String,
     /// The time to explain: RFC 3339, HH:MM[:SS] today in the job's zone,
-    /// relative (-10m), or now [default: now].
+    /// relative (-10m), or now.
     #[arg(long, allow_hyphen_values = true, default_value = "now")]
     pub at: String,
     /// `json`: the slots with their outcome, reason and detail.
@@ -60,8 +60,13 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
             local(at, &tz)
         );
     };
-    let outcomes = past::outcomes(&store, &args.job, &slots)
-        .with_context(|| format!("reading the outcomes of job {} from {}", args.job, store.describe()))?;
+    let outcomes = past::outcomes(&store, &args.job, &slots).with_context(|| {
+        format!(
+            "reading the outcomes of job {} from {}",
+            args.job,
+            store.describe()
+        )
+    })?;
     let lines: Vec<(Slot, SlotOutcome)> = slots.into_iter().zip(outcomes).collect();
     print(&args, &tz, at, &lines, Some(nearest))
 }

@@ -123,7 +123,9 @@ impl Counts {
 
     fn index(map: &mut HashMap<String, BTreeSet<String>>, key: &str, id: &str, add: bool) {
         if add {
-            map.entry(key.to_string()).or_default().insert(id.to_string());
+            map.entry(key.to_string())
+                .or_default()
+                .insert(id.to_string());
         } else if let Some(ids) = map.get_mut(key) {
             ids.remove(id);
             if ids.is_empty() {

@@ -909,5 +909,8 @@ fn prev_slots_are_the_last_ones_at_or_before() {
         "job-a",
     )
     .unwrap();
-    assert_eq!(late_start.prev_slots(ts("2026-11-22T12:01:30Z"), 5).len(), 2);
+    assert_eq!(
+        late_start.prev_slots(ts("2026-11-22T12:01:30Z"), 5).len(),
+        2
+    );
 }

@@ -63,15 +63,9 @@ mod tests {
             parse_at("2026-11-22T12:00:00Z", now, &utc),
             Ok(ts("2026-11-22T12:00:00Z"))
         );
-        assert_eq!(
-            parse_at("-10m", now, &utc),
-            Ok(ts("2026-11-22T12:20:00Z"))
-        );
+        assert_eq!(parse_at("-10m", now, &utc), Ok(ts("2026-11-22T12:20:00Z")));
         assert_eq!(parse_at("+1h", now, &utc), Ok(ts("2026-11-22T13:30:00Z")));
-        assert_eq!(
-            parse_at("12:05", now, &utc),
-            Ok(ts("2026-11-22T12:05:00Z"))
-        );
+        assert_eq!(parse_at("12:05", now, &utc), Ok(ts("2026-11-22T12:05:00Z")));
         // 19:30 in Jakarta is 12:30 UTC, same day.
         assert_eq!(
             parse_at("19:00:30", now, &jakarta),
@@ -82,7 +76,14 @@ mod tests {
     #[test]
     fn malformed_at_is_explained() {
         let now = ts("2026-11-22T12:30:00Z");
-        for bad in ["yesterday", "25:00", "-10x", "12", "2026-13-01T00:00:00Z", "--5m"] {
+        for bad in [
+            "yesterday",
+            "25:00",
+            "-10x",
+            "12",
+            "2026-13-01T00:00:00Z",
+            "--5m",
+        ] {
             let e = parse_at(bad, now, &TimeZone::UTC).unwrap_err();
             assert!(e.contains("RFC 3339") && e.contains(bad), "{bad}: {e}");
         }

@@ -51,7 +51,11 @@ pub fn window(rule: &SlotRule, at: Timestamp, now: Timestamp) -> Option<(Vec<Slo
 }
 
 /// Each slot's outcome, from the job's runs and skip events.
-pub fn outcomes(store: &StoreAccess, job: &str, slots: &[Slot]) -> anyhow::Result<Vec<SlotOutcome>> {
+pub fn outcomes(
+    store: &StoreAccess,
+    job: &str,
+    slots: &[Slot],
+) -> anyhow::Result<Vec<SlotOutcome>> {
     let mut runs = runs_for(store, job, slots)?;
     let mut skips = skips_for(store, job, slots)?;
     Ok(slots
@@ -70,7 +74,11 @@ pub fn outcomes(store: &StoreAccess, job: &str, slots: &[Slot]) -> anyhow::Resul
 
 /// The job's runs scheduled for `slots`, read newest first until the
 /// runs queued before the first slot.
-fn runs_for(store: &StoreAccess, job: &str, slots: &[Slot]) -> anyhow::Result<HashMap<Timestamp, Run>> {
+fn runs_for(
+    store: &StoreAccess,
+    job: &str,
+    slots: &[Slot],
+) -> anyhow::Result<HashMap<Timestamp, Run>> {
     let mut found = HashMap::new();
     let (Some(first), Some(last)) = (slots.first(), slots.last()) else {
         return Ok(found);
@@ -86,11 +94,18 @@ fn runs_for(store: &StoreAccess, job: &str, slots: &[Slot]) -> anyhow::Result<Ha
         let Some((seq, oldest)) = page.last() else {
             return Ok(found);
         };
-        let done = oldest.queued_at.parse::<Timestamp>().is_ok_and(|q| q < first.nominal - jiff::SignedDuration::from_hours(1))
+        let done = oldest
+            .queued_at
+            .parse::<Timestamp>()
+            .is_ok_and(|q| q < first.nominal - jiff::SignedDuration::from_hours(1))
             || page.len() < RUN_PAGE;
         before = Some(*seq);
         for (_, run) in page {
-            let Some(at) = run.scheduled_at.as_deref().and_then(|s| s.parse::<Timestamp>().ok()) else {
+            let Some(at) = run
+                .scheduled_at
+                .as_deref()
+                .and_then(|s| s.parse::<Timestamp>().ok())
+            else {
                 continue;
             };
             if at >= first.nominal && at <= last.nominal {
@@ -118,16 +133,30 @@ fn skips_for(
     })?;
     let mut found = HashMap::new();
     for e in events {
-        let Some(slot) = e.data.get("slot").and_then(Value::as_str).and_then(|s| s.parse().ok()) else {
+        let Some(slot) = e
+            .data
+            .get("slot")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+        else {
             continue;
         };
         if !wanted.contains(&slot) {
             continue;
         }
-        let reason = e.data.get("reason").and_then(Value::as_str).unwrap_or("unknown").to_string();
+        let reason = e
+            .data
+            .get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string();
         // A detail this version cannot read is left out, not an error:
         // the reason still says why.
-        let detail = e.data.get("detail").cloned().and_then(|d| serde_json::from_value(d).ok());
+        let detail = e
+            .data
+            .get("detail")
+            .cloned()
+            .and_then(|d| serde_json::from_value(d).ok());
         found.insert(slot, (reason, detail));
     }
     Ok(found)
@@ -135,6 +164,7 @@ fn skips_for(
 
 impl SlotOutcome {
     /// In words, times in `tz`: `ran: run 01H.. succeeded in 4.0 s`,
+    /// `dispatched: run 01H.. is running`,
     /// `skipped: lane L was full (1/1: run a1)`.
     pub fn words(&self, tz: &TimeZone) -> String {
         match self {
@@ -179,8 +209,11 @@ fn run_words(run: &Run) -> String {
         .unwrap_or_default();
     let status = run.status.as_str().replace('_', " ");
     let mut s = match run.status {
-        RunStatus::Queued | RunStatus::AwaitingApproval | RunStatus::Running | RunStatus::Retrying => {
-            format!("ran: run {} is {status}", run.id)
+        RunStatus::Queued
+        | RunStatus::AwaitingApproval
+        | RunStatus::Running
+        | RunStatus::Retrying => {
+            format!("dispatched: run {} is {status}", run.id)
         }
         _ => format!("ran: run {} {status}{took}", run.id),
     };

@@ -349,6 +349,8 @@ mod tests {
         assert_eq!(v["reason"], "flow_limit");
         assert_eq!(v["runs"]["ids"][0], "a");
         assert_eq!(serde_json::from_value::<SkipDetail>(v).unwrap(), d);
-        assert!(serde_json::from_value::<SkipDetail>(serde_json::json!({"reason": "nope"})).is_err());
+        assert!(
+            serde_json::from_value::<SkipDetail>(serde_json::json!({"reason": "nope"})).is_err()
+        );
     }
 }

@@ -8,9 +8,9 @@ use jiff::Timestamp;
 use serde_json::json;
 
 use super::Scheduler;
+use super::detail::skip_detail;
 use crate::calendar::slots::Slot;
 use crate::queue::QueueView;
-use super::detail::skip_detail;
 use crate::run::guards::{self, Decision, GuardInput, SkipDetail, SkipReason};
 use crate::run::{NewRun, new_run_id};
 use crate::spec::model::{Job, Priority};

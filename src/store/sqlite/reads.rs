@@ -147,11 +147,7 @@ pub(super) fn revisions(
     .collect()
 }
 
-pub fn events(
-    c: &Connection,
-    path: &Path,
-    q: &EventQuery,
-) -> Result<Vec<Event>, StoreError> {
+pub fn events(c: &Connection, path: &Path, q: &EventQuery) -> Result<Vec<Event>, StoreError> {
     let mut sql =
         String::from("SELECT id, type, at, job_id, run_id, data FROM events WHERE id > ?1");
     let mut args: Vec<rusqlite::types::Value> = vec![q.after.into()];

@@ -131,6 +131,62 @@ fn hostile(dep: &Deployment) {
     );
 }
 
+/// Fails every attempt; cools down after two failures in a row.
+const FLAKY: &str = "id: flaky\ntype: simulation.heavy\nschedule: {every: 1s}\n\
+failure_memory: {threshold: 2, cooldown_sec: 600, cooldown_max_sec: 600}\ninputs: {fail_attempts: 1000}\n";
+
+/// A cooldown's and a pause's skips, said with what the guard saw.
+fn why_says_cooldown_and_pause(redis: bool) {
+    let dep = Deployment::new(redis, &[("flaky.yaml", FLAKY)]);
+    let daemon = dep.daemon();
+    let skip = wait_for("a cooldown skip", &daemon, || {
+        events(&daemon, "scheduler.dispatch_skipped_cooldown", "flaky")
+            .first()
+            .cloned()
+    });
+    let detail = &skip["data"]["detail"];
+    let until: jiff::Timestamp = detail["until"]
+        .as_str()
+        .expect("until")
+        .parse()
+        .expect("a time");
+    let failures = detail["failures"].as_u64().expect("failures");
+    assert!(failures >= 2, "{skip:#}");
+    let slot = skip["data"]["slot"].as_str().expect("slot");
+    let out = dep.cli(&["why", "flaky", "--at", slot]);
+    let want = format!(
+        "skipped: cooldown until {} after {failures} failures",
+        until.strftime("%H:%M")
+    );
+    assert!(
+        out.assert_code(0)
+            .stdout()
+            .lines()
+            .any(|l| l.starts_with('→') && l.ends_with(&want)),
+        "wanted …{want}\n{}",
+        out.explain()
+    );
+    dep.cli(&["pause", "flaky", "--by", "ann", "--note", "vendor down"])
+        .assert_code(0);
+    let skip = wait_for("a paused skip", &daemon, || {
+        events(&daemon, "scheduler.dispatch_skipped_paused", "flaky")
+            .first()
+            .cloned()
+    });
+    let slot = skip["data"]["slot"].as_str().expect("slot");
+    let out = dep.cli(&["why", "flaky", "--at", slot]);
+    assert!(
+        out.assert_code(0)
+            .stdout()
+            .lines()
+            .any(|l| l.starts_with('→')
+                && l.contains("skipped: paused by ann since ")
+                && l.ends_with("(vendor down)")),
+        "{}",
+        out.explain()
+    );
+}
+
 fn nearest(json: &Value) -> Value {
     json["slots"]
         .as_array()
@@ -146,4 +202,14 @@ fn why_explains_past_slots_on_the_embedded_store() {
 #[test]
 fn why_explains_past_slots_on_redis() {
     why_explains_past_slots(true);
+}
+
+#[test]
+fn why_says_cooldown_and_pause_on_the_embedded_store() {
+    why_says_cooldown_and_pause(false);
+}
+
+#[test]
+fn why_says_cooldown_and_pause_on_redis() {
+    why_says_cooldown_and_pause(true);
 }

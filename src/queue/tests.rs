@@ -394,3 +394,23 @@ async fn a_skill_s_derived_job_is_admitted_and_goes_with_its_skill() {
     assert!(next.is_err(), "nothing is left to claim");
     assert_eq!(r.queue.run_status(&queued), None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lanes_and_a_jobs_active_run_ids_are_indexed_oldest_first() {
+    let r = rig(
+        "kind: Flow\nid: l\nmax_active_runs: 1\n---\nid: a\ntype: noop\nflow: l\n",
+        QueueConfig::default(),
+    );
+    let ids = r.enqueue(3);
+    let listed = |f: &dyn Fn(&crate::queue::QueueView<'_>) -> Vec<String>| f(&r.queue.view());
+    let by_job = |v: &crate::queue::QueueView<'_>| v.job_run_ids("a").map(String::from).collect();
+    let by_lane = |v: &crate::queue::QueueView<'_>| v.lane_run_ids("l").map(String::from).collect();
+    assert_eq!(listed(&by_job), ids);
+    assert_eq!(listed(&by_lane), ids);
+    let claim = r.claim().await;
+    r.queue.finish(&claim.run.id, Outcome::Succeeded(json!({})));
+    assert_eq!(listed(&by_job), ids[1..].to_vec(), "a finished run leaves");
+    assert_eq!(listed(&by_lane), ids[1..].to_vec());
+    assert_eq!(r.queue.view().lane_run_ids("other").count(), 0);
+    assert_eq!(r.queue.view().approval_run("a"), None);
+}

@@ -11,7 +11,8 @@ use common::deployment::{Deployment, events, runs, wait_for};
 
 const JOBS: &str = "kind: Flow\nid: pricing_team\nmax_active_runs: 1\n---\n\
 id: alpha\ntype: simulation.heavy\nflow: pricing_team\nschedule: {every: 2s}\ninputs: {work_ms: 3000}\n---\n\
-id: beta\ntype: simulation.heavy\nflow: pricing_team\nschedule: {every: 2s}\ninputs: {work_ms: 3000}\n";
+id: beta\ntype: simulation.heavy\nflow: pricing_team\nschedule: {every: 2s}\ninputs: {work_ms: 3000}\n---\n\
+id: by_hand\ntype: noop\n";
 
 fn why_explains_past_slots(redis: bool) {
     let dep = Deployment::new(redis, &[("lane.yaml", JOBS)]);
@@ -119,6 +120,21 @@ fn hostile(dep: &Deployment) {
         .assert_code(1)
         .assert_stderr_has("is in the future")
         .assert_stderr_has("its next fire is");
+    dep.cli(&["why", "by_hand"])
+        .assert_code(1)
+        .assert_stderr_has("job by_hand has no schedule");
+    // Now (the default): the latest slot, marked.
+    let out = dep.cli(&["why", "beta"]);
+    assert!(
+        out.assert_code(0)
+            .stdout()
+            .lines()
+            .filter(|l| l.starts_with('→'))
+            .count()
+            == 1,
+        "{}",
+        out.explain()
+    );
     // Before the job's first slot was ever recorded: the slot math still
     // finds slots; nothing is on record for them.
     let out = dep.cli(&["why", "beta", "--at", "2020-01-01T00:00:00Z"]);

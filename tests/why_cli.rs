@@ -116,10 +116,29 @@ fn hostile(dep: &Deployment) {
     dep.cli(&["why", "beta", "--at", &long])
         .assert_code(1)
         .assert_stderr_has("RFC 3339");
-    dep.cli(&["why", "beta", "--at", "+1h"])
-        .assert_code(1)
-        .assert_stderr_has("is in the future")
-        .assert_stderr_has("its next fire is");
+    // The future: predicted by the simulation from the daemon's active
+    // runs; the lane of one keeps skipping one job's slots.
+    let out = dep.cli(&["why", "beta", "--at", "+10s"]);
+    let text = out.assert_code(0).stdout();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{}", out.explain());
+    assert_eq!(lines.iter().filter(|l| l.starts_with('→')).count(), 1);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains(" will run") || l.contains(" will be skipped: ")),
+        "{}",
+        out.explain()
+    );
+    assert!(
+        text.contains("will be skipped: lane pricing_team will be full (1/1: runs of alpha)"),
+        "{}",
+        out.explain()
+    );
+    let json = dep
+        .cli(&["why", "beta", "--at", "+10s", "-o", "json"])
+        .json();
+    assert_eq!(nearest(&json)["outcome"], "predicted", "{json:#}");
     dep.cli(&["why", "by_hand"])
         .assert_code(1)
         .assert_stderr_has("job by_hand has no schedule");

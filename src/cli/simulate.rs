@@ -130,6 +130,7 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
         pressure_high: args.pressure_high,
         pressure_low: args.pressure_low,
         trace: None,
+        active: Vec::new(),
     };
     if args.output == OutputFormat::Text && fleet.jobs.len() >= 1000 {
         eprintln!(
@@ -276,9 +277,9 @@ fn directory_fleet(args: &Args) -> anyhow::Result<Option<Fleet>> {
 
 /// What the store knows that the simulation uses.
 #[derive(Default)]
-struct History {
-    p95: HashMap<String, Duration>,
-    paused: std::collections::HashSet<String>,
+pub(crate) struct History {
+    pub p95: HashMap<String, Duration>,
+    pub paused: std::collections::HashSet<String>,
 }
 
 /// Each job's p95 run duration over its recent finished runs, and the
@@ -287,7 +288,11 @@ fn store_history(args: &StoreArgs) -> anyhow::Result<History> {
     if args.redis.is_none() && !args.state_path().exists() {
         return Ok(History::default());
     }
-    let store = StoreAccess::open(args)?;
+    history_of(&StoreAccess::open(args)?)
+}
+
+/// [`store_history`] from an open store.
+pub(crate) fn history_of(store: &StoreAccess) -> anyhow::Result<History> {
     let runs = store.runs(RunQuery {
         job_id: None,
         status: None,

@@ -1,10 +1,12 @@
 //! `multijob why JOB [--at T]`: what became of the job's slot nearest T
 //! and of its neighbours, in words: the run it dispatched and how that
 //! ended, or the guard that skipped it and what the guard saw (the skip
-//! event's detail). Past slots come from the store; slots after now will
-//! come from the simulation ([`future_slots`]).
+//! event's detail). Past slots come from the store; slots after now from
+//! the simulation (`simulate`'s engine, run from now with the daemon's
+//! active runs).
 
 mod at;
+mod future;
 mod past;
 
 use anyhow::Context;
@@ -24,9 +26,14 @@ use past::SlotOutcome;
   multijob why pricing_sync                        # the latest slot and the two before it
   multijob why pricing_sync --at 12:00             # 12:00 today in the job's zone
   multijob why pricing_sync --at -10m -o json
+  multijob why pricing_sync --at +15m              # predicted by the simulation
   multijob why pricing_sync --at 2026-11-22T05:00:00Z --redis redis://127.0.0.1:6379/
 
-Environment: MULTIJOB_DIR, MULTIJOB_REDIS_URL")]
+Slots after now are predicted by the simulation (`multijob simulate`) from
+now, with the daemon's active runs and each job's p95 duration.
+
+Environment: MULTIJOB_DIR, MULTIJOB_REDIS_URL, WORKER_CONCURRENCY (--workers),
+  SCHEDULER_PRESSURE_DEPTH_HIGH (--pressure-high), SCHEDULER_PRESSURE_DEPTH_LOW (--pressure-low)")]
 pub struct Args {
     /// The job id.
     pub job: String,
@@ -34,6 +41,14 @@ pub struct Args {
     /// relative (-10m), or now.
     #[arg(long, allow_hyphen_values = true, default_value = "now")]
     pub at: String,
+    /// Workers the daemon runs with (future slots are simulated with them).
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub workers: u64,
+    /// The daemon's pressure marks (future slots).
+    #[arg(long, env = "SCHEDULER_PRESSURE_DEPTH_HIGH", default_value_t = 300)]
+    pub pressure_high: usize,
+    #[arg(long, env = "SCHEDULER_PRESSURE_DEPTH_LOW", default_value_t = 180)]
+    pub pressure_low: usize,
     /// `json`: the slots with their outcome, reason and detail.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,
@@ -50,8 +65,16 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     let now = Timestamp::now();
     let at = parse_at(&args.at, now, &tz).map_err(anyhow::Error::msg)?;
     if at > now {
-        let lines = future_slots(&args.job, &rule, at, now)?;
-        return print(&args, &tz, at, &lines, None);
+        let future = future::Future {
+            store: &store,
+            applied: &applied,
+            job: &args.job,
+            rule: &rule,
+            workers: args.workers as usize,
+            pressure: (args.pressure_high, args.pressure_low),
+        };
+        let (lines, nearest) = future::slots(&future, at, now)?;
+        return print(&args, &tz, at, &lines, Some(nearest));
     }
     let Some((slots, nearest)) = past::window(&rule, at, now) else {
         anyhow::bail!(
@@ -93,27 +116,6 @@ impl SlotLine for String {
     fn json(&self) -> serde_json::Value {
         json!({"outcome": "predicted", "text": self})
     }
-}
-
-/// Slots after now, in words (`will run`, `will be skipped: ...`). The
-/// simulation is not wired in yet: a future T is refused, naming the
-/// job's next fire.
-fn future_slots(
-    job: &str,
-    rule: &SlotRule,
-    at: Timestamp,
-    now: Timestamp,
-) -> anyhow::Result<Vec<(Slot, String)>> {
-    let tz = rule.timezone();
-    let next = rule
-        .next_slot(now)
-        .map(|s| format!("its next fire is {}", local(s.fire_at, tz)))
-        .unwrap_or_else(|| "it has no fire left".to_string());
-    anyhow::bail!(
-        "--at {} is in the future: `why` explains past slots of job {job} only ({next}); \
-         use a time at or before now",
-        local(at, tz)
-    )
 }
 
 fn slot_rule(id: &str, job: &Job) -> anyhow::Result<SlotRule> {

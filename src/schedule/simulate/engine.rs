@@ -213,7 +213,32 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// Runs active at the start take their places (a job missing from
+    /// the set is ignored).
+    fn seed_active(&mut self) {
+        for active in &self.config.active {
+            let Ok(j) = self
+                .jobs
+                .binary_search_by(|job| job.id.as_str().cmp(&active.job))
+            else {
+                continue;
+            };
+            self.enqueue(j, 0);
+            self.state[j].dispatched -= 1;
+            if let Some(ends) = active.ends_at {
+                let id = self.state[j].runs[self.state[j].runs.len() - 1];
+                self.ready[rank(self.jobs[j].priority)].pop_back();
+                self.slab[id as usize].state = RunState::Running;
+                self.waiting -= 1;
+                self.running += 1;
+                self.finishes.push(Reverse((self.rel(ends).max(0), id)));
+            }
+        }
+        self.admitted(0);
+    }
+
     pub(super) fn run(&mut self) {
+        self.seed_active();
         self.seed();
         loop {
             let fire = self.heap.peek().map(|Reverse(d)| d.fire);

@@ -60,6 +60,16 @@ pub struct SimConfig {
     pub pressure_low: usize,
     /// Record every slot of this job with what decided it (`why`).
     pub trace: Option<String>,
+    /// Runs already active at `from` (a live daemon's, for `why`).
+    pub active: Vec<ActiveRun>,
+}
+
+/// A run active when the period starts: running until `ends_at`, or
+/// waiting for a worker (then it takes its job's duration).
+#[derive(Debug, Clone)]
+pub struct ActiveRun {
+    pub job: String,
+    pub ends_at: Option<Timestamp>,
 }
 
 /// Simulate `jobs` (lanes: id → `max_active_runs`) over the period.

@@ -26,6 +26,7 @@ fn config(secs: i64, workers: Option<usize>) -> SimConfig {
         pressure_high: 300,
         pressure_low: 180,
         trace: None,
+        active: Vec::new(),
     }
 }
 
@@ -167,4 +168,28 @@ fn the_busiest_hour_is_the_one_the_lane_was_full_longest() {
     );
     assert!((lane.full_seconds - 23.0 * 1200.0).abs() < 1e-3, "{lane:?}");
     assert_eq!(r.skipped.get("flow_limit"), Some(&1));
+}
+
+#[test]
+fn runs_active_at_the_start_hold_their_job_lane_and_worker() {
+    let (jobs, lanes) = jobs_of(&fleet(2, "10s", Some(("l", 2))), Duration::from_secs(1));
+    let mut c = config(30, Some(1));
+    c.trace = Some("j00".into());
+    c.active = vec![
+        ActiveRun {
+            job: "j00".into(),
+            ends_at: Some("2026-12-07T10:00:15Z".parse().unwrap()),
+        },
+        ActiveRun {
+            job: "gone".into(),
+            ends_at: None,
+        },
+    ];
+    let r = simulate(jobs, &lanes, &c);
+    // j00 at :10 is still running (until :15): skipped; :20 runs.
+    assert_eq!(r.trace[0].reason, Some("overlap"));
+    assert_eq!(r.trace[1].outcome, "dispatched");
+    // j01 at :10 had the lane (1 of 2) but no worker until :15.
+    assert_eq!(r.jobs[1].dispatched, 2);
+    assert!(r.queue.max_wait_ms >= 5000.0, "{:?}", r.queue);
 }

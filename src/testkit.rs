@@ -253,6 +253,7 @@ pub fn connector_spec(
         allowed_hosts: Vec::new(),
         description: None,
         bridge: None,
+        mcp: Default::default(),
     }
 }
 

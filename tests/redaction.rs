@@ -42,6 +42,7 @@ fn connector(
         allowed_hosts: Vec::new(),
         description: None,
         bridge: None,
+        mcp: Default::default(),
     }
 }
 

@@ -66,7 +66,9 @@ impl Connectors {
             Provider::Whatsapp => self.whatsapp(&call, &msg).await,
             Provider::Sms => self.sms(&call, &msg).await,
             Provider::Smtp => smtp(&call, &msg).await,
-            Provider::Http | Provider::Openai => unreachable!("begin() checked the provider"),
+            Provider::Http | Provider::Openai | Provider::Mcp => {
+                unreachable!("begin() checked the provider")
+            }
         };
         result.map_err(|e| super::error::redacted(e, call.redactor()))
     }

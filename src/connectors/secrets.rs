@@ -198,6 +198,7 @@ mod tests {
             allowed_hosts: Vec::new(),
             description: None,
             bridge: None,
+            mcp: Default::default(),
         }
     }
 

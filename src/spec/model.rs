@@ -512,6 +512,8 @@ pub enum Provider {
     Sms,
     Http,
     Openai,
+    /// A Model Context Protocol server (stdio child or streamable HTTP).
+    Mcp,
 }
 
 impl Provider {
@@ -548,6 +550,48 @@ pub struct Connector {
     /// read by long-polling `getUpdates`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bridge: Option<Bridge>,
+    /// An MCP server's settings (`provider: mcp`), at the top level.
+    #[serde(flatten)]
+    pub mcp: McpServer,
+}
+
+/// How an MCP server is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum McpTransport {
+    /// A child process speaking line-delimited JSON-RPC on stdin/stdout.
+    Stdio,
+    /// Streamable HTTP: JSON-RPC POSTed to `base_url`.
+    Http,
+}
+
+/// The `provider: mcp` fields of a connector. Every value in `env` and
+/// `headers`, and `token`, is a secret reference, never a value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct McpServer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<McpTransport>,
+    /// stdio: the argv to start (no shell).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// stdio: the child's whole environment besides PATH, by reference.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// stdio: working directory, relative to the daemon's data dir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// http: bearer token, by reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// http: extra request headers, by reference.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Per call limit (default 30 000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Largest answer accepted (default 1 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_bytes: Option<u64>,
 }
 
 /// A chat bridge (`bridge:` on a telegram connector). Only chats on

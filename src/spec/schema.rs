@@ -84,37 +84,56 @@ pub fn self_check() -> Result<(), String> {
 /// message (and `validate` prints no excerpt for these).
 const FIX: &str = "secrets never live in git: write `${env:NAME}` or `${file:PATH}`";
 
+/// A connector's fields that hold only secret references: maps of them
+/// (`secrets`, an MCP server's `env` and `headers`) and one (`token`).
+const SECRET_MAPS: [&str; 3] = ["secrets", "env", "headers"];
+const SECRET_FIELDS: [&str; 1] = ["token"];
+
 fn literal_secrets(
     value: &Value,
     positions: &Positions,
     ctx: &DocContext<'_>,
     out: &mut Vec<Diagnostic>,
 ) {
-    let Some(secrets) = value.get("secrets") else {
-        return;
-    };
-    let Some(map) = secrets.as_object() else {
-        out.push(ctx.at(
-            positions.value_pos("/secrets"),
-            "/secrets",
-            Severity::Error,
-            "literal-secret",
-            format!("`secrets` must map names to references; {FIX}"),
-        ));
-        return;
-    };
-    for (name, v) in map {
-        if v.as_str().is_some_and(super::validate::is_secret_reference) {
-            continue;
-        }
-        let pointer = format!("/secrets/{}", escape_token(name));
+    let mut literal = |pointer: String, message: String| {
         out.push(ctx.at(
             positions.value_pos(&pointer),
             &pointer,
             Severity::Error,
             "literal-secret",
-            format!("secret `{name}` holds a literal value; {FIX}"),
+            message,
         ));
+    };
+    for key in SECRET_FIELDS {
+        match value.get(key) {
+            Some(v) if !v.as_str().is_some_and(super::validate::is_secret_reference) => literal(
+                format!("/{key}"),
+                format!("`{key}` holds a literal value; {FIX}"),
+            ),
+            _ => {}
+        }
+    }
+    for key in SECRET_MAPS {
+        let Some(secrets) = value.get(key) else {
+            continue;
+        };
+        let Some(map) = secrets.as_object() else {
+            literal(
+                format!("/{key}"),
+                format!("`{key}` must map names to references; {FIX}"),
+            );
+            continue;
+        };
+        for (name, v) in map {
+            if v.as_str().is_some_and(super::validate::is_secret_reference) {
+                continue;
+            }
+            let what = if key == "secrets" { "secret" } else { key };
+            literal(
+                format!("/{key}/{}", escape_token(name)),
+                format!("{what} `{name}` holds a literal value; {FIX}"),
+            );
+        }
     }
 }
 
@@ -141,11 +160,11 @@ fn literal_trigger_secret(
 
 /// The pointer under which a kind's schema errors would echo a secret
 /// value: reported without it by the checks above instead.
-fn secret_pointer(kind: Kind) -> Option<&'static str> {
+fn secret_pointers(kind: Kind) -> &'static [&'static str] {
     match kind {
-        Kind::Connector => Some("/secrets"),
-        Kind::Trigger => Some("/secret"),
-        _ => None,
+        Kind::Connector => &["/secrets", "/env", "/headers", "/token"],
+        Kind::Trigger => &["/secret"],
+        _ => &[],
     }
 }
 
@@ -178,7 +197,7 @@ pub fn check(
         // Reported above without the value: a schema message or excerpt
         // would echo it ("1234567890 is not of type string").
         let path = error.instance_path().as_str();
-        if secret_pointer(kind).is_some_and(|p| {
+        if secret_pointers(kind).iter().any(|p| {
             path.strip_prefix(p)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
         }) {

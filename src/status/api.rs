@@ -430,10 +430,16 @@ async fn connectors(State(shared): State<AppState>) -> ApiResult {
     all_of(&applied.snapshot.connectors, |id, r| {
         let mut spec = serde_json::to_value(&r.spec).unwrap_or_default();
         // Secret references are masked too: the API never hints at them.
-        if let Some(Value::Object(secrets)) = spec.get_mut("secrets") {
-            for v in secrets.values_mut() {
-                *v = Value::String("***".into());
+        // So are an MCP server's env, headers and token (references too).
+        for key in ["secrets", "env", "headers"] {
+            if let Some(Value::Object(secrets)) = spec.get_mut(key) {
+                for v in secrets.values_mut() {
+                    *v = Value::String("***".into());
+                }
             }
+        }
+        if let Some(token) = spec.get_mut("token") {
+            *token = Value::String("***".into());
         }
         json!({"id": id, "spec": spec, "file": r.file, "line": r.line, "hash": r.hash})
     })

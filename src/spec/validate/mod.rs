@@ -8,6 +8,8 @@
 //! `calendar` (a schedule must compile), nothing above `spec`.
 
 mod bridge;
+mod mcp;
+pub use mcp::inside_data_dir;
 mod inputs;
 mod job;
 mod skill_commands;
@@ -123,6 +125,7 @@ pub fn check_snapshot(
         |connector, c| {
             check_connector(&connector.spec, c);
             bridge::check_bridge(&connector.spec, c);
+            mcp::check_mcp(&connector.spec, c);
         },
     );
     snapshot.flows.extend(implicit);

@@ -20,6 +20,7 @@ pub mod client;
 pub mod egress;
 pub mod error;
 pub mod http;
+pub mod mcp;
 pub mod message;
 pub mod metrics;
 pub mod ratelimit;

@@ -393,7 +393,7 @@ async fn streamable_http_answers_json_and_sse_with_the_session_id() {
         .to_string();
     assert!(sid.starts_with("sess-"), "{sid}");
     let tools = s.tools().await.expect("tools/list");
-    assert_eq!(tools.len(), 3);
+    assert_eq!(tools.len(), 5);
     assert_eq!(
         s.call("echo", json!({"text": "plain"}))
             .await
@@ -407,6 +407,20 @@ async fn streamable_http_answers_json_and_sse_with_the_session_id() {
             .expect("sse")
             .text,
         "streamed"
+    );
+    // A stream the server leaves open: the answer is taken as it arrives.
+    let started = Instant::now();
+    assert_eq!(
+        s.call("echo_open", json!({"text": "open"}))
+            .await
+            .expect("open sse")
+            .text,
+        "open"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
     );
     let who = s.call("whoami", json!({})).await.expect("whoami");
     let v: Value = serde_json::from_str(&who.text).expect("json");
@@ -475,4 +489,34 @@ async fn tools_call_round_trip_figures() {
         println!("MCP tools/call over {what}: p50 {p50:?}, p99 {p99:?} (200 calls)");
         s.close().await;
     }
+}
+
+#[tokio::test]
+async fn connectors_open_only_mcp_connectors_of_the_revision() {
+    let data = Data::new();
+    let conns = multijob::testkit::connectors_of(vec![
+        stdio(&data, None),
+        connector_spec("api", Provider::Http, "http://127.0.0.1:9"),
+    ]);
+    let open =
+        |id: &'static str| conns.open_mcp(id, "rev-conns", data.path(), CancellationToken::new());
+    let mut s = open("fs").await.expect("fs opens");
+    assert_eq!(
+        s.call("echo", json!({"text": "via connectors"}))
+            .await
+            .expect("echo")
+            .text,
+        "via connectors"
+    );
+    let pgid = s.process_group().expect("pgid");
+    drop(s);
+    // Dropping the session kills the server's group too.
+    assert_group_gone(pgid);
+    let err = open("api").await.err().expect("not mcp").to_string();
+    assert!(
+        err.contains("connector `api` has provider http") && err.contains("mcp"),
+        "{err}"
+    );
+    let err = open("fss").await.err().expect("unknown").to_string();
+    assert!(err.contains("no connector `fss`"), "{err}");
 }

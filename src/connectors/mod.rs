@@ -224,6 +224,21 @@ impl Connectors {
         })
     }
 
+    /// Opens a session with MCP connector `id` of this revision (its rate
+    /// limit is waited on once, here); see [`mcp::McpSession::open`].
+    pub async fn open_mcp(
+        &self,
+        id: &str,
+        revision: &str,
+        data_dir: &std::path::Path,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Result<mcp::McpSession, mcp::McpError> {
+        let call = self.begin(id, Some(&[Provider::Mcp])).await?;
+        let session = mcp::McpSession::open(call.spec, revision, data_dir, cancel).await;
+        self.count(id, if session.is_ok() { "ok" } else { "error" });
+        session
+    }
+
     /// Sends a prepared request and returns status, headers and the redacted
     /// body text. `what` names the call in errors.
     async fn send(

@@ -64,29 +64,74 @@ impl HttpServer {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("text/event-stream"));
-        let body = read_capped(resp, self.cap).await?;
-        let messages = match sse {
-            true => sse_data(&body),
-            false => vec![body],
-        };
-        for text in messages {
-            for incoming in jsonrpc::parse(&text).map_err(McpFailure::Protocol)? {
-                match incoming {
-                    Incoming::Response { id: got, outcome } if jsonrpc::is_id(&got, id) => {
-                        return outcome.map_err(McpFailure::Protocol);
-                    }
-                    Incoming::Response { .. } => {}
-                    Incoming::Request { id, method } => {
-                        // Answered on a request of its own; its reply is 202.
-                        let _ = self.post(&jsonrpc::answer(&id, &method)).await;
-                    }
-                    Incoming::Notification { method } => events.note(&method),
-                }
+        if !sse {
+            let body = read_capped(resp, self.cap).await?;
+            if let Some(result) = self.handle(&body, id, events).await? {
+                return Ok(result);
             }
+        } else if let Some(result) = self.read_stream(resp, id, events).await? {
+            return Ok(result);
         }
         Err(McpFailure::Protocol(format!(
             "the answer to request {id} did not contain its response"
         )))
+    }
+
+    /// Reads an event stream until the response to `id` (the server may
+    /// keep the stream open after it), at most `cap` bytes in all.
+    async fn read_stream(
+        &self,
+        mut resp: reqwest::Response,
+        id: u64,
+        events: &mut Events,
+    ) -> Result<Option<Value>, McpFailure> {
+        let mut stream = SseBuffer::default();
+        let mut read = 0usize;
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| McpFailure::Transport(format!("reading the event stream failed: {e}")))?
+        {
+            read += chunk.len();
+            if read > self.cap {
+                return Err(McpFailure::TooLarge(self.cap));
+            }
+            for data in stream.push(&String::from_utf8_lossy(&chunk)) {
+                if let Some(result) = self.handle(&data, id, events).await? {
+                    return Ok(Some(result));
+                }
+            }
+        }
+        for data in stream.finish() {
+            if let Some(result) = self.handle(&data, id, events).await? {
+                return Ok(Some(result));
+            }
+        }
+        Ok(None)
+    }
+
+    /// One JSON-RPC message (or batch) from the server: the response to
+    /// `id` if it is one; the server's requests are answered on the way.
+    async fn handle(
+        &self,
+        text: &str,
+        id: u64,
+        events: &mut Events,
+    ) -> Result<Option<Value>, McpFailure> {
+        for incoming in jsonrpc::parse(text).map_err(McpFailure::Protocol)? {
+            match incoming {
+                Incoming::Response { id: got, outcome } if jsonrpc::is_id(&got, id) => {
+                    return outcome.map(Some).map_err(McpFailure::Protocol);
+                }
+                Incoming::Response { .. } => {}
+                Incoming::Request { id, method } => {
+                    // Answered on a request of its own; its reply is 202.
+                    let _ = self.post(&jsonrpc::answer(&id, &method)).await;
+                }
+                Incoming::Notification { method } => events.note(&method),
+            }
+        }
+        Ok(None)
     }
 
     async fn post(&self, message: &Value) -> Result<reqwest::Response, McpFailure> {
@@ -143,22 +188,45 @@ async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<String, 
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-/// The `data` of each event of a server-sent event stream (multi-line data
-/// joined with newlines, as the SSE format says).
-fn sse_data(stream: &str) -> Vec<String> {
-    let mut events = Vec::new();
-    let mut data: Vec<&str> = Vec::new();
-    for line in stream.lines().chain(std::iter::once("")) {
+/// A server-sent event stream read in chunks: each complete event's
+/// `data` (multi-line data joined with newlines, as the SSE format says).
+#[derive(Default)]
+struct SseBuffer {
+    pending: String,
+    data: Vec<String>,
+}
+
+impl SseBuffer {
+    fn push(&mut self, chunk: &str) -> Vec<String> {
+        self.pending.push_str(&chunk.replace('\r', ""));
+        let mut events = Vec::new();
+        while let Some(end) = self.pending.find('\n') {
+            let line: String = self.pending.drain(..=end).collect();
+            self.line(line.trim_end_matches('\n'), &mut events);
+        }
+        events
+    }
+
+    /// The last event of a stream that ended without a blank line.
+    fn finish(&mut self) -> Vec<String> {
+        let mut events = Vec::new();
+        let rest = std::mem::take(&mut self.pending);
+        self.line(&rest, &mut events);
+        self.line("", &mut events);
+        events
+    }
+
+    fn line(&mut self, line: &str, events: &mut Vec<String>) {
         if line.is_empty() {
-            if !data.is_empty() {
-                events.push(data.join("\n"));
-                data.clear();
+            if !self.data.is_empty() {
+                events.push(self.data.join("\n"));
+                self.data.clear();
             }
         } else if let Some(rest) = line.strip_prefix("data:") {
-            data.push(rest.strip_prefix(' ').unwrap_or(rest));
+            self.data
+                .push(rest.strip_prefix(' ').unwrap_or(rest).to_string());
         }
     }
-    events
 }
 
 #[cfg(test)]
@@ -166,10 +234,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sse_events_are_split_and_joined() {
-        let stream =
-            "event: message\nid: 1\ndata: {\"a\":\ndata: 1}\n\n: comment\ndata:{\"b\":2}\n";
-        assert_eq!(sse_data(stream), vec!["{\"a\":\n1}", "{\"b\":2}"]);
-        assert!(sse_data("").is_empty());
+    fn sse_events_are_split_and_joined_across_chunks() {
+        let mut b = SseBuffer::default();
+        assert!(b.push("event: message\r\nid: 1\ndata: {\"a\":").is_empty());
+        assert_eq!(b.push("\ndata: 1}\n\n: comment\nda"), vec!["{\"a\":\n1}"]);
+        assert!(b.push("ta:{\"b\":2}\n").is_empty());
+        assert_eq!(b.finish(), vec!["{\"b\":2}"]);
+        assert!(SseBuffer::default().finish().is_empty());
     }
 }

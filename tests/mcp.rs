@@ -249,45 +249,37 @@ async fn the_server_sees_only_its_declared_environment() {
     s.close().await;
 }
 
+/// The error opening `c` gives (it must fail).
+async fn open_error(c: &Connector, data: &Data) -> String {
+    match McpSession::open(c, "rev-h", data.path(), CancellationToken::new()).await {
+        Ok(_) => panic!("{} opened", c.id),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// `python3 -c CODE` as a server's argv.
+fn python(code: &str) -> Vec<String> {
+    vec!["python3".into(), "-c".into(), code.into()]
+}
+
 #[tokio::test]
 async fn hostile_servers_and_settings_fail_clearly() {
     let data = Data::new();
-    let cancel = CancellationToken::new;
     // Garbage on stdout instead of JSON-RPC.
     let mut c = stdio(&data, Some(2000));
-    c.mcp.command = vec![
-        "python3".into(),
-        "-c".into(),
-        "print('not json', flush=True); import time; time.sleep(30)".into(),
-    ];
-    let err = McpSession::open(&c, "rev-h", data.path(), cancel())
-        .await
-        .err()
-        .expect("garbage")
-        .to_string();
+    c.mcp.command = python("print('not json', flush=True); import time; time.sleep(30)");
+    let err = open_error(&c, &data).await;
     assert!(
         err.contains("MCP server `fs` (initialize)") && err.contains("not JSON"),
         "{err}"
     );
     // A server that exits at once: its stderr explains.
-    c.mcp.command = vec![
-        "python3".into(),
-        "-c".into(),
-        "import sys; sys.stderr.write('boom: no config'); sys.exit(3)".into(),
-    ];
-    let err = McpSession::open(&c, "rev-h", data.path(), cancel())
-        .await
-        .err()
-        .expect("exit")
-        .to_string();
+    c.mcp.command = python("import sys; sys.stderr.write('boom: no config'); sys.exit(3)");
+    let err = open_error(&c, &data).await;
     assert!(err.contains("boom: no config"), "{err}");
     // No such program.
     c.mcp.command = vec!["/nonexistent/mcp-server".into()];
-    let err = McpSession::open(&c, "rev-h", data.path(), cancel())
-        .await
-        .err()
-        .expect("enoent")
-        .to_string();
+    let err = open_error(&c, &data).await;
     assert!(
         err.contains("cannot start `/nonexistent/mcp-server`"),
         "{err}"
@@ -295,21 +287,13 @@ async fn hostile_servers_and_settings_fail_clearly() {
     // A cwd that climbs out, and a missing secret.
     let mut c = stdio(&data, None);
     c.mcp.cwd = Some("../etc".into());
-    let err = McpSession::open(&c, "rev-h", data.path(), cancel())
-        .await
-        .err()
-        .expect("cwd")
-        .to_string();
+    let err = open_error(&c, &data).await;
     assert!(err.contains("cwd `../etc` climbs out"), "{err}");
     let mut c = stdio(&data, None);
     c.mcp
         .env
         .insert("X".into(), "${env:MULTIJOB_TEST_SURELY_UNSET}".into());
-    let err = McpSession::open(&c, "rev-h", data.path(), cancel())
-        .await
-        .err()
-        .expect("env")
-        .to_string();
+    let err = open_error(&c, &data).await;
     assert!(
         err.contains("MULTIJOB_TEST_SURELY_UNSET is not set"),
         "{err}"

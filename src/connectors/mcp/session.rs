@@ -76,7 +76,11 @@ impl McpSession {
         let cap = mcp.max_output_bytes.map_or(super::DEFAULT_MAX_OUTPUT, |n| {
             usize::try_from(n).unwrap_or(usize::MAX)
         });
-        let (env, headers, redactor) = resolve(connector).map_err(fail)?;
+        let Resolved {
+            env,
+            headers,
+            redactor,
+        } = resolve(connector).map_err(fail)?;
         let transport = match mcp.transport {
             Some(McpTransport::Stdio) => {
                 let cwd = mcp.cwd.as_deref().unwrap_or("");
@@ -302,11 +306,17 @@ fn parse_tools(result: &Value) -> Result<Vec<ToolInfo>, String> {
         .collect()
 }
 
-/// Resolved `env` (name, value) pairs, headers (bearer token included) and
-/// the redactor of every value resolved.
-fn resolve(
-    connector: &Connector,
-) -> Result<(Vec<(String, String)>, HeaderMap, Redactor), McpFailure> {
+/// A connector's references, resolved for one session.
+struct Resolved {
+    /// `env` as (name, value) pairs.
+    env: Vec<(String, String)>,
+    /// The declared headers and the bearer token.
+    headers: HeaderMap,
+    /// Scrubs every value resolved.
+    redactor: Redactor,
+}
+
+fn resolve(connector: &Connector) -> Result<Resolved, McpFailure> {
     let id = &connector.id;
     let mut forms = RedactorBuilder::default();
     let mut value_of = |name: &str, reference: &str| -> Result<String, McpFailure> {
@@ -345,7 +355,11 @@ fn resolve(
     let redactor = forms
         .build(&format!("connector `{id}`"))
         .map_err(|e| McpFailure::Config(e.to_string()))?;
-    Ok((env, headers, redactor))
+    Ok(Resolved {
+        env,
+        headers,
+        redactor,
+    })
 }
 
 fn http_server(

@@ -852,8 +852,15 @@
           swap(body, table([
             {label: 'Connector', cell: (c) => h('strong', null, c.id)},
             {label: 'Provider', cell: (c) => c.spec.provider || ''},
-            {label: 'Endpoint', cell: (c) => c.spec.base_url ? h('code', null, c.spec.base_url) : h('span', {class: 'muted'}, '—')},
-            {label: 'Secrets', cell: (c) => Object.keys(c.spec.secrets || {}).map((k) => h('span', {class: 'tag'}, k + ': ***'))},
+            {label: 'Endpoint', cell: (c) => c.spec.base_url ? h('code', null, c.spec.base_url)
+              : c.spec.command ? h('code', null, c.spec.command.join(' '))
+              : h('span', {class: 'muted'}, '—')},
+            {label: 'Secrets', cell: (c) => [
+              ...Object.keys(c.spec.secrets || {}),
+              ...Object.keys(c.spec.env || {}).map((k) => 'env.' + k),
+              ...Object.keys(c.spec.headers || {}).map((k) => 'headers.' + k),
+              ...(c.spec.token ? ['token'] : []),
+            ].map((k) => h('span', {class: 'tag'}, k + ': ***'))},
             {label: 'Spec', cell: (c) => h('details', {class: 'toggle'}, h('summary', null, 'show'), pre(c.spec))},
             {label: 'Source', cell: (c) => fileLine(c.file, c.line)},
           ], items, {empty: 'No connectors are defined.'}));

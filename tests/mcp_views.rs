@@ -24,7 +24,7 @@ fn validate_reports_bad_mcp_settings_at_file_and_line() {
             "kind: Connector\nid: pipe\nprovider: mcp\ntransport: pipe\ncommand: [srv]\n---\n\
              kind: Connector\nid: empty\nprovider: mcp\ntransport: stdio\ncommand: []\n---\n\
              kind: Connector\nid: abs\nprovider: mcp\ntransport: stdio\ncommand: [srv]\ncwd: /etc\n---\n\
-             kind: Connector\nid: up\nprovider: mcp\ntransport: stdio\ncommand: [srv]\ncwd: mcp/../../x\n---\n\
+             kind: Connector\nid: up\nprovider: mcp\ntransport: stdio\ncommand: [srv]\ncwd: mcp/../../x\nenv:\n  BAD=NAME: ${{env:X}}\n---\n\
              kind: Connector\nid: plain\nprovider: mcp\ntransport: stdio\ncommand: [srv]\nenv:\n  GITHUB_TOKEN: {LITERAL}\n---\n\
              kind: Connector\nid: web\nprovider: mcp\ntransport: http\ncommand: [srv]\n---\n\
              kind: Connector\nid: none\nprovider: mcp\ncommand: [srv]\n---\n\
@@ -38,18 +38,22 @@ fn validate_reports_bad_mcp_settings_at_file_and_line() {
         (4, "Connector pipe: \"pipe\" is not one of: stdio, http"),
         (11, "Connector empty: [] has less than 1 item"),
         (18, "Connector abs: cwd `/etc` is absolute"),
+        (
+            27,
+            "Connector up: env name `BAD=NAME` is not a variable name",
+        ),
         (25, "Connector up: cwd `mcp/../../x` climbs out with `..`"),
         (
-            33,
+            35,
             "Connector plain: env `GITHUB_TOKEN` holds a literal value",
         ),
-        (38, "Connector web: an http MCP server needs `base_url`"),
-        (39, "Connector web: `command` is for `transport: stdio`"),
+        (40, "Connector web: an http MCP server needs `base_url`"),
+        (41, "Connector web: `command` is for `transport: stdio`"),
         (
             43,
             "Connector none: an MCP connector needs `transport: stdio`",
         ),
-        (50, "Connector notmcp: `command` belongs to MCP connectors"),
+        (52, "Connector notmcp: `command` belongs to MCP connectors"),
     ] {
         let at = format!("jobs.d/mcp.yaml:{line}:");
         assert!(

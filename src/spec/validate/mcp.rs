@@ -73,6 +73,20 @@ fn check_stdio(connector: &Connector, c: &mut Checker) {
             );
         }
     }
+    for name in mcp.env.keys() {
+        let mut chars = name.chars();
+        let ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            c.error(
+                &format!("/env/{}", name.replace('~', "~0").replace('/', "~1")),
+                "mcp",
+                format!("env name `{name}` is not a variable name; use letters, digits and `_`, like `GITHUB_TOKEN`"),
+            );
+        }
+    }
     if let Some(cwd) = &mcp.cwd
         && let Err(why) = inside_data_dir(cwd)
     {

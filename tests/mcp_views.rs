@@ -50,7 +50,7 @@ fn validate_reports_bad_mcp_settings_at_file_and_line() {
         (40, "Connector web: an http MCP server needs `base_url`"),
         (41, "Connector web: `command` is for `transport: stdio`"),
         (
-            43,
+            45,
             "Connector none: an MCP connector needs `transport: stdio`",
         ),
         (52, "Connector notmcp: `command` belongs to MCP connectors"),

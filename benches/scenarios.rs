@@ -12,6 +12,7 @@ mod inbound;
 mod latency;
 #[path = "scenarios/redis.rs"]
 mod redis;
+mod simulate;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -965,7 +966,7 @@ fn scenario_workflow(scale: Scale, out: &mut Vec<Figure>) {
 
 type Scenario = (&'static str, fn(Scale, &mut Vec<Figure>));
 
-const SCENARIOS: [Scenario; 11] = [
+const SCENARIOS: [Scenario; 12] = [
     ("validate", scenario_validate),
     ("plan", scenario_plan),
     ("reload", scenario_reload),
@@ -977,6 +978,7 @@ const SCENARIOS: [Scenario; 11] = [
     ("redis", redis::scenario),
     ("latency", latency::scenario),
     ("inbound", inbound::scenario),
+    ("simulate", simulate::scenario),
 ];
 
 fn main() {

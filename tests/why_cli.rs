@@ -201,6 +201,21 @@ fn why_says_cooldown_and_pause(redis: bool) {
         "wanted …{want}\n{}",
         out.explain()
     );
+    // The next slots, predicted: still cooling down, from the store's
+    // failure memory.
+    let out = dep.cli(&["why", "flaky", "--at", "+5s"]);
+    let want = format!(
+        "will be skipped: cooldown until {} after {failures} failures",
+        until.strftime("%H:%M")
+    );
+    assert!(
+        out.assert_code(0)
+            .stdout()
+            .lines()
+            .any(|l| l.starts_with('→') && l.ends_with(&want)),
+        "wanted …{want}\n{}",
+        out.explain()
+    );
     dep.cli(&["pause", "flaky", "--by", "ann", "--note", "vendor down"])
         .assert_code(0);
     let skip = wait_for("a paused skip", &daemon, || {

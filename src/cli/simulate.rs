@@ -44,7 +44,8 @@ What it runs: the scheduler's slot math, admission guards, lane waits and
 pressure hysteresis, and a pool of --workers where each run takes its
 job's p95 duration (recent runs in the store) or --assume-ms. Assumed:
 runs succeed (no retries, no new cooldowns), approvals are granted at
-once, no triggered runs. Paused jobs (multijob pause) stay paused.
+once, no triggered runs. Paused jobs (multijob pause) stay paused and
+jobs cooling down after failures stay cooled down until their time.
 
 Environment: MULTIJOB_DIR (--dir), MULTIJOB_REDIS_URL (--redis),
   WORKER_CONCURRENCY (--workers), SCHEDULER_PRESSURE_DEPTH_HIGH (--pressure-high),
@@ -261,6 +262,7 @@ fn directory_fleet(args: &Args) -> anyhow::Result<Option<Fleet>> {
     });
     for job in &mut jobs {
         job.paused = history.paused.contains(&job.id);
+        job.cooldown_until = history.cooldowns.get(&job.id).map(|c| c.0);
     }
     let from_store = jobs
         .iter()
@@ -280,6 +282,8 @@ fn directory_fleet(args: &Args) -> anyhow::Result<Option<Fleet>> {
 pub(crate) struct History {
     pub p95: HashMap<String, Duration>,
     pub paused: std::collections::HashSet<String>,
+    /// Jobs cooling down now: until when, after how many failures.
+    pub cooldowns: HashMap<String, (Timestamp, u32)>,
 }
 
 /// Each job's p95 run duration over its recent finished runs, and the
@@ -319,7 +323,19 @@ pub(crate) fn history_of(store: &StoreAccess) -> anyhow::Result<History> {
     let paused = paused_from(store.kv_get(PAUSED_KEY)?)?
         .into_keys()
         .collect();
-    Ok(History { p95, paused })
+    let cooldowns = store
+        .failure_states()?
+        .into_iter()
+        .filter_map(|(job, f)| {
+            let until: Timestamp = f.cooldown_until?.parse().ok()?;
+            Some((job, (until, f.consecutive_failures)))
+        })
+        .collect();
+    Ok(History {
+        p95,
+        paused,
+        cooldowns,
+    })
 }
 
 /// `--jobs N`: `sim-00001`... every `--interval` with `--jitter`, each

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::store::output::OutputChunk;
 use crate::store::redis::RedisStore;
-use crate::store::runs::{Approval, InboxCommand, Run, RunQuery};
+use crate::store::runs::{Approval, FailureState, InboxCommand, Run, RunQuery};
 use crate::store::sqlite::{self, SqliteStore};
 use crate::store::{Applied, Event, EventQuery};
 
@@ -190,6 +190,13 @@ impl StoreAccess {
                 if more.len() > 2 { ", ..." } else { "" }
             ),
         }
+    }
+
+    /// Each job's failure memory (consecutive failures, cooldown).
+    pub fn failure_states(&self) -> anyhow::Result<Vec<(String, FailureState)>> {
+        self.read(sqlite::read_failure_states, async |s| {
+            s.failure_states().await
+        })
     }
 
     /// One key of the store's key-value table (absent or expired: `None`).

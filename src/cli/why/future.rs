@@ -48,7 +48,9 @@ pub(super) fn slots(
     });
     for job in &mut jobs {
         job.paused = history.paused.contains(&job.id);
+        job.cooldown_until = history.cooldowns.get(&job.id).map(|c| c.0);
     }
+    let failures = history.cooldowns.get(f.job).map_or(0, |c| c.1);
     // Up to a few slots past `at`, so the nearest has neighbours.
     let after = f.rule.next_slots(at, AROUND + 1);
     let to = after.last().map_or(at, |s| s.fire_at) + SignedDuration::from_millis(1);
@@ -80,7 +82,7 @@ pub(super) fn slots(
             let pause = paused
                 .get(f.job)
                 .map(|p| (p.by.clone(), p.since.parse().unwrap_or(now), p.note.clone()));
-            (slot, words(t, f.pressure.0, pause, tz))
+            (slot, words(t, f.pressure.0, pause, failures, tz))
         })
         .collect();
     Ok((lines, nearest - lo))
@@ -128,6 +130,7 @@ fn words(
     t: &TracedSlot,
     pressure_high: usize,
     pause: Option<(String, Timestamp, Option<String>)>,
+    failures: u32,
     tz: &TimeZone,
 ) -> String {
     let skipped = Tense::Future.skipped();
@@ -162,10 +165,7 @@ fn words(
             None => format!("{skipped}: paused"),
         },
         (_, Some("cooldown")) => match t.cooldown_until {
-            Some(until) => format!(
-                "{skipped}: cooldown until {}",
-                until.to_zoned(tz.clone()).strftime("%H:%M")
-            ),
+            Some(until) => SkipDetail::Cooldown { until, failures }.describe(Tense::Future, tz),
             None => format!("{skipped}: cooldown"),
         },
         (_, Some(reason)) => format!("{skipped}: {reason}"),

@@ -41,8 +41,9 @@ use super::{
 };
 pub use inbox::{post_to_inbox, read_inbox};
 pub use reads::{
-    events as read_events, read_applied, read_approvals, read_live_state, read_run,
-    read_runs_blocking, read_runs_by_prefix, recorded_run_keys as read_recorded_run_keys,
+    events as read_events, failure_states as read_failure_states, read_applied, read_approvals,
+    read_live_state, read_run, read_runs_blocking, read_runs_by_prefix,
+    recorded_run_keys as read_recorded_run_keys,
 };
 use writer::{Reply, WriteOp};
 

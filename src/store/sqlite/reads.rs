@@ -381,7 +381,7 @@ pub(super) fn run_counts(
     })
 }
 
-pub(super) fn failure_states(
+pub fn failure_states(
     c: &Connection,
     path: &Path,
 ) -> Result<Vec<(String, FailureState)>, StoreError> {

@@ -12,6 +12,7 @@ mod inbound;
 mod latency;
 #[path = "scenarios/redis.rs"]
 mod redis;
+#[path = "scenarios/simulate.rs"]
 mod simulate;
 
 use std::io::{BufRead, BufReader};

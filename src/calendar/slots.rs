@@ -235,6 +235,16 @@ impl SlotRule {
         Ok(self.slots_between(lo, hi, n))
     }
 
+    /// For an interval with no end: the step between slots, in
+    /// nanoseconds, so a caller stepping through millions of slots (the
+    /// simulation) adds it instead of asking [`next_slot`](Self::next_slot).
+    pub fn fixed_step(&self) -> Option<i64> {
+        match &self.kind {
+            Kind::Interval { step, .. } if self.end_at.is_none() => i64::try_from(*step).ok(),
+            _ => None,
+        }
+    }
+
     /// The zone cron slots are read in; UTC when none is set.
     pub fn timezone(&self) -> &TimeZone {
         &self.tz

@@ -89,6 +89,8 @@ pub(super) struct Engine<'a> {
     /// Offset of the period's start into its first clock hour.
     hour_offset: i64,
     duration: Vec<i64>,
+    /// Each job's fixed step between slots, when it has one.
+    step: Vec<Option<i64>>,
     lane_of: Vec<Option<usize>>,
     lanes: Vec<LaneState>,
     state: Vec<JobState>,
@@ -167,6 +169,7 @@ impl<'a> Engine<'a> {
             end,
             hour_offset,
             duration,
+            step: jobs.iter().map(|j| j.rule.fixed_step()).collect(),
             lane_of,
             lanes,
             state: jobs.iter().map(|_| JobState::default()).collect(),
@@ -260,19 +263,43 @@ impl<'a> Engine<'a> {
             if due.fire > now {
                 break;
             }
-            self.heap.pop();
-            queued |= self.decide_slot(due, now);
+            let (successor, q) = self.decide_slot(due, now);
+            queued |= q;
+            // The successor takes the top's place: one sift instead of a
+            // pop and a push (millions of slots a simulated day).
+            match successor {
+                Some(next) => {
+                    if let Some(mut top) = self.heap.peek_mut() {
+                        *top = Reverse(next);
+                    }
+                }
+                None => {
+                    self.heap.pop();
+                }
+            }
         }
         if queued {
             self.admitted(now);
         }
     }
 
-    /// One slot's outcome; `true` when it queued a run.
-    fn decide_slot(&mut self, due: Due, now: i64) -> bool {
+    /// The job's slot after `due`, as (fire, nominal).
+    fn successor(&self, due: Due) -> Option<(i64, i64)> {
         let j = due.job as usize;
-        let job = &self.jobs[j];
-        let next = job.rule.next_slot(self.ts(due.nominal));
+        if let Some(step) = self.step[j] {
+            // On an interval's grid: the next slot is a step on, with the
+            // same jitter.
+            return Some((due.fire.checked_add(step)?, due.nominal.checked_add(step)?));
+        }
+        let n = self.jobs[j].rule.next_slot(self.ts(due.nominal))?;
+        Some((self.rel(n.fire_at), self.rel(n.nominal)))
+    }
+
+    /// One slot's outcome: its successor on the heap, and `true` when it
+    /// queued a run.
+    fn decide_slot(&mut self, due: Due, now: i64) -> (Option<Due>, bool) {
+        let j = due.job as usize;
+        let next = self.successor(due);
         self.state[j].slots += 1;
         let decision = self.decide(j, now);
         if self.trace_job == Some(j) {
@@ -297,16 +324,13 @@ impl<'a> Engine<'a> {
                 None
             }
         };
-        if let Some(n) = next {
-            let fire = self.rel(n.fire_at);
-            self.heap.push(Reverse(Due {
-                fire,
-                waiting: successor_wait(due.waiting, fire, skipped),
-                nominal: self.rel(n.nominal),
-                job: due.job,
-            }));
-        }
-        queued
+        let successor = next.map(|(fire, nominal)| Due {
+            fire,
+            waiting: successor_wait(due.waiting, fire, skipped),
+            nominal,
+            job: due.job,
+        });
+        (successor, queued)
     }
 
     fn decide(&self, j: usize, now: i64) -> Decision {

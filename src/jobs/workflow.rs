@@ -14,6 +14,7 @@ use crate::run::{BoxFuture, RunError, RunResult};
 use crate::spec::model::{Job, Step};
 use crate::spec::snapshot::derived::skill_of;
 use crate::store::Applied;
+use crate::workflow::agent_tools::AgentToolsEnv;
 use crate::workflow::follow_ups::FollowUpBudget;
 use crate::workflow::runtime::RuntimeActions;
 use crate::workflow::{Engine, Resume, RunInfo};
@@ -47,6 +48,13 @@ async fn run_steps(a: Attempt<'_>) -> RunResult {
         follow_ups: FollowUpBudget::new(job.limits.follow_ups),
         metrics: a.workflow_metrics.cloned(),
         tokens: std::sync::atomic::AtomicU64::new(0),
+        tools_env: AgentToolsEnv::new(
+            applied.clone(),
+            a.data_dir.to_path_buf(),
+            a.cancel.clone(),
+            a.host.clock(),
+            a.files.clone(),
+        ),
     };
     let mut engine = Engine::new(
         &applied.snapshot.skills,

@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use super::actions::{ActionCall, ActionResult};
+use super::agent_tools::Offered;
 use super::runtime::{RuntimeActions, text};
 use crate::connectors::{ChatRequest, ToolCall};
 use crate::run::RunError;
@@ -96,13 +97,16 @@ impl RuntimeActions {
             })
             .unwrap_or_default();
         let allowed = self.allowed_tools(&asked);
-        let tools: Vec<Value> = allowed.iter().map(|t| tool_schema(t)).collect();
+        let mut tools: Vec<Value> = allowed.iter().map(|t| tool_schema(t)).collect();
+        let offered = self.offer_tools(&asked).await?;
+        tools.extend(offered.schemas.iter().cloned());
+        let listed = [allowed.clone(), offered.names()].concat();
         let mut messages = vec![
             json!({"role": "system", "content": format!(
                 "You are an operations agent run by multijob for job `{}`. Reach the goal with the tools \
                  you are given ({}); when it is reached, reply with a short final answer and no tool call.",
                 call.run.job_id,
-                if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") }
+                if listed.is_empty() { "none".to_string() } else { listed.join(", ") }
             )}),
             json!({"role": "user", "content": goal}),
         ];
@@ -136,8 +140,9 @@ impl RuntimeActions {
                 })).collect::<Vec<_>>(),
             }));
             for (i, tc) in reply.tool_calls.iter().enumerate() {
-                let output = self.tool_output(call, (round, i), tc, &allowed).await;
-                calls.push(json!({"tool": tc.name, "args": tc.arguments, "output": output}));
+                let started = std::time::Instant::now();
+                let output = self.tool_output(call, (round, i), tc, &allowed, &offered).await;
+                calls.push(offered.record(tc, &output, started, &allowed));
                 messages.push(json!({
                     "role": "tool", "tool_call_id": tc.id, "content": output.to_string(),
                 }));
@@ -158,8 +163,9 @@ impl RuntimeActions {
         (round, i): (u64, usize),
         tc: &ToolCall,
         allowed: &[String],
+        offered: &Offered,
     ) -> Value {
-        if !allowed.contains(&tc.name) {
+        if !allowed.contains(&tc.name) && offered.tool_for(&tc.name).is_none() {
             return json!({"error": format!(
                 "tool `{}` is not allowed for this step; allowed: {}",
                 tc.name,
@@ -172,6 +178,9 @@ impl RuntimeActions {
             item_index: call.item_index,
             idempotency_key: format!("{}:agent:{round}:{i}", call.idempotency_key),
         };
+        if let Some(tool) = offered.tool_for(&tc.name) {
+            return self.offered_tool_output(&sub, tool, tc.arguments.clone()).await;
+        }
         let result = match tc.name.as_str() {
             "http" => self.http_impl(tc.arguments.clone()).await,
             "message" => self.message_impl(&sub, tc.arguments.clone()).await,

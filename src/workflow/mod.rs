@@ -10,6 +10,7 @@
 
 pub mod actions;
 pub mod agent;
+pub mod agent_tools;
 pub mod files;
 pub mod follow_ups;
 mod foreach;
@@ -21,6 +22,7 @@ mod skills;
 mod step;
 mod steps;
 pub mod template;
+pub mod tool_policy;
 
 use std::collections::BTreeMap;
 use std::future::Future;

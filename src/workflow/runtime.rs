@@ -36,6 +36,9 @@ pub struct RuntimeActions {
     pub metrics: Option<WorkflowGauge>,
     /// LLM tokens used by this run so far (recorded on the run).
     pub tokens: AtomicU64,
+    /// What an agent's MCP and skill tools need; holds the run's MCP
+    /// sessions, closed when the actions are dropped.
+    pub tools_env: super::agent_tools::AgentToolsEnv,
 }
 
 pub(super) fn text(v: Option<&Value>) -> Option<String> {

@@ -66,34 +66,6 @@ async fn open(c: &Connector, revision: &str, data: &Data) -> McpSession {
         .unwrap_or_else(|e| panic!("open {}: {e}", c.id))
 }
 
-/// Whether any process of group `pgid` is alive (zombies do not count).
-fn group_alive(pgid: i32) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return true;
-    };
-    entries.flatten().any(|e| {
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        // pid (comm) state ppid pgrp ...: split after the command's `)`.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            return false;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        f.len() > 3 && f[0] != "Z" && f[2] == pgid.to_string()
-    })
-}
-
-#[track_caller]
-fn assert_group_gone(pgid: i32) {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while group_alive(pgid) {
-        assert!(
-            Instant::now() < deadline,
-            "process group {pgid} still alive"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 async fn pgid_of(s: &mut McpSession) -> i32 {
     let out = s.call("pid", json!({})).await.expect("pid");
     let v: Value = serde_json::from_str(&out.text).expect("pid json");
@@ -154,7 +126,7 @@ async fn stdio_lists_pages_calls_tools_and_closes_without_a_process() {
 
     let pgid = pgid_of(&mut s).await;
     s.close().await;
-    assert_group_gone(pgid);
+    common::procs::assert_group_gone(pgid);
 }
 
 #[tokio::test]
@@ -175,7 +147,7 @@ async fn a_hanging_tool_times_out_and_its_process_group_is_killed() {
     assert!(run_error.is_retryable(), "a timeout may be retried: {err}");
     assert!(err.to_string().contains("no answer within 700 ms"), "{err}");
     // The server and the `sleep` it started are gone.
-    assert_group_gone(pgid);
+    common::procs::assert_group_gone(pgid);
     // The session is over: a later call says so instead of hanging.
     let again = s
         .call("echo", json!({"text": "x"}))
@@ -195,7 +167,7 @@ async fn a_five_mib_answer_is_refused_as_too_large() {
         err.contains("larger than max_output_bytes (1048576 bytes)"),
         "{err}"
     );
-    assert_group_gone(pgid);
+    common::procs::assert_group_gone(pgid);
 }
 
 #[tokio::test]
@@ -311,7 +283,7 @@ async fn hostile_servers_and_settings_fail_clearly() {
     });
     let err = s.call("hang", json!({})).await.unwrap_err().to_string();
     assert!(err.contains("cancelled"), "{err}");
-    assert_group_gone(pgid);
+    common::procs::assert_group_gone(pgid);
 }
 
 /// The Python streamable-HTTP server on a free loopback port.
@@ -495,7 +467,7 @@ async fn connectors_open_only_mcp_connectors_of_the_revision() {
     let pgid = s.process_group().expect("pgid");
     drop(s);
     // Dropping the session kills the server's group too.
-    assert_group_gone(pgid);
+    common::procs::assert_group_gone(pgid);
     let err = open("api").await.err().expect("not mcp").to_string();
     assert!(
         err.contains("connector `api` has provider http") && err.contains("mcp"),

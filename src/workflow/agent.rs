@@ -141,7 +141,9 @@ impl RuntimeActions {
             }));
             for (i, tc) in reply.tool_calls.iter().enumerate() {
                 let started = std::time::Instant::now();
-                let output = self.tool_output(call, (round, i), tc, &allowed, &offered).await;
+                let output = self
+                    .tool_output(call, (round, i), tc, &allowed, &offered)
+                    .await;
                 calls.push(offered.record(tc, &output, started, &allowed));
                 messages.push(json!({
                     "role": "tool", "tool_call_id": tc.id, "content": output.to_string(),
@@ -179,7 +181,9 @@ impl RuntimeActions {
             idempotency_key: format!("{}:agent:{round}:{i}", call.idempotency_key),
         };
         if let Some(tool) = offered.tool_for(&tc.name) {
-            return self.offered_tool_output(&sub, tool, tc.arguments.clone()).await;
+            return self
+                .offered_tool_output(&sub, tool, tc.arguments.clone())
+                .await;
         }
         let result = match tc.name.as_str() {
             "http" => self.http_impl(tc.arguments.clone()).await,

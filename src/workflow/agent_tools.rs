@@ -118,7 +118,13 @@ impl Offered {
 
     /// The record of one call: `allowed` are the built-ins offered; a name
     /// neither in them nor offered here was refused.
-    pub fn record(&self, tc: &ToolCall, output: &Value, started: Instant, allowed: &[String]) -> Value {
+    pub fn record(
+        &self,
+        tc: &ToolCall,
+        output: &Value,
+        started: Instant,
+        allowed: &[String],
+    ) -> Value {
         let (tool, offered) = match self.tool_for(&tc.name) {
             Some(t) => (t.to_string(), true),
             None => (tool_name_of(&tc.name), allowed.contains(&tc.name)),
@@ -136,7 +142,12 @@ impl Offered {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        let excerpt: String = self.redactor.redact(&text).chars().take(EXCERPT_CHARS).collect();
+        let excerpt: String = self
+            .redactor
+            .redact(&text)
+            .chars()
+            .take(EXCERPT_CHARS)
+            .collect();
         json!({
             "tool": tool, "args": args, "output": output,
             "duration_ms": started.elapsed().as_millis() as u64,
@@ -172,7 +183,10 @@ impl RuntimeActions {
             by_function: BTreeMap::new(),
             redactor: secrets_redactor(snapshot.connectors.values().map(|r| &r.spec)),
         };
-        let servers: Vec<&str> = asked.iter().filter_map(|t| t.strip_prefix("mcp:")).collect();
+        let servers: Vec<&str> = asked
+            .iter()
+            .filter_map(|t| t.strip_prefix("mcp:"))
+            .collect();
         for (id, resource) in &snapshot.connectors {
             let wanted = servers.iter().any(|s| {
                 let connector = s.split_once('.').map_or(*s, |(c, _)| c);
@@ -197,7 +211,11 @@ impl RuntimeActions {
             let tool = format!("skill:{id}");
             if any_match(asked, &tool) && policy_allows(&self.job.tools, &tool) {
                 let description = skill.spec.description.clone();
-                let params = skill.spec.params.clone().unwrap_or(json!({"type": "object"}));
+                let params = skill
+                    .spec
+                    .params
+                    .clone()
+                    .unwrap_or(json!({"type": "object"}));
                 offered.offer(tool.clone(), description.unwrap_or(tool), params);
             }
         }
@@ -226,7 +244,12 @@ impl RuntimeActions {
 
     /// A failed request stopped the session: drop it (the next call opens
     /// a new one) and say why.
-    fn forget(&self, sessions: &mut BTreeMap<String, McpSession>, id: &str, e: McpError) -> RunError {
+    fn forget(
+        &self,
+        sessions: &mut BTreeMap<String, McpSession>,
+        id: &str,
+        e: McpError,
+    ) -> RunError {
         sessions.remove(id);
         e.into_run_error()
     }
@@ -272,10 +295,14 @@ impl RuntimeActions {
         }
         let env = &self.tools_env;
         let args = if args.is_null() { json!({}) } else { args };
-        let engine = Engine::new(&env.applied.snapshot.skills, env.data_dir.clone(), env.clock)
-            .with_limits(self.job.limits.clone())
-            .with_files_quota(env.files.clone())
-            .with_skill_call(args);
+        let engine = Engine::new(
+            &env.applied.snapshot.skills,
+            env.data_dir.clone(),
+            env.clock,
+        )
+        .with_limits(self.job.limits.clone())
+        .with_files_quota(env.files.clone())
+        .with_skill_call(args);
         // The step's id keeps the skill's idempotency keys apart from the
         // run's other steps and calls.
         let step_id = sub
@@ -286,7 +313,10 @@ impl RuntimeActions {
             .map_err(|e| RunError::Permanent(format!("skill `{id}`: {e}")))?;
         let run: RunInfo = sub.run.clone();
         let (result, _records) = SKILL_DEPTH
-            .scope(depth + 1, engine.run(&[step], json!({}), run, self, &env.cancel))
+            .scope(
+                depth + 1,
+                engine.run(&[step], json!({}), run, self, &env.cancel),
+            )
             .await;
         result
     }

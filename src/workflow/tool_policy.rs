@@ -139,7 +139,10 @@ mod tests {
         assert_eq!(function_name("mcp:fs.read_file"), "mcp__fs__read_file");
         assert_eq!(function_name("skill:sum-up"), "skill__sum-up");
         assert_eq!(function_name("mcp:fs.a/b c"), "mcp__fs__a_b_c");
-        assert_eq!(function_name(&format!("mcp:x.{}", "y".repeat(100))).len(), 64);
+        assert_eq!(
+            function_name(&format!("mcp:x.{}", "y".repeat(100))).len(),
+            64
+        );
         assert_eq!(tool_name_of("mcp__fs__write_file"), "mcp:fs.write_file");
         assert_eq!(tool_name_of("skill__sum-up"), "skill:sum-up");
         assert_eq!(tool_name_of("http"), "http");

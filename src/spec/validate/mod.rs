@@ -7,6 +7,7 @@
 //! Pure, like all of `spec`: it uses the model, the templates and
 //! `calendar` (a schedule must compile), nothing above `spec`.
 
+mod agent_tools;
 mod bridge;
 mod mcp;
 pub use mcp::inside_data_dir;
@@ -602,6 +603,9 @@ fn check_action(step: &Step, base: &str, snapshot: &Snapshot, c: &mut Checker) {
                         "agent",
                         format!("an agent cannot offer `{tool}` as a tool"),
                     );
+                }
+                if let Some(why) = agent_tools::unknown_tool(tool, snapshot) {
+                    c.error(&format!("{base}/agent/tools/{i}"), "reference", why);
                 }
             }
         }

@@ -25,6 +25,12 @@ struct Seen {
 
 type SeenRef = Arc<Mutex<Seen>>;
 
+/// The request bodies the model got, in order.
+fn bodies(seen: &SeenRef) -> Vec<Value> {
+    let seen = seen.lock().expect("seen");
+    seen.requests.iter().map(|r| r.0.clone()).collect()
+}
+
 fn start_model(script: Script) -> (String, SeenRef) {
     let seen: SeenRef = Arc::default();
     let app = axum::Router::new()
@@ -199,13 +205,7 @@ fn an_agent_reads_a_file_over_mcp_and_a_denied_tool_is_refused(redis: Option<&st
     let calls = run["output"]["calls"].as_array().expect("calls").clone();
     assert_eq!(calls.len(), 6, "{calls:#?}");
 
-    let requests: Vec<Value> = seen
-        .lock()
-        .expect("seen")
-        .requests
-        .iter()
-        .map(|r| r.0.clone())
-        .collect();
+    let requests = bodies(&seen);
     let tools = offered(&requests[0]);
     assert!(
         tools.contains(&"mcp__fs__read_file".to_string()),
@@ -318,13 +318,7 @@ fn tools_list_changed_is_honoured_between_two_agent_steps() {
     let daemon = s.daemon(None);
     let run = s.run(&daemon, "grows");
     assert_eq!(run["status"], "succeeded", "{run:#}");
-    let requests: Vec<Value> = seen
-        .lock()
-        .expect("seen")
-        .requests
-        .iter()
-        .map(|r| r.0.clone())
-        .collect();
+    let requests = bodies(&seen);
     let fresh = "mcp__fs__fresh".to_string();
     assert!(!offered(&requests[0]).contains(&fresh));
     let look = requests

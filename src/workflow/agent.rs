@@ -168,6 +168,7 @@ impl RuntimeActions {
         offered: &Offered,
     ) -> Value {
         if !allowed.contains(&tc.name) && offered.tool_for(&tc.name).is_none() {
+            let allowed = [allowed.to_vec(), offered.names()].concat();
             return json!({"error": format!(
                 "tool `{}` is not allowed for this step; allowed: {}",
                 tc.name,

@@ -171,7 +171,8 @@ fn pgid(call: &Value) -> i32 {
 
 /// Round 1: the server's pid and a file; round 2: a denied tool, a
 /// malformed call (the server dies on it) and one the model made up;
-/// round 3: pid again (a fresh server); then the answer.
+/// round 3: pid again (a fresh server) and arguments that are not an
+/// object (refused before the server sees them); then the answer.
 fn reading_script() -> Script {
     Arc::new(|body: &Value| match tool_results(body).len() {
         0 => calls(&[
@@ -186,7 +187,10 @@ fn reading_script() -> Script {
             ("mcp__fs__read_file", json!({})),
             ("mcp__nowhere__x", json!({})),
         ]),
-        5 => calls(&[("mcp__fs__pid", json!({}))]),
+        5 => calls(&[
+            ("mcp__fs__pid", json!({})),
+            ("mcp__fs__echo", json!("not an object")),
+        ]),
         _ => answer("read it"),
     })
 }
@@ -203,7 +207,7 @@ fn an_agent_reads_a_file_over_mcp_and_a_denied_tool_is_refused(redis: Option<&st
     assert_eq!(run["status"], "succeeded", "{run:#}\n{}", daemon.log());
     assert_eq!(run["output"]["answer"], "read it");
     let calls = run["output"]["calls"].as_array().expect("calls").clone();
-    assert_eq!(calls.len(), 6, "{calls:#?}");
+    assert_eq!(calls.len(), 7, "{calls:#?}");
 
     let requests = bodies(&seen);
     let tools = offered(&requests[0]);
@@ -246,6 +250,9 @@ fn an_agent_reads_a_file_over_mcp_and_a_denied_tool_is_refused(redis: Option<&st
     // A malformed call the server dies on is an error the model reads.
     assert_eq!(calls[3]["outcome"], "error", "{:#}", calls[3]);
     assert!(results[3].contains("MCP server `fs`"), "{results:?}");
+    assert_eq!(calls[6]["outcome"], "error");
+    let text = calls[6]["output"]["error"].as_str().unwrap_or("");
+    assert!(text.contains("must be a JSON object"), "{text}");
     let logged = s.logged_calls();
     assert!(!logged.contains(&"environ".to_string()), "{logged:?}");
     assert_eq!(logged, ["pid", "read_file", "read_file", "pid"]);
@@ -256,6 +263,18 @@ fn an_agent_reads_a_file_over_mcp_and_a_denied_tool_is_refused(redis: Option<&st
     common::procs::assert_group_gone(second);
     let (status, _) = daemon.get("/healthz");
     assert_eq!(status, 200, "the daemon keeps serving");
+    // Two opens and three calls went well, the malformed call did not.
+    let (_, metrics) = common::http_raw(&daemon.url, "GET", "/metrics", &[]);
+    for (status, n) in [("ok", "5"), ("error", "1")] {
+        let name =
+            format!("multijob_connector_requests_total{{connector=\"fs\",status=\"{status}\"}} ");
+        let line = metrics.lines().find(|l| l.starts_with(&name));
+        assert_eq!(
+            line.and_then(|l| l.rsplit(' ').next()),
+            Some(n),
+            "{metrics}"
+        );
+    }
 }
 
 #[test]

@@ -239,6 +239,17 @@ impl Connectors {
         session
     }
 
+    /// Waits for MCP connector `id`'s rate limit before one `tools/call`
+    /// of an agent; [`Connectors::mcp_called`] counts how it went.
+    pub async fn mcp_permit(&self, id: &str) -> Result<(), RunError> {
+        self.begin(id, Some(&[Provider::Mcp])).await.map(|_| ())
+    }
+
+    /// Counts one `tools/call` (a tool-level error is the server working).
+    pub fn mcp_called(&self, id: &str, ok: bool) {
+        self.count(id, if ok { "ok" } else { "error" });
+    }
+
     /// Sends a prepared request and returns status, headers and the redacted
     /// body text. `what` names the call in errors.
     async fn send(

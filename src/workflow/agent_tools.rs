@@ -272,10 +272,23 @@ impl RuntimeActions {
     }
 
     async fn mcp_call(&self, connector: &str, name: &str, args: Value) -> ActionResult {
-        let args = if args.is_null() { json!({}) } else { args };
+        let args = match args {
+            Value::Null => json!({}),
+            Value::Object(_) => args,
+            other => {
+                return Err(RunError::Permanent(format!(
+                    "the arguments of `mcp:{connector}.{name}` must be a JSON object, not {}",
+                    other.to_string().chars().take(80).collect::<String>()
+                )));
+            }
+        };
+        self.connectors.mcp_permit(connector).await?;
         let mut sessions = self.tools_env.sessions.lock().await;
         let session = self.session(&mut sessions, connector).await?;
-        match session.call(name, args).await {
+        let result = session.call(name, args).await;
+        let ok = matches!(result, Ok(_) | Err(McpError::Tool { .. }));
+        self.connectors.mcp_called(connector, ok);
+        match result {
             Ok(out) => Ok(Value::String(out.text)),
             Err(McpError::Tool { text, .. }) => Ok(json!({"error": text, "is_error": true})),
             Err(e) => Err(self.forget(&mut sessions, connector, e)),

@@ -22,6 +22,7 @@ pub mod error;
 pub mod http;
 pub mod mcp;
 pub mod message;
+pub mod process;
 pub mod metrics;
 pub mod ratelimit;
 pub mod redact;

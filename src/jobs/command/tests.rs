@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::connectors::process::parse_stat;
 
 fn job(inputs: Value) -> Job {
     serde_json::from_value(json!({"id": "cmd", "type": "command", "inputs": inputs}))
@@ -454,26 +456,4 @@ fn env_names() {
     for bad in ["", "a", "1A", "MY-VAR", "MY VAR", "É"] {
         assert!(!is_env_name(bad), "{bad}");
     }
-}
-
-#[test]
-fn stat_lines_with_awkward_names_parse() {
-    assert_eq!(
-        parse_stat("4242 (my (odd) name) S 1 4240 4240 0 -1"),
-        Some(('S', 4240))
-    );
-    assert_eq!(parse_stat("garbage"), None);
-}
-
-#[test]
-fn capture_keeps_the_head_and_the_last_line() {
-    let mut capture = Capture::default();
-    for _ in 0..100 {
-        capture.push(&[b'x'; 1000]);
-    }
-    capture.push(b"\nthe real error\n");
-    assert!(capture.truncated());
-    assert_eq!(capture.text().len(), CAPTURE_LIMIT);
-    assert_eq!(capture.last_line().as_deref(), Some("the real error"));
-    assert!(capture.tail.len() <= 2 * TAIL_LIMIT);
 }

@@ -122,6 +122,9 @@ pub struct Job {
     pub requires_approval: bool,
     #[serde(default, skip_serializing_if = "ToolPolicy::is_empty")]
     pub tools: ToolPolicy,
+    /// The agent's `command` tool: what it may run (absent: nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commands: Option<CommandPolicy>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -217,6 +220,27 @@ impl ToolPolicy {
     pub fn is_empty(&self) -> bool {
         self.allow.is_none() && self.deny.is_empty()
     }
+}
+
+/// What an agent's `command` tool may run: argv prefixes matched element
+/// by element (`approve` ones wait for an operator), the child's
+/// environment by reference only, its directory inside the data dir.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CommandPolicy {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approve: Vec<Vec<String>>,
+    /// Names to secret references (`${env:X}`, `${file:P}`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Relative to the data dir (default: `command/<job id>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_bytes: Option<u64>,
 }
 
 /// Per-run budgets; exceeding one fails the run.

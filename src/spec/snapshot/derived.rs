@@ -71,6 +71,7 @@ fn derive(skill: &Skill) -> Job {
         },
         requires_approval: skill.requires_approval,
         tools: ToolPolicy::default(),
+        commands: None,
         limits: Limits::default(),
         inputs: Map::new(),
         steps: vec![Step {

@@ -27,6 +27,7 @@ pub(super) fn check_job(
     if job.job_type == "command" {
         check_command(job, c);
     }
+    super::commands::check_commands(job, c);
     check_inputs(job, c);
     check_steps(&job.steps, snapshot, env, Some(&job.tools), c);
 }

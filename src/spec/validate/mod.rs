@@ -9,6 +9,7 @@
 
 mod agent_tools;
 mod bridge;
+mod commands;
 mod mcp;
 pub use mcp::inside_data_dir;
 mod inputs;

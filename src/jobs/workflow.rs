@@ -55,6 +55,8 @@ async fn run_steps(a: Attempt<'_>) -> RunResult {
             a.host.clock(),
             a.files.clone(),
         ),
+        allow_command: a.allow_command,
+        data_dir: a.data_dir.to_path_buf(),
     };
     let mut engine = Engine::new(
         &applied.snapshot.skills,

@@ -12,10 +12,21 @@ use crate::run::RunError;
 
 /// Tools an agent may be offered: step actions with side effects the
 /// runtime executes under the same policies as a step would.
-const AGENT_TOOLS: [&str; 6] = ["http", "message", "kv", "schedule_job", "metric", "llm"];
+const AGENT_TOOLS: [&str; 7] = [
+    "http",
+    "message",
+    "kv",
+    "schedule_job",
+    "metric",
+    "llm",
+    "command",
+];
 
 /// The fields of each tool, described to the model.
 fn tool_schema(name: &str) -> Value {
+    if name == "command" {
+        return super::command_tool::schema();
+    }
     let (description, props, required): (&str, Value, Vec<&str>) = match name {
         "http" => (
             "Make an HTTP request through a connector (its base_url host only).",
@@ -72,6 +83,7 @@ impl RuntimeActions {
             .filter(|t| AGENT_TOOLS.contains(&t.as_str()))
             .filter(|t| policy.allow.as_ref().is_none_or(|a| a.contains(t)))
             .filter(|t| !policy.deny.contains(t))
+            .filter(|t| t != "command" || self.command_tool_on())
             .collect()
     }
 
@@ -141,9 +153,12 @@ impl RuntimeActions {
             }));
             for (i, tc) in reply.tool_calls.iter().enumerate() {
                 let started = std::time::Instant::now();
-                let output = self
-                    .tool_output(call, (round, i), tc, &allowed, &offered)
-                    .await;
+                let output = if tc.name == "command" {
+                    self.command_tool(call, tc, &allowed).await?
+                } else {
+                    self.tool_output(call, (round, i), tc, &allowed, &offered)
+                        .await
+                };
                 calls.push(offered.record(tc, &output, started, &allowed));
                 messages.push(json!({
                     "role": "tool", "tool_call_id": tc.id, "content": output.to_string(),

@@ -39,6 +39,10 @@ pub struct RuntimeActions {
     /// What an agent's MCP and skill tools need; holds the run's MCP
     /// sessions, closed when the actions are dropped.
     pub tools_env: super::agent_tools::AgentToolsEnv,
+    /// `--allow-command`: an agent's `command` tool may run anything.
+    pub allow_command: bool,
+    /// Where the `command` tool's working directories live.
+    pub data_dir: std::path::PathBuf,
 }
 
 pub(super) fn text(v: Option<&Value>) -> Option<String> {

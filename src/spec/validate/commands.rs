@@ -7,10 +7,14 @@ use super::{Checker, inside_data_dir, is_secret_reference};
 use crate::spec::model::{Action, Job};
 
 pub(super) fn check_commands(job: &Job, c: &mut Checker) {
-    let offered = job.steps.iter().enumerate().find_map(|(i, s)| match &s.action {
-        Action::Agent(a) => a.tools.iter().position(|t| t == "command").map(|t| (i, t)),
-        _ => None,
-    });
+    let offered = job
+        .steps
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| match &s.action {
+            Action::Agent(a) => a.tools.iter().position(|t| t == "command").map(|t| (i, t)),
+            _ => None,
+        });
     let Some(policy) = &job.commands else {
         if let Some((i, t)) = offered {
             c.error(

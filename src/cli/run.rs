@@ -103,7 +103,8 @@ pub struct Args {
     /// file systems without change events).
     #[arg(long, value_name = "SEC")]
     pub watch_poll: Option<f64>,
-    /// Allow `command` jobs (argv, no shell, cleared environment).
+    /// Allow `command` jobs and agents' `command` tool (argv, no shell,
+    /// cleared environment).
     #[arg(long)]
     pub allow_command: bool,
     /// Seconds runs in flight get to finish on SIGTERM before they are

@@ -25,7 +25,8 @@ pub struct Args {
     /// Where `files` steps, reports and backups write.
     #[arg(long, default_value = ".multijob/data")]
     pub data_dir: PathBuf,
-    /// Allow `command` jobs (argv, no shell, cleared environment).
+    /// Allow `command` jobs and agents' `command` tool (argv, no shell,
+    /// cleared environment).
     #[arg(long)]
     pub allow_command: bool,
     /// Seconds runs in flight get to finish on SIGTERM before they are

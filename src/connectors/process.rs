@@ -37,6 +37,9 @@ const TAIL_LIMIT: usize = 4096;
 /// Longest stderr line quoted in an error.
 const MESSAGE_LINE_LIMIT: usize = 300;
 
+/// Told each chunk of output as it arrives (e.g. to record it live).
+pub type OnChunk<'a> = dyn Fn(OutputStream, &[u8]) + Sync + 'a;
+
 /// How a supervised child ended: its exit status, or `None` when the
 /// token fired first and the group was terminated; and what it printed.
 pub struct Supervised {
@@ -51,7 +54,7 @@ pub async fn supervise(
     mut child: Child,
     cancel: &CancellationToken,
     limit: usize,
-    on_chunk: Option<&(dyn Fn(OutputStream, &[u8]) + Sync)>,
+    on_chunk: Option<&OnChunk<'_>>,
 ) -> Supervised {
     // With `process_group(0)` the child leads a group whose id is its pid.
     let pgid = child.id().and_then(|pid| i32::try_from(pid).ok());
@@ -236,7 +239,7 @@ impl Capture {
 async fn pump(
     pipe: Option<impl AsyncRead + Unpin>,
     capture: &mut Capture,
-    on_chunk: Option<&(dyn Fn(OutputStream, &[u8]) + Sync)>,
+    on_chunk: Option<&OnChunk<'_>>,
     stream: OutputStream,
 ) {
     let Some(mut pipe) = pipe else { return };

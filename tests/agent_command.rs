@@ -79,6 +79,10 @@ fn start_fake() -> (String, Fake) {
         ),
         ("slow".to_string(), vec![argv(&["sleep", "30"])]),
         (
+            "gate".to_string(),
+            vec![argv(&["mktemp", "-p", ".", "gated.XXXXXX"])],
+        ),
+        (
             "push-fail-once".to_string(),
             vec![argv(&["mktemp", "-p", ".", "pushed.XXXXXX"])],
         ),
@@ -128,6 +132,13 @@ commands:
 steps:
   - id: work
     agent: {{connector: ai, goal: push-fail-once, tools: [command], max_steps: 3}}
+---
+id: gate
+type: agent.workflow
+commands: {{approve: [[mktemp]]}}
+steps:
+  - id: work
+    agent: {{connector: ai, goal: gate, tools: [command], max_steps: 3}}
 "#
         ),
     );
@@ -371,4 +382,39 @@ fn a_bad_commands_policy_is_refused_with_its_line_and_no_value() {
     );
     assert!(all.contains("bad.yaml:7") && all.contains("`..`"), "{all}");
     assert!(all.contains("needs the job's `commands` policy"), "{all}");
+}
+
+/// A rejection ends the run as failed (the approval mechanism's rule for
+/// every approval), and the command never ran.
+#[test]
+fn a_rejected_command_fails_the_run_and_never_runs() {
+    let (base, _fake) = start_fake();
+    let d = ConfigDir::new();
+    config(&d, &base);
+    let daemon = Daemon::start_env(d.path(), &["--allow-command"], &ENV);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let id = d.trigger("gate", &[]);
+    daemon.wait_until(&format!("/api/v1/runs/{id}"), "the pause", |v| {
+        v["status"] == "awaiting_approval"
+    });
+    let (_, approvals) = daemon.get("/api/v1/approvals");
+    let ap = approvals["items"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    d.run(&["approvals", "reject", &ap]).assert_code(0);
+    let run = daemon.run_ended(&id);
+    assert_eq!(run["status"], "failed", "{run:#}");
+    assert!(
+        run["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("rejected")),
+        "{run:#}"
+    );
+    let gated = walk(d.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("gated."))
+        .count();
+    assert_eq!(gated, 0, "a rejected command ran");
+    assert_eq!(daemon.get("/api/v1/status").0, 200);
 }

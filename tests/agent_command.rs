@@ -75,6 +75,7 @@ fn start_fake() -> (String, Fake) {
                 argv(&["env"]),
                 json!({"argv": "echo hi"}),
                 json!({"argv": ["echo", "hi"], "shell": true}),
+                argv(&["seq", "100000"]),
             ],
         ),
         ("slow".to_string(), vec![argv(&["sleep", "30"])]),
@@ -110,11 +111,11 @@ secrets: {{api_key: "${{env:AI_TEST_KEY}}"}}
 id: tools
 type: agent.workflow
 commands:
-  allow: [[echo], [env]]
+  allow: [[echo], [env], [seq]]
   env: {{GREETING: "${{env:CMD_TEST_GREETING}}"}}
 steps:
   - id: work
-    agent: {{connector: ai, goal: tools, tools: [command], max_steps: 8}}
+    agent: {{connector: ai, goal: tools, tools: [command], max_steps: 9}}
 ---
 id: slow
 type: agent.workflow
@@ -168,7 +169,7 @@ fn allowed_commands_run_without_a_shell_or_the_daemons_environment() {
     let run = daemon.run_ended(&d.trigger("tools", &[]));
     assert_eq!(run["status"], "succeeded", "{run:#}");
     let calls = calls(&run);
-    assert_eq!(calls.len(), 6, "{run:#}");
+    assert_eq!(calls.len(), 7, "{run:#}");
     let out = |i: usize| calls[i]["output"].clone();
     assert_eq!(out(0)["stdout"], "hi\n", "{run:#}");
     assert_eq!(out(0)["exit_code"], 0);
@@ -208,6 +209,11 @@ fn allowed_commands_run_without_a_shell_or_the_daemons_environment() {
             .is_some_and(|e| e.contains("`shell`")),
         "{run:#}"
     );
+    // Output past max_output_bytes (default 256 KiB) is cut with a marker.
+    let seq = out(6)["stdout"].as_str().unwrap_or_default().to_string();
+    assert_eq!(out(6)["truncated"], true);
+    assert!(seq.starts_with("1\n2\n") && seq.ends_with("[output cut at 262144 bytes]"));
+    assert!(seq.len() < 262144 + 64, "{}", seq.len());
     // The daemon keeps serving.
     assert_eq!(daemon.get("/api/v1/status").0, 200);
 }

@@ -122,6 +122,13 @@ impl RuntimeActions {
             )}),
             json!({"role": "user", "content": goal}),
         ];
+        let memory = self.agent_memory(&args)?;
+        if let Some(avoid) = memory.prompt(&self.store).await {
+            messages[0]["content"] = json!(format!(
+                "{} {avoid}",
+                text(messages[0].get("content")).unwrap_or_default()
+            ));
+        }
         let mut calls = Vec::new();
         for round in 0..max_steps {
             let reply = self
@@ -159,6 +166,9 @@ impl RuntimeActions {
                     self.tool_output(call, (round, i), tc, &allowed, &offered)
                         .await
                 };
+                memory
+                    .record(&self.store, &tc.name, &tc.arguments, &output)
+                    .await;
                 calls.push(offered.record(tc, &output, started, &allowed));
                 messages.push(json!({
                     "role": "tool", "tool_call_id": tc.id, "content": output.to_string(),

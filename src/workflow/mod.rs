@@ -15,6 +15,8 @@ pub mod command_tool;
 pub mod files;
 pub mod follow_ups;
 mod foreach;
+pub mod memory;
+pub mod memory_store;
 pub mod metrics;
 pub mod render;
 mod resume;

@@ -16,6 +16,7 @@ pub mod inbox_reply;
 pub mod init;
 pub mod job_ref;
 pub mod logs;
+pub mod memory;
 pub mod new;
 pub mod new_ai;
 pub mod parse;
@@ -111,6 +112,8 @@ pub enum Command {
     Resume(pause::ResumeArgs),
     /// Clear a job's failure memory and cooldown.
     Reset(pause::ResetArgs),
+    /// Agent memory: tool signatures' failures and the avoid list (show, reset).
+    Memory(memory::Args),
     /// Queue one run per nominal slot of a job in a past window.
     ///
     /// Runs are keyed `job@slot` like scheduled ones: a slot that already
@@ -215,6 +218,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Pause(args) => pause::exec_pause(args),
         Command::Resume(args) => pause::exec_resume(args),
         Command::Reset(args) => pause::exec_reset(args),
+        Command::Memory(args) => memory::exec(args),
         Command::Backfill(args) => backfill::exec(args),
         Command::Init(args) => init::exec(args),
         Command::New(args) => new::exec(args),

@@ -39,6 +39,7 @@ pub(super) async fn handle(queue: &RunQueue, store: &Store, inbox_id: i64, comma
             log_change("failure memory reset", &job_id, &by, &result);
             answer(result.map(|f| json!({"previous": f})))
         }
+        InboxCommand::MemoryReset { key, by } => memory_reset(store, &key, &by).await,
         InboxCommand::Backfill {
             job_id,
             from,
@@ -58,6 +59,21 @@ pub(super) async fn handle(queue: &RunQueue, store: &Store, inbox_id: i64, comma
         _ => return,
     };
     write_reply(store, inbox_id, reply).await;
+}
+
+/// `memory reset`: the memory's entries before, or why nothing changed.
+async fn memory_reset(store: &Store, key: &str, by: &str) -> Value {
+    if let Err(e) = crate::workflow::memory::check_key(key) {
+        return json!({"applied": false, "error": e});
+    }
+    match crate::workflow::memory_store::reset(store, key).await {
+        Ok(Some(previous)) => {
+            tracing::info!(memory = key, by, "agent memory reset");
+            json!({"applied": true, "previous": previous})
+        }
+        Ok(None) => json!({"applied": false, "unchanged": "no memory stored"}),
+        Err(e) => json!({"applied": false, "error": format!("the store failed: {e}")}),
+    }
 }
 
 fn log_change<T>(what: &str, job_id: &str, by: &str, result: &Result<T, Unchanged>) {

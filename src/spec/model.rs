@@ -442,6 +442,13 @@ pub struct AgentAction {
     pub tools: Vec<String>,
     #[serde(default = "default_max_steps")]
     pub max_steps: u32,
+    /// Memory key shared by agents (default: the job id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avoid_after: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avoid_ttl_sec: Option<u64>,
 }
 
 fn default_max_steps() -> u32 {

@@ -336,6 +336,9 @@ pub enum InboxCommand {
         #[serde(default)]
         extra: Value,
     },
+    /// `multijob memory reset`: forget an agent memory (a job's, or a
+    /// shared `memory: KEY`).
+    MemoryReset { key: String, by: String },
     /// `multijob backfill`: one run per nominal slot in `[from, to)`
     /// (RFC 3339), keyed `job@slot` like the scheduler's; refused when
     /// the window holds more than `max`.

@@ -253,5 +253,11 @@ pub(super) async fn job(
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no job `{id}`")))?;
     let mut live = jobs_live(&shared, &[id.as_str()]).await?;
     let live = live.pop().unwrap_or_else(|| job_live(&shared, &id));
-    Ok(Json(job_view(s, r, jiff::Timestamp::now(), &live)).into_response())
+    let memory = crate::workflow::memory_store::load(&shared.store, &id)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let mut view = serde_json::to_value(job_view(s, r, jiff::Timestamp::now(), &live))
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    view["memory"] = serde_json::to_value(memory).unwrap_or_default();
+    Ok(Json(view).into_response())
 }

@@ -75,6 +75,7 @@ async fn run_steps(a: Attempt<'_>) -> RunResult {
         job_type: job.job_type.clone(),
         attempt: run.attempt,
         scheduled_at: run.scheduled_at.clone(),
+        run_key: run.run_key.clone(),
     };
     // A run approved after a pause goes on after its approval step, with
     // the outputs recorded before it (the records travel with the run, to

@@ -430,6 +430,29 @@ pub struct LlmAction {
     pub temperature: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<Value>,
+    /// Prompt experiments: one picked per run from its run key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<Variant>,
+}
+
+/// One arm of a prompt experiment (`llm`/`agent` `variants`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Variant {
+    pub id: String,
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goal: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<Value>,
+}
+
+fn default_weight() -> f64 {
+    1.0
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -449,6 +472,8 @@ pub struct AgentAction {
     pub avoid_after: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avoid_ttl_sec: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<Variant>,
 }
 
 fn default_max_steps() -> u32 {

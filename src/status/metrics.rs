@@ -135,6 +135,7 @@ impl Metrics {
         let mut registry = Registry::default();
         m.register_own(&mut registry);
         crate::workflow::metrics::register(&mut registry, &m.workflow);
+        crate::workflow::variants::register(&mut registry);
         m.connectors.register(&mut registry);
         m.register_listener(&mut registry);
         Metrics { registry, ..m }

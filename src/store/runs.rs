@@ -150,6 +150,9 @@ pub struct StepRecord {
     pub output: Value,
     pub error: Option<String>,
     pub duration_ms: u64,
+    /// The prompt variant an `llm`/`agent` step with `variants` used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
     /// On a step waiting for an approval: the outputs of what completed
     /// inside it (a skill's steps, `foreach` items) by path (`create`,
     /// `each:2/send`), so that the run resumes without doing them again.

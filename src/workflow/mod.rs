@@ -26,6 +26,7 @@ mod step;
 mod steps;
 pub mod template;
 pub mod tool_policy;
+pub mod variants;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -64,6 +65,8 @@ pub struct RunInfo {
     pub attempt: u32,
     /// RFC 3339; `None` for a manual trigger.
     pub scheduled_at: Option<String>,
+    /// `job@slot` (or `manual:<id>`): picks a step's prompt variant.
+    pub run_key: String,
 }
 
 type StepResult = Result<Value, RunError>;
@@ -203,6 +206,7 @@ impl<'a> Engine<'a> {
         };
         let mut records = Vec::with_capacity(steps.len());
         let result = self.run_steps(steps, inputs, &frame, &mut records).await;
+        variants::label(&run.job_id, &run.run_key, steps, &mut records);
         (result, records)
     }
 }

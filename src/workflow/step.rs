@@ -145,8 +145,14 @@ impl Engine<'_> {
                 return self.uses(skill, step, ctx, item_index, frame, limit).await;
             }
             Action::Http(a) => actions.http(&call, args(a).await?).await,
-            Action::Llm(a) => actions.llm(&call, args(a).await?).await,
-            Action::Agent(a) => actions.agent(&call, args(a).await?).await,
+            Action::Llm(a) => {
+                let args = super::variants::apply(args(a).await?, &frame.run.run_key, &step.id);
+                actions.llm(&call, args).await
+            }
+            Action::Agent(a) => {
+                let args = super::variants::apply(args(a).await?, &frame.run.run_key, &step.id);
+                actions.agent(&call, args).await
+            }
             Action::Message(a) => actions.message(&call, args(a).await?).await,
             Action::Kv(a) => actions.kv(&call, args(a).await?).await,
             Action::Metric(a) => actions.metric(&call, args(a).await?).await,

@@ -160,6 +160,7 @@ fn record(
         output,
         error,
         duration_ms,
+        variant: None,
         completed: BTreeMap::new(),
     }
 }

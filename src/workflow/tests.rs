@@ -91,6 +91,7 @@ fn run_info() -> RunInfo {
         job_type: "agent.workflow".into(),
         attempt: 2,
         scheduled_at: Some("2026-11-24T07:00:00Z".into()),
+        run_key: "job-a@2026-11-24T07:00:00Z".into(),
     }
 }
 
@@ -770,6 +771,7 @@ fn a_pause_or_an_interruption_resumes() {
         output: json!(id),
         error: None,
         duration_ms: 0,
+        variant: None,
         completed: BTreeMap::from([(format!("{id}/x"), json!(1))]),
     };
     let paused = Resume::from_records(&[rec("a", "succeeded"), rec("b", "awaiting_approval")]);

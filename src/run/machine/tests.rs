@@ -563,6 +563,7 @@ fn step(id: &str, status: StepStatus) -> StepRecord {
         output: Value::Null,
         error: None,
         duration_ms: 0,
+        variant: None,
         completed: BTreeMap::from([("create".to_string(), json!(1))]),
     }
 }

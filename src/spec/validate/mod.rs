@@ -596,7 +596,9 @@ fn check_action(step: &Step, base: &str, snapshot: &Snapshot, c: &mut Checker) {
                 Some(skill) => check_with(step, base, &skill.spec, c),
             }
         }
+        Action::Llm(llm) => check_variants(&llm.variants, base, "llm", c),
         Action::Agent(agent) => {
+            check_variants(&agent.variants, base, "agent", c);
             for (i, tool) in agent.tools.iter().enumerate() {
                 if tool == "agent" || tool == "uses" {
                     c.error(
@@ -611,6 +613,28 @@ fn check_action(step: &Step, base: &str, snapshot: &Snapshot, c: &mut Checker) {
             }
         }
         _ => {}
+    }
+}
+
+/// A prompt experiment's variant ids are unique (weights > 0 is the
+/// schema's).
+fn check_variants(
+    variants: &[crate::spec::model::Variant],
+    base: &str,
+    action: &str,
+    c: &mut Checker,
+) {
+    for (i, v) in variants.iter().enumerate() {
+        if variants[..i].iter().any(|w| w.id == v.id) {
+            c.error(
+                &format!("{base}/{action}/variants/{i}/id"),
+                "variants",
+                format!(
+                    "variant id `{}` is used twice in this step; give each variant its own id",
+                    v.id
+                ),
+            );
+        }
     }
 }
 

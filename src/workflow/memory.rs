@@ -179,7 +179,7 @@ pub fn avoid_list(
         })
         .map(|(k, e)| (k.as_str(), e))
         .collect();
-    list.sort_by(|a, b| b.1.consecutive_failures.cmp(&a.1.consecutive_failures));
+    list.sort_by_key(|e| std::cmp::Reverse(e.1.consecutive_failures));
     list
 }
 

@@ -1190,12 +1190,30 @@
               ['Last error', job.failure_memory && job.failure_memory.last_error ? h('span', {class: 'bad'}, job.failure_memory.last_error) : null],
               ['Spec hash', h('code', {class: 'muted'}, String(job.spec_hash || '').slice(0, 16))],
             ]),
-            h('p', {class: 'muted'}, 'Queue a run now: ', command('multijob trigger ' + job.id))),
+            h('p', {class: 'muted'}, 'Queue a run now: ', command('multijob trigger ' + job.id)),
+            agentMemory(job)),
             card('Spec', pre(spec))));
         }
         swap(runsSlot, card('Runs', runsTable(runs.items || [], {showJob: false})));
       },
     };
+  }
+
+  // What the job's agents remember of their tool calls (read-only; reset
+  // with the CLI). Tool text is put in as text nodes by h(), never as HTML.
+  function agentMemory(job) {
+    const sigs = Object.entries(job.memory || {});
+    if (!sigs.length) return null;
+    const cols = [
+      {label: 'Tool signature', cell: ([sig]) => h('code', null, sig)},
+      {label: 'Failed', class: 'num', cell: ([, e]) => String(e.failures)},
+      {label: 'OK', class: 'num', cell: ([, e]) => String(e.successes)},
+      {label: 'In a row', class: 'num', cell: ([, e]) => String(e.consecutive_failures)},
+      {label: 'Last seen', cell: ([, e]) => time(e.last_seen)},
+      {label: 'Last error', class: 'err', cell: ([, e]) => e.last_error ? h('span', {class: 'bad', title: e.last_error}, compact(e.last_error, 90)) : ''},
+    ];
+    return h('div', {class: 'agent-memory'}, h('h3', null, 'Agent memory'), table(cols, sigs),
+      h('p', {class: 'muted'}, 'Forget it: ', command('multijob memory reset ' + job.id)));
   }
 
   function scheduleText(sched) {

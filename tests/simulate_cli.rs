@@ -186,47 +186,32 @@ fn the_recommended_worker_count_leaves_no_worker_caused_skips_in_a_real_run() {
     assert_eq!(counts["dispatched"], 36, "{counts:?}");
 }
 
+/// The seeds' load script's set for a day.
+const SEEDS_DAY: [&str; 13] = [
+    "simulate",
+    "--jobs",
+    "100",
+    "--interval",
+    "30s",
+    "--work-ms",
+    "8000",
+    "--jitter",
+    "25s",
+    "--for",
+    "24h",
+    "--from",
+    "2026-12-07T00:00:00Z",
+];
+
 #[test]
 fn a_synthetic_day_of_the_seeds_load_is_simulated_with_a_recommendation() {
     let dir = ConfigDir::new();
-    let run = dir.run(&[
-        "simulate",
-        "--jobs",
-        "100",
-        "--interval",
-        "30s",
-        "--work-ms",
-        "8000",
-        "--jitter",
-        "25s",
-        "--for",
-        "24h",
-        "--from",
-        "2026-12-07T00:00:00Z",
-    ]);
+    let run = dir.run(&SEEDS_DAY);
     run.assert_code(0);
     let out = run.stdout();
     assert!(out.contains("Simulated 100 jobs for 24h"), "{out}");
     assert!(out.contains("recommended --workers "), "{out}");
-    let json = dir
-        .run(&[
-            "simulate",
-            "--jobs",
-            "100",
-            "--interval",
-            "30s",
-            "--work-ms",
-            "8000",
-            "--jitter",
-            "25s",
-            "--for",
-            "24h",
-            "--from",
-            "2026-12-07T00:00:00Z",
-            "-o",
-            "json",
-        ])
-        .json();
+    let json = dir.run(&[&SEEDS_DAY[..], &["-o", "json"]].concat()).json();
     let report = &json["report"];
     // 2,880 slots a day each, less the last one of a job whose jitter
     // puts its fire past the period's end: every one has an outcome.

@@ -188,34 +188,21 @@ fn why_says_cooldown_and_pause(redis: bool) {
     let failures = detail["failures"].as_u64().expect("failures");
     assert!(failures >= 2, "{skip:#}");
     let slot = skip["data"]["slot"].as_str().expect("slot");
-    let out = dep.cli(&["why", "flaky", "--at", slot]);
-    let want = format!(
-        "skipped: cooldown until {} after {failures} failures",
-        until.strftime("%H:%M")
-    );
-    assert!(
-        out.assert_code(0)
-            .stdout()
-            .lines()
-            .any(|l| l.starts_with('→') && l.ends_with(&want)),
-        "wanted …{want}\n{}",
-        out.explain()
-    );
-    // The next slots, predicted: still cooling down, from the store's
-    // failure memory.
-    let out = dep.cli(&["why", "flaky", "--at", "+5s"]);
-    let want = format!(
-        "will be skipped: cooldown until {} after {failures} failures",
-        until.strftime("%H:%M")
-    );
-    assert!(
-        out.assert_code(0)
-            .stdout()
-            .lines()
-            .any(|l| l.starts_with('→') && l.ends_with(&want)),
-        "wanted …{want}\n{}",
-        out.explain()
-    );
+    // The slot itself, then the next ones predicted: still cooling down,
+    // from the store's failure memory.
+    let until = until.strftime("%H:%M");
+    for (at, said) in [(slot, "skipped"), ("+5s", "will be skipped")] {
+        let out = dep.cli(&["why", "flaky", "--at", at]);
+        let want = format!("{said}: cooldown until {until} after {failures} failures");
+        assert!(
+            out.assert_code(0)
+                .stdout()
+                .lines()
+                .any(|l| l.starts_with('→') && l.ends_with(&want)),
+            "wanted …{want}\n{}",
+            out.explain()
+        );
+    }
     dep.cli(&["pause", "flaky", "--by", "ann", "--note", "vendor down"])
         .assert_code(0);
     let skip = wait_for("a paused skip", &daemon, || {

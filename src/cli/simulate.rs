@@ -59,15 +59,8 @@ pub struct Args {
     /// Where the period starts (RFC 3339) [default: now].
     #[arg(long, value_parser = parse_instant)]
     pub from: Option<Timestamp>,
-    /// Workers, as `multijob run --workers`.
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-    pub workers: u64,
-    /// Runs waiting at which pressure mode turns on, as `multijob run`.
-    #[arg(long, env = "SCHEDULER_PRESSURE_DEPTH_HIGH", default_value_t = 300)]
-    pub pressure_high: usize,
-    /// Runs waiting at which pressure mode turns off again.
-    #[arg(long, env = "SCHEDULER_PRESSURE_DEPTH_LOW", default_value_t = 180)]
-    pub pressure_low: usize,
+    #[command(flatten)]
+    pub capacity: Capacity,
     /// The duration of a run of a job with no recent runs in the store.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub assume_ms: u64,
@@ -88,6 +81,21 @@ pub struct Args {
     pub top: usize,
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+}
+
+/// The daemon's settings a simulation runs with (`multijob run`'s flags
+/// and variables), shared with `why`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Capacity {
+    /// Workers, as `multijob run --workers`.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub workers: u64,
+    /// Runs waiting at which pressure mode turns on, as `multijob run`.
+    #[arg(long, env = "SCHEDULER_PRESSURE_DEPTH_HIGH", default_value_t = 300)]
+    pub pressure_high: usize,
+    /// Runs waiting at which pressure mode turns off again.
+    #[arg(long, env = "SCHEDULER_PRESSURE_DEPTH_LOW", default_value_t = 180)]
+    pub pressure_low: usize,
 }
 
 fn parse_instant(text: &str) -> Result<Timestamp, String> {
@@ -127,9 +135,9 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     let config = SimConfig {
         from,
         to,
-        workers: Some(args.workers as usize),
-        pressure_high: args.pressure_high,
-        pressure_low: args.pressure_low,
+        workers: Some(args.capacity.workers as usize),
+        pressure_high: args.capacity.pressure_high,
+        pressure_low: args.capacity.pressure_low,
         trace: None,
         active: Vec::new(),
     };

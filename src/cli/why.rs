@@ -41,14 +41,10 @@ pub struct Args {
     /// relative (-10m), or now.
     #[arg(long, allow_hyphen_values = true, default_value = "now")]
     pub at: String,
-    /// Workers the daemon runs with (future slots are simulated with them).
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-    pub workers: u64,
-    /// The daemon's pressure marks (future slots).
-    #[arg(long, env = "SCHEDULER_PRESSURE_DEPTH_HIGH", default_value_t = 300)]
-    pub pressure_high: usize,
-    #[arg(long, env = "SCHEDULER_PRESSURE_DEPTH_LOW", default_value_t = 180)]
-    pub pressure_low: usize,
+    /// The daemon's workers and pressure marks: slots after now are
+    /// simulated with them.
+    #[command(flatten)]
+    pub capacity: super::simulate::Capacity,
     /// `json`: the slots with their outcome, reason and detail.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,
@@ -70,8 +66,8 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
             applied: &applied,
             job: &args.job,
             rule: &rule,
-            workers: args.workers as usize,
-            pressure: (args.pressure_high, args.pressure_low),
+            workers: args.capacity.workers as usize,
+            pressure: (args.capacity.pressure_high, args.capacity.pressure_low),
         };
         let (lines, nearest) = future::slots(&future, at, now)?;
         return print(&args, &tz, at, &lines, Some(nearest));

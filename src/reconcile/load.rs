@@ -22,7 +22,12 @@ pub struct LoadedDir {
 /// directory that cannot be read at all is an error; a file in it that
 /// cannot be read is a finding.
 pub fn load(dir: &Path) -> Result<LoadedDir, SourceError> {
-    let contents = source::read_config_dir(dir)?;
+    load_within(dir, None)
+}
+
+/// [`load`] reading nothing that resolves outside `root` (a git checkout).
+pub fn load_within(dir: &Path, root: Option<&Path>) -> Result<LoadedDir, SourceError> {
+    let contents = source::read_config_dir_within(dir, root)?;
     let mut loaded = spec::build_at(&contents.files, Some(jiff::Timestamp::now()));
     loaded.diagnostics.extend(contents.diagnostics);
     spec::diagnostic::sort(&mut loaded.diagnostics);
@@ -49,8 +54,13 @@ fn unreadable(dir: &Path, message: String) -> Loaded {
 /// proportional to the config size); an unreadable directory becomes a
 /// finding, so a running daemon rejects it like any invalid revision.
 pub async fn load_dir(dir: PathBuf) -> Loaded {
+    load_dir_within(dir, None).await
+}
+
+/// [`load_dir`] confined to `root` (see [`load_within`]).
+pub async fn load_dir_within(dir: PathBuf, root: Option<PathBuf>) -> Loaded {
     let fallback = dir.clone();
-    tokio::task::spawn_blocking(move || match load(&dir) {
+    tokio::task::spawn_blocking(move || match load_within(&dir, root.as_deref()) {
         Ok(read) => read.loaded,
         Err(e) => unreadable(&dir, e.to_string()),
     })

@@ -48,6 +48,25 @@ pub struct DirContents {
 }
 
 pub fn read_config_dir(dir: &Path) -> Result<DirContents, SourceError> {
+    read_config_dir_within(dir, None)
+}
+
+/// [`read_config_dir`], refusing anything that resolves outside `root`
+/// (a git checkout: a symlink committed to the repository must not make
+/// the daemon read `/etc` or another checkout). `dir` itself too.
+pub fn read_config_dir_within(dir: &Path, root: Option<&Path>) -> Result<DirContents, SourceError> {
+    let display = dir.display().to_string();
+    if let Some(root) = root
+        && fs::canonicalize(dir).is_ok_and(|d| !d.starts_with(root))
+    {
+        return Err(SourceError::Io {
+            dir: display,
+            source: std::io::Error::other(format!(
+                "resolves outside the checkout {}; refused",
+                root.display()
+            )),
+        });
+    }
     let display = dir.display().to_string();
     match fs::metadata(dir) {
         Ok(m) if m.is_dir() => {}
@@ -65,12 +84,20 @@ pub fn read_config_dir(dir: &Path) -> Result<DirContents, SourceError> {
     let mut paths = Vec::new();
     let mut findings = Vec::new();
     let mut found_folder = false;
+    let root_dir = root;
     for folder in CONFIG_FOLDERS {
         let root = dir.join(folder);
         if root.is_dir() {
             found_folder = true;
-            let mut seen = HashSet::new();
-            collect(&root, folder, 0, &mut seen, &mut paths, &mut findings);
+            let mut walk = Walk {
+                confine: root_dir,
+                seen: HashSet::new(),
+                out: &mut paths,
+                findings: &mut findings,
+            };
+            if !walk.escapes(folder, &root) {
+                walk.collect(&root, folder, 0);
+            }
         }
     }
     if !found_folder {
@@ -180,73 +207,106 @@ fn is_hidden(name: &str) -> bool {
     name.starts_with('.') || name.starts_with('_')
 }
 
-fn collect(
-    dir: &Path,
-    relative: &str,
-    depth: usize,
-    seen: &mut HashSet<PathBuf>,
-    out: &mut Vec<(String, PathBuf)>,
-    findings: &mut Vec<Diagnostic>,
-) {
-    if depth > MAX_DEPTH {
-        return;
+/// One walk of a config folder: what it found and where it may go.
+struct Walk<'a> {
+    /// Nothing outside this directory is read (after symlinks).
+    confine: Option<&'a Path>,
+    /// Directories read already (by canonical path).
+    seen: HashSet<PathBuf>,
+    out: &'a mut Vec<(String, PathBuf)>,
+    findings: &'a mut Vec<Diagnostic>,
+}
+
+impl Walk<'_> {
+    /// `true` when `path` resolves outside the confinement (an error
+    /// finding names it).
+    fn escapes(&mut self, relative: &str, path: &Path) -> bool {
+        let Some(root) = self.confine else {
+            return false;
+        };
+        match fs::canonicalize(path) {
+            Ok(real) if real.starts_with(root) => false,
+            Ok(_) => {
+                let target = fs::read_link(path)
+                    .map(|t| format!("a symlink to `{}`", t.display()))
+                    .unwrap_or_else(|_| "reached through a symlink".into());
+                self.findings.push(io_finding(
+                    relative,
+                    format!("{target}, outside the repository checkout; refused (commit the file itself)"),
+                ));
+                true
+            }
+            Err(_) => false,
+        }
     }
-    // A directory reached twice through symlinks is read once.
-    if let Ok(canonical) = fs::canonicalize(dir)
-        && !seen.insert(canonical)
-    {
-        return;
-    }
-    // An unreadable folder is an error, not an empty one: its jobs would
-    // otherwise read as deleted and be unscheduled at the next reload.
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-        Err(e) => {
-            findings.push(io_finding(relative, format!("cannot read the folder: {e}")));
+
+    fn collect(&mut self, dir: &Path, relative: &str, depth: usize) {
+        if depth > MAX_DEPTH {
             return;
         }
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if is_hidden(name) {
-            continue;
+        // A directory reached twice through symlinks is read once.
+        if let Ok(canonical) = fs::canonicalize(dir)
+            && !self.seen.insert(canonical)
+        {
+            return;
         }
-        let path = entry.path();
-        let child = format!("{relative}/{name}");
-        let config_name = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| EXTENSIONS.contains(&e));
-        // metadata() follows symlinks. A dangling link is skipped (a
-        // git-sync swap has them for an instant), with a warning when it
-        // names a config file; any other failure is an error.
-        let meta = match fs::metadata(&path) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if config_name {
-                    let mut d = io_finding(
-                        &child,
-                        "a symlink to a file that does not exist; skipped".into(),
-                    );
-                    d.severity = crate::spec::diagnostic::Severity::Warning;
-                    findings.push(d);
-                }
-                continue;
-            }
+        // An unreadable folder is an error, not an empty one: its jobs would
+        // otherwise read as deleted and be unscheduled at the next reload.
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(e) => {
-                findings.push(io_finding(&child, format!("cannot read: {e}")));
-                continue;
+                self.findings
+                    .push(io_finding(relative, format!("cannot read the folder: {e}")));
+                return;
             }
         };
-        if meta.is_dir() {
-            collect(&path, &child, depth + 1, seen, out, findings);
-        } else if meta.is_file() && config_name {
-            out.push((child, path));
-        } else if config_name {
-            let what = regular_file::describe(meta.file_type());
-            findings.push(not_regular(&child, &path, what));
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if is_hidden(name) {
+                continue;
+            }
+            let path = entry.path();
+            let child = format!("{relative}/{name}");
+            let config_name = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| EXTENSIONS.contains(&e));
+            // metadata() follows symlinks. A dangling link is skipped (a
+            // git-sync swap has them for an instant), with a warning when it
+            // names a config file; any other failure is an error.
+            let meta = match fs::metadata(&path) {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if config_name {
+                        let mut d = io_finding(
+                            &child,
+                            "a symlink to a file that does not exist; skipped".into(),
+                        );
+                        d.severity = crate::spec::diagnostic::Severity::Warning;
+                        self.findings.push(d);
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    self.findings
+                        .push(io_finding(&child, format!("cannot read: {e}")));
+                    continue;
+                }
+            };
+            if meta.is_dir() {
+                if !self.escapes(&child, &path) {
+                    self.collect(&path, &child, depth + 1);
+                }
+            } else if meta.is_file() && config_name {
+                if !self.escapes(&child, &path) {
+                    self.out.push((child, path));
+                }
+            } else if config_name {
+                let what = regular_file::describe(meta.file_type());
+                self.findings.push(not_regular(&child, &path, what));
+            }
         }
     }
 }
@@ -254,6 +314,37 @@ fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn within_a_root_symlinks_out_of_it_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        let d = tmp.path().join("checkout");
+        fs::create_dir_all(outside.join("more")).unwrap();
+        fs::write(outside.join("secret.yaml"), "id: s\ntype: noop\n").unwrap();
+        fs::write(outside.join("more/x.yaml"), "id: x\ntype: noop\n").unwrap();
+        fs::create_dir_all(d.join("jobs.d")).unwrap();
+        fs::write(d.join("jobs.d/a.yaml"), "id: a\ntype: noop\n").unwrap();
+        std::os::unix::fs::symlink(d.join("jobs.d/a.yaml"), d.join("jobs.d/same.yaml")).unwrap();
+        std::os::unix::fs::symlink("../../outside/secret.yaml", d.join("jobs.d/s.yaml")).unwrap();
+        std::os::unix::fs::symlink(outside.join("more"), d.join("jobs.d/more")).unwrap();
+        let root = fs::canonicalize(&d).unwrap();
+        let got = read_config_dir_within(&root, Some(&root)).unwrap();
+        let names: Vec<_> = got.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(names, ["jobs.d/a.yaml", "jobs.d/same.yaml"]);
+        let refused: Vec<_> = got
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.file.as_str())
+            .collect();
+        assert_eq!(refused.len(), 2, "{:?}", got.diagnostics);
+        assert!(refused.contains(&"jobs.d/s.yaml") && refused.contains(&"jobs.d/more"));
+        // Without a root (a local directory) they are followed, as before.
+        assert_eq!(read_config_dir(&d).unwrap().files.len(), 4);
+        std::os::unix::fs::symlink(&outside, d.join("up")).unwrap();
+        assert!(read_config_dir_within(&root.join("up"), Some(&root)).is_err());
+    }
 
     #[test]
     fn reads_nested_files_and_skips_hidden_ones() {

@@ -11,6 +11,7 @@ pub mod completions;
 pub mod cron;
 pub mod duration_arg;
 mod follow;
+pub mod git_args;
 pub mod help;
 pub mod inbox_reply;
 pub mod init;

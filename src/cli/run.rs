@@ -15,8 +15,10 @@ use super::{DirArg, Outcome};
   multijob run -d ops                    # embedded store; dashboard on http://127.0.0.1:8080
   multijob run --redis redis://db:6379/ --listen 0.0.0.0:8080   # one replica of several
   multijob run --inbound-listen 0.0.0.0:8443   # also take signed POST /hooks/<trigger>
+  multijob run -d /var/lib/multijob --git https://github.com/acme/jobs.git --branch prod \\
+      --git-path ops --git-interval 60s    # fetch and reconcile each new commit
 
-Environment: MULTIJOB_DIR, MULTIJOB_REDIS_URL, MULTIJOB_INBOUND_LISTEN,
+Environment: MULTIJOB_DIR, MULTIJOB_REDIS_URL, MULTIJOB_GIT_URL, MULTIJOB_GIT_KEY, MULTIJOB_INBOUND_LISTEN,
   MULTIJOB_INBOUND_BEHIND_PROXY, MULTIJOB_MAX_CONNECTIONS, MULTIJOB_HEADER_TIMEOUT,
   MULTIJOB_IDLE_TIMEOUT, MULTIJOB_ALLOW_HOSTS, WORKER_CONCURRENCY, MULTIJOB_THREADS,
   SCHEDULER_MAX_DISPATCH_PER_TICK, SCHEDULER_PRESSURE_DEPTH_HIGH, SCHEDULER_PRESSURE_DEPTH_LOW,
@@ -30,6 +32,8 @@ Environment: MULTIJOB_DIR, MULTIJOB_REDIS_URL, MULTIJOB_INBOUND_LISTEN,
 pub struct Args {
     #[command(flatten)]
     pub dir: DirArg,
+    #[command(flatten)]
+    pub git: super::git_args::GitArgs,
     /// The embedded store [default: DIR/.multijob/state.db]. One daemon at
     /// a time holds it (a lock on STATE.lock, taken after the API's address
     /// is bound); a second one exits 1 naming the first.
@@ -205,6 +209,14 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     if args.max_dispatch_per_tick == Some(0) {
         anyhow::bail!("SCHEDULER_MAX_DISPATCH_PER_TICK must be at least 1");
     }
+    let git = args.git.options()?;
+    // With --git the config is the live checkout (DIR only places the
+    // store and the data dir): the watcher, the API's plan and the
+    // reconciler all read through the `current` symlink.
+    let dir = match &git {
+        Some(g) => crate::reconcile::pull::Puller::config_dir_in(&data_dir, &g.subdir),
+        None => dir,
+    };
     let opts = DaemonOptions {
         dir,
         state,
@@ -228,6 +240,7 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
         pressure_high: args.pressure_high,
         pressure_low: args.pressure_low.min(args.pressure_high),
         redis: args.redis,
+        git,
         files: args.files.limits(),
         inbound: args
             .inbound_listen

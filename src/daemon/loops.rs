@@ -57,14 +57,24 @@ pub(super) fn spawn_reconcile_loop(
     } else {
         None
     };
-    Ok(tokio::spawn(reconcile_loop(reconciler, signals, cancel)))
+    // `--git`: the puller says when a new commit is checked out.
+    let pulled = reconciler.puller().map(|puller| {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(puller.run(tx, cancel.clone()));
+        rx
+    });
+    Ok(tokio::spawn(reconcile_loop(
+        reconciler, signals, pulled, cancel,
+    )))
 }
 
-/// The one reconcile loop: file changes, periodic resyncs and SIGHUP all
+/// The one reconcile loop: file changes, periodic resyncs, SIGHUP and
+/// new git commits all
 /// funnel here, so reloads never overlap.
 async fn reconcile_loop(
     reconciler: Arc<Reconciler>,
     mut signals: Option<tokio::sync::mpsc::Receiver<ChangeSignal>>,
+    mut pulled: Option<tokio::sync::mpsc::Receiver<()>>,
     cancel: CancellationToken,
 ) {
     let mut hup = signal(SignalKind::hangup()).ok();
@@ -91,6 +101,12 @@ async fn reconcile_loop(
                     None => std::future::pending::<()>().await,
                 }
             } => "sighup",
+            Some(()) = async {
+                match pulled.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => "git",
         };
         if let Err(e) = reconciler.reconcile(cause).await {
             tracing::error!(error = %e, cause, "reconcile could not reach the store; will retry on the next change");

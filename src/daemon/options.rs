@@ -35,6 +35,8 @@ pub struct DaemonOptions {
     pub inbound: Option<super::inbound::InboundOptions>,
     /// What `files` steps may write, per run and in the data dir.
     pub files: crate::workflow::files::FilesLimits,
+    /// `--git URL …`: fetch the config from a repository into `data_dir/git/`.
+    pub git: Option<crate::reconcile::pull::GitOptions>,
 }
 
 impl DaemonOptions {

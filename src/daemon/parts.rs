@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::cluster::Keys;
 use crate::queue::QueueConfig;
 use crate::reconcile::Reconciler;
+use crate::reconcile::pull::Puller;
 use crate::schedule::scheduler::Scheduler;
 use crate::status::sse::SseConfig;
 use crate::status::state::Shared;
@@ -88,7 +89,16 @@ pub(super) async fn start_shared(
 /// Apply the directory once and give the queue the applied specs, before
 /// unfinished runs are recovered against them.
 pub(super) async fn first_reconcile(opts: &DaemonOptions, shared: &Arc<Shared>) -> Arc<Reconciler> {
-    let reconciler = Arc::new(Reconciler::new(opts.dir.clone(), shared.clone()));
+    let reconciler = match &opts.git {
+        Some(git) => {
+            let puller = Puller::new(git.clone(), &opts.data_dir, shared.git.clone());
+            // The first fetch before the first load; a remote that is down
+            // leaves the last checkout (or none) and is retried.
+            puller.sync().await;
+            Arc::new(Reconciler::with_git(Arc::new(puller), shared.clone()))
+        }
+        None => Arc::new(Reconciler::new(opts.dir.clone(), shared.clone())),
+    };
     if let Err(e) = reconciler.reconcile("start").await {
         tracing::error!(error = %e, "first reconcile could not reach the store");
     }

@@ -14,12 +14,13 @@ pub mod author;
 pub mod diff;
 pub mod git;
 mod load;
+pub mod pull;
 pub mod render;
 pub mod source;
 pub mod trigger_notes;
 pub mod watch;
 
-pub use load::{LoadedDir, load, load_dir, plan_report};
+pub use load::{LoadedDir, load, load_dir, load_dir_within, load_within, plan_report};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -84,6 +85,8 @@ pub struct Reconciler {
     /// The warnings of the last load, logged once each, not at every
     /// resync.
     warned: std::sync::Mutex<Vec<Diagnostic>>,
+    /// `run --git`: `dir` is the `current` symlink of its checkouts.
+    puller: Option<Arc<pull::Puller>>,
 }
 
 /// Give memory freed after a reload back to the OS. Loading a large
@@ -187,7 +190,21 @@ impl Reconciler {
             dir,
             applier,
             warned: Default::default(),
+            puller: None,
         }
+    }
+
+    /// A reconciler of the checkouts `puller` makes (`run --git`).
+    pub fn with_git(puller: Arc<pull::Puller>, applier: Arc<dyn Applier>) -> Self {
+        Reconciler {
+            puller: Some(puller.clone()),
+            ..Reconciler::new(puller.config_dir(), applier)
+        }
+    }
+
+    /// The puller of `run --git`, if any.
+    pub fn puller(&self) -> Option<Arc<pull::Puller>> {
+        self.puller.clone()
     }
 
     /// Logs the warnings of `loaded` that the last load did not have (a
@@ -217,9 +234,15 @@ impl Reconciler {
 
     async fn reconcile_inner(&self, cause: &str) -> Result<ReconcileStatus, StoreError> {
         let started = Instant::now();
-        let loaded = load_dir(self.dir.clone()).await;
+        // A git checkout is resolved once: the load and its commit are of
+        // one tree even if the symlink swaps meanwhile.
+        let (dir, root) = match self.puller.as_ref().and_then(|p| p.resolve()) {
+            Some((dir, root)) => (dir, Some(root)),
+            None => (self.dir.clone(), None),
+        };
+        let loaded = load_dir_within(dir.clone(), root).await;
         self.log_new_warnings(&loaded);
-        let git = git::git_state(&self.dir).await;
+        let git = git::git_state(&dir).await;
         let content_hash = loaded.snapshot.content_hash();
         let attempt = Attempt {
             started,

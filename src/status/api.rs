@@ -196,6 +196,29 @@ async fn readyz(State(shared): State<AppState>) -> Response {
     (code, Json(body)).into_response()
 }
 
+/// `git`: the applied revision's commit (`commit`, `dirty`) and, with
+/// `run --git`, the puller's `remote` (no credentials), `branch`,
+/// `fetched` (the commit checked out last), `last_fetch_at` and
+/// `last_error`. `null` when neither exists.
+fn git_block(
+    revision: Option<&crate::store::RevisionRecord>,
+    fetch: Option<crate::reconcile::pull::FetchStatus>,
+) -> Value {
+    let mut block = match revision.and_then(|r| r.git_commit.as_ref().map(|c| (c, r.git_dirty))) {
+        Some((commit, dirty)) => json!({"commit": commit, "dirty": dirty}),
+        None if fetch.is_some() => json!({"commit": null, "dirty": false}),
+        None => return Value::Null,
+    };
+    if let (Some(fetch), Some(obj)) = (fetch, block.as_object_mut()) {
+        obj.insert("remote".into(), json!(fetch.remote));
+        obj.insert("branch".into(), json!(fetch.branch));
+        obj.insert("fetched".into(), json!(fetch.fetched));
+        obj.insert("last_fetch_at".into(), json!(fetch.last_fetch_at));
+        obj.insert("last_error".into(), json!(fetch.last_error));
+    }
+    block
+}
+
 async fn status(State(shared): State<AppState>) -> ApiResult {
     let applied = shared.applied.load();
     let s = &applied.snapshot;
@@ -227,7 +250,7 @@ async fn status(State(shared): State<AppState>) -> ApiResult {
     Ok(Json(json!({
         "revision": revision.map(|r| &r.id),
         "applied_at": revision.map(|r| &r.at),
-        "git": revision.and_then(|r| r.git_commit.as_ref().map(|c| json!({"commit": c, "dirty": r.git_dirty}))),
+        "git": git_block(revision, shared.git.status()),
         "content_hash": revision.map(|r| &r.content_hash),
         // A follower does not reconcile: the leader's last, as published.
         "last_reconcile": match (last.as_ref(), leader_queue) {

@@ -96,6 +96,8 @@ pub struct Metrics {
     listener: crate::listener::Stats,
     inbound_requests: InboundRequests,
     inbound_listener: crate::listener::Stats,
+    /// `run --git` fetches by result (`ok`, `error`, `unchanged`).
+    pub git_fetches: crate::reconcile::pull::FetchCounter,
 }
 
 impl Default for Metrics {
@@ -131,6 +133,7 @@ impl Metrics {
             listener: crate::listener::Stats::default(),
             inbound_requests: Family::default(),
             inbound_listener: crate::listener::Stats::default(),
+            git_fetches: Family::default(),
         };
         let mut registry = Registry::default();
         m.register_own(&mut registry);
@@ -177,6 +180,11 @@ impl Metrics {
             "schedule_job follow-ups refused, by the scheduling job and the limit that refused them \
              (chain_depth, per_run: limits.follow_ups, per_job: the target's limits.queued_follow_ups)",
             self.follow_ups_refused.clone(),
+        );
+        registry.register(
+            "multijob_git_fetch",
+            "run --git fetches by result (ok: a new commit, unchanged, error)",
+            self.git_fetches.clone(),
         );
         registry.register(
             "multijob_reconcile",

@@ -75,6 +75,8 @@ pub struct Shared {
     /// Cancelled when the daemon stops: long-lived responses (SSE) end so
     /// the server can shut down gracefully.
     pub shutdown: CancellationToken,
+    /// `run --git`: the puller's last fetch (none without `--git`).
+    pub git: Arc<crate::reconcile::pull::GitCell>,
 }
 
 impl Shared {
@@ -87,6 +89,7 @@ impl Shared {
         clock: crate::clock::Clock,
     ) -> Arc<Self> {
         let applied = Arc::new(applied);
+        let metrics = Metrics::new();
         let queue = RunQueue::new(store.clone(), applied.clone(), queue_config, clock);
         let (applied_tx, _) = watch::channel(applied.clone());
         Arc::new(Shared {
@@ -103,7 +106,10 @@ impl Shared {
             workers_total: AtomicUsize::new(0),
             recovery: ArcSwap::new(Arc::new(None)),
             cluster: ArcSwap::new(Arc::new(None)),
-            metrics: Metrics::new(),
+            git: Arc::new(crate::reconcile::pull::GitCell::with_counter(
+                metrics.git_fetches.clone(),
+            )),
+            metrics,
             shutdown: CancellationToken::new(),
         })
     }

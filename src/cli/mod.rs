@@ -51,7 +51,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "multijob",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("MULTIJOB_BUILD_COMMIT"), ")"),
     about,
     long_about = None,
     after_help = "Getting started:\n  multijob init ops && cd ops     # jobs.d/, skills.d/, schemas/ with working examples\n  multijob validate               # file:line errors; exit 1 when invalid\n  multijob plan                   # what would change (--detailed-exitcode for CI)\n  multijob run                    # the daemon; dashboard on http://127.0.0.1:8080\n  multijob status                 # jobs, next fires, last results"

@@ -399,3 +399,64 @@ fn push_to_applied_latency() {
         p(0.99)
     );
 }
+
+#[test]
+fn plan_git_plans_a_branch_against_the_running_daemon() {
+    let origin = Origin::new();
+    let first = origin.push(&[("ops/jobs.d/tick.yaml", JOB)], "first");
+    let cfg = tempfile::tempdir().expect("dir");
+    let url = origin.file_url();
+    let d = Daemon::start(
+        cfg.path(),
+        &["--git", &url, "--git-path", "ops", "--git-interval", "1s"],
+    );
+    applied(&d, &first);
+    git(&origin.work(), &["checkout", "-q", "-b", "feature"]);
+    let work = origin.work();
+    std::fs::write(
+        work.join("ops/jobs.d/fresh.yaml"),
+        "id: fresh\ntype: noop\n",
+    )
+    .expect("write");
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "fresh"]);
+    git(&work, &["push", "-q", "origin", "feature"]);
+    let plan = |branch: &str| {
+        common::run(
+            &[
+                "plan",
+                "--git",
+                &url,
+                "--branch",
+                branch,
+                "--git-path",
+                "ops",
+                "--server",
+                &d.url,
+                "--detailed-exitcode",
+            ]
+            .map(String::from),
+            Some(cfg.path()),
+        )
+    };
+    let run = plan("feature");
+    run.assert_code(2);
+    assert!(run.stdout().contains("fresh"), "{}", run.explain());
+    plan("main").assert_code(0);
+    // An unknown branch fails and says so; the daemon keeps serving.
+    plan("no-such-branch")
+        .assert_code(1)
+        .assert_stderr_has("couldn't find remote ref refs/heads/no-such-branch");
+    assert_eq!(d.get("/healthz").0, 200);
+    // No temporary checkout is left behind.
+    let left = std::fs::read_dir(std::env::temp_dir())
+        .expect("tmp")
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("multijob-plan-")
+        })
+        .count();
+    assert_eq!(left, 0);
+}

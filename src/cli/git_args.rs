@@ -9,19 +9,16 @@ use crate::reconcile::pull::remote::{self, Remote};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct GitArgs {
-    /// Fetch the config from this git repository (https://…, ssh://…,
-    /// git@host:org/repo, file:///path) into DATA_DIR/git/ and reconcile
-    /// each new commit of --branch; DIR is then only where the store and
-    /// data dir default to. Credentials in the URL are never shown.
+    /// Read the config from this git repository (https://…, ssh://…,
+    /// git@host:org/repo, file:///path), branch --branch: `run` fetches it
+    /// into DATA_DIR/git/ and reconciles each new commit, `plan` clones it
+    /// to a temporary directory; DIR then only places the store and data
+    /// dir. Credentials in the URL are never shown.
     #[arg(long = "git", value_name = "URL", env = "MULTIJOB_GIT_URL")]
     pub url: Option<String>,
     /// The branch --git follows (force-pushes included).
     #[arg(long, value_name = "B", default_value = "main", requires = "url")]
     pub branch: String,
-    /// How often --git fetches (SIGHUP fetches at once).
-    #[arg(long, value_name = "DURATION", default_value = "60s",
-          value_parser = super::duration_arg::parse_duration, requires = "url")]
-    pub git_interval: Duration,
     /// The config directory inside the repository [default: its root].
     #[arg(long, value_name = "SUBDIR", default_value = ".", requires = "url")]
     pub git_path: String,
@@ -32,8 +29,9 @@ pub struct GitArgs {
 }
 
 impl GitArgs {
-    /// The checked options, `None` without `--git`.
-    pub fn options(&self) -> anyhow::Result<Option<GitOptions>> {
+    /// The checked options, `None` without `--git`; `interval` is how
+    /// often a daemon fetches.
+    pub fn options(&self, interval: Duration) -> anyhow::Result<Option<GitOptions>> {
         let Some(url) = &self.url else {
             return Ok(None);
         };
@@ -41,7 +39,7 @@ impl GitArgs {
         Ok(Some(GitOptions {
             remote,
             branch: remote::branch(&self.branch).map_err(anyhow::Error::msg)?,
-            interval: self.git_interval,
+            interval,
             subdir: remote::subdir(&self.git_path).map_err(anyhow::Error::msg)?,
             key: self
                 .git_key

@@ -23,14 +23,19 @@ use super::{DirArg, Outcome, OutputFormat};
   multijob plan -d ops                   # against ops/.multijob/state.db
   multijob plan --redis redis://db:6379/ --detailed-exitcode   # CI: exit 2 on changes
   multijob plan --server http://ops-host:8080 -o json
+  multijob plan --git https://github.com/acme/jobs.git --branch feature-x \\
+      --server http://ops-host:8080   # a pull request's branch against production
 
 A flag wins over a variable: with MULTIJOB_REDIS_URL set, --state or --server
 is used; with both variables set and no flag, plan asks which.
 
-Environment: MULTIJOB_DIR, MULTIJOB_REDIS_URL, MULTIJOB_SERVER, MULTIJOB_API_TOKEN (with --server)")]
+Environment: MULTIJOB_DIR, MULTIJOB_REDIS_URL, MULTIJOB_SERVER, MULTIJOB_API_TOKEN (with --server),
+  MULTIJOB_GIT_URL, MULTIJOB_GIT_KEY")]
 pub struct Args {
     #[command(flatten)]
     pub dir: DirArg,
+    #[command(flatten)]
+    pub git: super::git_args::GitArgs,
     /// Running state from this embedded store [default: DIR/.multijob/state.db;
     /// a missing default store means nothing runs yet; a missing --state is an error].
     #[arg(long)]
@@ -50,14 +55,23 @@ pub struct Args {
 }
 
 pub fn exec(args: Args) -> anyhow::Result<Outcome> {
-    let dir = &args.dir.dir;
-    let loaded = reconcile::load(dir)?.loaded;
-    if loaded.has_errors() {
-        return invalid(&loaded, args.output);
-    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // `--git`: the branch cloned to a temporary directory, removed after.
+    let checkout = match args.git.options(std::time::Duration::ZERO)? {
+        Some(opts) => Some(runtime.block_on(TempCheckout::clone(&opts))?),
+        None => None,
+    };
+    let (config, root) = match &checkout {
+        Some(c) => (c.config.clone(), Some(c.root.as_path())),
+        None => (args.dir.dir.clone(), None),
+    };
+    let dir = &args.dir.dir;
+    let loaded = reconcile::load_within(&config, root)?.loaded;
+    if loaded.has_errors() {
+        return invalid(&loaded, args.output);
+    }
     let now = jiff::Timestamp::now();
     let (running, ctx, baseline) = match (&args.server, &args.redis) {
         (Some(server), _) => runtime.block_on(fetch_snapshot(server, now))?,
@@ -65,7 +79,7 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
         (None, None) => read_sqlite(dir, args.state.as_deref(), now)?,
     };
     let report = runtime.block_on(reconcile::plan_report(
-        dir,
+        &config,
         &running,
         &loaded.snapshot,
         &ctx,
@@ -106,6 +120,37 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     } else {
         Outcome::Success
     })
+}
+
+/// `plan --git`'s clone, in a directory of its own under the temp dir.
+struct TempCheckout {
+    area: PathBuf,
+    config: PathBuf,
+    root: PathBuf,
+}
+
+impl TempCheckout {
+    async fn clone(opts: &crate::reconcile::pull::GitOptions) -> anyhow::Result<TempCheckout> {
+        let area = std::env::temp_dir().join(format!("multijob-plan-{}", uuid::Uuid::now_v7()));
+        // Removed on drop, whether the clone worked or not.
+        let mut guard = TempCheckout {
+            config: area.clone(),
+            root: area.clone(),
+            area,
+        };
+        let (config, root) = crate::reconcile::pull::checkout_once(opts, &guard.area)
+            .await
+            .map_err(|e| anyhow::anyhow!("plan --git {:?}: {e}", opts.remote))?;
+        guard.config = config;
+        guard.root = root;
+        Ok(guard)
+    }
+}
+
+impl Drop for TempCheckout {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.area);
+    }
 }
 
 /// An invalid directory plans nothing: its errors (text, on stderr), or

@@ -34,6 +34,10 @@ pub struct Args {
     pub dir: DirArg,
     #[command(flatten)]
     pub git: super::git_args::GitArgs,
+    /// How often --git fetches (SIGHUP fetches at once).
+    #[arg(long, value_name = "DURATION", default_value = "60s",
+          value_parser = super::duration_arg::parse_duration, requires = "url")]
+    pub git_interval: Duration,
     /// The embedded store [default: DIR/.multijob/state.db]. One daemon at
     /// a time holds it (a lock on STATE.lock, taken after the API's address
     /// is bound); a second one exits 1 naming the first.
@@ -209,7 +213,7 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     if args.max_dispatch_per_tick == Some(0) {
         anyhow::bail!("SCHEDULER_MAX_DISPATCH_PER_TICK must be at least 1");
     }
-    let git = args.git.options()?;
+    let git = args.git.options(args.git_interval)?;
     // With --git the config is the live checkout (DIR only places the
     // store and the data dir): the watcher, the API's plan and the
     // reconciler all read through the `current` symlink.

@@ -87,6 +87,25 @@ impl GitCell {
     }
 }
 
+/// A one-off checkout of the branch under `into` (`plan --git`): the
+/// config directory in it and the checkout root reads are confined to.
+pub async fn checkout_once(
+    opts: &GitOptions,
+    into: &std::path::Path,
+) -> Result<(PathBuf, PathBuf), String> {
+    let area = Area {
+        root: into.to_path_buf(),
+        remote: opts.remote.clone(),
+        branch: opts.branch.clone(),
+        key: opts.key.clone(),
+    };
+    let sha = area.fetch().await?;
+    area.switch_to(&sha).await?;
+    let root = std::fs::canonicalize(area.current())
+        .map_err(|e| format!("{}: {e}", area.current().display()))?;
+    Ok((root.join(&opts.subdir), root))
+}
+
 /// Fetches, checks out and swaps; one per process that reconciles.
 pub struct Puller {
     area: Area,

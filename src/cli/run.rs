@@ -33,7 +33,7 @@ pub struct Args {
     #[command(flatten)]
     pub dir: DirArg,
     #[command(flatten)]
-    pub git: super::git_args::GitArgs,
+    pub git: Box<super::git_args::GitArgs>,
     /// How often --git fetches (SIGHUP fetches at once).
     #[arg(long, value_name = "DURATION", default_value = "60s",
           value_parser = super::duration_arg::parse_duration, requires = "url")]

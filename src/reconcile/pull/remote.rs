@@ -56,11 +56,18 @@ impl Remote {
 
     /// `text` (git's stderr) with the URL's credentials masked.
     pub fn scrub(&self, text: &str) -> String {
-        let text = text.replace(&self.url, &self.display());
-        match &self.userinfo {
-            Some(info) if !info.is_empty() => text.replace(info.as_str(), "***"),
-            _ => text,
+        let mut text = text.replace(&self.url, &self.display());
+        if let Some(info) = &self.userinfo {
+            // The whole `user:password`, then the password alone (git may
+            // quote it decoded or on its own).
+            let password = info.split_once(':').map(|(_, p)| p).unwrap_or(info);
+            for secret in [info.as_str(), password] {
+                if !secret.is_empty() {
+                    text = text.replace(secret, "***");
+                }
+            }
         }
+        text
     }
 }
 
@@ -75,7 +82,9 @@ pub fn subdir(path: &str) -> Result<PathBuf, String> {
             "--git-path `{path}`: must be a relative path inside the repository (no `..`, no leading `/`), e.g. `config/prod`"
         ));
     }
-    Ok(p.components().collect())
+    Ok(p.components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect())
 }
 
 /// `--branch`: a name git accepts for a branch, that cannot be read as an

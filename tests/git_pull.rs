@@ -282,6 +282,19 @@ fn a_git_daemon_remote_is_followed_with_redis() {
 }
 
 #[test]
+fn sighup_fetches_at_once() {
+    let origin = Origin::new();
+    let first = origin.push(&[("jobs.d/tick.yaml", JOB)], "first");
+    let cfg = tempfile::tempdir().expect("dir");
+    let url = origin.file_url();
+    let d = Daemon::start(cfg.path(), &["--git", &url, "--git-interval", "1h"]);
+    applied(&d, &first);
+    let next = origin.push(&[("jobs.d/more.yaml", "id: more\ntype: noop\n")], "next");
+    d.signal("HUP");
+    applied(&d, &next);
+}
+
+#[test]
 fn credentials_in_the_url_never_show() {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

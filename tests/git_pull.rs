@@ -396,7 +396,10 @@ fn push_to_applied_latency() {
     let d = Daemon::start(cfg.path(), &["--git", &url, "--git-interval", "5s"]);
     applied(&d, &first);
     let mut took = Vec::new();
-    for i in 0..20 {
+    for i in 0..20u64 {
+        // Pushes land at every phase of the fetch interval (right after
+        // an apply is right after a fetch: the worst case, every time).
+        std::thread::sleep(Duration::from_millis(i * 250 % 5000));
         let job = format!("id: tick\ntype: noop\nschedule: {{every: {}h}}\n", i + 2);
         let sha = origin.push(&[("jobs.d/tick.yaml", &job)], &format!("push {i}"));
         let start = Instant::now();

@@ -85,8 +85,15 @@ impl Area {
         };
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
-            let last = stderr.trim().lines().last().unwrap_or("").to_string();
-            return Err(format!("git {what}: {}", self.remote.scrub(&last)));
+            // git's message spans lines ("fatal: …", then advice): all of
+            // it, on one line, capped.
+            let lines: Vec<&str> = stderr
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let message: String = lines.join(" ").chars().take(500).collect();
+            return Err(format!("git {what}: {}", self.remote.scrub(&message)));
         }
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
     }

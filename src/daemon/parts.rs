@@ -118,6 +118,14 @@ pub(super) async fn spawn_scheduler(
         shared.queue.clone(),
         opts.scheduler.clone(),
         shared.scheduler.clone(),
+    )
+    .with_budgets(shared.budgets.clone());
+    // The guards' view of today's budgets, kept fresh while it schedules.
+    tokio::spawn(
+        shared
+            .budgets
+            .clone()
+            .watch(shared.queue.clone(), stop.clone()),
     );
     Ok(tokio::spawn(scheduler.run(
         shared.applied_tx.subscribe(),

@@ -57,6 +57,14 @@ async fn run_steps(a: Attempt<'_>) -> RunResult {
         ),
         allow_command: a.allow_command,
         data_dir: a.data_dir.to_path_buf(),
+        budget: crate::store::budgets::Meter::of(
+            job,
+            job.flow
+                .as_ref()
+                .and_then(|f| applied.snapshot.flows.get(f))
+                .map(|f| &f.spec),
+        ),
+        budget_used: Default::default(),
     };
     let mut engine = Engine::new(
         &applied.snapshot.skills,
@@ -89,6 +97,7 @@ async fn run_steps(a: Attempt<'_>) -> RunResult {
     }
     a.host
         .record_usage(&run.id, actions.tokens.load(Ordering::SeqCst));
+    actions.record_budget_use().await;
     result
 }
 

@@ -3,6 +3,7 @@
 //! dispatches, and queues the runs. It uses `calendar`, `spec`, `store`,
 //! `run` and `queue`; the daemon starts it.
 pub mod backfill;
+pub mod budgets;
 pub mod peak;
 pub mod scheduler;
 pub mod simulate;

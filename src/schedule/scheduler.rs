@@ -105,6 +105,8 @@ pub struct Scheduler {
     lead: Duration,
     /// Skips counted for the rate-limited log lines (`&self` counts them).
     skip_log: std::sync::Mutex<skip_log::SkipLog>,
+    /// Today's daily budgets (a cached view; see `schedule::budgets`).
+    budgets: Arc<super::budgets::BudgetBoard>,
 }
 
 /// Ticks cheaper than this decide slots at their fire time.
@@ -154,7 +156,15 @@ impl Scheduler {
             not_before: None,
             lead: Duration::ZERO,
             skip_log: Default::default(),
+            budgets: Default::default(),
         }
+    }
+
+    /// The budgets board the guards read (the daemon's, kept fresh by
+    /// [`super::budgets::BudgetBoard::watch`]).
+    pub fn with_budgets(mut self, board: Arc<super::budgets::BudgetBoard>) -> Self {
+        self.budgets = board;
+        self
     }
 
     fn now(&self) -> Timestamp {

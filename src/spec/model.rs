@@ -127,6 +127,10 @@ pub struct Job {
     pub commands: Option<CommandPolicy>,
     #[serde(default)]
     pub limits: Limits,
+    /// Daily budgets (scope `job:<id>`); left out of the JSON (and the
+    /// spec hash) when none is set.
+    #[serde(default, skip_serializing_if = "Budgets::is_empty")]
+    pub budgets: Budgets,
     #[serde(default)]
     pub inputs: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -555,6 +559,29 @@ pub struct Flow {
     /// True for a lane no Flow document declares (seed behaviour).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub implicit: bool,
+    /// Daily budgets shared by the lane's jobs (scope `flow:<id>`).
+    #[serde(default, skip_serializing_if = "Budgets::is_empty")]
+    pub budgets: Budgets,
+}
+
+/// Daily budgets of a job or a flow: calls counted in the store per
+/// calendar day, across runs and processes (see `store::budgets`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budgets {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm_tokens_per_day: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages_per_day: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_calls_per_day: Option<u64>,
+}
+
+impl Budgets {
+    pub fn is_empty(&self) -> bool {
+        self.llm_tokens_per_day.is_none()
+            && self.messages_per_day.is_none()
+            && self.http_calls_per_day.is_none()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

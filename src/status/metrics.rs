@@ -62,6 +62,12 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabels {
+    scope: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: String,
 }
@@ -92,6 +98,7 @@ pub struct Metrics {
     workers_busy: Gauge,
     workers_total: Gauge,
     workflow: WorkflowGauge,
+    budget_remaining: Family<BudgetLabels, Gauge>,
     connectors: ConnectorMetrics,
     listener: crate::listener::Stats,
     inbound_requests: InboundRequests,
@@ -129,6 +136,7 @@ impl Metrics {
             workers_busy: Gauge::default(),
             workers_total: Gauge::default(),
             workflow: Family::default(),
+            budget_remaining: Family::default(),
             connectors: ConnectorMetrics::default(),
             listener: crate::listener::Stats::default(),
             inbound_requests: Family::default(),
@@ -190,6 +198,11 @@ impl Metrics {
             "multijob_reconcile",
             "Reconciles by result (applied or rejected)",
             self.reconcile.clone(),
+        );
+        registry.register(
+            "multijob_budget_remaining",
+            "What is left today of each daily budget (budgets: on a job or flow), by scope (job:<id>, flow:<id>) and kind (messages_per_day, http_calls_per_day, llm_tokens_per_day); read from the scheduler's view",
+            self.budget_remaining.clone(),
         );
         registry.register(
             "multijob_resources",
@@ -377,6 +390,18 @@ impl Metrics {
                     kind: kind.as_str().to_ascii_lowercase(),
                 })
                 .set(n as i64);
+        }
+        self.budget_remaining.clear();
+        for (_, uses) in shared.budgets.all() {
+            for u in uses {
+                let labels = BudgetLabels {
+                    scope: u.scope.clone(),
+                    kind: u.field.to_string(),
+                };
+                self.budget_remaining
+                    .get_or_create(&labels)
+                    .set(i64::try_from(u.remaining()).unwrap_or(i64::MAX));
+            }
         }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {

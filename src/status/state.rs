@@ -64,6 +64,8 @@ pub struct Shared {
     pub api_token: Option<String>,
     pub queue: Arc<RunQueue>,
     pub scheduler: Arc<StatsCell>,
+    /// Today's daily budgets, as the scheduler's guards see them.
+    pub budgets: Arc<crate::schedule::budgets::BudgetBoard>,
     pub workers_busy: Arc<AtomicUsize>,
     pub workers_total: AtomicUsize,
     pub recovery: ArcSwap<Option<RecoverySummary>>,
@@ -102,6 +104,7 @@ impl Shared {
             api_token,
             queue,
             scheduler: Arc::new(StatsCell::default()),
+            budgets: Default::default(),
             workers_busy: Arc::new(AtomicUsize::new(0)),
             workers_total: AtomicUsize::new(0),
             recovery: ArcSwap::new(Arc::new(None)),

@@ -23,6 +23,7 @@
 //! Callers hold a [`Store`]; the backend is chosen at startup.
 
 mod backlog;
+pub mod budgets;
 pub mod feed;
 pub mod output;
 pub mod paused;
@@ -373,6 +374,16 @@ pub enum KvOp {
     },
     Incr {
         by: i64,
+    },
+    /// Add `by` unless the sum would pass `limit` (none: always add),
+    /// keeping (or giving) the key a ttl of `ttl_sec`; atomic on both
+    /// stores, so two processes counting one key never both take its
+    /// last unit. The value returned is `{"counted": bool, "count": n}`,
+    /// `n` the count after (unchanged when refused). Daily budgets.
+    Count {
+        by: i64,
+        limit: Option<i64>,
+        ttl_sec: u64,
     },
     Delete,
 }

@@ -131,6 +131,7 @@ impl RuntimeActions {
         }
         let mut calls = Vec::new();
         for round in 0..max_steps {
+            self.budget_tokens_left().await?;
             let reply = self
                 .connectors
                 .chat(
@@ -146,6 +147,7 @@ impl RuntimeActions {
                     },
                 )
                 .await?;
+            self.budget_spend_tokens(reply.total_tokens).await?;
             self.spend_tokens(reply.total_tokens)?;
             if reply.tool_calls.is_empty() {
                 return Ok(json!({"answer": reply.content, "calls": calls}));

@@ -11,6 +11,7 @@
 pub mod actions;
 pub mod agent;
 pub mod agent_tools;
+pub mod budget_gate;
 pub mod command_tool;
 pub mod files;
 pub mod follow_ups;

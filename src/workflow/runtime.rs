@@ -13,10 +13,11 @@ use serde_json::{Value, json};
 use super::actions::{ActionCall, ActionFuture, ActionResult, Actions};
 use super::follow_ups::FollowUpBudget;
 use super::metrics::WorkflowGauge;
-use crate::connectors::send_once::{send_once, store_error};
+use crate::connectors::send_once::{recorded, send_once, store_error};
 use crate::connectors::{ChatRequest, Connectors, HttpRequest, OutboundMessage};
 use crate::run::{RunError, RunHost};
 use crate::spec::model::Job;
+use crate::store::budgets::BudgetKind;
 use crate::store::{KvOp, Store};
 
 /// User keys live apart from the runtime's own records.
@@ -43,6 +44,10 @@ pub struct RuntimeActions {
     pub allow_command: bool,
     /// Where the `command` tool's working directories live.
     pub data_dir: std::path::PathBuf,
+    /// The daily budgets of the job and its flow (none: unbudgeted).
+    pub budget: Option<crate::store::budgets::Meter>,
+    /// What this run used of them.
+    pub budget_used: super::budget_gate::BudgetTally,
 }
 
 pub(super) fn text(v: Option<&Value>) -> Option<String> {
@@ -73,6 +78,7 @@ impl RuntimeActions {
         let connector = text(args.get("connector"));
         let req: HttpRequest = serde_json::from_value(args)
             .map_err(|e| RunError::Permanent(format!("http step arguments: {e}")))?;
+        self.budget_take(BudgetKind::HttpCalls).await?;
         let response = self.connectors.http(connector.as_deref(), req, &[]).await?;
         serde_json::to_value(response).map_err(|e| RunError::Permanent(e.to_string()))
     }
@@ -88,6 +94,11 @@ impl RuntimeActions {
             subject: text(args.get("subject")),
             idempotency_key: key,
         };
+        // A message sent before (a retried step) is not counted again.
+        if let Some(done) = recorded(&self.store, &record_key).await? {
+            return Ok(done);
+        }
+        self.budget_take(BudgetKind::Messages).await?;
         send_once(&self.store, &self.connectors, &connector, &record_key, msg).await
     }
 
@@ -110,7 +121,9 @@ impl RuntimeActions {
             temperature: number(args.get("temperature"), "temperature")?,
             max_tokens: number(args.get("max_tokens"), "max_tokens")?.map(|n| n as u64),
         };
+        self.budget_tokens_left().await?;
         let reply = self.connectors.chat(&connector, req).await?;
+        self.budget_spend_tokens(reply.total_tokens).await?;
         self.spend_tokens(reply.total_tokens)?;
         let content = reply.content.unwrap_or_default();
         if json_mode {

@@ -84,6 +84,17 @@ pub enum SkipDetail {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         note: Option<String>,
     },
+    Budget {
+        /// `job:<id>` or `flow:<id>`.
+        scope: String,
+        /// The field under `budgets:`, e.g. `messages_per_day`.
+        kind: String,
+        used: u64,
+        limit: u64,
+        /// What the job's last run used of it.
+        last_run: u64,
+        resets_at: Timestamp,
+    },
     TickLimit {
         /// The newer slot that came due while this one waited.
         newer_slot: Timestamp,
@@ -131,6 +142,7 @@ impl SkipDetail {
             SkipDetail::Cooldown { .. } => SkipReason::Cooldown,
             SkipDetail::Approval { .. } => SkipReason::Approval,
             SkipDetail::Paused { .. } => SkipReason::Paused,
+            SkipDetail::Budget { .. } => SkipReason::Budget,
             SkipDetail::TickLimit { .. } => SkipReason::TickLimit,
             SkipDetail::Missed { .. } => SkipReason::Missed,
         }
@@ -178,6 +190,19 @@ impl SkipDetail {
                 }
                 s
             }
+            SkipDetail::Budget {
+                scope,
+                kind,
+                used,
+                limit,
+                last_run,
+                resets_at,
+            } => format!(
+                "budget {kind} of {} {be} used up ({used}/{limit} today, the last run used \
+                 {last_run}); resets at {}",
+                scope.replacen(':', " ", 1),
+                hm(*resets_at, tz)
+            ),
             SkipDetail::TickLimit { newer_slot } => format!(
                 "held back by the tick limit until the newer slot {} came due",
                 hms(*newer_slot, tz)

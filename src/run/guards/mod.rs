@@ -27,6 +27,9 @@ pub enum SkipReason {
     Missed,
     /// An operator paused the job (`multijob pause`).
     Paused,
+    /// A daily budget of the job (or its flow) is used up, or has less
+    /// left than the job's last run used.
+    Budget,
 }
 
 impl SkipReason {
@@ -40,6 +43,7 @@ impl SkipReason {
             SkipReason::TickLimit => "tick_limit",
             SkipReason::Missed => "missed",
             SkipReason::Paused => "paused",
+            SkipReason::Budget => "budget",
         }
     }
 
@@ -71,6 +75,9 @@ pub struct GuardInput {
     pub approval_pending: bool,
     /// An operator paused the job.
     pub paused: bool,
+    /// A daily budget holds the job back today (the scheduler's cached
+    /// view, see `schedule::budgets`).
+    pub budget_exhausted: bool,
     pub now: Timestamp,
 }
 
@@ -97,6 +104,9 @@ pub fn decide(i: &GuardInput) -> Decision {
     }
     if i.approval_pending {
         return Decision::Skip(SkipReason::Approval);
+    }
+    if i.budget_exhausted {
+        return Decision::Skip(SkipReason::Budget);
     }
     if i.pressure && i.priority != Priority::Critical {
         return Decision::Skip(SkipReason::Pressure);
@@ -178,6 +188,7 @@ mod tests {
             cooldown_until: None,
             approval_pending: false,
             paused: false,
+            budget_exhausted: false,
             now: "2026-11-22T10:00:00Z".parse().unwrap(),
         }
     }
@@ -299,6 +310,25 @@ mod tests {
         assert_eq!(
             SkipReason::Paused.event_type(),
             "scheduler.dispatch_skipped_paused"
+        );
+    }
+
+    #[test]
+    fn a_used_up_budget_skips_after_approval_and_before_pressure() {
+        let spent = GuardInput {
+            budget_exhausted: true,
+            pressure: true,
+            ..base()
+        };
+        assert_eq!(decide(&spent), Decision::Skip(SkipReason::Budget));
+        let waiting = GuardInput {
+            approval_pending: true,
+            ..spent
+        };
+        assert_eq!(decide(&waiting), Decision::Skip(SkipReason::Approval));
+        assert_eq!(
+            SkipReason::Budget.event_type(),
+            "scheduler.dispatch_skipped_budget"
         );
     }
 

@@ -61,8 +61,9 @@ pub(super) fn skip_detail(
                 note: p.note.clone(),
             }
         }
-        // Decided by the tick, not the guards: their callers say it.
-        SkipReason::TickLimit | SkipReason::Missed => return None,
+        // Decided by the tick, not the guards, or read from the budgets
+        // board: their callers say it.
+        SkipReason::TickLimit | SkipReason::Missed | SkipReason::Budget => return None,
     })
 }
 
@@ -75,4 +76,19 @@ fn ids<'a>(
 ) -> RunIds {
     let all = ids.chain(batch_ids.iter().map(String::as_str));
     RunIds::capped(all, queued + batched)
+}
+
+impl super::Scheduler {
+    /// The budget that held a job's slot back, from the board the guard read.
+    pub(super) fn budget_detail(&self, job_id: &str, now: jiff::Timestamp) -> Option<SkipDetail> {
+        let u = self.budgets.blocking(job_id, now)?;
+        Some(SkipDetail::Budget {
+            scope: u.scope,
+            kind: u.field.to_string(),
+            used: u.used,
+            limit: u.limit,
+            last_run: u.last_run,
+            resets_at: u.resets_at,
+        })
+    }
 }

@@ -64,7 +64,10 @@ impl Scheduler {
                 });
                 match decision {
                     Decision::Skip(reason) => {
-                        let detail = skip_detail(reason, job_id, job, &view, batch);
+                        let detail = match reason {
+                            SkipReason::Budget => self.budget_detail(job_id, guard.now),
+                            _ => skip_detail(reason, job_id, job, &view, batch),
+                        };
                         self.skip_slot(job_id, reason, &slot, detail, mutations)
                     }
                     Decision::Buffer => {
@@ -124,6 +127,7 @@ impl Scheduler {
             cooldown_until: view.cooldown_until(job_id),
             approval_pending: view.approval_pending(job_id),
             paused: view.paused(job_id).is_some(),
+            budget_exhausted: self.budgets.blocking(job_id, guard.now).is_some(),
             now: guard.now,
         })
     }

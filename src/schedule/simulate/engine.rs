@@ -354,6 +354,8 @@ impl<'a> Engine<'a> {
             cooldown_until: job.cooldown_until,
             approval_pending: false,
             paused: job.paused,
+            // The simulator counts no calls.
+            budget_exhausted: false,
             now: now_ts,
         })
     }

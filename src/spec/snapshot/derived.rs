@@ -73,6 +73,7 @@ fn derive(skill: &Skill) -> Job {
         tools: ToolPolicy::default(),
         commands: None,
         limits: Limits::default(),
+        budgets: Default::default(),
         inputs: Map::new(),
         steps: vec![Step {
             id: skill.id.clone(),

@@ -223,6 +223,7 @@ fn check_lane(
                 priority: None,
                 description: None,
                 implicit: true,
+                budgets: Default::default(),
             },
             job.file.clone(),
             job.line,

@@ -259,5 +259,24 @@ pub(super) async fn job(
     let mut view = serde_json::to_value(job_view(s, r, jiff::Timestamp::now(), &live))
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     view["memory"] = serde_json::to_value(memory).unwrap_or_default();
+    view["budgets"] = budgets_today(&shared, s, &r.spec).await?;
     Ok(Json(view).into_response())
+}
+
+/// The job's daily budgets today (its own and its flow's), read from the
+/// store: `[{scope, kind, field, used, limit, last_run, resets_at}]`.
+async fn budgets_today(
+    shared: &AppState,
+    s: &crate::spec::snapshot::Snapshot,
+    job: &crate::spec::model::Job,
+) -> Result<serde_json::Value, ApiError> {
+    let flow = job.flow.as_ref().and_then(|f| s.flows.get(f)).map(|f| &f.spec);
+    let Some(meter) = crate::store::budgets::Meter::of(job, flow) else {
+        return Ok(serde_json::json!([]));
+    };
+    let uses = meter
+        .usage(&shared.store, shared.queue.clock().now())
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(serde_json::to_value(uses).unwrap_or_default())
 }

@@ -1191,12 +1191,27 @@
               ['Spec hash', h('code', {class: 'muted'}, String(job.spec_hash || '').slice(0, 16))],
             ]),
             h('p', {class: 'muted'}, 'Queue a run now: ', command('multijob trigger ' + job.id)),
+            dailyBudgets(job),
             agentMemory(job)),
             card('Spec', pre(spec))));
         }
         swap(runsSlot, card('Runs', runsTable(runs.items || [], {showJob: false})));
       },
     };
+  }
+
+  // The job's daily budgets today: used/limit per scope and kind.
+  function dailyBudgets(job) {
+    const uses = job.budgets || [];
+    if (!uses.length) return null;
+    const cols = [
+      {label: 'Budget', cell: (u) => h('code', null, u.field)},
+      {label: 'Scope', cell: (u) => u.scope},
+      {label: 'Used today', class: 'num', cell: (u) => h('span', {class: u.used >= u.limit ? 'bad' : null}, u.used + ' / ' + u.limit)},
+      {label: 'Last run', class: 'num', cell: (u) => String(u.last_run)},
+      {label: 'Resets', cell: (u) => time(u.resets_at)},
+    ];
+    return h('div', {class: 'budgets'}, h('h3', null, 'Daily budgets'), table(cols, uses));
   }
 
   // What the job's agents remember of their tool calls (read-only; reset

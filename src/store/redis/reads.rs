@@ -128,8 +128,51 @@ pub async fn kv_op(target: &Target, key: &str, op: KvOp) -> Result<Option<Value>
                 })?;
             Ok(Some(Value::from(n)))
         }
+        KvOp::Count { by, limit, ttl_sec } => count(target, &full, &what, by, limit, ttl_sec).await,
         KvOp::Delete => read_value(redis::cmd("GETDEL").arg(&full), &mut c).await,
     }
+}
+
+/// [`KvOp::Count`]: one script, so the check and the add are atomic
+/// across processes; `limit` -1 is none.
+async fn count(
+    target: &Target,
+    full: &str,
+    what: &str,
+    by: i64,
+    limit: Option<i64>,
+    ttl_sec: u64,
+) -> Result<Option<Value>, StoreError> {
+    let script = redis::Script::new(
+        "local v = redis.call('GET', KEYS[1])
+         if v and not string.match(v, '^%-?%d+$') then
+           return redis.error_reply('NOTINT incr needs a whole number, the key holds ' .. v)
+         end
+         local base = tonumber(v or '0')
+         local next = base + tonumber(ARGV[1])
+         local limit = tonumber(ARGV[2])
+         if limit >= 0 and next > limit then
+           return {0, base}
+         end
+         redis.call('SET', KEYS[1], next, 'PX', ARGV[3])
+         return {1, next}",
+    );
+    let mut c = target.conn.clone();
+    let (counted, n): (i64, i64) = script
+        .key(full)
+        .arg(by)
+        .arg(limit.map_or(-1, |l| l.max(0)))
+        .arg(ttl_sec.max(1).saturating_mul(1000))
+        .invoke_async(&mut c)
+        .await
+        .map_err(|e| {
+            if retryable(&e) {
+                err(target, what)(e)
+            } else {
+                StoreError::corrupt(what, e.detail().map(str::to_string).unwrap_or(e.to_string()))
+            }
+        })?;
+    Ok(Some(serde_json::json!({"counted": counted == 1, "count": n})))
 }
 
 impl RedisStore {

@@ -73,16 +73,22 @@ pub(super) fn kv_op(
             kv_op(c, path, key, KvOp::Get).map(|standing| standing.or(Some(value)))
         }
         KvOp::Incr { by } => {
-            let base = match &current {
-                None => 0,
-                Some(v) => v.as_i64().ok_or_else(|| StoreError::Corrupt {
-                    what: format!("kv {key}"),
-                    message: format!("incr needs a whole number, the key holds {v}"),
-                })?,
-            };
+            let base = whole_number(key, current.as_ref())?;
             let next = Value::from(base.saturating_add(by));
             put(&next, None)?;
             Ok(Some(next))
+        }
+        // The writer runs one operation at a time: read, decide and write
+        // cannot interleave with another process's (the file is locked
+        // by one writer).
+        KvOp::Count { by, limit, ttl_sec } => {
+            let base = whole_number(key, current.as_ref())?;
+            let next = base.saturating_add(by);
+            if limit.is_some_and(|l| next > l) {
+                return Ok(Some(serde_json::json!({"counted": false, "count": base})));
+            }
+            put(&Value::from(next), expiry(Some(ttl_sec)))?;
+            Ok(Some(serde_json::json!({"counted": true, "count": next})))
         }
         KvOp::Delete => {
             c.prepare_cached("DELETE FROM kv WHERE key = ?1")
@@ -90,6 +96,17 @@ pub(super) fn kv_op(
                 .map_err(sql_err(path))?;
             Ok(current)
         }
+    }
+}
+
+/// The number a key holds (absent: 0), for an increment.
+fn whole_number(key: &str, current: Option<&Value>) -> Result<i64, StoreError> {
+    match current {
+        None => Ok(0),
+        Some(v) => v.as_i64().ok_or_else(|| StoreError::Corrupt {
+            what: format!("kv {key}"),
+            message: format!("incr needs a whole number, the key holds {v}"),
+        }),
     }
 }
 

@@ -79,6 +79,7 @@ conformance!(
     failure_states_job_slots_and_approvals,
     kv_get_set_incr_delete_and_ttl,
     kv_set_if_absent_from_many_handles_at_once_agrees_on_one_value,
+    kv_count_up_to_a_limit_from_many_handles_never_passes_it,
     inbox_post_read_and_done,
     inbox_progress_is_kept_until_the_command_is_done,
     recorded_runs_names_the_runs_with_a_record,
@@ -689,6 +690,63 @@ async fn kv_set_if_absent_from_many_handles_at_once_agrees_on_one_value(b: &Back
         store.kv("delivery", again).await.unwrap(),
         Some(json!("later"))
     );
+}
+
+/// A daily budget's counter taken by many handles at once: exactly
+/// `limit` units are granted, a refused call changes nothing, the key has
+/// a ttl, and a count without a limit always adds.
+async fn kv_count_up_to_a_limit_from_many_handles_never_passes_it(b: &Backend) {
+    let first = b.open().await;
+    let count = |by, limit: Option<i64>| KvOp::Count {
+        by,
+        limit,
+        ttl_sec: 1,
+    };
+    let mut handles = Vec::new();
+    for _ in 0..12 {
+        let store = match b {
+            Backend::Sqlite(_) => first.clone(),
+            Backend::Redis { .. } => b.open().await,
+        };
+        handles.push(tokio::spawn(async move {
+            let op = KvOp::Count {
+                by: 1,
+                limit: Some(5),
+                ttl_sec: 60,
+            };
+            store.kv("budget", op).await.unwrap().unwrap()
+        }));
+    }
+    let mut granted = 0;
+    for h in handles {
+        let v = h.await.unwrap();
+        if v["counted"] == json!(true) {
+            granted += 1;
+        } else {
+            assert_eq!(v["count"], json!(5), "refused at the limit: {v}");
+        }
+    }
+    assert_eq!(granted, 5);
+    let store = first;
+    assert_eq!(store.kv("budget", KvOp::Get).await.unwrap(), Some(json!(5)));
+    // Over the limit by 2: refused, nothing kept.
+    let refused = store.kv("c", count(2, Some(1))).await.unwrap();
+    assert_eq!(refused, Some(json!({"counted": false, "count": 0})));
+    assert_eq!(store.kv("c", KvOp::Get).await.unwrap(), None);
+    let free = store.kv("c", count(7, None)).await.unwrap();
+    assert_eq!(free, Some(json!({"counted": true, "count": 7})));
+    // A string is not a count.
+    store
+        .kv("s", KvOp::Set { value: json!("x"), ttl_sec: None })
+        .await
+        .unwrap();
+    let bad = store.kv("s", count(1, None)).await;
+    assert!(
+        matches!(bad, Err(multijob::store::StoreError::Corrupt { .. })),
+        "{bad:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(store.kv("c", KvOp::Get).await.unwrap(), None, "expired");
 }
 
 async fn inbox_post_read_and_done(b: &Backend) {

@@ -737,7 +737,13 @@ async fn kv_count_up_to_a_limit_from_many_handles_never_passes_it(b: &Backend) {
     assert_eq!(free, Some(json!({"counted": true, "count": 7})));
     // A string is not a count.
     store
-        .kv("s", KvOp::Set { value: json!("x"), ttl_sec: None })
+        .kv(
+            "s",
+            KvOp::Set {
+                value: json!("x"),
+                ttl_sec: None,
+            },
+        )
         .await
         .unwrap();
     let bad = store.kv("s", count(1, None)).await;

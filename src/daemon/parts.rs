@@ -120,7 +120,17 @@ pub(super) async fn spawn_scheduler(
         shared.scheduler.clone(),
     )
     .with_budgets(shared.budgets.clone());
-    // The guards' view of today's budgets, kept fresh while it schedules.
+    // The guards' view of today's budgets: read before the first slot is
+    // decided (a restarted daemon must not start a run the budget holds
+    // back), then kept fresh while it schedules.
+    let (applied, now) = (shared.queue.applied(), shared.queue.clock().now());
+    if let Err(e) = shared
+        .budgets
+        .refresh(&shared.store, &applied.snapshot, None, now)
+        .await
+    {
+        tracing::warn!(error = %e, "budgets: today's counts unreadable; slots dispatch until they are read");
+    }
     tokio::spawn(
         shared
             .budgets

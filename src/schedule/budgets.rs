@@ -28,7 +28,12 @@ use crate::store::{Store, StoreError};
 pub const FULL_REFRESH: Duration = Duration::from_secs(10);
 
 /// The run events after which a job's counts are read again.
-const RUN_ENDS: [&str; 4] = ["run.completed", "run.failed", "run.timed_out", "run.cancelled"];
+const RUN_ENDS: [&str; 4] = [
+    "run.completed",
+    "run.failed",
+    "run.timed_out",
+    "run.cancelled",
+];
 
 /// Today's budgets of every budgeted job, by job id.
 #[derive(Default)]

@@ -270,7 +270,11 @@ async fn budgets_today(
     s: &crate::spec::snapshot::Snapshot,
     job: &crate::spec::model::Job,
 ) -> Result<serde_json::Value, ApiError> {
-    let flow = job.flow.as_ref().and_then(|f| s.flows.get(f)).map(|f| &f.spec);
+    let flow = job
+        .flow
+        .as_ref()
+        .and_then(|f| s.flows.get(f))
+        .map(|f| &f.spec);
     let Some(meter) = crate::store::budgets::Meter::of(job, flow) else {
         return Ok(serde_json::json!([]));
     };

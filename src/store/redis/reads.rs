@@ -169,10 +169,15 @@ async fn count(
             if retryable(&e) {
                 err(target, what)(e)
             } else {
-                StoreError::corrupt(what, e.detail().map(str::to_string).unwrap_or(e.to_string()))
+                StoreError::corrupt(
+                    what,
+                    e.detail().map(str::to_string).unwrap_or(e.to_string()),
+                )
             }
         })?;
-    Ok(Some(serde_json::json!({"counted": counted == 1, "count": n})))
+    Ok(Some(
+        serde_json::json!({"counted": counted == 1, "count": n}),
+    ))
 }
 
 impl RedisStore {

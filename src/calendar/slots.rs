@@ -349,7 +349,7 @@ fn compile_kind(
         }),
         (None, Some(every), None) => Ok(Kind::Interval {
             anchor,
-            step: parse_every(every).map_err(|m| ScheduleError::new("every", m))?,
+            step: parse_duration_nanos(every).map_err(|m| ScheduleError::new("every", m))?,
         }),
         (None, None, Some(expr)) => Ok(Kind::Cron(Arc::new(compile_cron(
             expr,
@@ -406,8 +406,9 @@ fn compile_cron(expr: &str, tz: TimeZone, dst: DstPolicy) -> Result<CronClock, S
 }
 
 /// A positive whole number of seconds, as nanoseconds: `30s`, `5m`,
-/// `1h30m`, `90s`, `2h`, and `1d` or `1w` read as 24-hour days.
-fn parse_every(text: &str) -> Result<i128, String> {
+/// `1h30m`, `90s`, `2h`, and `1d` or `1w` read as 24-hour days (the
+/// spec's durations: `every:`, `expect.success_within`).
+pub fn parse_duration_nanos(text: &str) -> Result<i128, String> {
     let text = text.trim();
     let duration = text
         .parse::<SignedDuration>()

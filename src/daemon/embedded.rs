@@ -73,6 +73,10 @@ pub(super) async fn run(mut opts: DaemonOptions) -> anyhow::Result<()> {
         opts.keep_events_days,
         cancel.clone(),
     ));
+    tokio::spawn(super::expectations::expectation_loop(
+        shared.clone(),
+        cancel.clone(),
+    ));
     let presence = tokio::spawn(presence_loop(store.clone(), opts.listen, cancel.clone()));
 
     let loop_task = spawn_reconcile_loop(&opts, reconciler, cancel.clone())?;

@@ -13,6 +13,7 @@
 mod bridges;
 mod cancel;
 mod embedded;
+mod expectations;
 mod follower;
 pub mod inbound;
 mod inbox;

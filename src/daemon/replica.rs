@@ -280,6 +280,10 @@ impl Replica {
             self.opts.keep_events_days,
             stop.clone(),
         ));
+        tokio::spawn(super::expectations::expectation_loop(
+            self.shared.clone(),
+            stop.clone(),
+        ));
         tokio::spawn(presence_loop(store.clone(), self.opts.listen, stop.clone()));
     }
 

@@ -8,6 +8,7 @@
 //! job's policies), `store::runs` (the run's records, which are the
 //! store's rows) and `clock`; the queue, the scheduler, the workflow
 //! engine and the workers build on it.
+pub mod expectation;
 pub mod guards;
 pub mod host;
 pub mod machine;

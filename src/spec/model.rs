@@ -131,6 +131,10 @@ pub struct Job {
     /// spec hash) when none is set.
     #[serde(default, skip_serializing_if = "Budgets::is_empty")]
     pub budgets: Budgets,
+    /// What must hold of its runs, checked by the daemon and `multijob
+    /// check` (see `run::expectation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Expect>,
     #[serde(default)]
     pub inputs: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -174,6 +178,25 @@ pub enum Overlap {
     Replace,
     /// Run once more right after the active run.
     BufferOne,
+}
+
+/// `expect: {success_within: 2h}`: a job that has had no succeeded run
+/// for that long (counting from when it was first seen with this
+/// expectation when it never succeeded) is broken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// A duration as `every:` writes it: `30s`, `5m`, `2h`, `1d`.
+    pub success_within: String,
+}
+
+impl Expect {
+    /// `success_within` in whole seconds, or why it does not read.
+    pub fn within_secs(&self) -> Result<u64, String> {
+        let nanos = crate::calendar::slots::parse_duration_nanos(&self.success_within)?;
+        u64::try_from(nanos / 1_000_000_000)
+            .map_err(|_| format!("'{}' is too long", self.success_within))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -147,6 +147,7 @@ impl Metrics {
         m.register_own(&mut registry);
         crate::workflow::metrics::register(&mut registry, &m.workflow);
         crate::workflow::variants::register(&mut registry);
+        crate::run::expectation::register(&mut registry);
         m.connectors.register(&mut registry);
         m.register_listener(&mut registry);
         Metrics { registry, ..m }

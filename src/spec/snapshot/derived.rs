@@ -74,6 +74,7 @@ fn derive(skill: &Skill) -> Job {
         commands: None,
         limits: Limits::default(),
         budgets: Default::default(),
+        expect: None,
         inputs: Map::new(),
         steps: vec![Step {
             id: skill.id.clone(),

@@ -50,6 +50,11 @@ fn check_timing(job: &Job, c: &mut Checker) {
         }
         c.error(&pointer, "schedule", message);
     }
+    if let Some(expect) = &job.expect
+        && let Err(e) = expect.within_secs()
+    {
+        c.error("/expect/success_within", "expect", e);
+    }
     let memory = &job.failure_memory;
     if memory.cooldown_max_sec < memory.cooldown_sec {
         c.error(

@@ -82,7 +82,7 @@ fn main() -> ExitCode {
     match multijob::cli::run(cli) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Failure) => ExitCode::from(1),
-        Ok(Outcome::Changes) => ExitCode::from(2),
+        Ok(Outcome::Changes | Outcome::Broken) => ExitCode::from(2),
         Err(e) => {
             eprintln!("multijob: {e:#}");
             ExitCode::from(1)

@@ -7,6 +7,7 @@
 pub mod approvals;
 pub mod backfill;
 pub mod cancel;
+pub mod check;
 pub mod completions;
 pub mod cron;
 pub mod duration_arg;
@@ -115,6 +116,13 @@ pub enum Command {
     Reset(pause::ResetArgs),
     /// Agent memory: tool signatures' failures and the avoid list (show, reset).
     Memory(memory::Args),
+    /// Exit 2 listing every job whose expectation (`expect:
+    /// {success_within}`) is broken, 0 when all hold, 1 on error.
+    ///
+    /// Judges each job's last success in the store (or --server's API)
+    /// against this machine's clock, so a stuck or stopped daemon cannot
+    /// hide a job that stopped succeeding. For a cron or a Kubernetes probe.
+    Check(check::Args),
     /// Queue one run per nominal slot of a job in a past window.
     ///
     /// Runs are keyed `job@slot` like scheduled ones: a slot that already
@@ -178,6 +186,8 @@ pub enum Outcome {
     Failure,
     /// Exit 2: `plan --detailed-exitcode` found changes.
     Changes,
+    /// Exit 2: `check` found broken expectations.
+    Broken,
 }
 
 /// The embedded store's default place inside a config directory.
@@ -220,6 +230,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Resume(args) => pause::exec_resume(args),
         Command::Reset(args) => pause::exec_reset(args),
         Command::Memory(args) => memory::exec(args),
+        Command::Check(args) => check::exec(args),
         Command::Backfill(args) => backfill::exec(args),
         Command::Init(args) => init::exec(args),
         Command::New(args) => new::exec(args),

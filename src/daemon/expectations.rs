@@ -20,7 +20,6 @@ use tokio_util::sync::CancellationToken;
 use crate::run::expectation::{self, ExpectState, Verdict};
 use crate::spec::model::{Expect, Job};
 use crate::status::state::Shared;
-use crate::store::runs::{RunQuery, RunStatus};
 use crate::store::{KvOp, NewEvent, Store, StoreError, format_ts};
 
 /// How often expectations are judged.
@@ -56,13 +55,7 @@ pub(super) async fn expectation_loop(shared: Arc<Shared>, cancel: CancellationTo
             _ = tick.tick() => {}
         }
         let applied = shared.applied.load_full();
-        let jobs: Vec<(&Job, &Expect)> = applied
-            .snapshot
-            .jobs
-            .values()
-            .filter(|r| r.spec.enabled)
-            .filter_map(|r| r.spec.expect.as_ref().map(|e| (&r.spec, e)))
-            .collect();
+        let jobs: Vec<(&Job, &Expect)> = expectation::expecting(&applied.snapshot).collect();
         let now = shared.queue.clock().now();
         let mut current = HashSet::with_capacity(jobs.len());
         for (job, expect) in jobs {
@@ -99,7 +92,7 @@ async fn check_job(
         }
     };
     let since = state.since_ts().unwrap_or(now);
-    let last = last_success(store, &job.id).await?;
+    let last = expectation::last_success(store, &job.id).await?;
     let Some(verdict) = expectation::verdict(&job.id, expect, last, since, now) else {
         return Ok(());
     };
@@ -121,19 +114,6 @@ async fn check_job(
         verdict,
     });
     Ok(())
-}
-
-/// The end of the newest succeeded run of `job`.
-async fn last_success(store: &Store, job: &str) -> Result<Option<Timestamp>, StoreError> {
-    let runs = store
-        .runs(RunQuery {
-            job_id: Some(job.to_string()),
-            status: Some(RunStatus::Succeeded),
-            limit: 1,
-            before: None,
-        })
-        .await?;
-    Ok(runs.first().and_then(|(_, r)| expectation::success_time(r)))
 }
 
 fn set(state: &ExpectState) -> KvOp {

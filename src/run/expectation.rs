@@ -18,9 +18,10 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::spec::model::Expect;
-use crate::store::format_ts;
-use crate::store::runs::Run;
+use crate::spec::model::{Expect, Job};
+use crate::spec::snapshot::Snapshot;
+use crate::store::runs::{Run, RunQuery, RunStatus};
+use crate::store::{Applied, KvOp, Store, StoreError, format_ts};
 
 /// The store kv key holding a job's [`ExpectState`].
 pub fn state_key(job: &str) -> String {
@@ -89,6 +90,110 @@ fn overdue(
 /// When a run succeeded: its `finished_at` (absent or unreadable: none).
 pub fn success_time(run: &Run) -> Option<Timestamp> {
     run.finished_at.as_deref().and_then(|t| t.parse().ok())
+}
+
+/// The enabled jobs of `snapshot` with an expectation (a disabled job is
+/// not expected to run).
+pub fn expecting(snapshot: &Snapshot) -> impl Iterator<Item = (&Job, &Expect)> {
+    snapshot
+        .jobs
+        .values()
+        .filter(|r| r.spec.enabled)
+        .filter_map(|r| r.spec.expect.as_ref().map(|e| (&r.spec, e)))
+}
+
+/// What a job's verdict is judged from, as the store holds it (and
+/// `/api/v1/expectations` serves it): the judging clock is the reader's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observed {
+    pub job: String,
+    pub success_within: String,
+    /// RFC 3339, the newest succeeded run's end.
+    pub last_success: Option<String>,
+    /// RFC 3339, what a job that never succeeded counts from.
+    pub since: String,
+}
+
+impl Observed {
+    /// `job`'s observation from its last success and its stored state;
+    /// `fallback` (the applied revision's time) stands for `since` when
+    /// no daemon has checked the job yet.
+    pub fn new(
+        job: &Job,
+        expect: &Expect,
+        last_success: Option<Timestamp>,
+        state: Option<ExpectState>,
+        fallback: Timestamp,
+    ) -> Observed {
+        let since = state.and_then(|s| s.since_ts()).unwrap_or(fallback);
+        Observed {
+            job: job.id.clone(),
+            success_within: expect.success_within.clone(),
+            last_success: last_success.map(format_ts),
+            since: format_ts(since),
+        }
+    }
+
+    /// The verdict at `now`, or why the observation does not read.
+    pub fn judge(&self, now: Timestamp) -> Result<Verdict, String> {
+        let time = |what: &str, t: &str| {
+            t.parse::<Timestamp>()
+                .map_err(|e| format!("job {}: {what} {t:?} is not a time: {e}", self.job))
+        };
+        let last = match &self.last_success {
+            Some(t) => Some(time("last_success", t)?),
+            None => None,
+        };
+        let since = time("since", &self.since)?;
+        let expect = Expect {
+            success_within: self.success_within.clone(),
+        };
+        verdict(&self.job, &expect, last, since, now).ok_or_else(|| {
+            format!(
+                "job {}: success_within {:?} is not a duration",
+                self.job, self.success_within
+            )
+        })
+    }
+}
+
+/// The end of the newest succeeded run of `job` in `store`.
+pub async fn last_success(store: &Store, job: &str) -> Result<Option<Timestamp>, StoreError> {
+    let runs = store.runs(last_success_query(job)).await?;
+    Ok(runs.first().and_then(|(_, r)| success_time(r)))
+}
+
+/// The query for the newest succeeded run of `job`.
+pub fn last_success_query(job: &str) -> RunQuery {
+    RunQuery {
+        job_id: Some(job.to_string()),
+        status: Some(RunStatus::Succeeded),
+        limit: 1,
+        before: None,
+    }
+}
+
+/// What `store` holds for each expecting job of `applied`: its last
+/// success and the daemon's state.
+pub async fn observe_all(store: &Store, applied: &Applied) -> Result<Vec<Observed>, StoreError> {
+    let fallback = applied_at(applied);
+    let mut out = Vec::new();
+    for (job, expect) in expecting(&applied.snapshot) {
+        let last = last_success(store, &job.id).await?;
+        let state = ExpectState::from_stored(store.kv(&state_key(&job.id), KvOp::Get).await?);
+        out.push(Observed::new(job, expect, last, state, fallback));
+    }
+    Ok(out)
+}
+
+/// When the applied revision was applied (now when unknown): what a job
+/// no daemon has checked yet counts from.
+pub fn applied_at(applied: &Applied) -> Timestamp {
+    applied
+        .revision
+        .as_ref()
+        .and_then(|r| r.at.parse().ok())
+        .unwrap_or_else(Timestamp::now)
 }
 
 /// One job's expectation, judged at one time.

@@ -4,6 +4,7 @@
 //! `triggers`; this file has the router, the status, the snapshot and
 //! plan, and the lists of the other resources.
 
+mod expectations;
 mod jobs;
 mod runs;
 mod triggers;
@@ -100,6 +101,7 @@ pub const ROUTES: &[&str] = &[
     "/api/v1/skills",
     "/api/v1/triggers",
     "/api/v1/triggers/{id}",
+    "/api/v1/expectations",
 ];
 
 /// The handler of one of [`ROUTES`].
@@ -125,6 +127,7 @@ fn handler(path: &str) -> MethodRouter<AppState> {
         "/api/v1/skills" => get(skills),
         "/api/v1/triggers" => get(triggers::triggers),
         "/api/v1/triggers/{id}" => get(triggers::trigger),
+        "/api/v1/expectations" => get(expectations::expectations),
         other => panic!("ROUTES lists {other} but no handler is mapped to it"),
     }
 }

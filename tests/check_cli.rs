@@ -97,7 +97,11 @@ fn check_follows_the_job_and_outlives_a_stopped_daemon(redis: Option<&str>) {
     daemon.wait_until("/api/v1/events?type=expectation.broken", "the event", |p| {
         p["items"].as_array().is_some_and(|a| !a.is_empty())
     });
-    assert!(metric_line(&daemon).ends_with(" 0"), "{}", metric_line(&daemon));
+    assert!(
+        metric_line(&daemon).ends_with(" 0"),
+        "{}",
+        metric_line(&daemon)
+    );
     std::thread::sleep(Duration::from_secs(3));
     let raised = events(&daemon, "expectation.broken");
     assert_eq!(raised.len(), 1, "one event per change: {raised:#?}");
@@ -107,16 +111,25 @@ fn check_follows_the_job_and_outlives_a_stopped_daemon(redis: Option<&str>) {
     // Succeeding again: exit 0, restored once.
     d.write("jobs.d/beat.yaml", SUCCEEDING);
     until_code(&d, &store, 0, Duration::from_secs(10));
-    daemon.wait_until("/api/v1/events?type=expectation.restored", "restored", |p| {
-        p["items"].as_array().is_some_and(|a| a.len() == 1)
-    });
-    assert!(metric_line(&daemon).ends_with(" 1"), "{}", metric_line(&daemon));
+    daemon.wait_until(
+        "/api/v1/events?type=expectation.restored",
+        "restored",
+        |p| p["items"].as_array().is_some_and(|a| a.len() == 1),
+    );
+    assert!(
+        metric_line(&daemon).ends_with(" 1"),
+        "{}",
+        metric_line(&daemon)
+    );
 
     // A stopped daemon runs nothing: the check catches it by the clock.
     daemon.signal("STOP");
     let stopped = until_code(&d, &store, 2, Duration::from_secs(8));
     daemon.signal("CONT");
-    assert!(stopped > Duration::from_secs(1), "broken too early: {stopped:?}");
+    assert!(
+        stopped > Duration::from_secs(1),
+        "broken too early: {stopped:?}"
+    );
     until_code(&d, &store, 0, Duration::from_secs(10));
     eprintln!("broken {took:?} after the edit; {stopped:?} after SIGSTOP");
 }
@@ -162,7 +175,10 @@ fn a_malformed_expectation_is_refused_with_its_place() {
         "jobs.d/a.yaml",
         "id: a\ntype: noop\nexpect: {success_within: soon}\n",
     );
-    d.write("jobs.d/b.yaml", "id: b\ntype: noop\nexpect: {success_within: 0s}\n");
+    d.write(
+        "jobs.d/b.yaml",
+        "id: b\ntype: noop\nexpect: {success_within: 0s}\n",
+    );
     d.write("jobs.d/c.yaml", "id: c\ntype: noop\nexpect: {within: 5s}\n");
     let run = d.run(&["validate"]);
     run.assert_code(1);

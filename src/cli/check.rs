@@ -19,8 +19,8 @@ use crate::run::expectation::{self, ExpectState, Observed, Verdict};
   multijob check --dir /etc/multijob            # exit 0 all hold, 2 broken, 1 error
   multijob check --redis redis://127.0.0.1:6379/ -o json
   multijob check --server http://ops-host:8080
-  # cron, every 5 minutes: mail whoever reads cron's output when one breaks
-  */5 * * * *  multijob check --dir /srv/jobs || true
+  # cron, every 5 minutes: mail the list when one breaks
+  */5 * * * *  multijob check -d /srv/jobs >/tmp/check.txt || mail -s broken ops@example.com </tmp/check.txt
   # Kubernetes: a liveness probe on the daemon's pod
   livenessProbe:
     exec: {command: [multijob, check, --state, /data/state.db]}

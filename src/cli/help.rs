@@ -14,6 +14,7 @@ const GROUPS: [(&str, &[&str]); 4] = [
         "Every day",
         &[
             "status",
+            "check",
             "runs",
             "logs",
             "why",

@@ -116,12 +116,12 @@ pub enum Command {
     Reset(pause::ResetArgs),
     /// Agent memory: tool signatures' failures and the avoid list (show, reset).
     Memory(memory::Args),
-    /// Exit 2 listing every job whose expectation (`expect:
-    /// {success_within}`) is broken, 0 when all hold, 1 on error.
+    /// Do the jobs' expectations hold? Exit 2 listing each broken one, 0
+    /// when all hold, 1 on error: for a cron or a Kubernetes probe.
     ///
-    /// Judges each job's last success in the store (or --server's API)
+    /// An expectation is a job's `expect: {success_within: 2h}`. Judges each job's last success in the store (or --server's API)
     /// against this machine's clock, so a stuck or stopped daemon cannot
-    /// hide a job that stopped succeeding. For a cron or a Kubernetes probe.
+    /// hide a job that stopped succeeding.
     Check(check::Args),
     /// Queue one run per nominal slot of a job in a past window.
     ///

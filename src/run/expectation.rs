@@ -277,7 +277,9 @@ fn job_labels(job: &str) -> Vec<(String, String)> {
 
 /// Sets the gauge of `job`.
 pub fn set_gauge(job: &str, ok: bool) {
-    EXPECTATION_OK.get_or_create(&job_labels(job)).set(i64::from(ok));
+    EXPECTATION_OK
+        .get_or_create(&job_labels(job))
+        .set(i64::from(ok));
 }
 
 /// Drops the gauge of a job that no longer has an expectation.
@@ -321,8 +323,8 @@ mod tests {
 
     #[test]
     fn a_clock_behind_the_last_success_is_not_broken() {
-        let last = Some(t("2026-01-01T10:00:00Z"));
-        assert!(!broken(HOUR, last, last.unwrap(), t("2026-01-01T09:00:00Z")));
+        let last = t("2026-01-01T10:00:00Z");
+        assert!(!broken(HOUR, Some(last), last, t("2026-01-01T09:00:00Z")));
     }
 
     #[test]
@@ -344,7 +346,10 @@ mod tests {
         let bad = Expect {
             success_within: "soon".into(),
         };
-        assert_eq!(verdict("j", &bad, last, since, t("2026-01-01T10:00:12Z")), None);
+        assert_eq!(
+            verdict("j", &bad, last, since, t("2026-01-01T10:00:12Z")),
+            None
+        );
     }
 
     #[test]

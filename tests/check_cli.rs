@@ -85,7 +85,7 @@ fn check_follows_the_job_and_outlives_a_stopped_daemon(redis: Option<&str>) {
 
     // Failing: exit 2 once 5 s passed without a success.
     d.write("jobs.d/beat.yaml", FAILING);
-    let took = until_code(&d, &store, 2, Duration::from_secs(12));
+    let took = until_code(&d, &store, 2, Duration::from_secs(7));
     let broken = check(&d, &store, &["-o", "json"]);
     broken.assert_code(2);
     let v = broken.json();

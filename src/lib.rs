@@ -1,12 +1,14 @@
 //! multijob: a declarative, GitOps-style job runner.
 //!
-//! Layers, lowest first: `clock` → `regular_file` → `listener` → `signature` → `calendar` → `spec` → `store` → `run` → `connectors` → `queue` → `schedule` → `workflow` → `jobs` → `worker` → `reconcile` → `status` → `inbound` → `cluster` → `daemon` → `cli` → `testkit`.
+//! Layers, lowest first: `clock` → `regular_file` → `listener` → `otel` → `signature` → `calendar` → `spec` → `store` → `run` → `connectors` → `queue` → `schedule` → `workflow` → `jobs` → `worker` → `reconcile` → `status` → `inbound` → `cluster` → `daemon` → `cli` → `testkit`.
 //!
 //! A module uses its own layer and the ones below it, never one above
 //! (`tests/layering.rs` checks every `crate::` path). In pipeline order:
 //! - [`clock`], [`regular_file`], [`listener`]: leaves. Time for the
 //!   runtime (real or virtual), opening only regular files, accepting
 //!   HTTP connections with limits (caps, timeouts, allowed hosts).
+//! - [`otel`]: one OpenTelemetry trace per run, exported over OTLP/HTTP
+//!   when `MULTIJOB_OTLP_ENDPOINT` is set; `traceparent` in and out.
 //! - [`signature`]: the inbound signature schemes (multijob, GitHub, Slack,
 //!   Telegram, Twilio) and the multijob signer (pure).
 //! - [`calendar`]: the `schedule:` block, cron and DST, slot math (pure).
@@ -44,6 +46,7 @@ pub mod daemon;
 pub mod inbound;
 pub mod jobs;
 pub mod listener;
+pub mod otel;
 pub mod queue;
 pub mod reconcile;
 pub mod regular_file;

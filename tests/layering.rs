@@ -13,6 +13,7 @@ const LAYERS: &[&str] = &[
     "clock",
     "regular_file",
     "listener",
+    "otel",
     "signature",
     "calendar",
     "spec",

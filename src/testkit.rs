@@ -202,6 +202,8 @@ pub fn sample_run(id: &str, job: &str, run_key: &str, status: RunStatus) -> Run 
         lease_owner: None,
         cancelled_by: None,
         cancel_reason: None,
+        trace_id: String::new(),
+        trace_parent_span: None,
     }
 }
 

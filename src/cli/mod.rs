@@ -263,9 +263,16 @@ const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// process alive past its grace. The store is flushed by then.
 fn run_daemon<T>(
     runtime: tokio::runtime::Runtime,
-    main: impl std::future::Future<Output = T>,
-) -> T {
-    let out = runtime.block_on(main);
+    main: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let out = runtime.block_on(async {
+        // Traces (MULTIJOB_OTLP_ENDPOINT): exported on this runtime, and
+        // flushed when the daemon stops.
+        let traces = crate::otel::init_from_env()?;
+        let out = main.await;
+        drop(traces);
+        out
+    });
     runtime.shutdown_timeout(SHUTDOWN_WAIT);
     out
 }

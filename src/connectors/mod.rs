@@ -32,8 +32,10 @@ pub mod send_once;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
 use serde_json::{Map, Value};
 
+use crate::otel;
 use crate::run::RunError;
 use crate::spec::model::{Connector, Provider};
 use crate::spec::snapshot::Resource;
@@ -260,10 +262,17 @@ impl Connectors {
         what: &str,
         redactor: &Redactor,
     ) -> Result<(u16, Map<String, Value>, String), RunError> {
+        let span = otel::child(
+            what.to_string(),
+            vec![KeyValue::new("multijob.request", what.to_string())],
+        );
         let result = async {
-            let (_, request) = builder
-                .timeout(timeout.unwrap_or(DEFAULT_TIMEOUT))
-                .build_split();
+            let mut builder = builder.timeout(timeout.unwrap_or(DEFAULT_TIMEOUT));
+            // The run's trace goes on with the peer (W3C trace context).
+            if let Some(traceparent) = otel::traceparent(&span) {
+                builder = builder.header("traceparent", traceparent);
+            }
+            let (_, request) = builder.build_split();
             let request = request.map_err(|e| error::reqwest_error(e, what))?;
             let sender = self
                 .sender_for(&request)
@@ -281,7 +290,14 @@ impl Connectors {
             Ok((status, headers, redactor.redact(&text)))
         }
         .await;
-        result.map_err(|e: RunError| error::redacted(e, redactor))
+        let result = result.map_err(|e: RunError| error::redacted(e, redactor));
+        let failed = match &result {
+            Ok((status, ..)) if *status >= 500 => Some(format!("HTTP {status}")),
+            Ok(_) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        otel::end(&span, failed.as_deref());
+        result
     }
 
     /// POST a JSON body to a provider endpoint; any non-2xx reply is an error.

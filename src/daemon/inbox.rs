@@ -108,6 +108,7 @@ async fn handle_command(queue: &RunQueue, store: &Store, inbox_id: i64, command:
                 due_at: due_at.and_then(|d| d.parse().ok()),
                 extra,
                 requires_approval: false,
+                traceparent: None,
             };
             // None left: queued before a crash, and recovered or finished
             // since.

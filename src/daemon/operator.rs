@@ -212,6 +212,7 @@ impl Backfill {
             due_at: None,
             extra: json!({"backfill": true, "by": self.by}),
             requires_approval: false,
+            traceparent: None,
         }
     }
 }

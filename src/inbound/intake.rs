@@ -49,6 +49,8 @@ pub struct Delivery {
     pub delivery_id: Option<String>,
     /// The run waits for an approval (the trigger's or skill's setting).
     pub requires_approval: bool,
+    /// The request's W3C `traceparent`, checked: the run continues it.
+    pub traceparent: Option<String>,
 }
 
 /// A delivery's run: queued now, or the one an earlier copy queued.
@@ -173,6 +175,7 @@ fn new_run(d: &Delivery, id: String) -> NewRun {
         due_at: None,
         extra: json!({"origin": d.origin, "delivery_id": d.delivery_id}),
         requires_approval: d.requires_approval,
+        traceparent: d.traceparent.clone(),
     }
 }
 
@@ -186,6 +189,7 @@ pub fn inbox_command(run: NewRun) -> InboxCommand {
         run_key: run.run_key,
         requires_approval: run.requires_approval,
         extra: run.extra,
+        traceparent: run.traceparent,
     }
 }
 
@@ -199,6 +203,7 @@ pub fn run_of_command(command: InboxCommand) -> Option<NewRun> {
         run_key,
         requires_approval,
         extra,
+        traceparent,
     } = command
     else {
         return None;
@@ -214,6 +219,7 @@ pub fn run_of_command(command: InboxCommand) -> Option<NewRun> {
         due_at: None,
         extra,
         requires_approval,
+        traceparent,
     })
 }
 
@@ -233,6 +239,7 @@ mod tests {
             origin: "hook:shop".into(),
             delivery_id: id.map(str::to_string),
             requires_approval: false,
+            traceparent: None,
         }
     }
 

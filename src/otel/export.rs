@@ -5,7 +5,8 @@
 //! run.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,6 +19,8 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, Span, SpanData, SpanExporter,
     SpanProcessor,
 };
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 
 use super::ids::RunIds;
 
@@ -28,11 +31,26 @@ pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a batch is sent when the queue is not full.
 const EVERY: Duration = Duration::from_millis(500);
 
-static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// `multijob_trace_spans_dropped_total`.
+static DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
+/// Set once tracing is on.
+static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// Spans dropped since start: the queue was full or the collector failed.
 pub fn dropped_spans() -> u64 {
-    DROPPED.load(Ordering::Relaxed)
+    DROPPED.get()
+}
+
+/// Add `multijob_trace_spans_dropped_total` to `/metrics` when tracing is
+/// on (only what exists is registered).
+pub fn register(registry: &mut Registry) {
+    if ENABLED.load(Ordering::Relaxed) {
+        registry.register(
+            "multijob_trace_spans_dropped",
+            "spans not exported: the export queue was full or the collector did not take them",
+            DROPPED.clone(),
+        );
+    }
 }
 
 /// `MULTIJOB_OTLP_ENDPOINT` is set but unusable.
@@ -117,6 +135,7 @@ pub fn init_from_env() -> Result<Option<Guard>, EnvError> {
         })
         .build();
     opentelemetry::global::set_tracer_provider(provider.clone());
+    ENABLED.store(true, Ordering::Relaxed);
     tracing::info!(endpoint = %value, "traces are exported over OTLP/HTTP");
     Ok(Some(Guard { provider }))
 }
@@ -168,7 +187,7 @@ impl SpanProcessor for Bounded {
     fn on_end(&self, span: SpanData) {
         if self.pending.fetch_add(1, Ordering::Relaxed) >= QUEUE {
             self.pending.fetch_sub(1, Ordering::Relaxed);
-            DROPPED.fetch_add(1, Ordering::Relaxed);
+            DROPPED.inc();
             return;
         }
         self.inner.on_end(span);
@@ -196,7 +215,7 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
         let result = self.inner.export(batch).await;
         self.pending.fetch_sub(n, Ordering::Relaxed);
         if let Err(e) = &result {
-            let before = DROPPED.fetch_add(n as u64, Ordering::Relaxed);
+            let before = DROPPED.inc_by(n as u64);
             if before == 0 {
                 tracing::warn!(error = %e, spans = n, "the trace collector did not take a batch; \
                     spans are dropped (counted in multijob_trace_spans_dropped_total) until it does");

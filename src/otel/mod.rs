@@ -25,7 +25,7 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{Context, KeyValue, global};
 
-pub use export::{EnvError, Guard, dropped_spans, init_from_env};
+pub use export::{EnvError, Guard, dropped_spans, init_from_env, register};
 pub use ids::{new_trace_id, parse_traceparent, root_span_id};
 
 /// The environment variable that turns tracing on: the collector's base
@@ -57,11 +57,15 @@ pub fn run_context(trace_id: &str, run_id: &str) -> Option<Context> {
 /// Start a child span of the task's current context (a step, a tool call,
 /// a request) and return the context that carries it.
 pub fn child(name: String, attributes: Vec<KeyValue>) -> Context {
-    let parent = Context::current();
+    child_of(&Context::current(), name, attributes)
+}
+
+/// Start a child span of `parent`; the context that carries it.
+pub fn child_of(parent: &Context, name: String, attributes: Vec<KeyValue>) -> Context {
     let span = tracer()
         .span_builder(name)
         .with_attributes(attributes)
-        .start_with_context(&tracer(), &parent);
+        .start_with_context(&tracer(), parent);
     parent.with_span(span)
 }
 
@@ -109,9 +113,15 @@ pub fn end_run(run: EndedRun<'_>) {
         return;
     };
     let parent = match run.parent_span_id.and_then(|s| SpanId::from_hex(s).ok()) {
-        Some(span_id) if span_id != SpanId::INVALID => Context::new().with_remote_span_context(
-            SpanContext::new(trace_id, span_id, TraceFlags::SAMPLED, true, TraceState::default()),
-        ),
+        Some(span_id) if span_id != SpanId::INVALID => {
+            Context::new().with_remote_span_context(SpanContext::new(
+                trace_id,
+                span_id,
+                TraceFlags::SAMPLED,
+                true,
+                TraceState::default(),
+            ))
+        }
         _ => Context::new(),
     };
     let builder = tracer()

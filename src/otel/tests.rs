@@ -34,10 +34,7 @@ fn a_run_keeps_its_ids_in_every_process() {
     // Tracing off: the no-op tracer keeps the run's ids for `traceparent`.
     let cx = run_context(&trace, "r1").expect("a context");
     let header = traceparent(&cx).expect("a header");
-    assert_eq!(
-        header,
-        format!("00-{trace}-{:016x}-01", root_span_id("r1"))
-    );
+    assert_eq!(header, format!("00-{trace}-{:016x}-01", root_span_id("r1")));
     assert!(run_context("", "r1").is_none());
     assert!(run_context(&"0".repeat(32), "r1").is_none());
 }

@@ -198,6 +198,7 @@ impl RunQueue {
         st.counts.follow_up_left(&mut entry);
         let run = Arc::new(entry.run);
         log_finished(&run);
+        super::trace::run_ended(&run);
         st.last_finished
             .insert(run.job_id.clone(), Arc::clone(&run));
         st.finished += 1;
@@ -249,6 +250,7 @@ fn log_finished(run: &crate::store::runs::Run) {
         attempt = run.attempt,
         status = %run.status.as_str(),
         duration_ms = run.duration_ms.unwrap_or(0),
+        trace_id = %run.trace_id,
         error,
         "run finished"
     );

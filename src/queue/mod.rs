@@ -17,6 +17,7 @@ mod recover;
 mod state;
 #[cfg(test)]
 mod tests;
+mod trace;
 mod view;
 
 use std::sync::{Arc, Mutex, MutexGuard};

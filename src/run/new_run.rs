@@ -23,6 +23,9 @@ pub struct NewRun {
     /// The run waits for an approval before it starts, whatever its job
     /// says: its inbound trigger or skill requires one.
     pub requires_approval: bool,
+    /// The W3C `traceparent` of the request that started the run (an
+    /// inbound webhook's): the run continues that trace.
+    pub traceparent: Option<String>,
 }
 
 impl NewRun {
@@ -39,6 +42,7 @@ impl NewRun {
             due_at: None,
             extra: Value::Null,
             requires_approval: false,
+            traceparent: None,
         }
     }
 }

@@ -148,6 +148,7 @@ impl Metrics {
         crate::workflow::metrics::register(&mut registry, &m.workflow);
         crate::workflow::variants::register(&mut registry);
         crate::run::expectation::register(&mut registry);
+        crate::otel::register(&mut registry);
         m.connectors.register(&mut registry);
         m.register_listener(&mut registry);
         Metrics { registry, ..m }

@@ -205,6 +205,14 @@ pub struct Run {
     /// Why, as the operator said (`--reason`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_reason: Option<String>,
+    /// The run's OpenTelemetry trace id (32 hex): random, or the trace of
+    /// an inbound `traceparent` it continues. Empty on older records.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trace_id: String,
+    /// The span of another system that started the run (an inbound
+    /// `traceparent`'s parent id): its root span's parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_parent_span: Option<String>,
 }
 
 impl Run {
@@ -338,6 +346,9 @@ pub enum InboxCommand {
         requires_approval: bool,
         #[serde(default)]
         extra: Value,
+        /// The inbound request's W3C `traceparent`, if it had one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        traceparent: Option<String>,
     },
     /// `multijob memory reset`: forget an agent memory (a job's, or a
     /// shared `memory: KEY`).

@@ -13,17 +13,46 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
+use opentelemetry::context::FutureExt;
+
 use super::WorkerContext;
 use super::catch_panic::CatchPanic;
 use crate::jobs::Attempt;
+use crate::otel;
 use crate::run::{Claim, Outcome, RunError, RunHost, RunResult};
 
 /// How long a handler has to stop after its timeout fired its token.
 pub const WIND_DOWN: Duration = Duration::from_secs(5);
 
+/// Run one attempt of a claimed run, in its span: a child of the run's
+/// root span, the parent of its steps' and requests' spans.
+pub async fn execute(host: &Arc<dyn RunHost>, ctx: &WorkerContext, claim: Claim) -> Outcome {
+    let Some(parent) = otel::run_context(&claim.run.trace_id, &claim.run.id) else {
+        return attempt(host, ctx, claim).await;
+    };
+    let attributes = vec![
+        KeyValue::new("multijob.run_id", claim.run.id.clone()),
+        KeyValue::new("multijob.job_id", claim.run.job_id.clone()),
+        KeyValue::new("multijob.attempt", i64::from(claim.run.attempt)),
+    ];
+    let name = format!("attempt {}", claim.run.attempt);
+    let span = otel::child_of(&parent, name, attributes);
+    let outcome = attempt(host, ctx, claim).with_context(span.clone()).await;
+    let error = match &outcome {
+        Outcome::Succeeded(_) | Outcome::AwaitingApproval { .. } => None,
+        Outcome::Failed(e) => Some(e.to_string()),
+        Outcome::TimedOut => Some("timed out".to_string()),
+        Outcome::Cancelled(why) => Some(why.clone()),
+        Outcome::Interrupted => Some("interrupted by a shutdown".to_string()),
+    };
+    otel::end(&span, error.as_deref());
+    outcome
+}
+
 /// Run one attempt of a claimed run with its job type's handler, under the
 /// job's timeout, with panics contained.
-pub async fn execute(host: &Arc<dyn RunHost>, ctx: &WorkerContext, claim: Claim) -> Outcome {
+async fn attempt(host: &Arc<dyn RunHost>, ctx: &WorkerContext, claim: Claim) -> Outcome {
     let Claim { run, job, cancel } = claim;
     let timed_out = AtomicBool::new(false);
     let attempt = Attempt {

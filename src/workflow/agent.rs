@@ -2,12 +2,15 @@
 //! tool calls among the step's allowed tools, each run through the same
 //! code, policies and idempotency as the step it stands for.
 
+use opentelemetry::KeyValue;
+use opentelemetry::context::FutureExt;
 use serde_json::{Value, json};
 
 use super::actions::{ActionCall, ActionResult};
 use super::agent_tools::Offered;
 use super::runtime::{RuntimeActions, text};
 use crate::connectors::{ChatRequest, ToolCall};
+use crate::otel;
 use crate::run::RunError;
 
 /// Tools an agent may be offered: step actions with side effects the
@@ -185,8 +188,33 @@ impl RuntimeActions {
 
     /// What one tool call the model asked for returns: the tool's output,
     /// or an error the model reads (a refused tool, a failed call). The
-    /// round and the call's place in it key its idempotency.
+    /// round and the call's place in it key its idempotency. In a span of
+    /// its own, under the agent step's.
     async fn tool_output(
+        &self,
+        call: &ActionCall<'_>,
+        at: (u64, usize),
+        tc: &ToolCall,
+        allowed: &[String],
+        offered: &Offered,
+    ) -> Value {
+        let span = otel::child(
+            format!("tool {}", tc.name),
+            vec![KeyValue::new("multijob.tool", tc.name.clone())],
+        );
+        let output = self
+            .tool_call(call, at, tc, allowed, offered)
+            .with_context(span.clone())
+            .await;
+        let error = output.get("error").map(|e| match e {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+        otel::end(&span, error.as_deref());
+        output
+    }
+
+    async fn tool_call(
         &self,
         call: &ActionCall<'_>,
         (round, i): (u64, usize),

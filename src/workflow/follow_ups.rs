@@ -269,6 +269,7 @@ impl RuntimeActions {
                 extra: json!({"from_run": call.run.id, "from_job": call.run.job_id,
                               "from_step": call.step_id}),
                 requires_approval: false,
+                traceparent: None,
             })
             .await
             .map_err(|e| RunError::retryable(format!("schedule_job: {e}")))?;

@@ -3,12 +3,15 @@
 
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
+use opentelemetry::context::FutureExt;
 use serde_json::{Map, Value, json};
 
 use super::{
     ActionCall, Counters, Engine, Frame, RunInfo, StepResult, eval_condition, files, render,
     render_value, to_template_value,
 };
+use crate::otel;
 use crate::run::RunError;
 use crate::run::retry::backoff;
 use crate::spec::model::{Action, Step};
@@ -33,7 +36,27 @@ impl Engine<'_> {
 
     /// `Ok(None)`: skipped by `when`. With the output comes what failed in
     /// a `foreach` whose `continue_on_error` kept the other items going.
+    /// In a span of its own, under the attempt's (or its skill step's).
     pub(super) async fn run_step(
+        &self,
+        step: &Step,
+        base: &Base,
+        frame: &Frame<'_>,
+    ) -> Result<Option<(Value, Option<String>)>, RunError> {
+        let span = otel::child(
+            format!("step {}", step.id),
+            vec![KeyValue::new("multijob.step_id", step.id.clone())],
+        );
+        let result = self
+            .step_body(step, base, frame)
+            .with_context(span.clone())
+            .await;
+        let error = result.as_ref().err().map(ToString::to_string);
+        otel::end(&span, error.as_deref());
+        result
+    }
+
+    async fn step_body(
         &self,
         step: &Step,
         base: &Base,

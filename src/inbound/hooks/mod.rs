@@ -203,7 +203,13 @@ async fn accept(
     let inputs = payload::inputs(trigger, payload, visible)
         .await
         .map_err(invalid("render_failed"))?;
-    submit(hooks, trigger, inputs, delivery_id).await
+    // A W3C `traceparent` makes the run continue the sender's trace; a
+    // malformed one is ignored, as the W3C spec says.
+    let traceparent = headers
+        .get("traceparent")
+        .filter(|v| crate::otel::parse_traceparent(v).is_some())
+        .cloned();
+    submit(hooks, trigger, inputs, delivery_id, traceparent).await
 }
 
 fn rate_limited(trigger: &Trigger, limit: &RateLimit, wait: Duration) -> Refusal {
@@ -247,6 +253,7 @@ async fn submit(
     trigger: &Trigger,
     inputs: serde_json::Value,
     delivery_id: Option<String>,
+    traceparent: Option<String>,
 ) -> Result<(&'static str, Response), Refusal> {
     let job_id = match (&trigger.job, &trigger.skill) {
         (Some(job), _) => job.clone(),
@@ -260,6 +267,7 @@ async fn submit(
         origin: format!("hook:{}", trigger.id),
         delivery_id,
         requires_approval: trigger.requires_approval,
+        traceparent,
     };
     let accepted = hooks
         .intake

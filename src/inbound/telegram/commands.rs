@@ -218,6 +218,7 @@ impl Desk {
             origin: self.origin(),
             delivery_id: Some(asked.update_id.to_string()),
             requires_approval,
+            traceparent: None,
         };
         match self.intake.submit(delivery).await {
             Ok(accepted) => {

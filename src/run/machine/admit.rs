@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use super::{Context, Effects, Next, run_event};
+use crate::otel::{new_trace_id, parse_traceparent};
 use crate::run::NewRun;
 use crate::spec::model::{Job, Priority};
 use crate::store::runs::{Approval, ApprovalStatus, Run, RunStatus, Usage};
@@ -42,6 +43,12 @@ pub fn admitted(n: NewRun, a: Admission<'_>, ctx: &Context<'_>) -> (Run, Effects
     } else {
         RunStatus::Queued
     };
+    // An inbound `traceparent` is continued; a malformed one is ignored
+    // (W3C trace context), and the run starts its own trace.
+    let (trace_id, trace_parent_span) = match n.traceparent.as_deref().and_then(parse_traceparent) {
+        Some((trace, span)) => (trace, Some(span)),
+        None => (new_trace_id(), None),
+    };
     let run = Run {
         id: n.id,
         job_id: n.job_id,
@@ -69,6 +76,8 @@ pub fn admitted(n: NewRun, a: Admission<'_>, ctx: &Context<'_>) -> (Run, Effects
         lease_owner: None,
         cancelled_by: None,
         cancel_reason: None,
+        trace_id,
+        trace_parent_span,
     };
     let mut data =
         json!({"trigger": run.trigger, "scheduled_at": run.scheduled_at, "priority": run.priority});

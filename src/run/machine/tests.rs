@@ -56,6 +56,7 @@ fn new_run() -> NewRun {
         due_at: None,
         extra: json!({"lateness_ms": 7}),
         requires_approval: false,
+        traceparent: None,
     }
 }
 

@@ -304,6 +304,7 @@ impl Guarded<'_> {
                 serde_json::Value::Null
             },
             requires_approval: false,
+            traceparent: None,
         }
     }
 }

@@ -129,6 +129,7 @@ async fn run_all_catchup_still_skips_for_a_run_active_before() {
         due_at: None,
         extra: serde_json::Value::Null,
         requires_approval: false,
+        traceparent: None,
     }]);
     let last: Timestamp = "2026-11-22T09:59:50Z".parse().unwrap();
     let applied = s.applied.clone();

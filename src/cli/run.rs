@@ -17,6 +17,7 @@ use super::{DirArg, Outcome};
   multijob run --inbound-listen 0.0.0.0:8443   # also take signed POST /hooks/<trigger>
   multijob run -d /var/lib/multijob --git https://github.com/acme/jobs.git --branch prod \\
       --git-path ops --git-interval 60s    # fetch and reconcile each new commit
+  MULTIJOB_OTLP_ENDPOINT=http://localhost:4318 multijob run -d ops   # export traces
 
 Environment: MULTIJOB_DIR, MULTIJOB_REDIS_URL, MULTIJOB_GIT_URL, MULTIJOB_GIT_KEY, MULTIJOB_INBOUND_LISTEN,
   MULTIJOB_INBOUND_BEHIND_PROXY, MULTIJOB_MAX_CONNECTIONS, MULTIJOB_HEADER_TIMEOUT,
@@ -27,7 +28,9 @@ Environment: MULTIJOB_DIR, MULTIJOB_REDIS_URL, MULTIJOB_GIT_URL, MULTIJOB_GIT_KE
   default info), MULTIJOB_LOG=json (JSON log lines), MULTIJOB_SSE_KEEPALIVE_MS,
   MULTIJOB_SSE_STALL_MS, MULTIJOB_LEASE_MS and MULTIJOB_LEADER_TTL_MS (with --redis),
   MULTIJOB_TZ (the zone of a Telegram bridge's /new drafts), MULTIJOB_BRIDGE_DRAFT_TTL_SEC
-  (how long a /new draft waits for /apply, default 600; for tests and operators), the
+  (how long a /new draft waits for /apply, default 600; for tests and operators),
+  MULTIJOB_OTLP_ENDPOINT (an OTLP/HTTP collector's base URL, e.g. http://localhost:4318:
+  one trace per run, spans POSTed to <endpoint>/v1/traces; off when unset), the
   variables connectors' ${env:NAME} secrets name")]
 pub struct Args {
     #[command(flatten)]

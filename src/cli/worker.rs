@@ -12,8 +12,9 @@ use super::Outcome;
 
 Environment: MULTIJOB_REDIS_URL, WORKER_CONCURRENCY, MULTIJOB_THREADS, MULTIJOB_FILES_MAX_WRITES,
   MULTIJOB_FILES_MAX_RUN_BYTES, MULTIJOB_FILES_MAX_DIR_BYTES; also read: RUST_LOG (log filter,
-  default info), MULTIJOB_LOG=json (JSON log lines), MULTIJOB_LEASE_MS (run lease), the
-  variables connectors' ${env:NAME} secrets name")]
+  default info), MULTIJOB_LOG=json (JSON log lines), MULTIJOB_LEASE_MS (run lease),
+  MULTIJOB_OTLP_ENDPOINT (OTLP/HTTP collector base URL: traces on), the variables
+  connectors' ${env:NAME} secrets name")]
 pub struct Args {
     /// The deployment's Redis (redis://host:port/db). Job specs come from
     /// the snapshot the leader applied there: no config directory needed.

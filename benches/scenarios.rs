@@ -10,6 +10,8 @@
 mod inbound;
 #[path = "scenarios/latency.rs"]
 mod latency;
+#[path = "scenarios/otlp.rs"]
+mod otlp;
 #[path = "scenarios/redis.rs"]
 mod redis;
 #[path = "scenarios/simulate.rs"]
@@ -967,7 +969,7 @@ fn scenario_workflow(scale: Scale, out: &mut Vec<Figure>) {
 
 type Scenario = (&'static str, fn(Scale, &mut Vec<Figure>));
 
-const SCENARIOS: [Scenario; 12] = [
+const SCENARIOS: [Scenario; 13] = [
     ("validate", scenario_validate),
     ("plan", scenario_plan),
     ("reload", scenario_reload),
@@ -980,6 +982,7 @@ const SCENARIOS: [Scenario; 12] = [
     ("latency", latency::scenario),
     ("inbound", inbound::scenario),
     ("simulate", simulate::scenario),
+    ("otlp", otlp::scenario),
 ];
 
 fn main() {

@@ -1,6 +1,6 @@
 //! multijob: a declarative, GitOps-style job runner.
 //!
-//! Layers, lowest first: `clock` → `regular_file` → `listener` → `otel` → `signature` → `calendar` → `spec` → `store` → `run` → `connectors` → `queue` → `schedule` → `workflow` → `jobs` → `worker` → `reconcile` → `status` → `inbound` → `cluster` → `daemon` → `cli` → `testkit`.
+//! Layers, lowest first: `clock` → `regular_file` → `listener` → `otel` → `signature` → `calendar` → `spec` → `store` → `run` → `connectors` → `queue` → `schedule` → `workflow` → `jobs` → `notify` → `worker` → `reconcile` → `status` → `inbound` → `cluster` → `daemon` → `cli` → `testkit`.
 //!
 //! A module uses its own layer and the ones below it, never one above
 //! (`tests/layering.rs` checks every `crate::` path). In pipeline order:
@@ -24,6 +24,8 @@
 //! - [`schedule`]: the scheduler that queues due slots.
 //! - [`workflow`]: the step engine of agent workflows.
 //! - [`jobs`]: what a run of each job type does.
+//! - [`notify`]: notices on state changes (failure, recovery, missed
+//!   slots, cooldown), sent once each from the committed events.
 //! - [`worker`]: the pool that executes runs.
 //! - [`reconcile`]: reads the config directory, diffs it against what runs
 //!   ([`reconcile::diff`], pure) and applies it; watches for changes.
@@ -46,6 +48,7 @@ pub mod daemon;
 pub mod inbound;
 pub mod jobs;
 pub mod listener;
+pub mod notify;
 pub mod otel;
 pub mod queue;
 pub mod reconcile;

@@ -24,6 +24,7 @@ const LAYERS: &[&str] = &[
     "schedule",
     "workflow",
     "jobs",
+    "notify",
     "worker",
     "reconcile",
     "status",

@@ -66,6 +66,8 @@ pub(super) async fn run(mut opts: DaemonOptions) -> anyhow::Result<()> {
         .workers_total
         .store(pool.total(), std::sync::atomic::Ordering::Relaxed);
     tokio::spawn(inbox_loop(queue.clone(), store.clone(), cancel.clone()));
+    let revisions = shared.applied_tx.subscribe();
+    tokio::spawn(crate::notify::run(store.clone(), revisions, cancel.clone()));
     let intake = crate::inbound::Intake::local(store.clone(), queue.clone());
     super::bridges::spawn_bridges(shared.clone(), intake, cancel.clone());
     tokio::spawn(retention_loop(

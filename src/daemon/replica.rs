@@ -266,6 +266,9 @@ impl Replica {
             stop.clone(),
         ));
         tokio::spawn(inbox_loop(queue.clone(), store.clone(), stop.clone()));
+        // Only the leader sends notices: one reader of the events.
+        let revisions = self.shared.applied_tx.subscribe();
+        tokio::spawn(crate::notify::run(store.clone(), revisions, stop.clone()));
         // Only the leader polls chat bridges: two pollers of one bot get 409.
         let intake = crate::inbound::Intake::via_inbox(store.clone());
         super::bridges::spawn_bridges(self.shared.clone(), intake, stop.clone());

@@ -139,6 +139,61 @@ pub struct Job {
     pub inputs: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<Step>,
+    /// Notices on state changes; empty: the flow's list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NoticeRule>,
+    /// A run still unfinished this long after its slot raises `deadline`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_sec: Option<u64>,
+}
+
+/// The state changes a notice can be about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeKind {
+    Failure,
+    Recovery,
+    Missed,
+    Cooldown,
+    Deadline,
+    /// Raised by the expectations check (`expect:`), not by run outcomes.
+    Expect,
+}
+
+impl NoticeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::Failure => "failure",
+            NoticeKind::Recovery => "recovery",
+            NoticeKind::Missed => "missed",
+            NoticeKind::Cooldown => "cooldown",
+            NoticeKind::Deadline => "deadline",
+            NoticeKind::Expect => "expect",
+        }
+    }
+}
+
+/// One `notify:` entry: which state changes go to which messaging
+/// connector, how they read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoticeRule {
+    pub connector: String,
+    pub on: Vec<NoticeKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+}
+
+impl Job {
+    /// The job's notices: its own list, else its flow's (the most specific
+    /// list replaces the others, it does not add to them).
+    pub fn notice_rules<'a>(&'a self, flow: Option<&'a Flow>) -> &'a [NoticeRule] {
+        if !self.notify.is_empty() {
+            return &self.notify;
+        }
+        flow.map(|f| f.notify.as_slice()).unwrap_or_default()
+    }
 }
 
 fn default_true() -> bool {
@@ -585,6 +640,9 @@ pub struct Flow {
     /// Daily budgets shared by the lane's jobs (scope `flow:<id>`).
     #[serde(default, skip_serializing_if = "Budgets::is_empty")]
     pub budgets: Budgets,
+    /// The notices of the lane's jobs that have no `notify:` of their own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NoticeRule>,
 }
 
 /// Daily budgets of a job or a flow: calls counted in the store per

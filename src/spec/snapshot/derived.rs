@@ -87,6 +87,8 @@ fn derive(skill: &Skill) -> Job {
             with: None,
             action: Action::Uses(skill.id.clone()),
         }],
+        notify: Vec::new(),
+        deadline_sec: None,
     }
 }
 

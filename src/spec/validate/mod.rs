@@ -11,6 +11,7 @@ mod agent_tools;
 mod bridge;
 mod commands;
 mod mcp;
+mod notify;
 pub use mcp::inside_data_dir;
 mod inputs;
 mod job;
@@ -110,6 +111,10 @@ pub fn check_snapshot(
             job::check_window(&job.spec, now, c);
         }
         check_lane(job, snapshot, &mut implicit, c);
+        notify::check_rules(&job.spec.notify, job.spec.deadline_sec, snapshot, &env, c);
+    });
+    docs.each(&snapshot.flows, Kind::Flow, out, |flow, c| {
+        notify::check_rules(&flow.spec.notify, Some(0), snapshot, &env, c);
     });
     let commands = Commands::of(snapshot);
     docs.each(&snapshot.skills, Kind::Skill, out, |skill, c| {
@@ -224,6 +229,7 @@ fn check_lane(
                 description: None,
                 implicit: true,
                 budgets: Default::default(),
+                notify: Vec::new(),
             },
             job.file.clone(),
             job.line,

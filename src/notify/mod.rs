@@ -1,0 +1,280 @@
+//! Notices on state changes (`notify:` on a job or its flow): `failure`,
+//! `recovery`, `missed`, `cooldown`, each sent once per state change.
+//!
+//! The state change is already durable before anything here runs: it is
+//! a committed event (`run.failed` is written in the same batch as the
+//! run's final record). One task in the process that owns the run queue
+//! reads the events after its cursor (kept in the store's kv), decides
+//! the notices ([`machine`], pure), writes them as the job's pending
+//! notices (kv `notify:job:<id>`) before the cursor moves, then sends the
+//! pending ones ([`send`]) with the idempotent send-once keyed by (job,
+//! kind, state change, connector, recipient), and removes what went out.
+//! A process that dies anywhere in between leaves either the event after
+//! the cursor or the notice pending: the next one sends it, once.
+//!
+//! Other slices raise their own kinds through [`send_notice`].
+
+pub mod machine;
+pub mod send;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::connectors::Connectors;
+use crate::spec::model::{Job, NoticeKind, NoticeRule};
+use crate::spec::snapshot::Snapshot;
+use crate::store::{Applied, EventQuery, KvOp, Store, StoreError};
+use machine::{JobState, Notice};
+
+/// Where the task's cursor (the last event it applied) is kept.
+const CURSOR_KEY: &str = "notify:cursor";
+/// Events read per query.
+const PAGE: usize = 500;
+/// How often the task looks for new events.
+const POLL: Duration = Duration::from_millis(250);
+/// The longest wait before a failed notice is tried again.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+fn state_key(job: &str) -> String {
+    format!("notify:job:{job}")
+}
+
+/// The job's notice rules in `snapshot` (its own, else its flow's).
+pub fn rules_of<'a>(snapshot: &'a Snapshot, job_id: &str) -> Option<(&'a Job, &'a [NoticeRule])> {
+    let job = &snapshot.jobs.get(job_id)?.spec;
+    let flow = job
+        .flow
+        .as_ref()
+        .and_then(|f| snapshot.flows.get(f))
+        .map(|r| &r.spec);
+    let rules = job.notice_rules(flow);
+    (!rules.is_empty()).then_some((job, rules))
+}
+
+/// Send a notice of `kind` about `job_id` to its rules that want it, once
+/// per `change` (the state change's id): a second call with the same
+/// arguments sends nothing. For kinds raised outside run outcomes (the
+/// expectations check's `expect`). `run` is what the template sees as
+/// `run`. Ok(false): a connector failed (retry the call later).
+pub async fn send_notice(
+    store: &Store,
+    snapshot: &Snapshot,
+    job_id: &str,
+    kind: NoticeKind,
+    change: &str,
+    run: Value,
+) -> bool {
+    let Some((job, rules)) = rules_of(snapshot, job_id) else {
+        return true;
+    };
+    let notice = Notice {
+        kind,
+        change: change.to_string(),
+        run,
+        count: 0,
+        reasons: BTreeMap::new(),
+    };
+    let connectors = Connectors::new(&snapshot.connectors);
+    send::deliver(store, &connectors, job_id, job, rules, &notice).await
+}
+
+async fn load(store: &Store, job: &str) -> Result<JobState, StoreError> {
+    let v = store.kv(&state_key(job), KvOp::Get).await?;
+    Ok(v.and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default())
+}
+
+async fn save(store: &Store, job: &str, state: &JobState) -> Result<(), StoreError> {
+    let value = serde_json::to_value(state).map_err(|e| StoreError::corrupt("notice state", e))?;
+    store
+        .kv(
+            &state_key(job),
+            KvOp::Set {
+                value,
+                ttl_sec: None,
+            },
+        )
+        .await
+        .map(|_| ())
+}
+
+/// The notifier: run until `stop` in the process that owns the queue.
+pub async fn run(store: Store, applied: watch::Receiver<Arc<Applied>>, stop: CancellationToken) {
+    let mut n = Notifier {
+        store,
+        applied,
+        connectors: None,
+        open: BTreeSet::new(),
+        retry: BTreeMap::new(),
+    };
+    let mut cursor = loop {
+        match n.start().await {
+            Ok(c) => break c,
+            Err(e) => tracing::warn!(error = %e, "notices: reading the cursor failed; retrying"),
+        }
+        tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(POLL * 4) => {} }
+    };
+    loop {
+        match n.step(cursor).await {
+            Ok(c) => cursor = c,
+            Err(e) => tracing::warn!(error = %e, "notices: the store failed; retrying"),
+        }
+        tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(POLL) => {} }
+    }
+}
+
+struct Notifier {
+    store: Store,
+    applied: watch::Receiver<Arc<Applied>>,
+    /// The connectors of the revision they were built for.
+    connectors: Option<(Option<String>, Arc<Connectors>)>,
+    /// Jobs with pending notices or an open burst.
+    open: BTreeSet<String>,
+    /// Jobs whose last delivery failed: when to try again, and the wait.
+    retry: BTreeMap<String, (Instant, Duration)>,
+}
+
+impl Notifier {
+    /// The cursor (from now on the first start), and the jobs left with
+    /// pending notices or an open burst by the last process.
+    async fn start(&mut self) -> Result<i64, StoreError> {
+        let cursor = match self.store.kv(CURSOR_KEY, KvOp::Get).await? {
+            Some(v) => v.as_i64().unwrap_or(0),
+            None => self.store.last_event_id().await?,
+        };
+        let jobs: Vec<String> = self
+            .applied
+            .borrow()
+            .snapshot
+            .jobs
+            .keys()
+            .cloned()
+            .collect();
+        for job in jobs {
+            let s = load(&self.store, &job).await?;
+            if !s.pending.is_empty() || s.burst.is_some() {
+                self.open.insert(job);
+            }
+        }
+        Ok(cursor)
+    }
+
+    /// Apply the events after `cursor`, then send what is pending.
+    async fn step(&mut self, cursor: i64) -> Result<i64, StoreError> {
+        let applied = self.applied.borrow().clone();
+        let query = EventQuery {
+            after: cursor,
+            limit: PAGE,
+            event_type: None,
+            job_id: None,
+        };
+        let events = self.store.events(query).await?;
+        let now = jiff::Timestamp::now();
+        let mut last = cursor;
+        for event in &events {
+            last = last.max(event.id);
+            let Some((job, observed)) = machine::classify(event) else {
+                continue;
+            };
+            if rules_of(&applied.snapshot, &job).is_none() {
+                continue;
+            }
+            let mut state = load(&self.store, &job).await?;
+            machine::observe(&mut state, event.id, observed, now);
+            save(&self.store, &job, &state).await?;
+            if !state.pending.is_empty() || state.burst.is_some() {
+                self.open.insert(job);
+            }
+        }
+        if last > cursor {
+            let value = Value::from(last);
+            self.store
+                .kv(
+                    CURSOR_KEY,
+                    KvOp::Set {
+                        value,
+                        ttl_sec: None,
+                    },
+                )
+                .await?;
+        }
+        self.send_pending(&applied, now).await?;
+        Ok(last)
+    }
+
+    /// Close stale bursts and send every pending notice not waiting for
+    /// a retry.
+    async fn send_pending(
+        &mut self,
+        applied: &Applied,
+        now: jiff::Timestamp,
+    ) -> Result<(), StoreError> {
+        let connectors = self.connectors_for(applied);
+        let jobs: Vec<String> = self.open.iter().cloned().collect();
+        for job_id in jobs {
+            if self
+                .retry
+                .get(&job_id)
+                .is_some_and(|(at, _)| *at > Instant::now())
+            {
+                continue;
+            }
+            let mut state = load(&self.store, &job_id).await?;
+            let closed = machine::close_stale_burst(&mut state, now);
+            let before = state.pending.len();
+            let mut failed = false;
+            if let Some((job, rules)) = rules_of(&applied.snapshot, &job_id) {
+                let mut kept = Vec::new();
+                for notice in std::mem::take(&mut state.pending) {
+                    if !send::deliver(&self.store, &connectors, &job_id, job, rules, &notice).await
+                    {
+                        failed = true;
+                        kept.push(notice);
+                    }
+                }
+                state.pending = kept;
+            } else {
+                // The job or its rules are gone: nobody to tell.
+                state.pending.clear();
+            }
+            if closed || state.pending.len() != before {
+                save(&self.store, &job_id, &state).await?;
+            }
+            self.backoff(&job_id, failed);
+            if state.pending.is_empty() && state.burst.is_none() {
+                self.open.remove(&job_id);
+            }
+        }
+        Ok(())
+    }
+
+    fn backoff(&mut self, job: &str, failed: bool) {
+        if !failed {
+            self.retry.remove(job);
+            return;
+        }
+        let wait = self
+            .retry
+            .get(job)
+            .map_or(Duration::from_secs(1), |(_, w)| (*w * 2).min(MAX_BACKOFF));
+        self.retry
+            .insert(job.to_string(), (Instant::now() + wait, wait));
+    }
+
+    fn connectors_for(&mut self, applied: &Applied) -> Arc<Connectors> {
+        let rev = applied.revision.as_ref().map(|r| r.id.clone());
+        match &self.connectors {
+            Some((r, c)) if *r == rev => c.clone(),
+            _ => {
+                let c = Arc::new(Connectors::new(&applied.snapshot.connectors));
+                self.connectors = Some((rev, c.clone()));
+                c
+            }
+        }
+    }
+}

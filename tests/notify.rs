@@ -211,3 +211,59 @@ fn killed_before_the_send_redis() {
     let url = redis.url();
     killed_before_the_send_sends_once_after_restart(&["--redis", &url]);
 }
+
+#[test]
+fn a_run_past_its_deadline_sends_one_deadline_notice() {
+    let (sink, base) = Sink::start();
+    let dir = ConfigDir::new();
+    dir.write(
+        "jobs.d/slow.yaml",
+        &format!(
+            "{}id: slow\ntype: simulation.heavy\ninputs: {{work_ms: 4000}}\ndeadline_sec: 1\n\
+             notify:\n  - connector: hook\n    on: [deadline]\n",
+            connector(&base)
+        ),
+    );
+    dir.run(&["validate"]).assert_code(0);
+    let d = Daemon::start(dir.path(), &[]);
+    d.wait_until("/api/v1/jobs/slow", "job slow", |v| v["id"] == "slow");
+    let run = dir.trigger("slow", &[]);
+    assert_eq!(d.run_ended(&run)["status"], "succeeded");
+    let texts = sink.wait_for(1, &d);
+    assert!(
+        texts[0].starts_with("slow: deadline — not finished")
+            && texts[0].contains("deadline_sec 1"),
+        "{texts:?}"
+    );
+}
+
+#[test]
+fn validate_refuses_bad_notify_rules_with_file_and_line() {
+    let dir = ConfigDir::new();
+    dir.write(
+        "jobs.d/a.yaml",
+        "kind: Connector\nid: api\nprovider: http\nbase_url: http://127.0.0.1:9\n---\n\
+         kind: Connector\nid: hook\nprovider: webhook\nbase_url: http://127.0.0.1:9/hook\n---\n\
+         kind: Flow\nid: lane\nnotify:\n  - connector: nope\n    on: [failure]\n---\n\
+         id: a\ntype: noop\nnotify:\n  - connector: api\n    on: [failure]\n  \
+         - connector: hokk\n    on: [recovery]\n  - connector: hook\n    on: [deadline]\n    \
+         template: \"{{ steps.x.output }}\"\n",
+    );
+    dir.write(
+        "jobs.d/b.yaml",
+        "id: b\ntype: noop\nnotify:\n  - connector: hook\n    on: [sometimes]\n",
+    );
+    let run = dir.run(&["validate"]);
+    run.assert_code(1);
+    let all = format!("{}{}", run.stdout(), run.stderr());
+    for want in [
+        "jobs.d/a.yaml:14:16: error[reference] Flow lane: no Connector `nope`",
+        "jobs.d/a.yaml:20:16: error[reference] Job a: connector `api` (jobs.d/a.yaml:1) does not deliver messages",
+        "jobs.d/a.yaml:22:16: error[reference] Job a: no Connector `hokk` (did you mean `hook`?)",
+        "jobs.d/a.yaml:25:9: error[notify] Job a: `deadline` needs the job's `deadline_sec`",
+        "jobs.d/a.yaml:26:15: error[template] Job a: `steps` cannot be read here",
+        "jobs.d/b.yaml:5:10: error[schema] Job b: \"sometimes\" is not one of",
+    ] {
+        assert!(all.contains(want), "missing {want:?} in:\n{all}");
+    }
+}

@@ -14,6 +14,7 @@
 //!
 //! Other slices raise their own kinds through [`send_notice`].
 
+pub mod deadline;
 pub mod machine;
 pub mod send;
 
@@ -37,6 +38,8 @@ const CURSOR_KEY: &str = "notify:cursor";
 const PAGE: usize = 500;
 /// How often the task looks for new events.
 const POLL: Duration = Duration::from_millis(250);
+/// How often unfinished runs are checked against their `deadline_sec`.
+const DEADLINE_EVERY: Duration = Duration::from_secs(2);
 /// The longest wait before a failed notice is tried again.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -111,6 +114,8 @@ pub async fn run(store: Store, applied: watch::Receiver<Arc<Applied>>, stop: Can
         connectors: None,
         open: BTreeSet::new(),
         retry: BTreeMap::new(),
+        deadlines_at: Instant::now(),
+        overdue: BTreeSet::new(),
     };
     let mut cursor = loop {
         match n.start().await {
@@ -137,6 +142,10 @@ struct Notifier {
     open: BTreeSet<String>,
     /// Jobs whose last delivery failed: when to try again, and the wait.
     retry: BTreeMap<String, (Instant, Duration)>,
+    /// When unfinished runs are next checked for deadlines.
+    deadlines_at: Instant,
+    /// Runs already made a `deadline` notice by this process.
+    overdue: BTreeSet<String>,
 }
 
 impl Notifier {
@@ -203,6 +212,7 @@ impl Notifier {
                 )
                 .await?;
         }
+        self.check_deadlines(&applied, now).await?;
         self.send_pending(&applied, now).await?;
         Ok(last)
     }
@@ -250,6 +260,44 @@ impl Notifier {
                 self.open.remove(&job_id);
             }
         }
+        Ok(())
+    }
+
+    /// Every [`DEADLINE_EVERY`]: overdue unfinished runs become pending
+    /// `deadline` notices (once each: pending is checked, and the send is
+    /// keyed by the run).
+    async fn check_deadlines(
+        &mut self,
+        applied: &Applied,
+        now: jiff::Timestamp,
+    ) -> Result<(), StoreError> {
+        let wanted = applied
+            .snapshot
+            .jobs
+            .values()
+            .any(|j| j.spec.deadline_sec.is_some());
+        if !wanted || Instant::now() < self.deadlines_at {
+            return Ok(());
+        }
+        self.deadlines_at = Instant::now() + DEADLINE_EVERY;
+        let active = self.store.active_runs().await?;
+        for (job, notice) in deadline::overdue(&active, &applied.snapshot, now) {
+            if !self.overdue.insert(notice.change.clone()) {
+                continue;
+            }
+            let mut state = load(&self.store, &job).await?;
+            if !state
+                .pending
+                .iter()
+                .any(|n| n.kind == notice.kind && n.change == notice.change)
+            {
+                state.pending.push(notice);
+                save(&self.store, &job, &state).await?;
+            }
+            self.open.insert(job);
+        }
+        let live: BTreeSet<&String> = active.iter().map(|r| &r.id).collect();
+        self.overdue.retain(|id| live.contains(id));
         Ok(())
     }
 

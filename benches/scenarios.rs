@@ -10,6 +10,8 @@
 mod inbound;
 #[path = "scenarios/latency.rs"]
 mod latency;
+#[path = "scenarios/notices.rs"]
+mod notices;
 #[path = "scenarios/otlp.rs"]
 mod otlp;
 #[path = "scenarios/redis.rs"]
@@ -434,31 +436,37 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / hz
 }
 
-fn scenario_lateness(scale: Scale, out: &mut Vec<Figure>) {
-    let (jobs, secs) = match scale {
-        Scale::Full => (10_000, 30),
-        Scale::Small => (500, 3),
-    };
-    let tmp = tempfile::tempdir().unwrap();
-    let jobs_dir = tmp.path().join("jobs.d");
+/// What one window of a loaded daemon showed: dispatch lateness, slots
+/// skipped, dispatch rate, the daemon's CPU and RSS.
+struct Lateness {
+    p50_ms: f64,
+    p99_ms: f64,
+    skipped: f64,
+    dispatched_per_sec: f64,
+    cpu_cores: f64,
+    rss_mb: f64,
+}
+
+/// `jobs` files of 100 jobs each, every one made by `job(file, index)`.
+fn write_jobs(dir: &Path, jobs: usize, job: impl Fn(usize, usize) -> String) {
+    let jobs_dir = dir.join("jobs.d");
     std::fs::create_dir_all(&jobs_dir).unwrap();
-    for f in 0..(jobs / 100) {
-        let mut text = String::new();
-        for i in 0..100 {
-            text.push_str(&format!(
-                "id: tick-{f:03}-{i:02}\ntype: noop\nschedule: {{every: 1s}}\n---\n"
-            ));
-        }
+    for f in 0..jobs.div_ceil(100) {
+        let text: String = (0..100.min(jobs - f * 100)).map(|i| job(f, i)).collect();
         std::fs::write(jobs_dir.join(format!("f{f:03}.yaml")), text).unwrap();
     }
-    let daemon = Daemon::start_env(
-        tmp.path(),
-        &["--workers", "16", "--keep-runs", "100"],
-        &[
-            ("SCHEDULER_PRESSURE_DEPTH_HIGH", "100000000"),
-            ("SCHEDULER_PRESSURE_DEPTH_LOW", "1"),
-        ],
-    );
+}
+
+/// Start a daemon on `dir` (16 workers, pressure mode off so a full
+/// queue is not mistaken for lateness), let it settle, and measure a
+/// window of `secs` whole seconds.
+fn lateness_window(dir: &Path, secs: u64, env: &[(&str, &str)]) -> Lateness {
+    let mut all = vec![
+        ("SCHEDULER_PRESSURE_DEPTH_HIGH", "100000000"),
+        ("SCHEDULER_PRESSURE_DEPTH_LOW", "1"),
+    ];
+    all.extend_from_slice(env);
+    let daemon = Daemon::start_env(dir, &["--workers", "16", "--keep-runs", "100"], &all);
     assert!(
         wait_for(
             || daemon.get("/readyz").is_some_and(|v| v["ready"] == true),
@@ -473,8 +481,8 @@ fn scenario_lateness(scale: Scale, out: &mut Vec<Figure>) {
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
     let after = daemon.get("/api/v1/status").unwrap_or_default();
-    let cpu = (cpu_seconds(daemon.child.id()) - cpu0) / t0.elapsed().as_secs_f64();
-    let (_, rss) = rss_of(daemon.child.id());
+    let cpu_cores = (cpu_seconds(daemon.child.id()) - cpu0) / t0.elapsed().as_secs_f64();
+    let (_, rss_mb) = rss_of(daemon.child.id());
     let dispatched = after["scheduler"]["dispatched"].as_f64().unwrap_or(0.0)
         - before["scheduler"]["dispatched"].as_f64().unwrap_or(0.0);
     let skipped: f64 = after["scheduler"]["skipped"]
@@ -484,49 +492,55 @@ fn scenario_lateness(scale: Scale, out: &mut Vec<Figure>) {
         // An empty f64 sum is -0.0; print 0.
         + 0.0;
     let lateness = &after["scheduler"]["lateness"];
+    Lateness {
+        p50_ms: lateness["p50_ms"].as_f64().unwrap_or(f64::NAN),
+        p99_ms: lateness["p99_ms"].as_f64().unwrap_or(f64::NAN),
+        skipped,
+        dispatched_per_sec: dispatched / secs as f64,
+        cpu_cores,
+        rss_mb,
+    }
+}
+
+fn scenario_lateness(scale: Scale, out: &mut Vec<Figure>) {
+    let (jobs, secs) = match scale {
+        Scale::Full => (10_000, 30),
+        Scale::Small => (500, 3),
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    write_jobs(tmp.path(), jobs, |f, i| {
+        format!("id: tick-{f:03}-{i:02}\ntype: noop\nschedule: {{every: 1s}}\n---\n")
+    });
+    let l = lateness_window(tmp.path(), secs, &[]);
     let full = scale == Scale::Full;
-    out.push(Figure {
+    let figure = |name: &str, value: f64, unit: &'static str, target| Figure {
         scenario: "lateness",
-        name: format!("{jobs} jobs at 1 s: dispatch lateness p50"),
-        value: lateness["p50_ms"].as_f64().unwrap_or(f64::NAN),
-        unit: "ms",
-        target: None,
-    });
-    out.push(Figure {
-        scenario: "lateness",
-        name: format!("{jobs} jobs at 1 s: dispatch lateness p99"),
-        value: lateness["p99_ms"].as_f64().unwrap_or(f64::NAN),
-        unit: "ms",
-        target: full.then_some(("<=", 5.0)),
-    });
-    out.push(Figure {
-        scenario: "lateness",
-        name: format!("{jobs} jobs at 1 s: slots skipped (missed)"),
-        value: skipped,
-        unit: "slots",
-        target: full.then_some(("<=", 0.0)),
-    });
-    out.push(Figure {
-        scenario: "lateness",
-        name: format!("{jobs} jobs at 1 s: runs dispatched per second"),
-        value: dispatched / secs as f64,
-        unit: "1/s",
-        target: None,
-    });
-    out.push(Figure {
-        scenario: "lateness",
-        name: format!("{jobs} jobs at 1 s: daemon CPU (cores)"),
-        value: cpu,
-        unit: "cores",
-        target: None,
-    });
-    out.push(Figure {
-        scenario: "lateness",
-        name: format!("{jobs} jobs at 1 s: daemon RSS under load"),
-        value: rss,
-        unit: "MB",
-        target: None,
-    });
+        name: format!("{jobs} jobs at 1 s: {name}"),
+        value,
+        unit,
+        target,
+    };
+    out.push(figure("dispatch lateness p50", l.p50_ms, "ms", None));
+    out.push(figure(
+        "dispatch lateness p99",
+        l.p99_ms,
+        "ms",
+        full.then_some(("<=", 5.0)),
+    ));
+    out.push(figure(
+        "slots skipped (missed)",
+        l.skipped,
+        "slots",
+        full.then_some(("<=", 0.0)),
+    ));
+    out.push(figure(
+        "runs dispatched per second",
+        l.dispatched_per_sec,
+        "1/s",
+        None,
+    ));
+    out.push(figure("daemon CPU (cores)", l.cpu_cores, "cores", None));
+    out.push(figure("daemon RSS under load", l.rss_mb, "MB", None));
 }
 
 fn scenario_throughput(scale: Scale, out: &mut Vec<Figure>) {
@@ -969,7 +983,7 @@ fn scenario_workflow(scale: Scale, out: &mut Vec<Figure>) {
 
 type Scenario = (&'static str, fn(Scale, &mut Vec<Figure>));
 
-const SCENARIOS: [Scenario; 13] = [
+const SCENARIOS: [Scenario; 14] = [
     ("validate", scenario_validate),
     ("plan", scenario_plan),
     ("reload", scenario_reload),
@@ -983,6 +997,7 @@ const SCENARIOS: [Scenario; 13] = [
     ("inbound", inbound::scenario),
     ("simulate", simulate::scenario),
     ("otlp", otlp::scenario),
+    ("notices", notices::scenario),
 ];
 
 fn main() {

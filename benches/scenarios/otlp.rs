@@ -4,23 +4,27 @@
 //! ratio (target: tracing on keeps >= 90% of the throughput).
 
 use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{Daemon, Figure, Scale, trigger_and_wait, wait_for};
 
-/// A sink that reads each request (by Content-Length) and answers `200`.
-fn sink() -> String {
+/// A sink that reads each request (by Content-Length), answers `200` and
+/// counts it in `received`.
+pub fn counting_sink(received: Arc<AtomicU64>) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the sink");
     let addr = listener.local_addr().expect("the sink's address");
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
-            std::thread::spawn(move || serve(conn));
+            let received = Arc::clone(&received);
+            std::thread::spawn(move || serve(conn, &received));
         }
     });
     format!("http://{addr}")
 }
 
-fn serve(mut conn: std::net::TcpStream) {
+fn serve(mut conn: std::net::TcpStream, received: &AtomicU64) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 65536];
     loop {
@@ -44,6 +48,7 @@ fn serve(mut conn: std::net::TcpStream) {
             }
         }
         buf.drain(..end + 4 + len);
+        received.fetch_add(1, Ordering::Relaxed);
         let reply =
             b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
         if conn.write_all(reply).is_err() {
@@ -87,7 +92,7 @@ pub fn scenario(scale: Scale, out: &mut Vec<Figure>) {
         Scale::Small => 2_000,
     };
     let off = runs_per_sec(runs, &[]);
-    let endpoint = sink();
+    let endpoint = counting_sink(Arc::default());
     let on = runs_per_sec(runs, &[("MULTIJOB_OTLP_ENDPOINT", &endpoint)]);
     let full = scale == Scale::Full;
     out.push(Figure {

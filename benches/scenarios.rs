@@ -48,8 +48,13 @@ enum Scale {
     Full,
 }
 
+/// The daemon under test: this build's, or `MULTIJOB_BENCH_BIN` (e.g.
+/// `target/dist/multijob`, to measure another profile's binary with the
+/// same harness).
 fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_multijob"))
+    std::env::var_os("MULTIJOB_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_multijob")))
 }
 
 /// Run a child to completion; return (wall, peak RSS in MB, success).

@@ -41,9 +41,14 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
                 }
             }
             let snapshot = &loaded.snapshot;
+            // The Defaults document is named only when there is one.
             let counts = Kind::ALL
                 .iter()
-                .map(|k| plural(snapshot.count(*k), &k.as_str().to_lowercase()))
+                .filter(|k| **k != Kind::Defaults || snapshot.count(**k) > 0)
+                .map(|k| match k {
+                    Kind::Defaults => plural(snapshot.count(*k), "defaults document"),
+                    _ => plural(snapshot.count(*k), &k.as_str().to_lowercase()),
+                })
                 .collect::<Vec<_>>()
                 .join(", ");
             let summary = format!("{} in {}", counts, plural(files.len(), "file"));

@@ -1,5 +1,6 @@
-//! Notices on state changes (`notify:` on a job or its flow): `failure`,
-//! `recovery`, `missed`, `cooldown`, each sent once per state change.
+//! Notices on state changes (`notify:` on a job, its flow, or the directory's
+//! `kind: Defaults`): `failure`, `recovery`, `missed`, `cooldown`, each sent
+//! once per state change.
 //!
 //! The state change is already durable before anything here runs: it is
 //! a committed event (`run.failed` is written in the same batch as the
@@ -47,7 +48,8 @@ fn state_key(job: &str) -> String {
     format!("notify:job:{job}")
 }
 
-/// The job's notice rules in `snapshot` (its own, else its flow's).
+/// The job's notice rules in `snapshot` (its own, else its flow's, else
+/// the directory's Defaults document's).
 pub fn rules_of<'a>(snapshot: &'a Snapshot, job_id: &str) -> Option<(&'a Job, &'a [NoticeRule])> {
     let job = &snapshot.jobs.get(job_id)?.spec;
     let flow = job
@@ -55,7 +57,7 @@ pub fn rules_of<'a>(snapshot: &'a Snapshot, job_id: &str) -> Option<(&'a Job, &'
         .as_ref()
         .and_then(|f| snapshot.flows.get(f))
         .map(|r| &r.spec);
-    let rules = job.notice_rules(flow);
+    let rules = job.notice_rules(flow, snapshot.defaults());
     (!rules.is_empty()).then_some((job, rules))
 }
 

@@ -119,7 +119,7 @@ pub fn report(
                     out.trigger_notes.insert(change.id.clone(), notes);
                 }
             }
-            Kind::Connector | Kind::Skill => {}
+            Kind::Connector | Kind::Skill | Kind::Defaults => {}
         }
     }
     out.plan = plan;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::diagnostic::{Diagnostic, DocContext, Severity};
-use super::model::Kind;
+use super::model::{DEFAULTS_ID, Kind};
 use super::snapshot::{Resource, Snapshot};
 use super::yaml::{self, Pos, Positions, YamlDoc};
 use super::{SourceFile, SourceMap, aliases, schema, validate};
@@ -75,6 +75,9 @@ pub(super) fn load(
         return;
     }
     let at = doc.start;
+    if kind == Kind::Defaults && second_defaults(snapshot, &ctx, at, out) {
+        return;
+    }
     let value = Value::Object(map);
     let typed = Typed {
         file,
@@ -88,6 +91,7 @@ pub(super) fn load(
         Kind::Connector => typed.insert(&mut snapshot.connectors, id.clone(), value, out),
         Kind::Skill => typed.insert(&mut snapshot.skills, id.clone(), value, out),
         Kind::Trigger => typed.insert(&mut snapshot.triggers, id.clone(), value, out),
+        Kind::Defaults => typed.insert(&mut snapshot.defaults, id.clone(), value, out),
     };
     match inserted {
         Some(None) => {
@@ -131,8 +135,8 @@ fn kind_of(
                 Severity::Error,
                 "schema",
                 format!(
-                    "unknown kind `{k}`: use Job, Flow, Connector, Skill or Trigger{}",
-                    super::suggest::hint(k, ["Job", "Flow", "Connector", "Skill", "Trigger"])
+                    "unknown kind `{k}`: use Job, Flow, Connector, Skill, Trigger or Defaults{}",
+                    super::suggest::hint(k, Kind::ALL.map(Kind::as_str))
                 ),
             ),
         },
@@ -148,9 +152,11 @@ fn kind_of(
     None
 }
 
-/// `id`, or for a job its seed spelling `job_id`.
+/// `id`, or for a job its seed spelling `job_id`; a Defaults document
+/// needs none (`defaults`).
 fn id_of(map: &Map<String, Value>, kind: Kind) -> Option<String> {
-    map.get("id")
+    let id = map
+        .get("id")
         .or_else(|| {
             if kind == Kind::Job {
                 map.get("job_id")
@@ -159,7 +165,36 @@ fn id_of(map: &Map<String, Value>, kind: Kind) -> Option<String> {
             }
         })
         .and_then(Value::as_str)
-        .map(str::to_string)
+        .map(str::to_string);
+    match (id, kind) {
+        (None, Kind::Defaults) if !map.contains_key("id") => Some(DEFAULTS_ID.to_string()),
+        (id, _) => id,
+    }
+}
+
+/// True, with a finding, when the directory already has a Defaults
+/// document (whatever its id): there is one per directory.
+fn second_defaults(
+    snapshot: &Snapshot,
+    ctx: &DocContext<'_>,
+    at: Pos,
+    out: &mut Vec<Diagnostic>,
+) -> bool {
+    let Some(first) = snapshot.defaults.values().next() else {
+        return false;
+    };
+    out.push(ctx.at(
+        at,
+        "",
+        Severity::Error,
+        "duplicate-defaults",
+        format!(
+            "a directory has one Defaults document, and {}:{} already is it; \
+             merge the two into one",
+            first.file, first.line
+        ),
+    ));
+    true
 }
 
 /// The JSON Schema and raw-step findings, then (for a job) the seed

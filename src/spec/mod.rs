@@ -15,6 +15,8 @@
 pub mod actions;
 pub mod aliases;
 pub mod commands;
+#[cfg(test)]
+mod defaults_tests;
 pub mod diagnostic;
 mod document;
 pub mod model;

@@ -25,15 +25,17 @@ pub enum Kind {
     Connector,
     Skill,
     Trigger,
+    Defaults,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Job,
         Kind::Flow,
         Kind::Connector,
         Kind::Skill,
         Kind::Trigger,
+        Kind::Defaults,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +45,7 @@ impl Kind {
             Kind::Connector => "Connector",
             Kind::Skill => "Skill",
             Kind::Trigger => "Trigger",
+            Kind::Defaults => "Defaults",
         }
     }
 
@@ -58,6 +61,7 @@ impl Kind {
             Kind::Connector => "connector",
             Kind::Skill => "skill",
             Kind::Trigger => "trigger",
+            Kind::Defaults => "defaults",
         }
     }
 }
@@ -150,13 +154,23 @@ pub struct Job {
 }
 
 impl Job {
-    /// The job's notices: its own list, else its flow's (the most specific
-    /// list replaces the others, it does not add to them).
-    pub fn notice_rules<'a>(&'a self, flow: Option<&'a Flow>) -> &'a [NoticeRule] {
-        if !self.notify.is_empty() {
-            return &self.notify;
-        }
-        flow.map(|f| f.notify.as_slice()).unwrap_or_default()
+    /// The job's notices: its own list, else its flow's, else the
+    /// directory's Defaults document's (the most specific non-empty list
+    /// replaces the others, it does not add to them).
+    pub fn notice_rules<'a>(
+        &'a self,
+        flow: Option<&'a Flow>,
+        defaults: Option<&'a Defaults>,
+    ) -> &'a [NoticeRule] {
+        [
+            Some(self.notify.as_slice()),
+            flow.map(|f| f.notify.as_slice()),
+            defaults.map(|d| d.notify.as_slice()),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|rules| !rules.is_empty())
+        .unwrap_or_default()
     }
 }
 
@@ -372,6 +386,27 @@ pub struct Flow {
     /// The notices of the lane's jobs that have no `notify:` of their own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<NoticeRule>,
+}
+
+/// The directory's defaults (`kind: Defaults`, at most one per config
+/// directory): what a job falls back to when neither it nor its flow says.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Defaults {
+    /// Optional in the document; `defaults` when left out.
+    #[serde(default = "default_defaults_id")]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The notices of jobs that have no `notify:` and whose flow has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NoticeRule>,
+}
+
+/// The id of a Defaults document that names none.
+pub const DEFAULTS_ID: &str = "defaults";
+
+fn default_defaults_id() -> String {
+    DEFAULTS_ID.to_string()
 }
 
 /// Daily budgets of a job or a flow: calls counted in the store per

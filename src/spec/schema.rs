@@ -21,6 +21,7 @@ pub fn schema_text(kind: Kind) -> &'static str {
         Kind::Connector => include_str!("../../schemas/connector.schema.json"),
         Kind::Skill => include_str!("../../schemas/skill.schema.json"),
         Kind::Trigger => include_str!("../../schemas/trigger.schema.json"),
+        Kind::Defaults => include_str!("../../schemas/defaults.schema.json"),
     }
 }
 

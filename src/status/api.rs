@@ -268,6 +268,7 @@ async fn status(State(shared): State<AppState>) -> ApiResult {
             "connectors": s.connectors.len(),
             "skills": s.skills.len(),
             "triggers": s.triggers.len(),
+            "defaults": s.defaults.len(),
         },
         "queue_depth": queue_depth,
         "running": running,

@@ -380,13 +380,7 @@ impl Metrics {
         let applied = shared.applied.load();
         let s = &applied.snapshot;
         for kind in Kind::ALL {
-            let n = match kind {
-                Kind::Job => s.jobs.len(),
-                Kind::Flow => s.flows.len(),
-                Kind::Connector => s.connectors.len(),
-                Kind::Skill => s.skills.len(),
-                Kind::Trigger => s.triggers.len(),
-            };
+            let n = s.count(kind);
             self.resources
                 .get_or_create(&KindLabels {
                     kind: kind.as_str().to_ascii_lowercase(),

@@ -190,6 +190,7 @@ impl ResourceWrites {
         );
         kind_writes(Kind::Skill, &running.skills, &desired.skills, &mut w);
         kind_writes(Kind::Trigger, &running.triggers, &desired.triggers, &mut w);
+        kind_writes(Kind::Defaults, &running.defaults, &desired.defaults, &mut w);
         w
     }
 }

@@ -147,6 +147,13 @@ pub fn diff(running: &Snapshot, desired: &Snapshot) -> Plan {
         no_flags,
         &mut plan,
     );
+    diff_kind(
+        Kind::Defaults,
+        &running.defaults,
+        &desired.defaults,
+        no_flags,
+        &mut plan,
+    );
     plan.changes
         .sort_by(|a, b| a.kind.cmp(&b.kind).then_with(|| a.id.cmp(&b.id)));
     plan

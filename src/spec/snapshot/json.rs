@@ -59,6 +59,7 @@ impl Snapshot {
         push(Kind::Connector, &self.connectors, &mut items);
         push(Kind::Skill, &self.skills, &mut items);
         push(Kind::Trigger, &self.triggers, &mut items);
+        push(Kind::Defaults, &self.defaults, &mut items);
         json!({
             "version": VERSION,
             "revision": revision,
@@ -108,6 +109,7 @@ fn add(snapshot: &mut Snapshot, item: &Value) -> Result<(), String> {
         Kind::Connector => insert(&mut snapshot.connectors, item),
         Kind::Skill => insert(&mut snapshot.skills, item),
         Kind::Trigger => insert(&mut snapshot.triggers, item),
+        Kind::Defaults => insert(&mut snapshot.defaults, item),
     }
     .map_err(|e| format!("{what}: spec: {e}"))?;
     if duplicate {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::model::{Connector, Flow, Job, Kind, Priority, Skill, Trigger};
+use super::model::{Connector, Defaults, Flow, Job, Kind, Priority, Skill, Trigger};
 
 /// A resource as loaded: its spec and where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +49,10 @@ pub struct Snapshot {
     pub skills: BTreeMap<String, Resource<Skill>>,
     #[serde(default)]
     pub triggers: BTreeMap<String, Resource<Trigger>>,
+    /// The `kind: Defaults` document: at most one (validation rejects a
+    /// second), keyed by its id like every kind.
+    #[serde(default)]
+    pub defaults: BTreeMap<String, Resource<Defaults>>,
 }
 
 impl Snapshot {
@@ -75,6 +79,7 @@ impl Snapshot {
         out.extend(entries_of(Kind::Connector, &self.connectors));
         out.extend(entries_of(Kind::Skill, &self.skills));
         out.extend(entries_of(Kind::Trigger, &self.triggers));
+        out.extend(entries_of(Kind::Defaults, &self.defaults));
         out
     }
 
@@ -84,6 +89,7 @@ impl Snapshot {
             + self.connectors.len()
             + self.skills.len()
             + self.triggers.len()
+            + self.defaults.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -98,7 +104,13 @@ impl Snapshot {
             Kind::Connector => self.connectors.len(),
             Kind::Skill => self.skills.len(),
             Kind::Trigger => self.triggers.len(),
+            Kind::Defaults => self.defaults.len(),
         }
+    }
+
+    /// The directory's Defaults document, if it has one.
+    pub fn defaults(&self) -> Option<&Defaults> {
+        self.defaults.values().next().map(|r| &r.spec)
     }
 
     /// A job's priority: its own, else its flow's, else normal.
@@ -128,6 +140,7 @@ impl Snapshot {
             Kind::Connector => self.connectors.get(id).map(one),
             Kind::Skill => self.skills.get(id).map(one),
             Kind::Trigger => self.triggers.get(id).map(one),
+            Kind::Defaults => self.defaults.get(id).map(one),
         }
     }
 }

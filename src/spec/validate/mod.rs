@@ -116,6 +116,9 @@ pub fn check_snapshot(
     docs.each(&snapshot.flows, Kind::Flow, out, |flow, c| {
         notify::check_rules(&flow.spec.notify, Some(0), snapshot, &env, c);
     });
+    docs.each(&snapshot.defaults, Kind::Defaults, out, |d, c| {
+        notify::check_rules(&d.spec.notify, Some(0), snapshot, &env, c);
+    });
     let commands = Commands::of(snapshot);
     docs.each(&snapshot.skills, Kind::Skill, out, |skill, c| {
         check_skill(&skill.spec, snapshot, &env, c);

@@ -1,4 +1,4 @@
-//! A job's or flow's `notify:` beyond its schema: each connector exists
+//! A job's, flow's or Defaults document's `notify:` beyond its schema: each connector exists
 //! and delivers messages (a messaging provider, as a `message` step
 //! needs), each template compiles and reads only what a notice has
 //! (`job`, `run`, `event`, `count`, `reasons`, `now`), and `deadline`
@@ -17,7 +17,7 @@ const ONLY_THE_NOTICE: &str =
     "a notice is rendered by the daemon after the run, outside its steps and inputs";
 
 /// Check the rules under `/notify`; `deadline_sec` is the job's (a flow
-/// passes `Some(..)`: its jobs bring their own).
+/// or the Defaults document passes `Some(..)`: its jobs bring their own).
 pub(super) fn check_rules(
     rules: &[NoticeRule],
     deadline_sec: Option<u64>,

@@ -660,6 +660,9 @@ impl RedisStore {
                 Kind::Trigger => {
                     snapshot.triggers.insert(id, typed(&text, &what)?);
                 }
+                Kind::Defaults => {
+                    snapshot.defaults.insert(id, typed(&text, &what)?);
+                }
             }
         }
         let revision = match (seq, rec) {

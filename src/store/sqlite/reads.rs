@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use super::{all_rows, corrupt, sql_err};
-use crate::spec::model::{Connector, Flow, Job, Kind, Skill, Trigger};
+use crate::spec::model::{Connector, Defaults, Flow, Job, Kind, Skill, Trigger};
 use crate::spec::snapshot::{Resource, Snapshot};
 use crate::store::runs::{Approval, FailureState, LiveState, Run, RunQuery, sort_approvals};
 use crate::store::{Applied, Event, EventQuery, RevisionRecord, RevisionStatus, StoreError};
@@ -80,6 +80,12 @@ pub fn read_applied(c: &Connection, path: &Path) -> Result<Applied, StoreError> 
                 snapshot.triggers.insert(
                     id,
                     typed::<Trigger>(&spec, hash, file, line, column, &what)?,
+                );
+            }
+            Kind::Defaults => {
+                snapshot.defaults.insert(
+                    id,
+                    typed::<Defaults>(&spec, hash, file, line, column, &what)?,
                 );
             }
         }

@@ -11,6 +11,7 @@
 //! one keeps running.
 
 pub mod author;
+pub mod defaults_notes;
 pub mod diff;
 pub mod git;
 mod load;

@@ -77,6 +77,9 @@ pub struct PlanReport {
     /// Trigger id → what its change does to the requests it answers
     /// ([`trigger_notes`](super::trigger_notes)); only non-empty ones.
     pub trigger_notes: HashMap<String, Vec<String>>,
+    /// Which jobs take their notices from a changed Defaults document
+    /// ([`defaults_notes`](super::defaults_notes)); empty when unchanged.
+    pub defaults_notes: Vec<String>,
 }
 
 /// Diffs `running` against `desired` and works out what applying it will
@@ -99,6 +102,7 @@ pub fn report(
         lanes_under_load: Vec::new(),
         in_flight: Vec::new(),
         trigger_notes: HashMap::new(),
+        defaults_notes: Vec::new(),
     };
     for change in &plan.changes {
         match change.kind {
@@ -119,7 +123,10 @@ pub fn report(
                     out.trigger_notes.insert(change.id.clone(), notes);
                 }
             }
-            Kind::Connector | Kind::Skill | Kind::Defaults => {}
+            Kind::Defaults => {
+                out.defaults_notes = super::defaults_notes::notes(change, running, desired);
+            }
+            Kind::Connector | Kind::Skill => {}
         }
     }
     out.plan = plan;
@@ -246,10 +253,12 @@ pub fn render_text(r: &PlanReport, desired: &Snapshot) -> String {
     out
 }
 
-/// The notes of a change: a trigger's (none for other kinds).
+/// The notes of a change: a trigger's or the Defaults document's (none
+/// for other kinds).
 fn notes_of<'a>(r: &'a PlanReport, change: &Change) -> &'a [String] {
     match change.kind {
         Kind::Trigger => r.trigger_notes.get(&change.id).map_or(&[], Vec::as_slice),
+        Kind::Defaults => &r.defaults_notes,
         _ => &[],
     }
 }

@@ -82,9 +82,14 @@ fn a_second_defaults_document_is_an_error_naming_both_files() {
     assert!(lines.iter().any(|l| l.starts_with(want)), "{lines:?}");
     assert_eq!(loaded.snapshot.defaults.len(), 1);
     // The same (default) id twice is the same error, not a duplicate id.
-    let (_, lines) = load(&[("jobs.d/a.yaml", &first), ("jobs.d/b.yaml", "kind: Defaults\n")]);
+    let (_, lines) = load(&[
+        ("jobs.d/a.yaml", &first),
+        ("jobs.d/b.yaml", "kind: Defaults\n"),
+    ]);
     assert!(
-        lines.iter().any(|l| l.contains("error[duplicate-defaults]")),
+        lines
+            .iter()
+            .any(|l| l.contains("error[duplicate-defaults]")),
         "{lines:?}"
     );
 }
@@ -101,7 +106,10 @@ fn its_rules_name_messaging_connectors_that_exist() {
         "jobs.d/d.yaml:8:16: error[reference] Defaults defaults: no Connector `hokk` (did you mean `hook`?)",
         "jobs.d/d.yaml:12:15: error[template] Defaults defaults: `steps` cannot be read here",
     ] {
-        assert!(lines.iter().any(|l| l.starts_with(want)), "{want}\n{lines:?}");
+        assert!(
+            lines.iter().any(|l| l.starts_with(want)),
+            "{want}\n{lines:?}"
+        );
     }
 }
 
@@ -138,15 +146,27 @@ fn notices_fall_back_from_the_job_to_its_flow_to_the_defaults() {
     let lane = flow(vec![rule("from-flow")]);
     let quiet_lane = flow(Vec::new());
     let d = Some(&defaults);
-    assert_eq!(first(own.notice_rules(Some(&lane), d)).as_deref(), Some("own"));
-    assert_eq!(first(bare.notice_rules(Some(&lane), d)).as_deref(), Some("from-flow"));
+    assert_eq!(
+        first(own.notice_rules(Some(&lane), d)).as_deref(),
+        Some("own")
+    );
+    assert_eq!(
+        first(bare.notice_rules(Some(&lane), d)).as_deref(),
+        Some("from-flow")
+    );
     assert_eq!(
         first(bare.notice_rules(Some(&quiet_lane), d)).as_deref(),
         Some("from-defaults")
     );
-    assert_eq!(first(bare.notice_rules(None, d)).as_deref(), Some("from-defaults"));
+    assert_eq!(
+        first(bare.notice_rules(None, d)).as_deref(),
+        Some("from-defaults")
+    );
     assert!(bare.notice_rules(None, None).is_empty());
-    assert!(bare.notice_rules(None, Some(&Defaults::default())).is_empty());
+    assert!(
+        bare.notice_rules(None, Some(&Defaults::default()))
+            .is_empty()
+    );
 }
 
 #[test]

@@ -267,3 +267,119 @@ fn validate_refuses_bad_notify_rules_with_file_and_line() {
         assert!(all.contains(want), "missing {want:?} in:\n{all}");
     }
 }
+
+/// A job with no `notify:` and no flow sends its notices through the
+/// directory's `kind: Defaults` rule; a job with its own list does not.
+fn the_defaults_document_carries_notices_of_jobs_without_their_own(store: &[&str]) {
+    let (sink, base) = Sink::start();
+    let dir = ConfigDir::new();
+    dir.write(
+        "jobs.d/jobs.yaml",
+        &format!(
+            "{}kind: Defaults\nnotify:\n  - connector: hook\n    on: [failure, recovery]\n    \
+             template: \"defaults {{{{ job.id }}}}: {{{{ event }}}}\"\n---\n\
+             id: bare\ntype: simulation.heavy\nfailure_memory: {{enabled: false}}\n---\n\
+             id: own\ntype: simulation.heavy\nfailure_memory: {{enabled: false}}\n\
+             notify:\n  - connector: hook\n    on: [failure]\n    \
+             template: \"own {{{{ job.id }}}}: {{{{ event }}}}\"\n",
+            connector(&base)
+        ),
+    );
+    dir.run(&["validate"]).assert_code(0);
+    let d = Daemon::start(dir.path(), store);
+    d.wait_until("/api/v1/status", "the Defaults document", |v| {
+        v["counts"]["defaults"] == 1
+    });
+    for job in ["bare", "own"] {
+        for args in [&["-i", "fail_attempts=1"][..], &[]] {
+            let run = d.run_ended(&dir.trigger(job, &[args, store].concat()));
+            assert!(
+                run["status"] == "failed" || run["status"] == "succeeded",
+                "{run:#}"
+            );
+        }
+    }
+    let mut texts = sink.wait_for(3, &d);
+    texts.sort();
+    assert_eq!(
+        texts,
+        [
+            "defaults bare: failure",
+            "defaults bare: recovery",
+            "own own: failure"
+        ]
+    );
+}
+
+#[test]
+fn the_defaults_document_carries_notices_sqlite() {
+    the_defaults_document_carries_notices_of_jobs_without_their_own(&[]);
+}
+
+#[test]
+fn the_defaults_document_carries_notices_redis() {
+    let redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    the_defaults_document_carries_notices_of_jobs_without_their_own(&["--redis", &url]);
+}
+
+fn watched(base: &str, inputs: &str) -> String {
+    format!(
+        "{}id: watched\ntype: simulation.heavy\nschedule: {{every: 1s}}\n\
+         expect: {{success_within: 3s}}\nfailure_memory: {{enabled: false}}\ninputs: {inputs}\n\
+         notify:\n  - connector: hook\n    on: [expect]\n",
+        connector(base)
+    )
+}
+
+/// `expect: {success_within: 3s}` holds while the job succeeds (no
+/// notice); once it fails, one `expect` notice arrives within a few
+/// seconds of the break (the check runs every 2 s), and no more follow
+/// however many checks find it still broken.
+fn a_broken_expectation_sends_one_expect_notice(store: &[&str]) {
+    let (sink, base) = Sink::start();
+    let dir = ConfigDir::new();
+    dir.write("jobs.d/watched.yaml", &watched(&base, "{work_ms: 10}"));
+    let d = Daemon::start(dir.path(), store);
+    d.wait_until("/api/v1/expectations", "a success", |v| {
+        v["items"][0]["last_success"].is_string()
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(sink.texts(), Vec::<String>::new(), "{}", d.log());
+
+    dir.write(
+        "jobs.d/watched.yaml",
+        &watched(&base, "{work_ms: 10, fail_rate: 1}"),
+    );
+    let failing = Instant::now();
+    while sink.texts().is_empty() && failing.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The last success is at most ~1 s before the edit is applied; broken
+    // 3 s later, seen by the next 2 s check: well within 10 s.
+    assert!(
+        failing.elapsed() < Duration::from_secs(10),
+        "{:?}: {:?}\n{}",
+        failing.elapsed(),
+        sink.texts(),
+        d.log()
+    );
+    // Three more checks find it still broken: still one notice.
+    std::thread::sleep(Duration::from_secs(6));
+    let texts = sink.texts();
+    assert_eq!(texts.len(), 1, "{texts:#?}\n{}", d.log());
+    assert!(texts[0].starts_with("watched: expect — "), "{texts:?}");
+    assert_eq!(events(&d, "expectation.broken").len(), 1);
+}
+
+#[test]
+fn a_broken_expectation_sends_one_expect_notice_sqlite() {
+    a_broken_expectation_sends_one_expect_notice(&[]);
+}
+
+#[test]
+fn a_broken_expectation_sends_one_expect_notice_redis() {
+    let redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    a_broken_expectation_sends_one_expect_notice(&["--redis", &url]);
+}

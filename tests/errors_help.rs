@@ -78,7 +78,7 @@ fn a_kind_in_another_case_is_suggested() {
     finding(
         "kind: job\nid: a\ntype: noop\n",
         1,
-        "jobs.d/a.yaml:1:7: error[schema]: unknown kind `job`: use Job, Flow, Connector, Skill or Trigger (did you mean `Job`?)",
+        "jobs.d/a.yaml:1:7: error[schema]: unknown kind `job`: use Job, Flow, Connector, Skill, Trigger or Defaults (did you mean `Job`?)",
     );
 }
 
@@ -87,7 +87,7 @@ fn a_misspelt_kind_is_suggested() {
     finding(
         "kind: Conector\nid: a\nprovider: http\n",
         1,
-        "jobs.d/a.yaml:1:7: error[schema]: unknown kind `Conector`: use Job, Flow, Connector, Skill or Trigger (did you mean `Connector`?)",
+        "jobs.d/a.yaml:1:7: error[schema]: unknown kind `Conector`: use Job, Flow, Connector, Skill, Trigger or Defaults (did you mean `Connector`?)",
     );
 }
 

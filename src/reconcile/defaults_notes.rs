@@ -53,14 +53,10 @@ fn following(snapshot: &Snapshot) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{SourceFile, build};
+    use crate::spec::build_texts;
 
     fn snapshot(text: &str) -> Snapshot {
-        let files = [SourceFile {
-            path: "jobs.d/a.yaml".into(),
-            text: text.into(),
-        }];
-        let loaded = build(&files);
+        let loaded = build_texts(&[("jobs.d/a.yaml", text)]);
         assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
         loaded.snapshot
     }

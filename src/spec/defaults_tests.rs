@@ -3,22 +3,15 @@
 //! through the snapshot's JSON form, and the last fallback of a job's
 //! notices.
 
+use super::build_texts;
 use super::model::{Defaults, Flow, Job, NoticeKind, NoticeRule};
 use super::snapshot::Snapshot;
-use super::{SourceFile, build};
 
 const HOOK: &str =
     "kind: Connector\nid: hook\nprovider: webhook\nbase_url: http://127.0.0.1:9/hook\n---\n";
 
 fn load(files: &[(&str, &str)]) -> (super::Loaded, Vec<String>) {
-    let files: Vec<SourceFile> = files
-        .iter()
-        .map(|(path, text)| SourceFile {
-            path: path.to_string(),
-            text: text.to_string(),
-        })
-        .collect();
-    let loaded = build(&files);
+    let loaded = build_texts(files);
     let lines = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
     (loaded, lines)
 }

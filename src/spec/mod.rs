@@ -144,6 +144,19 @@ fn load_file(
     }
 }
 
+/// [`build`] over `(path, text)` pairs, for tests.
+#[cfg(test)]
+pub(crate) fn build_texts(files: &[(&str, &str)]) -> Loaded {
+    let files: Vec<SourceFile> = files
+        .iter()
+        .map(|(path, text)| SourceFile {
+            path: path.to_string(),
+            text: text.to_string(),
+        })
+        .collect();
+    build(&files)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

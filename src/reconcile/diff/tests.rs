@@ -1,5 +1,4 @@
 use super::*;
-use crate::spec::SourceFile;
 use crate::spec::model::{Connector, Flow, Skill};
 use proptest::prelude::*;
 use serde::de::DeserializeOwned;
@@ -39,14 +38,7 @@ fn only_change(plan: &Plan) -> &Change {
 }
 
 fn load(files: &[(&str, &str)]) -> Snapshot {
-    let files: Vec<SourceFile> = files
-        .iter()
-        .map(|(path, text)| SourceFile {
-            path: path.to_string(),
-            text: text.to_string(),
-        })
-        .collect();
-    let loaded = crate::spec::build(&files);
+    let loaded = crate::spec::build_texts(files);
     assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
     loaded.snapshot
 }

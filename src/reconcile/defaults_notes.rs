@@ -98,4 +98,19 @@ mod tests {
             ["no job takes its notices from it (each has its own or its flow's)"]
         );
     }
+
+    #[test]
+    fn names_ten_jobs_and_counts_the_rest() {
+        let jobs: Vec<String> = (0..12)
+            .map(|i| format!("id: j{i:02}\ntype: noop\n"))
+            .collect();
+        let s = snapshot(&jobs.join("---\n"));
+        assert_eq!(
+            notes(&change(Action::Create), &Snapshot::default(), &s),
+            [
+                "jobs that take their notices from it (12): j00, j01, j02, j03, j04, j05, j06, \
+              j07, j08, j09 and 2 more"
+            ]
+        );
+    }
 }

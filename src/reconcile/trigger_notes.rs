@@ -4,7 +4,7 @@
 //! refused", "POST /hooks/X will answer 404". The field lines above them
 //! say what changed; these say what that does.
 
-use crate::spec::model::Trigger;
+use crate::spec::model::{Trigger, TriggerAction};
 use crate::spec::snapshot::Snapshot;
 
 use super::diff::{Action, Change};
@@ -67,12 +67,16 @@ fn update_notes(path: &str, old: &Trigger, new: &Trigger) -> Vec<String> {
     out
 }
 
-/// `job X` or `skill Y`.
+/// `job X`, `skill Y`, or what an action does.
 fn target(t: &Trigger) -> String {
-    match (&t.job, &t.skill) {
-        (Some(job), _) => format!("job {job}"),
-        (None, Some(skill)) => format!("skill {skill}"),
-        (None, None) => "nothing".to_string(),
+    match (&t.job, &t.skill, t.action) {
+        (Some(job), _, _) => format!("job {job}"),
+        (None, Some(skill), _) => format!("skill {skill}"),
+        (None, None, Some(TriggerAction::Sync)) => {
+            "a git fetch on each push to the pulled branch (action: sync, with run --git)"
+                .to_string()
+        }
+        (None, None, None) => "nothing".to_string(),
     }
 }
 
@@ -132,6 +136,27 @@ mod tests {
                 ),
                 ("off".into(), vec!["POST /hooks/off stays off (enabled: false)".to_string()]),
             ]
+        );
+    }
+
+    #[test]
+    fn a_sync_trigger_says_it_fetches() {
+        let desired = snapshot(&[hook(
+            "push",
+            json!({"job": null, "action": "sync", "source": "github"}),
+        )]);
+        assert_eq!(
+            all(&Snapshot::default(), &desired),
+            [(
+                "push".into(),
+                vec!["POST /hooks/push (github signature) will run a git fetch on each push to the pulled branch (action: sync, with run --git)".to_string()]
+            )]
+        );
+        let running = snapshot(&[hook("push", json!({}))]);
+        let notes = all(&running, &desired);
+        assert_eq!(
+            notes[0].1[0],
+            "now runs a git fetch on each push to the pulled branch (action: sync, with run --git) (was job fulfil)"
         );
     }
 

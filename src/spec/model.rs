@@ -641,7 +641,8 @@ pub fn skill_job_id(skill_id: &str) -> String {
 
 /// An inbound trigger (`kind: Trigger`): a signed request from outside
 /// (`POST /hooks/{id}` on the inbound listener) that starts a job or a
-/// skill. Only `inputs` comes from the request; everything else is git's.
+/// skill, or (`action: sync`, GitHub only) makes `run --git` fetch at
+/// once. Only `inputs` comes from the request; everything else is git's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trigger {
     pub id: String,
@@ -649,12 +650,16 @@ pub struct Trigger {
     pub description: Option<String>,
     /// Whose signature scheme the request carries.
     pub source: TriggerSource,
-    /// The job to run; exactly one of `job` and `skill` is set.
+    /// The job to run; exactly one of `job`, `skill` and `action` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
     /// The skill to run as a one-off run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skill: Option<String>,
+    /// What the daemon does itself instead of a run (`sync`: fetch the
+    /// config repository now; `source: github` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<TriggerAction>,
     /// Secret reference (`${env:NAME}`, `${file:PATH}`), never a value.
     pub secret: String,
     /// The run's inputs: templates over `payload`, `headers`, `source`
@@ -668,6 +673,22 @@ pub struct Trigger {
     pub rate_limit: Option<RateLimit>,
     #[serde(default = "default_true")]
     pub enabled: bool,
+}
+
+/// A trigger's own action, done by the daemon instead of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerAction {
+    /// A GitHub `push` to the pulled branch makes `run --git` fetch now.
+    Sync,
+}
+
+impl TriggerAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerAction::Sync => "sync",
+        }
+    }
 }
 
 /// The signature scheme (and delivery id) an inbound trigger expects.

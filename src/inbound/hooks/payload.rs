@@ -124,6 +124,7 @@ mod tests {
             source: TriggerSource::Webhook,
             job: Some("j".into()),
             skill: None,
+            action: None,
             secret: "${env:S}".into(),
             inputs: inputs.as_object().cloned().unwrap_or_default(),
             requires_approval: false,

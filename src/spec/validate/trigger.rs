@@ -4,7 +4,7 @@
 //! telegram trigger's skill listens on telegram, and every `inputs`
 //! template compiles and reads only the request (`payload`, `headers`,
 //! `source`, `now`): what comes from outside reaches the run's `inputs`
-//! and nothing else. A header looked up with capitals gets a warning (the
+//! and nothing else. `action: sync` takes GitHub's pushes only. A header looked up with capitals gets a warning (the
 //! request's header names are lower-cased). A literal `secret` is refused
 //! on the raw document (`schema`), without echoing it.
 
@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::{Checker, check_args, no_such, push_template_issue, walk_strings};
 use crate::spec::commands::skill_channel;
-use crate::spec::model::{Trigger, TriggerSource};
+use crate::spec::model::{Trigger, TriggerAction, TriggerSource};
 use crate::spec::snapshot::Snapshot;
 use crate::spec::templates::{self, INBOUND_ROOTS};
 use crate::spec::yaml::escape_token;
@@ -31,6 +31,9 @@ pub(super) fn check_trigger(
     }
     if let Some(skill) = &trigger.skill {
         check_skill(trigger, skill, snapshot, c);
+    }
+    if let Some(action) = trigger.action {
+        check_action(trigger, action, c);
     }
     for (key, value) in &trigger.inputs {
         let pointer = format!("/inputs/{}", escape_token(key));
@@ -83,6 +86,21 @@ fn check_skill(trigger: &Trigger, skill: &str, snapshot: &Snapshot, c: &mut Chec
                 r.file, r.line
             ),
         );
+    }
+}
+
+/// `sync` acts on a GitHub `push`: no other sender says which branch moved.
+fn check_action(trigger: &Trigger, action: TriggerAction, c: &mut Checker) {
+    match action {
+        TriggerAction::Sync if trigger.source != TriggerSource::Github => c.error(
+            "/action",
+            "action",
+            format!(
+                "`action: sync` fetches the config repository when GitHub sends a push to the pulled branch, so it takes only `source: github` (this trigger's source is {}): set `source: github`, or run a job with `job:` instead",
+                trigger.source.as_str()
+            ),
+        ),
+        TriggerAction::Sync => {}
     }
 }
 
@@ -219,6 +237,20 @@ steps: [{id: s, set: {}}]
             one(&trigger("skill: brif\n")),
             "jobs.d/t.yaml:5:8: error[reference] Trigger t: no Skill `brif` (did you mean `brief`?)"
         );
+    }
+
+    #[test]
+    fn a_sync_action_takes_only_github() {
+        let github = trigger("action: sync\n").replace("webhook", "github");
+        assert_eq!(findings(&github), Vec::<String>::new());
+        assert_eq!(
+            one(&trigger("action: sync\n")),
+            "jobs.d/t.yaml:5:9: error[action] Trigger t: `action: sync` fetches the config repository when GitHub sends a push to the pulled branch, so it takes only `source: github` (this trigger's source is webhook): set `source: github`, or run a job with `job:` instead"
+        );
+        let unknown = one(&trigger("action: pull\n").replace("webhook", "github"));
+        assert!(unknown.contains("jobs.d/t.yaml:5:"), "{unknown}");
+        let two = one(&trigger("action: sync\njob: fulfil-order\n").replace("webhook", "github"));
+        assert!(two.starts_with("jobs.d/t.yaml:"), "{two}");
     }
 
     #[test]

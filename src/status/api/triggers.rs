@@ -21,6 +21,7 @@ fn view(r: &Resource<Trigger>) -> Value {
         "source": t.source.as_str(),
         "job": t.job,
         "skill": t.skill,
+        "action": t.action.map(|a| a.as_str()),
         "requires_approval": t.requires_approval,
         "rate_limit": t.rate_limit,
         "enabled": t.enabled,

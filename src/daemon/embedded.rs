@@ -13,6 +13,7 @@ use super::parts::{
 };
 use super::presence::presence_loop;
 use super::store_lock::StoreLock;
+use crate::inbound::hooks::sync::FetchRoute;
 use crate::store::Store;
 use crate::worker::WorkerPool;
 
@@ -65,7 +66,12 @@ pub(super) async fn run(mut opts: DaemonOptions) -> anyhow::Result<()> {
     shared
         .workers_total
         .store(pool.total(), std::sync::atomic::Ordering::Relaxed);
-    tokio::spawn(inbox_loop(queue.clone(), store.clone(), cancel.clone()));
+    tokio::spawn(inbox_loop(
+        queue.clone(),
+        store.clone(),
+        shared.git.fetch_now.clone(),
+        cancel.clone(),
+    ));
     let revisions = shared.applied_tx.subscribe();
     tokio::spawn(crate::notify::run(store.clone(), revisions, cancel.clone()));
     let intake = crate::inbound::Intake::local(store.clone(), queue.clone());
@@ -86,7 +92,8 @@ pub(super) async fn run(mut opts: DaemonOptions) -> anyhow::Result<()> {
     tracing::info!(dir = %opts.dir.display(), store = %shared.store.describe(), workers = opts.workers, "multijob is running");
     let server = serve_api(&shared, listener, &opts.api)?;
     let intake = crate::inbound::Intake::local(store.clone(), queue.clone());
-    let hooks = super::inbound::serve(&opts, &shared, inbound, intake)?;
+    let route = FetchRoute::Here(shared.git.fetch_now.clone());
+    let hooks = super::inbound::serve(&opts, &shared, inbound, intake, route)?;
 
     stopping.cancelled().await;
     tracing::info!(

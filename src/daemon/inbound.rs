@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 
 use super::DaemonOptions;
 use crate::inbound::Intake;
+use crate::inbound::hooks::sync::{FetchRoute, GitSync};
 use crate::inbound::hooks::{Hooks, router};
 use crate::listener::{self, HostPolicy};
 use crate::status::state::Shared;
@@ -40,12 +41,15 @@ pub(super) async fn bind(opts: &DaemonOptions) -> anyhow::Result<Option<TcpListe
     Ok(Some(listener))
 }
 
-/// Serve `POST /hooks/{trigger}` until the daemon shuts down.
+/// Serve `POST /hooks/{trigger}` until the daemon shuts down; with
+/// `--git`, a sync trigger's fetch goes by `route` (this process's
+/// puller, or the Redis leader's through the inbox).
 pub(super) fn serve(
     opts: &DaemonOptions,
     shared: &Arc<Shared>,
     listener: Option<TcpListener>,
     intake: Intake,
+    route: FetchRoute,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     let (Some(listener), Some(inbound)) = (listener, &opts.inbound) else {
         return Ok(None);
@@ -65,12 +69,17 @@ pub(super) fn serve(
         triggers = shared.applied.load().snapshot.triggers.len(),
         "serving inbound hooks: POST /hooks/<trigger>"
     );
-    let hooks = Arc::new(Hooks::new(
+    let git = opts.git.as_ref().map(|g| GitSync {
+        branch: g.branch.clone(),
+        route,
+    });
+    let hooks = Hooks::new(
         shared.clone(),
         intake,
         inbound.behind_proxy,
         config.timeouts.header,
-    ));
+    );
+    let hooks = Arc::new(hooks.with_git(git));
     Ok(Some(tokio::spawn(listener::serve(
         listener,
         router(hooks),

@@ -8,14 +8,17 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::{Burst, RunQueue};
+use crate::reconcile::pull::FetchNow;
 use crate::run::{NewRun, NotQueued};
 use crate::store::runs::{ApprovalStatus, InboxCommand, MAX_APPROVAL_NOTE_BYTES};
 use crate::store::{Mutation, NewEvent, Store};
 
-/// Commands the CLI left in the store: triggers and approval decisions.
+/// Commands the CLI left in the store: triggers and approval decisions;
+/// a `GitSync` asks this process's puller (`fetch`) for a fetch now.
 pub(super) async fn inbox_loop(
     queue: std::sync::Arc<RunQueue>,
     store: Store,
+    fetch: FetchNow,
     cancel: CancellationToken,
 ) {
     let mut after = 0;
@@ -34,6 +37,16 @@ pub(super) async fn inbox_loop(
         };
         for (id, command) in commands {
             after = after.max(id);
+            if let InboxCommand::GitSync {
+                trigger,
+                delivery_id,
+            } = &command
+            {
+                tracing::info!(trigger = %trigger, delivery = ?delivery_id, "inbox: a sync trigger asks for a git fetch");
+                fetch.request();
+                mark_done(&store, id);
+                continue;
+            }
             // A burst is queued as it is worked off, which may take long
             // (or wait for workers to join): other commands go on meanwhile.
             let bulk = match &command {

@@ -74,7 +74,8 @@ pub(super) async fn run(mut opts: DaemonOptions, url: String) -> anyhow::Result<
     tracing::info!(node = %replica.cfg.node, store = %replica.store.describe(), workers = replica.opts.workers, "multijob replica is running");
     let server = serve_api(&replica.shared, listener, &replica.opts.api)?;
     let intake = crate::inbound::Intake::via_inbox(replica.store.clone());
-    let hooks = super::inbound::serve(&replica.opts, &replica.shared, inbound, intake)?;
+    let route = crate::inbound::hooks::sync::FetchRoute::Inbox;
+    let hooks = super::inbound::serve(&replica.opts, &replica.shared, inbound, intake, route)?;
     let stopping = stop_signal();
     let leading = replica.campaign(&stopping, &is_leader).await?;
     replica.stop(leading, workers).await;
@@ -265,7 +266,12 @@ impl Replica {
             keys.clone(),
             stop.clone(),
         ));
-        tokio::spawn(inbox_loop(queue.clone(), store.clone(), stop.clone()));
+        tokio::spawn(inbox_loop(
+            queue.clone(),
+            store.clone(),
+            self.shared.git.fetch_now.clone(),
+            stop.clone(),
+        ));
         // Only the leader sends notices: one reader of the events.
         let revisions = self.shared.applied_tx.subscribe();
         tokio::spawn(crate::notify::run(store.clone(), revisions, stop.clone()));

@@ -88,6 +88,8 @@ pub struct Reconciler {
     warned: std::sync::Mutex<Vec<Diagnostic>>,
     /// `run --git`: `dir` is the `current` symlink of its checkouts.
     puller: Option<Arc<pull::Puller>>,
+    /// Said once: sync triggers are applied and nothing pulls.
+    warned_sync: std::sync::atomic::AtomicBool,
 }
 
 /// Give memory freed after a reload back to the OS. Loading a large
@@ -192,6 +194,7 @@ impl Reconciler {
             applier,
             warned: Default::default(),
             puller: None,
+            warned_sync: Default::default(),
         }
     }
 
@@ -223,6 +226,31 @@ impl Reconciler {
             tracing::warn!("config warning: {d}");
         }
         *warned = now;
+    }
+
+    /// A daemon without `--git` answers its `action: sync` triggers 409;
+    /// `validate` cannot know, so the log says so, once per process.
+    fn warn_sync_without_git(&self, snapshot: &crate::spec::snapshot::Snapshot) {
+        if self.puller.is_some() {
+            return;
+        }
+        let sync: Vec<&str> = snapshot
+            .triggers
+            .values()
+            .filter(|r| r.spec.enabled && r.spec.action.is_some())
+            .map(|r| r.spec.id.as_str())
+            .collect();
+        if sync.is_empty()
+            || self
+                .warned_sync
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        tracing::warn!(
+            triggers = %sync.join(", "),
+            "these triggers have `action: sync`, and this daemon does not pull from git: their requests are answered 409; start it with run --git URL, or point them at a job"
+        );
     }
 
     /// Load the directory and apply it if it is valid and differs from what
@@ -263,6 +291,7 @@ impl Reconciler {
                 .collect();
             self.reject(&attempt, errors).await?
         } else {
+            self.warn_sync_without_git(&loaded.snapshot);
             self.apply(&attempt, loaded.snapshot).await?
         };
         self.applier.set_last_reconcile(result.clone());

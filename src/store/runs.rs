@@ -363,6 +363,13 @@ pub enum InboxCommand {
         max: u64,
         by: String,
     },
+    /// An inbound `action: sync` trigger's verified push, received by a
+    /// Redis replica: the leader (the process that pulls) fetches now.
+    GitSync {
+        trigger: String,
+        #[serde(default)]
+        delivery_id: Option<String>,
+    },
 }
 
 fn one() -> u32 {

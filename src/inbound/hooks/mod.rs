@@ -14,11 +14,13 @@
 //! → the inputs rendered (422) → [`Intake::submit`] → `202 {"run_id",
 //! "duplicate"}`; a delivery seen before answers 202 with the first run's
 //! id and `"duplicate": true`. Refusals are counted and recorded
-//! ([`outcome`]).
+//! ([`outcome`]). A trigger with `action: sync` makes no run: after the
+//! payload, [`sync`] answers it (a git fetch now).
 
 pub mod limiter;
 pub mod outcome;
 pub mod payload;
+pub mod sync;
 pub mod verify;
 
 use std::net::SocketAddr;
@@ -41,6 +43,7 @@ use crate::status::state::Shared;
 use crate::store::Applied;
 use limiter::{Limiter, retry_after_secs};
 use outcome::{Asked, Outcomes, Refusal};
+use sync::GitSync;
 
 /// The largest body a hook accepts.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -57,6 +60,8 @@ pub struct Hooks {
     /// a request inside its body is busy, so the connection's own
     /// timeouts no longer apply to it.
     pub body_timeout: Duration,
+    /// `run --git`: how a sync trigger asks for a fetch (none: 409).
+    pub git: Option<GitSync>,
 }
 
 impl Hooks {
@@ -74,7 +79,13 @@ impl Hooks {
             outcomes,
             behind_proxy,
             body_timeout,
+            git: None,
         }
+    }
+
+    /// Sync triggers ask `git` for a fetch.
+    pub fn with_git(self, git: Option<GitSync>) -> Hooks {
+        Hooks { git, ..self }
     }
 }
 
@@ -198,6 +209,18 @@ async fn accept(
         return Ok(("accepted", (StatusCode::OK, answer).into_response()));
     }
     let delivery_id = verify::delivery_id(trigger.source, &headers, &payload);
+    if trigger.action.is_some() {
+        let store = hooks.intake.store();
+        return sync::answer(
+            hooks.git.as_ref(),
+            store,
+            trigger,
+            &headers,
+            &payload,
+            delivery_id,
+        )
+        .await;
+    }
     let visible = payload::visible_headers(&headers, &secret);
     drop(secret);
     let inputs = payload::inputs(trigger, payload, visible)

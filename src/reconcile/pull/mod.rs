@@ -1,6 +1,7 @@
 //! `run --git URL`: the daemon fetches its config repository itself.
 //!
-//! A [`Puller`] fetches the branch on an interval and at once on SIGHUP,
+//! A [`Puller`] fetches the branch on an interval and at once on SIGHUP
+//! or a [`FetchNow`] request (an inbound `action: sync` trigger),
 //! checks a new commit out in its own directory and swaps the `current`
 //! symlink ([`checkout`]), then tells the reconcile loop; the reconciler
 //! loads the commit the symlink points at, confined to that checkout
@@ -52,11 +53,29 @@ pub struct FetchStatus {
     pub last_error: Option<String>,
 }
 
+/// Asks the puller for one fetch now, as SIGHUP does. Requests coalesce:
+/// any number made while a fetch runs cause one more fetch after it.
+#[derive(Clone, Default)]
+pub struct FetchNow(Arc<tokio::sync::Notify>);
+
+impl FetchNow {
+    /// Ask for a fetch; returns at once.
+    pub fn request(&self) {
+        self.0.notify_one();
+    }
+
+    async fn requested(&self) {
+        self.0.notified().await;
+    }
+}
+
 /// Where the puller reports; read by the status API.
 #[derive(Default)]
 pub struct GitCell {
     status: Mutex<Option<FetchStatus>>,
     pub fetches: FetchCounter,
+    /// What the inbound `sync` trigger pulls on (the puller listens).
+    pub fetch_now: FetchNow,
 }
 
 impl GitCell {
@@ -65,6 +84,7 @@ impl GitCell {
         GitCell {
             status: Mutex::new(None),
             fetches,
+            fetch_now: FetchNow::default(),
         }
     }
 
@@ -187,7 +207,8 @@ impl Puller {
         }
     }
 
-    /// Fetch every interval and at once on SIGHUP; after a swap, signal
+    /// Fetch every interval and at once on SIGHUP or a [`FetchNow`]
+    /// request; after a swap, signal
     /// `changed` (the reconcile loop reloads from the new checkout).
     pub async fn run(self: Arc<Self>, changed: mpsc::Sender<()>, cancel: CancellationToken) {
         let mut hup = signal(SignalKind::hangup()).ok();
@@ -204,6 +225,9 @@ impl Puller {
                         None => std::future::pending::<()>().await,
                     }
                 } => {}
+                _ = self.cell.fetch_now.requested() => {
+                    tracing::info!(branch = %self.opts.branch, "fetching now: an inbound sync trigger asked");
+                }
             }
             if self.sync().await {
                 let _ = changed.try_send(());

@@ -9,66 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::origin::{Origin, applied};
 use common::{Daemon, git};
 
 const JOB: &str = "id: tick\ntype: noop\nschedule: {every: 1h}\n";
-
-/// A bare `origin.git` and a clone to commit and push from.
-struct Origin {
-    tmp: tempfile::TempDir,
-}
-
-impl Origin {
-    fn new() -> Origin {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let bare = tmp.path().join("origin.git");
-        std::fs::create_dir_all(&bare).expect("bare");
-        git(&bare, &["init", "--bare", "-q", "-b", "main"]);
-        let work = tmp.path().join("work");
-        std::fs::create_dir_all(&work).expect("work");
-        git(&work, &["init", "-q", "-b", "main"]);
-        git(
-            &work,
-            &["remote", "add", "origin", bare.to_str().expect("utf-8")],
-        );
-        Origin { tmp }
-    }
-
-    fn bare(&self) -> PathBuf {
-        self.tmp.path().join("origin.git")
-    }
-
-    fn work(&self) -> PathBuf {
-        self.tmp.path().join("work")
-    }
-
-    fn file_url(&self) -> String {
-        format!("file://{}", self.bare().display())
-    }
-
-    /// Writes `files`, commits and pushes; the new commit.
-    fn push(&self, files: &[(&str, &str)], message: &str) -> String {
-        let work = self.work();
-        for (path, text) in files {
-            let p = work.join(path);
-            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-            std::fs::write(p, text).expect("write");
-        }
-        git(&work, &["add", "-A"]);
-        git(&work, &["commit", "-q", "--allow-empty", "-m", message]);
-        git(&work, &["push", "-q", "--force", "origin", "HEAD:main"]);
-        git(&work, &["rev-parse", "HEAD"])
-    }
-
-    /// Resets the branch to `sha` and force-pushes it.
-    fn force_push(&self, sha: &str) {
-        git(&self.work(), &["reset", "-q", "--hard", sha]);
-        git(
-            &self.work(),
-            &["push", "-q", "--force", "origin", "HEAD:main"],
-        );
-    }
-}
 
 /// `git daemon` serving the origin's parent directory on a fixed port.
 struct GitDaemon {
@@ -133,17 +77,6 @@ impl Drop for GitDaemon {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// Waits until the running revision is `sha`'s.
-#[track_caller]
-fn applied(d: &Daemon, sha: &str) -> serde_json::Value {
-    let prefix = format!("{sha}+");
-    d.wait_until("/api/v1/status", "the pushed commit to run", |v| {
-        v["revision"]
-            .as_str()
-            .is_some_and(|r| r.starts_with(&prefix))
-    })
 }
 
 /// How the remote goes away and comes back.

@@ -5,6 +5,7 @@
 pub mod deployment;
 pub mod fake_telegram;
 pub mod hooks;
+pub mod origin;
 pub mod procs;
 pub mod secrets;
 pub mod worker;

@@ -17,6 +17,8 @@ use super::{DirArg, Outcome};
   multijob run --inbound-listen 0.0.0.0:8443   # also take signed POST /hooks/<trigger>
   multijob run -d /var/lib/multijob --git https://github.com/acme/jobs.git --branch prod \\
       --git-path ops --git-interval 60s    # fetch and reconcile each new commit
+  multijob run --git https://github.com/acme/jobs.git --git-interval 1h --inbound-listen 0.0.0.0:8443
+      # a GitHub push to a `kind: Trigger` with `action: sync` fetches at once
   MULTIJOB_OTLP_ENDPOINT=http://localhost:4318 multijob run -d ops   # export traces
 
 Environment: MULTIJOB_DIR, MULTIJOB_REDIS_URL, MULTIJOB_GIT_URL, MULTIJOB_GIT_KEY, MULTIJOB_INBOUND_LISTEN,
@@ -37,7 +39,8 @@ pub struct Args {
     pub dir: DirArg,
     #[command(flatten)]
     pub git: Box<super::git_args::GitArgs>,
-    /// How often --git fetches (SIGHUP fetches at once).
+    /// How often --git fetches (SIGHUP, or a GitHub push to an `action:
+    /// sync` trigger on --inbound-listen, fetches at once).
     #[arg(long, value_name = "DURATION", default_value = "60s",
           value_parser = super::duration_arg::parse_duration, requires = "url")]
     pub git_interval: Duration,

@@ -235,3 +235,25 @@ impl Puller {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::FetchNow;
+    use std::time::Duration;
+
+    /// Requests made while no fetch waits coalesce into one; a clone asks
+    /// the same puller.
+    #[tokio::test]
+    async fn requests_coalesce_into_one_fetch() {
+        let fetch = FetchNow::default();
+        let other = fetch.clone();
+        for _ in 0..5 {
+            other.request();
+        }
+        let soon = Duration::from_millis(50);
+        assert!(tokio::time::timeout(soon, fetch.requested()).await.is_ok());
+        assert!(tokio::time::timeout(soon, fetch.requested()).await.is_err());
+        fetch.request();
+        assert!(tokio::time::timeout(soon, fetch.requested()).await.is_ok());
+    }
+}

@@ -102,6 +102,26 @@ fn check_action(trigger: &Trigger, action: TriggerAction, c: &mut Checker) {
         ),
         TriggerAction::Sync => {}
     }
+    let unused = [
+        ("/inputs", "inputs", !trigger.inputs.is_empty()),
+        (
+            "/requires_approval",
+            "requires_approval",
+            trigger.requires_approval,
+        ),
+    ];
+    for (pointer, field, set) in unused {
+        if set {
+            c.warn(
+                pointer,
+                "action",
+                format!(
+                    "`{field}` does nothing on an `action: {}` trigger: it makes no run; remove it",
+                    action.as_str()
+                ),
+            );
+        }
+    }
 }
 
 /// Every template among the strings of one input; the rest are literals.
@@ -251,6 +271,12 @@ steps: [{id: s, set: {}}]
         assert!(unknown.contains("jobs.d/t.yaml:5:"), "{unknown}");
         let two = one(&trigger("action: sync\njob: fulfil-order\n").replace("webhook", "github"));
         assert!(two.starts_with("jobs.d/t.yaml:"), "{two}");
+        let approval =
+            trigger("action: sync\nrequires_approval: true\n").replace("webhook", "github");
+        assert_eq!(
+            one(&approval),
+            "jobs.d/t.yaml:6:1: warning[action] Trigger t: `requires_approval` does nothing on an `action: sync` trigger: it makes no run; remove it"
+        );
     }
 
     #[test]

@@ -607,6 +607,34 @@ fn a_token_protected_daemon_asks_for_the_token_once() {
 }
 
 #[test]
+fn the_triggers_page_says_a_sync_trigger_makes_no_run() {
+    let _one = BROWSER_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let d = ConfigDir::new();
+    d.write("jobs.d/hello.yaml", JOB);
+    d.write(
+        "jobs.d/push.yaml",
+        "kind: Trigger\nid: push\nsource: github\naction: sync\nsecret: ${env:HOOK_SECRET}\n",
+    );
+    let daemon = Daemon::start_env(d.path(), &[], &[("HOOK_SECRET", "k")]);
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let Some(mut b) = browser() else { return };
+    b.navigate(&format!("{}/#/triggers", daemon.url));
+    let row = b.wait(
+        "the triggers table to list `push`",
+        Duration::from_secs(20),
+        "(() => { const r = document.querySelector('tr[data-trigger-id=\"push\"]'); \
+         return r ? r.innerText : null; })()",
+        |v| v.is_string(),
+    );
+    let row = row.as_str().unwrap_or_default();
+    assert!(
+        row.contains("no run: a git fetch (action: sync)"),
+        "{row:?}"
+    );
+    assert!(b.problems.is_empty(), "{}", b.problems.join("\n"));
+}
+
+#[test]
 fn the_triggers_page_lists_a_trigger_without_its_secret() {
     let _one = BROWSER_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let d = ConfigDir::new();

@@ -904,7 +904,9 @@
               {label: 'Trigger', cell: (t) => h('strong', null, t.id)},
               {label: 'Path', cell: (t) => h('code', null, 'POST ' + t.url_path)},
               {label: 'Source', cell: (t) => h('span', {class: 'tag'}, t.source)},
-              {label: 'Runs', cell: (t) => t.job ? ['job ', link(jobHref(t.job), t.job)] : ['skill ', link('#/skills', t.skill || '')]},
+              {label: 'Runs', cell: (t) => t.job ? ['job ', link(jobHref(t.job), t.job)]
+                : t.action ? h('span', {class: 'muted'}, t.action === 'sync' ? 'no run: a git fetch (action: sync)' : 'action ' + t.action)
+                : ['skill ', link('#/skills', t.skill || '')]},
               {label: 'Rate limit', cell: (t) => t.rate_limit ? `${t.rate_limit.per_minute}/min, burst ${t.rate_limit.burst}` : h('span', {class: 'muted'}, 'none')},
               {label: 'Flags', cell: (t) => [t.enabled ? null : h('span', {class: 'tag warn'}, 'disabled'),
                 t.requires_approval ? h('span', {class: 'tag warn'}, 'requires approval') : null]},

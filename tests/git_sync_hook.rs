@@ -188,6 +188,65 @@ fn a_signed_push_fetches_at_once_on_redis() {
     a_signed_push_fetches_at_once(Some(&redis.url()));
 }
 
+/// Two Redis replicas: a push delivered to either one makes the leader,
+/// the process that pulls, fetch.
+#[test]
+fn a_push_to_either_redis_replica_makes_the_leader_fetch() {
+    let redis = multijob::testkit::RedisServer::start().expect("redis-server");
+    let origin = Origin::new();
+    let first = origin.push(
+        &[("jobs.d/tick.yaml", JOB), ("jobs.d/push.yaml", SYNC)],
+        "first",
+    );
+    let url = origin.file_url();
+    let replica = |addr: &str| {
+        let cfg = tempfile::tempdir().expect("dir");
+        let args = [
+            "--git",
+            &url,
+            "--git-interval",
+            "1h",
+            "--inbound-listen",
+            addr,
+            "--redis",
+            &redis.url(),
+        ];
+        let d = Daemon::start_env(cfg.path(), &args, &[("HOOK_SECRET", SECRET)]);
+        (cfg, d)
+    };
+    let (a, b) = (free_addr(), free_addr());
+    let (_cfg_a, first_d) = replica(&a);
+    applied(&first_d, &first);
+    let (_cfg_b, second_d) = replica(&b);
+    applied(&second_d, &first);
+    for (round, addr) in [&b, &a].into_iter().enumerate() {
+        let next = origin.push(
+            &[(
+                "jobs.d/more.yaml",
+                &format!("id: more\ntype: noop\ndescription: r{round}\n"),
+            )],
+            &format!("round {round}"),
+        );
+        let reply = deliver(
+            addr,
+            "push",
+            &push_to("main"),
+            &format!("r-{round}"),
+            SECRET,
+        );
+        assert_eq!(reply.code, 202, "{}", reply.body);
+        assert_eq!(reply.json()["status"], "sync_requested", "{}", reply.body);
+        let started = Instant::now();
+        applied(&first_d, &next);
+        applied(&second_d, &next);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
 #[test]
 fn a_daemon_without_git_answers_409_and_keeps_serving() {
     let d = ConfigDir::new();

@@ -16,7 +16,7 @@ use super::{Figure, Scale, lateness_window, write_jobs};
 /// Job `i` of file `f`: every second; one in ten fails half its runs;
 /// with `notify` rules to `hook` when `notify`.
 fn job(f: usize, i: usize, notify: bool) -> String {
-    let flaky = if i % 10 == 0 {
+    let flaky = if i.is_multiple_of(10) {
         "inputs: {fail_rate: 0.5}\n"
     } else {
         ""

@@ -18,6 +18,16 @@ fn rig_of(
     cap: usize,
     last_slots: &HashMap<String, Timestamp>,
 ) -> (tempfile::TempDir, Scheduler, Arc<StatsCell>) {
+    rig_at(text, cap, last_slots, "2026-11-22T10:00:00.500Z")
+}
+
+/// [`rig_of`] with the virtual clock starting at `at`.
+fn rig_at(
+    text: &str,
+    cap: usize,
+    last_slots: &HashMap<String, Timestamp>,
+    at: &str,
+) -> (tempfile::TempDir, Scheduler, Arc<StatsCell>) {
     let tmp = tempfile::tempdir().unwrap();
     let store = crate::store::Store::open_sqlite(&tmp.path().join("s.db")).unwrap();
     let text = text.to_string();
@@ -29,7 +39,7 @@ fn rig_of(
         revision: None,
         snapshot: loaded.snapshot,
     });
-    let clock = crate::clock::Clock::virtual_at("2026-11-22T10:00:00.500Z".parse().unwrap());
+    let clock = crate::clock::Clock::virtual_at(at.parse().unwrap());
     let queue = RunQueue::new(
         store,
         applied.clone(),
@@ -272,4 +282,58 @@ async fn a_lane_skipped_slot_does_not_hold_back_other_jobs() {
     tokio::time::advance(Duration::from_secs(10)).await;
     s.tick();
     assert_eq!(s.queue.view().active_runs("fast"), fast_before + 1);
+}
+
+/// A job that used up its day's budget is held back until midnight in
+/// its own time zone on the scheduler's clock, then dispatches again,
+/// and the new day counts from zero.
+#[tokio::test(start_paused = true)]
+async fn a_used_up_daily_budget_resets_at_local_midnight() {
+    use crate::schedule::budgets::BudgetBoard;
+    use crate::store::budgets::{BudgetKind, Meter};
+    let text = "id: digest\ntype: noop\noverlap: allow\n\
+                schedule: {every: 1s, timezone: Asia/Jakarta}\n\
+                budgets: {messages_per_day: 5}\n";
+    // 16:59:57.5 UTC is 23:59:57.5 in Jakarta (UTC+7).
+    let start: Timestamp = "2026-11-22T16:59:57.500Z".parse().unwrap();
+    let (_tmp, s, stats) = rig_at(text, 80, &HashMap::new(), "2026-11-22T16:59:57.500Z");
+    let board = Arc::new(BudgetBoard::default());
+    let mut s = s.with_budgets(board.clone());
+    let store = s.queue.store().clone();
+    let snapshot = s.applied.snapshot.clone();
+    let meter = Meter::of(&snapshot.jobs["digest"].spec, None).unwrap();
+    let spent = meter.reserve(&store, BudgetKind::Messages, 5, start).await;
+    assert!(matches!(spent, Ok(Ok(()))), "{spent:?}");
+    board.refresh(&store, &snapshot, None, start).await.unwrap();
+    let dispatched = || stats.snapshot().dispatched;
+    let budget_skips = || stats.snapshot().skipped.get("budget").copied().unwrap_or(0);
+    let before = dispatched();
+
+    // 23:59:58 and 23:59:59: held back by the budget.
+    for _ in 0..2 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        s.tick();
+    }
+    assert_eq!(dispatched(), before, "{:?}", stats.snapshot());
+    assert!(budget_skips() >= 2, "{:?}", stats.snapshot());
+    assert!(run_one(&s.queue).await.is_none());
+
+    // 00:00:00 and 00:00:01 the next day: running again, before any
+    // refresh of the board (its day ended).
+    for _ in 0..2 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        s.tick();
+        assert_eq!(run_one(&s.queue).await.as_deref(), Some("digest"));
+    }
+    assert_eq!(dispatched(), before + 2, "{:?}", stats.snapshot());
+
+    // And the new day's count starts at zero.
+    let next_day: Timestamp = "2026-11-22T17:00:01.500Z".parse().unwrap();
+    let usage = meter.usage(&store, next_day).await.unwrap();
+    assert_eq!(usage[0].used, 0, "{usage:?}");
+    board
+        .refresh(&store, &snapshot, None, next_day)
+        .await
+        .unwrap();
+    assert!(board.blocking("digest", next_day).is_none());
 }

@@ -1367,6 +1367,7 @@ mod redis_only {
                 put(&queued),
                 Mutation::Dispatch {
                     run_id: "d1".into(),
+                    group: None,
                 },
                 Mutation::AckResult {
                     entry_id: "1-1".into(),

@@ -8,6 +8,7 @@ use super::Outcome;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   multijob worker --redis redis://db:6379/ --workers 20
+  multijob worker --redis redis://db:6379/ --group gpu --group eu   # also runs jobs with worker_group: gpu or eu
   MULTIJOB_REDIS_URL=redis://db:6379/ multijob worker --allow-command
 
 Environment: MULTIJOB_REDIS_URL, WORKER_CONCURRENCY, MULTIJOB_THREADS, MULTIJOB_FILES_MAX_WRITES,
@@ -41,8 +42,18 @@ pub struct Args {
     #[arg(long, env = "MULTIJOB_THREADS", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=512))]
     pub threads: u16,
+    /// Also run the jobs whose `worker_group` is NAME (repeatable); runs
+    /// of jobs without one are run either way. A job naming a group is run
+    /// only by that group's workers.
+    #[arg(long = "group", value_name = "NAME",
+          value_parser = parse_group)]
+    pub groups: Vec<String>,
     #[command(flatten)]
     pub files: super::quota::FilesQuotaArgs,
+}
+
+fn parse_group(name: &str) -> Result<String, String> {
+    crate::store::workers::check_group(name).map(|()| name.to_string())
 }
 
 pub fn exec(args: Args) -> anyhow::Result<Outcome> {
@@ -72,7 +83,19 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
             args.allow_command,
             grace,
             args.files.limits(),
+            dedup(args.groups),
         ),
     )?;
     Ok(Outcome::Success)
+}
+
+/// The groups in the order given, each once.
+fn dedup(groups: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for g in groups {
+        if !out.contains(&g) {
+            out.push(g);
+        }
+    }
+    out
 }

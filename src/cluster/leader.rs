@@ -28,7 +28,8 @@ const RUNS_PER_SLOT: usize = 4;
 
 /// Run ids handed to the ready stream and not finished: on takeover these
 /// stay `running` (a worker has them) instead of counting as lost. A run
-/// is held while its entry is in `ready` (workers delete it when they
+/// is held while its entry is in `ready` or a worker group's stream
+/// (`ready:<group>`, listed in `ready_groups`; workers delete it when they
 /// append the result, in one transaction) or its result is in `results`
 /// (the leader deletes it in the batch that records the outcome).
 pub async fn dispatched(
@@ -36,8 +37,15 @@ pub async fn dispatched(
     keys: &Keys,
 ) -> redis::RedisResult<HashSet<String>> {
     let mut held = HashSet::new();
-    for entry in stream_entries(conn, &keys.ready).await? {
-        held.extend(super::stream_worker::runs_of(&entry));
+    let groups: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(&keys.ready_groups)
+        .query_async(conn)
+        .await?;
+    let streams = std::iter::once(None).chain(groups.iter().map(|g| Some(g.as_str())));
+    for stream in streams.map(|g| keys.ready_of(g)) {
+        for entry in stream_entries(conn, &stream).await? {
+            held.extend(super::stream_worker::runs_of(&entry));
+        }
     }
     for entry in stream_entries(conn, &keys.results).await? {
         held.extend(results_of(&entry).into_iter().flatten().map(|r| r.run_id));
@@ -447,7 +455,7 @@ fn apply_one(queue: &RunQueue, result: RunResult, done: &mut Vec<String>) {
     match current {
         Some((RunStatus::Running, attempt)) if attempt == result.attempt && same_start() => {
             if let Some(at) = result.started_at {
-                queue.record_start(&result.run_id, at);
+                queue.record_start(&result.run_id, at, &result.worker);
             }
             if !result.steps.is_empty() {
                 queue.record_steps(&result.run_id, result.steps);

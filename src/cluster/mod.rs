@@ -42,7 +42,12 @@ pub struct Keys {
     pub ready: String,
     /// Stream of workers' results waiting for the leader.
     pub results: String,
-    /// Hash: worker node → `"<slots> <heartbeat ms>"`.
+    /// Set: the worker groups whose streams (`ready:<group>`) the leader
+    /// has dispatched to (its recovery reads them all).
+    pub ready_groups: String,
+    /// Hash: worker node → `"<slots> <heartbeat ms> <version> <groups>"`
+    /// (groups comma-separated, `-` for none; a worker of an earlier
+    /// version writes the first two only). See [`crate::store::workers`].
     pub workers: String,
     /// Hash: run id → why the leader cancelled it (overlap `replace`, a
     /// deleted job, an operator's `multijob cancel`); workers cancel those
@@ -56,9 +61,19 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// The ready stream of a worker group's runs (the batch script's
+    /// `dispatch_to` writes it); `None`: the ungrouped `ready` stream.
+    pub fn ready_of(&self, group: Option<&str>) -> String {
+        match group {
+            Some(g) => format!("{}:{g}", self.ready),
+            None => self.ready.clone(),
+        }
+    }
+
     pub fn new(key: impl Fn(&str) -> String) -> Keys {
         Keys {
             ready: key("ready"),
+            ready_groups: key("ready_groups"),
             results: key("results"),
             workers: key("workers"),
             cancel: key("cancel"),

@@ -1,6 +1,8 @@
 //! The workers of one process in a Redis deployment: read started runs
-//! from the `ready` stream (consumer group `workers`; an entry carries up
-//! to 16 runs, each run takes a slot), execute them with the same handlers
+//! from the `ready` stream, and from `ready:<group>` of each worker group
+//! the process serves (`multijob worker --group NAME`), in one read
+//! (consumer group `workers`; an entry carries up to 16 runs, each run
+//! takes a slot), execute them with the same handlers
 //! as the embedded pool, and append each result to the `results` stream
 //! as it ends; the last run of an entry acknowledges the entry in the
 //! same transaction as its result.
@@ -44,9 +46,16 @@ const MAX_BATCH: usize = 256;
 /// How often a worker process says it is alive (and how many slots it has).
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// A ready entry: the index of its stream in `Node::streams`, its id.
+type EntryKey = (usize, String);
+
 struct Node {
     cfg: ClusterConfig,
     keys: Keys,
+    /// The worker groups served besides ungrouped runs.
+    groups: Vec<String>,
+    /// The streams read: `ready` first, then each group's.
+    streams: Vec<String>,
     ctx: WorkerContext,
     host: Arc<RemoteHost>,
     slots: Arc<Semaphore>,
@@ -54,7 +63,7 @@ struct Node {
     busy: Arc<AtomicUsize>,
     /// Entry id → its runs' ids and cancel tokens, for lease renewal,
     /// cancellations and drain. An entry stays until its last run is sent.
-    in_flight: std::sync::Mutex<HashMap<String, Vec<(String, CancellationToken)>>>,
+    in_flight: std::sync::Mutex<HashMap<EntryKey, Vec<(String, CancellationToken)>>>,
     /// Stop taking new entries.
     stop: CancellationToken,
     /// Sends results and renews leases.
@@ -70,7 +79,9 @@ pub struct StreamWorkers {
 }
 
 impl StreamWorkers {
-    /// Start `n` worker slots reading the ready stream.
+    /// Start `n` worker slots reading the ready stream and those of
+    /// `groups` (names checked by [`crate::store::workers::check_group`]).
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         store: Store,
         applied: Arc<Applied>,
@@ -79,14 +90,21 @@ impl StreamWorkers {
         ctx: WorkerContext,
         n: usize,
         busy: Arc<AtomicUsize>,
+        groups: Vec<String>,
     ) -> anyhow::Result<StreamWorkers> {
         let mut conn = connect(&cfg.url, Duration::from_secs(5)).await?;
-        ensure_group(&mut conn, &keys.ready, WORKERS_GROUP).await?;
+        let mut streams = vec![keys.ready.clone()];
+        streams.extend(groups.iter().map(|g| keys.ready_of(Some(g))));
+        for stream in &streams {
+            ensure_group(&mut conn, stream, WORKERS_GROUP).await?;
+        }
         let (done, done_rx) = mpsc::unbounded_channel();
         let node = Arc::new(Node {
             host: Arc::new(RemoteHost::new(store, applied, keys.queue.clone())),
             cfg,
             keys,
+            groups,
+            streams,
             ctx,
             slots: Arc::new(Semaphore::new(n)),
             total: n,
@@ -186,21 +204,26 @@ async fn fetch_loop(node: Arc<Node>) {
             .arg("BLOCK")
             .arg(block_ms)
             .arg("STREAMS")
-            .arg(&node.keys.ready)
-            .arg(">")
+            .arg(&node.streams)
+            .arg(vec![">"; node.streams.len()])
             .query_async(&mut conn)
             .await;
         match read {
             Ok(reply) => {
-                for entry in reply.keys.into_iter().flat_map(|k| k.ids) {
-                    start_entry(&node, entry, &mut permits).await;
+                for key in reply.keys {
+                    let at = node.stream_index(&key.key);
+                    for entry in key.ids {
+                        start_entry(&node, at, entry, &mut permits).await;
+                    }
                 }
             }
             Err(e) if is_nogroup(&e) => {
                 tracing::warn!(
                     "worker: the consumer group is gone (Redis restarted?); recreating it"
                 );
-                let _ = ensure_group(&mut conn, &node.keys.ready, WORKERS_GROUP).await;
+                for stream in &node.streams {
+                    let _ = ensure_group(&mut conn, stream, WORKERS_GROUP).await;
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "worker: reading the ready stream failed; retrying");
@@ -211,6 +234,13 @@ async fn fetch_loop(node: Arc<Node>) {
                 }
             }
         }
+    }
+}
+
+impl Node {
+    /// Which of the streams read `key` is (the ungrouped one if none).
+    fn stream_index(&self, key: &str) -> usize {
+        self.streams.iter().position(|s| s == key).unwrap_or(0)
     }
 }
 
@@ -244,17 +274,23 @@ fn runs_in(entry: &StreamId) -> Option<Vec<Run>> {
 
 /// Start the runs of `entry`, each in a slot: the free ones in `permits`
 /// first, then waiting for runs to finish.
-async fn start_entry(node: &Arc<Node>, entry: StreamId, permits: &mut Vec<OwnedSemaphorePermit>) {
+async fn start_entry(
+    node: &Arc<Node>,
+    stream: usize,
+    entry: StreamId,
+    permits: &mut Vec<OwnedSemaphorePermit>,
+) {
+    let key: EntryKey = (stream, entry.id.clone());
     let Some(runs) = runs_in(&entry).filter(|r| !r.is_empty()) else {
         tracing::error!(entry = %entry.id, "worker: unreadable ready entry; dropping it");
         let node = node.clone();
-        tokio::spawn(async move { finish_run(&node, Some(entry.id), "", None).await });
+        tokio::spawn(async move { finish_run(&node, Some(key), "", None).await });
         return;
     };
     let tokens: Vec<CancellationToken> = runs.iter().map(|_| CancellationToken::new()).collect();
     {
         let mut in_flight = node.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        if in_flight.contains_key(&entry.id) {
+        if in_flight.contains_key(&key) {
             // Already running here (our own renewal lagged and we reclaimed
             // it): one execution is enough.
             return;
@@ -264,7 +300,7 @@ async fn start_entry(node: &Arc<Node>, entry: StreamId, permits: &mut Vec<OwnedS
             .zip(&tokens)
             .map(|(run, t)| (run.id.clone(), t.clone()))
             .collect();
-        in_flight.insert(entry.id.clone(), held);
+        in_flight.insert(key.clone(), held);
     }
     let remaining = Arc::new(AtomicUsize::new(runs.len()));
     let mut pending = runs.into_iter().zip(tokens);
@@ -285,7 +321,7 @@ async fn start_entry(node: &Arc<Node>, entry: StreamId, permits: &mut Vec<OwnedS
                         // expire and being reported as lost.
                         let rest = std::iter::once(run).chain(pending.map(|(r, _)| r));
                         for run in rest {
-                            report(node, &entry.id, &remaining, &run, Outcome::Interrupted);
+                            report(node, &key, &remaining, &run, Outcome::Interrupted);
                         }
                         return;
                     }
@@ -294,7 +330,7 @@ async fn start_entry(node: &Arc<Node>, entry: StreamId, permits: &mut Vec<OwnedS
         };
         node.busy.fetch_add(1, Ordering::SeqCst);
         let node = node.clone();
-        let entry_id = entry.id.clone();
+        let entry_id = key.clone();
         let remaining = remaining.clone();
         tokio::spawn(async move {
             // Boxed: a run's future is kilobytes (every job type's state),
@@ -311,14 +347,14 @@ async fn start_entry(node: &Arc<Node>, entry: StreamId, permits: &mut Vec<OwnedS
 /// execute (handed back, or lost elsewhere), as [`settle`] does.
 fn report(
     node: &Arc<Node>,
-    entry_id: &str,
+    entry_id: &EntryKey,
     remaining: &Arc<AtomicUsize>,
     run: &Run,
     outcome: Outcome,
 ) {
     let result = encode_result(node, run, outcome, None);
     node.busy.fetch_add(1, Ordering::SeqCst);
-    let (node, entry_id, remaining) = (node.clone(), entry_id.to_string(), remaining.clone());
+    let (node, entry_id, remaining) = (node.clone(), entry_id.clone(), remaining.clone());
     let run_id = run.id.clone();
     tokio::spawn(async move { settle(&node, &entry_id, &remaining, &run_id, result).await });
 }
@@ -327,13 +363,13 @@ fn report(
 /// it and releases the entry's lease renewal. Ends a `busy` count.
 async fn settle(
     node: &Node,
-    entry_id: &str,
+    entry_id: &EntryKey,
     remaining: &AtomicUsize,
     run_id: &str,
     result: Option<String>,
 ) {
     let last = remaining.fetch_sub(1, Ordering::SeqCst) == 1;
-    let ack = last.then(|| entry_id.to_string());
+    let ack = last.then(|| entry_id.clone());
     finish_run(node, ack, run_id, result).await;
     if last {
         node.in_flight
@@ -410,16 +446,21 @@ async fn lease_loop(node: Arc<Node>) {
     let period = (node.cfg.lease / 3).max(Duration::from_millis(50));
     loop {
         tokio::time::sleep(period).await;
-        let ids: Vec<String> = node
+        let mut ids: Vec<Vec<String>> = vec![Vec::new(); node.streams.len()];
+        for (stream, id) in node
             .in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .keys()
-            .cloned()
-            .collect();
-        if !ids.is_empty() {
+        {
+            ids[*stream].push(id.clone());
+        }
+        for (stream, ids) in node.streams.iter().zip(ids) {
+            if ids.is_empty() {
+                continue;
+            }
             let renewed: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM")
-                .arg(&node.keys.ready)
+                .arg(stream)
                 .arg(WORKERS_GROUP)
                 .arg(&node.cfg.node)
                 .arg(0)
@@ -428,7 +469,7 @@ async fn lease_loop(node: Arc<Node>) {
                 .query_async(&mut conn)
                 .await;
             if let Err(e) = renewed {
-                tracing::warn!(error = %e, "worker: renewing leases failed");
+                tracing::warn!(error = %e, stream, "worker: renewing leases failed");
             }
         }
     }
@@ -436,9 +477,17 @@ async fn lease_loop(node: Arc<Node>) {
 
 /// Claim entries idle past the lease (their worker died) and report
 /// their runs' attempts as lost. Up to one entry per free slot.
+/// Each stream served is looked at in turn.
 async fn reclaim(node: &Arc<Node>, conn: &mut ConnectionManager, slots: usize) {
+    for at in 0..node.streams.len() {
+        reclaim_stream(node, conn, at, slots).await;
+    }
+}
+
+async fn reclaim_stream(node: &Arc<Node>, conn: &mut ConnectionManager, at: usize, slots: usize) {
+    let stream = &node.streams[at];
     let claimed: redis::RedisResult<StreamAutoClaimReply> = redis::cmd("XAUTOCLAIM")
-        .arg(&node.keys.ready)
+        .arg(stream)
         .arg(WORKERS_GROUP)
         .arg(&node.cfg.node)
         .arg(node.cfg.lease.as_millis() as u64)
@@ -450,11 +499,11 @@ async fn reclaim(node: &Arc<Node>, conn: &mut ConnectionManager, slots: usize) {
     match claimed {
         Ok(reply) => {
             for entry in reply.claimed {
-                report_lost(node, entry);
+                report_lost(node, at, entry);
             }
         }
         Err(e) if is_nogroup(&e) => {
-            let _ = ensure_group(conn, &node.keys.ready, WORKERS_GROUP).await;
+            let _ = ensure_group(conn, stream, WORKERS_GROUP).await;
         }
         Err(e) => tracing::warn!(error = %e, "worker: claiming expired leases failed"),
     }
@@ -467,12 +516,13 @@ async fn reclaim(node: &Arc<Node>, conn: &mut ConnectionManager, slots: usize) {
 /// that kills its worker every time is not run again forever. A run
 /// that had finished before the worker died already has its result:
 /// the leader drops this one as stale.
-fn report_lost(node: &Arc<Node>, entry: StreamId) {
+fn report_lost(node: &Arc<Node>, stream: usize, entry: StreamId) {
+    let key: EntryKey = (stream, entry.id.clone());
     if node
         .in_flight
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .contains_key(&entry.id)
+        .contains_key(&key)
     {
         // Our own renewal lagged: the runs are still executing here.
         return;
@@ -480,7 +530,7 @@ fn report_lost(node: &Arc<Node>, entry: StreamId) {
     let node = node.clone();
     let Some(runs) = runs_in(&entry).filter(|r| !r.is_empty()) else {
         tracing::error!(entry = %entry.id, "worker: unreadable ready entry; dropping it");
-        tokio::spawn(async move { finish_run(&node, Some(entry.id), "", None).await });
+        tokio::spawn(async move { finish_run(&node, Some(key), "", None).await });
         return;
     };
     tracing::warn!(
@@ -491,7 +541,7 @@ fn report_lost(node: &Arc<Node>, entry: StreamId) {
     let remaining = Arc::new(AtomicUsize::new(runs.len()));
     for run in &runs {
         let lost = Outcome::Failed(RunError::retryable(LOST.to_string()));
-        report(&node, &entry.id, &remaining, run, lost);
+        report(&node, &key, &remaining, run, lost);
     }
 }
 
@@ -541,7 +591,12 @@ async fn heartbeat_loop(node: Arc<Node>) {
         let beat: redis::RedisResult<i64> = redis::cmd("HSET")
             .arg(&node.keys.workers)
             .arg(&node.cfg.node)
-            .arg(format!("{} {}", node.total, now_ms()))
+            .arg(crate::store::workers::encode(
+                node.total,
+                node.busy.load(Ordering::Relaxed),
+                &node.groups,
+                now_ms(),
+            ))
             .query_async(&mut conn)
             .await;
         if let Err(e) = beat {

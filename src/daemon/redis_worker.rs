@@ -1,6 +1,7 @@
 //! `multijob worker --redis URL`: a worker-only process of a Redis
-//! deployment. It executes runs from the ready stream and needs no config
-//! directory: job specs come from the revision the leader applied.
+//! deployment. It executes runs from the ready stream (and its worker
+//! groups' streams) and needs no config directory: job specs come from
+//! the revision the leader applied.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub async fn run_worker(
     allow_command: bool,
     grace: Duration,
     files: crate::workflow::files::FilesLimits,
+    groups: Vec<String>,
 ) -> anyhow::Result<()> {
     let (store, keys) = open_redis(&url).await?;
     let cfg = ClusterConfig::new(&url);
@@ -44,12 +46,18 @@ pub async fn run_worker(
         ctx,
         workers,
         Arc::new(AtomicUsize::new(0)),
+        groups.clone(),
     )
     .await
     .context("starting the workers")?;
-    tracing::info!(node = %cfg.node, workers, "worker joined");
+    let serving = if groups.is_empty() {
+        String::new()
+    } else {
+        format!(", groups {}", groups.join(", "))
+    };
+    tracing::info!(node = %cfg.node, workers, groups = ?groups, "worker joined");
     println!(
-        "worker {} joined {} with {workers} slots",
+        "worker {} joined {} with {workers} slots{serving}",
         cfg.node,
         crate::store::redis::redact(&url)
     );

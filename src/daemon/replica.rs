@@ -112,6 +112,9 @@ impl Replica {
             worker_context(&self.opts, shared),
             self.opts.workers,
             shared.workers_busy.clone(),
+            // A replica serves ungrouped runs only: groups are for
+            // `multijob worker --group`.
+            Vec::new(),
         )
         .await
         .context("starting the workers")?;

@@ -250,12 +250,15 @@ impl RunQueue {
     /// When a worker elsewhere really began the current attempt (a Redis
     /// deployment records the hand-off time at claim; the worker's clock
     /// says when it started executing).
-    pub fn record_start(&self, run_id: &str, started_at: String) {
+    pub fn record_start(&self, run_id: &str, started_at: String, worker: &str) {
         let mut st = self.lock();
         let Some(entry) = st.runs.get_mut(run_id) else {
             return;
         };
         let run = &mut entry.run;
+        if let Some(a) = run.attempts.last_mut() {
+            a.worker = Some(worker.to_string());
+        }
         match run.attempts.last_mut() {
             // A resumed attempt started before its pause.
             Some(a) if a.resumed_at.is_some() => a.resumed_at = Some(started_at),

@@ -117,6 +117,11 @@ pub struct Job {
     pub retry_policy: RetryPolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow: Option<String>,
+    /// The worker group whose workers alone may run it (Redis: `multijob
+    /// worker --group NAME`); `None`: any worker. The embedded daemon's
+    /// pool serves every group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_group: Option<String>,
     /// `None` means: the flow's priority, else `normal`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,

@@ -8,6 +8,7 @@ mod expectations;
 mod jobs;
 mod runs;
 mod triggers;
+mod workers;
 
 pub use jobs::RunSummary;
 
@@ -102,6 +103,7 @@ pub const ROUTES: &[&str] = &[
     "/api/v1/triggers",
     "/api/v1/triggers/{id}",
     "/api/v1/expectations",
+    "/api/v1/workers",
 ];
 
 /// The handler of one of [`ROUTES`].
@@ -128,6 +130,7 @@ fn handler(path: &str) -> MethodRouter<AppState> {
         "/api/v1/triggers" => get(triggers::triggers),
         "/api/v1/triggers/{id}" => get(triggers::trigger),
         "/api/v1/expectations" => get(expectations::expectations),
+        "/api/v1/workers" => get(workers::workers),
         other => panic!("ROUTES lists {other} but no handler is mapped to it"),
     }
 }

@@ -30,6 +30,7 @@ pub mod paused;
 pub mod redis;
 pub mod runs;
 pub mod sqlite;
+pub mod workers;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -249,9 +250,11 @@ pub enum Mutation {
     /// their records). Submitted with the run's record, in one
     /// call: the record travels in the same batch and is applied first,
     /// so a worker never sees a dispatch before its run. Single-process
-    /// stores ignore it.
+    /// stores ignore it. A run of a job with a `worker_group` goes to
+    /// that group's stream (`ready:<group>`) instead.
     Dispatch {
         run_id: String,
+        group: Option<String>,
     },
     /// A worker's result was applied: acknowledge and drop it from the
     /// `results` stream. Single-process stores ignore it.
@@ -284,8 +287,8 @@ pub(crate) struct Coalesced {
     pub(crate) prune_runs: Vec<(String, usize)>,
     pub(crate) prune_events_before: Option<String>,
     pub(crate) kv: Vec<(String, Value)>,
-    /// Run ids, in submission order.
-    pub(crate) dispatch: Vec<String>,
+    /// Run ids and their worker groups, in submission order.
+    pub(crate) dispatch: Vec<(String, Option<String>)>,
     /// `(results entry id, run id)`.
     pub(crate) acks: Vec<(String, String)>,
     pub(crate) output: Vec<output::OutputChunk>,
@@ -328,7 +331,7 @@ impl Coalesced {
             }
             Mutation::PruneEvents { before } => self.prune_events_before = Some(before),
             Mutation::PutKv { key, value } => self.kv.push((key, value)),
-            Mutation::Dispatch { run_id } => self.dispatch.push(run_id),
+            Mutation::Dispatch { run_id, group } => self.dispatch.push((run_id, group)),
             Mutation::AckResult { entry_id, run_id } => self.acks.push((entry_id, run_id)),
             Mutation::Output(chunks) => self.output.extend(chunks),
         }
@@ -555,6 +558,16 @@ impl Store {
 
     pub async fn ping(&self) -> Result<(), StoreError> {
         on_backend!(self, s => s.ping().await)
+    }
+
+    /// The live worker processes of a Redis deployment (fresh
+    /// heartbeats, by id); `None` on the embedded store, whose daemon's
+    /// own pool runs every run.
+    pub async fn live_workers(&self) -> Result<Option<Vec<workers::WorkerInfo>>, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Redis(r) => r.live_workers().await.map(Some),
+        }
     }
 
     /// Committed events, in id order, as they commit.

@@ -112,6 +112,11 @@ pub struct Attempt {
     pub finished_at: Option<String>,
     pub status: RunStatus,
     pub error: Option<String>,
+    /// The worker process that executed it (a Redis deployment's node
+    /// name, as `GET /api/v1/workers` lists it); absent on the embedded
+    /// store, whose own pool runs everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 /// How a workflow step ended, or why it stopped short.

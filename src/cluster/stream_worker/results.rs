@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::Node;
+use super::{EntryKey, Node};
 use crate::cluster::WORKERS_GROUP;
 
 /// A finished run: its result (none for an unreadable entry, which is
@@ -15,7 +15,7 @@ use crate::cluster::WORKERS_GROUP;
 pub(super) struct Done {
     /// The ready entry to acknowledge with this result: set by the last
     /// run of the entry to finish.
-    pub(super) ack: Option<String>,
+    pub(super) ack: Option<EntryKey>,
     pub(super) run_id: String,
     /// The result as JSON.
     pub(super) result: Option<String>,
@@ -29,7 +29,7 @@ pub(super) struct Done {
 /// lease is renewed and its slot stays taken.
 pub(super) async fn finish_run(
     node: &Node,
-    ack: Option<String>,
+    ack: Option<EntryKey>,
     run_id: &str,
     result: Option<String>,
 ) {
@@ -75,7 +75,10 @@ pub(super) async fn send_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<D
             results.push_str(text);
         }
         results.push(']');
-        let ids: Vec<&str> = batch.iter().filter_map(|d| d.ack.as_deref()).collect();
+        let mut ids: Vec<Vec<&str>> = vec![Vec::new(); node.streams.len()];
+        for (stream, id) in batch.iter().filter_map(|d| d.ack.as_ref()) {
+            ids[*stream].push(id);
+        }
         let mut pipe = redis::pipe();
         pipe.atomic();
         if results.len() > 2 {
@@ -86,15 +89,18 @@ pub(super) async fn send_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<D
                 .arg(&results)
                 .ignore();
         }
-        if !ids.is_empty() {
+        for (stream, ids) in node.streams.iter().zip(&ids) {
+            if ids.is_empty() {
+                continue;
+            }
             pipe.cmd("XACK")
-                .arg(&node.keys.ready)
+                .arg(stream)
                 .arg(WORKERS_GROUP)
-                .arg(&ids)
+                .arg(ids)
                 .ignore()
                 .cmd("XDEL")
-                .arg(&node.keys.ready)
-                .arg(&ids)
+                .arg(stream)
+                .arg(ids)
                 .ignore();
         }
         loop {

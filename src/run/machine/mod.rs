@@ -163,6 +163,7 @@ fn started(
                 finished_at: None,
                 status: RunStatus::Running,
                 error: None,
+                worker: None,
             });
         }
     }
@@ -173,6 +174,7 @@ fn started(
     if dispatch {
         mutations.push(Mutation::Dispatch {
             run_id: run.id.clone(),
+            group: ctx.job.and_then(|j| j.worker_group.clone()),
         });
     }
     Effects::new(Next::Running, mutations)

@@ -61,6 +61,7 @@ fn derive(skill: &Skill) -> Job {
         timeout_ms: crate::spec::model::default_timeout_ms(),
         retry_policy: RetryPolicy::default(),
         flow: None,
+        worker_group: None,
         priority: None,
         // Each request is its own run: two at once both run.
         overlap: Overlap::Allow,

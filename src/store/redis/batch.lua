@@ -405,6 +405,21 @@ while i <= #ARGV do
       xadd[#xadd + 1] = ARGV[tonumber(ARGV[a + j])]
     end
     redis.call(unpack(xadd))
+  elseif op == 'dispatch_to' then
+    -- A worker group's runs: the group, then as `dispatch`. Its stream
+    -- gets the workers' consumer group from the start (id 0: nothing
+    -- added before a worker of the group exists is skipped), and is
+    -- listed in `ready_groups` for the leader's recovery.
+    local stream = P .. 'ready:' .. ARGV[a]
+    if redis.call('SADD', P .. 'ready_groups', ARGV[a]) == 1 then
+      redis.pcall('XGROUP', 'CREATE', stream, 'workers', '0', 'MKSTREAM')
+    end
+    local xadd = {'XADD', stream, '*', 'runs', ARGV[a + 1]}
+    for j = 2, n - 1 do
+      xadd[#xadd + 1] = tostring(j - 2)
+      xadd[#xadd + 1] = ARGV[tonumber(ARGV[a + j])]
+    end
+    redis.call(unpack(xadd))
   elseif op == 'ack' then
     acks[#acks + 1] = ARGV[a]
   elseif op == 'res_put' then

@@ -271,6 +271,18 @@ impl RedisStore {
         Ok(())
     }
 
+    /// The live workers, from the `workers` hash their heartbeats write.
+    pub async fn live_workers(&self) -> Result<Vec<super::workers::WorkerInfo>, StoreError> {
+        let mut c = self.connection();
+        let entries: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(self.key("workers"))
+            .query_async(&mut c)
+            .await
+            .map_err(reads::err(&self.inner.target, "HGETALL workers"))?;
+        let now = jiff::Timestamp::now().as_millisecond().max(0) as u64;
+        Ok(super::workers::live(entries, now))
+    }
+
     /// Apply ops now (not through the writer), fenced; the caller waits.
     async fn write_now(&self, ops: Ops) -> Result<batch::Applied, StoreError> {
         let fence = self.current_fence();

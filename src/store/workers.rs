@@ -1,0 +1,193 @@
+//! The worker registry: each worker process says every second, in the
+//! `workers` hash, how many slots it has, which worker groups it serves
+//! and which version it runs. The leader sizes its dispatch from it, the
+//! status API lists it (`GET /api/v1/workers`), and `plan`/`validate
+//! --server` warn about groups no live worker serves. A value is
+//! `"<slots> <heartbeat ms> <version> <groups>"`; a worker of an earlier
+//! version writes `"<slots> <heartbeat ms>"`, read as serving no group.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// A worker whose heartbeat is older than this is not live (workers beat
+/// every second).
+pub const FRESH_WITHIN: Duration = Duration::from_secs(5);
+
+/// Longest worker group name (as a job's `worker_group` id).
+const MAX_GROUP: usize = 128;
+
+/// One worker process, as its heartbeat describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkerInfo {
+    /// Its node name (the consumer name on the streams).
+    pub id: String,
+    /// The worker groups it serves besides ungrouped runs.
+    pub groups: Vec<String>,
+    pub slots: usize,
+    /// Runs it executes now, when it says (older workers do not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub busy: Option<usize>,
+    /// Its last heartbeat, RFC 3339.
+    pub last_heartbeat: String,
+    /// Its version; `null` for a worker of an earlier version.
+    pub version: Option<String>,
+    /// Milliseconds since the epoch of `last_heartbeat`.
+    #[serde(skip)]
+    pub beat_ms: u64,
+}
+
+/// Whether `name` may name a worker group: an id as a job's
+/// `worker_group` is (letters, digits, `.`, `_`, `-`; starting with a
+/// letter or digit; at most 128 characters). The error says why not.
+pub fn check_group(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if name.is_empty() {
+        return Err("a worker group name is empty".into());
+    }
+    if name.len() > MAX_GROUP {
+        return Err(format!(
+            "worker group name `{}…` is longer than {MAX_GROUP} characters",
+            name.chars().take(32).collect::<String>()
+        ));
+    }
+    if !first_ok || !rest_ok {
+        return Err(format!(
+            "worker group name `{name}` is not an id: use letters, digits, `.`, `_`, `-`, \
+             starting with a letter or digit (e.g. `gpu`)"
+        ));
+    }
+    Ok(())
+}
+
+/// The heartbeat value of a worker with these slots, busy count and groups.
+pub fn encode(slots: usize, busy: usize, groups: &[String], now_ms: u64) -> String {
+    let groups = if groups.is_empty() {
+        "-".to_string()
+    } else {
+        groups.join(",")
+    };
+    format!(
+        "{slots} {now_ms} {} {groups} {busy}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// A heartbeat value read back, in either form; `None` if unreadable.
+pub fn decode(id: &str, value: &str) -> Option<WorkerInfo> {
+    let mut parts = value.split_whitespace();
+    let slots = parts.next()?.parse().ok()?;
+    let beat_ms: u64 = parts.next()?.parse().ok()?;
+    let version = parts.next().map(str::to_string);
+    let groups = match parts.next() {
+        None | Some("-") => Vec::new(),
+        Some(list) => list.split(',').map(str::to_string).collect(),
+    };
+    let busy = parts.next().and_then(|b| b.parse().ok());
+    let last_heartbeat = jiff::Timestamp::from_millisecond(beat_ms as i64)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    Some(WorkerInfo {
+        id: id.to_string(),
+        groups,
+        slots,
+        busy,
+        last_heartbeat,
+        version,
+        beat_ms,
+    })
+}
+
+/// The live workers among the hash's entries (fresh heartbeats), by id.
+pub fn live(entries: Vec<(String, String)>, now_ms: u64) -> Vec<WorkerInfo> {
+    let fresh = FRESH_WITHIN.as_millis() as u64;
+    let mut out: Vec<WorkerInfo> = entries
+        .iter()
+        .filter_map(|(id, value)| decode(id, value))
+        .filter(|w| now_ms.saturating_sub(w.beat_ms) <= fresh)
+        .collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
+}
+
+/// The groups `jobs` name (`(job id, group)`) that none of `workers`
+/// serves, with the warning to show for each job.
+pub fn unserved<'a>(
+    jobs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    workers: &[WorkerInfo],
+) -> Vec<(String, String)> {
+    jobs.into_iter()
+        .filter(|(_, g)| !workers.iter().any(|w| w.groups.iter().any(|s| s == g)))
+        .map(|(job, g)| {
+            (
+                job.to_string(),
+                format!(
+                    "no live worker serves group `{g}`: start one with `multijob worker --group {g}`"
+                ),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_reads_back_in_both_forms() {
+        let new = encode(8, 3, &["a".into(), "gpu".into()], 1_700_000_000_000);
+        let w = decode("n1", &new).unwrap();
+        assert_eq!(w.groups, ["a", "gpu"]);
+        assert_eq!((w.slots, w.busy), (8, Some(3)));
+        assert_eq!(w.version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+        assert_eq!(w.last_heartbeat, "2023-11-14T22:13:20Z");
+        let plain = decode("n2", &encode(2, 0, &[], 5)).unwrap();
+        assert!(plain.groups.is_empty());
+        // A worker of the previous version.
+        let old = decode("n3", "5 1700000000000").unwrap();
+        assert_eq!((old.slots, old.busy, old.version), (5, None, None));
+        assert!(old.groups.is_empty());
+        assert_eq!(decode("n4", "garbage"), None);
+        assert_eq!(decode("n4", ""), None);
+    }
+
+    #[test]
+    fn only_fresh_heartbeats_are_live() {
+        let now = 1_000_000;
+        let entries = vec![
+            ("b".to_string(), encode(1, 0, &[], now - 1000)),
+            ("a".to_string(), encode(1, 0, &[], now - 60_000)),
+            ("c".to_string(), "broken".to_string()),
+        ];
+        let ids: Vec<String> = live(entries, now).into_iter().map(|w| w.id).collect();
+        assert_eq!(ids, ["b"]);
+    }
+
+    #[test]
+    fn group_names_are_ids() {
+        assert!(check_group("gpu").is_ok());
+        assert!(check_group("eu-west.1_a").is_ok());
+        for bad in ["", "has space", "-lead", "a/b", "a,b", "ü"] {
+            let e = check_group(bad).unwrap_err();
+            assert!(e.contains("worker group name"), "{bad}: {e}");
+        }
+        assert!(
+            check_group(&"x".repeat(129))
+                .unwrap_err()
+                .contains("longer")
+        );
+    }
+
+    #[test]
+    fn a_group_no_live_worker_serves_is_named() {
+        let w = decode("n", &encode(1, 0, &["a".into()], 0)).unwrap();
+        let out = unserved([("j1", "a"), ("j2", "gpu")], &[w]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, "j2");
+        assert!(out[0].1.contains("multijob worker --group gpu"));
+    }
+}

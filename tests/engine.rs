@@ -431,7 +431,7 @@ async fn a_remote_attempt_ends_when_its_worker_says() {
     let start = now - jiff::SignedDuration::from_millis(900);
     let end = now - jiff::SignedDuration::from_millis(850);
     r.queue
-        .record_start(&claimed[0], multijob::store::format_ts(start));
+        .record_start(&claimed[0], multijob::store::format_ts(start), "w1");
     r.queue.finish_at(
         &claimed[0],
         Outcome::Succeeded(json!({})),

@@ -103,12 +103,14 @@ pub fn decode(id: &str, value: &str) -> Option<WorkerInfo> {
 }
 
 /// The live workers among the hash's entries (fresh heartbeats), by id.
+/// A replica started with `--workers 0` beats with no slots: it runs
+/// nothing, so it is no worker.
 pub fn live(entries: Vec<(String, String)>, now_ms: u64) -> Vec<WorkerInfo> {
     let fresh = FRESH_WITHIN.as_millis() as u64;
     let mut out: Vec<WorkerInfo> = entries
         .iter()
         .filter_map(|(id, value)| decode(id, value))
-        .filter(|w| now_ms.saturating_sub(w.beat_ms) <= fresh)
+        .filter(|w| w.slots > 0 && now_ms.saturating_sub(w.beat_ms) <= fresh)
         .collect();
     out.sort_by(|a, b| a.id.cmp(&b.id));
     out
@@ -162,6 +164,7 @@ mod tests {
             ("b".to_string(), encode(1, 0, &[], now - 1000)),
             ("a".to_string(), encode(1, 0, &[], now - 60_000)),
             ("c".to_string(), "broken".to_string()),
+            ("d".to_string(), encode(0, 0, &[], now)),
         ];
         let ids: Vec<String> = live(entries, now).into_iter().map(|w| w.id).collect();
         assert_eq!(ids, ["b"]);

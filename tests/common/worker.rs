@@ -15,6 +15,8 @@ pub const FAST: [(&str, &str); 2] = [
 /// A `multijob worker` process, killed on drop.
 pub struct WorkerProc {
     pub child: Child,
+    /// Its node name, as its first line says (`worker <node> joined …`).
+    pub node: String,
     log: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -50,6 +52,7 @@ impl WorkerProc {
             "worker did not start: {line:?}\n{}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
+        let node = line.split_whitespace().nth(1).unwrap_or("").to_string();
         std::thread::spawn(move || {
             let mut sink = String::new();
             while reader.read_line(&mut sink).unwrap_or(0) > 0 {
@@ -58,6 +61,7 @@ impl WorkerProc {
         });
         WorkerProc {
             child,
+            node,
             log,
             _dir: dir,
         }

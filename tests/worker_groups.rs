@@ -94,6 +94,17 @@ fn each_groups_runs_are_claimed_only_by_its_workers_and_an_unserved_group_waits(
     assert_eq!(groups_of(&wb.node), serde_json::json!(["b"]), "{listed:#}");
     assert_eq!(groups_of(&wp.node), serde_json::json!([]), "{listed:#}");
     assert!(listed["items"][0]["version"].is_string(), "{listed:#}");
+    // `plan` and `validate --server` name the job of the unserved group.
+    let warning = "warning: jobs.d/jobs.yaml:11: job `gc`: no live worker serves group `c`: \
+                   start one with `multijob worker --group c`";
+    let plan = dir.run(&["plan", "--redis", &redis.url()]);
+    plan.assert_code(0);
+    let validate = dir.run(&["validate", "--server", &lead.url]);
+    validate.assert_code(0);
+    for out in [&plan, &validate] {
+        assert!(out.stdout().contains(warning), "{}", out.explain());
+        assert_eq!(out.stdout().matches("no live worker serves").count(), 1);
+    }
     // No worker serves `c`: its runs go first and must block nothing.
     trigger(&dir, &redis, "gc", 3);
     for job in ["ga", "gb", "plain"] {
@@ -218,4 +229,18 @@ fn the_embedded_pool_serves_every_group() {
     assert_eq!(items.len(), 1, "{listed:#}");
     assert_eq!(items[0]["groups"], serde_json::json!(["*"]), "{listed:#}");
     assert!(items[0]["slots"].as_u64().unwrap_or(0) >= 1, "{listed:#}");
+    // Its pool serves every group: nothing to warn of.
+    for args in [vec!["plan"], vec!["validate", "--server", &d.url]] {
+        let out = dir.run(&args);
+        out.assert_code(0);
+        assert!(
+            !out.stdout().contains("no live worker"),
+            "{}",
+            out.explain()
+        );
+    }
+    // A daemon that is not there is an error that says so.
+    let out = dir.run(&["validate", "--server", "127.0.0.1:1"]);
+    out.assert_code(1);
+    out.assert_stderr_has("is the daemon running?");
 }

@@ -13,6 +13,7 @@ pub mod cron;
 pub mod duration_arg;
 mod follow;
 pub mod git_args;
+mod group_warnings;
 pub mod help;
 pub mod inbox_reply;
 pub mod init;

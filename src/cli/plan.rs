@@ -3,8 +3,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-
 use serde_json::{Value, json};
 
 use crate::reconcile::{self, render};
@@ -16,6 +14,7 @@ use crate::store::paused::{PAUSED_KEY, Paused, paused_from};
 use crate::store::redis::RedisStore;
 use crate::store::sqlite::{SqliteStore, read_applied, read_kv, read_live_state};
 
+use super::group_warnings;
 use super::{DirArg, Outcome, OutputFormat};
 
 #[derive(Debug, clap::Args)]
@@ -86,7 +85,12 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     ));
     let cap = tick_cap()?;
     let peak = peak_slots_per_second(loaded.snapshot.jobs.values().map(|r| &r.spec), now);
-    let warnings: Vec<String> = cap_warning(peak, cap).into_iter().collect();
+    let mut warnings: Vec<String> = cap_warning(peak, cap).into_iter().collect();
+    warnings.extend(runtime.block_on(group_warnings::for_plan(
+        &loaded.snapshot,
+        args.server.as_deref(),
+        args.redis.as_deref(),
+    )));
     let paused = runtime.block_on(read_paused(&args))?;
     let mut out = std::io::stdout().lock();
     match args.output {
@@ -336,20 +340,7 @@ fn redacted_url(url: &str) -> String {
 async fn fetch_snapshot(server: &str, now: jiff::Timestamp) -> anyhow::Result<Running> {
     let base = super::server::server_url(server)?;
     let url = format!("{base}/api/v1/snapshot");
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()?;
-    let mut request = client.get(&url);
-    if let Ok(token) = std::env::var("MULTIJOB_API_TOKEN")
-        && !token.is_empty()
-    {
-        request = request.bearer_auth(token);
-    }
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("is the daemon running? GET {url}"))?;
-    let body = super::server::json_of(response).await?;
+    let body = super::server::get_json(&base, "/api/v1/snapshot").await?;
     let snapshot = Snapshot::from_json(&body).map_err(|e| anyhow::anyhow!("GET {url}: {e}"))?;
     let baseline = Baseline {
         source: base,

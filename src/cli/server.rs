@@ -32,6 +32,26 @@ pub fn server_url(server: &str) -> anyhow::Result<String> {
     Ok(with_scheme)
 }
 
+/// `GET {base}{path}` of a daemon's API (with `MULTIJOB_API_TOKEN` when
+/// set), its JSON body; an error names the URL and the server's message.
+pub async fn get_json(base: &str, path: &str) -> anyhow::Result<Value> {
+    let url = format!("{base}{path}");
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    let mut request = client.get(&url);
+    if let Ok(token) = std::env::var("MULTIJOB_API_TOKEN")
+        && !token.is_empty()
+    {
+        request = request.bearer_auth(token);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("is the daemon running? GET {url}"))?;
+    json_of(response).await
+}
+
 /// The JSON body of a successful response; for an error status, the
 /// server's message (`{"error": ...}` of the API, or the body's first
 /// line when it is not JSON), after the method, URL and status.

@@ -12,8 +12,9 @@ use super::{DirArg, Outcome, OutputFormat};
 #[command(after_help = "Examples:
   multijob validate -d ops               # file:line:column errors; exit 1 when invalid
   multijob validate -o json | jq '.[] | select(.severity == \"error\")'
+  multijob validate --server ops-host:8080   # also warn of worker groups no live worker serves
 
-Environment: MULTIJOB_DIR")]
+Environment: MULTIJOB_DIR, MULTIJOB_API_TOKEN (with --server)")]
 pub struct Args {
     #[command(flatten)]
     pub dir: DirArg,
@@ -21,17 +22,33 @@ pub struct Args {
     /// [{file,line,column,kind,id,severity,code,message,pointer}].
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,
+    /// Also ask this daemon (`host:port` or a URL) which worker groups its
+    /// live workers serve, and warn of jobs whose `worker_group` none does
+    /// (uses MULTIJOB_API_TOKEN).
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
 }
 
 pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     let LoadedDir { files, loaded } = reconcile::load(&args.dir.dir)?;
+    let groups = match &args.server {
+        Some(server) if !loaded.has_errors() => server_warnings(&loaded.snapshot, server)?,
+        _ => Vec::new(),
+    };
     let mut stdout = std::io::stdout().lock();
     match args.output {
         OutputFormat::Json => {
             serde_json::to_writer_pretty(&mut stdout, &loaded.diagnostics)?;
             writeln!(stdout)?;
+            // Diagnostics stay a list on stdout; these go to stderr.
+            for w in &groups {
+                eprintln!("warning: {w}");
+            }
         }
         OutputFormat::Text => {
+            for w in &groups {
+                writeln!(stdout, "warning: {w}")?;
+            }
             let mut excerpts = Excerpts::new(&files);
             for d in &loaded.diagnostics {
                 writeln!(stdout, "{d}")?;
@@ -73,6 +90,18 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     } else {
         Outcome::Success
     })
+}
+
+/// `--server`: the worker groups no live worker of the daemon serves.
+fn server_warnings(
+    snapshot: &crate::spec::snapshot::Snapshot,
+    server: &str,
+) -> anyhow::Result<Vec<String>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let workers = runtime.block_on(super::group_warnings::from_server(server))?;
+    Ok(super::group_warnings::warnings(snapshot, &workers))
 }
 
 /// Source lines for excerpts. Thousands of findings in one file, or on

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A worker whose heartbeat is older than this is not live (workers beat
 /// every second).
@@ -18,7 +18,7 @@ pub const FRESH_WITHIN: Duration = Duration::from_secs(5);
 const MAX_GROUP: usize = 128;
 
 /// One worker process, as its heartbeat describes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerInfo {
     /// Its node name (the consumer name on the streams).
     pub id: String,
@@ -26,14 +26,15 @@ pub struct WorkerInfo {
     pub groups: Vec<String>,
     pub slots: usize,
     /// Runs it executes now, when it says (older workers do not).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub busy: Option<usize>,
     /// Its last heartbeat, RFC 3339.
     pub last_heartbeat: String,
     /// Its version; `null` for a worker of an earlier version.
+    #[serde(default)]
     pub version: Option<String>,
     /// Milliseconds since the epoch of `last_heartbeat`.
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub beat_ms: u64,
 }
 
@@ -116,23 +117,19 @@ pub fn live(entries: Vec<(String, String)>, now_ms: u64) -> Vec<WorkerInfo> {
     out
 }
 
-/// The groups `jobs` name (`(job id, group)`) that none of `workers`
-/// serves, with the warning to show for each job.
-pub fn unserved<'a>(
-    jobs: impl IntoIterator<Item = (&'a str, &'a str)>,
-    workers: &[WorkerInfo],
-) -> Vec<(String, String)> {
-    jobs.into_iter()
-        .filter(|(_, g)| !workers.iter().any(|w| w.groups.iter().any(|s| s == g)))
-        .map(|(job, g)| {
-            (
-                job.to_string(),
-                format!(
-                    "no live worker serves group `{g}`: start one with `multijob worker --group {g}`"
-                ),
-            )
-        })
-        .collect()
+impl WorkerInfo {
+    /// Whether it runs jobs of `group` (`*`: the embedded daemon's pool,
+    /// which serves every group).
+    pub fn serves(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group || g == "*")
+    }
+}
+
+/// The warning for a group no live worker serves, with the fix.
+pub fn unserved_warning(group: &str) -> String {
+    format!(
+        "no live worker serves group `{group}`: start one with `multijob worker --group {group}`"
+    )
 }
 
 #[cfg(test)]
@@ -186,11 +183,14 @@ mod tests {
     }
 
     #[test]
-    fn a_group_no_live_worker_serves_is_named() {
+    fn a_worker_serves_its_groups_and_the_embedded_pool_every_group() {
         let w = decode("n", &encode(1, 0, &["a".into()], 0)).unwrap();
-        let out = unserved([("j1", "a"), ("j2", "gpu")], &[w]);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].0, "j2");
-        assert!(out[0].1.contains("multijob worker --group gpu"));
+        assert!(w.serves("a") && !w.serves("gpu"));
+        let pool = WorkerInfo {
+            groups: vec!["*".into()],
+            ..w
+        };
+        assert!(pool.serves("gpu"));
+        assert!(unserved_warning("gpu").contains("multijob worker --group gpu"));
     }
 }

@@ -684,3 +684,41 @@ fn the_triggers_page_lists_a_trigger_without_its_secret() {
         b.problems.join("\n")
     );
 }
+
+#[test]
+fn the_workers_page_lists_live_workers_with_their_groups() {
+    let _one = BROWSER_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let redis = multijob::testkit::RedisServer::start().expect("redis-server");
+    let d = ConfigDir::new();
+    d.write("jobs.d/hello.yaml", JOB);
+    let url = redis.url();
+    let daemon = Daemon::start_env(
+        d.path(),
+        &["--redis", &url, "--workers", "0"],
+        &common::worker::FAST,
+    );
+    daemon.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    let worker = common::worker::WorkerProc::start_with(&redis, 2, &["--group", "gpu"]);
+    let Some(mut b) = browser() else { return };
+    b.navigate(&format!("{}/#/workers", daemon.url));
+    let row = b.wait(
+        "the workers table to list the gpu worker",
+        Duration::from_secs(20),
+        &format!(
+            "(() => {{ const r = document.querySelector('tr[data-worker-id=\"{}\"]'); \
+             return r ? r.innerText : null; }})()",
+            worker.node
+        ),
+        |v| v.is_string(),
+    );
+    let row = row.as_str().unwrap_or_default();
+    for want in ["gpu", "0 / 2", env!("CARGO_PKG_VERSION")] {
+        assert!(row.contains(want), "{want:?} not in row {row:?}");
+    }
+    b.screenshot("workers");
+    assert!(
+        b.problems.is_empty(),
+        "the page had errors:\n{}",
+        b.problems.join("\n")
+    );
+}

@@ -917,6 +917,31 @@
       };
     },
 
+    workers(root, route, ctx) {
+      const body = slot(root);
+      return {
+        title: 'Workers',
+        // Heartbeats are no events; runs starting and ending change
+        // the busy counts.
+        wants: (ev) => /^run\./.test(ev.type),
+        async refresh() {
+          const items = await apiAll('/workers');
+          if (!ctx.alive) return;
+          swap(body,
+            h('p', {class: 'note'}, 'Live worker processes (a heartbeat within 5 s). A job with worker_group runs only on a worker of its group: start one with ', h('code', null, 'multijob worker --group NAME'), '.'),
+            table([
+              {label: 'Worker', cell: (w) => h('strong', null, w.id)},
+              {label: 'Groups', cell: (w) => w.groups.length
+                ? w.groups.map((g) => h('span', {class: 'tag'}, g === '*' ? 'every group' : g))
+                : h('span', {class: 'muted'}, 'ungrouped only')},
+              {label: 'Busy', cell: (w) => w.busy === undefined ? `? / ${w.slots}` : [`${w.busy} / ${w.slots} `, meter(w.busy, w.slots)]},
+              {label: 'Last heartbeat', cell: (w) => time(w.last_heartbeat)},
+              {label: 'Version', cell: (w) => w.version || h('span', {class: 'muted'}, 'earlier')},
+            ], items, {empty: 'No live workers: runs wait in the queue until one joins.', rowAttrs: (w) => ({dataset: {workerId: w.id}})}));
+        },
+      };
+    },
+
     approvals(root, route, ctx) {
       const body = slot(root);
       return {

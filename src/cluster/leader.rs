@@ -81,12 +81,15 @@ async fn stream_entries(
     }
 }
 
-/// Worker slots of the live worker processes (fresh heartbeats), refreshed
-/// twice a second; stale entries are removed after a minute.
+/// Worker slots of the live worker processes (fresh heartbeats), and the
+/// worker groups they serve (told to the queue: runs of a group no live
+/// worker serves wait there, queued), refreshed twice a second; stale
+/// entries are removed after a minute.
 pub async fn track_capacity(
     mut conn: ConnectionManager,
     keys: Keys,
     capacity: Arc<AtomicUsize>,
+    queue: Arc<RunQueue>,
     cancel: CancellationToken,
 ) {
     loop {
@@ -98,13 +101,16 @@ pub async fn track_capacity(
             let now = now_ms();
             let fresh_within = 5 * HEARTBEAT.as_millis() as u64;
             let mut slots = 0usize;
+            let mut groups = HashSet::new();
             for (node, value) in entries {
-                let mut parts = value.split_whitespace();
-                let n: usize = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-                let beat: u64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-                let age = now.saturating_sub(beat);
-                if age <= fresh_within {
-                    slots += n;
+                // An unreadable entry counts as long gone.
+                let w = crate::store::workers::decode(&node, &value);
+                let age = now.saturating_sub(w.as_ref().map_or(0, |w| w.beat_ms));
+                if let Some(w) = w.filter(|_| age <= fresh_within) {
+                    slots += w.slots;
+                    if w.slots > 0 {
+                        groups.extend(w.groups);
+                    }
                 } else if age > 60_000 {
                     let _: redis::RedisResult<i64> = redis::cmd("HDEL")
                         .arg(&keys.workers)
@@ -113,6 +119,7 @@ pub async fn track_capacity(
                         .await;
                 }
             }
+            queue.set_served_groups(groups);
             capacity.store(slots, Ordering::Relaxed);
         }
         tokio::select! {

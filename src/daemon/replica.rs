@@ -246,6 +246,7 @@ impl Replica {
             conn.clone(),
             keys.clone(),
             capacity.clone(),
+            queue.clone(),
             stop.clone(),
         ));
         let tokens = leader::Dispatched::default();

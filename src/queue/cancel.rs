@@ -66,7 +66,8 @@ impl RunQueue {
                 let approval = entry.pending_approval.take();
                 let text = entry.run.operator_cancel().unwrap_or_default();
                 // A parked run must not be handed a lane place later.
-                for parked in st.parked.values_mut() {
+                let state = &mut *st;
+                for parked in state.parked.values_mut().chain(state.unserved.values_mut()) {
                     parked.retain(|id| id != run_id);
                 }
                 self.finish_locked(&mut st, run_id, Outcome::Cancelled(text), t);

@@ -79,6 +79,15 @@ impl RunQueue {
                 continue;
             };
             let (job, hash) = entry.started_with.clone().unwrap_or(current);
+            if let Some(group) = &job.worker_group
+                && st.served.as_ref().is_some_and(|s| !s.contains(group))
+            {
+                if let Some(entry) = st.runs.get_mut(&id) {
+                    entry.ready_seq = None;
+                }
+                st.unserved.entry(group.clone()).or_default().push_back(id);
+                continue;
+            }
             if lane_full(st, &job) {
                 if let Some(entry) = st.runs.get_mut(&id) {
                     entry.ready_seq = None;

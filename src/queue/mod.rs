@@ -185,6 +185,39 @@ impl RunQueue {
         self.work.notify_waiters();
     }
 
+    /// The worker groups the live workers serve (a Redis leader reads
+    /// them from the workers' heartbeats): runs of other groups wait,
+    /// queued, until a worker of theirs is live. Held-back runs of a
+    /// group served now line up again.
+    pub fn set_served_groups(&self, groups: std::collections::HashSet<String>) {
+        let mut st = self.lock();
+        let now_served: Vec<String> = st
+            .unserved
+            .keys()
+            .filter(|g| groups.contains(*g))
+            .cloned()
+            .collect();
+        st.served = Some(groups);
+        let mut woke = false;
+        for group in now_served {
+            let ids = st.unserved.remove(&group).unwrap_or_default();
+            let state = &mut *st;
+            for id in ids {
+                if let Some(entry) = state.runs.get_mut(&id)
+                    && entry.run.status == RunStatus::Queued
+                    && entry.ready_seq.is_none()
+                {
+                    state::line_up(&mut state.seq, &mut state.ready, entry, id);
+                    woke = true;
+                }
+            }
+        }
+        drop(st);
+        if woke {
+            self.work.notify_waiters();
+        }
+    }
+
     fn submit(&self, mutations: Vec<Mutation>) {
         if let Err(e) = self.store.submit(mutations) {
             tracing::error!(error = %e, "queue: store write failed");

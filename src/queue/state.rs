@@ -153,6 +153,13 @@ pub(super) struct State {
     pub(super) delayed: BinaryHeap<Reverse<(Timestamp, String)>>,
     /// Ready runs held back because their lane is full of running runs.
     pub(super) parked: HashMap<String, VecDeque<String>>,
+    /// The worker groups some live worker serves; `None`: every group
+    /// (the embedded pool). See [`super::RunQueue::set_served_groups`].
+    pub(super) served: Option<std::collections::HashSet<String>>,
+    /// Ready runs held back because no live worker serves their job's
+    /// `worker_group`, by group: they stay queued, not dispatched, so
+    /// they hold no place the served runs could take.
+    pub(super) unserved: HashMap<String, VecDeque<String>>,
     pub(super) counts: Counts,
     pub(super) pressure: Pressure,
     pub(super) failure: HashMap<String, FailureState>,
@@ -227,6 +234,8 @@ impl State {
             ready: BinaryHeap::new(),
             delayed: BinaryHeap::new(),
             parked: HashMap::new(),
+            served: None,
+            unserved: HashMap::new(),
             counts: Counts::default(),
             pressure,
             failure: HashMap::new(),

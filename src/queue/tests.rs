@@ -414,3 +414,26 @@ async fn a_lanes_and_a_jobs_active_run_ids_are_indexed_oldest_first() {
     assert_eq!(r.queue.view().lane_run_ids("other").count(), 0);
     assert_eq!(r.queue.view().approval_run("a"), None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn runs_of_a_group_no_live_worker_serves_wait_queued_and_hold_nothing_back() {
+    let jobs = "id: a\ntype: noop\noverlap: allow\nworker_group: gpu\n---\nid: b\ntype: noop\noverlap: allow\n";
+    let r = rig(jobs, QueueConfig::default());
+    // Unrestricted (the embedded pool) until a leader says otherwise.
+    let held = r.enqueue(2);
+    let first = r.claim().await;
+    assert_eq!(first.run.id, held[0], "served before the groups were known");
+    r.queue.set_served_groups(Default::default());
+    // `gpu` is not served: its run waits, the ungrouped one goes by.
+    let plain = r.queue.enqueue(vec![NewRun::manual("b", json!({}))]);
+    assert_eq!(r.claim().await.run.id, plain[0]);
+    let none = tokio::time::timeout(Duration::from_millis(10), r.queue.claim()).await;
+    assert!(none.is_err(), "a run of an unserved group was handed out");
+    assert_eq!(
+        r.queue.run_status(&held[1]).map(|(s, _)| s),
+        Some(RunStatus::Queued)
+    );
+    // A gpu worker is live: the held run lines up again.
+    r.queue.set_served_groups(["gpu".to_string()].into());
+    assert_eq!(r.claim().await.run.id, held[1]);
+}

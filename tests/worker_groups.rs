@@ -94,6 +94,28 @@ fn each_groups_runs_are_claimed_only_by_its_workers_and_an_unserved_group_waits(
     assert_eq!(groups_of(&wb.node), serde_json::json!(["b"]), "{listed:#}");
     assert_eq!(groups_of(&wp.node), serde_json::json!([]), "{listed:#}");
     assert!(listed["items"][0]["version"].is_string(), "{listed:#}");
+    // Hostile registry entries are skipped; the list goes on.
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut conn = client.get_connection().expect("redis");
+    for (node, value) in [
+        ("evil", "not numbers".to_string()),
+        ("huge", "9".repeat(100_000)),
+        ("old", "4 1".to_string()),
+    ] {
+        let _: i64 = redis::cmd("HSET")
+            .arg("{mj}:workers")
+            .arg(node)
+            .arg(value)
+            .query(&mut conn)
+            .expect("HSET");
+    }
+    let (code, again) = lead.get("/api/v1/workers");
+    assert_eq!(code, 200, "{again:#}");
+    assert_eq!(
+        again["items"].as_array().map(Vec::len),
+        Some(3),
+        "{again:#}"
+    );
     // `plan` and `validate --server` name the job of the unserved group.
     let warning = "warning: jobs.d/jobs.yaml:11: job `gc`: no live worker serves group `c`: \
                    start one with `multijob worker --group c`";
@@ -238,6 +260,17 @@ fn the_embedded_pool_serves_every_group() {
             out.explain()
         );
     }
+    // Moving a job to another group is a change `plan` shows (the daemon
+    // stopped first: it would apply the change itself).
+    drop(d);
+    dir.write(
+        "jobs.d/jobs.yaml",
+        &GROUPED_JOBS.replace("worker_group: c", "worker_group: gpu"),
+    );
+    let out = dir.run(&["plan"]);
+    out.assert_code(0);
+    assert!(out.stdout().contains("worker_group"), "{}", out.explain());
+    assert!(out.stdout().contains("gpu"), "{}", out.explain());
     // A daemon that is not there is an error that says so.
     let out = dir.run(&["validate", "--server", "127.0.0.1:1"]);
     out.assert_code(1);

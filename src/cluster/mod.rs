@@ -16,6 +16,10 @@
 //!   replicas, `worker`) reads `ready` through one consumer group, executes
 //!   the run, and appends its result to the `results` stream, which the
 //!   leader applies (and only then acknowledges).
+//! - **Worker groups**: a run of a job with `worker_group: g` goes to
+//!   `ready:g`, read only by `multijob worker --group g` processes (in the
+//!   same read as `ready`); the leader holds a group's runs queued while
+//!   no live worker serves it (the heartbeats say which groups are).
 //! - **Leases**: a worker renews its entries' idle time while it runs them;
 //!   an entry idle past the lease (its worker died) is claimed by another
 //!   worker with XAUTOCLAIM and runs again: at-least-once, with message

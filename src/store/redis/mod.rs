@@ -28,6 +28,8 @@
 //! | `inbox`, `inbox_seq` | stream, counter | entry `<id>-1`: `cmd` |
 //! | `inbox_progress` | hash | inbox id → runs of that `trigger --count` already queued |
 //! | `ready`, `results` | streams | the cluster's dispatch (see `Mutation::Dispatch`; a `ready` entry carries up to 16 runs); a run in either is held by a worker |
+//! | `ready:<group>`, `ready_groups` | streams, set | the runs of jobs with `worker_group: <group>`, read only by that group's workers (`worker --group`); the set lists the groups dispatched to, for the leader's recovery |
+//! | `workers` | hash | worker node → `<slots> <heartbeat ms> <version> <groups> <busy>` (see `store::workers`) |
 //! | `batch:<name>` | string | a writer's last applied batch id and its summary (ending `,1` when it applied cleanly), for an hour: retries are no-ops, and a call sent behind it checks it (a writer alternates two names) |
 //!
 //! Writes go through one Lua script per batch (see `batch.lua`): atomic,

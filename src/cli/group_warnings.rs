@@ -97,7 +97,7 @@ mod tests {
             &crate::store::workers::encode(1, 0, &["a".into()], 0),
         )
         .unwrap();
-        let out = warnings(&s, &[worker.clone()]);
+        let out = warnings(&s, std::slice::from_ref(&worker));
         assert_eq!(
             out,
             [

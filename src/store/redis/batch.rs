@@ -183,7 +183,9 @@ impl Ops {
     /// go to their group's stream (`dispatch_to`, the group first), in
     /// packs of their own; the others take the `dispatch` op as before.
     fn dispatches(&mut self, dispatch: &[(String, Option<String>)], payloads: &mut Payloads) {
-        let mut by_stream: Vec<(Option<&str>, Vec<(&str, usize)>)> = Vec::new();
+        // (group, its runs: (id, argument index of the record)).
+        type Packs<'a> = Vec<(Option<&'a str>, Vec<(&'a str, usize)>)>;
+        let mut by_stream: Packs = Vec::new();
         for (id, group) in dispatch {
             let Some(at) = payloads.by_run.remove(id).flatten() else {
                 // Cannot happen: a dispatch is submitted with its record.

@@ -204,6 +204,36 @@ fn a_killed_group_worker_s_run_is_reclaimed_by_its_group_only() {
     );
 }
 
+/// A group's dispatched runs are held by its worker, not lost, when the
+/// leader changes: the new leader's recovery reads the group's stream.
+#[test]
+fn a_new_leader_keeps_a_groups_dispatched_runs_running() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = ConfigDir::new();
+    dir.write(
+        "jobs.d/slow.yaml",
+        "id: slow\ntype: command\nworker_group: a\noverlap: allow\ntimeout_ms: 20000\n\
+         inputs: {argv: [/bin/sh, -c, 'sleep 4']}\n",
+    );
+    let mut first = leader(&dir, &redis);
+    let wa = WorkerProc::start_with(&redis, 2, &["--group", "a", "--allow-command"]);
+    trigger(&dir, &redis, "slow", 2);
+    first.wait_until(
+        "/api/v1/runs?job=slow&status=running",
+        "two runs dispatched",
+        |v| v["items"].as_array().map(Vec::len) == Some(2),
+    );
+    let _ = first.child.kill();
+    let _ = first.child.wait();
+    let second = leader(&dir, &redis);
+    let logs = || format!("--- leader ---\n{}\n--- a ---\n{}", second.log(), wa.log());
+    for run in succeeded(&second, "slow", 2, 40, &logs) {
+        let attempts = run["attempts"].as_array().map(Vec::len);
+        assert_eq!(attempts, Some(1), "{run:#}\n{}", logs());
+        assert_eq!(worker_of(&run), wa.node, "{run:#}");
+    }
+}
+
 #[test]
 fn a_bad_group_name_is_refused_before_the_worker_starts() {
     let redis = RedisServer::start().expect("redis-server");

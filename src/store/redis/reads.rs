@@ -18,6 +18,8 @@ use crate::spec::snapshot::{Resource, Snapshot};
 const RUN_PAGE: usize = 256;
 /// Stream entries read per page while filtering or counting.
 const EVENT_PAGE: usize = 1000;
+/// Stream entries read per page without a filter.
+const UNFILTERED_PAGE: usize = 16;
 
 /// One stream entry as Redis returns it.
 pub type Entry = (String, HashMap<String, String>);
@@ -541,10 +543,13 @@ impl RedisStore {
         let mut after = q.after;
         let mut out = Vec::new();
         while out.len() < limit {
+            // An entry holds every event of one write batch (up to
+            // thousands): unfiltered, read a few entries at a time, so a
+            // page of `limit` events does not parse far more than it returns.
             let page = if filtered {
                 EVENT_PAGE
             } else {
-                limit - out.len()
+                (limit - out.len()).min(UNFILTERED_PAGE)
             };
             let entries = self.entries_after("events", after, page).await?;
             let full = entries.len() == page;

@@ -347,3 +347,35 @@ impl Notifier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::any_rules;
+
+    fn snapshot(text: &str) -> crate::spec::snapshot::Snapshot {
+        crate::spec::build(&[crate::spec::SourceFile {
+            path: "jobs.d/t.yaml".into(),
+            text: text.to_string(),
+        }])
+        .snapshot
+    }
+
+    /// The notifier skips reading events only when no rule can apply:
+    /// a job's own, its flow's or the Defaults document's.
+    #[test]
+    fn any_rules_sees_every_place_a_rule_can_be() {
+        let hook =
+            "kind: Connector\nid: hook\nprovider: webhook\nbase_url: http://127.0.0.1:9/h\n---\n";
+        let rule = "notify:\n  - connector: hook\n    on: [failure]\n";
+        assert!(!any_rules(&snapshot(&format!("{hook}id: a\ntype: noop\n"))));
+        assert!(any_rules(&snapshot(&format!(
+            "{hook}id: a\ntype: noop\n{rule}"
+        ))));
+        assert!(any_rules(&snapshot(&format!(
+            "{hook}kind: Flow\nid: f\n{rule}---\nid: a\ntype: noop\nflow: f\n"
+        ))));
+        assert!(any_rules(&snapshot(&format!(
+            "{hook}kind: Defaults\n{rule}---\nid: a\ntype: noop\n"
+        ))));
+    }
+}

@@ -19,7 +19,7 @@ pub mod deadline;
 pub mod machine;
 pub mod send;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -135,6 +135,7 @@ pub async fn run(store: Store, applied: watch::Receiver<Arc<Applied>>, stop: Can
         retry: BTreeMap::new(),
         deadlines_at: Instant::now(),
         overdue: BTreeSet::new(),
+        states: HashMap::new(),
     };
     let mut cursor = loop {
         match n.start().await {
@@ -144,9 +145,23 @@ pub async fn run(store: Store, applied: watch::Receiver<Arc<Applied>>, stop: Can
         tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(POLL * 4) => {} }
     };
     loop {
-        match n.step(cursor).await {
-            Ok(c) => cursor = c,
-            Err(e) => tracing::warn!(error = %e, "notices: the store failed; retrying"),
+        let behind = match n.step(cursor).await {
+            Ok((c, full)) => {
+                cursor = c;
+                full
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "notices: the store failed; retrying");
+                false
+            }
+        };
+        // A full page: more events wait, so catch up before sleeping.
+        if behind {
+            tokio::task::yield_now().await;
+            if stop.is_cancelled() {
+                return;
+            }
+            continue;
         }
         tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(POLL) => {} }
     }
@@ -165,6 +180,9 @@ struct Notifier {
     deadlines_at: Instant,
     /// Runs already made a `deadline` notice by this process.
     overdue: BTreeSet<String>,
+    /// Each job's notice state as this process last read or wrote it:
+    /// only this task writes it, so the store is read once per job.
+    states: HashMap<String, JobState>,
 }
 
 impl Notifier {
@@ -184,7 +202,7 @@ impl Notifier {
             .cloned()
             .collect();
         for job in jobs {
-            let s = load(&self.store, &job).await?;
+            let s = self.state(&job).await?;
             if !s.pending.is_empty() || s.burst.is_some() {
                 self.open.insert(job);
             }
@@ -192,8 +210,9 @@ impl Notifier {
         Ok(cursor)
     }
 
-    /// Apply the events after `cursor`, then send what is pending.
-    async fn step(&mut self, cursor: i64) -> Result<i64, StoreError> {
+    /// Apply the events after `cursor`, then send what is pending; the
+    /// new cursor, and whether the page was full (more events wait).
+    async fn step(&mut self, cursor: i64) -> Result<(i64, bool), StoreError> {
         let applied = self.applied.borrow().clone();
         if self.open.is_empty() && !any_rules(&applied.snapshot) {
             // No job has a rule, so no event can make a notice: follow the
@@ -204,7 +223,7 @@ impl Notifier {
             if last > cursor {
                 save_cursor(&self.store, last).await?;
             }
-            return Ok(last);
+            return Ok((last, false));
         }
         let query = EventQuery {
             after: cursor,
@@ -223,11 +242,23 @@ impl Notifier {
             if rules_of(&applied.snapshot, &job).is_none() {
                 continue;
             }
-            let mut state = load(&self.store, &job).await?;
+            let mut state = self.state(&job).await?;
+            let before = state.clone();
             machine::observe(&mut state, event.id, observed, now);
-            save(&self.store, &job, &state).await?;
+            // Written only when it changed beyond `seen`: a replay after a
+            // crash re-observes the events after the cursor, and those
+            // that changed nothing change nothing again.
+            let changed = JobState {
+                seen: before.seen,
+                ..state.clone()
+            } != before;
             if !state.pending.is_empty() || state.burst.is_some() {
-                self.open.insert(job);
+                self.open.insert(job.clone());
+            }
+            if changed {
+                self.put_state(&job, state).await?;
+            } else {
+                self.states.insert(job, state);
             }
         }
         if last > cursor {
@@ -235,7 +266,7 @@ impl Notifier {
         }
         self.check_deadlines(&applied, now).await?;
         self.send_pending(&applied, now).await?;
-        Ok(last)
+        Ok((last, events.len() == PAGE))
     }
 
     /// Close stale bursts and send every pending notice not waiting for
@@ -255,7 +286,7 @@ impl Notifier {
             {
                 continue;
             }
-            let mut state = load(&self.store, &job_id).await?;
+            let mut state = self.state(&job_id).await?;
             let closed = machine::close_stale_burst(&mut state, now);
             let before = state.pending.len();
             let mut failed = false;
@@ -273,11 +304,12 @@ impl Notifier {
                 // The job or its rules are gone: nobody to tell.
                 state.pending.clear();
             }
+            let done = state.pending.is_empty() && state.burst.is_none();
             if closed || state.pending.len() != before {
-                save(&self.store, &job_id, &state).await?;
+                self.put_state(&job_id, state).await?;
             }
             self.backoff(&job_id, failed);
-            if state.pending.is_empty() && state.burst.is_none() {
+            if done {
                 self.open.remove(&job_id);
             }
         }
@@ -306,19 +338,36 @@ impl Notifier {
             if !self.overdue.insert(notice.change.clone()) {
                 continue;
             }
-            let mut state = load(&self.store, &job).await?;
+            let mut state = self.state(&job).await?;
             if !state
                 .pending
                 .iter()
                 .any(|n| n.kind == notice.kind && n.change == notice.change)
             {
                 state.pending.push(notice);
-                save(&self.store, &job, &state).await?;
+                self.put_state(&job, state).await?;
             }
             self.open.insert(job);
         }
         let live: BTreeSet<&String> = active.iter().map(|r| &r.id).collect();
         self.overdue.retain(|id| live.contains(id));
+        Ok(())
+    }
+
+    /// The job's notice state: this process's copy, else the store's.
+    async fn state(&mut self, job: &str) -> Result<JobState, StoreError> {
+        if let Some(s) = self.states.get(job) {
+            return Ok(s.clone());
+        }
+        let s = load(&self.store, job).await?;
+        self.states.insert(job.to_string(), s.clone());
+        Ok(s)
+    }
+
+    /// Write the job's notice state to the store, then keep it.
+    async fn put_state(&mut self, job: &str, state: JobState) -> Result<(), StoreError> {
+        save(&self.store, job, &state).await?;
+        self.states.insert(job.to_string(), state);
         Ok(())
     }
 

@@ -1,6 +1,6 @@
 //! multijob: a declarative, GitOps-style job runner.
 //!
-//! Layers, lowest first: `clock` → `regular_file` → `listener` → `otel` → `signature` → `calendar` → `spec` → `store` → `run` → `connectors` → `queue` → `schedule` → `workflow` → `jobs` → `notify` → `worker` → `reconcile` → `status` → `inbound` → `cluster` → `daemon` → `cli` → `testkit`.
+//! Layers, lowest first: `clock` → `logging` → `regular_file` → `listener` → `otel` → `signature` → `calendar` → `spec` → `store` → `run` → `connectors` → `queue` → `schedule` → `workflow` → `jobs` → `notify` → `worker` → `reconcile` → `status` → `inbound` → `cluster` → `daemon` → `cli` → `testkit`.
 //!
 //! A module uses its own layer and the ones below it, never one above
 //! (`tests/layering.rs` checks every `crate::` path). In pipeline order:
@@ -48,6 +48,7 @@ pub mod daemon;
 pub mod inbound;
 pub mod jobs;
 pub mod listener;
+pub mod logging;
 pub mod notify;
 pub mod otel;
 pub mod queue;

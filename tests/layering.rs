@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 /// Lowest first. Must match the order written in `src/lib.rs`.
 const LAYERS: &[&str] = &[
     "clock",
+    "logging",
     "regular_file",
     "listener",
     "otel",

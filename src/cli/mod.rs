@@ -196,22 +196,20 @@ pub fn default_state(dir: &std::path::Path) -> PathBuf {
     dir.join(".multijob").join("state.db")
 }
 
-/// Logs to stderr; `RUST_LOG` filters (default `info`), `MULTIJOB_LOG=json`
-/// switches to JSON lines. Colours only on a terminal: a piped or
-/// journald log gets no escape codes.
-pub fn init_logging() {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let _ = if std::env::var("MULTIJOB_LOG").is_ok_and(|v| v == "json") {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+/// Start the process's log ([`crate::logging`]); a daemon command keeps
+/// the returned guard until it returns, which writes out the last lines.
+pub fn init_logging() -> LogFlush {
+    crate::logging::init();
+    LogFlush
+}
+
+/// Writes out the queued log lines when dropped.
+pub struct LogFlush;
+
+impl Drop for LogFlush {
+    fn drop(&mut self) {
+        crate::logging::flush();
+    }
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {

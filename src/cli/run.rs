@@ -259,7 +259,7 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
                 behind_proxy: args.inbound_behind_proxy,
             }),
     };
-    super::init_logging();
+    let _log = super::init_logging();
     let threads = match (args.threads, args.workers) {
         (Some(n), _) => Some(n),
         (None, 0) => Some(1),

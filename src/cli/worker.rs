@@ -66,7 +66,7 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
             args.grace
         );
     }
-    super::init_logging();
+    let _log = super::init_logging();
     let runtime = super::daemon_runtime(Some(args.threads))?;
     let grace = Duration::try_from_secs_f64(args.grace).map_err(|_| {
         anyhow::anyhow!(

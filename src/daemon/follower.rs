@@ -36,6 +36,8 @@ pub(super) async fn restart_as_follower(conn: &mut redis::aio::ConnectionManager
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     use std::os::unix::process::CommandExt;
+    // exec and exit drop nothing: write out the queued log lines first.
+    crate::logging::flush();
     let error = match std::env::current_exe() {
         // exec only returns on failure. Sockets are close-on-exec, so the
         // new process binds the API port again.
@@ -45,7 +47,8 @@ pub(super) async fn restart_as_follower(conn: &mut redis::aio::ConnectionManager
             .to_string(),
         Err(e) => e.to_string(),
     };
-    tracing::error!(error = %error, "cannot start again as a follower; exiting");
+    // The log's writer thread is gone: this last line goes directly.
+    eprintln!("multijob: cannot start again as a follower ({error}); exiting");
     std::process::exit(1);
 }
 

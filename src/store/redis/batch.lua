@@ -179,24 +179,52 @@ local function put_run(id, job, status, key, rec)
   end
 end
 
-local function delete_run(id)
-  local h = info_of(id)
-  if not h then return end
-  infos[id] = false
-  redis.call('HDEL', P .. 'runs:rec', id)
-  redis.call('UNLINK', P .. 'output:' .. id)
-  redis.call('ZREM', P .. 'runs', id)
-  redis.call('ZREM', P .. 'runs:job:' .. h.job, id)
-  if ACTIVE[h.status] then
-    redis.call('ZREM', P .. 'runs:active', id)
-  else
-    redis.call('ZREM', P .. 'runs:status:' .. h.status, id)
+-- A variadic command over `args`, 1,000 at a time (a Lua call takes a
+-- bounded number of arguments).
+local function chunked(cmd, key, args)
+  for j = 1, #args, 1000 do
+    local part = {unpack(args, j, math.min(j + 999, #args))}
+    if key then
+      redis.call(cmd, key, unpack(part))
+    else
+      redis.call(cmd, unpack(part))
+    end
   end
-  count(h.job, h.status, -1)
-  if h.key ~= '' then
-    local kk = P .. 'runkey:' .. h.key
-    if redis.call('GET', kk) == id then redis.call('DEL', kk) end
+end
+
+-- Delete stored runs of `job` (their infos loaded): a few variadic
+-- commands for the lot, not eight calls a run, so that pruning at the
+-- default retention costs little beside the runs it follows.
+local function delete_runs(job, ids)
+  if #ids == 0 then return end
+  local by_status, outputs, keys, owners = {}, {}, {}, {}
+  for _, id in ipairs(ids) do
+    local h = infos[id]
+    infos[id] = false
+    local set = ACTIVE[h.status] and 'runs:active' or ('runs:status:' .. h.status)
+    by_status[set] = by_status[set] or {}
+    table.insert(by_status[set], id)
+    outputs[#outputs + 1] = P .. 'output:' .. id
+    count(h.job, h.status, -1)
+    if h.key ~= '' then
+      keys[#keys + 1] = P .. 'runkey:' .. h.key
+      owners[#owners + 1] = id
+    end
   end
+  chunked('HDEL', P .. 'runs:rec', ids)
+  chunked('UNLINK', nil, outputs)
+  chunked('ZREM', P .. 'runs', ids)
+  chunked('ZREM', P .. 'runs:job:' .. job, ids)
+  for set, members in pairs(by_status) do chunked('ZREM', P .. set, members) end
+  -- A run key goes only while it still names the pruned run.
+  local stale = {}
+  for j = 1, #keys, 1000 do
+    local got = redis.call('MGET', unpack(keys, j, math.min(j + 999, #keys)))
+    for k = 1, #got do
+      if got[k] == owners[j + k - 1] then stale[#stale + 1] = keys[j + k - 1] end
+    end
+  end
+  chunked('DEL', nil, stale)
 end
 
 -- Keep the newest `keep` finished runs of a job (active runs are never
@@ -204,25 +232,42 @@ end
 -- the runs older than the newest `keep`; as many of them are kept as
 -- there are active runs among those newest `keep` (the job's active
 -- count, stored plus this batch's changes, less the active candidates).
+-- Which candidates are active comes from `runs:active` (flushed above),
+-- so only the records of the runs that go are decoded, not those of
+-- every run queued or running behind them.
 local function prune_runs(job, keep)
   flush()
   local ids = redis.call('ZREVRANGE', P .. 'runs:job:' .. job, keep, -1)
-  load_infos(ids)
+  if #ids == 0 then return end
+  local is_active = {}
+  for j = 1, #ids, 1000 do
+    local got = redis.call('ZMSCORE', P .. 'runs:active', unpack(ids, j, math.min(j + 999, #ids)))
+    for k = 1, #got do is_active[j + k - 1] = got[k] and true or false end
+  end
   local active = 0
   for status in pairs(ACTIVE) do
     local f = job .. '\n' .. status
     active = active + tonumber(redis.call('HGET', P .. 'run_counts', f) or '0') + (deltas[f] or 0)
   end
-  for _, id in ipairs(ids) do
-    local m = info_of(id)
-    if m and ACTIVE[m.status] then active = active - 1 end
+  for k = 1, #ids do
+    if is_active[k] then active = active - 1 end
   end
-  for _, id in ipairs(ids) do
-    local m = info_of(id)
-    if m and not ACTIVE[m.status] then
-      if active > 0 then active = active - 1 else delete_run(id) end
+  local gone = {}
+  for k, id in ipairs(ids) do
+    if not is_active[k] then
+      if active > 0 then active = active - 1 else gone[#gone + 1] = id end
     end
   end
+  local unknown = {}
+  for _, id in ipairs(gone) do
+    if infos[id] == nil then unknown[#unknown + 1] = id end
+  end
+  load_infos(unknown)
+  local known = {}
+  for _, id in ipairs(gone) do
+    if infos[id] then known[#known + 1] = id end
+  end
+  delete_runs(job, known)
 end
 
 -- Events are appended in time order: drop everything before the first

@@ -23,52 +23,82 @@ pub(super) async fn inbox_loop(
 ) {
     let mut after = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut full_page = false;
     loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
+        // A full page means more is waiting (a fan-out of follow-ups from
+        // the workers): read on at once instead of a tick later.
+        if !full_page {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+        } else if cancel.is_cancelled() {
+            return;
         }
         let commands = match store.inbox(after).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "inbox unreadable");
+                full_page = false;
                 continue;
             }
         };
+        full_page = commands.len() >= crate::store::INBOX_PAGE;
+        // Follow-ups are handled together, in order with the rest: one
+        // store read for the lot, not a round trip each.
+        let mut follow_ups = Vec::new();
         for (id, command) in commands {
             after = after.max(id);
-            if let InboxCommand::GitSync {
-                trigger,
-                delivery_id,
-            } = &command
-            {
-                tracing::info!(trigger = %trigger, delivery = ?delivery_id, "inbox: a sync trigger asks for a git fetch");
-                fetch.request();
-                mark_done(&store, id);
+            if matches!(command, InboxCommand::FollowUp { .. }) {
+                follow_ups.extend(follow_up_run(command).map(|run| (id, run)));
                 continue;
             }
-            // A burst is queued as it is worked off, which may take long
-            // (or wait for workers to join): other commands go on meanwhile.
-            let bulk = match &command {
-                InboxCommand::Trigger { count, .. } => *count > TRIGGER_SLICE,
-                InboxCommand::Backfill { .. } => true,
-                _ => false,
-            };
-            if bulk {
-                let (queue, store, cancel) = (queue.clone(), store.clone(), cancel.clone());
-                // Stops with the loop (shutdown, or leadership lost): the
-                // recorded progress lets whoever handles it next resume.
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = cancel.cancelled() => queue.set_burst(id, None),
-                        _ = handle_command(&queue, &store, id, command) => mark_done(&store, id),
-                    }
-                });
-            } else {
-                handle_command(&queue, &store, id, command).await;
-                mark_done(&store, id);
-            }
+            follow_ups_from_workers(&queue, &store, std::mem::take(&mut follow_ups)).await;
+            handle_one(&queue, &store, &fetch, &cancel, id, command).await;
         }
+        follow_ups_from_workers(&queue, &store, follow_ups).await;
+    }
+}
+
+/// One command other than a follow-up, in its turn.
+async fn handle_one(
+    queue: &std::sync::Arc<RunQueue>,
+    store: &Store,
+    fetch: &FetchNow,
+    cancel: &CancellationToken,
+    id: i64,
+    command: InboxCommand,
+) {
+    if let InboxCommand::GitSync {
+        trigger,
+        delivery_id,
+    } = &command
+    {
+        tracing::info!(trigger = %trigger, delivery = ?delivery_id, "inbox: a sync trigger asks for a git fetch");
+        fetch.request();
+        mark_done(store, id);
+        return;
+    }
+    // A burst is queued as it is worked off, which may take long (or
+    // wait for workers to join): other commands go on meanwhile.
+    let bulk = match &command {
+        InboxCommand::Trigger { count, .. } => *count > TRIGGER_SLICE,
+        InboxCommand::Backfill { .. } => true,
+        _ => false,
+    };
+    if bulk {
+        let (queue, store, cancel) = (queue.clone(), store.clone(), cancel.clone());
+        // Stops with the loop (shutdown, or leadership lost): the recorded
+        // progress lets whoever handles it next resume.
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => queue.set_burst(id, None),
+                _ = handle_command(&queue, &store, id, command) => mark_done(&store, id),
+            }
+        });
+    } else {
+        handle_command(queue, store, id, command).await;
+        mark_done(store, id);
     }
 }
 
@@ -101,33 +131,10 @@ async fn handle_command(queue: &RunQueue, store: &Store, inbox_id: i64, command:
             };
             trigger.queue_runs(queue, store).await;
         }
-        InboxCommand::FollowUp {
-            run_id,
-            job_id,
-            inputs,
-            run_key,
-            chain_depth,
-            due_at,
-            extra,
-        } => {
-            let run = NewRun {
-                id: run_id,
-                job_id,
-                trigger: crate::store::runs::Trigger::Workflow,
-                inputs,
-                run_key,
-                scheduled_at: None,
-                chain_depth,
-                due_at: due_at.and_then(|d| d.parse().ok()),
-                extra,
-                requires_approval: false,
-                traceparent: None,
-            };
-            // None left: queued before a crash, and recovered or finished
-            // since.
-            for run in without_recorded(store, vec![run]).await {
-                follow_up_from_worker(queue, store, run);
-            }
+        // Handled in batches by the loop; here only if one comes alone.
+        command @ InboxCommand::FollowUp { .. } => {
+            let run = follow_up_run(command).map(|run| (inbox_id, run));
+            follow_ups_from_workers(queue, store, run.into_iter().collect()).await;
         }
         InboxCommand::Decide {
             approval_id,
@@ -327,6 +334,53 @@ async fn decide(
             event = event.job(a.job_id.clone()).run(a.run_id.clone());
         }
         let _ = store.submit(vec![Mutation::Event(event)]);
+    }
+}
+
+/// The run a worker's follow-up command asks for (`None`: another command).
+fn follow_up_run(command: InboxCommand) -> Option<NewRun> {
+    let InboxCommand::FollowUp {
+        run_id,
+        job_id,
+        inputs,
+        run_key,
+        chain_depth,
+        due_at,
+        extra,
+    } = command
+    else {
+        return None;
+    };
+    Some(NewRun {
+        id: run_id,
+        job_id,
+        trigger: crate::store::runs::Trigger::Workflow,
+        inputs,
+        run_key,
+        scheduled_at: None,
+        chain_depth,
+        due_at: due_at.and_then(|d| d.parse().ok()),
+        extra,
+        requires_approval: false,
+        traceparent: None,
+    })
+}
+
+/// Queue the follow-ups worker processes handed over, in order, and mark
+/// their commands done in one store write. Those the store has a record
+/// of were queued before a crash, and recovered or finished since.
+async fn follow_ups_from_workers(queue: &RunQueue, store: &Store, follow_ups: Vec<(i64, NewRun)>) {
+    if follow_ups.is_empty() {
+        return;
+    }
+    let ids: Vec<i64> = follow_ups.iter().map(|(id, _)| *id).collect();
+    let runs = follow_ups.into_iter().map(|(_, run)| run).collect();
+    for run in without_recorded(store, runs).await {
+        follow_up_from_worker(queue, store, run);
+    }
+    let done = ids.into_iter().map(Mutation::InboxDone).collect();
+    if let Err(e) = store.submit(done) {
+        tracing::warn!(error = %e, "inbox: could not mark follow-ups done");
     }
 }
 

@@ -210,6 +210,9 @@ pub struct RevisionWrite {
 /// it lagged (it then resumes from the store by id).
 pub const EVENT_BUFFER: usize = 16_384;
 
+/// Most inbox commands one read returns (a full page: read again at once).
+pub const INBOX_PAGE: usize = 1000;
+
 /// A write the runtime does not wait for. Writes of one process commit in
 /// the order they were submitted; several writes to the same run or job in
 /// one batch collapse into the last.

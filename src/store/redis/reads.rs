@@ -525,7 +525,10 @@ impl RedisStore {
 
     pub async fn inbox(&self, after: i64) -> Result<Vec<(i64, InboxCommand)>, StoreError> {
         let mut out = Vec::new();
-        for (id, fields) in self.entries_after("inbox", after, 1000).await? {
+        for (id, fields) in self
+            .entries_after("inbox", after, crate::store::INBOX_PAGE)
+            .await?
+        {
             let Some(seq) = entry_seq(&id) else { continue };
             match serde_json::from_str(fields.get("cmd").map_or("", String::as_str)) {
                 Ok(cmd) => out.push((seq, cmd)),

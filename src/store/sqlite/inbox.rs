@@ -16,8 +16,9 @@ pub fn read_inbox(
     path: &Path,
     after: i64,
 ) -> Result<Vec<(i64, InboxCommand)>, StoreError> {
-    let sql = "SELECT id, command FROM inbox WHERE id > ?1 ORDER BY id LIMIT 1000";
-    let rows = all_rows(c, path, sql, [after], |r| {
+    let sql = "SELECT id, command FROM inbox WHERE id > ?1 ORDER BY id LIMIT ?2";
+    let page = crate::store::INBOX_PAGE as i64;
+    let rows = all_rows(c, path, sql, [after, page], |r| {
         Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
     })?;
     let mut out = Vec::new();

@@ -6,6 +6,8 @@
 //! runs; `-- --only NAME[,NAME]` picks scenarios; results are also written to
 //! `target/bench-results.json`.
 
+#[path = "scenarios/fanout.rs"]
+mod fanout;
 #[path = "scenarios/inbound.rs"]
 mod inbound;
 #[path = "scenarios/latency.rs"]
@@ -988,7 +990,7 @@ fn scenario_workflow(scale: Scale, out: &mut Vec<Figure>) {
 
 type Scenario = (&'static str, fn(Scale, &mut Vec<Figure>));
 
-const SCENARIOS: [Scenario; 14] = [
+const SCENARIOS: [Scenario; 15] = [
     ("validate", scenario_validate),
     ("plan", scenario_plan),
     ("reload", scenario_reload),
@@ -1003,6 +1005,7 @@ const SCENARIOS: [Scenario; 14] = [
     ("simulate", simulate::scenario),
     ("otlp", otlp::scenario),
     ("notices", notices::scenario),
+    ("fanout", fanout::scenario),
 ];
 
 fn main() {

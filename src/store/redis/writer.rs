@@ -36,6 +36,39 @@ pub(super) enum WriteOp {
     },
 }
 
+/// A key-value op and where its answer goes.
+type KvCall = (
+    String,
+    KvOp,
+    oneshot::Sender<Result<Option<Value>, StoreError>>,
+);
+
+/// Key-value ops that queued up together, after the writes submitted
+/// before them have landed. Each comes from a caller waiting on its own
+/// answer, so none depends on another: they go out together (pipelined
+/// on the connection) instead of one round trip after another. One at a
+/// time, a worker's `schedule_job` fan-out (two ops per follow-up) waited
+/// on this writer for most of its time.
+async fn kv_together(target: &Target, calls: Vec<KvCall>) {
+    let mut calls: Vec<_> = calls
+        .into_iter()
+        .map(|(key, op, reply)| {
+            Box::pin(async move {
+                let _ = reply.send(reads::kv_op(target, &key, op).await);
+            })
+        })
+        .collect();
+    std::future::poll_fn(|cx| {
+        calls.retain_mut(|call| call.as_mut().poll(cx).is_pending());
+        if calls.is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+}
+
 /// The background writer: takes what queued up, coalesces it, applies it
 /// in one script call, in submission order. Up to two calls are in
 /// flight on the one connection (Redis runs them in the order sent), so
@@ -139,7 +172,8 @@ impl Writer {
             let mut pending = Coalesced::default();
             let mut count = 0;
             let mut barriers = Vec::new();
-            for op in batch {
+            let mut batch = batch.into_iter().peekable();
+            while let Some(op) = batch.next() {
                 match op {
                     WriteOp::Mutations(ms) => {
                         // A submitted vector stays in one script call: a
@@ -160,7 +194,13 @@ impl Writer {
                         self.commit(before, std::mem::take(&mut count), &mut failure)
                             .await;
                         self.drain(&mut failure).await;
-                        let _ = reply.send(reads::kv_op(&self.target, &key, op).await);
+                        let mut kvs = vec![(key, op, reply)];
+                        while let Some(WriteOp::Kv { .. }) = batch.peek() {
+                            if let Some(WriteOp::Kv { key, op, reply }) = batch.next() {
+                                kvs.push((key, op, reply));
+                            }
+                        }
+                        kv_together(&self.target, kvs).await;
                     }
                 }
             }

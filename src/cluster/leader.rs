@@ -129,20 +129,19 @@ pub async fn track_capacity(
     }
 }
 
-/// Follow-up runs of `job` waiting to start, as the leader last published
+/// Follow-up runs waiting to start, by job, as the leader last published
 /// them (`None` when nothing readable is published: no leader for 5 s).
 pub async fn follow_ups_waiting(
     mut conn: ConnectionManager,
     queue_key: &str,
-    job: &str,
-) -> Option<usize> {
+) -> Option<std::collections::BTreeMap<String, usize>> {
     let text: Option<String> = redis::cmd("GET")
         .arg(queue_key)
         .query_async(&mut conn)
         .await
         .ok()?;
     let figures: crate::status::state::LeaderQueue = serde_json::from_str(&text?).ok()?;
-    Some(figures.follow_ups_waiting.get(job).copied().unwrap_or(0))
+    Some(figures.follow_ups_waiting)
 }
 
 /// Publish the queue's figures and the last reconcile twice a second for

@@ -3,7 +3,7 @@
 //! leader), and where its step records and token usage wait to travel with
 //! its result.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -29,7 +29,17 @@ pub struct RemoteHost {
     cancelled: std::sync::Mutex<HashMap<String, String>>,
     /// Where the leader publishes its queue figures.
     queue_key: String,
+    /// The follow-ups waiting by job as last read from those figures, and
+    /// when: a fan-out reads them once per [`FIGURES_FOR`], not once per
+    /// follow-up (the leader publishes them twice a second anyway).
+    waiting: std::sync::Mutex<Option<(std::time::Instant, WaitingByJob)>>,
 }
+
+/// Follow-ups waiting to start, by job.
+type WaitingByJob = Arc<BTreeMap<String, usize>>;
+
+/// How long the leader's published figures are reused here.
+const FIGURES_FOR: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl RemoteHost {
     pub fn new(store: Store, applied: Arc<Applied>, queue_key: String) -> RemoteHost {
@@ -41,7 +51,35 @@ impl RemoteHost {
             reload: tokio::sync::Mutex::new(()),
             stash: Default::default(),
             cancelled: Default::default(),
+            waiting: Default::default(),
         }
+    }
+
+    /// Follow-ups waiting to start of `job`, from the leader's figures
+    /// (read again when older than [`FIGURES_FOR`]); `None`: none published.
+    async fn follow_ups_waiting(&self, job: &str) -> Option<usize> {
+        let fresh = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < FIGURES_FOR)
+            .map(|(_, w)| w.clone());
+        let waiting = match fresh {
+            Some(w) => w,
+            None => {
+                let Store::Redis(r) = &self.store else {
+                    return None;
+                };
+                let read =
+                    crate::cluster::leader::follow_ups_waiting(r.connection(), &self.queue_key);
+                let w = Arc::new(read.await?);
+                *self.waiting.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((std::time::Instant::now(), w.clone()));
+                w
+            }
+        };
+        Some(waiting.get(job).copied().unwrap_or(0))
     }
 
     /// The spec a run was started with (by hash), reloading the applied
@@ -136,15 +174,9 @@ impl RunHost for RemoteHost {
                 None => return Ok(Err(NotQueued::NoSuchJob)),
             };
             // The leader checks the limit when it queues the run; its
-            // figures (at most half a second old) let the step fail here
+            // figures (at most 0.6 s old) let the step fail here
             // too, instead of succeeding for a run the leader drops.
-            if let Store::Redis(r) = &self.store
-                && let Some(waiting) = crate::cluster::leader::follow_ups_waiting(
-                    r.connection(),
-                    &self.queue_key,
-                    &run.job_id,
-                )
-                .await
+            if let Some(waiting) = self.follow_ups_waiting(&run.job_id).await
                 && waiting >= limit as usize
             {
                 return Ok(Err(NotQueued::FollowUpsFull { waiting, limit }));

@@ -101,15 +101,17 @@ pub async fn track_capacity(
             let now = now_ms();
             let fresh_within = 5 * HEARTBEAT.as_millis() as u64;
             let mut slots = 0usize;
-            let mut groups = HashSet::new();
+            // A group's window: its workers' slots, times the runs a slot
+            // may hold (as the whole dispatch window is sized).
+            let mut windows: HashMap<String, usize> = HashMap::new();
             for (node, value) in entries {
                 // An unreadable entry counts as long gone.
                 let w = crate::store::workers::decode(&node, &value);
                 let age = now.saturating_sub(w.as_ref().map_or(0, |w| w.beat_ms));
                 if let Some(w) = w.filter(|_| age <= fresh_within) {
                     slots += w.slots;
-                    if w.slots > 0 {
-                        groups.extend(w.groups);
+                    for group in w.groups {
+                        *windows.entry(group).or_default() += w.slots * RUNS_PER_SLOT;
                     }
                 } else if age > 60_000 {
                     let _: redis::RedisResult<i64> = redis::cmd("HDEL")
@@ -119,7 +121,8 @@ pub async fn track_capacity(
                         .await;
                 }
             }
-            queue.set_served_groups(groups);
+            windows.retain(|_, window| *window > 0);
+            queue.set_served_groups(windows);
             capacity.store(slots, Ordering::Relaxed);
         }
         tokio::select! {

@@ -80,7 +80,7 @@ impl RunQueue {
             };
             let (job, hash) = entry.started_with.clone().unwrap_or(current);
             if let Some(group) = &job.worker_group
-                && st.served.as_ref().is_some_and(|s| !s.contains(group))
+                && (st.served.as_ref().is_some_and(|s| !s.contains(group)) || group_full(st, group))
             {
                 if let Some(entry) = st.runs.get_mut(&id) {
                     entry.ready_seq = None;
@@ -169,6 +169,14 @@ impl RunQueue {
             cancel: entry.cancel.clone(),
         })
     }
+}
+
+/// The worker group has as many runs running as its window allows.
+fn group_full(st: &State, group: &str) -> bool {
+    let running = st.counts.running_by_group.get(group).copied().unwrap_or(0);
+    st.group_windows
+        .get(group)
+        .is_some_and(|max| running >= *max)
 }
 
 /// The job's lane (flow) has as many running runs as it may.

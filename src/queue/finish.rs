@@ -3,6 +3,7 @@
 //! result to the queue's indexes and submits its writes.
 
 use std::cmp::Reverse;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -147,7 +148,24 @@ impl RunQueue {
             self.submit(mutations);
             return;
         };
-        st.counts.left(&entry.run, was);
+        if let Some(group) = st.counts.left(entry, was) {
+            // A place of the group is free: a run held for it may start.
+            // (Held ids of runs cancelled meanwhile are skipped.)
+            while let Some(next) = st.unserved.get_mut(&group).and_then(VecDeque::pop_front) {
+                if let Some(held) = st.runs.get_mut(&next)
+                    && held.run.status == RunStatus::Queued
+                    && held.ready_seq.is_none()
+                {
+                    line_up(&mut st.seq, &mut st.ready, held, next);
+                    self.work.notify_one();
+                    break;
+                }
+            }
+        }
+        let Some(entry) = st.runs.get_mut(run_id) else {
+            self.submit(mutations);
+            return;
+        };
         if let Some(failure) = failure {
             st.failure.insert(entry.run.job_id.clone(), failure);
         }
@@ -157,6 +175,15 @@ impl RunQueue {
                 if let Some(flow) = &entry.run.flow {
                     Counts::add(&mut st.counts.running_by_flow, flow, 1);
                 }
+                // The spec it started with (a first attempt's is set just
+                // after this), else the current one.
+                let group = entry
+                    .started_with
+                    .as_ref()
+                    .map(|(j, _)| j)
+                    .or_else(|| st.jobs.get(&entry.run.job_id).map(|(j, _)| j))
+                    .and_then(|j| j.worker_group.clone());
+                st.counts.started_in_group(entry, group);
                 st.dispatched += 1;
                 st.counts.follow_up_left(entry);
                 self.measure_pressure(st, &mut mutations);

@@ -186,32 +186,41 @@ impl RunQueue {
     }
 
     /// The worker groups the live workers serve (a Redis leader reads
-    /// them from the workers' heartbeats): runs of other groups wait,
-    /// queued, until a worker of theirs is live. Held-back runs of a
-    /// group served now line up again.
-    pub fn set_served_groups(&self, groups: std::collections::HashSet<String>) {
+    /// them from the workers' heartbeats), each with its window: the most
+    /// runs of the group running at once. Runs of other groups wait,
+    /// queued, until a worker of theirs is live, and runs of a group at
+    /// its window until one of its runs ends. Held runs of a served group
+    /// line up again, as many as its window has room for.
+    pub fn set_served_groups(&self, windows: std::collections::HashMap<String, usize>) {
         let mut st = self.lock();
-        let now_served: Vec<String> = st
-            .unserved
-            .keys()
-            .filter(|g| groups.contains(*g))
-            .cloned()
-            .collect();
-        st.served = Some(groups);
+        st.served = Some(windows.keys().cloned().collect());
+        st.group_windows = windows;
+        let state = &mut *st;
         let mut woke = false;
-        for group in now_served {
-            let ids = st.unserved.remove(&group).unwrap_or_default();
-            let state = &mut *st;
-            for id in ids {
+        for (group, held) in state.unserved.iter_mut() {
+            let Some(window) = state.group_windows.get(group) else {
+                continue;
+            };
+            let running = state
+                .counts
+                .running_by_group
+                .get(group)
+                .copied()
+                .unwrap_or(0);
+            let mut room = window.saturating_sub(running);
+            while room > 0 {
+                let Some(id) = held.pop_front() else { break };
                 if let Some(entry) = state.runs.get_mut(&id)
                     && entry.run.status == RunStatus::Queued
                     && entry.ready_seq.is_none()
                 {
                     state::line_up(&mut state.seq, &mut state.ready, entry, id);
                     woke = true;
+                    room -= 1;
                 }
             }
         }
+        state.unserved.retain(|_, held| !held.is_empty());
         drop(st);
         if woke {
             self.work.notify_waiters();

@@ -80,6 +80,9 @@ pub(super) struct Entry {
     /// A follow-up that has not started yet: counted in
     /// `Counts::follow_ups_waiting` until it starts or leaves the queue.
     pub(super) waiting_follow_up: bool,
+    /// The worker group its running attempt counts against (set while
+    /// `running`): `Counts::running_by_group`.
+    pub(super) running_in_group: Option<String>,
 }
 
 #[derive(Default)]
@@ -91,6 +94,9 @@ pub(super) struct Counts {
     pub(super) ids_by_job: HashMap<String, BTreeSet<String>>,
     pub(super) ids_by_flow: HashMap<String, BTreeSet<String>>,
     pub(super) running_by_flow: HashMap<String, usize>,
+    /// Running runs of jobs with a `worker_group`, by group: what the
+    /// group's dispatch window bounds.
+    pub(super) running_by_group: HashMap<String, usize>,
     pub(super) approvals_by_job: HashMap<String, usize>,
     /// Follow-up runs (`schedule_job`) not started yet, by job: what
     /// `limits.queued_follow_ups` bounds.
@@ -160,6 +166,11 @@ pub(super) struct State {
     /// `worker_group`, by group: they stay queued, not dispatched, so
     /// they hold no place the served runs could take.
     pub(super) unserved: HashMap<String, VecDeque<String>>,
+    /// Most runs of a group running at once (the slots of its live
+    /// workers, times the runs a slot may hold); a ready run of a full
+    /// group waits in `unserved` until one of its group's runs ends, so a
+    /// burst of one group cannot fill the dispatch window of all.
+    pub(super) group_windows: HashMap<String, usize>,
     pub(super) counts: Counts,
     pub(super) pressure: Pressure,
     pub(super) failure: HashMap<String, FailureState>,
@@ -209,21 +220,36 @@ pub(super) fn pressure_event(on: bool, waiting: usize, p: &Pressure) -> Mutation
 }
 
 impl Counts {
-    /// A run leaves `was`: leaving `running` frees a worker and a lane
-    /// place, leaving `queued` a waiting place, and leaving
+    /// A running run counts against its job's worker group, if any.
+    pub(super) fn started_in_group(&mut self, entry: &mut Entry, group: Option<String>) {
+        if let Some(group) = group {
+            Counts::add(&mut self.running_by_group, &group, 1);
+            entry.running_in_group = Some(group);
+        }
+    }
+
+    /// A run leaves `was`: leaving `running` frees a worker, a lane place
+    /// and a place of its worker group (returned: a held run of that
+    /// group may start), leaving `queued` a waiting place, and leaving
     /// `awaiting_approval` the job's pending approvals.
-    pub(super) fn left(&mut self, run: &Run, was: RunStatus) {
+    pub(super) fn left(&mut self, entry: &mut Entry, was: RunStatus) -> Option<String> {
         match was {
             RunStatus::Running => {
                 self.running = self.running.saturating_sub(1);
-                if let Some(flow) = &run.flow {
+                if let Some(flow) = &entry.run.flow {
                     Counts::add(&mut self.running_by_flow, flow, -1);
                 }
+                let group = entry.running_in_group.take()?;
+                Counts::add(&mut self.running_by_group, &group, -1);
+                return Some(group);
             }
             RunStatus::Queued => self.waiting = self.waiting.saturating_sub(1),
-            RunStatus::AwaitingApproval => Counts::add(&mut self.approvals_by_job, &run.job_id, -1),
+            RunStatus::AwaitingApproval => {
+                Counts::add(&mut self.approvals_by_job, &entry.run.job_id, -1)
+            }
             _ => {}
         }
+        None
     }
 }
 
@@ -236,6 +262,7 @@ impl State {
             parked: HashMap::new(),
             served: None,
             unserved: HashMap::new(),
+            group_windows: HashMap::new(),
             counts: Counts::default(),
             pressure,
             failure: HashMap::new(),
@@ -273,6 +300,7 @@ impl State {
             pending_approval: None,
             started_with: None,
             waiting_follow_up,
+            running_in_group: None,
         };
         let due = entry
             .run
@@ -292,6 +320,11 @@ impl State {
                 if let Some(flow) = &entry.run.flow {
                     Counts::add(&mut self.counts.running_by_flow, flow, 1);
                 }
+                let group = self
+                    .jobs
+                    .get(&entry.run.job_id)
+                    .and_then(|(j, _)| j.worker_group.clone());
+                self.counts.started_in_group(&mut entry, group);
                 // Held elsewhere and cancelled before this process took
                 // over (a new Redis leader): its executor is told again.
                 if entry.run.cancelled_by.is_some() {

@@ -434,6 +434,49 @@ async fn runs_of_a_group_no_live_worker_serves_wait_queued_and_hold_nothing_back
         Some(RunStatus::Queued)
     );
     // A gpu worker is live: the held run lines up again.
-    r.queue.set_served_groups(["gpu".to_string()].into());
+    r.queue.set_served_groups([("gpu".to_string(), 8)].into());
     assert_eq!(r.claim().await.run.id, held[1]);
+}
+
+/// A group's window (its workers' slots, as the leader sizes it) bounds
+/// its running runs: a burst of the group waits queued past it, the
+/// ungrouped run behind the burst goes by, and each run of the group that
+/// ends lets exactly one more start.
+#[tokio::test(start_paused = true)]
+async fn a_group_at_its_window_waits_without_holding_back_other_runs() {
+    let jobs = "id: a\ntype: noop\noverlap: allow\nworker_group: gpu\n---\nid: b\ntype: noop\noverlap: allow\n";
+    let r = rig(jobs, QueueConfig::default());
+    r.queue.set_served_groups([("gpu".to_string(), 2)].into());
+    let gpu = r.enqueue(5);
+    let plain = r.queue.enqueue(vec![NewRun::manual("b", json!({}))]);
+    let first = r.claim().await;
+    let second = r.claim().await;
+    assert_eq!([&first.run.id, &second.run.id], [&gpu[0], &gpu[1]]);
+    assert_eq!(
+        r.claim().await.run.id,
+        plain[0],
+        "the full group held it back"
+    );
+    let none = tokio::time::timeout(Duration::from_millis(10), r.queue.claim()).await;
+    assert!(
+        none.is_err(),
+        "a third gpu run started past the window of 2"
+    );
+    assert_eq!(
+        r.queue.run_status(&gpu[2]).map(|(s, _)| s),
+        Some(RunStatus::Queued)
+    );
+    // One ends: one more (the next in line) may start, not two.
+    r.queue.finish(&first.run.id, Outcome::Succeeded(json!({})));
+    assert_eq!(r.claim().await.run.id, gpu[2]);
+    let none = tokio::time::timeout(Duration::from_millis(10), r.queue.claim()).await;
+    assert!(
+        none.is_err(),
+        "the window of 2 was passed after a run ended"
+    );
+    // The group's workers grow: the window does, and the rest start.
+    r.queue.set_served_groups([("gpu".to_string(), 4)].into());
+    let mut rest = vec![r.claim().await.run.id, r.claim().await.run.id];
+    rest.sort();
+    assert_eq!(rest, [gpu[3].clone(), gpu[4].clone()]);
 }

@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use super::DaemonOptions;
 use super::inbox::inbox_loop;
-use super::loops::{retention_loop, spawn_reconcile_loop, stop_signal};
+use super::loops::{retention_loop, spawn_reconcile_loop, start_watching, stop_signal};
 use super::parts::{
     Started, bind_api, first_reconcile, serve_api, spawn_scheduler, start_shared, worker_context,
 };
@@ -43,6 +43,7 @@ pub(super) async fn run(mut opts: DaemonOptions) -> anyhow::Result<()> {
     } = start_shared(&opts, listener, store.clone(), applied, opts.queue_config()).await?;
     let cancel = shared.shutdown.clone();
 
+    let watching = start_watching(&opts, &cancel)?;
     let reconciler = first_reconcile(&opts, &shared).await;
     // Runs left unfinished by the last process come back first.
     let queue = shared.queue.clone();
@@ -87,7 +88,7 @@ pub(super) async fn run(mut opts: DaemonOptions) -> anyhow::Result<()> {
     ));
     let presence = tokio::spawn(presence_loop(store.clone(), opts.listen, cancel.clone()));
 
-    let loop_task = spawn_reconcile_loop(&opts, reconciler, cancel.clone())?;
+    let loop_task = spawn_reconcile_loop(watching, reconciler, cancel.clone());
     let stopping = stop_signal();
     tracing::info!(dir = %opts.dir.display(), store = %shared.store.describe(), workers = opts.workers, "multijob is running");
     let server = serve_api(&shared, listener, &opts.api)?;

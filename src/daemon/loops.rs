@@ -39,33 +39,43 @@ pub(super) async fn wait_for_stop() {
     }
 }
 
-/// Watch the directory (unless `--no-watch`) and run the reconcile loop.
-pub(super) fn spawn_reconcile_loop(
+/// Changes to the config directory, watched (unless `--no-watch`) from
+/// before the first load: a file written while the daemon starts is seen
+/// by the loop's first wait, not at the next resync minutes later.
+pub(super) struct Watching(Option<tokio::sync::mpsc::Receiver<ChangeSignal>>);
+
+/// Start watching the directory; call it before the first reconcile.
+pub(super) fn start_watching(
     opts: &DaemonOptions,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Watching> {
+    if !opts.watch {
+        return Ok(Watching(None));
+    }
+    let wopts = WatchOptions {
+        poll: opts.watch_poll,
+        ..WatchOptions::default()
+    };
+    let signals = watch::spawn(opts.dir.clone(), wopts, cancel.clone())
+        .with_context(|| format!("watching {}", opts.dir.display()))?;
+    Ok(Watching(Some(signals)))
+}
+
+/// Run the reconcile loop on what `watching` sees (and SIGHUP, resyncs,
+/// new git commits).
+pub(super) fn spawn_reconcile_loop(
+    watching: Watching,
     reconciler: Arc<Reconciler>,
     cancel: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let signals = if opts.watch {
-        let wopts = WatchOptions {
-            poll: opts.watch_poll,
-            ..WatchOptions::default()
-        };
-        Some(
-            watch::spawn(opts.dir.clone(), wopts, cancel.clone())
-                .with_context(|| format!("watching {}", opts.dir.display()))?,
-        )
-    } else {
-        None
-    };
+) -> tokio::task::JoinHandle<()> {
+    let signals = watching.0;
     // `--git`: the puller says when a new commit is checked out.
     let pulled = reconciler.puller().map(|puller| {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(puller.run(tx, cancel.clone()));
         rx
     });
-    Ok(tokio::spawn(reconcile_loop(
-        reconciler, signals, pulled, cancel,
-    )))
+    tokio::spawn(reconcile_loop(reconciler, signals, pulled, cancel))
 }
 
 /// The one reconcile loop: file changes, periodic resyncs, SIGHUP and

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::DaemonOptions;
 use super::follower::{follow_leader, restart_as_follower, set_role};
 use super::inbox::inbox_loop;
-use super::loops::{retention_loop, spawn_reconcile_loop, stop_signal};
+use super::loops::{retention_loop, spawn_reconcile_loop, start_watching, stop_signal};
 use super::parts::{
     Started, bind_api, first_reconcile, open_redis, serve_api, spawn_scheduler, start_shared,
     worker_context,
@@ -202,6 +202,7 @@ impl Replica {
         let stop = CancellationToken::new();
         let dispatch = CancellationToken::new();
         let shared = &self.shared;
+        let watching = start_watching(&self.opts, &stop)?;
         let reconciler = first_reconcile(&self.opts, shared).await;
         let held = leader::dispatched(&mut conn, &self.keys)
             .await
@@ -219,7 +220,7 @@ impl Replica {
         shared.recovery.store(Arc::new(Some(recovery)));
         let scheduler = spawn_scheduler(&self.opts, shared, stop.clone()).await?;
         self.spawn_leader_tasks(&conn, &stop, &dispatch);
-        spawn_reconcile_loop(&self.opts, reconciler, stop.clone())?;
+        spawn_reconcile_loop(watching, reconciler, stop.clone());
         self.watch_term(&term, stopping, &conn, &stop, &dispatch);
         stopping.cancelled().await;
         Ok(Leading {

@@ -43,9 +43,16 @@ fn finished_runs(daemon: &Daemon, job: &str) -> f64 {
 fn wait_settled(daemon: &Daemon, limit: Duration) {
     let start = Instant::now();
     let mut quiet_since: Option<Instant> = None;
+    let mut last_counts = serde_json::Value::Null;
     loop {
         let (_, status) = daemon.get("/api/v1/status");
-        let idle = status["queue_depth"] == 0 && status["running"] == 0;
+        // Idle at two samples is not quiet if runs started or finished in
+        // between (on Redis a depth of follow-ups passes through the
+        // leader's inbox in ~100 ms: samples can fall into two such gaps).
+        let counts = status["runs_since_start"].clone();
+        let moved = counts != last_counts;
+        last_counts = counts;
+        let idle = status["queue_depth"] == 0 && status["running"] == 0 && !moved;
         match (idle, quiet_since) {
             // Idle for a moment: no run is about to queue another.
             (true, Some(t)) if t.elapsed() > Duration::from_millis(500) => return,

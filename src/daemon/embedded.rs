@@ -17,6 +17,17 @@ use crate::inbound::hooks::sync::FetchRoute;
 use crate::store::Store;
 use crate::worker::WorkerPool;
 
+/// The embedded store and what it last applied.
+async fn open_store(opts: &DaemonOptions) -> anyhow::Result<(Store, crate::store::Applied)> {
+    let store = Store::open_sqlite(&opts.state)
+        .with_context(|| format!("opening the store at {}", opts.state.display()))?;
+    let applied = store.applied().await.context("reading the applied state")?;
+    if let Some(r) = &applied.revision {
+        tracing::info!(revision = %r.id, resources = applied.snapshot.len(), "resuming the last applied revision");
+    }
+    Ok((store, applied))
+}
+
 /// Run until SIGINT or SIGTERM: bind the API's address, lock the store,
 /// then open it.
 pub(super) async fn run(mut opts: DaemonOptions) -> anyhow::Result<()> {
@@ -30,12 +41,7 @@ pub(super) async fn run(mut opts: DaemonOptions) -> anyhow::Result<()> {
             h.pid, h.listen, h.since
         );
     }
-    let store = Store::open_sqlite(&opts.state)
-        .with_context(|| format!("opening the store at {}", opts.state.display()))?;
-    let applied = store.applied().await.context("reading the applied state")?;
-    if let Some(r) = &applied.revision {
-        tracing::info!(revision = %r.id, resources = applied.snapshot.len(), "resuming the last applied revision");
-    }
+    let (store, applied) = open_store(&opts).await?;
     let Started {
         shared,
         listener,

@@ -99,25 +99,64 @@ impl Drop for QueuedLine {
     }
 }
 
+/// While lines keep coming the writer thread looks for more this often,
+/// instead of waiting in the channel: a thread waiting there must be woken
+/// (a futex call) by every line sent, which cost the leader more than the
+/// write it replaced.
+const BUSY_PAUSE: Duration = Duration::from_millis(5);
+
+/// After this long without a line the thread waits in the channel again
+/// (an idle daemon does not wake every few milliseconds).
+const QUIET_AFTER: Duration = Duration::from_secs(1);
+
 /// The writer thread: what is queued goes out through one buffer, flushed
-/// when the queue is empty (so a quiet daemon's last line is not held).
+/// whenever the queue is empty (so a quiet daemon's last line is not held).
 fn write_lines(rx: Receiver<Message>, out: impl Write) {
     let mut out = BufWriter::with_capacity(64 * 1024, out);
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(message) = next {
-            match message {
-                Message::Line(line) => {
-                    let _ = out.write_all(&line);
+    let mut last_line = std::time::Instant::now();
+    let write = |out: &mut BufWriter<_>, message: Message| match message {
+        Message::Line(line) => {
+            let _ = out.write_all(&line);
+        }
+        Message::Flush(ack) => {
+            let _ = out.flush();
+            let _ = ack.send(());
+        }
+    };
+    loop {
+        let mut wrote = false;
+        loop {
+            match rx.try_recv() {
+                Ok(message) => {
+                    write(&mut out, message);
+                    wrote = true;
                 }
-                Message::Flush(ack) => {
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
                     let _ = out.flush();
-                    let _ = ack.send(());
+                    return;
                 }
             }
-            next = rx.try_recv().ok();
         }
         let _ = out.flush();
+        if wrote {
+            last_line = std::time::Instant::now();
+        }
+        if last_line.elapsed() < QUIET_AFTER {
+            std::thread::sleep(BUSY_PAUSE);
+            continue;
+        }
+        // Quiet: wait in the channel; the next line wakes this thread.
+        match rx.recv() {
+            Ok(message) => {
+                write(&mut out, message);
+                last_line = std::time::Instant::now();
+            }
+            Err(_) => {
+                let _ = out.flush();
+                return;
+            }
+        }
     }
 }
 

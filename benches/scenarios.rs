@@ -631,12 +631,10 @@ fn scenario_throughput(scale: Scale, out: &mut Vec<Figure>) {
     });
 }
 
-/// Queue `runs` runs of job `n` (`store` names the store: `--dir D` or
-/// `--redis URL`) and wait until the daemon has finished them all; the
-/// daemon's peak RSS meanwhile, in MB.
-fn trigger_and_wait(daemon: &Daemon, runs: u64, store: &[&str]) -> f64 {
+/// `multijob trigger JOB --count N` on `store` (`--dir D` or `--redis URL`).
+fn trigger(job: &str, count: u64, store: &[&str]) {
     let trig = Command::new(bin())
-        .args(["trigger", "n", "--count", &runs.to_string()])
+        .args(["trigger", job, "--count", &count.to_string()])
         .args(store)
         .output()
         .expect("trigger");
@@ -645,6 +643,13 @@ fn trigger_and_wait(daemon: &Daemon, runs: u64, store: &[&str]) -> f64 {
         "{}",
         String::from_utf8_lossy(&trig.stderr)
     );
+}
+
+/// Queue `runs` runs of job `n` (`store` names the store: `--dir D` or
+/// `--redis URL`) and wait until the daemon has finished them all; the
+/// daemon's peak RSS meanwhile, in MB.
+fn trigger_and_wait(daemon: &Daemon, runs: u64, store: &[&str]) -> f64 {
+    trigger("n", runs, store);
     let mut peak = 0.0f64;
     // Polled every 10 ms (at most 0.2% of a 5-second run): polling every
     // few ms took a measurable share of the two cores being measured.

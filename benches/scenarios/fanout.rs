@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use multijob::testkit::RedisServer;
 
-use super::{Daemon, Figure, Scale, bin, wait_for};
+use super::{Daemon, Figure, Scale, wait_for};
 
 /// `fan` schedules `per_run` runs of the no-op `n`, 64 at a time.
 fn write_jobs(dir: &std::path::Path, per_run: u64) {
@@ -27,16 +27,7 @@ fn write_jobs(dir: &std::path::Path, per_run: u64) {
 /// Trigger `fan` `fans` times; seconds until every follow-up finished.
 fn fan_out(daemon: &Daemon, fans: u64, per_run: u64, store: &[&str]) -> f64 {
     let start = Instant::now();
-    let trig = std::process::Command::new(bin())
-        .args(["trigger", "fan", "--count", &fans.to_string()])
-        .args(store)
-        .output()
-        .expect("trigger");
-    assert!(
-        trig.status.success(),
-        "{}",
-        String::from_utf8_lossy(&trig.stderr)
-    );
+    super::trigger("fan", fans, store);
     let want = fans * per_run + fans;
     let done = wait_for(
         || {

@@ -11,6 +11,7 @@
 //! ahead of its fire time (up to 250 ms ahead when ticks are expensive, as
 //! on Redis: such a run waits in the queue on purpose until it fires).
 //! `started_at - queued_at`, which counts that wait, is reported beside it.
+//! `MULTIJOB_BENCH_LEADER_THREADS=N` gives the Redis leader N runtime threads.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -118,6 +119,7 @@ pub fn scenario(scale: Scale, out: &mut Vec<Figure>) {
         ("SCHEDULER_PRESSURE_DEPTH_HIGH", "100000000"),
         ("SCHEDULER_PRESSURE_DEPTH_LOW", "1"),
     ];
+    let leader_threads = std::env::var("MULTIJOB_BENCH_LEADER_THREADS").ok();
     for store in ["embedded", "redis"] {
         let n = if store == "embedded" {
             embedded_n
@@ -132,6 +134,10 @@ pub fn scenario(scale: Scale, out: &mut Vec<Figure>) {
         let mut _workers = Vec::new();
         if let Some(u) = &url {
             args = vec!["--redis", u, "--workers", "0", "--keep-runs", "100000000"];
+            // The leader's runtime threads (default: 1 with --workers 0).
+            if let Some(threads) = leader_threads.as_deref() {
+                args.extend(["--threads", threads]);
+            }
             for _ in 0..2 {
                 _workers.push(Worker(
                     Command::new(bin())

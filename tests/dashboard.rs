@@ -222,6 +222,13 @@ impl Browser {
 
     /// Send one CDP command (to the page once attached) and wait for its answer.
     fn call(&mut self, method: &str, params: Value) -> Value {
+        self.try_call(method, params)
+            .unwrap_or_else(|err| panic!("CDP {method} failed: {err}"))
+    }
+
+    /// As [`Browser::call`], with the error CDP answered (e.g. "Inspected
+    /// target navigated or closed" while the page reloads) as `Err`.
+    fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut msg = json!({"id": id, "method": method, "params": params});
@@ -249,9 +256,9 @@ impl Browser {
             let v: Value = serde_json::from_str(&text).unwrap_or_default();
             if v["id"].as_u64() == Some(id) {
                 if let Some(err) = v.get("error") {
-                    panic!("CDP {method} failed: {err}");
+                    return Err(err.clone());
                 }
-                return v["result"].clone();
+                return Ok(v["result"].clone());
             }
             self.note_event(&v);
         }
@@ -288,10 +295,14 @@ impl Browser {
     }
 
     fn try_eval(&mut self, expr: &str) -> Result<Value, String> {
-        let r = self.call(
-            "Runtime.evaluate",
-            json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
-        );
+        // A page that navigates (reloads) during the call fails it: for
+        // a wait that is "not yet", like an exception.
+        let r = self
+            .try_call(
+                "Runtime.evaluate",
+                json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
+            )
+            .map_err(|err| format!("CDP Runtime.evaluate failed: {err}"))?;
         match r.get("exceptionDetails") {
             Some(ex) => Err(ex["exception"]["description"]
                 .as_str()

@@ -306,3 +306,46 @@ fn the_embedded_pool_serves_every_group() {
     out.assert_code(1);
     out.assert_stderr_has("is the daemon running?");
 }
+
+/// `run --redis URL --group a`: the replica's own workers run group `a`'s
+/// jobs (and ungrouped ones) with no `worker` process, list themselves
+/// with the group, and a group no one serves still waits queued.
+#[test]
+fn a_replica_given_a_group_runs_its_jobs_and_no_other_group() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = ConfigDir::new();
+    dir.write("jobs.d/jobs.yaml", GROUPED_JOBS);
+    let url = redis.url();
+    let d = Daemon::start_env(
+        dir.path(),
+        &["--redis", &url, "--workers", "2", "--group", "a"],
+        &FAST,
+    );
+    d.wait_until("/readyz", "ready", |v| v["ready"] == true);
+    trigger(&dir, &redis, "ga", 3);
+    trigger(&dir, &redis, "plain", 2);
+    trigger(&dir, &redis, "gb", 1);
+    succeeded(&d, "ga", 3, 20, &|| d.log());
+    succeeded(&d, "plain", 2, 20, &|| d.log());
+    let (_, listed) = d.get("/api/v1/workers");
+    let items = listed["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 1, "{listed:#}");
+    assert_eq!(items[0]["groups"], serde_json::json!(["a"]), "{listed:#}");
+    // `b` has no worker: its run is queued, visibly, not lost or run here.
+    std::thread::sleep(Duration::from_millis(500));
+    let gb = runs_of(&d, "gb");
+    assert_eq!(gb.len(), 1, "{gb:#?}");
+    assert_eq!(gb[0]["status"], "queued", "{gb:#?}\n{}", d.log());
+}
+
+#[test]
+fn a_group_without_redis_is_refused_with_the_reason() {
+    let dir = ConfigDir::new();
+    dir.write("jobs.d/jobs.yaml", GROUPED_JOBS);
+    let run = dir.run(&["run", "--group", "a"]);
+    run.assert_code(1);
+    run.assert_stderr_has("--group needs --redis");
+    let bad = dir.run(&["run", "--group", "has space"]);
+    bad.assert_code(1);
+    bad.assert_stderr_has("worker group name");
+}

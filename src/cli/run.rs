@@ -54,6 +54,11 @@ pub struct Args {
     /// schedules. Add worker-only processes with `multijob worker`.
     #[arg(long, value_name = "URL", env = "MULTIJOB_REDIS_URL")]
     pub redis: Option<String>,
+    /// With --redis: this replica's workers also run the jobs whose
+    /// `worker_group` is NAME (repeatable), as `multijob worker --group`
+    /// does. Without --redis the daemon's own pool runs every group.
+    #[arg(long = "group", value_name = "NAME", value_parser = super::worker::parse_group)]
+    pub groups: Vec<String>,
     /// Where `files` steps, reports and backups write [default: DIR/.multijob/data].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -216,6 +221,11 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
     if args.workers == 0 && args.redis.is_none() {
         anyhow::bail!("--workers must be at least 1 (0 is allowed only with --redis)");
     }
+    if !args.groups.is_empty() && args.redis.is_none() {
+        anyhow::bail!(
+            "--group needs --redis: without it the daemon's own pool runs every worker group"
+        );
+    }
     if args.max_dispatch_per_tick == Some(0) {
         anyhow::bail!("SCHEDULER_MAX_DISPATCH_PER_TICK must be at least 1");
     }
@@ -250,6 +260,7 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
         pressure_high: args.pressure_high,
         pressure_low: args.pressure_low.min(args.pressure_high),
         redis: args.redis,
+        groups: super::worker::dedup(args.groups),
         git,
         files: args.files.limits(),
         inbound: args

@@ -52,7 +52,7 @@ pub struct Args {
     pub files: super::quota::FilesQuotaArgs,
 }
 
-fn parse_group(name: &str) -> Result<String, String> {
+pub(super) fn parse_group(name: &str) -> Result<String, String> {
     crate::store::workers::check_group(name).map(|()| name.to_string())
 }
 
@@ -90,7 +90,7 @@ pub fn exec(args: Args) -> anyhow::Result<Outcome> {
 }
 
 /// The groups in the order given, each once.
-fn dedup(groups: Vec<String>) -> Vec<String> {
+pub(super) fn dedup(groups: Vec<String>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for g in groups {
         if !out.contains(&g) {

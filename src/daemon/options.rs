@@ -31,6 +31,9 @@ pub struct DaemonOptions {
     pub pressure_low: usize,
     /// A Redis deployment's URL (the embedded store otherwise).
     pub redis: Option<String>,
+    /// The worker groups this replica's own workers serve besides
+    /// ungrouped runs (`run --redis URL --group NAME`).
+    pub groups: Vec<String>,
     /// The inbound listener (`--inbound-listen`), off when `None`.
     pub inbound: Option<super::inbound::InboundOptions>,
     /// What `files` steps may write, per run and in the data dir.

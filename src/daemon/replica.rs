@@ -112,9 +112,8 @@ impl Replica {
             worker_context(&self.opts, shared),
             self.opts.workers,
             shared.workers_busy.clone(),
-            // A replica serves ungrouped runs only: groups are for
-            // `multijob worker --group`.
-            Vec::new(),
+            // Ungrouped runs, and those of the groups it was given.
+            self.opts.groups.clone(),
         )
         .await
         .context("starting the workers")?;

@@ -32,7 +32,7 @@ pub(super) async fn bind(opts: &DaemonOptions) -> anyhow::Result<Option<TcpListe
     let Some(inbound) = &opts.inbound else {
         return Ok(None);
     };
-    let listener = TcpListener::bind(inbound.listen).await.with_context(|| {
+    let listener = crate::listener::bind(inbound.listen).with_context(|| {
         format!(
             "listening for inbound hooks on {} (--inbound-listen)",
             inbound.listen

@@ -34,8 +34,7 @@ pub(super) struct Started {
 /// before it locks or opens the store. `opts.listen` becomes the bound
 /// address (a port 0 resolved), which the lock and presence entry show.
 pub(super) async fn bind_api(opts: &mut DaemonOptions) -> anyhow::Result<tokio::net::TcpListener> {
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
+    let listener = crate::listener::bind(opts.listen)
         .with_context(|| format!("listening on {}", opts.listen))?;
     opts.listen = listener.local_addr().context("reading the bound address")?;
     crate::connectors::secrets::set_own_api(opts.listen);

@@ -82,6 +82,26 @@ impl Config {
     }
 }
 
+/// Connections the kernel holds for a listener before the accept loop
+/// takes them (Linux caps it at `net.core.somaxconn`, 4096 by default).
+/// tokio's default, 1,024, filled under a flood of idle sockets while the
+/// loop evicted: the next client's SYN was dropped and it connected a
+/// second later, on the SYN retransmit.
+pub const ACCEPT_BACKLOG: u32 = 4096;
+
+/// Listen on `addr` with [`ACCEPT_BACKLOG`] (and `SO_REUSEADDR`, as
+/// `TcpListener::bind` sets it).
+pub fn bind(addr: std::net::SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
 /// The soft RLIMIT_NOFILE (`None` if it cannot be read).
 pub fn nofile_limit() -> Option<u64> {
     let mut limit = libc::rlimit {

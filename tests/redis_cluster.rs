@@ -314,6 +314,38 @@ fn a_command_in_a_worker_process_records_its_output_for_logs() {
     );
 }
 
+/// A worker loads a revision the leader applies while it runs before any
+/// run of it arrives (a run's first sight of it held every run meanwhile),
+/// and runs the new job.
+#[test]
+fn a_worker_loads_a_newly_applied_revision_before_its_runs_ask() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = ConfigDir::new();
+    dir.write("jobs.d/a.yaml", "id: a\ntype: noop\n");
+    let leader = replica(&dir, &redis, &["--workers", "0"]);
+    leader.wait_until("/api/v1/status", "leading, a revision applied", |v| {
+        v["cluster"]["role"] == "leader" && v["revision"].is_string()
+    });
+    let worker = WorkerProc::start(&redis, 2);
+    let logs = || sections(&[("leader", leader.log()), ("worker", worker.log())]);
+    dir.write("jobs.d/b.yaml", "id: b\ntype: noop\n");
+    leader.signal("HUP");
+    // Revision 1 was loaded at the start; the worker logs the ones it
+    // follows. No run has been triggered yet.
+    wait_for("the worker to load revision 2", 10, &logs, || {
+        worker
+            .log()
+            .lines()
+            .any(|l| l.contains("loaded the applied revision") && l.contains("revision=2"))
+            .then_some(())
+    });
+    assert!(runs(&leader, "").is_empty(), "{}", logs());
+    trigger(&dir, &redis, "b", 1);
+    wait_for("b to succeed", 20, &logs, || {
+        ended(&leader, "b", 1, "succeeded")
+    });
+}
+
 /// A worker stopped with SIGTERM hands back the runs it holds but has not
 /// started: they run elsewhere without being counted as lost attempts.
 #[test]

@@ -120,6 +120,7 @@ impl StreamWorkers {
             tokio::spawn(lease_loop(node.clone())),
             tokio::spawn(heartbeat_loop(node.clone())),
             tokio::spawn(cancel_loop(node.clone())),
+            tokio::spawn(applied_loop(node.clone())),
         ];
         Ok(StreamWorkers { node, tasks })
     }
@@ -581,6 +582,21 @@ async fn cancel_loop(node: Arc<Node>) {
                 node.host.cancelled_by_leader(run_id, reason);
                 token.cancel();
             }
+        }
+    }
+}
+
+/// How often a worker looks for a newly applied revision.
+const APPLIED_POLL: Duration = Duration::from_millis(250);
+
+/// Load each newly applied revision as the leader applies it (see
+/// [`RemoteHost::follow_applied`]).
+async fn applied_loop(node: Arc<Node>) {
+    loop {
+        node.host.follow_applied().await;
+        tokio::select! {
+            _ = node.stop.cancelled() => return,
+            _ = tokio::time::sleep(APPLIED_POLL) => {}
         }
     }
 }

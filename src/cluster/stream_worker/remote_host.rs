@@ -82,6 +82,47 @@ impl RemoteHost {
         Some(waiting.get(job).copied().unwrap_or(0))
     }
 
+    /// Load the applied snapshot when the leader has applied a revision
+    /// this process has not loaded, before its runs arrive: loaded on a
+    /// run's first sight instead, every run dispatched meanwhile waited
+    /// (at 12,500 jobs, the first 200 ms of runs after a start waited
+    /// 30 to 90 ms for it).
+    pub(super) async fn follow_applied(&self) {
+        let Store::Redis(r) = &self.store else {
+            return;
+        };
+        let seq = match r.applied_seq().await {
+            Ok(Some(seq)) => seq,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "worker: cannot read the applied revision");
+                return;
+            }
+        };
+        let loaded =
+            |host: &Self| host.applied.load().revision.as_ref().map(|r| r.seq) >= Some(seq);
+        if loaded(self) {
+            return;
+        }
+        let _one_reload = self.reload.lock().await;
+        if loaded(self) {
+            return;
+        }
+        let started = std::time::Instant::now();
+        match self.store.applied().await {
+            Ok(applied) => {
+                tracing::info!(
+                    revision = seq,
+                    jobs = applied.snapshot.jobs.len(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "worker: loaded the applied revision"
+                );
+                self.applied.store(Arc::new(applied));
+            }
+            Err(e) => tracing::warn!(error = %e, "worker: cannot load the applied snapshot"),
+        }
+    }
+
     /// The spec a run was started with (by hash), reloading the applied
     /// snapshot once when this process has not seen it yet.
     pub(super) async fn job_for(&self, run: &Run) -> Option<Arc<Job>> {

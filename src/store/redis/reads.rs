@@ -622,6 +622,18 @@ impl RedisStore {
         Ok(counts.into_iter().collect())
     }
 
+    /// The applied revision's seq (`None`: nothing applied yet): one cheap
+    /// read, for a worker that loads a new revision before its runs ask.
+    pub async fn applied_seq(&self) -> Result<Option<i64>, StoreError> {
+        let mut c = self.connection();
+        redis::cmd("HGET")
+            .arg(self.key("applied_revision"))
+            .arg("seq")
+            .query_async(&mut c)
+            .await
+            .map_err(err(self.target(), "reading the applied revision"))
+    }
+
     pub async fn applied(&self) -> Result<Applied, StoreError> {
         let mut c = self.connection();
         // One transaction: the resources and the revision they came from.

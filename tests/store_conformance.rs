@@ -72,6 +72,7 @@ conformance!(
     apply_then_reopen_keeps_the_snapshot_and_history,
     concurrent_appends_from_two_handles_get_increasing_ids_and_filters_work,
     subscribers_see_committed_events_in_order,
+    a_subscriber_sees_its_own_events_and_others_in_order,
     runs_list_page_filter_and_count,
     prune_runs_keeps_the_newest_and_active_ones,
     prune_runs_keeps_n_finished_runs_however_many_are_active,
@@ -259,6 +260,45 @@ async fn concurrent_appends_from_two_handles_get_increasing_ids_and_filters_work
         .unwrap();
     assert_eq!(job.len(), 10);
     assert!(job.iter().all(|e| e.job_id.as_deref() == Some("j1")));
+}
+
+/// A subscriber's own writes (on Redis, handed to its tail from memory)
+/// and another handle's, interleaved: one order, the stored one.
+async fn a_subscriber_sees_its_own_events_and_others_in_order(b: &Backend) {
+    let own = b.open().await;
+    // SQLite's subscribers see their own handle's events only.
+    let other = if matches!(b, Backend::Sqlite(_)) {
+        own.clone()
+    } else {
+        b.open().await
+    };
+    let mut live = own.subscribe();
+    for i in 0..30 {
+        let by = if i % 3 == 2 { &other } else { &own };
+        by.submit(vec![
+            Mutation::Event(NewEvent::new(
+                "run.queued",
+                json!({"i": i, "x": 0.1 * i as f64}),
+            )),
+            Mutation::Event(NewEvent::new("run.started", json!({"i": i})).run(format!("r{i}"))),
+        ])
+        .unwrap();
+        if i % 5 == 0 {
+            by.flush().await.unwrap();
+        }
+    }
+    own.flush().await.unwrap();
+    other.flush().await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 60 {
+        let e = tokio::time::timeout(Duration::from_secs(5), live.recv())
+            .await
+            .expect("an event within 5 s")
+            .expect("not lagged");
+        seen.push(e);
+    }
+    assert!(seen.windows(2).all(|w| w[0].id < w[1].id), "{seen:?}");
+    assert_eq!(seen, own.events(all_events()).await.unwrap());
 }
 
 async fn subscribers_see_committed_events_in_order(b: &Backend) {

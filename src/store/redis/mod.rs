@@ -82,6 +82,7 @@ type Tail = Mutex<
 struct Inner {
     target: Target,
     tail: Tail,
+    own_events: Arc<tail::OwnEvents>,
     writer: mpsc::UnboundedSender<WriteOp>,
     events: broadcast::Sender<Event>,
     backlog: Arc<Backlog>,
@@ -148,6 +149,7 @@ impl RedisStore {
         let last = reads::last_event_id(&target).await?;
         let (events, _) = broadcast::channel(super::EVENT_BUFFER);
         let shutdown = CancellationToken::new();
+        let own_events = Arc::new(tail::OwnEvents::default());
         // The tail starts with the first subscriber (a `worker` process has
         // none), from the newest event at open.
         let tail = tail::tail(
@@ -155,6 +157,7 @@ impl RedisStore {
             target.clone(),
             last,
             events.clone(),
+            own_events.clone(),
             shutdown.clone(),
         );
         let tail: Tail = Mutex::new(Some((tokio::runtime::Handle::current(), Box::pin(tail))));
@@ -163,12 +166,15 @@ impl RedisStore {
         let fence: Fence = Arc::default();
         let (fenced_tx, fenced) = watch::channel(false);
         tokio::spawn(
-            writer::Writer::new(target.clone(), &backlog, &fence, fenced_tx, &shutdown).run(rx),
+            writer::Writer::new(target.clone(), &backlog, &fence, fenced_tx, &shutdown)
+                .with_own_events(&own_events)
+                .run(rx),
         );
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 target,
                 tail,
+                own_events,
                 writer: tx,
                 events,
                 backlog,
@@ -218,6 +224,7 @@ impl RedisStore {
         let rx = self.inner.events.subscribe();
         let start = self.inner.tail.lock().ok().and_then(|mut t| t.take());
         if let Some((runtime, tail)) = start {
+            self.inner.own_events.start();
             runtime.spawn(tail);
         }
         rx

@@ -100,6 +100,8 @@ pub(super) struct Writer {
     sent: u64,
     /// Marker and batch id of the last call sent.
     last_sent: Option<(String, String)>,
+    /// Where applied batches' events go for this process's event tail.
+    own_events: Arc<super::tail::OwnEvents>,
     /// Oldest first. Only the oldest is polled (after the first poll that
     /// sends it), so a call's retries never overtake the call before it.
     in_flight: VecDeque<InFlight>,
@@ -144,7 +146,14 @@ impl Writer {
             sent: 0,
             last_sent: None,
             in_flight: VecDeque::new(),
+            own_events: Default::default(),
         }
+    }
+
+    /// Hand the events of applied batches to `own` (see [`super::tail`]).
+    pub(super) fn with_own_events(mut self, own: &Arc<super::tail::OwnEvents>) -> Writer {
+        self.own_events = own.clone();
+        self
     }
 
     pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
@@ -418,10 +427,12 @@ impl Writer {
     }
 
     /// A call came back: check what the batches after it assumed.
-    fn settle(&mut self, (outcome, p): Sent, failure: &mut Option<StoreError>) {
+    fn settle(&mut self, (outcome, mut p): Sent, failure: &mut Option<StoreError>) {
         let count = p.count;
         match outcome {
             Ok(Outcome::Applied(a)) => {
+                self.own_events
+                    .landed(a.first_event, std::mem::take(&mut p.source.events));
                 let this_term = p.fence.is_some() && p.fence == self.known_fence;
                 if p.numbered_new && a.new_base < 0 {
                     // The script wrote the new runs the careful way (a run

@@ -75,6 +75,7 @@ conformance!(
     a_subscriber_sees_its_own_events_and_others_in_order,
     runs_list_page_filter_and_count,
     prune_runs_keeps_the_newest_and_active_ones,
+    pruning_frees_each_runs_own_key_whatever_its_output_holds,
     prune_runs_keeps_n_finished_runs_however_many_are_active,
     a_second_run_with_a_taken_run_key_is_refused,
     failure_states_job_slots_and_approvals,
@@ -547,6 +548,78 @@ async fn prune_runs_keeps_n_finished_runs_however_many_are_active(b: &Backend) {
     )
     .await;
     assert_eq!(left, ["r7", "r6", "r5", "r4", "r3"]);
+}
+
+/// Pruning frees the run key of each run it deletes, read from the run's
+/// own record (on Redis, from its text): not a `run_key` its output or
+/// inputs hold, and also when the key needs escaping in JSON.
+async fn pruning_frees_each_runs_own_key_whatever_its_output_holds(b: &Backend) {
+    let store = b.open().await;
+    let decoy = run("decoy", "b", RunStatus::Queued);
+    let mut runs = vec![decoy.clone()];
+    for i in 0..4 {
+        let mut r = run(&format!("p{i}"), "a", RunStatus::Succeeded);
+        if i % 2 == 1 {
+            r.run_key = format!("a@\"quoted\\{i}\"");
+        }
+        let held: serde_json::Value = serde_json::from_str(&format!(
+            r#"{{"a":1,"run_key":"{}","due_at":null,"status":"queued"}}"#,
+            decoy.run_key
+        ))
+        .unwrap();
+        r.output = Some(json!({"x": held.clone(), "last": held.clone()}));
+        r.inputs = held;
+        runs.push(r);
+    }
+    store.submit(runs.iter().map(put).collect()).unwrap();
+    store
+        .submit(vec![Mutation::PruneRuns {
+            job_id: "a".into(),
+            keep: 1,
+        }])
+        .unwrap();
+    store.flush().await.unwrap();
+    let left = run_ids(
+        &store,
+        RunQuery {
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(left, ["p3", "decoy"]);
+    // The pruned runs' keys are free again; the decoy's is still taken.
+    let mut again = Vec::new();
+    for (i, pruned) in runs[1..4].iter().enumerate() {
+        let mut r = run(&format!("q{i}"), "a", RunStatus::Queued);
+        r.run_key = pruned.run_key.clone();
+        again.push(r);
+    }
+    let mut second = run("decoy2", "b", RunStatus::Queued);
+    second.run_key = decoy.run_key.clone();
+    again.push(second);
+    for r in &again {
+        store.submit(vec![put(r)]).unwrap();
+        store.flush().await.unwrap();
+    }
+    for id in ["q0", "q1", "q2"] {
+        assert!(
+            store.run(id).await.unwrap().is_some(),
+            "{id}: its key was freed"
+        );
+    }
+    assert!(
+        store.run("decoy2").await.unwrap().is_none(),
+        "the decoy's key stays taken"
+    );
+    assert_eq!(
+        counts_of(&store).await,
+        [
+            ("a".into(), "queued".into(), 3),
+            ("a".into(), "succeeded".into(), 1),
+            ("b".into(), "queued".into(), 1),
+        ]
+    );
 }
 
 async fn a_second_run_with_a_taken_run_key_is_refused(b: &Backend) {

@@ -630,6 +630,40 @@ mod tests {
 
     use crate::testkit::sample_run;
 
+    /// What `parse_rec` in batch.lua reads from a record's text without
+    /// decoding it: `id`, `job_id` and `status` first, and the top-level
+    /// `run_key`, followed by `due_at`, after every field that can hold an
+    /// object (so the last such sequence is the run's own).
+    #[test]
+    fn record_text_has_the_fields_the_script_reads() {
+        let mut run = sample_run("r1", "j", "j@2026-12-07T00:00:00Z", RunStatus::Succeeded);
+        let held = serde_json::json!({"run_key": "decoy", "due_at": null, "status": "queued"});
+        run.inputs = held.clone();
+        run.output = Some(held);
+        run.cancelled_by = Some("ops".into());
+        run.cancel_reason = Some("a {reason}".into());
+        run.trace_parent_span = Some("00f067aa0ba902b7".into());
+        let text = record(&run).unwrap();
+        assert!(
+            text.starts_with(r#"{"id":"r1","job_id":"j","status":"succeeded","#),
+            "{text}"
+        );
+        let at = text.rfind(r#","run_key":""#).unwrap();
+        let tail = &text[at..];
+        assert!(
+            tail.starts_with(r#","run_key":"j@2026-12-07T00:00:00Z","due_at":"#),
+            "{tail}"
+        );
+        // Only strings, numbers and null after it (a string's braces are
+        // inside quotes; none here is an object or array).
+        let after: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&format!("{{{}", &tail[1..])).unwrap();
+        assert!(
+            after.values().all(|v| !v.is_object() && !v.is_array()),
+            "{tail}"
+        );
+    }
+
     /// A dispatched run's record is sent once: the `dispatch` op names
     /// the argument carrying it, whichever way the run is written.
     #[test]

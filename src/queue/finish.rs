@@ -3,7 +3,6 @@
 //! result to the queue's indexes and submits its writes.
 
 use std::cmp::Reverse;
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -148,19 +147,11 @@ impl RunQueue {
             self.submit(mutations);
             return;
         };
-        if let Some(group) = st.counts.left(entry, was) {
-            // A place of the group is free: a run held for it may start.
-            // (Held ids of runs cancelled meanwhile are skipped.)
-            while let Some(next) = st.unserved.get_mut(&group).and_then(VecDeque::pop_front) {
-                if let Some(held) = st.runs.get_mut(&next)
-                    && held.run.status == RunStatus::Queued
-                    && held.ready_seq.is_none()
-                {
-                    line_up(&mut st.seq, &mut st.ready, held, next);
-                    self.work.notify_one();
-                    break;
-                }
-            }
+        // A place of the group is free: a run held for it may start.
+        if let Some(group) = st.counts.left(entry, was)
+            && st.line_up_held(&group, 1) > 0
+        {
+            self.work.notify_one();
         }
         let Some(entry) = st.runs.get_mut(run_id) else {
             self.submit(mutations);

@@ -195,32 +195,20 @@ impl RunQueue {
         let mut st = self.lock();
         st.served = Some(windows.keys().cloned().collect());
         st.group_windows = windows;
-        let state = &mut *st;
+        let rooms: Vec<(String, usize)> = st
+            .unserved
+            .keys()
+            .filter_map(|group| {
+                let window = st.group_windows.get(group)?;
+                let running = st.counts.running_by_group.get(group).copied();
+                Some((group.clone(), window.saturating_sub(running.unwrap_or(0))))
+            })
+            .collect();
         let mut woke = false;
-        for (group, held) in state.unserved.iter_mut() {
-            let Some(window) = state.group_windows.get(group) else {
-                continue;
-            };
-            let running = state
-                .counts
-                .running_by_group
-                .get(group)
-                .copied()
-                .unwrap_or(0);
-            let mut room = window.saturating_sub(running);
-            while room > 0 {
-                let Some(id) = held.pop_front() else { break };
-                if let Some(entry) = state.runs.get_mut(&id)
-                    && entry.run.status == RunStatus::Queued
-                    && entry.ready_seq.is_none()
-                {
-                    state::line_up(&mut state.seq, &mut state.ready, entry, id);
-                    woke = true;
-                    room -= 1;
-                }
-            }
+        for (group, room) in rooms {
+            woke |= st.line_up_held(&group, room) > 0;
         }
-        state.unserved.retain(|_, held| !held.is_empty());
+        st.unserved.retain(|_, held| !held.is_empty());
         drop(st);
         if woke {
             self.work.notify_waiters();

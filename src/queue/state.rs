@@ -254,6 +254,27 @@ impl Counts {
 }
 
 impl State {
+    /// Line up to `room` of the runs held for worker group `group`, oldest
+    /// first, skipping held ids of runs no longer waiting (cancelled
+    /// meanwhile, or lined up already); how many were lined up.
+    pub(super) fn line_up_held(&mut self, group: &str, room: usize) -> usize {
+        let Some(held) = self.unserved.get_mut(group) else {
+            return 0;
+        };
+        let mut lined = 0;
+        while lined < room {
+            let Some(id) = held.pop_front() else { break };
+            if let Some(entry) = self.runs.get_mut(&id)
+                && entry.run.status == RunStatus::Queued
+                && entry.ready_seq.is_none()
+            {
+                line_up(&mut self.seq, &mut self.ready, entry, id);
+                lined += 1;
+            }
+        }
+        lined
+    }
+
     pub(super) fn new(applied: Arc<Applied>, pressure: Pressure) -> State {
         State {
             runs: HashMap::default(),

@@ -349,3 +349,62 @@ fn a_group_without_redis_is_refused_with_the_reason() {
     bad.assert_code(1);
     bad.assert_stderr_has("worker group name");
 }
+
+/// When every worker of a group dies, the leader ends its runs' attempts
+/// as lost once their lease is past: the run shows `queued` for its group
+/// again instead of `running` for good, and a worker of the group that
+/// joins later runs it.
+#[test]
+fn a_group_whose_only_worker_died_shows_its_run_queued_again() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = ConfigDir::new();
+    dir.write(
+        "jobs.d/slow.yaml",
+        "id: slow\ntype: command\nworker_group: a\ntimeout_ms: 20000\n\
+         retry_policy: {max_retry: 1, backoff_sec: [0.1]}\n\
+         inputs: {argv: [/bin/sh, -c, 'sleep 3']}\n",
+    );
+    let lead = leader(&dir, &redis);
+    let mut doomed = WorkerProc::start_with(&redis, 1, &["--group", "a", "--allow-command"]);
+    trigger(&dir, &redis, "slow", 1);
+    lead.wait_until("/api/v1/runs?job=slow", "the run dispatched", |v| {
+        v["items"][0]["status"] == "running"
+    });
+    doomed.kill9();
+    let logs = || {
+        format!(
+            "--- leader ---\n{}\n--- doomed ---\n{}",
+            lead.log(),
+            doomed.log()
+        )
+    };
+    // The heartbeat goes stale after 5 s, the lease after 1.5 s; the
+    // leader looks every 5 s.
+    let start = Instant::now();
+    let queued = loop {
+        let runs = runs_of(&lead, "slow");
+        if let Some(run) = runs.first().filter(|r| r["status"] == "queued") {
+            break run.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the run did not go back to queued\n{runs:#?}\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let attempts = queued["attempts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(attempts.len(), 1, "{queued:#}");
+    let error = attempts[0]["error"].as_str().unwrap_or("");
+    assert!(error.starts_with("worker lost"), "{queued:#}");
+    assert!(
+        lead.log().contains("no live worker serves the group"),
+        "{}",
+        logs()
+    );
+    let rescuer = WorkerProc::start_with(&redis, 1, &["--group", "a", "--allow-command"]);
+    let done = succeeded(&lead, "slow", 1, 40, &logs);
+    assert_eq!(worker_of(&done[0]), rescuer.node, "{:#}", done[0]);
+    let attempts = done[0]["attempts"].as_array().map(Vec::len);
+    assert_eq!(attempts, Some(2), "{:#}", done[0]);
+}

@@ -324,6 +324,8 @@ pub async fn results_loop(
         // would stay `running` for good.
         if swept.elapsed() >= PENDING_SWEEP {
             take_over_pending(&queue, &store, &cfg, &keys, &mut conn, PENDING_IDLE_MS).await;
+            let done = super::orphaned::reclaim_unserved(&queue, &cfg, &keys, &mut conn).await;
+            clear_cancels(&mut conn, &keys, done).await;
             swept = tokio::time::Instant::now();
         }
         let read: redis::RedisResult<StreamReadReply> = redis::cmd("XREADGROUP")
@@ -454,7 +456,7 @@ fn apply(queue: &RunQueue, store: &Store, entries: Vec<StreamId>) -> Vec<String>
     done
 }
 
-fn apply_one(queue: &RunQueue, result: RunResult, done: &mut Vec<String>) {
+pub(super) fn apply_one(queue: &RunQueue, result: RunResult, done: &mut Vec<String>) {
     let current = queue.run_status(&result.run_id);
     // A result names the start it ends (older workers do not: attempt only).
     let same_start = || {

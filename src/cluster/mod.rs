@@ -23,10 +23,13 @@
 //! - **Leases**: a worker renews its entries' idle time while it runs them;
 //!   an entry idle past the lease (its worker died) is claimed by another
 //!   worker with XAUTOCLAIM and runs again: at-least-once, with message
-//!   steps deduplicated by their idempotency keys in Redis.
+//!   steps deduplicated by their idempotency keys in Redis. A group's
+//!   entries whose group has no live worker left are claimed by the
+//!   leader, which ends their attempts as lost ([`orphaned`]).
 
 pub mod election;
 pub mod leader;
+mod orphaned;
 pub mod stream_worker;
 pub mod wire;
 

@@ -257,7 +257,7 @@ pub fn runs_of(entry: &StreamId) -> Vec<String> {
 /// each), or `ps`, a JSON array of `{"run": <record>}` (an entry an
 /// earlier version left in the stream when it was stopped for an
 /// upgrade). `None` when one is unreadable.
-fn runs_in(entry: &StreamId) -> Option<Vec<Run>> {
+pub(super) fn runs_in(entry: &StreamId) -> Option<Vec<Run>> {
     #[derive(serde::Deserialize)]
     struct Payload {
         run: Run,
@@ -547,7 +547,7 @@ fn report_lost(node: &Arc<Node>, stream: usize, entry: StreamId) {
 }
 
 /// The error of an attempt whose worker was lost.
-const LOST: &str = "worker lost: its worker stopped renewing the lease while running it";
+pub(super) const LOST: &str = "worker lost: its worker stopped renewing the lease while running it";
 
 /// Cancel runs the leader cancelled (overlap `replace`, a deleted job,
 /// an operator's `multijob cancel`).

@@ -185,6 +185,12 @@ impl RunQueue {
         self.work.notify_waiters();
     }
 
+    /// Whether a live worker serves worker group `group`, as the last
+    /// read of the heartbeats said (`None` before the first read).
+    pub fn serves_group(&self, group: &str) -> Option<bool> {
+        self.lock().served.as_ref().map(|s| s.contains(group))
+    }
+
     /// The worker groups the live workers serve (a Redis leader reads
     /// them from the workers' heartbeats), each with its window: the most
     /// runs of the group running at once. Runs of other groups wait,

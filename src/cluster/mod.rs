@@ -25,7 +25,7 @@
 //!   worker with XAUTOCLAIM and runs again: at-least-once, with message
 //!   steps deduplicated by their idempotency keys in Redis. A group's
 //!   entries whose group has no live worker left are claimed by the
-//!   leader, which ends their attempts as lost ([`orphaned`]).
+//!   leader, which ends their attempts as lost (see `orphaned.rs`).
 
 pub mod election;
 pub mod leader;

@@ -346,6 +346,54 @@ fn a_worker_loads_a_newly_applied_revision_before_its_runs_ask() {
     });
 }
 
+/// With no live worker left (the leader runs none), a dead worker's run
+/// does not stay `running` until a worker joins: the leader ends its
+/// attempt as lost once the lease is past, the run waits to be retried
+/// (and is not started with no worker alive), and the next worker runs it.
+#[test]
+fn with_no_worker_left_a_dead_workers_run_waits_again_unstarted() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = ConfigDir::new();
+    dir.write(
+        "jobs.d/slow.yaml",
+        "id: slow\ntype: command\ntimeout_ms: 20000\n\
+         retry_policy: {max_retry: 1, backoff_sec: [0.1]}\n\
+         inputs: {argv: [/bin/sh, -c, 'sleep 3']}\n",
+    );
+    let leader = replica(&dir, &redis, &["--workers", "0"]);
+    leader.wait_until("/api/v1/status", "leading, a revision applied", |v| {
+        v["cluster"]["role"] == "leader" && v["revision"].is_string()
+    });
+    let mut doomed = WorkerProc::start_with(&redis, 1, &["--allow-command"]);
+    trigger(&dir, &redis, "slow", 1);
+    leader.wait_until("/api/v1/runs?job=slow", "the run dispatched", |v| {
+        v["items"][0]["status"] == "running"
+    });
+    doomed.kill9();
+    let logs = || {
+        format!(
+            "{:#?}\n{}",
+            runs(&leader, "&job=slow"),
+            sections(&[("leader", leader.log()), ("doomed", doomed.log())])
+        )
+    };
+    // Waiting again: `retrying` (due, and no worker to start it).
+    let queued = wait_for("the run waiting again", 30, &logs, || {
+        runs(&leader, "&job=slow")
+            .into_iter()
+            .find(|r| r["status"] == "retrying" || r["status"] == "queued")
+    });
+    let error = queued["attempts"][0]["error"].as_str().unwrap_or("");
+    assert!(error.starts_with("worker lost"), "{queued:#}\n{}", logs());
+    let next = WorkerProc::start_with(&redis, 1, &["--allow-command"]);
+    let done = wait_for("the run to succeed", 40, &logs, || {
+        ended(&leader, "slow", 1, "succeeded")
+    });
+    let attempts = done[0]["attempts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(attempts.len(), 2, "{:#}", done[0]);
+    assert_eq!(attempts[1]["worker"], next.node.as_str(), "{:#}", done[0]);
+}
+
 /// A worker stopped with SIGTERM hands back the runs it holds but has not
 /// started: they run elsewhere without being counted as lost attempts.
 #[test]

@@ -351,11 +351,11 @@ fn a_group_without_redis_is_refused_with_the_reason() {
 }
 
 /// When every worker of a group dies, the leader ends its runs' attempts
-/// as lost once their lease is past: the run shows `queued` for its group
-/// again instead of `running` for good, and a worker of the group that
+/// as lost once their lease is past: the run waits for its group again
+/// instead of showing `running` for good, and a worker of the group that
 /// joins later runs it.
 #[test]
-fn a_group_whose_only_worker_died_shows_its_run_queued_again() {
+fn a_group_whose_only_worker_died_has_its_run_wait_again() {
     let redis = RedisServer::start().expect("redis-server");
     let dir = ConfigDir::new();
     dir.write(
@@ -383,12 +383,16 @@ fn a_group_whose_only_worker_died_shows_its_run_queued_again() {
     let start = Instant::now();
     let queued = loop {
         let runs = runs_of(&lead, "slow");
-        if let Some(run) = runs.first().filter(|r| r["status"] == "queued") {
+        // Waiting again for a worker of the group (`retrying` until due).
+        if let Some(run) = runs
+            .first()
+            .filter(|r| r["status"] == "queued" || r["status"] == "retrying")
+        {
             break run.clone();
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
-            "the run did not go back to queued\n{runs:#?}\n{}",
+            "the run did not wait again\n{runs:#?}\n{}",
             logs()
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -398,7 +402,8 @@ fn a_group_whose_only_worker_died_shows_its_run_queued_again() {
     let error = attempts[0]["error"].as_str().unwrap_or("");
     assert!(error.starts_with("worker lost"), "{queued:#}");
     assert!(
-        lead.log().contains("no live worker serves the group"),
+        lead.log()
+            .contains("no live worker is left to claim these runs"),
         "{}",
         logs()
     );

@@ -205,6 +205,12 @@ pub async fn dispatch_loop(
     tokens: Dispatched,
     cancel: CancellationToken,
 ) {
+    // A claim waiting for a ready run was allowed by the window when it
+    // began; should the last worker die meanwhile, the window is looked
+    // at again (a claim is cancel-safe: it takes a run and returns at
+    // once). Waiting on, it started a retried run with no worker alive.
+    let mut recheck = tokio::time::interval(Duration::from_millis(250));
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let released = queue.released();
         let window = capacity.load(Ordering::Relaxed) * RUNS_PER_SLOT;
@@ -218,6 +224,7 @@ pub async fn dispatch_loop(
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
+            _ = recheck.tick() => {}
             claim = queue.claim() => match claim {
                 None => return,
                 Some(c) => {
@@ -296,6 +303,7 @@ pub async fn results_loop(
     store: Store,
     cfg: ClusterConfig,
     keys: Keys,
+    capacity: Arc<AtomicUsize>,
     cancel: CancellationToken,
 ) {
     let mut conn = loop {
@@ -324,7 +332,9 @@ pub async fn results_loop(
         // would stay `running` for good.
         if swept.elapsed() >= PENDING_SWEEP {
             take_over_pending(&queue, &store, &cfg, &keys, &mut conn, PENDING_IDLE_MS).await;
-            let done = super::orphaned::reclaim_unserved(&queue, &cfg, &keys, &mut conn).await;
+            let idle = capacity.load(Ordering::Relaxed) == 0;
+            let done =
+                super::orphaned::reclaim_unserved(&queue, &cfg, &keys, &mut conn, idle).await;
             clear_cancels(&mut conn, &keys, done).await;
             swept = tokio::time::Instant::now();
         }

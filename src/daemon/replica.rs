@@ -252,7 +252,7 @@ impl Replica {
         let tokens = leader::Dispatched::default();
         tokio::spawn(leader::dispatch_loop(
             queue.clone(),
-            capacity,
+            capacity.clone(),
             tokens.clone(),
             dispatch.clone(),
         ));
@@ -268,6 +268,7 @@ impl Replica {
             store.clone(),
             self.cfg.clone(),
             keys.clone(),
+            capacity,
             stop.clone(),
         ));
         tokio::spawn(inbox_loop(

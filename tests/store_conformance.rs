@@ -263,6 +263,22 @@ async fn concurrent_appends_from_two_handles_get_increasing_ids_and_filters_work
     assert!(job.iter().all(|e| e.job_id.as_deref() == Some("j1")));
 }
 
+/// The next `n` events of a subscription, each within 5 s.
+async fn receive(
+    live: &mut tokio::sync::broadcast::Receiver<multijob::store::Event>,
+    n: usize,
+) -> Vec<multijob::store::Event> {
+    let mut seen = Vec::with_capacity(n);
+    while seen.len() < n {
+        let e = tokio::time::timeout(Duration::from_secs(5), live.recv())
+            .await
+            .expect("an event within 5 s")
+            .expect("not lagged");
+        seen.push(e);
+    }
+    seen
+}
+
 /// A subscriber's own writes (on Redis, handed to its tail from memory)
 /// and another handle's, interleaved: one order, the stored one.
 async fn a_subscriber_sees_its_own_events_and_others_in_order(b: &Backend) {
@@ -290,14 +306,7 @@ async fn a_subscriber_sees_its_own_events_and_others_in_order(b: &Backend) {
     }
     own.flush().await.unwrap();
     other.flush().await.unwrap();
-    let mut seen = Vec::new();
-    while seen.len() < 60 {
-        let e = tokio::time::timeout(Duration::from_secs(5), live.recv())
-            .await
-            .expect("an event within 5 s")
-            .expect("not lagged");
-        seen.push(e);
-    }
+    let seen = receive(&mut live, 60).await;
     assert!(seen.windows(2).all(|w| w[0].id < w[1].id), "{seen:?}");
     assert_eq!(seen, own.events(all_events()).await.unwrap());
 }
@@ -323,14 +332,7 @@ async fn subscribers_see_committed_events_in_order(b: &Backend) {
             .unwrap();
     }
     other.flush().await.unwrap();
-    let mut seen = Vec::new();
-    while seen.len() < 20 {
-        let e = tokio::time::timeout(Duration::from_secs(5), live.recv())
-            .await
-            .expect("an event within 5 s")
-            .expect("not lagged");
-        seen.push(e);
-    }
+    let seen = receive(&mut live, 20).await;
     assert!(seen.windows(2).all(|w| w[0].id < w[1].id), "{seen:?}");
     assert_eq!(seen, reader.events(all_events()).await.unwrap());
     assert_eq!(
@@ -464,6 +466,26 @@ async fn runs_list_page_filter_and_count(b: &Backend) {
     assert_eq!(store.run("r4").await.unwrap().unwrap().0, newest[1].0);
 }
 
+/// Keep the newest `keep` finished runs of `job`, then every run's id,
+/// newest first.
+async fn prune_and_list(store: &Store, job: &str, keep: usize) -> Vec<String> {
+    store
+        .submit(vec![Mutation::PruneRuns {
+            job_id: job.into(),
+            keep,
+        }])
+        .unwrap();
+    store.flush().await.unwrap();
+    run_ids(
+        store,
+        RunQuery {
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 async fn prune_runs_keeps_the_newest_and_active_ones(b: &Backend) {
     let store = b.open().await;
     let mut all = Vec::new();
@@ -478,21 +500,7 @@ async fn prune_runs_keeps_the_newest_and_active_ones(b: &Backend) {
     }
     all.push(run("other", "b", RunStatus::Succeeded));
     store.submit(all.iter().map(put).collect()).unwrap();
-    store
-        .submit(vec![Mutation::PruneRuns {
-            job_id: "a".into(),
-            keep: 3,
-        }])
-        .unwrap();
-    store.flush().await.unwrap();
-    let left = run_ids(
-        &store,
-        RunQuery {
-            limit: 100,
-            ..Default::default()
-        },
-    )
-    .await;
+    let left = prune_and_list(&store, "a", 3).await;
     assert_eq!(left, ["other", "r7", "r6", "r5", "r1"]);
     let counts = store.run_counts().await.unwrap();
     assert!(
@@ -572,21 +580,7 @@ async fn pruning_frees_each_runs_own_key_whatever_its_output_holds(b: &Backend) 
         runs.push(r);
     }
     store.submit(runs.iter().map(put).collect()).unwrap();
-    store
-        .submit(vec![Mutation::PruneRuns {
-            job_id: "a".into(),
-            keep: 1,
-        }])
-        .unwrap();
-    store.flush().await.unwrap();
-    let left = run_ids(
-        &store,
-        RunQuery {
-            limit: 100,
-            ..Default::default()
-        },
-    )
-    .await;
+    let left = prune_and_list(&store, "a", 1).await;
     assert_eq!(left, ["p3", "decoy"]);
     // The pruned runs' keys are free again; the decoy's is still taken.
     let mut again = Vec::new();

@@ -156,16 +156,16 @@ fn each_groups_runs_are_claimed_only_by_its_workers_and_an_unserved_group_waits(
     }
 }
 
+/// A command of group `a` that runs 3 s, retried once.
+const SLOW_IN_GROUP_A: &str = "id: slow\ntype: command\nworker_group: a\ntimeout_ms: 20000\n\
+     retry_policy: {max_retry: 1, backoff_sec: [0.1]}\n\
+     inputs: {argv: [/bin/sh, -c, 'sleep 3']}\n";
+
 #[test]
 fn a_killed_group_worker_s_run_is_reclaimed_by_its_group_only() {
     let redis = RedisServer::start().expect("redis-server");
     let dir = ConfigDir::new();
-    dir.write(
-        "jobs.d/slow.yaml",
-        "id: slow\ntype: command\nworker_group: a\ntimeout_ms: 20000\n\
-         retry_policy: {max_retry: 1, backoff_sec: [0.1]}\n\
-         inputs: {argv: [/bin/sh, -c, 'sleep 3']}\n",
-    );
+    dir.write("jobs.d/slow.yaml", SLOW_IN_GROUP_A);
     let lead = leader(&dir, &redis);
     let mut doomed = WorkerProc::start_with(&redis, 1, &["--group", "a", "--allow-command"]);
     let wb = WorkerProc::start_with(&redis, 1, &["--group", "b", "--allow-command"]);
@@ -358,12 +358,7 @@ fn a_group_without_redis_is_refused_with_the_reason() {
 fn a_group_whose_only_worker_died_has_its_run_wait_again() {
     let redis = RedisServer::start().expect("redis-server");
     let dir = ConfigDir::new();
-    dir.write(
-        "jobs.d/slow.yaml",
-        "id: slow\ntype: command\nworker_group: a\ntimeout_ms: 20000\n\
-         retry_policy: {max_retry: 1, backoff_sec: [0.1]}\n\
-         inputs: {argv: [/bin/sh, -c, 'sleep 3']}\n",
-    );
+    dir.write("jobs.d/slow.yaml", SLOW_IN_GROUP_A);
     let lead = leader(&dir, &redis);
     let mut doomed = WorkerProc::start_with(&redis, 1, &["--group", "a", "--allow-command"]);
     trigger(&dir, &redis, "slow", 1);

@@ -30,12 +30,25 @@ impl RedisServer {
     /// Start a server; `aof` turns on the append-only file with
     /// `appendfsync always`, so whatever it acknowledged survives a restart.
     pub fn start_with(aof: bool) -> std::io::Result<RedisServer> {
+        Self::start_in(aof, None)
+    }
+
+    /// Start a server (persistence off) holding what the snapshot `rdb`
+    /// holds, as Redis loads its `dump.rdb` at start.
+    pub fn start_from_snapshot(rdb: &Path) -> std::io::Result<RedisServer> {
+        Self::start_in(false, Some(rdb))
+    }
+
+    fn start_in(aof: bool, rdb: Option<&Path>) -> std::io::Result<RedisServer> {
         let dir = std::env::temp_dir().join(format!(
             "multijob-redis-{}-{}",
             std::process::id(),
             uuid::Uuid::now_v7().simple()
         ));
         std::fs::create_dir_all(&dir)?;
+        if let Some(rdb) = rdb {
+            std::fs::copy(rdb, dir.join("dump.rdb"))?;
+        }
         let mut server = RedisServer {
             child: None,
             port: 0,

@@ -31,7 +31,7 @@ const GROUPS: [(&str, &[&str]); 4] = [
         "Change the config",
         &["init", "new", "validate", "plan", "simulate", "schema"],
     ),
-    ("Processes", &["run", "worker"]),
+    ("Processes", &["run", "worker", "migrate"]),
     ("Shell", &["completions", "help"]),
 ];
 

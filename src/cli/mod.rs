@@ -20,6 +20,7 @@ pub mod init;
 pub mod job_ref;
 pub mod logs;
 pub mod memory;
+pub mod migrate;
 pub mod new;
 pub mod new_ai;
 pub mod parse;
@@ -88,6 +89,9 @@ pub enum Command {
     /// a worker that dies mid-run loses nothing: its runs are claimed by
     /// another worker once their lease expires.
     Worker(worker::Args),
+    /// Move a Redis deployment's keys to this version's layout (a leader
+    /// does it when it starts); --dry-run shows what it would do.
+    Migrate(migrate::Args),
     /// Jobs, next fire times, last results, the revision: from a running
     /// daemon's API.
     Status(status::Args),
@@ -218,6 +222,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Plan(args) => plan::exec(args),
         Command::Run(args) => run::exec(args),
         Command::Worker(args) => worker::exec(args),
+        Command::Migrate(args) => migrate::exec(args),
         Command::Schema(args) => schema::exec(args),
         Command::Status(args) => status::exec(args),
         Command::Trigger(args) => trigger::exec(args),

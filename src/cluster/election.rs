@@ -87,19 +87,12 @@ pub async fn campaign(
     ttl: Duration,
     cancel: CancellationToken,
 ) -> Option<Term> {
-    let mut conn = conn;
     let period = ttl / 3;
     loop {
-        match try_acquire(&mut conn, &keys, &node, ttl).await {
-            Ok(Some(epoch)) => {
-                tracing::info!(node = %node, epoch, "became leader");
-                let lost = CancellationToken::new();
-                let renewer = tokio::spawn(renew(conn, keys, node, ttl, lost.clone()));
-                return Some(Term {
-                    epoch,
-                    lost,
-                    renewer,
-                });
+        match acquire(conn.clone(), &keys, &node, ttl).await {
+            Ok(Some(term)) => {
+                tracing::info!(node = %node, epoch = term.epoch, "became leader");
+                return Some(term);
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "leader election: Redis unreachable"),
@@ -109,6 +102,32 @@ pub async fn campaign(
             _ = tokio::time::sleep(period) => {}
         }
     }
+}
+
+/// Try once to take the key; if taken, keep it renewed in the background
+/// for as long as the term lasts.
+pub async fn acquire(
+    mut conn: ConnectionManager,
+    keys: &ElectionKeys,
+    node: &str,
+    ttl: Duration,
+) -> redis::RedisResult<Option<Term>> {
+    let Some(epoch) = try_acquire(&mut conn, keys, node, ttl).await? else {
+        return Ok(None);
+    };
+    let lost = CancellationToken::new();
+    let renewer = tokio::spawn(renew(
+        conn,
+        keys.clone(),
+        node.to_string(),
+        ttl,
+        lost.clone(),
+    ));
+    Ok(Some(Term {
+        epoch,
+        lost,
+        renewer,
+    }))
 }
 
 async fn renew(

@@ -86,7 +86,9 @@ impl Keys {
             cancel: key("cancel"),
             queue: key("queue"),
             election: election::ElectionKeys {
-                leader: key("leader"),
+                // Layout 4 elected with `leader`, which a migration to
+                // layout 5 retires (see `store::redis::migrate`).
+                leader: key("lease"),
                 epoch: key("leader:epoch"),
             },
         }

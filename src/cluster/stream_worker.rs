@@ -268,7 +268,7 @@ pub(super) fn runs_in(entry: &StreamId) -> Option<Vec<Run>> {
     }
     let mut runs = Vec::new();
     while let Some(record) = entry.get::<String>(&runs.len().to_string()) {
-        runs.push(serde_json::from_str(&record).ok()?);
+        runs.push(crate::store::redis::record::decode(&record).ok()?);
     }
     Some(runs)
 }

@@ -197,6 +197,13 @@ impl Replica {
     ) -> anyhow::Result<Leading> {
         if let Store::Redis(r) = &self.store {
             r.set_fence(Some(("leader:epoch".to_string(), term.epoch)));
+            // Before anything else writes runs: the migration is their only
+            // writer while it lasts.
+            if let Err(e) = migrate_layout(r).await {
+                term.resign(&mut conn, &self.keys.election, &self.cfg.node)
+                    .await;
+                return Err(e);
+            }
         }
         let stop = CancellationToken::new();
         let dispatch = CancellationToken::new();
@@ -356,4 +363,24 @@ impl Replica {
             }
         });
     }
+}
+
+/// Migrate the keys to this version's layout (nothing when they are in
+/// it), saying what it did.
+async fn migrate_layout(store: &crate::store::redis::RedisStore) -> anyhow::Result<()> {
+    let Some(report) = store.migrate_layout().await? else {
+        return Ok(());
+    };
+    tracing::info!(
+        read = report.read,
+        rewritten = report.rewritten,
+        unreadable = report.unreadable.len(),
+        bytes_before = report.bytes_before,
+        bytes_after = report.bytes_after,
+        ms = report.elapsed.as_millis() as u64,
+        resumed = report.resumed,
+        "store: keys migrated to layout {}",
+        crate::store::redis::LAYOUT
+    );
+    Ok(())
 }

@@ -170,16 +170,21 @@ pub struct Usage {
     pub llm_tokens: u64,
 }
 
-/// A run (SPEC section 6 fields, plus what the runtime needs).
+/// A run (SPEC section 6 fields, plus what the runtime needs). Fields
+/// with a default may be absent: the Redis store leaves them out (see
+/// `store::redis::record`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
     pub id: String,
     pub job_id: String,
     pub status: RunStatus,
     pub trigger: Trigger,
+    #[serde(default = "empty_object")]
     pub inputs: Value,
     /// 1-based; 0 before the first attempt starts.
+    #[serde(default)]
     pub attempt: u32,
+    #[serde(default)]
     pub attempts: Vec<Attempt>,
     pub scheduled_at: Option<String>,
     pub queued_at: String,
@@ -189,16 +194,20 @@ pub struct Run {
     pub error: Option<String>,
     pub spec_hash: String,
     pub revision: String,
+    #[serde(default)]
     pub steps: Vec<StepRecord>,
+    #[serde(default)]
     pub usage: Usage,
     pub output: Option<Value>,
     /// `job@slot` for scheduled runs, unique: a slot is dispatched once.
     pub run_key: String,
     /// When a retrying or delayed run becomes ready.
     pub due_at: Option<String>,
+    #[serde(default = "normal_priority")]
     pub priority: Priority,
     pub flow: Option<String>,
     /// `schedule_job` follow-up depth.
+    #[serde(default)]
     pub chain_depth: u32,
     /// Process holding the run while it is `running`.
     pub lease_owner: Option<String>,
@@ -218,6 +227,14 @@ pub struct Run {
     /// `traceparent`'s parent id): its root span's parent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_parent_span: Option<String>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+fn normal_priority() -> Priority {
+    Priority::Normal
 }
 
 impl Run {

@@ -3,8 +3,12 @@
 //! and which version it runs. The leader sizes its dispatch from it, the
 //! status API lists it (`GET /api/v1/workers`), and `plan`/`validate
 //! --server` warn about groups no live worker serves. A value is
-//! `"<slots> <heartbeat ms> <version> <groups>"`; a worker of an earlier
-//! version writes `"<slots> <heartbeat ms>"`, read as serving no group.
+//! `"<slots> <heartbeat ms> <version> <groups> <busy> l<layout>"`: the last
+//! part names the Redis key layout the process reads (see
+//! `store::redis::layout`), so a migration knows who would not read the
+//! new one. A worker of an earlier version writes fewer parts (down to
+//! `"<slots> <heartbeat ms>"`, read as serving no group, of layout 4 or
+//! older).
 
 use std::time::Duration;
 
@@ -36,7 +40,14 @@ pub struct WorkerInfo {
     /// Milliseconds since the epoch of `last_heartbeat`.
     #[serde(skip, default)]
     pub beat_ms: u64,
+    /// The Redis key layout it reads; 4 for a process that does not say
+    /// (the releases before layout 5).
+    #[serde(skip, default)]
+    pub layout: u32,
 }
+
+/// What a heartbeat without a layout part stands for.
+const LAYOUT_UNSAID: u32 = 4;
 
 /// Whether `name` may name a worker group: an id as a job's
 /// `worker_group` is (letters, digits, `.`, `_`, `-`; starting with a
@@ -73,8 +84,9 @@ pub fn encode(slots: usize, busy: usize, groups: &[String], now_ms: u64) -> Stri
         groups.join(",")
     };
     format!(
-        "{slots} {now_ms} {} {groups} {busy}",
-        env!("CARGO_PKG_VERSION")
+        "{slots} {now_ms} {} {groups} {busy} l{}",
+        env!("CARGO_PKG_VERSION"),
+        super::redis::LAYOUT
     )
 }
 
@@ -89,6 +101,10 @@ pub fn decode(id: &str, value: &str) -> Option<WorkerInfo> {
         Some(list) => list.split(',').map(str::to_string).collect(),
     };
     let busy = parts.next().and_then(|b| b.parse().ok());
+    let layout = parts
+        .next()
+        .and_then(|l| l.strip_prefix('l')?.parse().ok())
+        .unwrap_or(LAYOUT_UNSAID);
     let last_heartbeat = jiff::Timestamp::from_millisecond(beat_ms as i64)
         .map(|t| t.to_string())
         .unwrap_or_default();
@@ -100,6 +116,7 @@ pub fn decode(id: &str, value: &str) -> Option<WorkerInfo> {
         last_heartbeat,
         version,
         beat_ms,
+        layout,
     })
 }
 
@@ -107,14 +124,22 @@ pub fn decode(id: &str, value: &str) -> Option<WorkerInfo> {
 /// A replica started with `--workers 0` beats with no slots: it runs
 /// nothing, so it is no worker.
 pub fn live(entries: Vec<(String, String)>, now_ms: u64) -> Vec<WorkerInfo> {
-    let fresh = FRESH_WITHIN.as_millis() as u64;
-    let mut out: Vec<WorkerInfo> = entries
-        .iter()
-        .filter_map(|(id, value)| decode(id, value))
-        .filter(|w| w.slots > 0 && now_ms.saturating_sub(w.beat_ms) <= fresh)
+    let mut out: Vec<WorkerInfo> = connected(entries, now_ms)
+        .into_iter()
+        .filter(|w| w.slots > 0)
         .collect();
     out.sort_by(|a, b| a.id.cmp(&b.id));
     out
+}
+
+/// Every process with a fresh heartbeat, replicas without slots too.
+pub fn connected(entries: Vec<(String, String)>, now_ms: u64) -> Vec<WorkerInfo> {
+    let fresh = FRESH_WITHIN.as_millis() as u64;
+    entries
+        .iter()
+        .filter_map(|(id, value)| decode(id, value))
+        .filter(|w| now_ms.saturating_sub(w.beat_ms) <= fresh)
+        .collect()
 }
 
 impl WorkerInfo {
@@ -144,12 +169,16 @@ mod tests {
         assert_eq!((w.slots, w.busy), (8, Some(3)));
         assert_eq!(w.version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
         assert_eq!(w.last_heartbeat, "2023-11-14T22:13:20Z");
+        assert_eq!(w.layout.to_string(), super::super::redis::LAYOUT);
         let plain = decode("n2", &encode(2, 0, &[], 5)).unwrap();
         assert!(plain.groups.is_empty());
         // A worker of the previous version.
         let old = decode("n3", "5 1700000000000").unwrap();
         assert_eq!((old.slots, old.busy, old.version), (5, None, None));
         assert!(old.groups.is_empty());
+        // The release before layout 5: five parts, read as layout 4.
+        let v4 = decode("n5", "2 1700000000000 0.1.0 - 1").unwrap();
+        assert_eq!((v4.busy, v4.layout), (Some(1), 4));
         assert_eq!(decode("n4", "garbage"), None);
         assert_eq!(decode("n4", ""), None);
     }

@@ -125,23 +125,29 @@ end
 -- writes the careful way are remembered; others are read when needed,
 -- a batch's `run` ops in one call up front.
 local infos = {}
--- Read from the record's text, not decoded: serde writes a run's fields
--- in their declared order (pinned by `record_text_has_the_fields_the_script_reads`
--- in batch.rs), so `id`, `job_id` and `status` open it, and the last
--- `,"run_key":"...","due_at":` is the top-level one (no field after it
--- holds an object). Anything else (an escaped character, a record of
--- another shape) is decoded: cjson.decode of an 800-byte record costs
--- about 4 us of Redis's time, and pruning reads one per run.
+-- Read from the record's text, not decoded: a layout 5 record opens
+-- with `id`, `job_id`, `status` and `run_key` (pinned by
+-- `record_text_has_the_fields_the_script_reads` in batch.rs). A layout 4
+-- record (one a migration has not reached yet) has `id`, `job_id`,
+-- `status`, `trigger` first and its top-level run key in the last
+-- `,"run_key":"...","due_at":`. Anything else (an escaped character) is
+-- decoded: cjson.decode of an 800-byte record costs about 4 us of
+-- Redis's time, and pruning reads one per run.
 local function parse_rec(rec)
   if not rec then return nil end
-  local job, status = string.match(rec, '^{"id":"[^"\\]*","job_id":"([^"\\]*)","status":"([^"\\]*)",')
+  local job, status, key = string.match(rec,
+    '^{"id":"[^"\\]*","job_id":"([^"\\]*)","status":"([^"\\]*)","run_key":"([^"\\]*)",')
+  if job then
+    return {job = job, status = status, key = key}
+  end
+  job, status = string.match(rec, '^{"id":"[^"\\]*","job_id":"([^"\\]*)","status":"([^"\\]*)","trigger":')
   local last, at = nil, 1
   while job do
     local s = string.find(rec, ',"run_key":"', at, true)
     if not s then break end
     last, at = s, s + 1
   end
-  local key = last and string.match(rec, '^,"run_key":"([^"\\]*)","due_at":', last)
+  key = last and string.match(rec, '^,"run_key":"([^"\\]*)","due_at":', last)
   if job and key then
     return {job = job, status = status, key = key}
   end

@@ -17,8 +17,11 @@
 //! | `applied_revision` | hash | `seq`, `rec` (the applied revision, never trimmed) |
 //! | `revisions`, `revision_seq` | hash, counter | seq → revision record (last 1000) |
 //! | `events`, `event_seq` | stream, counter | a batch's events as one entry `<last id>-<count>`: `at` (the first's time), `e` (JSON array of `[type, at, job, run, data]`) |
-//! | `runs:rec` | hash | run id → the run as JSON, the one place its status is kept (its seq is its score in `runs`) |
-//! | `layout` | string | `4` (`3` also kept a `runs:meta` hash, upgraded in place; `2` kept an entry per event, `1` a hash per run) |
+//! | `runs:rec` | hash | run id → the run as JSON without its default fields, `id`, `job_id`, `status`, `run_key` first (see `record`); the one place its status is kept (its seq is its score in `runs`) |
+//! | `layout` | string | `5` (`4` stored full records and elected with `leader`, migrated in place by the leader, see `migrate`; `3` also kept a `runs:meta` hash, upgraded to 4 in place; `2` kept an entry per event, `1` a hash per run) |
+//! | `layout:migration` | string | while a migration from layout 4 is unfinished: the `runs:rec` scan cursor it reached |
+//! | `lease`, `leader:epoch` | string, counter | the leader's node (expiring, renewed) and its term, the fence of every write (see `cluster::election`) |
+//! | `leader` | string | layout 4's election key, retired by the migration with a value that never expires, so a layout 4 process never leads again |
 //! | `runs`, `runs:job:<job>`, `runs:active` | zsets | run ids by seq (`runs:active`: every unfinished run) |
 //! | `runs:status:<s>` | zset | finished runs in status `s` by seq (written once, when the run ends) |
 //! | `run_seq`, `run_counts` | counter, hash | `job\nstatus` → count |
@@ -42,12 +45,16 @@
 
 mod batch;
 mod layout;
+mod migrate;
 mod output;
 mod reads;
+pub mod record;
 mod tail;
 mod writer;
 
 pub use batch::DISPATCH_PACK;
+pub use layout::{Found as LayoutFound, LAYOUT};
+pub use migrate::{MigrationPlan, MigrationReport, RETIRED_LEADER};
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -145,7 +152,9 @@ impl RedisStore {
             prefix: prefix.to_string(),
             url: shown,
         };
-        layout::check(&target).await?;
+        if layout::check(&target).await? != layout::Found::Current {
+            tracing::info!(prefix = %prefix, "store: the keys are in layout 4 (or its migration is unfinished); the leader migrates them to layout 5 when it starts (`multijob migrate --redis URL --dry-run` shows how)");
+        }
         let last = reads::last_event_id(&target).await?;
         let (events, _) = broadcast::channel(super::EVENT_BUFFER);
         let shutdown = CancellationToken::new();

@@ -208,7 +208,7 @@ impl RedisStore {
         let mut out = Vec::with_capacity(ids.len());
         for ((id, score), rec) in ids.iter().zip(recs) {
             let Some(rec) = rec else { continue };
-            let run: Run = serde_json::from_str(&rec)
+            let run: Run = super::record::decode(&rec)
                 .map_err(|e| StoreError::corrupt(&format!("run {id}"), e))?;
             // An index read before the run moved on lists it by where it was.
             if status.is_some_and(|s| s != run.status.as_str()) {
@@ -236,7 +236,7 @@ impl RedisStore {
         match (seq, rec) {
             (Some(seq), Some(rec)) => Ok(Some((
                 seq,
-                serde_json::from_str(&rec)
+                super::record::decode(&rec)
                     .map_err(|e| StoreError::corrupt(&format!("run {id}"), e))?,
             ))),
             _ => Ok(None),

@@ -25,6 +25,8 @@ const FIXTURE: &str = "tests/fixtures/redis-layout4";
 /// Finished runs added beside the fixture's, so that the migration has
 /// pages enough to be killed between two.
 const PADDING: usize = 20_000;
+/// Of those, how many hold a run key of their own (as a slot's run does).
+const KEYED: usize = 100;
 
 fn fixture_redis() -> RedisServer {
     RedisServer::start_from_snapshot(&common::repo().join(FIXTURE).join("dump.rdb"))
@@ -75,8 +77,8 @@ fn summary(c: &mut redis::Connection) -> BTreeMap<String, (String, String)> {
 }
 
 /// Add `PADDING` finished runs of a job `bulk`, each a copy of one of the
-/// fixture's finished `noop` records with its own id, indexed as layout 4
-/// indexes a run.
+/// fixture's finished `noop` records with its own id (the first `KEYED`
+/// with a slot's run key), indexed as layout 4 indexes a run.
 fn pad(c: &mut redis::Connection) {
     let (id, text) = records(c)
         .into_iter()
@@ -90,9 +92,18 @@ fn pad(c: &mut redis::Connection) {
         let mut p = redis::pipe();
         for i in chunk {
             let new_id = format!("pad-{i:05}");
-            let copy = text
+            let mut copy = text
                 .replace(&id, &new_id)
                 .replace(r#""job_id":"noop""#, r#""job_id":"bulk""#);
+            if *i < KEYED {
+                // A slot's run: its run key held in `runkey:<key>`.
+                let slot = format!("bulk@slot-{i:05}");
+                copy = copy.replace(&format!("manual:{new_id}"), &slot);
+                p.cmd("SET")
+                    .arg(key(&format!("runkey:{slot}")))
+                    .arg(&new_id)
+                    .ignore();
+            }
             let seq = base + 1 + *i as i64;
             p.cmd("HSET")
                 .arg(key("runs:rec"))
@@ -291,6 +302,16 @@ fn a_migration_killed_midway_is_finished_by_the_leader_and_loses_nothing() {
     assert_eq!(stored.len(), PADDING + before.len());
     assert!(stored.values().all(|t| is_layout_5(t)));
     assert_eq!(get(&mut c, "layout:migration"), None);
+    // Keyed runs have their run key where pruning looks for it.
+    let noted: BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg(key("runs:key"))
+        .query(&mut c)
+        .expect("HGETALL runs:key");
+    assert_eq!(noted.len(), KEYED);
+    assert_eq!(
+        noted.get("pad-00042").map(String::as_str),
+        Some("bulk@slot-00042")
+    );
     let (_, bulk) = leader.get("/api/v1/runs?limit=5&job=bulk");
     assert_eq!(bulk["items"].as_array().map(Vec::len), Some(5), "{bulk:#}");
 

@@ -556,6 +556,14 @@ async fn prune_runs_keeps_n_finished_runs_however_many_are_active(b: &Backend) {
     )
     .await;
     assert_eq!(left, ["r7", "r6", "r5", "r4", "r3"]);
+    // Counted by the status each pruned run ended in.
+    let mut counts = store.run_counts().await.unwrap();
+    counts.sort();
+    let expected: Vec<(String, String, u64)> = [("failed", 2), ("running", 2), ("succeeded", 1)]
+        .into_iter()
+        .map(|(s, n)| ("a".to_string(), s.to_string(), n))
+        .collect();
+    assert_eq!(counts, expected);
 }
 
 /// Pruning frees the run key of each run it deletes, read from the run's

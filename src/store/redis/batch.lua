@@ -28,6 +28,7 @@ if ARGV[8] ~= '' then
 end
 local maxlen, revcap = tonumber(ARGV[6]), tonumber(ARGV[7])
 local ACTIVE = {__ACTIVE__}
+local FINISHED = {__FINISHED__}
 local rev_seq, first_event, n_events = 0, 0, 0
 -- 0 when new runs the writer numbered went the careful way: what it
 -- assumed for the calls after this one does not hold.
@@ -187,6 +188,7 @@ local function put_run(id, job, status, key, rec)
     local seq = next_seq('run_seq')
     infos[id] = {seq = seq, job = job, status = status, key = key}
     hset(P .. 'runs:rec', id, rec)
+    if key ~= '' then hset(P .. 'runs:key', id, key) end
     zadd(P .. 'runs', seq, id)
     zadd(P .. 'runs:job:' .. job, seq, id)
     index_status(id, seq, nil, status)
@@ -216,30 +218,40 @@ local function chunked(cmd, key, args)
   end
 end
 
--- Delete stored runs of `job` (their infos loaded): a few variadic
--- commands for the lot, not eight calls a run, so that pruning at the
--- default retention costs little beside the runs it follows.
+-- Delete finished runs of `job`: a few variadic commands for the lot,
+-- not eight calls a run, and no record read: each is in one status set
+-- (ZREM says how many were in which, for the counts), and `runs:key`
+-- names the run key of those that hold one.
 local function delete_runs(job, ids)
   if #ids == 0 then return end
-  local by_status, outputs, keys, owners = {}, {}, {}, {}
+  local outputs = {}
   for _, id in ipairs(ids) do
-    local h = infos[id]
     infos[id] = false
-    local set = ACTIVE[h.status] and 'runs:active' or ('runs:status:' .. h.status)
-    by_status[set] = by_status[set] or {}
-    table.insert(by_status[set], id)
     outputs[#outputs + 1] = P .. 'output:' .. id
-    count(h.job, h.status, -1)
-    if h.key ~= '' then
-      keys[#keys + 1] = P .. 'runkey:' .. h.key
-      owners[#owners + 1] = id
+  end
+  for _, status in ipairs(FINISHED) do
+    local n = 0
+    for j = 1, #ids, 1000 do
+      n = n + redis.call('ZREM', P .. 'runs:status:' .. status, unpack(ids, j, math.min(j + 999, #ids)))
+    end
+    if n > 0 then count(job, status, -n) end
+  end
+  local keys, owners = {}, {}
+  for j = 1, #ids, 1000 do
+    local last = math.min(j + 999, #ids)
+    local got = redis.call('HMGET', P .. 'runs:key', unpack(ids, j, last))
+    for k = 1, last - j + 1 do
+      if got[k] then
+        keys[#keys + 1] = P .. 'runkey:' .. got[k]
+        owners[#owners + 1] = ids[j + k - 1]
+      end
     end
   end
+  chunked('HDEL', P .. 'runs:key', owners)
   chunked('HDEL', P .. 'runs:rec', ids)
   chunked('UNLINK', nil, outputs)
   chunked('ZREM', P .. 'runs', ids)
   chunked('ZREM', P .. 'runs:job:' .. job, ids)
-  for set, members in pairs(by_status) do chunked('ZREM', P .. set, members) end
   -- A run key goes only while it still names the pruned run.
   local stale = {}
   for j = 1, #keys, 1000 do
@@ -256,9 +268,8 @@ end
 -- the runs older than the newest `keep`; as many of them are kept as
 -- there are active runs among those newest `keep` (the job's active
 -- count, stored plus this batch's changes, less the active candidates).
--- Which candidates are active comes from `runs:active` (flushed above),
--- so only the records of the runs that go are decoded, not those of
--- every run queued or running behind them.
+-- Which candidates are active comes from `runs:active` (flushed above);
+-- no record is read.
 local function prune_runs(job, keep)
   flush()
   local ids = redis.call('ZREVRANGE', P .. 'runs:job:' .. job, keep, -1)
@@ -282,16 +293,7 @@ local function prune_runs(job, keep)
       if active > 0 then active = active - 1 else gone[#gone + 1] = id end
     end
   end
-  local unknown = {}
-  for _, id in ipairs(gone) do
-    if infos[id] == nil then unknown[#unknown + 1] = id end
-  end
-  load_infos(unknown)
-  local known = {}
-  for _, id in ipairs(gone) do
-    if infos[id] then known[#known + 1] = id end
-  end
-  delete_runs(job, known)
+  delete_runs(job, gone)
 end
 
 -- Events are appended in time order: drop everything before the first
@@ -393,7 +395,7 @@ local function new_runs(a)
   c.n = c.n + n
   c.dirty = true
   new_base = base
-  local runs_key, active_key, job_keys = P .. 'runs', P .. 'runs:active', {}
+  local runs_key, active_key, run_keys, job_keys = P .. 'runs', P .. 'runs:active', P .. 'runs:key', {}
   for i = 1, n do
     -- The score as an integer string, made once: a Lua number passed to
     -- redis.call is formatted as a float each time (%.17g).
@@ -403,6 +405,8 @@ local function new_runs(a)
     if not job_key then job_key = P .. 'runs:job:' .. job; job_keys[job] = job_key end
     zadd(runs_key, seq, id)
     zadd(job_key, seq, id)
+    local key = ARGV[keys + i]
+    if key ~= '' then hset(run_keys, id, key) end
     if ACTIVE[st] then
       zadd(active_key, seq, id)
     else

@@ -31,7 +31,14 @@ static SOURCE: LazyLock<String> = LazyLock::new(|| {
         .filter(|s| s.is_active())
         .map(|s| format!("['{}'] = true", s.as_str()))
         .collect();
-    include_str!("batch.lua").replace("__ACTIVE__", &active.join(", "))
+    let finished: Vec<String> = RunStatus::ALL
+        .into_iter()
+        .filter(|s| s.is_terminal())
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    include_str!("batch.lua")
+        .replace("__ACTIVE__", &active.join(", "))
+        .replace("__FINISHED__", &finished.join(", "))
 });
 /// For its SHA1: calls go as EVALSHA, loading the source on NOSCRIPT.
 static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(&SOURCE));

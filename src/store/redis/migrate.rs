@@ -10,9 +10,10 @@
 //!    (a value with no expiry: a layout 4 process can never lead these
 //!    keys again) and start the cursor `layout:migration` at 0.
 //! 3. Re-encode `runs:rec` a page at a time (HSCAN), each page written
-//!    with the cursor after it in one script: killed midway, the next
-//!    leader goes on from the last page written. The cursor goes with
-//!    the last page.
+//!    with the cursor after it in one script, and note each keyed run's
+//!    run key in `runs:key` (pruning reads it there, not in the record):
+//!    killed midway, the next leader goes on from the last page written.
+//!    The cursor goes with the last page.
 //!
 //! Nothing else moves: the indexes, events, streams and counters read the
 //! same in both layouts, and runs in flight (in `ready`, `results`) carry
@@ -30,6 +31,9 @@ use crate::store::workers;
 /// What layout 5 leaves in layout 4's election key, without expiry.
 pub const RETIRED_LEADER: &str = "retired by key layout 5, which elects its leader with `lease`";
 
+/// (run id, value) pairs: records, or run keys.
+type Pairs = Vec<(String, String)>;
+
 /// Records re-encoded per script call.
 const PAGE: usize = 256;
 
@@ -45,13 +49,18 @@ redis.call('SET', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[4], '0', 'NX')
 return redis.call('GET', KEYS[4])";
 
-/// Write one page of records and the cursor after it ('0': the last page,
-/// the cursor goes). KEYS: fence, records, cursor; ARGV: token, next
-/// cursor, then (id, record) pairs.
+/// Write one page of records, the run keys of its keyed runs and the
+/// cursor after it ('0': the last page, the cursor goes). KEYS: fence,
+/// records, cursor, run keys; ARGV: token, next cursor, the number of
+/// (id, record) pairs, those pairs, then (id, run key) pairs.
 const STEP: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'FENCED' end
-for j = 3, #ARGV, 2 * 500 do
-  redis.call('HSET', KEYS[2], unpack(ARGV, j, math.min(j + 2 * 500 - 1, #ARGV)))
+local split = 4 + 2 * tonumber(ARGV[3])
+for j = 4, split - 1, 1000 do
+  redis.call('HSET', KEYS[2], unpack(ARGV, j, math.min(j + 999, split - 1)))
+end
+for j = split, #ARGV, 1000 do
+  redis.call('HSET', KEYS[4], unpack(ARGV, j, math.min(j + 999, #ARGV)))
 end
 if ARGV[2] == '0' then redis.call('DEL', KEYS[3]) else redis.call('SET', KEYS[3], ARGV[2]) end
 return 'OK'";
@@ -183,8 +192,9 @@ impl RedisStore {
         let mut shown = Instant::now();
         loop {
             let (next, page) = self.scan_page(&cursor).await?;
-            let rewrites = reencode(page, &mut report);
-            self.write_page(&fence_key, &token, &next, rewrites).await?;
+            let (rewrites, keys) = reencode(page, &mut report);
+            self.write_page(&fence_key, &token, &next, rewrites, keys)
+                .await?;
             cursor = next;
             if cursor == "0" {
                 break;
@@ -222,16 +232,19 @@ impl RedisStore {
         fence_key: &str,
         token: &str,
         next: &str,
-        rewrites: Vec<(String, String)>,
+        rewrites: Pairs,
+        keys: Pairs,
     ) -> Result<(), StoreError> {
         let mut c = self.connection();
         let script = redis::Script::new(STEP);
         let mut call = script.key(fence_key);
         call.key(self.key("runs:rec"))
             .key(self.key(MIGRATION))
+            .key(self.key("runs:key"))
             .arg(token)
-            .arg(next);
-        for (id, text) in &rewrites {
+            .arg(next)
+            .arg(rewrites.len());
+        for (id, text) in rewrites.iter().chain(&keys) {
             call.arg(id).arg(text);
         }
         let done: String = call.invoke_async(&mut c).await.map_err(reads::err(
@@ -288,10 +301,14 @@ impl RedisStore {
     }
 }
 
-/// The page's records that are not layout 5 yet, re-encoded; counted in
-/// `report`. One that does not decode stays as it is.
-fn reencode(page: Vec<(String, String)>, report: &mut MigrationReport) -> Vec<(String, String)> {
-    let mut out = Vec::new();
+/// The page's records that are not layout 5 yet, re-encoded, and the run
+/// keys of the keyed runs among them; counted in `report`. One that does
+/// not decode stays as it is.
+fn reencode(
+    page: Vec<(String, String)>,
+    report: &mut MigrationReport,
+) -> (Pairs, Pairs) {
+    let (mut records, mut keys) = (Vec::new(), Vec::new());
     for (id, text) in page {
         report.read += 1;
         report.bytes_before += text.len() as u64;
@@ -299,11 +316,14 @@ fn reencode(page: Vec<(String, String)>, report: &mut MigrationReport) -> Vec<(S
             report.bytes_after += text.len() as u64;
             continue;
         }
-        match record::decode(&text).map(|run| record::encode(&run)) {
-            Ok(Ok(new)) => {
+        match record::decode(&text).map(|run| (record::encode(&run), run.run_key)) {
+            Ok((Ok(new), run_key)) => {
                 report.bytes_after += new.len() as u64;
                 report.rewritten += 1;
-                out.push((id, new));
+                if !run_key.is_empty() && run_key.strip_prefix("manual:") != Some(id.as_str()) {
+                    keys.push((id.clone(), run_key));
+                }
+                records.push((id, new));
             }
             _ => {
                 report.bytes_after += text.len() as u64;
@@ -314,5 +334,5 @@ fn reencode(page: Vec<(String, String)>, report: &mut MigrationReport) -> Vec<(S
             }
         }
     }
-    out
+    (records, keys)
 }

@@ -25,6 +25,7 @@
 //! | `runs`, `runs:job:<job>`, `runs:active` | zsets | run ids by seq (`runs:active`: every unfinished run) |
 //! | `runs:status:<s>` | zset | finished runs in status `s` by seq (written once, when the run ends) |
 //! | `run_seq`, `run_counts` | counter, hash | `job\nstatus` → count |
+//! | `runs:key` | hash | run id → its run key, for the runs that hold one (`runkey:<key>`): pruning frees the key without reading the record |
 //! | `runkey:<key>` | string | the run that owns a run key (a slot's or a follow-up's; a manual run's key, `manual:<its id>`, is unique as its id is and has none) |
 //! | `failure`, `job_slots`, `approvals` | hashes | job or approval id → JSON / slot |
 //! | `kv:<key>` | string | JSON value, with PX for a ttl |

@@ -265,7 +265,7 @@ async fn concurrent_appends_from_two_handles_get_increasing_ids_and_filters_work
 
 /// The next `n` events of a subscription, each within 5 s.
 async fn receive(
-    live: &mut tokio::sync::broadcast::Receiver<multijob::store::Event>,
+    live: &mut tokio::sync::broadcast::Receiver<multijob::store::SharedEvent>,
     n: usize,
 ) -> Vec<multijob::store::Event> {
     let mut seen = Vec::with_capacity(n);
@@ -274,7 +274,7 @@ async fn receive(
             .await
             .expect("an event within 5 s")
             .expect("not lagged");
-        seen.push(e);
+        seen.push((*e).clone());
     }
     seen
 }

@@ -101,8 +101,8 @@ impl BudgetBoard {
                 _ = cancel.cancelled() => return,
                 _ = full.tick() => None,
                 event = events.recv() => match event {
-                    Ok(e) if RUN_ENDS.contains(&e.event_type.as_str()) => match e.job_id {
-                        Some(job) => Some(job),
+                    Ok(e) if RUN_ENDS.contains(&e.event_type.as_str()) => match &e.job_id {
+                        Some(job) => Some(job.clone()),
                         None => continue,
                     },
                     Ok(_) => continue,

@@ -179,7 +179,7 @@ fn sse_event(item: &Item) -> SseEvent {
         Item::Event(e) => SseEvent::default()
             .id(e.id.to_string())
             .event(&e.event_type)
-            .data(serde_json::to_string(e).unwrap_or_default()),
+            .data(serde_json::to_string(&**e).unwrap_or_default()),
         Item::Lagged { resume_after } => SseEvent::default()
             .event("lagged")
             .data(json!({ "resume_after": resume_after }).to_string()),
@@ -218,7 +218,7 @@ mod tests {
         };
         let bytes = axum::body::to_bytes(
             Sse::new(tokio_stream::iter([Ok::<_, Infallible>(sse_event(
-                &Item::Event(e.clone()),
+                &Item::Event(std::sync::Arc::new(e.clone())),
             ))]))
             .into_response()
             .into_body(),

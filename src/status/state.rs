@@ -15,7 +15,7 @@ use crate::queue::{RecoverySummary, RunQueue};
 use crate::reconcile::{Applier, ReconcileStatus};
 use crate::schedule::scheduler::StatsCell;
 use crate::status::metrics::Metrics;
-use crate::store::{Applied, Event, Store};
+use crate::store::{Applied, Store};
 
 /// Where this replica stands in a Redis deployment. The leader owns the
 /// run queue; a follower shows the figures the leader publishes.
@@ -118,7 +118,7 @@ impl Shared {
     }
 
     /// Committed events, in id order, as they commit.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    pub fn subscribe(&self) -> broadcast::Receiver<crate::store::SharedEvent> {
         self.store.subscribe()
     }
 

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
-use super::{Event, EventQuery, Store, StoreError};
+use super::{EventQuery, SharedEvent, Store, StoreError};
 
 /// Events read from the store per query while catching up.
 pub const PAGE: usize = 1000;
@@ -24,7 +24,7 @@ pub const PAGE: usize = 1000;
 /// What the feed yields.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
-    Event(Event),
+    Event(SharedEvent),
     /// The reader fell behind the broadcast; the feed goes on from the store
     /// after `resume_after` (the last event it yielded).
     Lagged {
@@ -40,7 +40,7 @@ enum Mode {
 
 pub struct Feed {
     store: Store,
-    live: broadcast::Receiver<Event>,
+    live: broadcast::Receiver<SharedEvent>,
     /// Only `event_type` and `job_id` are used.
     filter: EventQuery,
     /// Every event with an id up to here has been looked at.
@@ -49,8 +49,8 @@ pub struct Feed {
     last_yielded: i64,
     mode: Mode,
     /// The first live event, taken to learn where memory starts.
-    held: Option<Event>,
-    backlog: VecDeque<Event>,
+    held: Option<SharedEvent>,
+    backlog: VecDeque<SharedEvent>,
 }
 
 impl Feed {
@@ -73,7 +73,7 @@ impl Feed {
     /// before anything after `after` was read.
     pub fn new(
         store: Store,
-        live: broadcast::Receiver<Event>,
+        live: broadcast::Receiver<SharedEvent>,
         after: i64,
         filter: EventQuery,
     ) -> Feed {
@@ -160,7 +160,7 @@ impl Feed {
                 break;
             }
             self.cursor = e.id;
-            self.backlog.push_back(e);
+            self.backlog.push_back(std::sync::Arc::new(e));
         }
         if !more {
             self.mode = Mode::Live;
@@ -181,7 +181,7 @@ mod tests {
         (dir, store)
     }
 
-    async fn append(store: &Store, n: usize, event_type: &str) -> Vec<Event> {
+    async fn append(store: &Store, n: usize, event_type: &str) -> Vec<crate::store::Event> {
         let events = (0..n)
             .map(|i| NewEvent::new(event_type, json!({"i": i})).job(format!("j{}", i % 2)))
             .collect();
@@ -270,14 +270,14 @@ mod tests {
         let mut feed = Feed::new(store.clone(), rx, 0, EventQuery::default());
         let first = append(&store, 2, "run.queued").await;
         for e in &first {
-            tx.send(e.clone()).expect("send");
+            tx.send(std::sync::Arc::new(e.clone())).expect("send");
         }
         let got = take(&mut feed, 2).await;
         assert_eq!(ids(&got), vec![first[0].id, first[1].id]);
         // 20 more while the reader is away: the broadcast keeps only 4.
         let more = append(&store, 20, "run.started").await;
         for e in &more {
-            let _ = tx.send(e.clone());
+            let _ = tx.send(std::sync::Arc::new(e.clone()));
         }
         let got = take(&mut feed, 21).await;
         assert_eq!(

@@ -304,10 +304,7 @@ impl RedisStore {
 /// The page's records that are not layout 5 yet, re-encoded, and the run
 /// keys of the keyed runs among them; counted in `report`. One that does
 /// not decode stays as it is.
-fn reencode(
-    page: Vec<(String, String)>,
-    report: &mut MigrationReport,
-) -> (Pairs, Pairs) {
+fn reencode(page: Vec<(String, String)>, report: &mut MigrationReport) -> (Pairs, Pairs) {
     let (mut records, mut keys) = (Vec::new(), Vec::new());
     for (id, text) in page {
         report.read += 1;

@@ -92,7 +92,7 @@ struct Inner {
     tail: Tail,
     own_events: Arc<tail::OwnEvents>,
     writer: mpsc::UnboundedSender<WriteOp>,
-    events: broadcast::Sender<Event>,
+    events: broadcast::Sender<super::SharedEvent>,
     backlog: Arc<Backlog>,
     fence: Fence,
     fenced: watch::Receiver<bool>,
@@ -230,7 +230,7 @@ impl RedisStore {
         self.inner.fence.lock().ok().and_then(|f| f.clone())
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    pub fn subscribe(&self) -> broadcast::Receiver<super::SharedEvent> {
         let rx = self.inner.events.subscribe();
         let start = self.inner.tail.lock().ok().and_then(|mut t| t.take());
         if let Some((runtime, tail)) = start {

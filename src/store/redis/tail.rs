@@ -112,7 +112,7 @@ pub async fn tail(
     client: redis::Client,
     target: Target,
     mut last: i64,
-    publisher: broadcast::Sender<Event>,
+    publisher: broadcast::Sender<crate::store::SharedEvent>,
     own: std::sync::Arc<OwnEvents>,
     shutdown: CancellationToken,
 ) {
@@ -173,7 +173,7 @@ pub async fn tail(
                             for event in events {
                                 last = event.id;
                                 // No subscriber is fine: nobody is listening yet.
-                                let _ = publisher.send(event);
+                                let _ = publisher.send(std::sync::Arc::new(event));
                             }
                         }
                         Err(e) => {

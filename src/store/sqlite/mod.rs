@@ -37,7 +37,8 @@ use tokio::sync::{broadcast, oneshot};
 use super::backlog::Backlog;
 use super::runs::{Approval, FailureState, InboxCommand, LiveState, Run, RunQuery};
 use super::{
-    Applied, Event, EventQuery, Mutation, NewEvent, RevisionRecord, RevisionWrite, StoreError,
+    Applied, Event, EventQuery, Mutation, NewEvent, RevisionRecord, RevisionWrite, SharedEvent,
+    StoreError,
 };
 pub use inbox::{post_to_inbox, read_inbox};
 pub use reads::{
@@ -51,7 +52,7 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<WriteOp>>>,
     readers: Mutex<Vec<Connection>>,
-    events: broadcast::Sender<Event>,
+    events: broadcast::Sender<SharedEvent>,
     backlog: Arc<Backlog>,
 }
 
@@ -190,7 +191,7 @@ impl SqliteStore {
     }
 
     /// Committed events, in id order, as they commit.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    pub fn subscribe(&self) -> broadcast::Receiver<SharedEvent> {
         self.inner.events.subscribe()
     }
 

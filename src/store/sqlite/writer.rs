@@ -15,7 +15,7 @@ use super::prepare::{Item, Prepared, Spare, prepare_loop};
 use super::rows::{insert_events, insert_revision, write_resources, write_rows};
 use super::{open_beside, sql_err};
 use crate::store::backlog::Backlog;
-use crate::store::{Event, KvOp, Mutation, NewEvent, RevisionWrite, StoreError};
+use crate::store::{Event, KvOp, Mutation, NewEvent, RevisionWrite, SharedEvent, StoreError};
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -96,7 +96,7 @@ pub(super) fn start(
     conn: Connection,
     rx: mpsc::Receiver<WriteOp>,
     path: &Path,
-    publisher: broadcast::Sender<Event>,
+    publisher: broadcast::Sender<SharedEvent>,
     backlog: Arc<Backlog>,
 ) -> std::io::Result<()> {
     // One batch prepared ahead: the SQL thread never waits for the next,
@@ -117,7 +117,7 @@ fn writer_loop(
     mut conn: Connection,
     rx: mpsc::Receiver<Prepared>,
     path: &Path,
-    publisher: &broadcast::Sender<Event>,
+    publisher: &broadcast::Sender<SharedEvent>,
     backlog: &Backlog,
     spares: mpsc::Sender<Spare>,
 ) {
@@ -195,7 +195,7 @@ fn writer_loop(
         } else {
             let _ = commits.send(());
             for e in published {
-                let _ = publisher.send(e);
+                let _ = publisher.send(std::sync::Arc::new(e));
             }
         }
         for finish in done {

@@ -2,9 +2,10 @@
 //! deployment of several processes sharing one Redis. This module owns
 //! the [`RedisStore`] handle (connecting, the fence, the calls that wait
 //! for their write) and splits the rest by concern: `layout` (the key
-//! layout check and upgrade), `writer` (the background writer), `batch`
-//! (one Lua script call per batch), `reads` (queries and key-value
-//! operations) and `tail` (the events stream tail). It may use `store`'s
+//! layout check), `migrate` (moving a layout 4 keyspace to 5 in place),
+//! `record` (a run's stored encoding), `writer` (the background writer),
+//! `batch` (one Lua script call per batch), `reads` (queries and
+//! key-value operations) and `tail` (the events stream tail). It may use `store`'s
 //! own types and `spec`, nothing above.
 //!
 //! Every key starts with one hash-tagged prefix (`{mj}:` by default), so a

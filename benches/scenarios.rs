@@ -700,6 +700,61 @@ fn hammer(url: &str, paths: &[&str], threads: usize, secs: f64) -> Vec<f64> {
         .collect()
 }
 
+/// p50, p99 and requests/s of one endpoint's latencies (ms) over `secs`.
+fn latency_figures(name: &str, lat: &mut [f64], secs: f64, out: &mut Vec<Figure>) {
+    if lat.is_empty() {
+        return;
+    }
+    for (what, value, unit) in [
+        ("p50", percentile(lat, 0.5), "ms"),
+        ("p99", percentile(lat, 0.99), "ms"),
+        ("requests/s", lat.len() as f64 / secs, "1/s"),
+    ] {
+        out.push(Figure {
+            scenario: "api",
+            name: format!("{name}: {what}"),
+            value,
+            unit,
+            target: None,
+        });
+    }
+}
+
+/// One SSE client of `/api/v1/events?type=run.completed`: says on
+/// `ready` once the stream is open, then counts events until `events`
+/// (or the stream ends); (events seen, seconds).
+fn sse_client(host: &str, events: u64, ready: &std::sync::mpsc::Sender<()>) -> (u64, f64) {
+    use std::io::{BufRead, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(host) else {
+        return (0, 0.0);
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+    let _ = write!(
+        s,
+        "GET /api/v1/events?type=run.completed HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    let mut reader = std::io::BufReader::new(s);
+    let mut line = String::new();
+    let mut seen = 0;
+    let mut announced = false;
+    let start = Instant::now();
+    while seen < events {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if !announced && line == "\r\n" {
+            announced = true;
+            let _ = ready.send(());
+        }
+        if line.starts_with("event: run.completed") {
+            seen += 1;
+        }
+    }
+    (seen, start.elapsed().as_secs_f64())
+}
+
 fn scenario_api(scale: Scale, out: &mut Vec<Figure>) {
     let (jobs, secs, conns, sse_clients, events) = match scale {
         Scale::Full => (1_000, 10.0, 100, 200, 2_000u64),
@@ -743,30 +798,7 @@ fn scenario_api(scale: Scale, out: &mut Vec<Figure>) {
         (jobs_name.as_str(), &mut jobs_lat),
         ("/api/v1/runs", &mut runs_lat),
     ] {
-        if lat.is_empty() {
-            continue;
-        }
-        out.push(Figure {
-            scenario: "api",
-            name: format!("{name}, {conns} connections: p50"),
-            value: percentile(lat, 0.5),
-            unit: "ms",
-            target: None,
-        });
-        out.push(Figure {
-            scenario: "api",
-            name: format!("{name}, {conns} connections: p99"),
-            value: percentile(lat, 0.99),
-            unit: "ms",
-            target: None,
-        });
-        out.push(Figure {
-            scenario: "api",
-            name: format!("{name}, {conns} connections: requests/s"),
-            value: lat.len() as f64 / secs,
-            unit: "1/s",
-            target: None,
-        });
+        latency_figures(&format!("{name}, {conns} connections"), lat, secs, out);
     }
 
     // SSE fan-out: every client must see every new run.completed event.
@@ -777,35 +809,7 @@ fn scenario_api(scale: Scale, out: &mut Vec<Figure>) {
         .map(|_| {
             let host = host.clone();
             let ready = ready_tx.clone();
-            std::thread::spawn(move || -> (u64, f64) {
-                use std::io::{BufRead, Write};
-                let Ok(mut s) = std::net::TcpStream::connect(&host) else { return (0, 0.0) };
-                let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
-                let _ = write!(
-                    s,
-                    "GET /api/v1/events?type=run.completed HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"
-                );
-                let mut reader = std::io::BufReader::new(s);
-                let mut line = String::new();
-                let mut seen = 0;
-                let mut announced = false;
-                let start = Instant::now();
-                while seen < events {
-                    line.clear();
-                    match reader.read_line(&mut line) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    }
-                    if !announced && line == "\r\n" {
-                        announced = true;
-                        let _ = ready.send(());
-                    }
-                    if line.starts_with("event: run.completed") {
-                        seen += 1;
-                    }
-                }
-                (seen, start.elapsed().as_secs_f64())
-            })
+            std::thread::spawn(move || sse_client(&host, events, &ready))
         })
         .collect();
     for _ in 0..sse_clients {

@@ -108,11 +108,17 @@ impl RemoteHost {
         if loaded(self) {
             return;
         }
+        self.load_applied().await;
+    }
+
+    /// Load the applied snapshot, saying which and how long it took; the
+    /// caller holds `reload`, so one load runs at a time.
+    async fn load_applied(&self) {
         let started = std::time::Instant::now();
         match self.store.applied().await {
             Ok(applied) => {
                 tracing::info!(
-                    revision = seq,
+                    revision = applied.revision.as_ref().map_or(0, |r| r.seq),
                     jobs = applied.snapshot.jobs.len(),
                     ms = started.elapsed().as_millis() as u64,
                     "worker: loaded the applied revision"
@@ -134,10 +140,7 @@ impl RemoteHost {
             if let Some(job) = self.cached(run) {
                 return Some(job);
             }
-            match self.store.applied().await {
-                Ok(applied) => self.applied.store(Arc::new(applied)),
-                Err(e) => tracing::warn!(error = %e, "worker: cannot load the applied snapshot"),
-            }
+            self.load_applied().await;
         }
         if let Some(job) = self.cached(run) {
             return Some(job);

@@ -36,6 +36,11 @@ static DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
 /// Set once tracing is on.
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
+/// Whether spans are exported (`MULTIJOB_OTLP_ENDPOINT` set and taken).
+pub fn exporting() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
 /// Spans dropped since start: the queue was full or the collector failed.
 pub fn dropped_spans() -> u64 {
     DROPPED.get()

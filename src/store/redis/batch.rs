@@ -358,7 +358,7 @@ impl Payloads {
 /// that names the run itself (`manual:<its id>`): unique as the id is,
 /// which the script checks against `runs:rec` instead, without a key per
 /// run in the keyspace.
-fn slot_key(run: &Run) -> &str {
+pub(super) fn slot_key(run: &Run) -> &str {
     if run.run_key.strip_prefix("manual:") == Some(run.id.as_str()) {
         ""
     } else {

@@ -23,6 +23,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::batch::slot_key;
 use super::layout::{self, Found, LAYOUT, LAYOUT_V4, MIGRATION};
 use super::{RedisStore, reads, record};
 use crate::store::StoreError;
@@ -313,12 +314,18 @@ fn reencode(page: Vec<(String, String)>, report: &mut MigrationReport) -> (Pairs
             report.bytes_after += text.len() as u64;
             continue;
         }
-        match record::decode(&text).map(|run| (record::encode(&run), run.run_key)) {
-            Ok((Ok(new), run_key)) => {
+        let decoded = record::decode(&text);
+        match decoded
+            .as_ref()
+            .map(|run| (record::encode(run), slot_key(run)))
+        {
+            Ok((Ok(new), key)) => {
                 report.bytes_after += new.len() as u64;
                 report.rewritten += 1;
-                if !run_key.is_empty() && run_key.strip_prefix("manual:") != Some(id.as_str()) {
-                    keys.push((id.clone(), run_key));
+                // As the batch script keeps them: none for a key that is
+                // the run's own id, or an empty one.
+                if !key.is_empty() {
+                    keys.push((id.clone(), key.to_string()));
                 }
                 records.push((id, new));
             }

@@ -289,10 +289,14 @@ impl Writer {
             self.settle(sent, failure);
             return;
         }
+        self.own_events.settled();
         let mut again = vec![sent.1];
         while let Some(call) = self.in_flight.pop_front() {
             match call.await {
-                (Ok(Outcome::Stale), p) => again.push(p),
+                (Ok(Outcome::Stale), p) => {
+                    self.own_events.settled();
+                    again.push(p)
+                }
                 other => self.settle(other, failure),
             }
         }
@@ -389,6 +393,7 @@ impl Writer {
         };
         self.last_sent = Some((seq.marker.clone(), seq.batch_id.clone()));
         let shutdown = self.shutdown.clone();
+        self.own_events.sent();
         Box::pin(async move {
             // Retry a lost connection for as long as the store lives; the
             // batch id makes a retry of an applied batch a no-op.
@@ -479,6 +484,7 @@ impl Writer {
                 *failure = Some(e);
             }
         }
+        self.own_events.settled();
         self.done(count);
     }
 }

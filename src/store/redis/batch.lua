@@ -11,6 +11,25 @@
 -- {'DUP', same summary} for a batch already applied (a retry after a
 -- lost reply), {'STALE'} when the call it follows did not apply
 -- cleanly (nothing written), or {'FENCED'}.
+--
+-- KEYS[2..]: the keys the commands queued after this call in the same
+-- MULTI write (`runs:rec`, `ready` streams): run records travel as plain
+-- HSET and XADD, not through Lua, which hashes every byte it is given.
+-- Unless this call applies, it closes them (each moves aside and a
+-- string takes its place, so those commands fail WRONGTYPE); the gate
+-- script after them puts them back. Nobody sees the difference: the
+-- MULTI runs as one.
+local GATE = 'multijob:gate'
+local function close_gate()
+  for k = 2, #KEYS do
+    if redis.call('EXISTS', KEYS[k]) == 1 then
+      redis.call('RENAME', KEYS[k], KEYS[k] .. ':gated')
+    end
+    redis.call('SET', KEYS[k], GATE)
+  end
+end
+
+local function batch()
 local P = ARGV[1]
 if ARGV[2] ~= '' and redis.call('GET', ARGV[2]) ~= ARGV[3] then
   return {'FENCED'}
@@ -175,6 +194,7 @@ local function info_of(id)
   return m or nil
 end
 
+-- `rec` is '' when the record travels outside the script (see KEYS).
 local function put_run(id, job, status, key, rec)
   local old = info_of(id)
   if not old then
@@ -187,7 +207,7 @@ local function put_run(id, job, status, key, rec)
     end
     local seq = next_seq('run_seq')
     infos[id] = {seq = seq, job = job, status = status, key = key}
-    hset(P .. 'runs:rec', id, rec)
+    if rec ~= '' then hset(P .. 'runs:rec', id, rec) end
     if key ~= '' then hset(P .. 'runs:key', id, key) end
     zadd(P .. 'runs', seq, id)
     zadd(P .. 'runs:job:' .. job, seq, id)
@@ -195,7 +215,7 @@ local function put_run(id, job, status, key, rec)
     count(job, status, 1)
     return
   end
-  hset(P .. 'runs:rec', id, rec)
+  if rec ~= '' then hset(P .. 'runs:rec', id, rec) end
   if old.status ~= status then
     local seq = seq_of(id, old)
     index_status(id, seq, old.status, status)
@@ -349,7 +369,8 @@ end
 -- Runs the writer has not written before: `n`, the writer's last run
 -- seq ('-': not known), then columns of `n`: ids, jobs, statuses, run
 -- keys ('' for a key naming the run itself), then (id, record) pairs,
--- then `m` (job\nstatus, count) pairs. When the writer's seq is right, no
+-- then `m` (job\nstatus, count) pairs. A record '' travels outside the
+-- script (see KEYS). When the writer's seq is right, no
 -- run key is taken (MSETNX) and no id has a record, they are all new: written in bulk, seqs from `base` + 1 in order. Otherwise (a
 -- run written by another leader, a slot taken, a seq the writer got
 -- wrong) each goes the careful way, `put_run`, and `new_base` stays -1
@@ -413,8 +434,11 @@ local function new_runs(a)
       zadd(P .. 'runs:status:' .. st, seq, id)
     end
   end
+  for i = 1, n do
+    local rec = ARGV[recs + 2 * i]
+    if rec ~= '' then hset(P .. 'runs:rec', ARGV[recs + 2 * i - 1], rec) end
+  end
   flush()
-  bulk('HSET', 'runs:rec', recs + 1, recs + 2 * n)
   add_counts(counts + 2, counts + 1 + 2 * tonumber(ARGV[counts + 1]))
 end
 
@@ -493,6 +517,13 @@ while i <= #ARGV do
       xadd[#xadd + 1] = ARGV[tonumber(ARGV[a + j])]
     end
     redis.call(unpack(xadd))
+  elseif op == 'ready_group' then
+    -- A worker group's stream that plain XADDs after this call write
+    -- (see `dispatch_to`).
+    local stream = P .. 'ready:' .. ARGV[a]
+    if redis.call('SADD', P .. 'ready_groups', ARGV[a]) == 1 then
+      redis.pcall('XGROUP', 'CREATE', stream, 'workers', '0', 'MKSTREAM')
+    end
   elseif op == 'ack' then
     acks[#acks + 1] = ARGV[a]
   elseif op == 'res_put' then
@@ -535,4 +566,14 @@ local summary = string.format('%d,%d,%d,%d,%d,%d', rev_seq, first_event, n_event
 redis.call('SET', marker, batch .. summary, 'EX', 3600)
 local out = {'OK', summary}
 for _, id in ipairs(refused) do out[#out + 1] = id end
+return out
+end
+
+local ok, out = pcall(batch)
+if not ok or type(out) ~= 'table' or out[1] ~= 'OK' then
+  if #KEYS > 1 then close_gate() end
+end
+if not ok then
+  return redis.error_reply(type(out) == 'table' and out.err or tostring(out))
+end
 return out

@@ -1,13 +1,16 @@
 //! Writes to Redis as one Lua script call per batch: the ops travel as
 //! arguments, the script applies them atomically (no other client sees
 //! half a batch), checks the leader fence first and deduplicates retries.
+//! Run records and `ready` entries go as plain commands in the same
+//! MULTI, behind a gate the script keeps (see [`plain`]).
 
 use std::sync::LazyLock;
-use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-
+mod call;
 mod dispatch;
+mod plain;
+
+pub use call::{Applied, Outcome, Sequence, Target, apply, retryable};
 
 use super::super::runs::{Run, RunStatus};
 use super::super::{
@@ -42,6 +45,18 @@ static SOURCE: LazyLock<String> = LazyLock::new(|| {
 });
 /// For its SHA1: calls go as EVALSHA, loading the source on NOSCRIPT.
 static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(&SOURCE));
+/// The source without comments or indentation, for calls inside a MULTI
+/// (see [`plain`]): those go as EVAL, since a NOSCRIPT there would let the
+/// commands after the script write unchecked. Redis hashes the source of
+/// every EVAL; this halves it.
+static COMPACT_SOURCE: LazyLock<String> = LazyLock::new(|| {
+    SOURCE
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| !l.is_empty() && !l.starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+});
 
 /// The ops of one script call, encoded as arguments.
 #[derive(Default)]
@@ -52,6 +67,8 @@ pub struct Ops {
     events: String,
     n_events: usize,
     first_at: String,
+    /// Run records written outside the script (see [`plain`]).
+    plain: plain::Plain,
 }
 
 /// One event inside a packed `events` entry: `[type, at, job, run, data]`.
@@ -200,9 +217,7 @@ impl Ops {
         let mut new: Vec<&Run> = Vec::new();
         let mut new_keys = std::collections::HashSet::new();
         let mut careful: Vec<&Run> = Vec::new();
-        let (mut recs, mut finished) = (Vec::new(), Vec::new());
-        // Dispatched runs among `recs`: (id, index of the record in `recs`).
-        let mut recs_dispatched: Vec<(String, usize)> = Vec::new();
+        let mut finished = Vec::new();
         let mut by_status: std::collections::BTreeMap<&'static str, Vec<String>> =
             Default::default();
         let mut counts: std::collections::BTreeMap<String, i64> = Default::default();
@@ -229,11 +244,8 @@ impl Ops {
                 }
             }
             written.updated.push((run.id.clone(), run.status));
-            if payloads.wants(&run.id) {
-                recs_dispatched.push((run.id.clone(), recs.len() + 1));
-            }
-            recs.push(run.id.clone());
-            recs.push(record);
+            let at = self.plain.record(run.id.clone(), record);
+            payloads.carried_at(&run.id, Carried::Plain(at));
         }
         if !new.is_empty() {
             written.new = self.new_runs(new, next_seq, payloads)?;
@@ -245,12 +257,6 @@ impl Ops {
                 ops.push("bulk", all);
             }
         };
-        // `bulk`, its field count, the command and the key come first.
-        let recs_at = self.args.len() + 4;
-        for (id, i) in recs_dispatched {
-            payloads.carried_at(&id, recs_at + i);
-        }
-        bulk(self, "HSET", "runs:rec".into(), recs);
         bulk(self, "ZREM", "runs:active".into(), finished);
         for (status, pairs) in by_status {
             bulk(self, "ZADD", format!("runs:status:{status}"), pairs);
@@ -289,9 +295,17 @@ impl Ops {
         let mut new_counts: std::collections::BTreeMap<String, i64> = Default::default();
         for r in &new {
             args.push(r.id.clone());
-            // The op's name and field count come before its fields.
-            payloads.carried_at(&r.id, self.args.len() + 2 + args.len());
-            args.push(encode_record(r)?);
+            let record = encode_record(r)?;
+            if slot_key(r).is_empty() {
+                // Never refused (its key is its id): written outside.
+                let at = self.plain.record(r.id.clone(), record);
+                payloads.carried_at(&r.id, Carried::Plain(at));
+                args.push(String::new());
+            } else {
+                // The op's name and field count come before its fields.
+                payloads.carried_at(&r.id, Carried::Argv(self.args.len() + 2 + args.len()));
+                args.push(record);
+            }
             *new_counts
                 .entry(count_field(&r.job_id, r.status))
                 .or_default() += 1;
@@ -313,7 +327,7 @@ impl Ops {
     fn careful_run(&mut self, run: &Run, payloads: &mut Payloads) -> Result<(), StoreError> {
         let record = encode_record(run)?;
         // `run`, its field count, then id, job, status and key.
-        payloads.carried_at(&run.id, self.args.len() + 6);
+        payloads.carried_at(&run.id, Carried::Argv(self.args.len() + 6));
         self.push(
             "run",
             vec![
@@ -328,11 +342,19 @@ impl Ops {
     }
 }
 
-/// Where the records of a batch's dispatched runs are among its
-/// arguments: a `ready` entry's fields are those records, sent once.
+/// Where the records of a batch's dispatched runs are: a `ready` entry's
+/// fields are those records, sent once.
 struct Payloads {
-    /// Index in `Ops::args`, once the record is placed.
-    by_run: std::collections::HashMap<String, Option<usize>, foldhash::fast::RandomState>,
+    by_run: std::collections::HashMap<String, Option<Carried>, foldhash::fast::RandomState>,
+}
+
+/// Where a run's record is in a batch.
+#[derive(Clone, Copy)]
+enum Carried {
+    /// An index in `Ops::args`: the script writes it.
+    Argv(usize),
+    /// A plain write (see [`plain`]): its index there.
+    Plain(usize),
 }
 
 impl Payloads {
@@ -342,12 +364,8 @@ impl Payloads {
         }
     }
 
-    fn wants(&self, run_id: &str) -> bool {
-        self.by_run.contains_key(run_id)
-    }
-
-    /// The run's record is argument `at` of the ops (when it is dispatched).
-    fn carried_at(&mut self, run_id: &str, at: usize) {
+    /// Where the run's record is (kept when it is dispatched).
+    fn carried_at(&mut self, run_id: &str, at: Carried) {
         if let Some(slot) = self.by_run.get_mut(run_id) {
             *slot = Some(at);
         }
@@ -426,182 +444,11 @@ pub fn resource_field(kind: &str, id: &str) -> String {
     format!("{kind}/{id}")
 }
 
-/// What one applied batch produced.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Applied {
-    pub revision_seq: i64,
-    /// Ids of the batch's events, contiguous from `first_event`.
-    pub first_event: i64,
-    pub events: usize,
-    /// Runs not written: their run key belongs to another run.
-    pub refused: Vec<String>,
-    /// The seq before the batch's new runs; -1 when written one by one.
-    pub new_base: i64,
-    /// The last run seq after the batch.
-    pub run_seq: i64,
-}
-
-/// What a script call says.
-pub enum Outcome {
-    Applied(Applied),
-    Fenced,
-    /// Nothing applied: the call it follows did not apply cleanly.
-    Stale,
-}
-
-/// A call's place in its writer's sequence: the retry marker it records
-/// its batch id under and, when another call of the writer is still in
-/// flight ahead of it, that call's marker and batch id.
-pub struct Sequence {
-    pub marker: String,
-    pub batch_id: String,
-    pub after: Option<(String, String)>,
-}
-
-/// Everything a script call needs besides the ops.
-#[derive(Clone)]
-pub struct Target {
-    pub conn: ConnectionManager,
-    pub prefix: String,
-    pub url: String,
-}
-
-/// Apply `ops` once. `marker` names where the script remembers the last
-/// batch it applied for this caller (one key per writer, not per batch);
-/// with `batch_id` it makes a retry of a call whose reply was lost a
-/// no-op that returns the first call's result.
-pub async fn apply_once(
-    target: &Target,
-    fence: Option<&(String, String)>,
-    seq: &Sequence,
-    ops: &Ops,
-) -> Result<Outcome, redis::RedisError> {
-    let (after_marker, after_id) = seq
-        .after
-        .as_ref()
-        .map_or(("", ""), |(m, id)| (m.as_str(), id.as_str()));
-    // The command is built once, at its final size: a batch's arguments
-    // run to megabytes, and growing and copying them cost the leader more
-    // than encoding them.
-    let bytes = ops.args.iter().map(|a| a.len() + 16).sum::<usize>() + ops.events.len() + 512;
-    let mut cmd = redis::Cmd::with_capacity(ops.args.len() + 20, bytes);
-    cmd.arg("EVALSHA")
-        .arg(SCRIPT.get_hash())
-        .arg(1)
-        .arg(format!("{}event_seq", target.prefix))
-        .arg(&target.prefix)
-        .arg(fence.map(|f| f.0.as_str()).unwrap_or(""))
-        .arg(fence.map(|f| f.1.as_str()).unwrap_or(""))
-        .arg(&seq.marker)
-        .arg(&seq.batch_id)
-        .arg(EVENTS_MAXLEN)
-        .arg(REVISION_CAP)
-        .arg(after_marker)
-        .arg(after_id);
-    for a in &ops.args {
-        cmd.arg(a);
-    }
-    if ops.n_events > 0 {
-        cmd.arg("events")
-            .arg(3)
-            .arg(ops.n_events)
-            .arg(&ops.first_at)
-            .arg(&ops.events);
-    }
-    let mut conn = target.conn.clone();
-    let reply: Vec<String> = match cmd.query_async(&mut conn).await {
-        Err(e) if e.code() == Some("NOSCRIPT") => {
-            // A fresh or restarted server: load the script, then call again.
-            let _: String = redis::cmd("SCRIPT")
-                .arg("LOAD")
-                .arg(SOURCE.as_str())
-                .query_async(&mut conn)
-                .await?;
-            cmd.query_async(&mut conn).await?
-        }
-        other => other?,
-    };
-    let mut parts = reply.into_iter();
-    match parts.next().as_deref() {
-        Some("FENCED") => Ok(Outcome::Fenced),
-        Some("STALE") => Ok(Outcome::Stale),
-        Some("OK") | Some("DUP") => {
-            let summary = parts.next().unwrap_or_default();
-            let mut nums = summary.split(',').map(|n| n.parse::<i64>().unwrap_or(0));
-            Ok(Outcome::Applied(Applied {
-                revision_seq: nums.next().unwrap_or(0),
-                first_event: nums.next().unwrap_or(0),
-                events: nums.next().unwrap_or(0).max(0) as usize,
-                new_base: nums.next().unwrap_or(-1),
-                run_seq: nums.next().unwrap_or(-1),
-                refused: parts.collect(),
-            }))
-        }
-        other => Err(redis::RedisError::from((
-            redis::ErrorKind::UnexpectedReturnType,
-            "multijob batch script",
-            format!("unexpected reply {other:?}"),
-        ))),
-    }
-}
-
-/// Whether retrying the same call may succeed (the connection, not the
-/// request, was the problem).
-pub fn retryable(e: &redis::RedisError) -> bool {
-    !matches!(e.retry_method(), redis::RetryMethod::NoRetry)
-}
-
-/// Apply `ops`, retrying connection failures with backoff until `give_up`
-/// says stop. Never fails silently: every failed attempt is logged. A
-/// writer with its own sequence of calls passes `seq`; `None` uses a
-/// fresh batch id as the marker (a key per call, for concurrent callers).
-pub async fn apply(
-    target: &Target,
-    fence: Option<&(String, String)>,
-    seq: Option<Sequence>,
-    ops: &Ops,
-    give_up: impl Fn(u32) -> bool,
-) -> Result<Outcome, StoreError> {
-    let seq = seq.unwrap_or_else(|| {
-        let batch_id = uuid::Uuid::now_v7().simple().to_string();
-        Sequence {
-            marker: batch_id.clone(),
-            batch_id,
-            after: None,
-        }
-    });
-    let mut delay = Duration::from_millis(50);
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        match apply_once(target, fence, &seq, ops).await {
-            Ok(outcome) => {
-                if attempt > 1 {
-                    tracing::warn!(attempt, "store: Redis write succeeded after retries");
-                }
-                return Ok(outcome);
-            }
-            Err(e) if retryable(&e) && !give_up(attempt) => {
-                tracing::error!(
-                    url = %target.url, attempt, error = %e, writes = ops.mutations,
-                    "store: Redis write failed; retrying"
-                );
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            Err(e) => {
-                return Err(StoreError::Redis {
-                    url: target.url.clone(),
-                    message: format!("writing a batch: {e}"),
-                });
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::call::apply_once;
     use super::*;
+    use redis::aio::ConnectionManager;
 
     async fn target(server: &crate::testkit::RedisServer) -> Target {
         let client = redis::Client::open(server.url()).unwrap();
@@ -651,15 +498,22 @@ mod tests {
         );
     }
 
-    /// A dispatched run's record is sent once: the `dispatch` op names
-    /// the argument carrying it, whichever way the run is written.
+    /// A dispatched run's record is sent once. A record the script may
+    /// refuse (a new run with a slot key) goes through it: the `dispatch`
+    /// op names the argument carrying it. Any other goes outside it, as
+    /// does its `ready` entry.
     #[test]
-    fn a_dispatch_names_the_argument_that_carries_each_record() {
+    fn a_dispatch_names_where_each_record_is() {
         use super::super::super::Mutation;
         let mut c = Coalesced::default();
-        // Known (an update), new, and new with a run key taken in the
-        // same batch (sent the careful way).
-        for (id, key) in [("known", "k0"), ("new", "k1"), ("twin", "k1")] {
+        // Known (an update), new with a key of its own, new with a slot
+        // key, and new with that slot key again (sent the careful way).
+        for (id, key) in [
+            ("known", "k0"),
+            ("own", "manual:own"),
+            ("new", "k1"),
+            ("twin", "k1"),
+        ] {
             c.add(Mutation::PutRun(Box::new(sample_run(
                 id,
                 "job",
@@ -685,13 +539,16 @@ mod tests {
         let at = ops.args.iter().position(|a| a == "dispatch").unwrap();
         let n: usize = ops.args[at + 1].parse().unwrap();
         let ids: Vec<&str> = ops.args[at + 2].split(' ').collect();
-        assert_eq!(ids, ["known", "new", "twin"]);
+        assert_eq!(ids, ["new", "twin"]);
         assert_eq!(n, 1 + ids.len());
         for (id, argv) in ids.iter().zip(&ops.args[at + 3..at + 2 + n]) {
             let index = argv.parse::<usize>().unwrap() - FIRST_OP_ARGV;
             let carried: Run = super::super::record::decode(&ops.args[index]).unwrap();
             assert_eq!(carried.id, *id);
         }
+        assert_eq!(ops.plain.ready_ids(), ["known own"]);
+        assert_eq!(ops.plain.record_ids(), ["known", "own"]);
+        assert_eq!(ops.plain.keys("{t}:"), ["{t}:runs:rec", "{t}:ready"]);
     }
 
     /// A batch of one event.

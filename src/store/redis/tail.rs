@@ -315,7 +315,10 @@ mod tests {
         assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), [3, 4, 5]);
         assert_eq!(got[1].run_id.as_deref(), Some("r1"));
         assert!(own.take(5, 3).found().is_none(), "taken once");
-        assert!(own.take(2, 2).found().is_none(), "passed entries are forgotten");
+        assert!(
+            own.take(2, 2).found().is_none(),
+            "passed entries are forgotten"
+        );
         // A count that does not match is not this process's entry.
         assert!(own.take(8, 2).found().is_none());
         assert_eq!(own.lock().held, 0);
@@ -331,7 +334,10 @@ mod tests {
             own.landed(1 + b * per as i64, new_events(per));
         }
         assert!(own.lock().held <= OWN_EVENTS_CAP);
-        assert!(own.take(per as i64, per).found().is_none(), "the first went");
+        assert!(
+            own.take(per as i64, per).found().is_none(),
+            "the first went"
+        );
         let last = batches as i64 * per as i64;
         assert!(own.take(last, per).found().is_some(), "the newest stays");
     }

@@ -1,9 +1,12 @@
 //! Dispatches in a batch: the runs handed to the workers become `ready`
 //! entries of up to `DISPATCH_PACK` runs, the records sent once. Runs of
-//! a job with a `worker_group` go to that group's stream (`dispatch_to`),
-//! in packs of their own; the others keep the plain `dispatch` op.
+//! a job with a `worker_group` go to that group's stream, in packs of
+//! their own. A pack whose records are all written outside the script
+//! is a plain XADD too (see [`super::plain`]; a group's stream is
+//! registered by the script, `ready_group`); one that carries a record
+//! the script writes is the script's `dispatch` or `dispatch_to` op.
 
-use super::{DISPATCH_PACK, FIRST_OP_ARGV, Ops, Payloads};
+use super::{Carried, DISPATCH_PACK, FIRST_OP_ARGV, Ops, Payloads};
 
 impl Ops {
     /// Several runs per ready entry: one stream entry, one claim, one
@@ -16,8 +19,8 @@ impl Ops {
         dispatch: &[(String, Option<String>)],
         payloads: &mut Payloads,
     ) {
-        // (group, its runs: (id, argument index of the record)).
-        type Packs<'a> = Vec<(Option<&'a str>, Vec<(&'a str, usize)>)>;
+        // (group, its runs: (id, where the record is)).
+        type Packs<'a> = Vec<(Option<&'a str>, Vec<(&'a str, Carried)>)>;
         let mut by_stream: Packs = Vec::new();
         for (id, group) in dispatch {
             let Some(at) = payloads.by_run.remove(id).flatten() else {
@@ -32,11 +35,31 @@ impl Ops {
             }
         }
         for (group, runs) in by_stream {
-            for pack in runs.chunks(DISPATCH_PACK) {
+            let (plain, scripted): (Vec<_>, Vec<_>) = runs
+                .into_iter()
+                .partition(|(_, at)| matches!(at, Carried::Plain(_)));
+            if let Some(g) = group.filter(|_| !plain.is_empty()) {
+                self.push("ready_group", vec![g.to_string()]);
+            }
+            for pack in plain.chunks(DISPATCH_PACK) {
+                let ids: Vec<&str> = pack.iter().map(|(id, _)| *id).collect();
+                let recs = pack
+                    .iter()
+                    .filter_map(|(_, at)| match at {
+                        Carried::Plain(i) => Some(*i),
+                        Carried::Argv(_) => None,
+                    })
+                    .collect();
+                self.plain.ready(group, ids.join(" "), recs);
+            }
+            for pack in scripted.chunks(DISPATCH_PACK) {
                 let ids: Vec<&str> = pack.iter().map(|(id, _)| *id).collect();
                 let mut fields: Vec<String> = group.iter().map(|g| g.to_string()).collect();
                 fields.push(ids.join(" "));
-                fields.extend(pack.iter().map(|(_, at)| (at + FIRST_OP_ARGV).to_string()));
+                fields.extend(pack.iter().filter_map(|(_, at)| match at {
+                    Carried::Argv(i) => Some((i + FIRST_OP_ARGV).to_string()),
+                    Carried::Plain(_) => None,
+                }));
                 self.push(
                     if group.is_some() {
                         "dispatch_to"

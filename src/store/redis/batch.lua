@@ -15,11 +15,23 @@
 -- KEYS[2..]: the keys the commands queued after this call in the same
 -- MULTI write (`runs:rec`, `ready` streams): run records travel as plain
 -- HSET and XADD, not through Lua, which hashes every byte it is given.
--- Unless this call applies, it closes them (each moves aside and a
--- string takes its place, so those commands fail WRONGTYPE); the gate
--- script after them puts them back. Nobody sees the difference: the
--- MULTI runs as one.
+-- A script queued before this call closed them (each moved aside and a
+-- string took its place, so those commands fail WRONGTYPE); this call
+-- opens them once it knows the batch applies, and one queued after the
+-- commands puts back whatever is still closed. Nobody sees the gate: the
+-- MULTI runs as one. (Closed until opened, a NOSCRIPT here lets nothing
+-- through.)
 local GATE = 'multijob:gate'
+local gate_open = false
+local function open_gate()
+  for k = 2, #KEYS do
+    redis.call('DEL', KEYS[k])
+    if redis.call('EXISTS', KEYS[k] .. ':gated') == 1 then
+      redis.call('RENAME', KEYS[k] .. ':gated', KEYS[k])
+    end
+  end
+  gate_open = true
+end
 local function close_gate()
   for k = 2, #KEYS do
     if redis.call('EXISTS', KEYS[k]) == 1 then
@@ -27,6 +39,7 @@ local function close_gate()
     end
     redis.call('SET', KEYS[k], GATE)
   end
+  gate_open = false
 end
 
 local function batch()
@@ -45,6 +58,7 @@ if ARGV[8] ~= '' then
     return {'STALE'}
   end
 end
+if #KEYS > 1 then open_gate() end
 local maxlen, revcap = tonumber(ARGV[6]), tonumber(ARGV[7])
 local ACTIVE = {__ACTIVE__}
 local FINISHED = {__FINISHED__}
@@ -570,8 +584,8 @@ return out
 end
 
 local ok, out = pcall(batch)
-if not ok or type(out) ~= 'table' or out[1] ~= 'OK' then
-  if #KEYS > 1 then close_gate() end
+if gate_open and (not ok or type(out) ~= 'table' or out[1] ~= 'OK') then
+  close_gate()
 end
 if not ok then
   return redis.error_reply(type(out) == 'table' and out.err or tostring(out))

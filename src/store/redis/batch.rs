@@ -45,18 +45,6 @@ static SOURCE: LazyLock<String> = LazyLock::new(|| {
 });
 /// For its SHA1: calls go as EVALSHA, loading the source on NOSCRIPT.
 static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(&SOURCE));
-/// The source without comments or indentation, for calls inside a MULTI
-/// (see [`plain`]): those go as EVAL, since a NOSCRIPT there would let the
-/// commands after the script write unchecked. Redis hashes the source of
-/// every EVAL; this halves it.
-static COMPACT_SOURCE: LazyLock<String> = LazyLock::new(|| {
-    SOURCE
-        .lines()
-        .map(str::trim_start)
-        .filter(|l| !l.is_empty() && !l.starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n")
-});
 
 /// The ops of one script call, encoded as arguments.
 #[derive(Default)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
-use super::{COMPACT_SOURCE, EVENTS_MAXLEN, Ops, REVISION_CAP, SCRIPT, SOURCE, plain};
+use super::{EVENTS_MAXLEN, Ops, REVISION_CAP, SCRIPT, SOURCE, plain};
 use crate::store::StoreError;
 
 /// What one applied batch produced.
@@ -68,12 +68,9 @@ pub async fn apply_once(
     let bytes = ops.args.iter().map(|a| a.len() + 16).sum::<usize>() + ops.events.len() + 512;
     let gated = ops.plain.keys(&target.prefix);
     let mut cmd = redis::Cmd::with_capacity(ops.args.len() + gated.len() + 20, bytes);
-    if gated.is_empty() {
-        cmd.arg("EVALSHA").arg(SCRIPT.get_hash());
-    } else {
-        cmd.arg("EVAL").arg(COMPACT_SOURCE.as_str());
-    }
-    cmd.arg(1 + gated.len())
+    cmd.arg("EVALSHA")
+        .arg(SCRIPT.get_hash())
+        .arg(1 + gated.len())
         .arg(format!("{}event_seq", target.prefix))
         .arg(&gated)
         .arg(&target.prefix)
@@ -96,36 +93,53 @@ pub async fn apply_once(
             .arg(&ops.events);
     }
     let mut conn = target.conn.clone();
-    if !gated.is_empty() {
-        let reply = with_plain_writes(&mut conn, cmd, ops, &gated, &target.prefix).await?;
-        return outcome(reply);
-    }
-    let reply: Vec<String> = match cmd.query_async(&mut conn).await {
+    // Built once: a NOSCRIPT sends the same again.
+    let call = if gated.is_empty() {
+        Call::Script(cmd)
+    } else {
+        Call::WithPlain(with_plain_writes(cmd, ops, &gated, &target.prefix))
+    };
+    let call = async |conn: &mut ConnectionManager| match &call {
+        Call::Script(cmd) => cmd.query_async(conn).await,
+        Call::WithPlain(pipe) => script_reply(pipe.query_async(conn).await?),
+    };
+    let reply: Vec<String> = match call(&mut conn).await {
         Err(e) if e.code() == Some("NOSCRIPT") => {
-            // A fresh or restarted server: load the script, then call again.
+            // A fresh or restarted server: load the script, then call again
+            // (nothing was written: the gate stayed closed).
             let _: String = redis::cmd("SCRIPT")
                 .arg("LOAD")
                 .arg(SOURCE.as_str())
                 .query_async(&mut conn)
                 .await?;
-            cmd.query_async(&mut conn).await?
+            call(&mut conn).await?
         }
         other => other?,
     };
     outcome(reply)
 }
 
-/// The script call `script`, then the batch's plain writes, then the
-/// gate's reopening, in one MULTI (see [`plain`]): the script's reply.
-async fn with_plain_writes(
-    conn: &mut ConnectionManager,
+/// What one batch sends.
+enum Call {
+    Script(redis::Cmd),
+    WithPlain(redis::Pipeline),
+}
+
+/// The gate's closing, the script call `script`, the batch's plain
+/// writes, then the gate's reopening, as one MULTI (see [`plain`]).
+fn with_plain_writes(
     script: redis::Cmd,
     ops: &Ops,
     gated: &[String],
     prefix: &str,
-) -> Result<Vec<String>, redis::RedisError> {
+) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     pipe.atomic().ignore_errors();
+    pipe.cmd("EVAL")
+        .arg(plain::CLOSE)
+        .arg(gated.len())
+        .arg(gated)
+        .arg(plain::GATE_TOKEN);
     pipe.add_command(script);
     ops.plain.queue(&mut pipe, prefix);
     pipe.cmd("EVAL")
@@ -133,8 +147,14 @@ async fn with_plain_writes(
         .arg(gated.len())
         .arg(gated)
         .arg(plain::GATE_TOKEN);
-    let replies: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(conn).await?;
-    let mut replies = replies.into_iter();
+    pipe
+}
+
+/// The batch script's reply among the MULTI's (see [`with_plain_writes`]).
+fn script_reply(
+    replies: Vec<redis::RedisResult<redis::Value>>,
+) -> Result<Vec<String>, redis::RedisError> {
+    let mut replies = replies.into_iter().skip(1);
     let reply: Vec<String> = match replies.next() {
         Some(r) => redis::from_redis_value(r?)?,
         None => Vec::new(),

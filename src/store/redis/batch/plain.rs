@@ -6,11 +6,13 @@
 //! to three times per run.
 //!
 //! The script still decides whether the batch applies (fence, retry,
-//! order). When it does not, it closes the gate on the keys these
-//! commands write: each key moves aside to `<key>:gated` and a string
-//! takes its place, so the commands fail WRONGTYPE and write nothing.
-//! [`UNGATE`], queued last, puts the keys back. The MULTI runs as one:
-//! no other client sees a closed gate.
+//! order), behind a gate on the keys these commands write. [`CLOSE`],
+//! queued first, closes it: each key moves aside to `<key>:gated` and a
+//! string takes its place, so the commands fail WRONGTYPE and write
+//! nothing. The script (EVALSHA) opens it when the batch applies;
+//! [`UNGATE`], queued last, puts back whatever is still closed. A script
+//! that did not run (NOSCRIPT after a restart) opens nothing. The MULTI
+//! runs as one: no other client sees a closed gate.
 //!
 //! A record a script may refuse (a new run with a slot key) still goes
 //! through the script, which writes it only when the slot is free.
@@ -18,7 +20,16 @@
 /// The string that stands in for a closed key (see `batch.lua`).
 pub(super) const GATE_TOKEN: &str = "multijob:gate";
 
-/// Puts back the keys a batch script closed. KEYS: the gated keys;
+/// Closes the gate on the keys a batch's plain commands write. KEYS: those
+/// keys; ARGV[1]: the gate token.
+pub(super) const CLOSE: &str = "\
+for _, k in ipairs(KEYS) do
+  if redis.call('EXISTS', k) == 1 then redis.call('RENAME', k, k .. ':gated') end
+  redis.call('SET', k, ARGV[1])
+end
+return 1";
+
+/// Puts back the keys the batch script left closed. KEYS: the gated keys;
 /// ARGV[1]: the gate token.
 pub(super) const UNGATE: &str = "\
 for _, k in ipairs(KEYS) do
@@ -227,6 +238,14 @@ mod tests {
         let mut after = keyspace(&mut conn, "{t}:").await;
         after.3.retain(|k| k != "{t}:epoch");
         assert_eq!(after, applied);
+
+        // A server without the script (restarted): the first try writes
+        // nothing, the script is loaded, the second applies once.
+        let _: () = cmd(&mut conn, &["SCRIPT", "FLUSH"]).await;
+        let reloaded = apply_once(&target, None, &seq("b5", None), &dispatching("r4")).await;
+        assert!(matches!(reloaded, Ok(Outcome::Applied(_))));
+        let (ids, ready, groups, _) = keyspace(&mut conn, "{t}:").await;
+        assert_eq!((ids.len(), ready, groups), (2, 2, 1));
 
         // Keys that did not exist do not exist after a refused batch.
         let target = Target {

@@ -2,15 +2,20 @@
 -- KEYS[1]: any key of the prefix (routes the call to the prefix's slot).
 -- ARGV: prefix, fence key ('' = none), fence token, marker name, batch
 -- id, events MAXLEN, revision history cap, the marker and batch id of
--- the call this one follows ('' = none), then the ops, each as name,
+-- the call this one follows ('' = none), the event seq the batch's
+-- events follow when the writer numbered them ('' = this script numbers
+-- them), then the ops, each as name,
 -- argument count, arguments. The marker (`batch:<name>`) remembers the
 -- last batch id applied under that name, so a retry is not applied
 -- twice. A writer with two calls in flight encodes the second assuming
 -- the first applies cleanly; the second checks that it did. Returns
--- {'OK', 'revseq,first,n,new_base,run_seq,clean', refused run ids...},
+-- {'OK', 'revseq,first,n,new_base,run_seq,event_seq,clean', refused
+-- run ids...},
 -- {'DUP', same summary} for a batch already applied (a retry after a
 -- lost reply), {'STALE'} when the call it follows did not apply
--- cleanly (nothing written), or {'FENCED'}.
+-- cleanly (nothing written), {'RENUMBER'} when events were written
+-- since the writer numbered this batch's (nothing written), or
+-- {'FENCED'}.
 --
 -- KEYS[2..]: the keys the commands queued after this call in the same
 -- MULTI write (`runs:rec`, `ready` streams): run records travel as plain
@@ -57,6 +62,10 @@ if ARGV[8] ~= '' then
   if not before or string.sub(before, 1, #want) ~= want or string.sub(before, -2) ~= ',1' then
     return {'STALE'}
   end
+end
+-- Events numbered by the writer go as a plain XADD behind the gate.
+if ARGV[10] ~= '' and tonumber(redis.call('GET', P .. 'event_seq') or '0') ~= tonumber(ARGV[10]) then
+  return {'RENUMBER'}
 end
 if #KEYS > 1 then open_gate() end
 local maxlen, revcap = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -355,13 +364,15 @@ end
 
 -- A batch's events are one stream entry `<last id>-<count>` holding them
 -- as a JSON array (`e`), with the first one's time (`at`) for pruning.
--- Older entries go by id (MINID): about `maxlen` events are kept.
+-- Older entries go by id (MINID): about `maxlen` events are kept. With
+-- no `packed`, the entry is a plain XADD after this call: only counted.
 local function events(n, at, packed)
   local c = counter('event_seq')
   if first_event == 0 then first_event = c.n + 1 end
   c.n = c.n + n
   c.dirty = true
   n_events = n_events + n
+  if not packed then return end
   local id = string.format('%d-%d', c.n, n)
   if c.n > maxlen then
     redis.call('XADD', P .. 'events', 'MINID', '~', c.n - maxlen, id, 'at', at, 'e', packed)
@@ -458,14 +469,14 @@ end
 
 local acks = {}
 do
-  local ids, j = {}, 10
+  local ids, j = {}, 11
   while j <= #ARGV do
     if ARGV[j] == 'run' then ids[#ids + 1] = ARGV[j + 2] end
     j = j + 2 + tonumber(ARGV[j + 1])
   end
   load_infos(ids)
 end
-local i = 10
+local i = 11
 while i <= #ARGV do
   local op, a = ARGV[i], i + 2
   local n = tonumber(ARGV[i + 1])
@@ -479,6 +490,8 @@ while i <= #ARGV do
     put_run(ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
   elseif op == 'events' then
     events(tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2])
+  elseif op == 'events_plain' then
+    events(tonumber(ARGV[a]))
   elseif op == 'failure' then
     redis.call('HSET', P .. 'failure', ARGV[a], ARGV[a + 1])
   elseif op == 'slot' then
@@ -575,8 +588,9 @@ for name, c in pairs(seqs) do
   if c.dirty then redis.call('SET', P .. name, c.n) end
 end
 
-local summary = string.format('%d,%d,%d,%d,%d,%d', rev_seq, first_event, n_events, new_base,
-  counter('run_seq').n, clean)
+-- `clean` stays last: the call after this one checks it (see STALE).
+local summary = string.format('%d,%d,%d,%d,%d,%d,%d', rev_seq, first_event, n_events, new_base,
+  counter('run_seq').n, counter('event_seq').n, clean)
 redis.call('SET', marker, batch .. summary, 'EX', 3600)
 local out = {'OK', summary}
 for _, id in ipairs(refused) do out[#out + 1] = id end

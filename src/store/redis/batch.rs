@@ -25,7 +25,7 @@ pub const DISPATCH_PACK: usize = 16;
 /// Revision history records kept (the applied one is kept apart).
 pub const REVISION_CAP: i64 = 1000;
 /// The script's ARGV index of the ops' first argument (see `apply_once`).
-const FIRST_OP_ARGV: usize = 10;
+const FIRST_OP_ARGV: usize = 11;
 
 static SOURCE: LazyLock<String> = LazyLock::new(|| {
     // The script's notion of "active" comes from the one in Rust.
@@ -57,6 +57,9 @@ pub struct Ops {
     first_at: String,
     /// Run records written outside the script (see [`plain`]).
     plain: plain::Plain,
+    /// The event seq this batch's events follow, when the writer numbered
+    /// them (they are then a plain write too).
+    events_after: Option<i64>,
 }
 
 /// One event inside a packed `events` entry: `[type, at, job, run, data]`.
@@ -106,6 +109,25 @@ impl Ops {
         for e in &events {
             self.event(e);
         }
+    }
+
+    /// Number the batch's events after event `after` (the writer is the
+    /// one writer of events): their entry becomes a plain write, and the
+    /// script checks the numbering (`RENUMBER` when it is off). Returns
+    /// how many there are.
+    pub fn number_events(&mut self, after: i64) -> usize {
+        if self.n_events == 0 {
+            return 0;
+        }
+        let last = after + self.n_events as i64;
+        self.plain.events(
+            format!("{last}-{}", self.n_events),
+            (last > EVENTS_MAXLEN as i64).then(|| last - EVENTS_MAXLEN as i64),
+            std::mem::take(&mut self.first_at),
+            std::mem::take(&mut self.events),
+        );
+        self.events_after = Some(after);
+        self.n_events
     }
 
     fn event(&mut self, e: &NewEvent) {
@@ -460,6 +482,7 @@ mod tests {
             Outcome::Applied(a) => (a.first_event, a.events),
             Outcome::Fenced => panic!("fenced"),
             Outcome::Stale => panic!("stale"),
+            Outcome::Renumber => panic!("renumber"),
         }
     }
 

@@ -309,9 +309,9 @@ impl RedisStore {
         // Give up after a few tries: the caller gets the error and decides.
         match batch::apply(&self.inner.target, fence.as_ref(), None, &ops, |n| n >= 5).await? {
             Outcome::Applied(a) => Ok(a),
-            Outcome::Stale => Err(StoreError::Corrupt {
+            Outcome::Stale | Outcome::Renumber => Err(StoreError::Corrupt {
                 what: "store batch".into(),
-                message: "a call that follows none came back stale".into(),
+                message: "a call that follows none, its events unnumbered, came back stale".into(),
             }),
             Outcome::Fenced => Err(StoreError::Fenced {
                 key: fence.map(|f| f.0).unwrap_or_default(),

@@ -93,6 +93,14 @@ pub(super) struct Writer {
     /// The last run seq as of the last batch encoded, when this writer
     /// (fenced) numbers new runs itself.
     next_seq: Option<i64>,
+    /// The same for events: the fenced leader writes nearly all of them,
+    /// so it numbers its own and sends them outside the script; should
+    /// anyone else have written one meanwhile, the call comes back
+    /// `Renumber` and goes again numbered by the script.
+    next_event: Option<i64>,
+    /// The event seq the last call of this term came back with: numbering
+    /// resumes from it once no call is out (one out may take ids first).
+    settled_event: Option<i64>,
     /// Bumped whenever `known` is forgotten: a batch encoded before that
     /// and not sent yet is encoded again.
     generation: u64,
@@ -142,6 +150,8 @@ impl Writer {
             known: Default::default(),
             known_fence: None,
             next_seq: None,
+            next_event: None,
+            settled_event: None,
             generation: 0,
             sent: 0,
             last_sent: None,
@@ -285,15 +295,23 @@ impl Writer {
     /// with every call after it, which are stale too: encoded afresh, one
     /// at a time, in order.
     async fn landed(&mut self, sent: Sent, failure: &mut Option<StoreError>) {
-        if !matches!(sent.0, Ok(Outcome::Stale)) {
-            self.settle(sent, failure);
-            return;
+        match sent.0 {
+            Ok(Outcome::Stale) => {}
+            Ok(Outcome::Renumber) => {
+                // Nothing of it applied, though the writer assumed all of
+                // it did: start over from what Redis says.
+                self.forget();
+            }
+            _ => {
+                self.settle(sent, failure);
+                return;
+            }
         }
         self.own_events.settled();
         let mut again = vec![sent.1];
         while let Some(call) = self.in_flight.pop_front() {
             match call.await {
-                (Ok(Outcome::Stale), p) => {
+                (Ok(Outcome::Stale | Outcome::Renumber), p) => {
                     self.own_events.settled();
                     again.push(p)
                 }
@@ -332,7 +350,8 @@ impl Writer {
             self.forget();
             self.known_fence = fence.clone();
             if fence.is_some() {
-                self.next_seq = Self::read_run_seq(&self.target).await;
+                self.next_seq = Self::read_counter(&self.target, "run_seq").await;
+                self.next_event = Self::read_counter(&self.target, "event_seq").await;
             }
         }
         match self.encode(pending, count) {
@@ -362,6 +381,14 @@ impl Writer {
             }
         };
         let new = written.new_runs();
+        if self.next_event.is_none() && self.in_flight.is_empty() {
+            self.next_event = self.settled_event;
+        }
+        if fence.is_some()
+            && let Some(after) = self.next_event
+        {
+            self.next_event = Some(after + ops.number_events(after) as i64);
+        }
         if let Some(base) = numbering {
             written.remember(&mut self.known, base);
             self.next_seq = Some(base + new as i64);
@@ -412,20 +439,23 @@ impl Writer {
     fn forget(&mut self) {
         self.known.clear();
         self.next_seq = None;
+        self.next_event = None;
+        self.settled_event = None;
         self.generation += 1;
     }
 
-    async fn read_run_seq(target: &Target) -> Option<i64> {
+    /// The counter `name` (`run_seq`, `event_seq`).
+    async fn read_counter(target: &Target, name: &str) -> Option<i64> {
         let mut c = target.conn.clone();
         let seq: redis::RedisResult<Option<i64>> = redis::cmd("GET")
-            .arg(format!("{}run_seq", target.prefix))
+            .arg(format!("{}{name}", target.prefix))
             .query_async(&mut c)
             .await;
         match seq {
             Ok(seq) => Some(seq.unwrap_or(0)),
             Err(e) => {
-                // New runs are numbered by the script until the next term.
-                tracing::warn!(error = %e, "store: cannot read the run counter");
+                // Numbered by the script until the next term.
+                tracing::warn!(error = %e, counter = name, "store: cannot read a counter");
                 None
             }
         }
@@ -453,6 +483,9 @@ impl Writer {
                     // the count is off and the writer starts over.
                     self.next_seq = Some(a.run_seq);
                 }
+                if this_term {
+                    self.settled_event = Some(a.event_seq).filter(|n| *n >= 0);
+                }
                 for run in a.refused {
                     // A second run for the same slot: the first one stands.
                     tracing::warn!(run = %run, "store: run not written: its run key is taken");
@@ -468,9 +501,9 @@ impl Writer {
                 self.forget();
                 *failure = Some(StoreError::Fenced { key });
             }
-            Ok(Outcome::Stale) => {
-                // Cannot happen: a call is stale only behind another, and
-                // those are sent again before settling (see `landed`).
+            Ok(Outcome::Stale | Outcome::Renumber) => {
+                // Cannot happen: those are sent again before settling
+                // (see `landed`).
                 tracing::error!(count, "store: writes lost (a stale call was settled)");
                 self.forget();
                 *failure = Some(StoreError::Corrupt {
@@ -496,5 +529,78 @@ fn copy_err(e: &StoreError, url: &str) -> StoreError {
             url: url.to_string(),
             message: other.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::super::RedisStore;
+    use crate::store::{EventQuery, Mutation, NewEvent};
+    use crate::testkit::RedisServer;
+
+    fn event(kind: &str, i: usize) -> Mutation {
+        Mutation::Event(NewEvent::new(kind, serde_json::json!({ "i": i })))
+    }
+
+    /// The leader numbers its own events (a plain XADD); another process
+    /// writing some in between makes its next call go again, numbered by
+    /// the script: every event is stored once, ids in order, and the
+    /// leader's subscribers see them all.
+    #[tokio::test]
+    async fn events_numbered_by_the_leader_survive_another_writer() {
+        let server = RedisServer::start().expect("redis-server");
+        let leader = RedisStore::open_with_prefix(&server.url(), "{w}:")
+            .await
+            .expect("open");
+        let other = RedisStore::open_with_prefix(&server.url(), "{w}:")
+            .await
+            .expect("open");
+        let mut conn = leader.connection();
+        let _: () = redis::cmd("SET")
+            .arg("{w}:leader:epoch")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .expect("epoch");
+        leader.set_fence(Some(("leader:epoch".into(), 1)));
+        let mut seen = leader.subscribe();
+        for i in 0..40 {
+            leader.submit(vec![event("a", i)]).expect("submit");
+            if i % 10 == 5 {
+                leader.flush().await.expect("flush");
+                other.submit(vec![event("b", i)]).expect("submit");
+                other.flush().await.expect("flush");
+            }
+        }
+        leader.flush().await.expect("flush");
+        let stored = leader
+            .events(EventQuery {
+                after: 0,
+                limit: 1000,
+                event_type: None,
+                job_id: None,
+            })
+            .await
+            .expect("events");
+        let ids: Vec<i64> = stored.iter().map(|e| e.id).collect();
+        assert_eq!(ids, (1..=44).collect::<Vec<i64>>());
+        let mine: BTreeSet<i64> = stored
+            .iter()
+            .filter(|e| e.event_type == "a")
+            .filter_map(|e| e.data["i"].as_i64())
+            .collect();
+        assert_eq!(mine, (0..40).collect());
+        assert_eq!(stored.iter().filter(|e| e.event_type == "b").count(), 4);
+        let mut live = Vec::new();
+        while live.len() < 44 {
+            let e = tokio::time::timeout(std::time::Duration::from_secs(5), seen.recv())
+                .await
+                .expect("every event reaches the subscriber")
+                .expect("not lagged");
+            live.push(e.id);
+        }
+        assert_eq!(live, ids);
     }
 }

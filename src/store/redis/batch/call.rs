@@ -21,6 +21,8 @@ pub struct Applied {
     pub new_base: i64,
     /// The last run seq after the batch.
     pub run_seq: i64,
+    /// The last event seq after the batch.
+    pub event_seq: i64,
 }
 
 /// What a script call says.
@@ -29,6 +31,9 @@ pub enum Outcome {
     Fenced,
     /// Nothing applied: the call it follows did not apply cleanly.
     Stale,
+    /// Nothing applied: events were written since the writer numbered
+    /// this batch's.
+    Renumber,
 }
 
 /// A call's place in its writer's sequence: the retry marker it records
@@ -81,11 +86,14 @@ pub async fn apply_once(
         .arg(EVENTS_MAXLEN)
         .arg(REVISION_CAP)
         .arg(after_marker)
-        .arg(after_id);
+        .arg(after_id)
+        .arg(ops.events_after.map(|n| n.to_string()).unwrap_or_default());
     for a in &ops.args {
         cmd.arg(a);
     }
-    if ops.n_events > 0 {
+    if ops.events_after.is_some() {
+        cmd.arg("events_plain").arg(1).arg(ops.n_events);
+    } else if ops.n_events > 0 {
         cmd.arg("events")
             .arg(3)
             .arg(ops.n_events)
@@ -174,6 +182,7 @@ fn outcome(reply: Vec<String>) -> Result<Outcome, redis::RedisError> {
     match parts.next().as_deref() {
         Some("FENCED") => Ok(Outcome::Fenced),
         Some("STALE") => Ok(Outcome::Stale),
+        Some("RENUMBER") => Ok(Outcome::Renumber),
         Some("OK") | Some("DUP") => {
             let summary = parts.next().unwrap_or_default();
             let mut nums = summary.split(',').map(|n| n.parse::<i64>().unwrap_or(0));
@@ -183,6 +192,7 @@ fn outcome(reply: Vec<String>) -> Result<Outcome, redis::RedisError> {
                 events: nums.next().unwrap_or(0).max(0) as usize,
                 new_base: nums.next().unwrap_or(-1),
                 run_seq: nums.next().unwrap_or(-1),
+                event_seq: nums.next().unwrap_or(-1),
                 refused: parts.collect(),
             }))
         }

@@ -46,6 +46,18 @@ pub(super) struct Plain {
     /// `HSET runs:rec` arguments: id, record, id, record, ...
     recs: Vec<String>,
     ready: Vec<ReadyEntry>,
+    events: Option<EventsEntry>,
+}
+
+/// The batch's events as one `events` entry, numbered by the writer.
+struct EventsEntry {
+    /// `<last event id>-<count>`.
+    id: String,
+    /// Entries before this id go (`MINID ~`): the stream keeps about
+    /// `EVENTS_MAXLEN` events.
+    min_id: Option<i64>,
+    at: String,
+    packed: String,
 }
 
 /// One `ready` stream entry: the runs' ids, space-separated, and where
@@ -75,6 +87,16 @@ impl Plain {
         });
     }
 
+    /// The batch's events entry (see `Ops::number_events`).
+    pub(super) fn events(&mut self, id: String, min_id: Option<i64>, at: String, packed: String) {
+        self.events = Some(EventsEntry {
+            id,
+            min_id,
+            at,
+            packed,
+        });
+    }
+
     fn stream(prefix: &str, group: Option<&str>) -> String {
         match group {
             Some(g) => format!("{prefix}ready:{g}"),
@@ -93,6 +115,9 @@ impl Plain {
             if !keys.contains(&key) {
                 keys.push(key);
             }
+        }
+        if self.events.is_some() {
+            keys.push(format!("{prefix}events"));
         }
         keys
     }
@@ -118,6 +143,15 @@ impl Plain {
                 xadd.arg(i)
                     .arg(self.recs.get(*at).map_or("", String::as_str));
             }
+            pipe.add_command(xadd);
+        }
+        if let Some(e) = &self.events {
+            let mut xadd = redis::cmd("XADD");
+            xadd.arg(format!("{prefix}events"));
+            if let Some(min) = e.min_id {
+                xadd.arg("MINID").arg("~").arg(min);
+            }
+            xadd.arg(&e.id).arg("at").arg(&e.at).arg("e").arg(&e.packed);
             pipe.add_command(xadd);
         }
     }
@@ -258,5 +292,42 @@ mod tests {
         assert!(matches!(fenced, Ok(Outcome::Fenced)));
         let keys: Vec<String> = cmd(&mut conn, &["KEYS", "{u}:*"]).await;
         assert_eq!(keys, ["{u}:epoch"]);
+    }
+
+    /// Events the writer numbered from a count that is off (another
+    /// process wrote some meanwhile): nothing is written.
+    #[tokio::test]
+    async fn events_numbered_from_a_count_that_is_off_are_not_written() {
+        let server = RedisServer::start().expect("redis-server");
+        let client = redis::Client::open(server.url()).expect("url");
+        let mut conn = ConnectionManager::new(client).await.expect("connect");
+        let target = Target {
+            conn: conn.clone(),
+            prefix: "{v}:".into(),
+            url: server.url(),
+        };
+        let numbered = |after: i64| {
+            let mut ops = Ops::default();
+            ops.events(vec![crate::store::NewEvent::new(
+                "a",
+                serde_json::json!({}),
+            )]);
+            assert_eq!(ops.number_events(after), 1);
+            ops
+        };
+        let off = apply_once(&target, None, &seq("b1", None), &numbered(5)).await;
+        assert!(matches!(off, Ok(Outcome::Renumber)));
+        let keys: Vec<String> = cmd(&mut conn, &["KEYS", "{v}:*"]).await;
+        assert!(keys.is_empty(), "{keys:?}");
+        match apply_once(&target, None, &seq("b2", None), &numbered(0)).await {
+            Ok(Outcome::Applied(a)) => {
+                assert_eq!((a.first_event, a.events, a.event_seq), (1, 1, 1))
+            }
+            _ => panic!("not applied"),
+        }
+        let entries: Vec<(String, Vec<(String, String)>)> =
+            cmd(&mut conn, &["XRANGE", "{v}:events", "-", "+"]).await;
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].0, "1-1");
     }
 }

@@ -13,7 +13,8 @@
 //! `started_at - queued_at`, which counts that wait, is reported beside it.
 //! The runs of slots in the first interval after the daemon is ready are
 //! reported apart: a cold start, not the steady load.
-//! `MULTIJOB_BENCH_LEADER_THREADS=N` gives the Redis leader N runtime threads.
+//! `MULTIJOB_BENCH_LEADER_THREADS=N` gives the Redis leader N runtime threads;
+//! `MULTIJOB_BENCH_WORKER_SLOTS=N` gives each worker N slots (default 64).
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -43,8 +44,12 @@ fn write_jobs(dir: &std::path::Path, n: usize) {
 }
 
 /// Run id → how far ahead of its fire time the scheduler queued it, in ms
-/// (the `ahead_ms` of its `run.queued` event; absent: queued when due).
-fn queued_ahead(url: &str) -> HashMap<String, f64> {
+/// (the `ahead_ms` of its `run.queued` event; absent: queued when due),
+/// for runs queued up to `until` (epoch ms). The pages stop there: the
+/// load goes on while they are read, and at half the 2-worker rate the
+/// reader never caught up with the events still arriving (the leader
+/// parsing pages for it without end, its memory growing).
+fn queued_ahead(url: &str, until: f64) -> HashMap<String, f64> {
     let mut out = HashMap::new();
     let mut after = 0i64;
     loop {
@@ -56,8 +61,13 @@ fn queued_ahead(url: &str) -> HashMap<String, f64> {
                 out.insert(run.to_string(), ms);
             }
         }
+        let past = items.last().and_then(|e| e["at"].as_str()).and_then(|at| {
+            at.parse::<jiff::Timestamp>()
+                .ok()
+                .map(|t| t.as_millisecond() as f64 > until)
+        });
         match page["next_cursor"].as_i64() {
-            Some(c) if !items.is_empty() => after = c,
+            Some(c) if !items.is_empty() && past != Some(true) => after = c,
             _ => break,
         }
     }
@@ -81,7 +91,9 @@ struct Latencies {
 /// steady load. Slots after the window are left out: they fired while
 /// these pages were read, and reading them competes with the runs.
 fn latencies(url: &str, (steady_from, steady_to): (f64, f64)) -> Latencies {
-    let ahead = queued_ahead(url);
+    // A run of the window is queued before its slot, which is before
+    // `steady_to`.
+    let ahead = queued_ahead(url, steady_to);
     let mut out = Latencies::default();
     let mut cursor: Option<i64> = None;
     loop {
@@ -142,6 +154,9 @@ pub fn scenario(scale: Scale, out: &mut Vec<Figure>) {
         ("SCHEDULER_PRESSURE_DEPTH_LOW", "1"),
     ];
     let leader_threads = std::env::var("MULTIJOB_BENCH_LEADER_THREADS").ok();
+    // Each worker's slots (default 64, as in the throughput scenario).
+    let worker_slots =
+        std::env::var("MULTIJOB_BENCH_WORKER_SLOTS").unwrap_or_else(|_| "64".to_string());
     for store in ["embedded", "redis"] {
         let n = if store == "embedded" {
             embedded_n
@@ -163,7 +178,7 @@ pub fn scenario(scale: Scale, out: &mut Vec<Figure>) {
             for _ in 0..2 {
                 _workers.push(Worker(
                     Command::new(bin())
-                        .args(["worker", "--redis", u, "--workers", "64"])
+                        .args(["worker", "--redis", u, "--workers", &worker_slots])
                         .arg("--data-dir")
                         .arg(tmp.path().join("data"))
                         .env("RUST_LOG", crate::daemon_log_filter())

@@ -228,16 +228,22 @@ mod tests {
         (ids, ready, groups.len(), keys)
     }
 
+    /// A connection to `server`, and a target of keys under `prefix`.
+    async fn connect(server: &RedisServer, prefix: &str) -> (ConnectionManager, Target) {
+        let client = redis::Client::open(server.url()).expect("url");
+        let conn = ConnectionManager::new(client).await.expect("connect");
+        let target = Target {
+            conn: conn.clone(),
+            prefix: prefix.into(),
+            url: server.url(),
+        };
+        (conn, target)
+    }
+
     #[tokio::test]
     async fn a_batch_that_does_not_apply_writes_no_record_and_no_ready_entry() {
         let server = RedisServer::start().expect("redis-server");
-        let client = redis::Client::open(server.url()).expect("url");
-        let mut conn = ConnectionManager::new(client).await.expect("connect");
-        let target = Target {
-            conn: conn.clone(),
-            prefix: "{t}:".into(),
-            url: server.url(),
-        };
+        let (mut conn, target) = connect(&server, "{t}:").await;
         let _: () = cmd(
             &mut conn,
             &["XGROUP", "CREATE", "{t}:ready", "workers", "0", "MKSTREAM"],
@@ -299,13 +305,7 @@ mod tests {
     #[tokio::test]
     async fn events_numbered_from_a_count_that_is_off_are_not_written() {
         let server = RedisServer::start().expect("redis-server");
-        let client = redis::Client::open(server.url()).expect("url");
-        let mut conn = ConnectionManager::new(client).await.expect("connect");
-        let target = Target {
-            conn: conn.clone(),
-            prefix: "{v}:".into(),
-            url: server.url(),
-        };
+        let (mut conn, target) = connect(&server, "{v}:").await;
         let numbered = |after: i64| {
             let mut ops = Ops::default();
             ops.events(vec![crate::store::NewEvent::new(

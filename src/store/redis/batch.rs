@@ -181,8 +181,12 @@ impl Ops {
             let text = serde_json::to_string(state).map_err(|e| StoreError::corrupt(job, e))?;
             self.push("failure", vec![job.clone(), text]);
         }
-        for (job, slot) in &c.slots {
-            self.push("slot", vec![job.clone(), slot.clone()]);
+        if !c.slots.is_empty() {
+            let pairs = c
+                .slots
+                .iter()
+                .flat_map(|(job, slot)| [job.clone(), slot.clone()]);
+            self.push("slots", pairs.collect());
         }
         for a in &c.approvals {
             let text = serde_json::to_string(a).map_err(|e| StoreError::corrupt(&a.id, e))?;

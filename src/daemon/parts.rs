@@ -130,12 +130,11 @@ pub(super) async fn spawn_scheduler(
     {
         tracing::warn!(error = %e, "budgets: today's counts unreadable; slots dispatch until they are read");
     }
-    tokio::spawn(
-        shared
-            .budgets
-            .clone()
-            .watch(shared.queue.clone(), stop.clone()),
-    );
+    tokio::spawn(shared.budgets.clone().watch(
+        shared.queue.clone(),
+        shared.applied_tx.subscribe(),
+        stop.clone(),
+    ));
     Ok(tokio::spawn(scheduler.run(
         shared.applied_tx.subscribe(),
         last_slots,

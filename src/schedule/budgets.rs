@@ -17,12 +17,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use jiff::Timestamp;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::RunQueue;
 use crate::spec::snapshot::Snapshot;
 use crate::store::budgets::{BudgetUse, Meter};
-use crate::store::{Store, StoreError};
+use crate::store::{Applied, SharedEvent, Store, StoreError};
 
 /// The full refresh's period.
 pub const FULL_REFRESH: Duration = Duration::from_secs(10);
@@ -91,16 +92,39 @@ impl BudgetBoard {
         Ok(())
     }
 
-    /// Keeps the board fresh until `cancel`: see the module doc.
-    pub async fn watch(self: Arc<Self>, queue: Arc<RunQueue>, cancel: CancellationToken) {
+    /// Keeps the board fresh until `cancel`: see the module doc. With no
+    /// budget in the applied revision it listens to no event: at 24,000
+    /// runs/s of 24,000 jobs, a wake-up and a job lookup per run end were
+    /// 2-3 us of the leader's ~40 per scheduled run, for nothing.
+    pub async fn watch(
+        self: Arc<Self>,
+        queue: Arc<RunQueue>,
+        mut applied_rx: watch::Receiver<Arc<Applied>>,
+        cancel: CancellationToken,
+    ) {
         let store = queue.store().clone();
-        let mut events = store.subscribe();
+        let mut applied = applied_rx.borrow_and_update().clone();
+        let mut events = any_budget(&applied.snapshot).then(|| store.subscribe());
         let mut full = tokio::time::interval(FULL_REFRESH);
         loop {
             let only = tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = full.tick() => None,
-                event = events.recv() => match event {
+                changed = applied_rx.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    applied = applied_rx.borrow_and_update().clone();
+                    // Subscribed before the full read below: no run end
+                    // falls between the two.
+                    events = match events.take() {
+                        Some(rx) if any_budget(&applied.snapshot) => Some(rx),
+                        None if any_budget(&applied.snapshot) => Some(store.subscribe()),
+                        _ => None,
+                    };
+                    None
+                }
+                event = next_event(&mut events) => match event {
                     Ok(e) if RUN_ENDS.contains(&e.event_type.as_str()) => match &e.job_id {
                         Some(job) => Some(job.clone()),
                         None => continue,
@@ -111,7 +135,9 @@ impl BudgetBoard {
                     Err(_) => return,
                 },
             };
-            let applied = queue.applied();
+            if only.is_none() && events.is_none() && self.is_empty() {
+                continue;
+            }
             let snapshot = &applied.snapshot;
             let ids = only.map(|job| siblings(snapshot, &job));
             if ids.as_ref().is_some_and(Vec::is_empty) {
@@ -123,6 +149,29 @@ impl BudgetBoard {
             }
         }
     }
+
+    fn is_empty(&self) -> bool {
+        self.jobs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+}
+
+/// The next event while subscribed; never, while not.
+async fn next_event(
+    events: &mut Option<broadcast::Receiver<SharedEvent>>,
+) -> Result<SharedEvent, broadcast::error::RecvError> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A job or a flow of the revision has a daily budget.
+fn any_budget(snapshot: &Snapshot) -> bool {
+    snapshot.jobs.values().any(|j| !j.spec.budgets.is_empty())
+        || snapshot.flows.values().any(|f| !f.spec.budgets.is_empty())
 }
 
 /// The budgeted jobs whose counts a run of `job` changes: itself, and

@@ -157,6 +157,45 @@ fn budgets_on_redis_shared_by_two_worker_processes() {
     budgets_hold(true);
 }
 
+/// A budget added by a hot reload holds the job's slots back as soon as
+/// it is spent: the board, which listens to run ends only while some job
+/// has a budget, starts listening with the revision that brings one. (Not
+/// listening, it learnt of the spending at its next full read, 10 s
+/// later: slots kept dispatching and their runs failed at the budget.)
+#[test]
+fn a_budget_added_by_a_reload_holds_slots_back_once_spent() {
+    let (base, got) = sink();
+    let unbudgeted = job(&base).replace("budgets: {messages_per_day: 5}\n", "");
+    let dep = Deployment::new(false, &[("spend.yaml", &unbudgeted)]);
+    let daemon = dep.daemon();
+    wait_for("a first run's messages", &daemon, || {
+        (sent(&got) >= 2).then_some(())
+    });
+    // Room for five runs after the reload is applied, whenever it is.
+    let limit = sent(&got) + 10;
+    dep.dir.write(
+        "jobs.d/spend.yaml",
+        &job(&base).replace("messages_per_day: 5", &format!("messages_per_day: {limit}")),
+    );
+    wait_for("a slot skipped for its budget", &daemon, || {
+        let skipped = events(&daemon, "scheduler.dispatch_skipped_budget", "spend");
+        (!skipped.is_empty()).then_some(())
+    });
+    // A slot or two more: still skipped, and no run started past the budget.
+    std::thread::sleep(Duration::from_millis(2500));
+    let done = runs(&daemon, "spend");
+    let failed: Vec<&Value> = done.iter().filter(|r| r["status"] != "succeeded").collect();
+    assert!(
+        failed.is_empty(),
+        "a run started past the budget: {failed:#?}"
+    );
+    // Spent to the unit (messages sent before the job had a budget are
+    // not counted against it).
+    let budget = budget_of(&daemon);
+    assert_eq!(budget["used"].as_u64(), Some(limit as u64), "{budget:#}");
+    assert!(sent(&got) >= limit);
+}
+
 /// A budget that is not a positive whole number is refused by `validate`
 /// with the field named.
 #[test]

@@ -22,15 +22,22 @@ pub(super) async fn inbox_loop(
     cancel: CancellationToken,
 ) {
     let mut after = 0;
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut full_page = false;
     loop {
         // A full page means more is waiting (a fan-out of follow-ups from
-        // the workers): read on at once instead of a tick later.
+        // the workers): read on at once. Otherwise wait for the next
+        // command (Redis wakes as it is posted; SQLite polls).
         if !full_page {
-            tokio::select! {
+            let waited = tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tick.tick() => {}
+                waited = store.wait_for_inbox(after, INBOX_POLL) => waited,
+            };
+            if let Err(e) = waited {
+                tracing::warn!(error = %e, "inbox: cannot wait for commands; polling");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(INBOX_POLL) => {}
+                }
             }
         } else if cancel.is_cancelled() {
             return;
@@ -44,19 +51,112 @@ pub(super) async fn inbox_loop(
             }
         };
         full_page = commands.len() >= crate::store::INBOX_PAGE;
-        // Follow-ups are handled together, in order with the rest: one
-        // store read for the lot, not a round trip each.
-        let mut follow_ups = Vec::new();
+        // Follow-ups and single-slice triggers are queued together, in
+        // order with the rest: one store read for the lot, not a round
+        // trip each (a steady stream of small triggers fell behind).
+        let mut admissions = Admissions::default();
         for (id, command) in commands {
             after = after.max(id);
-            if matches!(command, InboxCommand::FollowUp { .. }) {
-                follow_ups.extend(follow_up_run(command).map(|run| (id, run)));
-                continue;
-            }
-            follow_ups_from_workers(&queue, &store, std::mem::take(&mut follow_ups)).await;
+            let command = match admissions.take(id, command) {
+                Some(other) => other,
+                None => continue,
+            };
+            admissions.queue(&queue, &store).await;
             handle_one(&queue, &store, &fetch, &cancel, id, command).await;
         }
-        follow_ups_from_workers(&queue, &store, follow_ups).await;
+        admissions.queue(&queue, &store).await;
+    }
+}
+
+/// How long the inbox waits for a command before it reads anyway (on
+/// SQLite: how often it polls).
+const INBOX_POLL: Duration = Duration::from_millis(100);
+
+/// Commands that only queue runs, taken in order and queued together.
+#[derive(Default)]
+struct Admissions {
+    commands: Vec<(i64, Admission)>,
+}
+
+enum Admission {
+    FollowUp(NewRun),
+    /// A trigger of one slice: its runs.
+    Trigger(Trigger, Vec<NewRun>),
+}
+
+impl Admissions {
+    /// Takes a follow-up or a single-slice trigger; any other command is
+    /// given back.
+    fn take(&mut self, id: i64, command: InboxCommand) -> Option<InboxCommand> {
+        match command {
+            command @ InboxCommand::FollowUp { .. } => {
+                if let Some(run) = follow_up_run(command) {
+                    self.commands.push((id, Admission::FollowUp(run)));
+                }
+                None
+            }
+            InboxCommand::Trigger {
+                run_id,
+                job_id,
+                inputs,
+                count,
+            } if count <= TRIGGER_SLICE => {
+                let trigger = Trigger {
+                    inbox_id: id,
+                    run_id,
+                    job_id,
+                    inputs,
+                    count,
+                };
+                let runs = (0..count.max(1)).map(|i| trigger.new_run(i)).collect();
+                self.commands.push((id, Admission::Trigger(trigger, runs)));
+                None
+            }
+            other => Some(other),
+        }
+    }
+
+    /// Queue what was taken, in order, and mark those commands done in one
+    /// store write. Runs the store has a record of were queued before a
+    /// crash, and recovered or finished since.
+    async fn queue(&mut self, queue: &RunQueue, store: &Store) {
+        let commands = std::mem::take(&mut self.commands);
+        if commands.is_empty() {
+            return;
+        }
+        let ids = commands.iter().flat_map(|(_, a)| match a {
+            Admission::FollowUp(run) => std::slice::from_ref(run).iter(),
+            Admission::Trigger(_, runs) => runs.iter(),
+        });
+        let recorded = recorded(store, ids.map(|r| r.id.clone()).collect()).await;
+        let fresh = |runs: Vec<NewRun>| -> Vec<NewRun> {
+            runs.into_iter()
+                .filter(|r| !recorded.contains(&r.id))
+                .collect()
+        };
+        let mut done = Vec::with_capacity(commands.len());
+        for (id, admission) in commands {
+            done.push(Mutation::InboxDone(id));
+            match admission {
+                Admission::FollowUp(run) => {
+                    for run in fresh(vec![run]) {
+                        follow_up_from_worker(queue, store, run);
+                    }
+                }
+                Admission::Trigger(trigger, runs) => {
+                    let runs = fresh(runs);
+                    let offered = runs.len();
+                    if offered > 0 && queue.enqueue(runs).is_empty() {
+                        trigger.rejected(queue, store);
+                    }
+                }
+            }
+        }
+        // After the runs' records: a crash between the two handles the
+        // commands again, and the records tell what was queued.
+        if let Err(e) = store.submit(done) {
+            tracing::warn!(error = %e, "inbox: could not mark commands done");
+        }
     }
 }
 
@@ -131,10 +231,12 @@ async fn handle_command(queue: &RunQueue, store: &Store, inbox_id: i64, command:
             };
             trigger.queue_runs(queue, store).await;
         }
-        // Handled in batches by the loop; here only if one comes alone.
+        // Taken by the loop's admissions; here only if one comes alone.
         command @ InboxCommand::FollowUp { .. } => {
-            let run = follow_up_run(command).map(|run| (inbox_id, run));
-            follow_ups_from_workers(queue, store, run.into_iter().collect()).await;
+            let mut admissions = Admissions::default();
+            if admissions.take(inbox_id, command).is_none() {
+                admissions.queue(queue, store).await;
+            }
         }
         InboxCommand::Decide {
             approval_id,
@@ -263,14 +365,17 @@ impl Trigger {
         queue.set_burst(self.inbox_id, shown);
     }
 
-    /// None of the runs was queued: the job is disabled or gone.
+    /// None of the runs was queued: the job is disabled or gone, or (the
+    /// job is there) they are in the queue already, by the same command
+    /// handled twice, which is not told.
     fn rejected(&self, queue: &RunQueue, store: &Store) {
         let job_id = &self.job_id;
         let reason = match queue.applied().snapshot.jobs.get(job_id) {
             Some(job) if !job.spec.enabled => {
                 format!("job {job_id} is disabled: it gets no new runs")
             }
-            _ => format!("no job {job_id} in the applied revision"),
+            Some(_) => return,
+            None => format!("no job {job_id} in the applied revision"),
         };
         let event = NewEvent::new(
             "trigger.rejected",
@@ -366,24 +471,6 @@ fn follow_up_run(command: InboxCommand) -> Option<NewRun> {
     })
 }
 
-/// Queue the follow-ups worker processes handed over, in order, and mark
-/// their commands done in one store write. Those the store has a record
-/// of were queued before a crash, and recovered or finished since.
-async fn follow_ups_from_workers(queue: &RunQueue, store: &Store, follow_ups: Vec<(i64, NewRun)>) {
-    if follow_ups.is_empty() {
-        return;
-    }
-    let ids: Vec<i64> = follow_ups.iter().map(|(id, _)| *id).collect();
-    let runs = follow_ups.into_iter().map(|(_, run)| run).collect();
-    for run in without_recorded(store, runs).await {
-        follow_up_from_worker(queue, store, run);
-    }
-    let done = ids.into_iter().map(Mutation::InboxDone).collect();
-    if let Err(e) = store.submit(done) {
-        tracing::warn!(error = %e, "inbox: could not mark follow-ups done");
-    }
-}
-
 /// Queue a follow-up a worker process handed over. The step that
 /// scheduled it has ended by now, so a refusal can only be told: a
 /// warning and a `follow_up.refused` event (the worker refuses itself when
@@ -418,16 +505,23 @@ fn follow_up_from_worker(queue: &RunQueue, store: &Store, run: NewRun) {
 /// again after a crash must not run a finished run a second time (or
 /// write a queued record over its final one).
 async fn without_recorded(store: &Store, runs: Vec<NewRun>) -> Vec<NewRun> {
-    let ids = runs.iter().map(|r| r.id.clone()).collect();
+    let recorded = recorded(store, runs.iter().map(|r| r.id.clone()).collect()).await;
+    if recorded.is_empty() {
+        return runs;
+    }
+    runs.into_iter()
+        .filter(|r| !recorded.contains(&r.id))
+        .collect()
+}
+
+/// Which of `ids` the store has a record of (none when it cannot tell:
+/// queueing them all is the lesser harm).
+async fn recorded(store: &Store, ids: Vec<String>) -> std::collections::HashSet<String> {
     match store.recorded_runs(ids).await {
-        Ok(recorded) if recorded.is_empty() => runs,
-        Ok(recorded) => runs
-            .into_iter()
-            .filter(|r| !recorded.contains(&r.id))
-            .collect(),
+        Ok(recorded) => recorded,
         Err(e) => {
             tracing::warn!(error = %e, "inbox: cannot tell which runs exist; queueing them all");
-            runs
+            Default::default()
         }
     }
 }

@@ -654,6 +654,24 @@ impl Store {
         on_backend!(self, s => s.inbox(after).await)
     }
 
+    /// Returns once another process may have posted a command after
+    /// `after`, at the latest after `timeout`: on Redis as soon as one is
+    /// posted; the SQLite file has nothing to block on, so it waits
+    /// `timeout` (the daemon's poll).
+    pub async fn wait_for_inbox(
+        &self,
+        after: i64,
+        timeout: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(_) => {
+                tokio::time::sleep(timeout).await;
+                Ok(())
+            }
+            Store::Redis(s) => s.wait_for_inbox(after, timeout).await,
+        }
+    }
+
     /// How many runs of inbox command `id` are queued already (see
     /// [`Mutation::InboxProgress`]); 0 for a command not started.
     pub async fn inbox_progress(&self, id: i64) -> Result<u32, StoreError> {

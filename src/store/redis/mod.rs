@@ -46,6 +46,7 @@
 //! order (from the newest event when the store was opened).
 
 mod batch;
+mod inbox_wait;
 mod layout;
 mod migrate;
 mod output;
@@ -98,6 +99,7 @@ struct Inner {
     fence: Fence,
     fenced: watch::Receiver<bool>,
     shutdown: CancellationToken,
+    inbox: inbox_wait::InboxWaiter,
 }
 
 impl Drop for Inner {
@@ -163,6 +165,7 @@ impl RedisStore {
         let own_events = Arc::new(tail::OwnEvents::default());
         // The tail starts with the first subscriber (a `worker` process has
         // none), from the newest event at open.
+        let inbox = inbox_wait::InboxWaiter::new(client.clone(), prefix, &target.url);
         let tail = tail::tail(
             client,
             target.clone(),
@@ -192,6 +195,7 @@ impl RedisStore {
                 fence,
                 fenced,
                 shutdown,
+                inbox,
             }),
         })
     }
@@ -347,6 +351,12 @@ impl RedisStore {
     }
 
     /// Leave a command for the leader (the CLI's `trigger`, `approvals`).
+    /// Returns once a command is posted after `after`, or after `timeout`
+    /// (see [`inbox_wait`]).
+    pub async fn wait_for_inbox(&self, after: i64, timeout: Duration) -> Result<(), StoreError> {
+        self.inner.inbox.wait(after, timeout).await
+    }
+
     pub async fn post_to_inbox(&self, command: &InboxCommand) -> Result<i64, StoreError> {
         let text =
             serde_json::to_string(command).map_err(|e| StoreError::corrupt("inbox command", e))?;

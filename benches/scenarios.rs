@@ -6,6 +6,8 @@
 //! runs; `-- --only NAME[,NAME]` picks scenarios; results are also written to
 //! `target/bench-results.json`.
 
+#[path = "scenarios/enqueue.rs"]
+mod enqueue;
 #[path = "scenarios/fanout.rs"]
 mod fanout;
 #[path = "scenarios/inbound.rs"]
@@ -999,7 +1001,7 @@ fn scenario_workflow(scale: Scale, out: &mut Vec<Figure>) {
 
 type Scenario = (&'static str, fn(Scale, &mut Vec<Figure>));
 
-const SCENARIOS: [Scenario; 15] = [
+const SCENARIOS: [Scenario; 16] = [
     ("validate", scenario_validate),
     ("plan", scenario_plan),
     ("reload", scenario_reload),
@@ -1010,6 +1012,7 @@ const SCENARIOS: [Scenario; 15] = [
     ("workflow", scenario_workflow),
     ("redis", redis::scenario),
     ("latency", latency::scenario),
+    ("enqueue", enqueue::scenario),
     ("inbound", inbound::scenario),
     ("simulate", simulate::scenario),
     ("otlp", otlp::scenario),

@@ -24,7 +24,7 @@ use multijob::testkit::RedisServer;
 
 use super::{Daemon, Figure, Scale, bin, http_get, percentile, wait_for};
 
-fn rate(var: &str, default: usize) -> usize {
+pub(super) fn rate(var: &str, default: usize) -> usize {
     std::env::var(var)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -131,7 +131,24 @@ fn latencies(url: &str, (steady_from, steady_to): (f64, f64)) -> Latencies {
     out
 }
 
-struct Worker(Child);
+/// A `multijob worker` process on Redis, stopped when dropped.
+pub(super) struct Worker(Child);
+
+impl Worker {
+    pub(super) fn start(url: &str, slots: &str, data_dir: &std::path::Path) -> Worker {
+        Worker(
+            Command::new(bin())
+                .args(["worker", "--redis", url, "--workers", slots])
+                .arg("--data-dir")
+                .arg(data_dir)
+                .env("RUST_LOG", crate::daemon_log_filter())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("worker"),
+        )
+    }
+}
 
 impl Drop for Worker {
     fn drop(&mut self) {
@@ -176,17 +193,7 @@ pub fn scenario(scale: Scale, out: &mut Vec<Figure>) {
                 args.extend(["--threads", threads]);
             }
             for _ in 0..2 {
-                _workers.push(Worker(
-                    Command::new(bin())
-                        .args(["worker", "--redis", u, "--workers", &worker_slots])
-                        .arg("--data-dir")
-                        .arg(tmp.path().join("data"))
-                        .env("RUST_LOG", crate::daemon_log_filter())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .expect("worker"),
-                ));
+                _workers.push(Worker::start(u, &worker_slots, &tmp.path().join("data")));
             }
         }
         let daemon = Daemon::start_env(tmp.path(), &args, &env);

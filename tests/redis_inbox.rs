@@ -33,22 +33,24 @@ fn a_posted_command_wakes_the_waiting_reader() {
             .post_to_inbox(&trigger("r-0", "a", 1))
             .await
             .expect("post");
-        // A command after `after` is there already: no wait.
+        // A command after `after` is there already: no wait, and its seq.
         let start = Instant::now();
-        store
+        let seen = store
             .wait_for_inbox(first - 1, Duration::from_secs(60))
             .await
             .expect("wait");
+        assert_eq!(seen, Some(first));
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "it waited for the timeout"
         );
         // Nothing after `first`: the wait ends at its timeout.
         let start = Instant::now();
-        store
+        let seen = store
             .wait_for_inbox(first, Duration::from_millis(300))
             .await
             .expect("wait");
+        assert_eq!(seen, None);
         assert!(start.elapsed() >= Duration::from_millis(250));
         // A command posted while it waits wakes it before the timeout.
         let poster = store.clone();
@@ -57,7 +59,7 @@ fn a_posted_command_wakes_the_waiting_reader() {
             poster.post_to_inbox(&trigger("r-1", "a", 1)).await
         });
         let start = Instant::now();
-        store
+        let seen = store
             .wait_for_inbox(first, Duration::from_secs(60))
             .await
             .expect("wait");
@@ -66,6 +68,7 @@ fn a_posted_command_wakes_the_waiting_reader() {
             "the post did not wake it"
         );
         let second = post.await.expect("join").expect("post");
+        assert_eq!(seen, Some(second));
         let read = store.inbox(first).await.expect("inbox");
         assert_eq!(read.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [second]);
     });
@@ -165,4 +168,70 @@ fn small_triggers_read_together_each_run_once() {
     let rejected = events["items"].as_array().cloned().unwrap_or_default();
     assert_eq!(rejected.len(), 1, "{rejected:?}");
     assert_eq!(rejected[0]["data"]["run_id"], "nobody");
+}
+
+/// Entries the daemon cannot parse (garbage written straight into the
+/// stream, or a command of another version) are skipped, and
+/// the command after them is handled: the blocking wait, which returns at
+/// once while an entry is after the last one read, does not spin on them.
+#[test]
+fn unreadable_inbox_entries_do_not_spin_the_reader_and_the_next_command_runs() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = ConfigDir::new();
+    dir.write("jobs.d/a.yaml", "id: a\ntype: noop\noverlap: allow\n");
+    let url = redis.url();
+    let leader = Daemon::start_env(dir.path(), &["--redis", &url, "--workers", "0"], &FAST);
+    leader.wait_until("/readyz", "ready", |_| true);
+    let _worker = WorkerProc::start(&redis, 2);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let inbox = format!("{}inbox", multijob::store::redis::DEFAULT_PREFIX);
+    rt.block_on(async {
+        let store = Store::open_redis(&url).await.expect("open");
+        let Store::Redis(redis_store) = &store else {
+            panic!("a Redis store");
+        };
+        let mut c = redis_store.connection();
+        // What `post_to_inbox` writes, but not a command.
+        for (i, body) in ["{not json", "{\"command\":\"launch_missiles\"}"]
+            .iter()
+            .enumerate()
+        {
+            let seq: i64 = redis::cmd("INCR")
+                .arg(format!(
+                    "{}inbox_seq",
+                    multijob::store::redis::DEFAULT_PREFIX
+                ))
+                .query_async(&mut c)
+                .await
+                .expect("incr");
+            let _: String = redis::cmd("XADD")
+                .arg(&inbox)
+                .arg(format!("{seq}-1"))
+                .arg("at")
+                .arg("now")
+                .arg("cmd")
+                .arg(*body)
+                .query_async(&mut c)
+                .await
+                .unwrap_or_else(|e| panic!("xadd {i}: {e}"));
+        }
+    });
+    // A while with nothing after them: each was reported once or twice (a
+    // read can meet the second before the wait has moved past the first),
+    // not in a loop.
+    std::thread::sleep(Duration::from_millis(1000));
+    let log = leader.log();
+    let skipped = log.matches("unreadable inbox command skipped").count();
+    assert!((2..=3).contains(&skipped), "{skipped} reports\n{log}");
+    rt.block_on(async {
+        let store = Store::open_redis(&url).await.expect("open");
+        store
+            .post_to_inbox(&trigger("after-garbage", "a", 1))
+            .await
+            .expect("post");
+    });
+    leader.wait_until("/api/v1/runs/after-garbage", "succeeded", |v| {
+        v["status"] == "succeeded"
+    });
+    assert_eq!(leader.get("/healthz").0, 200);
 }

@@ -27,16 +27,23 @@ pub(super) async fn inbox_loop(
         // A full page means more is waiting (a fan-out of follow-ups from
         // the workers): read on at once. Otherwise wait for the next
         // command (Redis wakes as it is posted; SQLite polls).
+        // `posted`: the first command after `after` the wait saw; the read
+        // below starts with it, so past it once read: one it cannot parse
+        // is skipped, and must not wake the wait again at once (a loop).
+        let mut posted = None;
         if !full_page {
             let waited = tokio::select! {
                 _ = cancel.cancelled() => return,
                 waited = store.wait_for_inbox(after, INBOX_POLL) => waited,
             };
-            if let Err(e) = waited {
-                tracing::warn!(error = %e, "inbox: cannot wait for commands; polling");
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(INBOX_POLL) => {}
+            match waited {
+                Ok(seq) => posted = seq,
+                Err(e) => {
+                    tracing::warn!(error = %e, "inbox: cannot wait for commands; polling");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(INBOX_POLL) => {}
+                    }
                 }
             }
         } else if cancel.is_cancelled() {
@@ -51,6 +58,7 @@ pub(super) async fn inbox_loop(
             }
         };
         full_page = commands.len() >= crate::store::INBOX_PAGE;
+        after = after.max(posted.unwrap_or(after));
         // Follow-ups and single-slice triggers are queued together, in
         // order with the rest: one store read for the lot, not a round
         // trip each (a steady stream of small triggers fell behind).

@@ -656,17 +656,19 @@ impl Store {
 
     /// Returns once another process may have posted a command after
     /// `after`, at the latest after `timeout`: on Redis as soon as one is
-    /// posted; the SQLite file has nothing to block on, so it waits
-    /// `timeout` (the daemon's poll).
+    /// posted, with the first such command's seq (read or not: an entry
+    /// the daemon cannot parse is skipped, and the reader moves past it);
+    /// the SQLite file has nothing to block on, so it waits `timeout` (the
+    /// daemon's poll) and returns `None`.
     pub async fn wait_for_inbox(
         &self,
         after: i64,
         timeout: std::time::Duration,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         match self {
             Store::Sqlite(_) => {
                 tokio::time::sleep(timeout).await;
-                Ok(())
+                Ok(None)
             }
             Store::Redis(s) => s.wait_for_inbox(after, timeout).await,
         }

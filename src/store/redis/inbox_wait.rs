@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
+use redis::streams::StreamReadReply;
 
 use crate::store::StoreError;
 
@@ -30,10 +31,14 @@ impl InboxWaiter {
     }
 
     /// Returns once the inbox holds a command after `after` (inbox ids are
-    /// `<seq>-1`), or after `timeout` (at least 1 ms: `BLOCK 0` would wait
-    /// for ever). A failed read drops the connection; the next call makes
-    /// a new one.
-    pub(super) async fn wait(&self, after: i64, timeout: Duration) -> Result<(), StoreError> {
+    /// `<seq>-1`), with the first one's seq, or `None` after `timeout` (at
+    /// least 1 ms: `BLOCK 0` would wait for ever). A failed read drops the
+    /// connection; the next call makes a new one.
+    pub(super) async fn wait(
+        &self,
+        after: i64,
+        timeout: Duration,
+    ) -> Result<Option<i64>, StoreError> {
         let block = timeout.as_millis().clamp(1, u128::from(u32::MAX)) as u64;
         let mut conn = self.conn.lock().await;
         if conn.is_none() {
@@ -43,9 +48,9 @@ impl InboxWaiter {
             *conn = Some(self.connect(config).await?);
         }
         let Some(c) = conn.as_mut() else {
-            return Ok(());
+            return Ok(None);
         };
-        let read: redis::RedisResult<redis::Value> = redis::cmd("XREAD")
+        let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
             .arg("COUNT")
             .arg(1)
             .arg("BLOCK")
@@ -56,7 +61,11 @@ impl InboxWaiter {
             .query_async(c)
             .await;
         match read {
-            Ok(_) => Ok(()),
+            Ok(reply) => Ok(reply
+                .iter()
+                .flat_map(|r| &r.keys)
+                .flat_map(|k| &k.ids)
+                .find_map(|e| super::reads::entry_seq(&e.id))),
             Err(e) => {
                 *conn = None;
                 Err(StoreError::Redis {

@@ -351,9 +351,13 @@ impl RedisStore {
     }
 
     /// Leave a command for the leader (the CLI's `trigger`, `approvals`).
-    /// Returns once a command is posted after `after`, or after `timeout`
-    /// (see [`inbox_wait`]).
-    pub async fn wait_for_inbox(&self, after: i64, timeout: Duration) -> Result<(), StoreError> {
+    /// Returns once a command is posted after `after`, with its seq, or
+    /// `None` after `timeout` (see [`inbox_wait`]).
+    pub async fn wait_for_inbox(
+        &self,
+        after: i64,
+        timeout: Duration,
+    ) -> Result<Option<i64>, StoreError> {
         self.inner.inbox.wait(after, timeout).await
     }
 

@@ -147,25 +147,30 @@ pub fn scenario(scale: Scale, out: &mut Vec<Figure>) {
     assert_eq!(lat.len() as u64, want, "a posted run is missing");
     let label = format!("redis store, triggers of {per_post} runs every 2 ms ({rate} runs/s)");
     let runs = lat.len();
-    let mut figure = |name: String, value: f64| {
+    let mut figure = |name: String, value: f64, target| {
         out.push(Figure {
             scenario: "enqueue",
             name,
             value,
             unit: "ms",
-            target: None,
+            target,
         })
     };
     figure(
         format!("enqueue-to-start p50, {label}"),
         percentile(&mut lat, 0.50),
+        None,
     );
+    // #26's latency target, at half the 2-worker rate.
+    let p99_target = (scale == Scale::Full).then_some(("<=", 20.0));
     figure(
         format!("enqueue-to-start p99, {label} ({runs} runs)"),
         percentile(&mut lat, 0.99),
+        p99_target,
     );
     figure(
         format!("enqueue-to-start max, {label}"),
         percentile(&mut lat, 1.0),
+        None,
     );
 }

@@ -3,8 +3,8 @@
 //! The load is N `noop` jobs every 2 s, each with a fixed jitter in
 //! [0, 1 s) (jitter must stay below the interval), so N runs arrive spread
 //! over one second, then a second passes with none; N is half of the no-op
-//! throughput measured for that store (see
-//! the README's table; `MULTIJOB_BENCH_RATE_EMBEDDED` and
+//! throughput measured for that store (see the README's tables: on Redis
+//! half the 2-worker rate, 24,000; `MULTIJOB_BENCH_RATE_EMBEDDED` and
 //! `MULTIJOB_BENCH_RATE_REDIS` override it). Latency is each run's
 //! `started_at` less the moment it could start: its `queued_at`, plus the
 //! `ahead_ms` of its `run.queued` event when the scheduler decided the slot
@@ -162,7 +162,9 @@ pub fn scenario(scale: Scale, out: &mut Vec<Figure>) {
         Scale::Full => (
             10u64,
             rate("MULTIJOB_BENCH_RATE_EMBEDDED", 8_000),
-            rate("MULTIJOB_BENCH_RATE_REDIS", 12_500),
+            // Half the 2-worker no-op rate at defaults (44,800-47,900/s in
+            // sessions 20-21), where #26 asks for p99 <= 20 ms.
+            rate("MULTIJOB_BENCH_RATE_REDIS", 24_000),
         ),
         Scale::Small => (3, 200, 200),
     };
@@ -217,32 +219,38 @@ pub fn scenario(scale: Scale, out: &mut Vec<Figure>) {
         assert!(!lat.is_empty(), "no finished run on the {store} store");
         let label = format!("{store} store, {n} runs/s arriving");
         let runs = lat.len();
-        let mut figure = |name: String, value: f64| {
+        let mut figure = |name: String, value: f64, target| {
             out.push(Figure {
                 scenario: "latency",
                 name,
                 value,
                 unit: "ms",
-                target: None,
+                target,
             })
         };
         figure(
             format!("ready-to-start p50, {label}"),
             percentile(&mut lat, 0.50),
+            None,
         );
+        // The target is #26's, for Redis at half the 2-worker rate.
+        let p99_target = (store == "redis" && scale == Scale::Full).then_some(("<=", 20.0));
         figure(
             format!("ready-to-start p99, {label} ({runs} runs)"),
             percentile(&mut lat, 0.99),
+            p99_target,
         );
         figure(
             format!("queued-to-start p99 (counts the scheduler's lead), {label}"),
             percentile(&mut from_queued, 0.99),
+            None,
         );
         if !first_cycle.is_empty() {
             let n = first_cycle.len();
             figure(
                 format!("ready-to-start p99 of the first cycle after start, {label} ({n} runs)"),
                 percentile(&mut first_cycle, 0.99),
+                None,
             );
         }
     }

@@ -151,6 +151,33 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[i.min(v.len() - 1)]
 }
 
+/// `<what> p50, <label>` and `<what> p99, <label> (<n> runs)` of
+/// latencies in ms, the p99 against `p99_target`.
+fn p50_p99(
+    scenario: &'static str,
+    what: &str,
+    label: &str,
+    lat: &mut [f64],
+    p99_target: Option<(&'static str, f64)>,
+) -> [Figure; 2] {
+    let runs = lat.len();
+    let figure = |name: String, value: f64, target| Figure {
+        scenario,
+        name,
+        value,
+        unit: "ms",
+        target,
+    };
+    [
+        figure(format!("{what} p50, {label}"), percentile(lat, 0.50), None),
+        figure(
+            format!("{what} p99, {label} ({runs} runs)"),
+            percentile(lat, 0.99),
+            p99_target,
+        ),
+    ]
+}
+
 fn scenario_validate(scale: Scale, out: &mut Vec<Figure>) {
     let (jobs, files, reps) = match scale {
         Scale::Full => (10_000, 1_000, 5),

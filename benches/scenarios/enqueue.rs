@@ -146,31 +146,15 @@ pub fn scenario(scale: Scale, out: &mut Vec<Figure>) {
     let want = (posted.len() as u64) * u64::from(per_post);
     assert_eq!(lat.len() as u64, want, "a posted run is missing");
     let label = format!("redis store, triggers of {per_post} runs every 2 ms ({rate} runs/s)");
-    let runs = lat.len();
-    let mut figure = |name: String, value: f64, target| {
-        out.push(Figure {
-            scenario: "enqueue",
-            name,
-            value,
-            unit: "ms",
-            target,
-        })
-    };
-    figure(
-        format!("enqueue-to-start p50, {label}"),
-        percentile(&mut lat, 0.50),
-        None,
-    );
     // #26's latency target, at half the 2-worker rate.
     let p99_target = (scale == Scale::Full).then_some(("<=", 20.0));
-    figure(
-        format!("enqueue-to-start p99, {label} ({runs} runs)"),
-        percentile(&mut lat, 0.99),
-        p99_target,
-    );
-    figure(
-        format!("enqueue-to-start max, {label}"),
-        percentile(&mut lat, 1.0),
-        None,
-    );
+    let [p50, p99] = super::p50_p99("enqueue", "enqueue-to-start", &label, &mut lat, p99_target);
+    out.extend([p50, p99]);
+    out.push(Figure {
+        scenario: "enqueue",
+        name: format!("enqueue-to-start max, {label}"),
+        value: percentile(&mut lat, 1.0),
+        unit: "ms",
+        target: None,
+    });
 }

@@ -218,39 +218,33 @@ pub fn scenario(scale: Scale, out: &mut Vec<Figure>) {
         } = latencies(&daemon.url, (steady_from, steady_to));
         assert!(!lat.is_empty(), "no finished run on the {store} store");
         let label = format!("{store} store, {n} runs/s arriving");
-        let runs = lat.len();
-        let mut figure = |name: String, value: f64, target| {
+        // The target is #26's, for Redis at half the 2-worker rate.
+        let p99_target = (store == "redis" && scale == Scale::Full).then_some(("<=", 20.0));
+        out.extend(super::p50_p99(
+            "latency",
+            "ready-to-start",
+            &label,
+            &mut lat,
+            p99_target,
+        ));
+        let mut figure = |name: String, value: f64| {
             out.push(Figure {
                 scenario: "latency",
                 name,
                 value,
                 unit: "ms",
-                target,
+                target: None,
             })
         };
         figure(
-            format!("ready-to-start p50, {label}"),
-            percentile(&mut lat, 0.50),
-            None,
-        );
-        // The target is #26's, for Redis at half the 2-worker rate.
-        let p99_target = (store == "redis" && scale == Scale::Full).then_some(("<=", 20.0));
-        figure(
-            format!("ready-to-start p99, {label} ({runs} runs)"),
-            percentile(&mut lat, 0.99),
-            p99_target,
-        );
-        figure(
             format!("queued-to-start p99 (counts the scheduler's lead), {label}"),
             percentile(&mut from_queued, 0.99),
-            None,
         );
         if !first_cycle.is_empty() {
             let n = first_cycle.len();
             figure(
                 format!("ready-to-start p99 of the first cycle after start, {label} ({n} runs)"),
                 percentile(&mut first_cycle, 0.99),
-                None,
             );
         }
     }

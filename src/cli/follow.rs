@@ -1,5 +1,6 @@
 //! Following a run from the store (`logs --follow`, `trigger --wait`):
-//! poll its record and its recorded output every [`POLL`], print what is
+//! poll its record and its recorded output (every [`POLL`] once past the
+//! first looks), print what is
 //! new (status changes, steps, output lines) and stop when the run ends.
 //! Only reads: it works beside a running daemon and on Redis alike.
 
@@ -14,8 +15,34 @@ use super::store_access::StoreAccess;
 use crate::store::output::{OUTPUT_PAGE, OutputChunk};
 use crate::store::runs::{Run, RunStatus};
 
-/// How often the store is read while following.
+/// How often the store is read while following, once past the first
+/// looks (see [`Pause`]).
 pub const POLL: Duration = Duration::from_millis(200);
+
+/// The first pause between two looks.
+const FIRST_PAUSE: Duration = Duration::from_millis(10);
+
+/// The pause before the next look: short at first, doubling up to
+/// [`POLL`]. A run of a few milliseconds (a no-op on Redis starts within
+/// milliseconds of its trigger) is seen ended at once, not at the next
+/// 200 ms tick; a long one costs five more reads.
+pub struct Pause(Duration);
+
+impl Pause {
+    pub fn new() -> Pause {
+        Pause(FIRST_PAUSE)
+    }
+
+    pub fn sleep(&mut self) {
+        std::thread::sleep(self.next());
+    }
+
+    fn next(&mut self) -> Duration {
+        let pause = self.0;
+        self.0 = (self.0 * 2).min(POLL);
+        pause
+    }
+}
 
 /// How following ended.
 pub enum Followed {
@@ -110,6 +137,7 @@ impl<'a> Follower<'a> {
     /// Polls until the run ends or `timeout` passes.
     pub fn follow(mut self, timeout: Option<Duration>) -> anyhow::Result<Followed> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        let mut pause = Pause::new();
         loop {
             if let Some(run) = self.poll()? {
                 return Ok(Followed::Ended(Box::new(run)));
@@ -117,7 +145,7 @@ impl<'a> Follower<'a> {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(Followed::StillGoing(self.status));
             }
-            std::thread::sleep(POLL);
+            pause.sleep();
         }
     }
 
@@ -216,5 +244,17 @@ impl<'a> Follower<'a> {
                 None => println!("{line}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pause_starts_short_and_doubles_up_to_the_poll() {
+        let mut pause = Pause::new();
+        let ms: Vec<u128> = (0..7).map(|_| pause.next().as_millis()).collect();
+        assert_eq!(ms, [10, 20, 40, 80, 160, 200, 200]);
     }
 }

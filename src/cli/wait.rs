@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::Outcome;
 use super::OutputFormat;
-use super::follow::{Followed, Follower, POLL};
+use super::follow::{Followed, Follower, Pause};
 use super::progress::Progress;
 use super::run_view::first_line;
 use super::store_access::StoreAccess;
@@ -70,6 +70,7 @@ fn wait_for_burst(
         .collect();
     let mut ended: Vec<Run> = Vec::new();
     let bar = Progress::bar(u64::from(count), "runs finished");
+    let mut pause = Pause::new();
     loop {
         let mut done = store.runs_by_ids(&pending)?;
         done.retain(|r| r.status.is_terminal());
@@ -79,7 +80,7 @@ fn wait_for_burst(
         if pending.is_empty() || deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        std::thread::sleep(POLL);
+        pause.sleep();
     }
     drop(bar);
     let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();

@@ -137,24 +137,17 @@ impl Admissions {
             Admission::Trigger(_, runs) => runs.iter(),
         });
         let recorded = recorded(store, ids.map(|r| r.id.clone()).collect()).await;
-        let fresh = |runs: Vec<NewRun>| -> Vec<NewRun> {
-            runs.into_iter()
-                .filter(|r| !recorded.contains(&r.id))
-                .collect()
-        };
         let mut done = Vec::with_capacity(commands.len());
         for (id, admission) in commands {
             done.push(Mutation::InboxDone(id));
             match admission {
-                Admission::FollowUp(run) => {
-                    for run in fresh(vec![run]) {
-                        follow_up_from_worker(queue, store, run);
-                    }
+                Admission::FollowUp(run) if !recorded.contains(&run.id) => {
+                    follow_up_from_worker(queue, store, run);
                 }
-                Admission::Trigger(trigger, runs) => {
-                    let runs = fresh(runs);
-                    let offered = runs.len();
-                    if offered > 0 && queue.enqueue(runs).is_empty() {
+                Admission::FollowUp(_) => {}
+                Admission::Trigger(trigger, mut runs) => {
+                    runs.retain(|r| !recorded.contains(&r.id));
+                    if !runs.is_empty() && queue.enqueue(runs).is_empty() {
                         trigger.rejected(queue, store);
                     }
                 }

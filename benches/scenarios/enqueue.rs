@@ -1,14 +1,14 @@
 //! Scenario: enqueue-to-start latency of triggered runs on Redis, at a
 //! steady rate and default settings (leader `run --redis --workers 0`,
-//! two `worker --workers 64`). A client posts a trigger of 48 runs of a
-//! no-op job every 2 ms, as `multijob trigger --count 48` does (24,000
-//! runs/s: half the 2-worker no-op rate in the README; the
-//! `MULTIJOB_BENCH_RATE_TRIGGER` variable sets another). Latency is each
-//! run's `started_at` less the moment its trigger was posted: the wait in
-//! the inbox, admission and the claim. The first 2 s are a warm-up, left
-//! out. The triggers go round [`JOBS`] no-op jobs, so that default
-//! retention (1,000 finished runs a job) keeps every run to read back. `latency` measures the other case: the scheduler's slots of many
-//! jobs.
+//! two `worker --workers 64`). A client posts a trigger of 48 no-op runs
+//! every 2 ms, as `multijob trigger --count 48` does (24,000 runs/s: half
+//! the 2-worker no-op rate in the README; `MULTIJOB_BENCH_RATE_TRIGGER`
+//! sets another). The triggers go round [`JOBS`] no-op jobs, so that
+//! default retention (1,000 finished runs a job) keeps every run to read
+//! back. Latency is each run's `started_at` less the moment its trigger
+//! was posted: the wait in the inbox, admission and the claim. The first
+//! 2 s are a warm-up, left out. `latency` measures the other case: the
+//! scheduler's slots of many jobs.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
